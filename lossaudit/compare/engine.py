@@ -1,0 +1,183 @@
+"""Compute every loss on a :class:`~lossaudit.dataset.Dataset` and tally the sums ``compare`` reports.
+
+Every number ``compare`` prints is a sum over elements grouped by class, by positive/negative,
+by difficulty bin and by difficulty level, so the engine reduces each loss to a small table
+``(C, 2, bins, LEVELS)`` of float64 sums (:class:`Tally`). This module computes the losses on the
+full tensors with :mod:`lossaudit.losses`, one after the other.
+
+Difficulty is the GHM gradient norm ``g = |p - y|`` for the sigmoid losses and ``1 - q_target``
+for the softmax losses (``ce``, ``softmax-focal``), whose loss sits on the target classes only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lossaudit import losses
+from lossaudit.dataset import Dataset
+from lossaudit.errors import InputError
+
+SOFTMAX_LOSSES = ("ce", "softmax-focal")
+LEVELS = ("easy", "medium", "hard", "very_hard")
+LEVEL_EDGES = (0.1, 0.5, 0.9)
+"""easy g < 0.1 ≤ medium < 0.5 ≤ hard < 0.9 ≤ very hard."""
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """Which losses to compute and their hyper-parameters (the ``compare`` options)."""
+
+    losses: tuple[str, ...] = ("ce", "bce", "focal", "softmax-focal", "ghm")
+    alpha: float = 0.25
+    gamma: float = 2.0
+    alpha_per_class: tuple[float, ...] | None = None
+    ghm_bins: int = 10
+    ghm_momentum: float = 0.0
+    ohem_ratio: float = 3.0
+    bins: int = 10
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0 <= self.alpha <= 1 or self.alpha == -1, f"--alpha {self.alpha}: expected a value in [0, 1], or -1 to disable it"),
+            (self.gamma >= 0, f"--gamma {self.gamma}: expected a value ≥ 0"),
+            (self.ghm_bins >= 1, f"--ghm-bins {self.ghm_bins}: expected at least 1"),
+            (0 <= self.ghm_momentum < 1, f"--ghm-momentum {self.ghm_momentum}: expected a value in [0, 1)"),
+            (self.ohem_ratio >= 0, f"--ohem-ratio {self.ohem_ratio}: expected a value ≥ 0"),
+            (self.bins >= 1, f"--bins {self.bins}: expected at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+    def params(self, loss: str) -> dict[str, object]:
+        """The hyper-parameters that ``loss`` uses, as reported."""
+        per_class = list(self.alpha_per_class) if self.alpha_per_class is not None else None
+        return {
+            "ce": {},
+            "bce": {},
+            "focal": {"alpha": per_class if per_class is not None else self.alpha, "gamma": self.gamma},
+            "softmax-focal": {"alpha": per_class, "gamma": self.gamma},
+            "ghm": {"bins": self.ghm_bins, "momentum": self.ghm_momentum},
+            "centernet": {"alpha": 2.0, "beta": 4.0},
+            "ohem": {"neg_pos_ratio": self.ohem_ratio},
+        }[loss]
+
+
+@dataclass
+class Tally:
+    """Sums over (class, is_positive, difficulty bin, difficulty level), plus per-class counts.
+
+    Attributes:
+        loss_sums: loss id -> ``(C, 2, bins, 4)`` float64 sums of element losses.
+        element_counts: ``(C, 2, bins, 4)`` valid elements, binned by the sigmoid ``g``.
+        normalisers: loss id -> what that loss's mean divides by.
+        sum_p_positive: ``(C,)`` Σ sigmoid(x) over positives.
+        sum_q_positive: ``(C,)`` Σ softmax(x) over positives in rows a softmax loss uses.
+        softmax_positives: ``(C,)`` positives in those rows.
+        ignored: ``(C,)`` elements dropped by the ignore index or the mask.
+        nonfinite: ``(C,)`` elements with a NaN or infinite logit (not ignored).
+        rows, background_rows: rows in total, and valid rows without any target (softmax cannot
+            express them).
+    """
+
+    loss_sums: dict[str, np.ndarray]
+    element_counts: np.ndarray
+    normalisers: dict[str, float]
+    sum_p_positive: np.ndarray
+    sum_q_positive: np.ndarray
+    softmax_positives: np.ndarray
+    ignored: np.ndarray
+    nonfinite: np.ndarray
+    rows: int
+    background_rows: int
+    normaliser_names: dict[str, str] = field(default_factory=dict)
+
+
+def difficulty_levels(g: torch.Tensor) -> torch.Tensor:
+    """Level index 0..3 of each gradient norm (see :data:`LEVEL_EDGES`)."""
+    return torch.bucketize(g.float(), torch.tensor(LEVEL_EDGES, dtype=torch.float32), right=True)
+
+
+def tally_keys(g: torch.Tensor, positive: torch.Tensor, bins: int) -> torch.Tensor:
+    """Flat index into ``(C, 2, bins, 4)`` of every element of an ``(N, C)`` table."""
+    classes = torch.arange(g.shape[1], device=g.device).expand_as(g)
+    difficulty_bin = losses.gradient_norm_bins(g, bins)
+    return ((classes * 2 + positive.long()) * bins + difficulty_bin) * len(LEVELS) + difficulty_levels(g)
+
+
+def _sum_by_key(keys: torch.Tensor, values: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    size = int(np.prod(shape))
+    sums = torch.bincount(keys.reshape(-1), weights=values.reshape(-1).double(), minlength=size)
+    return sums.numpy().reshape(shape)
+
+
+def tally(data: Dataset, settings: LossSettings) -> Tally:
+    """Compute each requested loss element by element on the full tensors and tally it."""
+    num_classes, bins = data.num_classes, settings.bins
+    shape = (num_classes, 2, bins, len(LEVELS))
+    valid, positive, y = data.valid, data.positive, data.targets
+    x = torch.where(valid, data.logits, torch.zeros_like(data.logits))
+    p = torch.sigmoid(x)
+    sigmoid_keys = tally_keys((p - y).abs(), positive, bins)
+    weight = valid.double()
+    alpha = torch.tensor(settings.alpha_per_class) if settings.alpha_per_class is not None else None
+
+    softmax_rows = valid.all(dim=1) & (y.sum(dim=1) > 0)
+    background_rows = int((valid.all(dim=1) & (y.sum(dim=1) == 0)).sum())
+    sums: dict[str, np.ndarray] = {}
+    normalisers: dict[str, float] = {}
+    names: dict[str, str] = {}
+    bce = None
+    for loss in settings.losses:
+        if loss in SOFTMAX_LOSSES:
+            rows_x = torch.where(softmax_rows[:, None], x, torch.zeros_like(x))
+            rows_y = y * softmax_rows[:, None]
+            gamma = 0.0 if loss == "ce" else settings.gamma
+            terms = losses.softmax_focal_terms(rows_x, rows_y, gamma=gamma, alpha=None if loss == "ce" else alpha)
+            q = torch.softmax(rows_x, dim=1)
+            sums[loss] = _sum_by_key(tally_keys(1 - q, positive, bins), terms, shape)
+            normalisers[loss], names[loss] = float(softmax_rows.sum()), "rows with a target"
+            continue
+        if loss in ("bce", "ohem") and bce is None:
+            bce = losses.bce(x, y, reduction="none")
+        if loss == "bce":
+            element_loss = bce
+            normalisers[loss], names[loss] = float(valid.sum()), "valid elements"
+        elif loss == "focal":
+            element_loss = losses.focal(x, y, alpha=alpha if alpha is not None else settings.alpha, gamma=settings.gamma)
+            normalisers[loss], names[loss] = float(valid.sum()), "valid elements"
+        elif loss == "ghm":
+            element_loss = losses.ghm(x, y, bins=settings.ghm_bins, momentum=settings.ghm_momentum, mask=valid, reduction="none")
+            normalisers[loss], names[loss] = float(max(int(valid.sum()), 1)), "valid elements"
+        elif loss == "centernet":
+            clamp = losses.CENTERNET_PROB_CLAMP
+            element_loss = losses.centernet(p.clamp(clamp, 1 - clamp), y, reduction="none")
+            peaks = int((y.eq(1) & valid).sum())
+            normalisers[loss], names[loss] = float(max(peaks, 1)), "peaks" if peaks else "1 (no peaks)"
+        elif loss == "ohem":
+            positive_rows = positive.any(dim=1)
+            keep = losses.ohem_row_selection((bce * weight).sum(dim=1), positive_rows, settings.ohem_ratio)
+            element_loss = bce * keep[:, None]
+            normalisers[loss], names[loss] = float(max(int(positive_rows.sum()), 1)), "positive rows"
+        else:
+            raise ValueError(f"unknown loss {loss!r}")
+        sums[loss] = _sum_by_key(sigmoid_keys, element_loss * weight, shape)
+
+    q_all = torch.softmax(torch.where(softmax_rows[:, None], x, torch.zeros_like(x)), dim=1)
+    softmax_positive = positive & softmax_rows[:, None]
+    return Tally(
+        loss_sums=sums,
+        element_counts=_sum_by_key(sigmoid_keys, weight, shape),
+        normalisers=normalisers,
+        normaliser_names=names,
+        sum_p_positive=(p * positive).double().sum(dim=0).numpy(),
+        sum_q_positive=(q_all * softmax_positive).double().sum(dim=0).numpy(),
+        softmax_positives=softmax_positive.sum(dim=0).numpy().astype(np.float64),
+        ignored=data.ignored.sum(dim=0).numpy().astype(np.float64),
+        nonfinite=(~torch.isfinite(data.logits) & ~data.ignored).sum(dim=0).numpy().astype(np.float64),
+        rows=data.num_rows,
+        background_rows=background_rows,
+    )
