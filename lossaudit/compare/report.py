@@ -74,7 +74,7 @@ def _loss_section(settings: LossSettings, tally: Tally, positives: int) -> dict:
         section[loss] = {
             "params": settings.params(loss),
             "sum": total,
-            "mean": total / tally.normalisers[loss],
+            "mean": _ratio(total, tally.normalisers[loss]),
             "mean_divides_by": tally.normaliser_names[loss],
             "normaliser": tally.normalisers[loss],
             "per_positive": _ratio(total, positives),

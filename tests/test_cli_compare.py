@@ -1,0 +1,319 @@
+"""``lossaudit compare`` through the real CLI: numbers against independent computations, every
+output format, and every bad input (one line on stderr, exit 2)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fvcore.nn import sigmoid_focal_loss as fvcore_focal
+
+from tests.conftest import write_npz
+from tests.test_losses import _centernet_numpy, _ghm_closed_form, _softmax_focal_numpy
+
+C, BACKGROUND = 4, 4
+
+
+@pytest.fixture
+def detection(tmp_path):
+    """120 anchors × 4 classes, index targets with background (4) and ignored (-1) rows."""
+    rng = np.random.default_rng(42)
+    logits = rng.normal(-2, 2.5, size=(3, 40, C)).astype(np.float32)
+    labels = rng.choice([0, 1, 2, 3, BACKGROUND, -1], p=[0.15, 0.1, 0.05, 0.05, 0.6, 0.05], size=(3, 40))
+    path = write_npz(tmp_path / "det.npz", logits=logits, targets=labels)
+    flat_labels = labels.reshape(-1)
+    onehot = np.zeros((120, C), np.float32)
+    foreground = flat_labels[(flat_labels >= 0) & (flat_labels < C)]
+    onehot[np.nonzero((flat_labels >= 0) & (flat_labels < C))[0], foreground] = 1
+    valid_rows = flat_labels != -1
+    return path, logits.reshape(120, C), onehot, valid_rows, flat_labels
+
+
+def test_focal_agrees_with_fvcore(compare_json, detection):
+    path, logits, onehot, valid_rows, _ = detection
+    report = compare_json(path, "--losses", "focal,bce")
+    element = fvcore_focal(torch.from_numpy(logits[valid_rows]), torch.from_numpy(onehot[valid_rows]), alpha=0.25, gamma=2, reduction="none").double()
+    focal = report["losses"]["focal"]
+    assert focal["sum"] == pytest.approx(element.sum().item(), rel=1e-5)
+    assert focal["mean"] == pytest.approx(element.mean().item(), rel=1e-5)
+    assert focal["per_positive"] == pytest.approx(element.sum().item() / onehot[valid_rows].sum(), rel=1e-5)
+    assert focal["positive_share"] == pytest.approx(element[torch.from_numpy(onehot[valid_rows]) == 1].sum().item() / element.sum().item(), rel=1e-5)
+    for c in range(C):
+        assert report["per_class"][c]["share"]["focal"] == pytest.approx(element[:, c].sum().item() / element.sum().item(), rel=1e-5)
+        assert report["per_class"][c]["positives"] == int(onehot[valid_rows, c].sum())
+
+
+def test_focal_hyperparameters_reach_the_loss(compare_json, detection):
+    path, logits, onehot, valid_rows, _ = detection
+    report = compare_json(path, "--losses", "focal", "--alpha", "-1", "--gamma", "1.5")
+    expected = fvcore_focal(torch.from_numpy(logits[valid_rows]), torch.from_numpy(onehot[valid_rows]), alpha=-1, gamma=1.5, reduction="sum")
+    assert report["losses"]["focal"]["sum"] == pytest.approx(expected.item(), rel=1e-5)
+    assert report["losses"]["focal"]["params"] == {"alpha": -1.0, "gamma": 1.5}
+
+
+@pytest.mark.parametrize("bins", ["10", "30"])
+def test_ghm_agrees_with_closed_form(compare_json, detection, bins):
+    path, logits, onehot, valid_rows, _ = detection
+    report = compare_json(path, "--losses", "ghm", "--ghm-bins", bins)
+    expected = _ghm_closed_form(logits[valid_rows].astype(np.float64), onehot[valid_rows].astype(np.float64), int(bins))
+    assert report["losses"]["ghm"]["mean"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_softmax_focal_agrees_with_formula(compare_json, detection, tmp_path):
+    path, logits, _, _, labels = detection
+    alpha = [0.1, 0.4, 0.7, 0.9]
+    (tmp_path / "alpha.txt").write_text("\n".join(map(str, alpha)))
+    report = compare_json(path, "--losses", "softmax-focal,ce", "--alpha-per-class", tmp_path / "alpha.txt")
+    rows = (labels >= 0) & (labels < C)  # background and ignored rows cannot enter a softmax
+    expected = _softmax_focal_numpy(logits[rows].astype(np.float64), labels[rows], 2.0, alpha)
+    assert report["losses"]["softmax-focal"]["sum"] == pytest.approx(expected.sum(), rel=1e-5)
+    assert report["losses"]["softmax-focal"]["mean"] == pytest.approx(expected.mean(), rel=1e-5)
+    ce = _softmax_focal_numpy(logits[rows].astype(np.float64), labels[rows], 0.0)
+    assert report["losses"]["ce"]["mean"] == pytest.approx(ce.mean(), rel=1e-5)
+    background = int((labels == BACKGROUND).sum())
+    assert [f["count"] for f in report["findings"] if f["code"] == "softmax-background"] == [background]
+
+
+def test_ohem_and_centernet_agree_with_hand_computations(compare_json, tmp_path):
+    rng = np.random.default_rng(5)
+    heatmap = (rng.random((2, 3, 6, 6)) * 0.9).astype(np.float32)
+    heatmap[0, 0, 1, 1] = heatmap[1, 2, 4, 4] = heatmap[1, 1, 0, 5] = 1.0
+    logits = rng.normal(-1, 2, size=heatmap.shape).astype(np.float32)
+    report = compare_json(write_npz(tmp_path / "h.npz", logits=logits, targets=heatmap), "--losses", "centernet,ohem", "--ohem-ratio", "2")
+    probs = np.clip(1 / (1 + np.exp(-logits.astype(np.float64))), 1e-4, 1 - 1e-4)
+    assert report["losses"]["centernet"]["mean"] == pytest.approx(_centernet_numpy(probs, heatmap), rel=1e-5)
+    x = np.moveaxis(logits, 1, -1).reshape(-1, 3).astype(np.float64)
+    y = np.moveaxis(heatmap, 1, -1).reshape(-1, 3).astype(np.float64)
+    row = (np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))).sum(axis=1)
+    positive = (y == 1).any(axis=1)  # heatmap positives are the peaks
+    kept = row[positive].sum() + np.sort(row[~positive])[-2 * positive.sum():].sum()
+    assert report["losses"]["ohem"]["mean"] == pytest.approx(kept / positive.sum(), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "probability,label,ce,focal",
+    [
+        # positive anchor at p = 0.9: -ln 0.9; 0.25 * 0.1^2 * -ln 0.9
+        (0.9, 0, 0.1053605, 0.25 * 0.01 * 0.1053605),
+        # negative anchor with background probability 0.8: -ln 0.8; 0.75 * 0.2^2 * -ln 0.8
+        (0.2, 1, 0.2231436, 0.75 * 0.04 * 0.2231436),
+    ],
+)
+def test_worked_examples(compare_json, tmp_path, probability, label, ce, focal):
+    logit = np.log(probability / (1 - probability))
+    path = write_npz(tmp_path / "one.npz", logits=np.array([[logit]], np.float32), targets=np.array([label]))
+    report = compare_json(path, "--losses", "bce,focal")
+    assert report["losses"]["bce"]["sum"] == pytest.approx(ce, rel=1e-5)
+    assert report["losses"]["focal"]["sum"] == pytest.approx(focal, rel=1e-5)
+    assert report["per_class"][0]["focal_ce_ratio"] == pytest.approx(focal / ce, rel=1e-5)
+
+
+def test_per_difficulty_counts_and_ghm_weights(compare_json, detection):
+    path, logits, onehot, valid_rows, _ = detection
+    report = compare_json(path, "--bins", "5")
+    g = np.abs(1 / (1 + np.exp(-logits[valid_rows].astype(np.float64))) - onehot[valid_rows])
+    which = np.minimum(np.floor(g * 5).astype(int), 4).ravel()
+    counts = np.bincount(which, minlength=5)
+    nonempty = (counts > 0).sum()
+    assert [d["elements"] for d in report["per_difficulty"]] == counts.tolist()
+    for d, count in zip(report["per_difficulty"], counts):
+        assert d["ghm_weight"] == pytest.approx(g.size / count / nonempty if count else 0.0, rel=1e-9)
+    for loss in report["losses"]:
+        assert sum(d["share"][loss] for d in report["per_difficulty"]) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_quadrants_split_classes_at_the_median(compare_json, tmp_path):
+    """Class 0 has 3 positives, class 1 has 1: median 2, so class 1 is rare. Element g values are
+    chosen by hand: bce loss -ln(1 - g) for every element."""
+    g = np.array([[0.05, 0.6], [0.7, 0.2], [0.1, 0.3], [0.95, 0.4]])
+    labels = np.array([0, 0, 0, 1])  # positives: (0,0) (1,0) (2,0) (3,1)
+    onehot = np.eye(2)[labels]
+    p = np.where(onehot == 1, 1 - g, g)
+    path = write_npz(tmp_path / "q.npz", logits=np.log(p / (1 - p)).astype(np.float32), targets=labels)
+    report = compare_json(path, "--losses", "bce")
+    bce = -np.log(1 - g)
+    total = bce.sum()
+    quadrants = report["quadrants"]
+    assert quadrants["rare_classes"] == ["1"] and quadrants["common_classes"] == ["0"]
+    cells = quadrants["cells"]
+    # hard means g >= 0.5: class 1 (rare) has g 0.6 only; class 0 (common) has 0.7 and 0.95
+    assert cells["rare_hard"]["share"]["bce"] == pytest.approx(bce[0, 1] / total, rel=1e-5)
+    assert cells["rare_easy"]["share"]["bce"] == pytest.approx(bce[1:, 1].sum() / total, rel=1e-5)
+    assert cells["common_hard"]["share"]["bce"] == pytest.approx((bce[1, 0] + bce[3, 0]) / total, rel=1e-5)
+    assert cells["common_easy"]["elements"] == 2
+
+
+def test_input_section_states_conventions(compare_json, detection):
+    path, _, onehot, valid_rows, labels = detection
+    report = compare_json(path)
+    inp = report["input"]
+    assert inp["target_encoding"] == "index" and inp["background_index"] == BACKGROUND and inp["ignore_index"] == -1
+    assert inp["positives"] == int(onehot[valid_rows].sum())
+    assert inp["ignored_elements"] == int((labels == -1).sum()) * C
+    assert inp["shapes"] == [{"file": str(path), "logits": [3, 40, C], "targets": [3, 40]}]
+    assert list(report["losses"]) == ["ce", "bce", "focal", "softmax-focal", "ghm"]
+
+
+def test_heatmap_defaults_add_centernet(compare_json, tmp_path):
+    heatmap = np.zeros((1, 2, 4, 4), np.float32)
+    heatmap[0, 0, 1, 1], heatmap[0, 0, 1, 2] = 1.0, 0.5
+    report = compare_json(write_npz(tmp_path / "h.npz", logits=np.zeros_like(heatmap), targets=heatmap))
+    assert report["input"]["target_encoding"] == "heatmap"
+    assert "centernet" in report["losses"]
+
+
+def test_nan_logits_are_excluded_counted_and_fail_strict(run_cli, tmp_path):
+    logits = np.array([[0.5, np.nan], [np.inf, -1.0], [2.0, 0.0]], np.float32)
+    path = write_npz(tmp_path / "n.npz", logits=logits, targets=np.array([0, 1, 2]), class_names=np.array(["cat", "dog"]))
+    result = run_cli("compare", path, "--format", "json", "--losses", "bce")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    finding = next(f for f in report["findings"] if f["code"] == "non-finite")
+    assert finding["count"] == 2 and finding["per_class"] == {"cat": 1, "dog": 1}
+    finite = torch.tensor([0.5, -1.0, 2.0, 0.0])
+    targets = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(finite, targets, reduction="sum")
+    assert report["losses"]["bce"]["sum"] == pytest.approx(expected.item(), rel=1e-5)
+    strict = run_cli("compare", path, "--strict")
+    assert strict.exit_code == 1
+    assert "non-finite" in strict.stdout
+
+
+def test_probabilities_finding_and_conversion(run_cli, tmp_path):
+    probs = np.array([[0.9, 0.1], [0.3, 0.8]], np.float32)
+    path = write_npz(tmp_path / "p.npz", logits=probs, targets=np.array([0, 1]))
+    report = json.loads(run_cli("compare", path, "--format", "json").stdout)
+    assert [f["code"] for f in report["findings"]] == ["probabilities-as-logits"]
+    converted = json.loads(run_cli("compare", path, "--format", "json", "--inputs", "probs", "--losses", "bce").stdout)
+    assert converted["findings"] == []
+    assert converted["losses"]["bce"]["sum"] == pytest.approx(-np.log([0.9, 0.9, 0.7, 0.8]).sum(), rel=1e-5)
+
+
+def test_text_report_has_every_section(run_cli):
+    result = run_cli("compare", Path(__file__).parent.parent / "examples" / "detection.npz", "--top", "3")
+    assert result.exit_code == 0
+    for heading in ("Loaded", "Losses", "Per class", "Per difficulty", "Attention quadrants", "Data findings", "top 3 of 20"):
+        assert heading in result.stdout
+    assert "person" in result.stdout or "chair" in result.stdout
+
+
+def test_markdown_and_output_file(run_cli, detection, tmp_path):
+    path = detection[0]
+    out = tmp_path / "summary.md"
+    result = run_cli("compare", path, "--format", "markdown", "--output", out)
+    assert result.exit_code == 0 and result.stdout == ""
+    text = out.read_text()
+    assert "### Losses" in text and "| loss | params |" in text and "### Attention quadrants" in text
+    text_out = tmp_path / "report.txt"
+    assert run_cli("compare", path, "--output", text_out).exit_code == 0
+    assert "Per difficulty" in text_out.read_text()
+
+
+def _pickled_object_dump(path: Path) -> Path:
+    np.savez(path, logits=np.zeros((2, 2), np.float32), targets=np.array([{"a": 1}, None], dtype=object))
+    return path
+
+
+def _malicious_pt(path: Path, marker: Path) -> Path:
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"logits": torch.zeros(2, 2), "targets": Exploit()}, path)
+    return path
+
+
+BAD_INPUTS = {
+    "missing file": (lambda d: [d / "nope.npz"], "no such file"),
+    "unsupported type": (lambda d: [_touch(d / "x.csv")], "unsupported file type"),
+    "bad key": (lambda d: [write_npz(d / "k.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([0, 1])), "--logits-key", "out"], "no key 'out'"),
+    "no targets key": (lambda d: [write_npz(d / "k.npz", logits=np.zeros((2, 2), np.float32), cls=np.array([0, 1]))], "no targets key"),
+    "wrong shape": (lambda d: [write_npz(d / "s.npz", logits=np.zeros((4, 3), np.float32), targets=np.zeros((4, 2)))], "expected (4,) class indices"),
+    "integer logits": (lambda d: [write_npz(d / "i.npz", logits=np.zeros((2, 2), np.int64), targets=np.array([0, 1]))], "expected floating-point logits"),
+    "string targets": (lambda d: [write_npz(d / "t.npz", logits=np.zeros((2, 2), np.float32), targets=np.array(["a", "b"]))], "expected a numeric array"),
+    "labels out of range": (lambda d: [write_npz(d / "r.npz", logits=np.zeros((3, 2), np.float32), targets=np.array([0, 7, 255]))], "2 labels out of range: 7 (×1), 255 (×1)"),
+    "soft targets above 1": (lambda d: [write_npz(d / "o.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([[0.5, 2.0], [0, 1]]))], "values outside [0, 1]"),
+    "pickled object array": (lambda d: [_pickled_object_dump(d / "obj.npz")], "pickled Python objects"),
+    "corrupt archive": (lambda d: [_write_bytes(d / "c.npz", b"PK\x03\x04 not really a zip")], "not a readable .npz"),
+    "truncated torch file": (lambda d: [_write_bytes(d / "c.pt", b"\x80\x02garbage")], "d.pt" if False else "c.pt"),
+    "class count mismatch": (
+        lambda d: [write_npz(d / "a.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([0, 1])),
+                   write_npz(d / "b.npz", logits=np.zeros((2, 3), np.float32), targets=np.array([0, 1]))],
+        "has 3 classes",
+    ),
+    "probabilities requested on logits": (lambda d: [write_npz(d / "l.npz", logits=np.array([[3.0, -1.0]], np.float32), targets=np.array([0])), "--inputs", "probs"], "needs probabilities"),
+    "bad alpha": (lambda d: [write_npz(d / "a.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([0, 1])), "--alpha", "1.5"], "--alpha 1.5"),
+    "unknown loss": (lambda d: [write_npz(d / "a.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([0, 1])), "--losses", "ce,dice"], "unknown loss dice"),
+    "class names mismatch": (lambda d: [write_npz(d / "a.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([0, 1])), "--class-names", _write_bytes(d / "n.txt", b"a\nb\nc\n")], "3 names; the data has 2 classes"),
+}
+
+
+def _touch(path: Path) -> Path:
+    path.write_text("x")
+    return path
+
+
+def _write_bytes(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2(run_cli, tmp_path, case):
+    build, expected = BAD_INPUTS[case]
+    result = run_cli("compare", *build(tmp_path))
+    assert result.exit_code == 2, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lossaudit: error:"), result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_malicious_pickle_is_refused_and_runs_nothing(run_cli, tmp_path):
+    marker = tmp_path / "pwned"
+    path = _malicious_pt(tmp_path / "evil.pt", marker)
+    result = run_cli("compare", path)
+    assert result.exit_code == 2
+    assert "refused to unpickle" in result.stderr and str(path) in result.stderr
+    assert not marker.exists()
+
+
+def test_verbose_shows_the_traceback(run_cli, tmp_path):
+    result = run_cli("compare", tmp_path / "nope.npz", "-v")
+    assert result.exit_code == 2 and "InputError" in result.stderr
+
+
+def test_user_files_are_not_modified(run_cli, detection):
+    path = detection[0]
+    before = path.read_bytes()
+    assert run_cli("compare", path, "--inputs", "logits").exit_code == 0
+    assert path.read_bytes() == before
+
+
+def test_help_and_version_do_not_import_torch():
+    code = (
+        "import sys\n"
+        "from lossaudit.cli import app\n"
+        "for args in (['--help'], ['--version'], ['compare', '--help']):\n"
+        "    try:\n"
+        "        app(args)\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0, exit.code\n"
+        "print('torch' in sys.modules, 'numpy' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_module_entry_point_prints_version():
+    result = subprocess.run([sys.executable, "-m", "lossaudit", "--version"], capture_output=True, text=True, check=True)
+    from lossaudit import __version__
+
+    assert result.stdout.strip() == f"lossaudit {__version__}"

@@ -1,0 +1,39 @@
+"""The README stays true: CI runs its commands, and it documents every option of every command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer.main
+
+from lossaudit.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_ci_runs_the_readme_commands():
+    ci_commands = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("pip install torch==2.13.0 -e")]
+    assert len(ci_commands) == 2
+    readme_blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    readme_commands = {line.strip() for block in readme_blocks for line in block.splitlines()}
+    for command in ci_commands:
+        assert command in readme_commands
+
+
+def test_every_option_is_documented():
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        assert f"lossaudit {name}" in README
+        for parameter in command.params:
+            for option in parameter.opts:
+                if option.startswith("-") and option not in ("--help", "-h"):
+                    assert f"`{option}" in README or f"{option}`" in README, f"{name} {option} is missing from the README"
+
+
+def test_every_loss_identifier_is_documented():
+    from lossaudit.losses import LOSS_IDS
+
+    for loss in LOSS_IDS:
+        assert f"| `{loss}` |" in README
