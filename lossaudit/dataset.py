@@ -140,14 +140,21 @@ def _detect_encoding(targets: np.ndarray, index_shaped: bool, heatmap_shaped: bo
 
 @dataclass
 class _Batch:
+    """One file's arrays as rows, with what was found about them."""
+
     logits: np.ndarray  # (n, C)
     targets: np.ndarray  # (n,) index or (n, C)
     mask: np.ndarray | None  # (n,) or (n, C)
     logits_shape: tuple[int, ...]
     targets_shape: tuple[int, ...]
+    logits_key: str
+    targets_key: str
+    class_axis: int
+    encoding: str
+    dtype: str
 
 
-def _read_batch(batch: ArrayFile, options: LoadOptions) -> tuple[_Batch, str, str, int, str, str]:
+def _read_batch(batch: ArrayFile, options: LoadOptions) -> _Batch:
     logits_key = _find_key(batch, options.logits_key, LOGITS_KEYS, "logits", "--logits-key")
     targets_key = _find_key(batch, options.targets_key, TARGETS_KEYS, "targets", "--targets-key")
     logits = _numeric(batch, logits_key)
@@ -183,8 +190,7 @@ def _read_batch(batch: ArrayFile, options: LoadOptions) -> tuple[_Batch, str, st
     heatmap_shaped = logits.ndim == 4 and axis == 1 and not index_shaped
     detected = _detect_encoding(target_rows, index_shaped, heatmap_shaped)
     dtype = batch.dtypes.get(logits_key, str(logits.dtype))
-    rows = _Batch(_rows(logits, axis), target_rows, mask, logits.shape, targets.shape)
-    return rows, logits_key, targets_key, axis, detected, dtype
+    return _Batch(_rows(logits, axis), target_rows, mask, logits.shape, targets.shape, logits_key, targets_key, axis, detected, dtype)
 
 
 def _class_names_from(batch: ArrayFile, num_classes: int) -> list[str] | None:
@@ -230,13 +236,12 @@ def load(paths: list[Path], options: LoadOptions = LoadOptions()) -> Dataset:
     """
     batches = read_batches(paths)
     read = [_read_batch(batch, options) for batch in batches]
-    first_batch, logits_key, targets_key, class_axis, _, dtype = read[0]
-    num_classes = first_batch.logits.shape[1]
-    for batch, (rows, *_rest) in zip(batches, read):
+    first = read[0]
+    num_classes, targets_key = first.logits.shape[1], first.targets_key
+    for batch, rows in zip(batches, read):
         if rows.logits.shape[1] != num_classes:
             raise InputError(f"{batch.source}: has {rows.logits.shape[1]} classes; {batches[0].source} has {num_classes}")
-    detected = {item[4] for item in read}
-    encoding = _choose_encoding(detected, options.targets, batches[0].source, targets_key)
+    encoding = _choose_encoding({rows.encoding for rows in read}, options.targets, batches[0].source, targets_key)
 
     class_names = options.class_names
     if class_names is not None and len(class_names) != num_classes:
@@ -251,7 +256,7 @@ def load(paths: list[Path], options: LoadOptions = LoadOptions()) -> Dataset:
             "the background label must lie outside [0, C) (logits hold foreground classes only)"
         )
     logits_parts, target_parts, ignored_parts = [], [], []
-    for batch, (rows, *_rest) in zip(batches, read):
+    for batch, rows in zip(batches, read):
         if encoding == "index":
             if rows.targets.ndim != 1:
                 raise InputError(f"{batch.source}: key '{targets_key}' has shape {rows.targets_shape}; --targets index needs class ids without the class axis")
@@ -279,19 +284,19 @@ def load(paths: list[Path], options: LoadOptions = LoadOptions()) -> Dataset:
     ignored = torch.from_numpy(np.concatenate(ignored_parts))
     finite = torch.isfinite(logits)
     in_unit = bool(((logits >= 0) & (logits <= 1) | ~finite).all()) and bool(finite.any())
-    inputs = _choose_inputs(options.inputs, logits, finite, batches[0].source, logits_key)
+    inputs = _choose_inputs(options.inputs, logits, finite, batches[0].source, first.logits_key)
     if inputs == "probs":
         logits = torch.logit(logits.clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS))
     valid = finite & ~ignored
     positive = (targets.eq(1) if encoding == "heatmap" else targets.ge(0.5)) & valid
     return Dataset(
         files=[batch.source for batch in batches],
-        logits_key=logits_key,
+        logits_key=first.logits_key,
         targets_key=targets_key,
-        logits_shapes=[rows.logits_shape for rows, *_ in read],
-        targets_shapes=[rows.targets_shape for rows, *_ in read],
-        dtype=dtype,
-        class_dim=class_axis,
+        logits_shapes=[rows.logits_shape for rows in read],
+        targets_shapes=[rows.targets_shape for rows in read],
+        dtype=first.dtype,
+        class_dim=first.class_axis,
         encoding=encoding,
         encoding_detected=options.targets == "auto",
         inputs=inputs,

@@ -241,7 +241,7 @@ def ghm_bin_edges(bins: int) -> torch.Tensor:
 def gradient_norm_bins(g: torch.Tensor, bins: int) -> torch.Tensor:
     """Index of the GHM bin holding each gradient norm ``g`` in [0, 1]: ``edges[k] <= g < edges[k+1]``."""
     inner = ghm_bin_edges(bins)[1:-1].to(g.device)
-    return torch.bucketize(g.float(), inner, right=True)
+    return torch.bucketize(g.float().contiguous(), inner, right=True)
 
 
 def ghm_bin_weights(counts: torch.Tensor, total: float, state: GHMState | None = None) -> torch.Tensor:

@@ -101,19 +101,10 @@ def _per_class(report: dict, top: int | None) -> Section:
 
     total_pos = sum(c["positives"] for c in classes)
     totals = [report["losses"][l] for l in loss_ids]
-    focal_ce = _focal_ce_total(report)
     total = ["total", _int(total_pos), _int(sum(c["negatives"] for c in classes)), "", *([""] if has_softmax else []),
-             *("100.0%" if t["sum"] else MISSING for t in totals), _num(focal_ce)]
+             *("100.0%" if t["sum"] else MISSING for t in totals), _num(report["focal_ce_ratio"])]
     p_note = "p̄ pos: mean sigmoid p over positives" + ("; q̄ pos: mean softmax p of the target" if has_softmax else "")
     return Section("Per class (share of each loss's total)", headers, [row(c) for c in shown], total, "; ".join(filter(None, [note, p_note])))
-
-
-def _focal_ce_total(report: dict) -> float | None:
-    losses = report["losses"]
-    for focal, ce in (("focal", "bce"), ("softmax-focal", "ce")):
-        if focal in losses and ce in losses and losses[ce]["sum"]:
-            return losses[focal]["sum"] / losses[ce]["sum"]
-    return None
 
 
 def _per_difficulty(report: dict) -> Section:

@@ -207,4 +207,11 @@ def build_report(data: Dataset, settings: LossSettings, tally: Tally) -> dict:
         "per_difficulty": _per_difficulty(settings, tally, counts),
         "quadrants": _quadrants(data, settings, tally, counts),
         "findings": _findings(data, settings, tally, counts),
+        "focal_ce_ratio": _focal_ce_total(settings, tally),
     }
+
+
+def _focal_ce_total(settings: LossSettings, tally: Tally) -> float | None:
+    """Total focal / CE over all classes (focal/bce, else softmax-focal/ce), as the per-class ratio."""
+    pair = _focal_ce_pair(settings.losses)
+    return _ratio(float(tally.loss_sums[pair[0]].sum()), float(tally.loss_sums[pair[1]].sum())) if pair else None
