@@ -98,7 +98,7 @@ class Tally:
 
 def difficulty_levels(g: torch.Tensor) -> torch.Tensor:
     """Level index 0..3 of each gradient norm (see :data:`LEVEL_EDGES`)."""
-    return torch.bucketize(g.float(), torch.tensor(LEVEL_EDGES, dtype=torch.float32), right=True)
+    return torch.bucketize(g.float().contiguous(), torch.tensor(LEVEL_EDGES, dtype=torch.float32), right=True)
 
 
 def tally_keys(g: torch.Tensor, positive: torch.Tensor, bins: int) -> torch.Tensor:
