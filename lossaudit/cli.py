@@ -53,6 +53,25 @@ class CompareFormat(str, Enum):
     markdown = "markdown"
 
 
+class LintFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class Kind(str, Enum):
+    auto = "auto"
+    sigmoid = "sigmoid"
+    softmax = "softmax"
+    binary = "binary"
+    centernet = "centernet"
+
+
+class LintTargets(str, Enum):
+    auto = "auto"
+    index = "index"
+    onehot = "onehot"
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"lossaudit {__version__}")
@@ -151,6 +170,66 @@ def compare(
     if strict and report["findings"]:
         stderr.print(f"{len(report['findings'])} data finding(s) with --strict", highlight=False)
         raise typer.Exit(EXIT_FINDINGS)
+
+
+@app.command()
+def lint(
+    targets: Annotated[list[str], typer.Argument(help="Losses to audit: path/to/file.py:Symbol or package.module:Symbol.", show_default=False)],
+    init: Annotated[Optional[list[str]], typer.Option("--init", help="KEY=VALUE for the constructor (a class) or the call (a function); values are Python literals. Repeatable.")] = None,
+    kind: Annotated[Kind, typer.Option(help="The intended semantics; auto infers it.")] = Kind.auto,
+    inputs: Annotated[Inputs, typer.Option(help="Whether the loss takes logits or probabilities; auto tries both.")] = Inputs.auto,
+    targets_encoding: Annotated[LintTargets, typer.Option("--targets", help="Whether the loss takes class indices or one-hot targets; auto tries both.")] = LintTargets.auto,
+    num_classes: Annotated[Optional[int], typer.Option(help="Classes in the probe batches [default: 5, or the length of a per-class alpha].", min=1, show_default=False)] = None,
+    ignore_index: Annotated[Optional[int], typer.Option(help="Ignore label to probe (default: the loss's own ignore_index parameter).")] = None,
+    select: Annotated[Optional[str], typer.Option(help="Only these rule codes (comma list; a prefix like FL01 selects a range).")] = None,
+    ignore: Annotated[Optional[str], typer.Option(help="Skip these rule codes (comma list).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the probe batches.")] = 0,
+    timeout: Annotated[float, typer.Option(help="Seconds allowed for importing the target and for each call of it.", min=0.1)] = 10.0,
+    format: Annotated[LintFormat, typer.Option("--format", help="Report format.")] = LintFormat.text,
+    output: Annotated[Optional[Path], typer.Option(help="Write the report to this file instead of stdout.")] = None,
+    exit_zero: Annotated[bool, typer.Option("--exit-zero", help="Exit 0 even when errors are found.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the probes that could not run, and tracebacks of errors.")] = False,
+) -> None:
+    """Audit your own focal-loss implementation against the reference losses."""
+    try:
+        from lossaudit.lint.report import render_json, render_text
+        from lossaudit.lint.rules import parse_codes
+        from lossaudit.lint.runner import AuditOptions, audit
+        from lossaudit.lint.targets import parse_init, parse_target
+
+        selected, ignored = parse_codes(select, "--select"), parse_codes(ignore, "--ignore")
+        init_kwargs = parse_init(init)
+        specs = [parse_target(text, init_kwargs) for text in targets]
+        options = AuditOptions(kind=kind.value, inputs=inputs.value, targets=targets_encoding.value, num_classes=num_classes,
+                               ignore_index=ignore_index, seed=seed, timeout=timeout)
+        results = []
+        for spec in specs:
+            result = audit(spec, options)
+            result.findings = [f for f in result.findings if (not selected or f.code in selected) and f.code not in ignored]
+            results.append(result)
+        write_report(render_json(results) if format is LintFormat.json else render_text(results, verbose), output)
+    except InputError as error:
+        _fail(str(error), verbose)
+    except Exception as error:  # an internal error must not exit 1 by accident
+        _fail(f"internal error: {type(error).__name__}: {error}", verbose)
+    if not exit_zero and any(f.severity == "error" for r in results for f in r.findings):
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+@app.command()
+def rules(
+    code: Annotated[Optional[str], typer.Argument(help="A rule code (FL001) to explain; none lists every rule.", show_default=False)] = None,
+) -> None:
+    """List the lint rules, or explain one with a wrong and a right example."""
+    from lossaudit.lint.report import render_rule, render_rules
+    from lossaudit.lint.rules import RULES_BY_CODE
+
+    if code is None:
+        sys.stdout.write(render_rules())
+    elif code.upper() in RULES_BY_CODE:
+        sys.stdout.write(render_rule(code.upper()))
+    else:
+        _fail(f"unknown rule code {code}; `lossaudit rules` lists them", False)
 
 
 def _report_console() -> Console:

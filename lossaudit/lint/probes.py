@@ -1,0 +1,797 @@
+"""Calibration and the probe battery: each probe isolates one defect and emits its rule.
+
+Design rules that keep a probe from firing on another rule's defect:
+
+- Ratio probes compare two calls with the *same targets*, so any normaliser that depends on the
+  targets cancels.
+- Element probes use 'isolation' batches: one active element, every other element 'quiet'
+  (|logit| = 14 on its correct side, reference loss < 1e-6); they first check that the quiet
+  batch is quiet for this target, and report nothing when it is not.
+- Gradient probes compare ratios of gradients within one call, so the normaliser cancels too.
+- Probes that reason per element are skipped once the loss is found to be batch-coupled (FL008).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from lossaudit.lint.findings import Finding
+from lossaudit.lint.locate import Locator
+from lossaudit.lint.subject import (
+    CONVENTIONAL,
+    DEFAULT_ALPHA,
+    DEFAULT_GAMMA,
+    MATCH_TOLERANCE,
+    QUIET,
+    Batch,
+    Calibration,
+    CallTimeout,
+    Convention,
+    Match,
+    Params,
+    Subject,
+    canonical_to_reference_input,
+    conventions,
+    make_batch,
+    match_output,
+    reference_elements,
+)
+
+RATIO_TOLERANCE = 0.03
+COUPLING_TOLERANCE = 1e-5
+GRADIENT_TOLERANCE = 1e-3
+VALUE_RULES = frozenset({"FL001", "FL002", "FL003", "FL004", "FL005", "FL006", "FL008", "FL010", "FL013", "FL016"})
+"""Rules that explain a value mismatch; FL014 fires only when none of them did."""
+
+
+class Inconclusive(Exception):
+    """A probe's precondition does not hold for this target; the reason becomes a note."""
+
+
+@dataclass
+class Context:
+    """What every probe needs: the subject, what calibration found, and where findings go."""
+
+    subject: Subject
+    calibration: Calibration
+    locator: Locator
+    generator_seed: int
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    coupled: bool = False
+
+    @property
+    def convention(self) -> Convention:
+        return self.calibration.convention
+
+    @property
+    def kind(self) -> str:
+        return self.convention.kind
+
+    @property
+    def params(self) -> Params:
+        return self.calibration.params
+
+    def fire(self, code: str, message: str, evidence: dict, severity: str = "", anchor: str | None = None) -> None:
+        path, line = self.locator.find(anchor or code)
+        self.findings.append(Finding(code, message, path=path, line=line, evidence=_rounded(evidence), severity=severity))
+
+    def fired(self, *codes: str) -> bool:
+        return any(finding.code in codes for finding in self.findings)
+
+    def generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.generator_seed)
+
+    def total(self, batch: Batch, **overrides: object) -> float:
+        """The target's output on ``batch`` as one number (summed when it is not a scalar)."""
+        out, _ = self.subject.call(self.convention, batch, **overrides)
+        return float(out.detach().double().sum())
+
+    def gradient(self, batch: Batch, **overrides: object) -> torch.Tensor:
+        out, inputs = self.subject.call(self.convention, batch, **overrides)
+        if not out.requires_grad:
+            raise Inconclusive("the output carries no gradient to the inputs")
+        (grad,) = torch.autograd.grad(out.sum(), inputs, allow_unused=True)
+        if grad is None:
+            raise Inconclusive("the output does not depend on the inputs through autograd")
+        return grad.detach().double()
+
+    def reference_gradient(self, batch: Batch) -> torch.Tensor:
+        inputs, _ = self.subject.to_call(self.convention, batch, dtype=torch.float64)
+        ref = reference_elements(self.kind, canonical_to_reference_input(self.convention, inputs), batch.y.double(), self.params)
+        (grad,) = torch.autograd.grad(ref.sum(), inputs)
+        return grad
+
+
+def _rounded(evidence: dict) -> dict:
+    def clean(value: object) -> object:
+        if isinstance(value, float):
+            return None if not math.isfinite(value) else float(f"{value:.6g}")
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(item) for item in value]
+        return value
+
+    return clean(evidence)
+
+
+def _close(observed: float, expected: float, tolerance: float = RATIO_TOLERANCE) -> bool:
+    return math.isfinite(observed) and abs(observed - expected) <= tolerance * abs(expected)
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration: which convention, which reference, which normalisation (FL014, FL016, FL018)
+# --------------------------------------------------------------------------------------------
+
+
+def _param_grid(subject: Subject, kind: str) -> list[Params]:
+    if kind == "centernet":
+        return [Params(alpha=None, gamma=DEFAULT_GAMMA)]
+    if subject.accepts("alpha"):
+        alphas = [subject.value("alpha", None)]
+    else:
+        alphas = [None, DEFAULT_ALPHA] if kind in ("sigmoid", "binary") else [None]
+    gammas = [float(subject.value("gamma", DEFAULT_GAMMA))] if subject.accepts("gamma") else [DEFAULT_GAMMA]
+    return [Params(alpha=alpha, gamma=gamma) for alpha in alphas for gamma in gammas]
+
+
+CONFUSIONS: dict[str, Callable[[Convention, torch.Tensor], torch.Tensor]] = {
+    "sigmoid applied to probabilities": lambda c, inputs: torch.sigmoid(inputs) if c.kind != "softmax" else torch.softmax(inputs, dim=1),
+    "a logit formula fed probabilities": lambda c, inputs: inputs,
+}
+"""What the reference reads when the target squashes twice (called with logits) or treats
+probabilities as logits (called with probabilities)."""
+
+
+def calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int) -> Calibration:
+    """Call the target under each convention and find the reference it matches best."""
+    kinds = ["centernet", "sigmoid", "softmax", "binary"] if kind == "auto" else [kind]
+    attempts: list[dict] = []
+    best: Calibration | None = None
+    fallback: Calibration | None = None
+    for candidate_kind in kinds:
+        batch = make_batch(candidate_kind, subject.num_classes, torch.Generator().manual_seed(seed))
+        for convention in conventions(candidate_kind, inputs, targets):
+            try:
+                out, call_inputs = subject.call(convention, batch)
+            except (Exception, SystemExit, CallTimeout) as error:
+                attempts.append({"convention": convention.describe(), "error": _error_text(error), "exception": error})
+                if isinstance(error, CallTimeout):  # a hang does not depend on the convention
+                    return Calibration(None, Params(), Match("unknown", math.inf), attempts=attempts)
+                continue
+            for params in _param_grid(subject, candidate_kind):
+                ref_input = canonical_to_reference_input(convention, call_inputs.detach().double())
+                match = match_output(candidate_kind, out, reference_elements(candidate_kind, ref_input, batch.y.double(), params), batch.y, params)
+                found = Calibration(convention, params, match, kind_reason="matches the reference")
+                if not found.matched:
+                    confusion = _confused_match(convention, call_inputs, out, batch, params, declared_inputs=inputs)
+                    if confusion is not None:
+                        found = Calibration(convention, params, confusion[1], confusion=confusion[0], kind_reason=f"matches the reference once {confusion[0]}")
+                attempts.append({"convention": convention.describe(), "error": None, "match": match.normalisation, "rel_error": match.error})
+                if found.matched or found.confusion:
+                    if best is None:
+                        best = found
+                elif candidate_kind != "centernet" or kind == "centernet":
+                    if fallback is None or _prefer(found, fallback):
+                        fallback = found
+    chosen = best or fallback
+    if chosen is None:
+        return Calibration(None, Params(), Match("unknown", math.inf), attempts=attempts)
+    chosen.attempts = attempts
+    if best is None:
+        chosen.kind_reason = "closest reference; no convention matched" if kind == "auto" else "as given"
+    return chosen
+
+
+def _prefer(candidate: Calibration, current: Calibration) -> bool:
+    """Without a match: a target taking one-hot float targets is meant per-class (sigmoid), and a
+    target is assumed to take logits (the common case); then the smaller error wins."""
+
+    def intent(calibration: Calibration) -> tuple[int, int]:
+        convention = calibration.convention
+        return int(convention.kind == "sigmoid" and convention.targets == "onehot"), int(convention.inputs == "logits")
+
+    if intent(candidate) != intent(current):
+        return intent(candidate) > intent(current)
+    return candidate.match.error < current.match.error
+
+
+def _confused_match(convention: Convention, call_inputs: torch.Tensor, out: torch.Tensor, batch: Batch, params: Params, declared_inputs: str) -> tuple[str, Match] | None:
+    """A squash applied twice (called with logits), or, when the user declared that the loss takes
+    probabilities, a logit formula applied to them (in auto mode that is just a logits loss)."""
+    if convention.kind == "centernet":
+        return None
+    if convention.inputs == "logits":
+        applicable = ["sigmoid applied to probabilities"]
+    elif declared_inputs == "probs":
+        applicable = ["a logit formula fed probabilities"]
+    else:
+        return None
+    for name in applicable:
+        ref_input = CONFUSIONS[name](convention, call_inputs.detach().double())
+        match = match_output(convention.kind, out, reference_elements(convention.kind, ref_input, batch.y.double(), params), batch.y, params)
+        if match.error <= MATCH_TOLERANCE:
+            return name, match
+    return None
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, SystemExit):
+        return f"called sys.exit({error.code!r})"
+    if isinstance(error, CallTimeout):
+        return f"hung: {error}"
+    return f"{type(error).__name__}: {error}"
+
+
+# --------------------------------------------------------------------------------------------
+# Probes
+# --------------------------------------------------------------------------------------------
+
+
+def _isolation(ctx: Context, active: str, value: float) -> Batch:
+    """Sigmoid/binary batch with every element quiet but one: a positive (row 0, class 0) or a
+    negative (a background row) at logit ``value``; ``active='none'`` leaves all quiet."""
+    if ctx.kind == "binary":
+        y = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+        x = torch.where(y == 1, torch.tensor(QUIET), torch.tensor(-QUIET))
+        if active == "positive":
+            x[0] = value
+        elif active == "negative":
+            x[2] = value
+        return Batch(x, y)
+    classes = ctx.subject.num_classes
+    y = torch.zeros(6, classes)
+    for row in range(4):
+        y[row, row % classes] = 1.0
+    x = torch.where(y == 1, torch.tensor(QUIET), torch.tensor(-QUIET))
+    if active == "positive":
+        x[0, 0] = value
+    elif active == "negative":
+        x[5, 0] = value
+    return Batch(x, y)
+
+
+def _softmax_isolation(ctx: Context, active_row: int | None, target_probability: float = 0.5, predicted_logit: float | None = None) -> Batch:
+    """Softmax rows with targets shifted by one (row i -> class i+1), all quiet (target logit 14)
+    but ``active_row``, whose target gets probability ``target_probability`` or, with
+    ``predicted_logit``, a logit 0 against another class at ``predicted_logit``."""
+    classes = ctx.subject.num_classes
+    rows = classes
+    labels = (torch.arange(rows) + 1) % classes
+    x = torch.zeros(rows, classes)
+    x[torch.arange(rows), labels] = QUIET
+    if active_row is not None:
+        x[active_row] = 0.0
+        target = int(labels[active_row])
+        if predicted_logit is not None:
+            x[active_row, (target + 1) % classes] = predicted_logit
+        else:
+            x[active_row, target] = math.log(target_probability * (classes - 1) / (1 - target_probability))
+    return Batch(x, torch.nn.functional.one_hot(labels, classes).float())
+
+
+def _require_quiet(ctx: Context, active_total: float, quiet_batch: Batch, **overrides: object) -> None:
+    quiet = ctx.total(quiet_batch, **overrides)
+    if not (math.isfinite(active_total) and math.isfinite(quiet)) or abs(quiet) > 1e-3 * abs(active_total) or active_total == 0:
+        raise Inconclusive(f"quiet elements are not quiet for this target (quiet {quiet:.3g} vs active {active_total:.3g})")
+
+
+def probe_alpha_balance(ctx: Context) -> None:
+    """FL001 / FL002 (sigmoid, binary): alpha must weight positives by alpha, negatives by 1 - alpha.
+
+    Two isolation batches, one active positive and one active negative at p = 0.5, each called with
+    alpha 0.25 and 0.75: the reference ratios loss(0.25) / loss(0.75) are 1/3 and 3.
+    """
+    if ctx.kind not in ("sigmoid", "binary") or ctx.coupled or ctx.fired("FL003"):
+        return
+    if not ctx.subject.accepts("alpha"):
+        raise Inconclusive("the target has no alpha parameter")
+    if isinstance(ctx.subject.value("alpha", None), (list, tuple, torch.Tensor)):
+        raise Inconclusive("alpha is per class")
+    ratios = {}
+    for side in ("positive", "negative"):
+        batch = _isolation(ctx, side, 0.0)
+        low, high = ctx.total(batch, alpha=0.25), ctx.total(batch, alpha=0.75)
+        _require_quiet(ctx, low, _isolation(ctx, "none", 0.0), alpha=0.25)
+        if high == 0:
+            raise Inconclusive(f"the {side} element has zero loss at alpha 0.75")
+        ratios[side] = low / high
+    expected = {"positive": 0.25 / 0.75, "negative": 0.75 / 0.25}
+    if all(_close(ratios[side], expected[side]) for side in ratios):
+        return
+    evidence = {"loss(alpha=0.25)/loss(alpha=0.75)": ratios, "expected": expected, "tolerance": RATIO_TOLERANCE}
+    if _close(ratios["positive"], 1 / 3) and _close(ratios["negative"], 1 / 3):
+        ctx.fire("FL001", f"alpha rescales positives and negatives alike: loss(alpha=0.25)/loss(alpha=0.75) = {ratios['negative']:.4f} on a negative (expected 3.0000)", evidence)
+        return
+    shapes = {(3.0, 1 / 3): "positives are weighted by 1 - alpha and negatives by alpha (inverted)", (1 / 9, 9.0): "alpha is applied twice (alpha**2)",
+              (1.0, 1.0): "alpha has no effect on either side"}
+    description = next((text for (pos, neg), text in shapes.items() if _close(ratios["positive"], pos) and _close(ratios["negative"], neg)), None)
+    if description is None:
+        sides = [side for side in ratios if _close(ratios[side], 1.0)]
+        description = f"the {sides[0]}s are left unweighted" if sides else "alpha weights the sides wrongly"
+    ctx.fire("FL002", f"{description}: loss(alpha=0.25)/loss(alpha=0.75) = {ratios['positive']:.4f} on a positive (expected 0.3333), {ratios['negative']:.4f} on a negative (expected 3.0000)", evidence)
+
+
+def probe_softmax_alpha(ctx: Context) -> None:
+    """FL001 (warning) / FL010 (softmax): a scalar alpha only rescales; a per-class alpha must be
+    taken at the target class. Rows' unweighted losses are equal by construction, so the ratio of
+    two active rows' losses must be alpha[target_a] / alpha[target_b]."""
+    if ctx.kind != "softmax" or not ctx.subject.accepts("alpha"):
+        return
+    declared = ctx.subject.value("alpha", None)
+    if isinstance(declared, (list, tuple, torch.Tensor)):
+        classes = ctx.subject.num_classes
+        vector = [round(0.1 + 0.8 * c / max(classes - 1, 1), 4) for c in range(classes)]
+        probe_alpha = torch.tensor(vector) if isinstance(declared, torch.Tensor) else type(declared)(vector)
+        totals = [ctx.total(_softmax_isolation(ctx, row, predicted_logit=2.0), alpha=probe_alpha) for row in (0, 1)]
+        targets = [(row + 1) % classes for row in (0, 1)]
+        if totals == [0.0, 0.0]:
+            ctx.fire("FL010", f"with alpha {vector} the loss is 0 for every row: alpha becomes 0 (an integer cast?)", {"alpha": vector, "losses": totals})
+            return
+        _require_quiet(ctx, totals[0], _softmax_isolation(ctx, None), alpha=probe_alpha)
+        expected = vector[targets[0]] / vector[targets[1]]
+        observed = totals[0] / totals[1] if totals[1] else math.inf
+        evidence = {"alpha": vector, "target_classes": targets, "observed_ratio": observed, "expected_ratio": expected, "tolerance": RATIO_TOLERANCE}
+        if _close(observed, expected):
+            return
+        if _close(observed, 1.0):
+            ctx.fire("FL001", f"the per-class alpha weights every class alike: rows of classes {targets[0]} and {targets[1]} have loss ratio {observed:.4f} (expected alpha ratio {expected:.4f})", evidence)
+            return
+        predicted = [(t + 1) % classes for t in targets]
+        if _close(observed, vector[predicted[0]] / vector[predicted[1]]):
+            cause = "alpha is indexed by the predicted class, not the target"
+        elif _close(observed, vector[0] / vector[1]):
+            cause = "alpha is broadcast by row position, not by target class"
+        else:
+            cause = "alpha is not taken at the target class"
+        ctx.fire("FL010", f"{cause}: loss ratio of rows with targets {targets[0]} and {targets[1]} is {observed:.4f}, expected alpha[{targets[0]}]/alpha[{targets[1]}] = {expected:.4f}", evidence)
+        return
+    if not isinstance(declared, (int, float)) or declared < 0:
+        raise Inconclusive("the target's alpha is not set to a scalar")
+    batch = make_batch("softmax", ctx.subject.num_classes, ctx.generator())
+    low, high = ctx.total(batch, alpha=0.25), ctx.total(batch, alpha=0.75)
+    if high and _close(low / high, 1 / 3, 1e-4):
+        ctx.fire(
+            "FL001",
+            f"a scalar alpha multiplies every class alike: loss(alpha=0.25)/loss(alpha=0.75) = {low / high:.4f}; it rescales the loss, it does not balance classes",
+            {"loss(alpha=0.25)/loss(alpha=0.75)": low / high},
+            severity="warning",
+        )
+
+
+def probe_coupling(ctx: Context) -> None:
+    """FL008 (all kinds) and FL003 (sigmoid): changing one logit must not change the gradient of
+    any other element of the reference (a diagonal Hessian), except within a row for softmax."""
+    batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator())
+    before = ctx.gradient(batch)
+    changed = batch.clone()
+    if ctx.kind == "centernet":
+        changed.x[0, 0, 0, 0] = 0.5 if changed.x[0, 0, 0, 0] < 0.5 else 0.2
+        other = torch.ones_like(before, dtype=torch.bool)
+        other[0, 0, 0, 0] = False
+        same_row = torch.zeros_like(other)
+    elif ctx.kind == "binary":
+        changed.x[0] += 1.5
+        other = torch.ones_like(before, dtype=torch.bool)
+        other[0] = False
+        same_row = torch.zeros_like(other)
+    else:
+        changed.x[0, 1] += 1.5
+        other = torch.ones_like(before, dtype=torch.bool)
+        other[0, 1] = False
+        same_row = torch.zeros_like(other)
+        same_row[0] = True
+        same_row[0, 1] = False
+    after = ctx.gradient(changed)
+    scale = float(before.abs().max()) or 1.0
+    cross = float(((after - before).abs() * (other & ~same_row)).max()) / scale
+    within = float(((after - before).abs() * same_row).max()) / scale if same_row.any() else 0.0
+    evidence = {"max_relative_gradient_change_other_rows": cross, "max_relative_gradient_change_same_row": within, "tolerance": COUPLING_TOLERANCE}
+    if cross > COUPLING_TOLERANCE:
+        ctx.coupled = True
+        ctx.fire("FL008", f"changing one logit changes the gradient of other examples by up to {cross:.3g} (relative): each example's loss depends on the rest of the batch", evidence)
+    elif ctx.kind == "sigmoid" and within > COUPLING_TOLERANCE:
+        ctx.coupled = True
+        ctx.fire("FL003", f"changing one class's logit changes the gradient of the other classes of its row by up to {within:.3g} (relative): classes are coupled like a softmax", evidence, anchor="FL003")
+
+
+def probe_background_rows(ctx: Context) -> None:
+    """FL003 (sigmoid): background rows (all-zero targets) must contribute loss. Two batches with
+    the same targets differ only in the background rows' logits (-3 versus +3)."""
+    if ctx.kind != "sigmoid":
+        return
+    batch = make_batch("sigmoid", ctx.subject.num_classes, ctx.generator())
+    background = batch.y.sum(dim=1) == 0
+    confident, wrong = batch.clone(), batch.clone()
+    confident.x[background] = -3.0
+    wrong.x[background] = 3.0
+    overrides = _reference_alpha_override(ctx)
+    low, high = ctx.total(confident, **overrides), ctx.total(wrong, **overrides)
+    if math.isfinite(low) and abs(high - low) <= 1e-9 * max(abs(low), 1e-12):
+        ctx.fire("FL003", f"background rows (all-zero targets) contribute nothing: raising their logits from -3 to +3 leaves the loss at {low:.6g}", {"loss_confident_background": low, "loss_wrong_background": high})
+
+
+def _reference_alpha_override(ctx: Context) -> dict:
+    """alpha=0.25 for probes that are not about alpha, so a user's alpha of 0 or 1 (which zeroes a
+    side on purpose) does not look like another defect."""
+    declared = ctx.subject.value("alpha", None)
+    if ctx.subject.accepts("alpha") and isinstance(declared, (int, float)) and declared >= 0:
+        return {"alpha": DEFAULT_ALPHA}
+    return {}
+
+
+def probe_gamma(ctx: Context) -> None:
+    """FL005: changing gamma (2 versus 0.5) must change the loss."""
+    if ctx.kind == "centernet":
+        return
+    if not ctx.subject.accepts("gamma"):
+        raise Inconclusive("the target has no gamma parameter")
+    batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator())
+    at_two, at_half = ctx.total(batch, gamma=2.0), ctx.total(batch, gamma=0.5)
+    if at_two == 0 and at_half == 0:
+        raise Inconclusive("the loss is 0 at both gammas")
+    if math.isfinite(at_two) and abs(at_two - at_half) <= 1e-7 * max(abs(at_two), 1e-12):
+        ctx.fire("FL005", f"changing gamma from 2 to 0.5 leaves the loss at {at_two:.6g}", {"loss(gamma=2)": at_two, "loss(gamma=0.5)": at_half})
+
+
+def _factor_ratio(gamma: float, p_a: float, p_b: float, positive: bool) -> float:
+    def element(p: float) -> float:
+        p_t = p if positive else 1 - p
+        return (1 - p_t) ** gamma * -math.log(p_t)
+
+    return element(p_a) / element(p_b)
+
+
+def probe_modulating_factor(ctx: Context) -> None:
+    """FL004: the factor must be (1 - p_t)^gamma. Isolation batches put one active element at two
+    probabilities; the ratio of the two losses is fixed by the reference (alpha and the normaliser
+    cancel): positives at p = 0.8 and 0.3, negatives at p = 0.2 and 0.6."""
+    if ctx.kind == "centernet" or ctx.coupled or ctx.fired("FL003", "FL005"):
+        return
+    gamma = ctx.params.gamma
+    if ctx.kind == "softmax":
+        totals = [ctx.total(_softmax_isolation(ctx, 0, p)) for p in (0.8, 0.3)]
+        _require_quiet(ctx, totals[1], _softmax_isolation(ctx, None))
+        checks = {"target class": (totals[0] / totals[1] if totals[1] else math.inf, _factor_ratio(gamma, 0.8, 0.3, True))}
+    else:
+        checks = {}
+        for side, (p_a, p_b) in (("positive", (0.8, 0.3)), ("negative", (0.2, 0.6))):
+            totals = [ctx.total(_isolation(ctx, side, math.log(p / (1 - p)))) for p in (p_a, p_b)]
+            _require_quiet(ctx, totals[1], _isolation(ctx, "none", 0.0))
+            checks[side] = (totals[0] / totals[1] if totals[1] else math.inf, _factor_ratio(gamma, p_a, p_b, side == "positive"))
+    wrong = {side: values for side, values in checks.items() if not _close(*values)}
+    if wrong:
+        side, (observed, expected) = next(iter(wrong.items()))
+        points = "p = 0.8 and 0.3" if side in ("positive", "target class") else "p = 0.2 and 0.6"
+        ctx.fire(
+            "FL004",
+            f"the modulating factor is not (1 - p_t)^{gamma:g} on {side}s: loss ratio at {points} is {observed:.4f}, expected {expected:.4f}",
+            {"observed_ratio": {k: v[0] for k, v in checks.items()}, "expected_ratio": {k: v[1] for k, v in checks.items()}, "gamma": gamma, "tolerance": RATIO_TOLERANCE},
+        )
+
+
+def _wrong_and_inrange(ctx: Context) -> tuple[Batch, torch.Tensor, torch.Tensor]:
+    """A batch with confidently wrong elements (|logit| 6 on the wrong side) and in-range ones
+    (logits in [0.3, 0.6], untouched even by a clamp to [0, 1]); returns the masks of both."""
+    if ctx.kind == "centernet":
+        batch = make_batch("centernet", ctx.subject.num_classes, ctx.generator())
+        batch.x.fill_(0.4)
+        peaks = batch.y.eq(1)
+        wrong = peaks.clone()
+        batch.x[peaks] = 1e-3
+        inrange = ~peaks & (batch.y < 0.5)
+        return batch, wrong, inrange
+    if ctx.kind == "softmax":
+        classes = ctx.subject.num_classes
+        labels = torch.arange(4) % classes
+        x = torch.full((4, classes), 0.3)
+        x[0, labels[0]], x[0, (labels[0] + 1) % classes] = -6.0, 6.0
+        x[1, labels[1]] = 0.6
+        wrong = torch.zeros_like(x, dtype=torch.bool)
+        wrong[0, labels[0]] = True
+        inrange = torch.zeros_like(wrong)
+        inrange[1, labels[1]] = True
+        return Batch(x, torch.nn.functional.one_hot(labels, classes).float()), wrong, inrange
+    batch = _isolation(ctx, "none", 0.0)
+    batch.x.fill_(0.45)
+    wrong = torch.zeros_like(batch.y, dtype=torch.bool)
+    inrange = torch.zeros_like(wrong)
+    if ctx.kind == "binary":
+        batch.x[0], batch.x[2] = -6.0, 6.0
+        wrong[0] = wrong[2] = True
+        batch.x[1], batch.x[3] = 0.6, 0.3
+        inrange[1] = inrange[3] = True
+    else:
+        batch.x[0, 0], batch.x[5, 0] = -6.0, 6.0
+        wrong[0, 0] = wrong[5, 0] = True
+        batch.x[1, 1], batch.x[4, 0] = 0.6, 0.3
+        inrange[1, 1] = inrange[4, 0] = True
+    return batch, wrong, inrange
+
+
+def probe_saturated_gradient(ctx: Context) -> None:
+    """FL006: confidently wrong elements must keep a gradient. The ratio of their gradient to that
+    of in-range elements (same call, so the normaliser cancels) must not collapse to zero."""
+    if ctx.coupled:
+        return
+    batch, wrong, inrange = _wrong_and_inrange(ctx)
+    grad = ctx.gradient(batch)
+    reference = ctx.reference_gradient(batch)
+    observed = float(grad[wrong].abs().min()) / max(float(grad[inrange].abs().max()), 1e-30)
+    expected = float(reference[wrong].abs().min()) / float(reference[inrange].abs().max())
+    if float(grad[inrange].abs().max()) == 0 and float(grad.abs().max()) == 0:
+        raise Inconclusive("the gradient is zero everywhere")
+    if observed < 1e-3 * expected:
+        ctx.fire(
+            "FL006",
+            f"the gradient of confidently wrong examples is {float(grad[wrong].abs().min()):.3g}: a clamp zeroes it "
+            f"(relative to in-range examples {observed:.3g}, reference {expected:.3g})",
+            {"wrong_to_inrange_gradient_ratio": observed, "reference_ratio": expected},
+        )
+
+
+def probe_non_finite(ctx: Context) -> None:
+    """FL007: logits up to ±100 in float32 (centernet: probabilities at its clamp, 1e-4 and
+    1 - 1e-4) must give a finite loss and a finite gradient."""
+    batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator())
+    if ctx.kind == "centernet":
+        batch.x = torch.where(batch.y.eq(1), torch.tensor(1e-4), torch.tensor(1 - 1e-4))
+        batch.x[0, 0, 0, 0] = 1e-4
+    else:
+        extremes = torch.tensor([100.0, -100.0, 50.0, -50.0, 0.0])
+        batch.x = extremes[torch.arange(batch.x.numel()) % 5].reshape(batch.x.shape)
+    out, inputs = ctx.subject.call(ctx.convention, batch)
+    value_finite = bool(torch.isfinite(out).all())
+    grad_finite = True
+    if out.requires_grad:
+        (grad,) = torch.autograd.grad(out.sum(), inputs, allow_unused=True)
+        grad_finite = grad is None or bool(torch.isfinite(grad).all())
+    if not (value_finite and grad_finite):
+        what = "the loss" if not value_finite else "the gradient"
+        ctx.fire("FL007", f"{what} is not finite for logits of ±100 and ±50 (float32)", {"loss_finite": value_finite, "gradient_finite": grad_finite})
+
+
+def probe_gradient_match(ctx: Context) -> None:
+    """FL009: when the values match the reference, the gradients must match too."""
+    if not ctx.calibration.matched or ctx.calibration.confusion:
+        return
+    batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator())
+    try:
+        grad = ctx.gradient(batch)
+    except Inconclusive as reason:
+        ctx.fire("FL009", f"the values match the reference but no gradient reaches the inputs ({reason})", {})
+        return
+    reference = ctx.reference_gradient(batch)
+    divisor = _divisor(ctx, batch)
+    reference = reference / divisor
+    error = float((grad - reference).abs().max() / reference.abs().max())
+    if error > GRADIENT_TOLERANCE:
+        ctx.fire("FL009", f"the values match the reference but the gradient differs by {error:.3g} (relative, max over elements; tolerance {GRADIENT_TOLERANCE:g})", {"max_rel_gradient_error": error})
+
+
+def _divisor(ctx: Context, batch: Batch) -> float:
+    from lossaudit.lint.subject import normalisers
+
+    name = ctx.calibration.match.normalisation
+    return 1.0 if name == "none" else normalisers(ctx.kind, batch.y, ctx.params)[name]
+
+
+def probe_ignore_index(ctx: Context) -> None:
+    """FL011: rows labelled with the ignore index must neither change the loss nor crash it. Two
+    batches differ only in the ignored rows' logits."""
+    ignore = ctx.subject.ignore_index
+    if ignore is None:
+        raise Inconclusive("no ignore index (pass --ignore-index, or give the target an ignore_index parameter)")
+    if ctx.convention.targets != "index":
+        raise Inconclusive("the target takes one-hot targets, which have no ignore label")
+    batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator())
+    inputs, targets = ctx.subject.to_call(ctx.convention, batch)
+    targets = targets.clone()
+    targets[:3] = ignore
+    loss = ctx.subject.build()
+    results = []
+    for value in (-3.0, 3.0):
+        varied = inputs.detach().clone()
+        varied[:3] = value if ctx.convention.inputs == "logits" else torch.sigmoid(torch.tensor(value))
+        try:
+            out = ctx.subject.guarded(lambda: _as_tensor(loss(varied, targets)))
+        except (Exception, SystemExit) as error:
+            ctx.fire("FL011", f"ignored targets ({ignore}) crash the loss: {_error_text(error)}", {"ignore_index": ignore}, anchor="FL011")
+            return
+        results.append(float(out.detach().double().sum()))
+    if not math.isfinite(results[0]) or abs(results[0] - results[1]) > 1e-6 * max(abs(results[0]), 1e-12):
+        ctx.fire("FL011", f"ignored rows change the loss: {results[0]:.6g} versus {results[1]:.6g} when only their logits differ", {"ignore_index": ignore, "losses": results})
+
+
+def _as_tensor(value: object) -> torch.Tensor:
+    from lossaudit.lint.subject import output_tensor
+
+    return output_tensor(value)
+
+
+def probe_input_mutation(ctx: Context) -> None:
+    """FL012: the inputs and targets must be unchanged by the call."""
+    batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator())
+    inputs, targets = ctx.subject.to_call(ctx.convention, batch, grad=False)
+    saved_inputs, saved_targets = inputs.clone(), targets.clone()
+    loss = ctx.subject.build()
+    ctx.subject.guarded(lambda: loss(inputs, targets))
+    changed = [name for name, now, before in (("inputs", inputs, saved_inputs), ("targets", targets, saved_targets)) if not torch.equal(now, before)]
+    if changed:
+        ctx.fire("FL012", f"the call modifies its {' and '.join(changed)} in place", {"modified": changed})
+
+
+def _state(obj: object) -> dict:
+    state = {}
+    for key, value in vars(obj).items() if hasattr(obj, "__dict__") else []:
+        if key.startswith("_") and key not in ("_buffers", "_parameters"):
+            continue
+        if key in ("_buffers", "_parameters"):
+            for name, tensor in value.items():
+                state[f"{key[1:-1]}:{name}"] = None if tensor is None else tensor.detach().clone()
+        elif isinstance(value, torch.Tensor):
+            state[key] = value.detach().clone()
+        else:
+            try:
+                state[key] = copy.deepcopy(value)
+            except Exception:  # an attribute that cannot be copied is not compared
+                continue
+    return state
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+def probe_stateful(ctx: Context) -> None:
+    """FL013: two calls of one instance on the same batch must agree, and leave its attributes as they were."""
+    batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator())
+    loss = ctx.subject.build()
+    before = _state(loss)
+    first, _ = ctx.subject.call(ctx.convention, batch, loss=loss)
+    second, _ = ctx.subject.call(ctx.convention, batch, loss=loss)
+    after = _state(loss)
+    changed = sorted(key for key in set(before) | set(after) if not _same(before.get(key), after.get(key)))
+    values = [float(first.detach().double().sum()), float(second.detach().double().sum())]
+    if changed or values[0] != values[1] and not (math.isnan(values[0]) and math.isnan(values[1])):
+        detail = f"forward changes {', '.join(changed)}" if changed else f"two calls on the same batch give {values[0]:.6g} and {values[1]:.6g}"
+        ctx.fire("FL013", detail, {"changed_attributes": changed, "values": values}, anchor="FL013")
+
+
+def probe_batch_shapes(ctx: Context) -> None:
+    """FL015: the loss must run on batches of 1 and 3 rows, not only on the calibration size."""
+    if ctx.kind == "centernet":
+        return
+    for rows in (1, 3):
+        batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator(), rows=rows)
+        try:
+            ctx.subject.call(ctx.convention, batch)
+        except (Exception, SystemExit, CallTimeout) as error:
+            path, line = ctx.locator.from_traceback(error.__traceback__)
+            ctx.findings.append(Finding("FL015", f"raises on a batch of {rows} row{'s' if rows > 1 else ''}: {_error_text(error)}", path=path, line=line, evidence={"rows": rows}))
+            return
+
+
+def probe_low_precision(ctx: Context) -> None:
+    """FL017: float16 and bfloat16 inputs must run and stay within a dtype-scaled tolerance of
+    float32 on the same (rounded) values: max(50 eps, 5 × the reference's own deviation)."""
+    batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator())
+    if ctx.kind != "centernet":
+        batch.x = (batch.x * 1.5).clamp(-6, 6)
+    for dtype in (torch.float16, torch.bfloat16):
+        rounded = Batch(batch.x.to(dtype).float(), batch.y)
+        full, _ = ctx.subject.call(ctx.convention, rounded)
+        full_value = float(full.detach().double().sum())
+        try:
+            low, _ = ctx.subject.call(ctx.convention, rounded, dtype=dtype)
+            low_value = float(low.detach().double().sum())
+        except (Exception, SystemExit) as error:
+            name = str(dtype).removeprefix("torch.")
+            path, line = ctx.locator.from_traceback(error.__traceback__)
+            ctx.findings.append(Finding("FL017", f"{name} inputs fail: {_error_text(error)}", path=path, line=line, evidence={"dtype": name}))
+            return
+        tolerance = _precision_tolerance(ctx, rounded, dtype)
+        deviation = abs(low_value - full_value) / max(abs(full_value), 1e-12) if math.isfinite(low_value) else math.inf
+        if deviation > tolerance:
+            name = str(dtype).removeprefix("torch.")
+            ctx.fire("FL017", f"{name} inputs give {low_value:.6g} against {full_value:.6g} in float32 (relative deviation {deviation:.3g}, tolerance {tolerance:.3g})",
+                     {"dtype": name, "deviation": deviation, "tolerance": tolerance})
+            return
+
+
+def _precision_tolerance(ctx: Context, batch: Batch, dtype: torch.dtype) -> float:
+    params = ctx.params
+    inputs, _ = ctx.subject.to_call(ctx.convention, batch, grad=False)
+    full = reference_elements(ctx.kind, canonical_to_reference_input(ctx.convention, inputs.double()), batch.y.double(), params).sum()
+    low_input = canonical_to_reference_input(ctx.convention, inputs.to(dtype))
+    try:
+        low = reference_elements(ctx.kind, low_input, batch.y.to(dtype), params).double().sum()
+        own = abs(float(low - full)) / max(abs(float(full)), 1e-12)
+    except RuntimeError:
+        own = 0.0
+    return max(50 * torch.finfo(dtype).eps, 5 * own)
+
+
+def report_normalisation(ctx: Context) -> None:
+    """FL018 (info): the normalisation found, when it is not the usual one for the kind."""
+    if not ctx.calibration.matched:
+        return
+    found = ctx.calibration.match.normalisation
+    if found not in CONVENTIONAL[ctx.kind]:
+        usual = {"sigmoid": "the sum per positive anchor (detectors) or no reduction", "softmax": "the mean over rows", "centernet": "the sum per peak", "binary": "the mean or the sum"}[ctx.kind]
+        ctx.fire("FL018", f"the loss is normalised by the {found}; the usual choice for a {ctx.kind} focal loss is {usual}", {"normalisation": found})
+
+
+def report_defaults(ctx: Context) -> None:
+    """FL019 (info): constructor/function defaults that differ from the reference's."""
+    if ctx.kind == "centernet":
+        return
+    expected = {"alpha": DEFAULT_ALPHA if ctx.kind in ("sigmoid", "binary") else None, "gamma": DEFAULT_GAMMA}
+    differing = {}
+    for name, value in expected.items():
+        if ctx.subject.accepts(name) and ctx.subject.signature is not None and name in ctx.subject.signature.parameters:
+            default = ctx.subject.default(name)
+            if default is None and ctx.subject.signature.parameters[name].default is not None:
+                continue  # no default: the caller must choose
+            if isinstance(default, (list, tuple, torch.Tensor)) or default != value and not (value is None and default in (None, -1)):
+                differing[name] = {"default": default if not isinstance(default, torch.Tensor) else default.tolist(), "reference": value}
+    if differing:
+        listed = ", ".join(f"{name}={d['default']!r} (reference {d['reference']!r})" for name, d in differing.items())
+        ctx.fire("FL019", f"defaults differ from the reference: {listed}", differing, anchor="FL019")
+
+
+PROBES: tuple[tuple[tuple[str, ...], Callable[[Context], None]], ...] = (
+    (("FL015",), probe_batch_shapes),
+    (("FL008", "FL003"), probe_coupling),
+    (("FL003",), probe_background_rows),
+    (("FL005",), probe_gamma),
+    (("FL001", "FL002"), probe_alpha_balance),
+    (("FL001", "FL010"), probe_softmax_alpha),
+    (("FL004",), probe_modulating_factor),
+    (("FL006",), probe_saturated_gradient),
+    (("FL007",), probe_non_finite),
+    (("FL009",), probe_gradient_match),
+    (("FL011",), probe_ignore_index),
+    (("FL012",), probe_input_mutation),
+    (("FL013",), probe_stateful),
+    (("FL017",), probe_low_precision),
+    (("FL018",), report_normalisation),
+    (("FL019",), report_defaults),
+)
+"""The battery in order: batch shapes first (a crash there explains later crashes), then coupling,
+since per-element probes are skipped for coupled losses."""
+
+
+def run_probes(ctx: Context) -> None:
+    """Run every probe; an unexpected exception in a probe is a crash of the target on valid input."""
+    for codes, probe in PROBES:
+        try:
+            probe(ctx)
+        except Inconclusive as reason:
+            ctx.notes.append(f"{'/'.join(codes)} not checked: {reason}")
+        except (Exception, SystemExit, CallTimeout) as error:
+            if ctx.fired("FL015"):
+                continue
+            path, line = ctx.locator.from_traceback(error.__traceback__)
+            ctx.findings.append(Finding("FL015", f"raises on valid input during the {probe.__name__.removeprefix('probe_').replace('_', ' ')} probe: {_error_text(error)}", path=path, line=line, evidence={"probe": probe.__name__}))
+    if ctx.calibration.confusion:
+        ctx.fire("FL016", f"the output matches the reference only once {ctx.calibration.confusion}", {"confusion": ctx.calibration.confusion, "rel_error": ctx.calibration.match.error})
+    if not ctx.calibration.matched and not ctx.calibration.confusion and not any(f.code in VALUE_RULES for f in ctx.findings):
+        match = ctx.calibration.match
+        ctx.fire("FL014", f"the output matches no reference: closest is {ctx.kind} focal loss with {match.normalisation} (relative error {match.error:.3g}, tolerance {MATCH_TOLERANCE:g})",
+                 {"closest_normalisation": match.normalisation, "rel_error": match.error, "tolerance": MATCH_TOLERANCE})
+    first_of_each = {}
+    for finding in ctx.findings:
+        first_of_each.setdefault(finding.code, finding)
+    ctx.findings = list(first_of_each.values())

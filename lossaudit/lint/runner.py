@@ -1,0 +1,106 @@
+"""Run the audit of each target in a child process with a time limit.
+
+The child (``python -m lossaudit.lint.worker``) imports the user's code, probes it and writes its
+result to a file. Its stdout goes to /dev/null and only the tail of its stderr is kept, so a target
+that floods output, hangs, calls ``sys.exit`` or kills its process cannot take lossaudit down: each
+of those becomes an FL015 finding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lossaudit.errors import InputError
+from lossaudit.lint.findings import Finding, TargetResult
+from lossaudit.lint.targets import TargetSpec
+
+STDERR_TAIL_BYTES = 4000
+STARTUP_ALLOWANCE_S = 30.0
+"""Time for the child to start and import torch, on top of the per-call limits."""
+CALL_BUDGET = 4
+"""The child is killed after STARTUP_ALLOWANCE_S + CALL_BUDGET * timeout without a result."""
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """The ``lint`` options that reach the child. None means infer."""
+
+    kind: str = "auto"
+    inputs: str = "auto"
+    targets: str = "auto"
+    num_classes: int | None = None
+    ignore_index: int | None = None
+    seed: int = 0
+    timeout: float = 10.0
+
+
+def _drain(stream, tail: deque) -> None:
+    for chunk in iter(lambda: stream.read(4096), b""):
+        tail.append(chunk)
+        while sum(map(len, tail)) > STDERR_TAIL_BYTES and len(tail) > 1:
+            tail.popleft()
+
+
+def audit(spec: TargetSpec, options: AuditOptions) -> TargetResult:
+    """Audit one target in a child process.
+
+    Raises:
+        InputError: the target cannot be imported or its symbol does not exist (exit 2).
+    """
+    request = {
+        "target": {"text": spec.text, "symbol": spec.symbol, "file": str(spec.file) if spec.file else None, "module": spec.module, "init": spec.init},
+        "options": asdict(options),
+    }
+    with tempfile.TemporaryDirectory(prefix="lossaudit-lint-") as folder:
+        request_path, result_path = Path(folder, "request.json"), Path(folder, "result.json")
+        request_path.write_text(json.dumps(request))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lossaudit.lint.worker", str(request_path), str(result_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=os.getcwd(),
+            start_new_session=True,
+        )
+        tail: deque = deque()
+        reader = threading.Thread(target=_drain, args=(process.stderr, tail), daemon=True)
+        reader.start()
+        limit = STARTUP_ALLOWANCE_S + CALL_BUDGET * options.timeout
+        try:
+            process.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            _kill(process)
+            return _crashed(spec, f"the audit ran past {limit:.0f} s and was stopped (the target hangs)", {"limit_s": limit})
+        reader.join(timeout=5)
+        if not result_path.exists():
+            stderr_tail = b"".join(tail).decode(errors="replace").strip().splitlines()[-3:]
+            return _crashed(
+                spec,
+                f"the process exited with code {process.returncode} without a result (os._exit, a signal or a fatal error)",
+                {"exit_code": process.returncode, "stderr_tail": stderr_tail},
+            )
+        outcome = json.loads(result_path.read_text())
+    if outcome["status"] == "import-error":
+        raise InputError(outcome["message"])
+    return TargetResult.from_dict(outcome["result"])
+
+
+def _kill(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, 9)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def _crashed(spec: TargetSpec, message: str, evidence: dict) -> TargetResult:
+    path = str(spec.file) if spec.file else None
+    return TargetResult(target=spec.text, findings=[Finding("FL015", message, path=path, line=None, evidence=evidence)])

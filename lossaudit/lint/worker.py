@@ -1,0 +1,151 @@
+"""Child process of ``lossaudit lint``: import one target, calibrate, probe, write the result.
+
+    python -m lossaudit.lint.worker REQUEST.json RESULT.json
+
+The result file holds ``{"status": "ok", "result": {...}}`` or ``{"status": "import-error",
+"message": ...}`` (the parent exits 2). Import-time hangs, ``sys.exit`` and exceptions other than
+import errors are findings (FL015).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from lossaudit.lint.findings import Finding, TargetResult
+
+
+class ImportFailure(Exception):
+    """The target's file, module or symbol cannot be imported (exit 2)."""
+
+
+def _import_target(target: dict, timeout: float) -> object:
+    from lossaudit.lint.subject import CallTimeout, Subject
+
+    guard = Subject(lambda: None, {}, timeout, num_classes=1, ignore_index=None).guarded
+    sys.path.insert(0, os.getcwd())
+    try:
+        if target["file"]:
+            path = Path(target["file"]).resolve()
+            sys.path.insert(0, str(path.parent))
+            name = f"lossaudit_target_{path.stem}"
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise ImportFailure(f"target {target['text']!r}: {path} cannot be imported")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            guard(lambda: spec.loader.exec_module(module))
+        else:
+            module = guard(lambda: importlib.import_module(target["module"]))
+    except (ImportError, SyntaxError) as error:
+        raise ImportFailure(f"target {target['text']!r} cannot be imported: {type(error).__name__}: {error}") from None
+    except CallTimeout:
+        raise
+    obj = module
+    for part in target["symbol"].split("."):
+        if not hasattr(obj, part):
+            raise ImportFailure(f"target {target['text']!r}: {getattr(module, '__name__', target['text'])} has no attribute {part!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ImportFailure(f"target {target['text']!r}: {target['symbol']} is not a class or function")
+    return obj
+
+
+def _num_classes(options: dict, init: dict) -> int:
+    if options["num_classes"] is not None:
+        return options["num_classes"]
+    alpha = init.get("alpha")
+    if isinstance(alpha, (list, tuple)) and len(alpha) > 1:
+        return len(alpha)
+    return 5
+
+
+def audit(request: dict) -> TargetResult:
+    """Import the target and run the battery; every failure of the target is a finding."""
+    import torch
+
+    from lossaudit.lint.locate import Locator
+    from lossaudit.lint.probes import Context, _error_text, calibrate, run_probes
+    from lossaudit.lint.subject import CallTimeout, Subject
+
+    target, options = request["target"], request["options"]
+    result = TargetResult(target=target["text"])
+    try:
+        obj = _import_target(target, options["timeout"])
+    except (Exception, SystemExit, CallTimeout) as error:
+        if isinstance(error, ImportFailure):
+            raise
+        result.findings.append(Finding("FL015", f"importing the target failed: {_error_text(error)}", path=target["file"], evidence={"phase": "import"}))
+        return result
+    torch.manual_seed(options["seed"])
+    locator = Locator(obj)
+    init = dict(target["init"])
+    subject = Subject(obj, init, options["timeout"], _num_classes(options, init), options["ignore_index"])
+    try:
+        calibration = calibrate(subject, options["kind"], options["inputs"], options["targets"], options["seed"])
+    except (Exception, SystemExit, CallTimeout) as error:  # the constructor itself failed
+        path, line = locator.from_traceback(error.__traceback__)
+        result.findings.append(Finding("FL015", f"cannot be instantiated with --init {init}: {_error_text(error)}", path=path, line=line))
+        return result
+    if calibration.convention is None:
+        first = calibration.attempts[0] if calibration.attempts else {"error": "no calling convention fits the options", "exception": None}
+        path, line = locator.from_traceback(first["exception"].__traceback__) if first["exception"] else (locator.path, locator.def_line)
+        errors = list(dict.fromkeys(attempt["error"] for attempt in calibration.attempts))
+        tried = len(calibration.attempts)
+        result.findings.append(Finding("FL015", f"fails on valid input under {'every calling convention' if tried > 1 else 'the first call'} ({tried} tried): {first['error']}",
+                                       path=path, line=line, evidence={"conventions_tried": tried, "errors": errors[:3]}))
+        result.detected = {"kind": options["kind"], "inputs": None, "targets": None, "reference": None, "normalisation": None, "max_rel_error": None}
+        return result
+    ctx = Context(subject, calibration, locator, options["seed"])
+    run_probes(ctx)
+    convention = calibration.convention
+    result.detected = {
+        "kind": convention.kind,
+        "kind_reason": calibration.kind_reason if options["kind"] == "auto" else "given",
+        "inputs": convention.inputs,
+        "targets": convention.targets,
+        "reference": _reference_name(convention.kind, calibration.params),
+        "normalisation": calibration.match.normalisation,
+        "max_rel_error": calibration.match.error if calibration.match.error != float("inf") else None,
+        "num_classes": subject.num_classes,
+        "ignore_index": subject.ignore_index,
+    }
+    result.findings = ctx.findings
+    result.notes = ctx.notes
+    return result
+
+
+def _reference_name(kind: str, params) -> str:
+    if kind == "centernet":
+        return "CenterNet penalty-reduced focal loss (alpha=2, beta=4)"
+    alpha = params.alpha
+    alpha_text = "off" if alpha is None or (isinstance(alpha, (int, float)) and alpha < 0) else alpha if not hasattr(alpha, "tolist") else alpha.tolist()
+    name = {"sigmoid": "torchvision sigmoid_focal_loss", "binary": "binary sigmoid focal loss", "softmax": "softmax focal loss"}[kind]
+    return f"{name}(alpha={alpha_text}, gamma={params.gamma:g})"
+
+
+def main() -> None:
+    request_path, result_path = sys.argv[1], sys.argv[2]
+    request = json.loads(Path(request_path).read_text())
+    try:
+        outcome = {"status": "ok", "result": audit(request).to_dict()}
+    except ImportFailure as error:
+        outcome = {"status": "import-error", "message": str(error)}
+    except BaseException as error:  # noqa: BLE001 - a crash of the audit itself must still report
+        outcome = {"status": "ok", "result": TargetResult(target=request["target"]["text"], findings=[
+            Finding("FL015", f"the audit stopped: {type(error).__name__}: {error}", path=request["target"]["file"], evidence={"traceback": traceback.format_exc().splitlines()[-4:]})
+        ]).to_dict()}
+    temporary = Path(result_path + ".tmp")
+    temporary.write_text(json.dumps(outcome, default=str))
+    temporary.replace(result_path)
+    sys.stdout.flush()
+    os._exit(0)  # skip the target's atexit handlers and non-daemon threads
+
+
+if __name__ == "__main__":
+    main()
