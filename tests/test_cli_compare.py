@@ -4,10 +4,8 @@ output format, and every bad input (one line on stderr, exit 2)."""
 from __future__ import annotations
 
 import json
-import pickle
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -301,7 +299,7 @@ def test_help_and_version_do_not_import_torch():
     code = (
         "import sys\n"
         "from lossaudit.cli import app\n"
-        "for args in (['--help'], ['--version'], ['compare', '--help']):\n"
+        "for args in (['--help'], ['--version'], ['compare', '--help'], ['lint', '--help'], ['rules'], ['rules', 'FL001']):\n"
         "    try:\n"
         "        app(args)\n"
         "    except SystemExit as exit:\n"

@@ -37,3 +37,10 @@ def test_every_loss_identifier_is_documented():
 
     for loss in LOSS_IDS:
         assert f"| `{loss}` |" in README
+
+
+def test_every_rule_is_in_the_readme_table():
+    from lossaudit.lint.rules import RULES
+
+    for rule in RULES:
+        assert f"| {rule.code} | {rule.name} |" in README

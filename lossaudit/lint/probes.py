@@ -64,6 +64,7 @@ class Context:
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     coupled: bool = False
+    current_probe: str = "calibration"
 
     @property
     def convention(self) -> Convention:
@@ -79,7 +80,8 @@ class Context:
 
     def fire(self, code: str, message: str, evidence: dict, severity: str = "", anchor: str | None = None) -> None:
         path, line = self.locator.find(anchor or code)
-        self.findings.append(Finding(code, message, path=path, line=line, evidence=_rounded(evidence), severity=severity))
+        evidence = {"probe": self.current_probe, **_rounded(evidence)}
+        self.findings.append(Finding(code, message, path=path, line=line, evidence=evidence, severity=severity))
 
     def fired(self, *codes: str) -> bool:
         return any(finding.code in codes for finding in self.findings)
@@ -600,7 +602,7 @@ def probe_ignore_index(ctx: Context) -> None:
         varied = inputs.detach().clone()
         varied[:3] = value if ctx.convention.inputs == "logits" else torch.sigmoid(torch.tensor(value))
         try:
-            out = ctx.subject.guarded(lambda: _as_tensor(loss(varied, targets)))
+            out = ctx.subject.guarded(lambda varied=varied: _as_tensor(loss(varied, targets)))
         except (Exception, SystemExit) as error:
             ctx.fire("FL011", f"ignored targets ({ignore}) crash the loss: {_error_text(error)}", {"ignore_index": ignore}, anchor="FL011")
             return
@@ -679,7 +681,7 @@ def probe_batch_shapes(ctx: Context) -> None:
             ctx.subject.call(ctx.convention, batch)
         except (Exception, SystemExit, CallTimeout) as error:
             path, line = ctx.locator.from_traceback(error.__traceback__)
-            ctx.findings.append(Finding("FL015", f"raises on a batch of {rows} row{'s' if rows > 1 else ''}: {_error_text(error)}", path=path, line=line, evidence={"rows": rows}))
+            ctx.findings.append(Finding("FL015", f"raises on a batch of {rows} row{'s' if rows > 1 else ''}: {_error_text(error)}", path=path, line=line, evidence={"probe": ctx.current_probe, "rows": rows}))
             return
 
 
@@ -699,7 +701,7 @@ def probe_low_precision(ctx: Context) -> None:
         except (Exception, SystemExit) as error:
             name = str(dtype).removeprefix("torch.")
             path, line = ctx.locator.from_traceback(error.__traceback__)
-            ctx.findings.append(Finding("FL017", f"{name} inputs fail: {_error_text(error)}", path=path, line=line, evidence={"dtype": name}))
+            ctx.findings.append(Finding("FL017", f"{name} inputs fail: {_error_text(error)}", path=path, line=line, evidence={"probe": ctx.current_probe, "dtype": name}))
             return
         tolerance = _precision_tolerance(ctx, rounded, dtype)
         deviation = abs(low_value - full_value) / max(abs(full_value), 1e-12) if math.isfinite(low_value) else math.inf
@@ -776,6 +778,7 @@ since per-element probes are skipped for coupled losses."""
 def run_probes(ctx: Context) -> None:
     """Run every probe; an unexpected exception in a probe is a crash of the target on valid input."""
     for codes, probe in PROBES:
+        ctx.current_probe = probe.__name__
         try:
             probe(ctx)
         except Inconclusive as reason:
@@ -785,6 +788,7 @@ def run_probes(ctx: Context) -> None:
                 continue
             path, line = ctx.locator.from_traceback(error.__traceback__)
             ctx.findings.append(Finding("FL015", f"raises on valid input during the {probe.__name__.removeprefix('probe_').replace('_', ' ')} probe: {_error_text(error)}", path=path, line=line, evidence={"probe": probe.__name__}))
+    ctx.current_probe = "calibration"
     if ctx.calibration.confusion:
         ctx.fire("FL016", f"the output matches the reference only once {ctx.calibration.confusion}", {"confusion": ctx.calibration.confusion, "rel_error": ctx.calibration.match.error})
     if not ctx.calibration.matched and not ctx.calibration.confusion and not any(f.code in VALUE_RULES for f in ctx.findings):

@@ -40,9 +40,10 @@ def _detected_line(result: TargetResult) -> str:
     error = d.get("max_rel_error")
     error_text = f"{error:.2g}" if isinstance(error, float) else "n/a"
     reason = f" ({d['kind_reason']})" if d.get("kind_reason") and d["kind_reason"] != "given" else ""
+    closest = "" if d.get("matched") else " (closest, no match)"
     return (
         f"{result.target}: {d['kind']} kind{reason}; called with {d['inputs']} and {d['targets']} targets; "
-        f"reference {d['reference']}; normalisation {d['normalisation']}; max relative error {error_text}"
+        f"reference {d['reference']}; normalisation {d['normalisation']}{closest}; max relative error {error_text}"
     )
 
 

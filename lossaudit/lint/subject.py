@@ -24,7 +24,6 @@ import torch.nn.functional as F
 
 from lossaudit import losses
 
-KINDS = ("sigmoid", "softmax", "binary", "centernet")
 QUIET = 14.0
 """|logit| of a 'quiet' element: its reference loss is below 1e-6."""
 MATCH_TOLERANCE = 1e-4
@@ -35,6 +34,21 @@ DEFAULT_ALPHA, DEFAULT_GAMMA = 0.25, 2.0
 class CallTimeout(BaseException):
     """Raised in the child when one call of the target runs past ``--timeout`` (not an Exception,
     so the target's own ``except Exception`` cannot swallow it)."""
+
+
+def run_with_timeout(fn: Callable, timeout: float):
+    """Run ``fn()``; raise :class:`CallTimeout` in this (main) thread after ``timeout`` seconds."""
+
+    def on_alarm(signum, frame):
+        raise CallTimeout(f"ran past {timeout:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        return fn()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass(frozen=True)
@@ -219,17 +233,7 @@ class Subject:
 
     def guarded(self, fn: Callable):
         """Run ``fn`` under the per-call time limit."""
-
-        def on_alarm(signum, frame):
-            raise CallTimeout(f"ran past {self.timeout:g} s")
-
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, self.timeout)
-        try:
-            return fn()
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+        return run_with_timeout(fn, self.timeout)
 
     def to_call(self, convention: Convention, batch: Batch, dtype: torch.dtype = torch.float32, grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """The inputs and targets in the target's convention; the inputs are a grad leaf."""

@@ -25,9 +25,11 @@ class ImportFailure(Exception):
 
 
 def _import_target(target: dict, timeout: float) -> object:
-    from lossaudit.lint.subject import CallTimeout, Subject
+    from lossaudit.lint.subject import CallTimeout, run_with_timeout
 
-    guard = Subject(lambda: None, {}, timeout, num_classes=1, ignore_index=None).guarded
+    def guard(fn):
+        return run_with_timeout(fn, timeout)
+
     sys.path.insert(0, os.getcwd())
     try:
         if target["file"]:
@@ -111,6 +113,7 @@ def audit(request: dict) -> TargetResult:
         "targets": convention.targets,
         "reference": _reference_name(convention.kind, calibration.params),
         "normalisation": calibration.match.normalisation,
+        "matched": calibration.matched or calibration.confusion is not None,
         "max_rel_error": calibration.match.error if calibration.match.error != float("inf") else None,
         "num_classes": subject.num_classes,
         "ignore_index": subject.ignore_index,

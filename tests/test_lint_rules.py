@@ -1,0 +1,152 @@
+"""Every lint rule fires on its own fixture, from the probe that targets it, at the offending line,
+and on no correct fixture. Audits run in-process here (the child-process path is tested in
+test_cli_lint.py) so the whole battery stays fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lossaudit.lint.rules import RULES
+from lossaudit.lint.runner import AuditOptions
+from lossaudit.lint.worker import audit
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CORRECT, BUGGY = FIXTURES / "correct_losses.py", FIXTURES / "buggy_losses.py"
+PER_CLASS_ALPHA = [0.1, 0.2, 0.3, 0.2, 0.9]
+
+
+def run_audit(path: Path, symbol: str, init: dict | None = None, **options):
+    request = {
+        "target": {"text": f"{path}:{symbol}", "file": str(path), "module": None, "symbol": symbol, "init": init or {}},
+        "options": {**AuditOptions().__dict__, **options},
+    }
+    return audit(request)
+
+
+CORRECT_TARGETS = {
+    "torchvision-style function": ("sigmoid_focal_loss", {}, {}),
+    "RetinaNet module normalised per positive": ("RetinaNetFocalLoss", {}, {}),
+    "softmax focal with per-class alpha": ("SoftmaxFocalLoss", {"alpha": PER_CLASS_ALPHA}, {}),
+    "softmax focal without alpha": ("SoftmaxFocalLoss", {}, {}),
+    "probabilities with a safe clamp": ("ProbabilityFocalLoss", {}, {}),
+    "probabilities, declared": ("ProbabilityFocalLoss", {}, {"inputs": "probs"}),
+    "ignore index": ("IgnoreIndexFocalLoss", {}, {}),
+    "CenterNet heatmap loss": ("centernet_focal_loss", {}, {}),
+    "CenterNet heatmap loss, declared": ("centernet_focal_loss", {}, {"kind": "centernet"}),
+    "through BCE's weight=": ("BCEWeightFocalLoss", {}, {}),
+}
+
+
+@pytest.mark.parametrize("style", sorted(CORRECT_TARGETS))
+def test_correct_implementation_lints_clean(style):
+    symbol, init, options = CORRECT_TARGETS[style]
+    result = run_audit(CORRECT, symbol, init, **options)
+    assert result.findings == [], [f"{f.code} {f.message}" for f in result.findings]
+    assert result.detected["max_rel_error"] < 1e-4
+
+
+def test_correct_kinds_and_normalisations_are_detected():
+    expected = {
+        "RetinaNetFocalLoss": ("sigmoid", "logits", "index", "sum per positive"),
+        "sigmoid_focal_loss": ("sigmoid", "logits", "onehot", "none"),
+        "ProbabilityFocalLoss": ("sigmoid", "probs", "onehot", "sum per positive"),
+        "centernet_focal_loss": ("centernet", "probs", "heatmap", "sum per positive"),
+    }
+    for symbol, (kind, inputs, targets, normalisation) in expected.items():
+        detected = run_audit(CORRECT, symbol).detected
+        assert (detected["kind"], detected["inputs"], detected["targets"], detected["normalisation"]) == (kind, inputs, targets, normalisation)
+    softmax = run_audit(CORRECT, "SoftmaxFocalLoss", {"alpha": PER_CLASS_ALPHA}).detected
+    assert (softmax["kind"], softmax["targets"], softmax["num_classes"]) == ("softmax", "index", 5)
+    assert softmax["reference"] == f"softmax focal loss(alpha={PER_CLASS_ALPHA}, gamma=2)"
+
+
+# rule -> (symbol, init, options, probe that catches it, text on the line the finding points at)
+BUGGY_TARGETS = {
+    "FL001": ("ConstantAlphaFocal", {}, {}, "probe_alpha_balance", "self.alpha * (1 - p_t)"),
+    "FL002": ("InvertedAlphaFocal", {}, {}, "probe_alpha_balance", "alpha_t = self.alpha * (1 - targets)"),
+    "FL003": ("SoftmaxDetectionFocal", {}, {"kind": "sigmoid"}, "probe_coupling", "log_softmax"),
+    "FL004": ("PInsteadOfPtFocal", {}, {}, "probe_modulating_factor", "(1 - p) ** self.gamma"),
+    "FL005": ("HardcodedGammaFocal", {}, {}, "probe_gamma", "** 2"),
+    "FL006": ("ClampedLogitsFocal", {}, {}, "probe_saturated_gradient", "clamp(1e-4"),
+    "FL007": ("LogSigmoidFocal", {}, {}, "probe_non_finite", "torch.log(p)"),
+    "FL008": ("BatchMeanPtFocal", {}, {}, "probe_coupling", "torch.exp(-ce.mean())"),
+    "FL009": ("DetachedFactorFocal", {}, {}, "probe_gradient_match", ".detach()"),
+    "FL010": ("PredictionIndexedAlphaSoftmax", {"alpha": PER_CLASS_ALPHA}, {}, "probe_softmax_alpha", "logits.argmax"),
+    "FL011": ("IgnoreCrashSoftmax", {}, {}, "probe_ignore_index", "F.one_hot(target"),
+    "FL012": ("InPlaceSigmoidFocal", {}, {}, "probe_input_mutation", "sigmoid_()"),
+    "FL013": ("CallCountingFocal", {}, {}, "probe_stateful", "self.calls += 1"),
+    "FL014": ("Log2Focal", {}, {}, "calibration", "class Log2Focal"),
+    "FL015": ("Python2Focal", {}, {}, None, "xrange"),
+    "FL016": ("DoubleSigmoidFocal", {}, {}, "calibration", "torch.sigmoid(logits)"),
+    "FL017": ("HalfOverflowFocal", {}, {}, "probe_low_precision", "-1e9"),
+    "FL018": ("ElementMeanFocal", {}, {}, "report_normalisation", "return (alpha_t"),
+    "FL019": ("YoloDefaultsFocal", {}, {}, "report_defaults", "def __init__(self, alpha=0.5, gamma=1.5)"),
+}
+MORE_BUGGY_TARGETS = {
+    "FL001 softmax scalar alpha (warning)": ("FL001", "SoftmaxDetectionFocal", {}, {}, "probe_softmax_alpha"),
+    "FL010 integer cast": ("FL010", "IntegerAlphaSoftmax", {"alpha": PER_CLASS_ALPHA}, {}, "probe_softmax_alpha"),
+    "FL015 fixed batch size": ("FL015", "FixedBatchFocal", {}, {}, "probe_batch_shapes"),
+}
+
+
+def test_every_rule_has_a_fixture():
+    assert sorted(BUGGY_TARGETS) == [rule.code for rule in RULES]
+
+
+def _codes(result) -> set[str]:
+    return {finding.code for finding in result.findings}
+
+
+@pytest.mark.parametrize("code", sorted(BUGGY_TARGETS))
+def test_rule_fires_alone_on_its_fixture(code):
+    symbol, init, options, probe, marker = BUGGY_TARGETS[code]
+    result = run_audit(BUGGY, symbol, init, **options)
+    assert _codes(result) == {code}, [f"{f.code} {f.message}" for f in result.findings]
+    finding = result.findings[0]
+    if probe is not None:
+        assert finding.evidence["probe"] == probe
+    source_lines = BUGGY.read_text().splitlines()
+    assert finding.path and finding.path.endswith("buggy_losses.py")
+    assert marker in source_lines[finding.line - 1], (finding.line, source_lines[finding.line - 1])
+    assert finding.fix
+
+
+@pytest.mark.parametrize("case", sorted(MORE_BUGGY_TARGETS))
+def test_rule_variants(case):
+    code, symbol, init, options, probe = MORE_BUGGY_TARGETS[case]
+    result = run_audit(BUGGY, symbol, init, **options)
+    assert code in _codes(result) and not {f.code for f in result.findings if f.severity != "info"} - {code}
+    finding = next(f for f in result.findings if f.code == code)
+    assert finding.evidence["probe"] == probe
+
+
+def test_softmax_scalar_alpha_is_a_warning():
+    result = run_audit(BUGGY, "SoftmaxDetectionFocal")
+    finding = next(f for f in result.findings if f.code == "FL001")
+    assert finding.severity == "warning"
+    assert finding.evidence["loss(alpha=0.25)/loss(alpha=0.75)"] == pytest.approx(1 / 3, rel=1e-4)
+
+
+def test_evidence_carries_the_numbers():
+    finding = run_audit(BUGGY, "ConstantAlphaFocal").findings[0]
+    ratios = finding.evidence["loss(alpha=0.25)/loss(alpha=0.75)"]
+    # positives and negatives both scale with alpha: 0.25 / 0.75 on each side
+    assert ratios["positive"] == pytest.approx(1 / 3, rel=1e-3) and ratios["negative"] == pytest.approx(1 / 3, rel=1e-3)
+    assert finding.evidence["expected"] == {"positive": pytest.approx(1 / 3, rel=1e-5), "negative": 3.0}
+    factor = run_audit(BUGGY, "PInsteadOfPtFocal").findings[0]
+    # negatives at p = 0.2 and 0.6 with (1 - p)^2 instead of p^2: 0.8^2 ln 0.8 / (0.4^2 ln 0.4)
+    assert factor.evidence["observed_ratio"]["negative"] == pytest.approx((0.64 * 0.2231436) / (0.16 * 0.9162907), rel=1e-3)
+    assert factor.evidence["expected_ratio"]["negative"] == pytest.approx((0.04 * 0.2231436) / (0.36 * 0.9162907), rel=1e-4)
+
+
+def test_ignore_probe_runs_with_the_option_and_passes_a_correct_loss():
+    result = run_audit(CORRECT, "SoftmaxFocalLoss", ignore_index=-100)
+    assert result.findings == [] and not any("FL011" in note for note in result.notes)
+    assert result.detected["ignore_index"] == -100
+
+
+def test_probabilities_fed_to_a_logits_loss_is_fl016():
+    result = run_audit(CORRECT, "sigmoid_focal_loss", inputs="probs")
+    assert _codes(result) == {"FL016"}
