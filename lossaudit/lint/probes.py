@@ -1,4 +1,4 @@
-"""Calibration and the probe battery: each probe isolates one defect and emits its rule.
+"""The probe battery: each probe isolates one defect and emits its rule.
 
 Design rules that keep a probe from firing on another rule's defect:
 
@@ -22,6 +22,7 @@ import torch
 
 from lossaudit.lint.findings import Finding
 from lossaudit.lint.locate import Locator
+from lossaudit.lint.calibrate import error_text
 from lossaudit.lint.subject import (
     CONVENTIONAL,
     DEFAULT_ALPHA,
@@ -32,13 +33,12 @@ from lossaudit.lint.subject import (
     Calibration,
     CallTimeout,
     Convention,
-    Match,
     Params,
     Subject,
     canonical_to_reference_input,
-    conventions,
     make_batch,
-    match_output,
+    normalisers,
+    output_tensor,
     reference_elements,
 )
 
@@ -125,110 +125,6 @@ def _rounded(evidence: dict) -> dict:
 
 def _close(observed: float, expected: float, tolerance: float = RATIO_TOLERANCE) -> bool:
     return math.isfinite(observed) and abs(observed - expected) <= tolerance * abs(expected)
-
-
-# --------------------------------------------------------------------------------------------
-# Calibration: which convention, which reference, which normalisation (FL014, FL016, FL018)
-# --------------------------------------------------------------------------------------------
-
-
-def _param_grid(subject: Subject, kind: str) -> list[Params]:
-    if kind == "centernet":
-        return [Params(alpha=None, gamma=DEFAULT_GAMMA)]
-    if subject.accepts("alpha"):
-        alphas = [subject.value("alpha", None)]
-    else:
-        alphas = [None, DEFAULT_ALPHA] if kind in ("sigmoid", "binary") else [None]
-    gammas = [float(subject.value("gamma", DEFAULT_GAMMA))] if subject.accepts("gamma") else [DEFAULT_GAMMA]
-    return [Params(alpha=alpha, gamma=gamma) for alpha in alphas for gamma in gammas]
-
-
-CONFUSIONS: dict[str, Callable[[Convention, torch.Tensor], torch.Tensor]] = {
-    "sigmoid applied to probabilities": lambda c, inputs: torch.sigmoid(inputs) if c.kind != "softmax" else torch.softmax(inputs, dim=1),
-    "a logit formula fed probabilities": lambda c, inputs: inputs,
-}
-"""What the reference reads when the target squashes twice (called with logits) or treats
-probabilities as logits (called with probabilities)."""
-
-
-def calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int) -> Calibration:
-    """Call the target under each convention and find the reference it matches best."""
-    kinds = ["centernet", "sigmoid", "softmax", "binary"] if kind == "auto" else [kind]
-    attempts: list[dict] = []
-    best: Calibration | None = None
-    fallback: Calibration | None = None
-    for candidate_kind in kinds:
-        batch = make_batch(candidate_kind, subject.num_classes, torch.Generator().manual_seed(seed))
-        for convention in conventions(candidate_kind, inputs, targets):
-            try:
-                out, call_inputs = subject.call(convention, batch)
-            except (Exception, SystemExit, CallTimeout) as error:
-                attempts.append({"convention": convention.describe(), "error": _error_text(error), "exception": error})
-                if isinstance(error, CallTimeout):  # a hang does not depend on the convention
-                    return Calibration(None, Params(), Match("unknown", math.inf), attempts=attempts)
-                continue
-            for params in _param_grid(subject, candidate_kind):
-                ref_input = canonical_to_reference_input(convention, call_inputs.detach().double())
-                match = match_output(candidate_kind, out, reference_elements(candidate_kind, ref_input, batch.y.double(), params), batch.y, params)
-                found = Calibration(convention, params, match, kind_reason="matches the reference")
-                if not found.matched:
-                    confusion = _confused_match(convention, call_inputs, out, batch, params, declared_inputs=inputs)
-                    if confusion is not None:
-                        found = Calibration(convention, params, confusion[1], confusion=confusion[0], kind_reason=f"matches the reference once {confusion[0]}")
-                attempts.append({"convention": convention.describe(), "error": None, "match": match.normalisation, "rel_error": match.error})
-                if found.matched or found.confusion:
-                    if best is None:
-                        best = found
-                elif candidate_kind != "centernet" or kind == "centernet":
-                    if fallback is None or _prefer(found, fallback):
-                        fallback = found
-    chosen = best or fallback
-    if chosen is None:
-        return Calibration(None, Params(), Match("unknown", math.inf), attempts=attempts)
-    chosen.attempts = attempts
-    if best is None:
-        chosen.kind_reason = "closest reference; no convention matched" if kind == "auto" else "as given"
-    return chosen
-
-
-def _prefer(candidate: Calibration, current: Calibration) -> bool:
-    """Without a match: a target taking one-hot float targets is meant per-class (sigmoid), and a
-    target is assumed to take logits (the common case); then the smaller error wins."""
-
-    def intent(calibration: Calibration) -> tuple[int, int]:
-        convention = calibration.convention
-        return int(convention.kind == "sigmoid" and convention.targets == "onehot"), int(convention.inputs == "logits")
-
-    if intent(candidate) != intent(current):
-        return intent(candidate) > intent(current)
-    return candidate.match.error < current.match.error
-
-
-def _confused_match(convention: Convention, call_inputs: torch.Tensor, out: torch.Tensor, batch: Batch, params: Params, declared_inputs: str) -> tuple[str, Match] | None:
-    """A squash applied twice (called with logits), or, when the user declared that the loss takes
-    probabilities, a logit formula applied to them (in auto mode that is just a logits loss)."""
-    if convention.kind == "centernet":
-        return None
-    if convention.inputs == "logits":
-        applicable = ["sigmoid applied to probabilities"]
-    elif declared_inputs == "probs":
-        applicable = ["a logit formula fed probabilities"]
-    else:
-        return None
-    for name in applicable:
-        ref_input = CONFUSIONS[name](convention, call_inputs.detach().double())
-        match = match_output(convention.kind, out, reference_elements(convention.kind, ref_input, batch.y.double(), params), batch.y, params)
-        if match.error <= MATCH_TOLERANCE:
-            return name, match
-    return None
-
-
-def _error_text(error: BaseException) -> str:
-    if isinstance(error, SystemExit):
-        return f"called sys.exit({error.code!r})"
-    if isinstance(error, CallTimeout):
-        return f"hung: {error}"
-    return f"{type(error).__name__}: {error}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,8 +474,6 @@ def probe_gradient_match(ctx: Context) -> None:
 
 
 def _divisor(ctx: Context, batch: Batch) -> float:
-    from lossaudit.lint.subject import normalisers
-
     name = ctx.calibration.match.normalisation
     return 1.0 if name == "none" else normalisers(ctx.kind, batch.y, ctx.params)[name]
 
@@ -604,7 +498,7 @@ def probe_ignore_index(ctx: Context) -> None:
         try:
             out = ctx.subject.guarded(lambda varied=varied: _as_tensor(loss(varied, targets)))
         except (Exception, SystemExit) as error:
-            ctx.fire("FL011", f"ignored targets ({ignore}) crash the loss: {_error_text(error)}", {"ignore_index": ignore}, anchor="FL011")
+            ctx.fire("FL011", f"ignored targets ({ignore}) crash the loss: {error_text(error)}", {"ignore_index": ignore}, anchor="FL011")
             return
         results.append(float(out.detach().double().sum()))
     if not math.isfinite(results[0]) or abs(results[0] - results[1]) > 1e-6 * max(abs(results[0]), 1e-12):
@@ -612,8 +506,6 @@ def probe_ignore_index(ctx: Context) -> None:
 
 
 def _as_tensor(value: object) -> torch.Tensor:
-    from lossaudit.lint.subject import output_tensor
-
     return output_tensor(value)
 
 
@@ -681,7 +573,7 @@ def probe_batch_shapes(ctx: Context) -> None:
             ctx.subject.call(ctx.convention, batch)
         except (Exception, SystemExit, CallTimeout) as error:
             path, line = ctx.locator.from_traceback(error.__traceback__)
-            ctx.findings.append(Finding("FL015", f"raises on a batch of {rows} row{'s' if rows > 1 else ''}: {_error_text(error)}", path=path, line=line, evidence={"probe": ctx.current_probe, "rows": rows}))
+            ctx.findings.append(Finding("FL015", f"raises on a batch of {rows} row{'s' if rows > 1 else ''}: {error_text(error)}", path=path, line=line, evidence={"probe": ctx.current_probe, "rows": rows}))
             return
 
 
@@ -701,7 +593,7 @@ def probe_low_precision(ctx: Context) -> None:
         except (Exception, SystemExit) as error:
             name = str(dtype).removeprefix("torch.")
             path, line = ctx.locator.from_traceback(error.__traceback__)
-            ctx.findings.append(Finding("FL017", f"{name} inputs fail: {_error_text(error)}", path=path, line=line, evidence={"probe": ctx.current_probe, "dtype": name}))
+            ctx.findings.append(Finding("FL017", f"{name} inputs fail: {error_text(error)}", path=path, line=line, evidence={"probe": ctx.current_probe, "dtype": name}))
             return
         tolerance = _precision_tolerance(ctx, rounded, dtype)
         deviation = abs(low_value - full_value) / max(abs(full_value), 1e-12) if math.isfinite(low_value) else math.inf
@@ -787,7 +679,7 @@ def run_probes(ctx: Context) -> None:
             if ctx.fired("FL015"):
                 continue
             path, line = ctx.locator.from_traceback(error.__traceback__)
-            ctx.findings.append(Finding("FL015", f"raises on valid input during the {probe.__name__.removeprefix('probe_').replace('_', ' ')} probe: {_error_text(error)}", path=path, line=line, evidence={"probe": probe.__name__}))
+            ctx.findings.append(Finding("FL015", f"raises on valid input during the {probe.__name__.removeprefix('probe_').replace('_', ' ')} probe: {error_text(error)}", path=path, line=line, evidence={"probe": probe.__name__}))
     ctx.current_probe = "calibration"
     if ctx.calibration.confusion:
         ctx.fire("FL016", f"the output matches the reference only once {ctx.calibration.confusion}", {"confusion": ctx.calibration.confusion, "rel_error": ctx.calibration.match.error})

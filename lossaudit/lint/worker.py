@@ -72,7 +72,8 @@ def audit(request: dict) -> TargetResult:
     import torch
 
     from lossaudit.lint.locate import Locator
-    from lossaudit.lint.probes import Context, _error_text, calibrate, run_probes
+    from lossaudit.lint.calibrate import calibrate, error_text
+    from lossaudit.lint.probes import Context, run_probes
     from lossaudit.lint.subject import CallTimeout, Subject
 
     target, options = request["target"], request["options"]
@@ -82,7 +83,7 @@ def audit(request: dict) -> TargetResult:
     except (Exception, SystemExit, CallTimeout) as error:
         if isinstance(error, ImportFailure):
             raise
-        result.findings.append(Finding("FL015", f"importing the target failed: {_error_text(error)}", path=target["file"], evidence={"phase": "import"}))
+        result.findings.append(Finding("FL015", f"importing the target failed: {error_text(error)}", path=target["file"], evidence={"phase": "import"}))
         return result
     torch.manual_seed(options["seed"])
     locator = Locator(obj)
@@ -92,7 +93,7 @@ def audit(request: dict) -> TargetResult:
         calibration = calibrate(subject, options["kind"], options["inputs"], options["targets"], options["seed"])
     except (Exception, SystemExit, CallTimeout) as error:  # the constructor itself failed
         path, line = locator.from_traceback(error.__traceback__)
-        result.findings.append(Finding("FL015", f"cannot be instantiated with --init {init}: {_error_text(error)}", path=path, line=line))
+        result.findings.append(Finding("FL015", f"cannot be instantiated with --init {init}: {error_text(error)}", path=path, line=line))
         return result
     if calibration.convention is None:
         first = calibration.attempts[0] if calibration.attempts else {"error": "no calling convention fits the options", "exception": None}
