@@ -121,7 +121,7 @@ def compare(
     ohem_ratio: Annotated[float, typer.Option(help="OHEM negatives kept per positive.")] = 3.0,
     bins: Annotated[int, typer.Option(help="Difficulty bins of g for the per-difficulty table.")] = 10,
     top: Annotated[Optional[int], typer.Option(help="Show only the K classes with the largest loss.", min=1)] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when the data has findings (NaN/inf, probabilities as logits, background rows for softmax, classes without positives).")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on non-finite logits, labels out of range, background rows fed to a softmax loss, or probabilities saved as logits.")] = False,
     format: Annotated[CompareFormat, typer.Option("--format", help="Report format.")] = CompareFormat.text,
     output: Annotated[Optional[Path], typer.Option(help="Write the report to this file instead of stdout.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the traceback of an error.")] = False,
@@ -131,6 +131,7 @@ def compare(
         from lossaudit import compare as comparison
         from lossaudit.compare.engine import LossSettings
         from lossaudit.compare.render import render_json, render_markdown, render_text
+        from lossaudit.compare.report import STRICT_FINDINGS
         from lossaudit.dataset import LoadOptions, read_class_names
 
         load_options = LoadOptions(
@@ -167,8 +168,9 @@ def compare(
         _fail(str(error), verbose)
     except Exception as error:  # an internal error must not exit 1 by accident
         _fail(f"internal error: {type(error).__name__}: {error}", verbose)
-    if strict and report["findings"]:
-        stderr.print(f"{len(report['findings'])} data finding(s) with --strict", highlight=False)
+    gating = [f["code"] for f in report["findings"] if f["code"] in STRICT_FINDINGS]
+    if strict and gating:
+        stderr.print(f"--strict: {', '.join(gating)}", highlight=False)
         raise typer.Exit(EXIT_FINDINGS)
 
 

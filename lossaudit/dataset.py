@@ -54,9 +54,11 @@ class Dataset:
         logits: ``(N, C)`` float32 logits (converted from probabilities when ``inputs == 'probs'``);
             non-finite values are kept and excluded through ``valid``.
         targets: ``(N, C)`` float32 target probabilities (index targets one-hot; background rows 0).
-        valid: ``(N, C)`` bool: not ignored, not masked and a finite logit.
+        valid: ``(N, C)`` bool: not ignored, not masked, a label in range and a finite logit.
         positive: ``(N, C)`` bool: target ≥ 0.5 (heatmaps: == 1) and valid.
         ignored: ``(N, C)`` bool: dropped by the ignore index or the mask.
+        out_of_range_labels: index labels outside the classes, background and ignore: value ->
+            rows. Those rows are excluded from every loss and reported as a data finding.
     """
 
     files: list[str]
@@ -78,7 +80,7 @@ class Dataset:
     valid: torch.Tensor
     positive: torch.Tensor
     ignored: torch.Tensor
-    notes: list[str] = field(default_factory=list)
+    out_of_range_labels: dict[int, int] = field(default_factory=dict)
 
     @property
     def num_rows(self) -> int:
@@ -204,8 +206,9 @@ def _class_names_from(batch: ArrayFile, num_classes: int) -> list[str] | None:
     return [str(name) for name in names]
 
 
-def _decode_index(labels: np.ndarray, num_classes: int, background: int, ignore: int, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(N,)`` labels -> ``(N, C)`` one-hot (background rows zero) and ``(N,)`` ignored rows."""
+def _decode_index(labels: np.ndarray, num_classes: int, background: int, ignore: int, source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(N,)`` labels -> ``(N, C)`` one-hot (background rows zero), ``(N,)`` ignored rows and
+    ``(N,)`` rows whose label is out of range (neither a class, background nor ignore)."""
     if labels.dtype.kind == "f":
         finite = np.isfinite(labels)
         if not finite.all() or (labels[finite] != np.round(labels[finite])).any():
@@ -213,25 +216,18 @@ def _decode_index(labels: np.ndarray, num_classes: int, background: int, ignore:
     labels = labels.astype(np.int64)
     ignored = labels == ignore
     foreground = (labels >= 0) & (labels < num_classes)
-    bad = ~(foreground | ignored | (labels == background))
-    if bad.any():
-        values, counts = np.unique(labels[bad], return_counts=True)
-        listed = ", ".join(f"{v} (×{c})" for v, c in list(zip(values, counts))[:5])
-        raise InputError(
-            f"{source}: {int(bad.sum())} labels out of range: {listed}; expected class ids in [0, {num_classes}), "
-            f"background {background} or ignore {ignore} (set --background-index / --ignore-index)"
-        )
+    out_of_range = ~(foreground | ignored | (labels == background))
     onehot = np.zeros((labels.shape[0], num_classes), dtype=np.float32)
     rows = np.nonzero(foreground)[0]
     onehot[rows, labels[rows]] = 1.0
-    return onehot, ignored
+    return onehot, ignored, out_of_range
 
 
 def load(paths: list[Path], options: LoadOptions = LoadOptions()) -> Dataset:
     """Read, check and concatenate the dumps along the sample axis.
 
     Raises:
-        InputError: a missing file or key, a wrong shape or dtype, labels out of range, pickled
+        InputError: a missing file or key, a wrong shape or dtype, non-integer class ids, pickled
             objects, a corrupt archive; the message names the file and the key.
     """
     batches = read_batches(paths)
@@ -255,13 +251,17 @@ def load(paths: list[Path], options: LoadOptions = LoadOptions()) -> Dataset:
             f"--background-index {background} collides with class {background} of {num_classes}; "
             "the background label must lie outside [0, C) (logits hold foreground classes only)"
         )
-    logits_parts, target_parts, ignored_parts = [], [], []
+    logits_parts, target_parts, ignored_parts, out_of_range_parts = [], [], [], []
+    out_of_range_labels: dict[int, int] = {}
     for batch, rows in zip(batches, read):
         if encoding == "index":
             if rows.targets.ndim != 1:
                 raise InputError(f"{batch.source}: key '{targets_key}' has shape {rows.targets_shape}; --targets index needs class ids without the class axis")
-            onehot, ignored_rows = _decode_index(rows.targets, num_classes, background, options.ignore_index, f"{batch.source}: key '{targets_key}'")
+            onehot, ignored_rows, bad_rows = _decode_index(rows.targets, num_classes, background, options.ignore_index, f"{batch.source}: key '{targets_key}'")
             ignored = np.repeat(ignored_rows[:, None], num_classes, axis=1)
+            for value in rows.targets[bad_rows].astype(np.int64):
+                out_of_range_labels[int(value)] = out_of_range_labels.get(int(value), 0) + 1
+            out_of_range = np.repeat(bad_rows[:, None], num_classes, axis=1)
         else:
             if rows.targets.ndim != 2:
                 raise InputError(f"{batch.source}: key '{targets_key}' has shape {rows.targets_shape}; --targets {encoding} needs the shape of the logits")
@@ -272,22 +272,25 @@ def load(paths: list[Path], options: LoadOptions = LoadOptions()) -> Dataset:
             if encoding == "onehot" and not np.isin(onehot, (0, 1)).all():
                 raise InputError(f"{batch.source}: key '{targets_key}' holds values other than 0 and 1; use --targets soft")
             ignored = np.zeros(onehot.shape, dtype=bool)
+            out_of_range = np.zeros(onehot.shape, dtype=bool)
         if rows.mask is not None:
             masked = ~rows.mask if rows.mask.ndim == 2 else np.repeat(~rows.mask[:, None], num_classes, axis=1)
             ignored = ignored | masked
         logits_parts.append(rows.logits)
         target_parts.append(onehot)
         ignored_parts.append(ignored)
+        out_of_range_parts.append(out_of_range)
 
     logits = torch.from_numpy(np.concatenate(logits_parts).astype(np.float32, copy=False))
     targets = torch.from_numpy(np.concatenate(target_parts))
     ignored = torch.from_numpy(np.concatenate(ignored_parts))
+    out_of_range = torch.from_numpy(np.concatenate(out_of_range_parts))
     finite = torch.isfinite(logits)
     in_unit = bool(((logits >= 0) & (logits <= 1) | ~finite).all()) and bool(finite.any())
     inputs = _choose_inputs(options.inputs, logits, finite, batches[0].source, first.logits_key)
     if inputs == "probs":
         logits = torch.logit(logits.clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS))
-    valid = finite & ~ignored
+    valid = finite & ~ignored & ~out_of_range
     positive = (targets.eq(1) if encoding == "heatmap" else targets.ge(0.5)) & valid
     return Dataset(
         files=[batch.source for batch in batches],
@@ -309,6 +312,7 @@ def load(paths: list[Path], options: LoadOptions = LoadOptions()) -> Dataset:
         valid=valid,
         positive=positive,
         ignored=ignored,
+        out_of_range_labels=dict(sorted(out_of_range_labels.items())),
     )
 
 

@@ -184,6 +184,28 @@ def test_nan_logits_are_excluded_counted_and_fail_strict(run_cli, tmp_path):
     assert "non-finite" in strict.stdout
 
 
+def test_labels_out_of_range_are_excluded_counted_and_fail_strict(run_cli, tmp_path):
+    logits = np.array([[2.0, -1.0], [0.5, 0.5], [-3.0, 1.0], [1.0, 1.0]], np.float32)
+    path = write_npz(tmp_path / "r.npz", logits=logits, targets=np.array([0, 255, 1, 255]))
+    result = run_cli("compare", path, "--format", "json", "--losses", "bce")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    finding = next(f for f in report["findings"] if f["code"] == "labels-out-of-range")
+    assert finding["count"] == 2 and finding["labels"] == {"255": 2}
+    assert "--ignore-index" in finding["message"]
+    kept = torch.tensor([[2.0, -1.0], [-3.0, 1.0]])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(kept, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), reduction="sum")
+    assert report["losses"]["bce"]["sum"] == pytest.approx(expected.item(), rel=1e-5)
+    assert run_cli("compare", path, "--strict").exit_code == 1
+    assert run_cli("compare", path, "--strict", "--ignore-index", "255").exit_code == 0
+
+
+def test_strict_ignores_classes_without_positives(run_cli, tmp_path):
+    path = write_npz(tmp_path / "c.npz", logits=np.array([[2.0, -1.0], [1.0, -2.0]], np.float32), targets=np.array([0, 0]))
+    result = run_cli("compare", path, "--strict", "--losses", "bce")
+    assert result.exit_code == 0 and "class-without-positives" in result.stdout
+
+
 def test_probabilities_finding_and_conversion(run_cli, tmp_path):
     probs = np.array([[0.9, 0.1], [0.3, 0.8]], np.float32)
     path = write_npz(tmp_path / "p.npz", logits=probs, targets=np.array([0, 1]))
@@ -236,7 +258,7 @@ BAD_INPUTS = {
     "wrong shape": (lambda d: [write_npz(d / "s.npz", logits=np.zeros((4, 3), np.float32), targets=np.zeros((4, 2)))], "expected (4,) class indices"),
     "integer logits": (lambda d: [write_npz(d / "i.npz", logits=np.zeros((2, 2), np.int64), targets=np.array([0, 1]))], "expected floating-point logits"),
     "string targets": (lambda d: [write_npz(d / "t.npz", logits=np.zeros((2, 2), np.float32), targets=np.array(["a", "b"]))], "expected a numeric array"),
-    "labels out of range": (lambda d: [write_npz(d / "r.npz", logits=np.zeros((3, 2), np.float32), targets=np.array([0, 7, 255]))], "2 labels out of range: 7 (×1), 255 (×1)"),
+    "non-integer class ids": (lambda d: [write_npz(d / "r.npz", logits=np.zeros((3, 2), np.float32), targets=np.array([0.0, 1.5, 1.0]))], "index targets must be whole numbers"),
     "soft targets above 1": (lambda d: [write_npz(d / "o.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([[0.5, 2.0], [0, 1]]))], "values outside [0, 1]"),
     "pickled object array": (lambda d: [_pickled_object_dump(d / "obj.npz")], "pickled Python objects"),
     "corrupt archive": (lambda d: [_write_bytes(d / "c.npz", b"PK\x03\x04 not really a zip")], "not a readable .npz"),

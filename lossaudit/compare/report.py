@@ -20,6 +20,7 @@ HARD_FROM_G = LEVEL_EDGES[HARD_LEVEL - 1]
 FINDING_NAMES = {
     "probabilities-as-logits": "values all lie in [0, 1]: these look like probabilities saved as logits",
     "non-finite": "NaN or infinite logits, excluded from every loss",
+    "labels-out-of-range": "labels that are no class, background or ignore label, excluded from every loss",
     "softmax-background": "rows without a positive class while a softmax loss is requested",
     "class-without-positives": "classes with no positive element",
 }
@@ -181,6 +182,16 @@ def _findings(data: Dataset, settings: LossSettings, tally: Tally, counts: np.nd
     if nonfinite:
         per_class = {data.class_names[c]: int(n) for c, n in enumerate(tally.nonfinite) if n}
         add("non-finite", nonfinite, f"{nonfinite} elements", per_class=per_class)
+    if data.out_of_range_labels:
+        rows = sum(data.out_of_range_labels.values())
+        listed = ", ".join(f"{value} (×{count})" for value, count in list(data.out_of_range_labels.items())[:5])
+        add(
+            "labels-out-of-range",
+            rows,
+            f"{rows} rows: {listed}; expected [0, {data.num_classes}), background {data.background_index} or ignore "
+            f"{data.ignore_index} (set --background-index / --ignore-index)",
+            labels={str(value): count for value, count in data.out_of_range_labels.items()},
+        )
     requested_softmax = [loss for loss in settings.losses if loss in SOFTMAX_LOSSES]
     if requested_softmax and tally.background_rows:
         add(
@@ -192,6 +203,10 @@ def _findings(data: Dataset, settings: LossSettings, tally: Tally, counts: np.nd
     if empty:
         add("class-without-positives", len(empty), ", ".join(empty[:10]) + (" …" if len(empty) > 10 else ""), classes=empty)
     return findings
+
+
+STRICT_FINDINGS = frozenset({"non-finite", "labels-out-of-range", "softmax-background", "probabilities-as-logits"})
+"""Findings that make ``compare --strict`` exit 1; a class without positives is reported only."""
 
 
 def build_report(data: Dataset, settings: LossSettings, tally: Tally) -> dict:
