@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -51,11 +50,17 @@ class CompareFormat(str, Enum):
     text = "text"
     json = "json"
     markdown = "markdown"
+    github = "github"
+    junit = "junit"
 
 
 class LintFormat(str, Enum):
     text = "text"
     json = "json"
+    sarif = "sarif"
+    github = "github"
+    junit = "junit"
+    markdown = "markdown"
 
 
 class Kind(str, Enum):
@@ -70,6 +75,33 @@ class LintTargets(str, Enum):
     auto = "auto"
     index = "index"
     onehot = "onehot"
+
+
+class Severity(str, Enum):
+    error = "error"
+    warning = "warning"
+    info = "info"
+
+
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option("--config", help="Read options from this pyproject.toml ([tool.lossaudit]) or lossaudit.yaml instead of the nearest one."),
+]
+IsolatedOption = Annotated[bool, typer.Option("--isolated", help="Ignore configuration files.")]
+OutputOption = Annotated[Optional[Path], typer.Option(help="Write the report to this file instead of stdout (whole: a temporary file, then a rename).")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks of errors (lint: also the probes that could not run).")]
+
+
+def _config_values(ctx: typer.Context, section: dict, skip: tuple[str, ...] = ()) -> dict[str, object]:
+    """Values from a configuration section for the options the command line left at their default."""
+    values = {}
+    for key, value in section.items():
+        name = key.replace("-", "_")
+        if key in skip or name not in ctx.params:
+            continue
+        if ctx.get_parameter_source(name).name == "DEFAULT":
+            values[name] = ",".join(value) if isinstance(value, list) else value
+    return values
 
 
 def _version(value: bool) -> None:
@@ -87,22 +119,9 @@ def main_options(
     """Audit focal, GHM and cross-entropy losses on your predictions and your loss code."""
 
 
-def write_report(text: str, output: Path | None) -> None:
-    """Write to stdout, or to ``output`` whole: a temporary file in the same folder, then a rename."""
-    if output is None:
-        sys.stdout.write(text)
-        return
-    folder = output.resolve().parent
-    try:
-        with tempfile.NamedTemporaryFile("w", dir=folder, prefix=f".{output.name}.", delete=False, encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(handle.name, output)
-    except OSError as error:
-        raise InputError(f"--output {output}: cannot write ({error.strerror})") from None
-
-
 @app.command()
 def compare(
+    ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file).", show_default=False)],
     logits_key: Annotated[Optional[str], typer.Option(help="Key of the logits (default: logits, pred, preds, outputs, scores).")] = None,
     targets_key: Annotated[Optional[str], typer.Option(help="Key of the targets (default: targets, labels, target, label, gt, y).")] = None,
@@ -123,47 +142,58 @@ def compare(
     top: Annotated[Optional[int], typer.Option(help="Show only the K classes with the largest loss.", min=1)] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on non-finite logits, labels out of range, background rows fed to a softmax loss, or probabilities saved as logits.")] = False,
     format: Annotated[CompareFormat, typer.Option("--format", help="Report format.")] = CompareFormat.text,
-    output: Annotated[Optional[Path], typer.Option(help="Write the report to this file instead of stdout.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the traceback of an error.")] = False,
+    output: OutputOption = None,
+    config: ConfigOption = None,
+    isolated: IsolatedOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Compare cross-entropy, focal, softmax focal, GHM-C and related losses on saved predictions."""
     try:
         from lossaudit import compare as comparison
         from lossaudit.compare.engine import LossSettings
-        from lossaudit.compare.render import render_json, render_markdown, render_text
+        from lossaudit.compare.render import render_github, render_json, render_junit, render_markdown, render_text
         from lossaudit.compare.report import STRICT_FINDINGS
+        from lossaudit.config import load_config
         from lossaudit.dataset import LoadOptions, read_class_names
+        from lossaudit.reporting import write_report
 
+        settings_file = load_config(config, isolated)
+        o = {**ctx.params, **_config_values(ctx, settings_file.compare)}
         load_options = LoadOptions(
-            logits_key=logits_key,
-            targets_key=targets_key,
-            targets=targets.value,
-            background_index=background_index,
-            ignore_index=ignore_index,
-            class_dim=class_dim,
-            inputs=inputs.value,
-            class_names=read_class_names(class_names) if class_names else None,
+            logits_key=o["logits_key"],
+            targets_key=o["targets_key"],
+            targets=TargetEncoding(o["targets"]).value,
+            background_index=o["background_index"],
+            ignore_index=o["ignore_index"],
+            class_dim=o["class_dim"],
+            inputs=Inputs(o["inputs"]).value,
+            class_names=read_class_names(Path(o["class_names"])) if o["class_names"] else None,
         )
         settings = LossSettings(
-            alpha=alpha,
-            gamma=gamma,
-            alpha_per_class=comparison.read_alpha_per_class(alpha_per_class) if alpha_per_class else None,
-            ghm_bins=ghm_bins,
-            ghm_momentum=ghm_momentum,
-            ohem_ratio=ohem_ratio,
-            bins=bins,
+            alpha=o["alpha"],
+            gamma=o["gamma"],
+            alpha_per_class=comparison.read_alpha_per_class(Path(o["alpha_per_class"])) if o["alpha_per_class"] else None,
+            ghm_bins=o["ghm_bins"],
+            ghm_momentum=o["ghm_momentum"],
+            ohem_ratio=o["ohem_ratio"],
+            bins=o["bins"],
         )
-        report = comparison.run(paths, load_options, settings, comparison.parse_losses(losses))
-        if format is CompareFormat.json:
-            write_report(render_json(report), output)
-        elif format is CompareFormat.markdown:
-            write_report(render_markdown(report, top), output)
-        elif output is None:
+        report = comparison.run(paths, load_options, settings, comparison.parse_losses(o["losses"]))
+        chosen, strict, top = CompareFormat(o["format"]), o["strict"], o["top"]
+        if chosen is CompareFormat.text and output is None:
             render_text(report, _report_console(), top)
-        else:
+        elif chosen is CompareFormat.text:
             console = Console(record=True, width=REPORT_WIDTH, file=open(os.devnull, "w"))
             render_text(report, console, top)
             write_report(console.export_text(), output)
+        else:
+            renderers = {
+                CompareFormat.json: lambda: render_json(report),
+                CompareFormat.markdown: lambda: render_markdown(report, top),
+                CompareFormat.github: lambda: render_github(report, strict),
+                CompareFormat.junit: lambda: render_junit(report),
+            }
+            write_report(renderers[chosen](), output)
     except InputError as error:
         _fail(str(error), verbose)
     except Exception as error:  # an internal error must not exit 1 by accident
@@ -176,7 +206,8 @@ def compare(
 
 @app.command()
 def lint(
-    targets: Annotated[list[str], typer.Argument(help="Losses to audit: path/to/file.py:Symbol or package.module:Symbol.", show_default=False)],
+    ctx: typer.Context,
+    targets: Annotated[Optional[list[str]], typer.Argument(help="path/to/file.py:Symbol, package.module:Symbol, or a file or folder to discover losses in [default: the configured lint.targets].", show_default=False)] = None,
     init: Annotated[Optional[list[str]], typer.Option("--init", help="KEY=VALUE for the constructor (a class) or the call (a function); values are Python literals. Repeatable.")] = None,
     kind: Annotated[Kind, typer.Option(help="The intended semantics; auto infers it.")] = Kind.auto,
     inputs: Annotated[Inputs, typer.Option(help="Whether the loss takes logits or probabilities; auto tries both.")] = Inputs.auto,
@@ -185,36 +216,51 @@ def lint(
     ignore_index: Annotated[Optional[int], typer.Option(help="Ignore label to probe (default: the loss's own ignore_index parameter).")] = None,
     select: Annotated[Optional[str], typer.Option(help="Only these rule codes (comma list; a prefix like FL01 selects a range).")] = None,
     ignore: Annotated[Optional[str], typer.Option(help="Skip these rule codes (comma list).")] = None,
+    fail_on: Annotated[Severity, typer.Option(help="Lowest severity that makes the exit code 1.")] = Severity.error,
     seed: Annotated[int, typer.Option(help="Seed of the probe batches.")] = 0,
     timeout: Annotated[float, typer.Option(help="Seconds allowed for importing the target and for each call of it.", min=0.1)] = 10.0,
     format: Annotated[LintFormat, typer.Option("--format", help="Report format.")] = LintFormat.text,
-    output: Annotated[Optional[Path], typer.Option(help="Write the report to this file instead of stdout.")] = None,
-    exit_zero: Annotated[bool, typer.Option("--exit-zero", help="Exit 0 even when errors are found.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the probes that could not run, and tracebacks of errors.")] = False,
+    output: OutputOption = None,
+    exit_zero: Annotated[bool, typer.Option("--exit-zero", help="Exit 0 even when findings fail the run.")] = False,
+    config: ConfigOption = None,
+    isolated: IsolatedOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Audit your own focal-loss implementation against the reference losses."""
     try:
-        from lossaudit.lint.report import render_json, render_text
+        from lossaudit.config import load_config
+        from lossaudit.lint import session
+        from lossaudit.lint.report import render
         from lossaudit.lint.rules import parse_codes
-        from lossaudit.lint.runner import AuditOptions, audit
-        from lossaudit.lint.targets import parse_init, parse_target
+        from lossaudit.lint.runner import AuditOptions
+        from lossaudit.lint.targets import parse_init
+        from lossaudit.reporting import write_report
 
-        selected, ignored = parse_codes(select, "--select"), parse_codes(ignore, "--ignore")
-        init_kwargs = parse_init(init)
-        specs = [parse_target(text, init_kwargs) for text in targets]
-        options = AuditOptions(kind=kind.value, inputs=inputs.value, targets=targets_encoding.value, num_classes=num_classes,
-                               ignore_index=ignore_index, seed=seed, timeout=timeout)
-        results = []
-        for spec in specs:
-            result = audit(spec, options)
-            result.findings = [f for f in result.findings if (not selected or f.code in selected) and f.code not in ignored]
-            results.append(result)
-        write_report(render_json(results) if format is LintFormat.json else render_text(results, verbose), output)
+        settings_file = load_config(config, isolated)
+        o = {**ctx.params, **_config_values(ctx, settings_file.lint, skip=("targets",))}
+        settings = session.LintSettings(
+            audit=AuditOptions(
+                kind=Kind(o["kind"]).value,
+                inputs=Inputs(o["inputs"]).value,
+                targets=targets_encoding.value,
+                num_classes=o["num_classes"],
+                ignore_index=o["ignore_index"],
+                seed=o["seed"],
+                timeout=o["timeout"],
+            ),
+            init=parse_init(init),
+            select=parse_codes(o["select"], "--select"),
+            ignore=parse_codes(o["ignore"], "--ignore"),
+            fail_on=Severity(o["fail_on"]).value,
+        )
+        planned, discovered = session.plan(targets or [], settings_file.lint.get("targets", []), settings)
+        results = session.run(planned, settings)
+        write_report(render(LintFormat(o["format"]).value, results, discovered, settings.fail_on, verbose), output)
     except InputError as error:
         _fail(str(error), verbose)
     except Exception as error:  # an internal error must not exit 1 by accident
         _fail(f"internal error: {type(error).__name__}: {error}", verbose)
-    if not exit_zero and any(f.severity == "error" for r in results for f in r.findings):
+    if not exit_zero and session.failed(results, settings.fail_on):
         raise typer.Exit(EXIT_FINDINGS)
 
 

@@ -25,7 +25,7 @@ def test_clean_target_exits_0_with_the_json_schema(run_cli):
     assert target["target"] == f"{CORRECT}:RetinaNetFocalLoss"
     assert set(target["detected"]) >= {"kind", "inputs", "targets", "reference", "normalisation", "max_rel_error"}
     assert target["findings"] == []
-    assert document["summary"] == {"errors": 0, "warnings": 0, "infos": 0}
+    assert document["summary"] == {"errors": 0, "warnings": 0, "infos": 0, "suppressed": 0, "uncallable": 0}
 
 
 def test_buggy_target_exits_1_with_located_findings(run_cli):
@@ -99,7 +99,7 @@ def test_exit_on_import_is_a_finding(run_cli):
     [
         (["nope.py:Focal"], "no such file nope.py"),
         ([f"{CORRECT}:Nope"], "defines no top-level 'Nope'"),
-        ([str(CORRECT)], "expected path/to/file.py:Symbol"),
+        (["no_such_folder"], "expected path/to/file.py:Symbol"),
         (["tests.fixtures.no_such_module:Focal"], "cannot be imported"),
         (["tests.fixtures.correct_losses:Nope"], "has no attribute 'Nope'"),
         ([f"{CORRECT}:RetinaNetFocalLoss", "--init", "alpha"], "expected KEY=VALUE"),

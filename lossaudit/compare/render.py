@@ -186,3 +186,36 @@ def render_markdown(report: dict, top: int | None = None) -> str:
 
 def render_json(report: dict) -> str:
     return json.dumps(report, indent=2, allow_nan=False) + "\n"
+
+
+def render_github(report: dict, strict: bool = False) -> str:
+    """One workflow-command annotation per data finding, on the first dump file; the findings
+    ``--strict`` gates on are errors under ``--strict``."""
+    from lossaudit.compare.report import STRICT_FINDINGS
+    from lossaudit.reporting import annotation, repository_relative, repository_root
+
+    file = repository_relative(report["input"]["files"][0], repository_root())
+    lines = [
+        annotation("error" if strict and f["code"] in STRICT_FINDINGS else "warning", f["message"], file=file, title=f"lossaudit compare: {f['code']}")
+        for f in report["findings"]
+    ]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def render_junit(report: dict) -> str:
+    """One test case per data check: a failure for a finding ``--strict`` gates on, output for
+    the others."""
+    from lossaudit.compare.report import FINDING_NAMES, STRICT_FINDINGS
+    from lossaudit.reporting import junit_xml
+
+    found = {f["code"]: f for f in report["findings"]}
+    classname = "lossaudit compare " + " ".join(report["input"]["files"])
+    cases = []
+    for code in FINDING_NAMES:
+        case = {"classname": classname, "name": code}
+        if code in found and code in STRICT_FINDINGS:
+            case["failure"] = (found[code]["message"], json.dumps(found[code], default=str))
+        elif code in found:
+            case["output"] = found[code]["message"]
+        cases.append(case)
+    return junit_xml("lossaudit compare", cases)

@@ -32,22 +32,43 @@ class Finding:
 
 @dataclass
 class TargetResult:
-    """The audit of one target: what was detected and what fired."""
+    """The audit of one target: what was detected and what fired.
+
+    ``location`` is the target's ``def``/``class`` line (``{"path", "line"}``), where suppression
+    comments are read. ``status`` is 'audited', or 'uncallable' for a discovered candidate that
+    could not be called with any convention (``hint`` says how to configure it).
+    """
 
     target: str
     detected: dict = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    location: dict = field(default_factory=dict)
+    suppressed: list[Finding] = field(default_factory=list)
+    status: str = "audited"
+    hint: str = ""
 
     def to_dict(self) -> dict:
         return {
             "target": self.target,
+            "status": self.status,
             "detected": self.detected,
+            "location": self.location,
             "findings": [finding.to_dict() for finding in self.findings],
+            "suppressed": [finding.to_dict() for finding in self.suppressed],
             "notes": self.notes,
+            **({"hint": self.hint} if self.hint else {}),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> TargetResult:
-        findings = [Finding(**finding) for finding in data.get("findings", [])]
-        return cls(target=data["target"], detected=data.get("detected", {}), findings=findings, notes=data.get("notes", []))
+        return cls(
+            target=data["target"],
+            detected=data.get("detected", {}),
+            findings=[Finding(**finding) for finding in data.get("findings", [])],
+            notes=data.get("notes", []),
+            location=data.get("location", {}),
+            suppressed=[Finding(**finding) for finding in data.get("suppressed", [])],
+            status=data.get("status", "audited"),
+            hint=data.get("hint", ""),
+        )

@@ -1,14 +1,23 @@
-"""Render lint results: ruff-like text, and the JSON document of ``lint --format json``."""
+"""Render lint results in every format: text (ruff-like), json, sarif, github, junit, markdown.
+
+Each renderer takes the results and the discovered candidates and returns the whole report as a
+string; :data:`FORMATS` maps the ``--format`` names to them. Adding a format touches no rule.
+"""
 
 from __future__ import annotations
 
 import json
 
 from lossaudit import __version__
-from lossaudit.lint.findings import TargetResult
-from lossaudit.lint.rules import RULES, SEVERITIES
+from lossaudit.lint.discover import Candidate
+from lossaudit.lint.findings import Finding, TargetResult
+from lossaudit.lint.rules import RULES, RULES_BY_CODE, SEVERITIES
+from lossaudit.reporting import annotation, junit_xml, repository_relative, repository_root
 
 SCHEMA_VERSION = 1
+INFORMATION_URI = "https://github.com/lossaudit/lossaudit"
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+SARIF_LEVELS = {"error": "error", "warning": "warning", "info": "note"}
 
 
 def summary(results: list[TargetResult]) -> dict[str, int]:
@@ -16,13 +25,25 @@ def summary(results: list[TargetResult]) -> dict[str, int]:
     for result in results:
         for finding in result.findings:
             counts[finding.severity] += 1
-    return {"errors": counts["error"], "warnings": counts["warning"], "infos": counts["info"]}
+    return {
+        "errors": counts["error"],
+        "warnings": counts["warning"],
+        "infos": counts["info"],
+        "suppressed": sum(len(result.suppressed) for result in results),
+        "uncallable": sum(result.status == "uncallable" for result in results),
+    }
 
 
-def render_json(results: list[TargetResult]) -> str:
+def _where(finding: Finding, result: TargetResult) -> tuple[str | None, int | None]:
+    """The finding's file and line, falling back to the target's definition."""
+    return finding.path or result.location.get("path"), finding.line or result.location.get("line")
+
+
+def render_json(results: list[TargetResult], discovered: list[Candidate]) -> str:
     document = {
         "version": __version__,
         "schema_version": SCHEMA_VERSION,
+        "discovered": [{"target": c.target, "line": c.line, "reason": c.reason} for c in discovered],
         "targets": [result.to_dict() for result in results],
         "summary": summary(results),
     }
@@ -35,6 +56,8 @@ def _plural(count: int, word: str) -> str:
 
 def _detected_line(result: TargetResult) -> str:
     d = result.detected
+    if result.status == "uncallable":
+        return f"{result.target}: not audited: {result.hint}"
     if not d or d.get("inputs") is None:
         return f"{result.target}: could not be called"
     error = d.get("max_rel_error")
@@ -47,12 +70,16 @@ def _detected_line(result: TargetResult) -> str:
     )
 
 
-def render_text(results: list[TargetResult], verbose: bool = False) -> str:
+def render_text(results: list[TargetResult], discovered: list[Candidate], verbose: bool = False) -> str:
     lines: list[str] = []
+    if discovered:
+        lines.append(f"Discovered {_plural(len(discovered), 'candidate')}: " + ", ".join(f"{c.target} ({c.reason})" for c in discovered))
+        lines.append("")
     for result in results:
         lines.append(_detected_line(result))
         for finding in sorted(result.findings, key=lambda f: (SEVERITIES.index(f.severity), f.code)):
-            where = f"{finding.path}:{finding.line}" if finding.path and finding.line else finding.path or result.target
+            path, line = _where(finding, result)
+            where = f"{path}:{line}" if path and line else path or result.target
             lines.append(f"{where}: {finding.code} [{finding.name}] {finding.severity}: {finding.message}")
             if finding.evidence:
                 lines.append(f"  evidence: {json.dumps(finding.evidence, default=str)}")
@@ -60,12 +87,154 @@ def render_text(results: list[TargetResult], verbose: bool = False) -> str:
         if verbose:
             lines += [f"  note: {note}" for note in result.notes]
         counts = summary([result])
+        suppressed = f" ({counts['suppressed']} suppressed)" if counts["suppressed"] else ""
         lines.append(
             f"Found {_plural(counts['errors'], 'error')}, {_plural(counts['warnings'], 'warning')}, "
-            f"{_plural(counts['infos'], 'info')} in {result.target}"
+            f"{_plural(counts['infos'], 'info')}{suppressed} in {result.target}"
         )
         lines.append("")
     return "\n".join(lines)
+
+
+def _sarif_rule(rule) -> dict:
+    return {
+        "id": rule.code,
+        "name": rule.name,
+        "shortDescription": {"text": rule.summary},
+        "fullDescription": {"text": rule.explanation},
+        "help": {"text": f"{rule.explanation}\n\nFix: {rule.fix}.\n\nWrong:\n{rule.wrong}\n\nRight:\n{rule.right}"},
+        "helpUri": f"{INFORMATION_URI}#rules",
+        "defaultConfiguration": {"level": SARIF_LEVELS[rule.severity]},
+    }
+
+
+def render_sarif(results: list[TargetResult], discovered: list[Candidate]) -> str:
+    """SARIF 2.1.0 as GitHub code scanning reads it; suppressed findings carry a suppression."""
+    root = repository_root()
+    index = {rule.code: i for i, rule in enumerate(RULES)}
+
+    def sarif_result(finding: Finding, result: TargetResult, suppressed: bool) -> dict:
+        path, line = _where(finding, result)
+        entry = {
+            "ruleId": finding.code,
+            "ruleIndex": index[finding.code],
+            "level": SARIF_LEVELS[finding.severity],
+            "message": {"text": f"{result.target}: {finding.message}. Fix: {finding.fix}."},
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": repository_relative(path or result.target.rpartition(":")[0], root), "uriBaseId": "%SRCROOT%"},
+                        "region": {"startLine": line or 1},
+                    }
+                }
+            ],
+            "properties": {"target": result.target, "evidence": finding.evidence},
+        }
+        if suppressed:
+            entry["suppressions"] = [{"kind": "inSource", "justification": "lossaudit: ignore comment on the definition line"}]
+        return entry
+
+    sarif_results = [
+        sarif_result(finding, result, suppressed)
+        for result in results
+        for findings, suppressed in ((result.findings, False), (result.suppressed, True))
+        for finding in findings
+    ]
+    document = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {"driver": {"name": "lossaudit", "version": __version__, "semanticVersion": __version__, "informationUri": INFORMATION_URI, "rules": [_sarif_rule(rule) for rule in RULES]}},
+                "originalUriBaseIds": {"%SRCROOT%": {"uri": root.as_uri() + "/"}},
+                "results": sarif_results,
+            }
+        ],
+    }
+    return json.dumps(document, indent=2, default=str) + "\n"
+
+
+def render_github(results: list[TargetResult], discovered: list[Candidate]) -> str:
+    """GitHub workflow-command annotations, one per finding."""
+    root = repository_root()
+    lines = []
+    for result in results:
+        if result.status == "uncallable":
+            path = result.location.get("path")
+            lines.append(annotation("info", result.hint, file=repository_relative(path, root) if path else None, title=f"lossaudit: {result.target} not audited"))
+        for finding in result.findings:
+            path, line = _where(finding, result)
+            lines.append(
+                annotation(
+                    finding.severity,
+                    f"{finding.message}\nFix: {finding.fix}",
+                    file=repository_relative(path, root) if path else None,
+                    line=line,
+                    title=f"{finding.code} {finding.name} ({result.target})",
+                )
+            )
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def render_junit(results: list[TargetResult], discovered: list[Candidate], fail_on: str = "error") -> str:
+    """One test case per target × rule: a failure for a finding at or above ``fail_on``,
+    skipped when the rule was suppressed, passed (with the message as output) otherwise."""
+    threshold = SEVERITIES.index(fail_on)
+    cases = []
+    for result in results:
+        fired = {f.code: f for f in result.findings}
+        suppressed = {f.code for f in result.suppressed}
+        for rule in RULES:
+            case = {"classname": result.target, "name": f"{rule.code} {rule.name}"}
+            finding = fired.get(rule.code)
+            if finding is not None and SEVERITIES.index(finding.severity) <= threshold:
+                path, line = _where(finding, result)
+                case["failure"] = (finding.message, f"{path}:{line}\nevidence: {json.dumps(finding.evidence, default=str)}\nfix: {finding.fix}")
+                case["type"] = finding.severity
+            elif finding is not None:
+                case["output"] = f"{finding.severity}: {finding.message}"
+            elif rule.code in suppressed:
+                case["skipped"] = "suppressed by a lossaudit: ignore comment"
+            elif result.status == "uncallable":
+                case["skipped"] = "not audited: " + result.hint
+            cases.append(case)
+    return junit_xml("lossaudit lint", cases)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(results: list[TargetResult], discovered: list[Candidate]) -> str:
+    """A summary for ``$GITHUB_STEP_SUMMARY``: one table of findings and one line per target."""
+    counts = summary(results)
+    out = [
+        "## lossaudit lint",
+        "",
+        f"{_plural(counts['errors'], 'error')}, {_plural(counts['warnings'], 'warning')}, {_plural(counts['infos'], 'info')}"
+        f" in {_plural(len(results), 'target')} ({counts['suppressed']} suppressed, {counts['uncallable']} not audited)",
+        "",
+    ]
+    rows = [
+        (result.target, *_where(finding, result), finding)
+        for result in results
+        for finding in sorted(result.findings, key=lambda f: (SEVERITIES.index(f.severity), f.code))
+    ]
+    if rows:
+        out += ["| target | location | rule | severity | message |", "| --- | --- | --- | --- | --- |"]
+        out += [f"| `{_cell(t)}` | `{path}:{line}` | {f.code} `{f.name}` | {f.severity} | {_cell(f.message)} |" for t, path, line, f in rows]
+        out.append("")
+    out += ["### Targets", ""] + [f"- `{_cell(r.target)}`: {_cell(_detected_line(r).split(': ', 1)[1])}" for r in results]
+    return "\n".join(out) + "\n"
+
+
+def render(format: str, results: list[TargetResult], discovered: list[Candidate], fail_on: str = "error", verbose: bool = False) -> str:
+    """The report in ``format`` (text, json, sarif, github, junit, markdown)."""
+    if format == "text":
+        return render_text(results, discovered, verbose)
+    if format == "junit":
+        return render_junit(results, discovered, fail_on)
+    return {"json": render_json, "sarif": render_sarif, "github": render_github, "markdown": render_markdown}[format](results, discovered)
 
 
 def render_rules() -> str:
@@ -74,10 +243,11 @@ def render_rules() -> str:
 
 
 def render_rule(code: str) -> str:
-    from lossaudit.lint.rules import RULES_BY_CODE
-
     rule = RULES_BY_CODE[code]
-    indent = lambda text: "\n".join("    " + line for line in text.splitlines())  # noqa: E731
+
+    def indent(text: str) -> str:
+        return "\n".join("    " + line for line in text.splitlines())
+
     return (
         f"{rule.code} [{rule.name}] ({rule.severity})\n\n{rule.summary}.\n\n{rule.explanation}\n\n"
         f"Wrong:\n{indent(rule.wrong)}\n\nRight:\n{indent(rule.right)}\n\nFix: {rule.fix}.\n"

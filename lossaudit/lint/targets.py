@@ -25,7 +25,7 @@ def parse_target(text: str, init: dict | None = None) -> TargetSpec:
     """``losses.py:FocalLoss`` or ``pkg.losses:focal``; checks that a file target defines the symbol."""
     location, sep, symbol = text.rpartition(":")
     if not sep or not location or not symbol.replace(".", "").replace("_", "a").isalnum():
-        raise InputError(f"target {text!r}: expected path/to/file.py:Symbol or package.module:Symbol")
+        raise InputError(f"target {text!r}: expected path/to/file.py:Symbol, package.module:Symbol, or an existing file or folder")
     init = dict(init or {})
     if location.endswith(".py") or "/" in location or "\\" in location:
         path = Path(location)

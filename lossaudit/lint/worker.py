@@ -87,13 +87,14 @@ def audit(request: dict) -> TargetResult:
         return result
     torch.manual_seed(options["seed"])
     locator = Locator(obj)
+    result.location = {"path": locator.path, "line": locator.def_line}
     init = dict(target["init"])
     subject = Subject(obj, init, options["timeout"], _num_classes(options, init), options["ignore_index"])
     try:
         calibration = calibrate(subject, options["kind"], options["inputs"], options["targets"], options["seed"])
     except (Exception, SystemExit, CallTimeout) as error:  # the constructor itself failed
         path, line = locator.from_traceback(error.__traceback__)
-        result.findings.append(Finding("FL015", f"cannot be instantiated with --init {init}: {error_text(error)}", path=path, line=line))
+        result.findings.append(Finding("FL015", f"cannot be instantiated with --init {init}: {error_text(error)}", path=path, line=line, evidence={"phase": "instantiate"}))
         return result
     if calibration.convention is None:
         first = calibration.attempts[0] if calibration.attempts else {"error": "no calling convention fits the options", "exception": None}
@@ -101,7 +102,7 @@ def audit(request: dict) -> TargetResult:
         errors = list(dict.fromkeys(attempt["error"] for attempt in calibration.attempts))
         tried = len(calibration.attempts)
         result.findings.append(Finding("FL015", f"fails on valid input under {'every calling convention' if tried > 1 else 'the first call'} ({tried} tried): {first['error']}",
-                                       path=path, line=line, evidence={"conventions_tried": tried, "errors": errors[:3]}))
+                                       path=path, line=line, evidence={"phase": "call", "conventions_tried": tried, "errors": errors[:3]}))
         result.detected = {"kind": options["kind"], "inputs": None, "targets": None, "reference": None, "normalisation": None, "max_rel_error": None}
         return result
     ctx = Context(subject, calibration, locator, options["seed"])

@@ -1,0 +1,218 @@
+"""Configuration files: ``[tool.lossaudit]`` in ``pyproject.toml``, or ``lossaudit.yaml``.
+
+The file is the nearest one, walking up from the current folder, that is a ``pyproject.toml``
+with a ``[tool.lossaudit]`` section or a ``lossaudit.yaml``; ``--config PATH`` names one and
+``--isolated`` ignores them. Precedence: defaults < file < command line. Keys are the long option
+names in kebab-case; unknown keys, wrong types and unknown rule codes are errors (exit 2) that
+name the file and the key. Relative paths in the file are relative to the file's folder.
+
+    [tool.lossaudit.lint]
+    select = ["FL0"]
+    fail-on = "warning"
+    targets = [
+        "mypkg/losses.py:FocalLoss",
+        { target = "mypkg.losses:SoftmaxFocal", init = { alpha = [0.25, 0.75] }, kind = "softmax" },
+    ]
+
+    [tool.lossaudit.compare]
+    losses = ["ce", "focal", "ghm"]
+    strict = true
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lossaudit.errors import InputError
+
+PYPROJECT, YAML_NAMES = "pyproject.toml", ("lossaudit.yaml", "lossaudit.yml")
+CHOICES = {
+    "targets": ("auto", "index", "onehot", "soft", "heatmap"),
+    "inputs": ("auto", "logits", "probs"),
+    "kind": ("auto", "sigmoid", "softmax", "binary", "centernet"),
+    "fail-on": ("error", "warning", "info"),
+}
+COMPARE_KEYS: dict[str, type | tuple] = {
+    "logits-key": str, "targets-key": str, "targets": str, "background-index": int, "ignore-index": int,
+    "class-dim": int, "inputs": str, "class-names": Path, "losses": list, "alpha": float, "gamma": float,
+    "alpha-per-class": Path, "ghm-bins": int, "ghm-momentum": float, "ohem-ratio": float, "bins": int,
+    "top": int, "strict": bool, "format": str,
+}
+LINT_KEYS: dict[str, type | tuple] = {
+    "targets": "entries", "select": list, "ignore": list, "fail-on": str, "kind": str, "inputs": str,
+    "num-classes": int, "ignore-index": int, "seed": int, "timeout": float, "format": str,
+}
+ENTRY_KEYS: dict[str, type | tuple] = {
+    "target": str, "init": dict, "kind": str, "inputs": str, "targets": str, "num-classes": int,
+    "ignore-index": int, "ignore": list,
+}
+ENTRY_ENCODINGS = ("auto", "index", "onehot")
+
+
+@dataclass
+class Config:
+    """A parsed configuration: its file (None when there is none) and the two sections, with
+    values typed and paths resolved."""
+
+    source: Path | None = None
+    lint: dict = field(default_factory=dict)
+    compare: dict = field(default_factory=dict)
+
+    @property
+    def folder(self) -> Path:
+        return self.source.parent if self.source else Path.cwd()
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    """The nearest ``pyproject.toml`` with ``[tool.lossaudit]`` or ``lossaudit.yaml`` above ``start``."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        pyproject = folder / PYPROJECT
+        if pyproject.is_file() and "lossaudit" in _read_toml(pyproject).get("tool", {}):
+            return pyproject
+        for name in YAML_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def load_config(explicit: Path | None = None, isolated: bool = False) -> Config:
+    """The configuration that applies: ``explicit``, else the nearest file, else none."""
+    if isolated:
+        return Config()
+    path = explicit if explicit is not None else find_config()
+    if path is None:
+        return Config()
+    if not path.is_file():
+        raise InputError(f"--config {path}: no such file")
+    if path.name == PYPROJECT or path.suffix == ".toml":
+        raw = _read_toml(path).get("tool", {}).get("lossaudit")
+        if raw is None:
+            raise InputError(f"{path}: no [tool.lossaudit] section")
+        prefix = "[tool.lossaudit{}]"
+    else:
+        raw = _read_yaml(path)
+        prefix = "{}"
+    return _parse(path, raw, prefix)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot be read ({error})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise InputError(f"{path}: not valid TOML ({error})") from None
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot be read ({error})") from None
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping with 'lint' and/or 'compare'")
+    return data
+
+
+def _where(path: Path, prefix: str, section: str, key: str | None = None) -> str:
+    if "[" in prefix:
+        table = prefix.format(f".{section}" if section else "")
+        return f"{path}: {table} key '{key}'" if key else f"{path}: {table}"
+    dotted = ".".join(part for part in (section, key) if part)
+    return f"{path}: key '{dotted}'"
+
+
+def _parse(path: Path, raw: object, prefix: str) -> Config:
+    if not isinstance(raw, dict):
+        raise InputError(f"{_where(path, prefix, '')}: expected a table")
+    config = Config(source=path)
+    for section, value in raw.items():
+        if section not in ("lint", "compare"):
+            raise InputError(f"{_where(path, prefix, '', section)}: unknown; expected lint or compare")
+        if not isinstance(value, dict):
+            raise InputError(f"{_where(path, prefix, '', section)}: expected a table")
+        keys = LINT_KEYS if section == "lint" else COMPARE_KEYS
+        parsed = {}
+        for key, item in value.items():
+            where = _where(path, prefix, section, key)
+            if key not in keys:
+                raise InputError(f"{where}: unknown key; known keys: {', '.join(sorted(keys))}")
+            parsed[key] = _typed(item, keys[key], key, where, path.parent, section)
+        setattr(config, section, parsed)
+    return config
+
+
+def _typed(value: object, expected: type | str, key: str, where: str, folder: Path, section: str) -> object:
+    if expected == "entries":
+        if not isinstance(value, list):
+            raise InputError(f"{where}: expected a list of targets")
+        return [_entry(item, f"{where}[{index}]", folder) for index, item in enumerate(value)]
+    if expected is bool:
+        ok = isinstance(value, bool)
+    elif expected is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif expected is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif expected is list:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+    elif expected is Path:
+        ok = isinstance(value, str)
+        value = str(folder / value) if ok and not Path(value).is_absolute() else value
+    elif expected is dict:
+        ok = isinstance(value, dict)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        name = {bool: "true or false", int: "an integer", float: "a number", list: "a list of strings", Path: "a path", dict: "a table"}.get(expected, "a string")
+        raise InputError(f"{where}: expected {name}; got {value!r}")
+    choices = ENTRY_ENCODINGS if (section == "lint" and key == "targets") else CHOICES.get(key)
+    if key == "format":
+        choices = ("text", "json", "markdown", "github", "junit") + (("sarif",) if section == "lint" else ())
+    if choices and value not in choices:
+        raise InputError(f"{where}: expected one of {', '.join(choices)}; got {value!r}")
+    if key in ("select", "ignore"):
+        from lossaudit.lint.rules import parse_codes
+
+        parse_codes(",".join(value), where)
+    return value
+
+
+def _entry(item: object, where: str, folder: Path) -> dict:
+    """A lint target entry: a string, or a table with ``target`` and per-target options."""
+    if isinstance(item, str):
+        item = {"target": item}
+    if not isinstance(item, dict) or "target" not in item:
+        raise InputError(f"{where}: expected a target string or a table with 'target'")
+    entry = {}
+    for key, value in item.items():
+        if key not in ENTRY_KEYS:
+            raise InputError(f"{where}: unknown key '{key}'; known keys: {', '.join(sorted(ENTRY_KEYS))}")
+        entry[key] = _typed(value, ENTRY_KEYS[key], key if key != "targets" else "entry-targets", f"{where}.{key}", folder, "entry")
+    if entry.get("targets") not in (None, *ENTRY_ENCODINGS):
+        raise InputError(f"{where}.targets: expected one of {', '.join(ENTRY_ENCODINGS)}; got {entry['targets']!r}")
+    location, sep, symbol = entry["target"].rpartition(":")
+    if sep and (location.endswith(".py") or "/" in location) and not Path(location).is_absolute():
+        entry["target"] = f"{_relative_to_cwd(folder / location)}:{symbol}"
+    return entry
+
+
+def _relative_to_cwd(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())

@@ -1,0 +1,40 @@
+"""Inline suppression: ``# lossaudit: ignore[FL001,FL019]`` (or ``# lossaudit: ignore`` for every
+rule) on a target's ``class``/``def`` line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from lossaudit.lint.findings import TargetResult
+
+COMMENT = re.compile(r"#\s*lossaudit:\s*ignore\b(?:\[([^\]]*)\])?", re.IGNORECASE)
+ALL = frozenset({"*"})
+
+
+def suppressed_codes(line_text: str) -> frozenset[str]:
+    """The codes a line's comment suppresses: empty, :data:`ALL`, or the listed codes."""
+    match = COMMENT.search(line_text)
+    if match is None:
+        return frozenset()
+    if match.group(1) is None:
+        return ALL
+    return frozenset(code.strip().upper() for code in match.group(1).split(",") if code.strip())
+
+
+def apply_suppressions(result: TargetResult) -> None:
+    """Move the findings suppressed on the target's definition line to ``result.suppressed``."""
+    path, line = result.location.get("path"), result.location.get("line")
+    if not path or not line:
+        return
+    try:
+        text = Path(path).read_text(encoding="utf-8").splitlines()[line - 1]
+    except (OSError, UnicodeDecodeError, IndexError):
+        return
+    codes = suppressed_codes(text)
+    if not codes:
+        return
+    keep = []
+    for finding in result.findings:
+        (result.suppressed if codes is ALL or finding.code in codes else keep).append(finding)
+    result.findings = keep
