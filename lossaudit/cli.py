@@ -89,6 +89,10 @@ ConfigOption = Annotated[
 ]
 IsolatedOption = Annotated[bool, typer.Option("--isolated", help="Ignore configuration files.")]
 OutputOption = Annotated[Optional[Path], typer.Option(help="Write the report to this file instead of stdout (whole: a temporary file, then a rename).")]
+InitOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--init", help="KEY=VALUE keyword for the constructor (lint: a class target, or the call of a function; compare: the --arch class); values are Python literals. Repeatable."),
+]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks of errors (lint: also the probes that could not run).")]
 
 
@@ -122,7 +126,7 @@ def main_options(
 @app.command()
 def compare(
     ctx: typer.Context,
-    paths: Annotated[list[Path], typer.Argument(help="Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file).", show_default=False)],
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file). Optional with --model.", show_default=False)] = None,
     logits_key: Annotated[Optional[str], typer.Option(help="Key of the logits (default: logits, pred, preds, outputs, scores).")] = None,
     targets_key: Annotated[Optional[str], typer.Option(help="Key of the targets (default: targets, labels, target, label, gt, y).")] = None,
     targets: Annotated[TargetEncoding, typer.Option(help="Target encoding; auto detects it.")] = TargetEncoding.auto,
@@ -143,11 +147,21 @@ def compare(
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on non-finite logits, labels out of range, background rows fed to a softmax loss, or probabilities saved as logits.")] = False,
     format: Annotated[CompareFormat, typer.Option("--format", help="Report format.")] = CompareFormat.text,
     output: OutputOption = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="Checkpoint to run instead of reading dumps: a state dict (with --arch), .safetensors, TorchScript or .pt2 (with --trust-model).")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="With --model: .npz/.pt holding the model input (inputs, x or images) and the targets.")] = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="With a state dict: the model class, package.module:Class or path/to/file.py:Class.")] = None,
+    init: InitOption = None,
+    trust_model: Annotated[bool, typer.Option("--trust-model", help="Allow TorchScript and torch.export checkpoints, which run code from the file when loaded.")] = False,
+    inputs_key: Annotated[Optional[str], typer.Option(help="Key of the model input in --data (default: inputs, x, images).")] = None,
+    output_key: Annotated[Optional[str], typer.Option(help="Which output holds the logits when the model returns a tuple (an index) or a dict (a key; default: logits).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Samples per model call.", min=1)] = 256,
+    device: Annotated[str, typer.Option(help="cpu or cuda (cuda only when available).")] = "cpu",
+    save_logits: Annotated[Optional[Path], typer.Option(help="Write the model's logits and targets to this .npz (or folder), in lossaudit's dump format; never overwrites.")] = None,
     config: ConfigOption = None,
     isolated: IsolatedOption = False,
     verbose: VerboseOption = False,
 ) -> None:
-    """Compare cross-entropy, focal, softmax focal, GHM-C and related losses on saved predictions."""
+    """Compare cross-entropy, focal, softmax focal, GHM-C and related losses on saved predictions or a model's outputs."""
     try:
         from lossaudit import compare as comparison
         from lossaudit.compare.engine import LossSettings
@@ -178,7 +192,18 @@ def compare(
             ohem_ratio=o["ohem_ratio"],
             bins=o["bins"],
         )
-        report = comparison.run(paths, load_options, settings, comparison.parse_losses(o["losses"]))
+        source = None
+        if model is not None:
+            from lossaudit.inference import RunOptions
+            from lossaudit.symbols import parse_init
+
+            if data is None:
+                raise InputError("--model needs --data: a .npz/.pt file with the model input and the targets")
+            run_options = RunOptions(data=data, inputs_key=inputs_key, targets_key=o["targets_key"], output_key=output_key, batch_size=batch_size, device=device)
+            source = comparison.ModelSource(model, run_options, arch=arch, init=parse_init(init), trust=trust_model, save_logits=save_logits)
+        elif any(value is not None for value in (data, arch, init, save_logits)):
+            raise InputError("--data, --arch, --init and --save-logits go with --model")
+        report = comparison.run(paths or [], load_options, settings, comparison.parse_losses(o["losses"]), source)
         chosen, strict, top = CompareFormat(o["format"]), o["strict"], o["top"]
         if chosen is CompareFormat.text and output is None:
             render_text(report, _report_console(), top)
@@ -208,7 +233,7 @@ def compare(
 def lint(
     ctx: typer.Context,
     targets: Annotated[Optional[list[str]], typer.Argument(help="path/to/file.py:Symbol, package.module:Symbol, or a file or folder to discover losses in [default: the configured lint.targets].", show_default=False)] = None,
-    init: Annotated[Optional[list[str]], typer.Option("--init", help="KEY=VALUE for the constructor (a class) or the call (a function); values are Python literals. Repeatable.")] = None,
+    init: InitOption = None,
     kind: Annotated[Kind, typer.Option(help="The intended semantics; auto infers it.")] = Kind.auto,
     inputs: Annotated[Inputs, typer.Option(help="Whether the loss takes logits or probabilities; auto tries both.")] = Inputs.auto,
     targets_encoding: Annotated[LintTargets, typer.Option("--targets", help="Whether the loss takes class indices or one-hot targets; auto tries both.")] = LintTargets.auto,
@@ -233,7 +258,7 @@ def lint(
         from lossaudit.lint.report import render
         from lossaudit.lint.rules import parse_codes
         from lossaudit.lint.runner import AuditOptions
-        from lossaudit.lint.targets import parse_init
+        from lossaudit.symbols import parse_init
         from lossaudit.reporting import write_report
 
         settings_file = load_config(config, isolated)
@@ -289,7 +314,8 @@ def _report_console() -> Console:
 def _fail(message: str, verbose: bool) -> None:
     if verbose:
         stderr.print_exception()
-    stderr.print(f"lossaudit: error: {message}", highlight=False, markup=False, soft_wrap=True)
+    one_line = " ".join(message.split())
+    stderr.print(f"lossaudit: error: {one_line}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(EXIT_ERROR)
 
 

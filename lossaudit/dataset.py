@@ -230,7 +230,11 @@ def load(paths: list[Path], options: LoadOptions = LoadOptions()) -> Dataset:
         InputError: a missing file or key, a wrong shape or dtype, non-integer class ids, pickled
             objects, a corrupt archive; the message names the file and the key.
     """
-    batches = read_batches(paths)
+    return load_batches(read_batches(paths), options)
+
+
+def load_batches(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Dataset:
+    """Check and concatenate batches already read (from files, or produced by a model)."""
     read = [_read_batch(batch, options) for batch in batches]
     first = read[0]
     num_classes, targets_key = first.logits.shape[1], first.targets_key

@@ -44,3 +44,18 @@ def test_every_rule_is_in_the_readme_table():
 
     for rule in RULES:
         assert f"| {rule.code} | {rule.name} |" in README
+
+
+def test_readme_model_example_runs(run_cli, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    command = next(line for line in README.splitlines() if line.startswith("lossaudit compare --model examples/"))
+    result = run_cli(*command.split()[1:], "--format", "json", "--isolated")
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    report = json.loads(result.stdout)
+    assert report["input"]["model"]["kind"] == "state dict" and report["input"]["rows"] == 2000
+    shares = {c["name"]: c["share"] for c in report["per_class"]}
+    # the claim the README makes: softmax focal shifts weight from road to the rare classes
+    assert shares["road"]["softmax-focal"] < shares["road"]["ce"]
+    assert shares["cyclist"]["softmax-focal"] > shares["cyclist"]["ce"] and shares["animal"]["softmax-focal"] > shares["animal"]["ce"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lossaudit.errors import InputError
@@ -34,19 +34,71 @@ def read_alpha_per_class(path: Path) -> tuple[float, ...]:
         raise InputError(f"{path}: --alpha-per-class needs numbers, one per class") from None
 
 
-def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | None) -> dict:
-    """Load the dumps, compute the losses and return the report (see :mod:`lossaudit.compare.report`).
+@dataclass(frozen=True)
+class ModelSource:
+    """``compare --model``: a checkpoint to run on ``--data`` instead of reading dumps."""
 
-    ``losses`` None means the defaults, plus ``centernet`` for heatmap targets.
-    """
+    checkpoint: Path
+    run: object  # lossaudit.inference.RunOptions
+    arch: str | None = None
+    init: dict = field(default_factory=dict)
+    trust: bool = False
+    save_logits: Path | None = None
+
+
+def _model_batch(source: ModelSource) -> tuple[object, dict]:
+    """Run the checkpoint's model; returns the batch of logits and targets and what to report."""
+    from lossaudit.checkpoint import load_model
+    from lossaudit.dump import save
+    from lossaudit.inference import check_device, run_model
+
+    device = check_device(source.run.device)
+    loaded = load_model(source.checkpoint, source.arch, source.init, source.trust, device)
+    batch = run_model(loaded.model, source.run, label=str(source.checkpoint))
+    info = {
+        "checkpoint": str(source.checkpoint),
+        "kind": loaded.kind,
+        "detail": loaded.detail,
+        "arch": source.arch,
+        "data": str(source.run.data),
+        "device": device,
+        "batch_size": source.run.batch_size,
+        "saved_logits": None,
+    }
+    if source.save_logits is not None:
+        arrays = batch.arrays
+        try:
+            written = save(source.save_logits, logits=arrays["logits"], targets=arrays["targets"], class_names=arrays.get("class_names"), mask=arrays.get("mask"))
+        except FileExistsError:
+            raise InputError(f"--save-logits {source.save_logits}: the file exists; lossaudit never overwrites it") from None
+        info["saved_logits"] = str(written)
+    return batch, info
+
+
+def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | None, model: ModelSource | None = None) -> dict:
+    """Load the dumps (or run the model), compute the losses and return the report (see
+    :mod:`lossaudit.compare.report`). ``losses`` None means the defaults, plus ``centernet`` for
+    heatmap targets."""
     from lossaudit.compare.engine import tally
     from lossaudit.compare.report import build_report
-    from lossaudit.dataset import load
+    from lossaudit.dataset import load, load_batches
 
-    data = load(paths, load_options)
+    if model is not None and paths:
+        raise InputError("pass prediction dumps or --model with --data, not both")
+    if model is None and not paths:
+        raise InputError("nothing to compare: pass prediction dumps, or --model CHECKPOINT --data INPUTS")
+    model_info = None
+    if model is not None:
+        batch, model_info = _model_batch(model)
+        data = load_batches([batch], load_options)
+    else:
+        data = load(paths, load_options)
     if losses is None:
         losses = DEFAULT_LOSSES + (("centernet",) if data.encoding == "heatmap" else ())
     settings = replace(settings, losses=losses)
     if settings.alpha_per_class is not None and len(settings.alpha_per_class) != data.num_classes:
         raise InputError(f"--alpha-per-class: {len(settings.alpha_per_class)} values; the data has {data.num_classes} classes")
-    return build_report(data, settings, tally(data, settings))
+    report = build_report(data, settings, tally(data, settings))
+    if model_info is not None:
+        report["input"]["model"] = model_info
+    return report

@@ -46,7 +46,14 @@ def _loaded(report: dict) -> list[str]:
     if inp["target_encoding"] == "index":
         conventions += [f"background label {inp['background_index']}", f"ignore label {inp['ignore_index']}"]
     ratio = inp["negatives_per_positive"]
-    return [
+    model = inp.get("model")
+    model_lines = []
+    if model:
+        how = f"{model['kind']}" + (f", {model['detail']}" if model["detail"] else "") + (f", arch {model['arch']}" if model["arch"] else "")
+        model_lines.append(f"model      {model['checkpoint']} ({how}) on {model['data']}; device {model['device']}, batch size {model['batch_size']}")
+        if model["saved_logits"]:
+            model_lines.append(f"saved      logits and targets to {model['saved_logits']}")
+    return model_lines + [
         f"files      {shapes}",
         f"keys       logits '{inp['logits_key']}', targets '{inp['targets_key']}'; dtype {inp['dtype']}; class axis {inp['class_dim']}",
         f"samples    {_int(inp['rows'])} rows × {inp['classes']} classes = {_int(inp['elements'])} elements; inputs read as {inp['inputs']}",

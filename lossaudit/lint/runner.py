@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lossaudit.errors import InputError
 from lossaudit.lint.findings import Finding, TargetResult
-from lossaudit.lint.targets import TargetSpec
+from lossaudit.symbols import TargetSpec
 
 STDERR_TAIL_BYTES = 4000
 STARTUP_ALLOWANCE_S = 30.0

@@ -17,7 +17,7 @@ from lossaudit.lint.findings import TargetResult
 from lossaudit.lint.rules import SEVERITIES, parse_codes
 from lossaudit.lint.runner import AuditOptions, audit
 from lossaudit.lint.suppress import apply_suppressions
-from lossaudit.lint.targets import TargetSpec, parse_target
+from lossaudit.symbols import TargetSpec, parse_target
 
 UNCALLABLE_PHASES = ("call", "instantiate")
 

@@ -9,53 +9,15 @@ import errors are findings (FL015).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
 import sys
 import traceback
 from pathlib import Path
 
+from lossaudit.errors import InputError
 from lossaudit.lint.findings import Finding, TargetResult
-
-
-class ImportFailure(Exception):
-    """The target's file, module or symbol cannot be imported (exit 2)."""
-
-
-def _import_target(target: dict, timeout: float) -> object:
-    from lossaudit.lint.subject import CallTimeout, run_with_timeout
-
-    def guard(fn):
-        return run_with_timeout(fn, timeout)
-
-    sys.path.insert(0, os.getcwd())
-    try:
-        if target["file"]:
-            path = Path(target["file"]).resolve()
-            sys.path.insert(0, str(path.parent))
-            name = f"lossaudit_target_{path.stem}"
-            spec = importlib.util.spec_from_file_location(name, path)
-            if spec is None or spec.loader is None:
-                raise ImportFailure(f"target {target['text']!r}: {path} cannot be imported")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            guard(lambda: spec.loader.exec_module(module))
-        else:
-            module = guard(lambda: importlib.import_module(target["module"]))
-    except (ImportError, SyntaxError) as error:
-        raise ImportFailure(f"target {target['text']!r} cannot be imported: {type(error).__name__}: {error}") from None
-    except CallTimeout:
-        raise
-    obj = module
-    for part in target["symbol"].split("."):
-        if not hasattr(obj, part):
-            raise ImportFailure(f"target {target['text']!r}: {getattr(module, '__name__', target['text'])} has no attribute {part!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ImportFailure(f"target {target['text']!r}: {target['symbol']} is not a class or function")
-    return obj
+from lossaudit.symbols import TargetSpec, import_symbol
 
 
 def _num_classes(options: dict, init: dict) -> int:
@@ -74,14 +36,15 @@ def audit(request: dict) -> TargetResult:
     from lossaudit.lint.locate import Locator
     from lossaudit.lint.calibrate import calibrate, error_text
     from lossaudit.lint.probes import Context, run_probes
-    from lossaudit.lint.subject import CallTimeout, Subject
+    from lossaudit.lint.subject import CallTimeout, Subject, run_with_timeout
 
     target, options = request["target"], request["options"]
     result = TargetResult(target=target["text"])
+    spec = TargetSpec(text=target["text"], symbol=target["symbol"], file=Path(target["file"]) if target["file"] else None, module=target["module"])
     try:
-        obj = _import_target(target, options["timeout"])
+        obj = import_symbol(spec, run=lambda load: run_with_timeout(load, options["timeout"]))
     except (Exception, SystemExit, CallTimeout) as error:
-        if isinstance(error, ImportFailure):
+        if isinstance(error, InputError):
             raise
         result.findings.append(Finding("FL015", f"importing the target failed: {error_text(error)}", path=target["file"], evidence={"phase": "import"}))
         return result
@@ -139,8 +102,8 @@ def main() -> None:
     request = json.loads(Path(request_path).read_text())
     try:
         outcome = {"status": "ok", "result": audit(request).to_dict()}
-    except ImportFailure as error:
-        outcome = {"status": "import-error", "message": str(error)}
+    except InputError as error:
+        outcome = {"status": "import-error", "message": f"target {error}"}
     except BaseException as error:  # noqa: BLE001 - a crash of the audit itself must still report
         outcome = {"status": "ok", "result": TargetResult(target=request["target"]["text"], findings=[
             Finding("FL015", f"the audit stopped: {type(error).__name__}: {error}", path=request["target"]["file"], evidence={"traceback": traceback.format_exc().splitlines()[-4:]})

@@ -1,0 +1,168 @@
+"""Load a model from a checkpoint for ``compare --model``, safely by default.
+
+Kinds, detected from the file:
+
+- a state dict (raw, or nested under ``state_dict`` / ``model`` / ``module`` as Lightning,
+  detectron2 and mmdet save them), read with ``torch.load(weights_only=True)`` and loaded into
+  the ``--arch`` class built with ``--init``; ``module.`` and ``model.`` prefixes are stripped
+  when the keys need it;
+- a ``.safetensors`` state dict (the optional ``safetensors`` package), with ``--arch`` likewise;
+- a TorchScript archive (``torch.jit.load``) or a ``torch.export`` program (``.pt2``): both
+  deserialise code, so they load only with ``--trust-model``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lossaudit.errors import InputError
+from lossaudit.symbols import import_symbol, parse_target
+
+NESTING_KEYS = ("state_dict", "model", "module")
+PREFIXES = ("module.", "model.")
+LISTED = 5
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run, and how it was obtained (stated in the report)."""
+
+    model: object
+    kind: str
+    detail: str
+
+
+def detect_kind(path: Path) -> str:
+    """'safetensors', 'export', 'torchscript' or 'state dict', from the suffix and the archive."""
+    if path.suffix == ".safetensors":
+        return "safetensors"
+    if path.suffix == ".pt2":
+        return "export"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if any("/code/" in name for name in names):
+            return "torchscript"
+        if any("/data/weights/" in name or name.endswith("archive_format") for name in names):
+            return "export"
+    return "state dict"
+
+
+def _refuse(path: Path, kind: str) -> InputError:
+    what = {"torchscript": "a TorchScript archive", "export": "a torch.export program (.pt2)"}[kind]
+    return InputError(
+        f"{path}: {what} holds code that runs when it is loaded; lossaudit loads it only with --trust-model. "
+        "Pass --trust-model if you trust this file, or save model.state_dict() and pass --arch"
+    )
+
+
+def _read_state_dict(path: Path) -> tuple[dict, str]:
+    """The tensors of a state-dict file and where in the file they were."""
+    import torch
+
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        last = str(error).strip().splitlines()[-1][:200] if str(error).strip() else ""
+        raise InputError(
+            f"{path}: refused to unpickle: the checkpoint holds objects other than tensors (weights_only=True: {last}); "
+            "save model.state_dict(), or a TorchScript/torch.export file and pass --trust-model"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path}: not a readable checkpoint ({str(error).splitlines()[0][:200]})") from None
+    if not isinstance(content, dict):
+        raise InputError(f"{path}: expected a state dict (a dict of tensors); got {type(content).__name__}")
+    for key in NESTING_KEYS:
+        nested = content.get(key)
+        if isinstance(nested, dict) and nested and all(isinstance(v, torch.Tensor) for v in nested.values()):
+            return nested, f"nested under '{key}'"
+    tensors = {k: v for k, v in content.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise InputError(f"{path}: no tensors found; keys present: {', '.join(map(str, list(content)[:10]))} (expected a state dict, possibly under {', '.join(NESTING_KEYS)})")
+    return content, "raw"
+
+
+def _strip(state: dict, prefixes: tuple[str, ...]) -> dict:
+    out = {}
+    for key, value in state.items():
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        out[key] = value
+    return out
+
+
+def match_keys(state: dict, expected: dict, path: Path) -> tuple[dict, str]:
+    """The state dict with ``module.``/``model.`` prefixes stripped when that makes the keys of
+    ``expected`` (the model's own state dict) match.
+
+    Raises:
+        InputError: keys still missing or unexpected, or tensors of another shape (the first few
+            of each are listed).
+    """
+    candidates = [(state, "")]
+    for prefixes in (("module.",), ("model.",), ("model.", "module."), ("module.", "model.")):
+        candidates.append((_strip(state, prefixes), f"prefixes stripped: {', '.join(prefixes)}"))
+    best, note = max(candidates, key=lambda c: len(expected.keys() & set(c[0])))
+    missing, unexpected = sorted(expected.keys() - set(best)), sorted(set(best) - expected.keys())
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing ({', '.join(missing[:LISTED])}{', …' if len(missing) > LISTED else ''})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:LISTED])}{', …' if len(unexpected) > LISTED else ''})")
+        raise InputError(f"{path}: state-dict keys do not match the --arch model: {'; '.join(parts)}")
+    resized = [f"{key} {tuple(best[key].shape)} vs {tuple(expected[key].shape)}" for key in sorted(expected) if tuple(best[key].shape) != tuple(expected[key].shape)]
+    if resized:
+        raise InputError(f"{path}: {len(resized)} tensors have another shape than in the --arch model (checkpoint vs model): {', '.join(resized[:LISTED])}")
+    return best, note
+
+
+def load_model(path: Path, arch: str | None, init: dict, trust: bool, device: str) -> LoadedModel:
+    """Build and load the model described by the checkpoint at ``path`` on ``device``."""
+    import torch
+
+    if not path.is_file():
+        raise InputError(f"--model {path}: no such file")
+    kind = detect_kind(path)
+    if kind in ("torchscript", "export"):
+        if not trust:
+            raise _refuse(path, kind)
+        try:
+            if kind == "torchscript":
+                with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript, which users still ship
+                    warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=DeprecationWarning)
+                    scripted = torch.jit.load(str(path), map_location=device)
+                return LoadedModel(scripted, "TorchScript", "loaded with --trust-model")
+            return LoadedModel(torch.export.load(str(path)).module().to(device), "torch.export program", "loaded with --trust-model; runs in the mode it was exported in")
+        except (RuntimeError, OSError, ValueError) as error:
+            raise InputError(f"{path}: cannot be loaded as {kind} ({str(error).splitlines()[0][:200]})") from None
+    if kind == "safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ModuleNotFoundError:
+            raise InputError(f"{path}: reading .safetensors needs the safetensors package: pip install 'lossaudit[safetensors]'") from None
+        try:
+            state, where = load_file(str(path)), "safetensors"
+        except Exception as error:  # safetensors raises its own error types
+            raise InputError(f"{path}: not a readable .safetensors file ({error})") from None
+    else:
+        state, where = _read_state_dict(path)
+    if arch is None:
+        raise InputError(f"{path}: a state dict holds weights only; name the model class with --arch package.module:Class (and --init KEY=VALUE)")
+    try:
+        cls = import_symbol(parse_target(arch))
+    except InputError as error:
+        raise InputError(f"--arch {error}") from None
+    try:
+        model = cls(**init)
+    except Exception as error:  # the user's constructor
+        raise InputError(f"--arch {arch}: cannot be built with --init {init}: {type(error).__name__}: {error}") from None
+    matched, note = match_keys(state, model.state_dict(), path)
+    model.load_state_dict(matched)
+    detail = ", ".join(filter(None, [where, note]))
+    return LoadedModel(model.to(device), "state dict" if kind == "state dict" else ".safetensors state dict", detail)

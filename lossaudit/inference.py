@@ -1,0 +1,117 @@
+"""Run a model over saved inputs for ``compare --model``: ``model.eval()``, ``torch.inference_mode()``,
+batches of ``--batch-size`` on ``--device``, a transient progress bar on stderr when it is a
+terminal. The result is a batch of arrays that :func:`lossaudit.dataset.load_batches` checks like
+any dump."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lossaudit.dataset import MASK_KEY, CLASS_NAMES_KEY, TARGETS_KEYS
+from lossaudit.errors import InputError
+from lossaudit.readers import ArrayFile, read_batches
+
+INPUT_KEYS = ("inputs", "x", "images")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    data: Path
+    inputs_key: str | None = None
+    targets_key: str | None = None
+    output_key: str | None = None
+    batch_size: int = 256
+    device: str = "cpu"
+
+
+def check_device(device: str) -> str:
+    """``cpu`` or ``cuda`` (``cuda:N``), the latter only when CUDA is available."""
+    import torch
+
+    if device == "cpu":
+        return device
+    if device.split(":")[0] != "cuda":
+        raise InputError(f"--device {device}: expected cpu or cuda")
+    if not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available here (torch.cuda.is_available() is False); use --device cpu")
+    return device
+
+
+def _pick(batch: ArrayFile, wanted: str | None, candidates: tuple[str, ...], role: str, option: str) -> str:
+    keys = batch.keys()
+    if wanted is not None:
+        if wanted not in keys:
+            raise InputError(f"{batch.source}: no key '{wanted}' ({option}); keys present: {', '.join(keys)}")
+        return wanted
+    found = next((key for key in candidates if key in keys), None)
+    if found is None:
+        raise InputError(f"{batch.source}: no {role} key; expected one of {', '.join(candidates)} (or name it with {option}); keys present: {', '.join(keys)}")
+    return found
+
+
+def _select_output(output: object, key: str | None, source: str):
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        if key is not None:
+            raise InputError(f"{source}: the model returns a tensor; --output-key {key} does not apply")
+        return output
+    if isinstance(output, dict):
+        chosen = key if key is not None else ("logits" if "logits" in output else None)
+        if chosen not in output:
+            raise InputError(f"{source}: the model returns a dict with keys {', '.join(map(str, output))}; pick the logits with --output-key")
+        return output[chosen]
+    if isinstance(output, (tuple, list)):
+        shapes = ", ".join(f"{i}: {tuple(o.shape) if hasattr(o, 'shape') else type(o).__name__}" for i, o in enumerate(output))
+        if key is None or not key.lstrip("-").isdigit() or not -len(output) <= int(key) < len(output):
+            raise InputError(f"{source}: the model returns a {type(output).__name__} ({shapes}); pick the logits with --output-key INDEX")
+        return output[int(key)]
+    raise InputError(f"{source}: the model returned {type(output).__name__}; expected a tensor, a tuple or a dict")
+
+
+def run_model(model, options: RunOptions, label: str) -> ArrayFile:
+    """The model's logits on the inputs of ``options.data``, with the data's targets (and mask and
+    class names), as one batch named ``label``."""
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if options.data.suffix not in (".npz", ".pt", ".pth"):
+        raise InputError(f"--data {options.data}: expected a .npz or .pt file holding inputs and targets")
+    (data,) = read_batches([options.data])
+    inputs_key = _pick(data, options.inputs_key, INPUT_KEYS, "model input", "--inputs-key")
+    targets_key = _pick(data, options.targets_key, TARGETS_KEYS, "targets", "--targets-key")
+    inputs = data.get(inputs_key)
+    if not isinstance(inputs, np.ndarray) or inputs.dtype.kind not in "biuf" or inputs.ndim == 0:
+        raise InputError(f"{data.source}: key '{inputs_key}' must be a numeric array with a sample axis")
+    if options.batch_size < 1:
+        raise InputError(f"--batch-size {options.batch_size}: expected at least 1")
+    source = f"{label} on {data.source}"
+    try:
+        model.eval()
+    except NotImplementedError:  # a torch.export module keeps the mode it was exported in
+        pass
+    outputs = []
+    steps = range(0, len(inputs), options.batch_size)
+    stderr = Console(stderr=True)
+    with Progress(TextColumn("running the model"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=stderr, transient=True, disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task("batches", total=len(steps))
+        with torch.inference_mode():
+            for start in steps:
+                batch = torch.from_numpy(np.ascontiguousarray(inputs[start : start + options.batch_size])).to(options.device)
+                try:
+                    output = model(batch)
+                except Exception as error:  # the user's model
+                    raise InputError(f"{source}: the model failed on inputs of shape {tuple(batch.shape)}: {type(error).__name__}: {str(error).splitlines()[0][:200]}") from None
+                outputs.append(_select_output(output, options.output_key, source).detach().float().cpu().numpy())
+                progress.advance(task)
+    result = ArrayFile(source=source)
+    result.arrays = {"logits": np.concatenate(outputs), "targets": data.get(targets_key)}
+    for key in (MASK_KEY, CLASS_NAMES_KEY):
+        if key in data.keys():
+            result.arrays[key] = data.get(key)
+    return result
