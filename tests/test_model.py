@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from mlp import MLP, TupleMLP  # noqa: E402
+from mlp import MLP  # noqa: E402
 
 ARCH = str(Path(__file__).parent / "fixtures" / "mlp.py") + ":MLP"
 CLASSES = ["common", "frequent", "rare", "very-rare"]
