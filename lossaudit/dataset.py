@@ -14,6 +14,8 @@ Conventions (each stated in ``compare``'s output):
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,18 +49,11 @@ class LoadOptions:
 
 
 @dataclass
-class Dataset:
-    """Predictions flattened to rows.
+class DataInfo:
+    """What was loaded and which conventions apply (the report's ``input`` section).
 
-    Attributes:
-        logits: ``(N, C)`` float32 logits (converted from probabilities when ``inputs == 'probs'``);
-            non-finite values are kept and excluded through ``valid``.
-        targets: ``(N, C)`` float32 target probabilities (index targets one-hot; background rows 0).
-        valid: ``(N, C)`` bool: not ignored, not masked, a label in range and a finite logit.
-        positive: ``(N, C)`` bool: target ≥ 0.5 (heatmaps: == 1) and valid.
-        ignored: ``(N, C)`` bool: dropped by the ignore index or the mask.
-        out_of_range_labels: index labels outside the classes, background and ignore: value ->
-            rows. Those rows are excluded from every loss and reported as a data finding.
+    ``out_of_range_labels`` and ``inputs_look_like_probabilities`` are known once every row has
+    been read: :meth:`DataPlan.chunks` fills them in as it goes.
     """
 
     files: list[str]
@@ -71,24 +66,86 @@ class Dataset:
     encoding: str
     encoding_detected: bool
     inputs: str
-    inputs_look_like_probabilities: bool
     background_index: int | None
     ignore_index: int | None
     class_names: list[str]
-    logits: torch.Tensor
-    targets: torch.Tensor
-    valid: torch.Tensor
-    positive: torch.Tensor
-    ignored: torch.Tensor
+    num_rows: int
+    num_classes: int
+    inputs_look_like_probabilities: bool = False
     out_of_range_labels: dict[int, int] = field(default_factory=dict)
 
-    @property
-    def num_rows(self) -> int:
-        return self.logits.shape[0]
+
+@dataclass
+class Chunk:
+    """Rows ``start .. start + n`` of the data, decoded.
+
+    What excludes an element is kept at the level it happens: whole rows (an ignore label, a row
+    mask, a label out of range) as ``(n,)`` flags, single elements (an element mask, a NaN or
+    infinite logit) as ``(n, C)`` masks that are None when nothing is excluded that way.
+
+    Attributes:
+        logits: ``(n, C)`` float32 logits (converted from probabilities when ``inputs == 'probs'``);
+            non-finite values are kept and excluded through ``nonfinite``.
+        targets: ``(n, C)`` float32 target probabilities (index targets one-hot; background rows 0).
+        target_rows, target_cols: coordinates of the non-zero targets (sparse for detection data).
+        ignored_rows: ``(n,)`` bool: the ignore label or a row mask.
+        out_of_range: ``(n,)`` bool: an index label that is no class, background or ignore.
+        element_ignored: ``(n, C)`` bool from an element mask, or None.
+        nonfinite: ``(n, C)`` bool: NaN or infinite logits, or None.
+        heatmap: positives are targets == 1 (else targets >= 0.5).
+    """
+
+    start: int
+    logits: torch.Tensor
+    targets: torch.Tensor
+    target_rows: torch.Tensor
+    target_cols: torch.Tensor
+    ignored_rows: torch.Tensor
+    out_of_range: torch.Tensor
+    element_ignored: torch.Tensor | None
+    nonfinite: torch.Tensor | None
+    heatmap: bool
 
     @property
-    def num_classes(self) -> int:
-        return self.logits.shape[1]
+    def dropped_rows(self) -> torch.Tensor:
+        """``(n,)`` rows excluded whole."""
+        return self.ignored_rows | self.out_of_range
+
+    @property
+    def element_invalid(self) -> torch.Tensor | None:
+        """``(n, C)`` elements excluded one by one (element mask or non-finite), or None."""
+        masks = [mask for mask in (self.element_ignored, self.nonfinite) if mask is not None]
+        return masks[0] if len(masks) == 1 else (masks[0] | masks[1]) if masks else None
+
+    @property
+    def ignored(self) -> torch.Tensor:
+        """``(n, C)`` bool: dropped by the ignore index or a mask."""
+        ignored = self.ignored_rows[:, None].expand_as(self.logits)
+        return ignored | self.element_ignored if self.element_ignored is not None else ignored.contiguous()
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """``(n, C)`` bool: not ignored, not masked, a label in range and a finite logit."""
+        valid = (~self.dropped_rows)[:, None].expand_as(self.logits)
+        invalid = self.element_invalid
+        return valid & ~invalid if invalid is not None else valid.contiguous()
+
+    @property
+    def positive(self) -> torch.Tensor:
+        """``(n, C)`` bool: target ≥ 0.5 (heatmaps: == 1) and valid."""
+        positive = self.targets.eq(1) if self.heatmap else self.targets.ge(0.5)
+        return positive & self.valid
+
+
+@dataclass
+class Dataset(DataInfo):
+    """Every row at once: the full tensors of :class:`Chunk`, for the full-tensor engine."""
+
+    logits: torch.Tensor = None  # type: ignore[assignment]
+    targets: torch.Tensor = None  # type: ignore[assignment]
+    valid: torch.Tensor = None  # type: ignore[assignment]
+    positive: torch.Tensor = None  # type: ignore[assignment]
+    ignored: torch.Tensor = None  # type: ignore[assignment]
 
 
 def _find_key(batch: ArrayFile, wanted: str | None, candidates: tuple[str, ...], role: str, option: str) -> str:
@@ -124,75 +181,309 @@ def _class_axis(logits: np.ndarray, class_dim: int | None, source: str, key: str
     return class_dim % logits.ndim
 
 
-def _rows(array: np.ndarray, class_axis: int) -> np.ndarray:
-    """Move the class axis last and flatten the rest: ``(..., C, ...) -> (N, C)``."""
-    return np.moveaxis(array, class_axis, -1).reshape(-1, array.shape[class_axis])
+class _Rows:
+    """Row access to an array whose rows are all axes but ``axis`` (or, with ``axis`` None, all
+    axes: one value per row), without copying more than the rows asked for. Works on memory maps."""
 
+    def __init__(self, array: np.ndarray, axis: int | None):
+        self.array, self.axis = array, axis
+        if axis is None:
+            self.flat = array.reshape(-1)
+        else:
+            self.width = array.shape[axis]
+            self.trailing = int(np.prod(array.shape[axis + 1 :], dtype=np.int64))
+            self.blocks = array.reshape(-1, self.width, self.trailing)  # (leading, C, trailing), a view for C order
 
-def _detect_encoding(targets: np.ndarray, index_shaped: bool, heatmap_shaped: bool) -> str:
-    if index_shaped:
-        return "index"
-    finite = targets[np.isfinite(targets)] if targets.dtype.kind == "f" else targets
-    if np.isin(finite, (0, 1)).all():
-        return "onehot"
-    if heatmap_shaped and (finite == 1).any():
-        return "heatmap"
-    return "soft"
+    def span(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start .. stop`` as ``(n,)`` or ``(n, C)``."""
+        if self.axis is None:
+            return np.asarray(self.flat[start:stop])
+        if self.trailing == 1:
+            return np.asarray(self.blocks[start:stop, :, 0])
+        parts = []
+        row = start
+        while row < stop:
+            block, offset = divmod(row, self.trailing)
+            take = min(stop - row, self.trailing - offset)
+            parts.append(np.asarray(self.blocks[block, :, offset : offset + take]).T)
+            row += take
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def pick(self, rows: np.ndarray) -> np.ndarray:
+        """The rows at the (sorted) indices ``rows``."""
+        if self.axis is None:
+            return np.asarray(self.flat[rows])
+        block, offset = np.divmod(rows, self.trailing)
+        return np.asarray(self.blocks[block[:, None], np.arange(self.width)[None, :], offset[:, None]])
 
 
 @dataclass
-class _Batch:
-    """One file's arrays as rows, with what was found about them."""
+class _Source:
+    """One batch of the plan: its arrays as rows, and where its rows start globally."""
 
-    logits: np.ndarray  # (n, C)
-    targets: np.ndarray  # (n,) index or (n, C)
-    mask: np.ndarray | None  # (n,) or (n, C)
-    logits_shape: tuple[int, ...]
-    targets_shape: tuple[int, ...]
-    logits_key: str
-    targets_key: str
-    class_axis: int
-    encoding: str
-    dtype: str
+    batch: ArrayFile
+    logits: _Rows
+    targets: _Rows
+    mask: _Rows | None
+    rows: int
+    start: int
 
 
-def _read_batch(batch: ArrayFile, options: LoadOptions) -> _Batch:
-    logits_key = _find_key(batch, options.logits_key, LOGITS_KEYS, "logits", "--logits-key")
-    targets_key = _find_key(batch, options.targets_key, TARGETS_KEYS, "targets", "--targets-key")
-    logits = _numeric(batch, logits_key)
-    if logits.dtype.kind != "f":
-        raise InputError(f"{batch.source}: key '{logits_key}' has dtype {logits.dtype}; expected floating-point logits")
-    targets = _numeric(batch, targets_key)
-    axis = _class_axis(logits, options.class_dim, batch.source, logits_key)
-    index_shape = logits.shape[:axis] + logits.shape[axis + 1 :]
-    if targets.shape == index_shape:
-        target_rows = targets.reshape(-1)
-        index_shaped = True
-    elif targets.shape == logits.shape:
-        target_rows = _rows(targets, axis)
-        index_shaped = False
-    else:
-        raise InputError(
-            f"{batch.source}: key '{targets_key}' has shape {targets.shape} but '{logits_key}' has shape "
-            f"{logits.shape} (class axis {axis}); expected {index_shape} class indices or {logits.shape} "
-            "one-hot/soft targets"
-        )
-    mask = None
-    if MASK_KEY in batch.keys():
-        raw_mask = _numeric(batch, MASK_KEY)
-        if raw_mask.shape == index_shape:
-            mask = raw_mask.reshape(-1) != 0
-        elif raw_mask.shape == logits.shape:
-            mask = _rows(raw_mask, axis) != 0
+def _scan_targets(rows: _Rows, count: int, source: str, key: str, chunk: int) -> tuple[bool, bool, bool]:
+    """(all values in {0, 1}, some value exactly 1, all values finite and in [0, 1]), read in chunks."""
+    binary, has_one, in_range = True, False, True
+    for start in range(0, count, chunk):
+        values = rows.span(start, min(start + chunk, count))
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            in_range = False
+        else:
+            in_range &= bool((values >= 0).all() and (values <= 1).all())
+        binary &= bool(np.isin(values, (0, 1)).all())
+        has_one |= bool((values == 1).any())
+    return binary, has_one, in_range
+
+
+def _check_labels(rows: _Rows, count: int, source: str, chunk: int) -> None:
+    for start in range(0, count, chunk):
+        labels = rows.span(start, min(start + chunk, count))
+        if labels.dtype.kind == "f":
+            finite = np.isfinite(labels)
+            if not finite.all() or (labels[finite] != np.round(labels[finite])).any():
+                raise InputError(f"{source}: index targets must be whole numbers; found non-integer or non-finite values")
+
+
+SCAN_ROWS = 1 << 16
+"""Rows per read when targets are scanned for their encoding."""
+
+
+def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> DataPlan:
+    """Check the batches' keys, shapes, dtypes and target values (targets are scanned in chunks;
+    logits are not read) and fix the conventions.
+
+    Raises:
+        InputError: a missing key, a wrong shape or dtype, targets that fit no encoding, class names
+            that do not match; the message names the file and the key.
+    """
+    sources: list[_Source] = []
+    detected: set[str] = set()
+    logits_shapes, targets_shapes = [], []
+    first_key = first_targets_key = first_dtype = None
+    first_axis = num_classes = None
+    start = 0
+    scans = []
+    for batch in batches:
+        logits_key = _find_key(batch, options.logits_key, LOGITS_KEYS, "logits", "--logits-key")
+        targets_key = _find_key(batch, options.targets_key, TARGETS_KEYS, "targets", "--targets-key")
+        logits = _numeric(batch, logits_key)
+        if logits.dtype.kind != "f":
+            raise InputError(f"{batch.source}: key '{logits_key}' has dtype {logits.dtype}; expected floating-point logits")
+        targets = _numeric(batch, targets_key)
+        axis = _class_axis(logits, options.class_dim, batch.source, logits_key)
+        index_shape = logits.shape[:axis] + logits.shape[axis + 1 :]
+        if targets.shape == index_shape:
+            target_rows, index_shaped = _Rows(targets, None), True
+        elif targets.shape == logits.shape:
+            target_rows, index_shaped = _Rows(targets, axis), False
         else:
             raise InputError(
-                f"{batch.source}: key '{MASK_KEY}' has shape {raw_mask.shape}; expected {index_shape} (rows) "
-                f"or {logits.shape} (elements)"
+                f"{batch.source}: key '{targets_key}' has shape {targets.shape} but '{logits_key}' has shape "
+                f"{logits.shape} (class axis {axis}); expected {index_shape} class indices or {logits.shape} "
+                "one-hot/soft targets"
             )
-    heatmap_shaped = logits.ndim == 4 and axis == 1 and not index_shaped
-    detected = _detect_encoding(target_rows, index_shaped, heatmap_shaped)
-    dtype = batch.dtypes.get(logits_key, str(logits.dtype))
-    return _Batch(_rows(logits, axis), target_rows, mask, logits.shape, targets.shape, logits_key, targets_key, axis, detected, dtype)
+        mask_rows = None
+        if MASK_KEY in batch.keys():
+            raw_mask = _numeric(batch, MASK_KEY)
+            if raw_mask.shape == index_shape:
+                mask_rows = _Rows(raw_mask, None)
+            elif raw_mask.shape == logits.shape:
+                mask_rows = _Rows(raw_mask, axis)
+            else:
+                raise InputError(
+                    f"{batch.source}: key '{MASK_KEY}' has shape {raw_mask.shape}; expected {index_shape} (rows) "
+                    f"or {logits.shape} (elements)"
+                )
+        classes = logits.shape[axis]
+        if num_classes is None:
+            num_classes, first_axis = classes, axis
+            first_key, first_targets_key = logits_key, targets_key
+            first_dtype = batch.dtypes.get(logits_key, str(logits.dtype))
+        elif classes != num_classes:
+            raise InputError(f"{batch.source}: has {classes} classes; {batches[0].source} has {num_classes}")
+        rows = int(np.prod(index_shape, dtype=np.int64))
+        if index_shaped:
+            detected.add("index")
+            _check_labels(target_rows, rows, f"{batch.source}: key '{targets_key}'", SCAN_ROWS)
+        else:
+            binary, has_one, in_range = _scan_targets(target_rows, rows, batch.source, targets_key, SCAN_ROWS)
+            heatmap_shaped = logits.ndim == 4 and axis == 1
+            detected.add("onehot" if binary else "heatmap" if heatmap_shaped and has_one else "soft")
+            scans.append((batch.source, targets_key, binary, in_range))
+        sources.append(_Source(batch, _Rows(logits, axis), target_rows, mask_rows, rows, start))
+        logits_shapes.append(logits.shape)
+        targets_shapes.append(targets.shape)
+        start += rows
+    encoding = _choose_encoding(detected, options.targets, batches[0].source, first_targets_key)
+    for source, key, binary, in_range in scans:
+        if not in_range:
+            raise InputError(f"{source}: key '{key}' has values outside [0, 1] or non-finite; {encoding} targets must lie in [0, 1]")
+        if encoding == "onehot" and not binary:
+            raise InputError(f"{source}: key '{key}' holds values other than 0 and 1; use --targets soft")
+    class_names = options.class_names
+    if class_names is not None and len(class_names) != num_classes:
+        raise InputError(f"--class-names: {len(class_names)} names; the data has {num_classes} classes")
+    if class_names is None:
+        class_names = _class_names_from(batches[0], num_classes) or [str(c) for c in range(num_classes)]
+    background = options.background_index if options.background_index is not None else num_classes
+    if encoding == "index" and 0 <= background < num_classes:
+        raise InputError(
+            f"--background-index {background} collides with class {background} of {num_classes}; "
+            "the background label must lie outside [0, C) (logits hold foreground classes only)"
+        )
+    if options.inputs not in ("auto", "logits", "probs"):
+        raise InputError(f"--inputs {options.inputs}: expected auto, logits or probs")
+    info = DataInfo(
+        files=[batch.source for batch in batches],
+        logits_key=first_key,
+        targets_key=first_targets_key,
+        logits_shapes=logits_shapes,
+        targets_shapes=targets_shapes,
+        dtype=first_dtype,
+        class_dim=first_axis,
+        encoding=encoding,
+        encoding_detected=options.targets == "auto",
+        inputs="probs" if options.inputs == "probs" else "logits",
+        background_index=background if encoding == "index" else None,
+        ignore_index=options.ignore_index if encoding == "index" else None,
+        class_names=class_names,
+        num_rows=start,
+        num_classes=num_classes,
+    )
+    return DataPlan(info, sources, options)
+
+
+class DataPlan:
+    """Checked batches ready to be read in row chunks; ``info`` describes them.
+
+    :meth:`ranges` and :meth:`decode` let several threads read disjoint chunks; the statistics that
+    ``info`` gathers on the way are updated under a lock, and :meth:`finish_pass` settles them.
+    """
+
+    def __init__(self, info: DataInfo, sources: list[_Source], options: LoadOptions):
+        self.info, self.sources, self.options = info, sources, options
+        self._lock = threading.Lock()
+        self._start_pass()
+
+    def _start_pass(self) -> None:
+        self.info.out_of_range_labels = {}
+        self._unit_interval = True  # every finite logit so far lies in [0, 1]
+        self._any_finite = False
+
+    def ranges(self, rows: int | None = None) -> list[tuple[int, int, int]]:
+        """``(source, start, stop)`` row ranges of at most ``rows`` rows (None: one per batch), in
+        order, and starts a pass: the statistics of ``info`` are reset."""
+        self._start_pass()
+        spans = []
+        for index, source in enumerate(self.sources):
+            step = rows or max(source.rows, 1)
+            spans.extend((index, start, min(start + step, source.rows)) for start in range(0, source.rows, step))
+        return spans
+
+    def decode(self, span: tuple[int, int, int]) -> Chunk:
+        """The chunk of one row range of :meth:`ranges`."""
+        index, start, stop = span
+        source = self.sources[index]
+        mask = source.mask.span(start, stop) if source.mask is not None else None
+        return self._decode(source, source.logits.span(start, stop), source.targets.span(start, stop), mask, source.start + start)
+
+    def finish_pass(self) -> None:
+        """Settle ``info.out_of_range_labels`` and ``info.inputs_look_like_probabilities``."""
+        self.info.out_of_range_labels = dict(sorted(self.info.out_of_range_labels.items()))
+        self.info.inputs_look_like_probabilities = self.info.inputs == "logits" and self._unit_interval and self._any_finite
+
+    def chunks(self, rows: int | None = None) -> Iterator[Chunk]:
+        """Decoded chunks of at most ``rows`` rows (None: one chunk per batch), in order."""
+        for span in self.ranges(rows):
+            yield self.decode(span)
+        self.finish_pass()
+
+    def read_rows(self, rows: np.ndarray) -> Chunk:
+        """The rows at the sorted global indices ``rows``, decoded as one chunk (``start`` is -1)."""
+        parts = []
+        for source in self.sources:
+            local = rows[(rows >= source.start) & (rows < source.start + source.rows)] - source.start
+            if len(local):
+                mask = source.mask.pick(local) if source.mask is not None else None
+                parts.append(self._decode(source, source.logits.pick(local), source.targets.pick(local), mask, -1, count=False))
+        return concatenate(parts, start=-1)
+
+    def _decode(self, source: _Source, logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None, start: int, count: bool = True) -> Chunk:
+        info, classes = self.info, self.info.num_classes
+        x = torch.from_numpy(np.array(logits, dtype=np.float32))
+        n = x.shape[0]
+        if info.encoding == "index":
+            labels = torch.from_numpy(np.array(targets, dtype=np.int64))
+            foreground = (labels >= 0) & (labels < classes)
+            ignored_rows = labels == info.ignore_index
+            out_of_range = ~(foreground | ignored_rows | (labels == info.background_index))
+            target_rows = foreground.nonzero().squeeze(1)
+            target_cols = labels[target_rows]
+            y = torch.zeros(n, classes)
+            y[target_rows, target_cols] = 1.0
+            if count and bool(out_of_range.any()):
+                values, counts = torch.unique(labels[out_of_range], return_counts=True)
+                with self._lock:
+                    for value, number in zip(values.tolist(), counts.tolist()):
+                        info.out_of_range_labels[value] = info.out_of_range_labels.get(value, 0) + number
+        else:
+            y = torch.from_numpy(np.array(targets, dtype=np.float32))
+            target_rows, target_cols = y.nonzero().unbind(dim=1)
+            ignored_rows = out_of_range = torch.zeros(n, dtype=torch.bool)
+        element_ignored = None
+        if mask is not None:
+            masked = torch.from_numpy(np.asarray(mask) == 0)
+            if masked.dim() == 2:
+                element_ignored = masked if bool(masked.any()) else None
+            else:
+                ignored_rows = ignored_rows | masked
+        all_finite = bool(torch.isfinite(x.sum()))  # a NaN or inf anywhere makes the sum non-finite
+        nonfinite = None if all_finite else ~torch.isfinite(x)
+        if count or info.inputs == "probs":
+            finite_values = x if nonfinite is None else x[~nonfinite]
+            if finite_values.numel():
+                low, high = torch.aminmax(finite_values)
+                if count:
+                    with self._lock:
+                        self._any_finite = True
+                        self._unit_interval &= bool(low >= 0) and bool(high <= 1)
+                if info.inputs == "probs" and (low < 0 or high > 1):
+                    raise InputError(f"{source.batch.source}: key '{info.logits_key}' has values outside [0, 1] ({float(low):.3g} to {float(high):.3g}); --inputs probs needs probabilities")
+        if info.inputs == "probs":
+            x = torch.logit(x.clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS))
+        return Chunk(start, x, y, target_rows, target_cols, ignored_rows, out_of_range, element_ignored, nonfinite, heatmap=info.encoding == "heatmap")
+
+
+def concatenate(chunks: list[Chunk], start: int) -> Chunk:
+    """One chunk from several (row coordinates of the non-zero targets shifted accordingly)."""
+    offsets = np.cumsum([0] + [len(chunk.logits) for chunk in chunks[:-1]])
+
+    def joined(name: str) -> torch.Tensor | None:
+        parts = [getattr(chunk, name) for chunk in chunks]
+        if all(part is None for part in parts):
+            return None
+        return torch.cat([part if part is not None else torch.zeros_like(chunk.logits, dtype=torch.bool) for part, chunk in zip(parts, chunks)])
+
+    return Chunk(
+        start,
+        logits=torch.cat([chunk.logits for chunk in chunks]),
+        targets=torch.cat([chunk.targets for chunk in chunks]),
+        target_rows=torch.cat([chunk.target_rows + int(offset) for chunk, offset in zip(chunks, offsets)]),
+        target_cols=torch.cat([chunk.target_cols for chunk in chunks]),
+        ignored_rows=torch.cat([chunk.ignored_rows for chunk in chunks]),
+        out_of_range=torch.cat([chunk.out_of_range for chunk in chunks]),
+        element_ignored=joined("element_ignored"),
+        nonfinite=joined("nonfinite"),
+        heatmap=chunks[0].heatmap,
+    )
 
 
 def _class_names_from(batch: ArrayFile, num_classes: int) -> list[str] | None:
@@ -206,25 +497,8 @@ def _class_names_from(batch: ArrayFile, num_classes: int) -> list[str] | None:
     return [str(name) for name in names]
 
 
-def _decode_index(labels: np.ndarray, num_classes: int, background: int, ignore: int, source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(N,)`` labels -> ``(N, C)`` one-hot (background rows zero), ``(N,)`` ignored rows and
-    ``(N,)`` rows whose label is out of range (neither a class, background nor ignore)."""
-    if labels.dtype.kind == "f":
-        finite = np.isfinite(labels)
-        if not finite.all() or (labels[finite] != np.round(labels[finite])).any():
-            raise InputError(f"{source}: index targets must be whole numbers; found non-integer or non-finite values")
-    labels = labels.astype(np.int64)
-    ignored = labels == ignore
-    foreground = (labels >= 0) & (labels < num_classes)
-    out_of_range = ~(foreground | ignored | (labels == background))
-    onehot = np.zeros((labels.shape[0], num_classes), dtype=np.float32)
-    rows = np.nonzero(foreground)[0]
-    onehot[rows, labels[rows]] = 1.0
-    return onehot, ignored, out_of_range
-
-
 def load(paths: list[Path], options: LoadOptions = LoadOptions()) -> Dataset:
-    """Read, check and concatenate the dumps along the sample axis.
+    """Read, check and concatenate the dumps along the sample axis (the full-tensor path).
 
     Raises:
         InputError: a missing file or key, a wrong shape or dtype, non-integer class ids, pickled
@@ -234,90 +508,10 @@ def load(paths: list[Path], options: LoadOptions = LoadOptions()) -> Dataset:
 
 
 def load_batches(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Dataset:
-    """Check and concatenate batches already read (from files, or produced by a model)."""
-    read = [_read_batch(batch, options) for batch in batches]
-    first = read[0]
-    num_classes, targets_key = first.logits.shape[1], first.targets_key
-    for batch, rows in zip(batches, read):
-        if rows.logits.shape[1] != num_classes:
-            raise InputError(f"{batch.source}: has {rows.logits.shape[1]} classes; {batches[0].source} has {num_classes}")
-    encoding = _choose_encoding({rows.encoding for rows in read}, options.targets, batches[0].source, targets_key)
-
-    class_names = options.class_names
-    if class_names is not None and len(class_names) != num_classes:
-        raise InputError(f"--class-names: {len(class_names)} names; the data has {num_classes} classes")
-    if class_names is None:
-        class_names = _class_names_from(batches[0], num_classes) or [str(c) for c in range(num_classes)]
-
-    background = options.background_index if options.background_index is not None else num_classes
-    if encoding == "index" and 0 <= background < num_classes:
-        raise InputError(
-            f"--background-index {background} collides with class {background} of {num_classes}; "
-            "the background label must lie outside [0, C) (logits hold foreground classes only)"
-        )
-    logits_parts, target_parts, ignored_parts, out_of_range_parts = [], [], [], []
-    out_of_range_labels: dict[int, int] = {}
-    for batch, rows in zip(batches, read):
-        if encoding == "index":
-            if rows.targets.ndim != 1:
-                raise InputError(f"{batch.source}: key '{targets_key}' has shape {rows.targets_shape}; --targets index needs class ids without the class axis")
-            onehot, ignored_rows, bad_rows = _decode_index(rows.targets, num_classes, background, options.ignore_index, f"{batch.source}: key '{targets_key}'")
-            ignored = np.repeat(ignored_rows[:, None], num_classes, axis=1)
-            for value in rows.targets[bad_rows].astype(np.int64):
-                out_of_range_labels[int(value)] = out_of_range_labels.get(int(value), 0) + 1
-            out_of_range = np.repeat(bad_rows[:, None], num_classes, axis=1)
-        else:
-            if rows.targets.ndim != 2:
-                raise InputError(f"{batch.source}: key '{targets_key}' has shape {rows.targets_shape}; --targets {encoding} needs the shape of the logits")
-            onehot = rows.targets.astype(np.float32)
-            finite = np.isfinite(onehot)
-            if not finite.all() or (onehot < 0).any() or (onehot > 1).any():
-                raise InputError(f"{batch.source}: key '{targets_key}' has values outside [0, 1] or non-finite; {encoding} targets must lie in [0, 1]")
-            if encoding == "onehot" and not np.isin(onehot, (0, 1)).all():
-                raise InputError(f"{batch.source}: key '{targets_key}' holds values other than 0 and 1; use --targets soft")
-            ignored = np.zeros(onehot.shape, dtype=bool)
-            out_of_range = np.zeros(onehot.shape, dtype=bool)
-        if rows.mask is not None:
-            masked = ~rows.mask if rows.mask.ndim == 2 else np.repeat(~rows.mask[:, None], num_classes, axis=1)
-            ignored = ignored | masked
-        logits_parts.append(rows.logits)
-        target_parts.append(onehot)
-        ignored_parts.append(ignored)
-        out_of_range_parts.append(out_of_range)
-
-    logits = torch.from_numpy(np.concatenate(logits_parts).astype(np.float32, copy=False))
-    targets = torch.from_numpy(np.concatenate(target_parts))
-    ignored = torch.from_numpy(np.concatenate(ignored_parts))
-    out_of_range = torch.from_numpy(np.concatenate(out_of_range_parts))
-    finite = torch.isfinite(logits)
-    in_unit = bool(((logits >= 0) & (logits <= 1) | ~finite).all()) and bool(finite.any())
-    inputs = _choose_inputs(options.inputs, logits, finite, batches[0].source, first.logits_key)
-    if inputs == "probs":
-        logits = torch.logit(logits.clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS))
-    valid = finite & ~ignored & ~out_of_range
-    positive = (targets.eq(1) if encoding == "heatmap" else targets.ge(0.5)) & valid
-    return Dataset(
-        files=[batch.source for batch in batches],
-        logits_key=first.logits_key,
-        targets_key=targets_key,
-        logits_shapes=[rows.logits_shape for rows in read],
-        targets_shapes=[rows.targets_shape for rows in read],
-        dtype=first.dtype,
-        class_dim=first.class_axis,
-        encoding=encoding,
-        encoding_detected=options.targets == "auto",
-        inputs=inputs,
-        inputs_look_like_probabilities=in_unit and inputs == "logits",
-        background_index=background if encoding == "index" else None,
-        ignore_index=options.ignore_index if encoding == "index" else None,
-        class_names=class_names,
-        logits=logits,
-        targets=targets,
-        valid=valid,
-        positive=positive,
-        ignored=ignored,
-        out_of_range_labels=dict(sorted(out_of_range_labels.items())),
-    )
+    """Every row of the batches as one :class:`Dataset`: the chunks of :func:`plan`, concatenated."""
+    data_plan = plan(batches, options)
+    whole = concatenate(list(data_plan.chunks()), start=0)
+    return Dataset(**vars(data_plan.info), **{name: getattr(whole, name) for name in ("logits", "targets", "valid", "positive", "ignored")})
 
 
 def _choose_encoding(detected: set[str], requested: str, source: str, key: str) -> str:
@@ -334,18 +528,6 @@ def _choose_encoding(detected: set[str], requested: str, source: str, key: str) 
         if encoding in detected:
             return encoding
     raise AssertionError(detected)
-
-
-def _choose_inputs(requested: str, logits: torch.Tensor, finite: torch.Tensor, source: str, key: str) -> str:
-    if requested == "auto":
-        return "logits"
-    if requested not in ("logits", "probs"):
-        raise InputError(f"--inputs {requested}: expected auto, logits or probs")
-    if requested == "probs":
-        values = logits[finite]
-        if values.numel() and (values.min() < 0 or values.max() > 1):
-            raise InputError(f"{source}: key '{key}' has values outside [0, 1] ({float(values.min()):.3g} to {float(values.max()):.3g}); --inputs probs needs probabilities")
-    return requested
 
 
 def read_class_names(path: Path) -> list[str]:

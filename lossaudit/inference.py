@@ -102,7 +102,7 @@ def run_model(model, options: RunOptions, label: str) -> ArrayFile:
         task = progress.add_task("batches", total=len(steps))
         with torch.inference_mode():
             for start in steps:
-                batch = torch.from_numpy(np.ascontiguousarray(inputs[start : start + options.batch_size])).to(options.device)
+                batch = torch.from_numpy(np.array(inputs[start : start + options.batch_size])).to(options.device)
                 try:
                     output = model(batch)
                 except Exception as error:  # the user's model

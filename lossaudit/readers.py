@@ -34,13 +34,18 @@ class ArrayFile:
         return list(self.arrays)
 
     def get(self, key: str) -> np.ndarray:
-        """The array under ``key``, read on first access; pickled objects are refused."""
+        """The array under ``key``, read on first access; pickled objects are refused.
+
+        Numeric ``.npy`` files and uncompressed ``.npz`` members come back memory-mapped (read
+        only), so a chunked reader touches one chunk at a time; compressed members are read whole.
+        """
         value = self.arrays[key]
         try:
             if isinstance(value, np.lib.npyio.NpzFile):
-                value = value[key]
+                mapped = _npz_member_map(self.paths[key], key)
+                value = mapped if mapped is not None else value[key]
             elif isinstance(value, Path):
-                value = np.load(value, allow_pickle=False)
+                value = np.load(value, allow_pickle=False, mmap_mode="r")
         except ValueError as error:
             if "allow_pickle" in str(error):
                 raise InputError(
@@ -52,6 +57,34 @@ class ArrayFile:
             raise InputError(f"{self.source}: key '{key}' is corrupt or truncated: {error}") from None
         self.arrays[key] = value
         return value
+
+
+def _npz_member_map(path: Path, key: str) -> np.ndarray | None:
+    """A read-only memory map of an uncompressed ``.npz`` member, or None if it cannot be mapped
+    (compressed, object dtype, or an unusual header)."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{key}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        local_header = handle.read(30)
+        if local_header[:4] != b"PK\x03\x04":
+            return None
+        name_length = int.from_bytes(local_header[26:28], "little")
+        extra_length = int.from_bytes(local_header[28:30], "little")
+        handle.seek(info.header_offset + 30 + name_length + extra_length)
+        version = np.lib.format.read_magic(handle)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if reader is None:
+            return None
+        shape, fortran_order, dtype = reader(handle)
+        offset = handle.tell()
+    if dtype.hasobject:
+        return None
+    if int(np.prod(shape)) == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran_order else "C")
 
 
 def expand_paths(paths: Iterable[Path]) -> list[Path]:
@@ -118,7 +151,12 @@ def _read_torch(path: Path) -> ArrayFile:
 
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
-            content = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as error:  # a legacy (non-zip) file cannot be memory-mapped
+                if "mmap" not in str(error):
+                    raise
+                content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         first = str(error).strip().splitlines()[-1] if str(error).strip() else "unsupported object"
         raise InputError(

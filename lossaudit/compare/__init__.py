@@ -76,12 +76,14 @@ def _model_batch(source: ModelSource) -> tuple[object, dict]:
 
 
 def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | None, model: ModelSource | None = None) -> dict:
-    """Load the dumps (or run the model), compute the losses and return the report (see
+    """Read the dumps (or run the model) in one streaming pass, and return the report (see
     :mod:`lossaudit.compare.report`). ``losses`` None means the defaults, plus ``centernet`` for
-    heatmap targets."""
-    from lossaudit.compare.engine import tally
+    heatmap targets. The full-tensor engine (:func:`lossaudit.compare.engine.tally`) computes the
+    same numbers and is the tests' oracle."""
     from lossaudit.compare.report import build_report
-    from lossaudit.dataset import load, load_batches
+    from lossaudit.compare.stream import stream_tally
+    from lossaudit.dataset import plan
+    from lossaudit.readers import read_batches
 
     if model is not None and paths:
         raise InputError("pass prediction dumps or --model with --data, not both")
@@ -90,15 +92,15 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
     model_info = None
     if model is not None:
         batch, model_info = _model_batch(model)
-        data = load_batches([batch], load_options)
+        data = plan([batch], load_options)
     else:
-        data = load(paths, load_options)
+        data = plan(read_batches(paths), load_options)
     if losses is None:
-        losses = DEFAULT_LOSSES + (("centernet",) if data.encoding == "heatmap" else ())
+        losses = DEFAULT_LOSSES + (("centernet",) if data.info.encoding == "heatmap" else ())
     settings = replace(settings, losses=losses)
-    if settings.alpha_per_class is not None and len(settings.alpha_per_class) != data.num_classes:
-        raise InputError(f"--alpha-per-class: {len(settings.alpha_per_class)} values; the data has {data.num_classes} classes")
-    report = build_report(data, settings, tally(data, settings))
+    if settings.alpha_per_class is not None and len(settings.alpha_per_class) != data.info.num_classes:
+        raise InputError(f"--alpha-per-class: {len(settings.alpha_per_class)} values; the data has {data.info.num_classes} classes")
+    report = build_report(data.info, settings, stream_tally(data, settings))
     if model_info is not None:
         report["input"]["model"] = model_info
     return report

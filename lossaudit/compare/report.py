@@ -10,7 +10,7 @@ import numpy as np
 
 from lossaudit import __version__, losses
 from lossaudit.compare.engine import LEVEL_EDGES, SOFTMAX_LOSSES, LossSettings, Tally
-from lossaudit.dataset import Dataset
+from lossaudit.dataset import DataInfo
 
 SCHEMA_VERSION = 1
 EASY, HARD_LEVEL, VERY_HARD = 0, 2, 3
@@ -34,7 +34,7 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return float(numerator / denominator) if denominator else None
 
 
-def _input_section(data: Dataset, tally: Tally, counts: np.ndarray) -> dict:
+def _input_section(data: DataInfo, tally: Tally, counts: np.ndarray) -> dict:
     positives = int(counts[:, 1].sum())
     valid = int(counts.sum())
     negatives = valid - positives
@@ -93,7 +93,7 @@ def _focal_ce_pair(loss_ids: tuple[str, ...]) -> tuple[str, str] | None:
     return None
 
 
-def _per_class(data: Dataset, settings: LossSettings, tally: Tally, counts: np.ndarray) -> list[dict]:
+def _per_class(data: DataInfo, settings: LossSettings, tally: Tally, counts: np.ndarray) -> list[dict]:
     pair = _focal_ce_pair(settings.losses)
     totals = {loss: float(tally.loss_sums[loss].sum()) for loss in settings.losses}
     rows = []
@@ -145,7 +145,7 @@ def _as_tensor(array: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def _quadrants(data: Dataset, settings: LossSettings, tally: Tally, counts: np.ndarray) -> dict:
+def _quadrants(data: DataInfo, settings: LossSettings, tally: Tally, counts: np.ndarray) -> dict:
     """Rare vs common classes (positives below the median class count) × easy (g < 0.5) vs hard."""
     positives = counts[:, 1].sum(axis=(1, 2))
     median = float(np.median(positives))
@@ -170,7 +170,7 @@ def _quadrants(data: Dataset, settings: LossSettings, tally: Tally, counts: np.n
     }
 
 
-def _findings(data: Dataset, settings: LossSettings, tally: Tally, counts: np.ndarray) -> list[dict]:
+def _findings(data: DataInfo, settings: LossSettings, tally: Tally, counts: np.ndarray) -> list[dict]:
     findings = []
 
     def add(code: str, count: int, detail: str, **extra: object) -> None:
@@ -209,7 +209,7 @@ STRICT_FINDINGS = frozenset({"non-finite", "labels-out-of-range", "softmax-backg
 """Findings that make ``compare --strict`` exit 1; a class without positives is reported only."""
 
 
-def build_report(data: Dataset, settings: LossSettings, tally: Tally) -> dict:
+def build_report(data: DataInfo, settings: LossSettings, tally: Tally) -> dict:
     """The comparison as plain data (the ``compare --format json`` document)."""
     counts = tally.element_counts
     positives = int(counts[:, 1].sum())
