@@ -1,4 +1,8 @@
-"""Turn prediction dumps into one ``(N, C)`` table of logits and target probabilities.
+"""Turn prediction dumps into rows of logits and target probabilities: ``(N, C)`` tables.
+
+:func:`plan` checks the dumps without reading the logits and returns a :class:`DataPlan` that
+decodes them in row chunks (:class:`Chunk`), which is how ``compare`` streams them;
+:func:`load` concatenates every chunk into one :class:`Dataset` (the full-tensor path).
 
 Conventions (each stated in ``compare``'s output):
 
@@ -229,7 +233,7 @@ class _Source:
     start: int
 
 
-def _scan_targets(rows: _Rows, count: int, source: str, key: str, chunk: int) -> tuple[bool, bool, bool]:
+def _scan_targets(rows: _Rows, count: int, chunk: int) -> tuple[bool, bool, bool]:
     """(all values in {0, 1}, some value exactly 1, all values finite and in [0, 1]), read in chunks."""
     binary, has_one, in_range = True, False, True
     for start in range(0, count, chunk):
@@ -314,7 +318,7 @@ def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Data
             detected.add("index")
             _check_labels(target_rows, rows, f"{batch.source}: key '{targets_key}'", SCAN_ROWS)
         else:
-            binary, has_one, in_range = _scan_targets(target_rows, rows, batch.source, targets_key, SCAN_ROWS)
+            binary, has_one, in_range = _scan_targets(target_rows, rows, SCAN_ROWS)
             heatmap_shaped = logits.ndim == 4 and axis == 1
             detected.add("onehot" if binary else "heatmap" if heatmap_shaped and has_one else "soft")
             scans.append((batch.source, targets_key, binary, in_range))

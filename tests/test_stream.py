@@ -99,3 +99,31 @@ def test_chunks_split_anchor_and_map_batches_consistently(tmp_path):
         np.testing.assert_array_equal(np.concatenate([getattr(p, name).numpy() for p in pieces]), getattr(whole, name).numpy())
     picked = data.read_rows(np.array([0, 62, 63, 125]))
     np.testing.assert_array_equal(picked.logits.numpy(), whole.logits.numpy()[[0, 62, 63, 125]])
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_worker_count_does_not_change_the_numbers(tmp_path, workers):
+    paths = [_detection(tmp_path / f"batch{seed}.npz", seed) for seed in (5, 6)]
+    settings = LossSettings(losses=ALL_LOSSES)
+    full = tally(load_batches(read_batches(paths)), settings)
+    _assert_same(stream_tally(plan(read_batches(paths)), settings, chunk_rows=13, workers=workers), full)
+
+
+def test_every_file_format_streams_the_same(tmp_path):
+    """Memory-mapped .npy, an uncompressed and a compressed .npz, and a .pt give the same tally."""
+    import torch
+
+    rng = np.random.default_rng(8)
+    logits = rng.normal(-1, 2, size=(120, 4)).astype(np.float32)
+    labels = rng.integers(-1, 5, size=120)
+    np.savez(tmp_path / "plain.npz", logits=logits, targets=labels)
+    np.savez_compressed(tmp_path / "packed.npz", logits=logits, targets=labels)
+    (tmp_path / "npy").mkdir()
+    np.save(tmp_path / "npy" / "logits.npy", logits)
+    np.save(tmp_path / "npy" / "targets.npy", labels)
+    torch.save({"logits": torch.from_numpy(logits), "targets": torch.from_numpy(labels)}, tmp_path / "dump.pt")
+    settings = LossSettings(losses=ALL_LOSSES)
+    expected = tally(load_batches(read_batches([tmp_path / "plain.npz"])), settings)
+    assert isinstance(read_batches([tmp_path / "plain.npz"])[0].get("logits"), np.memmap)
+    for source in ("plain.npz", "packed.npz", "npy", "dump.pt"):
+        _assert_same(stream_tally(plan(read_batches([tmp_path / source])), settings, chunk_rows=17), expected)
