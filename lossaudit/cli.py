@@ -165,7 +165,13 @@ def compare(
     try:
         from lossaudit import compare as comparison
         from lossaudit.compare.engine import LossSettings
-        from lossaudit.compare.render import render_github, render_json, render_junit, render_markdown, render_text
+        from lossaudit.compare.render import (
+            render_github,
+            render_json,
+            render_junit,
+            render_markdown,
+            render_text,
+        )
         from lossaudit.compare.report import STRICT_FINDINGS
         from lossaudit.config import load_config
         from lossaudit.dataset import LoadOptions, read_class_names
@@ -258,8 +264,8 @@ def lint(
         from lossaudit.lint.report import render
         from lossaudit.lint.rules import parse_codes
         from lossaudit.lint.runner import AuditOptions
-        from lossaudit.symbols import parse_init
         from lossaudit.reporting import write_report
+        from lossaudit.symbols import parse_init
 
         settings_file = load_config(config, isolated)
         o = {**ctx.params, **_config_values(ctx, settings_file.lint, skip=("targets",))}

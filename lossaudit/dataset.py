@@ -152,7 +152,8 @@ class Dataset(DataInfo):
     ignored: torch.Tensor = None  # type: ignore[assignment]
 
 
-def _find_key(batch: ArrayFile, wanted: str | None, candidates: tuple[str, ...], role: str, option: str) -> str:
+def find_key(batch: ArrayFile, wanted: str | None, candidates: tuple[str, ...], role: str, option: str) -> str:
+    """``wanted`` if given (it must exist), else the first of ``candidates`` present."""
     keys = batch.keys()
     if wanted is not None:
         if wanted not in keys:
@@ -276,8 +277,8 @@ def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Data
     start = 0
     scans = []
     for batch in batches:
-        logits_key = _find_key(batch, options.logits_key, LOGITS_KEYS, "logits", "--logits-key")
-        targets_key = _find_key(batch, options.targets_key, TARGETS_KEYS, "targets", "--targets-key")
+        logits_key = find_key(batch, options.logits_key, LOGITS_KEYS, "logits", "--logits-key")
+        targets_key = find_key(batch, options.targets_key, TARGETS_KEYS, "targets", "--targets-key")
         logits = _numeric(batch, logits_key)
         if logits.dtype.kind != "f":
             raise InputError(f"{batch.source}: key '{logits_key}' has dtype {logits.dtype}; expected floating-point logits")

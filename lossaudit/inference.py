@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lossaudit.dataset import MASK_KEY, CLASS_NAMES_KEY, TARGETS_KEYS
+from lossaudit.dataset import CLASS_NAMES_KEY, MASK_KEY, TARGETS_KEYS, find_key
 from lossaudit.errors import InputError
 from lossaudit.readers import ArrayFile, read_batches
 
@@ -41,18 +41,6 @@ def check_device(device: str) -> str:
     return device
 
 
-def _pick(batch: ArrayFile, wanted: str | None, candidates: tuple[str, ...], role: str, option: str) -> str:
-    keys = batch.keys()
-    if wanted is not None:
-        if wanted not in keys:
-            raise InputError(f"{batch.source}: no key '{wanted}' ({option}); keys present: {', '.join(keys)}")
-        return wanted
-    found = next((key for key in candidates if key in keys), None)
-    if found is None:
-        raise InputError(f"{batch.source}: no {role} key; expected one of {', '.join(candidates)} (or name it with {option}); keys present: {', '.join(keys)}")
-    return found
-
-
 def _select_output(output: object, key: str | None, source: str):
     import torch
 
@@ -78,13 +66,19 @@ def run_model(model, options: RunOptions, label: str) -> ArrayFile:
     class names), as one batch named ``label``."""
     import torch
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     if options.data.suffix not in (".npz", ".pt", ".pth"):
         raise InputError(f"--data {options.data}: expected a .npz or .pt file holding inputs and targets")
     (data,) = read_batches([options.data])
-    inputs_key = _pick(data, options.inputs_key, INPUT_KEYS, "model input", "--inputs-key")
-    targets_key = _pick(data, options.targets_key, TARGETS_KEYS, "targets", "--targets-key")
+    inputs_key = find_key(data, options.inputs_key, INPUT_KEYS, "model input", "--inputs-key")
+    targets_key = find_key(data, options.targets_key, TARGETS_KEYS, "targets", "--targets-key")
     inputs = data.get(inputs_key)
     if not isinstance(inputs, np.ndarray) or inputs.dtype.kind not in "biuf" or inputs.ndim == 0:
         raise InputError(f"{data.source}: key '{inputs_key}' must be a numeric array with a sample axis")

@@ -50,13 +50,22 @@ def parse_target(text: str, init: dict | None = None) -> TargetSpec:
     return TargetSpec(text=text, symbol=symbol, module=location, init=init)
 
 
-def _top_level_names(path: Path) -> set[str]:
+def parse_python(path: Path) -> ast.Module:
+    """The syntax tree of a Python file, without running it.
+
+    Raises:
+        InputError: the file cannot be read or parsed.
+    """
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     except SyntaxError as error:
         raise InputError(f"{path}:{error.lineno}: cannot be parsed: {error.msg}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: cannot be read ({error})") from None
+
+
+def _top_level_names(path: Path) -> set[str]:
+    tree = parse_python(path)
     names: set[str] = set()
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):

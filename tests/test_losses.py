@@ -3,7 +3,6 @@ formulas written out here, and values derived by hand in the docstrings."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch

@@ -29,7 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from lossaudit import losses
-from lossaudit.compare.engine import LEVEL_EDGES, LEVELS, SOFTMAX_LOSSES, LossSettings, Tally
+from lossaudit.compare.engine import (
+    LEVEL_EDGES,
+    LEVELS,
+    SOFTMAX_LOSSES,
+    LossSettings,
+    Tally,
+)
 from lossaudit.dataset import Chunk, DataPlan
 
 CHUNK_ELEMENTS = 1 << 18

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossaudit.errors import InputError
+from lossaudit.symbols import parse_python
 
 SKIPPED_FOLDERS = {".git", ".hg", ".venv", "venv", "env", "__pycache__", "build", "dist", "node_modules", "site-packages", ".tox", ".nox", ".eggs"}
 LOSS_BASES = ("Module", "_Loss", "_WeightedLoss")
@@ -48,12 +49,7 @@ def _takes_gamma(node: ast.ClassDef) -> bool:
 
 
 def candidates_in_file(path: Path) -> list[Candidate]:
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except SyntaxError as error:
-        raise InputError(f"{path}:{error.lineno}: cannot be parsed: {error.msg}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: cannot be read ({error})") from None
+    tree = parse_python(path)
     found = []
     for node in tree.body:
         if not isinstance(node, (ast.ClassDef, ast.FunctionDef)) or node.name.startswith("_"):

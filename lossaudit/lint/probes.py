@@ -20,9 +20,9 @@ from typing import Callable
 
 import torch
 
+from lossaudit.lint.calibrate import error_text
 from lossaudit.lint.findings import Finding
 from lossaudit.lint.locate import Locator
-from lossaudit.lint.calibrate import error_text
 from lossaudit.lint.subject import (
     CONVENTIONAL,
     DEFAULT_ALPHA,

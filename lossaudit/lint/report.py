@@ -12,7 +12,12 @@ from lossaudit import __version__
 from lossaudit.lint.discover import Candidate
 from lossaudit.lint.findings import Finding, TargetResult
 from lossaudit.lint.rules import RULES, RULES_BY_CODE, SEVERITIES
-from lossaudit.reporting import annotation, junit_xml, repository_relative, repository_root
+from lossaudit.reporting import (
+    annotation,
+    junit_xml,
+    repository_relative,
+    repository_root,
+)
 
 SCHEMA_VERSION = 1
 INFORMATION_URI = "https://github.com/lossaudit/lossaudit"

@@ -33,8 +33,8 @@ def audit(request: dict) -> TargetResult:
     """Import the target and run the battery; every failure of the target is a finding."""
     import torch
 
-    from lossaudit.lint.locate import Locator
     from lossaudit.lint.calibrate import calibrate, error_text
+    from lossaudit.lint.locate import Locator
     from lossaudit.lint.probes import Context, run_probes
     from lossaudit.lint.subject import CallTimeout, Subject, run_with_timeout
 
