@@ -3,7 +3,9 @@
 Every number ``compare`` prints is a sum over elements grouped by class, by positive/negative,
 by difficulty bin and by difficulty level, so the engine reduces each loss to a small table
 ``(C, 2, bins, LEVELS)`` of float64 sums (:class:`Tally`). This module computes the losses on the
-full tensors with :mod:`lossaudit.losses`, one after the other.
+full tensors with :mod:`lossaudit.losses`, one after the other: the straightforward computation,
+kept as the oracle of :mod:`lossaudit.compare.stream`, which ``compare`` runs (one pass in
+chunks, same numbers to float32 rounding).
 
 Difficulty is the GHM gradient norm ``g = |p - y|`` for the sigmoid losses and ``1 - q_target``
 for the softmax losses (``ce``, ``softmax-focal``), whose loss sits on the target classes only.
