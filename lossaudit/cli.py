@@ -6,6 +6,7 @@ imported inside the commands, so ``--help`` and ``--version`` stay fast.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from enum import Enum
@@ -214,7 +215,7 @@ def compare(
         if chosen is CompareFormat.text and output is None:
             render_text(report, _report_console(), top)
         elif chosen is CompareFormat.text:
-            console = Console(record=True, width=REPORT_WIDTH, file=open(os.devnull, "w"))
+            console = Console(record=True, width=REPORT_WIDTH, file=io.StringIO())
             render_text(report, console, top)
             write_report(console.export_text(), output)
         else:

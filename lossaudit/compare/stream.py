@@ -42,10 +42,6 @@ CHUNK_ELEMENTS = 1 << 18
 """Elements per chunk (rows × classes): small enough for the intermediates to stay in cache."""
 
 
-def _float32(values: list[float]) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32)
-
-
 class DifficultyIndex:
     """Places a gradient norm g in its interval of the merged edges (difficulty bins, GHM bins and
     levels) with one ``bucketize``; the tables are kept per interval, and :meth:`to_cells` maps them
@@ -55,7 +51,7 @@ class DifficultyIndex:
     def __init__(self, bins: int, ghm_bins: int):
         difficulty = losses.ghm_bin_edges(bins)[1:-1]
         ghm = losses.ghm_bin_edges(ghm_bins)[1:-1]
-        levels = _float32(list(LEVEL_EDGES))
+        levels = torch.tensor(LEVEL_EDGES, dtype=torch.float32)
         self.edges = torch.unique(torch.cat([difficulty, ghm, levels]))
         self.intervals = len(self.edges) + 1
         left = torch.cat([torch.zeros(1), self.edges])
@@ -80,8 +76,8 @@ class DifficultyIndex:
 class StreamTally:
     """Accumulates a :class:`Tally` chunk by chunk (see the module docstring)."""
 
-    def __init__(self, settings: LossSettings, num_classes: int, encoding: str):
-        self.settings, self.num_classes, self.encoding = settings, num_classes, encoding
+    def __init__(self, settings: LossSettings, num_classes: int):
+        self.settings, self.num_classes = settings, num_classes
         self.index = DifficultyIndex(settings.bins, settings.ghm_bins)
         self.size = num_classes * 2 * self.index.intervals
         self.trash = self.size  # key of the elements a pass leaves out
@@ -313,7 +309,7 @@ def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None 
     workers = max(1, min(workers or torch.get_num_threads(), len(spans)))
 
     def work(first: int) -> StreamTally:
-        accumulator = StreamTally(settings, info.num_classes, info.encoding)
+        accumulator = StreamTally(settings, info.num_classes)
         for span in spans[first::workers]:
             accumulator.add(plan.decode(span))
         return accumulator

@@ -496,17 +496,13 @@ def probe_ignore_index(ctx: Context) -> None:
         varied = inputs.detach().clone()
         varied[:3] = value if ctx.convention.inputs == "logits" else torch.sigmoid(torch.tensor(value))
         try:
-            out = ctx.subject.guarded(lambda varied=varied: _as_tensor(loss(varied, targets)))
+            out = ctx.subject.guarded(lambda varied=varied: output_tensor(loss(varied, targets)))
         except (Exception, SystemExit) as error:
             ctx.fire("FL011", f"ignored targets ({ignore}) crash the loss: {error_text(error)}", {"ignore_index": ignore}, anchor="FL011")
             return
         results.append(float(out.detach().double().sum()))
     if not math.isfinite(results[0]) or abs(results[0] - results[1]) > 1e-6 * max(abs(results[0]), 1e-12):
         ctx.fire("FL011", f"ignored rows change the loss: {results[0]:.6g} versus {results[1]:.6g} when only their logits differ", {"ignore_index": ignore, "losses": results})
-
-
-def _as_tensor(value: object) -> torch.Tensor:
-    return output_tensor(value)
 
 
 def probe_input_mutation(ctx: Context) -> None:
