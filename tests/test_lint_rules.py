@@ -83,9 +83,10 @@ BUGGY_TARGETS = {
     "FL017": ("HalfOverflowFocal", {}, {}, "probe_low_precision", "-1e9"),
     "FL018": ("ElementMeanFocal", {}, {}, "report_normalisation", "return (alpha_t"),
     "FL019": ("YoloDefaultsFocal", {}, {}, "report_defaults", "def __init__(self, alpha=0.5, gamma=1.5)"),
+    "FL020": ("ClassZeroAlphaSoftmax", {}, {}, "report_peer_departure", "alpha_t = torch.where(target == 0"),
 }
 MORE_BUGGY_TARGETS = {
-    "FL001 softmax scalar alpha (warning)": ("FL001", "SoftmaxDetectionFocal", {}, {}, "probe_softmax_alpha"),
+    "FL001 softmax scalar alpha (info)": ("FL001", "SoftmaxDetectionFocal", {}, {}, "probe_softmax_alpha"),
     "FL010 integer cast": ("FL010", "IntegerAlphaSoftmax", {"alpha": PER_CLASS_ALPHA}, {}, "probe_softmax_alpha"),
     "FL015 fixed batch size": ("FL015", "FixedBatchFocal", {}, {}, "probe_batch_shapes"),
 }
@@ -99,12 +100,18 @@ def _codes(result) -> set[str]:
     return {finding.code for finding in result.findings}
 
 
+def _infos_besides(result, code: str) -> set[str]:
+    """Info findings other than ``code``: a further defect reported as info (e.g. FL001 on a
+    softmax found by FL003) does not make a fixture's own rule fire less alone."""
+    return {finding.code for finding in result.findings if finding.severity == "info" and finding.code != code}
+
+
 @pytest.mark.parametrize("code", sorted(BUGGY_TARGETS))
 def test_rule_fires_alone_on_its_fixture(code):
     symbol, init, options, probe, marker = BUGGY_TARGETS[code]
     result = run_audit(BUGGY, symbol, init, **options)
-    assert _codes(result) == {code}, [f"{f.code} {f.message}" for f in result.findings]
-    finding = result.findings[0]
+    assert _codes(result) - _infos_besides(result, code) == {code}, [f"{f.code} {f.message}" for f in result.findings]
+    finding = next(f for f in result.findings if f.code == code)
     if probe is not None:
         assert finding.evidence["probe"] == probe
     source_lines = BUGGY.read_text().splitlines()
@@ -122,10 +129,11 @@ def test_rule_variants(case):
     assert finding.evidence["probe"] == probe
 
 
-def test_softmax_scalar_alpha_is_a_warning():
+def test_softmax_scalar_alpha_is_info_naming_the_convention():
+    """A scalar alpha on a softmax only rescales; mmcv documents it, so it is info, not a defect."""
     result = run_audit(BUGGY, "SoftmaxDetectionFocal")
     finding = next(f for f in result.findings if f.code == "FL001")
-    assert finding.severity == "warning"
+    assert finding.severity == "info" and "mmcv" in finding.message
     assert finding.evidence["loss(alpha=0.25)/loss(alpha=0.75)"] == pytest.approx(1 / 3, rel=1e-4)
 
 

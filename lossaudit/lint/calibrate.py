@@ -39,14 +39,40 @@ def error_text(error: BaseException) -> str:
 
 
 def _param_grid(subject: Subject, kind: str) -> list[Params]:
+    """The readings of the target's hyper-parameters to try, the paper's first.
+
+    alpha: the target's own value read by each scheme of its kind (a per-class vector, MONAI's
+    positives-only vector, kornia's class-0 scalar); a target without alpha against no alpha and
+    0.25; ultralytics' alpha 0 means off. ``weight``/``class_weight`` vectors and MONAI's
+    ``include_background=False`` are read as the libraries that name them do.
+    """
     if kind == "centernet":
         return [Params(alpha=None, gamma=DEFAULT_GAMMA)]
-    if subject.accepts("alpha"):
-        alphas = [subject.value("alpha", None)]
+    gamma = float(subject.value("gamma", DEFAULT_GAMMA)) if subject.accepts("gamma") else DEFAULT_GAMMA
+    readings: list[tuple[object, str]]
+    if not subject.accepts("alpha"):
+        readings = [(None, "alpha_t")] + ([(DEFAULT_ALPHA, "alpha_t")] if kind in ("sigmoid", "binary") else [])
     else:
-        alphas = [None, DEFAULT_ALPHA] if kind in ("sigmoid", "binary") else [None]
-    gammas = [float(subject.value("gamma", DEFAULT_GAMMA))] if subject.accepts("gamma") else [DEFAULT_GAMMA]
-    return [Params(alpha=alpha, gamma=gamma) for alpha in alphas for gamma in gammas]
+        alpha = _as_list(subject.value("alpha", None))
+        per_class = isinstance(alpha, (list, tuple))
+        if kind == "softmax":
+            readings = [(alpha, "target")] if per_class or alpha is None else [(alpha, "class-0"), (alpha, "target")]
+        else:
+            readings = [(alpha, "alpha_t")] + ([(alpha, "positives")] if per_class and kind == "sigmoid" else [])
+            if alpha == 0:
+                readings.append((None, "alpha_t"))
+    weight = next((tuple(_as_list(w)) for w in (subject.value("weight", None), subject.value("class_weight", None)) if _is_vector(w, subject.num_classes)), None)
+    skip_class_0 = subject.value("include_background", True) is False and kind in ("sigmoid", "softmax")
+    return [Params(alpha=alpha, gamma=gamma, alpha_scheme=scheme, class_weight=weight, skip_class_0=skip_class_0) for alpha, scheme in readings]
+
+
+def _as_list(value: object) -> object:
+    return value.tolist() if isinstance(value, torch.Tensor) else value
+
+
+def _is_vector(value: object, length: int) -> bool:
+    value = _as_list(value)
+    return isinstance(value, (list, tuple)) and len(value) == length
 
 
 CONFUSIONS: dict[str, Callable[[Convention, torch.Tensor], torch.Tensor]] = {
@@ -64,8 +90,8 @@ def calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int)
     best: Calibration | None = None
     fallback: Calibration | None = None
     for candidate_kind in kinds:
-        batch = make_batch(candidate_kind, subject.num_classes, torch.Generator().manual_seed(seed))
-        for convention in conventions(candidate_kind, inputs, targets):
+        for convention in conventions(candidate_kind, inputs, targets, subject.num_classes):
+            batch = make_batch(candidate_kind, subject.num_classes, torch.Generator().manual_seed(seed), background=convention.has_background)
             try:
                 out, call_inputs = subject.call(convention, batch)
             except (Exception, SystemExit, CallTimeout) as error:
@@ -86,6 +112,7 @@ def calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int)
                     if best is None:
                         best = found
                 elif candidate_kind != "centernet" or kind == "centernet":
+                    found.couples_classes = _couples_classes(subject, convention, batch)
                     if fallback is None or _prefer(found, fallback):
                         fallback = found
     chosen = best or fallback
@@ -98,16 +125,54 @@ def calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int)
 
 
 def _prefer(candidate: Calibration, current: Calibration) -> bool:
-    """Without a match: a target taking one-hot float targets is meant per-class (sigmoid), and a
-    target is assumed to take logits (the common case); then the smaller error wins."""
+    """Without a match, the likelier intent wins, in this order: a target taking one-hot float
+    targets is meant per-class (sigmoid); between a sigmoid and a softmax reading, the one that
+    agrees with whether the target couples classes within a row; bare class indices (no
+    background label) suggest a softmax classifier; a target takes logits (the common case).
+    Then the smaller error wins."""
 
-    def intent(calibration: Calibration) -> tuple[int, int]:
+    def per_class(calibration: Calibration) -> bool:
+        return calibration.convention.kind == "sigmoid" and calibration.convention.targets == "onehot"
+
+    def consistent(calibration: Calibration) -> bool | None:
+        coupled = calibration.couples_classes
+        return None if coupled is None else coupled == (calibration.convention.kind == "softmax")
+
+    def bare_index_sigmoid(calibration: Calibration) -> bool:
         convention = calibration.convention
-        return int(convention.kind == "sigmoid" and convention.targets == "onehot"), int(convention.inputs == "logits")
+        return convention.kind == "sigmoid" and convention.targets == "index" and convention.background == "none"
 
-    if intent(candidate) != intent(current):
-        return intent(candidate) > intent(current)
+    if per_class(candidate) != per_class(current):
+        return per_class(candidate)
+    if candidate.convention.kind != current.convention.kind and None not in (consistent(candidate), consistent(current)) and consistent(candidate) != consistent(current):
+        return bool(consistent(candidate))
+    for prefer in (lambda c: not bare_index_sigmoid(c), lambda c: c.convention.inputs == "logits"):
+        if prefer(candidate) != prefer(current):
+            return prefer(candidate)
     return candidate.match.error < current.match.error
+
+
+def _couples_classes(subject: Subject, convention: Convention, batch: Batch) -> bool | None:
+    """Whether changing one class's logit changes the gradient of another class of the same row
+    (a softmax); None when the output carries no gradient or the target fails."""
+    if convention.kind not in ("sigmoid", "softmax") or batch.x.dim() != 2 or batch.x.shape[1] < 2:
+        return None
+    gradients = []
+    for shift in (0.0, 1.5):
+        changed = batch.clone()
+        changed.x[0, 1] += shift
+        try:
+            out, inputs = subject.call(convention, changed)
+            (grad,) = torch.autograd.grad(out.sum(), inputs, allow_unused=True)
+        except (Exception, SystemExit, CallTimeout):
+            return None
+        if grad is None:
+            return None
+        gradients.append(grad[0].detach().double())
+    change = (gradients[1] - gradients[0]).abs()
+    change[1] = 0.0
+    scale = float(gradients[0].abs().max())
+    return None if scale == 0 else float(change.max()) > 1e-5 * scale
 
 
 def _confused_match(convention: Convention, call_inputs: torch.Tensor, out: torch.Tensor, batch: Batch, params: Params, declared_inputs: str) -> tuple[str, Match] | None:

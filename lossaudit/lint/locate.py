@@ -41,6 +41,10 @@ def _alpha_index(node: ast.AST) -> bool:
     return isinstance(node, ast.Subscript) and _mentions(node.value, "alpha") or _alpha_product(node)
 
 
+def _alpha_assignment(node: ast.AST) -> bool:
+    return isinstance(node, ast.Assign) and any(_mentions(target, "alpha") for target in node.targets)
+
+
 def _power(node: ast.AST) -> bool:
     return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow) or _calls("pow")(node)
 
@@ -88,6 +92,7 @@ LOCATORS: dict[str, tuple[Predicate, ...]] = {
     "FL008": (_calls("exp"), _calls("mean")),
     "FL009": (_detached,),
     "FL010": (_alpha_index,),
+    "FL020": (_alpha_assignment, _alpha_index),
     "FL011": (_calls("one_hot", "gather", "scatter", "scatter_"),),
     "FL012": (_in_place,),
     "FL013": (_self_assignment,),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -23,6 +23,8 @@ import torch
 from lossaudit.lint.calibrate import error_text
 from lossaudit.lint.findings import Finding
 from lossaudit.lint.locate import Locator
+from lossaudit.lint.peers import DEPARTURES, followed
+from lossaudit.lint.rules import RULES_BY_CODE
 from lossaudit.lint.subject import (
     CONVENTIONAL,
     DEFAULT_ALPHA,
@@ -37,6 +39,7 @@ from lossaudit.lint.subject import (
     Subject,
     canonical_to_reference_input,
     make_batch,
+    match_output,
     normalisers,
     output_tensor,
     reference_elements,
@@ -65,6 +68,8 @@ class Context:
     notes: list[str] = field(default_factory=list)
     coupled: bool = False
     current_probe: str = "calibration"
+    prefix: str = ""
+    """Put before every message: how the target was read (e.g. as a softmax loss after FL003)."""
 
     @property
     def convention(self) -> Convention:
@@ -81,13 +86,24 @@ class Context:
     def fire(self, code: str, message: str, evidence: dict, severity: str = "", anchor: str | None = None) -> None:
         path, line = self.locator.find(anchor or code)
         evidence = {"probe": self.current_probe, **_rounded(evidence)}
-        self.findings.append(Finding(code, message, path=path, line=line, evidence=evidence, severity=severity))
+        fix = RULES_BY_CODE[code].fix_for(self.kind)
+        self.findings.append(Finding(code, self.prefix + message, path=path, line=line, evidence=evidence, severity=severity, fix=fix))
 
     def fired(self, *codes: str) -> bool:
         return any(finding.code in codes for finding in self.findings)
 
     def generator(self) -> torch.Generator:
         return torch.Generator().manual_seed(self.generator_seed)
+
+    def follows(self) -> list[str]:
+        """The libraries whose documented convention the calibrated target follows."""
+        if not self.calibration.matched:
+            return []
+        return followed(self.kind, self.params.scheme, self.convention.encoding, self.calibration.match.normalisation)
+
+    def batch(self, rows: int = 16) -> Batch:
+        """A moderate batch of this kind that the calling convention can express."""
+        return make_batch(self.kind, self.subject.num_classes, self.generator(), rows=rows, background=self.convention.has_background)
 
     def total(self, batch: Batch, **overrides: object) -> float:
         """The target's output on ``batch`` as one number (summed when it is not a scalar)."""
@@ -123,6 +139,20 @@ def _rounded(evidence: dict) -> dict:
     return clean(evidence)
 
 
+SKIP_REASONS = {
+    "FL003": "classes are coupled like a softmax (FL003): per-element ratios are not defined",
+    "FL005": "gamma does not reach the loss (FL005)",
+    "FL008": "the loss is batch-coupled (FL008): per-element ratios are not defined",
+}
+
+
+def _skip_after(ctx: Context, *codes: str) -> None:
+    """Stop a probe whose premise an earlier finding broke; the reason is listed under -v."""
+    for code in codes:
+        if ctx.fired(code):
+            raise Inconclusive(f"skipped: {SKIP_REASONS[code]}")
+
+
 def _close(observed: float, expected: float, tolerance: float = RATIO_TOLERANCE) -> bool:
     return math.isfinite(observed) and abs(observed - expected) <= tolerance * abs(expected)
 
@@ -134,7 +164,8 @@ def _close(observed: float, expected: float, tolerance: float = RATIO_TOLERANCE)
 
 def _isolation(ctx: Context, active: str, value: float) -> Batch:
     """Sigmoid/binary batch with every element quiet but one: a positive (row 0, class 0) or a
-    negative (a background row) at logit ``value``; ``active='none'`` leaves all quiet."""
+    negative (row 5, class 0: a background row, or a row of class 1 when the convention has no
+    background label) at logit ``value``; ``active='none'`` leaves all quiet."""
     if ctx.kind == "binary":
         y = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 0.0])
         x = torch.where(y == 1, torch.tensor(QUIET), torch.tensor(-QUIET))
@@ -147,6 +178,8 @@ def _isolation(ctx: Context, active: str, value: float) -> Batch:
     y = torch.zeros(6, classes)
     for row in range(4):
         y[row, row % classes] = 1.0
+    if not ctx.convention.has_background:
+        y[4:, 1 % classes] = 1.0  # every row needs a class; column 0 of row 5 stays a negative
     x = torch.where(y == 1, torch.tensor(QUIET), torch.tensor(-QUIET))
     if active == "positive":
         x[0, 0] = value
@@ -186,8 +219,9 @@ def probe_alpha_balance(ctx: Context) -> None:
     Two isolation batches, one active positive and one active negative at p = 0.5, each called with
     alpha 0.25 and 0.75: the reference ratios loss(0.25) / loss(0.75) are 1/3 and 3.
     """
-    if ctx.kind not in ("sigmoid", "binary") or ctx.coupled or ctx.fired("FL003"):
+    if ctx.kind not in ("sigmoid", "binary"):
         return
+    _skip_after(ctx, "FL003")
     if not ctx.subject.accepts("alpha"):
         raise Inconclusive("the target has no alpha parameter")
     if isinstance(ctx.subject.value("alpha", None), (list, tuple, torch.Tensor)):
@@ -205,15 +239,16 @@ def probe_alpha_balance(ctx: Context) -> None:
         return
     evidence = {"loss(alpha=0.25)/loss(alpha=0.75)": ratios, "expected": expected, "tolerance": RATIO_TOLERANCE}
     if _close(ratios["positive"], 1 / 3) and _close(ratios["negative"], 1 / 3):
-        ctx.fire("FL001", f"alpha rescales positives and negatives alike: loss(alpha=0.25)/loss(alpha=0.75) = {ratios['negative']:.4f} on a negative (expected 3.0000)", evidence)
+        ctx.fire("FL001", f"alpha rescales positives and negatives alike: loss(alpha=0.25)/loss(alpha=0.75) = {ratios['negative']:.4f} on a negative (expected 3.0000)", {**evidence, "alpha_reading": "constant"})
         return
-    shapes = {(3.0, 1 / 3): "positives are weighted by 1 - alpha and negatives by alpha (inverted)", (1 / 9, 9.0): "alpha is applied twice (alpha**2)",
-              (1.0, 1.0): "alpha has no effect on either side"}
-    description = next((text for (pos, neg), text in shapes.items() if _close(ratios["positive"], pos) and _close(ratios["negative"], neg)), None)
+    shapes = {(3.0, 1 / 3): ("positives are weighted by 1 - alpha and negatives by alpha (inverted)", "inverted"), (1 / 9, 9.0): ("alpha is applied twice (alpha**2)", None),
+              (1.0, 1.0): ("alpha has no effect on either side", None)}
+    description, reading = next((shape for (pos, neg), shape in shapes.items() if _close(ratios["positive"], pos) and _close(ratios["negative"], neg)), (None, None))
     if description is None:
         sides = [side for side in ratios if _close(ratios[side], 1.0)]
         description = f"the {sides[0]}s are left unweighted" if sides else "alpha weights the sides wrongly"
-    ctx.fire("FL002", f"{description}: loss(alpha=0.25)/loss(alpha=0.75) = {ratios['positive']:.4f} on a positive (expected 0.3333), {ratios['negative']:.4f} on a negative (expected 3.0000)", evidence)
+    ctx.fire("FL002", f"{description}: loss(alpha=0.25)/loss(alpha=0.75) = {ratios['positive']:.4f} on a positive (expected 0.3333), {ratios['negative']:.4f} on a negative (expected 3.0000)",
+             {**evidence, "alpha_reading": reading})
 
 
 def probe_softmax_alpha(ctx: Context) -> None:
@@ -252,21 +287,22 @@ def probe_softmax_alpha(ctx: Context) -> None:
         return
     if not isinstance(declared, (int, float)) or declared < 0:
         raise Inconclusive("the target's alpha is not set to a scalar")
-    batch = make_batch("softmax", ctx.subject.num_classes, ctx.generator())
+    batch = ctx.batch()
     low, high = ctx.total(batch, alpha=0.25), ctx.total(batch, alpha=0.75)
     if high and _close(low / high, 1 / 3, 1e-4):
         ctx.fire(
             "FL001",
-            f"a scalar alpha multiplies every class alike: loss(alpha=0.25)/loss(alpha=0.75) = {low / high:.4f}; it rescales the loss, it does not balance classes",
+            f"a scalar alpha multiplies every class alike (mmcv softmax_focal_loss's convention): loss(alpha=0.25)/loss(alpha=0.75) = {low / high:.4f}; "
+            "it rescales the loss, it does not balance classes",
             {"loss(alpha=0.25)/loss(alpha=0.75)": low / high},
-            severity="warning",
+            severity="info",
         )
 
 
 def probe_coupling(ctx: Context) -> None:
     """FL008 (all kinds) and FL003 (sigmoid): changing one logit must not change the gradient of
     any other element of the reference (a diagonal Hessian), except within a row for softmax."""
-    batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator())
+    batch = ctx.batch()
     before = ctx.gradient(batch)
     changed = batch.clone()
     if ctx.kind == "centernet":
@@ -304,7 +340,9 @@ def probe_background_rows(ctx: Context) -> None:
     the same targets differ only in the background rows' logits (-3 versus +3)."""
     if ctx.kind != "sigmoid":
         return
-    batch = make_batch("sigmoid", ctx.subject.num_classes, ctx.generator())
+    if not ctx.convention.has_background:
+        raise Inconclusive(f"the target is called with {ctx.convention.describe()}, which has no background rows")
+    batch = ctx.batch()
     background = batch.y.sum(dim=1) == 0
     confident, wrong = batch.clone(), batch.clone()
     confident.x[background] = -3.0
@@ -330,7 +368,7 @@ def probe_gamma(ctx: Context) -> None:
         return
     if not ctx.subject.accepts("gamma"):
         raise Inconclusive("the target has no gamma parameter")
-    batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator())
+    batch = ctx.batch()
     at_two, at_half = ctx.total(batch, gamma=2.0), ctx.total(batch, gamma=0.5)
     if at_two == 0 and at_half == 0:
         raise Inconclusive("the loss is 0 at both gammas")
@@ -350,8 +388,9 @@ def probe_modulating_factor(ctx: Context) -> None:
     """FL004: the factor must be (1 - p_t)^gamma. Isolation batches put one active element at two
     probabilities; the ratio of the two losses is fixed by the reference (alpha and the normaliser
     cancel): positives at p = 0.8 and 0.3, negatives at p = 0.2 and 0.6."""
-    if ctx.kind == "centernet" or ctx.coupled or ctx.fired("FL003", "FL005"):
+    if ctx.kind == "centernet":
         return
+    _skip_after(ctx, "FL008", "FL003", "FL005")
     gamma = ctx.params.gamma
     if ctx.kind == "softmax":
         totals = [ctx.total(_softmax_isolation(ctx, 0, p)) for p in (0.8, 0.3)]
@@ -378,7 +417,7 @@ def _wrong_and_inrange(ctx: Context) -> tuple[Batch, torch.Tensor, torch.Tensor]
     """A batch with confidently wrong elements (|logit| 6 on the wrong side) and in-range ones
     (logits in [0.3, 0.6], untouched even by a clamp to [0, 1]); returns the masks of both."""
     if ctx.kind == "centernet":
-        batch = make_batch("centernet", ctx.subject.num_classes, ctx.generator())
+        batch = ctx.batch()
         batch.x.fill_(0.4)
         peaks = batch.y.eq(1)
         wrong = peaks.clone()
@@ -416,8 +455,7 @@ def _wrong_and_inrange(ctx: Context) -> tuple[Batch, torch.Tensor, torch.Tensor]
 def probe_saturated_gradient(ctx: Context) -> None:
     """FL006: confidently wrong elements must keep a gradient. The ratio of their gradient to that
     of in-range elements (same call, so the normaliser cancels) must not collapse to zero."""
-    if ctx.coupled:
-        return
+    _skip_after(ctx, "FL008", "FL003")
     batch, wrong, inrange = _wrong_and_inrange(ctx)
     grad = ctx.gradient(batch)
     reference = ctx.reference_gradient(batch)
@@ -437,7 +475,7 @@ def probe_saturated_gradient(ctx: Context) -> None:
 def probe_non_finite(ctx: Context) -> None:
     """FL007: logits up to ±100 in float32 (centernet: probabilities at its clamp, 1e-4 and
     1 - 1e-4) must give a finite loss and a finite gradient."""
-    batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator())
+    batch = ctx.batch()
     if ctx.kind == "centernet":
         batch.x = torch.where(batch.y.eq(1), torch.tensor(1e-4), torch.tensor(1 - 1e-4))
         batch.x[0, 0, 0, 0] = 1e-4
@@ -459,7 +497,7 @@ def probe_gradient_match(ctx: Context) -> None:
     """FL009: when the values match the reference, the gradients must match too."""
     if not ctx.calibration.matched or ctx.calibration.confusion:
         return
-    batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator())
+    batch = ctx.batch()
     try:
         grad = ctx.gradient(batch)
     except Inconclusive as reason:
@@ -486,7 +524,7 @@ def probe_ignore_index(ctx: Context) -> None:
         raise Inconclusive("no ignore index (pass --ignore-index, or give the target an ignore_index parameter)")
     if ctx.convention.targets != "index":
         raise Inconclusive("the target takes one-hot targets, which have no ignore label")
-    batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator())
+    batch = ctx.batch()
     inputs, targets = ctx.subject.to_call(ctx.convention, batch)
     targets = targets.clone()
     targets[:3] = ignore
@@ -507,7 +545,7 @@ def probe_ignore_index(ctx: Context) -> None:
 
 def probe_input_mutation(ctx: Context) -> None:
     """FL012: the inputs and targets must be unchanged by the call."""
-    batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator())
+    batch = ctx.batch()
     inputs, targets = ctx.subject.to_call(ctx.convention, batch, grad=False)
     saved_inputs, saved_targets = inputs.clone(), targets.clone()
     loss = ctx.subject.build()
@@ -546,7 +584,7 @@ def _same(a: object, b: object) -> bool:
 
 def probe_stateful(ctx: Context) -> None:
     """FL013: two calls of one instance on the same batch must agree, and leave its attributes as they were."""
-    batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator())
+    batch = ctx.batch()
     loss = ctx.subject.build()
     before = _state(loss)
     first, _ = ctx.subject.call(ctx.convention, batch, loss=loss)
@@ -564,7 +602,7 @@ def probe_batch_shapes(ctx: Context) -> None:
     if ctx.kind == "centernet":
         return
     for rows in (1, 3):
-        batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator(), rows=rows)
+        batch = ctx.batch(rows=rows)
         try:
             ctx.subject.call(ctx.convention, batch)
         except (Exception, SystemExit, CallTimeout) as error:
@@ -576,7 +614,7 @@ def probe_batch_shapes(ctx: Context) -> None:
 def probe_low_precision(ctx: Context) -> None:
     """FL017: float16 and bfloat16 inputs must run and stay within a dtype-scaled tolerance of
     float32 on the same (rounded) values: max(50 eps, 5 × the reference's own deviation)."""
-    batch = make_batch(ctx.kind, ctx.subject.num_classes, ctx.generator())
+    batch = ctx.batch()
     if ctx.kind != "centernet":
         batch.x = (batch.x * 1.5).clamp(-6, 6)
     for dtype in (torch.float16, torch.bfloat16):
@@ -620,7 +658,15 @@ def report_normalisation(ctx: Context) -> None:
     found = ctx.calibration.match.normalisation
     if found not in CONVENTIONAL[ctx.kind]:
         usual = {"sigmoid": "the sum per positive anchor (detectors) or no reduction", "softmax": "the mean over rows", "centernet": "the sum per peak", "binary": "the mean or the sum"}[ctx.kind]
-        ctx.fire("FL018", f"the loss is normalised by the {found}; the usual choice for a {ctx.kind} focal loss is {usual}", {"normalisation": found})
+        libraries = ctx.follows()
+        as_in = f" (as {' and '.join(libraries)} do)" if libraries else ""
+        ctx.fire("FL018", f"the loss is normalised by the {found}{as_in}; the usual choice for a {ctx.kind} focal loss is {usual}", {"normalisation": found, "follows": libraries})
+
+
+def report_peer_departure(ctx: Context) -> None:
+    """FL020 (info): the target reads alpha as a library documents it, not as the paper does."""
+    if ctx.calibration.matched and ctx.params.scheme in DEPARTURES:
+        ctx.fire("FL020", DEPARTURES[ctx.params.scheme], {"alpha_scheme": ctx.params.scheme, "alpha": ctx.params.alpha, "follows": ctx.follows()})
 
 
 def report_defaults(ctx: Context) -> None:
@@ -630,6 +676,8 @@ def report_defaults(ctx: Context) -> None:
     expected = {"alpha": DEFAULT_ALPHA if ctx.kind in ("sigmoid", "binary") else None, "gamma": DEFAULT_GAMMA}
     differing = {}
     for name, value in expected.items():
+        if name in ctx.subject.supplied:
+            continue  # no default at all: lint supplied one, and the caller must choose
         if ctx.subject.accepts(name) and ctx.subject.signature is not None and name in ctx.subject.signature.parameters:
             default = ctx.subject.default(name)
             if default is None and ctx.subject.signature.parameters[name].default is not None:
@@ -637,8 +685,11 @@ def report_defaults(ctx: Context) -> None:
             if isinstance(default, (list, tuple, torch.Tensor)) or default != value and not (value is None and default in (None, -1)):
                 differing[name] = {"default": default if not isinstance(default, torch.Tensor) else default.tolist(), "reference": value}
     if differing:
-        listed = ", ".join(f"{name}={d['default']!r} (reference {d['reference']!r})" for name, d in differing.items())
-        ctx.fire("FL019", f"defaults differ from the reference: {listed}", differing, anchor="FL019")
+        def reference(value: object) -> str:
+            return "no alpha" if value is None else repr(value)
+
+        listed = ", ".join(f"{name}={d['default']!r} (reference {reference(d['reference'])})" for name, d in differing.items())
+        ctx.fire("FL019", f"defaults differ from the {ctx.kind} reference: {listed}", differing, anchor="FL019")
 
 
 PROBES: tuple[tuple[tuple[str, ...], Callable[[Context], None]], ...] = (
@@ -658,32 +709,88 @@ PROBES: tuple[tuple[tuple[str, ...], Callable[[Context], None]], ...] = (
     (("FL017",), probe_low_precision),
     (("FL018",), report_normalisation),
     (("FL019",), report_defaults),
+    (("FL020",), report_peer_departure),
 )
 """The battery in order: batch shapes first (a crash there explains later crashes), then coupling,
 since per-element probes are skipped for coupled losses."""
 
 
+SECONDARY_PROBES: tuple[tuple[tuple[str, ...], Callable[[Context], None]], ...] = tuple(
+    (codes, probe) for codes, probe in PROBES if probe in (probe_gamma, probe_softmax_alpha, probe_modulating_factor, probe_saturated_gradient)
+)
+"""The formula probes re-run on a sigmoid target found to be a softmax (FL003), read as a softmax
+loss, so its other defects are reported too."""
+
+
 def run_probes(ctx: Context) -> None:
-    """Run every probe; an unexpected exception in a probe is a crash of the target on valid input."""
-    for codes, probe in PROBES:
-        ctx.current_probe = probe.__name__
-        try:
-            probe(ctx)
-        except Inconclusive as reason:
-            ctx.notes.append(f"{'/'.join(codes)} not checked: {reason}")
-        except (Exception, SystemExit, CallTimeout) as error:
-            if ctx.fired("FL015"):
-                continue
-            path, line = ctx.locator.from_traceback(error.__traceback__)
-            ctx.findings.append(Finding("FL015", f"raises on valid input during the {probe.__name__.removeprefix('probe_').replace('_', ' ')} probe: {error_text(error)}", path=path, line=line, evidence={"probe": probe.__name__}))
+    """Run the battery, then what the findings do not explain: a softmax found where sigmoid was
+    meant is probed again as a softmax loss, and an output that matches no reference is checked
+    against the reading of alpha the alpha findings describe (else FL014)."""
+    _run(ctx, PROBES)
+    if ctx.kind == "sigmoid" and ctx.fired("FL003"):
+        _probe_as_softmax(ctx)
     ctx.current_probe = "calibration"
     if ctx.calibration.confusion:
         ctx.fire("FL016", f"the output matches the reference only once {ctx.calibration.confusion}", {"confusion": ctx.calibration.confusion, "rel_error": ctx.calibration.match.error})
-    if not ctx.calibration.matched and not ctx.calibration.confusion and not any(f.code in VALUE_RULES for f in ctx.findings):
-        match = ctx.calibration.match
-        ctx.fire("FL014", f"the output matches no reference: closest is {ctx.kind} focal loss with {match.normalisation} (relative error {match.error:.3g}, tolerance {MATCH_TOLERANCE:g})",
-                 {"closest_normalisation": match.normalisation, "rel_error": match.error, "tolerance": MATCH_TOLERANCE})
+    _report_unexplained(ctx)
     first_of_each = {}
     for finding in ctx.findings:
         first_of_each.setdefault(finding.code, finding)
     ctx.findings = list(first_of_each.values())
+
+
+def _run(ctx: Context, probes) -> None:
+    """Run ``probes``; an unexpected exception in a probe is a crash of the target on valid input."""
+    for codes, probe in probes:
+        ctx.current_probe = probe.__name__
+        try:
+            probe(ctx)
+        except Inconclusive as reason:
+            ctx.notes.append(f"{ctx.prefix}{'/'.join(codes)} not checked: {reason}")
+        except (Exception, SystemExit, CallTimeout) as error:
+            if ctx.fired("FL015"):
+                continue
+            path, line = ctx.locator.from_traceback(error.__traceback__)
+            ctx.findings.append(Finding("FL015", f"{ctx.prefix}raises on valid input during the {probe.__name__.removeprefix('probe_').replace('_', ' ')} probe: {error_text(error)}", path=path, line=line, evidence={"probe": probe.__name__}))
+
+
+def _probe_as_softmax(ctx: Context) -> None:
+    """After FL003: calibrate the target as a softmax loss and run the formula probes on it."""
+    from lossaudit.lint.calibrate import calibrate
+
+    convention = ctx.convention
+    calibration = calibrate(ctx.subject, "softmax", convention.inputs, "auto", ctx.generator_seed)
+    if calibration.convention is None:
+        ctx.notes.append("the formula probes could not run on the target read as a softmax loss: no convention runs")
+        return
+    secondary = Context(ctx.subject, calibration, ctx.locator, ctx.generator_seed, prefix="read as a softmax loss: ")
+    _run(secondary, SECONDARY_PROBES)
+    ctx.findings += [finding for finding in secondary.findings if not ctx.fired(finding.code)]
+    ctx.notes += secondary.notes
+
+
+def _report_unexplained(ctx: Context) -> None:
+    """FL014 when the output matches no reference and the findings do not account for it: no
+    value rule fired, or only alpha rules whose reading of alpha (evidence 'alpha_reading') still
+    leaves a mismatch."""
+    if ctx.calibration.matched or ctx.calibration.confusion:
+        return
+    explaining = [f for f in ctx.findings if f.code in VALUE_RULES and f.severity != "info"]
+    match = ctx.calibration.match
+    if not explaining:
+        ctx.fire("FL014", f"the output matches no reference: closest is {ctx.kind} focal loss with {match.normalisation} (relative error {match.error:.3g}, tolerance {MATCH_TOLERANCE:g})",
+                 {"closest_normalisation": match.normalisation, "rel_error": match.error, "tolerance": MATCH_TOLERANCE})
+        return
+    readings = {f.code: f.evidence.get("alpha_reading") for f in explaining}
+    if len(readings) != 1 or None in readings.values():
+        return  # a defect without a model of its own (the factor, a clamp, coupling) explains it
+    (code, scheme), = readings.items()
+    params = replace(ctx.params, alpha_scheme=scheme)
+    batch = ctx.batch()
+    out, inputs = ctx.subject.call(ctx.convention, batch)
+    reference = reference_elements(ctx.kind, canonical_to_reference_input(ctx.convention, inputs.detach().double()), batch.y.double(), params)
+    residual = match_output(ctx.kind, out, reference, batch.y, params)
+    if residual.error > MATCH_TOLERANCE:
+        ctx.fire("FL014", f"beyond {code}, the output matches no reference: with alpha read as the loss applies it ({scheme}), closest is {residual.normalisation} "
+                 f"(relative error {residual.error:.3g}, tolerance {MATCH_TOLERANCE:g})",
+                 {"after": code, "alpha_reading": scheme, "closest_normalisation": residual.normalisation, "rel_error": residual.error, "tolerance": MATCH_TOLERANCE})

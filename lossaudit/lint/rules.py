@@ -11,8 +11,14 @@ from dataclasses import dataclass
 SEVERITIES = ("error", "warning", "info")
 
 
+KINDS = ("sigmoid", "softmax", "binary", "centernet")
+
+
 @dataclass(frozen=True)
 class Rule:
+    """A lint rule. ``fix`` is the general advice; ``fixes`` overrides it for the kinds of loss
+    (:data:`KINDS`) whose reference calls for a different one."""
+
     code: str
     name: str
     severity: str
@@ -21,6 +27,11 @@ class Rule:
     fix: str
     wrong: str
     right: str
+    fixes: tuple[tuple[str, str], ...] = ()
+
+    def fix_for(self, kind: str | None) -> str:
+        """The fix that fits a loss of ``kind`` (the general one when the kind is unknown)."""
+        return dict(self.fixes).get(kind, self.fix)
 
 
 RULES: tuple[Rule, ...] = (
@@ -29,11 +40,12 @@ RULES: tuple[Rule, ...] = (
         "alpha multiplies positives and negatives (or every class) alike, so it only rescales the loss",
         "Focal loss balances positives against negatives with alpha_t = alpha*y + (1 - alpha)*(1 - y). "
         "A scalar alpha that multiplies every element changes the loss scale (and the effective learning "
-        "rate), not the balance. For a softmax loss with a scalar alpha this is a warning: balancing a "
-        "softmax needs a per-class alpha vector indexed by the target class.",
-        "weight positives by alpha and negatives by 1 - alpha (sigmoid), or pass a per-class alpha vector (softmax)",
+        "rate), not the balance. A softmax loss with a scalar alpha (mmcv's softmax_focal_loss convention) "
+        "gets this as info: balancing a softmax needs a per-class alpha vector indexed by the target class.",
+        "weight positives by alpha and negatives by 1 - alpha: alpha_t = alpha * y + (1 - alpha) * (1 - y)",
         "loss = alpha * (1 - p_t) ** gamma * ce",
         "alpha_t = alpha * targets + (1 - alpha) * (1 - targets)\nloss = alpha_t * (1 - p_t) ** gamma * ce",
+        fixes=(("softmax", "pass a per-class alpha vector and weight each row by alpha[target], or drop alpha"), ("centernet", "CenterNet's heatmap loss takes no balancing weight: remove it (peaks are weighted by (1 - p)^2, the rest by p^2 (1 - gt)^4)")),
     ),
     Rule(
         "FL002", "alpha-inverted", "error",
@@ -44,6 +56,7 @@ RULES: tuple[Rule, ...] = (
         "use alpha_t = alpha * y + (1 - alpha) * (1 - y), applied once",
         "alpha_t = alpha * (1 - targets) + (1 - alpha) * targets",
         "alpha_t = alpha * targets + (1 - alpha) * (1 - targets)",
+        fixes=(("softmax", "weight each row once by alpha[target] of a per-class alpha vector"), ("centernet", "CenterNet's heatmap loss takes no balancing weight: remove it (peaks are weighted by (1 - p)^2, the rest by p^2 (1 - gt)^4)")),
     ),
     Rule(
         "FL003", "softmax-misuse", "error",
@@ -54,6 +67,7 @@ RULES: tuple[Rule, ...] = (
         "use sigmoid per class (binary_cross_entropy_with_logits), not softmax / cross_entropy",
         "p = torch.softmax(logits, dim=1)\nce = F.cross_entropy(logits, labels, reduction='none')",
         "p = torch.sigmoid(logits)\nce = F.binary_cross_entropy_with_logits(logits, targets, reduction='none')",
+        fixes=(("softmax", "keep the softmax for single-label classification only (--kind softmax): every row needs one target class"), ("binary", "compute each element's loss from its own logit: binary_cross_entropy_with_logits"), ("centernet", "compute each heatmap element's loss from its own probability")),
     ),
     Rule(
         "FL004", "modulating-factor", "error",
@@ -64,6 +78,7 @@ RULES: tuple[Rule, ...] = (
         "compute p_t = p * y + (1 - p) * (1 - y) from probabilities and use (1 - p_t) ** gamma",
         "loss = (1 - p) ** gamma * ce            # p, not p_t: negatives are not down-weighted",
         "p_t = p * targets + (1 - p) * (1 - targets)\nloss = (1 - p_t) ** gamma * ce",
+        fixes=(("softmax", "take q_y = softmax(logits)[target] (a probability, not a log-probability) and use (1 - q_y) ** gamma"), ("centernet", "use -log(p) (1 - p)^2 at peaks (gt == 1) and -log(1 - p) p^2 (1 - gt)^4 elsewhere")),
     ),
     Rule(
         "FL005", "gamma-ignored", "error",
@@ -73,6 +88,7 @@ RULES: tuple[Rule, ...] = (
         "use the gamma argument in the exponent",
         "self.gamma = gamma\n...\nloss = (1 - p_t) ** 2 * ce",
         "loss = (1 - p_t) ** self.gamma * ce",
+        fixes=(("centernet", "CenterNet's exponents are fixed at 2 and 4; a gamma argument must reach the exponent it names"),),
     ),
     Rule(
         "FL006", "saturated-gradient", "error",
@@ -83,6 +99,7 @@ RULES: tuple[Rule, ...] = (
         "compute from logits with binary_cross_entropy_with_logits / logsigmoid; clamp probabilities only by a tiny eps (torch.finfo(dtype).eps)",
         "logits = logits.clamp(1e-4, 1 - 1e-4)",
         "ce = F.binary_cross_entropy_with_logits(logits, targets, reduction='none')",
+        fixes=(("softmax", "compute from logits with log_softmax / cross_entropy; never clamp logits, and clamp probabilities only by torch.finfo(dtype).eps"), ("centernet", "clamp heatmap probabilities only to CenterNet's [1e-4, 1 - 1e-4]")),
     ),
     Rule(
         "FL007", "non-finite", "error",
@@ -92,6 +109,7 @@ RULES: tuple[Rule, ...] = (
         "use the stable forms: F.logsigmoid, F.binary_cross_entropy_with_logits, F.log_softmax",
         "loss = -targets * torch.log(torch.sigmoid(x)) - (1 - targets) * torch.log(1 - torch.sigmoid(x))",
         "loss = F.binary_cross_entropy_with_logits(x, targets, reduction='none')",
+        fixes=(("softmax", "use F.log_softmax / F.cross_entropy instead of log(softmax(x))"), ("centernet", "clamp the probabilities to [1e-4, 1 - 1e-4] before taking logs, as CenterNet does")),
     ),
     Rule(
         "FL008", "batch-coupled", "error",
@@ -101,6 +119,7 @@ RULES: tuple[Rule, ...] = (
         "compute the element-wise loss with reduction='none', derive p_t per element, reduce last",
         "ce = F.binary_cross_entropy_with_logits(x, y)          # reduced: a batch mean\np_t = torch.exp(-ce)",
         "ce = F.binary_cross_entropy_with_logits(x, y, reduction='none')\np_t = torch.exp(-ce)  # exact for hard labels",
+        fixes=(("softmax", "compute each row's loss with reduction='none', derive q_y per row, reduce last"), ("centernet", "compute each heatmap element's loss on its own, then sum and divide by the number of peaks")),
     ),
     Rule(
         "FL009", "gradient-mismatch", "warning",
@@ -120,6 +139,7 @@ RULES: tuple[Rule, ...] = (
         "weight each row by alpha[target]: alpha = alpha.to(logits.dtype)[targets]",
         "at = self.alpha[logits.argmax(dim=1)]",
         "at = self.alpha.to(logits.dtype)[targets]",
+        fixes=(("sigmoid", "index a per-class alpha by class column: alpha_t = alpha[c] * y + (1 - alpha[c]) * (1 - y), with alpha cast to the logits' dtype"), ("binary", "use one scalar alpha for the positive term and 1 - alpha for the negative term"), ("centernet", "CenterNet's heatmap loss takes no per-class weights: remove them")),
     ),
     Rule(
         "FL011", "ignore-index", "error",
@@ -194,15 +214,29 @@ RULES: tuple[Rule, ...] = (
         "divide the summed loss by max(number of positives, 1) for detection",
         "return loss.mean()",
         "return loss.sum() / max(num_positives, 1)",
+        fixes=(("softmax", "divide the summed row losses by the number of rows, as F.cross_entropy's mean does"), ("binary", "take the mean or the sum of the element losses"), ("centernet", "divide the summed loss by the number of peaks (gt == 1), at least 1")),
     ),
     Rule(
         "FL019", "default-mismatch", "info",
         "constructor defaults differ from the chosen reference (alpha, gamma, reduction)",
         "Defaults differ between libraries (alpha 0.25 in torchvision, -1 in fvcore; gamma 2 in most, 1.5 "
         "in YOLOv5). A user who relies on the defaults gets a different loss than the paper's.",
-        "state alpha and gamma explicitly, or align the defaults with the reference (alpha=0.25, gamma=2)",
+        "state alpha and gamma explicitly, or align the defaults with torchvision's (alpha=0.25, gamma=2)",
         "def __init__(self, alpha=1.0, gamma=1.5): ...",
         "def __init__(self, alpha=0.25, gamma=2.0): ...",
+        fixes=(("softmax", "state gamma explicitly (reference gamma=2) and pass alpha as a per-class vector or None"), ("centernet", "CenterNet's heatmap loss takes no alpha or gamma: its exponents are 2 and 4")),
+    ),
+    Rule(
+        "FL020", "peer-convention", "info",
+        "follows a library's documented convention that departs from the focal-loss paper (kornia/MONAI class-0 alpha, MONAI positives-only alpha)",
+        "Some libraries document a convention that differs from the paper: kornia and MONAI weight softmax "
+        "class 0 by 1 - alpha and every other class by alpha (class 0 is the background), and MONAI's "
+        "per-class alpha on a sigmoid loss weights positives only. The target follows that library, so this "
+        "is not a defect; the finding names the library and the difference.",
+        "keep the convention knowingly, or pass a per-class alpha vector to balance classes as the paper does",
+        "FL = -alpha_t (1 - q_y)^gamma log q_y, alpha_t = 1 - alpha if y == 0 else alpha   # class 0 is background",
+        "FL = -alpha[y] (1 - q_y)^gamma log q_y   # a per-class alpha vector",
+        fixes=(("softmax", "keep it if class 0 is your background; to balance classes as the paper does, pass a per-class alpha vector taken at the target class"), ("sigmoid", "keep it knowingly, or pass a scalar alpha for torchvision's alpha_t = alpha * y + (1 - alpha) * (1 - y)")),
     ),
 )
 

@@ -29,6 +29,8 @@ QUIET = 14.0
 MATCH_TOLERANCE = 1e-4
 """Relative error under which the output matches a reference."""
 DEFAULT_ALPHA, DEFAULT_GAMMA = 0.25, 2.0
+REQUIRED_DEFAULTS = {"alpha": DEFAULT_ALPHA, "gamma": DEFAULT_GAMMA}
+"""Values lint supplies for hyper-parameters a target declares without a default."""
 
 
 class CallTimeout(BaseException):
@@ -51,32 +53,57 @@ def run_with_timeout(fn: Callable, timeout: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+BACKGROUND_LABELS = {"C": "background = C", "0": "background = 0", "none": "no background label"}
+"""How index targets label a background row (an all-zero one-hot row): with the class count C
+(mmdet, torchvision RetinaNet), with 0 and classes shifted to 1..C (Detectron), or not at all:
+every row has a class (``F.one_hot(target, num_classes=C)``, segmentation, classification)."""
+
+
 @dataclass(frozen=True)
 class Convention:
-    """How the target is called: ``inputs`` 'logits' | 'probs'; ``targets`` 'onehot' | 'index' | 'heatmap'."""
+    """How the target is called: ``inputs`` 'logits' | 'probs'; ``targets`` 'onehot' | 'index' |
+    'heatmap'; for index targets, ``background`` is a key of :data:`BACKGROUND_LABELS`."""
 
     kind: str
     inputs: str
     targets: str
+    background: str = "none"
+
+    @property
+    def has_background(self) -> bool:
+        """Whether batches may hold background rows (all-zero one-hot rows) in this convention."""
+        return self.kind == "sigmoid" and (self.targets == "onehot" or self.background != "none")
+
+    @property
+    def encoding(self) -> str:
+        """'onehot', 'heatmap' or 'index/<background>', as :mod:`peers` names encodings."""
+        return f"index/{self.background}" if self.targets == "index" else self.targets
 
     def describe(self) -> str:
-        return f"{self.kind}: {self.inputs} in, {self.targets} targets"
+        targets = f"{self.targets} targets"
+        if self.targets == "index" and self.kind == "sigmoid":
+            targets += f" ({BACKGROUND_LABELS[self.background]})"
+        return f"{self.kind}: {self.inputs} in, {targets}"
 
 
-def conventions(kind: str, inputs: str, targets: str) -> list[Convention]:
-    """Conventions to try for ``kind``, in order of preference, restricted by the options."""
+def conventions(kind: str, inputs: str, targets: str, num_classes: int) -> list[Convention]:
+    """Conventions to try for ``kind``, in order of preference, restricted by the options.
+
+    Sigmoid losses are tried with one-hot targets, then class indices with each background label
+    (no-background needs two classes or more); softmax losses with indices, then one-hot rows.
+    """
     input_options = ["logits", "probs"] if inputs == "auto" else [inputs]
     if kind == "centernet":
         return [Convention(kind, i, "heatmap") for i in (["probs", "logits"] if inputs == "auto" else [inputs])]
     if kind == "softmax":
-        target_options = ["index", "onehot"]
+        target_options = [("index", "none"), ("onehot", "none")]
     elif kind == "binary":
-        target_options = ["onehot"]
+        target_options = [("onehot", "none")]
     else:
-        target_options = ["onehot", "index"]
+        target_options = [("onehot", "none"), ("index", "C"), ("index", "0")] + ([("index", "none")] if num_classes > 1 else [])
     if targets != "auto":
-        target_options = [targets] if targets in target_options else []
-    return [Convention(kind, i, t) for t in target_options for i in input_options]
+        target_options = [option for option in target_options if option[0] == targets]
+    return [Convention(kind, i, t, background) for t, background in target_options for i in input_options]
 
 
 @dataclass
@@ -90,14 +117,42 @@ class Batch:
         return Batch(self.x.clone(), self.y.clone())
 
 
+ALPHA_SCHEMES = {
+    "alpha_t": "alpha for positives, 1 - alpha for negatives (a per-class vector: by class column)",
+    "positives": "a per-class alpha on positives only, negatives weighted 1",
+    "target": "alpha taken at the target class (a scalar multiplies every class alike)",
+    "class-0": "1 - alpha for class 0 and alpha for classes 1..C-1",
+    "constant": "alpha multiplies every element alike (the FL001 defect)",
+    "inverted": "1 - alpha for positives, alpha for negatives (the FL002 defect)",
+}
+"""How a reference reads alpha. Sigmoid: 'alpha_t' (torchvision) or 'positives' (MONAI's per-class
+vector). Softmax: 'target' (a per-class vector; a scalar only rescales, as in mmcv) or 'class-0'
+(kornia's and MONAI's scalar alpha, class 0 being the background). 'constant' and 'inverted' read
+the two alpha defects, so lint can check what else is wrong once they are accounted for."""
+
+
 @dataclass
 class Params:
-    """The hyper-parameters the target is called with, as the reference should read them."""
+    """The hyper-parameters the target is called with, as the reference should read them.
+
+    ``class_weight`` is a per-class multiplier (kornia's and MONAI's ``weight``): by column for
+    sigmoid losses, at the target class for softmax ones. ``skip_class_0`` drops class 0 from the
+    loss (MONAI's ``include_background=False``).
+    """
 
     alpha: object = None  # None/-1 off, a float, or a per-class list
     gamma: float = DEFAULT_GAMMA
+    alpha_scheme: str = "alpha_t"
+    class_weight: tuple | None = None
+    skip_class_0: bool = False
 
-    def reference_alpha(self, kind: str) -> object:
+    @property
+    def scheme(self) -> str:
+        """The alpha scheme in effect: 'off' when alpha is off."""
+        return "off" if self.reference_alpha() is None else self.alpha_scheme
+
+    def reference_alpha(self) -> object:
+        """None (off), a float, or a float64 tensor of per-class values."""
         alpha = self.alpha
         if alpha is None or (isinstance(alpha, (int, float)) and alpha < 0):
             return None
@@ -110,26 +165,61 @@ class Params:
 
 def reference_elements(kind: str, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
     """The reference loss per element (sigmoid, binary, centernet) or per row (softmax), from
-    canonical logits ``x`` (centernet: probabilities)."""
-    alpha = params.reference_alpha(kind)
-    if kind in ("sigmoid", "binary"):
-        return losses.focal(x, y, alpha=-1 if alpha is None else alpha.to(x.dtype) if isinstance(alpha, torch.Tensor) else alpha, gamma=params.gamma)
+    canonical logits ``x`` (centernet: probabilities) and one-hot ``y``, as ``params`` read it."""
+    if kind == "centernet":
+        return losses.centernet(x, y, reduction="none")
+    alpha = params.reference_alpha()
+    if isinstance(alpha, torch.Tensor):
+        alpha = alpha.to(x.dtype)
     if kind == "softmax":
-        return losses.softmax_focal(x, y.argmax(dim=1), gamma=params.gamma, alpha=alpha.to(x.dtype) if isinstance(alpha, torch.Tensor) else alpha, reduction="none")
-    return losses.centernet(x, y, reduction="none")
+        if params.alpha_scheme == "class-0" and isinstance(alpha, float):
+            alpha = torch.tensor([1 - alpha] + [alpha] * (y.shape[1] - 1), dtype=x.dtype)
+        if params.skip_class_0:
+            x, y = x[:, 1:], y[:, 1:]
+            alpha = alpha[1:] if isinstance(alpha, torch.Tensor) and alpha.numel() == y.shape[1] + 1 else alpha
+        terms = losses.softmax_focal_terms(x, y, gamma=params.gamma, alpha=alpha)
+        return (terms * _column_weight(params, terms)).sum(dim=1)
+    if params.alpha_scheme == "positives" and isinstance(alpha, torch.Tensor):
+        loss = losses.focal(x, y, alpha=-1, gamma=params.gamma) * torch.where(y == 1, alpha, torch.ones_like(alpha))
+    elif params.alpha_scheme == "constant" and alpha is not None:
+        loss = losses.focal(x, y, alpha=-1, gamma=params.gamma) * alpha
+    elif params.alpha_scheme == "inverted" and alpha is not None:
+        loss = losses.focal(x, y, alpha=1 - alpha, gamma=params.gamma)
+    else:
+        loss = losses.focal(x, y, alpha=-1 if alpha is None else alpha, gamma=params.gamma)
+    if kind == "sigmoid":
+        loss = loss * _column_weight(params, loss)
+        if params.skip_class_0:
+            loss = torch.cat([torch.zeros_like(loss[:, :1]), loss[:, 1:]], dim=1)
+    return loss
+
+
+def _column_weight(params: Params, loss: torch.Tensor) -> torch.Tensor | float:
+    """The per-class weight as a (C,) row to multiply (N, C) terms by, or 1."""
+    if params.class_weight is None:
+        return 1.0
+    weight = torch.tensor(params.class_weight, dtype=loss.dtype)
+    return weight[-loss.shape[1]:]
 
 
 def normalisers(kind: str, y: torch.Tensor, params: Params) -> dict[str, float]:
-    """What a scalar output may divide the summed loss by, named as reported."""
+    """What a scalar output may divide the summed loss by, named as reported.
+
+    'mean over elements' counts the elements the loss covers (N·C, or N·(C - 1) without class 0);
+    'mean over classes' is ultralytics' ``loss.mean(1).sum()`` on ``(N, C)``.
+    """
     rows = y.shape[0]
     if kind == "centernet":
         peaks = int(y.eq(1).sum())
         return {"sum": 1.0, "mean over elements": float(y.numel()), "sum per positive": float(max(peaks, 1))}
-    candidates = {"sum": 1.0, "mean over elements": float(y.numel()), "mean over rows": float(rows)}
+    elements = y.numel() - (rows if params.skip_class_0 else 0)
+    candidates = {"sum": 1.0, "mean over elements": float(elements), "mean over rows": float(rows)}
     if kind in ("sigmoid", "binary"):
         candidates["sum per positive"] = float(max(int(y.ge(0.5).sum()), 1))
-    alpha = params.reference_alpha(kind)
-    if kind == "softmax" and isinstance(alpha, torch.Tensor):
+    if kind == "sigmoid":
+        candidates["mean over classes"] = float(y.shape[1])
+    alpha = params.reference_alpha()
+    if kind == "softmax" and isinstance(alpha, torch.Tensor) and params.alpha_scheme == "target":
         candidates["mean over target weights"] = float(alpha[y.argmax(dim=1)].sum())
     return candidates
 
@@ -177,11 +267,12 @@ def match_output(kind: str, out: torch.Tensor, ref: torch.Tensor, y: torch.Tenso
             if error < best.error:
                 best = Match(name, error)
         return best
+    if kind == "sigmoid" and out.shape == ref.shape[:1]:
+        ref = ref.sum(dim=1)
+    elif kind == "softmax" and out.dim() == 2 and out.shape[0] == ref.shape[0]:
+        out = out.sum(dim=1)  # a per-class map (kornia, MONAI): the target column holds the row's loss
     if out.shape == ref.shape:
         return Match("none", float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12)))
-    if kind == "sigmoid" and out.shape == ref.shape[:1]:
-        row_sums = ref.sum(dim=1)
-        return Match("none", float((out - row_sums).abs().max() / row_sums.abs().max().clamp_min(1e-12)))
     return Match(f"unknown shape {tuple(out.shape)}", math.inf)
 
 
@@ -198,8 +289,15 @@ class Subject:
             self.signature = inspect.signature(obj.__init__ if self.is_class else obj)
         except (TypeError, ValueError):
             self.signature = None
+        self.supplied = {name: value for name, value in REQUIRED_DEFAULTS.items() if self.requires(name) and name not in self.init}
+        self.init.update(self.supplied)
         declared_ignore = self.init.get("ignore_index", self.default("ignore_index"))
         self.ignore_index = ignore_index if ignore_index is not None else declared_ignore if isinstance(declared_ignore, int) else None
+
+    def requires(self, name: str) -> bool:
+        """Whether ``name`` is a parameter without a default (kornia's ``alpha``)."""
+        parameter = self.signature.parameters.get(name) if self.signature is not None else None
+        return parameter is not None and parameter.default is inspect.Parameter.empty and parameter.kind is not inspect.Parameter.VAR_KEYWORD
 
     def accepts(self, name: str) -> bool:
         if self.signature is None:
@@ -249,8 +347,7 @@ class Subject:
             else:
                 inputs = torch.sigmoid(x)
             if convention.targets == "index":
-                background = y.sum(dim=1) == 0
-                targets = torch.where(background, torch.full_like(y[:, 0], self.num_classes), y.argmax(dim=1).to(y.dtype)).long()
+                targets = index_targets(y, convention.background)
             else:
                 targets = y
         inputs = inputs.detach().to(dtype).requires_grad_(grad)
@@ -268,6 +365,20 @@ class Subject:
         fn = loss if loss is not None else self.build(**overrides)
         out = self.guarded(lambda: output_tensor(fn(leaf.clone(), targets.clone())))
         return out, leaf
+
+
+def index_targets(y: torch.Tensor, background: str) -> torch.Tensor:
+    """Class indices from one-hot rows ``(N, C)``: background rows (all zero) get C or 0 (then
+    classes shift to 1..C); with 'none' the batch must have no background row."""
+    classes = y.argmax(dim=1)
+    is_background = y.sum(dim=1) == 0
+    if background == "C":
+        return torch.where(is_background, y.shape[1], classes)
+    if background == "0":
+        return torch.where(is_background, 0, classes + 1)
+    if bool(is_background.any()):
+        raise ValueError("a convention without a background label cannot express an all-zero target row")
+    return classes
 
 
 def canonical_to_reference_input(convention: Convention, inputs: torch.Tensor) -> torch.Tensor:
@@ -291,15 +402,18 @@ class Calibration:
     attempts: list[dict] = field(default_factory=list)
     confusion: str | None = None
     kind_reason: str = ""
+    couples_classes: bool | None = None
+    """For an unmatched candidate: whether its classes are coupled within a row (a softmax)."""
 
     @property
     def matched(self) -> bool:
         return self.match.error <= MATCH_TOLERANCE
 
 
-def make_batch(kind: str, num_classes: int, generator: torch.Generator, rows: int = 16) -> Batch:
-    """A moderate calibration batch: |logit| ≤ 4, one positive per positive row, background rows
-    (sigmoid), every class present (softmax), three peaks (centernet)."""
+def make_batch(kind: str, num_classes: int, generator: torch.Generator, rows: int = 16, background: bool = True) -> Batch:
+    """A moderate calibration batch: |logit| ≤ 4, one positive per positive row, every class
+    present, background rows (sigmoid, when the convention has a background), three peaks
+    (centernet)."""
     if kind == "centernet":
         classes = min(num_classes, 3)
         heatmap = torch.rand(2, classes, 6, 6, generator=generator) * 0.9
@@ -313,6 +427,6 @@ def make_batch(kind: str, num_classes: int, generator: torch.Generator, rows: in
         return Batch(x[:, 0].contiguous(), y)
     labels = torch.arange(rows) % num_classes
     y = F.one_hot(labels, num_classes).float()
-    if kind == "sigmoid":
+    if kind == "sigmoid" and background:
         y[rows * 5 // 8 :] = 0  # background rows
     return Batch(x, y)

@@ -36,7 +36,7 @@ def audit(request: dict) -> TargetResult:
     from lossaudit.lint.calibrate import calibrate, error_text
     from lossaudit.lint.locate import Locator
     from lossaudit.lint.probes import Context, run_probes
-    from lossaudit.lint.subject import CallTimeout, Subject, run_with_timeout
+    from lossaudit.lint.subject import BACKGROUND_LABELS, CallTimeout, Subject, run_with_timeout
 
     target, options = request["target"], request["options"]
     result = TargetResult(target=target["text"])
@@ -57,7 +57,8 @@ def audit(request: dict) -> TargetResult:
         calibration = calibrate(subject, options["kind"], options["inputs"], options["targets"], options["seed"])
     except (Exception, SystemExit, CallTimeout) as error:  # the constructor itself failed
         path, line = locator.from_traceback(error.__traceback__)
-        result.findings.append(Finding("FL015", f"cannot be instantiated with --init {init}: {error_text(error)}", path=path, line=line, evidence={"phase": "instantiate"}))
+        result.findings.append(Finding("FL015", f"cannot be instantiated with --init {init}: {error_text(error)}", path=path, line=line, evidence={"phase": "instantiate", "exception": type(error).__name__},
+                                       fix="pass the constructor's arguments with --init KEY=VALUE, or init = { ... } in the target's configuration entry"))
         return result
     if calibration.convention is None:
         first = calibration.attempts[0] if calibration.attempts else {"error": "no calling convention fits the options", "exception": None}
@@ -65,7 +66,8 @@ def audit(request: dict) -> TargetResult:
         errors = list(dict.fromkeys(attempt["error"] for attempt in calibration.attempts))
         tried = len(calibration.attempts)
         result.findings.append(Finding("FL015", f"fails on valid input under {'every calling convention' if tried > 1 else 'the first call'} ({tried} tried): {first['error']}",
-                                       path=path, line=line, evidence={"phase": "call", "conventions_tried": tried, "errors": errors[:3]}))
+                                       path=path, line=line, evidence={"phase": "call", "conventions_tried": tried, "errors": errors[:3],
+                                                                         "exception": type(first["exception"]).__name__ if first["exception"] else None}))
         result.detected = {"kind": options["kind"], "inputs": None, "targets": None, "reference": None, "normalisation": None, "max_rel_error": None}
         return result
     ctx = Context(subject, calibration, locator, options["seed"])
@@ -76,15 +78,18 @@ def audit(request: dict) -> TargetResult:
         "kind_reason": calibration.kind_reason if options["kind"] == "auto" else "given",
         "inputs": convention.inputs,
         "targets": convention.targets,
+        "background": BACKGROUND_LABELS[convention.background] if convention.targets == "index" and convention.kind == "sigmoid" else None,
         "reference": _reference_name(convention.kind, calibration.params),
+        "alpha_scheme": calibration.params.scheme,
         "normalisation": calibration.match.normalisation,
         "matched": calibration.matched or calibration.confusion is not None,
+        "follows": ctx.follows(),
         "max_rel_error": calibration.match.error if calibration.match.error != float("inf") else None,
         "num_classes": subject.num_classes,
         "ignore_index": subject.ignore_index,
     }
     result.findings = ctx.findings
-    result.notes = ctx.notes
+    result.notes = [f"{name} has no default; probed with {name}={value!r}" for name, value in subject.supplied.items()] + ctx.notes
     return result
 
 
@@ -93,6 +98,8 @@ def _reference_name(kind: str, params) -> str:
         return "CenterNet penalty-reduced focal loss (alpha=2, beta=4)"
     alpha = params.alpha
     alpha_text = "off" if alpha is None or (isinstance(alpha, (int, float)) and alpha < 0) else alpha if not hasattr(alpha, "tolist") else alpha.tolist()
+    if params.scheme in ("class-0", "positives"):
+        alpha_text = f"{alpha_text} read {params.scheme}"
     name = {"sigmoid": "torchvision sigmoid_focal_loss", "binary": "binary sigmoid focal loss", "softmax": "softmax focal loss"}[kind]
     return f"{name}(alpha={alpha_text}, gamma={params.gamma:g})"
 
