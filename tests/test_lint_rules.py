@@ -9,20 +9,11 @@ from pathlib import Path
 import pytest
 
 from lossaudit.lint.rules import RULES
-from lossaudit.lint.runner import AuditOptions
-from lossaudit.lint.worker import audit
+from tests.lint_helpers import run_audit
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CORRECT, BUGGY = FIXTURES / "correct_losses.py", FIXTURES / "buggy_losses.py"
 PER_CLASS_ALPHA = [0.1, 0.2, 0.3, 0.2, 0.9]
-
-
-def run_audit(path: Path, symbol: str, init: dict | None = None, **options):
-    request = {
-        "target": {"text": f"{path}:{symbol}", "file": str(path), "module": None, "symbol": symbol, "init": init or {}},
-        "options": {**AuditOptions().__dict__, **options},
-    }
-    return audit(request)
 
 
 CORRECT_TARGETS = {
@@ -36,6 +27,8 @@ CORRECT_TARGETS = {
     "CenterNet heatmap loss": ("centernet_focal_loss", {}, {}),
     "CenterNet heatmap loss, declared": ("centernet_focal_loss", {}, {"kind": "centernet"}),
     "through BCE's weight=": ("BCEWeightFocalLoss", {}, {}),
+    "class indices, background 0": ("BackgroundZeroFocalLoss", {}, {}),
+    "class indices, no background label": ("EveryRowHasAClassFocalLoss", {}, {}),
 }
 
 
@@ -53,10 +46,14 @@ def test_correct_kinds_and_normalisations_are_detected():
         "sigmoid_focal_loss": ("sigmoid", "logits", "onehot", "none"),
         "ProbabilityFocalLoss": ("sigmoid", "probs", "onehot", "sum per positive"),
         "centernet_focal_loss": ("centernet", "probs", "heatmap", "sum per positive"),
+        "BackgroundZeroFocalLoss": ("sigmoid", "logits", "index", "sum per positive"),
+        "EveryRowHasAClassFocalLoss": ("sigmoid", "logits", "index", "sum per positive"),  # = rows: one class each
     }
     for symbol, (kind, inputs, targets, normalisation) in expected.items():
         detected = run_audit(CORRECT, symbol).detected
         assert (detected["kind"], detected["inputs"], detected["targets"], detected["normalisation"]) == (kind, inputs, targets, normalisation)
+    backgrounds = {symbol: run_audit(CORRECT, symbol).detected["background"] for symbol in ("RetinaNetFocalLoss", "BackgroundZeroFocalLoss", "EveryRowHasAClassFocalLoss")}
+    assert backgrounds == {"RetinaNetFocalLoss": "background = C", "BackgroundZeroFocalLoss": "background = 0", "EveryRowHasAClassFocalLoss": "no background label"}
     softmax = run_audit(CORRECT, "SoftmaxFocalLoss", {"alpha": PER_CLASS_ALPHA}).detected
     assert (softmax["kind"], softmax["targets"], softmax["num_classes"]) == ("softmax", "index", 5)
     assert softmax["reference"] == f"softmax focal loss(alpha={PER_CLASS_ALPHA}, gamma=2)"

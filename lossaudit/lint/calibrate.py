@@ -61,6 +61,8 @@ def _param_grid(subject: Subject, kind: str) -> list[Params]:
             readings = [(alpha, "alpha_t")] + ([(alpha, "positives")] if per_class and kind == "sigmoid" else [])
             if alpha == 0:
                 readings.append((None, "alpha_t"))
+            if not per_class and alpha is not None and not (0 <= alpha <= 1 or alpha == -1):
+                readings = [(None, "alpha_t")]  # not a focal alpha (CenterNet's exponent is named alpha)
     weight = next((tuple(_as_list(w)) for w in (subject.value("weight", None), subject.value("class_weight", None)) if _is_vector(w, subject.num_classes)), None)
     skip_class_0 = subject.value("include_background", True) is False and kind in ("sigmoid", "softmax")
     return [Params(alpha=alpha, gamma=gamma, alpha_scheme=scheme, class_weight=weight, skip_class_0=skip_class_0) for alpha, scheme in readings]
@@ -89,6 +91,7 @@ def calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int)
     attempts: list[dict] = []
     best: Calibration | None = None
     fallback: Calibration | None = None
+    coupling: dict[str, bool | None] = {}  # per target encoding, measured on logits
     for candidate_kind in kinds:
         for convention in conventions(candidate_kind, inputs, targets, subject.num_classes):
             batch = make_batch(candidate_kind, subject.num_classes, torch.Generator().manual_seed(seed), background=convention.has_background)
@@ -101,7 +104,10 @@ def calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int)
                 continue
             for params in _param_grid(subject, candidate_kind):
                 ref_input = canonical_to_reference_input(convention, call_inputs.detach().double())
-                match = match_output(candidate_kind, out, reference_elements(candidate_kind, ref_input, batch.y.double(), params), batch.y, params)
+                try:
+                    match = match_output(candidate_kind, out, reference_elements(candidate_kind, ref_input, batch.y.double(), params), batch.y, params)
+                except (ValueError, RuntimeError, IndexError):
+                    continue  # a reading the reference cannot take (a per-class alpha of another length)
                 found = Calibration(convention, params, match, kind_reason="matches the reference")
                 if not found.matched:
                     confusion = _confused_match(convention, call_inputs, out, batch, params, declared_inputs=inputs)
@@ -112,7 +118,9 @@ def calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int)
                     if best is None:
                         best = found
                 elif candidate_kind != "centernet" or kind == "centernet":
-                    found.couples_classes = _couples_classes(subject, convention, batch)
+                    if convention.inputs == "logits" and convention.encoding not in coupling:
+                        coupling[convention.encoding] = _couples_classes(subject, convention, batch)
+                    found.couples_classes = coupling.get(convention.encoding)
                     if fallback is None or _prefer(found, fallback):
                         fallback = found
     chosen = best or fallback
@@ -154,7 +162,7 @@ def _prefer(candidate: Calibration, current: Calibration) -> bool:
 
 def _couples_classes(subject: Subject, convention: Convention, batch: Batch) -> bool | None:
     """Whether changing one class's logit changes the gradient of another class of the same row
-    (a softmax); None when the output carries no gradient or the target fails."""
+    (a softmax), called with logits; None when the output carries no gradient or the target fails."""
     if convention.kind not in ("sigmoid", "softmax") or batch.x.dim() != 2 or batch.x.shape[1] < 2:
         return None
     gradients = []
@@ -168,8 +176,8 @@ def _couples_classes(subject: Subject, convention: Convention, batch: Batch) -> 
             return None
         if grad is None:
             return None
-        gradients.append(grad[0].detach().double())
-    change = (gradients[1] - gradients[0]).abs()
+        gradients.append(grad.detach().double())
+    change = (gradients[1][0] - gradients[0][0]).abs()
     change[1] = 0.0
     scale = float(gradients[0].abs().max())
     return None if scale == 0 else float(change.max()) > 1e-5 * scale

@@ -46,7 +46,9 @@ PEER_CONVENTIONS: tuple[PeerConvention, ...] = (
     PeerConvention("kornia focal_loss / FocalLoss", _set("softmax"), _set("class-0", "off"), _set("index/none"), _set("none", "sum", "mean over elements")),
     PeerConvention("MONAI FocalLoss", _set("sigmoid"), _set("alpha_t", "positives", "off"), _set("onehot"), _set("none", "mean over elements")),
     PeerConvention("MONAI FocalLoss(use_softmax=True)", _set("softmax"), _set("class-0", "target", "off"), _set("onehot"), _set("none", "mean over elements")),
-    PeerConvention("segmentation_models_pytorch FocalLoss(mode='multiclass')", _set("sigmoid"), _set("alpha_t", "off"), _set("index/none"), _set("mean over elements", "sum")),
+    # smp's multiclass mode has no background label, but a label C matches no class column, so a
+    # loss that reads label C as background computes the same values.
+    PeerConvention("segmentation_models_pytorch FocalLoss(mode='multiclass')", _set("sigmoid"), _set("alpha_t", "off"), _set("index/none", "index/C"), _set("mean over elements", "sum")),
     PeerConvention("segmentation_models_pytorch FocalLoss(mode='multilabel' or 'binary')", _set("sigmoid", "binary"), _set("alpha_t", "off"), _set("onehot"), _set("mean over elements", "sum")),
     PeerConvention("ultralytics FocalLoss", _set("sigmoid"), _set("alpha_t", "off"), _set("onehot"), _set("mean over classes")),
     PeerConvention("mmcv softmax_focal_loss", _set("softmax"), _set("target", "off"), _set("index/none"), _set("mean over rows", "sum", "none")),

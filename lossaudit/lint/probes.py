@@ -230,7 +230,11 @@ def probe_alpha_balance(ctx: Context) -> None:
     for side in ("positive", "negative"):
         batch = _isolation(ctx, side, 0.0)
         low, high = ctx.total(batch, alpha=0.25), ctx.total(batch, alpha=0.75)
-        _require_quiet(ctx, low, _isolation(ctx, "none", 0.0), alpha=0.25)
+        try:
+            _require_quiet(ctx, low, _isolation(ctx, "none", 0.0), alpha=0.25)
+        except Inconclusive:
+            _constant_alpha_on_a_batch(ctx)
+            raise
         if high == 0:
             raise Inconclusive(f"the {side} element has zero loss at alpha 0.75")
         ratios[side] = low / high
@@ -251,8 +255,20 @@ def probe_alpha_balance(ctx: Context) -> None:
              {**evidence, "alpha_reading": reading})
 
 
+def _constant_alpha_on_a_batch(ctx: Context) -> None:
+    """FL001 when isolation is impossible (e.g. a clamp keeps quiet elements loud): on a batch with
+    positives and negatives, loss(alpha=0.25) / loss(alpha=0.75) is 1/3 only if alpha multiplies
+    every element alike (alpha_t gives (0.25 P + 0.75 N) / (0.75 P + 0.25 N), P, N > 0)."""
+    batch = ctx.batch()
+    low, high = ctx.total(batch, alpha=0.25), ctx.total(batch, alpha=0.75)
+    if high and _close(low / high, 1 / 3, 1e-4):
+        ctx.fire("FL001", f"alpha rescales every element alike: loss(alpha=0.25)/loss(alpha=0.75) = {low / high:.4f} on a batch of positives and negatives "
+                 "(alpha_t would give a ratio between 1/3 and 3 that depends on the mix)",
+                 {"loss(alpha=0.25)/loss(alpha=0.75)": low / high, "alpha_reading": "constant", "isolation": "impossible: quiet elements are not quiet"})
+
+
 def probe_softmax_alpha(ctx: Context) -> None:
-    """FL001 (warning) / FL010 (softmax): a scalar alpha only rescales; a per-class alpha must be
+    """FL001 (info) / FL010 (softmax): a scalar alpha only rescales; a per-class alpha must be
     taken at the target class. Rows' unweighted losses are equal by construction, so the ratio of
     two active rows' losses must be alpha[target_a] / alpha[target_b]."""
     if ctx.kind != "softmax" or not ctx.subject.accepts("alpha"):
@@ -260,7 +276,8 @@ def probe_softmax_alpha(ctx: Context) -> None:
     declared = ctx.subject.value("alpha", None)
     if isinstance(declared, (list, tuple, torch.Tensor)):
         classes = ctx.subject.num_classes
-        vector = [round(0.1 + 0.8 * c / max(classes - 1, 1), 4) for c in range(classes)]
+        offset = classes - len(declared)  # 1 when the vector omits class 0 (MONAI without background)
+        vector = [round(0.1 + 0.8 * c / max(classes - 1, 1), 4) for c in range(offset, classes)]
         probe_alpha = torch.tensor(vector) if isinstance(declared, torch.Tensor) else type(declared)(vector)
         totals = [ctx.total(_softmax_isolation(ctx, row, predicted_logit=2.0), alpha=probe_alpha) for row in (0, 1)]
         targets = [(row + 1) % classes for row in (0, 1)]
@@ -268,7 +285,10 @@ def probe_softmax_alpha(ctx: Context) -> None:
             ctx.fire("FL010", f"with alpha {vector} the loss is 0 for every row: alpha becomes 0 (an integer cast?)", {"alpha": vector, "losses": totals})
             return
         _require_quiet(ctx, totals[0], _softmax_isolation(ctx, None), alpha=probe_alpha)
-        expected = vector[targets[0]] / vector[targets[1]]
+        def at(target: int) -> float:
+            return vector[target - offset]
+
+        expected = at(targets[0]) / at(targets[1])
         observed = totals[0] / totals[1] if totals[1] else math.inf
         evidence = {"alpha": vector, "target_classes": targets, "observed_ratio": observed, "expected_ratio": expected, "tolerance": RATIO_TOLERANCE}
         if _close(observed, expected):
@@ -277,7 +297,7 @@ def probe_softmax_alpha(ctx: Context) -> None:
             ctx.fire("FL001", f"the per-class alpha weights every class alike: rows of classes {targets[0]} and {targets[1]} have loss ratio {observed:.4f} (expected alpha ratio {expected:.4f})", evidence)
             return
         predicted = [(t + 1) % classes for t in targets]
-        if _close(observed, vector[predicted[0]] / vector[predicted[1]]):
+        if _close(observed, at(predicted[0]) / at(predicted[1])):
             cause = "alpha is indexed by the predicted class, not the target"
         elif _close(observed, vector[0] / vector[1]):
             cause = "alpha is broadcast by row position, not by target class"
@@ -376,39 +396,40 @@ def probe_gamma(ctx: Context) -> None:
         ctx.fire("FL005", f"changing gamma from 2 to 0.5 leaves the loss at {at_two:.6g}", {"loss(gamma=2)": at_two, "loss(gamma=0.5)": at_half})
 
 
-def _factor_ratio(gamma: float, p_a: float, p_b: float, positive: bool) -> float:
-    def element(p: float) -> float:
-        p_t = p if positive else 1 - p
-        return (1 - p_t) ** gamma * -math.log(p_t)
-
-    return element(p_a) / element(p_b)
+def _reference_total(ctx: Context, batch: Batch) -> float:
+    """The reference's summed loss on ``batch``, under the calibrated reading of the target."""
+    inputs, _ = ctx.subject.to_call(ctx.convention, batch, dtype=torch.float64, grad=False)
+    return float(reference_elements(ctx.kind, canonical_to_reference_input(ctx.convention, inputs), batch.y.double(), ctx.params).sum())
 
 
 def probe_modulating_factor(ctx: Context) -> None:
     """FL004: the factor must be (1 - p_t)^gamma. Isolation batches put one active element at two
     probabilities; the ratio of the two losses is fixed by the reference (alpha and the normaliser
-    cancel): positives at p = 0.8 and 0.3, negatives at p = 0.2 and 0.6."""
+    cancel; for a positive, (0.2^g ln 0.8) / (0.7^g ln 0.3)): positives at p = 0.8 and 0.3,
+    negatives at p = 0.2 and 0.6."""
     if ctx.kind == "centernet":
         return
     _skip_after(ctx, "FL008", "FL003", "FL005")
     gamma = ctx.params.gamma
     if ctx.kind == "softmax":
-        totals = [ctx.total(_softmax_isolation(ctx, 0, p)) for p in (0.8, 0.3)]
+        batches = [_softmax_isolation(ctx, 0, p) for p in (0.8, 0.3)]
+        totals = [ctx.total(batch) for batch in batches]
         _require_quiet(ctx, totals[1], _softmax_isolation(ctx, None))
-        checks = {"target class": (totals[0] / totals[1] if totals[1] else math.inf, _factor_ratio(gamma, 0.8, 0.3, True))}
+        checks = {"target class": (totals[0] / totals[1] if totals[1] else math.inf, _reference_total(ctx, batches[0]) / _reference_total(ctx, batches[1]))}
     else:
         checks = {}
         for side, (p_a, p_b) in (("positive", (0.8, 0.3)), ("negative", (0.2, 0.6))):
-            totals = [ctx.total(_isolation(ctx, side, math.log(p / (1 - p)))) for p in (p_a, p_b)]
+            batches = [_isolation(ctx, side, math.log(p / (1 - p))) for p in (p_a, p_b)]
+            totals = [ctx.total(batch) for batch in batches]
             _require_quiet(ctx, totals[1], _isolation(ctx, "none", 0.0))
-            checks[side] = (totals[0] / totals[1] if totals[1] else math.inf, _factor_ratio(gamma, p_a, p_b, side == "positive"))
+            checks[side] = (totals[0] / totals[1] if totals[1] else math.inf, _reference_total(ctx, batches[0]) / _reference_total(ctx, batches[1]))
     wrong = {side: values for side, values in checks.items() if not _close(*values)}
     if wrong:
         side, (observed, expected) = next(iter(wrong.items()))
         points = "p = 0.8 and 0.3" if side in ("positive", "target class") else "p = 0.2 and 0.6"
         ctx.fire(
             "FL004",
-            f"the modulating factor is not (1 - p_t)^{gamma:g} on {side}s: loss ratio at {points} is {observed:.4f}, expected {expected:.4f}",
+            f"the modulating factor is not (1 - p_t)^{gamma:g} on {'the target class' if side == 'target class' else side + 's'}: loss ratio at {points} is {observed:.4f}, expected {expected:.4f}",
             {"observed_ratio": {k: v[0] for k, v in checks.items()}, "expected_ratio": {k: v[1] for k, v in checks.items()}, "gamma": gamma, "tolerance": RATIO_TOLERANCE},
         )
 
@@ -659,7 +680,7 @@ def report_normalisation(ctx: Context) -> None:
     if found not in CONVENTIONAL[ctx.kind]:
         usual = {"sigmoid": "the sum per positive anchor (detectors) or no reduction", "softmax": "the mean over rows", "centernet": "the sum per peak", "binary": "the mean or the sum"}[ctx.kind]
         libraries = ctx.follows()
-        as_in = f" (as {' and '.join(libraries)} do)" if libraries else ""
+        as_in = f" (as in {'; '.join(libraries)})" if libraries else ""
         ctx.fire("FL018", f"the loss is normalised by the {found}{as_in}; the usual choice for a {ctx.kind} focal loss is {usual}", {"normalisation": found, "follows": libraries})
 
 

@@ -106,7 +106,7 @@ RULES: tuple[Rule, ...] = (
         "inf or NaN in loss or gradient for finite inputs, logits up to ±100 in float32",
         "log(sigmoid(x)) underflows to log(0) = -inf for large |x|; 0 * inf in the backward pass gives NaN. "
         "One such element poisons the whole batch.",
-        "use the stable forms: F.logsigmoid, F.binary_cross_entropy_with_logits, F.log_softmax",
+        "use the stable forms: F.logsigmoid, F.binary_cross_entropy_with_logits",
         "loss = -targets * torch.log(torch.sigmoid(x)) - (1 - targets) * torch.log(1 - torch.sigmoid(x))",
         "loss = F.binary_cross_entropy_with_logits(x, targets, reduction='none')",
         fixes=(("softmax", "use F.log_softmax / F.cross_entropy instead of log(softmax(x))"), ("centernet", "clamp the probabilities to [1e-4, 1 - 1e-4] before taking logs, as CenterNet does")),
@@ -196,6 +196,8 @@ RULES: tuple[Rule, ...] = (
         "decide whether the function takes logits or probabilities, and apply sigmoid/softmax exactly once",
         "p = torch.sigmoid(probs)",
         "p = probs.clamp(eps, 1 - eps)",
+        fixes=(("binary", "decide whether the function takes logits or probabilities, and apply sigmoid exactly once"),
+               ("centernet", "CenterNet's loss takes probabilities: apply sigmoid once, in the model, and clamp to [1e-4, 1 - 1e-4]")),
     ),
     Rule(
         "FL017", "low-precision", "warning",

@@ -179,6 +179,8 @@ def reference_elements(kind: str, x: torch.Tensor, y: torch.Tensor, params: Para
             alpha = alpha[1:] if isinstance(alpha, torch.Tensor) and alpha.numel() == y.shape[1] + 1 else alpha
         terms = losses.softmax_focal_terms(x, y, gamma=params.gamma, alpha=alpha)
         return (terms * _column_weight(params, terms)).sum(dim=1)
+    if params.skip_class_0 and isinstance(alpha, torch.Tensor) and alpha.numel() == y.shape[1] - 1:
+        alpha = torch.cat([alpha.new_ones(1), alpha])  # MONAI's alpha omits class 0, which is not counted
     if params.alpha_scheme == "positives" and isinstance(alpha, torch.Tensor):
         loss = losses.focal(x, y, alpha=-1, gamma=params.gamma) * torch.where(y == 1, alpha, torch.ones_like(alpha))
     elif params.alpha_scheme == "constant" and alpha is not None:
@@ -213,13 +215,14 @@ def normalisers(kind: str, y: torch.Tensor, params: Params) -> dict[str, float]:
         peaks = int(y.eq(1).sum())
         return {"sum": 1.0, "mean over elements": float(y.numel()), "sum per positive": float(max(peaks, 1))}
     elements = y.numel() - (rows if params.skip_class_0 else 0)
-    candidates = {"sum": 1.0, "mean over elements": float(elements), "mean over rows": float(rows)}
-    if kind in ("sigmoid", "binary"):
+    candidates = {"sum": 1.0, "mean over elements": float(elements)}
+    if kind in ("sigmoid", "binary"):  # before rows: with one positive per row, the detector's name
         candidates["sum per positive"] = float(max(int(y.ge(0.5).sum()), 1))
+    candidates["mean over rows"] = float(rows)
     if kind == "sigmoid":
         candidates["mean over classes"] = float(y.shape[1])
     alpha = params.reference_alpha()
-    if kind == "softmax" and isinstance(alpha, torch.Tensor) and params.alpha_scheme == "target":
+    if kind == "softmax" and isinstance(alpha, torch.Tensor) and params.alpha_scheme == "target" and alpha.numel() == y.shape[1]:
         candidates["mean over target weights"] = float(alpha[y.argmax(dim=1)].sum())
     return candidates
 

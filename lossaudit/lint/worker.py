@@ -20,12 +20,21 @@ from lossaudit.lint.findings import Finding, TargetResult
 from lossaudit.symbols import TargetSpec, import_symbol
 
 
+CONFIGURE_FIX = "pass the arguments it needs with --init KEY=VALUE, or init = { ... } in the target's configuration entry"
+
+
+def _signature_error(error: BaseException | None) -> bool:
+    """Whether ``error`` says the call's arguments do not fit the signature (a required argument
+    lint cannot supply), rather than a failure inside the loss."""
+    return isinstance(error, TypeError) and any(text in str(error) for text in ("required positional argument", "required keyword-only argument", "unexpected keyword argument"))
+
+
 def _num_classes(options: dict, init: dict) -> int:
     if options["num_classes"] is not None:
         return options["num_classes"]
     alpha = init.get("alpha")
     if isinstance(alpha, (list, tuple)) and len(alpha) > 1:
-        return len(alpha)
+        return len(alpha) + (init.get("include_background") is False)  # MONAI's alpha omits class 0 then
     return 5
 
 
@@ -58,7 +67,7 @@ def audit(request: dict) -> TargetResult:
     except (Exception, SystemExit, CallTimeout) as error:  # the constructor itself failed
         path, line = locator.from_traceback(error.__traceback__)
         result.findings.append(Finding("FL015", f"cannot be instantiated with --init {init}: {error_text(error)}", path=path, line=line, evidence={"phase": "instantiate", "exception": type(error).__name__},
-                                       fix="pass the constructor's arguments with --init KEY=VALUE, or init = { ... } in the target's configuration entry"))
+                                       fix=CONFIGURE_FIX))
         return result
     if calibration.convention is None:
         first = calibration.attempts[0] if calibration.attempts else {"error": "no calling convention fits the options", "exception": None}
@@ -67,7 +76,8 @@ def audit(request: dict) -> TargetResult:
         tried = len(calibration.attempts)
         result.findings.append(Finding("FL015", f"fails on valid input under {'every calling convention' if tried > 1 else 'the first call'} ({tried} tried): {first['error']}",
                                        path=path, line=line, evidence={"phase": "call", "conventions_tried": tried, "errors": errors[:3],
-                                                                         "exception": type(first["exception"]).__name__ if first["exception"] else None}))
+                                                                         "exception": type(first["exception"]).__name__ if first["exception"] else None},
+                                       fix=CONFIGURE_FIX if _signature_error(first["exception"]) else ""))
         result.detected = {"kind": options["kind"], "inputs": None, "targets": None, "reference": None, "normalisation": None, "max_rel_error": None}
         return result
     ctx = Context(subject, calibration, locator, options["seed"])
