@@ -29,6 +29,8 @@ CORRECT_TARGETS = {
     "through BCE's weight=": ("BCEWeightFocalLoss", {}, {}),
     "class indices, background 0": ("BackgroundZeroFocalLoss", {}, {}),
     "class indices, no background label": ("EveryRowHasAClassFocalLoss", {}, {}),
+    "segmentation softmax, (B, H, W) output": ("SegmentationSoftmaxFocalLoss", {}, {}),
+    "segmentation sigmoid, (B, C, H, W) output": ("SegmentationSigmoidFocalLoss", {}, {}),
 }
 
 
@@ -52,6 +54,9 @@ def test_correct_kinds_and_normalisations_are_detected():
     for symbol, (kind, inputs, targets, normalisation) in expected.items():
         detected = run_audit(CORRECT, symbol).detected
         assert (detected["kind"], detected["inputs"], detected["targets"], detected["normalisation"]) == (kind, inputs, targets, normalisation)
+    segmentation = {symbol: run_audit(CORRECT, symbol).detected for symbol in ("SegmentationSoftmaxFocalLoss", "SegmentationSigmoidFocalLoss")}
+    assert {symbol: (d["kind"], d["layout"], d["normalisation"]) for symbol, d in segmentation.items()} == {
+        "SegmentationSoftmaxFocalLoss": ("softmax", "spatial", "none"), "SegmentationSigmoidFocalLoss": ("sigmoid", "spatial", "none")}
     backgrounds = {symbol: run_audit(CORRECT, symbol).detected["background"] for symbol in ("RetinaNetFocalLoss", "BackgroundZeroFocalLoss", "EveryRowHasAClassFocalLoss")}
     assert backgrounds == {"RetinaNetFocalLoss": "background = C", "BackgroundZeroFocalLoss": "background = 0", "EveryRowHasAClassFocalLoss": "no background label"}
     softmax = run_audit(CORRECT, "SoftmaxFocalLoss", {"alpha": PER_CLASS_ALPHA}).detected

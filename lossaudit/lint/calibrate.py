@@ -4,6 +4,7 @@ matches (the ``detected`` section of a lint result, and the ground for FL014 and
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -92,37 +93,40 @@ def calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int)
     best: Calibration | None = None
     fallback: Calibration | None = None
     coupling: dict[str, bool | None] = {}  # per target encoding, measured on logits
-    for candidate_kind in kinds:
-        for convention in conventions(candidate_kind, inputs, targets, subject.num_classes):
-            batch = make_batch(candidate_kind, subject.num_classes, torch.Generator().manual_seed(seed), background=convention.has_background)
+    candidates = [(k, c) for k in kinds for c in conventions(k, inputs, targets, subject.num_classes)]
+    spatial = [(k, replace(c, layout="spatial")) for k, c in candidates if k != "centernet"]
+    for number, (candidate_kind, convention) in enumerate(candidates + spatial):
+        if number == len(candidates) and (best or fallback):
+            break  # segmentation layouts only for a target that runs on no batch of rows
+        batch = make_batch(candidate_kind, subject.num_classes, torch.Generator().manual_seed(seed), background=convention.has_background)
+        try:
+            out, call_inputs = subject.call(convention, batch)
+        except (Exception, SystemExit, CallTimeout) as error:
+            attempts.append({"convention": convention.describe(), "error": error_text(error), "exception": error})
+            if isinstance(error, CallTimeout):  # a hang does not depend on the convention
+                return Calibration(None, Params(), Match("unknown", math.inf), attempts=attempts)
+            continue
+        for params in _param_grid(subject, candidate_kind):
+            ref_input = canonical_to_reference_input(convention, call_inputs.detach().double())
             try:
-                out, call_inputs = subject.call(convention, batch)
-            except (Exception, SystemExit, CallTimeout) as error:
-                attempts.append({"convention": convention.describe(), "error": error_text(error), "exception": error})
-                if isinstance(error, CallTimeout):  # a hang does not depend on the convention
-                    return Calibration(None, Params(), Match("unknown", math.inf), attempts=attempts)
-                continue
-            for params in _param_grid(subject, candidate_kind):
-                ref_input = canonical_to_reference_input(convention, call_inputs.detach().double())
-                try:
-                    match = match_output(candidate_kind, out, reference_elements(candidate_kind, ref_input, batch.y.double(), params), batch.y, params)
-                except (ValueError, RuntimeError, IndexError):
-                    continue  # a reading the reference cannot take (a per-class alpha of another length)
-                found = Calibration(convention, params, match, kind_reason="matches the reference")
-                if not found.matched:
-                    confusion = _confused_match(convention, call_inputs, out, batch, params, declared_inputs=inputs)
-                    if confusion is not None:
-                        found = Calibration(convention, params, confusion[1], confusion=confusion[0], kind_reason=f"matches the reference once {confusion[0]}")
-                attempts.append({"convention": convention.describe(), "error": None, "match": match.normalisation, "rel_error": match.error})
-                if found.matched or found.confusion:
-                    if best is None:
-                        best = found
-                elif candidate_kind != "centernet" or kind == "centernet":
-                    if convention.inputs == "logits" and convention.encoding not in coupling:
-                        coupling[convention.encoding] = _couples_classes(subject, convention, batch)
-                    found.couples_classes = coupling.get(convention.encoding)
-                    if fallback is None or _prefer(found, fallback):
-                        fallback = found
+                match = match_output(candidate_kind, out, reference_elements(candidate_kind, ref_input, batch.y.double(), params), batch.y, params)
+            except (ValueError, RuntimeError, IndexError):
+                continue  # a reading the reference cannot take (a per-class alpha of another length)
+            found = Calibration(convention, params, match, kind_reason="matches the reference")
+            if not found.matched:
+                confusion = _confused_match(convention, call_inputs, out, batch, params, declared_inputs=inputs)
+                if confusion is not None:
+                    found = Calibration(convention, params, confusion[1], confusion=confusion[0], kind_reason=f"matches the reference once {confusion[0]}")
+            attempts.append({"convention": convention.describe(), "error": None, "match": match.normalisation, "rel_error": match.error})
+            if found.matched or found.confusion:
+                if best is None:
+                    best = found
+            elif candidate_kind != "centernet" or kind == "centernet":
+                if convention.inputs == "logits" and convention.encoding not in coupling:
+                    coupling[convention.encoding] = _couples_classes(subject, convention, batch)
+                found.couples_classes = coupling.get(convention.encoding)
+                if fallback is None or _prefer(found, fallback):
+                    fallback = found
     chosen = best or fallback
     if chosen is None:
         return Calibration(None, Params(), Match("unknown", math.inf), attempts=attempts)

@@ -555,7 +555,7 @@ def probe_ignore_index(ctx: Context) -> None:
         varied = inputs.detach().clone()
         varied[:3] = value if ctx.convention.inputs == "logits" else torch.sigmoid(torch.tensor(value))
         try:
-            out = ctx.subject.guarded(lambda varied=varied: output_tensor(loss(varied, targets)))
+            out = ctx.subject.guarded(lambda varied=varied: output_tensor(loss(*ctx.convention.arrange(varied, targets))))
         except (Exception, SystemExit) as error:
             ctx.fire("FL011", f"ignored targets ({ignore}) crash the loss: {error_text(error)}", {"ignore_index": ignore}, anchor="FL011")
             return
@@ -567,7 +567,7 @@ def probe_ignore_index(ctx: Context) -> None:
 def probe_input_mutation(ctx: Context) -> None:
     """FL012: the inputs and targets must be unchanged by the call."""
     batch = ctx.batch()
-    inputs, targets = ctx.subject.to_call(ctx.convention, batch, grad=False)
+    inputs, targets = (tensor.clone() for tensor in ctx.convention.arrange(*ctx.subject.to_call(ctx.convention, batch, grad=False)))
     saved_inputs, saved_targets = inputs.clone(), targets.clone()
     loss = ctx.subject.build()
     ctx.subject.guarded(lambda: loss(inputs, targets))

@@ -68,6 +68,9 @@ class Convention:
     inputs: str
     targets: str
     background: str = "none"
+    layout: str = "rows"
+    """'rows': ``(N, C)`` logits and ``(N,)`` / ``(N, C)`` targets; 'spatial': the same values as a
+    segmentation batch, ``(B, C, H, W)`` logits and ``(B, H, W)`` / ``(B, C, H, W)`` targets."""
 
     @property
     def has_background(self) -> bool:
@@ -83,7 +86,24 @@ class Convention:
         targets = f"{self.targets} targets"
         if self.targets == "index" and self.kind == "sigmoid":
             targets += f" ({BACKGROUND_LABELS[self.background]})"
-        return f"{self.kind}: {self.inputs} in, {targets}"
+        layout = ", (B, C, H, W) layout" if self.layout == "spatial" else ""
+        return f"{self.kind}: {self.inputs} in, {targets}{layout}"
+
+    def arrange(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Canonical row tensors in this convention's layout: rows become the pixels of
+        ``(B, C, 1, W)`` images (B = 2 when the row count is even)."""
+        if self.layout == "rows":
+            return inputs, targets
+        return to_spatial(inputs), to_spatial(targets)
+
+    def canonical_output(self, out: torch.Tensor) -> torch.Tensor:
+        """An unreduced spatial output, ``(B, C, H, W)`` or ``(B, H, W)``, back as rows."""
+        if self.layout == "rows" or out.dim() < 3:
+            return out
+        if out.dim() == 4:
+            return out.permute(0, 2, 3, 1).reshape(-1, out.shape[1])
+        return out.reshape(-1)
+
 
 
 def conventions(kind: str, inputs: str, targets: str, num_classes: int) -> list[Convention]:
@@ -258,7 +278,11 @@ class Match:
 
 
 def match_output(kind: str, out: torch.Tensor, ref: torch.Tensor, y: torch.Tensor, params: Params) -> Match:
-    """The normalisation under which ``out`` is closest to the reference elements ``ref``."""
+    """The normalisation under which ``out`` is closest to the reference elements ``ref``.
+
+    A scalar is compared with the reference's sum under each normaliser; an unreduced output
+    element by element when it has one value per element (any shape, in row order), else row by
+    row when it has one value per row (sigmoid) or one per class of each row (softmax maps)."""
     out = out.detach().double()
     ref = ref.detach().double()
     if out.numel() == 1:
@@ -270,10 +294,12 @@ def match_output(kind: str, out: torch.Tensor, ref: torch.Tensor, y: torch.Tenso
             if error < best.error:
                 best = Match(name, error)
         return best
-    if kind == "sigmoid" and out.shape == ref.shape[:1]:
-        ref = ref.sum(dim=1)
-    elif kind == "softmax" and out.dim() == 2 and out.shape[0] == ref.shape[0]:
-        out = out.sum(dim=1)  # a per-class map (kornia, MONAI): the target column holds the row's loss
+    if out.numel() == ref.numel():
+        out = out.reshape(ref.shape)  # elements in row order, whatever the shape: (N, 1), (1, N, C)
+    elif kind == "sigmoid" and out.numel() == ref.shape[0]:
+        out, ref = out.reshape(-1), ref.sum(dim=1)  # a loss per row
+    elif kind == "softmax" and out.numel() == ref.numel() * out.shape[-1]:
+        out = out.reshape(ref.shape[0], -1).sum(dim=1)  # a per-class map (kornia, MONAI): the target column holds the row's loss
     if out.shape == ref.shape:
         return Match("none", float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12)))
     return Match(f"unknown shape {tuple(out.shape)}", math.inf)
@@ -366,8 +392,17 @@ class Subject:
         """
         leaf, targets = self.to_call(convention, batch, dtype)
         fn = loss if loss is not None else self.build(**overrides)
-        out = self.guarded(lambda: output_tensor(fn(leaf.clone(), targets.clone())))
-        return out, leaf
+        out = self.guarded(lambda: output_tensor(fn(*convention.arrange(leaf.clone(), targets.clone()))))
+        return convention.canonical_output(out), leaf
+
+
+def to_spatial(rows: torch.Tensor) -> torch.Tensor:
+    """``(N, C)`` -> ``(B, C, 1, N / B)``, ``(N,)`` -> ``(B, 1, N / B)``, pixel order = row order."""
+    images = 2 if rows.shape[0] % 2 == 0 else 1
+    width = rows.shape[0] // images
+    if rows.dim() == 1:
+        return rows.reshape(images, 1, width)
+    return rows.reshape(images, 1, width, rows.shape[1]).permute(0, 3, 1, 2)
 
 
 def index_targets(y: torch.Tensor, background: str) -> torch.Tensor:

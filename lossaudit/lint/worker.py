@@ -89,6 +89,7 @@ def audit(request: dict) -> TargetResult:
         "inputs": convention.inputs,
         "targets": convention.targets,
         "background": BACKGROUND_LABELS[convention.background] if convention.targets == "index" and convention.kind == "sigmoid" else None,
+        "layout": convention.layout,
         "reference": _reference_name(convention.kind, calibration.params),
         "alpha_scheme": calibration.params.scheme,
         "normalisation": calibration.match.normalisation,
