@@ -105,7 +105,6 @@ class Convention:
         return out.reshape(-1)
 
 
-
 def conventions(kind: str, inputs: str, targets: str, num_classes: int) -> list[Convention]:
     """Conventions to try for ``kind``, in order of preference, restricted by the options.
 
@@ -166,6 +165,10 @@ class Params:
     class_weight: tuple | None = None
     skip_class_0: bool = False
 
+    def __post_init__(self) -> None:
+        if self.alpha_scheme not in ALPHA_SCHEMES:
+            raise ValueError(f"unknown alpha scheme {self.alpha_scheme!r}; expected one of {', '.join(ALPHA_SCHEMES)}")
+
     @property
     def scheme(self) -> str:
         """The alpha scheme in effect: 'off' when alpha is off."""
@@ -217,11 +220,12 @@ def reference_elements(kind: str, x: torch.Tensor, y: torch.Tensor, params: Para
 
 
 def _column_weight(params: Params, loss: torch.Tensor) -> torch.Tensor | float:
-    """The per-class weight as a (C,) row to multiply (N, C) terms by, or 1."""
+    """The per-class weight as a row to multiply ``(N, C)`` terms by, or 1; terms without class 0
+    (softmax with ``skip_class_0``) take the weights of classes 1..C-1."""
     if params.class_weight is None:
         return 1.0
     weight = torch.tensor(params.class_weight, dtype=loss.dtype)
-    return weight[-loss.shape[1]:]
+    return weight[weight.numel() - loss.shape[1]:]
 
 
 def normalisers(kind: str, y: torch.Tensor, params: Params) -> dict[str, float]:
