@@ -8,7 +8,9 @@ Design rules that keep a probe from firing on another rule's defect:
   (|logit| = 14 on its correct side, reference loss < 1e-6); they first check that the quiet
   batch is quiet for this target, and report nothing when it is not.
 - Gradient probes compare ratios of gradients within one call, so the normaliser cancels too.
-- Probes that reason per element are skipped once the loss is found to be batch-coupled (FL008).
+- Probes that reason per element are skipped once the loss is found to be batch-coupled (FL008)
+  or a softmax (FL003); the note says why (``-v``). What a finding does not explain is checked
+  after the battery (:func:`run_probes`).
 """
 
 from __future__ import annotations
@@ -66,7 +68,6 @@ class Context:
     generator_seed: int
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    coupled: bool = False
     current_probe: str = "calibration"
     prefix: str = ""
     """Put before every message: how the target was read (e.g. as a softmax loss after FL003)."""
@@ -348,10 +349,8 @@ def probe_coupling(ctx: Context) -> None:
     within = float(((after - before).abs() * same_row).max()) / scale if same_row.any() else 0.0
     evidence = {"max_relative_gradient_change_other_rows": cross, "max_relative_gradient_change_same_row": within, "tolerance": COUPLING_TOLERANCE}
     if cross > COUPLING_TOLERANCE:
-        ctx.coupled = True
         ctx.fire("FL008", f"changing one logit changes the gradient of other examples by up to {cross:.3g} (relative): each example's loss depends on the rest of the batch", evidence)
     elif ctx.kind == "sigmoid" and within > COUPLING_TOLERANCE:
-        ctx.coupled = True
         ctx.fire("FL003", f"changing one class's logit changes the gradient of the other classes of its row by up to {within:.3g} (relative): classes are coupled like a softmax", evidence, anchor="FL003")
 
 
