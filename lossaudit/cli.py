@@ -251,6 +251,8 @@ def lint(
     fail_on: Annotated[Severity, typer.Option(help="Lowest severity that makes the exit code 1.")] = Severity.error,
     seed: Annotated[int, typer.Option(help="Seed of the probe batches.")] = 0,
     timeout: Annotated[float, typer.Option(help="Seconds allowed for importing the target and for each call of it.", min=0.1)] = 10.0,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Glob of files or folders discovery skips, matched against paths below the folder given and against names (replaces the configured exclude). Repeatable.", show_default=False)] = None,
+    jobs: Annotated[Optional[int], typer.Option(help="Targets audited at once, each in its own child process [default: one per core].", min=1, show_default=False)] = None,
     format: Annotated[LintFormat, typer.Option("--format", help="Report format.")] = LintFormat.text,
     output: OutputOption = None,
     exit_zero: Annotated[bool, typer.Option("--exit-zero", help="Exit 0 even when findings fail the run.")] = False,
@@ -269,7 +271,7 @@ def lint(
         from lossaudit.symbols import parse_init
 
         settings_file = load_config(config, isolated)
-        o = {**ctx.params, **_config_values(ctx, settings_file.lint, skip=("targets",))}
+        o = {**ctx.params, **_config_values(ctx, settings_file.lint, skip=("targets", "exclude"))}
         settings = session.LintSettings(
             audit=AuditOptions(
                 kind=Kind(o["kind"]).value,
@@ -284,10 +286,14 @@ def lint(
             select=parse_codes(o["select"], "--select"),
             ignore=parse_codes(o["ignore"], "--ignore"),
             fail_on=Severity(o["fail_on"]).value,
+            exclude=tuple(exclude or settings_file.lint.get("exclude", [])),
+            jobs=o["jobs"],
         )
-        planned, discovered = session.plan(targets or [], settings_file.lint.get("targets", []), settings)
-        results = session.run(planned, settings)
-        write_report(render(LintFormat(o["format"]).value, results, discovered, settings.fail_on, verbose), output)
+        plan = session.plan(targets or [], settings_file.lint.get("targets", []), settings)
+        for notice in plan.notices:
+            stderr.print(f"lossaudit: {notice}", highlight=False, markup=False, soft_wrap=True)
+        results = session.run(plan.targets, settings)
+        write_report(render(LintFormat(o["format"]).value, results, plan.discovered, settings.fail_on, verbose), output)
     except InputError as error:
         _fail(str(error), verbose)
     except Exception as error:  # an internal error must not exit 1 by accident

@@ -4,11 +4,14 @@ The file is the nearest one, walking up from the current folder, that is a ``pyp
 with a ``[tool.lossaudit]`` section or a ``lossaudit.yaml``; ``--config PATH`` names one and
 ``--isolated`` ignores them. Precedence: defaults < file < command line. Keys are the long option
 names in kebab-case; unknown keys, wrong types and unknown rule codes are errors (exit 2) that
-name the file and the key. Relative paths in the file are relative to the file's folder.
+name the file and the key. Relative paths in the file are relative to the file's folder, and
+``package.module:Symbol`` targets are imported from it; a target whose file or module does not
+exist is such an error.
 
     [tool.lossaudit.lint]
     select = ["FL0"]
     fail-on = "warning"
+    exclude = ["experiments/*", "*_old.py"]
     targets = [
         "mypkg/losses.py:FocalLoss",
         { target = "mypkg.losses:SoftmaxFocal", init = { alpha = [0.25, 0.75] }, kind = "softmax" },
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lossaudit.errors import InputError
+from lossaudit.symbols import module_source, parse_target, relative_to_cwd
 
 PYPROJECT, YAML_NAMES = "pyproject.toml", ("lossaudit.yaml", "lossaudit.yml")
 CHOICES = {
@@ -42,7 +46,9 @@ COMPARE_KEYS: dict[str, type | tuple] = {
 LINT_KEYS: dict[str, type | tuple] = {
     "targets": "entries", "select": list, "ignore": list, "fail-on": str, "kind": str, "inputs": str,
     "num-classes": int, "ignore-index": int, "seed": int, "timeout": float, "format": str,
+    "exclude": list, "jobs": int,
 }
+MINIMUMS = {"jobs": 1}
 ENTRY_KEYS: dict[str, type | tuple] = {
     "target": str, "init": dict, "kind": str, "inputs": str, "targets": str, "num-classes": int,
     "ignore-index": int, "ignore": list,
@@ -185,6 +191,8 @@ def _typed(value: object, expected: type | str, key: str, where: str, folder: Pa
         choices = ("text", "json", "markdown", "github", "junit") + (("sarif",) if section == "lint" else ())
     if choices and value not in choices:
         raise InputError(f"{where}: expected one of {', '.join(choices)}; got {value!r}")
+    if key in MINIMUMS and value < MINIMUMS[key]:
+        raise InputError(f"{where}: expected at least {MINIMUMS[key]}; got {value!r}")
     if key in ("select", "ignore"):
         from lossaudit.lint.rules import parse_codes
 
@@ -193,7 +201,9 @@ def _typed(value: object, expected: type | str, key: str, where: str, folder: Pa
 
 
 def _entry(item: object, where: str, folder: Path) -> dict:
-    """A lint target entry: a string, or a table with ``target`` and per-target options."""
+    """A lint target entry: a string, or a table with ``target`` and per-target options. A file
+    target is made relative to the current folder; ``root`` (the file's folder) is where a module
+    target is imported from."""
     if isinstance(item, str):
         item = {"target": item}
     if not isinstance(item, dict) or "target" not in item:
@@ -207,12 +217,18 @@ def _entry(item: object, where: str, folder: Path) -> dict:
         raise InputError(f"{where}.targets: expected one of {', '.join(ENTRY_ENCODINGS)}; got {entry['targets']!r}")
     location, sep, symbol = entry["target"].rpartition(":")
     if sep and (location.endswith(".py") or "/" in location) and not Path(location).is_absolute():
-        entry["target"] = f"{_relative_to_cwd(folder / location)}:{symbol}"
+        entry["target"] = f"{relative_to_cwd(folder / location)}:{symbol}"
+    entry["root"] = folder
+    _check_exists(entry, where)
     return entry
 
 
-def _relative_to_cwd(path: Path) -> str:
+def _check_exists(entry: dict, where: str) -> None:
+    """A file target's file must define its symbol, a module target's module must exist; neither
+    is imported."""
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path.resolve())
+        spec = parse_target(entry["target"], root=entry["root"])
+        if spec.module is not None:
+            module_source(spec.module, spec.root)
+    except InputError as error:
+        raise InputError(f"{where}: {error}") from None

@@ -2,7 +2,8 @@
 (lint targets, ``compare --arch``), and ``--init KEY=VALUE`` keyword arguments.
 
 Parsing and checking never import anything; :func:`import_symbol` does, and only for code the
-user named explicitly.
+user named explicitly. A module target resolves from ``TargetSpec.root`` (a configuration file's
+folder) or the current folder.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import ast
 import importlib
 import importlib.util
 import os
+import re
 import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,16 +24,23 @@ from lossaudit.errors import InputError
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """What to import: a file or a module, and a top-level symbol in it."""
+    """What to import: a file or a module, and a top-level symbol in it. ``root`` is the folder a
+    module is imported from (None: the current folder)."""
 
     text: str
     symbol: str
     file: Path | None = None
     module: str | None = None
     init: dict = field(default_factory=dict)
+    root: Path | None = None
 
 
-def parse_target(text: str, init: dict | None = None) -> TargetSpec:
+IMPORT_FAILURE = re.compile(r"cannot be imported: (?P<exception>.*?)(?: \(at (?P<path>[^()]+):(?P<line>\d+)\))?$")
+"""An import failure's message: ``... cannot be imported: EXCEPTION (at PATH:LINE)``; the location
+travels in the text because the child process reports an import failure as one line."""
+
+
+def parse_target(text: str, init: dict | None = None, root: Path | None = None) -> TargetSpec:
     """``losses.py:FocalLoss`` or ``pkg.losses:focal``; checks that a file target defines the symbol."""
     location, sep, symbol = text.rpartition(":")
     if not sep or not location or not symbol.replace(".", "").replace("_", "a").isalnum():
@@ -47,7 +57,44 @@ def parse_target(text: str, init: dict | None = None) -> TargetSpec:
         return TargetSpec(text=text, symbol=symbol, file=path, init=init)
     if not all(part.isidentifier() for part in location.split(".")):
         raise InputError(f"{text!r}: {location!r} is not a module name")
-    return TargetSpec(text=text, symbol=symbol, module=location, init=init)
+    return TargetSpec(text=text, symbol=symbol, module=location, init=init, root=root)
+
+
+def relative_to_cwd(path: Path | str) -> str:
+    """``path`` relative to the current folder when it lies below it, else absolute."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)
+
+
+def module_source(module: str, root: Path | None = None) -> Path | None:
+    """The ``.py`` file of ``module``, found from ``root`` (default: the current folder) or
+    ``sys.path`` without running any of its code; None when that cannot be told without importing
+    (a builtin or compiled module, or a module whose attributes stand for submodules).
+
+    Raises:
+        InputError: no such module.
+    """
+    from importlib.machinery import PathFinder
+
+    parts = module.split(".")
+    top = parts[0]
+    try:
+        spec = PathFinder.find_spec(top, [str(root or Path.cwd())]) or importlib.util.find_spec(top)
+    except ValueError:  # already imported without a spec (__main__)
+        return None
+    if spec is None:
+        raise InputError(f"no module named {top!r}")
+    for index in range(1, len(parts)):
+        if spec.submodule_search_locations is None:
+            return None
+        name = ".".join(parts[: index + 1])
+        spec = PathFinder.find_spec(name, list(spec.submodule_search_locations))
+        if spec is None:
+            raise InputError(f"no module named {name!r}")
+    return Path(spec.origin) if spec.origin and spec.origin.endswith(".py") else None
 
 
 def parse_python(path: Path) -> ast.Module:
@@ -79,6 +126,16 @@ def _top_level_names(path: Path) -> set[str]:
     return names
 
 
+def definition_line(path: Path, name: str) -> int | None:
+    """The line of the top-level ``def``/``class`` named ``name`` in ``path`` (None: not found).
+
+    Raises:
+        InputError: the file cannot be read or parsed.
+    """
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return next((node.lineno for node in parse_python(path).body if isinstance(node, kinds) and node.name == name), None)
+
+
 def parse_init(items: list[str] | None) -> dict:
     """``["alpha=0.25", "reduction=sum"]`` -> ``{"alpha": 0.25, "reduction": "sum"}``.
 
@@ -101,10 +158,12 @@ def parse_init(items: list[str] | None) -> dict:
 
 def import_symbol(spec: TargetSpec, run: Callable[[Callable], object] = lambda load: load()) -> object:
     """Import ``spec``'s module (a file, with its folder on ``sys.path``, or a module importable
-    from the current folder) and return the symbol. ``run`` wraps the import, e.g. in a time limit.
+    from the current folder or ``sys.path``) and return the symbol. ``run`` wraps the import, e.g.
+    in a time limit.
 
     Raises:
-        InputError: the file or module cannot be imported, or lacks the symbol.
+        InputError: the file or module cannot be imported (the message as :data:`IMPORT_FAILURE`
+            reads it), or lacks the symbol.
     """
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -122,7 +181,10 @@ def import_symbol(spec: TargetSpec, run: Callable[[Callable], object] = lambda l
         else:
             module = run(lambda: importlib.import_module(spec.module))
     except (ImportError, SyntaxError) as error:
-        raise InputError(f"{spec.text!r} cannot be imported: {type(error).__name__}: {error}") from None
+        site = _failing_import(error)
+        where = f" (at {relative_to_cwd(site[0])}:{site[1]})" if site else ""
+        exception = " ".join(f"{type(error).__name__}: {error}".split())
+        raise InputError(f"{spec.text!r} cannot be imported: {exception}{where}") from None
     obj = module
     for part in spec.symbol.split("."):
         if not hasattr(obj, part):
@@ -131,3 +193,24 @@ def import_symbol(spec: TargetSpec, run: Callable[[Callable], object] = lambda l
     if not callable(obj):
         raise InputError(f"{spec.text!r}: {spec.symbol} is not a class or function")
     return obj
+
+
+def _failing_import(error: ImportError | SyntaxError) -> tuple[str, int] | None:
+    """Where an import failed: a SyntaxError's own location, else the deepest frame of the user's
+    code in the traceback (None when the module itself was not found)."""
+    if isinstance(error, SyntaxError) and error.filename and error.lineno:
+        return error.filename, error.lineno
+    frames = traceback.extract_tb(error.__traceback__)
+    last_own = max((i for i, frame in enumerate(frames) if frame.filename == __file__), default=-1)
+    machinery = os.path.dirname(importlib.__file__)
+    user = [f for f in frames[last_own + 1 :] if not f.filename.startswith("<") and not f.filename.startswith(machinery)]
+    return (user[-1].filename, user[-1].lineno) if user else None
+
+
+def parse_import_failure(message: str) -> tuple[str, str | None, int | None]:
+    """``(exception, path, line)`` from a message of :func:`import_symbol`; the whole message and no
+    location when it is not an import failure (a missing attribute, say)."""
+    match = IMPORT_FAILURE.search(message)
+    if match is None:
+        return message, None, None
+    return match["exception"], match["path"], int(match["line"]) if match["line"] else None

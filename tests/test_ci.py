@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from lossaudit.lint.rules import RULES
 from lossaudit.reporting import annotation, escape_data, escape_property
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +45,7 @@ def test_configured_targets_json_with_suppression(run_cli, repo):
     assert bad["target"] == "mylosses.focal:BadFocalLoss" and bad["detected"]["kind"] == "sigmoid"
     assert [f["code"] for f in bad["findings"]] == ["FL001"]
     assert [f["code"] for f in bad["suppressed"]] == ["FL019"]
-    assert document["summary"] == {"errors": 1, "warnings": 0, "infos": 0, "suppressed": 1, "uncallable": 0}
+    assert document["summary"] == {"errors": 1, "warnings": 0, "infos": 0, "suppressed": 1, "uncallable": 0, "import_errors": 0, "skipped": 0}
 
 
 def test_text_format_counts_suppressed(run_cli, repo):
@@ -61,7 +62,7 @@ def test_sarif_validates_and_locates_findings(run_cli, repo):
     run = sarif["runs"][0]
     driver = run["tool"]["driver"]
     assert (driver["name"], sarif["version"]) == ("lossaudit", "2.1.0") and driver["version"] and driver["informationUri"]
-    assert len(driver["rules"]) == 19
+    assert len(driver["rules"]) == len(RULES)
     assert all({"id", "name", "shortDescription", "fullDescription", "help", "defaultConfiguration"} <= set(r) for r in driver["rules"])
     by_rule = {r["ruleId"]: r for r in run["results"]}
     location = by_rule["FL001"]["locations"][0]["physicalLocation"]
@@ -85,7 +86,7 @@ def test_junit_has_one_case_per_target_and_rule(run_cli, repo):
     assert result.exit_code == 1
     suite = ElementTree.fromstring(result.stdout).find("testsuite")
     cases = suite.findall("testcase")
-    assert len(cases) == 2 * 19
+    assert len(cases) == 2 * len(RULES)
     failed = [c for c in cases if c.find("failure") is not None]
     skipped = [c for c in cases if c.find("skipped") is not None]
     assert [(c.get("classname"), c.get("name")) for c in failed] == [("mylosses.focal:BadFocalLoss", "FL001 constant-alpha")]
@@ -128,6 +129,8 @@ def test_file_fail_on_is_overridden_by_the_command_line(run_cli, repo):
         ("[tool.lossaudit.compare]\nalpha = \"a quarter\"\n", "[tool.lossaudit.compare] key 'alpha': expected a number"),
         ("[tool.lossaudit.lint]\ntargets = [{ target = \"x.py:F\", gama = 2 }]\n", "unknown key 'gama'"),
         ("[tool.lossaudit]\nlnit = {}\n", "[tool.lossaudit] key 'lnit': unknown"),
+        ("[tool.lossaudit.lint]\njobs = 0\n", "[tool.lossaudit.lint] key 'jobs': expected at least 1"),
+        ("[tool.lossaudit.lint]\nexclude = [1]\n", "[tool.lossaudit.lint] key 'exclude': expected a list of strings"),
     ],
 )
 def test_bad_configuration_exits_2_naming_the_key(run_cli, tmp_path, monkeypatch, section, expected):
@@ -136,6 +139,43 @@ def test_bad_configuration_exits_2_naming_the_key(run_cli, tmp_path, monkeypatch
     result = run_cli("lint", "x.py:F")
     assert result.exit_code == 2
     assert expected in result.stderr and str(tmp_path / "pyproject.toml") in result.stderr
+
+
+@pytest.mark.parametrize(
+    "target,expected",
+    [
+        ('"mylosses/nope.py:GoodFocalLoss"', "key 'targets'[0]: 'mylosses/nope.py:GoodFocalLoss': no such file mylosses/nope.py"),
+        ('{ target = "mylosses/focal.py:Nope" }', "key 'targets'[0]: 'mylosses/focal.py:Nope': mylosses/focal.py defines no top-level 'Nope'"),
+        ('{ target = "mylosses.nope:GoodFocalLoss", kind = "sigmoid" }', "key 'targets'[0]: no module named 'mylosses.nope'"),
+        ('"no_such_package.losses:Focal"', "key 'targets'[0]: no module named 'no_such_package'"),
+    ],
+)
+def test_a_configured_target_that_does_not_exist_exits_2(run_cli, repo, target, expected):
+    pyproject = repo / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"mylosses/focal.py:GoodFocalLoss"', target))
+    result = run_cli("lint")
+    assert result.exit_code == 2 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"lossaudit: error: {pyproject}: [tool.lossaudit.lint] ") and expected in line
+
+
+def test_module_targets_resolve_from_the_configuration_folder(run_cli, repo, monkeypatch):
+    monkeypatch.chdir(repo / "scripts")
+    result = run_cli("lint", "--format", "json")
+    assert result.exit_code == 1
+    good, bad = json.loads(result.stdout)["targets"]
+    assert good["target"] == f"{repo / 'mylosses' / 'focal.py'}:GoodFocalLoss" and good["findings"] == []
+    assert bad["target"] == "mylosses.focal:BadFocalLoss" and [f["code"] for f in bad["findings"]] == ["FL001"]
+
+
+def test_exclude_from_the_configuration_and_the_command_line(run_cli, repo):
+    pyproject = repo / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('fail-on = "error"', 'fail-on = "error"\nexclude = ["other.py"]'))
+    configured = json.loads(run_cli("lint", ".", "--format", "json").stdout)
+    assert [d["target"] for d in configured["discovered"]] == ["mylosses/focal.py:GoodFocalLoss", "mylosses/focal.py:BadFocalLoss"]
+    overridden = run_cli("lint", ".", "--exclude", "mylosses/focal.py", "--exclude", "scripts")
+    assert overridden.exit_code == 0  # the command line replaces the file's list: only other.py's ClassBalancedLoss
+    assert overridden.stdout.startswith("Discovered 1 candidate: mylosses/other.py:ClassBalancedLoss")
 
 
 def test_yaml_configuration(run_cli, tmp_path, monkeypatch):

@@ -2,6 +2,8 @@
 
 Each renderer takes the results and the discovered candidates and returns the whole report as a
 string; :data:`FORMATS` maps the ``--format`` names to them. Adding a format touches no rule.
+A target that was not audited (status ``uncallable``, ``error`` or ``skipped``, see
+:mod:`lossaudit.lint.session`) appears in every format with its ``hint``; ``error`` fails the run.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def summary(results: list[TargetResult]) -> dict[str, int]:
         "infos": counts["info"],
         "suppressed": sum(len(result.suppressed) for result in results),
         "uncallable": sum(result.status == "uncallable" for result in results),
+        "import_errors": sum(result.status == "error" for result in results),
+        "skipped": sum(result.status == "skipped" for result in results),
     }
 
 
@@ -59,19 +63,30 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
+def _location(result: TargetResult) -> str:
+    return f"{result.location.get('path')}:{result.location.get('line')}"
+
+
 def _detected_line(result: TargetResult) -> str:
     d = result.detected
     if result.status == "uncallable":
         return f"{result.target}: not audited: {result.hint}"
+    if result.status == "error":
+        return f"{result.target}: error: cannot be imported ({_location(result)}): {result.hint}"
+    if result.status == "skipped":
+        return f"{result.target}: skipped: {result.hint}"
     if not d or d.get("inputs") is None:
         return f"{result.target}: could not be called"
     error = d.get("max_rel_error")
     error_text = f"{error:.2g}" if isinstance(error, float) else "n/a"
     reason = f" ({d['kind_reason']})" if d.get("kind_reason") and d["kind_reason"] != "given" else ""
     closest = "" if d.get("matched") else " (closest, no match)"
+    background = f" ({d['background']})" if d.get("background") else ""
+    layout = " in (B, C, H, W) layout" if d.get("layout") == "spatial" else ""
+    follows = f"; follows {'; '.join(d['follows'])}" if d.get("follows") else ""
     return (
-        f"{result.target}: {d['kind']} kind{reason}; called with {d['inputs']} and {d['targets']} targets; "
-        f"reference {d['reference']}; normalisation {d['normalisation']}{closest}; max relative error {error_text}"
+        f"{result.target}: {d['kind']} kind{reason}; called with {d['inputs']} and {d['targets']} targets{background}{layout}; "
+        f"reference {d['reference']}; normalisation {d['normalisation']}{closest}; max relative error {error_text}{follows}"
     )
 
 
@@ -82,6 +97,9 @@ def render_text(results: list[TargetResult], discovered: list[Candidate], verbos
         lines.append("")
     for result in results:
         lines.append(_detected_line(result))
+        if result.status != "audited":
+            lines.append("")
+            continue
         for finding in sorted(result.findings, key=lambda f: (SEVERITIES.index(f.severity), f.code)):
             path, line = _where(finding, result)
             where = f"{path}:{line}" if path and line else path or result.target
@@ -113,8 +131,25 @@ def _sarif_rule(rule) -> dict:
     }
 
 
+def _sarif_notification(result: TargetResult, root) -> dict:
+    """A target that was not audited, as a tool execution notification (an error for one that
+    cannot be imported, a note otherwise)."""
+    notification = {"level": "error" if result.status == "error" else "note", "message": {"text": _detected_line(result)}}
+    if result.location.get("path"):
+        notification["locations"] = [
+            {
+                "physicalLocation": {
+                    "artifactLocation": {"uri": repository_relative(result.location["path"], root), "uriBaseId": "%SRCROOT%"},
+                    "region": {"startLine": result.location.get("line") or 1},
+                }
+            }
+        ]
+    return notification
+
+
 def render_sarif(results: list[TargetResult], discovered: list[Candidate]) -> str:
-    """SARIF 2.1.0 as GitHub code scanning reads it; suppressed findings carry a suppression."""
+    """SARIF 2.1.0 as GitHub code scanning reads it; suppressed findings carry a suppression, and
+    targets that were not audited are notifications of the run's invocation."""
     root = repository_root()
     index = {rule.code: i for i, rule in enumerate(RULES)}
 
@@ -152,6 +187,12 @@ def render_sarif(results: list[TargetResult], discovered: list[Candidate]) -> st
             {
                 "tool": {"driver": {"name": "lossaudit", "version": __version__, "semanticVersion": __version__, "informationUri": INFORMATION_URI, "rules": [_sarif_rule(rule) for rule in RULES]}},
                 "originalUriBaseIds": {"%SRCROOT%": {"uri": root.as_uri() + "/"}},
+                "invocations": [
+                    {
+                        "executionSuccessful": not any(result.status == "error" for result in results),
+                        "toolExecutionNotifications": [_sarif_notification(result, root) for result in results if result.status != "audited"],
+                    }
+                ],
                 "results": sarif_results,
             }
         ],
@@ -160,13 +201,17 @@ def render_sarif(results: list[TargetResult], discovered: list[Candidate]) -> st
 
 
 def render_github(results: list[TargetResult], discovered: list[Candidate]) -> str:
-    """GitHub workflow-command annotations, one per finding."""
+    """GitHub workflow-command annotations, one per finding, per target not audited (a notice) and
+    per target that cannot be imported (an error)."""
     root = repository_root()
     lines = []
     for result in results:
+        path = result.location.get("path")
+        file = repository_relative(path, root) if path else None
         if result.status == "uncallable":
-            path = result.location.get("path")
-            lines.append(annotation("info", result.hint, file=repository_relative(path, root) if path else None, title=f"lossaudit: {result.target} not audited"))
+            lines.append(annotation("info", result.hint, file=file, title=f"lossaudit: {result.target} not audited"))
+        elif result.status == "error":
+            lines.append(annotation("error", result.hint, file=file, line=result.location.get("line"), title=f"lossaudit: {result.target} cannot be imported"))
         for finding in result.findings:
             path, line = _where(finding, result)
             lines.append(
@@ -183,10 +228,13 @@ def render_github(results: list[TargetResult], discovered: list[Candidate]) -> s
 
 def render_junit(results: list[TargetResult], discovered: list[Candidate], fail_on: str = "error") -> str:
     """One test case per target × rule: a failure for a finding at or above ``fail_on``,
-    skipped when the rule was suppressed, passed (with the message as output) otherwise."""
+    skipped when the rule was suppressed or the target not audited, passed (with the message as
+    output) otherwise; a target that cannot be imported adds a failing 'import' case."""
     threshold = SEVERITIES.index(fail_on)
     cases = []
     for result in results:
+        if result.status == "error":
+            cases.append({"classname": result.target, "name": "import", "failure": (result.hint, _location(result)), "type": "error"})
         fired = {f.code: f for f in result.findings}
         suppressed = {f.code for f in result.suppressed}
         for rule in RULES:
@@ -200,7 +248,7 @@ def render_junit(results: list[TargetResult], discovered: list[Candidate], fail_
                 case["output"] = f"{finding.severity}: {finding.message}"
             elif rule.code in suppressed:
                 case["skipped"] = "suppressed by a lossaudit: ignore comment"
-            elif result.status == "uncallable":
+            elif result.status != "audited":
                 case["skipped"] = "not audited: " + result.hint
             cases.append(case)
     return junit_xml("lossaudit lint", cases)
@@ -217,7 +265,8 @@ def render_markdown(results: list[TargetResult], discovered: list[Candidate]) ->
         "## lossaudit lint",
         "",
         f"{_plural(counts['errors'], 'error')}, {_plural(counts['warnings'], 'warning')}, {_plural(counts['infos'], 'info')}"
-        f" in {_plural(len(results), 'target')} ({counts['suppressed']} suppressed, {counts['uncallable']} not audited)",
+        f" in {_plural(len(results), 'target')} ({counts['suppressed']} suppressed, {counts['uncallable']} not audited,"
+        f" {counts['import_errors']} not imported, {counts['skipped']} skipped)",
         "",
     ]
     rows = [

@@ -3,7 +3,9 @@
 The child (``python -m lossaudit.lint.worker``) imports the user's code, probes it and writes its
 result to a file. Its stdout goes to /dev/null and only the tail of its stderr is kept, so a target
 that floods output, hangs, calls ``sys.exit`` or kills its process cannot take lossaudit down: each
-of those becomes an FL015 finding.
+of those becomes an FL015 finding. The child runs in the current folder; a module target with a
+``root`` (a configuration file's folder) has that folder on its ``PYTHONPATH``. Independent audits
+run side by side, :func:`default_jobs` at a time.
 """
 
 from __future__ import annotations
@@ -42,6 +44,22 @@ class AuditOptions:
     timeout: float = 10.0
 
 
+def default_jobs() -> int:
+    """One child process per core this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _environment(spec: TargetSpec) -> dict | None:
+    """The child's environment: the parent's, with ``spec.root`` first on ``PYTHONPATH`` (None:
+    inherit unchanged)."""
+    if spec.root is None:
+        return None
+    paths = [str(spec.root), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
+
+
 def _drain(stream, tail: deque) -> None:
     for chunk in iter(lambda: stream.read(4096), b""):
         tail.append(chunk)
@@ -68,6 +86,7 @@ def audit(spec: TargetSpec, options: AuditOptions) -> TargetResult:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             cwd=os.getcwd(),
+            env=_environment(spec),
             start_new_session=True,
         )
         tail: deque = deque()

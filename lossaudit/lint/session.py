@@ -4,33 +4,57 @@ Targets come from the command line (``file.py:Symbol``, ``package.module:Symbol`
 folder to discover candidates in) or, with no argument, from the configuration's
 ``lint.targets``. Each result is then filtered by ``--select``/``--ignore`` (and the entry's own
 ``ignore``) and by the suppression comment on the target's definition line.
+
+A target's ``status`` says whether it was audited:
+
+- ``audited``: its findings are the audit's;
+- ``uncallable``: a discovered candidate whose signature lossaudit cannot satisfy (a constructor or
+  function that needs arguments); ``hint`` says how to configure it. Any other failure of a
+  discovered candidate on valid input (a crash, a hang, ``sys.exit``) is FL015, as for a named one;
+- ``error``: a discovered candidate that cannot be imported; ``hint`` is the exception in one
+  line and ``location`` the failing import. It fails the run. (A named target that cannot be
+  imported stops the run: exit 2.)
+- ``skipped``: suppressed entirely by a bare ``# lossaudit: ignore`` on its definition line, and
+  so neither imported nor run.
 """
 
 from __future__ import annotations
 
+import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lossaudit.errors import InputError
-from lossaudit.lint.discover import Candidate, discover
-from lossaudit.lint.findings import TargetResult
+from lossaudit.lint.discover import LOOKED_FOR, Candidate, discover
+from lossaudit.lint.findings import Finding, TargetResult
 from lossaudit.lint.rules import SEVERITIES, parse_codes
-from lossaudit.lint.runner import AuditOptions, audit
-from lossaudit.lint.suppress import apply_suppressions
-from lossaudit.symbols import TargetSpec, parse_target
+from lossaudit.lint.runner import AuditOptions, audit, default_jobs
+from lossaudit.lint.suppress import apply_suppressions, silenced
+from lossaudit.symbols import TargetSpec, definition_line, module_source, parse_import_failure, parse_target, relative_to_cwd
 
 UNCALLABLE_PHASES = ("call", "instantiate")
+SIGNATURE_ERROR = re.compile(
+    r"(?P<function>[\w.]+)\(\) (?:missing \d+ required|got an unexpected keyword argument|got multiple values for argument"
+    r"|takes (?:from \d+ to )?\d+ positional arguments? but \d+ (?:was|were) given|takes no arguments)"
+)
+"""The TypeError Python raises when a call's arguments do not fit the callee's signature."""
+ENTRY_POINTS = ("__init__", "__new__", "forward", "__call__")
+SILENCED_HINT = "suppressed by '# lossaudit: ignore' on its definition line; not imported or run"
 
 
 @dataclass(frozen=True)
 class LintSettings:
-    """The options of one run after the configuration and the command line are merged."""
+    """The options of one run after the configuration and the command line are merged.
+    ``exclude``: discovery globs; ``jobs``: audits at once (None: one per core)."""
 
     audit: AuditOptions = AuditOptions()
     init: dict = field(default_factory=dict)
     select: frozenset[str] = frozenset()
     ignore: frozenset[str] = frozenset()
     fail_on: str = "error"
+    exclude: tuple[str, ...] = ()
+    jobs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -43,55 +67,137 @@ class Planned:
     candidate: Candidate | None = None
 
 
-def plan(arguments: list[str], entries: list[dict], settings: LintSettings) -> tuple[list[Planned], list[Candidate]]:
-    """The targets to audit and the candidates discovered on the way."""
-    planned: list[Planned] = []
-    discovered: list[Candidate] = []
+@dataclass
+class Plan:
+    """The targets to audit, the candidates discovered on the way, and one-line notices for
+    stderr (files discovery could not parse, paths that yielded nothing)."""
+
+    targets: list[Planned] = field(default_factory=list)
+    discovered: list[Candidate] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+
+
+def plan(arguments: list[str], entries: list[dict], settings: LintSettings) -> Plan:
+    """The targets of the command line, else of the configuration's entries."""
     if not arguments:
         if not entries:
             raise InputError("no targets: pass TARGET (file.py:Symbol, package.module:Symbol, a file or a folder) or configure [tool.lossaudit.lint] targets")
-        for entry in entries:
-            options = replace(
-                settings.audit,
-                kind=entry.get("kind", settings.audit.kind),
-                inputs=entry.get("inputs", settings.audit.inputs),
-                targets=entry.get("targets", settings.audit.targets),
-                num_classes=entry.get("num-classes", settings.audit.num_classes),
-                ignore_index=entry.get("ignore-index", settings.audit.ignore_index),
-            )
-            init = {**settings.init, **entry.get("init", {})}
-            ignore = parse_codes(",".join(entry.get("ignore", [])), "ignore")
-            planned.append(Planned(parse_target(entry["target"], init), options, ignore))
-        return planned, discovered
+        return Plan(targets=[_configured(entry, settings) for entry in entries])
+    result, searched = Plan(), []
     for argument in arguments:
         if ":" not in argument and Path(argument).exists():
-            found = discover(Path(argument))
-            discovered.extend(found)
-            planned.extend(Planned(parse_target(c.target, settings.init), settings.audit, candidate=c) for c in found)
+            found = discover(Path(argument), settings.exclude)
+            searched.append(argument)
+            result.discovered += found.candidates
+            result.notices += found.unreadable
+            result.targets += [Planned(parse_target(c.target, settings.init), settings.audit, candidate=c) for c in found.candidates]
         else:
-            planned.append(Planned(parse_target(argument, settings.init), settings.audit))
-    return planned, discovered
-
-
-def _finish(result: TargetResult, item: Planned, settings: LintSettings) -> TargetResult:
-    ignore = settings.ignore | item.ignore
-    result.findings = [f for f in result.findings if (not settings.select or f.code in settings.select) and f.code not in ignore]
-    apply_suppressions(result)
-    if item.candidate is not None and [f.evidence.get("phase") for f in result.findings] in ([phase] for phase in UNCALLABLE_PHASES):
-        result.status = "uncallable"
-        result.hint = (
-            f"{result.findings[0].message}; configure it: [tool.lossaudit.lint] targets = "
-            f'[{{ target = "{item.spec.text}", init = {{ ... }} }}], or lossaudit lint {item.spec.text} --init KEY=VALUE'
-        )
-        result.findings = []
+            result.targets.append(Planned(parse_target(argument, settings.init), settings.audit))
+    if searched and not result.discovered:
+        result.notices.append(f"no candidates in {', '.join(searched)}; looked for {LOOKED_FOR}")
     return result
 
 
+def _configured(entry: dict, settings: LintSettings) -> Planned:
+    """A configuration entry with its own options over the run's; a module target resolves from
+    the configuration's folder (``root``)."""
+    options = replace(
+        settings.audit,
+        kind=entry.get("kind", settings.audit.kind),
+        inputs=entry.get("inputs", settings.audit.inputs),
+        targets=entry.get("targets", settings.audit.targets),
+        num_classes=entry.get("num-classes", settings.audit.num_classes),
+        ignore_index=entry.get("ignore-index", settings.audit.ignore_index),
+    )
+    init = {**settings.init, **entry.get("init", {})}
+    ignore = parse_codes(",".join(entry.get("ignore", [])), "ignore")
+    return Planned(parse_target(entry["target"], init, root=entry.get("root")), options, ignore)
+
+
+def _definition(item: Planned) -> tuple[Path, int] | None:
+    """Where the target is defined, read without importing (None when that cannot be told)."""
+    if item.candidate is not None:
+        return item.candidate.path, item.candidate.line
+    try:
+        path = item.spec.file or module_source(item.spec.module, item.spec.root)
+        line = definition_line(path, item.spec.symbol.split(".")[0]) if path else None
+    except InputError:  # left to the import, which says why
+        return None
+    return (path, line) if line else None
+
+
+def _signature_mismatch(finding: Finding, symbol: str) -> bool:
+    """Whether an FL015 says the target cannot be called with what lossaudit supplies (its own
+    constructor or call rejects the arguments) rather than that it failed while running."""
+    if finding.code != "FL015" or finding.evidence.get("phase") not in UNCALLABLE_PHASES or finding.evidence.get("exception") != "TypeError":
+        return False
+    match = SIGNATURE_ERROR.search(finding.message)
+    return match is not None and match["function"].rpartition(".")[2] in (*ENTRY_POINTS, symbol.rpartition(".")[2])
+
+
+def _uncallable(result: TargetResult, item: Planned) -> TargetResult:
+    result.status = "uncallable"
+    result.hint = (
+        f"{result.findings[0].message}; configure it: [tool.lossaudit.lint] targets = "
+        f'[{{ target = "{item.spec.text}", init = {{ ... }} }}], or lossaudit lint {item.spec.text} --init KEY=VALUE'
+    )
+    result.findings = []
+    return result
+
+
+def _finish(result: TargetResult, item: Planned, settings: LintSettings, definition: dict) -> TargetResult:
+    """Classify, filter and suppress an audit's result; ``definition`` is the target's location
+    when the child could not report one (it died)."""
+    result.location = result.location or definition
+    if item.candidate is not None and len(result.findings) == 1 and _signature_mismatch(result.findings[0], item.spec.symbol):
+        return _uncallable(result, item)
+    ignore = settings.ignore | item.ignore
+    result.findings = [f for f in result.findings if (not settings.select or f.code in settings.select) and f.code not in ignore]
+    apply_suppressions(result)
+    return result
+
+
+def _not_imported(item: Planned, error: InputError) -> TargetResult:
+    """The result of a discovered candidate that cannot be imported, located at the failing import
+    (else at its definition)."""
+    exception, path, line = parse_import_failure(str(error))
+    if path is None:
+        path, line = str(item.candidate.path), item.candidate.line
+    return TargetResult(target=item.spec.text, status="error", hint=exception, location={"path": path, "line": line})
+
+
+def _result(item: Planned, settings: LintSettings) -> TargetResult:
+    """One target's result: skipped when silenced, else audited in its child process."""
+    definition = _definition(item)
+    location = {"path": relative_to_cwd(definition[0]), "line": definition[1]} if definition else {}
+    if definition is not None and silenced(*definition):
+        return TargetResult(target=item.spec.text, status="skipped", hint=SILENCED_HINT, location=location)
+    try:
+        return _finish(audit(item.spec, item.options), item, settings, location)
+    except InputError as error:
+        if item.candidate is None:
+            raise
+        return _not_imported(item, error)
+
+
 def run(planned: list[Planned], settings: LintSettings) -> list[TargetResult]:
-    return [_finish(audit(item.spec, item.options), item, settings) for item in planned]
+    """Every planned target's result, in the planned order; ``settings.jobs`` audits at a time.
+
+    Raises:
+        InputError: a named target cannot be imported (the audits under way finish first).
+    """
+    with ThreadPoolExecutor(max_workers=settings.jobs or default_jobs()) as pool:
+        futures = [pool.submit(_result, item, settings) for item in planned]
+        try:
+            return [future.result() for future in futures]
+        finally:
+            pool.shutdown(cancel_futures=True)
 
 
 def failed(results: list[TargetResult], fail_on: str) -> bool:
-    """Whether any finding is at or above the failing severity."""
+    """Whether a discovered candidate could not be imported, or any finding is at or above the
+    failing severity."""
     threshold = SEVERITIES.index(fail_on)
-    return any(SEVERITIES.index(f.severity) <= threshold for result in results for f in result.findings)
+    return any(result.status == "error" for result in results) or any(
+        SEVERITIES.index(f.severity) <= threshold for result in results for f in result.findings
+    )

@@ -1,5 +1,6 @@
 """Inline suppression: ``# lossaudit: ignore[FL001,FL019]`` (or ``# lossaudit: ignore`` for every
-rule) on a target's ``class``/``def`` line."""
+rule) on a target's ``class``/``def`` line. A target whose line suppresses every rule is not run at
+all (:func:`silenced`)."""
 
 from __future__ import annotations
 
@@ -22,16 +23,25 @@ def suppressed_codes(line_text: str) -> frozenset[str]:
     return frozenset(code.strip().upper() for code in match.group(1).split(",") if code.strip())
 
 
+def _line_text(path: str | Path, line: int) -> str:
+    """Line ``line`` (1-based) of ``path``; empty when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()[line - 1]
+    except (OSError, UnicodeDecodeError, IndexError):
+        return ""
+
+
+def silenced(path: str | Path, line: int) -> bool:
+    """Whether the definition at ``path:line`` suppresses every rule (a bare ``# lossaudit: ignore``)."""
+    return suppressed_codes(_line_text(path, line)) is ALL
+
+
 def apply_suppressions(result: TargetResult) -> None:
     """Move the findings suppressed on the target's definition line to ``result.suppressed``."""
     path, line = result.location.get("path"), result.location.get("line")
     if not path or not line:
         return
-    try:
-        text = Path(path).read_text(encoding="utf-8").splitlines()[line - 1]
-    except (OSError, UnicodeDecodeError, IndexError):
-        return
-    codes = suppressed_codes(text)
+    codes = suppressed_codes(_line_text(path, line))
     if not codes:
         return
     keep = []
