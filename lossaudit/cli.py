@@ -6,7 +6,6 @@ imported inside the commands, so ``--help`` and ``--version`` stay fast.
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 from enum import Enum
@@ -20,7 +19,6 @@ from lossaudit import __version__
 from lossaudit.errors import InputError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
-REPORT_WIDTH = 120
 
 app = typer.Typer(
     name="lossaudit",
@@ -144,7 +142,8 @@ def compare(
     ghm_momentum: Annotated[float, typer.Option(help="GHM-C momentum (one call from a fresh state, as mmdet's first iteration).")] = 0.0,
     ohem_ratio: Annotated[float, typer.Option(help="OHEM negatives kept per positive.")] = 3.0,
     bins: Annotated[int, typer.Option(help="Difficulty bins of g for the per-difficulty table.")] = 10,
-    top: Annotated[Optional[int], typer.Option(help="Show only the K classes with the largest loss.", min=1)] = None,
+    top: Annotated[Optional[int], typer.Option(help="Show only the K classes with the largest loss (of the loss with the largest total, or --top-by).", min=1)] = None,
+    top_by: Annotated[Optional[str], typer.Option(help="The loss --top ranks classes by (one of those shown).")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on non-finite logits, labels out of range, background rows fed to a softmax loss, or probabilities saved as logits.")] = False,
     format: Annotated[CompareFormat, typer.Option("--format", help="Report format.")] = CompareFormat.text,
     output: OutputOption = None,
@@ -167,13 +166,15 @@ def compare(
         from lossaudit import compare as comparison
         from lossaudit.compare.engine import LossSettings
         from lossaudit.compare.render import (
+            print_text,
+            ranking_loss,
             render_github,
             render_json,
             render_junit,
             render_markdown,
             render_text,
         )
-        from lossaudit.compare.report import STRICT_FINDINGS
+        from lossaudit.compare.report import gating
         from lossaudit.config import load_config
         from lossaudit.dataset import LoadOptions, read_class_names
         from lossaudit.reporting import write_report
@@ -211,17 +212,18 @@ def compare(
         elif any(value is not None for value in (data, arch, init, save_logits)):
             raise InputError("--data, --arch, --init and --save-logits go with --model")
         report = comparison.run(paths or [], load_options, settings, comparison.parse_losses(o["losses"]), source)
-        chosen, strict, top = CompareFormat(o["format"]), o["strict"], o["top"]
-        if chosen is CompareFormat.text and output is None:
-            render_text(report, _report_console(), top)
+        chosen, strict, top, top_by = CompareFormat(o["format"]), o["strict"], o["top"], o["top_by"]
+        if top_by is not None:
+            ranking_loss(report, top_by)  # an unknown loss is an error whatever the format
+        if chosen is CompareFormat.text and output is None and sys.stdout.isatty():
+            print_text(report, Console(), top, top_by)
         elif chosen is CompareFormat.text:
-            console = Console(record=True, width=REPORT_WIDTH, file=io.StringIO())
-            render_text(report, console, top)
-            write_report(console.export_text(), output)
+            columns = os.environ.get("COLUMNS", "") if output is None else ""
+            write_report(render_text(report, int(columns) if columns.isdigit() else None, top, top_by), output)
         else:
             renderers = {
                 CompareFormat.json: lambda: render_json(report),
-                CompareFormat.markdown: lambda: render_markdown(report, top),
+                CompareFormat.markdown: lambda: render_markdown(report, top, top_by),
                 CompareFormat.github: lambda: render_github(report, strict),
                 CompareFormat.junit: lambda: render_junit(report),
             }
@@ -230,9 +232,9 @@ def compare(
         _fail(str(error), verbose)
     except Exception as error:  # an internal error must not exit 1 by accident
         _fail(f"internal error: {type(error).__name__}: {error}", verbose)
-    gating = [f["code"] for f in report["findings"] if f["code"] in STRICT_FINDINGS]
-    if strict and gating:
-        stderr.print(f"--strict: {', '.join(gating)}", highlight=False)
+    gates = gating(report)
+    if strict and gates:
+        stderr.print(f"--strict: {', '.join(gates)}", highlight=False)
         raise typer.Exit(EXIT_FINDINGS)
 
 
@@ -316,12 +318,6 @@ def rules(
         sys.stdout.write(render_rule(code.upper()))
     else:
         _fail(f"unknown rule code {code}; `lossaudit rules` lists them", False)
-
-
-def _report_console() -> Console:
-    """stdout console; wide enough for the tables when stdout is a file or a CI log."""
-    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(width=REPORT_WIDTH if piped else None)
 
 
 def _fail(message: str, verbose: bool) -> None:

@@ -156,7 +156,9 @@ def test_input_section_states_conventions(compare_json, detection):
     assert inp["positives"] == int(onehot[valid_rows].sum())
     assert inp["ignored_elements"] == int((labels == -1).sum()) * C
     assert inp["shapes"] == [{"file": str(path), "logits": [3, 40, C], "targets": [3, 40]}]
-    assert list(report["losses"]) == ["ce", "bce", "focal", "softmax-focal", "ghm"]
+    # background rows make it detection data: the sigmoid losses, which fit it, come first
+    assert report["input"]["data_kind"] == "detection"
+    assert list(report["losses"]) == ["bce", "focal", "ghm", "ce", "softmax-focal"]
 
 
 def test_heatmap_defaults_add_centernet(compare_json, tmp_path):
@@ -230,7 +232,7 @@ def test_markdown_and_output_file(run_cli, detection, tmp_path):
     result = run_cli("compare", path, "--format", "markdown", "--output", out)
     assert result.exit_code == 0 and result.stdout == ""
     text = out.read_text()
-    assert "### Losses" in text and "| loss | params |" in text and "### Attention quadrants" in text
+    assert "### Summary" in text and "### Losses" in text and "| loss | sees | params |" in text and "### Attention quadrants" in text
     text_out = tmp_path / "report.txt"
     assert run_cli("compare", path, "--output", text_out).exit_code == 0
     assert "Per difficulty" in text_out.read_text()
@@ -337,3 +339,105 @@ def test_module_entry_point_prints_version():
     from lossaudit import __version__
 
     assert result.stdout.strip() == f"lossaudit {__version__}"
+
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def _single_label(tmp_path, rows=200, classes=4, seed=3):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2, size=(rows, classes)).astype(np.float32)
+    labels = rng.integers(0, classes, rows)
+    return write_npz(tmp_path / "cls.npz", logits=logits, targets=labels), logits.astype(np.float64), labels
+
+
+def test_losses_that_fit_the_data_come_first_and_say_what_they_see(compare_json, detection, tmp_path):
+    path, _, _, valid_rows, labels = detection
+    report = compare_json(path)
+    foreground = int(((labels >= 0) & (labels < C)).sum())
+    assert report["losses"]["ce"]["covers"] == {"unit": "rows", "count": foreground}
+    assert report["losses"]["bce"]["covers"] == {"unit": "elements", "count": int(valid_rows.sum()) * C}
+    assert [d["fits_data"] for d in report["losses"].values()] == [True, True, True, False, False]
+    single, _, _ = _single_label(tmp_path)
+    report = compare_json(single)
+    assert report["input"]["data_kind"] == "single-label"
+    assert list(report["losses"]) == ["ce", "softmax-focal", "bce", "focal", "ghm"]
+
+
+def test_softmax_background_gates_strict_only_when_a_softmax_loss_is_asked_for(run_cli, tmp_path, monkeypatch):
+    detection = EXAMPLES / "detection.npz"
+    assert run_cli("compare", detection, "--strict", "--isolated").exit_code == 0
+    explicit = run_cli("compare", detection, "--losses", "ce,focal", "--strict", "--isolated")
+    assert explicit.exit_code == 1 and "softmax-background" in explicit.stderr
+    (tmp_path / "pyproject.toml").write_text('[tool.lossaudit.compare]\nlosses = ["ce", "bce"]\nstrict = true\n')
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("compare", detection).exit_code == 1  # asked for in the configuration
+    report = json.loads(run_cli("compare", detection, "--format", "json", "--isolated").stdout)
+    [note] = report["findings"]
+    assert (note["code"], note["level"], note["gates_strict"]) == ("softmax-background", "info", False)
+
+
+def test_the_action_gate_passes_on_every_example_dump(run_cli):
+    """action.yml runs `lossaudit compare $COMPARE $COMPARE_ARGS --strict --format github`."""
+    for dump in sorted(EXAMPLES.glob("*.npz")):
+        result = run_cli("compare", dump, "--strict", "--format", "github", "--isolated")
+        assert result.exit_code == 0, (dump, result.stdout, result.stderr)
+        assert "::error" not in result.stdout
+
+
+def test_multi_hot_rows_under_a_softmax_loss_are_a_finding(run_cli, tmp_path):
+    rng = np.random.default_rng(0)
+    targets = (rng.random((30, 3)) < 0.4).astype(np.float32)
+    targets[:3] = [[1, 1, 0], [1, 0, 0], [0, 0, 0]]
+    path = write_npz(tmp_path / "m.npz", logits=rng.normal(size=(30, 3)).astype(np.float32), targets=targets)
+    multi_hot = int((targets.sum(axis=1) > 1).sum())
+    report = json.loads(run_cli("compare", path, "--format", "json").stdout)
+    finding = next(f for f in report["findings"] if f["code"] == "softmax-multi-hot")
+    assert finding["count"] == multi_hot and not finding["gates_strict"]
+    assert report["input"]["multi_hot_rows"] == multi_hot and report["input"]["data_kind"] == "detection"
+    strict = run_cli("compare", path, "--losses", "ce", "--strict")
+    assert strict.exit_code == 1 and "softmax-multi-hot" in strict.stderr
+
+
+def test_softmax_losses_count_rows_where_they_bin_rows(compare_json, tmp_path):
+    path, logits, labels = _single_label(tmp_path)
+    report = compare_json(path, "--bins", "4")
+    q = np.exp(logits - logits.max(axis=1, keepdims=True))
+    q /= q.sum(axis=1, keepdims=True)
+    g_rows = 1 - q[np.arange(len(labels)), labels]
+    g_elements = np.abs(1 / (1 + np.exp(-logits)) - np.eye(4)[labels])
+    assert [d["rows"] for d in report["per_difficulty"]] == np.bincount(np.minimum((g_rows * 4).astype(int), 3), minlength=4).tolist()
+    assert [d["elements"] for d in report["per_difficulty"]] == np.bincount(np.minimum((g_elements * 4).astype(int), 3).ravel(), minlength=4).tolist()
+    hard_rows = int((g_rows >= 0.5).sum())
+    cells = report["quadrants"]["cells"]
+    assert cells["rare_hard"]["rows"] + cells["common_hard"]["rows"] == hard_rows
+    assert cells["rare_hard"]["elements"] + cells["common_hard"]["elements"] == int((g_elements >= 0.5).sum())
+
+
+def test_top_ranks_by_one_stated_loss(run_cli, detection):
+    path, logits, onehot, valid_rows, _ = detection
+    report = json.loads(run_cli("compare", path, "--format", "json").stdout)
+    largest = max(report["losses"], key=lambda loss: report["losses"][loss]["sum"])
+    result = run_cli("compare", path, "--top", "2")
+    assert f"top 2 of {C} classes by {largest} loss" in result.stdout
+    p = 1 / (1 + np.exp(-logits[valid_rows].astype(np.float64)))
+    y = onehot[valid_rows]
+    bce = -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum(axis=0)
+    names = [str(c) for c in np.argsort(-bce)]
+    by_bce = run_cli("compare", path, "--top", "2", "--top-by", "bce", "--format", "markdown").stdout
+    table = by_bce.split("### Per class")[1].split("###")[0]
+    shown = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")][2:-1]  # headers, rule, total
+    assert shown == names[:2]
+    bad = run_cli("compare", path, "--top-by", "dice")
+    assert bad.exit_code == 2 and bad.stderr.startswith("lossaudit: error: --top-by dice")
+
+
+def test_github_annotates_every_dump_file_with_a_finding(run_cli, tmp_path):
+    clean = np.array([[2.0, -1.0], [-1.0, 2.0]], np.float32)
+    a = write_npz(tmp_path / "a.npz", logits=np.array([[np.nan, 0.0], [1.0, 0.0]], np.float32), targets=np.array([0, 1]))
+    b = write_npz(tmp_path / "b.npz", logits=clean, targets=np.array([0, 1]))
+    c = write_npz(tmp_path / "c.npz", logits=np.array([[np.inf, np.nan], [1.0, 0.0]], np.float32), targets=np.array([0, 1]))
+    lines = run_cli("compare", a, b, c, "--format", "github", "--strict", "--losses", "bce").stdout.splitlines()
+    assert len(lines) == 2
+    assert "a.npz" in lines[0] and "(1 in this file)" in lines[0] and lines[0].startswith("::error")
+    assert "c.npz" in lines[1] and "(2 in this file)" in lines[1]

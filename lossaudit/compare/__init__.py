@@ -78,7 +78,7 @@ def _model_batch(source: ModelSource) -> tuple[object, dict]:
 def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | None, model: ModelSource | None = None) -> dict:
     """Read the dumps (or run the model) in one streaming pass, and return the report (see
     :mod:`lossaudit.compare.report`). ``losses`` None means the defaults, plus ``centernet`` for
-    heatmap targets. The full-tensor engine (:func:`lossaudit.compare.engine.tally`) computes the
+    heatmap targets (then ``softmax-background`` and ``softmax-multi-hot`` do not gate ``--strict``). The full-tensor engine (:func:`lossaudit.compare.engine.tally`) computes the
     same numbers and is the tests' oracle."""
     from lossaudit.compare.report import build_report
     from lossaudit.compare.stream import stream_tally
@@ -95,12 +95,13 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
         data = plan([batch], load_options)
     else:
         data = plan(read_batches(paths), load_options)
+    explicit = losses is not None
     if losses is None:
         losses = DEFAULT_LOSSES + (("centernet",) if data.info.encoding == "heatmap" else ())
     settings = replace(settings, losses=losses)
     if settings.alpha_per_class is not None and len(settings.alpha_per_class) != data.info.num_classes:
         raise InputError(f"--alpha-per-class: {len(settings.alpha_per_class)} values; the data has {data.info.num_classes} classes")
-    report = build_report(data.info, settings, stream_tally(data, settings))
+    report = build_report(data.info, settings, stream_tally(data, settings), explicit)
     if model_info is not None:
         report["input"]["model"] = model_info
     return report

@@ -83,6 +83,12 @@ class Tally:
         nonfinite: ``(C,)`` elements with a NaN or infinite logit (not ignored).
         rows, background_rows: rows in total, and valid rows without any target (softmax cannot
             express them).
+        softmax_counts: ``(C, 2, bins, 4)`` softmax terms (a row with a target, at each class whose
+            target is non-zero), binned by ``1 - q_target``; zero when no softmax loss is requested.
+        multi_hot_rows: valid rows with more than one positive class.
+        file_counts: per dump file (``(F,)`` each, files in input order): ``nonfinite`` elements,
+            ``background_rows``, ``multi_hot_rows`` and ``out_of_range_rows`` (rows with a label out
+            of range, not masked, with at least one finite, unmasked element).
     """
 
     loss_sums: dict[str, np.ndarray]
@@ -95,7 +101,13 @@ class Tally:
     nonfinite: np.ndarray
     rows: int
     background_rows: int
+    softmax_counts: np.ndarray
+    multi_hot_rows: int
+    file_counts: dict[str, np.ndarray]
     normaliser_names: dict[str, str] = field(default_factory=dict)
+
+
+FILE_COUNTS = ("nonfinite", "background_rows", "multi_hot_rows", "out_of_range_rows")
 
 
 def difficulty_levels(g: torch.Tensor) -> torch.Tensor:
@@ -128,7 +140,11 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
     alpha = torch.tensor(settings.alpha_per_class) if settings.alpha_per_class is not None else None
 
     softmax_rows = valid.all(dim=1) & (y.sum(dim=1) > 0)
-    background_rows = int((valid.all(dim=1) & (y.sum(dim=1) == 0)).sum())
+    background = valid.all(dim=1) & (y.sum(dim=1) == 0)
+    multi_hot = valid.all(dim=1) & (positive.sum(dim=1) > 1)
+    nonfinite = ~torch.isfinite(data.logits) & ~data.ignored
+    out_of_range = (~valid & ~data.ignored & torch.isfinite(data.logits)).any(dim=1)
+    softmax_counts = np.zeros(shape)
     sums: dict[str, np.ndarray] = {}
     normalisers: dict[str, float] = {}
     names: dict[str, str] = {}
@@ -140,7 +156,9 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
             gamma = 0.0 if loss == "ce" else settings.gamma
             terms = losses.softmax_focal_terms(rows_x, rows_y, gamma=gamma, alpha=None if loss == "ce" else alpha)
             q = torch.softmax(rows_x, dim=1)
-            sums[loss] = _sum_by_key(tally_keys(1 - q, positive, bins), terms, shape)
+            softmax_keys = tally_keys(1 - q, positive, bins)
+            sums[loss] = _sum_by_key(softmax_keys, terms, shape)
+            softmax_counts = _sum_by_key(softmax_keys, (rows_y != 0).double(), shape)
             normalisers[loss], names[loss] = float(softmax_rows.sum()), "rows with a target"
             continue
         if loss in ("bce", "ohem") and bce is None:
@@ -181,5 +199,14 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
         ignored=data.ignored.sum(dim=0).numpy().astype(np.float64),
         nonfinite=(~torch.isfinite(data.logits) & ~data.ignored).sum(dim=0).numpy().astype(np.float64),
         rows=data.num_rows,
-        background_rows=background_rows,
+        background_rows=int(background.sum()),
+        softmax_counts=softmax_counts,
+        multi_hot_rows=int(multi_hot.sum()),
+        file_counts=_per_file(data, {"nonfinite": nonfinite.sum(dim=1), "background_rows": background, "multi_hot_rows": multi_hot, "out_of_range_rows": out_of_range}),
     )
+
+
+def _per_file(data: Dataset, per_row: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Sums of ``(N,)`` per-row values over each file's rows (the files are concatenated in order)."""
+    rows = [int(np.prod(shape, dtype=np.int64)) // shape[data.class_dim] for shape in data.logits_shapes]
+    return {name: np.array([float(part.sum()) for part in values.double().split(rows)]) for name, values in per_row.items()}

@@ -1,42 +1,24 @@
 """Render a comparison report (the dict of :func:`~lossaudit.compare.report.build_report`) as
-rich text, markdown or JSON. The tables are built once as plain rows and drawn by each format."""
+rich text, markdown, JSON, GitHub annotations or JUnit. The tables are built once as plain rows
+(:class:`~lossaudit.compare.layout.Section`) and drawn by each format."""
 
 from __future__ import annotations
 
+import io
 import json
-from dataclasses import dataclass
 
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
-MISSING = "—"
+from lossaudit.compare.formatting import MISSING, count, names, num, pct
+from lossaudit.compare.layout import Section, natural_width, print_lines, print_section, wrap
+from lossaudit.errors import InputError
 
-
-@dataclass
-class Section:
-    """One table: a title, column headers, rows of strings, an optional total row and a note."""
-
-    title: str
-    headers: list[str]
-    rows: list[list[str]]
-    total: list[str] | None = None
-    note: str = ""
+MIN_WIDTH = 80
+"""Text written to a file or a pipe is as wide as its widest table, and at least this."""
 
 
-def _pct(value: float | None) -> str:
-    return MISSING if value is None else f"{100 * value:.1f}%"
-
-
-def _num(value: float | None) -> str:
-    return MISSING if value is None else f"{value:.4g}"
-
-
-def _int(value: int) -> str:
-    return f"{value:,}"
-
-
-def _loaded(report: dict) -> list[str]:
+def _loaded(report: dict) -> list[tuple[str, str]]:
+    """``(label, text)`` lines of the Loaded section."""
     inp = report["input"]
     shapes = "; ".join(f"{s['file']} {tuple(s['logits'])}" for s in inp["shapes"][:3])
     if len(inp["shapes"]) > 3:
@@ -46,148 +28,197 @@ def _loaded(report: dict) -> list[str]:
     if inp["target_encoding"] == "index":
         conventions += [f"background label {inp['background_index']}", f"ignore label {inp['ignore_index']}"]
     ratio = inp["negatives_per_positive"]
+    lines = []
     model = inp.get("model")
-    model_lines = []
     if model:
         how = f"{model['kind']}" + (f", {model['detail']}" if model["detail"] else "") + (f", arch {model['arch']}" if model["arch"] else "")
-        model_lines.append(f"model      {model['checkpoint']} ({how}) on {model['data']}; device {model['device']}, batch size {model['batch_size']}")
+        lines.append(("model", f"{model['checkpoint']} ({how}) on {model['data']}; device {model['device']}, batch size {model['batch_size']}"))
         if model["saved_logits"]:
-            model_lines.append(f"saved      logits and targets to {model['saved_logits']}")
-    return model_lines + [
-        f"files      {shapes}",
-        f"keys       logits '{inp['logits_key']}', targets '{inp['targets_key']}'; dtype {inp['dtype']}; class axis {inp['class_dim']}",
-        f"samples    {_int(inp['rows'])} rows × {inp['classes']} classes = {_int(inp['elements'])} elements; inputs read as {inp['inputs']}",
-        f"targets    {encoding}; {', '.join(conventions)}",
-        f"counts     {_int(inp['positives'])} positives, {_int(inp['negatives'])} negatives "
-        f"(1:{ratio:,.0f}), {_int(inp['ignored_elements'])} ignored, {_int(inp['nonfinite_elements'])} non-finite"
-        if ratio is not None
-        else f"counts     0 positives, {_int(inp['negatives'])} negatives, {_int(inp['ignored_elements'])} ignored, "
-        f"{_int(inp['nonfinite_elements'])} non-finite",
+            lines.append(("saved", f"logits and targets to {model['saved_logits']}"))
+    ratio_text = f" (1:{ratio:,.0f})" if ratio is not None else ""
+    return lines + [
+        ("files", shapes),
+        ("keys", f"logits '{inp['logits_key']}', targets '{inp['targets_key']}'; dtype {inp['dtype']}; class axis {inp['class_dim']}"),
+        ("samples", f"{count(inp['rows'])} rows × {inp['classes']} classes = {count(inp['elements'])} elements; inputs read as {inp['inputs']}"),
+        ("targets", f"{encoding}; {', '.join(conventions)}; {inp['data_kind']} data"),
+        ("counts", f"{count(inp['positives'])} positives, {count(inp['negatives'])} negatives{ratio_text}, "
+                   f"{count(inp['ignored_elements'])} ignored, {count(inp['nonfinite_elements'])} non-finite"),
     ]
 
 
 def _params(params: dict) -> str:
     def show(value: object) -> str:
         if isinstance(value, list):
-            return "[" + ", ".join(f"{v:g}" for v in value[:4]) + (", …]" if len(value) > 4 else "]")
+            return "[" + ", ".join(f"{v:g}" for v in value) + "]"
         return MISSING if value is None else f"{value:g}"
 
     return ", ".join(f"{key}={show(value)}" for key, value in params.items()) or MISSING
 
 
-def _summary(report: dict) -> Section:
+def _losses(report: dict) -> Section:
     rows = [
-        [loss, _params(d["params"]), _num(d["sum"]), _num(d["mean"]), d["mean_divides_by"], _num(d["per_positive"]),
-         _pct(d["positive_share"]), _pct(d["easy_negative_share"]), _pct(d["very_hard_share"])]
+        [loss, f"{count(d['covers']['count'])} {d['covers']['unit']}", _params(d["params"]), num(d["sum"]), num(d["mean"]),
+         d["mean_divides_by"], num(d["per_positive"]), pct(d["positive_share"]), pct(d["easy_negative_share"]), pct(d["very_hard_share"])]
         for loss, d in report["losses"].items()
     ]
     return Section(
         "Losses",
-        ["loss", "params", "sum", "mean", "mean ÷", "per pos", "pos", "easy neg", "v.hard"],
+        ["loss", "sees", "params", "sum", "mean", "mean ÷", "per pos", "pos", "easy neg", "v.hard"],
         rows,
-        note="pos/easy neg/v.hard: share of the loss from positives, easy negatives (g < 0.1), very hard elements "
-        "(g ≥ 0.9); g = |p − y| (softmax losses: 1 − p_target)",
+        note="sees: the elements (row × class) a sigmoid loss sums over, or the rows with a target a softmax loss "
+        "sums over; pos, easy neg, v.hard: share of the loss from positives, from easy negatives (g < 0.1) and "
+        "from very hard elements (g ≥ 0.9); g = |p − y| (softmax losses: g = 1 − q_target)",
+        groups=[("coverage", [1]), ("parameters", [2]), ("values", [3, 4, 5, 6]), ("where the weight goes", [7, 8, 9])],
     )
 
 
-def _per_class(report: dict, top: int | None) -> Section:
+def ranking_loss(report: dict, top_by: str | None) -> str:
+    """The loss ``--top`` ranks classes by: ``top_by``, else the shown loss with the largest total."""
+    loss_ids = list(report["losses"])
+    if top_by is not None:
+        if top_by not in report["losses"]:
+            raise InputError(f"--top-by {top_by}: not one of the losses shown ({', '.join(loss_ids)})")
+        return top_by
+    return max(loss_ids, key=lambda loss: report["losses"][loss]["sum"])
+
+
+def _per_class(report: dict, top: int | None, top_by: str | None) -> Section:
     loss_ids = list(report["losses"])
     classes = report["per_class"]
     shown = classes
-    note = ""
+    notes = []
     if top is not None and top < len(classes):
-        key = "focal" if "focal" in loss_ids else loss_ids[0]
+        key = ranking_loss(report, top_by)
         shown = sorted(classes, key=lambda c: c["sum"][key], reverse=True)[:top]
-        note = f"top {top} of {len(classes)} classes by {key} loss; the total row covers all classes"
+        why = "--top-by" if top_by else "the largest total of those shown; --top-by picks another"
+        notes.append(f"top {top} of {len(classes)} classes by {key} loss ({why}); the total row covers all classes")
     has_softmax = any(c["mean_p_softmax"] is not None for c in classes)
-    headers = ["class", "positives", "negatives", "p̄ pos"] + (["q̄ pos"] if has_softmax else []) + loss_ids + ["focal/CE"]
+    probs = ["p̄ pos"] + (["q̄ pos"] if has_softmax else [])
+    headers = ["class", "positives", "negatives", *probs, *loss_ids, "focal/CE"]
 
     def row(c: dict) -> list[str]:
-        probs = [_num(c["mean_p"])] + ([_num(c["mean_p_softmax"])] if has_softmax else [])
-        return [c["name"], _int(c["positives"]), _int(c["negatives"]), *probs, *(_pct(c["share"][l]) for l in loss_ids), _num(c["focal_ce_ratio"])]
+        values = [num(c["mean_p"])] + ([num(c["mean_p_softmax"])] if has_softmax else [])
+        return [c["name"], count(c["positives"]), count(c["negatives"]), *values, *(pct(c["share"][l]) for l in loss_ids), num(c["focal_ce_ratio"])]
 
-    total_pos = sum(c["positives"] for c in classes)
     totals = [report["losses"][l] for l in loss_ids]
-    total = ["total", _int(total_pos), _int(sum(c["negatives"] for c in classes)), "", *([""] if has_softmax else []),
-             *("100.0%" if t["sum"] else MISSING for t in totals), _num(report["focal_ce_ratio"])]
-    p_note = "p̄ pos: mean sigmoid p over positives" + ("; q̄ pos: mean softmax p of the target" if has_softmax else "")
-    return Section("Per class (share of each loss's total)", headers, [row(c) for c in shown], total, "; ".join(filter(None, [note, p_note])))
-
-
-def _per_difficulty(report: dict) -> Section:
-    loss_ids = list(report["losses"])
-    rows = [
-        [f"{d['g_low']:.2f}–{d['g_high']:.2f}", _int(d["elements"]), _pct(d["element_share"]), _int(d["positives"]),
-         *(_pct(d["share"][l]) for l in loss_ids), _num(d["ghm_weight"])]
-        for d in report["per_difficulty"]
-    ]
+    total = ["total", count(sum(c["positives"] for c in classes)), count(sum(c["negatives"] for c in classes)), *([""] * len(probs)),
+             *("100.0%" if t["sum"] else MISSING for t in totals), num(report["focal_ce_ratio"])]
+    notes.append("positives and negatives are elements; p̄ pos: mean sigmoid p over positives"
+                 + ("; q̄ pos: mean softmax q of the target over rows with a target" if has_softmax else ""))
+    counts_end = 3 + len(probs)
     return Section(
-        "Per difficulty (gradient norm g)",
-        ["g", "elements", "of all", "positives", *loss_ids, "GHM weight"],
-        rows,
-        note="elements binned by sigmoid g = |p − y|; softmax losses binned by 1 − p_target; GHM weight = N / (count · non-empty bins)",
+        "Per class (share of each loss's total)", headers, [row(c) for c in shown], total, "; ".join(notes),
+        groups=[("counts", list(range(1, counts_end))), ("share of each loss", list(range(counts_end, counts_end + len(loss_ids)))),
+                ("focal/CE", [counts_end + len(loss_ids)])],
     )
 
 
-def _quadrants(report: dict) -> Section:
+def _families(report: dict) -> list[tuple[str, list[str]]]:
+    """``(family, losses)`` in the report's order (the family that fits the data first)."""
+    result: dict[str, list[str]] = {}
+    for loss, d in report["losses"].items():
+        result.setdefault(d["family"], []).append(loss)
+    return list(result.items())
+
+
+UNITS = {"sigmoid": ("elements", "g = |p − y|"), "softmax": ("rows", "g = 1 − q_target")}
+
+
+def _per_difficulty(report: dict) -> list[Section]:
+    families = _families(report)
+    sections = []
+    for family, loss_ids in families:
+        unit, g = UNITS[family]
+        which = f", {family} losses" if len(families) > 1 else ""
+        rows = []
+        for d in report["per_difficulty"]:
+            counts = [count(d["elements"]), pct(d["element_share"]), count(d["positives"])] if unit == "elements" else [count(d["rows"]), pct(d["row_share"])]
+            ghm = [num(d["ghm_weight"])] if unit == "elements" else []
+            rows.append([f"{d['g_low']:.2f}–{d['g_high']:.2f}", *counts, *(pct(d["share"][l]) for l in loss_ids), *ghm])
+        count_headers = [unit, "of all", "positives"] if unit == "elements" else [unit, "of all"]
+        ghm_header = ["GHM weight"] if unit == "elements" else []
+        note = (f"{unit} binned by {g}; GHM weight = N / (count · non-empty bins)" if unit == "elements"
+                else f"rows with a target binned by {g} of each target class (a multi-hot row once per positive class)")
+        n = len(count_headers)
+        sections.append(Section(
+            f"Per difficulty{which} ({unit} by {g})", ["g", *count_headers, *loss_ids, *ghm_header], rows, note=note,
+            groups=[("counts", list(range(1, n + 1))), ("share of each loss", list(range(n + 1, n + 1 + len(loss_ids) + len(ghm_header))))],
+        ))
+    return sections
+
+
+def _quadrants(report: dict) -> list[Section]:
     quadrants = report["quadrants"]
-    loss_ids = list(report["losses"])
-    rows = [
-        [name.replace("_", " "), _int(cell["elements"]), *(_pct(cell["share"][l]) for l in loss_ids)]
-        for name, cell in quadrants["cells"].items()
-    ]
+    families = _families(report)
     rare = quadrants["rare_classes"]
-    note = (
-        f"rare: fewer positives than the median class ({quadrants['median_positives']:g}): "
-        + (", ".join(rare[:8]) + (" …" if len(rare) > 8 else "") if rare else "none")
-        + f"; hard: g ≥ {quadrants['hard_from_g']:g}"
-    )
-    return Section("Attention quadrants", ["quadrant", "elements", *loss_ids], rows, note=note)
+    note = (f"rare: fewer positives than the median class ({quadrants['median_positives']:g}): "
+            f"{names(rare, 8) if rare else 'none'}; hard: g ≥ {quadrants['hard_from_g']:g}")
+    sections = []
+    for family, loss_ids in families:
+        unit, g = UNITS[family]
+        which = f", {family} losses" if len(families) > 1 else ""
+        rows = [[name.replace("_", " "), count(cell[unit]), *(pct(cell["share"][l]) for l in loss_ids)] for name, cell in quadrants["cells"].items()]
+        sections.append(Section(f"Attention quadrants{which} ({unit})", ["quadrant", unit, *loss_ids], rows, note=note))
+    return sections
 
 
-def sections(report: dict, top: int | None = None) -> list[Section]:
-    return [_summary(report), _per_class(report, top), _per_difficulty(report), _quadrants(report)]
+def sections(report: dict, top: int | None = None, top_by: str | None = None) -> list[Section]:
+    """Every table of the report, in order."""
+    return [_losses(report), _per_class(report, top, top_by), *_per_difficulty(report), *_quadrants(report)]
 
 
-def _finding_lines(report: dict) -> list[str]:
-    return [f"{f['level']}: [{f['code']}] {f['message']}" for f in report["findings"]]
+def _finding_line(finding: dict) -> str:
+    return f"{finding['level']}: [{finding['code']}] {finding['message']}"
 
 
-def render_text(report: dict, console: Console, top: int | None = None) -> None:
-    """Print the comparison with rich tables to ``console``."""
-    console.print("[bold]Loaded[/bold]")
-    for line in _loaded(report):
-        console.print("  " + line, highlight=False, markup=False)
-    for section in sections(report, top):
-        table = Table(
-            title=section.title, title_justify="left", title_style="bold", caption=section.note or None,
-            caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
-        )
-        for i, header in enumerate(section.headers):
-            table.add_column(header, justify="left" if i == 0 else "right")
-        for row in section.rows:
-            table.add_row(*row)
-        if section.total:
-            table.add_section()
-            table.add_row(*section.total, style="bold")
-        console.print(table)
+def _print(report: dict, console: Console, width: int, top: int | None, top_by: str | None) -> None:
+    tables = sections(report, top, top_by)
+    if report["summary"]:
+        print_lines(console, ["Summary"], style="bold")
+        for sentence in report["summary"]:
+            print_lines(console, wrap(sentence["text"], width, "  - ", "    "))
+    print_lines(console, ([""] if report["summary"] else []) + ["Loaded"], style="bold")
+    for label, text in _loaded(report):
+        print_lines(console, wrap(text, width, f"  {label:<10} ", " " * 13))
+    for section in tables:
+        print_section(console, section, width)
     if report["findings"]:
-        console.print("[bold]Data findings[/bold]")
-        for line in _finding_lines(report):
-            console.print("  " + line, style="yellow", highlight=False, markup=False)
+        print_lines(console, ["", "Data findings"], style="bold")
+        for finding in report["findings"]:
+            print_lines(console, wrap(_finding_line(finding), width, "  ", "    "), style="yellow" if finding["level"] == "warning" else None)
 
 
-def render_markdown(report: dict, top: int | None = None) -> str:
+def print_text(report: dict, console: Console, top: int | None = None, top_by: str | None = None) -> None:
+    """Print the report to a terminal ``console``, fitted to its width."""
+    _print(report, console, console.width, top, top_by)
+
+
+def render_text(report: dict, width: int | None = None, top: int | None = None, top_by: str | None = None) -> str:
+    """The report as plain text ``width`` cells wide (None: as wide as its widest table, at least
+    :data:`MIN_WIDTH`), without trailing spaces: for pipes and files."""
+    scratch = Console(file=io.StringIO(), width=10**4, color_system=None, force_terminal=False)
+    if width is None:
+        width = max([MIN_WIDTH] + [natural_width(scratch, section) for section in sections(report, top, top_by)])
+    with io.StringIO() as buffer:
+        _print(report, Console(file=buffer, width=width, color_system=None, force_terminal=False, legacy_windows=False), width, top, top_by)
+        text = buffer.getvalue()
+    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+
+
+def render_markdown(report: dict, top: int | None = None, top_by: str | None = None) -> str:
     """The comparison as GitHub-flavoured markdown (for ``$GITHUB_STEP_SUMMARY``)."""
-    out = ["## lossaudit compare", ""] + [f"- {line.split(maxsplit=1)[0]}: {line.split(maxsplit=1)[1]}" for line in _loaded(report)]
-    for section in sections(report, top):
+    out = ["## lossaudit compare", ""]
+    if report["summary"]:
+        out += ["### Summary", ""] + [f"- {sentence['text']}" for sentence in report["summary"]] + [""]
+    out += ["### Loaded", ""] + [f"- {label}: {text}" for label, text in _loaded(report)]
+    for section in sections(report, top, top_by):
         out += ["", f"### {section.title}", "", "| " + " | ".join(section.headers) + " |",
                 "|" + "|".join([" --- "] + [" ---: "] * (len(section.headers) - 1)) + "|"]
         out += ["| " + " | ".join(row) + " |" for row in section.rows + ([section.total] if section.total else [])]
         if section.note:
             out += ["", f"_{section.note}_"]
     if report["findings"]:
-        out += ["", "### Data findings", ""] + [f"- {line}" for line in _finding_lines(report)]
+        out += ["", "### Data findings", ""] + [f"- {_finding_line(f)}" for f in report["findings"]]
     return "\n".join(out) + "\n"
 
 
@@ -196,23 +227,30 @@ def render_json(report: dict) -> str:
 
 
 def render_github(report: dict, strict: bool = False) -> str:
-    """One workflow-command annotation per data finding, on the first dump file; the findings
-    ``--strict`` gates on are errors under ``--strict``."""
-    from lossaudit.compare.report import STRICT_FINDINGS
+    """Workflow-command annotations: one per data finding and dump file that has it (a finding of the
+    whole data, like a class without positives, has no file). Under ``--strict`` the gating findings
+    are errors; informational ones are notices."""
     from lossaudit.reporting import annotation, repository_relative, repository_root
 
-    file = repository_relative(report["input"]["files"][0], repository_root())
-    lines = [
-        annotation("error" if strict and f["code"] in STRICT_FINDINGS else "warning", f["message"], file=file, title=f"lossaudit compare: {f['code']}")
-        for f in report["findings"]
-    ]
+    root = repository_root()
+    lines = []
+    for f in report["findings"]:
+        severity = "error" if strict and f["gates_strict"] else "warning" if f["level"] == "warning" else "info"
+        title = f"lossaudit compare: {f['code']}"
+        files = f.get("files")
+        if not files:
+            lines.append(annotation(severity, f["message"], title=title))
+            continue
+        for file, n in files.items():
+            message = f["message"] + (f" ({count(n)} in this file)" if len(files) > 1 or n != f["count"] else "")
+            lines.append(annotation(severity, message, file=repository_relative(file, root), title=title))
     return "\n".join(lines) + ("\n" if lines else "")
 
 
 def render_junit(report: dict) -> str:
     """One test case per data check: a failure for a finding ``--strict`` gates on, output for
     the others."""
-    from lossaudit.compare.report import FINDING_NAMES, STRICT_FINDINGS
+    from lossaudit.compare.report import FINDING_NAMES
     from lossaudit.reporting import junit_xml
 
     found = {f["code"]: f for f in report["findings"]}
@@ -220,7 +258,7 @@ def render_junit(report: dict) -> str:
     cases = []
     for code in FINDING_NAMES:
         case = {"classname": classname, "name": code}
-        if code in found and code in STRICT_FINDINGS:
+        if code in found and found[code]["gates_strict"]:
             case["failure"] = (found[code]["message"], json.dumps(found[code], default=str))
         elif code in found:
             case["output"] = found[code]["message"]

@@ -2,6 +2,14 @@
 stable keys of ``compare --format json``, which the text and markdown renderers read.
 
 Shares are fractions of a loss's total (``None`` where the total is 0). Unrounded floats.
+
+Units: sigmoid losses see elements (row × class); softmax losses see rows with a target and are
+binned by ``1 - q_target`` (a multi-hot row once per positive class). Their counts are kept in
+separate keys (``elements``, ``rows``) and never added together.
+
+Losses are listed with those that fit the data first (:func:`data_kind`): sigmoid losses for
+detection-style data (background or multi-hot rows) and heatmaps, softmax losses for single-label
+data; the requested order is kept within each group.
 """
 
 from __future__ import annotations
@@ -9,10 +17,12 @@ from __future__ import annotations
 import numpy as np
 
 from lossaudit import __version__, losses
-from lossaudit.compare.engine import LEVEL_EDGES, SOFTMAX_LOSSES, LossSettings, Tally
+from lossaudit.compare.engine import LEVEL_EDGES, LEVELS, SOFTMAX_LOSSES, LossSettings, Tally
 from lossaudit.dataset import DataInfo
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2 added ``summary``, ``loss_selection``, ``levels``, per loss ``family``/``fits_data``/``covers``,
+softmax ``rows`` beside ``elements``, findings' ``gates_strict``/``files``; losses ordered by fit."""
 EASY, HARD_LEVEL, VERY_HARD = 0, 2, 3
 """Indices into ``LEVELS``: easy g < 0.1; hard (quadrants) g ≥ 0.5; very hard g ≥ 0.9."""
 HARD_FROM_G = LEVEL_EDGES[HARD_LEVEL - 1]
@@ -21,9 +31,16 @@ FINDING_NAMES = {
     "probabilities-as-logits": "values all lie in [0, 1]: these look like probabilities saved as logits",
     "non-finite": "NaN or infinite logits, excluded from every loss",
     "labels-out-of-range": "labels that are no class, background or ignore label, excluded from every loss",
-    "softmax-background": "rows without a positive class while a softmax loss is requested",
+    "softmax-background": "rows without a positive class, which a softmax loss cannot use",
+    "softmax-multi-hot": "rows with more than one positive class, which a softmax loss reads as one unnormalised target",
     "class-without-positives": "classes with no positive element",
 }
+STRICT_FINDINGS = frozenset({"non-finite", "labels-out-of-range", "softmax-background", "softmax-multi-hot", "probabilities-as-logits"})
+"""Findings that can make ``compare --strict`` exit 1 (``gates_strict``); a class without positives
+is reported only."""
+SOFTMAX_FIT_FINDINGS = frozenset({"softmax-background", "softmax-multi-hot"})
+"""Gate only when a softmax loss was asked for (``--losses`` or the configuration's ``losses``); with
+the default set they are informational notes on which losses see which rows."""
 
 
 def _share(part: float, total: float) -> float | None:
@@ -32,6 +49,29 @@ def _share(part: float, total: float) -> float | None:
 
 def _ratio(numerator: float, denominator: float) -> float | None:
     return float(numerator / denominator) if denominator else None
+
+
+def family(loss: str) -> str:
+    """``softmax`` for the losses over a softmax of the row (ce, softmax-focal), else ``sigmoid``."""
+    return "softmax" if loss in SOFTMAX_LOSSES else "sigmoid"
+
+
+def data_kind(data: DataInfo, tally: Tally) -> str:
+    """``heatmap``; ``detection`` when a valid row is background or multi-hot (C independent binary
+    problems: sigmoid losses fit); else ``single-label`` (softmax losses fit)."""
+    if data.encoding == "heatmap":
+        return "heatmap"
+    return "detection" if tally.background_rows or tally.multi_hot_rows else "single-label"
+
+
+def fitting_family(kind: str) -> str:
+    return "softmax" if kind == "single-label" else "sigmoid"
+
+
+def order_by_fit(loss_ids: tuple[str, ...], kind: str) -> list[str]:
+    """The losses that fit ``kind`` first, each group in the requested order."""
+    fits = fitting_family(kind)
+    return [loss for loss in loss_ids if family(loss) == fits] + [loss for loss in loss_ids if family(loss) != fits]
 
 
 def _input_section(data: DataInfo, tally: Tally, counts: np.ndarray) -> dict:
@@ -63,16 +103,23 @@ def _input_section(data: DataInfo, tally: Tally, counts: np.ndarray) -> dict:
         "ignored_elements": int(tally.ignored.sum()),
         "nonfinite_elements": int(tally.nonfinite.sum()),
         "background_rows": tally.background_rows,
+        "multi_hot_rows": tally.multi_hot_rows,
         "negatives_per_positive": _ratio(negatives, positives),
+        "data_kind": data_kind(data, tally),
     }
 
 
-def _loss_section(settings: LossSettings, tally: Tally, positives: int) -> dict:
+def _loss_section(settings: LossSettings, tally: Tally, positives: int, order: list[str], kind: str) -> dict:
     section = {}
-    for loss in settings.losses:
+    valid = int(tally.element_counts.sum())
+    for loss in order:
         sums = tally.loss_sums[loss]
         total = float(sums.sum())
+        softmax = family(loss) == "softmax"
         section[loss] = {
+            "family": family(loss),
+            "fits_data": family(loss) == fitting_family(kind),
+            "covers": {"unit": "rows", "count": int(tally.normalisers[loss])} if softmax else {"unit": "elements", "count": valid},
             "params": settings.params(loss),
             "sum": total,
             "mean": _ratio(total, tally.normalisers[loss]),
@@ -86,19 +133,19 @@ def _loss_section(settings: LossSettings, tally: Tally, positives: int) -> dict:
     return section
 
 
-def _focal_ce_pair(loss_ids: tuple[str, ...]) -> tuple[str, str] | None:
+def _focal_ce_pair(loss_ids) -> tuple[str, str] | None:
     for pair in (("focal", "bce"), ("softmax-focal", "ce")):
         if set(pair) <= set(loss_ids):
             return pair
     return None
 
 
-def _per_class(data: DataInfo, settings: LossSettings, tally: Tally, counts: np.ndarray) -> list[dict]:
-    pair = _focal_ce_pair(settings.losses)
-    totals = {loss: float(tally.loss_sums[loss].sum()) for loss in settings.losses}
+def _per_class(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray) -> list[dict]:
+    pair = _focal_ce_pair(order)
+    totals = {loss: float(tally.loss_sums[loss].sum()) for loss in order}
     rows = []
     for c, name in enumerate(data.class_names):
-        class_sums = {loss: float(tally.loss_sums[loss][c].sum()) for loss in settings.losses}
+        class_sums = {loss: float(tally.loss_sums[loss][c].sum()) for loss in order}
         positives = int(counts[c, 1].sum())
         rows.append(
             {
@@ -111,19 +158,25 @@ def _per_class(data: DataInfo, settings: LossSettings, tally: Tally, counts: np.
                 "mean_p": _ratio(tally.sum_p_positive[c], positives),
                 "mean_p_softmax": _ratio(tally.sum_q_positive[c], tally.softmax_positives[c]),
                 "sum": class_sums,
-                "share": {loss: _share(class_sums[loss], totals[loss]) for loss in settings.losses},
+                "share": {loss: _share(class_sums[loss], totals[loss]) for loss in order},
                 "focal_ce_ratio": _ratio(class_sums[pair[0]], class_sums[pair[1]]) if pair else None,
             }
         )
     return rows
 
 
-def _per_difficulty(settings: LossSettings, tally: Tally, counts: np.ndarray) -> list[dict]:
+def _has_softmax(order: list[str]) -> bool:
+    return any(family(loss) == "softmax" for loss in order)
+
+
+def _per_difficulty(settings: LossSettings, order: list[str], tally: Tally, counts: np.ndarray) -> list[dict]:
     bins = settings.bins
     bin_counts = counts.sum(axis=(0, 1, 3))
-    total = float(bin_counts.sum())
+    row_counts = tally.softmax_counts.sum(axis=(0, 1, 3))
+    total, total_rows = float(bin_counts.sum()), float(row_counts.sum())
     weights = losses.ghm_bin_weights(_as_tensor(bin_counts), max(total, 1.0)).numpy()
-    totals = {loss: float(tally.loss_sums[loss].sum()) for loss in settings.losses}
+    totals = {loss: float(tally.loss_sums[loss].sum()) for loss in order}
+    softmax = _has_softmax(order)
     return [
         {
             "bin": b,
@@ -132,10 +185,31 @@ def _per_difficulty(settings: LossSettings, tally: Tally, counts: np.ndarray) ->
             "elements": int(bin_counts[b]),
             "element_share": _share(float(bin_counts[b]), total),
             "positives": int(counts[:, 1, b].sum()),
-            "share": {loss: _share(float(tally.loss_sums[loss][:, :, b].sum()), totals[loss]) for loss in settings.losses},
+            "rows": int(row_counts[b]) if softmax else None,
+            "row_share": _share(float(row_counts[b]), total_rows) if softmax else None,
+            "share": {loss: _share(float(tally.loss_sums[loss][:, :, b].sum()), totals[loss]) for loss in order},
             "ghm_weight": float(weights[b]),
         }
         for b in range(bins)
+    ]
+
+
+def _levels(order: list[str], tally: Tally, counts: np.ndarray) -> list[dict]:
+    """The four difficulty levels (easy, medium, hard, very hard): counts and each loss's share."""
+    edges = (0.0, *LEVEL_EDGES, 1.0)
+    softmax = _has_softmax(order)
+    totals = {loss: float(tally.loss_sums[loss].sum()) for loss in order}
+    return [
+        {
+            "level": name,
+            "g_low": edges[i],
+            "g_high": edges[i + 1],
+            "elements": int(counts[..., i].sum()),
+            "positives": int(counts[:, 1, :, i].sum()),
+            "rows": int(tally.softmax_counts[..., i].sum()) if softmax else None,
+            "share": {loss: _share(float(tally.loss_sums[loss][..., i].sum()), totals[loss]) for loss in order},
+        }
+        for i, name in enumerate(LEVELS)
     ]
 
 
@@ -145,20 +219,22 @@ def _as_tensor(array: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def _quadrants(data: DataInfo, settings: LossSettings, tally: Tally, counts: np.ndarray) -> dict:
+def _quadrants(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray) -> dict:
     """Rare vs common classes (positives below the median class count) × easy (g < 0.5) vs hard."""
     positives = counts[:, 1].sum(axis=(1, 2))
     median = float(np.median(positives))
     rare = positives < median
+    softmax = _has_softmax(order)
     cells = {}
     for rarity, classes in (("rare", rare), ("common", ~rare)):
         for difficulty, levels in (("easy", slice(0, HARD_LEVEL)), ("hard", slice(HARD_LEVEL, None))):
             cell = {}
-            for loss in settings.losses:
+            for loss in order:
                 sums = tally.loss_sums[loss]
                 cell[loss] = _share(float(sums[classes][..., levels].sum()), float(sums.sum()))
             cells[f"{rarity}_{difficulty}"] = {
                 "elements": int(counts[classes][..., levels].sum()),
+                "rows": int(tally.softmax_counts[classes][..., levels].sum()) if softmax else None,
                 "share": cell,
             }
     return {
@@ -170,63 +246,91 @@ def _quadrants(data: DataInfo, settings: LossSettings, tally: Tally, counts: np.
     }
 
 
-def _findings(data: DataInfo, settings: LossSettings, tally: Tally, counts: np.ndarray) -> list[dict]:
-    findings = []
+def _files(data: DataInfo, per_file: np.ndarray) -> dict[str, int]:
+    return {file: int(n) for file, n in zip(data.files, per_file) if n}
 
-    def add(code: str, count: int, detail: str, **extra: object) -> None:
-        findings.append({"code": code, "level": "warning", "count": count, "message": f"{FINDING_NAMES[code]}: {detail}", **extra})
+
+def _findings(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray, explicit: bool) -> list[dict]:
+    findings = []
+    by_file = tally.file_counts
+
+    def add(code: str, count: int, detail: str, files: dict[str, int] | None = None, **extra: object) -> None:
+        gates = code in STRICT_FINDINGS and (explicit or code not in SOFTMAX_FIT_FINDINGS)
+        finding = {"code": code, "level": "warning" if gates or code not in STRICT_FINDINGS else "info", "gates_strict": gates,
+                   "count": count, "message": f"{FINDING_NAMES[code]}: {detail}"}
+        if files is not None:
+            finding["files"] = files
+        findings.append({**finding, **extra})
 
     if data.inputs_look_like_probabilities:
-        add("probabilities-as-logits", data.num_rows * data.num_classes, "pass --inputs probs if they are probabilities")
+        add("probabilities-as-logits", data.num_rows * data.num_classes, "pass --inputs probs if they are probabilities",
+            files={file: int(np.prod(shape)) for file, shape in zip(data.files, data.logits_shapes)})
     nonfinite = int(tally.nonfinite.sum())
     if nonfinite:
         per_class = {data.class_names[c]: int(n) for c, n in enumerate(tally.nonfinite) if n}
-        add("non-finite", nonfinite, f"{nonfinite} elements", per_class=per_class)
+        add("non-finite", nonfinite, f"{nonfinite:,} elements", _files(data, by_file["nonfinite"]), per_class=per_class)
     if data.out_of_range_labels:
         rows = sum(data.out_of_range_labels.values())
         listed = ", ".join(f"{value} (×{count})" for value, count in list(data.out_of_range_labels.items())[:5])
         add(
             "labels-out-of-range",
             rows,
-            f"{rows} rows: {listed}; expected [0, {data.num_classes}), background {data.background_index} or ignore "
+            f"{rows:,} rows: {listed}; expected [0, {data.num_classes}), background {data.background_index} or ignore "
             f"{data.ignore_index} (set --background-index / --ignore-index)",
+            _files(data, by_file["out_of_range_rows"]),
             labels={str(value): count for value, count in data.out_of_range_labels.items()},
         )
-    requested_softmax = [loss for loss in settings.losses if loss in SOFTMAX_LOSSES]
-    if requested_softmax and tally.background_rows:
-        add(
-            "softmax-background",
-            tally.background_rows,
-            f"{tally.background_rows} of {tally.rows} rows contribute nothing to {', '.join(requested_softmax)}",
-        )
+    softmax = [loss for loss in order if family(loss) == "softmax"]
+    sigmoid = [loss for loss in order if family(loss) == "sigmoid"]
+    if softmax and tally.background_rows:
+        seen = f"{', '.join(softmax)} see the {int(tally.normalisers[softmax[0]]):,} rows with a target"
+        if sigmoid:
+            seen += f"; {', '.join(sigmoid)} see every valid element"
+        add("softmax-background", tally.background_rows, f"{tally.background_rows:,} of {tally.rows:,} rows; {seen}",
+            _files(data, by_file["background_rows"]))
+    if softmax and tally.multi_hot_rows:
+        add("softmax-multi-hot", tally.multi_hot_rows,
+            f"{tally.multi_hot_rows:,} rows; {', '.join(softmax)} add a full -log q term for each positive class of such a row",
+            _files(data, by_file["multi_hot_rows"]))
     empty = [data.class_names[c] for c in range(data.num_classes) if counts[c, 1].sum() == 0]
     if empty:
         add("class-without-positives", len(empty), ", ".join(empty[:10]) + (" …" if len(empty) > 10 else ""), classes=empty)
     return findings
 
 
-STRICT_FINDINGS = frozenset({"non-finite", "labels-out-of-range", "softmax-background", "probabilities-as-logits"})
-"""Findings that make ``compare --strict`` exit 1; a class without positives is reported only."""
+def gating(report: dict) -> list[str]:
+    """Codes of the findings that make ``--strict`` exit 1."""
+    return [f["code"] for f in report["findings"] if f["gates_strict"]]
 
 
-def build_report(data: DataInfo, settings: LossSettings, tally: Tally) -> dict:
-    """The comparison as plain data (the ``compare --format json`` document)."""
+def build_report(data: DataInfo, settings: LossSettings, tally: Tally, explicit: bool = False) -> dict:
+    """The comparison as plain data (the ``compare --format json`` document). ``explicit``: the
+    losses were asked for (command line or configuration) rather than the default set."""
+    from lossaudit.compare.summary import summarise
+
     counts = tally.element_counts
     positives = int(counts[:, 1].sum())
-    return {
+    kind = data_kind(data, tally)
+    order = order_by_fit(settings.losses, kind)
+    report = {
         "schema_version": SCHEMA_VERSION,
         "lossaudit_version": __version__,
+        "summary": [],
+        "loss_selection": "explicit" if explicit else "default",
         "input": _input_section(data, tally, counts),
-        "losses": _loss_section(settings, tally, positives),
-        "per_class": _per_class(data, settings, tally, counts),
-        "per_difficulty": _per_difficulty(settings, tally, counts),
-        "quadrants": _quadrants(data, settings, tally, counts),
-        "findings": _findings(data, settings, tally, counts),
-        "focal_ce_ratio": _focal_ce_total(settings, tally),
+        "losses": _loss_section(settings, tally, positives, order, kind),
+        "per_class": _per_class(data, order, tally, counts),
+        "per_difficulty": _per_difficulty(settings, order, tally, counts),
+        "levels": _levels(order, tally, counts),
+        "quadrants": _quadrants(data, order, tally, counts),
+        "findings": _findings(data, order, tally, counts, explicit),
+        "focal_ce_ratio": _focal_ce_total(order, tally),
     }
+    report["summary"] = summarise(report)
+    return report
 
 
-def _focal_ce_total(settings: LossSettings, tally: Tally) -> float | None:
+def _focal_ce_total(order: list[str], tally: Tally) -> float | None:
     """Total focal / CE over all classes (focal/bce, else softmax-focal/ce), as the per-class ratio."""
-    pair = _focal_ce_pair(settings.losses)
+    pair = _focal_ce_pair(order)
     return _ratio(float(tally.loss_sums[pair[0]].sum()), float(tally.loss_sums[pair[1]].sum())) if pair else None

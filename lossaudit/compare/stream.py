@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from lossaudit import losses
 from lossaudit.compare.engine import (
     LEVEL_EDGES,
+    FILE_COUNTS,
     LEVELS,
     SOFTMAX_LOSSES,
     LossSettings,
@@ -76,13 +77,15 @@ class DifficultyIndex:
 class StreamTally:
     """Accumulates a :class:`Tally` chunk by chunk (see the module docstring)."""
 
-    def __init__(self, settings: LossSettings, num_classes: int):
+    def __init__(self, settings: LossSettings, num_classes: int, num_files: int = 1):
         self.settings, self.num_classes = settings, num_classes
         self.index = DifficultyIndex(settings.bins, settings.ghm_bins)
         self.size = num_classes * 2 * self.index.intervals
         self.trash = self.size  # key of the elements a pass leaves out
         self.sums = {loss: torch.zeros(self.size, dtype=torch.float64) for loss in settings.losses if loss != "ohem"}
         self.counts = torch.zeros(self.size, dtype=torch.float64)
+        self.softmax_counts = torch.zeros(self.size, dtype=torch.float64)
+        self.file_counts = {name: torch.zeros(num_files, dtype=torch.float64) for name in FILE_COUNTS}
         self.sum_p_positive = torch.zeros(num_classes, dtype=torch.float64)
         self.sum_q_positive = torch.zeros(num_classes, dtype=torch.float64)
         self.softmax_positives = torch.zeros(num_classes, dtype=torch.float64)
@@ -90,6 +93,7 @@ class StreamTally:
         self.nonfinite = torch.zeros(num_classes, dtype=torch.float64)
         self.rows = 0
         self.background_rows = 0
+        self.multi_hot_rows = 0
         self.softmax_rows = 0
         self.peaks = 0
         self.row_losses: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (first row, losses, has a positive)
@@ -112,8 +116,8 @@ class StreamTally:
             if loss in self.sums:
                 self.sums[loss] += sums
 
-    def add(self, chunk: Chunk) -> None:
-        """Tally one chunk of rows."""
+    def add(self, chunk: Chunk, file: int = 0) -> None:
+        """Tally one chunk of rows, all from the dump file of index ``file``."""
         settings, requested = self.settings, self.settings.losses
         x, y = chunk.logits, chunk.targets
         rows, classes = x.shape
@@ -127,8 +131,14 @@ class StreamTally:
         elif ignored_rows:
             self.ignored += ignored_rows
         if chunk.nonfinite is not None:
-            self.nonfinite += (chunk.nonfinite & ~chunk.ignored).sum(dim=0).double()
+            nonfinite = (chunk.nonfinite & ~chunk.ignored).sum(dim=0).double()
+            self.nonfinite += nonfinite
+            self.file_counts["nonfinite"][file] += nonfinite.sum()
             x = x.masked_fill(chunk.nonfinite, 0.0)
+        out_of_range = chunk.out_of_range & ~chunk.ignored_rows
+        if invalid is not None:
+            out_of_range &= ~invalid.all(dim=1)
+        self.file_counts["out_of_range_rows"][file] += int(out_of_range.sum())
         # The non-zero targets that count (sparse coordinates).
         row_index, class_index = chunk.target_rows, chunk.target_cols
         keep = ~dropped[row_index]
@@ -178,7 +188,12 @@ class StreamTally:
         row_valid = ~dropped if invalid is None else ~dropped & ~invalid.any(dim=1)
         has_target = torch.zeros(rows, dtype=torch.bool)
         has_target[chunk.target_rows] = True
-        self.background_rows += int((row_valid & ~has_target).sum())
+        background = int((row_valid & ~has_target).sum())
+        multi_hot = int((row_valid & (torch.bincount(row_index[positive_nz], minlength=rows) > 1)).sum())
+        self.background_rows += background
+        self.multi_hot_rows += multi_hot
+        self.file_counts["background_rows"][file] += background
+        self.file_counts["multi_hot_rows"][file] += multi_hot
         softmax_rows = (row_valid & has_target).nonzero().squeeze(1)
         self.softmax_rows += len(softmax_rows)
         if any(loss in requested for loss in SOFTMAX_LOSSES) and len(softmax_rows):
@@ -199,6 +214,7 @@ class StreamTally:
         row_index, class_index = where[:, 0], where[:, 1]
         q = torch.softmax(x, dim=1)[row_index, class_index]
         keys = self.index.keys(1 - q, class_index, positive[row_index, class_index])
+        self.softmax_counts += torch.bincount(keys, minlength=self.size)[: self.size].double()
         for loss in SOFTMAX_LOSSES:
             if loss in self.settings.losses:
                 gamma = 0.0 if loss == "ce" else self.settings.gamma
@@ -229,9 +245,11 @@ class StreamTally:
         """Add another accumulator's sums (of other chunks) to this one."""
         for loss, sums in other.sums.items():
             self.sums[loss] += sums
-        for name in ("counts", "sum_p_positive", "sum_q_positive", "softmax_positives", "ignored", "nonfinite"):
+        for name in ("counts", "softmax_counts", "sum_p_positive", "sum_q_positive", "softmax_positives", "ignored", "nonfinite"):
             getattr(self, name).add_(getattr(other, name))
-        for name in ("rows", "background_rows", "softmax_rows", "peaks"):
+        for name, counts in other.file_counts.items():
+            self.file_counts[name] += counts
+        for name in ("rows", "background_rows", "multi_hot_rows", "softmax_rows", "peaks"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.row_losses.extend(other.row_losses)
 
@@ -274,6 +292,9 @@ class StreamTally:
             nonfinite=self.nonfinite.numpy(),
             rows=self.rows,
             background_rows=self.background_rows,
+            softmax_counts=cells(self.softmax_counts).sum(dim=-1).numpy(),
+            multi_hot_rows=self.multi_hot_rows,
+            file_counts={name: counts.numpy() for name, counts in self.file_counts.items()},
         )
 
 
@@ -309,9 +330,9 @@ def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None 
     workers = max(1, min(workers or torch.get_num_threads(), len(spans)))
 
     def work(first: int) -> StreamTally:
-        accumulator = StreamTally(settings, info.num_classes)
+        accumulator = StreamTally(settings, info.num_classes, len(info.files))
         for span in spans[first::workers]:
-            accumulator.add(plan.decode(span))
+            accumulator.add(plan.decode(span), file=span[0])
         return accumulator
 
     if workers == 1:
