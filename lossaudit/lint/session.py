@@ -146,8 +146,8 @@ def _uncallable(result: TargetResult, item: Planned) -> TargetResult:
 
 
 def _finish(result: TargetResult, item: Planned, settings: LintSettings, definition: dict) -> TargetResult:
-    """Classify, filter and suppress an audit's result; ``definition`` is the target's location
-    when the child could not report one (it died)."""
+    """Classify, filter and suppress an audit's result; ``definition`` (``{"path", "line"}``) is
+    its location when the child could not report one (it died)."""
     result.location = result.location or definition
     if item.candidate is not None and len(result.findings) == 1 and _signature_mismatch(result.findings[0], item.spec.symbol):
         return _uncallable(result, item)
@@ -157,27 +157,26 @@ def _finish(result: TargetResult, item: Planned, settings: LintSettings, definit
     return result
 
 
-def _not_imported(item: Planned, error: InputError) -> TargetResult:
+def _not_imported(item: Planned, error: InputError, definition: dict) -> TargetResult:
     """The result of a discovered candidate that cannot be imported, located at the failing import
-    (else at its definition)."""
+    (else at its ``definition``)."""
     exception, path, line = parse_import_failure(str(error))
-    if path is None:
-        path, line = str(item.candidate.path), item.candidate.line
-    return TargetResult(target=item.spec.text, status="error", hint=exception, location={"path": path, "line": line})
+    location = {"path": path, "line": line} if path else definition
+    return TargetResult(target=item.spec.text, status="error", hint=exception, location=location)
 
 
 def _result(item: Planned, settings: LintSettings) -> TargetResult:
     """One target's result: skipped when silenced, else audited in its child process."""
-    definition = _definition(item)
-    location = {"path": relative_to_cwd(definition[0]), "line": definition[1]} if definition else {}
-    if definition is not None and silenced(*definition):
-        return TargetResult(target=item.spec.text, status="skipped", hint=SILENCED_HINT, location=location)
+    found = _definition(item)
+    definition = {"path": relative_to_cwd(found[0]), "line": found[1]} if found else {}
+    if found is not None and silenced(*found):
+        return TargetResult(target=item.spec.text, status="skipped", hint=SILENCED_HINT, location=definition)
     try:
-        return _finish(audit(item.spec, item.options), item, settings, location)
+        return _finish(audit(item.spec, item.options), item, settings, definition)
     except InputError as error:
         if item.candidate is None:
             raise
-        return _not_imported(item, error)
+        return _not_imported(item, error, definition)
 
 
 def run(planned: list[Planned], settings: LintSettings) -> list[TargetResult]:
