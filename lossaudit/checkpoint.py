@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossaudit.errors import InputError
-from lossaudit.symbols import import_symbol, parse_target
+from lossaudit.symbols import import_quietly, import_symbol, parse_target
 
 NESTING_KEYS = ("state_dict", "model", "module")
 PREFIXES = ("module.", "model.")
@@ -155,7 +155,7 @@ def load_model(path: Path, arch: str | None, init: dict, trust: bool, device: st
     if arch is None:
         raise InputError(f"{path}: a state dict holds weights only; name the model class with --arch package.module:Class (and --init KEY=VALUE)")
     try:
-        cls = import_symbol(parse_target(arch))
+        cls = import_symbol(parse_target(arch), run=lambda load: import_quietly(load, arch))
     except InputError as error:
         raise InputError(f"--arch {error}") from None
     try:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lossaudit.errors import InputError
+from lossaudit.textfiles import parse_toml, parse_yaml, read_text
 from lossaudit.symbols import module_source, parse_target, relative_to_cwd
 
 PYPROJECT, YAML_NAMES = "pyproject.toml", ("lossaudit.yaml", "lossaudit.yml")
@@ -90,7 +91,7 @@ def load_config(explicit: Path | None = None, isolated: bool = False) -> Config:
     path = explicit if explicit is not None else find_config()
     if path is None:
         return Config()
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"--config {path}: no such file")
     if path.name == PYPROJECT or path.suffix == ".toml":
         raw = _read_toml(path).get("tool", {}).get("lossaudit")
@@ -104,27 +105,11 @@ def load_config(explicit: Path | None = None, isolated: bool = False) -> Config:
 
 
 def _read_toml(path: Path) -> dict:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: cannot be read ({error})") from None
-    except tomllib.TOMLDecodeError as error:
-        raise InputError(f"{path}: not valid TOML ({error})") from None
+    return parse_toml(read_text(path, "the configuration"), path)
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: cannot be read ({error})") from None
-    except yaml.YAMLError as error:
-        raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    data = parse_yaml(read_text(path, "the configuration"), path)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -104,11 +104,24 @@ def parse_python(path: Path) -> ast.Module:
         InputError: the file cannot be read or parsed.
     """
     try:
-        return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        return ast.parse(read_source(path), filename=str(path))
     except SyntaxError as error:
         raise InputError(f"{path}:{error.lineno}: cannot be parsed: {error.msg}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: cannot be read ({error})") from None
+
+
+def read_source(path: Path | str) -> str:
+    """A Python file's text, decoded as Python decodes it: by its PEP 263 coding line (``# -*-
+    coding: latin-1 -*-``) or BOM, else UTF-8.
+
+    Raises:
+        OSError, UnicodeDecodeError, SyntaxError: the file cannot be read or its coding is unknown.
+    """
+    import tokenize
+
+    with tokenize.open(path) as handle:
+        return handle.read()
 
 
 def _top_level_names(path: Path) -> set[str]:
@@ -193,6 +206,33 @@ def import_symbol(spec: TargetSpec, run: Callable[[Callable], object] = lambda l
     if not callable(obj):
         raise InputError(f"{spec.text!r}: {spec.symbol} is not a class or function")
     return obj
+
+
+def import_quietly(load: Callable[[], object], what: str) -> object:
+    """Run ``load`` (a user module's import, for ``--arch``) so that the module cannot act as if
+    it were the program: ``sys.argv`` holds no lossaudit options, what it prints is captured, and
+    ``sys.exit``, ``KeyboardInterrupt`` or any exception at import becomes an
+    :class:`~lossaudit.errors.InputError` naming ``what`` (with the last line it printed).
+    ImportError and SyntaxError pass through for :func:`import_symbol` to locate."""
+    import contextlib
+    import io
+
+    captured = io.StringIO()
+    saved_argv = sys.argv
+    sys.argv = [what]
+    try:
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            return load()
+    except (ImportError, SyntaxError):
+        raise
+    except (Exception, SystemExit, KeyboardInterrupt) as error:
+        printed = [line for line in captured.getvalue().splitlines() if line.strip()]
+        said = f"; it printed: {printed[-1].strip()}" if printed else ""
+        detail = f": {error}" if str(error) else ""
+        happened = f"called sys.exit({error.code!r})" if isinstance(error, SystemExit) else f"raised {type(error).__name__}{detail}"
+        raise InputError(f"{what}: importing it {happened}{said}") from None
+    finally:
+        sys.argv = saved_argv
 
 
 def _failing_import(error: ImportError | SyntaxError) -> tuple[str, int] | None:

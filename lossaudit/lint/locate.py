@@ -11,6 +11,8 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from lossaudit.symbols import read_source
+
 Predicate = Callable[[ast.AST], bool]
 
 
@@ -121,7 +123,7 @@ class Locator:
         self.path = _relative(source_file)
         self.def_line = start
         try:
-            module_tree = ast.parse(Path(source_file).read_text(encoding="utf-8"))
+            module_tree = ast.parse(read_source(source_file))
         except (OSError, SyntaxError, UnicodeDecodeError):
             return
         node = next((n for n in ast.walk(module_tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.lineno <= start <= getattr(n, "end_lineno", n.lineno) and n.name == getattr(obj, "__name__", None)), None)

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from lossaudit.lint.findings import TargetResult
+from lossaudit.symbols import read_source
 
 COMMENT = re.compile(r"#\s*lossaudit:\s*ignore\b(?:\[([^\]]*)\])?", re.IGNORECASE)
 ALL = frozenset({"*"})
@@ -26,8 +27,8 @@ def suppressed_codes(line_text: str) -> frozenset[str]:
 def _line_text(path: str | Path, line: int) -> str:
     """Line ``line`` (1-based) of ``path``; empty when it cannot be read."""
     try:
-        return Path(path).read_text(encoding="utf-8").splitlines()[line - 1]
-    except (OSError, UnicodeDecodeError, IndexError):
+        return read_source(path).splitlines()[line - 1]
+    except (OSError, UnicodeDecodeError, SyntaxError, IndexError):
         return ""
 
 

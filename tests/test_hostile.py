@@ -1,0 +1,170 @@
+"""A corpus of hostile and broken inputs, each run as a user would run it: the real command in a
+child process, in a fresh folder, with a time limit.
+
+Every case asserts the exit code; for exit 2, one line on stderr that starts with
+``lossaudit: error:`` and names the file (and key); never a traceback; every file the case made
+left byte for byte as it was (SHA-256) and no stray file created. Inputs are generated here by
+code, nothing binary is committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+LIMIT_S = 60.0
+"""A case that runs longer than this hangs; the slowest legitimate one (a lint audit) takes ~3 s."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """``make(folder)`` writes the inputs into ``folder`` and returns the command's arguments."""
+
+    make: Callable[[Path], list[str]]
+    exit_code: int = 2
+    says: tuple[str, ...] = ()
+    stdout_says: tuple[str, ...] = ()
+    env: dict = field(default_factory=dict)
+
+
+def _write(folder: Path, name: str, content: str | bytes) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
+
+
+def _fifo(folder: Path, name: str) -> Path:
+    path = folder / name
+    os.mkfifo(path)
+    return path
+
+
+def _alias_bomb() -> str:
+    lines = ["lint:", "  select: &a0 [FL001, FL002, FL003, FL004, FL005, FL006, FL007, FL008, FL009]"]
+    lines += [f"  ignore{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    return "\n".join(lines) + "\n"
+
+
+FOCAL_FUNCTION = '''import torch.nn.functional as F
+
+
+def focal(inputs, targets, alpha=0.25, gamma=2.0):
+    p = inputs.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    return (alpha * targets + (1 - alpha) * (1 - targets)) * (1 - p_t) ** gamma * ce
+'''
+
+
+def _config(text: str, name: str = "lossaudit.yaml") -> Callable[[Path], list[str]]:
+    def make(folder: Path) -> list[str]:
+        _write(folder, name, text)
+        _write(folder, "losses.py", FOCAL_FUNCTION)
+        return ["lint", "losses.py:focal", "--config", name]
+
+    return make
+
+
+def _arch(source: str) -> Callable[[Path], list[str]]:
+    def make(folder: Path) -> list[str]:
+        _write(folder, "net.py", source)
+        return ["compare", "--model", str(EXAMPLES / "model" / "classifier.pt"), "--data", str(EXAMPLES / "model" / "val.npz"), "--arch", "net.py:Net"]
+
+    return make
+
+
+CONFIGURATION = {
+    "yaml alias bomb": Case(_config(_alias_bomb()), says=("lossaudit.yaml", "aliases")),
+    "yaml nested 5000 deep": Case(_config("lint: " + "[" * 5000 + "]" * 5000 + "\n"), says=("lossaudit.yaml", "nested")),
+    "toml nested 5000 deep": Case(_config("[tool.lossaudit]\nlint = " + "[" * 5000 + "]" * 5000 + "\n", "pyproject.toml"), says=("pyproject.toml", "nested")),
+    "yaml not utf-8": Case(_config("lint:\n  select: [FL001]  # caf\xe9\n".encode("latin-1")), says=("lossaudit.yaml", "UTF-8")),  # type: ignore[arg-type]
+    "yaml not a mapping": Case(_config("- lint\n- compare\n"), says=("lossaudit.yaml", "mapping")),
+    "yaml unknown section": Case(_config("lnit: {}\n"), says=("lossaudit.yaml", "lnit")),
+    "yaml unknown key": Case(_config("lint:\n  selct: [FL001]\n"), says=("lossaudit.yaml", "selct")),
+    "yaml wrong type": Case(_config("lint:\n  timeout: soon\n"), says=("lossaudit.yaml", "timeout", "a number")),
+    "yaml unknown rule code": Case(_config("lint:\n  select: [FL999]\n"), says=("lossaudit.yaml", "FL999")),
+    "toml syntax error": Case(_config("[tool.lossaudit.lint\nselect = 1\n", "pyproject.toml"), says=("pyproject.toml", "TOML")),
+    "config is a fifo": Case(lambda folder: [*_config("")(folder)[:2], "--config", str(_fifo(folder, "fifo.yaml"))], says=("fifo.yaml", "FIFO")),
+    "config is /dev/zero": Case(lambda folder: [*_config("")(folder)[:2], "--config", "/dev/zero"], says=("/dev/zero", "regular file")),
+    "config is a folder": Case(lambda folder: [*_config("")(folder)[:2], "--config", str(folder)], says=("regular file", "a folder")),
+    "config of 17 MB": Case(lambda folder: [*_config("")(folder)[:2], "--config", str(_sparse(folder / "big.yaml", 17 << 20))], says=("big.yaml", "bytes")),
+    "config does not exist": Case(lambda folder: [*_config("")(folder)[:2], "--config", "missing.yaml"], says=("missing.yaml", "no such file")),
+}
+
+
+def _sparse(path: Path, size: int) -> Path:
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+    return path
+
+
+ARCH = {
+    "--arch calls sys.exit(0) at import": Case(_arch("import sys\nsys.exit(0)\nclass Net: pass\n"), says=("net.py:Net", "sys.exit(0)")),
+    "--arch parses sys.argv at import": Case(_arch("import argparse\nparser = argparse.ArgumentParser(prog='train.py')\nparser.add_argument('--epochs', required=True)\nparser.parse_args()\nclass Net: pass\n"),
+                                             says=("net.py:Net", "sys.exit(2)", "--epochs")),
+    "--arch raises at import": Case(_arch("raise RuntimeError('needs a GPU')\nclass Net: pass\n"), says=("net.py:Net", "RuntimeError", "needs a GPU")),
+    "--arch raises KeyboardInterrupt at import": Case(_arch("raise KeyboardInterrupt\nclass Net: pass\n"), says=("net.py:Net", "KeyboardInterrupt")),
+    "--arch has a syntax error": Case(_arch("class Net(:\n    pass\n"), says=("net.py", "parsed")),
+    "--arch names a missing class": Case(_arch("class Other: pass\n"), says=("net.py", "Net")),
+}
+
+LINT_TARGETS = {
+    "target with a PEP 263 latin-1 coding line": Case(
+        lambda folder: ["lint", _write(folder, "latin.py", ("# -*- coding: latin-1 -*-\n# Jos\xe9's loss\n" + FOCAL_FUNCTION).encode("latin-1")).name + ":focal"],
+        exit_code=0, stdout_says=("Found 0 errors, 0 warnings",)),
+    "target file is not utf-8 and declares nothing": Case(lambda folder: ["lint", _write(folder, "bad.py", b"# caf\xe9\n" + FOCAL_FUNCTION.encode()).name + ":focal"], says=("bad.py",)),
+}
+
+CORPUS = {**CONFIGURATION, **ARCH, **LINT_TARGETS}
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    """SHA-256 of every regular file below ``folder`` (FIFOs and devices are listed, not read)."""
+    hashes = {}
+    for path in sorted(folder.rglob("*")):
+        mode = path.lstat().st_mode
+        if stat.S_ISREG(mode):
+            hashes[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
+        elif not stat.S_ISDIR(mode):
+            hashes[str(path.relative_to(folder))] = "special"
+    return hashes
+
+
+def run_case(case: Case, folder: Path) -> subprocess.CompletedProcess:
+    """Run the case's command in ``folder`` and check the promises every case shares."""
+    arguments = case.make(folder)
+    before = _snapshot(folder)
+    env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")} | case.env
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "lossaudit", *arguments], cwd=folder, env=env, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=LIMIT_S)
+    elapsed = time.monotonic() - started
+    assert result.returncode == case.exit_code, (result.returncode, result.stderr[-2000:], result.stdout[-2000:])
+    assert "Traceback" not in result.stderr + result.stdout
+    if case.exit_code == 2:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("lossaudit: error: "), result.stderr
+        for text in case.says:
+            assert text in lines[0], (text, lines[0])
+    for text in case.stdout_says:
+        assert text in result.stdout, (text, result.stdout[-2000:])
+    assert _snapshot(folder) == before, "an input changed or a stray file was left"
+    assert elapsed < LIMIT_S
+    return result
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_hostile_input(name, tmp_path):
+    run_case(CORPUS[name], tmp_path)
