@@ -129,6 +129,24 @@ LINT_TARGETS = {
 
 CORPUS = {**CONFIGURATION, **ARCH, **LINT_TARGETS}
 
+HOG = """import torch
+import torch.nn.functional as F
+
+
+def focal(inputs, targets, alpha=0.25, gamma=2.0):
+    torch.empty(4 * 2**30, dtype=torch.uint8).fill_(1)  # 4 GiB
+    return F.binary_cross_entropy_with_logits(inputs, targets)
+"""
+FORKER = FOCAL_FUNCTION.replace("def focal(inputs, targets, alpha=0.25, gamma=2.0):\n", """def focal(inputs, targets, alpha=0.25, gamma=2.0):
+    import os, time
+    child = os.fork()
+    if child == 0:
+        time.sleep(600)
+        os._exit(0)
+    with open("children.txt", "a") as handle:
+        handle.write(f"{child}\\n")
+""")
+
 
 def _snapshot(folder: Path) -> dict[str, str]:
     """SHA-256 of every regular file below ``folder`` (FIFOs and devices are listed, not read)."""
@@ -168,3 +186,29 @@ def run_case(case: Case, folder: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("name", sorted(CORPUS))
 def test_hostile_input(name, tmp_path):
     run_case(CORPUS[name], tmp_path)
+
+
+def test_lint_enforces_its_memory_limit(tmp_path):
+    result = run_case(Case(lambda folder: ["lint", _write(folder, "hog.py", HOG).name + ":focal", "--memory-limit", "1500"], exit_code=1), tmp_path)
+    assert "FL015" in result.stdout and "memory limit (1,500 MiB" in result.stdout
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, killed and waiting to be reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_lint_leaves_no_process_behind(tmp_path):
+    """The target forks a sleeping child on every call; none may outlive lossaudit."""
+    target = _write(tmp_path, "forker.py", FORKER)
+    subprocess.run([sys.executable, "-m", "lossaudit", "lint", f"{target.name}:focal"], cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, timeout=LIMIT_S)
+    children = [int(line) for line in (tmp_path / "children.txt").read_text().split()]
+    assert children
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in children if _alive(pid)]

@@ -34,7 +34,17 @@ def error_text(error: BaseException) -> str:
         return f"called sys.exit({error.code!r})"
     if isinstance(error, CallTimeout):
         return f"hung: {error}"
-    return f"{type(error).__name__}: {error}"
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    if isinstance(error, MemoryError) or "allocate memory" in text or "not enough memory" in text:
+        return f"ran out of memory under the memory limit ({_memory_limit_text()}; --memory-limit): {text[:200]}"
+    return text
+
+
+def _memory_limit_text() -> str:
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return "none set" if soft == resource.RLIM_INFINITY else f"{soft / 2**20:,.0f} MiB"
 
 
 

@@ -6,12 +6,18 @@ that floods output, hangs, calls ``sys.exit`` or kills its process cannot take l
 of those becomes an FL015 finding. The child runs in the current folder; a module target with a
 ``root`` (a configuration file's folder) has that folder on its ``PYTHONPATH``. Independent audits
 run side by side, :func:`default_jobs` at a time.
+
+The child runs in a process group of its own under an address-space limit (``--memory-limit``,
+set by the child on itself before it imports the target, and inherited by anything the target
+starts); when it finishes or is stopped, the whole group is killed, so a target that forks
+workers leaves none behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +48,17 @@ class AuditOptions:
     ignore_index: int | None = None
     seed: int = 0
     timeout: float = 10.0
+    memory_limit_mb: int | None = None
+    """The child's address-space limit in MiB; None: :func:`default_memory_limit_mb`."""
+
+
+def default_memory_limit_mb() -> int:
+    """Half the machine's physical memory, at least 2 GiB (torch alone maps about 0.7 GiB)."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 8192
+    return max(physical // 2 // 2**20, 2048)
 
 
 def default_jobs() -> int:
@@ -75,7 +92,7 @@ def audit(spec: TargetSpec, options: AuditOptions) -> TargetResult:
     """
     request = {
         "target": {"text": spec.text, "symbol": spec.symbol, "file": str(spec.file) if spec.file else None, "module": spec.module, "init": spec.init},
-        "options": asdict(options),
+        "options": {**asdict(options), "memory_limit_mb": options.memory_limit_mb or default_memory_limit_mb()},
     }
     with tempfile.TemporaryDirectory(prefix="lossaudit-lint-") as folder:
         request_path, result_path = Path(folder, "request.json"), Path(folder, "result.json")
@@ -96,8 +113,9 @@ def audit(spec: TargetSpec, options: AuditOptions) -> TargetResult:
         try:
             process.wait(timeout=limit)
         except subprocess.TimeoutExpired:
-            _kill(process)
+            _kill_group(process)
             return _crashed(spec, f"the audit ran past {limit:.0f} s and was stopped (the target hangs)", {"limit_s": limit})
+        _kill_group(process)  # what the target started (forked workers) goes with it
         reader.join(timeout=5)
         if not result_path.exists():
             stderr_tail = b"".join(tail).decode(errors="replace").strip().splitlines()[-3:]
@@ -112,10 +130,11 @@ def audit(spec: TargetSpec, options: AuditOptions) -> TargetResult:
     return TargetResult.from_dict(outcome["result"])
 
 
-def _kill(process: subprocess.Popen) -> None:
+def _kill_group(process: subprocess.Popen) -> None:
+    """Kill the child's process group (the child, and every descendant that stayed in it)."""
     try:
-        os.killpg(process.pid, 9)
-    except ProcessLookupError:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
         pass
     process.wait()
 

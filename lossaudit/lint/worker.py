@@ -115,9 +115,19 @@ def _reference_name(kind: str, params) -> str:
     return f"{name}(alpha={alpha_text}, gamma={params.gamma:g})"
 
 
+def limit_memory(megabytes: int) -> None:
+    """Cap this process's address space (and its descendants') before the target is imported."""
+    import resource
+
+    limit = megabytes * 2**20
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+
+
 def main() -> None:
     request_path, result_path = sys.argv[1], sys.argv[2]
     request = json.loads(Path(request_path).read_text())
+    limit_memory(request["options"]["memory_limit_mb"])
     try:
         outcome = {"status": "ok", "result": audit(request).to_dict()}
     except InputError as error:
