@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from lossaudit.errors import InputError
+from lossaudit.textfiles import MAX_TEXT_BYTES, require_regular_file
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def parse_target(text: str, init: dict | None = None, root: Path | None = None) 
     init = dict(init or {})
     if location.endswith(".py") or "/" in location or "\\" in location:
         path = Path(location)
-        if not path.is_file():
+        if not path.exists():
             raise InputError(f"{text!r}: no such file {location}")
         defined = _top_level_names(path)
         if symbol.split(".")[0] not in defined:
@@ -98,11 +99,15 @@ def module_source(module: str, root: Path | None = None) -> Path | None:
 
 
 def parse_python(path: Path) -> ast.Module:
-    """The syntax tree of a Python file, without running it.
+    """The syntax tree of a Python file, without running it. Only a regular file of at most
+    :data:`~lossaudit.textfiles.MAX_TEXT_BYTES` is opened (a FIFO would block, a device never end).
 
     Raises:
         InputError: the file cannot be read or parsed.
     """
+    status = require_regular_file(path, "Python source")
+    if status.st_size > MAX_TEXT_BYTES:
+        raise InputError(f"{path}: {status.st_size:,} bytes is not a Python source lossaudit reads (at most {MAX_TEXT_BYTES:,})")
     try:
         return ast.parse(read_source(path), filename=str(path))
     except SyntaxError as error:

@@ -68,6 +68,14 @@ def focal(inputs, targets, alpha=0.25, gamma=2.0):
 '''
 
 
+def _discovery_folder(folder: Path) -> str:
+    """A folder of sources where one is a FIFO and one a link to /dev/zero: both skipped."""
+    _write(folder, "src/losses.py", FOCAL_FUNCTION)
+    _fifo(folder, "src/pipe.py")
+    (folder / "src" / "zero.py").symlink_to("/dev/zero")
+    return "src"
+
+
 def _config(text: str, name: str = "lossaudit.yaml") -> Callable[[Path], list[str]]:
     def make(folder: Path) -> list[str]:
         _write(folder, name, text)
@@ -124,6 +132,8 @@ LINT_TARGETS = {
     "target with a PEP 263 latin-1 coding line": Case(
         lambda folder: ["lint", _write(folder, "latin.py", ("# -*- coding: latin-1 -*-\n# Jos\xe9's loss\n" + FOCAL_FUNCTION).encode("latin-1")).name + ":focal"],
         exit_code=0, stdout_says=("Found 0 errors, 0 warnings",)),
+    "discovery folder holding a FIFO and /dev/zero": Case(lambda folder: ["lint", _discovery_folder(folder)], exit_code=0, stdout_says=("Found 0 errors",)),
+    "target file is a FIFO": Case(lambda folder: ["lint", f"{_fifo(folder, 'pipe.py').name}:focal"], says=("pipe.py", "FIFO")),
     "target file is not utf-8 and declares nothing": Case(lambda folder: ["lint", _write(folder, "bad.py", b"# caf\xe9\n" + FOCAL_FUNCTION.encode()).name + ":focal"], says=("bad.py",)),
 }
 
