@@ -177,10 +177,13 @@ def compare(
         from lossaudit.compare.report import gating
         from lossaudit.config import load_config
         from lossaudit.dataset import LoadOptions, read_class_names
-        from lossaudit.reporting import write_report
+        from lossaudit.readers import SUFFIXES as DUMP_SUFFIXES
+        from lossaudit.reporting import refuse_overwriting_inputs, write_report
 
         settings_file = load_config(config, isolated)
         o = {**ctx.params, **_config_values(ctx, settings_file.compare)}
+        read = [*(paths or []), settings_file.source, *(Path(o[key]) for key in ("class_names", "alpha_per_class") if o[key]), model, data]
+        refuse_overwriting_inputs(output, read, DUMP_SUFFIXES)
         load_options = LoadOptions(
             logits_key=o["logits_key"],
             targets_key=o["targets_key"],
@@ -270,7 +273,7 @@ def lint(
         from lossaudit.lint.report import render
         from lossaudit.lint.rules import parse_codes
         from lossaudit.lint.runner import AuditOptions
-        from lossaudit.reporting import write_report
+        from lossaudit.reporting import refuse_overwriting_inputs, write_report
         from lossaudit.symbols import parse_init
 
         settings_file = load_config(config, isolated)
@@ -294,6 +297,8 @@ def lint(
             jobs=o["jobs"],
         )
         plan = session.plan(targets or [], settings_file.lint.get("targets", []), settings)
+        named = [Path(target.rpartition(":")[0] if ":" in target else target) for target in targets or []]
+        refuse_overwriting_inputs(output, [settings_file.source, *named, *(item.spec.file for item in plan.targets)], (".py",))
         for notice in plan.notices:
             stderr.print(f"lossaudit: {notice}", highlight=False, markup=False, soft_wrap=True)
         results = session.run(plan.targets, settings)

@@ -28,6 +28,23 @@ def write_report(text: str, output: Path | None) -> None:
         raise InputError(f"--output {output}: cannot write ({error.strerror})") from None
 
 
+def refuse_overwriting_inputs(output: Path | None, inputs: list[Path | None], read_suffixes: tuple[str, ...]) -> None:
+    """Refuse an ``--output`` that is a file the command reads: one of ``inputs``, or a file with
+    one of ``read_suffixes`` inside an input folder (a dump folder, a folder linted by discovery).
+
+    Raises:
+        InputError: naming the input the report would replace.
+    """
+    if output is None:
+        return
+    target = output.resolve()
+    for given in filter(None, inputs):
+        source = Path(given).resolve()
+        inside = source.is_dir() and source in target.parents and target.suffix in read_suffixes
+        if target == source or inside:
+            raise InputError(f"--output {output}: that would overwrite {given}, an input of this command; lossaudit never overwrites what it reads")
+
+
 def escape_data(text: str) -> str:
     """Escape a workflow command's message: ``%``, CR and LF."""
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")

@@ -68,6 +68,12 @@ def focal(inputs, targets, alpha=0.25, gamma=2.0):
 '''
 
 
+def _copy(folder: Path, name: str, example: str = "detection.npz") -> str:
+    """An example dump copied to ``folder/name``; returns ``name``."""
+    _write(folder, name, (EXAMPLES / example).read_bytes())
+    return name
+
+
 def _discovery_folder(folder: Path) -> str:
     """A folder of sources where one is a FIFO and one a link to /dev/zero: both skipped."""
     _write(folder, "src/losses.py", FOCAL_FUNCTION)
@@ -137,7 +143,17 @@ LINT_TARGETS = {
     "target file is not utf-8 and declares nothing": Case(lambda folder: ["lint", _write(folder, "bad.py", b"# caf\xe9\n" + FOCAL_FUNCTION.encode()).name + ":focal"], says=("bad.py",)),
 }
 
-CORPUS = {**CONFIGURATION, **ARCH, **LINT_TARGETS}
+OUTPUT = {
+    "compare --output is the dump": Case(lambda folder: ["compare", _copy(folder, "detection.npz"), "--output", "detection.npz"], says=("--output detection.npz", "overwrite")),
+    "compare --output is a dump in the dump folder": Case(lambda folder: ["compare", _copy(folder, "runs/detection.npz").rpartition("/")[0], "--output", "runs/detection.npz"],
+                                                          says=("runs/detection.npz", "overwrite")),
+    "compare --output is the configuration": Case(lambda folder: ["compare", _copy(folder, "detection.npz"), "--output", _write(folder, "lossaudit.yaml", "compare:\n  bins: 10\n").name],
+                                                  says=("lossaudit.yaml", "overwrite")),
+    "lint --output is the target": Case(lambda folder: ["lint", f"{_write(folder, 'losses.py', FOCAL_FUNCTION).name}:focal", "--output", "losses.py"], says=("losses.py", "overwrite")),
+    "lint --output is a discovered source": Case(lambda folder: ["lint", _discovery_folder(folder), "--output", "src/losses.py"], says=("src/losses.py", "overwrite")),
+}
+
+CORPUS = {**CONFIGURATION, **ARCH, **LINT_TARGETS, **OUTPUT}
 
 HOG = """import torch
 import torch.nn.functional as F
