@@ -14,15 +14,37 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape as plain  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
 
 from lossaudit import __version__
 from lossaudit.errors import InputError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
+
+class _FlagHelp:
+    """Help without a type placeholder for ``-h/--help``: a flag takes no value (Typer shows
+    ``<bool>``); lossaudit's own flags say so with ``metavar=""``."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class Command(_FlagHelp, typer.core.TyperCommand):
+    pass
+
+
+class Group(_FlagHelp, typer.core.TyperGroup):
+    pass
+
+
 app = typer.Typer(
+    cls=Group,
     name="lossaudit",
-    help="Audit focal, GHM and cross-entropy losses on your predictions and your loss code.",
+    help=plain("Audit focal, GHM and cross-entropy losses on your predictions and your loss code."),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -84,15 +106,17 @@ class Severity(str, Enum):
 
 ConfigOption = Annotated[
     Optional[Path],
-    typer.Option("--config", help="Read options from this pyproject.toml ([tool.lossaudit]) or lossaudit.yaml instead of the nearest one."),
+    typer.Option("--config", metavar="FILE", rich_help_panel="CI", help=plain("Read options from this pyproject.toml ([tool.lossaudit]) or lossaudit.yaml instead of the nearest one.")),
 ]
-IsolatedOption = Annotated[bool, typer.Option("--isolated", help="Ignore configuration files.")]
-OutputOption = Annotated[Optional[Path], typer.Option(help="Write the report to this file instead of stdout (whole: a temporary file, then a rename).")]
-InitOption = Annotated[
-    Optional[list[str]],
-    typer.Option("--init", help="KEY=VALUE keyword for the constructor (lint: a class target, or the call of a function; compare: the --arch class); values are Python literals. Repeatable."),
-]
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks of errors (lint: also the probes that could not run).")]
+IsolatedOption = Annotated[bool, typer.Option("--isolated", metavar="", rich_help_panel="CI", help=plain("Ignore configuration files."))]
+OutputOption = Annotated[Optional[Path], typer.Option(metavar="FILE", rich_help_panel="Report", help=plain("Write the report to this file instead of stdout (whole: a temporary file, then a rename)."))]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", metavar="", rich_help_panel="Report", help=plain("Show tracebacks of errors (lint: also the probes that could not run)."))]
+INIT_HELP = "KEY=VALUE keyword for the constructor (lint: a class target, or the call of a function; compare: the --arch class); values are Python literals. Repeatable."
+
+
+def init_option(panel: str):
+    """``--init``, shown in ``panel`` (compare: Model; lint: Target)."""
+    return Annotated[Optional[list[str]], typer.Option("--init", metavar="KEY=VALUE", rich_help_panel=panel, help=plain(INIT_HELP))]
 
 
 def _config_values(ctx: typer.Context, section: dict, skip: tuple[str, ...] = ()) -> dict[str, object]:
@@ -116,47 +140,47 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool, typer.Option("--version", metavar="", callback=_version, is_eager=True, help=plain("Print the version and exit."))
     ] = False,
 ) -> None:
     """Audit focal, GHM and cross-entropy losses on your predictions and your loss code."""
 
 
-@app.command()
+@app.command(cls=Command)
 def compare(
     ctx: typer.Context,
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file). Optional with --model.", show_default=False)] = None,
-    logits_key: Annotated[Optional[str], typer.Option(help="Key of the logits (default: logits, pred, preds, outputs, scores).")] = None,
-    targets_key: Annotated[Optional[str], typer.Option(help="Key of the targets (default: targets, labels, target, label, gt, y).")] = None,
-    targets: Annotated[TargetEncoding, typer.Option(help="Target encoding; auto detects it.")] = TargetEncoding.auto,
-    background_index: Annotated[Optional[int], typer.Option(help="Index label meaning background (default: C, the number of classes).")] = None,
-    ignore_index: Annotated[int, typer.Option(help="Index label meaning ignore.")] = -1,
-    class_dim: Annotated[Optional[int], typer.Option(help="Class axis of the logits (default: last for 2-D/3-D, 1 for 4-D).")] = None,
-    inputs: Annotated[Inputs, typer.Option(help="Whether the dump holds logits or probabilities; auto reads logits and warns if they look like probabilities.")] = Inputs.auto,
-    class_names: Annotated[Optional[Path], typer.Option(help="File of class names: one per line, a YAML list or a YAML mapping {index: name}.")] = None,
-    losses: Annotated[Optional[str], typer.Option(help="Comma list of ce, bce, focal, softmax-focal, ghm, centernet, ohem [default: ce,bce,focal,softmax-focal,ghm; +centernet for heatmaps].", show_default=False)] = None,
-    alpha: Annotated[float, typer.Option(help="Focal alpha for positives (negatives get 1 - alpha); -1 disables it.")] = 0.25,
-    gamma: Annotated[float, typer.Option(help="Focal gamma (focal and softmax-focal).")] = 2.0,
-    alpha_per_class: Annotated[Optional[Path], typer.Option(help="File of one alpha per class (one per line or YAML list): softmax-focal indexes it by target, focal by class column.")] = None,
-    ghm_bins: Annotated[int, typer.Option(help="GHM-C bins.")] = 10,
-    ghm_momentum: Annotated[float, typer.Option(help="GHM-C momentum (one call from a fresh state, as mmdet's first iteration).")] = 0.0,
-    ohem_ratio: Annotated[float, typer.Option(help="OHEM negatives kept per positive.")] = 3.0,
-    bins: Annotated[int, typer.Option(help="Difficulty bins of g for the per-difficulty table.")] = 10,
-    top: Annotated[Optional[int], typer.Option(help="Show only the K classes with the largest loss (of the loss with the largest total, or --top-by).", min=1)] = None,
-    top_by: Annotated[Optional[str], typer.Option(help="The loss --top ranks classes by (one of those shown).")] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on non-finite logits, labels out of range, background rows fed to a softmax loss, or probabilities saved as logits.")] = False,
-    format: Annotated[CompareFormat, typer.Option("--format", help="Report format.")] = CompareFormat.text,
+    paths: Annotated[Optional[list[Path]], typer.Argument(help=plain("Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file). Optional with --model."), show_default=False, metavar='DUMP...')] = None,
+    logits_key: Annotated[Optional[str], typer.Option(help=plain("Key of the logits (default: logits, pred, preds, outputs, scores)."), metavar='KEY', rich_help_panel='Input')] = None,
+    targets_key: Annotated[Optional[str], typer.Option(help=plain("Key of the targets (default: targets, labels, target, label, gt, y)."), metavar='KEY', rich_help_panel='Input')] = None,
+    targets: Annotated[TargetEncoding, typer.Option(help=plain("Target encoding; auto detects it."), rich_help_panel='Input')] = TargetEncoding.auto,
+    background_index: Annotated[Optional[int], typer.Option(help=plain("Index label meaning background (default: C, the number of classes)."), metavar='N', rich_help_panel='Input')] = None,
+    ignore_index: Annotated[int, typer.Option(help=plain("Index label meaning ignore."), metavar='N', rich_help_panel='Input')] = -1,
+    class_dim: Annotated[Optional[int], typer.Option(help=plain("Class axis of the logits (default: last for 2-D/3-D, 1 for 4-D)."), metavar='AXIS', rich_help_panel='Input')] = None,
+    inputs: Annotated[Inputs, typer.Option(help=plain("Whether the dump holds logits or probabilities; auto reads logits and warns if they look like probabilities."), rich_help_panel='Input')] = Inputs.auto,
+    class_names: Annotated[Optional[Path], typer.Option(help=plain("File of class names: one per line, a YAML list or a YAML mapping {index: name}."), metavar='FILE', rich_help_panel='Input')] = None,
+    losses: Annotated[Optional[str], typer.Option(help=plain("Comma list of ce, bce, focal, softmax-focal, ghm, centernet, ohem [default: ce,bce,focal,softmax-focal,ghm; +centernet for heatmaps]."), show_default=False, metavar='LOSS,...', rich_help_panel='Losses')] = None,
+    alpha: Annotated[float, typer.Option(help=plain("Focal alpha for positives (negatives get 1 - alpha); -1 disables it."), metavar='X', rich_help_panel='Losses')] = 0.25,
+    gamma: Annotated[float, typer.Option(help=plain("Focal gamma (focal and softmax-focal)."), metavar='X', rich_help_panel='Losses')] = 2.0,
+    alpha_per_class: Annotated[Optional[Path], typer.Option(help=plain("File of one alpha per class (one per line or YAML list): softmax-focal indexes it by target, focal by class column."), metavar='FILE', rich_help_panel='Losses')] = None,
+    ghm_bins: Annotated[int, typer.Option(help=plain("GHM-C bins."), metavar='N', rich_help_panel='Losses')] = 10,
+    ghm_momentum: Annotated[float, typer.Option(help=plain("GHM-C momentum (one call from a fresh state, as mmdet's first iteration)."), metavar='M', rich_help_panel='Losses')] = 0.0,
+    ohem_ratio: Annotated[float, typer.Option(help=plain("OHEM negatives kept per positive."), metavar='R', rich_help_panel='Losses')] = 3.0,
+    bins: Annotated[int, typer.Option(help=plain("Difficulty bins of g for the per-difficulty table."), metavar='N', rich_help_panel='Losses')] = 10,
+    top: Annotated[Optional[int], typer.Option(help=plain("Show only the K classes with the largest loss (of the loss with the largest total, or --top-by)."), min=1, metavar='K', rich_help_panel='Report')] = None,
+    top_by: Annotated[Optional[str], typer.Option(help=plain("The loss --top ranks classes by (one of those shown)."), metavar='LOSS', rich_help_panel='Report')] = None,
+    strict: Annotated[bool, typer.Option("--strict", help=plain("Exit 1 on non-finite logits, labels out of range, background rows fed to a softmax loss, or probabilities saved as logits."), metavar='', rich_help_panel='CI')] = False,
+    format: Annotated[CompareFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel='Report')] = CompareFormat.text,
     output: OutputOption = None,
-    model: Annotated[Optional[Path], typer.Option("--model", help="Checkpoint to run instead of reading dumps: a state dict (with --arch), .safetensors, TorchScript or .pt2 (with --trust-model).")] = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help="With --model: .npz/.pt holding the model input (inputs, x or images) and the targets.")] = None,
-    arch: Annotated[Optional[str], typer.Option("--arch", help="With a state dict: the model class, package.module:Class or path/to/file.py:Class.")] = None,
-    init: InitOption = None,
-    trust_model: Annotated[bool, typer.Option("--trust-model", help="Allow TorchScript and torch.export checkpoints, which run code from the file when loaded.")] = False,
-    inputs_key: Annotated[Optional[str], typer.Option(help="Key of the model input in --data (default: inputs, x, images).")] = None,
-    output_key: Annotated[Optional[str], typer.Option(help="Which output holds the logits when the model returns a tuple (an index) or a dict (a key; default: logits).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Samples per model call.", min=1)] = 256,
-    device: Annotated[str, typer.Option(help="cpu or cuda (cuda only when available).")] = "cpu",
-    save_logits: Annotated[Optional[Path], typer.Option(help="Write the model's logits and targets to this .npz (or folder), in lossaudit's dump format; never overwrites.")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help=plain("Checkpoint to run instead of reading dumps: a state dict (with --arch), .safetensors, TorchScript or .pt2 (with --trust-model)."), metavar='FILE', rich_help_panel='Model')] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help=plain("With --model: .npz/.pt holding the model input (inputs, x or images) and the targets."), metavar='FILE', rich_help_panel='Model')] = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help=plain("With a state dict: the model class, package.module:Class or path/to/file.py:Class."), metavar='TARGET', rich_help_panel='Model')] = None,
+    init: init_option("Model") = None,
+    trust_model: Annotated[bool, typer.Option("--trust-model", help=plain("Allow TorchScript and torch.export checkpoints, which run code from the file when loaded."), metavar='', rich_help_panel='Model')] = False,
+    inputs_key: Annotated[Optional[str], typer.Option(help=plain("Key of the model input in --data (default: inputs, x, images)."), metavar='KEY', rich_help_panel='Model')] = None,
+    output_key: Annotated[Optional[str], typer.Option(help=plain("Which output holds the logits when the model returns a tuple (an index) or a dict (a key; default: logits)."), metavar='KEY', rich_help_panel='Model')] = None,
+    batch_size: Annotated[int, typer.Option(help=plain("Samples per model call."), min=1, metavar='N', rich_help_panel='Model')] = 256,
+    device: Annotated[str, typer.Option(help=plain("cpu or cuda (cuda only when available)."), metavar='DEVICE', rich_help_panel='Model')] = "cpu",
+    save_logits: Annotated[Optional[Path], typer.Option(help=plain("Write the model's logits and targets to this .npz (or folder), in lossaudit's dump format; never overwrites."), metavar='FILE', rich_help_panel='Model')] = None,
     config: ConfigOption = None,
     isolated: IsolatedOption = False,
     verbose: VerboseOption = False,
@@ -241,27 +265,27 @@ def compare(
         raise typer.Exit(EXIT_FINDINGS)
 
 
-@app.command()
+@app.command(cls=Command)
 def lint(
     ctx: typer.Context,
-    targets: Annotated[Optional[list[str]], typer.Argument(help="path/to/file.py:Symbol, package.module:Symbol, or a file or folder to discover losses in [default: the configured lint.targets].", show_default=False)] = None,
-    init: InitOption = None,
-    kind: Annotated[Kind, typer.Option(help="The intended semantics; auto infers it.")] = Kind.auto,
-    inputs: Annotated[Inputs, typer.Option(help="Whether the loss takes logits or probabilities; auto tries both.")] = Inputs.auto,
-    targets_encoding: Annotated[LintTargets, typer.Option("--targets", help="Whether the loss takes class indices or one-hot targets; auto tries both.")] = LintTargets.auto,
-    num_classes: Annotated[Optional[int], typer.Option(help="Classes in the probe batches [default: 5, or the length of a per-class alpha].", min=1, show_default=False)] = None,
-    ignore_index: Annotated[Optional[int], typer.Option(help="Ignore label to probe (default: the loss's own ignore_index parameter).")] = None,
-    select: Annotated[Optional[str], typer.Option(help="Only these rule codes (comma list; a prefix like FL01 selects a range).")] = None,
-    ignore: Annotated[Optional[str], typer.Option(help="Skip these rule codes (comma list).")] = None,
-    fail_on: Annotated[Severity, typer.Option(help="Lowest severity that makes the exit code 1.")] = Severity.error,
-    seed: Annotated[int, typer.Option(help="Seed of the probe batches.")] = 0,
-    timeout: Annotated[float, typer.Option(help="Seconds allowed for importing the target and for each call of it.", min=0.1)] = 10.0,
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Glob of files or folders discovery skips, matched against paths below the folder given and against names (replaces the configured exclude). Repeatable.", show_default=False)] = None,
-    jobs: Annotated[Optional[int], typer.Option(help="Targets audited at once, each in its own child process [default: one per core].", min=1, show_default=False)] = None,
-    memory_limit: Annotated[Optional[int], typer.Option("--memory-limit", help="Address-space limit of each audit's child process, in MiB [default: half the machine's memory, at least 2048].", min=256, show_default=False)] = None,
-    format: Annotated[LintFormat, typer.Option("--format", help="Report format.")] = LintFormat.text,
+    targets: Annotated[Optional[list[str]], typer.Argument(help=plain("path/to/file.py:Symbol, package.module:Symbol, or a file or folder to discover losses in [default: the configured lint.targets]."), show_default=False, metavar='TARGET...')] = None,
+    init: init_option("Target") = None,
+    kind: Annotated[Kind, typer.Option(help=plain("The intended semantics; auto infers it."), rich_help_panel='Target')] = Kind.auto,
+    inputs: Annotated[Inputs, typer.Option(help=plain("Whether the loss takes logits or probabilities; auto tries both."), rich_help_panel='Target')] = Inputs.auto,
+    targets_encoding: Annotated[LintTargets, typer.Option("--targets", help=plain("Whether the loss takes class indices or one-hot targets; auto tries both."), rich_help_panel='Target')] = LintTargets.auto,
+    num_classes: Annotated[Optional[int], typer.Option(help=plain("Classes in the probe batches [default: 5, or the length of a per-class alpha]."), min=1, show_default=False, metavar='N', rich_help_panel='Probes')] = None,
+    ignore_index: Annotated[Optional[int], typer.Option(help=plain("Ignore label to probe (default: the loss's own ignore_index parameter)."), metavar='N', rich_help_panel='Probes')] = None,
+    select: Annotated[Optional[str], typer.Option(help=plain("Only these rule codes (comma list; a prefix like FL01 selects a range)."), metavar='CODES', rich_help_panel='Report')] = None,
+    ignore: Annotated[Optional[str], typer.Option(help=plain("Skip these rule codes (comma list)."), metavar='CODES', rich_help_panel='Report')] = None,
+    fail_on: Annotated[Severity, typer.Option(help=plain("Lowest severity that makes the exit code 1."), rich_help_panel='CI')] = Severity.error,
+    seed: Annotated[int, typer.Option(help=plain("Seed of the probe batches."), metavar='N', rich_help_panel='Probes')] = 0,
+    timeout: Annotated[float, typer.Option(help=plain("Seconds allowed for importing the target and for each call of it."), min=0.1, metavar='SECONDS', rich_help_panel='Probes')] = 10.0,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help=plain("Glob of files or folders discovery skips, matched against paths below the folder given and against names (replaces the configured exclude). Repeatable."), show_default=False, metavar='GLOB', rich_help_panel='Target')] = None,
+    jobs: Annotated[Optional[int], typer.Option(help=plain("Targets audited at once, each in its own child process [default: one per core]."), min=1, show_default=False, metavar='N', rich_help_panel='Probes')] = None,
+    memory_limit: Annotated[Optional[int], typer.Option("--memory-limit", help=plain("Address-space limit of each audit's child process, in MiB [default: half the machine's memory, at least 2048]."), min=256, show_default=False, metavar='MIB', rich_help_panel='Probes')] = None,
+    format: Annotated[LintFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel='Report')] = LintFormat.text,
     output: OutputOption = None,
-    exit_zero: Annotated[bool, typer.Option("--exit-zero", help="Exit 0 even when findings fail the run.")] = False,
+    exit_zero: Annotated[bool, typer.Option("--exit-zero", help=plain("Exit 0 even when findings fail the run."), metavar='', rich_help_panel='CI')] = False,
     config: ConfigOption = None,
     isolated: IsolatedOption = False,
     verbose: VerboseOption = False,
@@ -311,9 +335,9 @@ def lint(
         raise typer.Exit(EXIT_FINDINGS)
 
 
-@app.command()
+@app.command(cls=Command)
 def rules(
-    code: Annotated[Optional[str], typer.Argument(help="A rule code (FL001) to explain; none lists every rule.", show_default=False)] = None,
+    code: Annotated[Optional[str], typer.Argument(help=plain("A rule code (FL001) to explain; none lists every rule."), show_default=False)] = None,
 ) -> None:
     """List the lint rules, or explain one with a wrong and a right example."""
     from lossaudit.lint.report import render_rule, render_rules
@@ -336,4 +360,19 @@ def _fail(message: str, verbose: bool) -> None:
 
 
 def main() -> None:
-    app()
+    """The ``lossaudit`` program: Typer's usage errors (an unknown option, a bad choice, a missing
+    value) are printed in lossaudit's one-line form and exit 2, like its own errors."""
+    from typer._click.exceptions import NoArgsIsHelpError
+
+    try:
+        code = app(prog_name="lossaudit", standalone_mode=False)
+    except NoArgsIsHelpError as error:
+        sys.stdout.write(error.ctx.get_help() + "\n")
+        code = EXIT_ERROR
+    except typer.TyperException as error:  # click's ClickException and UsageError, as Typer vendors them
+        stderr.print(f"lossaudit: error: {' '.join(error.format_message().split())}", highlight=False, markup=False, soft_wrap=True)
+        code = EXIT_ERROR
+    except typer.Abort:
+        stderr.print("lossaudit: error: aborted", highlight=False, markup=False)
+        code = EXIT_ERROR
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

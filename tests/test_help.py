@@ -1,0 +1,89 @@
+"""`--help` reads like a good CLI: every option's help is shown as written (Rich markup must not
+eat "[tool.lossaudit]" or "[default: ...]"), options sit in named panels, flags show no
+placeholder, and Typer's own usage errors use lossaudit's one-line form."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from lossaudit.cli import app
+
+COMMANDS = {"": None, "compare": None, "lint": None, "rules": None}
+PANELS = {"compare": ("Input", "Losses", "Report", "CI", "Model"), "lint": ("Target", "Probes", "Report", "CI")}
+
+
+def _help(command: str) -> str:
+    arguments = [command, "--help"] if command else ["--help"]
+    result = CliRunner().invoke(app, arguments, env={"COLUMNS": "400", "NO_COLOR": "1"}, terminal_width=400)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _flat(text: str) -> str:
+    """Help text without the panels' borders, with whitespace folded."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
+def _parameters(command: str):
+    click_command = typer.main.get_command(app)
+    if command:
+        click_command = click_command.commands[command]
+    return [param for param in click_command.params if getattr(param, "help", None)]
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_help_text_is_shown_as_written(command):
+    shown = _flat(_help(command))
+    parameters = _parameters(command)
+    assert parameters
+    for param in parameters:
+        written = " ".join(param.help.split()).replace("\\[", "[")  # the source escapes '[' for Rich
+        assert written in shown, (param.name, written)
+
+
+def test_bracketed_text_survives():
+    assert "pyproject.toml ([tool.lossaudit])" in _flat(_help("compare"))
+    assert "[default: ce,bce,focal,softmax-focal,ghm; +centernet for heatmaps]" in _flat(_help("compare"))
+    assert "[default: the configured lint.targets]" in _flat(_help("lint"))
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_flags_show_no_placeholder(command):
+    assert "<bool>" not in _help(command)
+
+
+@pytest.mark.parametrize("command", sorted(PANELS))
+def test_options_are_grouped_in_panels(command):
+    text = _help(command)
+    for panel in PANELS[command]:
+        assert re.search(rf"╭─ {panel} ─", text), panel
+
+
+@pytest.mark.parametrize(
+    "arguments, says",
+    [
+        (["compare", "--nope"], "No such option: --nope"),
+        (["compare", "--format", "xml", "x.npz"], "'--format'"),
+        (["compare", "--top", "0", "x.npz"], "'--top'"),
+        (["lint", "--kind", "maybe", "x.py:F"], "'--kind'"),
+        (["compare", "--class-names"], "'--class-names' requires an argument"),
+        (["nonsense"], "No such command 'nonsense'"),
+    ],
+)
+def test_usage_errors_are_one_line(arguments, says, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "lossaudit", *arguments], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("lossaudit: error: ") and says in lines[0], lines[0]
+    assert result.stdout == ""
+
+
+def test_no_arguments_prints_the_help():
+    result = subprocess.run([sys.executable, "-m", "lossaudit"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Usage: lossaudit" in result.stdout and "Commands" in result.stdout
