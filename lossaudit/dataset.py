@@ -33,6 +33,7 @@ LOGITS_KEYS = ("logits", "pred", "preds", "outputs", "scores")
 TARGETS_KEYS = ("targets", "labels", "target", "label", "gt", "y")
 MASK_KEY = "mask"
 CLASS_NAMES_KEY = "class_names"
+RUN_ID_KEY = "run_id"  # lossaudit.dump.RUN_ID_KEY; dump.py imports numpy only, this module torch
 ENCODINGS = ("index", "onehot", "soft", "heatmap")
 PROBABILITY_EPS = 1e-6
 """``--inputs probs`` converts p to logit(clamp(p, eps, 1 - eps))."""
@@ -77,6 +78,8 @@ class DataInfo:
     num_classes: int
     inputs_look_like_probabilities: bool = False
     out_of_range_labels: dict[int, int] = field(default_factory=dict)
+    runs: dict[str, list[str]] = field(default_factory=dict)
+    """The files of each run id that ``lossaudit.save`` recorded (files without one are not listed)."""
 
 
 @dataclass
@@ -362,8 +365,18 @@ def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Data
         class_names=class_names,
         num_rows=start,
         num_classes=num_classes,
+        runs=_runs(batches),
     )
     return DataPlan(info, sources, options)
+
+
+def _runs(batches: list[ArrayFile]) -> dict[str, list[str]]:
+    """Run id -> files, from the ``run_id`` key ``lossaudit.save`` writes."""
+    runs: dict[str, list[str]] = {}
+    for batch in batches:
+        if RUN_ID_KEY in batch.keys():
+            runs.setdefault(str(batch.get(RUN_ID_KEY)), []).append(batch.source)
+    return runs
 
 
 class DataPlan:

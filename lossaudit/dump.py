@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
+
+from lossaudit.filemode import as_if_opened
 
 
 def _to_numpy(value: object, name: str) -> np.ndarray:
@@ -21,7 +25,36 @@ def _to_numpy(value: object, name: str) -> np.ndarray:
     return array
 
 
-def save(path: str | os.PathLike, logits: object, targets: object, class_names: list[str] | None = None, mask: object = None) -> Path:
+RUN_ID = uuid.uuid4().hex[:12]
+"""This process's run id: every batch it saves carries it, so ``compare`` can tell when a folder
+mixes the batches of two runs (a re-run writing into the same dump folder)."""
+RUN_ID_KEY, SHAPE_KEY = "run_id", "logits_shape"
+
+
+def _class_axis(logits: np.ndarray) -> int:
+    """Where the classes are: 1 for ``(B, C, H, W)``, else the last axis (``(N, C)``, ``(B, A, C)``)."""
+    return 1 if logits.ndim == 4 else logits.ndim - 1
+
+
+def _check_shapes(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None, class_names: list[str] | None) -> None:
+    """The checks ``compare`` would make, at the call that can still be fixed.
+
+    Raises:
+        ValueError: naming the array, its shape and the shapes expected.
+    """
+    if logits.ndim < 2 or 0 in logits.shape:
+        raise ValueError(f"logits has shape {logits.shape}; expected (N, C), (B, A, C) or (B, C, H, W) with every size at least 1")
+    axis = _class_axis(logits)
+    rows = logits.shape[:axis] + logits.shape[axis + 1 :]
+    if targets.shape not in (rows, logits.shape):
+        raise ValueError(f"targets has shape {targets.shape} but logits has shape {logits.shape}; expected {rows} class indices or {logits.shape} one-hot/soft targets")
+    if mask is not None and mask.shape not in (rows, logits.shape):
+        raise ValueError(f"mask has shape {mask.shape}; expected {rows} (rows) or {logits.shape} (elements)")
+    if class_names is not None and len(class_names) != logits.shape[axis]:
+        raise ValueError(f"class_names has {len(class_names)} names; logits has {logits.shape[axis]} classes")
+
+
+def save(path: str | os.PathLike, logits: object, targets: object, class_names: list[str] | None = None, mask: object = None, run_id: str | None = None) -> Path:
     """Write one batch of predictions to an uncompressed ``.npz`` that ``lossaudit compare`` reads.
 
     Args:
@@ -30,30 +63,48 @@ def save(path: str | os.PathLike, logits: object, targets: object, class_names: 
         logits: ``(N, C)``, ``(B, A, C)`` or ``(B, C, H, W)`` logits (tensor or array).
         targets: class ids without the class axis, or one-hot / soft targets shaped like logits.
         class_names: optional list of C names.
-        mask: optional, 0 where an element or row is ignored.
+        mask: optional, 0 where an element or row is ignored; shaped like the rows or the logits.
+        run_id: recorded in the file (default: this process's :data:`RUN_ID`), with the logits'
+            shape, so ``compare`` can say when a folder mixes runs or class counts.
 
     Returns:
         The path written. The file is written to a temporary name and linked into place, so a
-        reader never sees a partial batch and two writers never clobber each other.
+        reader never sees a partial batch and two writers never clobber each other; it gets the
+        mode ``open()`` would give it under the user's umask.
+
+    Raises:
+        ValueError: shapes that ``compare`` could not read, or a file name that is not ``.npz``.
+        FileExistsError: ``path`` names an existing file (the error names it).
 
     Example:
         >>> for step, (images, labels) in enumerate(val_loader):  # doctest: +SKIP
         ...     lossaudit.save("dumps/", logits=model(images), targets=labels)
     """
+    target = Path(path)
+    if target.suffix and target.suffix != ".npz" and not target.is_dir():
+        raise ValueError(f"{target}: lossaudit.save writes .npz files; give a name ending in .npz, or a folder")
     arrays = {"logits": _to_numpy(logits, "logits"), "targets": _to_numpy(targets, "targets")}
     if mask is not None:
         arrays["mask"] = _to_numpy(mask, "mask")
-    if class_names is not None:
-        arrays["class_names"] = np.asarray([str(name) for name in class_names])
-    target = Path(path)
-    folder = target if target.suffix != ".npz" else target.parent
+    names = None if class_names is None else [str(name) for name in class_names]
+    _check_shapes(arrays["logits"], arrays["targets"], arrays.get("mask"), names)
+    if names is not None:
+        arrays["class_names"] = np.asarray(names)
+    arrays[RUN_ID_KEY] = np.asarray(run_id or RUN_ID)
+    arrays[SHAPE_KEY] = np.asarray(arrays["logits"].shape, dtype=np.int64)
+    is_file = target.suffix == ".npz"
+    folder = target.parent if is_file else target
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".lossaudit-", suffix=".npz", delete=False) as handle:
         np.savez(handle, **arrays)
+        as_if_opened(handle.fileno())
         temporary = Path(handle.name)
     try:
-        if target.suffix == ".npz":
-            os.link(temporary, target)  # fails rather than overwrite
+        if is_file:
+            try:
+                os.link(temporary, target)  # fails rather than overwrite
+            except FileExistsError:
+                raise FileExistsError(errno.EEXIST, "exists; lossaudit.save never overwrites a file", str(target)) from None
             return target
         index = len(list(folder.glob("batch-*.npz")))
         while True:

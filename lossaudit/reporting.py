@@ -10,12 +10,14 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from lossaudit.errors import InputError
+from lossaudit.filemode import as_if_opened
 
 GITHUB_LEVELS = {"error": "error", "warning": "warning", "info": "notice"}
 
 
 def write_report(text: str, output: Path | None) -> None:
-    """Write to stdout, or to ``output`` whole: a temporary file in the same folder, then a rename."""
+    """Write to stdout, or to ``output`` whole: a temporary file in the same folder, then a rename;
+    the file gets the mode ``open()`` would give it under the user's umask."""
     if output is None:
         sys.stdout.write(text)
         return
@@ -23,6 +25,7 @@ def write_report(text: str, output: Path | None) -> None:
     try:
         with tempfile.NamedTemporaryFile("w", dir=folder, prefix=f".{output.name}.", delete=False, encoding="utf-8") as handle:
             handle.write(text)
+            as_if_opened(handle.fileno())
         os.replace(handle.name, output)
     except OSError as error:
         raise InputError(f"--output {output}: cannot write ({error.strerror})") from None

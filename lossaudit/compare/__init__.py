@@ -71,6 +71,8 @@ def _model_batch(source: ModelSource) -> tuple[object, dict]:
             written = save(source.save_logits, logits=arrays["logits"], targets=arrays["targets"], class_names=arrays.get("class_names"), mask=arrays.get("mask"))
         except FileExistsError:
             raise InputError(f"--save-logits {source.save_logits}: the file exists; lossaudit never overwrites it") from None
+        except ValueError as error:
+            raise InputError(f"--save-logits {error}") from None
         info["saved_logits"] = str(written)
     return batch, info
 

@@ -34,8 +34,9 @@ FINDING_NAMES = {
     "softmax-background": "rows without a positive class, which a softmax loss cannot use",
     "softmax-multi-hot": "rows with more than one positive class, which a softmax loss reads as one unnormalised target",
     "class-without-positives": "classes with no positive element",
+    "mixed-runs": "files saved by different runs (lossaudit.save's run_id), tallied together",
 }
-STRICT_FINDINGS = frozenset({"non-finite", "labels-out-of-range", "softmax-background", "softmax-multi-hot", "probabilities-as-logits"})
+STRICT_FINDINGS = frozenset({"non-finite", "labels-out-of-range", "softmax-background", "softmax-multi-hot", "probabilities-as-logits", "mixed-runs"})
 """Findings that can make ``compare --strict`` exit 1 (``gates_strict``); a class without positives
 is reported only."""
 SOFTMAX_FIT_FINDINGS = frozenset({"softmax-background", "softmax-multi-hot"})
@@ -262,6 +263,10 @@ def _findings(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray
             finding["files"] = files
         findings.append({**finding, **extra})
 
+    if len(data.runs) > 1:
+        listed = "; ".join(f"run {run}: {len(files)} file{'s' if len(files) > 1 else ''}" for run, files in data.runs.items())
+        add("mixed-runs", sum(map(len, data.runs.values())), f"{listed}; compare one run's folder at a time",
+            files={file: 1 for files in data.runs.values() for file in files}, runs=data.runs)
     if data.inputs_look_like_probabilities:
         add("probabilities-as-logits", data.num_rows * data.num_classes, "pass --inputs probs if they are probabilities",
             files={file: int(np.prod(shape)) for file, shape in zip(data.files, data.logits_shapes)})

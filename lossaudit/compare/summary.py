@@ -188,6 +188,7 @@ def _finding_phrase(finding: dict, report: dict) -> str:
         "softmax-background": f"{n} of {count(report['input']['rows'])} rows are background, which no softmax loss can use",
         "softmax-multi-hot": f"{n} rows have several positive classes, which a softmax loss reads as one unnormalised target",
         "class-without-positives": f"{n} classes have no positive ({names(finding.get('classes', []))})",
+        "mixed-runs": f"the {n} files come from {len(finding.get('runs', {}))} different runs, tallied together",
     }[finding["code"]]
 
 

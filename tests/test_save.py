@@ -1,0 +1,114 @@
+"""``lossaudit.save``: shapes checked when it is called, .npz names only, never overwrites (and
+says which file exists), files get the user's umask, and what it writes round-trips exactly."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import lossaudit
+from lossaudit.dump import RUN_ID
+
+
+@pytest.mark.parametrize(
+    "logits, targets, mask, names, says",
+    [
+        (np.zeros((8, 4)), np.zeros((8, 3)), None, None, "targets has shape (8, 3) but logits has shape (8, 4); expected (8,) class indices or (8, 4)"),
+        (np.zeros((2, 4, 5, 5)), np.zeros((2, 5, 4)), None, None, "expected (2, 5, 5) class indices"),
+        (np.zeros(8), np.zeros(8), None, None, "logits has shape (8,)"),
+        (np.zeros((0, 4)), np.zeros(0), None, None, "every size at least 1"),
+        (np.zeros((8, 4)), np.zeros(8), np.ones(7), None, "mask has shape (7,)"),
+        (np.zeros((8, 4)), np.zeros(8), None, ["a", "b"], "class_names has 2 names; logits has 4 classes"),
+    ],
+)
+def test_shapes_are_checked_when_saving(tmp_path, logits, targets, mask, names, says):
+    with pytest.raises(ValueError) as error:
+        lossaudit.save(tmp_path / "b.npz", logits, targets, class_names=names, mask=mask)
+    assert says in str(error.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_name_that_is_not_npz_is_refused_not_made_a_folder(tmp_path):
+    with pytest.raises(ValueError, match=r"preds\.npy: lossaudit\.save writes \.npz files"):
+        lossaudit.save(tmp_path / "preds.npy", np.zeros((2, 3)), np.zeros(2, dtype=np.int64))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_file_is_named_and_kept(tmp_path):
+    target = tmp_path / "b.npz"
+    target.write_bytes(b"mine")
+    with pytest.raises(FileExistsError) as error:
+        lossaudit.save(target, np.zeros((2, 3)), np.zeros(2, dtype=np.int64))
+    assert error.value.filename == str(target) and str(target) in str(error.value)
+    assert target.read_bytes() == b"mine" and sorted(p.name for p in tmp_path.iterdir()) == ["b.npz"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_files_get_the_users_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        written = lossaudit.save(tmp_path, np.zeros((2, 3)), np.zeros(2, dtype=np.int64))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~umask
+
+
+def test_the_report_file_gets_the_users_umask(tmp_path, run_cli):
+    previous = os.umask(0o022)
+    try:
+        result = run_cli("compare", "examples/detection.npz", "--format", "json", "--output", tmp_path / "r.json")
+    finally:
+        os.umask(previous)
+    assert result.exit_code == 0
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+
+
+def test_run_id_and_shape_are_recorded(tmp_path):
+    written = lossaudit.save(tmp_path, np.zeros((5, 3), dtype=np.float32), np.arange(5) % 3)
+    with np.load(written, allow_pickle=False) as data:
+        assert str(data["run_id"]) == RUN_ID and data["logits_shape"].tolist() == [5, 3]
+    other = lossaudit.save(tmp_path, np.zeros((5, 3), dtype=np.float32), np.arange(5) % 3, run_id="nightly-7")
+    with np.load(other, allow_pickle=False) as data:
+        assert str(data["run_id"]) == "nightly-7"
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    logits=arrays(st.sampled_from([np.float16, np.float32, np.float64]), st.tuples(st.integers(1, 9), st.integers(1, 6)),
+                  elements=st.floats(-1e4, 1e4, width=16)),
+    seed=st.integers(0, 2**16),
+    with_mask=st.booleans(),
+)
+def test_what_is_saved_round_trips_exactly(tmp_path_factory, logits, seed, with_mask):
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, logits.shape[1], size=logits.shape[0])
+    mask = (rng.random(logits.shape[0]) > 0.3).astype(np.uint8) if with_mask else None
+    names = [f"class {c}" for c in range(logits.shape[1])]
+    written = lossaudit.save(tmp_path_factory.mktemp("rt"), logits, targets, class_names=names, mask=mask)
+    with np.load(written, allow_pickle=False) as data:
+        assert data["logits"].dtype == logits.dtype and np.array_equal(data["logits"], logits)
+        assert np.array_equal(data["targets"], targets) and data["class_names"].tolist() == names
+        assert (mask is None) == ("mask" not in data) and (mask is None or np.array_equal(data["mask"], mask))
+
+
+def test_a_folder_mixing_runs_is_a_finding_naming_the_files(tmp_path, compare_json, run_cli):
+    rng = np.random.default_rng(0)
+    first = [lossaudit.save(tmp_path, rng.normal(size=(6, 3)).astype(np.float32), np.arange(6) % 3) for _ in range(2)]
+    second = lossaudit.save(tmp_path, rng.normal(size=(6, 3)).astype(np.float32), np.arange(6) % 3, run_id="rerun")
+    report = compare_json(tmp_path, "--losses", "bce")
+    (finding,) = [f for f in report["findings"] if f["code"] == "mixed-runs"]
+    assert finding["runs"] == {RUN_ID: [str(p) for p in first], "rerun": [str(second)]}
+    assert set(finding["files"]) == {str(p) for p in [*first, second]} and finding["gates_strict"]
+    assert run_cli("compare", tmp_path, "--losses", "bce", "--strict").exit_code == 1
+
+
+def test_one_run_is_no_finding(tmp_path, compare_json):
+    for _ in range(3):
+        lossaudit.save(tmp_path, np.zeros((4, 2), dtype=np.float32), np.array([0, 1, 0, 1]))
+    assert "mixed-runs" not in [f["code"] for f in compare_json(tmp_path, "--losses", "bce")["findings"]]
