@@ -112,3 +112,24 @@ def test_one_run_is_no_finding(tmp_path, compare_json):
     for _ in range(3):
         lossaudit.save(tmp_path, np.zeros((4, 2), dtype=np.float32), np.array([0, 1, 0, 1]))
     assert "mixed-runs" not in [f["code"] for f in compare_json(tmp_path, "--losses", "bce")["findings"]]
+
+
+def test_a_large_dump_shows_a_transient_bar_on_a_terminal_only():
+    """The bar needs a terminal and ~100 MB of logits; it leaves no line behind (transient)."""
+    import io
+
+    from rich.console import Console
+
+    from lossaudit.compare.progress import tally_progress
+
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=80)
+    with tally_progress(rows=1_000_000, classes=80, console=terminal) as advance:
+        assert advance is not None
+        advance(500_000)
+        advance(500_000)
+    assert "tallying" in terminal.file.getvalue()
+    log = Console(file=io.StringIO(), force_terminal=False)
+    with tally_progress(rows=1_000_000, classes=80, console=log) as advance:
+        assert advance is None
+    with tally_progress(rows=1_000, classes=80, console=Console(file=io.StringIO(), force_terminal=True)) as advance:
+        assert advance is None

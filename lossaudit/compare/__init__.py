@@ -82,6 +82,7 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
     :mod:`lossaudit.compare.report`). ``losses`` None means the defaults, plus ``centernet`` for
     heatmap targets (then ``softmax-background`` and ``softmax-multi-hot`` do not gate ``--strict``). The full-tensor engine (:func:`lossaudit.compare.engine.tally`) computes the
     same numbers and is the tests' oracle."""
+    from lossaudit.compare.progress import tally_progress
     from lossaudit.compare.report import build_report
     from lossaudit.compare.stream import stream_tally
     from lossaudit.dataset import plan
@@ -103,7 +104,9 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
     settings = replace(settings, losses=losses)
     if settings.alpha_per_class is not None and len(settings.alpha_per_class) != data.info.num_classes:
         raise InputError(f"--alpha-per-class: {len(settings.alpha_per_class)} values; the data has {data.info.num_classes} classes")
-    report = build_report(data.info, settings, stream_tally(data, settings), explicit)
+    with tally_progress(data.info.num_rows, data.info.num_classes) as progress:
+        tally = stream_tally(data, settings, progress=progress)
+    report = build_report(data.info, settings, tally, explicit)
     if model_info is not None:
         report["input"]["model"] = model_info
     return report

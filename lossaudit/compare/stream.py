@@ -23,6 +23,7 @@ keeps one loss per row; at the end the kept rows are read again and tallied.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -314,14 +315,15 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 """glibc's mallopt parameters: keep up to 512 MiB free at the heap top; allocate below 64 MiB from the heap."""
 
 
-def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None = None, workers: int | None = None) -> Tally:
+def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None = None, workers: int | None = None, progress: Callable[[int], None] | None = None) -> Tally:
     """One pass over ``plan`` in chunks of ``chunk_rows`` rows (default: about
     :data:`CHUNK_ELEMENTS` elements per chunk).
 
     ``workers`` threads (default: torch's intra-op thread count) each tally every ``workers``-th
     chunk with one intra-op thread: bincount and the key gathers are serial, so chunks in parallel
     use the cores better than ops in parallel. The split is static and the merge ordered, so a
-    given worker count always gives the same sums.
+    given worker count always gives the same sums. ``progress`` is called with the row count of
+    each chunk tallied (from the worker threads).
     """
     keep_freed_memory()
     info = plan.info
@@ -332,7 +334,10 @@ def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None 
     def work(first: int) -> StreamTally:
         accumulator = StreamTally(settings, info.num_classes, len(info.files))
         for span in spans[first::workers]:
-            accumulator.add(plan.decode(span), file=span[0])
+            chunk = plan.decode(span)
+            accumulator.add(chunk, file=span[0])
+            if progress is not None:
+                progress(span[2] - span[1])
         return accumulator
 
     if workers == 1:

@@ -1,0 +1,31 @@
+"""A transient progress bar on stderr while a large dump is tallied (terminals only).
+
+Below :data:`SHOW_FROM_BYTES` of logits, or when stderr is not a terminal (a CI log, a pipe), the
+tally runs silently: the bar is a courtesy for a human waiting on a big file, never output a
+program has to parse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+SHOW_FROM_BYTES = 100 * 2**20
+"""About 100 MB of float32 logits: a few tenths of a second of tallying, where a bar helps."""
+
+
+@contextlib.contextmanager
+def tally_progress(rows: int, classes: int, console: Console | None = None, show_from_bytes: int = SHOW_FROM_BYTES) -> Iterator[Callable[[int], None] | None]:
+    """Yield a callback ``advance(rows_done)`` that moves a transient bar, or None when no bar is
+    shown (a small dump, or ``console`` — by default stderr — is not a terminal)."""
+    console = console or Console(stderr=True)
+    if not console.is_terminal or rows * classes * 4 < show_from_bytes:
+        yield None
+        return
+    columns = (TextColumn("tallying"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("tally", total=rows)
+        yield lambda done: bar.advance(task, done)
