@@ -280,3 +280,10 @@ def test_action_runs_only_options_that_exist(run_cli):
         help_text = run_cli(subcommand, "--help").stdout
         for option in re.findall(r"(--[a-z-]+)", command):
             assert option in help_text, (subcommand, option)
+
+
+def test_top_by_is_read_from_the_configuration(tmp_path, monkeypatch, run_cli):
+    (tmp_path / "pyproject.toml").write_text('[tool.lossaudit.compare]\ntop = 2\ntop-by = "focal"\n')
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("compare", Path(__file__).resolve().parents[1] / "examples" / "detection.npz", "--format", "markdown")
+    assert result.exit_code == 0 and "by focal loss" in result.stdout
