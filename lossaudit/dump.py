@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 import uuid
 from pathlib import Path
 
 import numpy as np
 
-from lossaudit.filemode import as_if_opened
+from lossaudit.filemode import create_temporary
 
 
 def _to_numpy(value: object, name: str) -> np.ndarray:
@@ -95,11 +94,10 @@ def save(path: str | os.PathLike, logits: object, targets: object, class_names: 
     is_file = target.suffix == ".npz"
     folder = target.parent if is_file else target
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".lossaudit-", suffix=".npz", delete=False) as handle:
-        np.savez(handle, **arrays)
-        as_if_opened(handle.fileno())
-        temporary = Path(handle.name)
+    descriptor, temporary = create_temporary(folder, ".lossaudit-", ".npz")
     try:
+        with os.fdopen(descriptor, "wb") as handle:
+            np.savez(handle, **arrays)
         if is_file:
             try:
                 os.link(temporary, target)  # fails rather than overwrite

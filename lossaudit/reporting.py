@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 from xml.etree import ElementTree
 
 from lossaudit.errors import InputError
-from lossaudit.filemode import as_if_opened
+from lossaudit.filemode import create_temporary
 
 GITHUB_LEVELS = {"error": "error", "warning": "warning", "info": "notice"}
 
@@ -21,13 +20,15 @@ def write_report(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
         return
-    folder = output.resolve().parent
+    temporary = None
     try:
-        with tempfile.NamedTemporaryFile("w", dir=folder, prefix=f".{output.name}.", delete=False, encoding="utf-8") as handle:
+        descriptor, temporary = create_temporary(output.resolve().parent, f".{output.name}.")
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(text)
-            as_if_opened(handle.fileno())
-        os.replace(handle.name, output)
+        os.replace(temporary, output)
     except OSError as error:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
         raise InputError(f"--output {output}: cannot write ({error.strerror})") from None
 
 

@@ -133,3 +133,35 @@ def test_a_large_dump_shows_a_transient_bar_on_a_terminal_only():
         assert advance is None
     with tally_progress(rows=1_000, classes=80, console=Console(file=io.StringIO(), force_terminal=True)) as advance:
         assert advance is None
+
+
+def test_the_process_umask_is_never_changed(tmp_path, monkeypatch):
+    """``os.umask`` is process-wide: setting it to read it would race with the user's threads, so
+    the files are created with mode 0666 and the kernel applies the umask."""
+    from lossaudit.reporting import write_report
+
+    previous = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", lambda mask: pytest.fail("os.umask called"))
+        written = lossaudit.save(tmp_path, np.zeros((2, 3)), np.zeros(2, dtype=np.int64))
+        write_report("{}\n", tmp_path / "r.json")
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+    assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o640
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from lossaudit.errors import InputError
+    from lossaudit.reporting import write_report
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        lossaudit.save(tmp_path, np.zeros((2, 3)), np.zeros(2, dtype=np.int64))
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(InputError, match="r.json: cannot write"):
+        write_report("{}\n", tmp_path / "r.json")
+    assert list(tmp_path.iterdir()) == []
