@@ -64,7 +64,8 @@ def save(path: str | os.PathLike, logits: object, targets: object, class_names: 
         class_names: optional list of C names.
         mask: optional, 0 where an element or row is ignored; shaped like the rows or the logits.
         run_id: recorded in the file (default: this process's :data:`RUN_ID`), with the logits'
-            shape, so ``compare`` can say when a folder mixes runs or class counts.
+            shape, so ``compare`` can say when a folder mixes runs or class counts. Processes that
+            write one run together (DDP ranks) pass the same id, such as the experiment's name.
 
     Returns:
         The path written. The file is written to a temporary name and linked into place, so a

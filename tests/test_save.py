@@ -165,3 +165,12 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="r.json: cannot write"):
         write_report("{}\n", tmp_path / "r.json")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_mixed_runs_message_names_each_runs_files(tmp_path, compare_json):
+    batch = np.zeros((4, 2), dtype=np.float32), np.array([0, 1, 0, 1])
+    for _ in range(5):
+        lossaudit.save(tmp_path, *batch, run_id="first")
+    lossaudit.save(tmp_path, *batch, run_id="rerun")
+    (finding,) = [f for f in compare_json(tmp_path, "--losses", "bce")["findings"] if f["code"] == "mixed-runs"]
+    assert "run first: batch-000000.npz … batch-000004.npz (5 files); run rerun: batch-000005.npz" in finding["message"]
