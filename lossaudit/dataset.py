@@ -28,6 +28,7 @@ import torch
 
 from lossaudit.errors import InputError
 from lossaudit.readers import ArrayFile, read_batches
+from lossaudit.textfiles import parse_yaml, read_text
 
 LOGITS_KEYS = ("logits", "pred", "preds", "outputs", "scores")
 TARGETS_KEYS = ("targets", "labels", "target", "label", "gt", "y")
@@ -183,46 +184,57 @@ def _class_axis(logits: np.ndarray, class_dim: int | None, source: str, key: str
     if logits.ndim < 2:
         raise InputError(f"{source}: key '{key}' has shape {logits.shape}; expected (N, C), (B, A, C) or (B, C, H, W)")
     if class_dim is None:
-        return 1 if logits.ndim >= 4 else logits.ndim - 1
-    if not -logits.ndim <= class_dim < logits.ndim:
+        axis = 1 if logits.ndim >= 4 else logits.ndim - 1
+    elif not -logits.ndim <= class_dim < logits.ndim:
         raise InputError(f"{source}: --class-dim {class_dim} is out of range for key '{key}' of shape {logits.shape}")
-    return class_dim % logits.ndim
+    else:
+        axis = class_dim % logits.ndim
+    if logits.shape[axis] == 0:
+        raise InputError(f"{source}: key '{key}' has shape {logits.shape}: 0 classes on the class axis {axis}")
+    return axis
 
 
 class _Rows:
-    """Row access to an array whose rows are all axes but ``axis`` (or, with ``axis`` None, all
-    axes: one value per row), without copying more than the rows asked for. Works on memory maps."""
+    """Row access to the array ``batch.get(key)`` whose rows are all axes but ``axis`` (or, with
+    ``axis`` None, all axes: one value per row), without copying more than the rows asked for.
 
-    def __init__(self, array: np.ndarray, axis: int | None):
-        self.array, self.axis = array, axis
-        if axis is None:
-            self.flat = array.reshape(-1)
-        else:
-            self.width = array.shape[axis]
-            self.trailing = int(np.prod(array.shape[axis + 1 :], dtype=np.int64))
-            self.blocks = array.reshape(-1, self.width, self.trailing)  # (leading, C, trailing), a view for C order
+    The array is fetched on each read and not kept, so a memory-mapped file is open only while a
+    chunk is read from it."""
+
+    def __init__(self, batch: ArrayFile, key: str, shape: tuple[int, ...], axis: int | None):
+        self.batch, self.key, self.axis = batch, key, axis
+        if axis is not None:
+            self.width = shape[axis]
+            self.trailing = int(np.prod(shape[axis + 1 :], dtype=np.int64))
+
+    def _view(self) -> np.ndarray:
+        """``(rows,)``, or ``(leading, C, trailing)`` (a view for C order)."""
+        array = self.batch.get(self.key)
+        return array.reshape(-1) if self.axis is None else array.reshape(-1, self.width, self.trailing)
 
     def span(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start .. stop`` as ``(n,)`` or ``(n, C)``."""
+        view = self._view()
         if self.axis is None:
-            return np.asarray(self.flat[start:stop])
+            return np.asarray(view[start:stop])
         if self.trailing == 1:
-            return np.asarray(self.blocks[start:stop, :, 0])
+            return np.asarray(view[start:stop, :, 0])
         parts = []
         row = start
         while row < stop:
             block, offset = divmod(row, self.trailing)
             take = min(stop - row, self.trailing - offset)
-            parts.append(np.asarray(self.blocks[block, :, offset : offset + take]).T)
+            parts.append(np.asarray(view[block, :, offset : offset + take]).T)
             row += take
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def pick(self, rows: np.ndarray) -> np.ndarray:
         """The rows at the (sorted) indices ``rows``."""
+        view = self._view()
         if self.axis is None:
-            return np.asarray(self.flat[rows])
+            return np.asarray(view[rows])
         block, offset = np.divmod(rows, self.trailing)
-        return np.asarray(self.blocks[block[:, None], np.arange(self.width)[None, :], offset[:, None]])
+        return np.asarray(view[block[:, None], np.arange(self.width)[None, :], offset[:, None]])
 
 
 @dataclass
@@ -252,8 +264,12 @@ def _scan_targets(rows: _Rows, count: int, chunk: int) -> tuple[bool, bool, bool
 
 
 def _check_labels(rows: _Rows, count: int, source: str, chunk: int) -> None:
+    """Class ids must be whole numbers that fit int64 (checked before any cast: an unsigned
+    2**64 - 1 would wrap to -1, the ignore label)."""
     for start in range(0, count, chunk):
         labels = rows.span(start, min(start + chunk, count))
+        if labels.dtype.kind == "u" and labels.size and labels.max() > np.iinfo(np.int64).max:
+            raise InputError(f"{source}: index targets up to {labels.max()} do not fit int64; class ids must lie below 2**63")
         if labels.dtype.kind == "f":
             finite = np.isfinite(labels)
             if not finite.all() or (labels[finite] != np.round(labels[finite])).any():
@@ -289,9 +305,9 @@ def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Data
         axis = _class_axis(logits, options.class_dim, batch.source, logits_key)
         index_shape = logits.shape[:axis] + logits.shape[axis + 1 :]
         if targets.shape == index_shape:
-            target_rows, index_shaped = _Rows(targets, None), True
+            target_rows, index_shaped = _Rows(batch, targets_key, targets.shape, None), True
         elif targets.shape == logits.shape:
-            target_rows, index_shaped = _Rows(targets, axis), False
+            target_rows, index_shaped = _Rows(batch, targets_key, targets.shape, axis), False
         else:
             raise InputError(
                 f"{batch.source}: key '{targets_key}' has shape {targets.shape} but '{logits_key}' has shape "
@@ -302,9 +318,9 @@ def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Data
         if MASK_KEY in batch.keys():
             raw_mask = _numeric(batch, MASK_KEY)
             if raw_mask.shape == index_shape:
-                mask_rows = _Rows(raw_mask, None)
+                mask_rows = _Rows(batch, MASK_KEY, raw_mask.shape, None)
             elif raw_mask.shape == logits.shape:
-                mask_rows = _Rows(raw_mask, axis)
+                mask_rows = _Rows(batch, MASK_KEY, raw_mask.shape, axis)
             else:
                 raise InputError(
                     f"{batch.source}: key '{MASK_KEY}' has shape {raw_mask.shape}; expected {index_shape} (rows) "
@@ -326,10 +342,12 @@ def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Data
             heatmap_shaped = logits.ndim == 4 and axis == 1
             detected.add("onehot" if binary else "heatmap" if heatmap_shaped and has_one else "soft")
             scans.append((batch.source, targets_key, binary, in_range))
-        sources.append(_Source(batch, _Rows(logits, axis), target_rows, mask_rows, rows, start))
+        sources.append(_Source(batch, _Rows(batch, logits_key, logits.shape, axis), target_rows, mask_rows, rows, start))
         logits_shapes.append(logits.shape)
         targets_shapes.append(targets.shape)
         start += rows
+    if start == 0:
+        raise InputError(f"{batches[0].source}{' and the other files' if len(batches) > 1 else ''}: no rows to compare (the arrays are empty)")
     encoding = _choose_encoding(detected, options.targets, batches[0].source, first_targets_key)
     for source, key, binary, in_range in scans:
         if not in_range:
@@ -436,7 +454,8 @@ class DataPlan:
 
     def _decode(self, source: _Source, logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None, start: int, count: bool = True) -> Chunk:
         info, classes = self.info, self.info.num_classes
-        x = torch.from_numpy(np.array(logits, dtype=np.float32))
+        with np.errstate(over="ignore"):  # float64 logits beyond float32 become inf: a non-finite finding
+            x = torch.from_numpy(np.array(logits, dtype=np.float32))
         n = x.shape[0]
         if info.encoding == "index":
             labels = torch.from_numpy(np.array(targets, dtype=np.int64))
@@ -549,16 +568,12 @@ def _choose_encoding(detected: set[str], requested: str, source: str, key: str) 
 
 
 def read_class_names(path: Path) -> list[str]:
-    """Class names from a file: one per line, or a YAML list, or a YAML mapping ``{index: name}``."""
-    import yaml
-
+    """Class names from a file: one per line, or a YAML list, or a YAML mapping ``{index: name}``
+    (a regular file of text only: see :mod:`lossaudit.textfiles`)."""
+    text = read_text(path, "class names")
     try:
-        text = path.read_text()
-    except OSError as error:
-        raise InputError(f"{path}: cannot read class names ({error.strerror})") from None
-    try:
-        parsed = yaml.safe_load(text)
-    except yaml.YAMLError:
+        parsed = parse_yaml(text, path)
+    except InputError:
         parsed = None
     if isinstance(parsed, list):
         return [str(name) for name in parsed]

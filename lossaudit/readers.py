@@ -14,15 +14,26 @@ from pathlib import Path
 import numpy as np
 
 from lossaudit.errors import InputError
+from lossaudit.textfiles import require_regular_file
 
 SUFFIXES = (".npz", ".npy", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class _OnDisk:
+    """An array still in its file: a ``.npy`` file, or the member ``key`` of a ``.npz`` archive."""
+
+    path: Path
+    member: str | None = None
 
 
 @dataclass
 class ArrayFile:
     """One batch: named arrays read from one ``.npz``/``.pt`` file or a folder's ``.npy`` files.
 
-    ``source`` is what error messages name; ``paths`` maps each key to the file holding it.
+    ``source`` is what error messages name; ``paths`` maps each key to the file holding it. No
+    file stays open between reads: a folder of thousands of batches stays far below the
+    open-file limit.
     """
 
     source: str
@@ -34,18 +45,23 @@ class ArrayFile:
         return list(self.arrays)
 
     def get(self, key: str) -> np.ndarray:
-        """The array under ``key``, read on first access; pickled objects are refused.
+        """The array under ``key``; pickled objects are refused.
 
         Numeric ``.npy`` files and uncompressed ``.npz`` members come back memory-mapped (read
-        only), so a chunked reader touches one chunk at a time; compressed members are read whole.
+        only), mapped anew on each call and never kept here, so a chunked reader holds one map
+        only while it reads a chunk; compressed members are read whole, once, and kept.
         """
         value = self.arrays[key]
+        if not isinstance(value, _OnDisk):
+            return value
         try:
-            if isinstance(value, np.lib.npyio.NpzFile):
-                mapped = _npz_member_map(self.paths[key], key)
-                value = mapped if mapped is not None else value[key]
-            elif isinstance(value, Path):
-                value = np.load(value, allow_pickle=False, mmap_mode="r")
+            if value.member is None:
+                return np.load(value.path, allow_pickle=False, mmap_mode="r")
+            mapped = _npz_member_map(value.path, value.member)
+            if mapped is not None:
+                return mapped
+            with np.load(value.path, allow_pickle=False) as archive:
+                loaded = archive[value.member]
         except ValueError as error:
             if "allow_pickle" in str(error):
                 raise InputError(
@@ -55,8 +71,8 @@ class ArrayFile:
             raise InputError(f"{self.source}: key '{key}' could not be read: {error}") from None
         except (OSError, zipfile.BadZipFile, EOFError) as error:
             raise InputError(f"{self.source}: key '{key}' is corrupt or truncated: {error}") from None
-        self.arrays[key] = value
-        return value
+        self.arrays[key] = loaded
+        return loaded
 
 
 def _npz_member_map(path: Path, key: str) -> np.ndarray | None:
@@ -101,6 +117,7 @@ def expand_paths(paths: Iterable[Path]) -> list[Path]:
         elif path.exists():
             if path.suffix not in SUFFIXES:
                 raise InputError(f"{path}: unsupported file type '{path.suffix}'; expected one of {', '.join(SUFFIXES)}")
+            require_regular_file(path, "a dump")
             files.append(path)
         else:
             raise InputError(f"{path}: no such file or folder")
@@ -118,7 +135,7 @@ def read_batches(paths: Iterable[Path]) -> list[ArrayFile]:
             if batch is None:
                 batch = npy_batches[path.parent] = ArrayFile(source=f"{path.parent}/*.npy")
                 batches.append(batch)
-            batch.arrays[path.stem] = path
+            batch.arrays[path.stem] = _OnDisk(path)
             batch.paths[path.stem] = path
         elif path.suffix == ".npz":
             batches.append(_read_npz(path))
@@ -127,14 +144,46 @@ def read_batches(paths: Iterable[Path]) -> list[ArrayFile]:
     return batches
 
 
-def _read_npz(path: Path) -> ArrayFile:
+MAX_INFLATED_BYTES = 8 * 2**30
+"""A compressed member is read whole; one that would inflate past this is refused (memory maps of
+uncompressed members have no such limit)."""
+
+
+def _check_npz_members(path: Path) -> list[str]:
+    """The keys of a ``.npz`` archive, after refusing one numpy would read ambiguously or without
+    bound: two members of one name (which wins is undefined), a member whose header declares more
+    data than it holds, or a compressed member that would inflate past :data:`MAX_INFLATED_BYTES`."""
     try:
-        archive = np.load(path, allow_pickle=False)
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            names = [info.filename for info in infos]
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                raise InputError(f"{path}: holds more than one member named {repeated[0]!r}; which one numpy reads is undefined")
+            for info in infos:
+                if not info.filename.endswith(".npy"):
+                    continue
+                key = info.filename[:-4]
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0,
+                              (3, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    if reader is None:
+                        continue
+                    shape, _, dtype = reader(member)
+                declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if declared > info.file_size:
+                    raise InputError(f"{path}: key '{key}' declares shape {shape} ({declared:,} bytes) but its member holds {info.file_size:,} bytes")
+                if info.compress_type != zipfile.ZIP_STORED and declared > MAX_INFLATED_BYTES:
+                    raise InputError(f"{path}: key '{key}' is compressed and would need {declared / 2**30:,.1f} GiB in memory; save it uncompressed (np.savez) so lossaudit can map it")
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise InputError(f"{path}: not a readable .npz archive ({error})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise InputError(f"{path}: holds a single array, not a .npz archive of named arrays")
-    return ArrayFile(source=str(path), arrays={key: archive for key in archive.files}, paths={key: path for key in archive.files})
+    return [name[:-4] for name in names if name.endswith(".npy")]
+
+
+def _read_npz(path: Path) -> ArrayFile:
+    keys = _check_npz_members(path)
+    return ArrayFile(source=str(path), arrays={key: _OnDisk(path, key) for key in keys}, paths={key: path for key in keys})
 
 
 def _numpy_safe_globals() -> list:
@@ -169,15 +218,19 @@ def _read_torch(path: Path) -> ArrayFile:
         content = {"logits": content[0], "targets": content[1]}
     if not isinstance(content, dict):
         raise InputError(f"{path}: expected a dict of tensors or a (logits, targets) tuple; got {type(content).__name__}")
-    arrays = {str(key): _to_numpy(value) for key, value in content.items()}
+    arrays = {str(key): _to_numpy(value, path, str(key)) for key, value in content.items()}
     dtypes = {str(key): str(value.dtype).removeprefix("torch.") for key, value in content.items() if isinstance(value, torch.Tensor)}
     return ArrayFile(source=str(path), arrays=arrays, paths={key: path for key in arrays}, dtypes=dtypes)
 
 
-def _to_numpy(value: object) -> object:
+def _to_numpy(value: object, path: Path, key: str) -> object:
     import torch
 
     if isinstance(value, torch.Tensor):
+        if value.layout != torch.strided:
+            raise InputError(f"{path}: key '{key}' is a {str(value.layout).removeprefix('torch.')} tensor; save a dense one (tensor.to_dense())")
+        if value.is_meta:
+            raise InputError(f"{path}: key '{key}' is a meta tensor, which holds no values")
         tensor = value.detach().cpu()
         if tensor.dtype == torch.bfloat16:
             tensor = tensor.float()

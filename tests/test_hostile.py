@@ -10,15 +10,20 @@ code, nothing binary is committed.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import resource
 import stat
 import subprocess
 import sys
 import time
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +41,8 @@ class Case:
     says: tuple[str, ...] = ()
     stdout_says: tuple[str, ...] = ()
     env: dict = field(default_factory=dict)
+    open_files: int | None = None
+    """A lower open-file limit (RLIMIT_NOFILE) for the command."""
 
 
 def _write(folder: Path, name: str, content: str | bytes) -> Path:
@@ -153,7 +160,109 @@ OUTPUT = {
     "lint --output is a discovered source": Case(lambda folder: ["lint", _discovery_folder(folder), "--output", "src/losses.py"], says=("src/losses.py", "overwrite")),
 }
 
-CORPUS = {**CONFIGURATION, **ARCH, **LINT_TARGETS, **OUTPUT}
+def _npz(folder: Path, name: str, **arrays: np.ndarray) -> str:
+    np.savez(folder / name, **arrays)
+    return name
+
+
+def _dump(folder: Path, name: str = "d.npz", rows: int = 6, classes: int = 3, **overrides: np.ndarray) -> str:
+    rng = np.random.default_rng(0)
+    arrays = {"logits": rng.normal(size=(rows, classes)).astype(np.float32), "targets": np.arange(rows) % (classes + 1), **overrides}
+    return _npz(folder, name, **arrays)
+
+
+def _raw_npz(folder: Path, name: str, members: list[tuple[str, bytes]], compression: int = zipfile.ZIP_STORED) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name this may write on purpose
+        with zipfile.ZipFile(folder / name, "w", compression=compression) as archive:
+            for member, data in members:
+                archive.writestr(member, data)
+    return name
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _declared_only(shape: tuple[int, ...]) -> bytes:
+    """An .npy header declaring ``shape`` of float32, followed by 64 bytes."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + b"\0" * 64
+
+
+def _torch_dump(folder: Path, name: str, logits) -> str:
+    import torch
+
+    torch.save({"logits": logits, "targets": torch.zeros(4, dtype=torch.long)}, folder / name)
+    return name
+
+
+def _many_batches(folder: Path, count: int = 2000) -> str:
+    rng = np.random.default_rng(0)
+    (folder / "many").mkdir()
+    for index in range(count):
+        np.savez(folder / "many" / f"b{index:05d}.npz", logits=rng.normal(size=(4, 3)).astype(np.float32), targets=rng.integers(0, 4, size=4))
+    return "many"
+
+
+def _sparse_tensor(folder: Path) -> str:
+    import torch
+
+    return _torch_dump(folder, "sparse.pt", torch.zeros(4, 3).to_sparse())
+
+
+def _meta_tensor(folder: Path) -> str:
+    import torch
+
+    return _torch_dump(folder, "meta.pt", torch.zeros(4, 3, device="meta"))
+
+
+DATA = {
+    "dump is a FIFO": Case(lambda folder: ["compare", _fifo(folder, "preds.npz").name], says=("preds.npz", "FIFO")),
+    "dump with no rows": Case(lambda folder: ["compare", _dump(folder, rows=0)], says=("d.npz", "no rows")),
+    "dump with zero classes": Case(lambda folder: ["compare", _dump(folder, classes=0, targets=np.zeros(6, np.int64))], says=("d.npz", "'logits'", "0 classes")),
+    "uint64 label 2**64 - 1": Case(lambda folder: ["compare", _dump(folder, targets=np.array([0, 1, 2, 0, 1, 2**64 - 1], np.uint64))], says=("d.npz", "'targets'", "int64")),
+    "two members of one name": Case(lambda folder: ["compare", _raw_npz(folder, "dup.npz", [("logits.npy", _npy_bytes(np.zeros((4, 3), np.float32))),
+                                                                                     ("logits.npy", _npy_bytes(np.ones((4, 3), np.float32))),
+                                                                                     ("targets.npy", _npy_bytes(np.zeros(4, np.int64)))])],
+                                    says=("dup.npz", "logits.npy", "more than one member")),
+    "member declaring 16 TB": Case(lambda folder: ["compare", _raw_npz(folder, "bomb.npz", [("logits.npy", _declared_only((10**12, 4))), ("targets.npy", _npy_bytes(np.zeros(4, np.int64)))],
+                                                                     zipfile.ZIP_DEFLATED)], says=("bomb.npz", "'logits'", "declares shape")),
+    "not a zip archive": Case(lambda folder: ["compare", _write(folder, "text.npz", "logits,targets\n1,0\n").name], says=("text.npz", "not a readable .npz")),
+    "truncated archive": Case(lambda folder: ["compare", _write(folder, "cut.npz", (EXAMPLES / "detection.npz").read_bytes()[:5000]).name], says=("cut.npz",)),
+    "sparse tensor in .pt": Case(lambda folder: ["compare", _sparse_tensor(folder)], says=("sparse.pt", "'logits'", "sparse")),
+    "meta tensor in .pt": Case(lambda folder: ["compare", _meta_tensor(folder)], says=("meta.pt", "'logits'", "meta tensor")),
+    "missing logits key": Case(lambda folder: ["compare", _npz(folder, "k.npz", scores_x=np.zeros((4, 3), np.float32), targets=np.zeros(4, np.int64))], says=("k.npz", "logits")),
+    "targets of the wrong shape": Case(lambda folder: ["compare", _dump(folder, targets=np.zeros((6, 2), np.int64))], says=("d.npz", "'targets'", "shape")),
+    "integer logits": Case(lambda folder: ["compare", _dump(folder, logits=np.zeros((6, 3), np.int64))], says=("d.npz", "'logits'", "dtype")),
+    "non-integer class ids": Case(lambda folder: ["compare", _dump(folder, targets=np.array([0, 1.5, 2, 0, 1, 2]))], says=("d.npz", "whole numbers")),
+    "pickled object array": Case(lambda folder: ["compare", _dump(folder, targets=np.array([0, 1, 2, 0, 1, {"a": 1}], dtype=object))], says=("d.npz", "'targets'", "pickled")),
+    "unsupported suffix": Case(lambda folder: ["compare", _write(folder, "preds.csv", "0,1\n").name], says=("preds.csv", "unsupported")),
+    "folder without dumps": Case(lambda folder: ["compare", str((folder / "empty").mkdir() or "empty")], says=("empty", "no .npz")),
+    "class names are a FIFO": Case(lambda folder: ["compare", _dump(folder), "--class-names", _fifo(folder, "names.txt").name], says=("names.txt", "FIFO")),
+    "class names are /dev/zero": Case(lambda folder: ["compare", _dump(folder), "--class-names", "/dev/zero"], says=("/dev/zero", "regular file")),
+    "class names do not match": Case(lambda folder: ["compare", _dump(folder), "--class-names", _write(folder, "n.txt", "a\nb\n").name], says=("--class-names", "2 names")),
+    "NaN in --alpha-per-class": Case(lambda folder: ["compare", _dump(folder), "--alpha-per-class", _write(folder, "a.txt", "0.25\nnan\n0.5\n").name], says=("a.txt", "nan")),
+    "float64 logits beyond float32": Case(lambda folder: ["compare", _dump(folder, logits=np.full((6, 3), 1.5e308)), "--format", "json"], exit_code=0, stdout_says=('"non-finite"',)),
+    "2000 batch files under a 256 open-file limit": Case(lambda folder: ["compare", _many_batches(folder), "--format", "json"], exit_code=0, open_files=256, stdout_says=('"rows": 8000',)),
+}
+
+OPTIONS = {
+    "unknown option": Case(lambda folder: ["compare", "--nope"], says=("--nope",)),
+    "bad choice": Case(lambda folder: ["compare", _dump(folder), "--format", "xml"], says=("'--format'", "xml")),
+    "value out of range": Case(lambda folder: ["lint", "x.py:F", "--jobs", "0"], says=("'--jobs'",)),
+    "missing value": Case(lambda folder: ["compare", _dump(folder), "--alpha"], says=("'--alpha' requires an argument",)),
+    "not a number": Case(lambda folder: ["compare", _dump(folder), "--gamma", "two"], says=("'--gamma'",)),
+    "unknown loss": Case(lambda folder: ["compare", _dump(folder), "--losses", "ce,fcoal"], says=("fcoal",)),
+    "--data without --model": Case(lambda folder: ["compare", _dump(folder), "--data", "x.npz"], says=("--data",)),
+    "malformed --init": Case(lambda folder: ["lint", f"{_write(folder, 'l.py', FOCAL_FUNCTION).name}:focal", "--init", "alpha"], says=("--init", "KEY=VALUE")),
+    "unknown rule code": Case(lambda folder: ["lint", f"{_write(folder, 'l.py', FOCAL_FUNCTION).name}:focal", "--select", "FL999"], says=("FL999",)),
+}
+
+CORPUS = {**CONFIGURATION, **ARCH, **LINT_TARGETS, **OUTPUT, **DATA, **OPTIONS}
 
 HOG = """import torch
 import torch.nn.functional as F
@@ -192,8 +301,11 @@ def run_case(case: Case, folder: Path) -> subprocess.CompletedProcess:
     before = _snapshot(folder)
     env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")} | case.env
     started = time.monotonic()
+    def limit_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (case.open_files, case.open_files))
+
     result = subprocess.run([sys.executable, "-m", "lossaudit", *arguments], cwd=folder, env=env, stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=LIMIT_S)
+                            capture_output=True, text=True, timeout=LIMIT_S, preexec_fn=limit_files if case.open_files else None)
     elapsed = time.monotonic() - started
     assert result.returncode == case.exit_code, (result.returncode, result.stderr[-2000:], result.stdout[-2000:])
     assert "Traceback" not in result.stderr + result.stdout
@@ -238,3 +350,54 @@ def test_lint_leaves_no_process_behind(tmp_path):
     while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in children if _alive(pid)]
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: if the marker exists, a payload ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _pickled_npz(folder: Path, marker: Path) -> list[str]:
+    np.savez(folder / "evil.npz", logits=np.zeros((2, 3), np.float32), targets=np.array([_Payload(marker), 1], dtype=object))
+    return ["compare", "evil.npz"]
+
+
+def _pickled_npy(folder: Path, marker: Path) -> list[str]:
+    (folder / "run").mkdir()
+    np.save(folder / "run" / "logits.npy", np.zeros((2, 3), np.float32))
+    np.save(folder / "run" / "targets.npy", np.array([_Payload(marker), 1], dtype=object), allow_pickle=True)
+    return ["compare", "run"]
+
+
+def _pickled_pt(folder: Path, marker: Path) -> list[str]:
+    import torch
+
+    torch.save({"logits": torch.zeros(2, 3), "targets": torch.zeros(2, dtype=torch.long), "extra": _Payload(marker)}, folder / "evil.pt")
+    return ["compare", "evil.pt"]
+
+
+def _pickled_checkpoint(folder: Path, marker: Path) -> list[str]:
+    import torch
+
+    torch.save({"state_dict": {"head.weight": torch.zeros(4, 16)}, "callback": _Payload(marker)}, folder / "evil.ckpt")
+    return ["compare", "--model", "evil.ckpt", "--data", str(EXAMPLES / "model" / "val.npz"), "--arch", f"{EXAMPLES / 'model' / 'classifier.py'}:Classifier"]
+
+
+def _python_tag_yaml(folder: Path, marker: Path) -> list[str]:
+    _write(folder, "names.yaml", f"- !!python/object/apply:builtins.open ['{marker}', 'w']\n- b\n- c\n")
+    _dump(folder)
+    return ["compare", "d.npz", "--class-names", "names.yaml"]
+
+
+@pytest.mark.parametrize("make", [_pickled_npz, _pickled_npy, _pickled_pt, _pickled_checkpoint, _python_tag_yaml], ids=lambda make: make.__name__.lstrip("_"))
+def test_a_pickle_payload_never_runs(make, tmp_path):
+    marker = tmp_path / "pwned"
+    arguments = make(tmp_path, marker)
+    result = subprocess.run([sys.executable, "-m", "lossaudit", *arguments], cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=LIMIT_S)
+    assert not marker.exists(), result.stderr
+    assert "Traceback" not in result.stderr

@@ -29,9 +29,13 @@ def read_alpha_per_class(path: Path) -> tuple[float, ...]:
 
     values = read_class_names(path)
     try:
-        return tuple(float(value) for value in values)
+        alphas = tuple(float(value) for value in values)
     except ValueError:
         raise InputError(f"{path}: --alpha-per-class needs numbers, one per class") from None
+    bad = [value for value in alphas if not 0 <= value <= 1]  # NaN fails both comparisons
+    if bad:
+        raise InputError(f"{path}: --alpha-per-class values must lie in [0, 1]; got {bad[0]}")
+    return alphas
 
 
 @dataclass(frozen=True)
