@@ -4,6 +4,9 @@ output format, and every bad input (one line on stderr, exit 2)."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -441,3 +444,59 @@ def test_github_annotates_every_dump_file_with_a_finding(run_cli, tmp_path):
     assert len(lines) == 2
     assert "a.npz" in lines[0] and "(1 in this file)" in lines[0] and lines[0].startswith("::error")
     assert "c.npz" in lines[1] and "(2 in this file)" in lines[1]
+
+
+def test_the_progress_hook_counts_every_row_once_across_workers(detection):
+    """``stream_tally(progress=...)`` is called from the worker threads once per chunk, with the
+    chunk's row count: the calls add up to the rows of the data."""
+    from dataclasses import replace
+
+    from lossaudit.compare.engine import LossSettings
+    from lossaudit.compare.stream import stream_tally
+    from lossaudit.dataset import plan
+    from lossaudit.readers import read_batches
+
+    data = plan(read_batches([detection[0]]))
+    calls = []
+    stream_tally(data, replace(LossSettings(), losses=("bce",)), chunk_rows=7, workers=3, progress=calls.append)
+    assert sum(calls) == data.info.num_rows == 120 and len(calls) == len(data.ranges(7)) == 18
+
+
+def _big_dump(folder: Path) -> int:
+    """Just over the bar's ~100 MB of float32 logits, as memory-mapped ``.npy`` files."""
+    from lossaudit.compare.progress import SHOW_FROM_BYTES
+
+    classes = 20
+    rows = SHOW_FROM_BYTES // (4 * classes) + 1
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    np.save(folder / "logits.npy", rng.standard_normal((rows, classes), dtype=np.float32))
+    np.save(folder / "targets.npy", rng.integers(0, classes + 1, rows))
+    return rows
+
+
+def test_a_large_dump_shows_a_transient_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_path, run_cli):
+    dump = tmp_path / "big"
+    rows = _big_dump(dump)
+    command = [sys.executable, "-m", "lossaudit", "compare", str(dump), "--losses", "bce", "--format", "json"]
+    terminal, child_side = pty.openpty()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=child_side, env={**os.environ, "COLUMNS": "100"})
+    os.close(child_side)
+    shown = b""
+    while True:  # read as it runs, so the child never blocks on a full terminal
+        try:
+            data = os.read(terminal, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        shown += data
+    os.close(terminal)
+    report = json.loads(child.stdout.read())
+    assert child.wait(timeout=120) == 0 and report["input"]["rows"] == rows
+    text = shown.decode()
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    assert "tallying" in plain and f"{rows}/{rows} rows" in plain
+    assert text.endswith("\x1b[1A\x1b[2K"), repr(text[-80:])  # transient: the cursor goes up and erases the bar
+    piped = run_cli(*command[3:])
+    assert piped.exit_code == 0 and piped.stderr == "" and json.loads(piped.stdout)["input"]["rows"] == rows
