@@ -295,6 +295,7 @@ def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Data
     first_axis = num_classes = None
     start = 0
     scans = []
+    files_by_classes: dict[int, list[str]] = {}
     for batch in batches:
         logits_key = find_key(batch, options.logits_key, LOGITS_KEYS, "logits", "--logits-key")
         targets_key = find_key(batch, options.targets_key, TARGETS_KEYS, "targets", "--targets-key")
@@ -327,12 +328,11 @@ def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Data
                     f"or {logits.shape} (elements)"
                 )
         classes = logits.shape[axis]
+        files_by_classes.setdefault(classes, []).append(batch.source)
         if num_classes is None:
             num_classes, first_axis = classes, axis
             first_key, first_targets_key = logits_key, targets_key
             first_dtype = batch.dtypes.get(logits_key, str(logits.dtype))
-        elif classes != num_classes:
-            raise InputError(f"{batch.source}: has {classes} classes; {batches[0].source} has {num_classes}")
         rows = int(np.prod(index_shape, dtype=np.int64))
         if index_shaped:
             detected.add("index")
@@ -346,6 +346,9 @@ def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Data
         logits_shapes.append(logits.shape)
         targets_shapes.append(targets.shape)
         start += rows
+    runs = _runs(batches)
+    if len(files_by_classes) > 1:
+        raise InputError(_mixed_classes(files_by_classes, runs))
     if start == 0:
         raise InputError(f"{batches[0].source}{' and the other files' if len(batches) > 1 else ''}: no rows to compare (the arrays are empty)")
     encoding = _choose_encoding(detected, options.targets, batches[0].source, first_targets_key)
@@ -383,7 +386,7 @@ def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Data
         class_names=class_names,
         num_rows=start,
         num_classes=num_classes,
-        runs=_runs(batches),
+        runs=runs,
     )
     return DataPlan(info, sources, options)
 
@@ -395,6 +398,21 @@ def _runs(batches: list[ArrayFile]) -> dict[str, list[str]]:
         if RUN_ID_KEY in batch.keys():
             runs.setdefault(str(batch.get(RUN_ID_KEY)), []).append(batch.source)
     return runs
+
+
+def name_files(files: list[str]) -> str:
+    """Files for a message, as given: up to three, else the first, the last and how many."""
+    return ", ".join(files) if len(files) <= 3 else f"{files[0]} … {files[-1]} ({len(files)} files)"
+
+
+def _mixed_classes(files_by_classes: dict[int, list[str]], runs: dict[str, list[str]]) -> str:
+    """The error for batches with different class counts: each count's files, and their runs."""
+    run_of = {file: run for run, files in runs.items() for file in files}
+    parts = []
+    for classes, files in files_by_classes.items():
+        ids = sorted({run_of[file] for file in files if file in run_of})
+        parts.append(f"{classes} classes in {name_files(files)}" + (f" (run {', '.join(ids)})" if ids else ""))
+    return f"the dumps mix class counts: {'; '.join(parts)}; compare the dumps of one model at a time"
 
 
 class DataPlan:

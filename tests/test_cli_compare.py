@@ -271,7 +271,7 @@ BAD_INPUTS = {
     "class count mismatch": (
         lambda d: [write_npz(d / "a.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([0, 1])),
                    write_npz(d / "b.npz", logits=np.zeros((2, 3), np.float32), targets=np.array([0, 1]))],
-        "has 3 classes",
+        "the dumps mix class counts: 2 classes in",
     ),
     "probabilities requested on logits": (lambda d: [write_npz(d / "l.npz", logits=np.array([[3.0, -1.0]], np.float32), targets=np.array([0])), "--inputs", "probs"], "needs probabilities"),
     "bad alpha": (lambda d: [write_npz(d / "a.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([0, 1])), "--alpha", "1.5"], "--alpha 1.5"),

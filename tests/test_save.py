@@ -173,4 +173,14 @@ def test_the_mixed_runs_message_names_each_runs_files(tmp_path, compare_json):
         lossaudit.save(tmp_path, *batch, run_id="first")
     lossaudit.save(tmp_path, *batch, run_id="rerun")
     (finding,) = [f for f in compare_json(tmp_path, "--losses", "bce")["findings"] if f["code"] == "mixed-runs"]
-    assert "run first: batch-000000.npz … batch-000004.npz (5 files); run rerun: batch-000005.npz" in finding["message"]
+    assert f"run first: {tmp_path}/batch-000000.npz … {tmp_path}/batch-000004.npz (5 files); run rerun: {tmp_path}/batch-000005.npz;" in finding["message"]
+
+
+def test_a_folder_mixing_class_counts_is_an_error_listing_each_counts_files_and_runs(tmp_path, run_cli):
+    three = [lossaudit.save(tmp_path, np.zeros((4, 3), dtype=np.float32), np.arange(4) % 3, run_id="old") for _ in range(2)]
+    four = lossaudit.save(tmp_path, np.zeros((4, 4), dtype=np.float32), np.arange(4), run_id="new")
+    result = run_cli("compare", tmp_path)
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(
+        f"lossaudit: error: the dumps mix class counts: 3 classes in {three[0]}, {three[1]} (run old); 4 classes in {four} (run new)"
+    )

@@ -14,13 +14,11 @@ data; the requested order is kept within each group.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from lossaudit import __version__, losses
 from lossaudit.compare.engine import LEVEL_EDGES, LEVELS, SOFTMAX_LOSSES, LossSettings, Tally
-from lossaudit.dataset import DataInfo
+from lossaudit.dataset import DataInfo, name_files
 
 SCHEMA_VERSION = 2
 """2 added ``summary``, ``loss_selection``, ``levels``, per loss ``family``/``fits_data``/``covers``,
@@ -253,12 +251,6 @@ def _files(data: DataInfo, per_file: np.ndarray) -> dict[str, int]:
     return {file: int(n) for file, n in zip(data.files, per_file) if n}
 
 
-def _run_files(files: list[str]) -> str:
-    """One run's files by name: up to three, else the first, the last and how many."""
-    names = [Path(file).name for file in files]
-    return ", ".join(names) if len(names) <= 3 else f"{names[0]} … {names[-1]} ({len(names)} files)"
-
-
 def _findings(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray, explicit: bool) -> list[dict]:
     findings = []
     by_file = tally.file_counts
@@ -272,7 +264,7 @@ def _findings(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray
         findings.append({**finding, **extra})
 
     if len(data.runs) > 1:
-        listed = "; ".join(f"run {run}: {_run_files(files)}" for run, files in data.runs.items())
+        listed = "; ".join(f"run {run}: {name_files(files)}" for run, files in data.runs.items())
         add("mixed-runs", sum(map(len, data.runs.values())), f"{listed}; compare one run's folder at a time",
             files={file: 1 for files in data.runs.values() for file in files}, runs=data.runs)
     if data.inputs_look_like_probabilities:
