@@ -22,9 +22,10 @@ from lossaudit.errors import InputError
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
-class _FlagHelp:
-    """Help without a type placeholder for ``-h/--help``: a flag takes no value (Typer shows
-    ``<bool>``); lossaudit's own flags say so with ``metavar=""``."""
+class _PlainHelp:
+    """Help without Python type placeholders: ``-h/--help`` is a flag (Typer shows ``<bool>``;
+    lossaudit's own flags say so with ``metavar=""``), and an argument is named by its metavar
+    alone (Typer adds ``<list[Path]>``)."""
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
@@ -32,12 +33,23 @@ class _FlagHelp:
             option.metavar = ""
         return option
 
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if isinstance(param, typer.core.TyperArgument):
+                param.display_type_rich = _no_type
+        return params
 
-class Command(_FlagHelp, typer.core.TyperCommand):
+
+def _no_type(ctx) -> None:
+    return None
+
+
+class Command(_PlainHelp, typer.core.TyperCommand):
     pass
 
 
-class Group(_FlagHelp, typer.core.TyperGroup):
+class Group(_PlainHelp, typer.core.TyperGroup):
     pass
 
 
@@ -149,7 +161,7 @@ def main_options(
 @app.command(cls=Command)
 def compare(
     ctx: typer.Context,
-    paths: Annotated[Optional[list[Path]], typer.Argument(help=plain("Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file). Optional with --model."), show_default=False, metavar='DUMP...')] = None,
+    paths: Annotated[Optional[list[Path]], typer.Argument(help=plain("Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file). Optional with --model."), show_default=False, metavar='DUMP')] = None,
     logits_key: Annotated[Optional[str], typer.Option(help=plain("Key of the logits (default: logits, pred, preds, outputs, scores)."), metavar='KEY', rich_help_panel='Input')] = None,
     targets_key: Annotated[Optional[str], typer.Option(help=plain("Key of the targets (default: targets, labels, target, label, gt, y)."), metavar='KEY', rich_help_panel='Input')] = None,
     targets: Annotated[TargetEncoding, typer.Option(help=plain("Target encoding; auto detects it."), rich_help_panel='Input')] = TargetEncoding.auto,
@@ -168,7 +180,7 @@ def compare(
     bins: Annotated[int, typer.Option(help=plain("Difficulty bins of g for the per-difficulty table."), metavar='N', rich_help_panel='Losses')] = 10,
     top: Annotated[Optional[int], typer.Option(help=plain("Show only the K classes with the largest loss (of the loss with the largest total, or --top-by)."), min=1, metavar='K', rich_help_panel='Report')] = None,
     top_by: Annotated[Optional[str], typer.Option(help=plain("The loss --top ranks classes by (one of those shown)."), metavar='LOSS', rich_help_panel='Report')] = None,
-    strict: Annotated[bool, typer.Option("--strict", help=plain("Exit 1 on non-finite logits, labels out of range, background rows fed to a softmax loss, or probabilities saved as logits."), metavar='', rich_help_panel='CI')] = False,
+    strict: Annotated[bool, typer.Option("--strict", help=plain("Exit 1 on a data finding that gates: non-finite logits, labels out of range, probabilities saved as logits, dumps of mixed runs, and background or multi-hot rows when a softmax loss was asked for."), metavar='', rich_help_panel='CI')] = False,
     format: Annotated[CompareFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel='Report')] = CompareFormat.text,
     output: OutputOption = None,
     model: Annotated[Optional[Path], typer.Option("--model", help=plain("Checkpoint to run instead of reading dumps: a state dict (with --arch), .safetensors, TorchScript or .pt2 (with --trust-model)."), metavar='FILE', rich_help_panel='Model')] = None,
@@ -268,7 +280,7 @@ def compare(
 @app.command(cls=Command)
 def lint(
     ctx: typer.Context,
-    targets: Annotated[Optional[list[str]], typer.Argument(help=plain("path/to/file.py:Symbol, package.module:Symbol, or a file or folder to discover losses in [default: the configured lint.targets]."), show_default=False, metavar='TARGET...')] = None,
+    targets: Annotated[Optional[list[str]], typer.Argument(help=plain("path/to/file.py:Symbol, package.module:Symbol, or a file or folder to discover losses in [default: the configured lint.targets]."), show_default=False, metavar='TARGET')] = None,
     init: init_option("Target") = None,
     kind: Annotated[Kind, typer.Option(help=plain("The intended semantics; auto infers it."), rich_help_panel='Target')] = Kind.auto,
     inputs: Annotated[Inputs, typer.Option(help=plain("Whether the loss takes logits or probabilities; auto tries both."), rich_help_panel='Target')] = Inputs.auto,
@@ -337,7 +349,7 @@ def lint(
 
 @app.command(cls=Command)
 def rules(
-    code: Annotated[Optional[str], typer.Argument(help=plain("A rule code (FL001) to explain; none lists every rule."), show_default=False)] = None,
+    code: Annotated[Optional[str], typer.Argument(help=plain("A rule code (FL001) to explain; none lists every rule."), show_default=False, metavar="CODE")] = None,
 ) -> None:
     """List the lint rules, or explain one with a wrong and a right example."""
     from lossaudit.lint.report import render_rule, render_rules

@@ -54,8 +54,12 @@ def test_bracketed_text_survives():
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_flags_show_no_placeholder(command):
-    assert "<bool>" not in _help(command)
+def test_no_python_type_placeholders(command):
+    """Flags show no ``<bool>``, arguments no ``<list[Path]>``; choices such as ``<text|json>`` stay."""
+    text = _help(command)
+    assert not re.search(r"<(bool|str|int|float|path|Path|list\[[^>]*)>", text), text
+    usage = next(line for line in text.splitlines() if "Usage:" in line)
+    assert "...]..." not in usage, usage
 
 
 @pytest.mark.parametrize("command", sorted(PANELS))
