@@ -12,15 +12,22 @@ import numpy as np
 from lossaudit.filemode import create_temporary
 
 
-def _to_numpy(value: object, name: str) -> np.ndarray:
+def _to_numpy(value: object, name: str, kinds: str = "biuf") -> np.ndarray:
+    """``value`` (a tensor or anything numpy takes) as an array of one of the dtype ``kinds``
+    (numpy's letters: ``f`` floating point, ``biuf`` any real number or bool).
+
+    Raises:
+        TypeError: another dtype (an object array, strings, complex numbers).
+    """
     if hasattr(value, "detach"):  # a torch tensor; torch is not imported here
         value = value.detach().cpu()
         if str(value.dtype) == "torch.bfloat16":
             value = value.float()
         value = value.numpy()
     array = np.asarray(value)
-    if array.dtype == object:
-        raise TypeError(f"{name} must be numeric (or str for class_names); got an object array")
+    if array.dtype.kind not in kinds:
+        expected = "floating-point" if kinds == "f" else "numeric"
+        raise TypeError(f"{name} has dtype {array.dtype}; expected {expected} values")
     return array
 
 
@@ -74,6 +81,7 @@ def save(path: str | os.PathLike, logits: object, targets: object, class_names: 
 
     Raises:
         ValueError: shapes that ``compare`` could not read, or a file name that is not ``.npz``.
+        TypeError: logits that are not floating point, targets or a mask that are not numbers.
         FileExistsError: ``path`` names an existing file (the error names it).
 
     Example:
@@ -83,7 +91,7 @@ def save(path: str | os.PathLike, logits: object, targets: object, class_names: 
     target = Path(path)
     if target.suffix and target.suffix != ".npz" and not target.is_dir():
         raise ValueError(f"{target}: lossaudit.save writes .npz files; give a name ending in .npz, or a folder")
-    arrays = {"logits": _to_numpy(logits, "logits"), "targets": _to_numpy(targets, "targets")}
+    arrays = {"logits": _to_numpy(logits, "logits", "f"), "targets": _to_numpy(targets, "targets")}
     if mask is not None:
         arrays["mask"] = _to_numpy(mask, "mask")
     names = None if class_names is None else [str(name) for name in class_names]

@@ -184,3 +184,27 @@ def test_a_folder_mixing_class_counts_is_an_error_listing_each_counts_files_and_
     assert result.stderr.startswith(
         f"lossaudit: error: the dumps mix class counts: 3 classes in {three[0]}, {three[1]} (run old); 4 classes in {four} (run new)"
     )
+
+
+@pytest.mark.parametrize(
+    "logits, targets, says",
+    [
+        (np.zeros((2, 3), dtype=np.int64), np.zeros(2, dtype=np.int64), "logits has dtype int64; expected floating-point values"),
+        (np.zeros((2, 3), dtype=np.complex64), np.zeros(2, dtype=np.int64), "logits has dtype complex64"),
+        (np.zeros((2, 3)), np.array(["cat", "dog"]), "targets has dtype <U3; expected numeric values"),
+        (np.zeros((2, 3)), np.array([0, {"a": 1}], dtype=object), "targets has dtype object"),
+    ],
+)
+def test_dtypes_compare_cannot_read_are_refused_when_saving(tmp_path, logits, targets, says):
+    with pytest.raises(TypeError) as error:
+        lossaudit.save(tmp_path, logits, targets)
+    assert says in str(error.value) and list(tmp_path.iterdir()) == []
+
+
+def test_tensors_are_saved_as_arrays(tmp_path):
+    torch = pytest.importorskip("torch")
+    logits = torch.randn(4, 3, dtype=torch.bfloat16, requires_grad=True)
+    written = lossaudit.save(tmp_path, logits, torch.tensor([0, 1, 2, 0]))
+    with np.load(written, allow_pickle=False) as data:
+        assert data["logits"].dtype == np.float32 and np.array_equal(data["logits"], logits.detach().float().numpy())
+        assert data["targets"].tolist() == [0, 1, 2, 0]
