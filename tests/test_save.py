@@ -4,6 +4,7 @@ says which file exists), files get the user's umask, and what it writes round-tr
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 import numpy as np
@@ -114,25 +115,33 @@ def test_one_run_is_no_finding(tmp_path, compare_json):
     assert "mixed-runs" not in [f["code"] for f in compare_json(tmp_path, "--losses", "bce")["findings"]]
 
 
-def test_a_large_dump_shows_a_transient_bar_on_a_terminal_only():
-    """The bar needs a terminal and ~100 MB of logits; it leaves no line behind (transient)."""
+def test_the_bar_needs_a_terminal_and_a_large_dump():
+    """~100 MB of logits and a real terminal: a Rich console forced to act as one (``FORCE_COLOR``
+    on a pipe or a CI log) gets nothing."""
     import io
+    import pty
 
     from rich.console import Console
 
     from lossaudit.compare.progress import tally_progress
 
-    terminal = Console(file=io.StringIO(), force_terminal=True, width=80)
-    with tally_progress(rows=1_000_000, classes=80, console=terminal) as advance:
-        assert advance is not None
-        advance(500_000)
-        advance(500_000)
-    assert "tallying" in terminal.file.getvalue()
-    log = Console(file=io.StringIO(), force_terminal=False)
-    with tally_progress(rows=1_000_000, classes=80, console=log) as advance:
+    reader, writer = pty.openpty()  # the terminal's two ends
+    try:
+        with os.fdopen(writer, "w") as terminal:
+            console = Console(file=terminal)
+            with tally_progress(rows=1_000_000, classes=80, console=console) as advance:
+                assert advance is not None
+                advance(1_000_000)
+            with tally_progress(rows=1_000, classes=80, console=console) as advance:
+                assert advance is None
+        shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", os.read(reader, 65536).decode())
+    finally:
+        os.close(reader)
+    assert "tallying" in shown and "1000000/1000000" in shown
+    forced = Console(file=io.StringIO(), force_terminal=True)
+    with tally_progress(rows=1_000_000, classes=80, console=forced) as advance:
         assert advance is None
-    with tally_progress(rows=1_000, classes=80, console=Console(file=io.StringIO(), force_terminal=True)) as advance:
-        assert advance is None
+    assert forced.file.getvalue() == ""
 
 
 def test_the_process_umask_is_never_changed(tmp_path, monkeypatch):

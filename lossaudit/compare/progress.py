@@ -1,8 +1,9 @@
 """A transient progress bar on stderr while a large dump is tallied (terminals only).
 
-Below :data:`SHOW_FROM_BYTES` of logits, or when stderr is not a terminal (a CI log, a pipe), the
-tally runs silently: the bar is a courtesy for a human waiting on a big file, never output a
-program has to parse.
+Below :data:`SHOW_FROM_BYTES`, or when stderr is not a terminal (a CI log, a pipe, a file; also
+under ``FORCE_COLOR``, which makes Rich treat a pipe as a terminal), the work runs silently: the
+bar is a courtesy for a human waiting on a big file, never output a program has
+to parse, and it erases itself when done.
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ SHOW_FROM_BYTES = 100 * 2**20
 """About 100 MB of float32 logits: a few tenths of a second of tallying, where a bar helps."""
 
 
+def _terminal(size: int, console: Console | None, show_from_bytes: int) -> Console | None:
+    """The console to draw on (by default stderr's), or None: too small, or not a terminal."""
+    console = console or Console(stderr=True)
+    return console if size >= show_from_bytes and console.file.isatty() else None
+
+
 @contextlib.contextmanager
 def tally_progress(rows: int, classes: int, console: Console | None = None, show_from_bytes: int = SHOW_FROM_BYTES) -> Iterator[Callable[[int], None] | None]:
     """Yield a callback ``advance(rows_done)`` that moves a transient bar, or None when no bar is
-    shown (a small dump, or ``console`` — by default stderr — is not a terminal)."""
-    console = console or Console(stderr=True)
-    if not console.is_terminal or rows * classes * 4 < show_from_bytes:
+    shown (under ``show_from_bytes`` of float32 logits, or not a terminal)."""
+    console = _terminal(rows * classes * 4, console, show_from_bytes)
+    if console is None:
         yield None
         return
     columns = (TextColumn("tallying"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TimeRemainingColumn())
