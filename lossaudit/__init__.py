@@ -1,16 +1,38 @@
 """lossaudit: audit focal, GHM and cross-entropy losses on your predictions and your loss code.
 
-``import lossaudit`` stays cheap: torch is imported only by the modules that compute.
+The Python API (README "Python API"):
+
+- ``lossaudit.compare(paths or logits=..., targets=..., **options) -> Report``
+- ``lossaudit.lint(target, **options) -> LintReport``
+- ``lossaudit.save(path, logits=..., targets=...)``: dump batches from a training loop
+- ``lossaudit.testing.assert_focal_loss(target, **options)``: a pytest helper
+
+``import lossaudit`` stays cheap: every name is imported when first used, and torch only by the
+modules that compute.
 """
 
 from lossaudit._version import __version__
 
-__all__ = ["__version__", "save"]
+__all__ = ["__version__", "compare", "lint", "save", "Report", "LintReport", "InputError", "testing"]
+
+_LAZY = {
+    "save": ("lossaudit.dump", "save"),
+    "Report": ("lossaudit.results", "Report"),
+    "LintReport": ("lossaudit.lint.findings", "LintReport"),
+    "InputError": ("lossaudit.errors", "InputError"),
+}
 
 
 def __getattr__(name: str):
-    if name == "save":
-        from lossaudit.dump import save
+    import importlib
 
-        return save
+    if name in ("compare", "lint", "testing"):  # compare and lint are callable packages (lossaudit._callable)
+        return importlib.import_module(f"lossaudit.{name}")
+    if name in _LAZY:
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module 'lossaudit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

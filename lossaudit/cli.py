@@ -199,8 +199,7 @@ def compare(
 ) -> None:
     """Compare cross-entropy, focal, softmax focal, GHM-C and related losses on saved predictions or a model's outputs."""
     try:
-        from lossaudit import compare as comparison
-        from lossaudit.compare.engine import LossSettings
+        from lossaudit.api import compare as compare_api
         from lossaudit.compare.render import (
             print_text,
             ranking_loss,
@@ -212,45 +211,43 @@ def compare(
         )
         from lossaudit.compare.report import gating
         from lossaudit.config import load_config
-        from lossaudit.dataset import LoadOptions, read_class_names
         from lossaudit.readers import SUFFIXES as DUMP_SUFFIXES
         from lossaudit.reporting import refuse_overwriting_inputs, write_report
+        from lossaudit.symbols import parse_init
 
         settings_file = load_config(config, isolated)
         o = {**ctx.params, **_config_values(ctx, settings_file.compare)}
         read = [*(paths or []), settings_file.source, *(Path(o[key]) for key in ("class_names", "alpha_per_class") if o[key]), model, data]
         refuse_overwriting_inputs(output, read, DUMP_SUFFIXES)
-        load_options = LoadOptions(
-            logits_key=o["logits_key"],
-            targets_key=o["targets_key"],
-            targets=TargetEncoding(o["targets"]).value,
-            background_index=o["background_index"],
-            ignore_index=o["ignore_index"],
-            class_dim=o["class_dim"],
-            inputs=Inputs(o["inputs"]).value,
-            class_names=read_class_names(Path(o["class_names"])) if o["class_names"] else None,
-        )
-        settings = LossSettings(
+        report = compare_api(
+            paths or None,
+            class_names=o["class_names"],
+            losses=o["losses"],
             alpha=o["alpha"],
             gamma=o["gamma"],
-            alpha_per_class=comparison.read_alpha_per_class(Path(o["alpha_per_class"])) if o["alpha_per_class"] else None,
+            alpha_per_class=o["alpha_per_class"],
             ghm_bins=o["ghm_bins"],
             ghm_momentum=o["ghm_momentum"],
             ohem_ratio=o["ohem_ratio"],
             bins=o["bins"],
-        )
-        source = None
-        if model is not None:
-            from lossaudit.inference import RunOptions
-            from lossaudit.symbols import parse_init
-
-            if data is None:
-                raise InputError("--model needs --data: a .npz/.pt file with the model input and the targets")
-            run_options = RunOptions(data=data, inputs_key=inputs_key, targets_key=o["targets_key"], output_key=output_key, batch_size=batch_size, device=device)
-            source = comparison.ModelSource(model, run_options, arch=arch, init=parse_init(init), trust=trust_model, save_logits=save_logits)
-        elif any(value is not None for value in (data, arch, init, save_logits)):
-            raise InputError("--data, --arch, --init and --save-logits go with --model")
-        report = comparison.run(paths or [], load_options, settings, comparison.parse_losses(o["losses"]), source)
+            logits_key=o["logits_key"],
+            targets_key=o["targets_key"],
+            targets_encoding=TargetEncoding(o["targets"]).value,
+            background_index=o["background_index"],
+            ignore_index=o["ignore_index"],
+            class_dim=o["class_dim"],
+            inputs=Inputs(o["inputs"]).value,
+            model=model,
+            data=data,
+            arch=arch,
+            init=parse_init(init) if init else None,
+            trust_model=trust_model,
+            inputs_key=inputs_key,
+            output_key=output_key,
+            batch_size=batch_size,
+            device=device,
+            save_logits=save_logits,
+        ).to_dict()
         chosen, strict, top, top_by = CompareFormat(o["format"]), o["strict"], o["top"], o["top_by"]
         if top_by is not None:
             ranking_loss(report, top_by)  # an unknown loss is an error whatever the format

@@ -87,6 +87,10 @@ def save(path: str | os.PathLike, logits: object, targets: object, class_names: 
     Example:
         >>> for step, (images, labels) in enumerate(val_loader):  # doctest: +SKIP
         ...     lossaudit.save("dumps/", logits=model(images), targets=labels)
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> save(folder, logits=np.zeros((2, 3), np.float32), targets=np.array([0, 2])).name
+        'batch-000000.npz'
     """
     target = Path(path)
     if target.suffix and target.suffix != ".npz" and not target.is_dir():

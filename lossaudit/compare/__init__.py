@@ -1,10 +1,15 @@
-"""``lossaudit compare``: how cross-entropy, focal, GHM and related losses weigh saved predictions."""
+"""``lossaudit compare``: how cross-entropy, focal, GHM and related losses weigh saved predictions.
+
+The package is also callable: ``lossaudit.compare(...)`` is :func:`lossaudit.api.compare` (see
+:mod:`lossaudit._callable`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from lossaudit._callable import make_callable
 from lossaudit.errors import InputError
 
 DEFAULT_LOSSES = ("ce", "bce", "focal", "softmax-focal", "ghm")
@@ -81,8 +86,9 @@ def _model_batch(source: ModelSource) -> tuple[object, dict]:
     return batch, info
 
 
-def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | None, model: ModelSource | None = None) -> dict:
-    """Read the dumps (or run the model) in one streaming pass, and return the report (see
+def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | None, model: ModelSource | None = None, arrays: dict | None = None) -> dict:
+    """Read the dumps (or run the model, or take ``arrays``: ``{"logits", "targets"[, "mask",
+    "class_names"]}`` numpy arrays) in one streaming pass, and return the report (see
     :mod:`lossaudit.compare.report`). ``losses`` None means the defaults, plus ``centernet`` for
     heatmap targets (then ``softmax-background`` and ``softmax-multi-hot`` do not gate ``--strict``). The full-tensor engine (:func:`lossaudit.compare.engine.tally`) computes the
     same numbers and is the tests' oracle."""
@@ -90,16 +96,18 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
     from lossaudit.compare.report import build_report
     from lossaudit.compare.stream import stream_tally
     from lossaudit.dataset import plan
-    from lossaudit.readers import read_batches
+    from lossaudit.readers import ArrayFile, read_batches
 
-    if model is not None and paths:
-        raise InputError("pass prediction dumps or --model with --data, not both")
-    if model is None and not paths:
+    if sum(map(bool, (paths, model, arrays))) > 1:
+        raise InputError("pass prediction dumps, --model with --data, or arrays (logits=, targets=), not both")
+    if not (paths or model or arrays):
         raise InputError("nothing to compare: pass prediction dumps, or --model CHECKPOINT --data INPUTS")
     model_info = None
     if model is not None:
         batch, model_info = _model_batch(model)
         data = plan([batch], load_options)
+    elif arrays:
+        data = plan([ArrayFile(source="arrays", arrays=dict(arrays))], load_options)
     else:
         data = plan(read_batches(paths), load_options)
     explicit = losses is not None
@@ -114,3 +122,6 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
     if model_info is not None:
         report["input"]["model"] = model_info
     return report
+
+
+make_callable(__name__, "compare")

@@ -59,9 +59,9 @@ def _param_grid(subject: Subject, kind: str) -> list[Params]:
     """
     if kind == "centernet":
         return [Params(alpha=None, gamma=DEFAULT_GAMMA)]
-    gamma = float(subject.value("gamma", DEFAULT_GAMMA)) if subject.accepts("gamma") else DEFAULT_GAMMA
+    gamma = float(subject.value("gamma", DEFAULT_GAMMA)) if subject.accepts("gamma") or subject.is_instance else DEFAULT_GAMMA
     readings: list[tuple[object, str]]
-    if not subject.accepts("alpha"):
+    if not subject.accepts("alpha") and subject.value("alpha", None) is None:
         readings = [(None, "alpha_t")] + ([(DEFAULT_ALPHA, "alpha_t")] if kind in ("sigmoid", "binary") else [])
     else:
         alpha = _as_list(subject.value("alpha", None))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from lossaudit.lint.rules import RULES_BY_CODE
+from lossaudit.lint.rules import RULES_BY_CODE, SEVERITIES
 
 
 @dataclass
@@ -72,3 +72,32 @@ class TargetResult:
             status=data.get("status", "audited"),
             hint=data.get("hint", ""),
         )
+
+
+@dataclass(frozen=True)
+class LintReport:
+    """What ``lossaudit.lint`` returns: one :class:`TargetResult` per audited target."""
+
+    targets: tuple[TargetResult, ...]
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        """Every target's findings, in target order."""
+        return tuple(finding for result in self.targets for finding in result.findings)
+
+    def ok(self, fail_on: str = "error") -> bool:
+        """No finding at or above ``fail_on`` ('error', 'warning' or 'info'), and every target was
+        audited (a target that could not be imported is not ok)."""
+        threshold = SEVERITIES.index(fail_on)
+        return all(result.status in ("audited", "skipped") for result in self.targets) and not any(
+            SEVERITIES.index(finding.severity) <= threshold for finding in self.findings)
+
+    def to_dict(self) -> dict:
+        """The ``targets`` of ``lint --format json``."""
+        return {"targets": [result.to_dict() for result in self.targets]}
+
+    def text(self, verbose: bool = False) -> str:
+        """The report as ``lossaudit lint`` prints it."""
+        from lossaudit.lint.report import render_text
+
+        return render_text(list(self.targets), [], verbose)

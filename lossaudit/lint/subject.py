@@ -317,9 +317,12 @@ class Subject:
         self.init = dict(init)
         self.timeout = timeout
         self.is_class = inspect.isclass(obj)
+        # A built loss (an nn.Module instance): its hyper-parameters are its attributes and cannot
+        # be overridden, so the probes that vary alpha or gamma do not run.
+        self.is_instance = not self.is_class and not inspect.isroutine(obj)
         self.num_classes = num_classes
         try:
-            self.signature = inspect.signature(obj.__init__ if self.is_class else obj)
+            self.signature = None if self.is_instance else inspect.signature(obj.__init__ if self.is_class else obj)
         except (TypeError, ValueError):
             self.signature = None
         self.supplied = {name: value for name, value in REQUIRED_DEFAULTS.items() if self.requires(name) and name not in self.init}
@@ -345,9 +348,12 @@ class Subject:
         return None if default is inspect.Parameter.empty else default
 
     def value(self, name: str, fallback: object) -> object:
-        """The value the target uses for ``name``: from ``--init``, else its default, else ``fallback``."""
+        """The value the target uses for ``name``: from ``--init``, else its default (an
+        instance's attribute), else ``fallback``."""
         if name in self.init:
             return self.init[name]
+        if self.is_instance:
+            return getattr(self.obj, name, fallback)
         if self.signature is not None and name in self.signature.parameters:
             default = self.signature.parameters[name].default
             if default is not inspect.Parameter.empty:
@@ -357,6 +363,8 @@ class Subject:
     def build(self, **overrides: object) -> Callable:
         """A fresh callable ``loss(inputs, targets)`` with ``overrides`` on top of ``init``."""
         kwargs = {**self.init, **overrides}
+        if self.is_instance:
+            return self.obj
         if self.is_class:
             instance = self.guarded(lambda: self.obj(**kwargs))
             return instance

@@ -40,27 +40,41 @@ def _num_classes(options: dict, init: dict) -> int:
 
 def audit(request: dict) -> TargetResult:
     """Import the target and run the battery; every failure of the target is a finding."""
-    import torch
-
-    from lossaudit.lint.calibrate import calibrate, error_text
-    from lossaudit.lint.locate import Locator
-    from lossaudit.lint.probes import Context, run_probes
-    from lossaudit.lint.subject import BACKGROUND_LABELS, CallTimeout, Subject, run_with_timeout
+    from lossaudit.lint.calibrate import error_text
+    from lossaudit.lint.subject import CallTimeout, run_with_timeout
 
     target, options = request["target"], request["options"]
-    result = TargetResult(target=target["text"])
     spec = TargetSpec(text=target["text"], symbol=target["symbol"], file=Path(target["file"]) if target["file"] else None, module=target["module"])
     try:
         obj = import_symbol(spec, run=lambda load: run_with_timeout(load, options["timeout"]))
     except (Exception, SystemExit, CallTimeout) as error:
         if isinstance(error, InputError):
             raise
-        result.findings.append(Finding("FL015", f"importing the target failed: {error_text(error)}", path=target["file"], evidence={"phase": "import"}))
-        return result
+        return TargetResult(target=target["text"], findings=[Finding("FL015", f"importing the target failed: {error_text(error)}", path=target["file"], evidence={"phase": "import"})])
+    return audit_object(obj, target["text"], dict(target["init"]), options)
+
+
+def audit_object(obj: object, text: str, init: dict, options: dict | object) -> TargetResult:
+    """Run the battery on ``obj`` (a class, a function, or a callable instance) in this process.
+
+    ``options`` is the request's options dict or an :class:`~lossaudit.lint.runner.AuditOptions`.
+    """
+    import dataclasses
+    import inspect
+
+    import torch
+
+    from lossaudit.lint.calibrate import calibrate, error_text
+    from lossaudit.lint.locate import Locator
+    from lossaudit.lint.probes import Context, run_probes
+    from lossaudit.lint.subject import BACKGROUND_LABELS, CallTimeout, Subject
+
+    if dataclasses.is_dataclass(options):
+        options = dataclasses.asdict(options)
+    result = TargetResult(target=text)
     torch.manual_seed(options["seed"])
-    locator = Locator(obj)
+    locator = Locator(obj if inspect.isclass(obj) or inspect.isroutine(obj) else type(obj))  # an instance: its class's source
     result.location = {"path": locator.path, "line": locator.def_line}
-    init = dict(target["init"])
     subject = Subject(obj, init, options["timeout"], _num_classes(options, init), options["ignore_index"])
     try:
         calibration = calibrate(subject, options["kind"], options["inputs"], options["targets"], options["seed"])

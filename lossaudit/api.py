@@ -1,0 +1,186 @@
+"""lossaudit as a library: :func:`compare` and :func:`lint`, with the command line's options as
+keyword arguments and the same defaults. The CLI calls these functions; notebooks and test suites
+call them directly (``lossaudit.compare``, ``lossaudit.lint``).
+
+Errors a user can act on are :class:`lossaudit.errors.InputError` (a ``ValueError``) with the
+one-line message the CLI prints.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lossaudit.results import Report
+
+
+def _as_array(value: object) -> object:
+    """A torch tensor as a numpy array (torch is not imported here); other values unchanged."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        tensor = value.detach().cpu()
+        if str(tensor.dtype) == "torch.bfloat16":
+            tensor = tensor.float()
+        return tensor.numpy()
+    return value
+
+
+def compare(
+    paths: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    *,
+    logits: object = None,
+    targets: object = None,
+    mask: object = None,
+    class_names: Sequence[str] | str | os.PathLike | None = None,
+    losses: Sequence[str] | str | None = None,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    alpha_per_class: Sequence[float] | str | os.PathLike | None = None,
+    ghm_bins: int = 10,
+    ghm_momentum: float = 0.0,
+    ohem_ratio: float = 3.0,
+    bins: int = 10,
+    logits_key: str | None = None,
+    targets_key: str | None = None,
+    targets_encoding: str = "auto",
+    background_index: int | None = None,
+    ignore_index: int = -1,
+    class_dim: int | None = None,
+    inputs: str = "auto",
+    model: str | os.PathLike | None = None,
+    data: str | os.PathLike | None = None,
+    arch: str | None = None,
+    init: dict | None = None,
+    trust_model: bool = False,
+    inputs_key: str | None = None,
+    output_key: str | None = None,
+    batch_size: int = 256,
+    device: str = "cpu",
+    save_logits: str | os.PathLike | None = None,
+) -> Report:
+    """Compare cross-entropy, focal, softmax focal, GHM-C and related losses on predictions.
+
+    Give dumps (``paths``: ``.npz``/``.npy``/``.pt`` files or folders, as ``lossaudit compare``
+    reads them), arrays (``logits=`` ``(N, C)``, ``(B, A, C)`` or ``(B, C, H, W)`` with
+    ``targets=`` class indices or one-hot/soft targets shaped like the logits; numpy arrays or
+    torch tensors), or a checkpoint (``model=`` with ``data=``). Every other keyword is the
+    command-line option of the same name (``targets_encoding`` is ``--targets``), with the same
+    default. ``losses`` None means the defaults (``ce, bce, focal, softmax-focal, ghm``, plus
+    ``centernet`` for heatmaps).
+
+    Returns:
+        The :class:`~lossaudit.results.Report`; ``report.to_dict()`` is ``--format json``'s document.
+
+    Raises:
+        InputError: bad input, with the message the CLI prints.
+
+    Example:
+        >>> import numpy as np, lossaudit
+        >>> logits = np.array([[2.0, -1.0], [-1.0, 3.0], [0.5, 0.5]], dtype=np.float32)
+        >>> report = lossaudit.compare(logits=logits, targets=np.array([0, 1, 0]), losses=["ce"])
+        >>> report.input["rows"], round(report.losses["ce"].mean, 4)  # (log(1+e^-3) + log(1+e^-4) + log 2) / 3
+        (3, 0.2533)
+    """
+    from lossaudit import compare as comparison
+    from lossaudit.compare.engine import LossSettings
+    from lossaudit.dataset import LoadOptions, read_class_names
+    from lossaudit.errors import InputError
+
+    if (logits is None) != (targets is None):
+        raise InputError("logits= and targets= go together")
+    arrays = None
+    if logits is not None:
+        arrays = {"logits": _as_array(logits), "targets": _as_array(targets)}
+        if mask is not None:
+            arrays["mask"] = _as_array(mask)
+    names = read_class_names(Path(class_names)) if isinstance(class_names, (str, os.PathLike)) else None if class_names is None else [str(n) for n in class_names]
+    if isinstance(alpha_per_class, (str, os.PathLike)):
+        per_class = comparison.read_alpha_per_class(Path(alpha_per_class))
+    else:
+        per_class = None if alpha_per_class is None else tuple(float(value) for value in alpha_per_class)
+    load_options = LoadOptions(logits_key=logits_key, targets_key=targets_key, targets=targets_encoding, background_index=background_index,
+                               ignore_index=ignore_index, class_dim=class_dim, inputs=inputs, class_names=names)
+    settings = LossSettings(alpha=alpha, gamma=gamma, alpha_per_class=per_class, ghm_bins=ghm_bins, ghm_momentum=ghm_momentum, ohem_ratio=ohem_ratio, bins=bins)
+    source = None
+    if model is not None:
+        from lossaudit.inference import RunOptions
+
+        if data is None:
+            raise InputError("--model needs --data: a .npz/.pt file with the model input and the targets")
+        run_options = RunOptions(data=Path(data), inputs_key=inputs_key, targets_key=targets_key, output_key=output_key, batch_size=batch_size, device=device)
+        source = comparison.ModelSource(Path(model), run_options, arch=arch, init=dict(init or {}), trust=trust_model,
+                                        save_logits=Path(save_logits) if save_logits is not None else None)
+    elif any(value is not None for value in (data, arch, init, save_logits)):
+        raise InputError("--data, --arch, --init and --save-logits go with --model")
+    if paths is None:
+        path_list = []
+    elif isinstance(paths, (str, os.PathLike)):
+        path_list = [Path(paths)]
+    else:
+        path_list = [Path(path) for path in paths]
+    chosen = comparison.parse_losses(losses if losses is None or isinstance(losses, str) else ",".join(losses))
+    return Report.from_dict(comparison.run(path_list, load_options, settings, chosen, source, arrays=arrays))
+
+
+def lint(
+    target: Any,
+    *,
+    kind: str = "auto",
+    init: dict | None = None,
+    inputs: str = "auto",
+    targets: str = "auto",
+    num_classes: int | None = None,
+    ignore_index: int | None = None,
+    select: Sequence[str] | str | None = None,
+    ignore: Sequence[str] | str | None = None,
+    seed: int = 0,
+    timeout: float = 10.0,
+    memory_limit_mb: int | None = None,
+):
+    """Audit a focal-loss implementation against the reference losses.
+
+    ``target`` is what ``lossaudit lint`` takes — ``"path/to/file.py:Symbol"`` or
+    ``"package.module:Symbol"``, audited in a child process with a time and memory limit — or
+    the object itself: a class, a function, or an instance (a module called as
+    ``loss(inputs, targets)``), audited in this process. The keywords are the command-line
+    options; ``select``/``ignore`` are rule codes or prefixes (``"FL01"``).
+
+    Returns:
+        A :class:`~lossaudit.lint.findings.LintReport`: ``findings`` (code, name, severity,
+        message, path, line, evidence, fix), ``ok(fail_on="error")``, ``to_dict()``.
+
+    Example:
+        >>> import lossaudit
+        >>> report = lossaudit.lint("lossaudit.losses:focal")  # doctest: +SKIP
+        >>> report.ok(), report.findings  # doctest: +SKIP
+        (True, ())
+    """
+    from lossaudit.lint.findings import LintReport
+    from lossaudit.lint.rules import parse_codes
+    from lossaudit.lint.runner import AuditOptions
+
+    options = AuditOptions(kind=kind, inputs=inputs, targets=targets, num_classes=num_classes, ignore_index=ignore_index,
+                           seed=seed, timeout=timeout, memory_limit_mb=memory_limit_mb)
+
+    def codes(value: Sequence[str] | str | None, option: str) -> frozenset[str]:
+        return parse_codes(value if value is None or isinstance(value, str) else ",".join(value), option)
+
+    chosen, skipped = codes(select, "select"), codes(ignore, "ignore")
+    if isinstance(target, str):
+        from lossaudit.lint import session
+
+        settings = session.LintSettings(audit=options, init=dict(init or {}), select=chosen, ignore=skipped)
+        plan = session.plan([target], [], settings)
+        results = session.run(plan.targets, settings)
+        if not results:
+            from lossaudit.errors import InputError
+
+            raise InputError(f"{target}: no loss to audit ({'; '.join(plan.notices) or 'nothing found'})")
+    else:
+        from lossaudit.lint.worker import audit_object
+
+        result = audit_object(target, getattr(target, "__qualname__", type(target).__qualname__), dict(init or {}), options)
+        result.findings = [f for f in result.findings if (not chosen or f.code in chosen) and f.code not in skipped]
+        results = [result]
+    return LintReport(tuple(results))
