@@ -58,6 +58,7 @@ def compare(
     batch_size: int = 256,
     device: str = "cpu",
     save_logits: str | os.PathLike | None = None,
+    baseline: str | os.PathLike | None = None,
 ) -> Report:
     """Compare cross-entropy, focal, softmax focal, GHM-C and related losses on predictions.
 
@@ -67,7 +68,8 @@ def compare(
     torch tensors), or a checkpoint (``model=`` with ``data=``). Every other keyword is the
     command-line option of the same name (``targets_encoding`` is ``--targets``), with the same
     default. ``losses`` None means the defaults (``ce, bce, focal, softmax-focal, ghm``, plus
-    ``centernet`` for heatmaps).
+    ``centernet`` for heatmaps). ``baseline``: a previous report's JSON file; the changes since
+    it are the report's ``extra["baseline"]`` section (README "Tracking runs").
 
     Returns:
         The :class:`~lossaudit.results.Report`; ``report.to_dict()`` is ``--format json``'s document.
@@ -120,7 +122,12 @@ def compare(
     else:
         path_list = [Path(path) for path in paths]
     chosen = comparison.parse_losses(losses if losses is None or isinstance(losses, str) else ",".join(losses))
-    return Report.from_dict(comparison.run(path_list, load_options, settings, chosen, source, arrays=arrays))
+    document = comparison.run(path_list, load_options, settings, chosen, source, arrays=arrays)
+    if baseline is not None:
+        from lossaudit.compare.baseline import changes, read_report
+
+        document["baseline"] = changes(document, read_report(Path(baseline)), str(baseline))
+    return Report.from_dict(document)
 
 
 def lint(

@@ -87,6 +87,11 @@ class CompareFormat(str, Enum):
     junit = "junit"
 
 
+class DiffFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
 class LintFormat(str, Enum):
     text = "text"
     json = "json"
@@ -180,6 +185,8 @@ def compare(
     bins: Annotated[int, typer.Option(help=plain("Difficulty bins of g for the per-difficulty table."), metavar='N', rich_help_panel='Losses')] = 10,
     top: Annotated[Optional[int], typer.Option(help=plain("Show only the K classes with the largest loss (of the loss with the largest total, or --top-by)."), min=1, metavar='K', rich_help_panel='Report')] = None,
     top_by: Annotated[Optional[str], typer.Option(help=plain("The loss --top ranks classes by (one of those shown)."), metavar='LOSS', rich_help_panel='Report')] = None,
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", help=plain("A previous report (compare --format json) to show the changes since: loss shares per class and per difficulty bin, findings that appeared or disappeared."), metavar='REPORT', rich_help_panel='CI')] = None,
+    fail_if_share_moves: Annotated[Optional[float], typer.Option("--fail-if-share-moves", help=plain("With --baseline: exit 1 when a loss's share of a class or difficulty bin moves by at least PCT percentage points."), metavar='PCT', min=0.0, rich_help_panel='CI')] = None,
     strict: Annotated[bool, typer.Option("--strict", help=plain("Exit 1 on a data finding that gates: non-finite logits, labels out of range, probabilities saved as logits, dumps of mixed runs, and background or multi-hot rows when a softmax loss was asked for."), metavar='', rich_help_panel='CI')] = False,
     format: Annotated[CompareFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel='Report')] = CompareFormat.text,
     output: OutputOption = None,
@@ -209,6 +216,7 @@ def compare(
             render_markdown,
             render_text,
         )
+        from lossaudit.compare.baseline import render_changes
         from lossaudit.compare.report import gating
         from lossaudit.config import load_config
         from lossaudit.readers import SUFFIXES as DUMP_SUFFIXES
@@ -217,8 +225,10 @@ def compare(
 
         settings_file = load_config(config, isolated)
         o = {**ctx.params, **_config_values(ctx, settings_file.compare)}
-        read = [*(paths or []), settings_file.source, *(Path(o[key]) for key in ("class_names", "alpha_per_class") if o[key]), model, data]
+        read = [*(paths or []), settings_file.source, *(Path(o[key]) for key in ("class_names", "alpha_per_class", "baseline") if o[key]), model, data]
         refuse_overwriting_inputs(output, read, DUMP_SUFFIXES)
+        if o["fail_if_share_moves"] is not None and not o["baseline"]:
+            raise InputError("--fail-if-share-moves goes with --baseline REPORT")
         report = compare_api(
             paths or None,
             class_names=o["class_names"],
@@ -247,15 +257,20 @@ def compare(
             batch_size=batch_size,
             device=device,
             save_logits=save_logits,
+            baseline=o["baseline"],
         ).to_dict()
         chosen, strict, top, top_by = CompareFormat(o["format"]), o["strict"], o["top"], o["top_by"]
         if top_by is not None:
             ranking_loss(report, top_by)  # an unknown loss is an error whatever the format
+        since = render_changes(report["baseline"]) if o["baseline"] else ""
         if chosen is CompareFormat.text and output is None and sys.stdout.isatty():
             print_text(report, Console(), top, top_by)
+            sys.stdout.write(("\n" + since) if since else "")
         elif chosen is CompareFormat.text:
             columns = os.environ.get("COLUMNS", "") if output is None else ""
-            write_report(render_text(report, int(columns) if columns.isdigit() else None, top, top_by), output)
+            write_report(render_text(report, int(columns) if columns.isdigit() else None, top, top_by) + (("\n" + since) if since else ""), output)
+        elif chosen is CompareFormat.markdown and since:
+            write_report(render_markdown(report, top, top_by) + f"\n```\n{since}```\n", output)
         else:
             renderers = {
                 CompareFormat.json: lambda: render_json(report),
@@ -272,6 +287,42 @@ def compare(
     if strict and gates:
         stderr.print(f"--strict: {', '.join(gates)}", highlight=False)
         raise typer.Exit(EXIT_FINDINGS)
+    if "baseline" in report:
+        _gate_share_moves(report["baseline"], o["fail_if_share_moves"])
+
+
+def _gate_share_moves(section: dict, threshold: float | None) -> None:
+    """Exit 1 when the largest share move reaches ``--fail-if-share-moves``."""
+    from lossaudit.compare.baseline import describe_move, moved_too_far
+
+    if moved_too_far(section, threshold):
+        move = section["largest_move"]
+        stderr.print(f"--fail-if-share-moves {threshold:g}: {describe_move(move)} moved {move['points']:+.1f} points", highlight=False, markup=False)
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+@app.command(cls=Command)
+def diff(
+    old: Annotated[Path, typer.Argument(help=plain("The baseline report (compare --format json)."), metavar="OLD", show_default=False)],
+    new: Annotated[Path, typer.Argument(help=plain("The new report."), metavar="NEW", show_default=False)],
+    format: Annotated[DiffFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel="Report")] = DiffFormat.text,
+    fail_if_share_moves: Annotated[Optional[float], typer.Option("--fail-if-share-moves", help=plain("Exit 1 when a loss's share of a class or difficulty bin moves by at least PCT percentage points."), metavar="PCT", min=0.0, rich_help_panel="CI")] = None,
+    output: OutputOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Show how two compare reports differ: loss shares per class and difficulty bin, findings."""
+    try:
+        import json
+
+        from lossaudit.compare.baseline import changes, read_report, render_changes
+        from lossaudit.reporting import refuse_overwriting_inputs, write_report
+
+        refuse_overwriting_inputs(output, [old, new], (".json",))
+        section = changes(read_report(new), read_report(old), str(old))
+        write_report(json.dumps(section, indent=2) + "\n" if format is DiffFormat.json else render_changes(section), output)
+    except InputError as error:
+        _fail(str(error), verbose)
+    _gate_share_moves(section, fail_if_share_moves)
 
 
 @app.command(cls=Command)

@@ -4,7 +4,10 @@
 
 - ``classifier.pt``: the state dict of :class:`classifier.Classifier`, trained for 400 steps on a
   long-tailed 5-class problem (class frequencies 60/25/10/4/1 %);
-- ``val.npz``: 2,000 validation inputs (``inputs``), their labels (``targets``) and ``class_names``.
+- ``val.npz``: 2,000 validation inputs (``inputs``), their labels (``targets``) and ``class_names``;
+- ``runs/early.npz`` and ``runs/late.npz``: the validation logits in lossaudit's dump format after
+  40 and after all 400 steps, for ``lossaudit compare runs/late.npz --baseline early.json``
+  (README "Tracking runs").
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ def sample(count: int, generator: torch.Generator, centres: torch.Tensor) -> tup
     return centres[labels] + 1.6 * torch.randn(count, centres.shape[1], generator=generator), labels
 
 
+def dump_logits(model: Classifier, inputs: torch.Tensor, labels: torch.Tensor, path: Path) -> None:
+    model.eval()
+    with torch.no_grad():
+        logits = model(inputs)
+    model.train()
+    np.savez(path, logits=logits.numpy(), targets=labels.numpy(), class_names=np.asarray(NAMES))
+
+
 def main() -> None:
     generator = torch.Generator().manual_seed(7)
     centres = torch.randn(5, 16, generator=generator)
@@ -36,13 +47,16 @@ def main() -> None:
     torch.manual_seed(7)
     model = Classifier()
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(400):
+    (HERE / "runs").mkdir(exist_ok=True)
+    for step in range(1, 401):
         optimiser.zero_grad()
         torch.nn.functional.cross_entropy(model(train_x), train_y).backward()
         optimiser.step()
+        if step in (40, 400):  # eval mode draws no random numbers: training is unchanged
+            dump_logits(model, val_x, val_y, HERE / "runs" / f"{'early' if step == 40 else 'late'}.npz")
     torch.save(model.state_dict(), HERE / "classifier.pt")
     np.savez(HERE / "val.npz", inputs=val_x.numpy(), targets=val_y.numpy(), class_names=np.asarray(NAMES))
-    print(f"wrote {HERE / 'classifier.pt'} and {HERE / 'val.npz'}")
+    print(f"wrote {HERE / 'classifier.pt'}, {HERE / 'val.npz'} and {HERE / 'runs'}")
 
 
 if __name__ == "__main__":

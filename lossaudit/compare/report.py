@@ -20,9 +20,10 @@ from lossaudit import __version__, losses
 from lossaudit.compare.engine import LEVEL_EDGES, LEVELS, SOFTMAX_LOSSES, LossSettings, Tally
 from lossaudit.dataset import DataInfo, name_files
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """2 added ``summary``, ``loss_selection``, ``levels``, per loss ``family``/``fits_data``/``covers``,
-softmax ``rows`` beside ``elements``, findings' ``gates_strict``/``files``; losses ordered by fit."""
+softmax ``rows`` beside ``elements``, findings' ``gates_strict``/``files``; losses ordered by fit.
+3 added the optional ``baseline`` section (``--baseline``; :mod:`lossaudit.compare.baseline`)."""
 EASY, HARD_LEVEL, VERY_HARD = 0, 2, 3
 """Indices into ``LEVELS``: easy g < 0.1; hard (quadrants) g ≥ 0.5; very hard g ≥ 0.9."""
 HARD_FROM_G = LEVEL_EDGES[HARD_LEVEL - 1]
