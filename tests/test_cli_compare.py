@@ -475,7 +475,7 @@ def _big_dump(folder: Path) -> int:
     return rows
 
 
-def test_a_large_dump_shows_a_transient_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_path, run_cli, monkeypatch):
+def test_a_large_dump_shows_a_transient_spinner_and_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_path, run_cli, monkeypatch):
     dump = tmp_path / "big"
     rows = _big_dump(dump)
     command = [sys.executable, "-m", "lossaudit", "compare", str(dump), "--losses", "bce", "--format", "json"]
@@ -496,7 +496,7 @@ def test_a_large_dump_shows_a_transient_bar_on_a_terminal_and_nothing_in_a_pipe(
     assert child.wait(timeout=120) == 0 and report["input"]["rows"] == rows
     text = shown.decode()
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
-    assert "tallying" in plain and f"{rows}/{rows} rows" in plain
+    assert "reading 115 MB of dumps" in plain and "tallying" in plain and f"{rows}/{rows} rows" in plain
     assert text.endswith("\x1b[1A\x1b[2K"), repr(text[-80:])  # transient: the cursor goes up and erases the bar
     monkeypatch.setenv("FORCE_COLOR", "1")  # colours in a CI log, still no bar
     piped = run_cli(*command[3:])

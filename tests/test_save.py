@@ -115,7 +115,7 @@ def test_one_run_is_no_finding(tmp_path, compare_json):
     assert "mixed-runs" not in [f["code"] for f in compare_json(tmp_path, "--losses", "bce")["findings"]]
 
 
-def test_the_bar_needs_a_terminal_and_a_large_dump():
+def test_the_bar_and_the_spinner_need_a_terminal_and_a_large_dump():
     """~100 MB of logits and a real terminal: a Rich console forced to act as one (``FORCE_COLOR``
     on a pipe or a CI log) gets nothing."""
     import io
@@ -123,23 +123,26 @@ def test_the_bar_needs_a_terminal_and_a_large_dump():
 
     from rich.console import Console
 
-    from lossaudit.compare.progress import tally_progress
+    from lossaudit.compare.progress import reading_status, tally_progress
 
     reader, writer = pty.openpty()  # the terminal's two ends
     try:
         with os.fdopen(writer, "w") as terminal:
             console = Console(file=terminal)
+            with reading_status(150 * 10**6, console=console):
+                pass
             with tally_progress(rows=1_000_000, classes=80, console=console) as advance:
                 assert advance is not None
                 advance(1_000_000)
-            with tally_progress(rows=1_000, classes=80, console=console) as advance:
+            with tally_progress(rows=1_000, classes=80, console=console) as advance, reading_status(10**6, console=console):
                 assert advance is None
         shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", os.read(reader, 65536).decode())
     finally:
         os.close(reader)
-    assert "tallying" in shown and "1000000/1000000" in shown
+    assert "reading 150 MB of dumps" in shown and "tallying" in shown and "1000000/1000000" in shown
+    assert "reading 1 MB" not in shown
     forced = Console(file=io.StringIO(), force_terminal=True)
-    with tally_progress(rows=1_000_000, classes=80, console=forced) as advance:
+    with tally_progress(rows=1_000_000, classes=80, console=forced) as advance, reading_status(10**9, console=forced):
         assert advance is None
     assert forced.file.getvalue() == ""
 
@@ -217,3 +220,19 @@ def test_tensors_are_saved_as_arrays(tmp_path):
     with np.load(written, allow_pickle=False) as data:
         assert data["logits"].dtype == np.float32 and np.array_equal(data["logits"], logits.detach().float().numpy())
         assert data["targets"].tolist() == [0, 1, 2, 0]
+
+
+def test_save_logits_refuses_what_save_refuses_in_one_line(tmp_path, run_cli):
+    """``compare --model ... --save-logits``: targets of a dtype ``save`` refuses are an input
+    error naming the option and the array, not an internal error, and nothing is written."""
+    torch = pytest.importorskip("torch")
+    from pathlib import Path
+
+    from tests.fixtures.mlp import MLP
+
+    torch.save(MLP().state_dict(), tmp_path / "raw.pt")
+    np.savez(tmp_path / "data.npz", inputs=np.zeros((4, 8), np.float32), targets=np.array(["a", "b", "c", "d"]))
+    arch = str(Path(__file__).parent / "fixtures" / "mlp.py") + ":MLP"
+    result = run_cli("compare", "--model", tmp_path / "raw.pt", "--arch", arch, "--data", tmp_path / "data.npz", "--save-logits", tmp_path / "out.npz")
+    assert result.exit_code == 2 and result.stderr.splitlines() == ["lossaudit: error: --save-logits targets has dtype <U1; expected numeric values"]
+    assert not (tmp_path / "out.npz").exists()

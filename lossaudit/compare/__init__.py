@@ -80,7 +80,7 @@ def _model_batch(source: ModelSource) -> tuple[object, dict]:
             written = save(source.save_logits, logits=arrays["logits"], targets=arrays["targets"], class_names=arrays.get("class_names"), mask=arrays.get("mask"))
         except FileExistsError:
             raise InputError(f"--save-logits {source.save_logits}: the file exists; lossaudit never overwrites it") from None
-        except ValueError as error:
+        except (ValueError, TypeError) as error:
             raise InputError(f"--save-logits {error}") from None
         info["saved_logits"] = str(written)
     return batch, info
@@ -92,11 +92,11 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
     :mod:`lossaudit.compare.report`). ``losses`` None means the defaults, plus ``centernet`` for
     heatmap targets (then ``softmax-background`` and ``softmax-multi-hot`` do not gate ``--strict``). The full-tensor engine (:func:`lossaudit.compare.engine.tally`) computes the
     same numbers and is the tests' oracle."""
-    from lossaudit.compare.progress import tally_progress
+    from lossaudit.compare.progress import reading_status, tally_progress
     from lossaudit.compare.report import build_report
     from lossaudit.compare.stream import stream_tally
     from lossaudit.dataset import plan
-    from lossaudit.readers import ArrayFile, read_batches
+    from lossaudit.readers import ArrayFile, expand_paths, read_batches
 
     if sum(map(bool, (paths, model, arrays))) > 1:
         raise InputError("pass prediction dumps, --model with --data, or arrays (logits=, targets=), not both")
@@ -109,7 +109,8 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
     elif arrays:
         data = plan([ArrayFile(source="arrays", arrays=dict(arrays))], load_options)
     else:
-        data = plan(read_batches(paths), load_options)
+        with reading_status(sum(file.stat().st_size for file in expand_paths(paths))):
+            data = plan(read_batches(paths), load_options)
     explicit = losses is not None
     if losses is None:
         losses = DEFAULT_LOSSES + (("centernet",) if data.info.encoding == "heatmap" else ())

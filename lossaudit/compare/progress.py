@@ -1,9 +1,9 @@
-"""A transient progress bar on stderr while a large dump is tallied (terminals only).
+"""Transient signs of life on stderr while large dumps are read and tallied (terminals only).
 
 Below :data:`SHOW_FROM_BYTES`, or when stderr is not a terminal (a CI log, a pipe, a file; also
 under ``FORCE_COLOR``, which makes Rich treat a pipe as a terminal), the work runs silently: the
-bar is a courtesy for a human waiting on a big file, never output a program has
-to parse, and it erases itself when done.
+spinner and the bar are a courtesy for a human waiting on a big file, never output a program has
+to parse, and they erase themselves when done.
 """
 
 from __future__ import annotations
@@ -22,6 +22,18 @@ def _terminal(size: int, console: Console | None, show_from_bytes: int) -> Conso
     """The console to draw on (by default stderr's), or None: too small, or not a terminal."""
     console = console or Console(stderr=True)
     return console if size >= show_from_bytes and console.file.isatty() else None
+
+
+@contextlib.contextmanager
+def reading_status(size: int, console: Console | None = None, show_from_bytes: int = SHOW_FROM_BYTES) -> Iterator[None]:
+    """A transient spinner while dump files of ``size`` bytes are opened and checked (a compressed
+    ``.npz`` member is inflated whole then)."""
+    console = _terminal(size, console, show_from_bytes)
+    if console is None:
+        yield
+        return
+    with console.status(f"reading {size / 1e6:,.0f} MB of dumps"):
+        yield
 
 
 @contextlib.contextmanager
