@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from lossaudit.cli import app
 
-COMMANDS = {"": None, "compare": None, "lint": None, "rules": None}
+COMMANDS = ["", *sorted(typer.main.get_command(app).commands)]
+"""The main app ("") and every command, present and future."""
 PANELS = {"compare": ("Input", "Losses", "Report", "CI", "Model"), "lint": ("Target", "Probes", "Report", "CI")}
 
 
@@ -37,7 +38,7 @@ def _parameters(command: str):
     return [param for param in click_command.params if getattr(param, "help", None)]
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_help_text_is_shown_as_written(command):
     shown = _flat(_help(command))
     parameters = _parameters(command)
@@ -53,13 +54,20 @@ def test_bracketed_text_survives():
     assert "[default: the configured lint.targets]" in _flat(_help("lint"))
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("command", COMMANDS)
 def test_no_python_type_placeholders(command):
     """Flags show no ``<bool>``, arguments no ``<list[Path]>``; choices such as ``<text|json>`` stay."""
     text = _help(command)
     assert not re.search(r"<(bool|str|int|float|path|Path|list\[[^>]*)>", text), text
     usage = next(line for line in text.splitlines() if "Usage:" in line)
     assert "...]..." not in usage, usage
+
+
+@pytest.mark.parametrize("command", COMMANDS[1:])
+def test_every_option_of_a_command_sits_in_a_named_panel(command):
+    """Only ``-h/--help`` stays in the generic "Options" panel."""
+    options = [param for param in _parameters(command) if param.param_type_name == "option"]
+    assert [param.name for param in options if not getattr(param, "rich_help_panel", None)] == []
 
 
 @pytest.mark.parametrize("command", sorted(PANELS))
