@@ -64,8 +64,9 @@ def save(path: str | os.PathLike, logits: object, targets: object, class_names: 
     """Write one batch of predictions to an uncompressed ``.npz`` that ``lossaudit compare`` reads.
 
     Args:
-        path: a folder (batches are appended as ``batch-000000.npz``, ``batch-000001.npz``, ...)
-            or a ``.npz`` file name. An existing file is never overwritten.
+        path: a folder (batches are appended as ``batch-000000.npz``, ``batch-000001.npz``, ...):
+            an existing one, a name ending in ``/`` or a name without a suffix; or a ``.npz`` file
+            name. An existing file is never overwritten.
         logits: ``(N, C)``, ``(B, A, C)`` or ``(B, C, H, W)`` logits (tensor or array).
         targets: class ids without the class axis, or one-hot / soft targets shaped like logits.
         class_names: optional list of C names.
@@ -93,8 +94,9 @@ def save(path: str | os.PathLike, logits: object, targets: object, class_names: 
         'batch-000000.npz'
     """
     target = Path(path)
-    if target.suffix and target.suffix != ".npz" and not target.is_dir():
-        raise ValueError(f"{target}: lossaudit.save writes .npz files; give a name ending in .npz, or a folder")
+    is_folder = target.is_dir() or str(path).endswith(("/", os.sep)) or not target.suffix
+    if not is_folder and target.suffix != ".npz":
+        raise ValueError(f"{target}: lossaudit.save writes .npz files; give a name ending in .npz, or a folder (a name ending in '/')")
     arrays = {"logits": _to_numpy(logits, "logits", "f"), "targets": _to_numpy(targets, "targets")}
     if mask is not None:
         arrays["mask"] = _to_numpy(mask, "mask")
@@ -104,14 +106,13 @@ def save(path: str | os.PathLike, logits: object, targets: object, class_names: 
         arrays["class_names"] = np.asarray(names)
     arrays[RUN_ID_KEY] = np.asarray(run_id or RUN_ID)
     arrays[SHAPE_KEY] = np.asarray(arrays["logits"].shape, dtype=np.int64)
-    is_file = target.suffix == ".npz"
-    folder = target.parent if is_file else target
+    folder = target if is_folder else target.parent
     folder.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = create_temporary(folder, ".lossaudit-", ".npz")
     try:
         with os.fdopen(descriptor, "wb") as handle:
             np.savez(handle, **arrays)
-        if is_file:
+        if not is_folder:
             try:
                 os.link(temporary, target)  # fails rather than overwrite
             except FileExistsError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,8 +227,6 @@ def test_save_logits_refuses_what_save_refuses_in_one_line(tmp_path, run_cli):
     """``compare --model ... --save-logits``: targets of a dtype ``save`` refuses are an input
     error naming the option and the array, not an internal error, and nothing is written."""
     torch = pytest.importorskip("torch")
-    from pathlib import Path
-
     from tests.fixtures.mlp import MLP
 
     torch.save(MLP().state_dict(), tmp_path / "raw.pt")
@@ -236,3 +235,15 @@ def test_save_logits_refuses_what_save_refuses_in_one_line(tmp_path, run_cli):
     result = run_cli("compare", "--model", tmp_path / "raw.pt", "--arch", arch, "--data", tmp_path / "data.npz", "--save-logits", tmp_path / "out.npz")
     assert result.exit_code == 2 and result.stderr.splitlines() == ["lossaudit: error: --save-logits targets has dtype <U1; expected numeric values"]
     assert not (tmp_path / "out.npz").exists()
+
+
+@pytest.mark.parametrize("given, written", [("run.v2/", "run.v2/batch-000000.npz"), ("dumps", "dumps/batch-000000.npz"), ("old.npz/", "old.npz/batch-000000.npz")])
+def test_folders_are_named_by_a_slash_or_no_suffix(tmp_path, monkeypatch, given, written):
+    monkeypatch.chdir(tmp_path)
+    assert lossaudit.save(given, np.zeros((2, 3)), np.zeros(2, dtype=np.int64)) == Path(written)
+    assert (tmp_path / written).is_file()
+
+
+def test_an_existing_folder_with_a_suffix_is_appended_to(tmp_path):
+    (tmp_path / "epoch.3").mkdir()
+    assert lossaudit.save(tmp_path / "epoch.3", np.zeros((2, 3)), np.zeros(2, dtype=np.int64)).name == "batch-000000.npz"
