@@ -165,4 +165,8 @@ def test_the_package_references_lint_clean(run_cli):
     document = json.loads(result.stdout)
     loud = [(t["target"], f["code"]) for t in document["targets"] for f in t["findings"] if f["severity"] != "info"]
     assert result.exit_code == 0 and loud == [] and len(document["targets"]) >= 3
-    assert all(t["status"] == "audited" and t["detected"]["matched"] for t in document["targets"])
+    audited = [t for t in document["targets"] if t["status"] == "audited"]
+    assert {t["target"].rpartition(":")[2] for t in audited} >= {"focal", "softmax_focal", "softmax_focal_terms"}
+    assert all(t["detected"]["matched"] for t in audited)
+    # the families lint has no kind for yet are silenced on their def lines; cb needs class counts
+    assert {t["target"].rpartition(":")[2]: t["status"] for t in document["targets"] if t["status"] != "audited"} == {"vfl": "skipped", "poly1": "skipped", "cb": "uncallable"}
