@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def assert_focal_loss(target: Any, *, fail_on: str = "error", **options: Any) -> None:
+def assert_focal_loss(target: Any, *, fail_on: str = "error", **options: Any) -> None:  # lossaudit: ignore -- a test helper, not a loss
     """Lint ``target`` (a ``"file.py:Symbol"``/``"package.module:Symbol"`` string, a class, a
     function, or an instance) with :func:`lossaudit.lint`'s ``options``, and raise
     ``AssertionError`` listing every finding, as ``lossaudit lint`` prints them, when one is at or
