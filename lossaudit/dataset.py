@@ -1,8 +1,9 @@
 """Turn prediction dumps into rows of logits and target probabilities: ``(N, C)`` tables.
 
 :func:`plan` checks the dumps without reading the logits and returns a :class:`DataPlan` that
-decodes them in row chunks (:class:`Chunk`), which is how ``compare`` streams them;
-:func:`load` concatenates every chunk into one :class:`Dataset` (the full-tensor path).
+decodes them in row chunks (:class:`Chunk`, numpy arrays), which is how ``compare`` streams them;
+:func:`load` concatenates every chunk into one :class:`Dataset` of torch tensors (the full-tensor
+path, the tests' oracle). Only :func:`load` and ``.pt`` files import torch.
 
 Conventions (each stated in ``compare``'s output):
 
@@ -22,19 +23,22 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from lossaudit.dump import RUN_ID_KEY
 from lossaudit.errors import InputError
 from lossaudit.readers import ArrayFile, read_batches
 from lossaudit.textfiles import parse_yaml, read_text
+
+if TYPE_CHECKING:
+    import torch
 
 LOGITS_KEYS = ("logits", "pred", "preds", "outputs", "scores")
 TARGETS_KEYS = ("targets", "labels", "target", "label", "gt", "y")
 MASK_KEY = "mask"
 CLASS_NAMES_KEY = "class_names"
-RUN_ID_KEY = "run_id"  # lossaudit.dump.RUN_ID_KEY; dump.py imports numpy only, this module torch
 ENCODINGS = ("index", "onehot", "soft", "heatmap")
 PROBABILITY_EPS = 1e-6
 """``--inputs probs`` converts p to logit(clamp(p, eps, 1 - eps))."""
@@ -85,17 +89,20 @@ class DataInfo:
 
 @dataclass
 class Chunk:
-    """Rows ``start .. start + n`` of the data, decoded.
+    """Rows ``start .. start + n`` of the data, decoded into numpy arrays.
 
     What excludes an element is kept at the level it happens: whole rows (an ignore label, a row
     mask, a label out of range) as ``(n,)`` flags, single elements (an element mask, a NaN or
-    infinite logit) as ``(n, C)`` masks that are None when nothing is excluded that way.
+    infinite logit) as ``(n, C)`` masks that are None when nothing is excluded that way. Targets
+    are sparse: the coordinates and values of the non-zero ones (index targets have one per row at
+    most; :attr:`targets` is the dense table).
 
     Attributes:
         logits: ``(n, C)`` float32 logits (converted from probabilities when ``inputs == 'probs'``);
-            non-finite values are kept and excluded through ``nonfinite``.
-        targets: ``(n, C)`` float32 target probabilities (index targets one-hot; background rows 0).
-        target_rows, target_cols: coordinates of the non-zero targets (sparse for detection data).
+            non-finite values are kept and excluded through ``nonfinite``. It may be a view of a
+            buffer the caller passed to :meth:`DataPlan.decode`.
+        target_rows, target_cols: ``(k,)`` int64 coordinates of the non-zero targets, row-major order.
+        target_values: ``(k,)`` float32 target probabilities at those coordinates (1 for index targets).
         ignored_rows: ``(n,)`` bool: the ignore label or a row mask.
         out_of_range: ``(n,)`` bool: an index label that is no class, background or ignore.
         element_ignored: ``(n, C)`` bool from an element mask, or None.
@@ -104,50 +111,64 @@ class Chunk:
     """
 
     start: int
-    logits: torch.Tensor
-    targets: torch.Tensor
-    target_rows: torch.Tensor
-    target_cols: torch.Tensor
-    ignored_rows: torch.Tensor
-    out_of_range: torch.Tensor
-    element_ignored: torch.Tensor | None
-    nonfinite: torch.Tensor | None
+    logits: np.ndarray
+    target_rows: np.ndarray
+    target_cols: np.ndarray
+    target_values: np.ndarray
+    ignored_rows: np.ndarray
+    out_of_range: np.ndarray
+    element_ignored: np.ndarray | None
+    nonfinite: np.ndarray | None
     heatmap: bool
 
     @property
-    def dropped_rows(self) -> torch.Tensor:
+    def dropped_rows(self) -> np.ndarray:
         """``(n,)`` rows excluded whole."""
         return self.ignored_rows | self.out_of_range
 
     @property
-    def element_invalid(self) -> torch.Tensor | None:
+    def element_invalid(self) -> np.ndarray | None:
         """``(n, C)`` elements excluded one by one (element mask or non-finite), or None."""
         masks = [mask for mask in (self.element_ignored, self.nonfinite) if mask is not None]
         return masks[0] if len(masks) == 1 else (masks[0] | masks[1]) if masks else None
 
     @property
-    def ignored(self) -> torch.Tensor:
+    def target_positive(self) -> np.ndarray:
+        """``(k,)`` bool: the non-zero target is a positive (≥ 0.5; heatmaps: == 1)."""
+        return self.target_values == 1 if self.heatmap else self.target_values >= 0.5
+
+    @property
+    def targets(self) -> np.ndarray:
+        """``(n, C)`` float32 target probabilities (index targets one-hot; background rows 0)."""
+        dense = np.zeros(self.logits.shape, dtype=np.float32)
+        dense[self.target_rows, self.target_cols] = self.target_values
+        return dense
+
+    @property
+    def ignored(self) -> np.ndarray:
         """``(n, C)`` bool: dropped by the ignore index or a mask."""
-        ignored = self.ignored_rows[:, None].expand_as(self.logits)
-        return ignored | self.element_ignored if self.element_ignored is not None else ignored.contiguous()
+        ignored = np.broadcast_to(self.ignored_rows[:, None], self.logits.shape)
+        return ignored | self.element_ignored if self.element_ignored is not None else ignored.copy()
 
     @property
-    def valid(self) -> torch.Tensor:
+    def valid(self) -> np.ndarray:
         """``(n, C)`` bool: not ignored, not masked, a label in range and a finite logit."""
-        valid = (~self.dropped_rows)[:, None].expand_as(self.logits)
+        valid = np.broadcast_to(~self.dropped_rows[:, None], self.logits.shape)
         invalid = self.element_invalid
-        return valid & ~invalid if invalid is not None else valid.contiguous()
+        return valid & ~invalid if invalid is not None else valid.copy()
 
     @property
-    def positive(self) -> torch.Tensor:
+    def positive(self) -> np.ndarray:
         """``(n, C)`` bool: target ≥ 0.5 (heatmaps: == 1) and valid."""
-        positive = self.targets.eq(1) if self.heatmap else self.targets.ge(0.5)
+        positive = np.zeros(self.logits.shape, dtype=bool)
+        positive[self.target_rows, self.target_cols] = self.target_positive
         return positive & self.valid
 
 
 @dataclass
 class Dataset(DataInfo):
-    """Every row at once: the full tensors of :class:`Chunk`, for the full-tensor engine."""
+    """Every row at once: the dense tables of :class:`Chunk` as torch tensors, for the full-tensor
+    engine (:func:`lossaudit.compare.engine.tally`)."""
 
     logits: torch.Tensor = None  # type: ignore[assignment]
     targets: torch.Tensor = None  # type: ignore[assignment]
@@ -198,8 +219,8 @@ class _Rows:
     """Row access to the array ``batch.get(key)`` whose rows are all axes but ``axis`` (or, with
     ``axis`` None, all axes: one value per row), without copying more than the rows asked for.
 
-    The array is fetched on each read and not kept, so a memory-mapped file is open only while a
-    chunk is read from it."""
+    The array is fetched by :meth:`view` and not kept here: a memory-mapped file is mapped only
+    while its chunks are read (see :class:`_Reader`)."""
 
     def __init__(self, batch: ArrayFile, key: str, shape: tuple[int, ...], axis: int | None):
         self.batch, self.key, self.axis = batch, key, axis
@@ -207,30 +228,43 @@ class _Rows:
             self.width = shape[axis]
             self.trailing = int(np.prod(shape[axis + 1 :], dtype=np.int64))
 
-    def _view(self) -> np.ndarray:
+    def view(self) -> np.ndarray:
         """``(rows,)``, or ``(leading, C, trailing)`` (a view for C order)."""
         array = self.batch.get(self.key)
         return array.reshape(-1) if self.axis is None else array.reshape(-1, self.width, self.trailing)
 
-    def span(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start .. stop`` as ``(n,)`` or ``(n, C)``."""
-        view = self._view()
-        if self.axis is None:
-            return np.asarray(view[start:stop])
+    def _parts(self, view: np.ndarray, start: int, stop: int) -> Iterator[np.ndarray]:
+        """Rows ``start .. stop`` of a ``(leading, C, trailing)`` view as ``(m, C)`` views, in order."""
         if self.trailing == 1:
-            return np.asarray(view[start:stop, :, 0])
-        parts = []
+            yield view[start:stop, :, 0]
+            return
         row = start
         while row < stop:
             block, offset = divmod(row, self.trailing)
             take = min(stop - row, self.trailing - offset)
-            parts.append(np.asarray(view[block, :, offset : offset + take]).T)
+            yield view[block, :, offset : offset + take].T
             row += take
+
+    def span(self, start: int, stop: int, view: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``start .. stop`` as ``(n,)`` or ``(n, C)`` (of ``view``, fetched when None)."""
+        view = self.view() if view is None else view
+        if self.axis is None:
+            return np.asarray(view[start:stop])
+        parts = [np.asarray(part) for part in self._parts(view, start, stop)]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def span_into(self, start: int, stop: int, out: np.ndarray, view: np.ndarray) -> None:
+        """Write rows ``start .. stop`` of ``view`` into the ``(stop - start, C)`` array ``out``,
+        converted to its dtype (float64 beyond float32's range becomes inf)."""
+        row = 0
+        with np.errstate(over="ignore"):
+            for part in self._parts(view, start, stop):
+                np.copyto(out[row : row + len(part)], part, casting="same_kind")
+                row += len(part)
 
     def pick(self, rows: np.ndarray) -> np.ndarray:
         """The rows at the (sorted) indices ``rows``."""
-        view = self._view()
+        view = self.view()
         if self.axis is None:
             return np.asarray(view[rows])
         block, offset = np.divmod(rows, self.trailing)
@@ -249,11 +283,37 @@ class _Source:
     start: int
 
 
+class _Reader:
+    """Reads the chunks of one worker. Fetching (mapping) an array costs a file open and a header
+    parse, so the reader keeps the arrays of the batch it reads until a chunk of another batch is
+    asked for: one batch mapped at a time, however many files there are."""
+
+    def __init__(self, plan: DataPlan):
+        self.plan = plan
+        self.index: int | None = None
+        self.views: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
+
+    def decode(self, span: tuple[int, int, int], out: np.ndarray | None = None) -> Chunk:
+        """The chunk of one row range of :meth:`DataPlan.ranges`; its logits are written into
+        ``out[:n]`` (an ``(m >= n, C)`` float32 buffer) when given."""
+        index, start, stop = span
+        source = self.plan.sources[index]
+        if index != self.index:
+            mask_view = source.mask.view() if source.mask is not None else None
+            self.index, self.views = index, (source.logits.view(), source.targets.view(), mask_view)
+        logits_view, targets_view, mask_view = self.views
+        x = out[: stop - start] if out is not None else np.empty((stop - start, self.plan.info.num_classes), dtype=np.float32)
+        source.logits.span_into(start, stop, x, logits_view)
+        mask = source.mask.span(start, stop, mask_view) if source.mask is not None else None
+        return self.plan._decode(source, x, source.targets.span(start, stop, targets_view), mask, source.start + start)
+
+
 def _scan_targets(rows: _Rows, count: int, chunk: int) -> tuple[bool, bool, bool]:
     """(all values in {0, 1}, some value exactly 1, all values finite and in [0, 1]), read in chunks."""
     binary, has_one, in_range = True, False, True
+    view = rows.view()
     for start in range(0, count, chunk):
-        values = rows.span(start, min(start + chunk, count))
+        values = rows.span(start, min(start + chunk, count), view)
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             in_range = False
         else:
@@ -266,8 +326,9 @@ def _scan_targets(rows: _Rows, count: int, chunk: int) -> tuple[bool, bool, bool
 def _check_labels(rows: _Rows, count: int, source: str, chunk: int) -> None:
     """Class ids must be whole numbers that fit int64 (checked before any cast: an unsigned
     2**64 - 1 would wrap to -1, the ignore label)."""
+    view = rows.view()
     for start in range(0, count, chunk):
-        labels = rows.span(start, min(start + chunk, count))
+        labels = rows.span(start, min(start + chunk, count), view)
         if labels.dtype.kind == "u" and labels.size and labels.max() > np.iinfo(np.int64).max:
             raise InputError(f"{source}: index targets up to {labels.max()} do not fit int64; class ids must lie below 2**63")
         if labels.dtype.kind == "f":
@@ -442,12 +503,14 @@ class DataPlan:
             spans.extend((index, start, min(start + step, source.rows)) for start in range(0, source.rows, step))
         return spans
 
+    def reader(self) -> _Reader:
+        """A reader of chunks for one thread (see :class:`_Reader`); readers of disjoint spans can
+        run in parallel."""
+        return _Reader(self)
+
     def decode(self, span: tuple[int, int, int]) -> Chunk:
         """The chunk of one row range of :meth:`ranges`."""
-        index, start, stop = span
-        source = self.sources[index]
-        mask = source.mask.span(start, stop) if source.mask is not None else None
-        return self._decode(source, source.logits.span(start, stop), source.targets.span(start, stop), mask, source.start + start)
+        return self.reader().decode(span)
 
     def finish_pass(self) -> None:
         """Settle ``info.out_of_range_labels`` and ``info.inputs_look_like_probabilities``."""
@@ -467,74 +530,78 @@ class DataPlan:
             local = rows[(rows >= source.start) & (rows < source.start + source.rows)] - source.start
             if len(local):
                 mask = source.mask.pick(local) if source.mask is not None else None
-                parts.append(self._decode(source, source.logits.pick(local), source.targets.pick(local), mask, -1, count=False))
+                with np.errstate(over="ignore"):
+                    logits = np.array(source.logits.pick(local), dtype=np.float32)
+                parts.append(self._decode(source, logits, source.targets.pick(local), mask, -1, count=False))
         return concatenate(parts, start=-1)
 
-    def _decode(self, source: _Source, logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None, start: int, count: bool = True) -> Chunk:
+    def _decode(self, source: _Source, x: np.ndarray, targets: np.ndarray, mask: np.ndarray | None, start: int, count: bool = True) -> Chunk:
+        """A chunk from its ``(n, C)`` float32 logits ``x`` (converted in place from probabilities
+        with ``--inputs probs``), its raw targets and mask. ``count``: add to the statistics of
+        ``info`` (not when rows are read a second time)."""
         info, classes = self.info, self.info.num_classes
-        with np.errstate(over="ignore"):  # float64 logits beyond float32 become inf: a non-finite finding
-            x = torch.from_numpy(np.array(logits, dtype=np.float32))
-        n = x.shape[0]
+        n = len(x)
         if info.encoding == "index":
-            labels = torch.from_numpy(np.array(targets, dtype=np.int64))
+            labels = np.asarray(targets, dtype=np.int64)
             foreground = (labels >= 0) & (labels < classes)
             ignored_rows = labels == info.ignore_index
             out_of_range = ~(foreground | ignored_rows | (labels == info.background_index))
-            target_rows = foreground.nonzero().squeeze(1)
+            target_rows = np.flatnonzero(foreground)
             target_cols = labels[target_rows]
-            y = torch.zeros(n, classes)
-            y[target_rows, target_cols] = 1.0
-            if count and bool(out_of_range.any()):
-                values, counts = torch.unique(labels[out_of_range], return_counts=True)
+            target_values = np.ones(len(target_rows), dtype=np.float32)
+            if count and out_of_range.any():
+                values, counts = np.unique(labels[out_of_range], return_counts=True)
                 with self._lock:
                     for value, number in zip(values.tolist(), counts.tolist()):
                         info.out_of_range_labels[value] = info.out_of_range_labels.get(value, 0) + number
         else:
-            y = torch.from_numpy(np.array(targets, dtype=np.float32))
-            target_rows, target_cols = y.nonzero().unbind(dim=1)
-            ignored_rows = out_of_range = torch.zeros(n, dtype=torch.bool)
+            y = np.asarray(targets, dtype=np.float32)
+            target_rows, target_cols = np.nonzero(y)
+            target_values = y[target_rows, target_cols]
+            ignored_rows = out_of_range = np.zeros(n, dtype=bool)
         element_ignored = None
         if mask is not None:
-            masked = torch.from_numpy(np.asarray(mask) == 0)
-            if masked.dim() == 2:
-                element_ignored = masked if bool(masked.any()) else None
+            masked = np.asarray(mask) == 0
+            if masked.ndim == 2:
+                element_ignored = masked if masked.any() else None
             else:
                 ignored_rows = ignored_rows | masked
-        all_finite = bool(torch.isfinite(x.sum()))  # a NaN or inf anywhere makes the sum non-finite
-        nonfinite = None if all_finite else ~torch.isfinite(x)
-        if count or info.inputs == "probs":
-            finite_values = x if nonfinite is None else x[~nonfinite]
-            if finite_values.numel():
-                low, high = torch.aminmax(finite_values)
-                if count:
-                    with self._lock:
-                        self._any_finite = True
-                        self._unit_interval &= bool(low >= 0) and bool(high <= 1)
-                if info.inputs == "probs" and (low < 0 or high > 1):
-                    raise InputError(f"{source.batch.source}: key '{info.logits_key}' has values outside [0, 1] ({float(low):.3g} to {float(high):.3g}); --inputs probs needs probabilities")
+        low, high = (x.min(), x.max()) if x.size else (0.0, 0.0)  # a NaN anywhere makes the minimum NaN
+        nonfinite = None if np.isfinite(low) and np.isfinite(high) else ~np.isfinite(x)
+        if nonfinite is not None:
+            finite = x[~nonfinite]
+            low, high = (finite.min(), finite.max()) if finite.size else (None, None)
+        if x.size and low is not None:
+            if count:
+                with self._lock:
+                    self._any_finite = True
+                    self._unit_interval &= bool(low >= 0) and bool(high <= 1)
+            if info.inputs == "probs" and (low < 0 or high > 1):
+                raise InputError(f"{source.batch.source}: key '{info.logits_key}' has values outside [0, 1] ({float(low):.3g} to {float(high):.3g}); --inputs probs needs probabilities")
         if info.inputs == "probs":
-            x = torch.logit(x.clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS))
-        return Chunk(start, x, y, target_rows, target_cols, ignored_rows, out_of_range, element_ignored, nonfinite, heatmap=info.encoding == "heatmap")
+            np.clip(x, PROBABILITY_EPS, 1 - PROBABILITY_EPS, out=x)
+            np.log(x / (1 - x), out=x)
+        return Chunk(start, x, target_rows, target_cols, target_values, ignored_rows, out_of_range, element_ignored, nonfinite, heatmap=info.encoding == "heatmap")
 
 
 def concatenate(chunks: list[Chunk], start: int) -> Chunk:
     """One chunk from several (row coordinates of the non-zero targets shifted accordingly)."""
     offsets = np.cumsum([0] + [len(chunk.logits) for chunk in chunks[:-1]])
 
-    def joined(name: str) -> torch.Tensor | None:
+    def joined(name: str) -> np.ndarray | None:
         parts = [getattr(chunk, name) for chunk in chunks]
         if all(part is None for part in parts):
             return None
-        return torch.cat([part if part is not None else torch.zeros_like(chunk.logits, dtype=torch.bool) for part, chunk in zip(parts, chunks)])
+        return np.concatenate([part if part is not None else np.zeros(chunk.logits.shape, dtype=bool) for part, chunk in zip(parts, chunks)])
 
     return Chunk(
         start,
-        logits=torch.cat([chunk.logits for chunk in chunks]),
-        targets=torch.cat([chunk.targets for chunk in chunks]),
-        target_rows=torch.cat([chunk.target_rows + int(offset) for chunk, offset in zip(chunks, offsets)]),
-        target_cols=torch.cat([chunk.target_cols for chunk in chunks]),
-        ignored_rows=torch.cat([chunk.ignored_rows for chunk in chunks]),
-        out_of_range=torch.cat([chunk.out_of_range for chunk in chunks]),
+        logits=np.concatenate([chunk.logits for chunk in chunks]),
+        target_rows=np.concatenate([chunk.target_rows + int(offset) for chunk, offset in zip(chunks, offsets)]),
+        target_cols=np.concatenate([chunk.target_cols for chunk in chunks]),
+        target_values=np.concatenate([chunk.target_values for chunk in chunks]),
+        ignored_rows=np.concatenate([chunk.ignored_rows for chunk in chunks]),
+        out_of_range=np.concatenate([chunk.out_of_range for chunk in chunks]),
         element_ignored=joined("element_ignored"),
         nonfinite=joined("nonfinite"),
         heatmap=chunks[0].heatmap,
@@ -563,10 +630,14 @@ def load(paths: list[Path], options: LoadOptions = LoadOptions()) -> Dataset:
 
 
 def load_batches(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Dataset:
-    """Every row of the batches as one :class:`Dataset`: the chunks of :func:`plan`, concatenated."""
+    """Every row of the batches as one :class:`Dataset`: the chunks of :func:`plan`, concatenated
+    (imports torch)."""
+    import torch
+
     data_plan = plan(batches, options)
     whole = concatenate(list(data_plan.chunks()), start=0)
-    return Dataset(**vars(data_plan.info), **{name: getattr(whole, name) for name in ("logits", "targets", "valid", "positive", "ignored")})
+    tables = {name: torch.from_numpy(np.ascontiguousarray(getattr(whole, name))) for name in ("logits", "targets", "valid", "positive", "ignored")}
+    return Dataset(**vars(data_plan.info), **tables)
 
 
 def _choose_encoding(detected: set[str], requested: str, source: str, key: str) -> str:

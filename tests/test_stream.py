@@ -1,16 +1,24 @@
-"""The streaming engine gives the full-tensor engine's numbers (relative 1e-5) on random dumps:
-ignored elements, masks, background rows, NaNs, labels out of range, every target encoding, every
-loss, and chunk sizes that split a batch."""
+"""The streaming engine (numpy) gives the full-tensor engine's numbers (torch, the references of
+:mod:`lossaudit.losses`; relative 1e-5) on random dumps: ignored elements, masks, background rows,
+NaNs, labels out of range, every target encoding, every loss, chunk sizes that split a batch and
+worker counts.
+
+The full-tensor engine runs in float64 on the dumps' float32 values: torch's float32 BCE loses up
+to 1e-4 relative on small losses by cancellation (``(1 - y) x + max(-x, 0)`` at x = -6, soft y),
+and a table cell may hold a single element."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
+import torch
 
-from lossaudit.compare.engine import LossSettings, tally
-from lossaudit.compare.stream import stream_tally
+from lossaudit import losses
+from lossaudit.compare import binning, dense, elements
+from lossaudit.compare.engine import LOSS_IDS, LossSettings, tally
+from lossaudit.compare.stream import ohem_row_selection, stream_tally
 from lossaudit.dataset import LoadOptions, load_batches, plan
 from lossaudit.readers import read_batches
 
@@ -49,6 +57,12 @@ def _heatmap(path, seed: int):
     return path
 
 
+def _oracle(paths, settings, options=LoadOptions()):
+    """The full-tensor tally of the dumps, in float64."""
+    data = load_batches(read_batches(paths), options)
+    return tally(replace(data, logits=data.logits.double(), targets=data.targets.double()), settings)
+
+
 def _assert_same(streamed, full):
     for field in fields(full):
         expected, got = getattr(full, field.name), getattr(streamed, field.name)
@@ -66,15 +80,16 @@ def _assert_same(streamed, full):
 SETTINGS = [
     LossSettings(losses=ALL_LOSSES),
     LossSettings(losses=ALL_LOSSES, alpha=-1, gamma=0.5, ghm_bins=30, bins=7, ghm_momentum=0.75, ohem_ratio=1.5),
+    LossSettings(losses=ALL_LOSSES, alpha=1.0, gamma=0.0, ghm_bins=1, bins=1, ohem_ratio=0.0),
 ]
 
 
-@pytest.mark.parametrize("settings", SETTINGS, ids=["defaults", "other-hyperparameters"])
+@pytest.mark.parametrize("settings", SETTINGS, ids=["defaults", "other-hyperparameters", "one-bin-gamma-0"])
 @pytest.mark.parametrize("make", [_detection, _soft, _heatmap], ids=["index", "soft", "heatmap"])
 @pytest.mark.parametrize("chunk_rows", [1, 7, 64, 1000])
 def test_stream_equals_full_tensor(tmp_path, make, settings, chunk_rows):
     paths = [make(tmp_path / f"batch{seed}.npz", seed) for seed in (1, 2)]  # two batches: chunks cross them
-    full = tally(load_batches(read_batches(paths)), settings)
+    full = _oracle(paths, settings)
     streamed = stream_tally(plan(read_batches(paths)), settings, chunk_rows=chunk_rows)
     _assert_same(streamed, full)
 
@@ -85,7 +100,7 @@ def test_stream_with_per_class_alpha_and_probabilities(tmp_path):
     np.savez(tmp_path / "p.npz", logits=probs, targets=rng.integers(0, 5, 90))
     settings = LossSettings(losses=ALL_LOSSES, alpha_per_class=(0.1, 0.4, 0.6, 0.9))
     options = LoadOptions(inputs="probs")
-    full = tally(load_batches(read_batches([tmp_path / "p.npz"]), options), settings)
+    full = _oracle([tmp_path / "p.npz"], settings, options)
     _assert_same(stream_tally(plan(read_batches([tmp_path / "p.npz"]), options), settings, chunk_rows=11), full)
 
 
@@ -96,16 +111,16 @@ def test_chunks_split_anchor_and_map_batches_consistently(tmp_path):
     whole = next(iter(data.chunks()))
     pieces = list(data.chunks(rows=10))  # 63 rows per image: every image is split
     for name in ("logits", "targets", "valid", "positive"):
-        np.testing.assert_array_equal(np.concatenate([getattr(p, name).numpy() for p in pieces]), getattr(whole, name).numpy())
+        np.testing.assert_array_equal(np.concatenate([getattr(p, name) for p in pieces]), getattr(whole, name))
     picked = data.read_rows(np.array([0, 62, 63, 125]))
-    np.testing.assert_array_equal(picked.logits.numpy(), whole.logits.numpy()[[0, 62, 63, 125]])
+    np.testing.assert_array_equal(picked.logits, whole.logits[[0, 62, 63, 125]])
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_worker_count_does_not_change_the_numbers(tmp_path, workers):
     paths = [_detection(tmp_path / f"batch{seed}.npz", seed) for seed in (5, 6)]
     settings = LossSettings(losses=ALL_LOSSES)
-    full = tally(load_batches(read_batches(paths)), settings)
+    full = _oracle(paths, settings)
     _assert_same(stream_tally(plan(read_batches(paths)), settings, chunk_rows=13, workers=workers), full)
 
 
@@ -123,7 +138,41 @@ def test_every_file_format_streams_the_same(tmp_path):
     np.save(tmp_path / "npy" / "targets.npy", labels)
     torch.save({"logits": torch.from_numpy(logits), "targets": torch.from_numpy(labels)}, tmp_path / "dump.pt")
     settings = LossSettings(losses=ALL_LOSSES)
-    expected = tally(load_batches(read_batches([tmp_path / "plain.npz"])), settings)
+    expected = _oracle([tmp_path / "plain.npz"], settings)
     assert isinstance(read_batches([tmp_path / "plain.npz"])[0].get("logits"), np.memmap)
     for source in ("plain.npz", "packed.npz", "npy", "dump.pt"):
         _assert_same(stream_tally(plan(read_batches([tmp_path / source])), settings, chunk_rows=17), expected)
+
+
+def test_numpy_ghm_weights_and_edges_are_the_references():
+    rng = np.random.default_rng(9)
+    for bins in (1, 7, 10, 30):
+        np.testing.assert_array_equal(binning.ghm_bin_edges(bins), losses.ghm_bin_edges(bins).numpy())
+        counts = rng.integers(0, 50, bins) * (rng.random(bins) > 0.3)
+        for momentum in (0.0, 0.75):
+            expected = losses.ghm_bin_weights(torch.from_numpy(counts), 1000.0, losses.GHMState(bins=bins, momentum=momentum))
+            np.testing.assert_allclose(binning.ghm_bin_weights(counts, 1000.0, momentum), expected.numpy(), rtol=1e-12)
+
+
+def test_easy_threshold_leaves_only_the_first_interval_to_the_dense_pass():
+    """Every float32 logit below the threshold has torch's sigmoid below the first edge; the
+    margin is small (a few thousandths of the logit)."""
+    for edge in (0.1, 1 / 7, 1 / 30, 0.001):
+        edge = np.float32(edge)
+        x0 = dense.easy_threshold(edge)
+        below = np.nextafter(x0, np.float32(-np.inf)) - np.arange(20000, dtype=np.float32) * np.spacing(np.abs(x0))
+        assert bool((torch.sigmoid(torch.from_numpy(below)) < float(edge)).all())
+        assert float(torch.sigmoid(torch.tensor(x0 + 1e-3 * abs(x0)))) > edge
+
+
+def test_numpy_ohem_selection_is_the_reference():
+    rng = np.random.default_rng(10)
+    row_loss, positive = rng.random(500), rng.random(500) < 0.05
+    for ratio in (0.0, 1.5, 3.0, 100.0):
+        expected = losses.ohem_row_selection(torch.from_numpy(row_loss), torch.from_numpy(positive), ratio)
+        np.testing.assert_array_equal(ohem_row_selection(row_loss, positive, ratio), expected.numpy())
+
+
+def test_numpy_constants_are_the_references():
+    assert LOSS_IDS == losses.LOSS_IDS
+    assert elements.CENTERNET_PROB_CLAMP == np.float32(losses.CENTERNET_PROB_CLAMP)

@@ -17,7 +17,7 @@ DEFAULT_LOSSES = ("ce", "bce", "focal", "softmax-focal", "ghm")
 
 def parse_losses(text: str | None) -> tuple[str, ...] | None:
     """``"ce,focal"`` -> ``("ce", "focal")``; None keeps the defaults."""
-    from lossaudit.losses import LOSS_IDS
+    from lossaudit.compare.engine import LOSS_IDS
 
     if text is None:
         return None

@@ -3,9 +3,10 @@
 Every number ``compare`` prints is a sum over elements grouped by class, by positive/negative,
 by difficulty bin and by difficulty level, so the engine reduces each loss to a small table
 ``(C, 2, bins, LEVELS)`` of float64 sums (:class:`Tally`). This module computes the losses on the
-full tensors with :mod:`lossaudit.losses`, one after the other: the straightforward computation,
-kept as the oracle of :mod:`lossaudit.compare.stream`, which ``compare`` runs (one pass in
-chunks, same numbers to float32 rounding).
+full tensors with :mod:`lossaudit.losses` (torch), one after the other: the straightforward
+computation, kept as the oracle of :mod:`lossaudit.compare.stream`, which ``compare`` runs (one
+numpy pass in chunks, same numbers to float32 rounding). The settings and :class:`Tally` defined
+here are shared by both; torch is imported by the full-tensor functions only.
 
 Difficulty is the GHM gradient norm ``g = |p - y|`` for the sigmoid losses and ``1 - q_target``
 for the softmax losses (``ce``, ``softmax-focal``), whose loss sits on the target classes only.
@@ -14,14 +15,19 @@ for the softmax losses (``ce``, ``softmax-focal``), whose loss sits on the targe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from lossaudit import losses
 from lossaudit.dataset import Dataset
 from lossaudit.errors import InputError
 
+if TYPE_CHECKING:
+    import torch
+
+LOSS_IDS = ("ce", "bce", "focal", "softmax-focal", "ghm", "centernet", "ohem")
+"""The losses ``compare`` computes, in the order reports list them: :data:`lossaudit.losses.LOSS_IDS`
+(each has a reference function there), named here so that reading the options needs no torch."""
 SOFTMAX_LOSSES = ("ce", "softmax-focal")
 LEVELS = ("easy", "medium", "hard", "very_hard")
 LEVEL_EDGES = (0.1, 0.5, 0.9)
@@ -112,17 +118,25 @@ FILE_COUNTS = ("nonfinite", "background_rows", "multi_hot_rows", "out_of_range_r
 
 def difficulty_levels(g: torch.Tensor) -> torch.Tensor:
     """Level index 0..3 of each gradient norm (see :data:`LEVEL_EDGES`)."""
+    import torch
+
     return torch.bucketize(g.float().contiguous(), torch.tensor(LEVEL_EDGES, dtype=torch.float32), right=True)
 
 
 def tally_keys(g: torch.Tensor, positive: torch.Tensor, bins: int) -> torch.Tensor:
     """Flat index into ``(C, 2, bins, 4)`` of every element of an ``(N, C)`` table."""
+    import torch
+
+    from lossaudit import losses
+
     classes = torch.arange(g.shape[1], device=g.device).expand_as(g)
     difficulty_bin = losses.gradient_norm_bins(g, bins)
     return ((classes * 2 + positive.long()) * bins + difficulty_bin) * len(LEVELS) + difficulty_levels(g)
 
 
 def _sum_by_key(keys: torch.Tensor, values: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    import torch
+
     size = int(np.prod(shape))
     sums = torch.bincount(keys.reshape(-1), weights=values.reshape(-1).double(), minlength=size)
     return sums.numpy().reshape(shape)
@@ -130,6 +144,10 @@ def _sum_by_key(keys: torch.Tensor, values: torch.Tensor, shape: tuple[int, ...]
 
 def tally(data: Dataset, settings: LossSettings) -> Tally:
     """Compute each requested loss element by element on the full tensors and tally it."""
+    import torch
+
+    from lossaudit import losses
+
     num_classes, bins = data.num_classes, settings.bins
     shape = (num_classes, 2, bins, len(LEVELS))
     valid, positive, y = data.valid, data.positive, data.targets

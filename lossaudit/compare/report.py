@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lossaudit import __version__, losses
+from lossaudit import __version__
+from lossaudit.compare.binning import ghm_bin_weights
 from lossaudit.compare.engine import LEVEL_EDGES, LEVELS, SOFTMAX_LOSSES, LossSettings, Tally
 from lossaudit.dataset import DataInfo, name_files
 
@@ -176,7 +177,7 @@ def _per_difficulty(settings: LossSettings, order: list[str], tally: Tally, coun
     bin_counts = counts.sum(axis=(0, 1, 3))
     row_counts = tally.softmax_counts.sum(axis=(0, 1, 3))
     total, total_rows = float(bin_counts.sum()), float(row_counts.sum())
-    weights = losses.ghm_bin_weights(_as_tensor(bin_counts), max(total, 1.0)).numpy()
+    weights = ghm_bin_weights(bin_counts, max(total, 1.0))
     totals = {loss: float(tally.loss_sums[loss].sum()) for loss in order}
     softmax = _has_softmax(order)
     return [
@@ -213,12 +214,6 @@ def _levels(order: list[str], tally: Tally, counts: np.ndarray) -> list[dict]:
         }
         for i, name in enumerate(LEVELS)
     ]
-
-
-def _as_tensor(array: np.ndarray):
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(array))
 
 
 def _quadrants(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray) -> dict:

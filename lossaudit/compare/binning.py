@@ -1,0 +1,73 @@
+"""Where a gradient norm falls: difficulty bins, GHM-C bins and levels, in numpy.
+
+The report breaks every loss down by difficulty bin, by level and (for GHM-C's weights) by GHM
+bin, three sets of edges on the gradient norm ``g``. :class:`Intervals` merges them: one
+``searchsorted`` places an element in an interval of the merged edges, the tables are kept per
+interval, and :meth:`Intervals.to_cells` maps them to (difficulty bin, level, GHM bin) once, at the
+end. Every interval lies inside one bin of each edge set, so its left end decides them all.
+
+Edges are float32 and ``g`` is compared in float32, as :mod:`lossaudit.losses` (the reference,
+torch) bins it: ``edges[k] <= g < edges[k + 1]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lossaudit.compare.engine import LEVEL_EDGES, LEVELS
+
+
+def ghm_bin_edges(bins: int) -> np.ndarray:
+    """GHM's gradient-norm bin edges ``k / bins`` in float32, the last raised by 1e-6 (mmdet), as
+    :func:`lossaudit.losses.ghm_bin_edges`."""
+    edges = np.arange(bins + 1, dtype=np.float32) / np.float32(bins)
+    edges[-1] += np.float32(1e-6)
+    return edges
+
+
+def ghm_bin_weights(counts: np.ndarray, total: float, momentum: float = 0.0) -> np.ndarray:
+    """Per-bin GHM-C weights from ``(bins,)`` counts of valid elements, as
+    :func:`lossaudit.losses.ghm_bin_weights` with a fresh state: ``w_b = total / c_b`` (with
+    momentum m, ``total / ((1 - m) c_b)``: the moving average after one call, from 0), divided by
+    the number of non-empty bins; empty bins get 0. ``total`` is the number of valid elements, at
+    least 1."""
+    counts = np.asarray(counts, dtype=np.float64)
+    nonempty = counts > 0
+    denominator = (1 - momentum) * counts if momentum > 0 else counts
+    weights = np.where(nonempty, total / np.maximum(denominator, 1e-300), 0.0)
+    filled = int(nonempty.sum())
+    return weights / filled if filled else weights
+
+
+class Intervals:
+    """The merged edges of ``bins`` difficulty bins, ``ghm_bins`` GHM bins and the levels.
+
+    Attributes:
+        edges: ``(K,)`` sorted float32 inner edges; interval ``i`` is ``edges[i-1] <= g < edges[i]``.
+        count: ``K + 1`` intervals.
+        first: ``edges[0]``: every ``g`` below it is in interval 0.
+    """
+
+    def __init__(self, bins: int, ghm_bins: int):
+        difficulty = ghm_bin_edges(bins)[1:-1]
+        ghm = ghm_bin_edges(ghm_bins)[1:-1]
+        levels = np.array(LEVEL_EDGES, dtype=np.float32)
+        self.edges = np.unique(np.concatenate([difficulty, ghm, levels]))
+        self.count = len(self.edges) + 1
+        self.first = self.edges[0]
+        self.bins, self.ghm_bins = bins, ghm_bins
+        left = np.concatenate([np.zeros(1, dtype=np.float32), self.edges])
+        bin_of = np.searchsorted(difficulty, left, side="right")
+        level_of = np.searchsorted(levels, left, side="right")
+        ghm_bin_of = np.searchsorted(ghm, left, side="right")
+        self.cell_of = (bin_of * len(LEVELS) + level_of) * ghm_bins + ghm_bin_of
+
+    def index(self, g: np.ndarray) -> np.ndarray:
+        """The interval of each float32 gradient norm in ``g``."""
+        return np.searchsorted(self.edges, g, side="right")
+
+    def to_cells(self, table: np.ndarray) -> np.ndarray:
+        """``(..., intervals)`` sums -> ``(..., bins, LEVELS, ghm_bins)``."""
+        cells = np.zeros((*table.shape[:-1], self.bins * len(LEVELS) * self.ghm_bins), dtype=table.dtype)
+        np.add.at(cells, (..., self.cell_of), table)
+        return cells.reshape(*table.shape[:-1], self.bins, len(LEVELS), self.ghm_bins)
