@@ -2,8 +2,8 @@
 keyword arguments and the same defaults. The CLI calls these functions; notebooks and test suites
 call them directly (``lossaudit.compare``, ``lossaudit.lint``).
 
-Errors a user can act on are :class:`lossaudit.errors.InputError` (a ``ValueError``) with the
-one-line message the CLI prints.
+Errors a user can act on are :class:`lossaudit.errors.InputError`, with the one-line message
+the CLI prints.
 """
 
 from __future__ import annotations
