@@ -198,6 +198,8 @@ def softmax_focal(
     """
     _check_reduction(reduction)
     probs, keep = _as_target_probs(logits, targets, ignore_index)
+    # select, not multiply: an inf/NaN logit at an ignored row times its zero target is NaN (lint FL022)
+    logits = torch.where(keep.unsqueeze(1), logits, torch.zeros_like(logits))
     rows = softmax_focal_terms(logits, probs, gamma, alpha).sum(dim=1)
     return _reduce(rows, reduction, keep.sum())
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from lossaudit.lint.rules import RULES
 from tests.lint_helpers import run_audit
@@ -31,6 +32,8 @@ CORRECT_TARGETS = {
     "class indices, no background label": ("EveryRowHasAClassFocalLoss", {}, {}),
     "segmentation softmax, (B, H, W) output": ("SegmentationSoftmaxFocalLoss", {}, {}),
     "segmentation sigmoid, (B, C, H, W) output": ("SegmentationSigmoidFocalLoss", {}, {}),
+    "grad mode switched by context managers": ("GradContextFocalLoss", {}, {}),
+    "cross_entropy's ignore_index, torch.where": ("CrossEntropyIgnoreFocalLoss", {}, {}),
 }
 
 
@@ -86,11 +89,14 @@ BUGGY_TARGETS = {
     "FL018": ("ElementMeanFocal", {}, {}, "report_normalisation", "return (alpha_t"),
     "FL019": ("YoloDefaultsFocal", {}, {}, "report_defaults", "def __init__(self, alpha=0.5, gamma=1.5)"),
     "FL020": ("ClassZeroAlphaSoftmax", {}, {}, "report_peer_departure", "alpha_t = torch.where(target == 0"),
+    "FL021": ("GradModeLeakFocal", {}, {}, "probe_grad_mode", "torch.set_grad_enabled(False)"),
+    "FL022": ("MaskMultiplySoftmax", {}, {}, "probe_ignored_non_finite", "(loss * keep)"),
 }
 MORE_BUGGY_TARGETS = {
     "FL001 softmax scalar alpha (info)": ("FL001", "SoftmaxDetectionFocal", {}, {}, "probe_softmax_alpha"),
     "FL010 integer cast": ("FL010", "IntegerAlphaSoftmax", {"alpha": PER_CLASS_ALPHA}, {}, "probe_softmax_alpha"),
     "FL015 fixed batch size": ("FL015", "FixedBatchFocal", {}, {}, "probe_batch_shapes"),
+    "FL021 grad left disabled": ("FL021", "GradOffLeakFocal", {}, {}, "probe_grad_mode"),
 }
 
 
@@ -160,3 +166,28 @@ def test_ignore_probe_runs_with_the_option_and_passes_a_correct_loss():
 def test_probabilities_fed_to_a_logits_loss_is_fl016():
     result = run_audit(CORRECT, "sigmoid_focal_loss", inputs="probs")
     assert _codes(result) == {"FL016"}
+
+
+def test_grad_mode_leak_names_the_direction_and_the_audit_restores_the_mode():
+    """Under no_grad the timm-style pair leaves grad on; the other fixture turns it off for a caller
+    with grad on. The audit runs in this process: a leak must not reach the test's grad mode."""
+    leaks = {symbol: run_audit(BUGGY, symbol).findings[0].evidence["grad_enabled_after"] for symbol in ("GradModeLeakFocal", "GradOffLeakFocal")}
+    assert leaks == {"GradModeLeakFocal": {"torch.no_grad()": True}, "GradOffLeakFocal": {"grad enabled": False}}
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        run_audit(BUGGY, "GradModeLeakFocal")
+        assert not torch.is_grad_enabled()
+
+
+@pytest.mark.parametrize("symbol", ["SoftmaxFocalLoss", "IgnoreIndexFocalLoss", "CrossEntropyIgnoreFocalLoss"])
+def test_ignored_non_finite_probe_runs_on_losses_that_drop_ignored_rows(symbol):
+    """Selecting with [keep], cross_entropy's ignore_index and torch.where drop NaN/inf: clean, and
+    clean because the probe ran (no 'not checked' note), not because it was skipped."""
+    result = run_audit(CORRECT, symbol)
+    assert result.findings == [] and not any(note.startswith(("FL011", "FL022")) for note in result.notes), result.notes
+
+
+def test_ignored_non_finite_evidence():
+    finding = run_audit(BUGGY, "MaskMultiplySoftmax").findings[0]
+    assert finding.evidence["ignore_index"] == -100 and finding.evidence["loss_non_finite_ignored"] is None  # NaN, rounded to null
+    assert finding.evidence["loss_finite_ignored"] > 0 and "nan" in finding.message

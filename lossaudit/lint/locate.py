@@ -83,6 +83,32 @@ def _tiny_or_huge_constant(node: ast.AST) -> bool:
     return isinstance(node, ast.Constant) and isinstance(node.value, float) and node.value != 0 and (abs(node.value) < 1e-7 or abs(node.value) > 6e4)
 
 
+GRAD_SWITCHES = ("set_grad_enabled", "_set_grad_enabled", "no_grad", "enable_grad", "inference_mode")
+MASK_WORDS = ("keep", "mask", "valid", "ignore")
+
+
+def _bare_grad_switch(node: ast.AST) -> bool:
+    """A grad-mode switch that no ``with`` restores: ``torch.set_grad_enabled(True)`` as a
+    statement, or ``torch.no_grad().__enter__()``."""
+    if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)):
+        return False
+    call = node.value
+    if _name(call) in ("set_grad_enabled", "_set_grad_enabled"):
+        return True
+    return _name(call) == "__enter__" and isinstance(call.func, ast.Attribute) and _calls(*GRAD_SWITCHES)(call.func.value)
+
+
+def _mask_product(node: ast.AST) -> bool:
+    """A multiplication by a mask: ``loss * keep``, ``loss * mask.float()`` (``*=`` too)."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+        operands = (node.left, node.right)
+    elif isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Mult):
+        operands = (node.value,)
+    else:
+        return False
+    return any(_mentions(operand, word) for operand in operands for word in MASK_WORDS)
+
+
 LOCATORS: dict[str, tuple[Predicate, ...]] = {
     "FL001": (_alpha_product,),
     "FL002": (_alpha_product,),
@@ -101,6 +127,8 @@ LOCATORS: dict[str, tuple[Predicate, ...]] = {
     "FL016": (_calls("sigmoid", "softmax", "binary_cross_entropy_with_logits"),),
     "FL017": (_tiny_or_huge_constant,),
     "FL018": (lambda node: isinstance(node, ast.Return),),
+    "FL021": (_bare_grad_switch, _calls(*GRAD_SWITCHES)),
+    "FL022": (_mask_product,),
 }
 """Per rule, predicates tried in order over the target's functions; the first hit gives the line."""
 

@@ -144,6 +144,8 @@ SKIP_REASONS = {
     "FL003": "classes are coupled like a softmax (FL003): per-element ratios are not defined",
     "FL005": "gamma does not reach the loss (FL005)",
     "FL008": "the loss is batch-coupled (FL008): per-element ratios are not defined",
+    "FL011": "ignored rows already reach the loss (FL011)",
+    "FL013": "repeated calls differ (FL013): two calls cannot be compared",
 }
 
 
@@ -536,23 +538,33 @@ def _divisor(ctx: Context, batch: Batch) -> float:
     return 1.0 if name == "none" else normalisers(ctx.kind, batch.y, ctx.params)[name]
 
 
-def probe_ignore_index(ctx: Context) -> None:
-    """FL011: rows labelled with the ignore index must neither change the loss nor crash it. Two
-    batches differ only in the ignored rows' logits."""
+IGNORED_ROWS = 3
+"""Probes of the ignore index label the first rows of a batch with it."""
+
+
+def _ignored_batch(ctx: Context) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """(ignore index, inputs, targets) of a moderate batch whose first :data:`IGNORED_ROWS` rows
+    are labelled with the ignore index; Inconclusive when the target has no ignore label."""
     ignore = ctx.subject.ignore_index
     if ignore is None:
         raise Inconclusive("no ignore index (pass --ignore-index, or give the target an ignore_index parameter)")
     if ctx.convention.targets != "index":
         raise Inconclusive("the target takes one-hot targets, which have no ignore label")
-    batch = ctx.batch()
-    inputs, targets = ctx.subject.to_call(ctx.convention, batch)
+    inputs, targets = ctx.subject.to_call(ctx.convention, ctx.batch())
     targets = targets.clone()
-    targets[:3] = ignore
+    targets[:IGNORED_ROWS] = ignore
+    return ignore, inputs, targets
+
+
+def probe_ignore_index(ctx: Context) -> None:
+    """FL011: rows labelled with the ignore index must neither change the loss nor crash it. Two
+    batches differ only in the ignored rows' logits."""
+    ignore, inputs, targets = _ignored_batch(ctx)
     loss = ctx.subject.build()
     results = []
     for value in (-3.0, 3.0):
         varied = inputs.detach().clone()
-        varied[:3] = value if ctx.convention.inputs == "logits" else torch.sigmoid(torch.tensor(value))
+        varied[:IGNORED_ROWS] = value if ctx.convention.inputs == "logits" else torch.sigmoid(torch.tensor(value))
         try:
             out = ctx.subject.guarded(lambda varied=varied: output_tensor(loss(*ctx.convention.arrange(varied, targets))))
         except (Exception, SystemExit) as error:
@@ -561,6 +573,75 @@ def probe_ignore_index(ctx: Context) -> None:
         results.append(float(out.detach().double().sum()))
     if not math.isfinite(results[0]) or abs(results[0] - results[1]) > 1e-6 * max(abs(results[0]), 1e-12):
         ctx.fire("FL011", f"ignored rows change the loss: {results[0]:.6g} versus {results[1]:.6g} when only their logits differ", {"ignore_index": ignore, "losses": results})
+
+
+def probe_ignored_non_finite(ctx: Context) -> None:
+    """FL022: NaN, +inf and -inf logits in the rows labelled with the ignore index (NaN
+    probabilities for a target that takes probabilities) must leave the loss finite and equal
+    (1e-6 relative) to the loss with the batch's finite logits there, and the gradient of the
+    other rows finite. Skipped once FL011 found that ignored rows reach the loss at all, or FL013
+    that two calls differ anyway."""
+    _skip_after(ctx, "FL011", "FL013")
+    _, inputs, targets = _ignored_batch(ctx)
+    finite, _ = _ignored_call(ctx, inputs, targets)
+    if not math.isfinite(finite):
+        raise Inconclusive(f"the loss is not finite even with finite logits at the ignored rows ({finite})")
+    poisoned = inputs.detach().clone()
+    poisoned[:IGNORED_ROWS] = torch.tensor([math.nan, math.inf, -math.inf]).reshape(-1, *([1] * (poisoned.dim() - 1))) if ctx.convention.inputs == "logits" else math.nan
+    value, grad = _ignored_call(ctx, poisoned, targets)
+    grad_finite = grad is None or bool(torch.isfinite(grad[IGNORED_ROWS:]).all())
+    equal = math.isfinite(value) and abs(value - finite) <= 1e-6 * max(abs(finite), 1e-12)
+    if equal and grad_finite:
+        return
+    shown = "NaN probabilities" if ctx.convention.inputs != "logits" else "NaN and ±inf logits"
+    what = f"the loss becomes {value:.6g} (with finite logits there: {finite:.6g})" if not equal else "the gradient of the other rows is not finite"
+    ctx.fire("FL022", f"{shown} at ignored rows leak: {what}", {"ignore_index": ctx.subject.ignore_index, "loss_finite_ignored": finite, "loss_non_finite_ignored": value, "gradient_of_kept_rows_finite": grad_finite})
+
+
+def _ignored_call(ctx: Context, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, torch.Tensor | None]:
+    """The summed output of a freshly built target on ``inputs`` (a new grad leaf, passed as a
+    clone, as :meth:`Subject.call` does) and the gradient it gives the leaf (None without one)."""
+    loss = ctx.subject.build()
+    leaf = inputs.detach().clone().requires_grad_(True)
+    out = ctx.subject.guarded(lambda: output_tensor(loss(*ctx.convention.arrange(leaf.clone(), targets.clone()))))
+    value = float(out.detach().double().sum())
+    if not out.requires_grad:
+        return value, None
+    (grad,) = torch.autograd.grad(out.sum(), leaf, allow_unused=True)
+    return value, grad
+
+
+def probe_grad_mode(ctx: Context) -> None:
+    """FL021: a call must leave torch.is_grad_enabled() as it found it — called under
+    torch.no_grad(), grad stays off; called with grad on, it stays on. The mode is read right
+    after the target returns, inside :meth:`Subject.guarded`, which then restores it."""
+    batch = ctx.batch()
+    leaked = {}
+    for enabled in (False, True):
+        try:
+            after = _grad_mode_after_call(ctx, batch, enabled)
+        except Exception as error:
+            if enabled:
+                raise
+            raise Inconclusive(f"the loss raises under torch.no_grad(): {error_text(error)}") from None
+        if after != enabled:
+            leaked["torch.no_grad()" if not enabled else "grad enabled"] = after
+    if leaked:
+        described = "; ".join(f"called under {mode}, it leaves grad {'enabled' if after else 'disabled'} afterwards" for mode, after in leaked.items())
+        ctx.fire("FL021", f"the loss changes the caller's grad mode: {described}", {"grad_enabled_after": leaked})
+
+
+def _grad_mode_after_call(ctx: Context, batch: Batch, enabled: bool) -> bool:
+    """torch.is_grad_enabled() right after one call of the target made with grad mode ``enabled``."""
+    leaf, targets = ctx.subject.to_call(ctx.convention, batch)
+    loss = ctx.subject.build()
+
+    def call() -> bool:
+        loss(*ctx.convention.arrange(leaf.clone(), targets.clone()))
+        return torch.is_grad_enabled()
+
+    with torch.set_grad_enabled(enabled):
+        return ctx.subject.guarded(call)
 
 
 def probe_input_mutation(ctx: Context) -> None:
@@ -726,6 +807,8 @@ PROBES: tuple[tuple[tuple[str, ...], Callable[[Context], None]], ...] = (
     (("FL011",), probe_ignore_index),
     (("FL012",), probe_input_mutation),
     (("FL013",), probe_stateful),
+    (("FL022",), probe_ignored_non_finite),
+    (("FL021",), probe_grad_mode),
     (("FL017",), probe_low_precision),
     (("FL018",), report_normalisation),
     (("FL019",), report_defaults),

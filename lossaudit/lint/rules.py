@@ -239,6 +239,27 @@ RULES: tuple[Rule, ...] = (
         "FL = -alpha_t (1 - q_y)^gamma log q_y, alpha_t = 1 - alpha if y == 0 else alpha   # class 0 is background",
         "FL = -alpha[y] (1 - q_y)^gamma log q_y   # a per-class alpha vector",
         fixes=(("softmax", "keep it if class 0 is your background; to balance classes as the paper does, pass a per-class alpha vector taken at the target class"), ("sigmoid", "keep it knowingly, or pass a scalar alpha for torchvision's alpha_t = alpha * y + (1 - alpha) * (1 - y)")),
+    ),    Rule(
+        "FL021", "grad-mode-leak", "error",
+        "calling the loss changes torch.is_grad_enabled() for the caller (e.g. a bare torch.set_grad_enabled(True) inside the loss)",
+        "Grad mode is global to the thread. A loss that switches it with a bare torch.set_grad_enabled(...) "
+        "call (timm's AsymmetricLoss did) leaves it switched for the caller: a validation loop run under "
+        "torch.no_grad() starts building graphs and holding activations after the first loss call, or a "
+        "training step runs on without gradients. Context managers restore the mode on exit.",
+        "switch grad mode only with a context manager (with torch.no_grad(): / with torch.enable_grad():), which restores it, or detach the tensor instead",
+        "torch.set_grad_enabled(False)\nnum_pos = targets.sum().clamp(min=1)\ntorch.set_grad_enabled(True)   # now on for the caller too, even under no_grad",
+        "with torch.no_grad():\n    num_pos = targets.sum().clamp(min=1)   # the mode is restored on exit",
+    ),
+    Rule(
+        "FL022", "ignored-non-finite", "error",
+        "inf or NaN logits at ignored positions leak into the loss or into the gradient of the other positions",
+        "Positions labelled with the ignore index carry whatever the network produced there (padding, "
+        "void pixels), sometimes inf or NaN. Multiplying the loss by a 0/1 mask (loss * keep) does not drop "
+        "them: inf * 0 and NaN * 0 are NaN, so one ignored position turns the whole loss and every "
+        "gradient into NaN. Selecting the kept positions, or torch.where, does drop them.",
+        "select the kept positions before reducing (loss[keep], or logits[keep] and targets[keep]) or use torch.where(keep, loss, 0); never multiply by the mask",
+        "keep = (targets != ignore_index)\nloss = (loss * keep).sum() / keep.sum()   # NaN * 0 = NaN",
+        "keep = targets != ignore_index\nloss = loss[keep].sum() / keep.sum()",
     ),
 )
 

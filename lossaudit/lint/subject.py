@@ -371,8 +371,10 @@ class Subject:
         return lambda inputs, targets: self.obj(inputs, targets, **kwargs)
 
     def guarded(self, fn: Callable):
-        """Run ``fn`` under the per-call time limit."""
-        return run_with_timeout(fn, self.timeout)
+        """Run ``fn`` under the per-call time limit, then restore the grad mode it found: a target
+        that leaks it (FL021, read inside ``fn``) cannot reach later calls or lint's caller."""
+        with torch.set_grad_enabled(torch.is_grad_enabled()):
+            return run_with_timeout(fn, self.timeout)
 
     def to_call(self, convention: Convention, batch: Batch, dtype: torch.dtype = torch.float32, grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """The inputs and targets in the target's convention; the inputs are a grad leaf."""
