@@ -1,35 +1,41 @@
-"""Benchmark ``lossaudit compare`` against the straightforward way of computing the same losses.
+"""Benchmark ``lossaudit compare`` against the straightforward way of computing the same numbers.
 
-    python benchmarks/compare_bench.py --anchors 1000000            # in-process: baseline vs engine
-    python benchmarks/compare_bench.py --anchors 1000000 --cli      # the whole CLI process on the file
-    python benchmarks/compare_bench.py --examples                   # the small example dumps
+    python benchmarks/compare_bench.py                                   # 80M elements: everything below
+    python benchmarks/compare_bench.py --anchors 1000000 4000000 --skip-baseline    # 80M and 320M
 
 The dump is a seeded RetinaNet-like one: ``anchors × 80`` float32 logits (background around the
 prior bias -log(99), hard negatives, positives), index targets with background 80, about one
 positive per 1,000 elements and 1% ignored anchors, written as ``logits.npy``/``targets.npy`` in a
 folder (memory-mapped by lossaudit). Files are cached under ``--workdir``.
 
-In-process mode times, in this one process,
-  (a) the baseline: the file loaded into memory and each default loss computed separately on the
-      full tensors as a user would write it — ``F.cross_entropy``, ``F.binary_cross_entropy_with_logits``,
-      torchvision's sigmoid focal loss formula, a softmax focal loss, and mmdet's ``GHMC`` loop —
-      totals only, no breakdowns;
-  (b) lossaudit's engine (``lossaudit.compare.run``): every default loss, every breakdown.
-It reports the median of ``--repeat`` runs of each, elements per second, the ratio (a)/(b), and the
-peak resident memory each phase added (sampled from /proc/self/status). CLI mode reports the wall time and the peak resident memory of
-the whole ``lossaudit compare`` process, next to the input size.
+One run measures, on the first ``--anchors`` size:
+
+- the baseline process: a fresh Python process that loads the dump with torch and computes each
+  default loss as commonly written (``F.cross_entropy``, ``F.binary_cross_entropy_with_logits``,
+  torchvision's sigmoid focal formula, a softmax focal loss, mmdet's ``GHMC`` loop) on the full
+  tensors, each with its per-class and per-difficulty-bin sums;
+- lossaudit's process: ``python -m lossaudit compare DUMP --format json``, start to exit;
+- the in-process engine: ``lossaudit.compare.run`` (read, tally, report) in this process;
+- the one-log floor: ``np.log1p(np.exp(-np.abs(x)))`` over the same memory-mapped logits, in
+  cache-sized blocks and with the engine's worker threads, as written and with reused ``out=``
+  buffers (the faster of the two is the floor);
+
+and the ratios baseline / lossaudit process and engine / floor; then ``lossaudit compare --help``
+and the example detection dump end to end, and, for every ``--anchors`` size, lossaudit's process
+(time and peak resident memory against the input size). Times are medians of ``--repeat`` runs,
+interleaved; peak memory of a process is its ``ru_maxrss``.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import resource
+import os
+import statistics
 import subprocess
 import sys
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = 80
 GENERATION_ROWS = 1 << 16
+BINS = 10
 
 
 def make_dump(folder: Path, anchors: int, seed: int = 0) -> Path:
@@ -66,38 +73,9 @@ def make_dump(folder: Path, anchors: int, seed: int = 0) -> Path:
     return folder
 
 
-class PeakMemory:
-    """The peak resident memory (MiB) reached above the level at entry, sampled every 20 ms (a
-    sampler thread; coarse enough not to compete for the interpreter with the engine's workers)."""
-
-    def __enter__(self):
-        self.start = self.peak = _rss_mib()
-        self._running = True
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        while self._running:
-            self.peak = max(self.peak, _rss_mib())
-            time.sleep(0.02)
-
-    def __exit__(self, *exc):
-        self._running = False
-        self._thread.join()
-        self.peak = max(self.peak, _rss_mib())
-        self.added = self.peak - self.start
-
-
-def _rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def baseline(folder: Path) -> float:
-    """Each default loss computed separately on the full tensors, as commonly written. Returns a
+    """Each default loss on the full tensors as commonly written, with its per-class and
+    per-difficulty-bin sums (g = |p - y| in 10 bins; softmax losses: 1 - q_target). Returns a
     checksum so that nothing is optimised away."""
     import torch
     import torch.nn.functional as F
@@ -107,24 +85,33 @@ def baseline(folder: Path) -> float:
     keep = labels >= 0
     logits, labels = logits[keep], labels[keep]
     onehot = F.one_hot(labels, CLASSES + 1)[:, :CLASSES].to(logits.dtype)
+    p = torch.sigmoid(logits)
+    sigmoid_bins = ((p - onehot).abs() * BINS).long().clamp(max=BINS - 1).flatten()
+
+    def sigmoid_breakdown(loss: torch.Tensor) -> float:
+        per_class = loss.sum(dim=0)
+        per_bin = torch.bincount(sigmoid_bins, weights=loss.flatten().double(), minlength=BINS)
+        return float(loss.sum() + per_class.sum() + per_bin.sum())
+
+    bce = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none")
+    p_t = p * onehot + (1 - p) * (1 - onehot)  # torchvision.ops.sigmoid_focal_loss
+    focal = (0.25 * onehot + 0.75 * (1 - onehot)) * bce * ((1 - p_t) ** 2)
+    checksum = sigmoid_breakdown(bce) + sigmoid_breakdown(focal) + sigmoid_breakdown(bce * mmdet_ghmc_weights(logits, onehot))
+
     foreground = labels < CLASSES
-    ce = F.cross_entropy(logits[foreground], labels[foreground])
-    bce = F.binary_cross_entropy_with_logits(logits, onehot)
-    p = torch.sigmoid(logits)  # torchvision.ops.sigmoid_focal_loss
-    ce_loss = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none")
-    p_t = p * onehot + (1 - p) * (1 - onehot)
-    focal = (0.25 * onehot + 0.75 * (1 - onehot)) * ce_loss * ((1 - p_t) ** 2)
-    focal = focal.mean()
-    log_q = F.log_softmax(logits[foreground], dim=1).gather(1, labels[foreground][:, None]).squeeze(1)
-    softmax_focal = (-((1 - log_q.exp()) ** 2) * log_q).mean()
-    ghm = mmdet_ghmc(logits, onehot)
-    return float(ce + bce + focal + softmax_focal + ghm)
+    rows, classes = logits[foreground], labels[foreground]
+    log_q = F.log_softmax(rows, dim=1).gather(1, classes[:, None]).squeeze(1)
+    softmax_bins = ((1 - log_q.exp()) * BINS).long().clamp(max=BINS - 1)
+    for loss in (F.cross_entropy(rows, classes, reduction="none"), -((1 - log_q.exp()) ** 2) * log_q):
+        per_class = torch.bincount(classes, weights=loss.double(), minlength=CLASSES)
+        per_bin = torch.bincount(softmax_bins, weights=loss.double(), minlength=BINS)
+        checksum += float(loss.mean() + per_class.sum() + per_bin.sum())
+    return checksum
 
 
-def mmdet_ghmc(pred, target, bins: int = 10):
-    """mmdet's GHMC forward (momentum 0), as published."""
+def mmdet_ghmc_weights(pred, target, bins: int = BINS):
+    """mmdet's GHMC element weights (momentum 0), as published."""
     import torch
-    import torch.nn.functional as F
 
     edges = torch.arange(bins + 1).float() / bins
     edges[-1] += 1e-6
@@ -139,91 +126,126 @@ def mmdet_ghmc(pred, target, bins: int = 10):
         if num_in_bin > 0:
             weights[inds] = tot / num_in_bin
             n += 1
-    if n > 0:
-        weights = weights / n
-    return (F.binary_cross_entropy_with_logits(pred, target, reduction="none") * weights).sum() / tot
+    return weights / n if n > 0 else weights
 
 
-def engine(folder: Path) -> dict:
+def process(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak resident MiB of a child process (its own ``ru_maxrss``)."""
+    start = time.perf_counter()
+    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{child.stderr.read().decode()}")
+    child.stderr.close()
+    return wall, usage.ru_maxrss / 1024
+
+
+def lossaudit_command(folder: Path) -> list[str]:
+    return [sys.executable, "-m", "lossaudit", "compare", str(folder), "--format", "json", "--isolated"]
+
+
+def engine(folder: Path) -> None:
     from lossaudit import compare
     from lossaudit.compare.engine import LossSettings
     from lossaudit.dataset import LoadOptions
 
-    return compare.run([folder], LoadOptions(), LossSettings(), None)
+    compare.run([folder], LoadOptions(), LossSettings(), None)
 
 
-def in_process(folder: Path, elements: int, skip_baseline: bool, repeat: int) -> dict:
-    """Median wall time of ``repeat`` runs of each phase, and the peak memory each run added."""
-    import statistics
+def one_log_floor(folder: Path, buffered: bool) -> None:
+    """``log1p(exp(-abs(x)))`` over the memory-mapped logits with the engine's worker threads, each
+    taking every ``workers``-th block of the engine's dense-pass block size (cache-sized: the
+    temporaries of larger blocks would cost page faults)."""
+    from lossaudit.compare.stream import BLOCK_ELEMENTS, default_workers
 
-    import torch  # imported before timing: both phases run in a process that has torch
+    logits = np.load(folder / "logits.npy", mmap_mode="r")
+    rows, workers = BLOCK_ELEMENTS // CLASSES, default_workers()
 
-    from lossaudit import compare  # noqa: F401 - lossaudit's imports stay out of the timing too
+    def work(first: int) -> None:
+        out = np.empty((rows, CLASSES), dtype=np.float32) if buffered else None
+        for start in range(first * rows, len(logits), workers * rows):
+            x = logits[start : start + rows]
+            if buffered:
+                y = out[: len(x)]
+                np.abs(x, out=y)
+                np.negative(y, out=y)
+                np.exp(y, out=y)
+                np.log1p(y, out=y)
+            else:
+                np.log1p(np.exp(-np.abs(x)))
 
-    def timed(phase) -> tuple[float, float]:
-        times, peaks = [], []
-        for _ in range(repeat):
-            gc.collect()
-            with PeakMemory() as memory:
-                start = time.perf_counter()
-                phase(folder)
-                times.append(time.perf_counter() - start)
-            peaks.append(memory.added)
-        return statistics.median(times), max(peaks)
-
-    engine_s, engine_peak = timed(engine)
-    result = {"elements": elements, "repeat": repeat, "engine_s": engine_s, "engine_elements_per_s": elements / engine_s,
-              "engine_peak_added_mib": engine_peak, "torch_threads": torch.get_num_threads()}
-    if not skip_baseline:
-        baseline_s, baseline_peak = timed(baseline)
-        result.update(baseline_s=baseline_s, baseline_elements_per_s=elements / baseline_s, baseline_peak_added_mib=baseline_peak, ratio=baseline_s / engine_s)
-    return result
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(work, range(workers)))
 
 
-def cli(folder: Path, elements: int) -> dict:
+def timed(function, *args) -> float:
     start = time.perf_counter()
-    completed = subprocess.run([sys.executable, "-m", "lossaudit", "compare", str(folder), "--format", "json", "--isolated"], cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if completed.returncode != 0:
-        raise SystemExit(completed.stderr)
-    input_mib = sum(path.stat().st_size for path in folder.glob("*.npy")) / 2**20
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"elements": elements, "cli_s": wall, "cli_elements_per_s": elements / wall, "cli_peak_rss_mib": peak_mib, "input_mib": input_mib,
-            "peak_minus_input_mib": peak_mib - input_mib, "focal_mean": json.loads(completed.stdout)["losses"]["focal"]["mean"]}
+    function(*args)
+    return time.perf_counter() - start
 
 
-def examples() -> dict:
-    """Whole-process time of ``lossaudit compare`` on each example dump, against ``import torch``."""
-    def wall(command):
-        start = time.perf_counter()
-        subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-        return time.perf_counter() - start
+def input_mib(folder: Path) -> float:
+    return sum(path.stat().st_size for path in folder.glob("*.npy")) / 2**20
 
-    torch_s = min(wall([sys.executable, "-c", "import torch"]) for _ in range(3))
-    result = {"import_torch_s": torch_s}
-    for name in ("detection", "classification", "centernet"):
-        best = min(wall([sys.executable, "-m", "lossaudit", "compare", f"examples/{name}.npz", "--isolated"]) for _ in range(3))
-        result[f"{name}_s"] = best
-        result[f"{name}_minus_import_torch_s"] = best - torch_s
+
+def main_run(folder: Path, elements: int, repeat: int, skip_baseline: bool) -> dict:
+    """Everything measured on one dump (see the module docstring), runs interleaved."""
+    runs: dict[str, list[float]] = {name: [] for name in ("lossaudit_process_s", "lossaudit_process_peak_mib", "engine_s", "floor_s", "floor_buffered_s", "help_s", "example_detection_s")}
+    engine(folder)  # warm the page cache and lossaudit's imports
+    for _ in range(repeat):
+        wall, peak = process(lossaudit_command(folder))
+        runs["lossaudit_process_s"].append(wall)
+        runs["lossaudit_process_peak_mib"].append(peak)
+        runs["engine_s"].append(timed(engine, folder))
+        runs["floor_s"].append(timed(one_log_floor, folder, False))
+        runs["floor_buffered_s"].append(timed(one_log_floor, folder, True))
+        runs["help_s"].append(process([sys.executable, "-m", "lossaudit", "compare", "--help"])[0])
+        runs["example_detection_s"].append(process([sys.executable, "-m", "lossaudit", "compare", "examples/detection.npz", "--isolated"])[0])
+    result = {"elements": elements, "input_mib": input_mib(folder), **{name: statistics.median(values) for name, values in runs.items()}}
+    result["lossaudit_process_peak_minus_input_mib"] = result["lossaudit_process_peak_mib"] - result["input_mib"]
+    result["engine_over_floor"] = result["engine_s"] / min(result["floor_s"], result["floor_buffered_s"])
+    if not skip_baseline:
+        baseline_s, baseline_peak = process([sys.executable, __file__, "--baseline-child", str(folder)])
+        result.update(baseline_process_s=baseline_s, baseline_process_peak_mib=baseline_peak, baseline_over_lossaudit_process=baseline_s / result["lossaudit_process_s"])
+    result["runs"] = runs
     return result
+
+
+def scaling_run(folder: Path, elements: int, repeat: int) -> dict:
+    walls, peaks = zip(*(process(lossaudit_command(folder)) for _ in range(repeat)))
+    peak = statistics.median(peaks)
+    return {"elements": elements, "input_mib": input_mib(folder), "lossaudit_process_s": statistics.median(walls), "lossaudit_process_peak_mib": peak,
+            "lossaudit_process_peak_minus_input_mib": peak - input_mib(folder)}
+
+
+def environment() -> dict:
+    from lossaudit.compare.stream import default_workers
+
+    return {"python": sys.version.split()[0], "numpy": np.__version__, "cpus": os.cpu_count(), "workers": default_workers(),
+            **{name: os.environ.get(name) for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--anchors", type=int, default=250_000, help="rows of the dump (× 80 classes)")
+    parser.add_argument("--anchors", type=int, nargs="+", default=[1_000_000], help="rows of the dumps (× 80 classes); the first gets the full run")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/lossaudit-bench"))
-    parser.add_argument("--cli", action="store_true", help="time the whole CLI process instead")
-    parser.add_argument("--skip-baseline", action="store_true", help="time the engine only")
-    parser.add_argument("--examples", action="store_true", help="time the example dumps end to end")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each in-process phase (the median is reported)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (the median is reported)")
+    parser.add_argument("--skip-baseline", action="store_true", help="leave out the baseline process (minutes and GBs at 320M)")
+    parser.add_argument("--baseline-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.examples:
-        print(json.dumps(examples(), indent=2))
+    if args.baseline_child is not None:
+        baseline(args.baseline_child)
         return
-    folder = make_dump(args.workdir / f"retinanet-{args.anchors}", args.anchors)
-    elements = args.anchors * CLASSES
-    result = cli(folder, elements) if args.cli else in_process(folder, elements, args.skip_baseline, args.repeat)
-    print(json.dumps(result, indent=2))
+    folders = [(make_dump(args.workdir / f"retinanet-{anchors}", anchors), anchors * CLASSES) for anchors in args.anchors]
+    report = {"environment": environment(), "main": main_run(*folders[0], args.repeat, args.skip_baseline)}
+    report["scaling"] = [scaling_run(folder, elements, args.repeat) for folder, elements in folders]
+    if len(folders) > 1:
+        first = report["scaling"][0]
+        for entry in report["scaling"][1:]:
+            entry["time_over_first"] = entry["lossaudit_process_s"] / first["lossaudit_process_s"]
+            entry["elements_over_first"] = entry["elements"] / first["elements"]
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -253,14 +253,19 @@ class _Rows:
         parts = [np.asarray(part) for part in self._parts(view, start, stop)]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
-    def span_into(self, start: int, stop: int, out: np.ndarray, view: np.ndarray) -> None:
-        """Write rows ``start .. stop`` of ``view`` into the ``(stop - start, C)`` array ``out``,
-        converted to its dtype (float64 beyond float32's range becomes inf)."""
+    def float32_span(self, start: int, stop: int, view: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``start .. stop`` of ``view`` as an ``(n, C)`` float32 array: a read-only view when
+        they are float32 rows already (nothing is copied), else converted into ``out[:n]`` (or a new
+        array; float64 beyond float32's range becomes inf)."""
+        if self.trailing == 1 and view.dtype == np.float32:
+            return np.asarray(view[start:stop, :, 0])
+        x = out[: stop - start] if out is not None else np.empty((stop - start, self.width), dtype=np.float32)
         row = 0
         with np.errstate(over="ignore"):
             for part in self._parts(view, start, stop):
-                np.copyto(out[row : row + len(part)], part, casting="same_kind")
+                np.copyto(x[row : row + len(part)], part, casting="same_kind")
                 row += len(part)
+        return x
 
     def pick(self, rows: np.ndarray) -> np.ndarray:
         """The rows at the (sorted) indices ``rows``."""
@@ -284,26 +289,40 @@ class _Source:
 
 
 class _Reader:
-    """Reads the chunks of one worker. Fetching (mapping) an array costs a file open and a header
-    parse, so the reader keeps the arrays of the batch it reads until a chunk of another batch is
-    asked for: one batch mapped at a time, however many files there are."""
+    """Reads the chunks of one worker (a context manager: leaving it lets go of its batch).
+
+    Fetching (mapping) an array costs a file open and a header parse, so a reader holds the arrays
+    of the batch it reads until it moves to another batch. Readers on the same batch share one
+    mapping (:meth:`DataPlan._views`): two mappings of one file would each count the pages read
+    through them in the process's resident memory. So at most one batch per reader is mapped,
+    however many files there are."""
 
     def __init__(self, plan: DataPlan):
         self.plan = plan
         self.index: int | None = None
         self.views: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
 
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._move_to(None)
+
+    def _move_to(self, index: int | None) -> None:
+        if self.index is not None:
+            self.plan._release(self.index)
+        self.index, self.views = index, self.plan._views(index) if index is not None else None
+
     def decode(self, span: tuple[int, int, int], out: np.ndarray | None = None) -> Chunk:
-        """The chunk of one row range of :meth:`DataPlan.ranges`; its logits are written into
-        ``out[:n]`` (an ``(m >= n, C)`` float32 buffer) when given."""
+        """The chunk of one row range of :meth:`DataPlan.ranges`. Its logits are a read-only view
+        of the file's float32 rows, or converted into ``out[:n]`` (an ``(m >= n, C)`` float32 buffer)
+        when given."""
         index, start, stop = span
         source = self.plan.sources[index]
         if index != self.index:
-            mask_view = source.mask.view() if source.mask is not None else None
-            self.index, self.views = index, (source.logits.view(), source.targets.view(), mask_view)
+            self._move_to(index)
         logits_view, targets_view, mask_view = self.views
-        x = out[: stop - start] if out is not None else np.empty((stop - start, self.plan.info.num_classes), dtype=np.float32)
-        source.logits.span_into(start, stop, x, logits_view)
+        x = source.logits.float32_span(start, stop, logits_view, out)
         mask = source.mask.span(start, stop, mask_view) if source.mask is not None else None
         return self.plan._decode(source, x, source.targets.span(start, stop, targets_view), mask, source.start + start)
 
@@ -486,7 +505,27 @@ class DataPlan:
     def __init__(self, info: DataInfo, sources: list[_Source], options: LoadOptions):
         self.info, self.sources, self.options = info, sources, options
         self._lock = threading.Lock()
+        self._mapped: dict[int, list] = {}  # batch index -> [its views, readers holding them]
         self._start_pass()
+
+    def _views(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The (logits, targets, mask) views of batch ``index``, mapped once for all the readers
+        that hold it; each call is matched by one :meth:`_release`."""
+        with self._lock:
+            entry = self._mapped.get(index)
+            if entry is None:
+                source = self.sources[index]
+                views = (source.logits.view(), source.targets.view(), source.mask.view() if source.mask is not None else None)
+                entry = self._mapped[index] = [views, 0]
+            entry[1] += 1
+            return entry[0]
+
+    def _release(self, index: int) -> None:
+        with self._lock:
+            entry = self._mapped[index]
+            entry[1] -= 1
+            if not entry[1]:
+                del self._mapped[index]
 
     def _start_pass(self) -> None:
         self.info.out_of_range_labels = {}
@@ -504,13 +543,14 @@ class DataPlan:
         return spans
 
     def reader(self) -> _Reader:
-        """A reader of chunks for one thread (see :class:`_Reader`); readers of disjoint spans can
-        run in parallel."""
+        """A reader of chunks for one thread, to use in a ``with`` block (see :class:`_Reader`);
+        readers of disjoint spans can run in parallel."""
         return _Reader(self)
 
     def decode(self, span: tuple[int, int, int]) -> Chunk:
         """The chunk of one row range of :meth:`ranges`."""
-        return self.reader().decode(span)
+        with self.reader() as reader:
+            return reader.decode(span)
 
     def finish_pass(self) -> None:
         """Settle ``info.out_of_range_labels`` and ``info.inputs_look_like_probabilities``."""
@@ -536,9 +576,9 @@ class DataPlan:
         return concatenate(parts, start=-1)
 
     def _decode(self, source: _Source, x: np.ndarray, targets: np.ndarray, mask: np.ndarray | None, start: int, count: bool = True) -> Chunk:
-        """A chunk from its ``(n, C)`` float32 logits ``x`` (converted in place from probabilities
-        with ``--inputs probs``), its raw targets and mask. ``count``: add to the statistics of
-        ``info`` (not when rows are read a second time)."""
+        """A chunk from its ``(n, C)`` float32 logits ``x`` (converted to a new array from
+        probabilities with ``--inputs probs``), its raw targets and mask. ``count``: add to the
+        statistics of ``info`` (not when rows are read a second time)."""
         info, classes = self.info, self.info.num_classes
         n = len(x)
         if info.encoding == "index":
@@ -579,8 +619,8 @@ class DataPlan:
             if info.inputs == "probs" and (low < 0 or high > 1):
                 raise InputError(f"{source.batch.source}: key '{info.logits_key}' has values outside [0, 1] ({float(low):.3g} to {float(high):.3g}); --inputs probs needs probabilities")
         if info.inputs == "probs":
-            np.clip(x, PROBABILITY_EPS, 1 - PROBABILITY_EPS, out=x)
-            np.log(x / (1 - x), out=x)
+            x = np.clip(x, PROBABILITY_EPS, 1 - PROBABILITY_EPS)
+            x = np.log(x / (1 - x))
         return Chunk(start, x, target_rows, target_cols, target_values, ignored_rows, out_of_range, element_ignored, nonfinite, heatmap=info.encoding == "heatmap")
 
 

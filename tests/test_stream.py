@@ -116,6 +116,18 @@ def test_chunks_split_anchor_and_map_batches_consistently(tmp_path):
     np.testing.assert_array_equal(picked.logits, whole.logits[[0, 62, 63, 125]])
 
 
+@pytest.mark.parametrize("block_elements", [1, 20, 50])
+def test_dense_blocks_that_split_a_chunk_give_the_same_numbers(tmp_path, monkeypatch, block_elements):
+    """The dense pass works through a chunk in blocks of rows (one row at least): blocks of 1, 3 and
+    8 rows of 6 classes inside chunks of 64 rows."""
+    from lossaudit.compare import stream
+
+    monkeypatch.setattr(stream, "BLOCK_ELEMENTS", block_elements)
+    paths = [_detection(tmp_path / f"batch{seed}.npz", seed) for seed in (11, 12)]
+    settings = LossSettings(losses=ALL_LOSSES)
+    _assert_same(stream_tally(plan(read_batches(paths)), settings, chunk_rows=64), _oracle(paths, settings))
+
+
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_worker_count_does_not_change_the_numbers(tmp_path, workers):
     paths = [_detection(tmp_path / f"batch{seed}.npz", seed) for seed in (5, 6)]

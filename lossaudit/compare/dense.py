@@ -13,14 +13,14 @@ element of an ``(n, C)`` chunk the pass computes, in float32, from one ``exp`` a
 
 Then it takes out the elements these values do not describe: logits at or above a threshold
 ``x0`` (every x below it has p below the first edge), non-zero targets and excluded elements (an
-element mask, a non-finite logit); dropped rows are left out whole. The values of all of them are
-set to 0 and the rest is added to float64 accumulators shaped like the chunk; column sums are taken
-once, by :meth:`DensePass.class_sums`. The caller tallies the valid taken-out elements one by one
-(:mod:`lossaudit.compare.elements`) from the intermediates ``x``, ``l`` and ``q`` gathered there
-(:class:`Taken`).
+element mask, a non-finite logit); dropped rows are left out whole. Their values are set to 0 and
+the column sums of the rest are added, in float64, to per-class sums. The caller tallies the valid
+taken-out elements one by one (:mod:`lossaudit.compare.elements`) from the intermediates ``x``,
+``l`` and ``q`` gathered there (:class:`Taken`).
 
-The buffers are allocated once, for chunks of up to ``max_rows`` rows, and every operation writes
-into them (``out=``): the pass allocates nothing the size of a chunk.
+A chunk is worked through in blocks of rows whose intermediates stay in the cache. The buffers
+are allocated once and every operation writes into them (``out=``): the pass allocates nothing the
+size of a chunk or a block.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ from lossaudit.dataset import Chunk
 
 DENSE_VALUES = ("softplus", "focal", "centernet")
 """The per-class sums the pass can keep."""
+
+PAIRING_LEVELS = 3
+PAIRED_ROWS = 2**PAIRING_LEVELS
+"""Column sums add rows in pairs in float32 three times (8 rows) before summing in float64."""
 
 
 def easy_threshold(first_edge: np.float32) -> np.float32:
@@ -63,6 +67,9 @@ class Taken:
 class DensePass:
     """Per-class sums of the values of the easy negatives of the chunks given to :meth:`add`.
 
+    A chunk is worked through in blocks of ``block_rows`` rows, whose intermediates stay in the
+    cache; :attr:`x` and the taken-out mask are the only buffers the size of a chunk.
+
     Args:
         max_rows: the most rows a chunk has.
         classes: C.
@@ -70,51 +77,80 @@ class DensePass:
         gamma: focal's gamma.
         values: the sums to keep, among :data:`DENSE_VALUES`; ``softplus`` is kept whenever another
             one is (focal is computed from it).
+        block_rows: rows per block.
+        row_sums: also keep each row's softplus sum (hard-negative mining's row losses).
 
     Attributes:
-        x: the ``(max_rows, C)`` float32 logits buffer to decode chunks into (``out=``).
+        x: a ``(max_rows, C)`` float32 buffer to decode chunks into (``out=``) when their logits
+            must be converted.
         count: ``(C,)`` easy negatives counted so far, per class.
     """
 
-    def __init__(self, max_rows: int, classes: int, first_edge: np.float32, gamma: float, values: tuple[str, ...]):
-        shape = (max_rows, classes)
-        values = tuple(name for name in DENSE_VALUES if name in values or (name == "softplus" and values))
-        self.classes, self.gamma = classes, gamma
+    def __init__(self, max_rows: int, classes: int, first_edge: np.float32, gamma: float, values: tuple[str, ...], block_rows: int, row_sums: bool = False):
+        values = tuple(name for name in DENSE_VALUES if name in values or (name == "softplus" and (values or row_sums)))
+        block_rows = min(block_rows, max_rows)
+        padded = (block_rows + PAIRED_ROWS - 1) // PAIRED_ROWS * PAIRED_ROWS
+        block = (block_rows, classes)
+        self.classes, self.gamma, self.block_rows = classes, gamma, block_rows
         self.x0 = easy_threshold(first_edge)
-        self.x = np.empty(shape, dtype=np.float32)
-        self._log1p, self._q = np.empty(shape, dtype=np.float32), np.empty(shape, dtype=np.float32)
-        self._zero = np.zeros(shape, dtype=np.float32) if values else None
-        self._scratch = np.empty(shape, dtype=np.float32) if "centernet" in values else None
-        self._taken = np.empty(shape, dtype=bool)
-        self._buffers = {name: np.empty(shape, dtype=np.float32) for name in values}
-        self._sums = {name: np.zeros(shape, dtype=np.float64) for name in values}
+        self.x = np.empty((max_rows, classes), dtype=np.float32)
+        self._taken = np.empty(block, dtype=bool)
+        self._log1p, self._q = np.empty(block, dtype=np.float32), np.empty(block, dtype=np.float32)
+        self._zero = np.zeros(block, dtype=np.float32) if values else None
+        self._scratch = np.empty(block, dtype=np.float32) if "centernet" in values else None
+        self._buffers = {name: np.zeros((padded, classes), dtype=np.float32) for name in values}
+        self._sums = {name: np.zeros(classes, dtype=np.float64) for name in values}
+        self._column = np.empty(classes, dtype=np.float64)
+        self._row_sums = np.empty(max_rows, dtype=np.float64) if row_sums else None
         self.count = np.zeros(classes, dtype=np.int64)
 
     def add(self, chunk: Chunk) -> Taken:
-        """Add the easy negatives of ``chunk`` (whose logits are ``self.x[:n]``) to the sums and
-        return the elements taken out. After the call, :meth:`softplus` holds the chunk's softplus
-        with the taken-out elements and dropped rows zeroed."""
+        """Add the easy negatives of ``chunk`` (its logits are only read) to the sums and return
+        the elements taken out. After the call, :meth:`row_softplus` holds the chunk's row sums of
+        softplus over its easy negatives (when kept)."""
         n = len(chunk.logits)
-        x, taken = chunk.logits, self._taken[:n]
-        buffers = {name: buffer[:n] for name, buffer in self._buffers.items()}
-        with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf logits are taken out below
-            log1p, q = sigmoid_parts(x, self._log1p[:n], self._q[:n])
-            if buffers:
-                self._values(x, log1p, q, buffers)
+        starts = range(0, n, self.block_rows)
+        targets = np.searchsorted(chunk.target_rows, [*starts, n])  # the targets of each block
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf logits are taken out
+            blocks = [self._add_block(chunk, start, min(start + self.block_rows, n), slice(targets[i], targets[i + 1])) for i, start in enumerate(starts)]
+        taken = Taken(*([np.concatenate(part) for part in zip(*blocks)] if len(blocks) > 1 else blocks[0]))
+        self.count += n - int(np.count_nonzero(chunk.dropped_rows)) - np.bincount(taken.index % self.classes, minlength=self.classes)
+        return taken
+
+    def _add_block(self, chunk: Chunk, start: int, stop: int, targets: slice) -> tuple[np.ndarray, ...]:
+        """Rows ``start .. stop`` of the chunk (holding its targets ``targets``): add their easy
+        negatives to the sums; return the fields of :class:`Taken` for their taken-out elements."""
+        x, rows = chunk.logits[start:stop], stop - start
+        taken, dropped = self._taken[:rows], chunk.dropped_rows[start:stop]
         np.greater_equal(x, self.x0, out=taken)
-        taken[chunk.target_rows, chunk.target_cols] = True
-        invalid = chunk.element_invalid
-        if invalid is not None:
-            taken |= invalid
-        dropped = np.flatnonzero(chunk.dropped_rows)
+        taken[chunk.target_rows[targets] - start, chunk.target_cols[targets]] = True
+        if chunk.element_invalid is not None:
+            taken |= chunk.element_invalid[start:stop]
         taken[dropped] = False
         index = np.flatnonzero(taken)
-        for name, values in buffers.items():
-            values.reshape(-1)[index] = 0
-            values[dropped] = 0
-            self._sums[name][:n] += values
-        self.count += n - len(dropped) - np.bincount(index % self.classes, minlength=self.classes)
-        return Taken(index=index, x=x.reshape(-1)[index], log1p=log1p.reshape(-1)[index], q=q.reshape(-1)[index])
+        log1p, q = sigmoid_parts(x, self._log1p[:rows], self._q[:rows])
+        buffers = {name: buffer[:rows] for name, buffer in self._buffers.items()}
+        if buffers:
+            self._values(x, log1p, q, buffers)
+            for values in buffers.values():
+                values.reshape(-1)[index] = 0
+                values[dropped] = 0
+            if self._row_sums is not None:
+                np.add.reduce(buffers["softplus"], axis=1, dtype=np.float64, out=self._row_sums[start:stop])
+            for name, values in self._buffers.items():
+                self._sums[name] += self._column_sums(values, rows)  # overwrites the buffer
+        return index + start * self.classes, x.reshape(-1)[index], log1p.reshape(-1)[index], q.reshape(-1)[index]
+
+    def _column_sums(self, values: np.ndarray, rows: int) -> np.ndarray:
+        """``(C,)`` float64 column sums of the first ``rows`` rows of a value buffer (its other rows
+        are zeroed here). Rows are first added in pairs three times over in float32 — sums of 8
+        non-negative values, within 3 roundings — and those are summed in float64."""
+        half = (rows + PAIRED_ROWS - 1) // PAIRED_ROWS * PAIRED_ROWS
+        values[rows:half] = 0
+        for _ in range(PAIRING_LEVELS):
+            half //= 2
+            np.add(values[:half], values[half : 2 * half], out=values[:half])
+        return np.add.reduce(values[:half], axis=0, dtype=np.float64, out=self._column)
 
     def _values(self, x: np.ndarray, log1p: np.ndarray, q: np.ndarray, buffers: dict[str, np.ndarray]) -> None:
         """Fill ``buffers`` with the values of the module docstring, in place."""
@@ -137,10 +173,10 @@ class DensePass:
                 np.power(q, np.float32(self.gamma), out=f)
             np.multiply(f, s, out=f)
 
-    def softplus(self, rows: int) -> np.ndarray:
-        """The last chunk's ``(rows, C)`` softplus, taken-out elements and dropped rows zeroed."""
-        return self._buffers["softplus"][:rows]
+    def row_softplus(self, rows: int) -> np.ndarray:
+        """``(rows,)`` float64: each row's softplus summed over its easy negatives, last chunk."""
+        return self._row_sums[:rows]
 
     def class_sums(self) -> dict[str, np.ndarray]:
         """``(C,)`` float64 sums of each kept value over the easy negatives added so far."""
-        return {name: sums.sum(axis=0) for name, sums in self._sums.items()}
+        return dict(self._sums)
