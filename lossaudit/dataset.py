@@ -575,6 +575,27 @@ class DataPlan:
                 parts.append(self._decode(source, logits, source.targets.pick(local), mask, -1, count=False))
         return concatenate(parts, start=-1)
 
+    @staticmethod
+    def _finite_range(x: np.ndarray, needed: bool) -> tuple[np.ndarray | None, np.floating | None, np.floating | None]:
+        """(the ``(n, C)`` non-finite mask or None, the least and the greatest finite value or None).
+        The range costs two passes, so it is computed only when ``needed`` (else it is None and
+        one pass, a sum, which any NaN or infinity makes non-finite, tells whether all is finite)."""
+        if not x.size:
+            return None, None, None
+        if needed:
+            low, high = x.min(), x.max()  # a NaN anywhere makes the minimum NaN
+            finite = np.isfinite(low) and np.isfinite(high)
+        else:
+            low = high = None
+            finite = np.isfinite(np.add.reduce(x, axis=None))
+        nonfinite = None if finite else ~np.isfinite(x)
+        if nonfinite is None or not nonfinite.any():  # a sum of large finite values may overflow
+            return None, low, high
+        if needed:
+            values = x[~nonfinite]
+            low, high = (values.min(), values.max()) if values.size else (None, None)
+        return nonfinite, low, high
+
     def _decode(self, source: _Source, x: np.ndarray, targets: np.ndarray, mask: np.ndarray | None, start: int, count: bool = True) -> Chunk:
         """A chunk from its ``(n, C)`` float32 logits ``x`` (converted to a new array from
         probabilities with ``--inputs probs``), its raw targets and mask. ``count``: add to the
@@ -606,12 +627,8 @@ class DataPlan:
                 element_ignored = masked if masked.any() else None
             else:
                 ignored_rows = ignored_rows | masked
-        low, high = (x.min(), x.max()) if x.size else (0.0, 0.0)  # a NaN anywhere makes the minimum NaN
-        nonfinite = None if np.isfinite(low) and np.isfinite(high) else ~np.isfinite(x)
-        if nonfinite is not None:
-            finite = x[~nonfinite]
-            low, high = (finite.min(), finite.max()) if finite.size else (None, None)
-        if x.size and low is not None:
+        nonfinite, low, high = self._finite_range(x, needed=info.inputs == "probs" or (count and self._unit_interval))
+        if low is not None:
             if count:
                 with self._lock:
                     self._any_finite = True

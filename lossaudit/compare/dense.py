@@ -1,22 +1,22 @@
 """The dense pass: every element of a chunk taken as a valid negative of the easiest difficulty.
 
 Nearly every element of a detection dump is a background anchor's easy negative: target 0 and
-``p = sigmoid(x)`` below the first edge of the difficulty intervals (0.1 by default). Their losses
-are functions of the logit alone, and ``compare`` needs only their sums per class. For every
-element of an ``(n, C)`` chunk the pass computes, in float32, from one ``exp`` and one ``log1p``
-(:func:`~lossaudit.compare.elements.sigmoid_parts`):
+``p = sigmoid(x)`` below the first edge of the difficulty intervals (0.1 by default), so x < 0.
+Their losses are functions of the logit alone, and ``compare`` needs only their sums per class.
+For every element of an ``(n, C)`` chunk the pass computes, in float32, from one ``exp`` and one
+``log1p`` (:func:`~lossaudit.compare.elements.sigmoid_parts`):
 
-    l = log1p(e), q = e / (1 + e)     e = exp(-|x|); q = sigmoid(-|x|) is p wherever x < 0
-    s = max(x, 0) + l                 softplus(x) = BCE(x, 0) = -log(1 - p)
-    f = q^gamma s                     focal's p^gamma BCE, before the negative weight 1 - alpha
+    l = log1p(e), q = e / (1 + e)     e = exp(-|x|); where x < 0: q = p and l = softplus(x)
+                                      = BCE(x, 0) = -log(1 - p)
+    f = q^gamma l                     focal's p^gamma BCE, before the negative weight 1 - alpha
     c = -log1p(-q_c) q_c^2            CenterNet's negative term, q_c = max(q, 1e-4)
 
 Then it takes out the elements these values do not describe: logits at or above a threshold
-``x0`` (every x below it has p below the first edge), non-zero targets and excluded elements (an
-element mask, a non-finite logit); dropped rows are left out whole. Their values are set to 0 and
-the column sums of the rest are added, in float64, to per-class sums. The caller tallies the valid
-taken-out elements one by one (:mod:`lossaudit.compare.elements`) from the intermediates ``x``,
-``l`` and ``q`` gathered there (:class:`Taken`).
+``x0 < 0`` (every x below it has p below the first edge), non-zero targets and excluded elements
+(an element mask, a non-finite logit); dropped rows are left out whole. Their values are set to 0
+and the column sums of the rest are added, in float64, to per-class sums. The caller tallies the
+valid taken-out elements one by one (:mod:`lossaudit.compare.elements`) from the intermediates
+``x``, ``l`` and ``q`` gathered there (:class:`Taken`).
 
 A chunk is worked through in blocks of rows whose intermediates stay in the cache. The buffers
 are allocated once and every operation writes into them (``out=``): the pass allocates nothing the
@@ -63,6 +63,10 @@ class Taken:
     log1p: np.ndarray
     q: np.ndarray
 
+    def select(self, keep: np.ndarray) -> Taken:
+        """The elements where the ``(k,)`` bool ``keep`` is true."""
+        return Taken(self.index[keep], self.x[keep], self.log1p[keep], self.q[keep])
+
 
 class DensePass:
     """Per-class sums of the values of the easy negatives of the chunks given to :meth:`add`.
@@ -89,16 +93,14 @@ class DensePass:
     def __init__(self, max_rows: int, classes: int, first_edge: np.float32, gamma: float, values: tuple[str, ...], block_rows: int, row_sums: bool = False):
         values = tuple(name for name in DENSE_VALUES if name in values or (name == "softplus" and (values or row_sums)))
         block_rows = min(block_rows, max_rows)
-        padded = (block_rows + PAIRED_ROWS - 1) // PAIRED_ROWS * PAIRED_ROWS
-        block = (block_rows, classes)
+        padded = ((block_rows + PAIRED_ROWS - 1) // PAIRED_ROWS * PAIRED_ROWS, classes)
         self.classes, self.gamma, self.block_rows = classes, gamma, block_rows
         self.x0 = easy_threshold(first_edge)
         self.x = np.empty((max_rows, classes), dtype=np.float32)
-        self._taken = np.empty(block, dtype=bool)
-        self._log1p, self._q = np.empty(block, dtype=np.float32), np.empty(block, dtype=np.float32)
-        self._zero = np.zeros(block, dtype=np.float32) if values else None
-        self._scratch = np.empty(block, dtype=np.float32) if "centernet" in values else None
-        self._buffers = {name: np.zeros((padded, classes), dtype=np.float32) for name in values}
+        self._taken = np.empty((block_rows, classes), dtype=bool)
+        self._log1p, self._q = np.zeros(padded, dtype=np.float32), np.empty(padded, dtype=np.float32)
+        self._buffers = {name: np.zeros(padded, dtype=np.float32) if name != "softplus" else self._log1p for name in values}
+        self._scratch = np.empty(padded, dtype=np.float32) if "centernet" in values else None
         self._sums = {name: np.zeros(classes, dtype=np.float64) for name in values}
         self._column = np.empty(classes, dtype=np.float64)
         self._row_sums = np.empty(max_rows, dtype=np.float64) if row_sums else None
@@ -129,9 +131,10 @@ class DensePass:
         taken[dropped] = False
         index = np.flatnonzero(taken)
         log1p, q = sigmoid_parts(x, self._log1p[:rows], self._q[:rows])
+        taken_out = index + start * self.classes, x.reshape(-1)[index], log1p.reshape(-1)[index], q.reshape(-1)[index]
         buffers = {name: buffer[:rows] for name, buffer in self._buffers.items()}
         if buffers:
-            self._values(x, log1p, q, buffers)
+            self._values(q, buffers)
             for values in buffers.values():
                 values.reshape(-1)[index] = 0
                 values[dropped] = 0
@@ -139,7 +142,7 @@ class DensePass:
                 np.add.reduce(buffers["softplus"], axis=1, dtype=np.float64, out=self._row_sums[start:stop])
             for name, values in self._buffers.items():
                 self._sums[name] += self._column_sums(values, rows)  # overwrites the buffer
-        return index + start * self.classes, x.reshape(-1)[index], log1p.reshape(-1)[index], q.reshape(-1)[index]
+        return taken_out
 
     def _column_sums(self, values: np.ndarray, rows: int) -> np.ndarray:
         """``(C,)`` float64 column sums of the first ``rows`` rows of a value buffer (its other rows
@@ -152,13 +155,12 @@ class DensePass:
             np.add(values[:half], values[half : 2 * half], out=values[:half])
         return np.add.reduce(values[:half], axis=0, dtype=np.float64, out=self._column)
 
-    def _values(self, x: np.ndarray, log1p: np.ndarray, q: np.ndarray, buffers: dict[str, np.ndarray]) -> None:
-        """Fill ``buffers`` with the values of the module docstring, in place."""
-        s = buffers["softplus"]
-        np.maximum(x, self._zero[: len(x)], out=s)
-        np.add(s, log1p, out=s)
+    def _values(self, q: np.ndarray, buffers: dict[str, np.ndarray]) -> None:
+        """Fill the focal and CenterNet buffers with the values of the module docstring, in place;
+        the softplus buffer is ``l`` itself."""
+        softplus = buffers["softplus"]
         if "centernet" in buffers:
-            c, scratch = buffers["centernet"], self._scratch[: len(x)]
+            c, scratch = buffers["centernet"], self._scratch[: len(q)]
             np.maximum(q, CENTERNET_PROB_CLAMP, out=c)
             np.negative(c, out=scratch)
             np.log1p(scratch, out=scratch)
@@ -171,7 +173,7 @@ class DensePass:
                 np.multiply(q, q, out=f)
             else:
                 np.power(q, np.float32(self.gamma), out=f)
-            np.multiply(f, s, out=f)
+            np.multiply(f, softplus, out=f)
 
     def row_softplus(self, rows: int) -> np.ndarray:
         """``(rows,)`` float64: each row's softplus summed over its easy negatives, last chunk."""

@@ -28,12 +28,16 @@ CENTERNET_PROB_CLAMP = np.float32(1e-4)
 """CenterNet clamps heatmap probabilities to [1e-4, 1 - 1e-4] (:data:`lossaudit.losses.CENTERNET_PROB_CLAMP`)."""
 
 
+SIGN_BIT = np.uint32(1 << 31)
+"""The sign bit of a float32: setting it makes ``-|x|`` (NaN stays NaN)."""
+
+
 def sigmoid_parts(x: np.ndarray, log1p_out: np.ndarray | None = None, q_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """From one ``e = exp(-|x|)`` per float32 logit: ``(log1p(e), q = e / (1 + e))``, float32,
     written into the given buffers (``out=``) or new arrays. ``q = sigmoid(-|x|)`` is ``p`` where
     x < 0 and ``1 - p`` elsewhere; ``log1p(e)`` is softplus(x) less ``max(x, 0)``."""
-    log1p = np.abs(x, out=log1p_out)
-    np.negative(log1p, out=log1p)
+    log1p = np.empty(x.shape, dtype=np.float32) if log1p_out is None else log1p_out
+    np.bitwise_or(x.view(np.uint32), SIGN_BIT, out=log1p.view(np.uint32))  # -|x| in one pass
     np.exp(log1p, out=log1p)
     q = np.add(log1p, 1, out=q_out)
     np.divide(log1p, q, out=q)
@@ -127,8 +131,9 @@ class SoftmaxTerms:
 def softmax_terms(rows_x: np.ndarray, row: np.ndarray, cols: np.ndarray) -> SoftmaxTerms:
     """Softmax of the ``(m, C)`` float32 logits ``rows_x`` over each row, taken at the elements
     ``(row, cols)`` (``row`` indexes ``rows_x``): ``log q = z - log Σ exp(z)`` with ``z = x - max``
-    in float32, the row sums and the logarithm in float64."""
+    in float32 (the row sums pairwise; each term is at most 1 and one of them is 1), the logarithm
+    in float64."""
     z = rows_x - rows_x.max(axis=1, keepdims=True)
     at = z[row, cols].astype(np.float64)
-    log_q = at - np.log(np.add.reduce(np.exp(z, out=z), axis=1, dtype=np.float64))[row]
+    log_q = at - np.log(np.exp(z, out=z).sum(axis=1).astype(np.float64))[row]
     return SoftmaxTerms(q=np.exp(log_q).astype(np.float32), log_q=log_q)

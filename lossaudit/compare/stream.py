@@ -33,11 +33,11 @@ import numpy as np
 
 from lossaudit.compare import elements
 from lossaudit.compare.binning import Intervals, ghm_bin_weights
-from lossaudit.compare.dense import DensePass
+from lossaudit.compare.dense import DensePass, Taken
 from lossaudit.compare.engine import FILE_COUNTS, SOFTMAX_LOSSES, LossSettings, Tally
 from lossaudit.dataset import Chunk, DataPlan
 
-CHUNK_ELEMENTS = 1 << 20
+CHUNK_ELEMENTS = 1 << 21
 """Elements per chunk (rows × classes), read at once: the bookkeeping of a chunk (targets, rows,
 the elements tallied one by one) costs numpy calls whose overhead holds the GIL, so chunks are
 large."""
@@ -70,6 +70,8 @@ class StreamTally:
         block_rows = max(BLOCK_ELEMENTS // num_classes, 1)
         self.dense = DensePass(max_rows, num_classes, self.intervals.first, settings.gamma, values, block_rows, row_sums="ohem" in requested)
         self.tables = {loss: np.zeros(self.size) for loss in ("bce", "focal", "centernet") + SOFTMAX_LOSSES if loss in requested or (loss == "bce" and bce_table)}
+        if "focal" in requested:
+            self.tables["focal_negative"] = np.zeros(self.size)  # negatives' p^gamma BCE: 1 - alpha comes at the end
         self.counts = np.zeros(self.size)
         self.softmax_counts = np.zeros(self.size)
         self.file_counts = {name: np.zeros(num_files) for name in FILE_COUNTS}
@@ -92,29 +94,17 @@ class StreamTally:
         self._count_exclusions(chunk, file)
         taken = self.dense.add(chunk)
 
-        # The valid elements taken out of the dense pass (dropped rows are not), one by one.
-        row, col = np.divmod(taken.index, classes)
-        y = np.zeros(len(row), dtype=np.float32)
-        kept_targets = ~chunk.dropped_rows[chunk.target_rows]
-        target_index = chunk.target_rows[kept_targets] * classes + chunk.target_cols[kept_targets]
-        y[np.searchsorted(taken.index, target_index)] = chunk.target_values[kept_targets]
-        x, log1p, q = taken.x, taken.log1p, taken.q
+        # The valid elements taken out of the dense pass (dropped rows are not), one by one: the
+        # negatives (target 0, a harder logit), then the targets.
         invalid = chunk.element_invalid
+        kept = ~chunk.dropped_rows[chunk.target_rows]
         if invalid is not None:
-            valid = ~invalid.reshape(-1)[taken.index]
-            row, col, y, x, log1p, q = row[valid], col[valid], y[valid], x[valid], log1p[valid], q[valid]
-        terms = elements.sigmoid_terms(x, log1p, q, y, chunk.heatmap)
-        keys = self._keys(col, terms.positive, terms.g)
-        self.counts += self._bincount(keys)
-        if "bce" in self.tables:
-            self.tables["bce"] += self._bincount(keys, terms.bce)
-        if "focal" in self.tables:
-            self.tables["focal"] += self._bincount(keys, elements.focal(terms, y, col, self.params))
-        if "centernet" in self.tables:
-            self.tables["centernet"] += self._bincount(keys, elements.centernet(terms, y))
-            self.totals["peaks"] += int(np.count_nonzero(y == 1))
-        positive_row, positive_col = row[terms.positive], col[terms.positive]
-        self.per_class["sum_p_positive"] += np.bincount(positive_col, weights=terms.p[terms.positive], minlength=classes)
+            taken = taken.select(~invalid.reshape(-1)[taken.index])
+            kept &= ~invalid[chunk.target_rows, chunk.target_cols]
+        row, col, y = chunk.target_rows[kept], chunk.target_cols[kept], chunk.target_values[kept]
+        at = np.searchsorted(taken.index, row * classes + col)
+        row_loss = self._add_negatives(taken, at, rows)
+        positive_row = self._add_targets(taken.x[at], taken.log1p[at], taken.q[at], y, row, col, chunk.heatmap, row_loss)
 
         # Rows: background rows, multi-hot rows, softmax losses, hard-negative mining.
         row_valid = ~chunk.dropped_rows if invalid is None else ~chunk.dropped_rows & ~invalid.any(axis=1)
@@ -130,11 +120,56 @@ class StreamTally:
         self.totals["softmax_rows"] += len(softmax_rows)
         if any(loss in requested for loss in SOFTMAX_LOSSES) and len(softmax_rows):
             self._add_softmax(chunk, softmax_rows, row_valid)
-        if "ohem" in requested:
-            row_loss = self.dense.row_softplus(rows) + np.bincount(row, weights=terms.bce, minlength=rows)
+        if row_loss is not None:
             has_positive = np.zeros(rows, dtype=bool)
             has_positive[positive_row] = True
             self.row_losses.append((chunk.start, row_loss, has_positive))
+
+    def _add_negatives(self, taken: Taken, targets: np.ndarray, rows: int) -> np.ndarray | None:
+        """Tally the taken-out elements as negatives (target 0), those at the positions ``targets``
+        excepted, in float32 from the dense pass's intermediates: ``p = q`` or ``1 - q``,
+        ``BCE = max(x, 0) + l``, focal's ``p^gamma BCE`` (weighted by ``1 - alpha`` at the end).
+        Returns the chunk's ``(rows,)`` BCE row sums so far when hard-negative mining is asked for."""
+        x, q = taken.x, taken.q
+        p = np.where(x >= 0, 1 - q, q)
+        keys = taken.index % self.num_classes * (2 * self.intervals.count) + self.intervals.index(p)
+        keys[targets] = self.size  # left to _add_targets
+
+        def sums(values: np.ndarray | None = None) -> np.ndarray:
+            return np.bincount(keys, weights=values, minlength=self.size + 1)[: self.size]
+
+        self.counts += sums()
+        bce = np.maximum(x, 0) + taken.log1p
+        if "bce" in self.tables:
+            self.tables["bce"] += sums(bce)
+        if "focal" in self.tables:
+            self.tables["focal_negative"] += sums((p * p if self.settings.gamma == 2 else p ** np.float32(self.settings.gamma)) * bce)
+        if "centernet" in self.tables:
+            clamped = np.clip(p, elements.CENTERNET_PROB_CLAMP, 1 - elements.CENTERNET_PROB_CLAMP)
+            self.tables["centernet"] += sums(-np.log1p(-clamped) * clamped * clamped)
+        if "ohem" not in self.settings.losses:
+            return None
+        bce[targets] = 0
+        return self.dense.row_softplus(rows) + np.bincount(taken.index // self.num_classes, weights=bce, minlength=rows)
+
+    def _add_targets(self, x: np.ndarray, log1p: np.ndarray, q: np.ndarray, y: np.ndarray, row: np.ndarray, col: np.ndarray, heatmap: bool, row_loss: np.ndarray | None) -> np.ndarray:
+        """Tally the valid non-zero targets: float32 logits ``x`` and their intermediates, targets
+        ``y`` at (``row``, ``col``) of the chunk (:func:`~lossaudit.compare.elements.sigmoid_terms`).
+        Adds their BCE to ``row_loss`` when given; returns the rows of the positives."""
+        terms = elements.sigmoid_terms(x, log1p, q, y, heatmap)
+        keys = self._keys(col, terms.positive, terms.g)
+        self.counts += self._bincount(keys)
+        if "bce" in self.tables:
+            self.tables["bce"] += self._bincount(keys, terms.bce)
+        if "focal" in self.tables:
+            self.tables["focal"] += self._bincount(keys, elements.focal(terms, y, col, self.params))
+        if "centernet" in self.tables:
+            self.tables["centernet"] += self._bincount(keys, elements.centernet(terms, y))
+            self.totals["peaks"] += int(np.count_nonzero(y == 1))
+        self.per_class["sum_p_positive"] += np.bincount(col[terms.positive], weights=terms.p[terms.positive], minlength=self.num_classes)
+        if row_loss is not None:
+            row_loss += np.bincount(row, weights=terms.bce, minlength=len(row_loss))
+        return row[terms.positive]
 
     def _count_exclusions(self, chunk: Chunk, file: int) -> None:
         """Ignored and non-finite elements per class, rows with a label out of range per file."""
@@ -185,15 +220,14 @@ class StreamTally:
         self._add_dense(other.dense)
 
     def _add_dense(self, dense: DensePass) -> None:
-        """Add the per-class sums of a dense pass to the tables, at (class, negative, interval 0);
-        focal's are weighted by ``1 - alpha`` here."""
+        """Add the per-class sums of a dense pass to the tables, at (class, negative, interval 0)."""
         at = np.arange(self.num_classes) * 2 * self.intervals.count
         self.counts[at] += dense.count
         sums = dense.class_sums()
         if "bce" in self.tables:
             self.tables["bce"][at] += sums["softplus"]
         if "focal" in self.tables:
-            self.tables["focal"][at] += sums["focal"] * self.params.negative_weight(self.num_classes)
+            self.tables["focal_negative"][at] += sums["focal"]
         if "centernet" in self.tables:
             self.tables["centernet"][at] += sums["centernet"]
 
@@ -225,6 +259,9 @@ class StreamTally:
                 names[loss] = "positive rows"
             elif loss in ("bce", "ghm", "focal"):
                 table = self.tables["bce" if loss == "ghm" else loss]
+                if loss == "focal":
+                    negative = self.tables["focal_negative"].reshape(self.num_classes, -1) * self.params.negative_weight(self.num_classes)[:, None]
+                    table = table + negative.reshape(-1)
                 normalisers[loss], names[loss] = max(valid_elements, 1.0) if loss == "ghm" else valid_elements, "valid elements"
             elif loss == "centernet":
                 table = self.tables[loss]
