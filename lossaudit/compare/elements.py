@@ -1,9 +1,10 @@
 """Element losses in numpy, for elements taken one by one (any target, any logit).
 
 The streaming engine's dense pass (:mod:`lossaudit.compare.dense`) covers the bulk of the data:
-negatives in the easiest difficulty interval. Every other element — a non-zero target, a logit in a
-harder interval, the rows hard-negative mining keeps — goes through these functions, which follow
-the reference functions of :mod:`lossaudit.losses` (the contract; the tests compare them):
+negatives in the easiest difficulty interval. The elements it takes out — negatives with a harder
+logit (:func:`negative_terms`), non-zero targets (:func:`sigmoid_terms`), the rows hard-negative
+mining keeps — and the softmax rows go through these functions, which follow the reference
+functions of :mod:`lossaudit.losses` (the contract; the tests compare them):
 
 - ``p = sigmoid(x)`` and ``g = |p - y|`` in float32, as the reference bins them;
 - ``bce = max(x, 0) - x y + log1p(exp(-|x|))``;
@@ -14,8 +15,8 @@ the reference functions of :mod:`lossaudit.losses` (the contract; the tests comp
 - softmax terms ``-w_c y_c (1 - q_c)^gamma log q_c`` with ``q = softmax(x)`` over the row.
 
 The logit's ``exp`` and ``log1p`` come from :func:`sigmoid_parts`, which the dense pass also
-uses (its buffers are gathered at the elements taken out); values are computed in float64 from
-them.
+uses (its buffers are gathered at the elements taken out). Negatives (y = 0) are computed in
+float32, as the dense pass computes them; targets, whose BCE can cancel (``x - x y``), in float64.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class SigmoidTerms:
 
 def sigmoid_terms(x: np.ndarray, log1p: np.ndarray, q: np.ndarray, y: np.ndarray, heatmap: bool) -> SigmoidTerms:
     """The shared quantities of elements with float32 logits ``x``, their :func:`sigmoid_parts`
-    ``log1p`` and ``q``, and float32 targets ``y``."""
+    ``log1p`` and ``q``, and float32 targets ``y`` (any: zero or not)."""
     p = np.where(x >= 0, 1 - q, q)
     x64 = x.astype(np.float64)
     bce = np.maximum(x64, 0) - x64 * y + log1p
@@ -108,6 +109,31 @@ def centernet(terms: SigmoidTerms, y: np.ndarray) -> np.ndarray:
     p = np.clip(terms.p, CENTERNET_PROB_CLAMP, 1 - CENTERNET_PROB_CLAMP).astype(np.float64)
     peak = y == 1
     return np.where(peak, -np.log(p) * (1 - p) ** 2, -np.log1p(-p) * p**2 * (1 - y.astype(np.float64)) ** 4)
+
+
+@dataclass
+class NegativeTerms:
+    """float32 quantities of ``(k,)`` negatives (y = 0): ``p`` (= g), ``bce`` (softplus(x)),
+    ``focal`` (``p^gamma bce``, before the weight ``1 - alpha``) and ``centernet``."""
+
+    p: np.ndarray
+    bce: np.ndarray
+    focal: np.ndarray | None = None
+    centernet: np.ndarray | None = None
+
+
+def negative_terms(x: np.ndarray, log1p: np.ndarray, q: np.ndarray, gamma: float | None, centernet: bool) -> NegativeTerms:
+    """The quantities of negatives with float32 logits ``x`` and their :func:`sigmoid_parts`;
+    ``gamma`` None: no focal term."""
+    p = np.where(x >= 0, 1 - q, q)
+    bce = np.maximum(x, 0) + log1p
+    terms = NegativeTerms(p=p, bce=bce)
+    if gamma is not None:
+        terms.focal = (p * p if gamma == 2 else p ** np.float32(gamma)) * bce
+    if centernet:
+        clamped = np.clip(p, CENTERNET_PROB_CLAMP, 1 - CENTERNET_PROB_CLAMP)
+        terms.centernet = -np.log1p(-clamped) * clamped * clamped
+    return terms
 
 
 @dataclass

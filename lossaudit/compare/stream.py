@@ -5,13 +5,14 @@ Every number ``compare`` prints is a sum over elements grouped by class, positiv
 difficulty bin and level, so each chunk of rows adds its element losses into small float64 tables
 keyed by (class, positive, difficulty interval) (:class:`~lossaudit.compare.binning.Intervals`).
 
-Per chunk, read once into a worker's buffer:
+Per chunk, read once (float32 rows in place from the mapped file):
 
 - the dense pass (:class:`~lossaudit.compare.dense.DensePass`) sums, per class, the losses of the
   easy negatives — all elements but a few in detection dumps — from one ``exp`` and one ``log1p``
-  per element, and returns the elements it took out;
-- the valid elements taken out (non-zero targets, harder logits) are tallied one by one with the
-  formulas of :mod:`lossaudit.compare.elements`;
+  per element, and returns the elements it took out with those intermediates;
+- the valid elements taken out are tallied one by one with the formulas of
+  :mod:`lossaudit.compare.elements`: the negatives with a harder logit in float32, the non-zero
+  targets in float64;
 - the softmax losses are computed on the rows that have a target.
 
 GHM-C keeps the BCE sums per GHM bin, so its weights (which depend on the bin counts of the whole
@@ -127,30 +128,28 @@ class StreamTally:
 
     def _add_negatives(self, taken: Taken, targets: np.ndarray, rows: int) -> np.ndarray | None:
         """Tally the taken-out elements as negatives (target 0), those at the positions ``targets``
-        excepted, in float32 from the dense pass's intermediates: ``p = q`` or ``1 - q``,
-        ``BCE = max(x, 0) + l``, focal's ``p^gamma BCE`` (weighted by ``1 - alpha`` at the end).
-        Returns the chunk's ``(rows,)`` BCE row sums so far when hard-negative mining is asked for."""
-        x, q = taken.x, taken.q
-        p = np.where(x >= 0, 1 - q, q)
-        keys = taken.index % self.num_classes * (2 * self.intervals.count) + self.intervals.index(p)
+        excepted (:func:`~lossaudit.compare.elements.negative_terms`; focal's ``1 - alpha`` comes
+        at the end). Returns the chunk's ``(rows,)`` BCE row sums so far when hard-negative mining
+        is asked for."""
+        requested = self.settings.losses
+        terms = elements.negative_terms(taken.x, taken.log1p, taken.q, self.settings.gamma if "focal" in requested else None, "centernet" in requested)
+        keys = taken.index % self.num_classes * (2 * self.intervals.count) + self.intervals.index(terms.p)
         keys[targets] = self.size  # left to _add_targets
 
         def sums(values: np.ndarray | None = None) -> np.ndarray:
             return np.bincount(keys, weights=values, minlength=self.size + 1)[: self.size]
 
         self.counts += sums()
-        bce = np.maximum(x, 0) + taken.log1p
         if "bce" in self.tables:
-            self.tables["bce"] += sums(bce)
+            self.tables["bce"] += sums(terms.bce)
         if "focal" in self.tables:
-            self.tables["focal_negative"] += sums((p * p if self.settings.gamma == 2 else p ** np.float32(self.settings.gamma)) * bce)
+            self.tables["focal_negative"] += sums(terms.focal)
         if "centernet" in self.tables:
-            clamped = np.clip(p, elements.CENTERNET_PROB_CLAMP, 1 - elements.CENTERNET_PROB_CLAMP)
-            self.tables["centernet"] += sums(-np.log1p(-clamped) * clamped * clamped)
-        if "ohem" not in self.settings.losses:
+            self.tables["centernet"] += sums(terms.centernet)
+        if "ohem" not in requested:
             return None
-        bce[targets] = 0
-        return self.dense.row_softplus(rows) + np.bincount(taken.index // self.num_classes, weights=bce, minlength=rows)
+        terms.bce[targets] = 0
+        return self.dense.row_softplus(rows) + np.bincount(taken.index // self.num_classes, weights=terms.bce, minlength=rows)
 
     def _add_targets(self, x: np.ndarray, log1p: np.ndarray, q: np.ndarray, y: np.ndarray, row: np.ndarray, col: np.ndarray, heatmap: bool, row_loss: np.ndarray | None) -> np.ndarray:
         """Tally the valid non-zero targets: float32 logits ``x`` and their intermediates, targets
