@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 from lossaudit import losses
 
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None)  # the same examples every run, none replayed
 RTOL, ATOL = 2e-5, 1e-6
 """float32 losses against float64 closed forms: a few float32 ulps of the largest terms."""
 
@@ -52,10 +52,15 @@ def _t(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def _check(loss: torch.Tensor, expected: np.ndarray) -> None:
+def _check(loss: torch.Tensor, expected: np.ndarray, logits: np.ndarray | None = None) -> None:
+    """``loss`` equals ``expected`` to RTOL, plus an absolute slack: ATOL, or with ``logits``
+    4 float32 eps per unit of |x| — torch's float32 BCE-with-logits cancels (1 - y) x against
+    softplus(x) for a soft target, so its error grows with |x| (hypothesis found x = -33,
+    y = 6e-8: 3.8e-6 against the exact 1.97e-6)."""
     got = loss.detach().double().numpy()
     assert np.isfinite(got).all() and (got >= -ATOL).all()
-    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+    slack = ATOL if logits is None else np.maximum(ATOL, 4 * np.finfo(np.float32).eps * np.abs(logits.astype(np.float64)))
+    assert np.all(np.abs(got - expected) <= RTOL * np.abs(expected) + slack), np.max(np.abs(got - expected) - RTOL * np.abs(expected) - slack)
 
 
 @SETTINGS
@@ -66,14 +71,14 @@ def test_focal_is_its_closed_form(batch, alpha, gamma):
     y = targets.astype(np.float64)
     p_t = p * y + (1 - p) * (1 - y)
     alpha_t = 1.0 if alpha < 0 else alpha * y + (1 - alpha) * (1 - y)
-    _check(losses.focal(_t(logits), _t(targets), alpha=alpha, gamma=gamma), alpha_t * (1 - p_t) ** gamma * _bce(logits, targets))
+    _check(losses.focal(_t(logits), _t(targets), alpha=alpha, gamma=gamma), alpha_t * (1 - p_t) ** gamma * _bce(logits, targets), logits)
 
 
 @SETTINGS
 @given(batches(soft=True))
 def test_bce_is_its_closed_form(batch):
     logits, targets, _ = batch
-    _check(losses.bce(_t(logits), _t(targets), reduction="none"), _bce(logits, targets))
+    _check(losses.bce(_t(logits), _t(targets), reduction="none"), _bce(logits, targets), logits)
 
 
 @SETTINGS
@@ -174,7 +179,7 @@ def dumps(draw):
     return arrays_, encoding
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
 @given(dump=dumps(), chunk_rows=st.integers(1, 50), workers=st.integers(1, 3))
 def test_the_streaming_engine_equals_the_full_tensor_tally(tmp_path_factory, dump, chunk_rows, workers):
     """For random dumps, chunk sizes and worker counts, the streaming pass equals the full-tensor

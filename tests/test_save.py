@@ -80,7 +80,7 @@ def test_run_id_and_shape_are_recorded(tmp_path):
         assert str(data["run_id"]) == "nightly-7"
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
 @given(
     logits=arrays(st.sampled_from([np.float16, np.float32, np.float64]), st.tuples(st.integers(1, 9), st.integers(1, 6)),
                   elements=st.floats(-1e4, 1e4, width=16)),
