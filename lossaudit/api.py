@@ -16,16 +16,6 @@ from typing import Any
 from lossaudit.results import Report
 
 
-def _as_array(value: object) -> object:
-    """A torch tensor as a numpy array (torch is not imported here); other values unchanged."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):
-        tensor = value.detach().cpu()
-        if str(tensor.dtype) == "torch.bfloat16":
-            tensor = tensor.float()
-        return tensor.numpy()
-    return value
-
-
 def compare(
     paths: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     *,
@@ -87,15 +77,16 @@ def compare(
     from lossaudit import compare as comparison
     from lossaudit.compare.engine import LossSettings
     from lossaudit.dataset import LoadOptions, read_class_names
+    from lossaudit.dump import from_tensor
     from lossaudit.errors import InputError
 
     if (logits is None) != (targets is None):
         raise InputError("logits= and targets= go together")
     arrays = None
     if logits is not None:
-        arrays = {"logits": _as_array(logits), "targets": _as_array(targets)}
+        arrays = {"logits": from_tensor(logits), "targets": from_tensor(targets)}
         if mask is not None:
-            arrays["mask"] = _as_array(mask)
+            arrays["mask"] = from_tensor(mask)
     names = read_class_names(Path(class_names)) if isinstance(class_names, (str, os.PathLike)) else None if class_names is None else [str(n) for n in class_names]
     if isinstance(alpha_per_class, (str, os.PathLike)):
         per_class = comparison.read_alpha_per_class(Path(alpha_per_class))

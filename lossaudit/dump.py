@@ -12,6 +12,17 @@ import numpy as np
 from lossaudit.filemode import create_temporary
 
 
+def from_tensor(value: object) -> object:
+    """A torch tensor as a numpy array (bfloat16 as float32); anything else unchanged. torch is
+    not imported here."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        value = value.numpy()
+    return value
+
+
 def _to_numpy(value: object, name: str, kinds: str = "biuf") -> np.ndarray:
     """``value`` (a tensor or anything numpy takes) as an array of one of the dtype ``kinds``
     (numpy's letters: ``f`` floating point, ``biuf`` any real number or bool).
@@ -19,12 +30,7 @@ def _to_numpy(value: object, name: str, kinds: str = "biuf") -> np.ndarray:
     Raises:
         TypeError: another dtype (an object array, strings, complex numbers).
     """
-    if hasattr(value, "detach"):  # a torch tensor; torch is not imported here
-        value = value.detach().cpu()
-        if str(value.dtype) == "torch.bfloat16":
-            value = value.float()
-        value = value.numpy()
-    array = np.asarray(value)
+    array = np.asarray(from_tensor(value))
     if array.dtype.kind not in kinds:
         expected = "floating-point" if kinds == "f" else "numeric"
         raise TypeError(f"{name} has dtype {array.dtype}; expected {expected} values")
