@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,22 @@ def test_the_bar_and_the_spinner_need_a_terminal_and_a_large_dump():
     from lossaudit.compare.progress import reading_status, tally_progress
 
     reader, writer = pty.openpty()  # the terminal's two ends
+    received: list[bytes] = []
+
+    def drain() -> None:
+        """Read the terminal until its other end closes: one ``os.read`` returns only what has
+        arrived so far, and a full pty buffer would block the writer."""
+        while True:
+            try:
+                chunk = os.read(reader, 65536)
+            except OSError:  # EIO: the writing end is closed and everything was read
+                return
+            if not chunk:
+                return
+            received.append(chunk)
+
+    draining = threading.Thread(target=drain)
+    draining.start()
     try:
         with os.fdopen(writer, "w") as terminal:
             console = Console(file=terminal)
@@ -137,7 +154,8 @@ def test_the_bar_and_the_spinner_need_a_terminal_and_a_large_dump():
                 advance(1_000_000)
             with tally_progress(rows=1_000, classes=80, console=console) as advance, reading_status(10**6, console=console):
                 assert advance is None
-        shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", os.read(reader, 65536).decode())
+        draining.join(timeout=30)
+        shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(received).decode())
     finally:
         os.close(reader)
     assert "reading 150 MB of dumps" in shown and "tallying" in shown and "1000000/1000000" in shown
