@@ -120,3 +120,30 @@ def test_readme_excerpt_is_the_80_column_rendering(run_cli):
     for line in lines:
         assert line in text.splitlines(), line
 
+
+
+def test_natural_width_is_what_rich_lays_out(compare_json, tmp_path):
+    """The layout's width arithmetic equals Rich's own measurement of the drawn table, for every
+    section of every example and of the long-names dump, whole and for each single column."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    from lossaudit.compare.layout import _table, natural_width
+    from lossaudit.compare.render import sections
+
+    console = Console(width=10**4)
+    for dump in [*EXAMPLES, _long_names(tmp_path)]:
+        for section in sections(compare_json(dump, "--isolated")):
+            for columns in [list(range(len(section.headers))), *([0, i] for i in range(1, len(section.headers)))]:
+                measured = Measurement.get(console, console.options, _table(section, columns)).maximum
+                assert natural_width(section, columns) == measured, (dump, section.title, columns)
+
+
+def test_class_names_that_look_like_markup_stay_visible(compare_json, tmp_path):
+    names = np.array(["[bold]cat[/bold]", "dog [x]", "[/]"])
+    rng = np.random.default_rng(2)
+    dump = write_npz(tmp_path / "markup.npz", logits=rng.normal(size=(30, 3)).astype(np.float32),
+                     targets=rng.integers(0, 3, 30), class_names=names)
+    text = render_text(compare_json(dump, "--isolated"), 80)
+    for name in names:
+        assert name in text

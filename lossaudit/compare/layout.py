@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from rich import box
 from rich.cells import cell_len
 from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 OPERATORS = frozenset({"<", ">", "≤", "≥", "=", "−", "+", "×", "÷", "·", "/", "→"})
 """A line never breaks next to these, so ``g ≥ 0.9`` or ``g = |p − y|`` stays on one line."""
@@ -71,36 +71,50 @@ def wrap(text: str, width: int, first: str = "", rest: str = "") -> list[str]:
     return lines
 
 
+COLUMN_GAP = 3
+"""Cells between two columns: the right padding, the divider and the left padding (no edges)."""
+
+
 def _table(section: Section, columns: list[int], label_width: int | None = None) -> Table:
+    """Cells are :class:`~rich.text.Text`, never markup: a class named ``[person]`` stays visible."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
     for i in columns:
         if i == 0:
-            table.add_column(section.headers[0], justify="left", overflow="fold", max_width=label_width)
+            table.add_column(Text(section.headers[0]), justify="left", overflow="fold", max_width=label_width)
         else:
-            table.add_column(section.headers[i], justify="right", no_wrap=True)
+            table.add_column(Text(section.headers[i]), justify="right", no_wrap=True)
     for row in section.rows:
-        table.add_row(*(row[i] for i in columns))
+        table.add_row(*(Text(row[i]) for i in columns))
     if section.total:
         table.add_section()
-        table.add_row(*(section.total[i] for i in columns), style="bold")
+        table.add_row(*(Text(section.total[i]) for i in columns), style="bold")
     return table
 
 
-def natural_width(console: Console, section: Section, columns: list[int] | None = None) -> int:
-    """Cells the table takes with nothing wrapped."""
-    columns = columns if columns is not None else list(range(len(section.headers)))
-    return Measurement.get(console, console.options.update_width(10**6), _table(section, columns)).maximum
+def column_widths(section: Section) -> list[int]:
+    """Cells each column takes unwrapped: its widest header, row or total cell."""
+    lines = [section.headers, *section.rows, *([section.total] if section.total else [])]
+    return [max(cell_len(line[i]) for line in lines) for i in range(len(section.headers))]
 
 
-def parts(console: Console, section: Section, width: int) -> list[tuple[str, list[int]]]:
+def natural_width(section: Section, columns: list[int] | None = None) -> int:
+    """Cells the table (of ``columns``, default all) takes with nothing wrapped: arithmetic on the
+    cells, as Rich lays out :func:`_table` (``tests/test_report_width.py`` checks it against Rich's
+    own measurement), since measuring each candidate split with Rich cost more than drawing the report."""
+    widths = column_widths(section)
+    columns = columns if columns is not None else list(range(len(widths)))
+    return sum(widths[i] for i in columns) + COLUMN_GAP * (len(columns) - 1)
+
+
+def parts(section: Section, width: int) -> list[tuple[str, list[int]]]:
     """The table's parts for ``width``: ``(title suffix, columns)``; one part, suffix "", when it fits."""
     everything = list(range(len(section.headers)))
-    if natural_width(console, section) <= width:
+    if natural_width(section) <= width:
         return [("", everything)]
     groups = section.groups or [(section.headers[i], [i]) for i in everything[1:]]
 
     def fits(columns: list[int]) -> bool:
-        return natural_width(console, section, [0] + columns) <= width
+        return natural_width(section, [0] + columns) <= width
 
     result: list[tuple[list[str], list[int]]] = []
     for name, columns in groups:
@@ -122,11 +136,11 @@ def parts(console: Console, section: Section, width: int) -> list[tuple[str, lis
 
 def print_section(console: Console, section: Section, width: int) -> None:
     """The section's title, its table (in parts if need be) and its note, at most ``width`` wide."""
-    for suffix, columns in parts(console, section, width):
+    for suffix, columns in parts(section, width):
         title = section.title + (f": {suffix}" if suffix else "")
         print_lines(console, [""] + wrap(title, width), style="bold")
-        others = natural_width(console, section, columns) - natural_width(console, section, [0])
-        label = natural_width(console, section, [0])
+        others = natural_width(section, columns) - natural_width(section, [0])
+        label = natural_width(section, [0])
         label_width = max(width - others, 8) if label + others > width else None
         console.print(_table(section, columns, label_width))
     if section.note:

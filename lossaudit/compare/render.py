@@ -196,9 +196,8 @@ def print_text(report: dict, console: Console, top: int | None = None, top_by: s
 def render_text(report: dict, width: int | None = None, top: int | None = None, top_by: str | None = None) -> str:
     """The report as plain text ``width`` cells wide (None: as wide as its widest table, at least
     :data:`MIN_WIDTH`), without trailing spaces: for pipes and files."""
-    scratch = Console(file=io.StringIO(), width=10**4, color_system=None, force_terminal=False)
     if width is None:
-        width = max([MIN_WIDTH] + [natural_width(scratch, section) for section in sections(report, top, top_by)])
+        width = max([MIN_WIDTH] + [natural_width(section) for section in sections(report, top, top_by)])
     with io.StringIO() as buffer:
         _print(report, Console(file=buffer, width=width, color_system=None, force_terminal=False, legacy_windows=False), width, top, top_by)
         text = buffer.getvalue()
