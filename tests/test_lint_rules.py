@@ -91,6 +91,8 @@ BUGGY_TARGETS = {
     "FL020": ("ClassZeroAlphaSoftmax", {}, {}, "report_peer_departure", "alpha_t = torch.where(target == 0"),
     "FL021": ("GradModeLeakFocal", {}, {}, "probe_grad_mode", "torch.set_grad_enabled(False)"),
     "FL022": ("MaskMultiplySoftmax", {}, {}, "probe_ignored_non_finite", "(loss * keep)"),
+    "FL023": ("FastaiWeightedFocal", {}, {}, "probe_weighted_p_t", "torch.exp(-ce)"),
+    "FL024": ("WeightTwiceSoftmax", {}, {}, "probe_double_weighting", "weight.to(logits.dtype)[target] *"),
 }
 MORE_BUGGY_TARGETS = {
     "FL001 softmax scalar alpha (info)": ("FL001", "SoftmaxDetectionFocal", {}, {}, "probe_softmax_alpha"),

@@ -109,6 +109,11 @@ def _mask_product(node: ast.AST) -> bool:
     return any(_mentions(operand, word) for operand in operands for word in MASK_WORDS)
 
 
+def _weight_product(node: ast.AST) -> bool:
+    """A multiplication by a class weight: ``weight[target] * loss``, ``loss * self.class_weight``."""
+    return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult) and (_mentions(node.left, "weight") or _mentions(node.right, "weight"))
+
+
 LOCATORS: dict[str, tuple[Predicate, ...]] = {
     "FL001": (_alpha_product,),
     "FL002": (_alpha_product,),
@@ -129,6 +134,8 @@ LOCATORS: dict[str, tuple[Predicate, ...]] = {
     "FL018": (lambda node: isinstance(node, ast.Return),),
     "FL021": (_bare_grad_switch, _calls(*GRAD_SWITCHES)),
     "FL022": (_mask_product,),
+    "FL023": (_calls("exp"),),
+    "FL024": (_weight_product, _calls("where")),
 }
 """Per rule, predicates tried in order over the target's functions; the first hit gives the line."""
 

@@ -50,7 +50,7 @@ from lossaudit.lint.subject import (
 RATIO_TOLERANCE = 0.03
 COUPLING_TOLERANCE = 1e-5
 GRADIENT_TOLERANCE = 1e-3
-VALUE_RULES = frozenset({"FL001", "FL002", "FL003", "FL004", "FL005", "FL006", "FL008", "FL010", "FL013", "FL016"})
+VALUE_RULES = frozenset({"FL001", "FL002", "FL003", "FL004", "FL005", "FL006", "FL008", "FL010", "FL013", "FL016", "FL023", "FL024"})
 """Rules that explain a value mismatch; FL014 fires only when none of them did."""
 
 
@@ -142,10 +142,12 @@ def _rounded(evidence: dict) -> dict:
 
 SKIP_REASONS = {
     "FL003": "classes are coupled like a softmax (FL003): per-element ratios are not defined",
+    "FL004": "the modulating factor is wrong without class weights already (FL004)",
     "FL005": "gamma does not reach the loss (FL005)",
     "FL008": "the loss is batch-coupled (FL008): per-element ratios are not defined",
     "FL011": "ignored rows already reach the loss (FL011)",
     "FL013": "repeated calls differ (FL013): two calls cannot be compared",
+    "FL023": "the class weight changes the modulating factor (FL023)",
 }
 
 
@@ -412,27 +414,137 @@ def probe_modulating_factor(ctx: Context) -> None:
         return
     _skip_after(ctx, "FL008", "FL003", "FL005")
     gamma = ctx.params.gamma
-    if ctx.kind == "softmax":
-        batches = [_softmax_isolation(ctx, 0, p) for p in (0.8, 0.3)]
-        totals = [ctx.total(batch) for batch in batches]
-        _require_quiet(ctx, totals[1], _softmax_isolation(ctx, None))
-        checks = {"target class": (totals[0] / totals[1] if totals[1] else math.inf, _reference_total(ctx, batches[0]) / _reference_total(ctx, batches[1]))}
-    else:
-        checks = {}
-        for side, (p_a, p_b) in (("positive", (0.8, 0.3)), ("negative", (0.2, 0.6))):
-            batches = [_isolation(ctx, side, math.log(p / (1 - p))) for p in (p_a, p_b)]
-            totals = [ctx.total(batch) for batch in batches]
-            _require_quiet(ctx, totals[1], _isolation(ctx, "none", 0.0))
-            checks[side] = (totals[0] / totals[1] if totals[1] else math.inf, _reference_total(ctx, batches[0]) / _reference_total(ctx, batches[1]))
+    checks = {side: (observed, _reference_total(ctx, batches[0]) / _reference_total(ctx, batches[1])) for side, (observed, batches) in _factor_ratios(ctx).items()}
     wrong = {side: values for side, values in checks.items() if not _close(*values)}
     if wrong:
         side, (observed, expected) = next(iter(wrong.items()))
-        points = "p = 0.8 and 0.3" if side in ("positive", "target class") else "p = 0.2 and 0.6"
         ctx.fire(
             "FL004",
-            f"the modulating factor is not (1 - p_t)^{gamma:g} on {'the target class' if side == 'target class' else side + 's'}: loss ratio at {points} is {observed:.4f}, expected {expected:.4f}",
+            f"the modulating factor is not (1 - p_t)^{gamma:g} on {_side_text(side)}: loss ratio at {FACTOR_POINTS[side]} is {observed:.4f}, expected {expected:.4f}",
             {"observed_ratio": {k: v[0] for k, v in checks.items()}, "expected_ratio": {k: v[1] for k, v in checks.items()}, "gamma": gamma, "tolerance": RATIO_TOLERANCE},
         )
+
+
+FACTOR_POINTS = {"positive": "p = 0.8 and 0.3", "target class": "p = 0.8 and 0.3", "negative": "p = 0.2 and 0.6"}
+"""The probabilities of the active element in the two batches of :func:`_factor_ratios`."""
+
+
+def _side_text(side: str) -> str:
+    return "the target class" if side == "target class" else side + "s"
+
+
+def _factor_ratios(ctx: Context, **overrides: object) -> dict[str, tuple[float, tuple[Batch, Batch]]]:
+    """Per side ('positive' and 'negative', or the softmax 'target class'): the target's loss ratio
+    between two isolation batches whose active element sits at the two probabilities of
+    :data:`FACTOR_POINTS`, and the two batches. Inconclusive when quiet elements are not quiet."""
+    if ctx.kind == "softmax":
+        sides = {"target class": [_softmax_isolation(ctx, 0, p) for p in (0.8, 0.3)]}
+        quiet = _softmax_isolation(ctx, None)
+    else:
+        sides = {side: [_isolation(ctx, side, math.log(p / (1 - p))) for p in (p_a, p_b)] for side, (p_a, p_b) in (("positive", (0.8, 0.3)), ("negative", (0.2, 0.6)))}
+        quiet = _isolation(ctx, "none", 0.0)
+    ratios = {}
+    for side, batches in sides.items():
+        totals = [ctx.total(batch, **overrides) for batch in batches]
+        _require_quiet(ctx, totals[1], quiet, **overrides)
+        ratios[side] = (totals[0] / totals[1] if totals[1] else math.inf, (batches[0], batches[1]))
+    return ratios
+
+
+WEIGHT_PARAMETERS = ("weight", "class_weight", "pos_weight")
+"""Names of per-class weight vectors: ``weight`` (F.cross_entropy, kornia, MONAI), ``class_weight``
+(mmdet), ``pos_weight`` (BCE's weight of the positive term, sigmoid losses only)."""
+WEIGHT_FACTOR = 3.0
+"""The weight a probe gives one class, every other class keeping weight 1."""
+
+
+def _weight_parameter(ctx: Context) -> str:
+    """The name of the target's per-class weight parameter; Inconclusive without one."""
+    if ctx.kind not in ("sigmoid", "softmax"):
+        raise Inconclusive(f"a {ctx.kind} loss takes no per-class weight vector")
+    parameters = ctx.subject.signature.parameters if ctx.subject.signature is not None and not ctx.subject.is_instance else {}
+    names = [name for name in WEIGHT_PARAMETERS if name in parameters and (name != "pos_weight" or ctx.kind == "sigmoid")]
+    if not names:
+        raise Inconclusive(f"the target has no per-class weight parameter ({', '.join(WEIGHT_PARAMETERS)})")
+    if ctx.params.skip_class_0:
+        raise Inconclusive("class 0 is not counted (include_background=False), so its weight cannot be probed")
+    try:
+        ctx.total(ctx.batch(), **{names[0]: _class_weights(ctx, None)})
+    except (Exception, SystemExit) as error:
+        raise Inconclusive(f"the target does not take a (C,) float tensor as {names[0]}: {error_text(error)}") from None
+    return names[0]
+
+
+def _class_weights(ctx: Context, heavy_class: int | None) -> torch.Tensor:
+    """A ``(C,)`` weight vector of ones, ``heavy_class`` weighted :data:`WEIGHT_FACTOR`."""
+    weight = torch.ones(ctx.subject.num_classes)
+    if heavy_class is not None:
+        weight[heavy_class] = WEIGHT_FACTOR
+    return weight
+
+
+def _active_class(ctx: Context) -> int:
+    """The class of the active element of the isolation batches: column 0 (sigmoid), the target of
+    row 0 (softmax, whose targets are shifted by one)."""
+    return 1 % ctx.subject.num_classes if ctx.kind == "softmax" else 0
+
+
+def probe_weighted_p_t(ctx: Context) -> None:
+    """FL023: a class weight must multiply the loss, not reshape its factor. The ratios of
+    :func:`probe_modulating_factor` (one active element at two probabilities; alpha and the
+    normaliser cancel) are taken with uniform weights and with the active element's class weighted
+    3: a weight that multiplies leaves them unchanged; p_t recovered as exp(-CE) from a weighted
+    CE is p_t**w, and the factor becomes (1 - p_t**w)**gamma. Skipped once the factor is wrong
+    without weights (FL004)."""
+    _skip_after(ctx, "FL008", "FL003", "FL005", "FL004")
+    name = _weight_parameter(ctx)
+    uniform = _factor_ratios(ctx, **{name: _class_weights(ctx, None)})
+    weighted = _factor_ratios(ctx, **{name: _class_weights(ctx, _active_class(ctx))})
+    checks = {side: (weighted[side][0], uniform[side][0]) for side in uniform}
+    wrong = {side: values for side, values in checks.items() if not _close(*values)}
+    if not wrong:
+        return
+    side, (observed, expected) = next(iter(wrong.items()))
+    ctx.fire(
+        "FL023",
+        f"the class weight changes the modulating factor: with {name}[{_active_class(ctx)}] = {WEIGHT_FACTOR:g} the loss ratio at {FACTOR_POINTS[side]} on {_side_text(side)} is {observed:.4f}, "
+        f"{expected:.4f} with uniform weights (p_t taken from a weighted loss is p_t**w)",
+        {"weight_parameter": name, "class_weight": WEIGHT_FACTOR, "observed_ratio": {k: v[0] for k, v in checks.items()}, "uniform_weight_ratio": {k: v[1] for k, v in checks.items()}, "tolerance": RATIO_TOLERANCE},
+    )
+
+
+def probe_double_weighting(ctx: Context) -> None:
+    """FL024: weighting one class by k must scale that class's loss by k, not k**2. Two isolation
+    batches with the same targets differ only in which row is active (a positive of class 0 or of
+    class 1; softmax rows of target classes 1 and 2, equally wrong); the ratio of their losses is
+    taken with uniform weights and with the first class weighted 3: it must grow 3-fold (9-fold
+    when the weight is applied twice). Skipped once the weight changes the factor (FL023)."""
+    _skip_after(ctx, "FL008", "FL003", "FL023")
+    name = _weight_parameter(ctx)
+    classes = ctx.subject.num_classes
+    if classes < 3 and ctx.kind == "softmax" or classes < 2:
+        raise Inconclusive("too few classes for two rows of different weighted classes")
+    if ctx.kind == "softmax":
+        batches = [_softmax_isolation(ctx, row, predicted_logit=2.0) for row in (0, 1)]
+        quiet = _softmax_isolation(ctx, None)
+    else:
+        batches = [_isolation(ctx, "none", 0.0) for _ in range(2)]
+        batches[0].x[0, 0] = batches[1].x[1, 1] = 0.0  # positives of classes 0 and 1
+        quiet = _isolation(ctx, "none", 0.0)
+    ratios = []
+    for weight in (_class_weights(ctx, None), _class_weights(ctx, _active_class(ctx))):
+        totals = [ctx.total(batch, **{name: weight}) for batch in batches]
+        _require_quiet(ctx, totals[1], quiet, **{name: weight})
+        ratios.append(totals[0] / totals[1])
+    growth = ratios[1] / ratios[0] if ratios[0] else math.inf
+    if _close(growth, WEIGHT_FACTOR):
+        return
+    shape = f" = {WEIGHT_FACTOR:g}**2: the weight is applied twice" if _close(growth, WEIGHT_FACTOR**2) else ""
+    ctx.fire(
+        "FL024",
+        f"weighting class {_active_class(ctx)} by {WEIGHT_FACTOR:g} ({name}) scales its loss by {growth:.4f}, expected {WEIGHT_FACTOR:g}{shape}",
+        {"weight_parameter": name, "class_weight": WEIGHT_FACTOR, "loss_growth": growth, "expected_growth": WEIGHT_FACTOR, "tolerance": RATIO_TOLERANCE},
+    )
 
 
 def _wrong_and_inrange(ctx: Context) -> tuple[Batch, torch.Tensor, torch.Tensor]:
@@ -801,6 +913,8 @@ PROBES: tuple[tuple[tuple[str, ...], Callable[[Context], None]], ...] = (
     (("FL001", "FL002"), probe_alpha_balance),
     (("FL001", "FL010"), probe_softmax_alpha),
     (("FL004",), probe_modulating_factor),
+    (("FL023",), probe_weighted_p_t),
+    (("FL024",), probe_double_weighting),
     (("FL006",), probe_saturated_gradient),
     (("FL007",), probe_non_finite),
     (("FL009",), probe_gradient_match),

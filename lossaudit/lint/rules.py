@@ -239,7 +239,8 @@ RULES: tuple[Rule, ...] = (
         "FL = -alpha_t (1 - q_y)^gamma log q_y, alpha_t = 1 - alpha if y == 0 else alpha   # class 0 is background",
         "FL = -alpha[y] (1 - q_y)^gamma log q_y   # a per-class alpha vector",
         fixes=(("softmax", "keep it if class 0 is your background; to balance classes as the paper does, pass a per-class alpha vector taken at the target class"), ("sigmoid", "keep it knowingly, or pass a scalar alpha for torchvision's alpha_t = alpha * y + (1 - alpha) * (1 - y)")),
-    ),    Rule(
+    ),
+    Rule(
         "FL021", "grad-mode-leak", "error",
         "calling the loss changes torch.is_grad_enabled() for the caller (e.g. a bare torch.set_grad_enabled(True) inside the loss)",
         "Grad mode is global to the thread. A loss that switches it with a bare torch.set_grad_enabled(...) "
@@ -260,6 +261,31 @@ RULES: tuple[Rule, ...] = (
         "select the kept positions before reducing (loss[keep], or logits[keep] and targets[keep]) or use torch.where(keep, loss, 0); never multiply by the mask",
         "keep = (targets != ignore_index)\nloss = (loss * keep).sum() / keep.sum()   # NaN * 0 = NaN",
         "keep = targets != ignore_index\nloss = loss[keep].sum() / keep.sum()",
+    ),
+    Rule(
+        "FL023", "weighted-p_t", "error",
+        "with class weights the modulating factor becomes (1 - p_t**w)**gamma: p_t recovered as exp(-CE) after the weights were folded into CE",
+        "exp(-CE) recovers p_t only from an unweighted CE. Once a class weight w is inside the CE "
+        "(F.cross_entropy(..., weight=w), BCE's weight= or pos_weight=), exp(-CE) is p_t**w, so the "
+        "modulating factor is (1 - p_t**w)**gamma: a class weighted above 1 is focused as if it were "
+        "misclassified, one below 1 as if it were easy, and the weights no longer just multiply the loss "
+        "(fastai's FocalLoss and many ports).",
+        "take p_t from the unweighted loss (or from the probabilities), then multiply by the class weight once",
+        "ce = F.cross_entropy(logits, target, weight=self.weight, reduction='none')\np_t = torch.exp(-ce)   # p_t ** weight[target]\nloss = (1 - p_t) ** gamma * ce",
+        "ce = F.cross_entropy(logits, target, reduction='none')\np_t = torch.exp(-ce)\nloss = self.weight[target] * (1 - p_t) ** gamma * ce",
+        fixes=(("sigmoid", "take p_t from the probabilities (p_t = p * y + (1 - p) * (1 - y)) or from the unweighted BCE, then multiply by the class weight once"),),
+    ),
+    Rule(
+        "FL024", "double-weighting", "error",
+        "a class weight reaches the loss twice: scaling one class's weight by k scales its loss by k**2",
+        "A class weight passed to the loss (weight=, class_weight=, pos_weight=) is meant to multiply that "
+        "class's loss once. Passing it into the CE/BCE and multiplying the result by it again, or adding a "
+        "per-class alpha built from it on top of BCE's pos_weight, squares it: the classes it was tuned to "
+        "balance are over-corrected.",
+        "apply each class weight once: either inside the CE/BCE (weight=/pos_weight=) or as a multiplier afterwards, not both",
+        "ce = F.cross_entropy(logits, target, weight=self.weight, reduction='none')\nloss = self.weight[target] * (1 - p_t) ** gamma * ce",
+        "ce = F.cross_entropy(logits, target, reduction='none')\nloss = self.weight[target] * (1 - p_t) ** gamma * ce",
+        fixes=(("sigmoid", "apply each class weight once: BCE's weight=/pos_weight= or a multiplier afterwards, not both"),),
     ),
 )
 
