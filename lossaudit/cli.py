@@ -85,6 +85,7 @@ class CompareFormat(str, Enum):
     markdown = "markdown"
     github = "github"
     junit = "junit"
+    html = "html"
 
 
 class DiffFormat(str, Enum):
@@ -107,6 +108,10 @@ class Kind(str, Enum):
     softmax = "softmax"
     binary = "binary"
     centernet = "centernet"
+    qfl = "qfl"
+    vfl = "vfl"
+    asl = "asl"
+    ls_ce = "ls-ce"
 
 
 class LintTargets(str, Enum):
@@ -127,6 +132,7 @@ ConfigOption = Annotated[
 ]
 IsolatedOption = Annotated[bool, typer.Option("--isolated", metavar="", rich_help_panel="CI", help=plain("Ignore configuration files."))]
 OutputOption = Annotated[Optional[Path], typer.Option(metavar="FILE", rich_help_panel="Report", help=plain("Write the report to this file instead of stdout (whole: a temporary file, then a rename)."))]
+PlotOption = Annotated[Optional[Path], typer.Option("--plot", metavar="FILE", rich_help_panel="Report", help=plain("Also draw the plots to this new .png or .svg file (needs the plot extra: pip install 'lossaudit[plot]'); never overwrites a file."))]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", metavar="", rich_help_panel="Report", help=plain("Show tracebacks of errors (lint: also the probes that could not run)."))]
 INIT_HELP = "KEY=VALUE keyword for the constructor (lint: a class target, or the call of a function; compare: the --arch class); values are Python literals. Repeatable."
 
@@ -190,6 +196,7 @@ def compare(
     strict: Annotated[bool, typer.Option("--strict", help=plain("Exit 1 on a data finding that gates: non-finite logits, labels out of range, probabilities saved as logits, dumps of mixed runs, and background or multi-hot rows when a softmax loss was asked for."), metavar='', rich_help_panel='CI')] = False,
     format: Annotated[CompareFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel='Report')] = CompareFormat.text,
     output: OutputOption = None,
+    plot: PlotOption = None,
     model: Annotated[Optional[Path], typer.Option("--model", help=plain("Checkpoint to run instead of reading dumps: a state dict (with --arch), .safetensors, TorchScript or .pt2 (with --trust-model)."), metavar='FILE', rich_help_panel='Model')] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help=plain("With --model: .npz/.pt holding the model input (inputs, x or images) and the targets."), metavar='FILE', rich_help_panel='Model')] = None,
     arch: Annotated[Optional[str], typer.Option("--arch", help=plain("With a state dict: the model class, package.module:Class or path/to/file.py:Class."), metavar='TARGET', rich_help_panel='Model')] = None,
@@ -217,8 +224,10 @@ def compare(
             render_text,
         )
         from lossaudit.compare.baseline import render_changes
+        from lossaudit.compare.html import render_html
         from lossaudit.compare.report import gating
         from lossaudit.config import load_config
+        from lossaudit.plots import check_plot_path
         from lossaudit.readers import SUFFIXES as DUMP_SUFFIXES
         from lossaudit.reporting import refuse_overwriting_inputs, write_report
         from lossaudit.symbols import parse_init
@@ -227,6 +236,8 @@ def compare(
         o = {**ctx.params, **_config_values(ctx, settings_file.compare)}
         read = [*(paths or []), settings_file.source, *(Path(o[key]) for key in ("class_names", "alpha_per_class", "baseline") if o[key]), model, data]
         refuse_overwriting_inputs(output, read, DUMP_SUFFIXES)
+        if plot is not None:
+            check_plot_path(plot, output)
         if o["fail_if_share_moves"] is not None and not o["baseline"]:
             raise InputError("--fail-if-share-moves goes with --baseline REPORT")
         report = compare_api(
@@ -277,8 +288,13 @@ def compare(
                 CompareFormat.markdown: lambda: render_markdown(report, top, top_by),
                 CompareFormat.github: lambda: render_github(report, strict),
                 CompareFormat.junit: lambda: render_junit(report),
+                CompareFormat.html: lambda: render_html(report, top, top_by, since),
             }
             write_report(renderers[chosen](), output)
+        if plot is not None:
+            from lossaudit.plots import plot_report
+
+            plot_report(report, plot)
     except InputError as error:
         _fail(str(error), verbose)
     except Exception as error:  # an internal error must not exit 1 by accident
@@ -313,6 +329,7 @@ def explain(
     dump: Annotated[Optional[Path], typer.Option("--dump", help=plain("Sigmoid: a dump whose data sets GHM-C's weight for this example's g."), metavar="DUMP", rich_help_panel="Sigmoid")] = None,
     ghm_bins: Annotated[int, typer.Option("--ghm-bins", help=plain("GHM-C bins for --dump."), metavar="N", min=1, rich_help_panel="Sigmoid")] = 10,
     format: Annotated[DiffFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel="Report")] = DiffFormat.text,
+    plot: PlotOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Work one example through focal loss step by step: p, p_t, alpha_t, the factor, CE, FL and their gradients."""
@@ -321,7 +338,10 @@ def explain(
         import math
 
         from lossaudit import explain as whiteboard
+        from lossaudit.plots import check_plot_path
 
+        if plot is not None:
+            check_plot_path(plot)
         if (logits is None) == (logit is None and prob is None):
             raise InputError("give --logit X or --prob P (sigmoid), or --logits X,... (softmax)")
         if logits is not None:
@@ -343,6 +363,10 @@ def explain(
                 steps["ghm_weight"] = whiteboard.ghm_weight_in(report, steps["g"]["value"])
             title = f"sigmoid focal loss, one {'positive' if target == 1 else 'negative'} at p = {steps['p']['value']:.4g}"
         sys.stdout.write(json.dumps(steps, indent=2) + "\n" if format is DiffFormat.json else whiteboard.render(steps, title))
+        if plot is not None:
+            from lossaudit.plots import explain_figure, save
+
+            save(explain_figure(steps, target, gamma), plot)
     except (InputError, ValueError) as error:  # bad options, and the whiteboard's argument checks
         _fail(str(error), verbose)
 

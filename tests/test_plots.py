@@ -1,0 +1,232 @@
+"""Plots: every figure renders to a valid PNG and SVG of the expected size and number of axes, the
+curves and bars hold the numbers of the formulas (written here) and of the report's counts, and
+``--plot`` on ``compare`` and ``explain`` writes a new file or stops with one line and exit 2."""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree
+
+import numpy as np
+import pytest
+
+import lossaudit
+from lossaudit import plots
+from lossaudit.explain import sigmoid_steps, softmax_steps
+from tests.test_torch_free import BLOCK_TORCH
+
+pytest.importorskip("matplotlib")
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ["detection", "classification", "centernet"]
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.fixture(scope="module")
+def reports() -> dict[str, dict]:
+    return {name: lossaudit.compare(ROOT / "examples" / f"{name}.npz").to_dict() for name in EXAMPLES}
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk (checking the signature and the chunk's name)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def svg_axes(data: bytes) -> int:
+    """The axes matplotlib drew into an SVG: its ``<g id="axes_N">`` groups (the file must parse)."""
+    root = ElementTree.fromstring(data)
+    assert root.tag == f"{SVG}svg"
+    return sum(1 for g in root.iter(f"{SVG}g") if g.get("id", "").startswith("axes_"))
+
+
+def axes(figure, text: str):
+    """The one axes of ``figure`` whose title or y label starts with ``text``."""
+    (found,) = [ax for ax in figure.axes if ax.get_title().startswith(text) or ax.get_ylabel().startswith(text)]
+    return found
+
+
+def expected_axes(report: dict) -> int:
+    """Loss versus p_t with its histogram's twin (2); the density, with a twin for GHM-C's weights
+    when sigmoid elements are shown (2, else 1); the class heatmap and its colour bar (2)."""
+    sigmoid = any(d["family"] == "sigmoid" for d in report["losses"].values())
+    return 2 + (2 if sigmoid else 1) + 2
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_compare_figure_renders_to_png_and_svg(name, reports):
+    report = reports[name]
+    figure = plots.compare_figure(report)
+    assert len(figure.axes) == expected_axes(report) == 6
+    png = plots.render(figure, "png")
+    width, height = png_size(png)
+    # 8 inches at 100 dpi; the heights 3.6 + 3.2 + 1.4 + 0.28 per class inches
+    assert width == 800 and height == round(100 * (3.6 + 3.2 + 1.4 + 0.28 * len(report["per_class"])))
+    assert len(png) > 50_000
+    svg = plots.render(figure, "svg")
+    assert svg_axes(svg) == 6 and len(svg) > 50_000
+
+
+def test_softmax_losses_alone_have_no_ghm_axis():
+    report = lossaudit.compare(ROOT / "examples" / "classification.npz", losses=["ce", "softmax-focal"]).to_dict()
+    figure = plots.compare_figure(report)
+    assert len(figure.axes) == expected_axes(report) == 5
+    density = axes(figure, "Gradient-norm density")
+    assert not [ax for ax in figure.axes if ax.get_ylabel().startswith("GHM-C")]
+    rows = [d["rows"] for d in report["per_difficulty"]]
+    np.testing.assert_allclose([bar.get_height() for bar in density.patches], [r / (sum(rows) * 0.1) for r in rows], rtol=1e-12)
+    assert svg_axes(plots.render(figure, "svg")) == 5
+
+
+def test_panels_are_figures_of_their_own(reports):
+    panels = plots.compare_panels(reports["detection"])
+    assert [len(figure.axes) for _, figure in panels] == [2, 2, 2]
+    for caption, figure in panels:
+        assert caption.endswith(".") and png_size(plots.render(figure, "png"))[0] == 800
+
+
+def test_loss_curves_follow_the_formulas(reports):
+    """CE = −log p_t; focal = alpha_t (1 − p_t)^2 CE with alpha_t 0.25 for positives and 0.75 for
+    negatives; softmax focal = (1 − q)^2 (−log q): the drawn lines, point by point."""
+    figure = plots.compare_figure(reports["detection"])
+    lines = {line.get_label(): line for line in axes(figure, "Loss versus p_t").get_lines()}
+    assert len(lines) == 4
+    p_t = np.asarray(lines["CE, BCE: −log p_t"].get_xdata())
+    assert p_t.min() > 0 and p_t.max() < 1 and len(p_t) > 100
+    ce = -np.log(p_t)
+    expected = {
+        "CE, BCE: −log p_t": ce,
+        "focal, positives: α_t = 0.25, γ = 2": 0.25 * (1 - p_t) ** 2 * ce,
+        "focal, negatives: α_t = 0.75, γ = 2": 0.75 * (1 - p_t) ** 2 * ce,
+        "softmax-focal, γ = 2 (p_t = q_target)": (1 - p_t) ** 2 * ce,
+    }
+    for label, values in expected.items():
+        np.testing.assert_allclose(lines[label].get_ydata(), values, rtol=1e-12, err_msg=label)
+
+
+def test_alpha_off_and_gamma_follow_the_options():
+    report = lossaudit.compare(ROOT / "examples" / "detection.npz", losses=["focal"], alpha=-1, gamma=0.5).to_dict()
+    lines = {line.get_label(): line for line in axes(plots.compare_figure(report), "Loss versus p_t").get_lines()}
+    assert list(lines) == ["focal, γ = 0.5 (alpha off)"]
+    p_t = np.asarray(lines["focal, γ = 0.5 (alpha off)"].get_xdata())
+    np.testing.assert_allclose(lines["focal, γ = 0.5 (alpha off)"].get_ydata(), (1 - p_t) ** 0.5 * -np.log(p_t), rtol=1e-12)
+
+
+def test_histogram_and_density_hold_the_counts(reports):
+    """The grey histogram: elements per bin at p_t = 1 − g; the density: count / (N · 0.1); GHM-C's
+    weight of a non-empty bin: N / (count · non-empty bins), computed here from the counts."""
+    report = reports["centernet"]
+    counts = [d["elements"] for d in report["per_difficulty"]]
+    figure = plots.compare_figure(report)
+    histogram = axes(figure, "elements per p_t bin")  # the twin of the loss curves
+    assert sorted((round(bar.get_x(), 9), bar.get_height()) for bar in histogram.patches) == sorted(
+        (round(1 - (b + 1) / 10, 9), c) for b, c in enumerate(counts))
+    n, filled = sum(counts), sum(1 for c in counts if c)
+    density, weights = axes(figure, "Gradient-norm density"), axes(figure, "GHM-C weight")
+    np.testing.assert_allclose([bar.get_height() for bar in density.patches], [c / (n * 0.1) for c in counts], rtol=1e-12)
+    (line,) = weights.get_lines()
+    np.testing.assert_allclose(line.get_xdata(), [(b + 0.5) / 10 for b, c in enumerate(counts) if c], rtol=1e-12)
+    np.testing.assert_allclose(line.get_ydata(), [n / (c * filled) for c in counts if c], rtol=1e-9)
+
+
+def test_class_heatmap_holds_the_shares(reports):
+    report = reports["classification"]
+    image = axes(plots.compare_figure(report), "Share of each loss's total").get_images()[0]
+    shares = np.array([[c["share"][loss] for loss in report["losses"]] for c in report["per_class"]])
+    np.testing.assert_allclose(image.get_array(), shares)
+    assert np.allclose(shares.sum(axis=0), 1)  # each loss's column sums to its whole total
+
+
+@pytest.mark.parametrize("target, p, expected_focal", [(1, 0.9, 0.25 * 0.01 * -math.log(0.9)), (0, 0.2, 0.75 * 0.04 * -math.log(0.8))])
+def test_explain_figure_marks_the_example(target, p, expected_focal):
+    """The issue's seed examples: a positive at p = 0.9, a negative at p = 0.2 (p_t 0.8)."""
+    steps = sigmoid_steps(math.log(p / (1 - p)), target)
+    figure = plots.explain_figure(steps, target, 2.0)
+    (ax,) = figure.axes
+    curve_ce, curve_fl, mark_ce, mark_fl = ax.get_lines()[:4]
+    p_t = p if target else 1 - p
+    assert mark_ce.get_xydata()[0].tolist() == pytest.approx([p_t, -math.log(p_t)])
+    assert mark_fl.get_xydata()[0].tolist() == pytest.approx([p_t, expected_focal])
+    x = np.asarray(curve_fl.get_xdata())
+    alpha_t = 0.25 if target else 0.75
+    np.testing.assert_allclose(curve_fl.get_ydata(), alpha_t * (1 - x) ** 2 * -np.log(x), rtol=1e-12)
+    np.testing.assert_allclose(curve_ce.get_ydata(), -np.log(x), rtol=1e-12)
+    assert png_size(plots.render(figure, "png")) == (800, 400) and svg_axes(plots.render(figure, "svg")) == 1
+
+
+def test_explain_figure_of_a_softmax_row():
+    steps = softmax_steps([2.0, 0.5, -1.0], 1, gamma=1.0)
+    (ax,) = plots.explain_figure(steps, 1, 1.0).axes
+    q = math.exp(0.5) / (math.exp(2) + math.exp(0.5) + math.exp(-1))
+    assert ax.get_lines()[3].get_xydata()[0].tolist() == pytest.approx([q, (1 - q) * -math.log(q)])
+
+
+def test_compare_plot_option_writes_a_new_file(run_cli, tmp_path):
+    out = tmp_path / "d.svg"
+    old = os.umask(0o027)
+    try:
+        result = run_cli("compare", ROOT / "examples" / "detection.npz", "--plot", out, "--isolated", "--format", "json")
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.stderr
+    assert '"summary"' in result.stdout  # the report still goes to stdout
+    assert svg_axes(out.read_bytes()) == 6 and out.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["d.svg"]  # no temporary file left
+
+
+def test_explain_plot_option(run_cli, tmp_path):
+    result = run_cli("explain", "--prob", "0.2", "--target", "0", "--plot", tmp_path / "e.png")
+    assert result.exit_code == 0, result.stderr
+    assert png_size((tmp_path / "e.png").read_bytes()) == (800, 400)
+
+
+@pytest.mark.parametrize("command", [["compare", ROOT / "examples" / "detection.npz", "--isolated"], ["explain", "--prob", "0.2"]])
+def test_plot_refusals_are_one_line(run_cli, tmp_path, command, monkeypatch):
+    existing = tmp_path / "there.png"
+    existing.write_bytes(b"mine")
+    cases = {
+        tmp_path / "p.pdf": "expected a file name ending in .png or .svg",
+        existing: "exists; lossaudit never overwrites a file with a plot",
+    }
+    for path, says in cases.items():
+        result = run_cli(*command, "--plot", path)
+        assert result.exit_code == 2 and result.stderr.strip() == f"lossaudit: error: --plot {path}: {says}"
+    assert existing.read_bytes() == b"mine"
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    result = run_cli(*command, "--plot", tmp_path / "new.png")
+    assert result.exit_code == 2 and result.stderr.strip() == "lossaudit: error: --plot needs matplotlib: pip install 'lossaudit[plot]'"
+    assert result.stdout == "" and not (tmp_path / "new.png").exists()
+
+
+def test_plot_and_output_cannot_be_one_file(run_cli, tmp_path):
+    same = tmp_path / "r.svg"
+    result = run_cli("compare", ROOT / "examples" / "detection.npz", "--isolated", "--output", same, "--plot", same)
+    assert result.exit_code == 2 and "the report goes to that file (--output)" in result.stderr and not same.exists()
+
+
+def test_plots_need_neither_torch_nor_matplotlib_at_import(tmp_path):
+    """compare --plot on an .npz dump runs without torch; importing the CLI loads no matplotlib."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_TORCH)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    dump = ROOT / "examples" / "centernet.npz"
+    run = subprocess.run([sys.executable, "-m", "lossaudit", "compare", str(dump), "--isolated", "--format", "json", "--plot", str(tmp_path / "c.png")],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert png_size((tmp_path / "c.png").read_bytes())[0] == 800
+    probe = subprocess.run([sys.executable, "-c", "import sys, lossaudit.cli; print('matplotlib' in sys.modules)"], capture_output=True, text=True)
+    assert probe.stdout.strip() == "False"
+
+
+def test_the_readme_embeds_a_plot_drawn_by_the_code(reports):
+    """The README's image is ``compare examples/detection.npz --plot``'s figure: a PNG of the size
+    that figure renders to now."""
+    readme = (ROOT / "README.md").read_text()
+    assert "](docs/detection-plot.png)" in readme
+    assert "lossaudit compare examples/detection.npz --plot docs/detection-plot.png" in readme
+    committed = (ROOT / "docs" / "detection-plot.png").read_bytes()
+    assert png_size(committed) == png_size(plots.render(plots.compare_figure(reports["detection"]), "png"))
