@@ -112,6 +112,10 @@ class Kind(str, Enum):
     vfl = "vfl"
     asl = "asl"
     ls_ce = "ls-ce"
+    qfl = "qfl"
+    vfl = "vfl"
+    asl = "asl"
+    ls_ce = "ls-ce"
 
 
 class LintTargets(str, Enum):

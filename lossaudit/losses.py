@@ -482,7 +482,7 @@ def dfl(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") ->
     return _reduce(-(1 - weight_right) * log_left - weight_right * log_right, reduction)
 
 
-def vfl(  # lossaudit: ignore -- Varifocal, not focal: lint has no vfl kind yet (issue 15)
+def vfl(
     logits: torch.Tensor,
     targets: torch.Tensor,
     alpha: float = 0.75,

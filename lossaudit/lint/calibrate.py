@@ -12,6 +12,8 @@ import torch
 from lossaudit.lint.subject import (
     DEFAULT_ALPHA,
     DEFAULT_GAMMA,
+    FAMILY_BASES,
+    FAMILY_PARAMETERS,
     MATCH_TOLERANCE,
     Batch,
     Calibration,
@@ -59,6 +61,9 @@ def _param_grid(subject: Subject, kind: str) -> list[Params]:
     """
     if kind == "centernet":
         return [Params(alpha=None, gamma=DEFAULT_GAMMA)]
+    if kind in FAMILY_BASES:
+        family = family_values(subject, kind)
+        return [] if family is None else [Params(alpha=None, gamma=DEFAULT_GAMMA, family=family)]
     gamma = float(subject.value("gamma", DEFAULT_GAMMA)) if subject.accepts("gamma") or subject.is_instance else DEFAULT_GAMMA
     readings: list[tuple[object, str]]
     if not subject.accepts("alpha") and subject.value("alpha", None) is None:
@@ -79,6 +84,22 @@ def _param_grid(subject: Subject, kind: str) -> list[Params]:
     return [Params(alpha=alpha, gamma=gamma, alpha_scheme=scheme, class_weight=weight, skip_class_0=skip_class_0) for alpha, scheme in readings]
 
 
+def family_values(subject: Subject, kind: str) -> dict | None:
+    """The keyword arguments of a family kind's reference as the target sets them: each from the
+    first of its names the target declares (or gets through ``--init``), else the reference's
+    default; None when a value is not of the reference's type (a per-class alpha vector: not a
+    Varifocal alpha)."""
+    declared = set(subject.signature.parameters) if subject.signature is not None else set()
+    values = {}
+    for argument, (default, names) in FAMILY_PARAMETERS[kind].items():
+        name = next((n for n in names if n in subject.init or n in declared or subject.is_instance and hasattr(subject.obj, n)), None)
+        value = subject.value(name, default) if name is not None else default
+        if not isinstance(value, (bool, int, float, type(None))):
+            return None
+        values[argument] = type(default)(value) if value is not None else default
+    return values
+
+
 def _as_list(value: object) -> object:
     return value.tolist() if isinstance(value, torch.Tensor) else value
 
@@ -89,7 +110,7 @@ def _is_vector(value: object, length: int) -> bool:
 
 
 CONFUSIONS: dict[str, Callable[[Convention, torch.Tensor], torch.Tensor]] = {
-    "sigmoid applied to probabilities": lambda c, inputs: torch.sigmoid(inputs) if c.kind != "softmax" else torch.softmax(inputs, dim=1),
+    "sigmoid applied to probabilities": lambda c, inputs: torch.sigmoid(inputs) if c.base != "softmax" else torch.softmax(inputs, dim=1),
     "a logit formula fed probabilities": lambda c, inputs: inputs,
 }
 """What the reference reads when the target squashes twice (called with logits) or treats
@@ -97,14 +118,22 @@ probabilities as logits (called with probabilities)."""
 
 
 def calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int) -> Calibration:
-    """Call the target under each convention and find the reference it matches best."""
-    kinds = ["centernet", "sigmoid", "softmax", "binary"] if kind == "auto" else [kind]
+    """Call the target under each convention and find the reference it matches best.
+
+    In auto mode the kinds are tried in the order of :data:`AUTO_KINDS` and the first match wins,
+    except that a family named by the target (:func:`family_hint`) is tried first and, when
+    :data:`FAMILY_HINTS` calls the sign decisive, is kept even if it does not match (a QFL is a
+    focal loss on hard labels: only its name tells it from one). A target that matches nothing is
+    read as the hinted family, else as the likeliest focal kind (:func:`_prefer`).
+    """
+    hint, decisive = family_hint(subject) if kind == "auto" else (None, False)
+    kinds = [kind] if kind != "auto" else list(dict.fromkeys(k for k in (hint, *AUTO_KINDS) if k is not None))
     attempts: list[dict] = []
     best: Calibration | None = None
     fallback: Calibration | None = None
     coupling: dict[str, bool | None] = {}  # per target encoding, measured on logits
     candidates = [(k, c) for k in kinds for c in conventions(k, inputs, targets, subject.num_classes)]
-    spatial = [(k, replace(c, layout="spatial")) for k, c in candidates if k != "centernet"]
+    spatial = [(k, replace(c, layout="spatial")) for k, c in candidates if k != "centernet" and (k not in FAMILY_BASES or kind == k)]
     for number, (candidate_kind, convention) in enumerate(candidates + spatial):
         if number == len(candidates) and (best or fallback):
             break  # segmentation layouts only for a target that runs on no batch of rows
@@ -131,23 +160,53 @@ def calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int)
             if found.matched or found.confusion:
                 if best is None:
                     best = found
-            elif candidate_kind != "centernet" or kind == "centernet":
+            elif candidate_kind in ("sigmoid", "softmax", "binary", hint) or kind == candidate_kind:  # focal kinds (or the hinted family) stand in for what matched nothing
                 if convention.inputs == "logits" and convention.encoding not in coupling:
                     coupling[convention.encoding] = _couples_classes(subject, convention, batch)
                 found.couples_classes = coupling.get(convention.encoding)
-                if fallback is None or _prefer(found, fallback):
+                if fallback is None or _prefer(found, fallback, hint):
                     fallback = found
-    chosen = best or fallback
+    hinted = fallback is not None and fallback.convention.kind == hint
+    chosen = fallback if decisive and hinted and (best is None or best.convention.kind != hint) else best or fallback
     if chosen is None:
         return Calibration(None, Params(), Match("unknown", math.inf), attempts=attempts)
     chosen.attempts = attempts
-    if best is None:
+    if not chosen.matched and not chosen.confusion:
         chosen.kind_reason = "closest reference; no convention matched" if kind == "auto" else "as given"
+        if hinted and chosen is fallback:
+            chosen.kind_reason = f"no convention matched; read as {hint}, the family its {FAMILY_HINTS[hint][2]} names"
     return chosen
 
 
-def _prefer(candidate: Calibration, current: Calibration) -> bool:
-    """Without a match, the likelier intent wins, in this order: a target taking one-hot float
+AUTO_KINDS = ("centernet", "qfl", "sigmoid", "softmax", "binary", "vfl", "asl", "ls-ce")
+"""The order auto mode tries kinds in: QFL before sigmoid, since on soft targets only a QFL matches
+QFL, while on hard labels a QFL matches the sigmoid focal loss (alpha off, gamma = beta)."""
+FAMILY_HINTS: dict[str, tuple[str, tuple[str, ...], str, bool]] = {
+    "asl": ("parameters", ("gamma_neg", "gamma_pos", "disable_torch_grad_focal_loss"), "parameters (gamma_neg, gamma_pos)", True),
+    "vfl": ("name", ("varifocal", "vfl"), "name (Varifocal)", True),
+    "qfl": ("name", ("qualityfocal", "quality_focal", "qfl"), "name (quality focal)", True),
+    "ls-ce": ("parameters", ("label_smoothing", "smoothing"), "parameter (label_smoothing / smoothing)", False),
+}
+"""What reads a target as a family kind in auto mode: ASL's parameter names and Varifocal's and
+QFL's names decide (their other parameters, alpha, gamma and beta, are the focal losses' too);
+label smoothing's parameter only reads a target that matches nothing (focal losses may smooth too)."""
+
+
+def family_hint(subject: Subject) -> tuple[str | None, bool]:
+    """The family kind the target's parameter names or its own name point to (None if none), and
+    whether that sign is decisive (:data:`FAMILY_HINTS`)."""
+    declared = set(subject.signature.parameters) if subject.signature is not None else set()
+    declared |= set(subject.init)
+    name = getattr(subject.obj if not subject.is_instance else type(subject.obj), "__name__", "").lower()
+    for kind, (where, words, _, decisive) in FAMILY_HINTS.items():
+        if (declared & set(words)) if where == "parameters" else any(word in name for word in words):
+            return kind, decisive
+    return None, False
+
+
+def _prefer(candidate: Calibration, current: Calibration, hint: str | None = None) -> bool:
+    """Without a match, the likelier intent wins, in this order: the family kind the target's
+    parameters or name point to (:func:`family_hint`); a target taking one-hot float
     targets is meant per-class (sigmoid); between a sigmoid and a softmax reading, the one that
     agrees with whether the target couples classes within a row; bare class indices (no
     background label) suggest a softmax classifier; a target takes logits (the common case).
@@ -164,6 +223,8 @@ def _prefer(candidate: Calibration, current: Calibration) -> bool:
         convention = calibration.convention
         return convention.kind == "sigmoid" and convention.targets == "index" and convention.background == "none"
 
+    if (candidate.convention.kind == hint) != (current.convention.kind == hint):
+        return candidate.convention.kind == hint
     if per_class(candidate) != per_class(current):
         return per_class(candidate)
     if candidate.convention.kind != current.convention.kind and None not in (consistent(candidate), consistent(current)) and consistent(candidate) != consistent(current):

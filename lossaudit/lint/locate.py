@@ -109,6 +109,11 @@ def _mask_product(node: ast.AST) -> bool:
     return any(_mentions(operand, word) for operand in operands for word in MASK_WORDS)
 
 
+def _clip_assignment(node: ast.AST) -> bool:
+    """An assignment whose value uses ASL's probability shift: ``xs_neg = (xs_neg + self.clip)...``."""
+    return isinstance(node, ast.Assign) and _mentions(node.value, "clip")
+
+
 def _weight_product(node: ast.AST) -> bool:
     """A multiplication by a class weight: ``weight[target] * loss``, ``loss * self.class_weight``."""
     return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult) and (_mentions(node.left, "weight") or _mentions(node.right, "weight"))
@@ -119,6 +124,7 @@ LOCATORS: dict[str, tuple[Predicate, ...]] = {
     "FL002": (_alpha_product,),
     "FL003": (_calls("softmax", "log_softmax", "cross_entropy", "CrossEntropyLoss", "nll_loss"),),
     "FL004": (_power,),
+    "FL004:asl": (_clip_assignment, _power),
     "FL005": (_literal_power, _power),
     "FL006": (_calls("clamp", "clip", "clamp_", "clamp_min", "clamp_max", "clip_"),),
     "FL007": (_log_of_squash, _calls("log")),
@@ -137,7 +143,8 @@ LOCATORS: dict[str, tuple[Predicate, ...]] = {
     "FL023": (_calls("exp"),),
     "FL024": (_weight_product, _calls("where")),
 }
-"""Per rule, predicates tried in order over the target's functions; the first hit gives the line."""
+"""Per rule (or ``rule:kind`` where a kind's defect sits elsewhere), predicates tried in order over
+the target's functions; the first hit gives the line."""
 
 
 class Locator:

@@ -31,8 +31,12 @@ from lossaudit.lint.subject import (
     CONVENTIONAL,
     DEFAULT_ALPHA,
     DEFAULT_GAMMA,
+    FAMILY_BASES,
+    FAMILY_PARAMETERS,
+    FOCUSING,
     MATCH_TOLERANCE,
     QUIET,
+    SOFT_TARGET_KINDS,
     Batch,
     Calibration,
     CallTimeout,
@@ -79,6 +83,11 @@ class Context:
     @property
     def kind(self) -> str:
         return self.convention.kind
+
+    @property
+    def base(self) -> str:
+        """The focal kind whose batches this kind shares (:data:`~lossaudit.lint.subject.FAMILY_BASES`)."""
+        return self.convention.base
 
     @property
     def params(self) -> Params:
@@ -222,9 +231,10 @@ def probe_alpha_balance(ctx: Context) -> None:
     """FL001 / FL002 (sigmoid, binary): alpha must weight positives by alpha, negatives by 1 - alpha.
 
     Two isolation batches, one active positive and one active negative at p = 0.5, each called with
-    alpha 0.25 and 0.75: the reference ratios loss(0.25) / loss(0.75) are 1/3 and 3.
+    alpha 0.25 and 0.75: the reference ratios loss(0.25) / loss(0.75) are 1/3 and 3. Varifocal's
+    alpha weights negatives only: ratios 1 and 1/3.
     """
-    if ctx.kind not in ("sigmoid", "binary"):
+    if ctx.kind not in ("sigmoid", "binary", "vfl"):
         return
     _skip_after(ctx, "FL003")
     if not ctx.subject.accepts("alpha"):
@@ -243,10 +253,15 @@ def probe_alpha_balance(ctx: Context) -> None:
         if high == 0:
             raise Inconclusive(f"the {side} element has zero loss at alpha 0.75")
         ratios[side] = low / high
-    expected = {"positive": 0.25 / 0.75, "negative": 0.75 / 0.25}
+    expected = {"positive": 1.0, "negative": 0.25 / 0.75} if ctx.kind == "vfl" else {"positive": 0.25 / 0.75, "negative": 0.75 / 0.25}
     if all(_close(ratios[side], expected[side]) for side in ratios):
         return
     evidence = {"loss(alpha=0.25)/loss(alpha=0.75)": ratios, "expected": expected, "tolerance": RATIO_TOLERANCE}
+    if ctx.kind == "vfl":
+        shape = " (alpha applied twice: alpha**2)" if _close(ratios["negative"], 1 / 9) else ""
+        ctx.fire("FL002", f"Varifocal's alpha must weight negatives only{shape}: loss(alpha=0.25)/loss(alpha=0.75) = {ratios['positive']:.4f} on a positive (expected 1.0000), "
+                 f"{ratios['negative']:.4f} on a negative (expected 0.3333)", {**evidence, "alpha_reading": None})
+        return
     if _close(ratios["positive"], 1 / 3) and _close(ratios["negative"], 1 / 3):
         ctx.fire("FL001", f"alpha rescales positives and negatives alike: loss(alpha=0.25)/loss(alpha=0.75) = {ratios['negative']:.4f} on a negative (expected 3.0000)", {**evidence, "alpha_reading": "constant"})
         return
@@ -354,14 +369,14 @@ def probe_coupling(ctx: Context) -> None:
     evidence = {"max_relative_gradient_change_other_rows": cross, "max_relative_gradient_change_same_row": within, "tolerance": COUPLING_TOLERANCE}
     if cross > COUPLING_TOLERANCE:
         ctx.fire("FL008", f"changing one logit changes the gradient of other examples by up to {cross:.3g} (relative): each example's loss depends on the rest of the batch", evidence)
-    elif ctx.kind == "sigmoid" and within > COUPLING_TOLERANCE:
+    elif ctx.base == "sigmoid" and within > COUPLING_TOLERANCE:
         ctx.fire("FL003", f"changing one class's logit changes the gradient of the other classes of its row by up to {within:.3g} (relative): classes are coupled like a softmax", evidence, anchor="FL003")
 
 
 def probe_background_rows(ctx: Context) -> None:
     """FL003 (sigmoid): background rows (all-zero targets) must contribute loss. Two batches with
     the same targets differ only in the background rows' logits (-3 versus +3)."""
-    if ctx.kind != "sigmoid":
+    if ctx.base != "sigmoid":
         return
     if not ctx.convention.has_background:
         raise Inconclusive(f"the target is called with {ctx.convention.describe()}, which has no background rows")
@@ -386,17 +401,19 @@ def _reference_alpha_override(ctx: Context) -> dict:
 
 
 def probe_gamma(ctx: Context) -> None:
-    """FL005: changing gamma (2 versus 0.5) must change the loss."""
-    if ctx.kind == "centernet":
+    """FL005: changing the focusing exponent (gamma; QFL's beta, ASL's gamma_neg) from 2 to 0.5
+    must change the loss."""
+    if ctx.kind in ("centernet", "ls-ce"):
         return
-    if not ctx.subject.accepts("gamma"):
-        raise Inconclusive("the target has no gamma parameter")
+    name = FOCUSING.get(ctx.kind, "gamma")
+    if not ctx.subject.accepts(name):
+        raise Inconclusive(f"the target has no {name} parameter")
     batch = ctx.batch()
-    at_two, at_half = ctx.total(batch, gamma=2.0), ctx.total(batch, gamma=0.5)
+    at_two, at_half = ctx.total(batch, **{name: 2.0}), ctx.total(batch, **{name: 0.5})
     if at_two == 0 and at_half == 0:
-        raise Inconclusive("the loss is 0 at both gammas")
+        raise Inconclusive(f"the loss is 0 at both values of {name}")
     if math.isfinite(at_two) and abs(at_two - at_half) <= 1e-7 * max(abs(at_two), 1e-12):
-        ctx.fire("FL005", f"changing gamma from 2 to 0.5 leaves the loss at {at_two:.6g}", {"loss(gamma=2)": at_two, "loss(gamma=0.5)": at_half})
+        ctx.fire("FL005", f"changing {name} from 2 to 0.5 leaves the loss at {at_two:.6g}", {f"loss({name}=2)": at_two, f"loss({name}=0.5)": at_half})
 
 
 def _reference_total(ctx: Context, batch: Batch) -> float:
@@ -410,7 +427,7 @@ def probe_modulating_factor(ctx: Context) -> None:
     probabilities; the ratio of the two losses is fixed by the reference (alpha and the normaliser
     cancel; for a positive, (0.2^g ln 0.8) / (0.7^g ln 0.3)): positives at p = 0.8 and 0.3,
     negatives at p = 0.2 and 0.6."""
-    if ctx.kind == "centernet":
+    if ctx.kind in ("centernet", "ls-ce"):
         return
     _skip_after(ctx, "FL008", "FL003", "FL005")
     gamma = ctx.params.gamma
@@ -418,13 +435,23 @@ def probe_modulating_factor(ctx: Context) -> None:
     wrong = {side: values for side, values in checks.items() if not _close(*values)}
     if wrong:
         side, (observed, expected) = next(iter(wrong.items()))
+        factor = FAMILY_FACTORS.get(ctx.kind, f"(1 - p_t)^{gamma:g}")
         ctx.fire(
             "FL004",
-            f"the modulating factor is not (1 - p_t)^{gamma:g} on {_side_text(side)}: loss ratio at {FACTOR_POINTS[side]} is {observed:.4f}, expected {expected:.4f}",
+            f"the modulating factor is not {factor} on {_side_text(side)}: loss ratio at {FACTOR_POINTS[side]} is {observed:.4f}, expected {expected:.4f}",
             {"observed_ratio": {k: v[0] for k, v in checks.items()}, "expected_ratio": {k: v[1] for k, v in checks.items()}, "gamma": gamma, "tolerance": RATIO_TOLERANCE},
+            anchor="FL004:asl" if ctx.kind == "asl" else None,  # ASL's factor goes wrong where the shift is taken
         )
 
 
+FAMILY_FACTORS = {
+    "qfl": "QFL's |y - p|^beta (y the IoU quality)",
+    "vfl": "Varifocal's (q on positives, alpha p^gamma on negatives)",
+    "asl": "ASL's ((1 - p)^gamma_pos on positives, p_m^gamma_neg on negatives with p_m = max(p - clip, 0))",
+}
+"""How the modulating factor of each family kind reads in an FL004 finding."""
+SOFT_QUALITY = 0.6
+"""The target of the active positive in factor probes of soft-target kinds (QFL, VFL)."""
 FACTOR_POINTS = {"positive": "p = 0.8 and 0.3", "target class": "p = 0.8 and 0.3", "negative": "p = 0.2 and 0.6"}
 """The probabilities of the active element in the two batches of :func:`_factor_ratios`."""
 
@@ -436,13 +463,17 @@ def _side_text(side: str) -> str:
 def _factor_ratios(ctx: Context, **overrides: object) -> dict[str, tuple[float, tuple[Batch, Batch]]]:
     """Per side ('positive' and 'negative', or the softmax 'target class'): the target's loss ratio
     between two isolation batches whose active element sits at the two probabilities of
-    :data:`FACTOR_POINTS`, and the two batches. Inconclusive when quiet elements are not quiet."""
+    :data:`FACTOR_POINTS`, and the two batches (a QFL/VFL positive of quality
+    :data:`SOFT_QUALITY`). Inconclusive when quiet elements are not quiet."""
     if ctx.kind == "softmax":
         sides = {"target class": [_softmax_isolation(ctx, 0, p) for p in (0.8, 0.3)]}
         quiet = _softmax_isolation(ctx, None)
     else:
         sides = {side: [_isolation(ctx, side, math.log(p / (1 - p))) for p in (p_a, p_b)] for side, (p_a, p_b) in (("positive", (0.8, 0.3)), ("negative", (0.2, 0.6)))}
         quiet = _isolation(ctx, "none", 0.0)
+        if ctx.kind in SOFT_TARGET_KINDS:
+            for batch in sides["positive"]:
+                batch.y[0, 0] = SOFT_QUALITY
     ratios = {}
     for side, batches in sides.items():
         totals = [ctx.total(batch, **overrides) for batch in batches]
@@ -461,7 +492,7 @@ WEIGHT_FACTOR = 3.0
 def _weight_parameter(ctx: Context) -> str:
     """The name of the target's per-class weight parameter; Inconclusive without one."""
     if ctx.kind not in ("sigmoid", "softmax"):
-        raise Inconclusive(f"a {ctx.kind} loss takes no per-class weight vector")
+        raise Inconclusive(f"class weights are probed on sigmoid and softmax focal losses, not on a {ctx.kind} loss")
     parameters = ctx.subject.signature.parameters if ctx.subject.signature is not None and not ctx.subject.is_instance else {}
     names = [name for name in WEIGHT_PARAMETERS if name in parameters and (name != "pos_weight" or ctx.kind == "sigmoid")]
     if not names:
@@ -558,7 +589,7 @@ def _wrong_and_inrange(ctx: Context) -> tuple[Batch, torch.Tensor, torch.Tensor]
         batch.x[peaks] = 1e-3
         inrange = ~peaks & (batch.y < 0.5)
         return batch, wrong, inrange
-    if ctx.kind == "softmax":
+    if ctx.base == "softmax":
         classes = ctx.subject.num_classes
         labels = torch.arange(4) % classes
         x = torch.full((4, classes), 0.3)
@@ -870,10 +901,19 @@ def report_normalisation(ctx: Context) -> None:
         return
     found = ctx.calibration.match.normalisation
     if found not in CONVENTIONAL[ctx.kind]:
-        usual = {"sigmoid": "the sum per positive anchor (detectors) or no reduction", "softmax": "the mean over rows", "centernet": "the sum per peak", "binary": "the mean or the sum"}[ctx.kind]
+        usual = USUAL_NORMALISATION[ctx.kind]
         libraries = ctx.follows()
         as_in = f" (as in {'; '.join(libraries)})" if libraries else ""
-        ctx.fire("FL018", f"the loss is normalised by the {found}{as_in}; the usual choice for a {ctx.kind} focal loss is {usual}", {"normalisation": found, "follows": libraries})
+        named = f"{ctx.kind} focal loss" if ctx.kind not in FAMILY_BASES else f"{ctx.kind} loss"
+        ctx.fire("FL018", f"the loss is normalised by the {found}{as_in}; the usual choice for a {named} is {usual}", {"normalisation": found, "follows": libraries})
+
+
+USUAL_NORMALISATION = {
+    "sigmoid": "the sum per positive anchor (detectors) or no reduction", "softmax": "the mean over rows", "centernet": "the sum per peak", "binary": "the mean or the sum",
+    "qfl": "the sum per positive anchor (GFL's head) or the mean over anchors", "vfl": "the sum per positive anchor (VFNet's head) or the mean over elements",
+    "asl": "the sum (timm)", "ls-ce": "the mean over rows",
+}
+"""What FL018 names as the usual normalisation of each kind (:data:`CONVENTIONAL`)."""
 
 
 def report_peer_departure(ctx: Context) -> None:
@@ -884,9 +924,12 @@ def report_peer_departure(ctx: Context) -> None:
 
 def report_defaults(ctx: Context) -> None:
     """FL019 (info): constructor/function defaults that differ from the reference's."""
-    if ctx.kind == "centernet":
-        return
-    expected = {"alpha": DEFAULT_ALPHA if ctx.kind in ("sigmoid", "binary") else None, "gamma": DEFAULT_GAMMA}
+    if ctx.kind in ("centernet", "ls-ce"):
+        return  # CenterNet's exponents are fixed; PyTorch (0) and timm (0.1) differ on label smoothing's default
+    if ctx.kind in FAMILY_BASES:
+        expected = {names[0]: default for default, names in FAMILY_PARAMETERS[ctx.kind].values() if not isinstance(default, bool) and names[0] != "eps"}
+    else:
+        expected = {"alpha": DEFAULT_ALPHA if ctx.kind in ("sigmoid", "binary") else None, "gamma": DEFAULT_GAMMA}
     differing = {}
     for name, value in expected.items():
         if name in ctx.subject.supplied:
@@ -986,6 +1029,32 @@ def _probe_as_softmax(ctx: Context) -> None:
     ctx.notes += secondary.notes
 
 
+def _smoothing_over_the_others(params: Params, classes: int) -> Params:
+    """Label smoothing epsilon spread over the C - 1 other classes: PyTorch's convention with
+    epsilon * C / (C - 1) (:func:`lossaudit.losses.ls_ce`)."""
+    return replace(params, family={**params.family, "epsilon": params.family["epsilon"] * classes / (classes - 1)})
+
+
+ALTERNATIVE_READINGS: dict[str, tuple[str, Callable[[Params, int], Params]]] = {
+    "ls-ce": ("epsilon spread over the C - 1 other classes (fairseq's convention), where PyTorch's label_smoothing spreads it over all C classes", _smoothing_over_the_others),
+}
+"""Per kind, a documented convention a target may follow while its parameter names promise the
+reference's: what the FL014 finding says when the output matches it."""
+
+
+def _alternative_reading(ctx: Context) -> tuple[str, Params, object] | None:
+    """(description, parameters, match) of the kind's alternative reading when the output matches it."""
+    if ctx.kind not in ALTERNATIVE_READINGS or ctx.subject.num_classes < 2:
+        return None
+    description, change = ALTERNATIVE_READINGS[ctx.kind]
+    params = change(ctx.params, ctx.subject.num_classes)
+    batch = ctx.batch()
+    out, inputs = ctx.subject.call(ctx.convention, batch)
+    reference = reference_elements(ctx.kind, canonical_to_reference_input(ctx.convention, inputs.detach().double()), batch.y.double(), params)
+    residual = match_output(ctx.kind, out, reference, batch.y, params)
+    return (description, params, residual) if residual.error <= MATCH_TOLERANCE else None
+
+
 def _report_unexplained(ctx: Context) -> None:
     """FL014 when the output matches no reference and the findings do not account for it: no
     value rule fired, or only alpha rules whose reading of alpha (evidence 'alpha_reading') still
@@ -995,7 +1064,14 @@ def _report_unexplained(ctx: Context) -> None:
     explaining = [f for f in ctx.findings if f.code in VALUE_RULES and f.severity != "info"]
     match = ctx.calibration.match
     if not explaining:
-        ctx.fire("FL014", f"the output matches no reference: closest is {ctx.kind} focal loss with {match.normalisation} (relative error {match.error:.3g}, tolerance {MATCH_TOLERANCE:g})",
+        reading = _alternative_reading(ctx)
+        if reading is not None:
+            description, params, residual = reading
+            ctx.fire("FL014", f"the output matches no {ctx.kind} reference; it matches one with {description} ({residual.normalisation}, relative error {residual.error:.3g})",
+                     {"closest_normalisation": match.normalisation, "rel_error": match.error, "tolerance": MATCH_TOLERANCE, "matches_with": params.family})
+            return
+        named = f"{ctx.kind} focal loss" if ctx.kind not in FAMILY_BASES else f"the {ctx.kind} reference"
+        ctx.fire("FL014", f"the output matches no reference: closest is {named} with {match.normalisation} (relative error {match.error:.3g}, tolerance {MATCH_TOLERANCE:g})",
                  {"closest_normalisation": match.normalisation, "rel_error": match.error, "tolerance": MATCH_TOLERANCE})
         return
     readings = {f.code: f.evidence.get("alpha_reading") for f in explaining}

@@ -11,7 +11,22 @@ from dataclasses import dataclass
 SEVERITIES = ("error", "warning", "info")
 
 
-KINDS = ("sigmoid", "softmax", "binary", "centernet")
+KINDS = ("sigmoid", "softmax", "binary", "centernet", "qfl", "vfl", "asl", "ls-ce")
+"""The kinds of loss lint audits: the focal kinds, then the families of issue 15 (quality focal,
+Varifocal, asymmetric, label-smoothing cross-entropy)."""
+FAMILY_BASES = {"qfl": "sigmoid", "vfl": "sigmoid", "asl": "sigmoid", "ls-ce": "softmax"}
+"""The family kinds and the focal kind whose batches, layouts and probes each shares: QFL,
+Varifocal and ASL are per-class sigmoid losses on ``(N, C)`` targets (soft IoU qualities for QFL
+and VFL, multi-hot labels for ASL); label-smoothing CE is a softmax loss on class indices. A rule
+without a fix for a family kind gives the fix for its base kind."""
+
+NO_ALPHA = (
+    ("qfl", "QFL takes no balancing weight: remove it (|y - p|**beta already weights each element)"),
+    ("asl", "ASL takes no balancing weight: remove it (gamma_pos, gamma_neg and clip balance the two sides)"),
+    ("ls-ce", "label-smoothing cross-entropy takes no balancing weight: pass class weights as weight= to F.cross_entropy"),
+)
+"""The fix of an alpha rule for the families without alpha."""
+VFL_ALPHA = ("vfl", "apply alpha once and to the negatives only: weight = q on positives, alpha * p**gamma on negatives")
 
 
 @dataclass(frozen=True)
@@ -30,8 +45,10 @@ class Rule:
     fixes: tuple[tuple[str, str], ...] = ()
 
     def fix_for(self, kind: str | None) -> str:
-        """The fix that fits a loss of ``kind`` (the general one when the kind is unknown)."""
-        return dict(self.fixes).get(kind, self.fix)
+        """The fix that fits a loss of ``kind``: its own, else its base kind's
+        (:data:`FAMILY_BASES`), else the general one."""
+        fixes = dict(self.fixes)
+        return fixes.get(kind) or fixes.get(FAMILY_BASES.get(kind)) or self.fix
 
 
 RULES: tuple[Rule, ...] = (
@@ -45,7 +62,7 @@ RULES: tuple[Rule, ...] = (
         "weight positives by alpha and negatives by 1 - alpha: alpha_t = alpha * y + (1 - alpha) * (1 - y)",
         "loss = alpha * (1 - p_t) ** gamma * ce",
         "alpha_t = alpha * targets + (1 - alpha) * (1 - targets)\nloss = alpha_t * (1 - p_t) ** gamma * ce",
-        fixes=(("softmax", "pass a per-class alpha vector and weight each row by alpha[target], or drop alpha"), ("centernet", "CenterNet's heatmap loss takes no balancing weight: remove it (peaks are weighted by (1 - p)^2, the rest by p^2 (1 - gt)^4)")),
+        fixes=(("softmax", "pass a per-class alpha vector and weight each row by alpha[target], or drop alpha"), ("centernet", "CenterNet's heatmap loss takes no balancing weight: remove it (peaks are weighted by (1 - p)^2, the rest by p^2 (1 - gt)^4)"), *NO_ALPHA, VFL_ALPHA),
     ),
     Rule(
         "FL002", "alpha-inverted", "error",
@@ -56,7 +73,7 @@ RULES: tuple[Rule, ...] = (
         "use alpha_t = alpha * y + (1 - alpha) * (1 - y), applied once",
         "alpha_t = alpha * (1 - targets) + (1 - alpha) * targets",
         "alpha_t = alpha * targets + (1 - alpha) * (1 - targets)",
-        fixes=(("softmax", "weight each row once by alpha[target] of a per-class alpha vector"), ("centernet", "CenterNet's heatmap loss takes no balancing weight: remove it (peaks are weighted by (1 - p)^2, the rest by p^2 (1 - gt)^4)")),
+        fixes=(("softmax", "weight each row once by alpha[target] of a per-class alpha vector"), ("centernet", "CenterNet's heatmap loss takes no balancing weight: remove it (peaks are weighted by (1 - p)^2, the rest by p^2 (1 - gt)^4)"), *NO_ALPHA, VFL_ALPHA),
     ),
     Rule(
         "FL003", "softmax-misuse", "error",
@@ -78,7 +95,11 @@ RULES: tuple[Rule, ...] = (
         "compute p_t = p * y + (1 - p) * (1 - y) from probabilities and use (1 - p_t) ** gamma",
         "loss = (1 - p) ** gamma * ce            # p, not p_t: negatives are not down-weighted",
         "p_t = p * targets + (1 - p) * (1 - targets)\nloss = (1 - p_t) ** gamma * ce",
-        fixes=(("softmax", "take q_y = softmax(logits)[target] (a probability, not a log-probability) and use (1 - q_y) ** gamma"), ("centernet", "use -log(p) (1 - p)^2 at peaks (gt == 1) and -log(1 - p) p^2 (1 - gt)^4 elsewhere")),
+        fixes=(("softmax", "take q_y = softmax(logits)[target] (a probability, not a log-probability) and use (1 - q_y) ** gamma"), ("centernet", "use -log(p) (1 - p)^2 at peaks (gt == 1) and -log(1 - p) p^2 (1 - gt)^4 elsewhere"),
+               ("qfl", "weight BCE(logits, y) by |y - p| ** beta, y the IoU quality at the positive's class column and 0 elsewhere, p = sigmoid(logits)"),
+               ("vfl", "take BCE(logits, q) against the quality q and weight positives by q, negatives by alpha * p ** gamma"),
+               ("asl", "weight positives by (1 - p) ** gamma_pos and negatives by p_m ** gamma_neg with p_m = max(p - clip, 0): the shift lowers the negatives' probability and leaves the positives alone"),
+               ("ls-ce", "label-smoothing cross-entropy has no modulating factor: use F.cross_entropy(logits, target, label_smoothing=epsilon)")),
     ),
     Rule(
         "FL005", "gamma-ignored", "error",
@@ -88,7 +109,8 @@ RULES: tuple[Rule, ...] = (
         "use the gamma argument in the exponent",
         "self.gamma = gamma\n...\nloss = (1 - p_t) ** 2 * ce",
         "loss = (1 - p_t) ** self.gamma * ce",
-        fixes=(("centernet", "CenterNet's exponents are fixed at 2 and 4; a gamma argument must reach the exponent it names"),),
+        fixes=(("centernet", "CenterNet's exponents are fixed at 2 and 4; a gamma argument must reach the exponent it names"), ("qfl", "use the beta argument in the exponent: |y - p| ** beta"),
+               ("asl", "use gamma_pos and gamma_neg in the exponents of the positives' and the negatives' weights"), ("ls-ce", "use the smoothing argument where the smoothed targets are built")),
     ),
     Rule(
         "FL006", "saturated-gradient", "error",
@@ -139,7 +161,8 @@ RULES: tuple[Rule, ...] = (
         "weight each row by alpha[target]: alpha = alpha.to(logits.dtype)[targets]",
         "at = self.alpha[logits.argmax(dim=1)]",
         "at = self.alpha.to(logits.dtype)[targets]",
-        fixes=(("sigmoid", "index a per-class alpha by class column: alpha_t = alpha[c] * y + (1 - alpha[c]) * (1 - y), with alpha cast to the logits' dtype"), ("binary", "use one scalar alpha for the positive term and 1 - alpha for the negative term"), ("centernet", "CenterNet's heatmap loss takes no per-class weights: remove them")),
+        fixes=(("sigmoid", "index a per-class alpha by class column: alpha_t = alpha[c] * y + (1 - alpha[c]) * (1 - y), with alpha cast to the logits' dtype"), ("binary", "use one scalar alpha for the positive term and 1 - alpha for the negative term"), ("centernet", "CenterNet's heatmap loss takes no per-class weights: remove them"),
+               *NO_ALPHA, ("vfl", "Varifocal's alpha is one scalar for the negatives: alpha * p ** gamma")),
     ),
     Rule(
         "FL011", "ignore-index", "error",
@@ -216,7 +239,8 @@ RULES: tuple[Rule, ...] = (
         "divide the summed loss by max(number of positives, 1) for detection",
         "return loss.mean()",
         "return loss.sum() / max(num_positives, 1)",
-        fixes=(("softmax", "divide the summed row losses by the number of rows, as F.cross_entropy's mean does"), ("binary", "take the mean or the sum of the element losses"), ("centernet", "divide the summed loss by the number of peaks (gt == 1), at least 1")),
+        fixes=(("softmax", "divide the summed row losses by the number of rows, as F.cross_entropy's mean does"), ("binary", "take the mean or the sum of the element losses"), ("centernet", "divide the summed loss by the number of peaks (gt == 1), at least 1"),
+               ("asl", "sum the element losses, as timm's AsymmetricLossMultiLabel does")),
     ),
     Rule(
         "FL019", "default-mismatch", "info",
@@ -226,7 +250,9 @@ RULES: tuple[Rule, ...] = (
         "state alpha and gamma explicitly, or align the defaults with torchvision's (alpha=0.25, gamma=2)",
         "def __init__(self, alpha=1.0, gamma=1.5): ...",
         "def __init__(self, alpha=0.25, gamma=2.0): ...",
-        fixes=(("softmax", "state gamma explicitly (reference gamma=2) and pass alpha as a per-class vector or None"), ("centernet", "CenterNet's heatmap loss takes no alpha or gamma: its exponents are 2 and 4")),
+        fixes=(("softmax", "state gamma explicitly (reference gamma=2) and pass alpha as a per-class vector or None"), ("centernet", "CenterNet's heatmap loss takes no alpha or gamma: its exponents are 2 and 4"),
+               ("qfl", "state beta explicitly (GFL: beta=2)"), ("vfl", "state alpha and gamma explicitly (VarifocalNet: alpha=0.75, gamma=2)"),
+               ("asl", "state gamma_pos, gamma_neg and clip explicitly (timm: 1, 4 and 0.05)"), ("ls-ce", "state the smoothing explicitly (PyTorch's default is 0, timm's 0.1)")),
     ),
     Rule(
         "FL020", "peer-convention", "info",
@@ -238,7 +264,8 @@ RULES: tuple[Rule, ...] = (
         "keep the convention knowingly, or pass a per-class alpha vector to balance classes as the paper does",
         "FL = -alpha_t (1 - q_y)^gamma log q_y, alpha_t = 1 - alpha if y == 0 else alpha   # class 0 is background",
         "FL = -alpha[y] (1 - q_y)^gamma log q_y   # a per-class alpha vector",
-        fixes=(("softmax", "keep it if class 0 is your background; to balance classes as the paper does, pass a per-class alpha vector taken at the target class"), ("sigmoid", "keep it knowingly, or pass a scalar alpha for torchvision's alpha_t = alpha * y + (1 - alpha) * (1 - y)")),
+        fixes=(("softmax", "keep it if class 0 is your background; to balance classes as the paper does, pass a per-class alpha vector taken at the target class"), ("sigmoid", "keep it knowingly, or pass a scalar alpha for torchvision's alpha_t = alpha * y + (1 - alpha) * (1 - y)"),
+               *NO_ALPHA, ("vfl", "keep it knowingly, or weight positives by q and negatives by alpha * p ** gamma as VarifocalNet does")),
     ),
     Rule(
         "FL021", "grad-mode-leak", "error",

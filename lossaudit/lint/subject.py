@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from lossaudit import losses
+from lossaudit.lint.rules import FAMILY_BASES
 
 QUIET = 14.0
 """|logit| of a 'quiet' element: its reference loss is below 1e-6."""
@@ -53,6 +54,30 @@ def run_with_timeout(fn: Callable, timeout: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+SOFT_TARGET_KINDS = ("qfl", "vfl")
+"""Kinds whose positives carry a soft target (an IoU quality in (0, 1])."""
+
+
+def base_kind(kind: str) -> str:
+    """The focal kind whose batches and layout ``kind`` shares (itself for the focal kinds)."""
+    return FAMILY_BASES.get(kind, kind)
+
+
+FAMILY_PARAMETERS: dict[str, dict[str, tuple[object, tuple[str, ...]]]] = {
+    "qfl": {"beta": (2.0, ("beta",))},
+    "vfl": {"alpha": (0.75, ("alpha",)), "gamma": (2.0, ("gamma",)), "detach_weight": (False, ("detach_weight",))},
+    "asl": {"gamma_pos": (1.0, ("gamma_pos",)), "gamma_neg": (4.0, ("gamma_neg",)), "clip": (0.05, ("clip",)), "eps": (1e-8, ("eps",)),
+            "detach_weight": (False, ("disable_torch_grad_focal_loss", "detach_weight"))},
+    "ls-ce": {"epsilon": (0.1, ("label_smoothing", "smoothing", "epsilon"))},
+}
+"""Per family kind, the keyword arguments of its reference in :mod:`lossaudit.losses`: the
+reference's default and the parameter names a target may give it (timm's
+``disable_torch_grad_focal_loss`` detaches ASL's focusing weight; PyTorch's ``label_smoothing``,
+timm's ``smoothing``)."""
+FOCUSING = {"qfl": "beta", "asl": "gamma_neg"}
+"""The focusing exponent of a kind, where it is not called gamma (ls-ce has none)."""
+
+
 BACKGROUND_LABELS = {"C": "background = C", "0": "background = 0", "none": "no background label"}
 """How index targets label a background row (an all-zero one-hot row): with the class count C
 (mmdet, torchvision RetinaNet), with 0 and classes shifted to 1..C (Detectron), or not at all:
@@ -73,9 +98,14 @@ class Convention:
     segmentation batch, ``(B, C, H, W)`` logits and ``(B, H, W)`` / ``(B, C, H, W)`` targets."""
 
     @property
+    def base(self) -> str:
+        """The focal kind whose batches and layout this convention's kind shares."""
+        return base_kind(self.kind)
+
+    @property
     def has_background(self) -> bool:
         """Whether batches may hold background rows (all-zero one-hot rows) in this convention."""
-        return self.kind == "sigmoid" and (self.targets == "onehot" or self.background != "none")
+        return self.base == "sigmoid" and (self.targets == "onehot" or self.background != "none")
 
     @property
     def encoding(self) -> str:
@@ -109,14 +139,16 @@ def conventions(kind: str, inputs: str, targets: str, num_classes: int) -> list[
     """Conventions to try for ``kind``, in order of preference, restricted by the options.
 
     Sigmoid losses are tried with one-hot targets, then class indices with each background label
-    (no-background needs two classes or more); softmax losses with indices, then one-hot rows.
+    (no-background needs two classes or more); softmax losses (label-smoothing CE too) with
+    indices, then one-hot rows; QFL, Varifocal and ASL with ``(N, C)`` float targets only (soft
+    qualities and multi-hot rows have no index form).
     """
     input_options = ["logits", "probs"] if inputs == "auto" else [inputs]
     if kind == "centernet":
         return [Convention(kind, i, "heatmap") for i in (["probs", "logits"] if inputs == "auto" else [inputs])]
-    if kind == "softmax":
+    if base_kind(kind) == "softmax":
         target_options = [("index", "none"), ("onehot", "none")]
-    elif kind == "binary":
+    elif kind == "binary" or kind in FAMILY_BASES:
         target_options = [("onehot", "none")]
     else:
         target_options = [("onehot", "none"), ("index", "C"), ("index", "0")] + ([("index", "none")] if num_classes > 1 else [])
@@ -156,7 +188,8 @@ class Params:
 
     ``class_weight`` is a per-class multiplier (kornia's and MONAI's ``weight``): by column for
     sigmoid losses, at the target class for softmax ones. ``skip_class_0`` drops class 0 from the
-    loss (MONAI's ``include_background=False``).
+    loss (MONAI's ``include_background=False``). ``family`` holds the keyword arguments of a family
+    kind's reference (:data:`FAMILY_PARAMETERS`).
     """
 
     alpha: object = None  # None/-1 off, a float, or a per-class list
@@ -164,6 +197,7 @@ class Params:
     alpha_scheme: str = "alpha_t"
     class_weight: tuple | None = None
     skip_class_0: bool = False
+    family: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.alpha_scheme not in ALPHA_SCHEMES:
@@ -188,9 +222,12 @@ class Params:
 
 def reference_elements(kind: str, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
     """The reference loss per element (sigmoid, binary, centernet) or per row (softmax), from
-    canonical logits ``x`` (centernet: probabilities) and one-hot ``y``, as ``params`` read it."""
+    canonical logits ``x`` (centernet: probabilities) and one-hot ``y`` (QFL/VFL: soft qualities;
+    ASL: multi-hot), as ``params`` read it."""
     if kind == "centernet":
         return losses.centernet(x, y, reduction="none")
+    if kind in FAMILY_BASES:
+        return FAMILY_REFERENCES[kind](x, y, reduction="none", **params.family)
     alpha = params.reference_alpha()
     if isinstance(alpha, torch.Tensor):
         alpha = alpha.to(x.dtype)
@@ -219,6 +256,10 @@ def reference_elements(kind: str, x: torch.Tensor, y: torch.Tensor, params: Para
     return loss
 
 
+FAMILY_REFERENCES: dict[str, Callable[..., torch.Tensor]] = {"qfl": losses.qfl, "vfl": losses.vfl, "asl": losses.asl, "ls-ce": losses.ls_ce}
+"""The reference of each family kind: element losses ``(N, C)`` (label-smoothing CE: ``(N,)`` rows)."""
+
+
 def _column_weight(params: Params, loss: torch.Tensor) -> torch.Tensor | float:
     """The per-class weight as a row to multiply ``(N, C)`` terms by, or 1; terms without class 0
     (softmax with ``skip_class_0``) take the weights of classes 1..C-1."""
@@ -232,7 +273,8 @@ def normalisers(kind: str, y: torch.Tensor, params: Params) -> dict[str, float]:
     """What a scalar output may divide the summed loss by, named as reported.
 
     'mean over elements' counts the elements the loss covers (N·C, or N·(C - 1) without class 0);
-    'mean over classes' is ultralytics' ``loss.mean(1).sum()`` on ``(N, C)``.
+    'mean over classes' is ultralytics' ``loss.mean(1).sum()`` on ``(N, C)``. A positive is an
+    element whose target is at least 0.5, or above 0 for soft qualities (QFL, VFL).
     """
     rows = y.shape[0]
     if kind == "centernet":
@@ -240,8 +282,9 @@ def normalisers(kind: str, y: torch.Tensor, params: Params) -> dict[str, float]:
         return {"sum": 1.0, "mean over elements": float(y.numel()), "sum per positive": float(max(peaks, 1))}
     elements = y.numel() - (rows if params.skip_class_0 else 0)
     candidates = {"sum": 1.0, "mean over elements": float(elements)}
-    if kind in ("sigmoid", "binary"):  # before rows: with one positive per row, the detector's name
-        candidates["sum per positive"] = float(max(int(y.ge(0.5).sum()), 1))
+    if base_kind(kind) in ("sigmoid", "binary"):  # before rows: with one positive per row, the detector's name
+        positives = y.gt(0) if kind in SOFT_TARGET_KINDS else y.ge(0.5)
+        candidates["sum per positive"] = float(max(int(positives.sum()), 1))
     candidates["mean over rows"] = float(rows)
     if kind == "sigmoid":
         candidates["mean over classes"] = float(y.shape[1])
@@ -256,8 +299,14 @@ CONVENTIONAL = {
     "binary": {"none", "sum", "sum per positive", "mean over elements"},
     "softmax": {"none", "sum", "mean over rows", "mean over target weights"},
     "centernet": {"none", "sum", "sum per positive"},
+    "qfl": {"none", "sum", "sum per positive", "mean over rows"},
+    "vfl": {"none", "sum", "sum per positive", "mean over elements"},
+    "asl": {"none", "sum"},
+    "ls-ce": {"none", "sum", "mean over rows"},
 }
-"""Normalisations that need no FL018 note for each kind."""
+"""Normalisations that need no FL018 note for each kind: for QFL mmdet's 'mean' (per-anchor sums
+over N anchors), for VFL mmdet's (over N·C elements), GFL's and VFNet's heads the sum per positive;
+ASL is summed (timm, Alibaba-MIIL); label-smoothing CE averages rows (PyTorch)."""
 
 
 def output_tensor(value: object) -> torch.Tensor:
@@ -300,9 +349,9 @@ def match_output(kind: str, out: torch.Tensor, ref: torch.Tensor, y: torch.Tenso
         return best
     if out.numel() == ref.numel():
         out = out.reshape(ref.shape)  # elements in row order, whatever the shape: (N, 1), (1, N, C)
-    elif kind == "sigmoid" and out.numel() == ref.shape[0]:
+    elif base_kind(kind) == "sigmoid" and out.numel() == ref.shape[0]:
         out, ref = out.reshape(-1), ref.sum(dim=1)  # a loss per row
-    elif kind == "softmax" and out.numel() == ref.numel() * out.shape[-1]:
+    elif base_kind(kind) == "softmax" and out.numel() == ref.numel() * out.shape[-1]:
         out = out.reshape(ref.shape[0], -1).sum(dim=1)  # a per-class map (kornia, MONAI): the target column holds the row's loss
     if out.shape == ref.shape:
         return Match("none", float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12)))
@@ -385,7 +434,7 @@ class Subject:
         else:
             if convention.inputs == "logits":
                 inputs = x
-            elif convention.kind == "softmax":
+            elif convention.base == "softmax":
                 inputs = torch.softmax(x, dim=1)
             else:
                 inputs = torch.sigmoid(x)
@@ -439,7 +488,7 @@ def canonical_to_reference_input(convention: Convention, inputs: torch.Tensor) -
         return inputs if convention.inputs == "probs" else torch.sigmoid(inputs)
     if convention.inputs == "logits":
         return inputs
-    if convention.kind == "softmax":
+    if convention.base == "softmax":
         return torch.log(inputs)
     return torch.logit(inputs)
 
@@ -465,7 +514,8 @@ class Calibration:
 def make_batch(kind: str, num_classes: int, generator: torch.Generator, rows: int = 16, background: bool = True) -> Batch:
     """A moderate calibration batch: |logit| ≤ 4, one positive per positive row, every class
     present, background rows (sigmoid, when the convention has a background), three peaks
-    (centernet)."""
+    (centernet); QFL and VFL positives carry an IoU quality in [0.25, 1), ASL rows of even index a
+    second label."""
     if kind == "centernet":
         classes = min(num_classes, 3)
         heatmap = torch.rand(2, classes, 6, 6, generator=generator) * 0.9
@@ -479,6 +529,10 @@ def make_batch(kind: str, num_classes: int, generator: torch.Generator, rows: in
         return Batch(x[:, 0].contiguous(), y)
     labels = torch.arange(rows) % num_classes
     y = F.one_hot(labels, num_classes).float()
-    if kind == "sigmoid" and background:
+    if kind == "asl" and num_classes > 1:
+        y[torch.arange(0, rows, 2), (labels[::2] + 1) % num_classes] = 1.0  # multi-label rows
+    if kind in SOFT_TARGET_KINDS:
+        y = y * (0.25 + 0.75 * torch.rand(rows, 1, generator=generator))
+    if base_kind(kind) == "sigmoid" and background:
         y[rows * 5 // 8 :] = 0  # background rows
     return Batch(x, y)

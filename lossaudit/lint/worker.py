@@ -121,6 +121,9 @@ def audit_object(obj: object, text: str, init: dict, options: dict | object) -> 
 def _reference_name(kind: str, params) -> str:
     if kind == "centernet":
         return "CenterNet penalty-reduced focal loss (alpha=2, beta=4)"
+    if params.family:
+        arguments = ", ".join(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}" for name, value in params.family.items())
+        return f"lossaudit.losses.{kind.replace('-', '_')}({arguments})"
     alpha = params.alpha
     alpha_text = "off" if alpha is None or (isinstance(alpha, (int, float)) and alpha < 0) else alpha if not hasattr(alpha, "tolist") else alpha.tolist()
     if params.scheme in ("class-0", "positives"):
