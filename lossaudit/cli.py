@@ -112,10 +112,7 @@ class Kind(str, Enum):
     vfl = "vfl"
     asl = "asl"
     ls_ce = "ls-ce"
-    qfl = "qfl"
-    vfl = "vfl"
-    asl = "asl"
-    ls_ce = "ls-ce"
+    ghm = "ghm"
 
 
 class LintTargets(str, Enum):

@@ -35,7 +35,7 @@ PYPROJECT, YAML_NAMES = "pyproject.toml", ("lossaudit.yaml", "lossaudit.yml")
 CHOICES = {
     "targets": ("auto", "index", "onehot", "soft", "heatmap"),
     "inputs": ("auto", "logits", "probs"),
-    "kind": ("auto", "sigmoid", "softmax", "binary", "centernet", "qfl", "vfl", "asl", "ls-ce"),
+    "kind": ("auto", "sigmoid", "softmax", "binary", "centernet", "qfl", "vfl", "asl", "ls-ce", "ghm"),
     "fail-on": ("error", "warning", "info"),
 }
 COMPARE_KEYS: dict[str, type | tuple] = {

@@ -168,3 +168,42 @@ def test_family_references_are_named():
         "LabelSmoothingCrossEntropy": "lossaudit.losses.ls_ce(epsilon=0.1)",
     }
     assert detected["QualityFocalLoss"]["normalisation"] == "sum per positive" and detected["asymmetric_loss"]["normalisation"] == "sum"
+
+
+# GHM-C keeps state by design when momentum > 0: (symbol, init, options) -> the FL013 found (None: none)
+GHM_CASES = {
+    "mmdet GHMC, momentum 0": ("GHMC", {}, {}, None),
+    "mmdet GHMC, momentum 0.75": ("GHMC", {"momentum": 0.75}, {}, None),
+    "mmdet GHMC, the authors' 30 bins, --kind ghm": ("GHMC", {"momentum": 0.75, "bins": 30}, {"kind": "ghm"}, None),
+    "moving average shared by every instance": ("GhmSharedMovingAverage", {"momentum": 0.75}, {}, "state carries over between instances"),
+    "a call counter beside the moving average": ("GhmCallCounter", {"momentum": 0.75}, {}, "does not evolve as the reference's moving average"),
+    "a call counter without momentum": ("GhmCallCounter", {}, {}, "forward changes calls"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GHM_CASES))
+def test_ghm_state_is_expected_only_as_the_reference_keeps_it(case):
+    symbol, init, options, fl013 = GHM_CASES[case]
+    result = run_audit(FAMILY, symbol, init, **options)
+    assert result.detected["kind"] == "ghm" and result.detected["matched"]
+    if fl013 is None:
+        assert result.findings == [], _loud(result)
+        assert any("GHM-C's weights depend on the whole batch by design" in note for note in result.notes)
+        if init.get("momentum"):
+            assert any(note.startswith("FL013: the state evolves as the reference's moving average") for note in result.notes)
+    else:
+        assert [f.code for f in result.findings] == ["FL013"] and fl013 in result.findings[0].message, _loud(result)
+
+
+def test_ghm_state_evidence():
+    """Same batch twice, momentum 0.75, every bin's count c unchanged: the reference's moving average
+    is 0.25 c, then 0.4375 c, so its weights, and the loss, fall to 0.25 / 0.4375 = 0.5714 of the
+    first call's; the counter doubles that."""
+    evidence = run_audit(FAMILY, "GhmCallCounter", {"momentum": 0.75}).findings[0].evidence
+    assert evidence["expected_second_to_first"] == pytest.approx(0.25 / 0.4375, rel=1e-6)
+    assert evidence["second_to_first"] == pytest.approx(2 * 0.25 / 0.4375, rel=1e-5)
+
+
+def test_ghm_state_is_reported_when_the_kind_does_not_expect_it():
+    result = run_audit(FAMILY, "GHMC", {"momentum": 0.75}, kind="sigmoid")
+    assert "FL013" in {f.code for f in result.findings}

@@ -141,6 +141,7 @@ FORBIDDEN_IN_FIX = {
     "vfl": ("alpha_t", "1 - alpha", "alpha[target]", "log_softmax", "q_y", "(1 - p_t)"),
     "asl": ("alpha", "log_softmax", "q_y", "(1 - p_t)"),
     "ls-ce": ("anchor", "positives", "binary_cross_entropy", "logsigmoid", "alpha", "gamma", "(1 - p_t)"),
+    "ghm": ("alpha", "log_softmax", "q_y", "(1 - p_t)"),
 }
 
 

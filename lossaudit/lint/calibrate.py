@@ -178,17 +178,18 @@ def calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int)
     return chosen
 
 
-AUTO_KINDS = ("centernet", "qfl", "sigmoid", "softmax", "binary", "vfl", "asl", "ls-ce")
+AUTO_KINDS = ("centernet", "qfl", "sigmoid", "softmax", "binary", "vfl", "asl", "ls-ce", "ghm")
 """The order auto mode tries kinds in: QFL before sigmoid, since on soft targets only a QFL matches
 QFL, while on hard labels a QFL matches the sigmoid focal loss (alpha off, gamma = beta)."""
 FAMILY_HINTS: dict[str, tuple[str, tuple[str, ...], str, bool]] = {
     "asl": ("parameters", ("gamma_neg", "gamma_pos", "disable_torch_grad_focal_loss"), "parameters (gamma_neg, gamma_pos)", True),
     "vfl": ("name", ("varifocal", "vfl"), "name (Varifocal)", True),
     "qfl": ("name", ("qualityfocal", "quality_focal", "qfl"), "name (quality focal)", True),
+    "ghm": ("name", ("ghm",), "name (GHM)", True),
     "ls-ce": ("parameters", ("label_smoothing", "smoothing"), "parameter (label_smoothing / smoothing)", False),
 }
-"""What reads a target as a family kind in auto mode: ASL's parameter names and Varifocal's and
-QFL's names decide (their other parameters, alpha, gamma and beta, are the focal losses' too);
+"""What reads a target as a family kind in auto mode: ASL's parameter names and Varifocal's, QFL's
+and GHM's names decide (their other parameters, alpha, gamma and beta, are the focal losses' too);
 label smoothing's parameter only reads a target that matches nothing (focal losses may smooth too)."""
 
 

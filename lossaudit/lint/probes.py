@@ -36,6 +36,8 @@ from lossaudit.lint.subject import (
     FOCUSING,
     MATCH_TOLERANCE,
     QUIET,
+    expects_state,
+    reference_calls,
     SOFT_TARGET_KINDS,
     Batch,
     Calibration,
@@ -121,13 +123,17 @@ class Context:
         return float(out.detach().double().sum())
 
     def gradient(self, batch: Batch, **overrides: object) -> torch.Tensor:
+        return self.output_and_gradient(batch, **overrides)[1]
+
+    def output_and_gradient(self, batch: Batch, **overrides: object) -> tuple[torch.Tensor, torch.Tensor]:
+        """One call's output and the gradient it gives the inputs."""
         out, inputs = self.subject.call(self.convention, batch, **overrides)
         if not out.requires_grad:
             raise Inconclusive("the output carries no gradient to the inputs")
         (grad,) = torch.autograd.grad(out.sum(), inputs, allow_unused=True)
         if grad is None:
             raise Inconclusive("the output does not depend on the inputs through autograd")
-        return grad.detach().double()
+        return out.detach(), grad.detach().double()
 
     def reference_gradient(self, batch: Batch) -> torch.Tensor:
         inputs, _ = self.subject.to_call(self.convention, batch, dtype=torch.float64)
@@ -341,7 +347,10 @@ def probe_softmax_alpha(ctx: Context) -> None:
 
 def probe_coupling(ctx: Context) -> None:
     """FL008 (all kinds) and FL003 (sigmoid): changing one logit must not change the gradient of
-    any other element of the reference (a diagonal Hessian), except within a row for softmax."""
+    any other element of the reference (a diagonal Hessian), except within a row for softmax.
+    GHM-C is batch-coupled by design: its weights come from the batch's histogram of g."""
+    if ctx.kind == "ghm":
+        raise Inconclusive("GHM-C's weights depend on the whole batch by design")
     batch = ctx.batch()
     before = ctx.gradient(batch)
     changed = batch.clone()
@@ -403,7 +412,7 @@ def _reference_alpha_override(ctx: Context) -> dict:
 def probe_gamma(ctx: Context) -> None:
     """FL005: changing the focusing exponent (gamma; QFL's beta, ASL's gamma_neg) from 2 to 0.5
     must change the loss."""
-    if ctx.kind in ("centernet", "ls-ce"):
+    if ctx.kind in ("centernet", "ls-ce", "ghm"):
         return
     name = FOCUSING.get(ctx.kind, "gamma")
     if not ctx.subject.accepts(name):
@@ -427,7 +436,7 @@ def probe_modulating_factor(ctx: Context) -> None:
     probabilities; the ratio of the two losses is fixed by the reference (alpha and the normaliser
     cancel; for a positive, (0.2^g ln 0.8) / (0.7^g ln 0.3)): positives at p = 0.8 and 0.3,
     negatives at p = 0.2 and 0.6."""
-    if ctx.kind in ("centernet", "ls-ce"):
+    if ctx.kind in ("centernet", "ls-ce", "ghm"):
         return
     _skip_after(ctx, "FL008", "FL003", "FL005")
     gamma = ctx.params.gamma
@@ -664,10 +673,14 @@ def probe_gradient_match(ctx: Context) -> None:
         return
     batch = ctx.batch()
     try:
-        grad = ctx.gradient(batch)
+        out, grad = ctx.output_and_gradient(batch)
     except Inconclusive as reason:
         ctx.fire("FL009", f"the values match the reference but no gradient reaches the inputs ({reason})", {})
         return
+    inputs, _ = ctx.subject.to_call(ctx.convention, batch, dtype=torch.float64, grad=False)
+    value = match_output(ctx.kind, out, reference_elements(ctx.kind, canonical_to_reference_input(ctx.convention, inputs), batch.y.double(), ctx.params), batch.y, ctx.params)
+    if value.error > MATCH_TOLERANCE:
+        raise Inconclusive(f"this call's values differ from the reference (relative error {value.error:.3g}) though calibration's matched: state carries over between calls")
     reference = ctx.reference_gradient(batch)
     divisor = _divisor(ctx, batch)
     reference = reference / divisor
@@ -827,18 +840,43 @@ def _same(a: object, b: object) -> bool:
 
 
 def probe_stateful(ctx: Context) -> None:
-    """FL013: two calls of one instance on the same batch must agree, and leave its attributes as they were."""
+    """FL013: two calls of one instance on the same batch must agree, and leave its attributes as
+    they were — unless the reference keeps state by design (GHM-C with momentum): then each call
+    must match the reference with its state carried over, and attributes may change."""
     batch = ctx.batch()
     loss = ctx.subject.build()
     before = _state(loss)
-    first, _ = ctx.subject.call(ctx.convention, batch, loss=loss)
+    first, inputs = ctx.subject.call(ctx.convention, batch, loss=loss)
     second, _ = ctx.subject.call(ctx.convention, batch, loss=loss)
     after = _state(loss)
+    if expects_state(ctx.kind, ctx.params):
+        _state_by_design(ctx, batch, inputs, [first, second])
+        return
     changed = sorted(key for key in set(before) | set(after) if not _same(before.get(key), after.get(key)))
     values = [float(first.detach().double().sum()), float(second.detach().double().sum())]
     if changed or values[0] != values[1] and not (math.isnan(values[0]) and math.isnan(values[1])):
         detail = f"forward changes {', '.join(changed)}" if changed else f"two calls on the same batch give {values[0]:.6g} and {values[1]:.6g}"
         ctx.fire("FL013", detail, {"changed_attributes": changed, "values": values}, anchor="FL013")
+
+
+def _state_by_design(ctx: Context, batch: Batch, inputs: torch.Tensor, outputs: list[torch.Tensor]) -> None:
+    """FL013 for a stateful reference: two successive calls must match the reference's two calls
+    with its state carried from one to the next (:func:`~lossaudit.lint.subject.reference_calls`)."""
+    if not ctx.calibration.matched:
+        raise Inconclusive("the output matches no reference, so its state cannot be followed against the reference's")
+    ref_input = canonical_to_reference_input(ctx.convention, inputs.detach().double())
+    references = reference_calls(ctx.kind, ref_input, batch.y.double(), ctx.params, len(outputs))
+    errors = [match_output(ctx.kind, out, ref, batch.y, ctx.params).error for out, ref in zip(outputs, references)]
+    if errors[0] <= MATCH_TOLERANCE and errors[1] > MATCH_TOLERANCE:
+        expected = float(references[1].sum() / references[0].sum()) if float(references[0].sum()) else math.nan
+        observed = float(outputs[1].detach().double().sum() / outputs[0].detach().double().sum()) if float(outputs[0].detach().sum()) else math.nan
+        ctx.fire("FL013", f"the state does not evolve as the reference's moving average (momentum {ctx.params.family['momentum']:g}): the second call on the same batch gives "
+                 f"{observed:.4f} times the first, expected {expected:.4f}", {"second_to_first": observed, "expected_second_to_first": expected, "rel_errors": errors}, anchor="FL013")
+    elif errors[0] > MATCH_TOLERANCE:
+        ctx.fire("FL013", f"the first call of a new instance differs from the reference (relative error {errors[0]:.3g}) though calibration's instances matched it: state carries over between instances",
+                 {"rel_errors": errors}, anchor="FL013")
+    else:
+        ctx.notes.append(f"FL013: the state evolves as the reference's moving average over two calls (momentum {ctx.params.family['momentum']:g})")
 
 
 def probe_batch_shapes(ctx: Context) -> None:
@@ -911,7 +949,7 @@ def report_normalisation(ctx: Context) -> None:
 USUAL_NORMALISATION = {
     "sigmoid": "the sum per positive anchor (detectors) or no reduction", "softmax": "the mean over rows", "centernet": "the sum per peak", "binary": "the mean or the sum",
     "qfl": "the sum per positive anchor (GFL's head) or the mean over anchors", "vfl": "the sum per positive anchor (VFNet's head) or the mean over elements",
-    "asl": "the sum (timm)", "ls-ce": "the mean over rows",
+    "asl": "the sum (timm)", "ls-ce": "the mean over rows", "ghm": "the mean over valid elements (mmdet)",
 }
 """What FL018 names as the usual normalisation of each kind (:data:`CONVENTIONAL`)."""
 

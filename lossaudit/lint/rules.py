@@ -11,10 +11,10 @@ from dataclasses import dataclass
 SEVERITIES = ("error", "warning", "info")
 
 
-KINDS = ("sigmoid", "softmax", "binary", "centernet", "qfl", "vfl", "asl", "ls-ce")
+KINDS = ("sigmoid", "softmax", "binary", "centernet", "qfl", "vfl", "asl", "ls-ce", "ghm")
 """The kinds of loss lint audits: the focal kinds, then the families of issue 15 (quality focal,
-Varifocal, asymmetric, label-smoothing cross-entropy)."""
-FAMILY_BASES = {"qfl": "sigmoid", "vfl": "sigmoid", "asl": "sigmoid", "ls-ce": "softmax"}
+Varifocal, asymmetric, label-smoothing cross-entropy) and GHM-C."""
+FAMILY_BASES = {"qfl": "sigmoid", "vfl": "sigmoid", "asl": "sigmoid", "ls-ce": "softmax", "ghm": "sigmoid"}
 """The family kinds and the focal kind whose batches, layouts and probes each shares: QFL,
 Varifocal and ASL are per-class sigmoid losses on ``(N, C)`` targets (soft IoU qualities for QFL
 and VFL, multi-hot labels for ASL); label-smoothing CE is a softmax loss on class indices. A rule
@@ -24,6 +24,7 @@ NO_ALPHA = (
     ("qfl", "QFL takes no balancing weight: remove it (|y - p|**beta already weights each element)"),
     ("asl", "ASL takes no balancing weight: remove it (gamma_pos, gamma_neg and clip balance the two sides)"),
     ("ls-ce", "label-smoothing cross-entropy takes no balancing weight: pass class weights as weight= to F.cross_entropy"),
+    ("ghm", "GHM-C takes no balancing weight: its gradient-density weights do the balancing"),
 )
 """The fix of an alpha rule for the families without alpha."""
 VFL_ALPHA = ("vfl", "apply alpha once and to the negatives only: weight = q on positives, alpha * p**gamma on negatives")
@@ -99,7 +100,8 @@ RULES: tuple[Rule, ...] = (
                ("qfl", "weight BCE(logits, y) by |y - p| ** beta, y the IoU quality at the positive's class column and 0 elsewhere, p = sigmoid(logits)"),
                ("vfl", "take BCE(logits, q) against the quality q and weight positives by q, negatives by alpha * p ** gamma"),
                ("asl", "weight positives by (1 - p) ** gamma_pos and negatives by p_m ** gamma_neg with p_m = max(p - clip, 0): the shift lowers the negatives' probability and leaves the positives alone"),
-               ("ls-ce", "label-smoothing cross-entropy has no modulating factor: use F.cross_entropy(logits, target, label_smoothing=epsilon)")),
+               ("ls-ce", "label-smoothing cross-entropy has no modulating factor: use F.cross_entropy(logits, target, label_smoothing=epsilon)"),
+               ("ghm", "weight each element by N_valid / (the count of its bin of g = |sigmoid(logits).detach() - y|), divided by the number of non-empty bins")),
     ),
     Rule(
         "FL005", "gamma-ignored", "error",
@@ -186,10 +188,13 @@ RULES: tuple[Rule, ...] = (
         "FL013", "stateful", "error",
         "repeated calls on the same input differ, or forward changes the module's own attributes",
         "A loss that keeps state across calls (a counter, a running normaliser) gives different values for "
-        "the same batch and makes runs depend on call order.",
+        "the same batch and makes runs depend on call order. Where the reference keeps state by design "
+        "(--kind ghm with momentum: GHM-C's moving average of bin counts), two calls must instead follow the "
+        "reference's state from call to call.",
         "keep forward pure; hold real state (GHM's moving average) in an explicit object",
         "self.num_calls += 1\nreturn loss / self.num_calls",
         "return loss / num_positives",
+        fixes=(("ghm", "keep the moving average per instance, as mmdet's GHMC does: acc = momentum * acc + (1 - momentum) * count for the non-empty bins, starting at 0"),),
     ),
     Rule(
         "FL014", "no-reference-match", "error",
@@ -240,7 +245,7 @@ RULES: tuple[Rule, ...] = (
         "return loss.mean()",
         "return loss.sum() / max(num_positives, 1)",
         fixes=(("softmax", "divide the summed row losses by the number of rows, as F.cross_entropy's mean does"), ("binary", "take the mean or the sum of the element losses"), ("centernet", "divide the summed loss by the number of peaks (gt == 1), at least 1"),
-               ("asl", "sum the element losses, as timm's AsymmetricLossMultiLabel does")),
+               ("asl", "sum the element losses, as timm's AsymmetricLossMultiLabel does"), ("ghm", "divide the weighted sum by the number of valid elements, as mmdet's GHMC does")),
     ),
     Rule(
         "FL019", "default-mismatch", "info",
@@ -252,7 +257,8 @@ RULES: tuple[Rule, ...] = (
         "def __init__(self, alpha=0.25, gamma=2.0): ...",
         fixes=(("softmax", "state gamma explicitly (reference gamma=2) and pass alpha as a per-class vector or None"), ("centernet", "CenterNet's heatmap loss takes no alpha or gamma: its exponents are 2 and 4"),
                ("qfl", "state beta explicitly (GFL: beta=2)"), ("vfl", "state alpha and gamma explicitly (VarifocalNet: alpha=0.75, gamma=2)"),
-               ("asl", "state gamma_pos, gamma_neg and clip explicitly (timm: 1, 4 and 0.05)"), ("ls-ce", "state the smoothing explicitly (PyTorch's default is 0, timm's 0.1)")),
+               ("asl", "state gamma_pos, gamma_neg and clip explicitly (timm: 1, 4 and 0.05)"), ("ls-ce", "state the smoothing explicitly (PyTorch's default is 0, timm's 0.1)"),
+               ("ghm", "state bins and momentum explicitly (mmdet: bins=10, momentum=0; the authors' detectors: 30 and 0.75)")),
     ),
     Rule(
         "FL020", "peer-convention", "info",

@@ -69,6 +69,7 @@ FAMILY_PARAMETERS: dict[str, dict[str, tuple[object, tuple[str, ...]]]] = {
     "asl": {"gamma_pos": (1.0, ("gamma_pos",)), "gamma_neg": (4.0, ("gamma_neg",)), "clip": (0.05, ("clip",)), "eps": (1e-8, ("eps",)),
             "detach_weight": (False, ("disable_torch_grad_focal_loss", "detach_weight"))},
     "ls-ce": {"epsilon": (0.1, ("label_smoothing", "smoothing", "epsilon"))},
+    "ghm": {"bins": (10, ("bins",)), "momentum": (0.0, ("momentum",))},
 }
 """Per family kind, the keyword arguments of its reference in :mod:`lossaudit.losses`: the
 reference's default and the parameter names a target may give it (timm's
@@ -256,8 +257,22 @@ def reference_elements(kind: str, x: torch.Tensor, y: torch.Tensor, params: Para
     return loss
 
 
-FAMILY_REFERENCES: dict[str, Callable[..., torch.Tensor]] = {"qfl": losses.qfl, "vfl": losses.vfl, "asl": losses.asl, "ls-ce": losses.ls_ce}
-"""The reference of each family kind: element losses ``(N, C)`` (label-smoothing CE: ``(N,)`` rows)."""
+FAMILY_REFERENCES: dict[str, Callable[..., torch.Tensor]] = {"qfl": losses.qfl, "vfl": losses.vfl, "asl": losses.asl, "ls-ce": losses.ls_ce, "ghm": losses.ghm}
+"""The reference of each family kind: element losses ``(N, C)`` (label-smoothing CE: ``(N,)`` rows;
+GHM-C: a fresh moving average, as a new instance's first call sees it)."""
+
+
+def expects_state(kind: str, params: Params) -> bool:
+    """Whether the reference keeps state across calls: GHM-C's moving average of bin counts
+    (momentum > 0)."""
+    return kind == "ghm" and params.family.get("momentum", 0.0) > 0
+
+
+def reference_calls(kind: str, x: torch.Tensor, y: torch.Tensor, params: Params, calls: int) -> list[torch.Tensor]:
+    """The reference's element losses over ``calls`` successive calls of one instance on the same
+    batch, its state carried from call to call (:func:`expects_state`)."""
+    state = losses.GHMState(bins=params.family["bins"], momentum=params.family["momentum"])
+    return [losses.ghm(x, y, reduction="none", state=state, **params.family) for _ in range(calls)]
 
 
 def _column_weight(params: Params, loss: torch.Tensor) -> torch.Tensor | float:
@@ -303,10 +318,12 @@ CONVENTIONAL = {
     "vfl": {"none", "sum", "sum per positive", "mean over elements"},
     "asl": {"none", "sum"},
     "ls-ce": {"none", "sum", "mean over rows"},
+    "ghm": {"none", "sum", "mean over elements"},
 }
 """Normalisations that need no FL018 note for each kind: for QFL mmdet's 'mean' (per-anchor sums
 over N anchors), for VFL mmdet's (over N·C elements), GFL's and VFNet's heads the sum per positive;
-ASL is summed (timm, Alibaba-MIIL); label-smoothing CE averages rows (PyTorch)."""
+ASL is summed (timm, Alibaba-MIIL); label-smoothing CE averages rows (PyTorch); GHM-C divides by
+the valid elements (mmdet)."""
 
 
 def output_tensor(value: object) -> torch.Tensor:
