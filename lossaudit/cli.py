@@ -138,6 +138,18 @@ VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", metavar="", rich
 INIT_HELP = "KEY=VALUE keyword for the constructor (lint: a class target, or the call of a function; compare: the --arch class); values are Python literals. Repeatable."
 
 
+# Input options of compare and sweep, declared once.
+LogitsKeyOption = Annotated[Optional[str], typer.Option(help=plain("Key of the logits (default: logits, pred, preds, outputs, scores)."), metavar='KEY', rich_help_panel='Input')]
+TargetsKeyOption = Annotated[Optional[str], typer.Option(help=plain("Key of the targets (default: targets, labels, target, label, gt, y)."), metavar='KEY', rich_help_panel='Input')]
+TargetsOption = Annotated[TargetEncoding, typer.Option(help=plain("Target encoding; auto detects it."), rich_help_panel='Input')]
+BackgroundIndexOption = Annotated[Optional[int], typer.Option(help=plain("Index label meaning background (default: C, the number of classes)."), metavar='N', rich_help_panel='Input')]
+IgnoreIndexOption = Annotated[int, typer.Option(help=plain("Index label meaning ignore."), metavar='N', rich_help_panel='Input')]
+ClassDimOption = Annotated[Optional[int], typer.Option(help=plain("Class axis of the logits (default: last for 2-D/3-D, 1 for 4-D)."), metavar='AXIS', rich_help_panel='Input')]
+InputsOption = Annotated[Inputs, typer.Option(help=plain("Whether the dump holds logits or probabilities; auto reads logits and warns if they look like probabilities."), rich_help_panel='Input')]
+ClassNamesOption = Annotated[Optional[Path], typer.Option(help=plain("File of class names: one per line, a YAML list or a YAML mapping {index: name}."), metavar='FILE', rich_help_panel='Input')]
+BinsOption = Annotated[int, typer.Option(help=plain("Difficulty bins of g for the per-difficulty table."), metavar='N', rich_help_panel='Losses')]
+
+
 def init_option(panel: str):
     """``--init``, shown in ``panel`` (compare: Model; lint: Target)."""
     return Annotated[Optional[list[str]], typer.Option("--init", metavar="KEY=VALUE", rich_help_panel=panel, help=plain(INIT_HELP))]
@@ -174,14 +186,14 @@ def main_options(
 def compare(
     ctx: typer.Context,
     paths: Annotated[Optional[list[Path]], typer.Argument(help=plain("Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file). Optional with --model."), show_default=False, metavar='DUMP')] = None,
-    logits_key: Annotated[Optional[str], typer.Option(help=plain("Key of the logits (default: logits, pred, preds, outputs, scores)."), metavar='KEY', rich_help_panel='Input')] = None,
-    targets_key: Annotated[Optional[str], typer.Option(help=plain("Key of the targets (default: targets, labels, target, label, gt, y)."), metavar='KEY', rich_help_panel='Input')] = None,
-    targets: Annotated[TargetEncoding, typer.Option(help=plain("Target encoding; auto detects it."), rich_help_panel='Input')] = TargetEncoding.auto,
-    background_index: Annotated[Optional[int], typer.Option(help=plain("Index label meaning background (default: C, the number of classes)."), metavar='N', rich_help_panel='Input')] = None,
-    ignore_index: Annotated[int, typer.Option(help=plain("Index label meaning ignore."), metavar='N', rich_help_panel='Input')] = -1,
-    class_dim: Annotated[Optional[int], typer.Option(help=plain("Class axis of the logits (default: last for 2-D/3-D, 1 for 4-D)."), metavar='AXIS', rich_help_panel='Input')] = None,
-    inputs: Annotated[Inputs, typer.Option(help=plain("Whether the dump holds logits or probabilities; auto reads logits and warns if they look like probabilities."), rich_help_panel='Input')] = Inputs.auto,
-    class_names: Annotated[Optional[Path], typer.Option(help=plain("File of class names: one per line, a YAML list or a YAML mapping {index: name}."), metavar='FILE', rich_help_panel='Input')] = None,
+    logits_key: LogitsKeyOption = None,
+    targets_key: TargetsKeyOption = None,
+    targets: TargetsOption = TargetEncoding.auto,
+    background_index: BackgroundIndexOption = None,
+    ignore_index: IgnoreIndexOption = -1,
+    class_dim: ClassDimOption = None,
+    inputs: InputsOption = Inputs.auto,
+    class_names: ClassNamesOption = None,
     losses: Annotated[Optional[str], typer.Option(help=plain("Comma list of ce, bce, focal, softmax-focal, ghm, centernet, ohem [default: ce,bce,focal,softmax-focal,ghm; +centernet for heatmaps]."), show_default=False, metavar='LOSS,...', rich_help_panel='Losses')] = None,
     alpha: Annotated[float, typer.Option(help=plain("Focal alpha for positives (negatives get 1 - alpha); -1 disables it."), metavar='X', rich_help_panel='Losses')] = 0.25,
     gamma: Annotated[float, typer.Option(help=plain("Focal gamma (focal and softmax-focal)."), metavar='X', rich_help_panel='Losses')] = 2.0,
@@ -189,7 +201,7 @@ def compare(
     ghm_bins: Annotated[int, typer.Option(help=plain("GHM-C bins."), metavar='N', rich_help_panel='Losses')] = 10,
     ghm_momentum: Annotated[float, typer.Option(help=plain("GHM-C momentum (one call from a fresh state, as mmdet's first iteration)."), metavar='M', rich_help_panel='Losses')] = 0.0,
     ohem_ratio: Annotated[float, typer.Option(help=plain("OHEM negatives kept per positive."), metavar='R', rich_help_panel='Losses')] = 3.0,
-    bins: Annotated[int, typer.Option(help=plain("Difficulty bins of g for the per-difficulty table."), metavar='N', rich_help_panel='Losses')] = 10,
+    bins: BinsOption = 10,
     top: Annotated[Optional[int], typer.Option(help=plain("Show only the K classes with the largest loss (of the loss with the largest total, or --top-by)."), min=1, metavar='K', rich_help_panel='Report')] = None,
     top_by: Annotated[Optional[str], typer.Option(help=plain("The loss --top ranks classes by (one of those shown)."), metavar='LOSS', rich_help_panel='Report')] = None,
     baseline: Annotated[Optional[Path], typer.Option("--baseline", help=plain("A previous report (compare --format json) to show the changes since: loss shares per class and per difficulty bin, findings that appeared or disappeared."), metavar='REPORT', rich_help_panel='CI')] = None,
@@ -377,6 +389,56 @@ def _numbers(text: str, option: str) -> list[float]:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise InputError(f"{option} {text!r}: expected comma-separated numbers") from None
+
+
+class SweepFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@app.command(cls=Command)
+def sweep(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help=plain("Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file)."), show_default=False, metavar="DUMP")] = None,
+    gamma: Annotated[str, typer.Option("--gamma", help=plain("Comma list of focal gammas (each ≥ 0)."), metavar="X,...", rich_help_panel="Settings")] = "0,0.5,1,2,5",
+    alpha: Annotated[str, typer.Option("--alpha", help=plain("Comma list of focal alphas (each in [0, 1], or -1: no weighting)."), metavar="X,...", rich_help_panel="Settings")] = "0.25,0.5,0.75,-1",
+    bins: BinsOption = 10,
+    logits_key: LogitsKeyOption = None,
+    targets_key: TargetsKeyOption = None,
+    targets: TargetsOption = TargetEncoding.auto,
+    background_index: BackgroundIndexOption = None,
+    ignore_index: IgnoreIndexOption = -1,
+    class_dim: ClassDimOption = None,
+    inputs: InputsOption = Inputs.auto,
+    class_names: ClassNamesOption = None,
+    format: Annotated[SweepFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel="Report")] = SweepFormat.text,
+    output: OutputOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Sigmoid focal loss under every --gamma × --alpha setting, from one pass over the dumps: shares of loss and gradient, top classes, cumulative loss."""
+    try:
+        from lossaudit.compare.render import render_json
+        from lossaudit.compare.sweep import run as run_sweep
+        from lossaudit.compare.sweep_render import print_text, render_text
+        from lossaudit.dataset import LoadOptions, read_class_names
+        from lossaudit.readers import SUFFIXES as DUMP_SUFFIXES
+        from lossaudit.reporting import refuse_overwriting_inputs, write_report
+
+        refuse_overwriting_inputs(output, [*(paths or []), *([class_names] if class_names else [])], DUMP_SUFFIXES)
+        options = LoadOptions(logits_key=logits_key, targets_key=targets_key, targets=TargetEncoding(targets).value, background_index=background_index,
+                              ignore_index=ignore_index, class_dim=class_dim, inputs=Inputs(inputs).value,
+                              class_names=read_class_names(class_names) if class_names else None)
+        document = run_sweep(paths or [], options, gamma, alpha, bins)
+        if format is SweepFormat.json:
+            write_report(render_json(document), output)
+        elif output is None and sys.stdout.isatty():
+            print_text(document, Console())
+        else:
+            columns = os.environ.get("COLUMNS", "") if output is None else ""
+            write_report(render_text(document, int(columns) if columns.isdigit() else None), output)
+    except InputError as error:
+        _fail(str(error), verbose)
+    except Exception as error:  # an internal error must not exit 1 by accident
+        _fail(f"internal error: {type(error).__name__}: {error}", verbose)
 
 
 @app.command(cls=Command)

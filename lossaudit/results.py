@@ -78,6 +78,10 @@ class LossResult(_Row):
     positive_share: float | None
     easy_negative_share: float | None
     very_hard_share: float | None
+    gradient_mean: float | None
+    gradient_positive_share: float | None
+    gradient_easy_negative_share: float | None
+    gradient_very_hard_share: float | None
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ class ClassRow(_Row):
     mean_p_softmax: float | None
     sum: Mapping[str, float]
     share: Mapping[str, float | None]
+    gradient_share: Mapping[str, float | None]
     focal_ce_ratio: float | None
 
 
@@ -111,6 +116,7 @@ class DifficultyBin(_Row):
     rows: int
     row_share: float | None
     share: Mapping[str, float | None]
+    gradient_share: Mapping[str, float | None]
     ghm_weight: float | None
 
 

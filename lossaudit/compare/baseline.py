@@ -17,8 +17,9 @@ from pathlib import Path
 from lossaudit.errors import InputError
 from lossaudit.textfiles import read_text
 
-READABLE_SCHEMAS = (2, 3)
-"""Report schema versions a baseline may have: 2 (rows and elements apart) and 3 (this one)."""
+READABLE_SCHEMAS = (2, 3, 4)
+"""Report schema versions a baseline may have: 2 (rows and elements apart), 3 (``baseline``
+section) and 4 (this one: gradient shares, which the comparison does not read)."""
 
 
 def read_report(path: Path) -> dict:

@@ -11,6 +11,10 @@ For every element of an ``(n, C)`` chunk the pass computes, in float32, from one
     f = q^gamma l                     focal's p^gamma BCE, before the negative weight 1 - alpha
     c = -log1p(-q_c) q_c^2            CenterNet's negative term, q_c = max(q, 1e-4)
 
+and the gradient magnitudes |∂/∂x| of these losses (``compare``'s gradient shares): BCE's is ``q``
+itself, focal's ``q^gamma (q + gamma (1 - q) l)``, CenterNet's ``q_c^3 + 2 (1 - q_c) c`` (0 where
+q < 1e-4: the clamp stops the gradient).
+
 Then it takes out the elements these values do not describe: logits at or above a threshold
 ``x0 < 0`` (every x below it has p below the first edge), non-zero targets and excluded elements
 (an element mask, a non-finite logit); dropped rows are left out whole. Their values are set to 0
@@ -32,8 +36,9 @@ import numpy as np
 from lossaudit.compare.elements import CENTERNET_PROB_CLAMP, sigmoid_parts
 from lossaudit.dataset import Chunk
 
-DENSE_VALUES = ("softplus", "focal", "centernet")
-"""The per-class sums the pass can keep."""
+DENSE_VALUES = ("softplus", "q", "focal", "focal_gradient", "centernet", "centernet_gradient")
+"""The per-class sums the pass can keep: ``q`` is BCE's gradient magnitude, ``focal_gradient`` and
+``centernet_gradient`` those of focal (before ``1 - alpha``) and CenterNet."""
 
 PAIRING_LEVELS = 3
 PAIRED_ROWS = 2**PAIRING_LEVELS
@@ -80,7 +85,8 @@ class DensePass:
         first_edge: the first edge of the difficulty intervals.
         gamma: focal's gamma.
         values: the sums to keep, among :data:`DENSE_VALUES`; ``softplus`` is kept whenever another
-            one is (focal is computed from it).
+            one is (focal is computed from it), ``focal`` whenever ``focal_gradient`` is, ``centernet``
+            whenever ``centernet_gradient`` is.
         block_rows: rows per block.
         row_sums: also keep each row's softplus sum (hard-negative mining's row losses).
 
@@ -91,7 +97,8 @@ class DensePass:
     """
 
     def __init__(self, max_rows: int, classes: int, first_edge: np.float32, gamma: float, values: tuple[str, ...], block_rows: int, row_sums: bool = False):
-        values = tuple(name for name in DENSE_VALUES if name in values or (name == "softplus" and (values or row_sums)))
+        needs = {"softplus": bool(values) or row_sums, "focal": "focal_gradient" in values, "centernet": "centernet_gradient" in values}
+        values = tuple(name for name in DENSE_VALUES if name in values or needs.get(name, False))
         block_rows = min(block_rows, max_rows)
         padded = ((block_rows + PAIRED_ROWS - 1) // PAIRED_ROWS * PAIRED_ROWS, classes)
         self.classes, self.gamma, self.block_rows = classes, gamma, block_rows
@@ -99,8 +106,9 @@ class DensePass:
         self.x = np.empty((max_rows, classes), dtype=np.float32)
         self._taken = np.empty((block_rows, classes), dtype=bool)
         self._log1p, self._q = np.zeros(padded, dtype=np.float32), np.empty(padded, dtype=np.float32)
-        self._buffers = {name: np.zeros(padded, dtype=np.float32) if name != "softplus" else self._log1p for name in values}
-        self._scratch = np.empty(padded, dtype=np.float32) if "centernet" in values else None
+        shared = {"softplus": self._log1p, "q": self._q}
+        self._buffers = {name: shared[name] if name in shared else np.zeros(padded, dtype=np.float32) for name in values}
+        self._scratch = np.empty(padded, dtype=np.float32) if {"centernet", "focal_gradient"} & set(values) else None
         self._sums = {name: np.zeros(classes, dtype=np.float64) for name in values}
         self._column = np.empty(classes, dtype=np.float64)
         self._row_sums = np.empty(max_rows, dtype=np.float64) if row_sums else None
@@ -156,24 +164,40 @@ class DensePass:
         return np.add.reduce(values[:half], axis=0, dtype=np.float64, out=self._column)
 
     def _values(self, q: np.ndarray, buffers: dict[str, np.ndarray]) -> None:
-        """Fill the focal and CenterNet buffers with the values of the module docstring, in place;
-        the softplus buffer is ``l`` itself."""
+        """Fill the focal and CenterNet buffers and their gradients' with the values of the module
+        docstring, in place; the softplus buffer is ``l`` itself, the ``q`` buffer ``q``."""
         softplus = buffers["softplus"]
+        scratch = self._scratch[: len(q)] if self._scratch is not None else None
         if "centernet" in buffers:
-            c, scratch = buffers["centernet"], self._scratch[: len(q)]
-            np.maximum(q, CENTERNET_PROB_CLAMP, out=c)
-            np.negative(c, out=scratch)
+            c, gradient = buffers["centernet"], buffers.get("centernet_gradient")
+            clamped = gradient if gradient is not None else c
+            np.maximum(q, CENTERNET_PROB_CLAMP, out=clamped)
+            np.negative(clamped, out=scratch)
             np.log1p(scratch, out=scratch)
-            np.multiply(c, c, out=c)
+            np.multiply(clamped, clamped, out=c)
             np.multiply(c, scratch, out=c)
             np.negative(c, out=c)
+            if gradient is not None:
+                np.subtract(1, gradient, out=scratch)
+                np.multiply(scratch, c, out=scratch)
+                np.multiply(scratch, 2, out=scratch)
+                np.power(gradient, 3, out=gradient)
+                np.add(gradient, scratch, out=gradient)
+                np.copyto(gradient, 0, where=q < CENTERNET_PROB_CLAMP)
         if "focal" in buffers:
-            f = buffers["focal"]
+            f, gradient = buffers["focal"], buffers.get("focal_gradient")
             if self.gamma == 2:
                 np.multiply(q, q, out=f)
             else:
                 np.power(q, np.float32(self.gamma), out=f)
+            if gradient is not None:
+                np.multiply(f, q, out=gradient)
             np.multiply(f, softplus, out=f)
+            if gradient is not None:
+                np.multiply(q, f, out=scratch)
+                np.subtract(f, scratch, out=scratch)
+                np.multiply(scratch, np.float32(self.gamma), out=scratch)
+                np.add(gradient, scratch, out=gradient)
 
     def row_softplus(self, rows: int) -> np.ndarray:
         """``(rows,)`` float64: each row's softplus summed over its easy negatives, last chunk."""

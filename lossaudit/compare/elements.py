@@ -9,10 +9,22 @@ functions of :mod:`lossaudit.losses` (the contract; the tests compare them):
 - ``p = sigmoid(x)`` and ``g = |p - y|`` in float32, as the reference bins them;
 - ``bce = max(x, 0) - x y + log1p(exp(-|x|))``;
 - ``focal = alpha_t (1 - p_t)^gamma bce`` with ``1 - p_t = p + y - 2 p y``,
-  ``alpha_t = alpha y + (1 - alpha)(1 - y)`` (alpha -1: 1; a per-class alpha taken at the class);
+  ``alpha_t = alpha y + (1 - alpha)(1 - y)`` (alpha -1: 1; a per-class alpha taken at the class),
+  applied to the sums: elements add ``(1 - y) h`` and ``y h`` (``h`` the unweighted loss) to two
+  tables, weighted ``1 - alpha`` and ``alpha`` at the end (:meth:`SigmoidParams.weights`);
 - ``centernet``: ``p_c = clip(p, 1e-4, 1 - 1e-4)``; ``-log(p_c) (1 - p_c)^2`` at a peak (y = 1),
   ``-log(1 - p_c) p_c^2 (1 - y)^4`` elsewhere;
 - softmax terms ``-w_c y_c (1 - q_c)^gamma log q_c`` with ``q = softmax(x)`` over the row.
+
+Gradient magnitudes ``|∂loss/∂x|`` of the element losses (for ``compare``'s gradient shares; a
+loss's normaliser is a constant, so it cancels in a share) follow the same closed forms:
+
+- BCE: ``|p - y|`` (= g); GHM-C: its weight times that (``p`` is detached in the weight);
+- focal: ``alpha_t |h'|`` with ``h = m^gamma bce``, ``m = 1 - p_t``:
+  ``h' = m^gamma (p - y) + gamma m^(gamma - 1) (1 - 2y) p (1 - p) bce``; a negative (y = 0):
+  ``p^gamma (p + gamma (1 - p) bce)``;
+- CenterNet: ``p (1 - p) |∂loss/∂p_c|`` where p is not clamped, 0 where it is;
+- softmax terms: see :meth:`SoftmaxTerms.gradient`.
 
 The logit's ``exp`` and ``log1p`` come from :func:`sigmoid_parts`, which the dense pass also
 uses (its buffers are gathered at the elements taken out). Negatives (y = 0) are computed in
@@ -46,6 +58,14 @@ def sigmoid_parts(x: np.ndarray, log1p_out: np.ndarray | None = None, q_out: np.
     return log1p, q
 
 
+def sigmoid32(x: np.ndarray) -> np.ndarray:
+    """float32 ``sigmoid(x)`` rounded from float64, as the full-tensor engine bins elements
+    (``g = |p - y|`` in float32 from that p): both engines put an element in the same difficulty
+    interval, even at an edge (x = 2^-23, y = 1 gives g = 0.5 exactly)."""
+    with np.errstate(over="ignore"):
+        return (1 / (1 + np.exp(-x.astype(np.float64)))).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class SigmoidParams:
     """The hyper-parameters of the sigmoid losses. ``alpha`` is a scalar (-1: no weighting) or a
@@ -54,21 +74,15 @@ class SigmoidParams:
     alpha: float | np.ndarray
     gamma: float
 
-    def alpha_t(self, y: np.ndarray, cols: np.ndarray) -> np.ndarray | float:
-        """``alpha_t`` of elements with targets ``y`` in classes ``cols`` (1.0 without weighting)."""
+    def weights(self, classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(C,)`` weights of the parts ``Σ (1 - y) h`` and ``Σ y h`` of a class's focal sums
+        (``alpha_t = alpha y + (1 - alpha)(1 - y)`` is linear in y): ``(1 - alpha, alpha)``, or
+        ``(1, 1)`` without weighting."""
         if isinstance(self.alpha, np.ndarray):
-            alpha = self.alpha[cols]
-        elif self.alpha < 0:
-            return 1.0
-        else:
-            alpha = self.alpha
-        return alpha * y + (1 - alpha) * (1 - y)
-
-    def negative_weight(self, classes: int) -> np.ndarray:
-        """``(C,)`` ``alpha_t`` of a negative (y = 0) in each class: ``1 - alpha``, or 1."""
-        if isinstance(self.alpha, np.ndarray):
-            return 1 - self.alpha
-        return np.full(classes, 1 - self.alpha if self.alpha >= 0 else 1.0)
+            return 1 - self.alpha, self.alpha.copy()
+        if self.alpha < 0:
+            return np.ones(classes), np.ones(classes)
+        return np.full(classes, 1 - self.alpha), np.full(classes, float(self.alpha))
 
 
 @dataclass
@@ -91,17 +105,18 @@ class SigmoidTerms:
 def sigmoid_terms(x: np.ndarray, log1p: np.ndarray, q: np.ndarray, y: np.ndarray, heatmap: bool) -> SigmoidTerms:
     """The shared quantities of elements with float32 logits ``x``, their :func:`sigmoid_parts`
     ``log1p`` and ``q``, and float32 targets ``y`` (any: zero or not)."""
-    p = np.where(x >= 0, 1 - q, q)
+    p = sigmoid32(x)
     x64 = x.astype(np.float64)
     bce = np.maximum(x64, 0) - x64 * y + log1p
     positive = y == 1 if heatmap else y >= 0.5
     return SigmoidTerms(p=p, g=np.abs(p - y), positive=positive, bce=bce)
 
 
-def focal(terms: SigmoidTerms, y: np.ndarray, cols: np.ndarray, params: SigmoidParams) -> np.ndarray:
-    """float64 sigmoid focal loss of the elements of ``terms``."""
+def focal(terms: SigmoidTerms, y: np.ndarray, gamma: float) -> np.ndarray:
+    """float64 sigmoid focal loss of the elements of ``terms`` before the weight ``alpha_t``:
+    ``h = (1 - p_t)^gamma bce`` (:meth:`SigmoidParams.weights` applies alpha to class sums)."""
     p = terms.p.astype(np.float64)
-    return params.alpha_t(y, cols) * (p + y - 2 * p * y) ** params.gamma * terms.bce
+    return (p + y - 2 * p * y) ** gamma * terms.bce
 
 
 def centernet(terms: SigmoidTerms, y: np.ndarray) -> np.ndarray:
@@ -111,28 +126,60 @@ def centernet(terms: SigmoidTerms, y: np.ndarray) -> np.ndarray:
     return np.where(peak, -np.log(p) * (1 - p) ** 2, -np.log1p(-p) * p**2 * (1 - y.astype(np.float64)) ** 4)
 
 
+def focal_gradient(terms: SigmoidTerms, y: np.ndarray, gamma: float) -> np.ndarray:
+    """float64 ``|h'|``: the sigmoid focal loss's gradient magnitude before the weight
+    ``alpha_t`` (which is ≥ 0), for elements with any target ``y``."""
+    p, y = terms.p.astype(np.float64), y.astype(np.float64)
+    m = p + y - 2 * p * y
+    modulated = m**gamma * (p - y)
+    if gamma == 0:
+        return np.abs(modulated)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        focusing = np.where(m > 0, gamma * m ** (gamma - 1) * (1 - 2 * y) * p * (1 - p) * terms.bce, 0.0)
+    return np.abs(modulated + focusing)
+
+
+def centernet_gradient(terms: SigmoidTerms, y: np.ndarray) -> np.ndarray:
+    """float64 ``|∂ centernet / ∂x|``: zero where the probability is clamped."""
+    p = terms.p.astype(np.float64)
+    unclamped = (p >= CENTERNET_PROB_CLAMP) & (p <= 1 - CENTERNET_PROB_CLAMP)
+    peak = y == 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at_peak = (1 - p) ** 3 - 2 * p * (1 - p) ** 2 * np.log(p)
+        elsewhere = (p**3 - 2 * p**2 * (1 - p) * np.log1p(-p)) * (1 - y.astype(np.float64)) ** 4
+    return np.where(unclamped, np.where(peak, at_peak, elsewhere), 0.0)
+
+
 @dataclass
 class NegativeTerms:
-    """float32 quantities of ``(k,)`` negatives (y = 0): ``p`` (= g), ``bce`` (softplus(x)),
-    ``focal`` (``p^gamma bce``, before the weight ``1 - alpha``) and ``centernet``."""
+    """float32 quantities of ``(k,)`` negatives (y = 0): ``p`` (= g, BCE's gradient magnitude),
+    ``bce`` (softplus(x)), ``focal`` (``p^gamma bce``, before the weight ``1 - alpha``) and
+    ``centernet``, with the gradient magnitudes ``focal_gradient`` (before ``1 - alpha``) and
+    ``centernet_gradient``."""
 
     p: np.ndarray
     bce: np.ndarray
     focal: np.ndarray | None = None
     centernet: np.ndarray | None = None
+    focal_gradient: np.ndarray | None = None
+    centernet_gradient: np.ndarray | None = None
 
 
 def negative_terms(x: np.ndarray, log1p: np.ndarray, q: np.ndarray, gamma: float | None, centernet: bool) -> NegativeTerms:
     """The quantities of negatives with float32 logits ``x`` and their :func:`sigmoid_parts`;
     ``gamma`` None: no focal term."""
-    p = np.where(x >= 0, 1 - q, q)
+    p = sigmoid32(x)
     bce = np.maximum(x, 0) + log1p
     terms = NegativeTerms(p=p, bce=bce)
     if gamma is not None:
-        terms.focal = (p * p if gamma == 2 else p ** np.float32(gamma)) * bce
+        modulating = p * p if gamma == 2 else p ** np.float32(gamma)
+        terms.focal = modulating * bce
+        terms.focal_gradient = modulating * (p + np.float32(gamma) * (1 - p) * bce)
     if centernet:
         clamped = np.clip(p, CENTERNET_PROB_CLAMP, 1 - CENTERNET_PROB_CLAMP)
         terms.centernet = -np.log1p(-clamped) * clamped * clamped
+        unclamped = (p >= CENTERNET_PROB_CLAMP) & (p <= 1 - CENTERNET_PROB_CLAMP)
+        terms.centernet_gradient = np.where(unclamped, clamped**3 + 2 * (1 - clamped) * terms.centernet, np.float32(0))
     return terms
 
 
@@ -152,6 +199,37 @@ class SoftmaxTerms:
         """float64 ``-w y (1 - q)^gamma log q`` (gamma 0, weight 1: cross-entropy)."""
         terms = -weight * y * self.log_q
         return terms * (1 - np.exp(self.log_q)) ** gamma if gamma != 0 else terms
+
+    def pull(self, y: np.ndarray, gamma: float, weight: np.ndarray | float = 1.0) -> np.ndarray:
+        """float64 ``a = q ∂term/∂q`` of each term ``-w y (1 - q)^gamma log q`` (≤ 0):
+        ``-w y (1 - q)^gamma (1 - gamma q log q / (1 - q))``. The term's gradient with respect to the
+        row's logits is ``a (δ_jc - q_j)``."""
+        one_minus_q = -np.expm1(self.log_q)
+        if gamma == 0:
+            return -weight * y * np.ones_like(self.log_q)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(one_minus_q > 0, self.log_q / one_minus_q, -1.0)  # log q / (1 - q) -> -1 as q -> 1
+        return -weight * y * one_minus_q**gamma * (1 - gamma * np.exp(self.log_q) * ratio)
+
+
+def softmax_gradient(terms: SoftmaxTerms, pull: np.ndarray, y: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """float64 ``(k,)``: each target term's part of its row's gradient magnitude ``Σ_j |∂L/∂x_j|``.
+
+    With ``a`` the terms' :meth:`SoftmaxTerms.pull` and ``A = Σ a`` over the row's targets T, the
+    row's gradient is ``a_j - q_j A`` (``a_j = 0`` off T), so its magnitude is
+    ``|A| (1 - Σ_T q) + Σ_T |a_c (1 - q_c) - q_c (A - a_c)|`` (a one-hot row: ``2 |a| (1 - q)``).
+    A row's magnitude is shared among its targets in proportion to ``y``. ``row`` numbers each
+    term's row (terms of a row adjacent or not)."""
+    rows = int(row.max()) + 1 if len(row) else 0
+    one_minus_q = -np.expm1(terms.log_q)
+    q = np.exp(terms.log_q)
+    total = np.bincount(row, weights=pull, minlength=rows)
+    targets = np.bincount(row, minlength=rows)
+    rest = np.bincount(row, weights=one_minus_q, minlength=rows) - (targets - 1)  # 1 - Σ_T q
+    own = np.abs(pull * one_minus_q - q * (total[row] - pull))
+    magnitude = np.abs(total) * rest + np.bincount(row, weights=own, minlength=rows)
+    y_sum = np.bincount(row, weights=y, minlength=rows)
+    return magnitude[row] * y / y_sum[row]
 
 
 def softmax_terms(rows_x: np.ndarray, row: np.ndarray, cols: np.ndarray) -> SoftmaxTerms:

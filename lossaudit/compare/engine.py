@@ -80,6 +80,10 @@ class Tally:
 
     Attributes:
         loss_sums: loss id -> ``(C, 2, bins, 4)`` float64 sums of element losses.
+        gradient_sums: loss id -> ``(C, 2, bins, 4)`` float64 sums of the gradient magnitude
+            ``|∂ Σ loss / ∂x|`` at each logit (before the normaliser). A softmax row's magnitude,
+            summed over its logits, is binned with its target terms, shared in proportion to
+            their targets (a one-hot row: all of it at the target class).
         element_counts: ``(C, 2, bins, 4)`` valid elements, binned by the sigmoid ``g``.
         normalisers: loss id -> what that loss's mean divides by.
         sum_p_positive: ``(C,)`` Σ sigmoid(x) over positives.
@@ -98,6 +102,7 @@ class Tally:
     """
 
     loss_sums: dict[str, np.ndarray]
+    gradient_sums: dict[str, np.ndarray]
     element_counts: np.ndarray
     normalisers: dict[str, float]
     sum_p_positive: np.ndarray
@@ -151,9 +156,10 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
     num_classes, bins = data.num_classes, settings.bins
     shape = (num_classes, 2, bins, len(LEVELS))
     valid, positive, y = data.valid, data.positive, data.targets
-    x = torch.where(valid, data.logits, torch.zeros_like(data.logits))
+    x = torch.where(valid, data.logits, torch.zeros_like(data.logits)).requires_grad_()
     p = torch.sigmoid(x)
-    sigmoid_keys = tally_keys((p - y).abs(), positive, bins)
+    rounded = torch.sigmoid(x.detach().double()).float()  # g in float32 from the rounded p, as the stream bins it
+    sigmoid_keys = tally_keys((rounded - y.float()).abs(), positive, bins)
     weight = valid.double()
     alpha = torch.tensor(settings.alpha_per_class) if settings.alpha_per_class is not None else None
 
@@ -164,6 +170,7 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
     out_of_range = (~valid & ~data.ignored & torch.isfinite(data.logits)).any(dim=1)
     softmax_counts = np.zeros(shape)
     sums: dict[str, np.ndarray] = {}
+    gradients: dict[str, np.ndarray] = {}
     normalisers: dict[str, float] = {}
     names: dict[str, str] = {}
     bce = None
@@ -175,7 +182,11 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
             terms = losses.softmax_focal_terms(rows_x, rows_y, gamma=gamma, alpha=None if loss == "ce" else alpha)
             q = torch.softmax(rows_x, dim=1)
             softmax_keys = tally_keys(1 - q, positive, bins)
-            sums[loss] = _sum_by_key(softmax_keys, terms, shape)
+            sums[loss] = _sum_by_key(softmax_keys, terms.detach(), shape)
+            (row_gradient,) = torch.autograd.grad(terms.sum(), x, retain_graph=True)
+            targets = rows_y.sum(dim=1, keepdim=True)
+            magnitude = torch.where(targets > 0, row_gradient.abs().sum(dim=1, keepdim=True) * rows_y / targets, 0.0)
+            gradients[loss] = _sum_by_key(softmax_keys, magnitude, shape)
             softmax_counts = _sum_by_key(softmax_keys, (rows_y != 0).double(), shape)
             normalisers[loss], names[loss] = float(softmax_rows.sum()), "rows with a target"
             continue
@@ -197,17 +208,21 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
             normalisers[loss], names[loss] = float(max(peaks, 1)), "peaks" if peaks else "1 (no peaks)"
         elif loss == "ohem":
             positive_rows = positive.any(dim=1)
-            keep = losses.ohem_row_selection((bce * weight).sum(dim=1), positive_rows, settings.ohem_ratio)
+            keep = losses.ohem_row_selection((bce * weight).sum(dim=1).detach(), positive_rows, settings.ohem_ratio)
             element_loss = bce * keep[:, None]
             normalisers[loss], names[loss] = float(max(int(positive_rows.sum()), 1)), "positive rows"
         else:
             raise ValueError(f"unknown loss {loss!r}")
-        sums[loss] = _sum_by_key(sigmoid_keys, element_loss * weight, shape)
+        sums[loss] = _sum_by_key(sigmoid_keys, (element_loss * weight).detach(), shape)
+        (gradient,) = torch.autograd.grad((element_loss * weight).sum(), x, retain_graph=True)
+        gradients[loss] = _sum_by_key(sigmoid_keys, gradient.abs(), shape)
 
+    x, p = x.detach(), p.detach()
     q_all = torch.softmax(torch.where(softmax_rows[:, None], x, torch.zeros_like(x)), dim=1)
     softmax_positive = positive & softmax_rows[:, None]
     return Tally(
         loss_sums=sums,
+        gradient_sums=gradients,
         element_counts=_sum_by_key(sigmoid_keys, weight, shape),
         normalisers=normalisers,
         normaliser_names=names,

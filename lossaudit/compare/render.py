@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 
 from rich.console import Console
 
@@ -55,20 +56,30 @@ def _params(params: dict) -> str:
     return ", ".join(f"{key}={show(value)}" for key, value in params.items()) or MISSING
 
 
+GRADIENT_MARK = "∇"
+"""Marks a column of gradient shares: ``∇focal`` is the share of focal's gradient magnitude."""
+GRADIENT_NOTE = (f"{GRADIENT_MARK}: the same share of the loss's gradient magnitude Σ |∂L/∂x| over every logit (what trains "
+                 "the model; a softmax row's, over its logits, goes to its target class)")
+
+
 def _losses(report: dict) -> Section:
     rows = [
         [loss, f"{count(d['covers']['count'])} {d['covers']['unit']}", _params(d["params"]), num(d["sum"]), num(d["mean"]),
-         d["mean_divides_by"], num(d["per_positive"]), pct(d["positive_share"]), pct(d["easy_negative_share"]), pct(d["very_hard_share"])]
+         d["mean_divides_by"], num(d["per_positive"]), pct(d["positive_share"]), pct(d["easy_negative_share"]), pct(d["very_hard_share"]),
+         num(d["gradient_mean"]), pct(d["gradient_positive_share"]), pct(d["gradient_easy_negative_share"]), pct(d["gradient_very_hard_share"])]
         for loss, d in report["losses"].items()
     ]
+    mark = GRADIENT_MARK
     return Section(
         "Losses",
-        ["loss", "sees", "params", "sum", "mean", "mean ÷", "per pos", "pos", "easy neg", "v.hard"],
+        ["loss", "sees", "params", "sum", "mean", "mean ÷", "per pos", "pos", "easy neg", "v.hard", f"{mark} mean", f"{mark}pos", f"{mark}easy neg", f"{mark}v.hard"],
         rows,
         note="sees: the elements (row × class) a sigmoid loss sums over, or the rows with a target a softmax loss "
         "sums over; pos, easy neg, v.hard: share of the loss from positives, from easy negatives (g < 0.1) and "
-        "from very hard elements (g ≥ 0.9); g = |p − y| (softmax losses: g = 1 − q_target)",
-        groups=[("coverage", [1]), ("parameters", [2]), ("values", [3, 4, 5, 6]), ("where the weight goes", [7, 8, 9])],
+        f"from very hard elements (g ≥ 0.9); g = |p − y| (softmax losses: g = 1 − q_target); {mark} mean: Σ |∂L/∂x| "
+        f"of the mean loss L; {GRADIENT_NOTE}",
+        groups=[("coverage", [1]), ("parameters", [2]), ("values", [3, 4, 5, 6]), ("where the weight goes", [7, 8, 9]),
+                ("where the gradient goes", [10, 11, 12, 13])],
     )
 
 
@@ -94,22 +105,27 @@ def _per_class(report: dict, top: int | None, top_by: str | None) -> Section:
         notes.append(f"top {top} of {len(classes)} classes by {key} loss ({why}); the total row covers all classes")
     has_softmax = any(c["mean_p_softmax"] is not None for c in classes)
     probs = ["p̄ pos"] + (["q̄ pos"] if has_softmax else [])
-    headers = ["class", "positives", "negatives", *probs, *loss_ids, "focal/CE"]
+    headers = ["class", "positives", "negatives", *probs, *loss_ids, "focal/CE", *(GRADIENT_MARK + l for l in loss_ids)]
 
     def row(c: dict) -> list[str]:
         values = [num(c["mean_p"])] + ([num(c["mean_p_softmax"])] if has_softmax else [])
-        return [c["name"], count(c["positives"]), count(c["negatives"]), *values, *(pct(c["share"][l]) for l in loss_ids), num(c["focal_ce_ratio"])]
+        return [c["name"], count(c["positives"]), count(c["negatives"]), *values, *(pct(c["share"][l]) for l in loss_ids), num(c["focal_ce_ratio"]),
+                *(pct(c["gradient_share"][l]) for l in loss_ids)]
 
     totals = [report["losses"][l] for l in loss_ids]
     total = ["total", count(sum(c["positives"] for c in classes)), count(sum(c["negatives"] for c in classes)), *([""] * len(probs)),
-             *("100.0%" if t["sum"] else MISSING for t in totals), num(report["focal_ce_ratio"])]
+             *("100.0%" if t["sum"] else MISSING for t in totals), num(report["focal_ce_ratio"]),
+             *("100.0%" if t["gradient_positive_share"] is not None else MISSING for t in totals)]
     notes.append("positives and negatives are elements; p̄ pos: mean sigmoid p over positives"
                  + ("; q̄ pos: mean softmax q of the target over rows with a target" if has_softmax else ""))
+    notes.append(GRADIENT_NOTE)
     counts_end = 3 + len(probs)
+    gradients_start = counts_end + len(loss_ids) + 1
     return Section(
         "Per class (share of each loss's total)", headers, [row(c) for c in shown], total, "; ".join(notes),
         groups=[("counts", list(range(1, counts_end))), ("share of each loss", list(range(counts_end, counts_end + len(loss_ids)))),
-                ("focal/CE", [counts_end + len(loss_ids)])],
+                ("focal/CE", [counts_end + len(loss_ids)]),
+                ("share of each loss's gradient", list(range(gradients_start, gradients_start + len(loss_ids))))],
     )
 
 
@@ -134,15 +150,18 @@ def _per_difficulty(report: dict) -> list[Section]:
         for d in report["per_difficulty"]:
             counts = [count(d["elements"]), pct(d["element_share"]), count(d["positives"])] if unit == "elements" else [count(d["rows"]), pct(d["row_share"])]
             ghm = [num(d["ghm_weight"])] if unit == "elements" else []
-            rows.append([f"{d['g_low']:.2f}–{d['g_high']:.2f}", *counts, *(pct(d["share"][l]) for l in loss_ids), *ghm])
+            rows.append([f"{d['g_low']:.2f}–{d['g_high']:.2f}", *counts, *(pct(d["share"][l]) for l in loss_ids), *ghm,
+                         *(pct(d["gradient_share"][l]) for l in loss_ids)])
         count_headers = [unit, "of all", "positives"] if unit == "elements" else [unit, "of all"]
         ghm_header = ["GHM weight"] if unit == "elements" else []
         note = (f"{unit} binned by {g}; GHM weight = N / (count · non-empty bins)" if unit == "elements"
                 else f"rows with a target binned by {g} of each target class (a multi-hot row once per positive class)")
-        n = len(count_headers)
+        n, shares_end = len(count_headers), len(count_headers) + 1 + len(loss_ids) + len(ghm_header)
         sections.append(Section(
-            f"Per difficulty{which} ({unit} by {g})", ["g", *count_headers, *loss_ids, *ghm_header], rows, note=note,
-            groups=[("counts", list(range(1, n + 1))), ("share of each loss", list(range(n + 1, n + 1 + len(loss_ids) + len(ghm_header))))],
+            f"Per difficulty{which} ({unit} by {g})", ["g", *count_headers, *loss_ids, *ghm_header, *(GRADIENT_MARK + l for l in loss_ids)], rows,
+            note=f"{note}; {GRADIENT_NOTE}",
+            groups=[("counts", list(range(1, n + 1))), ("share of each loss", list(range(n + 1, shares_end))),
+                    ("share of each loss's gradient", list(range(shares_end, shares_end + len(loss_ids))))],
         ))
     return sections
 
@@ -196,10 +215,16 @@ def print_text(report: dict, console: Console, top: int | None = None, top_by: s
 def render_text(report: dict, width: int | None = None, top: int | None = None, top_by: str | None = None) -> str:
     """The report as plain text ``width`` cells wide (None: as wide as its widest table, at least
     :data:`MIN_WIDTH`), without trailing spaces: for pipes and files."""
+    return plain_text(lambda console, fitted: _print(report, console, fitted, top, top_by), sections(report, top, top_by), width)
+
+
+def plain_text(draw: Callable[[Console, int], None], tables: list[Section], width: int | None = None) -> str:
+    """What ``draw(console, width)`` prints, as plain text ``width`` cells wide (None: as wide as
+    the widest of ``tables``, at least :data:`MIN_WIDTH`), without trailing spaces."""
     if width is None:
-        width = max([MIN_WIDTH] + [natural_width(section) for section in sections(report, top, top_by)])
+        width = max([MIN_WIDTH] + [natural_width(section) for section in tables])
     with io.StringIO() as buffer:
-        _print(report, Console(file=buffer, width=width, color_system=None, force_terminal=False, legacy_windows=False), width, top, top_by)
+        draw(Console(file=buffer, width=width, color_system=None, force_terminal=False, legacy_windows=False), width)
         text = buffer.getvalue()
     return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
 

@@ -2,6 +2,9 @@
 stable keys of ``compare --format json``, which the text and markdown renderers read.
 
 Shares are fractions of a loss's total (``None`` where the total is 0). Unrounded floats.
+Gradient shares (``gradient_share``, ``gradient_*_share``) are fractions of a loss's total
+gradient magnitude ``Σ |∂L/∂x|`` over every logit (see :class:`~lossaudit.compare.engine.Tally`),
+grouped like the loss: where the gradient that trains the model comes from.
 
 Units: sigmoid losses see elements (row × class); softmax losses see rows with a target and are
 binned by ``1 - q_target`` (a multi-hot row once per positive class). Their counts are kept in
@@ -21,10 +24,13 @@ from lossaudit.compare.binning import ghm_bin_weights
 from lossaudit.compare.engine import LEVEL_EDGES, LEVELS, SOFTMAX_LOSSES, LossSettings, Tally
 from lossaudit.dataset import DataInfo, name_files
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """2 added ``summary``, ``loss_selection``, ``levels``, per loss ``family``/``fits_data``/``covers``,
 softmax ``rows`` beside ``elements``, findings' ``gates_strict``/``files``; losses ordered by fit.
-3 added the optional ``baseline`` section (``--baseline``; :mod:`lossaudit.compare.baseline`)."""
+3 added the optional ``baseline`` section (``--baseline``; :mod:`lossaudit.compare.baseline`).
+4 added gradient shares: per loss ``gradient_mean`` and ``gradient_{positive,easy_negative,
+very_hard}_share``; ``gradient_share`` beside ``share`` in ``per_class``, ``per_difficulty``,
+``levels`` and the quadrants' cells."""
 EASY, HARD_LEVEL, VERY_HARD = 0, 2, 3
 """Indices into ``LEVELS``: easy g < 0.1; hard (quadrants) g ≥ 0.5; very hard g ≥ 0.9."""
 HARD_FROM_G = LEVEL_EDGES[HARD_LEVEL - 1]
@@ -116,8 +122,8 @@ def _loss_section(settings: LossSettings, tally: Tally, positives: int, order: l
     section = {}
     valid = int(tally.element_counts.sum())
     for loss in order:
-        sums = tally.loss_sums[loss]
-        total = float(sums.sum())
+        sums, gradients = tally.loss_sums[loss], tally.gradient_sums[loss]
+        total, gradient = float(sums.sum()), float(gradients.sum())
         softmax = family(loss) == "softmax"
         section[loss] = {
             "family": family(loss),
@@ -132,6 +138,10 @@ def _loss_section(settings: LossSettings, tally: Tally, positives: int, order: l
             "positive_share": _share(float(sums[:, 1].sum()), total),
             "easy_negative_share": _share(float(sums[:, 0, :, EASY].sum()), total),
             "very_hard_share": _share(float(sums[..., VERY_HARD].sum()), total),
+            "gradient_mean": _ratio(gradient, tally.normalisers[loss]),
+            "gradient_positive_share": _share(float(gradients[:, 1].sum()), gradient),
+            "gradient_easy_negative_share": _share(float(gradients[:, 0, :, EASY].sum()), gradient),
+            "gradient_very_hard_share": _share(float(gradients[..., VERY_HARD].sum()), gradient),
         }
     return section
 
@@ -146,6 +156,7 @@ def _focal_ce_pair(loss_ids) -> tuple[str, str] | None:
 def _per_class(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray) -> list[dict]:
     pair = _focal_ce_pair(order)
     totals = {loss: float(tally.loss_sums[loss].sum()) for loss in order}
+    gradients = {loss: float(tally.gradient_sums[loss].sum()) for loss in order}
     rows = []
     for c, name in enumerate(data.class_names):
         class_sums = {loss: float(tally.loss_sums[loss][c].sum()) for loss in order}
@@ -162,6 +173,7 @@ def _per_class(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarra
                 "mean_p_softmax": _ratio(tally.sum_q_positive[c], tally.softmax_positives[c]),
                 "sum": class_sums,
                 "share": {loss: _share(class_sums[loss], totals[loss]) for loss in order},
+                "gradient_share": {loss: _share(float(tally.gradient_sums[loss][c].sum()), gradients[loss]) for loss in order},
                 "focal_ce_ratio": _ratio(class_sums[pair[0]], class_sums[pair[1]]) if pair else None,
             }
         )
@@ -179,6 +191,7 @@ def _per_difficulty(settings: LossSettings, order: list[str], tally: Tally, coun
     total, total_rows = float(bin_counts.sum()), float(row_counts.sum())
     weights = ghm_bin_weights(bin_counts, max(total, 1.0))
     totals = {loss: float(tally.loss_sums[loss].sum()) for loss in order}
+    gradients = {loss: float(tally.gradient_sums[loss].sum()) for loss in order}
     softmax = _has_softmax(order)
     return [
         {
@@ -191,6 +204,7 @@ def _per_difficulty(settings: LossSettings, order: list[str], tally: Tally, coun
             "rows": int(row_counts[b]) if softmax else None,
             "row_share": _share(float(row_counts[b]), total_rows) if softmax else None,
             "share": {loss: _share(float(tally.loss_sums[loss][:, :, b].sum()), totals[loss]) for loss in order},
+            "gradient_share": {loss: _share(float(tally.gradient_sums[loss][:, :, b].sum()), gradients[loss]) for loss in order},
             "ghm_weight": float(weights[b]),
         }
         for b in range(bins)
@@ -202,6 +216,7 @@ def _levels(order: list[str], tally: Tally, counts: np.ndarray) -> list[dict]:
     edges = (0.0, *LEVEL_EDGES, 1.0)
     softmax = _has_softmax(order)
     totals = {loss: float(tally.loss_sums[loss].sum()) for loss in order}
+    gradients = {loss: float(tally.gradient_sums[loss].sum()) for loss in order}
     return [
         {
             "level": name,
@@ -211,6 +226,7 @@ def _levels(order: list[str], tally: Tally, counts: np.ndarray) -> list[dict]:
             "positives": int(counts[:, 1, :, i].sum()),
             "rows": int(tally.softmax_counts[..., i].sum()) if softmax else None,
             "share": {loss: _share(float(tally.loss_sums[loss][..., i].sum()), totals[loss]) for loss in order},
+            "gradient_share": {loss: _share(float(tally.gradient_sums[loss][..., i].sum()), gradients[loss]) for loss in order},
         }
         for i, name in enumerate(LEVELS)
     ]
@@ -225,14 +241,11 @@ def _quadrants(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarra
     cells = {}
     for rarity, classes in (("rare", rare), ("common", ~rare)):
         for difficulty, levels in (("easy", slice(0, HARD_LEVEL)), ("hard", slice(HARD_LEVEL, None))):
-            cell = {}
-            for loss in order:
-                sums = tally.loss_sums[loss]
-                cell[loss] = _share(float(sums[classes][..., levels].sum()), float(sums.sum()))
             cells[f"{rarity}_{difficulty}"] = {
                 "elements": int(counts[classes][..., levels].sum()),
                 "rows": int(tally.softmax_counts[classes][..., levels].sum()) if softmax else None,
-                "share": cell,
+                **{key: {loss: _share(float(sums[loss][classes][..., levels].sum()), float(sums[loss].sum())) for loss in order}
+                   for key, sums in (("share", tally.loss_sums), ("gradient_share", tally.gradient_sums))},
             }
     return {
         "median_positives": median,

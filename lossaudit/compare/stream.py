@@ -43,6 +43,9 @@ CHUNK_ELEMENTS = 1 << 21
 the elements tallied one by one) costs numpy calls whose overhead holds the GIL, so chunks are
 large."""
 
+GRADIENT = "gradient:"
+"""Prefix of the tables of gradient magnitudes (``gradient:bce`` beside ``bce``)."""
+
 BLOCK_ELEMENTS = 1 << 18
 """Elements per block of the dense pass, whose intermediates (about 25 bytes an element) stay in
 the cache."""
@@ -66,13 +69,15 @@ class StreamTally:
         self.params = elements.SigmoidParams(alpha=alpha, gamma=settings.gamma)
         self.softmax_weight = alpha if isinstance(alpha, np.ndarray) else None
         bce_table = "bce" in requested or "ghm" in requested  # GHM-C's weights come at the end
-        dense_values = {"softplus": bce_table, "focal": "focal" in requested, "centernet": "centernet" in requested}
+        focal, centernet = "focal" in requested, "centernet" in requested
+        dense_values = {"softplus": bce_table, "q": bce_table, "focal": focal, "focal_gradient": focal, "centernet": centernet, "centernet_gradient": centernet}
         values = tuple(name for name, wanted in dense_values.items() if wanted)
         block_rows = max(BLOCK_ELEMENTS // num_classes, 1)
         self.dense = DensePass(max_rows, num_classes, self.intervals.first, settings.gamma, values, block_rows, row_sums="ohem" in requested)
-        self.tables = {loss: np.zeros(self.size) for loss in ("bce", "focal", "centernet") + SOFTMAX_LOSSES if loss in requested or (loss == "bce" and bce_table)}
-        if "focal" in requested:
-            self.tables["focal_negative"] = np.zeros(self.size)  # negatives' p^gamma BCE: 1 - alpha comes at the end
+        tabled = [loss for loss in ("bce", "centernet") + SOFTMAX_LOSSES if loss in requested or (loss == "bce" and bce_table)]
+        if focal:  # Σ (1 - y) h and Σ y h of focal's unweighted h: alpha comes at the end
+            tabled += ["focal_off", "focal_on"]
+        self.tables = {name: np.zeros(self.size) for loss in tabled for name in (loss, GRADIENT + loss)}
         self.counts = np.zeros(self.size)
         self.softmax_counts = np.zeros(self.size)
         self.file_counts = {name: np.zeros(num_files) for name in FILE_COUNTS}
@@ -140,12 +145,11 @@ class StreamTally:
             return np.bincount(keys, weights=values, minlength=self.size + 1)[: self.size]
 
         self.counts += sums()
-        if "bce" in self.tables:
-            self.tables["bce"] += sums(terms.bce)
-        if "focal" in self.tables:
-            self.tables["focal_negative"] += sums(terms.focal)
-        if "centernet" in self.tables:
-            self.tables["centernet"] += sums(terms.centernet)
+        for table, values, gradient in (("bce", terms.bce, terms.p), ("focal_off", terms.focal, terms.focal_gradient),
+                                        ("centernet", terms.centernet, terms.centernet_gradient)):
+            if table in self.tables:
+                self.tables[table] += sums(values)
+                self.tables[GRADIENT + table] += sums(gradient)
         if "ohem" not in requested:
             return None
         terms.bce[targets] = 0
@@ -160,10 +164,15 @@ class StreamTally:
         self.counts += self._bincount(keys)
         if "bce" in self.tables:
             self.tables["bce"] += self._bincount(keys, terms.bce)
-        if "focal" in self.tables:
-            self.tables["focal"] += self._bincount(keys, elements.focal(terms, y, col, self.params))
+            self.tables[GRADIENT + "bce"] += self._bincount(keys, np.abs(terms.p.astype(np.float64) - y))
+        if "focal_off" in self.tables:
+            gamma = self.settings.gamma
+            for values, name in ((elements.focal(terms, y, gamma), "focal"), (elements.focal_gradient(terms, y, gamma), GRADIENT + "focal")):
+                self.tables[name + "_off"] += self._bincount(keys, (1 - y) * values)
+                self.tables[name + "_on"] += self._bincount(keys, y * values)
         if "centernet" in self.tables:
             self.tables["centernet"] += self._bincount(keys, elements.centernet(terms, y))
+            self.tables[GRADIENT + "centernet"] += self._bincount(keys, elements.centernet_gradient(terms, y))
             self.totals["peaks"] += int(np.count_nonzero(y == 1))
         self.per_class["sum_p_positive"] += np.bincount(col[terms.positive], weights=terms.p[terms.positive], minlength=self.num_classes)
         if row_loss is not None:
@@ -192,7 +201,8 @@ class StreamTally:
         in_rows = row_valid[chunk.target_rows]
         row, col, y = chunk.target_rows[in_rows], chunk.target_cols[in_rows], chunk.target_values[in_rows]
         positive = chunk.target_positive[in_rows]
-        terms = elements.softmax_terms(chunk.logits[softmax_rows], np.searchsorted(softmax_rows, row), col)
+        local_row = np.searchsorted(softmax_rows, row)
+        terms = elements.softmax_terms(chunk.logits[softmax_rows], local_row, col)
         keys = self._keys(col, positive, np.float32(1) - terms.q)
         self.softmax_counts += self._bincount(keys)
         for loss in SOFTMAX_LOSSES:
@@ -200,6 +210,8 @@ class StreamTally:
                 gamma = 0.0 if loss == "ce" else self.settings.gamma
                 weight = self.softmax_weight[col] if loss != "ce" and self.softmax_weight is not None else 1.0
                 self.tables[loss] += self._bincount(keys, terms.loss(y, gamma, weight))
+                gradient = elements.softmax_gradient(terms, terms.pull(y, gamma, weight), y, local_row)
+                self.tables[GRADIENT + loss] += self._bincount(keys, gradient)
         self.per_class["sum_q_positive"] += np.bincount(col[positive], weights=terms.q[positive], minlength=self.num_classes)
         self.per_class["softmax_positives"] += np.bincount(col[positive], minlength=self.num_classes)
 
@@ -223,59 +235,69 @@ class StreamTally:
         at = np.arange(self.num_classes) * 2 * self.intervals.count
         self.counts[at] += dense.count
         sums = dense.class_sums()
-        if "bce" in self.tables:
-            self.tables["bce"][at] += sums["softplus"]
-        if "focal" in self.tables:
-            self.tables["focal_negative"][at] += sums["focal"]
-        if "centernet" in self.tables:
-            self.tables["centernet"][at] += sums["centernet"]
+        for table, values, gradient in (("bce", "softplus", "q"), ("focal_off", "focal", "focal_gradient"), ("centernet", "centernet", "centernet_gradient")):
+            if table in self.tables:
+                self.tables[table][at] += sums[values]
+                self.tables[GRADIENT + table][at] += sums[gradient]
 
-    def _ohem(self, plan: DataPlan) -> tuple[np.ndarray, float]:
+    def _ohem(self, plan: DataPlan) -> tuple[np.ndarray, np.ndarray, float]:
         """Hard-negative mining: select rows from the per-row losses, read them again, tally their
-        BCE. Returns the flat ``(C, 2, intervals)`` sums and the normaliser (positive rows, at least 1)."""
+        BCE. Returns the flat ``(C, 2, intervals)`` sums of the loss and of its gradient magnitude
+        (BCE's), and the normaliser (positive rows, at least 1)."""
         ordered = sorted(self.row_losses, key=lambda item: item[0])
         row_losses, positive_rows = np.concatenate([item[1] for item in ordered]), np.concatenate([item[2] for item in ordered])
         keep = np.flatnonzero(ohem_row_selection(row_losses, positive_rows, self.settings.ohem_ratio))
-        sums = np.zeros(self.size)
+        sums = gradient = np.zeros(self.size)
         if len(keep):
             chunk = plan.read_rows(keep)
             row, col = np.nonzero(chunk.valid)
             x, y = chunk.logits[row, col], chunk.targets[row, col]
             terms = elements.sigmoid_terms(x, *elements.sigmoid_parts(x), y, chunk.heatmap)
-            sums = self._bincount(self._keys(col, terms.positive, terms.g), terms.bce)
-        return sums, float(max(int(positive_rows.sum()), 1))
+            keys = self._keys(col, terms.positive, terms.g)
+            sums, gradient = self._bincount(keys, terms.bce), self._bincount(keys, np.abs(terms.p.astype(np.float64) - y))
+        return sums, gradient, float(max(int(positive_rows.sum()), 1))
 
     def finish(self, plan: DataPlan) -> Tally:
-        """The tally of everything added; ``plan`` is read again for hard-negative mining."""
-        settings, intervals = self.settings, self.intervals
+        """The tally of everything added; ``plan`` is read again for hard-negative mining. Call it
+        once; :meth:`result` gives the tally again, under another alpha."""
         self._add_dense(self.dense)
-        counts = intervals.to_cells(self.counts.reshape(self.num_classes, 2, intervals.count))
+        return self.result(plan)
+
+    def result(self, plan: DataPlan, params: elements.SigmoidParams | None = None) -> Tally:
+        """The tally, after :meth:`finish`; ``params`` (default: the settings') gives focal's alpha:
+        the sums of the tables are weighted at this point (:meth:`SigmoidParams.weights`)."""
+        settings, intervals, classes = self.settings, self.intervals, self.num_classes
+        counts = intervals.to_cells(self.counts.reshape(classes, 2, intervals.count))
         valid_elements = float(counts.sum())
-        sums, normalisers, names = {}, {}, {}
+        sums, gradients, normalisers, names = {}, {}, {}, {}
         for loss in settings.losses:
             if loss == "ohem":
-                table, normalisers[loss] = self._ohem(plan)
+                table, gradient, normalisers[loss] = self._ohem(plan)
                 names[loss] = "positive rows"
-            elif loss in ("bce", "ghm", "focal"):
-                table = self.tables["bce" if loss == "ghm" else loss]
-                if loss == "focal":
-                    negative = self.tables["focal_negative"].reshape(self.num_classes, -1) * self.params.negative_weight(self.num_classes)[:, None]
-                    table = table + negative.reshape(-1)
+            elif loss in ("bce", "ghm"):
+                table, gradient = self.tables["bce"], self.tables[GRADIENT + "bce"]
                 normalisers[loss], names[loss] = max(valid_elements, 1.0) if loss == "ghm" else valid_elements, "valid elements"
+            elif loss == "focal":
+                off, on = (params or self.params).weights(classes)
+                table, gradient = (self.tables[name + "_off"].reshape(classes, -1) * off[:, None] + self.tables[name + "_on"].reshape(classes, -1) * on[:, None]
+                                   for name in ("focal", GRADIENT + "focal"))
+                normalisers[loss], names[loss] = valid_elements, "valid elements"
             elif loss == "centernet":
-                table = self.tables[loss]
+                table, gradient = self.tables[loss], self.tables[GRADIENT + loss]
                 peaks = self.totals["peaks"]
                 normalisers[loss], names[loss] = float(max(peaks, 1)), "peaks" if peaks else "1 (no peaks)"
             else:
-                table = self.tables[loss]
+                table, gradient = self.tables[loss], self.tables[GRADIENT + loss]
                 normalisers[loss], names[loss] = float(self.totals["softmax_rows"]), "rows with a target"
-            cells = intervals.to_cells(np.reshape(table, (self.num_classes, 2, intervals.count)))
+            cells, gradient_cells = (intervals.to_cells(np.reshape(values, (classes, 2, intervals.count))) for values in (table, gradient))
             if loss == "ghm":
-                cells = cells * ghm_bin_weights(counts.sum(axis=(0, 1, 2, 3)), max(valid_elements, 1.0), settings.ghm_momentum)
-            sums[loss] = cells.sum(axis=-1)
+                weights = ghm_bin_weights(counts.sum(axis=(0, 1, 2, 3)), max(valid_elements, 1.0), settings.ghm_momentum)
+                cells, gradient_cells = cells * weights, gradient_cells * weights
+            sums[loss], gradients[loss] = cells.sum(axis=-1), gradient_cells.sum(axis=-1)
         softmax_counts = intervals.to_cells(self.softmax_counts.reshape(self.num_classes, 2, intervals.count))
         return Tally(
             loss_sums=sums,
+            gradient_sums=gradients,
             element_counts=counts.sum(axis=-1),
             normalisers=normalisers,
             normaliser_names=names,
@@ -327,14 +349,17 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None = None, workers: int | None = None, progress: Callable[[int], None] | None = None) -> Tally:
+def stream_pass(plan: DataPlan, make: Callable[[int], list], chunk_rows: int | None = None, workers: int | None = None,
+                progress: Callable[[int], None] | None = None) -> list:
     """One pass over ``plan`` in chunks of ``chunk_rows`` rows (default: about
-    :data:`CHUNK_ELEMENTS` elements per chunk).
+    :data:`CHUNK_ELEMENTS` elements per chunk), each chunk read once and given to every accumulator.
 
-    ``workers`` threads (default: the CPUs this process may use) each tally every ``workers``-th
-    chunk into their own buffers and tables. The split is static and the merge ordered, so a
-    given worker count always gives the same sums. ``progress`` is called with the row count of
-    each chunk tallied (from the worker threads).
+    ``make(rows)`` returns a worker's accumulators for chunks of at most ``rows`` rows: objects
+    with ``add(chunk, file)`` and ``merge(other)``, the first a :class:`StreamTally` (chunks are
+    decoded into its buffer). ``workers`` threads (default: the CPUs this process may use) each
+    tally every ``workers``-th chunk into their own accumulators. The split is static and the merge
+    ordered, so a given worker count always gives the same sums. ``progress`` is called with the
+    row count of each chunk tallied (from the worker threads). Returns the merged accumulators.
     """
     keep_freed_memory()
     info = plan.info
@@ -342,22 +367,33 @@ def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None 
     spans = plan.ranges(rows)
     workers = max(1, min(workers or default_workers(), len(spans)))
 
-    def work(first: int) -> StreamTally:
-        accumulator = StreamTally(settings, info.num_classes, len(info.files), rows)
+    def work(first: int) -> list:
+        accumulators = make(rows)
         with plan.reader() as reader:
             for span in spans[first::workers]:
-                accumulator.add(reader.decode(span, out=accumulator.dense.x), file=span[0])
+                chunk = reader.decode(span, out=accumulators[0].dense.x)
+                for accumulator in accumulators:
+                    accumulator.add(chunk, file=span[0])
                 if progress is not None:
                     progress(span[2] - span[1])
-        return accumulator
+        return accumulators
 
     if workers == 1:
-        accumulators = [work(0)]
+        results = [work(0)]
     else:
         with ThreadPoolExecutor(workers) as pool:
-            accumulators = list(pool.map(work, range(workers)))
+            results = list(pool.map(work, range(workers)))
     plan.finish_pass()
-    total = accumulators[0]
-    for accumulator in accumulators[1:]:
-        total.merge(accumulator)
+    totals = results[0]
+    for accumulators in results[1:]:
+        for total, accumulator in zip(totals, accumulators):
+            total.merge(accumulator)
+    return totals
+
+
+def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None = None, workers: int | None = None, progress: Callable[[int], None] | None = None) -> Tally:
+    """The :class:`Tally` of ``plan`` under ``settings``, from one :func:`stream_pass` (hard-negative
+    mining reads the rows it keeps again)."""
+    info = plan.info
+    (total,) = stream_pass(plan, lambda rows: [StreamTally(settings, info.num_classes, len(info.files), rows)], chunk_rows, workers, progress)
     return total.finish(plan)
