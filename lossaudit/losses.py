@@ -346,13 +346,17 @@ def centernet(
 
 def ohem_row_selection(row_loss: torch.Tensor, positive_rows: torch.Tensor, neg_pos_ratio: float = 3.0) -> torch.Tensor:
     """Rows that hard-negative mining keeps: every positive row and the ``ratio * #pos`` negative
-    rows of highest loss (SSD). Returns a ``(N,)`` bool mask."""
+    rows of highest loss (SSD); among negatives tied at the last loss kept, the earliest rows.
+    Returns a ``(N,)`` bool mask."""
     n_pos = int(positive_rows.sum())
     negative_loss = torch.where(positive_rows, torch.full_like(row_loss, -torch.inf), row_loss)
     k = min(int(neg_pos_ratio * n_pos), int((~positive_rows).sum()))
     keep = positive_rows.clone()
     if k > 0:
-        keep[torch.topk(negative_loss, k).indices] = True
+        last = torch.topk(negative_loss, k).values[-1]
+        above = negative_loss > last
+        keep |= above
+        keep[torch.nonzero(negative_loss == last).flatten()[: k - int(above.sum())]] = True
     return keep
 
 

@@ -185,6 +185,16 @@ def test_numpy_ohem_selection_is_the_reference():
         np.testing.assert_array_equal(ohem_row_selection(row_loss, positive, ratio), expected.numpy())
 
 
+def test_ohem_ties_keep_the_earliest_rows_in_both_engines():
+    """One positive (row 1), ratio 3, five negatives: the loss 2 of row 5 is kept, then two of the
+    four rows tied at 1 — rows 0 and 2, the earliest (by hand). Before, torch.topk and
+    np.argpartition each chose their own tied rows (hypothesis found it on all-zero logits)."""
+    row_loss, positive = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 2.0]), np.array([False, True, False, False, False, False])
+    expected = [True, True, True, False, False, True]
+    assert ohem_row_selection(row_loss, positive, 3.0).tolist() == expected
+    assert losses.ohem_row_selection(torch.from_numpy(row_loss), torch.from_numpy(positive), 3.0).tolist() == expected
+
+
 def test_numpy_constants_are_the_references():
     assert LOSS_IDS == losses.LOSS_IDS
     assert elements.CENTERNET_PROB_CLAMP == np.float32(losses.CENTERNET_PROB_CLAMP)

@@ -334,13 +334,17 @@ def keep_freed_memory() -> None:
 
 def ohem_row_selection(row_loss: np.ndarray, positive_rows: np.ndarray, neg_pos_ratio: float) -> np.ndarray:
     """Rows hard-negative mining keeps, as :func:`lossaudit.losses.ohem_row_selection`: every
-    positive row and the ``ratio × #pos`` negative rows of highest loss. A ``(N,)`` bool mask."""
+    positive row and the ``ratio × #pos`` negative rows of highest loss, ties at the last loss kept
+    broken alike (the earliest rows). A ``(N,)`` bool mask."""
     n_pos = int(positive_rows.sum())
     k = min(int(neg_pos_ratio * n_pos), int((~positive_rows).sum()))
     keep = positive_rows.copy()
     if k > 0:
         negative_loss = np.where(positive_rows, -np.inf, row_loss)
-        keep[np.argpartition(-negative_loss, k - 1)[:k]] = True
+        last = np.partition(negative_loss, len(negative_loss) - k)[len(negative_loss) - k]
+        above = negative_loss > last
+        keep |= above
+        keep[np.flatnonzero(negative_loss == last)[: k - int(above.sum())]] = True
     return keep
 
 
