@@ -412,6 +412,7 @@ def sweep(
     class_names: ClassNamesOption = None,
     format: Annotated[SweepFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel="Report")] = SweepFormat.text,
     output: OutputOption = None,
+    plot: PlotOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Sigmoid focal loss under every --gamma × --alpha setting, from one pass over the dumps: shares of loss and gradient, top classes, cumulative loss."""
@@ -420,10 +421,13 @@ def sweep(
         from lossaudit.compare.sweep import run as run_sweep
         from lossaudit.compare.sweep_render import print_text, render_text
         from lossaudit.dataset import LoadOptions, read_class_names
+        from lossaudit.plots import check_plot_path
         from lossaudit.readers import SUFFIXES as DUMP_SUFFIXES
         from lossaudit.reporting import refuse_overwriting_inputs, write_report
 
         refuse_overwriting_inputs(output, [*(paths or []), *([class_names] if class_names else [])], DUMP_SUFFIXES)
+        if plot is not None:
+            check_plot_path(plot, output)
         options = LoadOptions(logits_key=logits_key, targets_key=targets_key, targets=TargetEncoding(targets).value, background_index=background_index,
                               ignore_index=ignore_index, class_dim=class_dim, inputs=Inputs(inputs).value,
                               class_names=read_class_names(class_names) if class_names else None)
@@ -435,6 +439,10 @@ def sweep(
         else:
             columns = os.environ.get("COLUMNS", "") if output is None else ""
             write_report(render_text(document, int(columns) if columns.isdigit() else None), output)
+        if plot is not None:
+            from lossaudit.plots import plot_sweep
+
+            plot_sweep(document, plot)
     except InputError as error:
         _fail(str(error), verbose)
     except Exception as error:  # an internal error must not exit 1 by accident

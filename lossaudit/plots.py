@@ -228,26 +228,43 @@ def draw_gradient_density(ax: Axes, report: dict) -> None:
         ax.legend(fontsize="small", loc="upper right")
 
 
-def draw_class_shares(ax: Axes, report: dict) -> None:
-    """Each loss's share of each class (a class per row, a loss per column), values written in
-    the cells when they are few enough to read."""
-    classes = report["per_class"]
-    loss_ids = list(report["losses"])
-    values = [[math.nan if c["share"][loss] is None else c["share"][loss] for loss in loss_ids] for c in classes]
-    image = ax.imshow(values, aspect="auto", cmap="Blues", vmin=0, interpolation="nearest")
-    ax.set_xticks(range(len(loss_ids)), loss_ids)
-    ax.set_yticks(range(len(classes)), [c["name"] for c in classes])
-    ax.tick_params(axis="x", top=True, bottom=False, labeltop=True, labelbottom=False)
-    if len(classes) * len(loss_ids) <= 400:
-        from lossaudit.compare.formatting import pct
+def _share_heatmap(ax: Axes, values: list[list[float | None]], rows: list[str], columns: list[str], cmap: str, label: str) -> None:
+    """A table of shares as a heatmap (a row per label, a column per loss or setting), with a
+    colour bar, and the values written in the cells when they are few enough to read."""
+    from lossaudit.compare.formatting import pct
 
-        top = max((v for row in values for v in row if not math.isnan(v)), default=0)
-        for i, row in enumerate(values):
+    grid = [[math.nan if v is None else v for v in row] for row in values]
+    image = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=0, interpolation="nearest")
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.tick_params(axis="x", top=True, bottom=False, labeltop=True, labelbottom=False)
+    if len(rows) * len(columns) <= 400:
+        top = max((v for row in grid for v in row if not math.isnan(v)), default=0)
+        for i, row in enumerate(grid):
             for j, value in enumerate(row):
                 shade = "white" if not math.isnan(value) and value > top / 2 else "black"
                 ax.text(j, i, pct(None if math.isnan(value) else value), ha="center", va="center", fontsize="x-small", color=shade)
+    ax.figure.colorbar(image, ax=ax, label=label)
+
+
+def draw_class_shares(ax: Axes, report: dict) -> None:
+    """Each loss's share of each class (a class per row, a loss per column)."""
+    loss_ids = list(report["losses"])
+    values = [[c["share"][loss] for loss in loss_ids] for c in report["per_class"]]
+    _share_heatmap(ax, values, [c["name"] for c in report["per_class"]], loss_ids, "Blues", "share of the loss")
     ax.set_title("Share of each loss's total, per class")
-    ax.figure.colorbar(image, ax=ax, label="share of the loss")
+
+
+def draw_class_gradient_shares(ax: Axes, report: dict) -> None:
+    """Each loss's share of its gradient magnitude Σ |∂L/∂x| in each class."""
+    loss_ids = list(report["losses"])
+    values = [[c["gradient_share"][loss] for loss in loss_ids] for c in report["per_class"]]
+    _share_heatmap(ax, values, [c["name"] for c in report["per_class"]], loss_ids, "Oranges", "share of the gradient")
+    ax.set_title("Share of each loss's gradient Σ |∂L/∂x|, per class")
+
+
+def _has_gradient_shares(report: dict) -> bool:
+    return bool(report["per_class"]) and "gradient_share" in report["per_class"][0]
 
 
 @dataclass(frozen=True)
@@ -268,6 +285,8 @@ COMPARE_PANELS = (
           lambda report: 3.2, draw_gradient_density),
     Panel("Where each loss puts its weight, class by class (each column sums to 100%).",
           lambda report: 1.4 + 0.28 * len(report["per_class"]), draw_class_shares),
+    Panel("Where each loss's gradient goes, class by class: what actually trains the model (each column sums to 100%).",
+          lambda report: 1.4 + 0.28 * len(report["per_class"]), draw_class_gradient_shares, _has_gradient_shares),
 )
 
 
@@ -279,13 +298,18 @@ def _figure(heights: list[float]) -> tuple[Figure, list[Axes]]:
     return figure, list(axes)
 
 
-def compare_figure(report: dict) -> Figure:
-    """Every wanted panel of the report, stacked in one figure."""
-    panels = [panel for panel in COMPARE_PANELS if panel.wanted(report)]
-    figure, axes = _figure([panel.height(report) for panel in panels])
-    for panel, ax in zip(panels, axes):
+def _stack(panels: tuple[Panel, ...], report: dict) -> Figure:
+    """Every wanted panel of ``panels``, stacked in one figure."""
+    wanted = [panel for panel in panels if panel.wanted(report)]
+    figure, axes = _figure([panel.height(report) for panel in wanted])
+    for panel, ax in zip(wanted, axes):
         panel.draw(ax, report)
     return figure
+
+
+def compare_figure(report: dict) -> Figure:
+    """Every wanted panel of a comparison report, stacked in one figure."""
+    return _stack(COMPARE_PANELS, report)
 
 
 def compare_panels(report: dict) -> list[tuple[str, Figure]]:
@@ -303,6 +327,77 @@ def plot_report(report: dict, path: Path) -> None:
     """``--plot``: the comparison report's figure written to ``path`` (``.png`` or ``.svg``).
     Call :func:`check_plot_path` before the work that makes the report."""
     save(compare_figure(report), path)
+
+
+# --- a sweep of focal loss settings (lossaudit sweep) ----------------------------------------
+
+
+def _gammas(report: dict) -> list[float]:
+    return list(dict.fromkeys(setting["gamma"] for setting in report["settings"]))
+
+
+def draw_sweep_curves(ax: Axes, report: dict) -> None:
+    """Focal loss before alpha_t, (1 − p_t)^gamma (−log p_t), versus p_t for each gamma swept."""
+    grid = _p_t_grid()
+    for gamma in _gammas(report):
+        ax.plot(grid, _sigmoid_curve(1, -1, gamma)[1], label=f"γ = {gamma:g}", linewidth=1.6)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 5)
+    ax.set_xlabel("p_t, the probability of the true label")
+    ax.set_ylabel("loss of one element, before alpha_t")
+    ax.set_title("Focal loss versus p_t for each gamma swept")
+    ax.legend(fontsize="small", loc="upper right")
+
+
+def draw_cumulative(ax: Axes, report: dict, which: str) -> None:
+    """The focal loss paper's Figure 4: ``which`` ("positives" or "negatives") sorted by loss from
+    the smallest; the share of their total loss held by the lowest fraction, one line per gamma."""
+    for curve in report["cumulative"]:
+        ax.plot(curve["fractions"], curve[which]["share"], label=f"γ = {curve['gamma']:g}", linewidth=1.6)
+    elements = report["cumulative"][0][which]["elements"] if report["cumulative"] else 0
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1, label="equal losses")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(f"fraction of the {which} ({elements:,}), sorted by loss")
+    ax.set_ylabel("cumulative share of their loss")
+    ax.set_title(f"Cumulative loss of the {which}")
+    ax.legend(fontsize="small", loc="upper left")
+
+
+SWEEP_SHARES = (("positive_share", "pos"), ("easy_negative_share", "easy neg"), ("very_hard_share", "v.hard"), ("rare_share", "rare"),
+                ("gradient_positive_share", "∇ pos"), ("gradient_easy_negative_share", "∇ easy neg"),
+                ("gradient_very_hard_share", "∇ v.hard"), ("gradient_rare_share", "∇ rare"))
+"""The sweep's share keys and their column labels (as the sweep's text table)."""
+
+
+def draw_sweep_shares(ax: Axes, report: dict) -> None:
+    """Per setting, the shares of the loss and of the gradient from positives, easy negatives, very
+    hard elements and rare classes."""
+    settings = report["settings"]
+    rows = [f"γ {s['gamma']:g}, α {'off' if s['alpha'] == -1 else format(s['alpha'], 'g')}" for s in settings]
+    _share_heatmap(ax, [[s[key] for key, _ in SWEEP_SHARES] for s in settings], rows, [label for _, label in SWEEP_SHARES], "Purples", "share")
+    ax.set_title("Where the loss and its gradient (∇) go, per setting")
+
+
+SWEEP_PANELS = (
+    Panel("Focal loss of one element versus p_t for each gamma (alpha_t apart).", lambda report: 3.4, draw_sweep_curves),
+    Panel("Positives sorted by loss: how much of their loss the easiest ones hold.", lambda report: 3.4,
+          lambda ax, report: draw_cumulative(ax, report, "positives")),
+    Panel("Negatives sorted by loss: at a high gamma the hardest few hold nearly all of it.", lambda report: 3.4,
+          lambda ax, report: draw_cumulative(ax, report, "negatives")),
+    Panel("Shares of the loss and of the gradient per setting.", lambda report: 1.6 + 0.3 * len(report["settings"]), draw_sweep_shares),
+)
+
+
+def sweep_figure(report: dict) -> Figure:
+    """Every panel of a sweep report (``lossaudit sweep --format json``), stacked in one figure."""
+    return _stack(SWEEP_PANELS, report)
+
+
+def plot_sweep(report: dict, path: Path) -> None:
+    """``sweep --plot``: the sweep report's figure written to ``path`` (``.png`` or ``.svg``).
+    Call :func:`check_plot_path` before the sweep."""
+    save(sweep_figure(report), path)
 
 
 # --- one explained example ------------------------------------------------------------------

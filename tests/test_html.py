@@ -107,7 +107,7 @@ def test_the_page_is_self_contained(name, pages):
     assert "http://" not in lowered and "https://" not in lowered
     assert not {"script", "link", "iframe", "object", "embed", "img"} & set(page.tags)
     assert all(ref.startswith(("#", "data:image/png;base64,")) for ref in page.resources), page.resources
-    assert page.tags.count("svg") == 3 and page.tags.count("style") >= 1
+    assert page.tags.count("svg") == 4 and page.tags.count("style") >= 1  # loss curves, density, loss and gradient shares
     assert "@media print" in text and 'name="viewport"' in text
 
 
@@ -289,7 +289,7 @@ def test_each_example_report_opens_in_chromium_without_errors(name, pages, brows
     # a phone's width: nothing sticks out sideways (tables scroll inside their own box), every plot is drawn
     assert browser.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     widths = browser.evaluate("[...document.querySelectorAll('figure svg')].map(s => s.getBoundingClientRect().width)")
-    assert len(widths) == 3 and all(200 < w <= PHONE["width"] for w in widths), widths
+    assert len(widths) == 4 and all(200 < w <= PHONE["width"] for w in widths), widths
     assert browser.evaluate("document.querySelectorAll('table').length") >= 4
     shot = base64.b64decode(browser.send("Page.captureScreenshot", browser.session, format="png")["data"])
     assert png_size(shot) == (PHONE["width"], PHONE["height"]) and len(shot) > 20_000

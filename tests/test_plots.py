@@ -4,6 +4,7 @@ curves and bars hold the numbers of the formulas (written here) and of the repor
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import struct
@@ -32,6 +33,12 @@ def reports() -> dict[str, dict]:
     return {name: lossaudit.compare(ROOT / "examples" / f"{name}.npz").to_dict() for name in EXAMPLES}
 
 
+@pytest.fixture(scope="module")
+def pngs(reports) -> dict[str, bytes]:
+    """Each example report's figure as PNG, rendered once for the tests that read it."""
+    return {name: plots.render(plots.compare_figure(report), "png") for name, report in reports.items()}
+
+
 def png_size(data: bytes) -> tuple[int, int]:
     """Width and height from a PNG's IHDR chunk (checking the signature and the chunk's name)."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
@@ -53,41 +60,43 @@ def axes(figure, text: str):
 
 def expected_axes(report: dict) -> int:
     """Loss versus p_t with its histogram's twin (2); the density, with a twin for GHM-C's weights
-    when sigmoid elements are shown (2, else 1); the class heatmap and its colour bar (2)."""
+    when sigmoid elements are shown (2, else 1); the heatmaps of loss and gradient shares per
+    class, each with its colour bar (2 + 2)."""
     sigmoid = any(d["family"] == "sigmoid" for d in report["losses"].values())
-    return 2 + (2 if sigmoid else 1) + 2
+    return 2 + (2 if sigmoid else 1) + 2 + 2
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_compare_figure_renders_to_png_and_svg(name, reports):
+def test_compare_figure_renders_to_png_and_svg(name, reports, pngs):
     report = reports[name]
     figure = plots.compare_figure(report)
-    assert len(figure.axes) == expected_axes(report) == 6
-    png = plots.render(figure, "png")
+    assert len(figure.axes) == expected_axes(report) == 8
+    png = pngs[name]
     width, height = png_size(png)
-    # 8 inches at 100 dpi; the heights 3.6 + 3.2 + 1.4 + 0.28 per class inches
-    assert width == 800 and height == round(100 * (3.6 + 3.2 + 1.4 + 0.28 * len(report["per_class"])))
+    # 8 inches at 100 dpi; the heights 3.6 + 3.2 + 2 × (1.4 + 0.28 per class) inches
+    assert width == 800 and height == round(100 * (3.6 + 3.2 + 2 * (1.4 + 0.28 * len(report["per_class"]))))
     assert len(png) > 50_000
     svg = plots.render(figure, "svg")
-    assert svg_axes(svg) == 6 and len(svg) > 50_000
+    assert svg_axes(svg) == 8 and len(svg) > 50_000
 
 
 def test_softmax_losses_alone_have_no_ghm_axis():
     report = lossaudit.compare(ROOT / "examples" / "classification.npz", losses=["ce", "softmax-focal"]).to_dict()
     figure = plots.compare_figure(report)
-    assert len(figure.axes) == expected_axes(report) == 5
+    assert len(figure.axes) == expected_axes(report) == 7
     density = axes(figure, "Gradient-norm density")
     assert not [ax for ax in figure.axes if ax.get_ylabel().startswith("GHM-C")]
     rows = [d["rows"] for d in report["per_difficulty"]]
     np.testing.assert_allclose([bar.get_height() for bar in density.patches], [r / (sum(rows) * 0.1) for r in rows], rtol=1e-12)
-    assert svg_axes(plots.render(figure, "svg")) == 5
+    assert svg_axes(plots.render(figure, "svg")) == 7
 
 
 def test_panels_are_figures_of_their_own(reports):
     panels = plots.compare_panels(reports["detection"])
-    assert [len(figure.axes) for _, figure in panels] == [2, 2, 2]
+    assert [len(figure.axes) for _, figure in panels] == [2, 2, 2, 2]
+    assert png_size(plots.render(panels[0][1], "png")) == (800, 360)
     for caption, figure in panels:
-        assert caption.endswith(".") and png_size(plots.render(figure, "png"))[0] == 800
+        assert caption.endswith(".") and figure.get_size_inches()[0] == 8
 
 
 def test_loss_curves_follow_the_formulas(reports):
@@ -134,12 +143,20 @@ def test_histogram_and_density_hold_the_counts(reports):
     np.testing.assert_allclose(line.get_ydata(), [n / (c * filled) for c in counts if c], rtol=1e-9)
 
 
-def test_class_heatmap_holds_the_shares(reports):
+@pytest.mark.parametrize("title, key", [("Share of each loss's total", "share"), ("Share of each loss's gradient", "gradient_share")])
+def test_class_heatmaps_hold_the_shares(reports, title, key):
     report = reports["classification"]
-    image = axes(plots.compare_figure(report), "Share of each loss's total").get_images()[0]
-    shares = np.array([[c["share"][loss] for loss in report["losses"]] for c in report["per_class"]])
+    image = axes(plots.compare_figure(report), title).get_images()[0]
+    shares = np.array([[c[key][loss] for loss in report["losses"]] for c in report["per_class"]])
     np.testing.assert_allclose(image.get_array(), shares)
     assert np.allclose(shares.sum(axis=0), 1)  # each loss's column sums to its whole total
+
+
+def test_a_report_without_gradient_shares_has_no_gradient_panel(reports):
+    """A report of schema 3 (before gradient shares) still draws: the panel whose data is missing
+    is left out."""
+    report = {**reports["detection"], "per_class": [{k: v for k, v in c.items() if k != "gradient_share"} for c in reports["detection"]["per_class"]]}
+    assert len(plots.compare_figure(report).axes) == 6 and len(plots.compare_panels(report)) == 3
 
 
 @pytest.mark.parametrize("target, p, expected_focal", [(1, 0.9, 0.25 * 0.01 * -math.log(0.9)), (0, 0.2, 0.75 * 0.04 * -math.log(0.8))])
@@ -167,16 +184,50 @@ def test_explain_figure_of_a_softmax_row():
 
 
 def test_compare_plot_option_writes_a_new_file(run_cli, tmp_path):
-    out = tmp_path / "d.svg"
+    out = tmp_path / "c.svg"
     old = os.umask(0o027)
     try:
-        result = run_cli("compare", ROOT / "examples" / "detection.npz", "--plot", out, "--isolated", "--format", "json")
+        result = run_cli("compare", ROOT / "examples" / "centernet.npz", "--plot", out, "--isolated", "--format", "json")
     finally:
         os.umask(old)
     assert result.exit_code == 0, result.stderr
     assert '"summary"' in result.stdout  # the report still goes to stdout
-    assert svg_axes(out.read_bytes()) == 6 and out.stat().st_mode & 0o777 == 0o640
-    assert [p.name for p in tmp_path.iterdir()] == ["d.svg"]  # no temporary file left
+    assert svg_axes(out.read_bytes()) == 8 and out.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["c.svg"]  # no temporary file left
+
+
+@pytest.fixture(scope="module")
+def sweep_report(tmp_path_factory) -> dict:
+    from typer.testing import CliRunner
+
+    from lossaudit.cli import app
+
+    folder = tmp_path_factory.mktemp("sweep")
+    result = CliRunner().invoke(app, ["sweep", str(ROOT / "examples" / "detection.npz"), "--gamma", "0,2,5", "--alpha", "0.25,-1",
+                                      "--format", "json", "--plot", str(folder / "s.svg")])
+    assert result.exit_code == 0, result.stderr
+    return {"report": json.loads(result.stdout), "svg": (folder / "s.svg").read_bytes()}
+
+
+def test_sweep_figure(sweep_report):
+    """Focal loss before alpha_t per gamma, (1 − p_t)^gamma (−log p_t); the cumulative curves are
+    the report's; the share heatmap holds the eight shares of each of the 6 settings."""
+    report = sweep_report["report"]
+    figure = plots.sweep_figure(report)
+    assert len(figure.axes) == 5 and svg_axes(sweep_report["svg"]) == 5
+    assert png_size(plots.render(figure, "png")) == (800, round(100 * (3 * 3.4 + 1.6 + 0.3 * 6)))
+    for line in axes(figure, "Focal loss versus p_t").get_lines():
+        gamma = float(line.get_label().removeprefix("γ = "))
+        x = np.asarray(line.get_xdata())
+        np.testing.assert_allclose(line.get_ydata(), (1 - x) ** gamma * -np.log(x), rtol=1e-12)
+    for which in ("positives", "negatives"):
+        lines = axes(figure, f"Cumulative loss of the {which}").get_lines()
+        assert [line.get_label() for line in lines] == ["γ = 0", "γ = 2", "γ = 5", "equal losses"]
+        for line, curve in zip(lines, report["cumulative"]):
+            assert list(line.get_xdata()) == curve["fractions"] and list(line.get_ydata()) == curve[which]["share"]
+    image = axes(figure, "Where the loss and its gradient").get_images()[0]
+    assert image.get_array().shape == (6, 8)
+    assert image.get_array()[3, 0] == report["settings"][3]["positive_share"]
 
 
 def test_explain_plot_option(run_cli, tmp_path):
@@ -222,11 +273,11 @@ def test_plots_need_neither_torch_nor_matplotlib_at_import(tmp_path):
     assert probe.stdout.strip() == "False"
 
 
-def test_the_readme_embeds_a_plot_drawn_by_the_code(reports):
+def test_the_readme_embeds_a_plot_drawn_by_the_code(pngs):
     """The README's image is ``compare examples/detection.npz --plot``'s figure: a PNG of the size
     that figure renders to now."""
     readme = (ROOT / "README.md").read_text()
     assert "](docs/detection-plot.png)" in readme
     assert "lossaudit compare examples/detection.npz --plot docs/detection-plot.png" in readme
     committed = (ROOT / "docs" / "detection-plot.png").read_bytes()
-    assert png_size(committed) == png_size(plots.render(plots.compare_figure(reports["detection"]), "png"))
+    assert png_size(committed) == png_size(pngs["detection"])
