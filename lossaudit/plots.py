@@ -223,7 +223,7 @@ def draw_gradient_density(ax: Axes, report: dict) -> None:
         twin.set_yscale("log")
         twin.set_ylabel("GHM-C weight, N / (count · non-empty bins)")
         handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-        ax.legend(handles=handles, fontsize="small", loc="upper right")
+        ax.legend(handles=handles, fontsize="small", loc="center right")
     else:
         ax.legend(fontsize="small", loc="upper right")
 
