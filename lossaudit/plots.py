@@ -56,7 +56,7 @@ def available() -> bool:
 def check_plot_path(path: Path, output: Path | None = None) -> None:
     """Refuse, before any work is done, a plot file that cannot be written: a suffix other than
     ``.png``/``.svg``, a file that exists (a plot never replaces a file, so never an input either),
-    the report's own ``output``, or matplotlib missing.
+    a folder that does not exist, the report's own ``output``, or matplotlib missing.
 
     Raises:
         InputError: naming the file and what was expected.
@@ -65,6 +65,8 @@ def check_plot_path(path: Path, output: Path | None = None) -> None:
         raise InputError(f"--plot {path}: expected a file name ending in .png or .svg")
     if path.exists():
         raise InputError(f"--plot {path}: exists; lossaudit never overwrites a file with a plot")
+    if not path.resolve().parent.is_dir():
+        raise InputError(f"--plot {path}: the folder {path.parent} does not exist")
     if output is not None and path.resolve() == output.resolve():
         raise InputError(f"--plot {path}: the report goes to that file (--output); give the plot a name of its own")
     if not available():

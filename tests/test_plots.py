@@ -243,6 +243,7 @@ def test_plot_refusals_are_one_line(run_cli, tmp_path, command, monkeypatch):
     cases = {
         tmp_path / "p.pdf": "expected a file name ending in .png or .svg",
         existing: "exists; lossaudit never overwrites a file with a plot",
+        tmp_path / "no" / "p.png": f"the folder {tmp_path / 'no'} does not exist",
     }
     for path, says in cases.items():
         result = run_cli(*command, "--plot", path)
