@@ -76,6 +76,8 @@ CORRECT_FAMILIES = {
             ("qfl", {}, {}, "lossaudit.losses")],
     "vfl": [("varifocal_loss", {}, {}, None), ("varifocal_loss", {"alpha": 0.5, "gamma": 1.0, "reduction": "sum"}, {"kind": "vfl"}, None), ("VarifocalLoss", {}, {}, None)],
 }
+FOLLOWED = {"asl": "timm AsymmetricLossMultiLabel", "ls-ce": "nn.CrossEntropyLoss(label_smoothing=)", "qfl": "mmdet QualityFocalLoss", "vfl": "mmdet VarifocalLoss"}
+"""The library each correct fixture's convention is named after (``detected.follows``)."""
 CORRECT_CASES = [(kind, *case) for kind, cases in CORRECT_FAMILIES.items() for case in cases]
 
 
@@ -84,6 +86,7 @@ def test_correct_family_losses_lint_clean_and_are_detected(kind, symbol, init, o
     result = run_audit(None if module else FAMILY, symbol, init, module=module, **options)
     assert result.findings == [], _loud(result)
     assert result.detected["kind"] == kind and result.detected["matched"] and result.detected["max_rel_error"] < 1e-4
+    assert [library for library in result.detected["follows"] if FOLLOWED[kind] in library], result.detected["follows"]
 
 
 # symbol -> (lint options, every code reported, the code the bug is about, text on that finding's line)
@@ -189,6 +192,7 @@ def test_ghm_state_is_expected_only_as_the_reference_keeps_it(case):
     if fl013 is None:
         assert result.findings == [], _loud(result)
         assert any("GHM-C's weights depend on the whole batch by design" in note for note in result.notes)
+        assert result.detected["follows"] == ["mmdet GHMC"]
         if init.get("momentum"):
             assert any(note.startswith("FL013: the state evolves as the reference's moving average") for note in result.notes)
     else:

@@ -11,7 +11,9 @@ Sources (read for the semantics, not copied): torchvision ``ops/focal_loss.py``,
 ``fvcore/nn/focal_loss.py``, mmdet 3.x ``models/losses/focal_loss.py``, kornia 0.9
 ``losses/focal.py``, MONAI 1.x ``losses/focal_loss.py``, segmentation_models_pytorch 0.6
 ``losses/focal.py`` and ``_functional.py``, ultralytics 8.x ``utils/loss.py`` (``FocalLoss``),
-mmcv ``ops/focal_loss.py`` (``softmax_focal_loss``).
+mmcv ``ops/focal_loss.py`` (``softmax_focal_loss``); for the family kinds, mmdet
+``gfocal_loss.py``, ``varifocal_loss.py`` and ``ghm_loss.py``, timm ``asymmetric_loss.py`` and
+``loss/cross_entropy.py``, torch ``nn.CrossEntropyLoss(label_smoothing=)``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ PEER_CONVENTIONS: tuple[PeerConvention, ...] = (
     PeerConvention("segmentation_models_pytorch FocalLoss(mode='multilabel' or 'binary')", _set("sigmoid", "binary"), _set("alpha_t", "off"), _set("onehot"), _set("mean over elements", "sum")),
     PeerConvention("ultralytics FocalLoss", _set("sigmoid"), _set("alpha_t", "off"), _set("onehot"), _set("mean over classes")),
     PeerConvention("mmcv softmax_focal_loss", _set("softmax"), _set("target", "off"), _set("index/none"), _set("mean over rows", "sum", "none")),
+    PeerConvention("mmdet QualityFocalLoss / quality_focal_loss_tensor_target", _set("qfl"), _set("off"), _set("onehot"), _set("none", "sum", "mean over rows", "sum per positive")),
+    PeerConvention("mmdet VarifocalLoss / varifocal_loss", _set("vfl"), _set("off"), _set("onehot"), _set("none", "sum", "mean over elements", "sum per positive")),
+    PeerConvention("timm AsymmetricLossMultiLabel", _set("asl"), _set("off"), _set("onehot"), _set("sum")),
+    PeerConvention("torch nn.CrossEntropyLoss(label_smoothing=) / timm LabelSmoothingCrossEntropy", _set("ls-ce"), _set("off"), _set("index/none", "onehot"), _set("none", "sum", "mean over rows")),
+    PeerConvention("mmdet GHMC", _set("ghm"), _set("off"), _set("onehot"), _set("mean over elements")),
 )
 
 DEPARTURES: dict[str, str] = {
