@@ -69,7 +69,7 @@ def test_double_weighting_evidence_is_k_squared():
 # kind -> correct targets: (symbol, init, lint options, module or None for the fixture file)
 CORRECT_FAMILIES = {
     "asl": [("AsymmetricLossMultiLabel", {}, {}, None), ("AsymmetricLossMultiLabel", {"disable_torch_grad_focal_loss": True, "clip": 0.0}, {"kind": "asl"}, None),
-            ("asymmetric_loss", {}, {}, None)],
+            ("AsymmetricLossMultiLabel", {"clip": None}, {}, None), ("asymmetric_loss", {}, {}, None)],
     "ls-ce": [("LabelSmoothingLoss", {}, {}, None), ("LabelSmoothingCrossEntropy", {"smoothing": 0.2}, {"kind": "ls-ce"}, None),
               ("CrossEntropyLoss", {"label_smoothing": 0.1}, {}, "torch.nn"), ("CrossEntropyLoss", {"label_smoothing": 0.2, "reduction": "sum"}, {"kind": "ls-ce"}, "torch.nn")],
     "qfl": [("quality_focal_loss_tensor_target", {}, {}, None), ("quality_focal_loss_tensor_target", {"beta": 1.5}, {"kind": "qfl"}, None), ("QualityFocalLoss", {}, {}, None),

@@ -15,6 +15,7 @@ from lossaudit.lint.subject import (
     FAMILY_BASES,
     FAMILY_PARAMETERS,
     MATCH_TOLERANCE,
+    NONE_MEANS,
     Batch,
     Calibration,
     CallTimeout,
@@ -96,7 +97,7 @@ def family_values(subject: Subject, kind: str) -> dict | None:
         value = subject.value(name, default) if name is not None else default
         if not isinstance(value, (bool, int, float, type(None))):
             return None
-        values[argument] = type(default)(value) if value is not None else default
+        values[argument] = type(default)(value) if value is not None else NONE_MEANS.get(argument, default)
     return values
 
 

@@ -865,7 +865,7 @@ def _state_by_design(ctx: Context, batch: Batch, inputs: torch.Tensor, outputs: 
     if not ctx.calibration.matched:
         raise Inconclusive("the output matches no reference, so its state cannot be followed against the reference's")
     ref_input = canonical_to_reference_input(ctx.convention, inputs.detach().double())
-    references = reference_calls(ctx.kind, ref_input, batch.y.double(), ctx.params, len(outputs))
+    references = reference_calls(ref_input, batch.y.double(), ctx.params, len(outputs))
     errors = [match_output(ctx.kind, out, ref, batch.y, ctx.params).error for out, ref in zip(outputs, references)]
     if errors[0] <= MATCH_TOLERANCE and errors[1] > MATCH_TOLERANCE:
         expected = float(references[1].sum() / references[0].sum()) if float(references[0].sum()) else math.nan

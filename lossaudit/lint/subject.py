@@ -75,8 +75,11 @@ FAMILY_PARAMETERS: dict[str, dict[str, tuple[object, tuple[str, ...]]]] = {
 reference's default and the parameter names a target may give it (timm's
 ``disable_torch_grad_focal_loss`` detaches ASL's focusing weight; PyTorch's ``label_smoothing``,
 timm's ``smoothing``)."""
+NONE_MEANS = {"clip": 0.0}
+"""Family parameters for which a target's None means a value of the reference: timm's ``clip=None``
+shifts nothing. Any other None reads as the reference's default."""
 FOCUSING = {"qfl": "beta", "asl": "gamma_neg"}
-"""The focusing exponent of a kind, where it is not called gamma (ls-ce has none)."""
+"""The focusing exponent of a kind, where it is not called gamma (ls-ce and ghm have none)."""
 
 
 BACKGROUND_LABELS = {"C": "background = C", "0": "background = 0", "none": "no background label"}
@@ -268,9 +271,9 @@ def expects_state(kind: str, params: Params) -> bool:
     return kind == "ghm" and params.family.get("momentum", 0.0) > 0
 
 
-def reference_calls(kind: str, x: torch.Tensor, y: torch.Tensor, params: Params, calls: int) -> list[torch.Tensor]:
-    """The reference's element losses over ``calls`` successive calls of one instance on the same
-    batch, its state carried from call to call (:func:`expects_state`)."""
+def reference_calls(x: torch.Tensor, y: torch.Tensor, params: Params, calls: int) -> list[torch.Tensor]:
+    """GHM-C's element losses over ``calls`` successive calls of one instance on the same batch,
+    its moving average carried from call to call (the one stateful reference, :func:`expects_state`)."""
     state = losses.GHMState(bins=params.family["bins"], momentum=params.family["momentum"])
     return [losses.ghm(x, y, reduction="none", state=state, **params.family) for _ in range(calls)]
 
