@@ -138,6 +138,8 @@ def calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int)
     for number, (candidate_kind, convention) in enumerate(candidates + spatial):
         if number == len(candidates) and (best or fallback):
             break  # segmentation layouts only for a target that runs on no batch of rows
+        if best is not None and candidate_kind in FAMILY_BASES:
+            continue  # a family counts only as the first match, and there is one already
         batch = make_batch(candidate_kind, subject.num_classes, torch.Generator().manual_seed(seed), background=convention.has_background)
         try:
             out, call_inputs = subject.call(convention, batch)
