@@ -94,8 +94,8 @@ def _check_cumulative(document, logits, targets, positive):
             exact = _exact_cumulative(h[chosen], item["fractions"])
             assert item[which]["elements"] == int(chosen.sum())
             assert (bound <= 1 / sweeping.SUB_BINS).all()
-            # 1e-7: the sweep's losses come from float32 intermediates (exp, log1p), as compare's
-            assert (got >= exact - 1e-7).all() and (got <= exact + bound + 1e-7).all(), (item["gamma"], which, np.max(got - exact))
+            # 1e-6: the histogram keeps float32 losses (exp, log1p and the power in float32)
+            assert (got >= exact - 1e-6).all() and (got <= exact + bound + 1e-6).all(), (item["gamma"], which, np.max(got - exact))
 
 
 def test_cumulative_loss_matches_a_direct_sort(swept):

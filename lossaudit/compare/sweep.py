@@ -35,8 +35,8 @@ SCHEMA_VERSION = 1
 
 SUB_BINS = 256
 """Loss bins per octave (:class:`LossHistogram`): the cumulative shares are within 1/256 of exact."""
-LOWEST_EXPONENT, HIGHEST_EXPONENT = -300, 130
-"""Losses in [2^-301, 2^130) get their own bins; smaller ones (not 0) share one, 0 has its own."""
+LOWEST_EXPONENT, HIGHEST_EXPONENT = -148, 129
+"""The float32 losses, 0 excepted (its own bin), lie in [2^-149, 2^128): ``frexp`` exponents -148 to 128."""
 FRACTIONS = tuple(round(k / 100, 2) for k in range(101)) + (0.995, 0.999)
 """Fractions of the elements (sorted by loss) at which the JSON gives the cumulative loss share."""
 TOP_CLASSES = 3
@@ -62,12 +62,18 @@ def parse_values(text: str, option: str, check: Callable[[float], bool], expecte
     return tuple(dict.fromkeys(values))
 
 
+def _modulated(m: np.ndarray, gamma: float) -> np.ndarray:
+    """float32 ``m^gamma``, by products for gamma 1 and 2 (``power`` is several times slower)."""
+    return m if gamma == 1 else m * m if gamma == 2 else m ** np.float32(gamma)
+
+
 class LossHistogram:
     """Per gamma, over the positives and over the negatives: counts and sums of the element losses
     ``h = (1 - p_t)^gamma bce`` (focal before ``alpha_t``, which is constant within the positives
     and within the negatives for 0/1 targets, so the shares do not depend on alpha) by bin of
-    ``h``: ``h = m 2^e`` (``m`` in [0.5, 1)) falls in sub-bin ``floor((m - 0.5) 2 K)`` of octave
-    ``e``, ``K`` = :data:`SUB_BINS`, so a bin's upper edge is at most ``1 + 1/K`` times its lower.
+    ``h``, computed in float32 (the histogram is the costly part of a sweep): ``h = m 2^e`` (``m``
+    in [0.5, 1)) falls in sub-bin ``floor((m - 0.5) 2 K)`` of octave ``e``, ``K`` =
+    :data:`SUB_BINS`, so a bin's upper edge is at most ``1 + 1/K`` times its lower.
 
     :meth:`cumulative` sorts by bin and interpolates inside the bin where the fraction falls,
     taking its elements at their mean loss. The lowest ``k`` of a bin's ``n`` elements, losses in
@@ -78,32 +84,37 @@ class LossHistogram:
 
     def __init__(self, gammas: tuple[float, ...]):
         self.gammas = gammas
-        self.size = 2 + (HIGHEST_EXPONENT - LOWEST_EXPONENT + 1) * SUB_BINS
+        self.size = 1 + (HIGHEST_EXPONENT - LOWEST_EXPONENT + 1) * SUB_BINS
         self.counts = np.zeros((len(gammas), 2, self.size))
         self.sums = np.zeros((len(gammas), 2, self.size))
 
     def _keys(self, h: np.ndarray) -> np.ndarray:
+        """The bin of each float32 loss ``h >= 0`` (0: its own bin, key 0)."""
         mantissa, exponent = np.frexp(h)
-        fine = np.minimum(((mantissa - 0.5) * 2 * SUB_BINS).astype(np.int64), SUB_BINS - 1)
-        keys = 2 + (np.clip(exponent, LOWEST_EXPONENT, HIGHEST_EXPONENT) - LOWEST_EXPONENT) * SUB_BINS + fine
-        keys[exponent < LOWEST_EXPONENT] = 1
+        mantissa -= np.float32(0.5)
+        mantissa *= np.float32(2 * SUB_BINS)
+        keys = (exponent - LOWEST_EXPONENT) * SUB_BINS + 1
+        keys += mantissa.astype(np.int32)
         keys[h == 0] = 0
         return keys
 
     def lower_edges(self) -> np.ndarray:
         """``(size,)`` the smallest loss of each bin."""
-        k = np.arange(self.size - 2)
+        k = np.arange(self.size - 1)
         exponent, fine = LOWEST_EXPONENT + k // SUB_BINS, k % SUB_BINS
-        return np.concatenate([[0.0, 0.0], np.ldexp(0.5 + fine / (2 * SUB_BINS), exponent)])
+        return np.concatenate([[0.0], np.ldexp(0.5 + fine / (2 * SUB_BINS), exponent)])
 
     def add(self, chunk: Chunk, file: int = 0) -> None:
         """Add the valid elements of a chunk (``file`` is unused: the histogram is of all files)."""
         valid = chunk.valid
         x, y, positive = chunk.logits[valid], chunk.targets[valid], chunk.positive[valid]
         terms = elements.sigmoid_terms(x, *elements.sigmoid_parts(x), y, chunk.heatmap)
+        bce = terms.bce.astype(np.float32)
+        m = np.maximum(terms.p + y - 2 * terms.p * y, 0)  # 1 - p_t
+        offset = positive * self.size
         for i, gamma in enumerate(self.gammas):
-            h = elements.focal(terms, y, gamma)
-            keys = self._keys(h) + positive * self.size
+            h = _modulated(m, gamma) * bce if gamma else bce  # focal before alpha_t
+            keys = self._keys(h) + offset
             self.counts[i] += np.bincount(keys, minlength=2 * self.size).reshape(2, self.size)
             self.sums[i] += np.bincount(keys, weights=h, minlength=2 * self.size).reshape(2, self.size)
 
