@@ -140,6 +140,12 @@ def _as_target_probs(logits: torch.Tensor, targets: torch.Tensor, ignore_index: 
     return targets.to(logits.dtype), torch.ones(targets.shape[:1], dtype=torch.bool, device=targets.device)
 
 
+def _zero_ignored_rows(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``logits`` with the ``(N,)`` rows ``keep`` leaves out set to 0 by selection, not by a
+    multiplication: an inf/NaN logit at an ignored row times its zero target is NaN (lint FL022)."""
+    return torch.where(keep.unsqueeze(1), logits, torch.zeros_like(logits))
+
+
 def softmax_focal_terms(
     logits: torch.Tensor,
     target_probs: torch.Tensor,
@@ -198,9 +204,7 @@ def softmax_focal(
     """
     _check_reduction(reduction)
     probs, keep = _as_target_probs(logits, targets, ignore_index)
-    # select, not multiply: an inf/NaN logit at an ignored row times its zero target is NaN (lint FL022)
-    logits = torch.where(keep.unsqueeze(1), logits, torch.zeros_like(logits))
-    rows = softmax_focal_terms(logits, probs, gamma, alpha).sum(dim=1)
+    rows = softmax_focal_terms(_zero_ignored_rows(logits, keep), probs, gamma, alpha).sum(dim=1)
     return _reduce(rows, reduction, keep.sum())
 
 
@@ -679,7 +683,7 @@ def cb(
         )
     probs, keep = _as_target_probs(logits, targets, ignore_index)
     row_weight = probs @ weights.to(probs)
-    loss = focal(logits, probs, alpha=-1, gamma=gamma) * row_weight.unsqueeze(1)
+    loss = focal(_zero_ignored_rows(logits, keep), probs, alpha=-1, gamma=gamma) * row_weight.unsqueeze(1)
     return _reduce(loss, reduction, keep.sum())
 
 
@@ -760,6 +764,7 @@ def poly1(  # lossaudit: ignore -- Poly-1 adds a term to CE or focal: lint has n
         loss = focal(logits, targets, alpha=alpha, gamma=gamma) + epsilon * _one_minus_p_t(logits, targets) ** (gamma + 1)
         return _reduce(loss, reduction)
     probs, keep = _as_target_probs(logits, targets, ignore_index)
+    logits = _zero_ignored_rows(logits, keep)
     rows = softmax_focal_terms(logits, probs, gamma=0.0).sum(dim=1)
     p_t = (probs * torch.softmax(logits, dim=1)).sum(dim=1)
     return _reduce(rows + epsilon * (1 - p_t) * keep, reduction, keep.sum())
@@ -800,4 +805,5 @@ def ls_ce(
         raise ValueError(f"epsilon must lie in [0, 1]; got {epsilon}")
     probs, keep = _as_target_probs(logits, targets, ignore_index)
     smoothed = (1 - epsilon) * probs + epsilon / logits.shape[1] * keep.unsqueeze(1).to(probs)
-    return _reduce(softmax_focal_terms(logits, smoothed, gamma=0.0).sum(dim=1), reduction, keep.sum())
+    rows = softmax_focal_terms(_zero_ignored_rows(logits, keep), smoothed, gamma=0.0).sum(dim=1)
+    return _reduce(rows, reduction, keep.sum())

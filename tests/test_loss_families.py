@@ -637,3 +637,31 @@ def test_family_ids_name_functions_and_are_documented():
     for loss in losses.FAMILY_IDS:
         assert callable(getattr(losses, loss.replace("-", "_")))
         assert f"| `{loss}` |" in README
+
+
+IGNORING = {
+    "softmax_focal": lambda x, t: losses.softmax_focal(x, t, ignore_index=-1),
+    "ce": lambda x, t: losses.ce(x, t, ignore_index=-1),
+    "ls_ce": lambda x, t: losses.ls_ce(x, t, ignore_index=-1),
+    "poly1 ce": lambda x, t: losses.poly1(x, t, ignore_index=-1),
+    "cb ce": lambda x, t: losses.cb(x, t, [5, 3, 1], ignore_index=-1),
+    "cb focal": lambda x, t: losses.cb(x, t, [5, 3, 1], base="focal", ignore_index=-1),
+    "logit_adjusted_ce": lambda x, t: losses.logit_adjusted_ce(x, t, [5, 3, 1], ignore_index=-1),
+}
+
+
+@pytest.mark.parametrize("name", IGNORING)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_logits_at_ignored_rows_change_nothing(name, bad):
+    """An ignored row's logits never reach the loss or the gradient (lint FL022): each mean is over
+    the rows kept, so the loss equals that of the kept rows alone."""
+    torch.manual_seed(0)
+    kept = torch.randn(4, 3, dtype=torch.float64)
+    labels = torch.tensor([0, 2, 1, 2])
+    x = torch.cat([kept, torch.full((2, 3), bad, dtype=torch.float64)]).requires_grad_()
+    loss = IGNORING[name](x, torch.cat([labels, torch.tensor([-1, -1])]))
+    alone = IGNORING[name](kept, labels)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+    assert loss.item() == pytest.approx(alone.item(), rel=1e-12)
+    assert (x.grad[4:] == 0).all()
