@@ -64,7 +64,8 @@ class Sentence(_Row):
 @dataclass(frozen=True)
 class LossResult(_Row):
     """One loss over the whole data. ``covers`` says which units it sees (``{"unit": "rows" |
-    "elements", "count"}``); shares are fractions of this loss's total."""
+    "elements", "count"}``); shares are fractions of this loss's total, ``gradient_*`` shares
+    fractions of its gradient magnitude Σ |∂L/∂x| (``gradient_mean``: that sum for the mean loss)."""
 
     family: str
     fits_data: bool
@@ -86,7 +87,8 @@ class LossResult(_Row):
 
 @dataclass(frozen=True)
 class ClassRow(_Row):
-    """One class: counts, mean probabilities, and each loss's sum and share (keyed by loss name)."""
+    """One class: counts, mean probabilities, and each loss's sum, share and gradient share (keyed
+    by loss name)."""
 
     index: int
     name: str
@@ -105,7 +107,7 @@ class ClassRow(_Row):
 @dataclass(frozen=True)
 class DifficultyBin(_Row):
     """One bin of g = |p - y|: elements (sigmoid losses) and rows (softmax losses), each loss's
-    share, and GHM's weight for the bin."""
+    share and gradient share, and GHM's weight for the bin."""
 
     bin: int
     g_low: float
