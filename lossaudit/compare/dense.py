@@ -128,22 +128,28 @@ class DensePass:
         n = len(chunk.logits)
         starts = range(0, n, self.block_rows)
         targets = np.searchsorted(chunk.target_rows, [*starts, n])  # the targets of each block
+        dropped, invalid = chunk.dropped_rows, chunk.element_invalid
+        dropped = dropped if dropped.any() else None  # most chunks drop no row: two calls a block saved
         with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf logits are taken out
-            blocks = [self._add_block(chunk, start, min(start + self.block_rows, n), slice(targets[i], targets[i + 1])) for i, start in enumerate(starts)]
+            blocks = [self._add_block(chunk, start, min(start + self.block_rows, n), slice(targets[i], targets[i + 1]), dropped, invalid) for i, start in enumerate(starts)]
         taken = Taken(*([np.concatenate(part) for part in zip(*blocks)] if len(blocks) > 1 else blocks[0]))
-        self.count += n - int(np.count_nonzero(chunk.dropped_rows)) - np.bincount(taken.index % self.classes, minlength=self.classes)
+        self.count += n - (0 if dropped is None else int(np.count_nonzero(dropped))) - np.bincount(taken.index % self.classes, minlength=self.classes)
         return taken
 
-    def _add_block(self, chunk: Chunk, start: int, stop: int, targets: slice) -> tuple[np.ndarray, ...]:
-        """Rows ``start .. stop`` of the chunk (holding its targets ``targets``): add their easy
-        negatives to the sums; return the fields of :class:`Taken` for their taken-out elements."""
+    def _add_block(self, chunk: Chunk, start: int, stop: int, targets: slice, dropped: np.ndarray | None, invalid: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        """Rows ``start .. stop`` of the chunk (holding its targets ``targets``; ``dropped`` and
+        ``invalid``: the chunk's dropped rows, or None for none, and its excluded elements): add
+        their easy negatives to the sums; return the fields of :class:`Taken` for their taken-out
+        elements."""
         x, rows = chunk.logits[start:stop], stop - start
-        taken, dropped = self._taken[:rows], chunk.dropped_rows[start:stop]
+        taken = self._taken[:rows]
+        dropped = None if dropped is None else dropped[start:stop]
         np.greater_equal(x, self.x0, out=taken)
         taken[chunk.target_rows[targets] - start, chunk.target_cols[targets]] = True
-        if chunk.element_invalid is not None:
-            taken |= chunk.element_invalid[start:stop]
-        taken[dropped] = False
+        if invalid is not None:
+            taken |= invalid[start:stop]
+        if dropped is not None:
+            taken[dropped] = False
         index = np.flatnonzero(taken)
         log1p, q = sigmoid_parts(x, self._log1p[:rows], self._q[:rows])
         taken_out = index + start * self.classes, x.reshape(-1)[index], log1p.reshape(-1)[index], q.reshape(-1)[index]
@@ -151,7 +157,8 @@ class DensePass:
             self._values(q, {name: buffer[:rows] for name, buffer in self._buffers.items()})
             block = self._stack[:, :rows]
             block.reshape(len(block), -1)[:, index] = 0
-            block[:, dropped] = 0
+            if dropped is not None:
+                block[:, dropped] = 0
             if self._row_sums is not None:
                 np.add.reduce(self._buffers["softplus"][:rows], axis=1, dtype=np.float64, out=self._row_sums[start:stop])
             self._sums += self._column_sums(rows)  # overwrites the buffers
