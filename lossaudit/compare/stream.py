@@ -46,11 +46,13 @@ large."""
 GRADIENT = "gradient:"
 """Prefix of the tables of gradient magnitudes (``gradient:bce`` beside ``bce``)."""
 
-BLOCK_ELEMENTS = 1 << 16
-"""Elements per block of the dense pass, whose intermediates (about 30 bytes an element with the
-gradient sums: 2 MiB) stay in a core's L2 cache. Measured in CPU time, one worker, 80M elements,
-default losses: 0.68 s at 2^18, 0.59 s at 2^16, 0.61 s at 2^15 (before the gradient sums,
-0.49 s at 2^18, 0.45 s at 2^16)."""
+BLOCK_ELEMENTS = 1 << 18
+"""Elements per block of the dense pass. Its intermediates (about 30 bytes an element with the
+gradient sums) fit a core's L2 cache at 2^16, and one worker is fastest there; but every block
+costs some 35 numpy calls, each a hand-over of the GIL, and with a worker per core those
+hand-overs cost more than the cache misses. Measured in-process on 80M elements, default losses,
+2 cores (wall seconds, one worker / two): 2^16 0.58 / 0.47, 2^17 0.57 / 0.43, 2^18 0.67 / 0.39,
+2^19 0.70 / 0.40."""
 
 class StreamTally:
     """Accumulates a :class:`Tally` chunk by chunk (see the module docstring).
