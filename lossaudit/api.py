@@ -58,7 +58,8 @@ def compare(
     torch tensors), or a checkpoint (``model=`` with ``data=``). Every other keyword is the
     command-line option of the same name (``targets_encoding`` is ``--targets``), with the same
     default. ``losses`` None means the defaults (``ce, bce, focal, softmax-focal, ghm``, plus
-    ``centernet`` for heatmaps). ``baseline``: a previous report's JSON file; the changes since
+    ``centernet`` for heatmaps, ``qfl`` and ``vfl`` for soft targets, ``asl`` for multi-label
+    targets: :func:`lossaudit.compare.default_losses`). ``baseline``: a previous report's JSON file; the changes since
     it are the report's ``extra["baseline"]`` section (README "Tracking runs").
 
     Returns:

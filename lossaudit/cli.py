@@ -194,7 +194,7 @@ def compare(
     class_dim: ClassDimOption = None,
     inputs: InputsOption = Inputs.auto,
     class_names: ClassNamesOption = None,
-    losses: Annotated[Optional[str], typer.Option(help=plain("Comma list of ce, bce, focal, softmax-focal, ghm, centernet, ohem [default: ce,bce,focal,softmax-focal,ghm; +centernet for heatmaps]."), show_default=False, metavar='LOSS,...', rich_help_panel='Losses')] = None,
+    losses: Annotated[Optional[str], typer.Option(help=plain("Comma list of ce, bce, focal, softmax-focal, ghm, centernet, ohem, qfl, vfl, asl, cb-ce, logit-adjusted-ce [default: ce,bce,focal,softmax-focal,ghm; +centernet for heatmaps, +qfl,vfl for soft targets, +asl for multi-label targets]."), show_default=False, metavar='LOSS,...', rich_help_panel='Losses')] = None,
     alpha: Annotated[float, typer.Option(help=plain("Focal alpha for positives (negatives get 1 - alpha); -1 disables it."), metavar='X', rich_help_panel='Losses')] = 0.25,
     gamma: Annotated[float, typer.Option(help=plain("Focal gamma (focal and softmax-focal)."), metavar='X', rich_help_panel='Losses')] = 2.0,
     alpha_per_class: Annotated[Optional[Path], typer.Option(help=plain("File of one alpha per class (one per line or YAML list): softmax-focal indexes it by target, focal by class column."), metavar='FILE', rich_help_panel='Losses')] = None,

@@ -85,6 +85,8 @@ class DataInfo:
     out_of_range_labels: dict[int, int] = field(default_factory=dict)
     runs: dict[str, list[str]] = field(default_factory=dict)
     """The files of each run id that ``lossaudit.save`` recorded (files without one are not listed)."""
+    multi_label: bool = False
+    """Some row of one-hot or soft targets has two or more targets ≥ 0.5 (as stored)."""
 
 
 @dataclass
@@ -327,9 +329,10 @@ class _Reader:
         return self.plan._decode(source, x, source.targets.span(start, stop, targets_view), mask, source.start + start)
 
 
-def _scan_targets(rows: _Rows, count: int, chunk: int) -> tuple[bool, bool, bool]:
-    """(all values in {0, 1}, some value exactly 1, all values finite and in [0, 1]), read in chunks."""
-    binary, has_one, in_range = True, False, True
+def _scan_targets(rows: _Rows, count: int, chunk: int) -> tuple[bool, bool, bool, bool]:
+    """(all values in {0, 1}, some value exactly 1, all values finite and in [0, 1], some row with
+    two values ≥ 0.5), read in chunks."""
+    binary, has_one, in_range, multi_label = True, False, True, False
     view = rows.view()
     for start in range(0, count, chunk):
         values = rows.span(start, min(start + chunk, count), view)
@@ -339,7 +342,8 @@ def _scan_targets(rows: _Rows, count: int, chunk: int) -> tuple[bool, bool, bool
             in_range &= bool((values >= 0).all() and (values <= 1).all())
         binary &= bool(np.isin(values, (0, 1)).all())
         has_one |= bool((values == 1).any())
-    return binary, has_one, in_range
+        multi_label |= bool((np.count_nonzero(values >= 0.5, axis=1) > 1).any())
+    return binary, has_one, in_range, multi_label
 
 
 def _check_labels(rows: _Rows, count: int, source: str, chunk: int) -> None:
@@ -376,6 +380,7 @@ def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Data
     start = 0
     scans = []
     files_by_classes: dict[int, list[str]] = {}
+    multi_label = False
     for batch in batches:
         logits_key = find_key(batch, options.logits_key, LOGITS_KEYS, "logits", "--logits-key")
         targets_key = find_key(batch, options.targets_key, TARGETS_KEYS, "targets", "--targets-key")
@@ -418,7 +423,8 @@ def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Data
             detected.add("index")
             _check_labels(target_rows, rows, f"{batch.source}: key '{targets_key}'", SCAN_ROWS)
         else:
-            binary, has_one, in_range = _scan_targets(target_rows, rows, SCAN_ROWS)
+            binary, has_one, in_range, several = _scan_targets(target_rows, rows, SCAN_ROWS)
+            multi_label |= several
             heatmap_shaped = logits.ndim == 4 and axis == 1
             detected.add("onehot" if binary else "heatmap" if heatmap_shaped and has_one else "soft")
             scans.append((batch.source, targets_key, binary, in_range))
@@ -467,6 +473,7 @@ def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Data
         num_rows=start,
         num_classes=num_classes,
         runs=runs,
+        multi_label=multi_label,
     )
     return DataPlan(info, sources, options)
 
@@ -556,6 +563,23 @@ class DataPlan:
         """Settle ``info.out_of_range_labels`` and ``info.inputs_look_like_probabilities``."""
         self.info.out_of_range_labels = dict(sorted(self.info.out_of_range_labels.items()))
         self.info.inputs_look_like_probabilities = self.info.inputs == "logits" and self._unit_interval and self._any_finite
+
+    def class_target_sums(self) -> np.ndarray:
+        """``(C,)`` float64: each class's targets summed over every row as stored, before the ignore
+        label (no class), a mask or a non-finite logit excludes anything — the rows labelled c for
+        index targets, the sum of column c's values otherwise (hard targets: the positives). Reads
+        the targets once more (not the logits)."""
+        sums = np.zeros(self.info.num_classes)
+        for source in self.sources:
+            view = source.targets.view()
+            for start in range(0, source.rows, SCAN_ROWS):
+                values = source.targets.span(start, min(start + SCAN_ROWS, source.rows), view)
+                if self.info.encoding == "index":
+                    labels = np.asarray(values, dtype=np.int64)
+                    sums += np.bincount(labels[(labels >= 0) & (labels < len(sums))], minlength=len(sums))
+                else:
+                    sums += np.add.reduce(values, axis=0, dtype=np.float64)
+        return sums
 
     def chunks(self, rows: int | None = None) -> Iterator[Chunk]:
         """Decoded chunks of at most ``rows`` rows (None: one chunk per batch), in order."""

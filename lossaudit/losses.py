@@ -10,8 +10,9 @@ docstring says otherwise. Notation used throughout:
 The public names map to the loss identifiers used on the command line and in JSON output
 (see :data:`LOSS_IDS`): ``ce``, ``bce``, ``focal``, ``softmax-focal``, ``ghm``, ``centernet``, ``ohem``.
 The later families (:data:`FAMILY_IDS`: ``qfl``, ``dfl``, ``vfl``, ``asl``, ``cb``,
-``logit-adjusted-ce``, ``poly1``, ``ls-ce``) are reference functions only: ``compare`` does not
-compute them yet, so they are kept out of :data:`LOSS_IDS`, which ``compare --losses`` accepts.
+``logit-adjusted-ce``, ``poly1``, ``ls-ce``) are kept out of :data:`LOSS_IDS`; ``compare --losses``
+accepts :data:`LOSS_IDS` and :data:`COMPARE_FAMILY_IDS` (``qfl``, ``vfl``, ``asl``, ``cb-ce``: ``cb``
+over CE, ``logit-adjusted-ce``), which it computes with these functions' default hyper-parameters.
 The semantics follow ``shared/REFERENCES.md``; where the references disagree, each docstring
 states the choice made and the parameter that selects the other convention.
 """
@@ -29,8 +30,11 @@ LOSS_IDS = ("ce", "bce", "focal", "softmax-focal", "ghm", "centernet", "ohem")
 """Loss identifiers, in the order reports list them."""
 
 FAMILY_IDS = ("qfl", "dfl", "vfl", "asl", "cb", "logit-adjusted-ce", "poly1", "ls-ce")
-"""Identifiers of the focal-loss families below (function name with ``-`` for ``_``); not yet
-values of ``compare --losses``."""
+"""Identifiers of the focal-loss families below (function name with ``-`` for ``_``)."""
+
+COMPARE_FAMILY_IDS = ("qfl", "vfl", "asl", "cb-ce", "logit-adjusted-ce")
+"""The families ``compare --losses`` accepts besides :data:`LOSS_IDS` (``cb-ce``: :func:`cb` with
+``base='ce'``); ``dfl`` (box regression), ``poly1`` and ``ls-ce`` are reference functions only."""
 
 REDUCTIONS = ("none", "mean", "sum")
 

@@ -237,7 +237,8 @@ def _share_heatmap(ax: Axes, values: list[list[float | None]], rows: list[str], 
 
     grid = [[math.nan if v is None else v for v in row] for row in values]
     image = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=0, interpolation="nearest")
-    ax.set_xticks(range(len(columns)), columns)
+    crowded = max(map(len, columns), default=0) * len(columns) > 80  # long names (logit-adjusted-ce) would overlap
+    ax.set_xticks(range(len(columns)), columns, rotation=30 if crowded else 0, ha="left" if crowded else "center")
     ax.set_yticks(range(len(rows)), rows)
     ax.tick_params(axis="x", top=True, bottom=False, labeltop=True, labelbottom=False)
     if len(rows) * len(columns) <= 400:

@@ -15,6 +15,20 @@ from lossaudit.errors import InputError
 DEFAULT_LOSSES = ("ce", "bce", "focal", "softmax-focal", "ghm")
 
 
+def default_losses(info) -> tuple[str, ...]:
+    """The losses compared when ``--losses`` is not given, by the data (a
+    :class:`~lossaudit.dataset.DataInfo`): :data:`DEFAULT_LOSSES`, plus ``centernet`` for heatmap
+    targets, ``qfl`` and ``vfl`` for soft (IoU-quality) targets, ``asl`` for multi-label one-hot or
+    soft targets (a row with two targets ≥ 0.5)."""
+    extra = {
+        "centernet": info.encoding == "heatmap",
+        "qfl": info.encoding == "soft",
+        "vfl": info.encoding == "soft",
+        "asl": info.encoding in ("onehot", "soft") and info.multi_label,
+    }
+    return DEFAULT_LOSSES + tuple(loss for loss, wanted in extra.items() if wanted)
+
+
 def parse_losses(text: str | None) -> tuple[str, ...] | None:
     """``"ce,focal"`` -> ``("ce", "focal")``; None keeps the defaults."""
     from lossaudit.compare.engine import LOSS_IDS
@@ -89,8 +103,8 @@ def _model_batch(source: ModelSource) -> tuple[object, dict]:
 def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | None, model: ModelSource | None = None, arrays: dict | None = None) -> dict:
     """Read the dumps (or run the model, or take ``arrays``: ``{"logits", "targets"[, "mask",
     "class_names"]}`` numpy arrays) in one streaming pass, and return the report (see
-    :mod:`lossaudit.compare.report`). ``losses`` None means the defaults, plus ``centernet`` for
-    heatmap targets (then ``softmax-background`` and ``softmax-multi-hot`` do not gate ``--strict``). The full-tensor engine (:func:`lossaudit.compare.engine.tally`) computes the
+    :mod:`lossaudit.compare.report`). ``losses`` None means the defaults of :func:`default_losses`
+    (then ``softmax-background`` and ``softmax-multi-hot`` do not gate ``--strict``). The full-tensor engine (:func:`lossaudit.compare.engine.tally`) computes the
     same numbers and is the tests' oracle."""
     from lossaudit.compare.progress import reading_status, tally_progress
     from lossaudit.compare.report import build_report
@@ -113,7 +127,7 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
             data = plan(read_batches(paths), load_options)
     explicit = losses is not None
     if losses is None:
-        losses = DEFAULT_LOSSES + (("centernet",) if data.info.encoding == "heatmap" else ())
+        losses = default_losses(data.info)
     settings = replace(settings, losses=losses)
     if settings.alpha_per_class is not None and len(settings.alpha_per_class) != data.info.num_classes:
         raise InputError(f"--alpha-per-class: {len(settings.alpha_per_class)} values; the data has {data.info.num_classes} classes")

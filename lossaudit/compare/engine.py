@@ -25,10 +25,13 @@ from lossaudit.errors import InputError
 if TYPE_CHECKING:
     import torch
 
-LOSS_IDS = ("ce", "bce", "focal", "softmax-focal", "ghm", "centernet", "ohem")
+LOSS_IDS = ("ce", "bce", "focal", "softmax-focal", "ghm", "centernet", "ohem", "qfl", "vfl", "asl", "cb-ce", "logit-adjusted-ce")
 """The losses ``compare`` computes, in the order reports list them: :data:`lossaudit.losses.LOSS_IDS`
-(each has a reference function there), named here so that reading the options needs no torch."""
+and the later families of :data:`lossaudit.losses.FAMILY_IDS` (``cb-ce`` is ``cb`` over CE), each
+with a reference function there, named here so that reading the options needs no torch."""
 SOFTMAX_LOSSES = ("ce", "softmax-focal")
+SOFTMAX_FAMILIES = ("cb-ce", "logit-adjusted-ce")
+"""The later softmax families (:mod:`lossaudit.compare.families` tallies them)."""
 LEVELS = ("easy", "medium", "hard", "very_hard")
 LEVEL_EDGES = (0.1, 0.5, 0.9)
 """easy g < 0.1 ≤ medium < 0.5 ≤ hard < 0.9 ≤ very hard."""
@@ -62,6 +65,10 @@ class LossSettings:
 
     def params(self, loss: str) -> dict[str, object]:
         """The hyper-parameters that ``loss`` uses, as reported."""
+        from lossaudit.compare.families import PARAMS
+
+        if loss in PARAMS:
+            return dict(PARAMS[loss])
         per_class = list(self.alpha_per_class) if self.alpha_per_class is not None else None
         return {
             "ce": {},
@@ -175,11 +182,14 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
     names: dict[str, str] = {}
     bce = None
     for loss in settings.losses:
-        if loss in SOFTMAX_LOSSES:
+        if loss in SOFTMAX_LOSSES + SOFTMAX_FAMILIES:
             rows_x = torch.where(softmax_rows[:, None], x, torch.zeros_like(x))
             rows_y = y * softmax_rows[:, None]
-            gamma = 0.0 if loss == "ce" else settings.gamma
-            terms = losses.softmax_focal_terms(rows_x, rows_y, gamma=gamma, alpha=None if loss == "ce" else alpha)
+            if loss in SOFTMAX_LOSSES:
+                gamma = 0.0 if loss == "ce" else settings.gamma
+                terms = losses.softmax_focal_terms(rows_x, rows_y, gamma=gamma, alpha=None if loss == "ce" else alpha)
+            else:
+                terms = _softmax_family_terms(loss, rows_x, rows_y, y.double().sum(dim=0))
             q = torch.softmax(rows_x, dim=1)
             softmax_keys = tally_keys(1 - q, positive, bins)
             sums[loss] = _sum_by_key(softmax_keys, terms.detach(), shape)
@@ -206,6 +216,9 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
             element_loss = losses.centernet(p.clamp(clamp, 1 - clamp), y, reduction="none")
             peaks = int((y.eq(1) & valid).sum())
             normalisers[loss], names[loss] = float(max(peaks, 1)), "peaks" if peaks else "1 (no peaks)"
+        elif loss in ("qfl", "vfl", "asl"):
+            element_loss = _sigmoid_family(loss, x, y)
+            normalisers[loss], names[loss] = float(valid.sum()), "valid elements"
         elif loss == "ohem":
             positive_rows = positive.any(dim=1)
             keep = losses.ohem_row_selection((bce * weight).sum(dim=1).detach(), positive_rows, settings.ohem_ratio)
@@ -237,6 +250,30 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
         multi_hot_rows=int(multi_hot.sum()),
         file_counts=_per_file(data, {"nonfinite": nonfinite.sum(dim=1), "background_rows": background, "multi_hot_rows": multi_hot, "out_of_range_rows": out_of_range}),
     )
+
+
+def _sigmoid_family(loss: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(N, C)`` element terms of ``qfl``, ``vfl`` or ``asl`` (:mod:`lossaudit.losses`, with the
+    hyper-parameters of :data:`lossaudit.compare.families.PARAMS`)."""
+    from lossaudit import losses
+    from lossaudit.compare.families import PARAMS
+
+    function = {"qfl": losses.qfl, "vfl": losses.vfl, "asl": losses.asl}[loss]
+    return function(x, y, **PARAMS[loss], reduction="none")
+
+
+def _softmax_family_terms(loss: str, x: torch.Tensor, y: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """``(N, C)`` target terms of ``cb-ce`` (CE terms weighted by
+    :func:`lossaudit.losses.class_balanced_weights` of their class) or ``logit-adjusted-ce`` (CE
+    terms of ``x + tau log(counts / Σ counts)``), ``counts`` the classes' target sums."""
+    from lossaudit import losses
+    from lossaudit.compare.families import PARAMS
+
+    if loss == "cb-ce":
+        weights = losses.class_balanced_weights(counts, PARAMS[loss]["beta"]).to(x.dtype)
+        return losses.softmax_focal_terms(x, y, gamma=0.0, alpha=weights)
+    log_prior = (counts / counts.sum()).log().to(x.dtype)
+    return losses.softmax_focal_terms(x + PARAMS[loss]["tau"] * log_prior, y, gamma=0.0)
 
 
 def _per_file(data: Dataset, per_row: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

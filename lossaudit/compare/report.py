@@ -21,7 +21,7 @@ import numpy as np
 
 from lossaudit import __version__
 from lossaudit.compare.binning import ghm_bin_weights
-from lossaudit.compare.engine import LEVEL_EDGES, LEVELS, SOFTMAX_LOSSES, LossSettings, Tally
+from lossaudit.compare.engine import LEVEL_EDGES, LEVELS, SOFTMAX_FAMILIES, SOFTMAX_LOSSES, LossSettings, Tally
 from lossaudit.dataset import DataInfo, name_files
 
 SCHEMA_VERSION = 4
@@ -61,8 +61,9 @@ def _ratio(numerator: float, denominator: float) -> float | None:
 
 
 def family(loss: str) -> str:
-    """``softmax`` for the losses over a softmax of the row (ce, softmax-focal), else ``sigmoid``."""
-    return "softmax" if loss in SOFTMAX_LOSSES else "sigmoid"
+    """``softmax`` for the losses over a softmax of the row (ce, softmax-focal, cb-ce,
+    logit-adjusted-ce), else ``sigmoid``."""
+    return "softmax" if loss in SOFTMAX_LOSSES + SOFTMAX_FAMILIES else "sigmoid"
 
 
 def data_kind(data: DataInfo, tally: Tally) -> str:

@@ -29,10 +29,11 @@ import ctypes
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 
-from lossaudit.compare import elements
+from lossaudit.compare import elements, families
 from lossaudit.compare.binning import Intervals, ghm_bin_weights
 from lossaudit.compare.dense import DensePass, Taken
 from lossaudit.compare.engine import FILE_COUNTS, SOFTMAX_LOSSES, LossSettings, Tally
@@ -401,7 +402,19 @@ def stream_pass(plan: DataPlan, make: Callable[[int], list], chunk_rows: int | N
 
 def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None = None, workers: int | None = None, progress: Callable[[int], None] | None = None) -> Tally:
     """The :class:`Tally` of ``plan`` under ``settings``, from one :func:`stream_pass` (hard-negative
-    mining reads the rows it keeps again)."""
+    mining reads the rows it keeps again); the later families have their own accumulator
+    (:class:`~lossaudit.compare.families.FamilyTally`), given the same chunks."""
     info = plan.info
-    (total,) = stream_pass(plan, lambda rows: [StreamTally(settings, info.num_classes, len(info.files), rows)], chunk_rows, workers, progress)
-    return total.finish(plan)
+    family = families.setup(settings, plan)
+    core = replace(settings, losses=tuple(loss for loss in settings.losses if loss not in families.FAMILY_LOSSES))
+    softmax_counts = not any(loss in SOFTMAX_LOSSES for loss in core.losses)
+
+    def make(rows: int) -> list:
+        extra = [families.FamilyTally(settings, family, info.num_classes, softmax_counts)] if family else []
+        return [StreamTally(core, info.num_classes, len(info.files), rows), *extra]
+
+    total, *extra = stream_pass(plan, make, chunk_rows, workers, progress)
+    tally = total.finish(plan)
+    for accumulator in extra:
+        accumulator.finish(tally)
+    return tally

@@ -1,0 +1,253 @@
+"""The later loss families in ``compare``: QFL, VFL, ASL, class-balanced and logit-adjusted CE.
+
+They are tallied by their own accumulator (:class:`FamilyTally`), given every chunk of the
+streaming pass beside the :class:`~lossaudit.compare.stream.StreamTally`, so they cost nothing
+unless asked for. Their sums go into the same tables, keyed by (class, positive, difficulty
+interval), and follow the reference functions of :mod:`lossaudit.losses` with those functions'
+default hyper-parameters (:data:`PARAMS`):
+
+- the sigmoid families, per valid element, in float64, with ``p = sigmoid(x)``,
+  ``b = BCE(x, y)`` and ``d = |p - y|`` (binned by the GHM gradient norm, as every sigmoid loss):
+
+  - ``qfl``: ``d^beta b``; gradient magnitude ``beta d^(beta - 1) p (1 - p) b + d^(beta + 1)``
+    (both parts have the sign of ``p - y``);
+  - ``vfl``: ``y b`` where ``y > 0``, ``alpha p^gamma b`` where y = 0 (the weight differentiated, as
+    mmdet); gradient magnitudes ``y d`` and ``alpha p^gamma (gamma (1 - p) b + p)``;
+  - ``asl``: ``-(y l+ + (1 - y) l-) m^e`` with ``p_m = max(p - clip, 0)``,
+    ``l+ = max(log p, log eps)``, ``l- = max(log(1 - p_m), log eps)``,
+    ``m = (1 - p) y + p_m (1 - y)``, ``e = gamma_pos y + gamma_neg (1 - y)``; its gradient by the
+    chain rule through each factor (a clamped log or ``p_m`` at 0 passes none), then ``|·|``;
+
+- the softmax families, per target term of the rows a softmax loss uses (valid rows with a
+  target), binned by ``1 - q_target`` of the model's own softmax as ``ce`` is, so that the
+  difficulty tables compare the losses over the same terms:
+
+  - ``cb-ce``: CE with each term weighted by the class-balanced weight of its class (effective
+    number, beta 0.9999; :func:`class_balanced_weights`);
+  - ``logit-adjusted-ce``: CE of ``x + tau log pi`` (tau 1), ``pi`` the class frequencies.
+
+  Both take their class counts from the dump itself, read before the pass (only when one of them
+  is asked for): :meth:`~lossaudit.dataset.DataPlan.class_target_sums` (each class's targets as
+  stored, before masks, the ignore label or non-finite logits exclude anything; hard targets: its
+  positives).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lossaudit.compare import elements
+from lossaudit.compare.binning import Intervals
+from lossaudit.compare.engine import SOFTMAX_FAMILIES, LossSettings, Tally
+from lossaudit.dataset import Chunk, DataPlan
+from lossaudit.errors import InputError
+
+SIGMOID_FAMILIES = ("qfl", "vfl", "asl")
+FAMILY_LOSSES = SIGMOID_FAMILIES + SOFTMAX_FAMILIES
+""":data:`lossaudit.losses.COMPARE_FAMILY_IDS`, named here so that reading the options needs no torch."""
+PARAMS = {
+    "qfl": {"beta": 2.0},
+    "vfl": {"alpha": 0.75, "gamma": 2.0},
+    "asl": {"gamma_pos": 1.0, "gamma_neg": 4.0, "clip": 0.05, "eps": 1e-8},
+    "cb-ce": {"beta": 0.9999},
+    "logit-adjusted-ce": {"tau": 1.0},
+}
+"""Each family's hyper-parameters: the defaults of its function in :mod:`lossaudit.losses`
+(``qfl``, ``vfl``, ``asl``, ``cb``, ``logit_adjusted_ce``)."""
+
+
+def class_balanced_weights(counts: np.ndarray, beta: float) -> np.ndarray:
+    """``(C,)`` weights ``∝ (1 - beta) / (1 - beta^n_c)`` summing to C, as
+    :func:`lossaudit.losses.class_balanced_weights`."""
+    inverse = (1 - beta) / -np.expm1(np.log(beta) * counts) if beta > 0 else np.ones_like(counts)
+    return inverse * len(counts) / inverse.sum()
+
+
+@dataclass(frozen=True)
+class FamilySetup:
+    """What the accumulators of a pass share: the families asked for and the softmax families'
+    per-class constants, computed once from the dump's class counts (None when not asked for)."""
+
+    losses: tuple[str, ...]
+    cb_weights: np.ndarray | None
+    log_prior: np.ndarray | None
+
+
+def setup(settings: LossSettings, plan: DataPlan) -> FamilySetup | None:
+    """The families among ``settings.losses`` (None when there are none), with the class counts of
+    ``plan`` when a softmax family needs them.
+
+    Raises:
+        InputError: a softmax family asked for while a class has no targets in the dump (its
+            weight or its prior would be undefined).
+    """
+    losses = tuple(loss for loss in settings.losses if loss in FAMILY_LOSSES)
+    if not losses:
+        return None
+    softmax = [loss for loss in losses if loss in SOFTMAX_FAMILIES]
+    if not softmax:
+        return FamilySetup(losses, None, None)
+    counts = plan.class_target_sums()
+    empty = np.flatnonzero(~(counts > 0))
+    if len(empty):
+        name = plan.info.class_names[empty[0]]
+        raise InputError(f"--losses {softmax[0]}: class {name!r} has no targets in the dump ({len(empty)} of {len(counts)} classes have none); "
+                         "its class count must be positive")
+    cb = class_balanced_weights(counts, PARAMS["cb-ce"]["beta"]) if "cb-ce" in losses else None
+    prior = np.log(counts / counts.sum()) if "logit-adjusted-ce" in losses else None
+    return FamilySetup(losses, cb, prior)
+
+
+def _sigmoid_parts(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float64 ``(p, 1 - p, BCE(x, y))`` of float64 logits and targets, from ``e = exp(-|x|)``."""
+    e = np.exp(-np.abs(x))
+    small = e / (1 + e)  # sigmoid(-|x|)
+    p = np.where(x >= 0, 1 - small, small)
+    q = np.where(x >= 0, small, 1 - small)
+    return p, q, np.maximum(x, 0) - x * y + np.log1p(e)
+
+
+def qfl(x: np.ndarray, y: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """float64 (loss, gradient magnitude) of Quality Focal Loss at each element."""
+    p, one_minus_p, bce = _sigmoid_parts(x, y)
+    d = np.abs(p - y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        focusing = np.where(d > 0, beta * d ** (beta - 1) * p * one_minus_p * bce, 0.0) if beta > 0 else 0.0
+    return d**beta * bce, focusing + d ** (beta + 1)
+
+
+def vfl(x: np.ndarray, y: np.ndarray, alpha: float, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """float64 (loss, gradient magnitude) of Varifocal Loss at each element."""
+    p, one_minus_p, bce = _sigmoid_parts(x, y)
+    focused = alpha * p**gamma
+    positive = y > 0
+    loss = np.where(positive, y, focused) * bce
+    gradient = np.where(positive, y * np.abs(p - y), focused * (gamma * one_minus_p * bce + p))
+    return loss, gradient
+
+
+def asl(x: np.ndarray, y: np.ndarray, gamma_pos: float, gamma_neg: float, clip: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """float64 (loss, gradient magnitude) of the Asymmetric Loss at each element."""
+    p, one_minus_p, _ = _sigmoid_parts(x, y)
+    slope = p * one_minus_p  # dp/dx
+    shifted = p - clip
+    p_m = np.maximum(shifted, 0)
+    dp_m = np.where(shifted >= 0, slope, 0.0) if clip > 0 else slope
+    log_floor = np.log(eps) if eps > 0 else -np.inf
+    raw_pos = -np.logaddexp(0, -x)  # log sigmoid(x)
+    raw_neg = np.log1p(-p_m) if clip > 0 else -np.logaddexp(0, x)
+    log_pos, log_neg = np.maximum(raw_pos, log_floor), np.maximum(raw_neg, log_floor)
+    dlog_pos = np.where(raw_pos >= log_floor, one_minus_p, 0.0)
+    dlog_neg = np.where(raw_neg >= log_floor, -dp_m / (1 - p_m), 0.0)
+    m = one_minus_p * y + p_m * (1 - y)
+    dm = -slope * y + dp_m * (1 - y)
+    exponent = gamma_pos * y + gamma_neg * (1 - y)
+    weight = m**exponent
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dweight = np.where(exponent == 0, 0.0, np.where(m > 0, exponent * m ** (exponent - 1), np.where(exponent == 1, 1.0, 0.0)) * dm)
+    log_likelihood = y * log_pos + (1 - y) * log_neg
+    gradient = -(y * dlog_pos + (1 - y) * dlog_neg) * weight - log_likelihood * dweight
+    return -log_likelihood * weight, np.abs(gradient)
+
+
+class FamilyTally:
+    """Sums of the families of ``family`` over the chunks given to :meth:`add` (the same keys as
+    :class:`~lossaudit.compare.stream.StreamTally`'s tables).
+
+    Args:
+        settings: the difficulty bins (``bins``, ``ghm_bins``).
+        family: from :func:`setup`.
+        num_classes: C.
+        softmax_counts: also count the softmax terms, Σ q and the positives of the softmax rows (when
+            no core softmax loss does).
+    """
+
+    def __init__(self, settings: LossSettings, family: FamilySetup, num_classes: int, softmax_counts: bool):
+        self.family, self.num_classes = family, num_classes
+        self.intervals = Intervals(settings.bins, settings.ghm_bins)
+        self.size = num_classes * 2 * self.intervals.count
+        self.tables = {loss: np.zeros((2, self.size)) for loss in family.losses}  # loss, gradient magnitude
+        self.softmax_counts = np.zeros(self.size) if softmax_counts else None
+        self.sum_q_positive, self.softmax_positives = np.zeros(num_classes), np.zeros(num_classes)
+        self.softmax_rows = 0
+
+    def _add(self, loss: str, keys: np.ndarray, values: tuple[np.ndarray, np.ndarray]) -> None:
+        for table, value in zip(self.tables[loss], values):
+            table += np.bincount(keys, weights=value, minlength=self.size)
+
+    def _keys(self, cols: np.ndarray, positive: np.ndarray, g: np.ndarray) -> np.ndarray:
+        return (cols * 2 + positive) * self.intervals.count + self.intervals.index(g)
+
+    def add(self, chunk: Chunk, file: int = 0) -> None:
+        """Tally one chunk of rows (``file`` is not needed)."""
+        losses = self.family.losses
+        if any(loss in SIGMOID_FAMILIES for loss in losses):
+            row, col = np.nonzero(chunk.valid)
+            x32, y = chunk.logits[row, col], chunk.targets[row, col]
+            positive = y == 1 if chunk.heatmap else y >= 0.5
+            keys = self._keys(col, positive, np.abs(elements.sigmoid32(x32) - y))
+            x, y64 = x32.astype(np.float64), y.astype(np.float64)
+            for loss, function in (("qfl", qfl), ("vfl", vfl), ("asl", asl)):
+                if loss in losses:
+                    self._add(loss, keys, function(x, y64, **PARAMS[loss]))
+        if any(loss in SOFTMAX_FAMILIES for loss in losses):
+            self._add_softmax(chunk)
+
+    def _add_softmax(self, chunk: Chunk) -> None:
+        """The softmax families at the targets of the valid rows with a target."""
+        invalid = chunk.element_invalid
+        row_valid = ~chunk.dropped_rows if invalid is None else ~chunk.dropped_rows & ~invalid.any(axis=1)
+        has_target = np.zeros(len(row_valid), dtype=bool)
+        has_target[chunk.target_rows] = True
+        rows = np.flatnonzero(row_valid & has_target)
+        self.softmax_rows += len(rows)
+        if not len(rows):
+            return
+        in_rows = row_valid[chunk.target_rows]
+        row, col, y = chunk.target_rows[in_rows], chunk.target_cols[in_rows], chunk.target_values[in_rows].astype(np.float64)
+        positive = chunk.target_positive[in_rows]
+        local_row = np.searchsorted(rows, row)
+        x = chunk.logits[rows]
+        terms = elements.softmax_terms(x, local_row, col)
+        keys = self._keys(col, positive, np.float32(1) - terms.q)
+        family = self.family
+        if family.cb_weights is not None:
+            weight = family.cb_weights[col]
+            self._add("cb-ce", keys, (terms.loss(y, 0.0, weight), elements.softmax_gradient(terms, terms.pull(y, 0.0, weight), y, local_row)))
+        if family.log_prior is not None:
+            adjusted = elements.softmax_terms(x + PARAMS["logit-adjusted-ce"]["tau"] * family.log_prior, local_row, col)
+            self._add("logit-adjusted-ce", keys, (adjusted.loss(y, 0.0), elements.softmax_gradient(adjusted, adjusted.pull(y, 0.0), y, local_row)))
+        if self.softmax_counts is not None:
+            self.softmax_counts += np.bincount(keys, minlength=self.size)
+            self.sum_q_positive += np.bincount(col[positive], weights=terms.q[positive], minlength=self.num_classes)
+            self.softmax_positives += np.bincount(col[positive], minlength=self.num_classes)
+
+    def merge(self, other: FamilyTally) -> None:
+        """Add another accumulator's sums (of other chunks) to this one."""
+        for loss, tables in other.tables.items():
+            self.tables[loss] += tables
+        if self.softmax_counts is not None:
+            self.softmax_counts += other.softmax_counts
+        self.sum_q_positive += other.sum_q_positive
+        self.softmax_positives += other.softmax_positives
+        self.softmax_rows += other.softmax_rows
+
+    def finish(self, tally: Tally) -> None:
+        """Put the families' sums, normalisers and (when counted here) softmax counts into ``tally``."""
+        classes, intervals = self.num_classes, self.intervals
+
+        def cells(table: np.ndarray) -> np.ndarray:
+            return intervals.to_cells(table.reshape(classes, 2, intervals.count)).sum(axis=-1)
+
+        valid_elements = float(tally.element_counts.sum())
+        for loss, (table, gradient) in self.tables.items():
+            tally.loss_sums[loss], tally.gradient_sums[loss] = cells(table), cells(gradient)
+            if loss in SOFTMAX_FAMILIES:
+                tally.normalisers[loss], tally.normaliser_names[loss] = float(self.softmax_rows), "rows with a target"
+            else:
+                tally.normalisers[loss], tally.normaliser_names[loss] = valid_elements, "valid elements"
+        if self.softmax_counts is not None:
+            tally.softmax_counts = cells(self.softmax_counts)
+            tally.sum_q_positive, tally.softmax_positives = self.sum_q_positive, self.softmax_positives
