@@ -27,7 +27,7 @@ def _sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
 
 
-def sigmoid_steps(logit: float, target: int, alpha: float = 0.25, gamma: float = 2.0) -> dict:
+def sigmoid_steps(logit: float, target: int, alpha: float = 0.25, gamma: float = 2.0) -> dict:  # lossaudit: ignore -- a worked example of floats, not a loss
     """Every quantity of sigmoid focal loss for one element, with its formula.
 
     Args:
@@ -67,7 +67,7 @@ def sigmoid_steps(logit: float, target: int, alpha: float = 0.25, gamma: float =
     }
 
 
-def softmax_steps(logits: Sequence[float], target: int, gamma: float = 2.0, alpha: float | None = None, alpha_per_class: Sequence[float] | None = None) -> dict:
+def softmax_steps(logits: Sequence[float], target: int, gamma: float = 2.0, alpha: float | None = None, alpha_per_class: Sequence[float] | None = None) -> dict:  # lossaudit: ignore -- a worked example of floats, not a loss
     """Every quantity of softmax focal loss for one row, and what alpha does to it.
 
     Args:

@@ -112,7 +112,7 @@ def sigmoid_terms(x: np.ndarray, log1p: np.ndarray, q: np.ndarray, y: np.ndarray
     return SigmoidTerms(p=p, g=np.abs(p - y), positive=positive, bce=bce)
 
 
-def focal(terms: SigmoidTerms, y: np.ndarray, gamma: float) -> np.ndarray:
+def focal(terms: SigmoidTerms, y: np.ndarray, gamma: float) -> np.ndarray:  # lossaudit: ignore -- numpy terms of compare's engine, not a loss
     """float64 sigmoid focal loss of the elements of ``terms`` before the weight ``alpha_t``:
     ``h = (1 - p_t)^gamma bce`` (:meth:`SigmoidParams.weights` applies alpha to class sums)."""
     p = terms.p.astype(np.float64)
@@ -165,7 +165,7 @@ class NegativeTerms:
     centernet_gradient: np.ndarray | None = None
 
 
-def negative_terms(x: np.ndarray, log1p: np.ndarray, q: np.ndarray, gamma: float | None, centernet: bool) -> NegativeTerms:
+def negative_terms(x: np.ndarray, log1p: np.ndarray, q: np.ndarray, gamma: float | None, centernet: bool) -> NegativeTerms:  # lossaudit: ignore -- numpy terms of compare's engine, not a loss
     """The quantities of negatives with float32 logits ``x`` and their :func:`sigmoid_parts`;
     ``gamma`` None: no focal term."""
     p = sigmoid32(x)
