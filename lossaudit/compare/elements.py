@@ -126,7 +126,7 @@ def centernet(terms: SigmoidTerms, y: np.ndarray) -> np.ndarray:
     return np.where(peak, -np.log(p) * (1 - p) ** 2, -np.log1p(-p) * p**2 * (1 - y.astype(np.float64)) ** 4)
 
 
-def focal_gradient(terms: SigmoidTerms, y: np.ndarray, gamma: float) -> np.ndarray:
+def focal_gradient(terms: SigmoidTerms, y: np.ndarray, gamma: float) -> np.ndarray:  # lossaudit: ignore -- numpy terms of compare's engine, not a loss
     """float64 ``|h'|``: the sigmoid focal loss's gradient magnitude before the weight
     ``alpha_t`` (which is ≥ 0), for elements with any target ``y``."""
     p, y = terms.p.astype(np.float64), y.astype(np.float64)
