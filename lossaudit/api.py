@@ -31,6 +31,12 @@ def compare(
     ghm_momentum: float = 0.0,
     ohem_ratio: float = 3.0,
     bins: int = 10,
+    qfl_beta: float = 2.0,
+    asl_gamma_pos: float = 1.0,
+    asl_gamma_neg: float = 4.0,
+    asl_clip: float = 0.05,
+    cb_beta: float = 0.9999,
+    la_tau: float = 1.0,
     logits_key: str | None = None,
     targets_key: str | None = None,
     targets_encoding: str = "auto",
@@ -95,7 +101,8 @@ def compare(
         per_class = None if alpha_per_class is None else tuple(float(value) for value in alpha_per_class)
     load_options = LoadOptions(logits_key=logits_key, targets_key=targets_key, targets=targets_encoding, background_index=background_index,
                                ignore_index=ignore_index, class_dim=class_dim, inputs=inputs, class_names=names)
-    settings = LossSettings(alpha=alpha, gamma=gamma, alpha_per_class=per_class, ghm_bins=ghm_bins, ghm_momentum=ghm_momentum, ohem_ratio=ohem_ratio, bins=bins)
+    settings = LossSettings(alpha=alpha, gamma=gamma, alpha_per_class=per_class, ghm_bins=ghm_bins, ghm_momentum=ghm_momentum, ohem_ratio=ohem_ratio, bins=bins,
+                            qfl_beta=qfl_beta, asl_gamma_pos=asl_gamma_pos, asl_gamma_neg=asl_gamma_neg, asl_clip=asl_clip, cb_beta=cb_beta, la_tau=la_tau)
     source = None
     if model is not None:
         from lossaudit.inference import RunOptions

@@ -42,6 +42,7 @@ COMPARE_KEYS: dict[str, type | tuple] = {
     "logits-key": str, "targets-key": str, "targets": str, "background-index": int, "ignore-index": int,
     "class-dim": int, "inputs": str, "class-names": Path, "losses": list, "alpha": float, "gamma": float,
     "alpha-per-class": Path, "ghm-bins": int, "ghm-momentum": float, "ohem-ratio": float, "bins": int,
+    "qfl-beta": float, "asl-gamma-pos": float, "asl-gamma-neg": float, "asl-clip": float, "cb-beta": float, "la-tau": float,
     "top": int, "top-by": str, "strict": bool, "format": str, "baseline": Path, "fail-if-share-moves": float,
 }
 LINT_KEYS: dict[str, type | tuple] = {

@@ -19,7 +19,7 @@ import torch
 
 from lossaudit import losses
 from lossaudit.compare.engine import LossSettings
-from lossaudit.compare.families import PARAMS
+from lossaudit.compare.families import family_params
 from lossaudit.compare.stream import stream_tally
 from lossaudit.dataset import load_batches, plan
 from lossaudit.readers import read_batches
@@ -59,6 +59,15 @@ def test_stream_equals_full_tensor(tmp_path, make, chunk_rows):
     _assert_same(stream_tally(plan(read_batches(paths)), settings, chunk_rows=chunk_rows), full)
 
 
+OTHER = LossSettings(losses=FAMILIES, gamma=0.5, qfl_beta=1.5, asl_gamma_pos=0.0, asl_gamma_neg=2.5, asl_clip=0.0, cb_beta=0.99, la_tau=0.5, bins=3)
+
+
+@pytest.mark.parametrize("make", [_soft_all_classes, _multi_label], ids=["soft", "multi-label"])
+def test_other_hyperparameters_stream_equals_full_tensor(tmp_path, make):
+    paths = [make(tmp_path / f"batch{seed}.npz", seed) for seed in (7, 8)]
+    _assert_same(stream_tally(plan(read_batches(paths)), OTHER, chunk_rows=5), _oracle(paths, OTHER))
+
+
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_families_alone_and_worker_counts(tmp_path, workers):
     """Without a core loss the families' accumulator counts the softmax terms itself."""
@@ -90,11 +99,35 @@ def test_oracle_totals_are_the_reference_sums(tmp_path):
         assert tally.loss_sums[loss].sum() == pytest.approx(float(value), rel=1e-10), loss
 
 
-def test_params_are_the_reference_defaults():
+def test_default_params_are_the_reference_defaults():
     functions = {"qfl": losses.qfl, "vfl": losses.vfl, "asl": losses.asl, "cb-ce": losses.cb, "logit-adjusted-ce": losses.logit_adjusted_ce}
-    for loss, params in PARAMS.items():
-        signature = inspect.signature(functions[loss]).parameters
+    for loss, function in functions.items():
+        params = family_params(LossSettings(), loss)
+        signature = inspect.signature(function).parameters
         assert {name: signature[name].default for name in params} == params, loss
+
+
+def test_options_reach_the_losses(compare_json, tmp_path):
+    """At zero logits (p = 1/2) with index targets [0, 0, 1] over 2 classes: QFL with beta 1 is
+    d·BCE = ½ log 2 at each positive and each negative (6 elements); ASL with both exponents 0 and
+    clip 0 is BCE = log 2 at each element; beta 0 (cb-ce) and tau 0 (logit-adjusted-ce) give CE =
+    log 2 per row; VFL with --gamma 1 weights each negative 0.75·½ and each positive 1."""
+    path = write_npz(tmp_path / "idx.npz", logits=np.zeros((3, 2), np.float32), targets=np.array([0, 0, 1]))
+    report = compare_json(path, "--losses", ",".join(FAMILIES), "--qfl-beta", "1", "--asl-gamma-pos", "0", "--asl-gamma-neg", "0",
+                          "--asl-clip", "0", "--cb-beta", "0", "--la-tau", "0", "--gamma", "1")
+    log2 = math.log(2)
+    sums = {loss: report["losses"][loss]["sum"] for loss in FAMILIES}
+    assert sums == pytest.approx({"qfl": 6 * 0.5 * log2, "asl": 6 * log2, "cb-ce": 3 * log2, "logit-adjusted-ce": 3 * log2,
+                                  "vfl": 3 * log2 + 3 * 0.75 * 0.5 * log2}, rel=1e-6)
+    assert report["losses"]["asl"]["params"] == {"gamma_pos": 0.0, "gamma_neg": 0.0, "clip": 0.0, "eps": 1e-8}
+
+
+@pytest.mark.parametrize("option, value", [("--qfl-beta", "-1"), ("--asl-clip", "1"), ("--cb-beta", "1"), ("--asl-gamma-neg", "-0.5"), ("--la-tau", "nan")])
+def test_bad_hyperparameters_are_refused_in_one_line(run_cli, tmp_path, option, value):
+    path = write_npz(tmp_path / "idx.npz", logits=np.zeros((3, 2), np.float32), targets=np.array([0, 0, 1]))
+    result = run_cli("compare", path, option, value)
+    assert result.exit_code == 2
+    assert option in result.stderr and "Traceback" not in result.stderr
 
 
 def test_soft_targets_default_to_qfl_and_vfl_with_hand_derived_values(compare_json, tmp_path):

@@ -14,6 +14,7 @@ for the softmax losses (``ce``, ``softmax-focal``), whose loss sits on the targe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -49,6 +50,12 @@ class LossSettings:
     ghm_momentum: float = 0.0
     ohem_ratio: float = 3.0
     bins: int = 10
+    qfl_beta: float = 2.0
+    asl_gamma_pos: float = 1.0
+    asl_gamma_neg: float = 4.0
+    asl_clip: float = 0.05
+    cb_beta: float = 0.9999
+    la_tau: float = 1.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -58,6 +65,12 @@ class LossSettings:
             (0 <= self.ghm_momentum < 1, f"--ghm-momentum {self.ghm_momentum}: expected a value in [0, 1)"),
             (self.ohem_ratio >= 0, f"--ohem-ratio {self.ohem_ratio}: expected a value ≥ 0"),
             (self.bins >= 1, f"--bins {self.bins}: expected at least 1"),
+            (self.qfl_beta >= 0, f"--qfl-beta {self.qfl_beta}: expected a value ≥ 0"),
+            (self.asl_gamma_pos >= 0, f"--asl-gamma-pos {self.asl_gamma_pos}: expected a value ≥ 0"),
+            (self.asl_gamma_neg >= 0, f"--asl-gamma-neg {self.asl_gamma_neg}: expected a value ≥ 0"),
+            (0 <= self.asl_clip < 1, f"--asl-clip {self.asl_clip}: expected a value in [0, 1)"),
+            (0 <= self.cb_beta < 1, f"--cb-beta {self.cb_beta}: expected a value in [0, 1)"),
+            (math.isfinite(self.la_tau), f"--la-tau {self.la_tau}: expected a finite value"),
         ]
         for ok, message in checks:
             if not ok:
@@ -65,10 +78,10 @@ class LossSettings:
 
     def params(self, loss: str) -> dict[str, object]:
         """The hyper-parameters that ``loss`` uses, as reported."""
-        from lossaudit.compare.families import PARAMS
+        from lossaudit.compare.families import FAMILY_LOSSES, family_params
 
-        if loss in PARAMS:
-            return dict(PARAMS[loss])
+        if loss in FAMILY_LOSSES:
+            return family_params(self, loss)
         per_class = list(self.alpha_per_class) if self.alpha_per_class is not None else None
         return {
             "ce": {},
@@ -189,7 +202,7 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
                 gamma = 0.0 if loss == "ce" else settings.gamma
                 terms = losses.softmax_focal_terms(rows_x, rows_y, gamma=gamma, alpha=None if loss == "ce" else alpha)
             else:
-                terms = _softmax_family_terms(loss, rows_x, rows_y, y.double().sum(dim=0))
+                terms = _softmax_family_terms(loss, rows_x, rows_y, y.double().sum(dim=0), settings.params(loss))
             q = torch.softmax(rows_x, dim=1)
             softmax_keys = tally_keys(1 - q, positive, bins)
             sums[loss] = _sum_by_key(softmax_keys, terms.detach(), shape)
@@ -217,7 +230,7 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
             peaks = int((y.eq(1) & valid).sum())
             normalisers[loss], names[loss] = float(max(peaks, 1)), "peaks" if peaks else "1 (no peaks)"
         elif loss in ("qfl", "vfl", "asl"):
-            element_loss = _sigmoid_family(loss, x, y)
+            element_loss = _sigmoid_family(loss, x, y, settings.params(loss))
             normalisers[loss], names[loss] = float(valid.sum()), "valid elements"
         elif loss == "ohem":
             positive_rows = positive.any(dim=1)
@@ -252,28 +265,26 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
     )
 
 
-def _sigmoid_family(loss: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``(N, C)`` element terms of ``qfl``, ``vfl`` or ``asl`` (:mod:`lossaudit.losses`, with the
-    hyper-parameters of :data:`lossaudit.compare.families.PARAMS`)."""
+def _sigmoid_family(loss: str, x: torch.Tensor, y: torch.Tensor, params: dict) -> torch.Tensor:
+    """``(N, C)`` element terms of ``qfl``, ``vfl`` or ``asl`` (:mod:`lossaudit.losses`) with the
+    hyper-parameters ``params``."""
     from lossaudit import losses
-    from lossaudit.compare.families import PARAMS
 
     function = {"qfl": losses.qfl, "vfl": losses.vfl, "asl": losses.asl}[loss]
-    return function(x, y, **PARAMS[loss], reduction="none")
+    return function(x, y, **params, reduction="none")
 
 
-def _softmax_family_terms(loss: str, x: torch.Tensor, y: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+def _softmax_family_terms(loss: str, x: torch.Tensor, y: torch.Tensor, counts: torch.Tensor, params: dict) -> torch.Tensor:
     """``(N, C)`` target terms of ``cb-ce`` (CE terms weighted by
     :func:`lossaudit.losses.class_balanced_weights` of their class) or ``logit-adjusted-ce`` (CE
     terms of ``x + tau log(counts / Σ counts)``), ``counts`` the classes' target sums."""
     from lossaudit import losses
-    from lossaudit.compare.families import PARAMS
 
     if loss == "cb-ce":
-        weights = losses.class_balanced_weights(counts, PARAMS[loss]["beta"]).to(x.dtype)
+        weights = losses.class_balanced_weights(counts, params["beta"]).to(x.dtype)
         return losses.softmax_focal_terms(x, y, gamma=0.0, alpha=weights)
     log_prior = (counts / counts.sum()).log().to(x.dtype)
-    return losses.softmax_focal_terms(x + PARAMS[loss]["tau"] * log_prior, y, gamma=0.0)
+    return losses.softmax_focal_terms(x + params["tau"] * log_prior, y, gamma=0.0)
 
 
 def _per_file(data: Dataset, per_row: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

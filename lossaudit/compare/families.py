@@ -3,8 +3,8 @@
 They are tallied by their own accumulator (:class:`FamilyTally`), given every chunk of the
 streaming pass beside the :class:`~lossaudit.compare.stream.StreamTally`, so they cost nothing
 unless asked for. Their sums go into the same tables, keyed by (class, positive, difficulty
-interval), and follow the reference functions of :mod:`lossaudit.losses` with those functions'
-default hyper-parameters (:data:`PARAMS`):
+interval), and follow the reference functions of :mod:`lossaudit.losses` with the hyper-parameters
+of :func:`family_params`:
 
 - the sigmoid families, per valid element, in float64, with ``p = sigmoid(x)``,
   ``b = BCE(x, y)`` and ``d = |p - y|`` (binned by the GHM gradient norm, as every sigmoid loss):
@@ -23,8 +23,8 @@ default hyper-parameters (:data:`PARAMS`):
   difficulty tables compare the losses over the same terms:
 
   - ``cb-ce``: CE with each term weighted by the class-balanced weight of its class (effective
-    number, beta 0.9999; :func:`class_balanced_weights`);
-  - ``logit-adjusted-ce``: CE of ``x + tau log pi`` (tau 1), ``pi`` the class frequencies.
+    number; :func:`class_balanced_weights`);
+  - ``logit-adjusted-ce``: CE of ``x + tau log pi``, ``pi`` the class frequencies.
 
   Both take their class counts from the dump itself, read before the pass (only when one of them
   is asked for): :meth:`~lossaudit.dataset.DataPlan.class_target_sums` (each class's targets as
@@ -47,15 +47,24 @@ from lossaudit.errors import InputError
 SIGMOID_FAMILIES = ("qfl", "vfl", "asl")
 FAMILY_LOSSES = SIGMOID_FAMILIES + SOFTMAX_FAMILIES
 """:data:`lossaudit.losses.COMPARE_FAMILY_IDS`, named here so that reading the options needs no torch."""
-PARAMS = {
-    "qfl": {"beta": 2.0},
-    "vfl": {"alpha": 0.75, "gamma": 2.0},
-    "asl": {"gamma_pos": 1.0, "gamma_neg": 4.0, "clip": 0.05, "eps": 1e-8},
-    "cb-ce": {"beta": 0.9999},
-    "logit-adjusted-ce": {"tau": 1.0},
-}
-"""Each family's hyper-parameters: the defaults of its function in :mod:`lossaudit.losses`
-(``qfl``, ``vfl``, ``asl``, ``cb``, ``logit_adjusted_ce``)."""
+VFL_ALPHA = 0.75
+"""VFL's weight of the negatives (mmdet's default), fixed: ``--alpha`` is focal's, of the positives."""
+ASL_EPS = 1e-8
+"""ASL's probability floor before the log (timm's default), fixed."""
+
+
+def family_params(settings: LossSettings, loss: str) -> dict[str, float]:
+    """The keyword arguments of ``loss``'s function in :mod:`lossaudit.losses` (``qfl``, ``vfl``,
+    ``asl``, ``cb``, ``logit_adjusted_ce``), from the ``compare`` options: ``--qfl-beta``;
+    ``--gamma`` for VFL's focusing of the negatives (focal's ``p^gamma`` there); ``--asl-gamma-pos``,
+    ``--asl-gamma-neg``, ``--asl-clip``; ``--cb-beta``; ``--la-tau``."""
+    return {
+        "qfl": {"beta": settings.qfl_beta},
+        "vfl": {"alpha": VFL_ALPHA, "gamma": settings.gamma},
+        "asl": {"gamma_pos": settings.asl_gamma_pos, "gamma_neg": settings.asl_gamma_neg, "clip": settings.asl_clip, "eps": ASL_EPS},
+        "cb-ce": {"beta": settings.cb_beta},
+        "logit-adjusted-ce": {"tau": settings.la_tau},
+    }[loss]
 
 
 def class_balanced_weights(counts: np.ndarray, beta: float) -> np.ndarray:
@@ -67,10 +76,11 @@ def class_balanced_weights(counts: np.ndarray, beta: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FamilySetup:
-    """What the accumulators of a pass share: the families asked for and the softmax families'
-    per-class constants, computed once from the dump's class counts (None when not asked for)."""
+    """What the accumulators of a pass share: the families asked for with their hyper-parameters,
+    and the softmax families' per-class constants, computed once from the dump's class counts (None
+    when not asked for)."""
 
-    losses: tuple[str, ...]
+    params: dict[str, dict[str, float]]
     cb_weights: np.ndarray | None
     log_prior: np.ndarray | None
 
@@ -83,21 +93,21 @@ def setup(settings: LossSettings, plan: DataPlan) -> FamilySetup | None:
         InputError: a softmax family asked for while a class has no targets in the dump (its
             weight or its prior would be undefined).
     """
-    losses = tuple(loss for loss in settings.losses if loss in FAMILY_LOSSES)
-    if not losses:
+    params = {loss: family_params(settings, loss) for loss in settings.losses if loss in FAMILY_LOSSES}
+    if not params:
         return None
-    softmax = [loss for loss in losses if loss in SOFTMAX_FAMILIES]
+    softmax = [loss for loss in params if loss in SOFTMAX_FAMILIES]
     if not softmax:
-        return FamilySetup(losses, None, None)
+        return FamilySetup(params, None, None)
     counts = plan.class_target_sums()
     empty = np.flatnonzero(~(counts > 0))
     if len(empty):
         name = plan.info.class_names[empty[0]]
         raise InputError(f"--losses {softmax[0]}: class {name!r} has no targets in the dump ({len(empty)} of {len(counts)} classes have none); "
                          "its class count must be positive")
-    cb = class_balanced_weights(counts, PARAMS["cb-ce"]["beta"]) if "cb-ce" in losses else None
-    prior = np.log(counts / counts.sum()) if "logit-adjusted-ce" in losses else None
-    return FamilySetup(losses, cb, prior)
+    cb = class_balanced_weights(counts, params["cb-ce"]["beta"]) if "cb-ce" in params else None
+    prior = np.log(counts / counts.sum()) if "logit-adjusted-ce" in params else None
+    return FamilySetup(params, cb, prior)
 
 
 def _sigmoid_parts(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,7 +128,7 @@ def qfl(x: np.ndarray, y: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarr
     return d**beta * bce, focusing + d ** (beta + 1)
 
 
-def vfl(x: np.ndarray, y: np.ndarray, alpha: float, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+def vfl(x: np.ndarray, y: np.ndarray, alpha: float, gamma: float) -> tuple[np.ndarray, np.ndarray]:  # lossaudit: ignore -- numpy sums for compare, not a torch loss
     """float64 (loss, gradient magnitude) of Varifocal Loss at each element."""
     p, one_minus_p, bce = _sigmoid_parts(x, y)
     focused = alpha * p**gamma
@@ -168,7 +178,7 @@ class FamilyTally:
         self.family, self.num_classes = family, num_classes
         self.intervals = Intervals(settings.bins, settings.ghm_bins)
         self.size = num_classes * 2 * self.intervals.count
-        self.tables = {loss: np.zeros((2, self.size)) for loss in family.losses}  # loss, gradient magnitude
+        self.tables = {loss: np.zeros((2, self.size)) for loss in family.params}  # loss, gradient magnitude
         self.softmax_counts = np.zeros(self.size) if softmax_counts else None
         self.sum_q_positive, self.softmax_positives = np.zeros(num_classes), np.zeros(num_classes)
         self.softmax_rows = 0
@@ -182,17 +192,17 @@ class FamilyTally:
 
     def add(self, chunk: Chunk, file: int = 0) -> None:
         """Tally one chunk of rows (``file`` is not needed)."""
-        losses = self.family.losses
-        if any(loss in SIGMOID_FAMILIES for loss in losses):
+        params = self.family.params
+        if any(loss in SIGMOID_FAMILIES for loss in params):
             row, col = np.nonzero(chunk.valid)
             x32, y = chunk.logits[row, col], chunk.targets[row, col]
             positive = y == 1 if chunk.heatmap else y >= 0.5
             keys = self._keys(col, positive, np.abs(elements.sigmoid32(x32) - y))
             x, y64 = x32.astype(np.float64), y.astype(np.float64)
             for loss, function in (("qfl", qfl), ("vfl", vfl), ("asl", asl)):
-                if loss in losses:
-                    self._add(loss, keys, function(x, y64, **PARAMS[loss]))
-        if any(loss in SOFTMAX_FAMILIES for loss in losses):
+                if loss in params:
+                    self._add(loss, keys, function(x, y64, **params[loss]))
+        if any(loss in SOFTMAX_FAMILIES for loss in params):
             self._add_softmax(chunk)
 
     def _add_softmax(self, chunk: Chunk) -> None:
@@ -217,7 +227,7 @@ class FamilyTally:
             weight = family.cb_weights[col]
             self._add("cb-ce", keys, (terms.loss(y, 0.0, weight), elements.softmax_gradient(terms, terms.pull(y, 0.0, weight), y, local_row)))
         if family.log_prior is not None:
-            adjusted = elements.softmax_terms(x + PARAMS["logit-adjusted-ce"]["tau"] * family.log_prior, local_row, col)
+            adjusted = elements.softmax_terms(x + family.params["logit-adjusted-ce"]["tau"] * family.log_prior, local_row, col)
             self._add("logit-adjusted-ce", keys, (adjusted.loss(y, 0.0), elements.softmax_gradient(adjusted, adjusted.pull(y, 0.0), y, local_row)))
         if self.softmax_counts is not None:
             self.softmax_counts += np.bincount(keys, minlength=self.size)
