@@ -304,3 +304,17 @@ def test_targets_are_audited_in_parallel_in_a_stable_order(run_cli, tree):
     assert (tree / "a.met").read_text() == (tree / "b.met").read_text() == "True"
     assert default_jobs() == (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     assert run_cli("lint", "pair.py", "--jobs", "0").exit_code == 2
+
+
+def test_the_package_offers_discovery_only_its_references():
+    """``lossaudit lint .`` on this repository audits the reference losses of ``lossaudit.losses``
+    and nothing else of the package: any other function discovery takes for a loss (compare's numpy
+    terms, explain's worked examples, the pytest helper) must carry ``# lossaudit: ignore``, or the
+    run fails on it as FL015 (it did, once, on ``explain.sigmoid_steps``)."""
+    from lossaudit.lint.suppress import silenced
+
+    package = Path(__file__).resolve().parent.parent / "lossaudit"
+    found = discover(package).candidates
+    assert any(c.path.name == "losses.py" and c.symbol == "focal" for c in found)
+    loose = [c.target for c in found if c.path.name != "losses.py" and not silenced(c.path, c.line)]
+    assert not loose, loose
