@@ -19,7 +19,8 @@ import torch
 
 from lossaudit import losses
 from lossaudit.compare.engine import LossSettings
-from lossaudit.compare.families import family_params
+from lossaudit.compare import elements
+from lossaudit.compare.families import FAMILY_LOSSES, family_params, sigmoid_parts
 from lossaudit.compare.stream import stream_tally
 from lossaudit.dataset import load_batches, plan
 from lossaudit.readers import read_batches
@@ -50,7 +51,15 @@ def _soft_all_classes(path, seed: int):
     return write_npz(path, **arrays)
 
 
-@pytest.mark.parametrize("make", [_soft_all_classes, _multi_label, _detection], ids=["soft", "multi-label", "index"])
+def _soft_unmasked(path, seed: int):
+    """Soft targets with background rows and nothing excluded (every element valid)."""
+    rng = np.random.default_rng(seed)
+    targets = np.where(rng.random((40, 3)) < 0.4, rng.random((40, 3)), 0).astype(np.float32)
+    targets[::5] = 0
+    return write_npz(path, logits=rng.normal(0, 2, size=(40, 3)).astype(np.float32), targets=targets)
+
+
+@pytest.mark.parametrize("make", [_soft_all_classes, _soft_unmasked, _multi_label, _detection], ids=["soft", "soft-unmasked", "multi-label", "index"])
 @pytest.mark.parametrize("chunk_rows", [1, 9, 1000])
 def test_stream_equals_full_tensor(tmp_path, make, chunk_rows):
     paths = [make(tmp_path / f"batch{seed}.npz", seed) for seed in (1, 2)]
@@ -99,7 +108,20 @@ def test_oracle_totals_are_the_reference_sums(tmp_path):
         assert tally.loss_sums[loss].sum() == pytest.approx(float(value), rel=1e-10), loss
 
 
+def test_sigmoid_parts_round_p_as_the_engines_bin_it():
+    """The families bin an element by its float32 p as both engines do (elements.sigmoid32), even at
+    x = 2^-23, whose float64 sigmoid lies next to a float32 tie; the other parts are exact forms."""
+    x = np.concatenate([np.random.default_rng(0).normal(0, 8, 10_000), [2.0**-23, -(2.0**-23), 0.0, 30.0, -30.0, 800.0, -800.0]]).astype(np.float32)
+    parts = sigmoid_parts(x.astype(np.float64), np.zeros(len(x)))
+    np.testing.assert_array_equal(parts.p.astype(np.float32), elements.sigmoid32(x))
+    reference = torch.from_numpy(x.astype(np.float64))
+    np.testing.assert_allclose(parts.one_minus_p, torch.sigmoid(-reference).numpy(), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(parts.log_p, torch.nn.functional.logsigmoid(reference).numpy(), rtol=1e-15)
+    np.testing.assert_allclose(parts.log_one_minus_p, torch.nn.functional.logsigmoid(-reference).numpy(), rtol=1e-15)
+
+
 def test_default_params_are_the_reference_defaults():
+    assert FAMILY_LOSSES == losses.COMPARE_FAMILY_IDS
     functions = {"qfl": losses.qfl, "vfl": losses.vfl, "asl": losses.asl, "cb-ce": losses.cb, "logit-adjusted-ce": losses.logit_adjusted_ce}
     for loss, function in functions.items():
         params = family_params(LossSettings(), loss)

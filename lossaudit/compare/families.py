@@ -110,44 +110,72 @@ def setup(settings: LossSettings, plan: DataPlan) -> FamilySetup | None:
     return FamilySetup(params, cb, prior)
 
 
-def _sigmoid_parts(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """float64 ``(p, 1 - p, BCE(x, y))`` of float64 logits and targets, from ``e = exp(-|x|)``."""
-    e = np.exp(-np.abs(x))
-    small = e / (1 + e)  # sigmoid(-|x|)
-    p = np.where(x >= 0, 1 - small, small)
-    q = np.where(x >= 0, small, 1 - small)
-    return p, q, np.maximum(x, 0) - x * y + np.log1p(e)
+@dataclass
+class SigmoidParts:
+    """float64 quantities of ``(k,)`` elements shared by the sigmoid families: ``p``, ``1 - p``,
+    ``log p = -softplus(-x)``, ``log(1 - p) = -softplus(x)`` and ``bce = BCE(x, y)``."""
+
+    p: np.ndarray
+    one_minus_p: np.ndarray
+    log_p: np.ndarray
+    log_one_minus_p: np.ndarray
+    bce: np.ndarray
+
+    def select(self, keep: np.ndarray) -> SigmoidParts:
+        """The elements where the ``(k,)`` bool ``keep`` is true."""
+        return SigmoidParts(*(getattr(self, name)[keep] for name in ("p", "one_minus_p", "log_p", "log_one_minus_p", "bce")))
 
 
-def qfl(x: np.ndarray, y: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
+def sigmoid_parts(x: np.ndarray, y: np.ndarray) -> SigmoidParts:
+    """The :class:`SigmoidParts` of finite float64 logits and targets, from one ``exp(-x)`` and one
+    ``log1p(exp(-|x|))`` per element (no cancellation: each sum adds terms of one sign). ``p`` is
+    ``1 / (1 + exp(-x))``, the float64 value :func:`~lossaudit.compare.elements.sigmoid32` rounds."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # exp(-x) = inf: p = 0 (x < 0 branch)
+        exp_minus_x = np.exp(-x)
+        denominator = 1 + exp_minus_x
+        p = 1 / denominator
+        nonnegative = x >= 0
+        one_minus_p = np.where(nonnegative, exp_minus_x / denominator, 1 - p)
+        log1p = np.log1p(np.where(nonnegative, exp_minus_x, 1 / exp_minus_x))  # exp(-|x|)
+    positive_part = np.maximum(x, 0)
+    return SigmoidParts(
+        p=p,
+        one_minus_p=one_minus_p,
+        log_p=-(np.maximum(-x, 0) + log1p),
+        log_one_minus_p=-(positive_part + log1p),
+        bce=positive_part - x * y + log1p,
+    )
+
+
+def qfl(parts: SigmoidParts, y: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
     """float64 (loss, gradient magnitude) of Quality Focal Loss at each element."""
-    p, one_minus_p, bce = _sigmoid_parts(x, y)
+    p, bce = parts.p, parts.bce
     d = np.abs(p - y)
     with np.errstate(divide="ignore", invalid="ignore"):
-        focusing = np.where(d > 0, beta * d ** (beta - 1) * p * one_minus_p * bce, 0.0) if beta > 0 else 0.0
+        focusing = np.where(d > 0, beta * d ** (beta - 1) * p * parts.one_minus_p * bce, 0.0) if beta > 0 else 0.0
     return d**beta * bce, focusing + d ** (beta + 1)
 
 
-def vfl(x: np.ndarray, y: np.ndarray, alpha: float, gamma: float) -> tuple[np.ndarray, np.ndarray]:  # lossaudit: ignore -- numpy sums for compare, not a torch loss
+def vfl(parts: SigmoidParts, y: np.ndarray, alpha: float, gamma: float) -> tuple[np.ndarray, np.ndarray]:  # lossaudit: ignore -- numpy sums for compare, not a torch loss
     """float64 (loss, gradient magnitude) of Varifocal Loss at each element."""
-    p, one_minus_p, bce = _sigmoid_parts(x, y)
+    p, bce = parts.p, parts.bce
     focused = alpha * p**gamma
     positive = y > 0
     loss = np.where(positive, y, focused) * bce
-    gradient = np.where(positive, y * np.abs(p - y), focused * (gamma * one_minus_p * bce + p))
+    gradient = np.where(positive, y * np.abs(p - y), focused * (gamma * parts.one_minus_p * bce + p))
     return loss, gradient
 
 
-def asl(x: np.ndarray, y: np.ndarray, gamma_pos: float, gamma_neg: float, clip: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
+def asl(parts: SigmoidParts, y: np.ndarray, gamma_pos: float, gamma_neg: float, clip: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """float64 (loss, gradient magnitude) of the Asymmetric Loss at each element."""
-    p, one_minus_p, _ = _sigmoid_parts(x, y)
+    p, one_minus_p = parts.p, parts.one_minus_p
     slope = p * one_minus_p  # dp/dx
     shifted = p - clip
     p_m = np.maximum(shifted, 0)
     dp_m = np.where(shifted >= 0, slope, 0.0) if clip > 0 else slope
     log_floor = np.log(eps) if eps > 0 else -np.inf
-    raw_pos = -np.logaddexp(0, -x)  # log sigmoid(x)
-    raw_neg = np.log1p(-p_m) if clip > 0 else -np.logaddexp(0, x)
+    raw_pos = parts.log_p
+    raw_neg = np.log1p(-p_m) if clip > 0 else parts.log_one_minus_p
     log_pos, log_neg = np.maximum(raw_pos, log_floor), np.maximum(raw_neg, log_floor)
     dlog_pos = np.where(raw_pos >= log_floor, one_minus_p, 0.0)
     dlog_neg = np.where(raw_neg >= log_floor, -dp_m / (1 - p_m), 0.0)
@@ -194,14 +222,24 @@ class FamilyTally:
         """Tally one chunk of rows (``file`` is not needed)."""
         params = self.family.params
         if any(loss in SIGMOID_FAMILIES for loss in params):
-            row, col = np.nonzero(chunk.valid)
-            x32, y = chunk.logits[row, col], chunk.targets[row, col]
+            if chunk.element_invalid is None and not chunk.dropped_rows.any():  # every element is valid
+                x32, y = chunk.logits.reshape(-1), chunk.targets.reshape(-1)
+                col = np.tile(np.arange(self.num_classes), len(chunk.logits))
+            else:
+                row, col = np.nonzero(chunk.valid)
+                x32, y = chunk.logits[row, col], chunk.targets[row, col]
             positive = y == 1 if chunk.heatmap else y >= 0.5
-            keys = self._keys(col, positive, np.abs(elements.sigmoid32(x32) - y))
-            x, y64 = x32.astype(np.float64), y.astype(np.float64)
-            for loss, function in (("qfl", qfl), ("vfl", vfl), ("asl", asl)):
+            y64 = y.astype(np.float64)
+            parts = sigmoid_parts(x32.astype(np.float64), y64)
+            keys = self._keys(col, positive, np.abs(parts.p.astype(np.float32) - y))  # as elements.sigmoid32 bins
+            for loss, function in (("qfl", qfl), ("vfl", vfl)):
                 if loss in params:
-                    self._add(loss, keys, function(x, y64, **params[loss]))
+                    self._add(loss, keys, function(parts, y64, **params[loss]))
+            if "asl" in params:
+                asl_params = params["asl"]
+                # a negative below the clip costs nothing and passes no gradient (p_m = 0): left out
+                keep = (y64 != 0) | (parts.p >= asl_params["clip"])
+                self._add("asl", keys[keep], asl(parts.select(keep), y64[keep], **asl_params))
         if any(loss in SOFTMAX_FAMILIES for loss in params):
             self._add_softmax(chunk)
 
