@@ -318,3 +318,47 @@ def test_the_package_offers_discovery_only_its_references():
     assert any(c.path.name == "losses.py" and c.symbol == "focal" for c in found)
     loose = [c.target for c in found if c.path.name != "losses.py" and not silenced(c.path, c.line)]
     assert not loose, loose
+
+
+def test_the_families_are_discovered_by_name(tmp_path):
+    """Names of the losses lint has kinds for beyond focal: timm's ASL, mmdet's QFL/VFL,
+    label-smoothing CE; a name that only looks alike (a padding, a head) is not one."""
+    source = write(tmp_path / "families.py", '''
+        from torch import nn
+
+
+        class AsymmetricLossMultiLabel(nn.Module):
+            pass
+
+
+        class ASLLoss(nn.Module):
+            pass
+
+
+        def qfl_loss(pred, target, beta=2.0):
+            pass
+
+
+        class VarifocalLoss(nn.Module):
+            pass
+
+
+        class LabelSmoothingCrossEntropy(nn.Module):
+            pass
+
+
+        class AsymmetricPadding(nn.Module):
+            pass
+
+
+        def classify(pred, target):
+            pass
+    ''')
+    found = {c.symbol: c.reason for c in discover(source).candidates}
+    assert found == {
+        "AsymmetricLossMultiLabel": "name contains 'asymmetric' and 'loss'",
+        "ASLLoss": "name has the word ASL",
+        "qfl_loss": "name has the word QFL",
+        "VarifocalLoss": "name contains 'focal'",
+        "LabelSmoothingCrossEntropy": "name contains 'label smoothing'",
+    }

@@ -147,7 +147,7 @@ def sigmoid_parts(x: np.ndarray, y: np.ndarray) -> SigmoidParts:
     )
 
 
-def qfl(parts: SigmoidParts, y: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
+def qfl(parts: SigmoidParts, y: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:  # lossaudit: ignore -- numpy sums for compare, not a torch loss
     """float64 (loss, gradient magnitude) of Quality Focal Loss at each element."""
     p, bce = parts.p, parts.bce
     d = np.abs(p - y)
@@ -166,7 +166,7 @@ def vfl(parts: SigmoidParts, y: np.ndarray, alpha: float, gamma: float) -> tuple
     return loss, gradient
 
 
-def asl(parts: SigmoidParts, y: np.ndarray, gamma_pos: float, gamma_neg: float, clip: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
+def asl(parts: SigmoidParts, y: np.ndarray, gamma_pos: float, gamma_neg: float, clip: float, eps: float) -> tuple[np.ndarray, np.ndarray]:  # lossaudit: ignore -- numpy sums for compare, not a torch loss
     """float64 (loss, gradient magnitude) of the Asymmetric Loss at each element."""
     p, one_minus_p = parts.p, parts.one_minus_p
     slope = p * one_minus_p  # dp/dx

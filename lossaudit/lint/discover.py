@@ -2,7 +2,9 @@
 
 A candidate is a public top-level class or function (see :data:`LOOKED_FOR`):
 
-- whose name contains 'focal' (any case);
+- whose name names a loss lint has a kind for (:func:`_named_loss`): it contains 'focal' (any
+  case: varifocal and quality focal included), or 'asymmetric' and 'loss' (ASL), or 'label
+  smoothing' (label-smoothing CE), or has the word ASL, QFL or VFL (``ASLLoss``, ``qfl_loss``);
 - a function that takes ``gamma`` after its first two parameters (it is called as
   ``fn(inputs, targets, **init)``, so a ``gamma`` among those two is not a loss's) and either
   raises something to the power ``gamma`` or calls a focal reference (so a command-line
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -32,7 +35,8 @@ SKIPPED_FILES = {"conftest.py"}
 LOSS_BASES = ("Module", "_Loss", "_WeightedLoss")
 CALL_METHODS = ("forward", "__call__")
 LOOKED_FOR = (
-    "public top-level classes and functions named *focal*, functions taking gamma after (inputs, targets) that raise to "
+    "public top-level classes and functions named *focal*, *asymmetric*loss*, *label*smoothing* or with the word "
+    "ASL, QFL or VFL, functions taking gamma after (inputs, targets) that raise to "
     "its power or call a focal loss, loss classes whose __init__ takes gamma, and classes whose forward calls a focal loss "
     "(skipping test_*, Test*, conftest.py, tests/, test/, hidden, virtual-environment and build folders, and exclude globs)"
 )
@@ -109,11 +113,33 @@ def _focal_call(function: ast.FunctionDef) -> str | None:
     return ast.unparse(focal.func) if focal is not None else None
 
 
+FAMILY_WORDS = frozenset({"asl", "qfl", "vfl"})
+"""Abbreviations that, as a word of a name, name a loss family lint has a kind for."""
+
+
+def _named_loss(name: str) -> str | None:
+    """The reason ``name`` names a focal-family loss, or None: it contains 'focal', 'asymmetric'
+    with 'loss', or 'label smoothing' (words joined, any case), or has a word of
+    :data:`FAMILY_WORDS` (words split at underscores and at case changes: ``ASLLoss`` is ASL, Loss)."""
+    lowered = name.lower()
+    joined = lowered.replace("_", "")
+    words = {word.lower() for word in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name)}
+    if "focal" in lowered:
+        return "name contains 'focal'"
+    if "asymmetric" in lowered and "loss" in lowered:
+        return "name contains 'asymmetric' and 'loss'"
+    if "labelsmoothing" in joined:
+        return "name contains 'label smoothing'"
+    word = next((word for word in sorted(words & FAMILY_WORDS)), None)
+    return f"name has the word {word.upper()}" if word else None
+
+
 def _function_reason(node: ast.FunctionDef) -> str | None:
     if node.name.startswith("test_"):
         return None
-    if "focal" in node.name.lower():
-        return "name contains 'focal'"
+    named = _named_loss(node.name)
+    if named:
+        return named
     if not _takes_gamma(node, skip=2):
         return None
     if _gamma_exponent(node):
@@ -125,8 +151,9 @@ def _function_reason(node: ast.FunctionDef) -> str | None:
 def _class_reason(node: ast.ClassDef) -> str | None:
     if node.name.startswith("Test"):
         return None
-    if "focal" in node.name.lower():
-        return "name contains 'focal'"
+    named = _named_loss(node.name)
+    if named:
+        return named
     init = _method(node, "__init__")
     bases = _base_names(node)
     if init is not None and _takes_gamma(init) and any(base in LOSS_BASES or base.endswith("Loss") for base in bases):
