@@ -223,7 +223,7 @@ def draw_gradient_density(ax: Axes, report: dict) -> None:
         filled = [d for d in bins if d["ghm_weight"] > 0]
         twin.plot([(d["g_low"] + d["g_high"]) / 2 for d in filled], [d["ghm_weight"] for d in filled], "o-", color="tab:red", label="GHM-C weight")
         twin.set_yscale("log")
-        twin.set_ylabel("GHM-C weight, N / (count · non-empty bins)")
+        twin.set_ylabel("GHM-C weight\nN / (count · non-empty bins)")  # two lines: one is taller than the panel
         handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
         ax.legend(handles=handles, fontsize="small", loc="center right")
     else:
