@@ -182,6 +182,13 @@ def loss_curves(report: dict) -> list[tuple[str, list[float]]]:
     return curves
 
 
+def _log_scale(ax: Axes, values: list[float]) -> None:
+    """A log y axis when ``values`` hold two different positive numbers; else the linear one stays
+    (a log axis of nothing, or of one value, is degenerate: matplotlib warns and guesses)."""
+    if len({value for value in values if value > 0}) > 1:
+        ax.set_yscale("log")
+
+
 def draw_loss_curves(ax: Axes, report: dict) -> None:
     """Loss versus p_t (left axis) over the histogram of the data's p_t = 1 − g (right axis, log)."""
     unit = _unit(report)
@@ -189,8 +196,9 @@ def draw_loss_curves(ax: Axes, report: dict) -> None:
     twin = ax.twinx()
     lefts = [1 - d["g_high"] for d in bins]
     widths = [d["g_high"] - d["g_low"] for d in bins]
-    twin.bar(lefts, [d[unit] or 0 for d in bins], width=widths, align="edge", color="0.85", edgecolor="0.6", linewidth=0.5)
-    twin.set_yscale("log")
+    counts = [d[unit] or 0 for d in bins]
+    twin.bar(lefts, counts, width=widths, align="edge", color="0.85", edgecolor="0.6", linewidth=0.5)
+    _log_scale(twin, counts)
     twin.set_ylabel(f"{unit} per p_t bin")
     ax.set_zorder(twin.get_zorder() + 1)
     ax.patch.set_visible(False)
@@ -213,7 +221,7 @@ def draw_gradient_density(ax: Axes, report: dict) -> None:
     density = [(d[unit] or 0) / (max(total, 1) * (d["g_high"] - d["g_low"])) for d in bins]
     ax.bar([d["g_low"] for d in bins], density, width=[d["g_high"] - d["g_low"] for d in bins], align="edge",
            color="tab:blue", alpha=0.6, edgecolor="tab:blue", linewidth=0.5, label=f"density of {unit}")
-    ax.set_yscale("log")
+    _log_scale(ax, density)
     ax.set_xlim(0, 1)
     ax.set_xlabel("g = |p − y|, the gradient norm" if unit == "elements" else "g = 1 − q_target")
     ax.set_ylabel(f"{unit} density")
@@ -221,8 +229,9 @@ def draw_gradient_density(ax: Axes, report: dict) -> None:
     if unit == "elements":
         twin = ax.twinx()
         filled = [d for d in bins if d["ghm_weight"] > 0]
-        twin.plot([(d["g_low"] + d["g_high"]) / 2 for d in filled], [d["ghm_weight"] for d in filled], "o-", color="tab:red", label="GHM-C weight")
-        twin.set_yscale("log")
+        weights = [d["ghm_weight"] for d in filled]
+        twin.plot([(d["g_low"] + d["g_high"]) / 2 for d in filled], weights, "o-", color="tab:red", label="GHM-C weight")
+        _log_scale(twin, weights)
         twin.set_ylabel("GHM-C weight\nN / (count · non-empty bins)")  # two lines: one is taller than the panel
         handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
         ax.legend(handles=handles, fontsize="small", loc="center right")

@@ -282,3 +282,16 @@ def test_the_readme_embeds_a_plot_drawn_by_the_code(pngs):
     assert "lossaudit compare examples/detection.npz --plot docs/detection-plot.png" in readme
     committed = (ROOT / "docs" / "detection-plot.png").read_bytes()
     assert png_size(committed) == png_size(pngs["detection"])
+
+
+@pytest.mark.parametrize("case", ["all logits NaN", "one difficulty bin"])
+def test_degenerate_data_draws_without_warnings(case):
+    """Nothing, or a single value, to put on a log axis: the axis stays linear, and matplotlib has
+    nothing to warn about on the user's stderr."""
+    import warnings
+
+    logits = np.full((4, 3), np.nan if case == "all logits NaN" else 0.0, dtype=np.float32)  # 0: every g is 0.5
+    report = lossaudit.compare(logits=logits, targets=np.array([0, 1, 2, 1])).to_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plots.render(plots.compare_figure(report), "png").startswith(b"\x89PNG")
