@@ -246,7 +246,6 @@ def compare(
         from lossaudit.compare.html import render_html
         from lossaudit.compare.report import gating
         from lossaudit.config import load_config
-        from lossaudit.plots import check_plot_path
         from lossaudit.readers import SUFFIXES as DUMP_SUFFIXES
         from lossaudit.reporting import refuse_overwriting_inputs, write_report
         from lossaudit.symbols import parse_init
@@ -256,6 +255,8 @@ def compare(
         read = [*(paths or []), settings_file.source, *(Path(o[key]) for key in ("class_names", "alpha_per_class", "baseline") if o[key]), model, data]
         refuse_overwriting_inputs(output, read, DUMP_SUFFIXES)
         if plot is not None:
+            from lossaudit.plots import check_plot_path
+
             check_plot_path(plot, output)
         if o["fail_if_share_moves"] is not None and not o["baseline"]:
             raise InputError("--fail-if-share-moves goes with --baseline REPORT")
@@ -303,8 +304,7 @@ def compare(
             print_text(report, Console(), top, top_by)
             sys.stdout.write(("\n" + since) if since else "")
         elif chosen is CompareFormat.text:
-            columns = os.environ.get("COLUMNS", "") if output is None else ""
-            write_report(render_text(report, int(columns) if columns.isdigit() else None, top, top_by) + (("\n" + since) if since else ""), output)
+            write_report(render_text(report, _piped_width(output), top, top_by) + (("\n" + since) if since else ""), output)
         elif chosen is CompareFormat.markdown and since:
             write_report(render_markdown(report, top, top_by) + f"\n```\n{since}```\n", output)
         else:
@@ -363,9 +363,10 @@ def explain(
         import math
 
         from lossaudit import explain as whiteboard
-        from lossaudit.plots import check_plot_path
 
         if plot is not None:
+            from lossaudit.plots import check_plot_path
+
             check_plot_path(plot)
         if (logits is None) == (logit is None and prob is None):
             raise InputError("give --logit X or --prob P (sigmoid), or --logits X,... (softmax)")
@@ -394,6 +395,13 @@ def explain(
             save(explain_figure(steps, target, gamma), plot)
     except (InputError, ValueError) as error:  # bad options, and the whiteboard's argument checks
         _fail(str(error), verbose)
+
+
+def _piped_width(output: Path | None) -> int | None:
+    """The width of a text report that is not printed to a terminal: ``$COLUMNS`` when it goes to
+    stdout and is set, else None (as wide as its content)."""
+    columns = os.environ.get("COLUMNS", "") if output is None else ""
+    return int(columns) if columns.isdigit() else None
 
 
 def _numbers(text: str, option: str) -> list[float]:
@@ -433,12 +441,13 @@ def sweep(
         from lossaudit.compare.sweep import run as run_sweep
         from lossaudit.compare.sweep_render import print_text, render_text
         from lossaudit.dataset import LoadOptions, read_class_names
-        from lossaudit.plots import check_plot_path
         from lossaudit.readers import SUFFIXES as DUMP_SUFFIXES
         from lossaudit.reporting import refuse_overwriting_inputs, write_report
 
         refuse_overwriting_inputs(output, [*(paths or []), *([class_names] if class_names else [])], DUMP_SUFFIXES)
         if plot is not None:
+            from lossaudit.plots import check_plot_path
+
             check_plot_path(plot, output)
         options = LoadOptions(logits_key=logits_key, targets_key=targets_key, targets=TargetEncoding(targets).value, background_index=background_index,
                               ignore_index=ignore_index, class_dim=class_dim, inputs=Inputs(inputs).value,
@@ -449,8 +458,7 @@ def sweep(
         elif output is None and sys.stdout.isatty():
             print_text(document, Console())
         else:
-            columns = os.environ.get("COLUMNS", "") if output is None else ""
-            write_report(render_text(document, int(columns) if columns.isdigit() else None), output)
+            write_report(render_text(document, _piped_width(output)), output)
         if plot is not None:
             from lossaudit.plots import plot_sweep
 

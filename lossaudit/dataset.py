@@ -160,6 +160,19 @@ class Chunk:
         return valid & ~invalid if invalid is not None else valid.copy()
 
     @property
+    def valid_rows(self) -> np.ndarray:
+        """``(n,)`` bool: rows neither dropped nor holding an excluded element (what a softmax uses)."""
+        invalid = self.element_invalid
+        return ~self.dropped_rows if invalid is None else ~self.dropped_rows & ~invalid.any(axis=1)
+
+    @property
+    def has_target(self) -> np.ndarray:
+        """``(n,)`` bool: rows with a non-zero target."""
+        rows = np.zeros(len(self.logits), dtype=bool)
+        rows[self.target_rows] = True
+        return rows
+
+    @property
     def positive(self) -> np.ndarray:
         """``(n, C)`` bool: target ≥ 0.5 (heatmaps: == 1) and valid."""
         positive = np.zeros(self.logits.shape, dtype=bool)

@@ -66,6 +66,10 @@ class Intervals:
         """The interval of each float32 gradient norm in ``g``."""
         return np.searchsorted(self.edges, g, side="right")
 
+    def keys(self, cols: np.ndarray, positive: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """Flat keys into ``(C, 2, intervals)`` tables: class column, positive or not, the interval of ``g``."""
+        return (cols * 2 + positive) * self.count + self.index(g)
+
     def to_cells(self, table: np.ndarray) -> np.ndarray:
         """``(..., intervals)`` sums -> ``(..., bins, LEVELS, ghm_bins)``."""
         cells = np.zeros((*table.shape[:-1], self.bins * len(LEVELS) * self.ghm_bins), dtype=table.dtype)

@@ -112,6 +112,11 @@ def sigmoid_terms(x: np.ndarray, log1p: np.ndarray, q: np.ndarray, y: np.ndarray
     return SigmoidTerms(p=p, g=np.abs(p - y), positive=positive, bce=bce)
 
 
+def bce_gradient(terms: SigmoidTerms, y: np.ndarray) -> np.ndarray:
+    """float64 ``|∂ BCE / ∂x| = |p - y|`` of the elements of ``terms``."""
+    return np.abs(terms.p.astype(np.float64) - y)
+
+
 def focal(terms: SigmoidTerms, y: np.ndarray, gamma: float) -> np.ndarray:  # lossaudit: ignore -- numpy terms of compare's engine, not a loss
     """float64 sigmoid focal loss of the elements of ``terms`` before the weight ``alpha_t``:
     ``h = (1 - p_t)^gamma bce`` (:meth:`SigmoidParams.weights` applies alpha to class sums)."""

@@ -215,9 +215,6 @@ class FamilyTally:
         for table, value in zip(self.tables[loss], values):
             table += np.bincount(keys, weights=value, minlength=self.size)
 
-    def _keys(self, cols: np.ndarray, positive: np.ndarray, g: np.ndarray) -> np.ndarray:
-        return (cols * 2 + positive) * self.intervals.count + self.intervals.index(g)
-
     def add(self, chunk: Chunk, file: int = 0) -> None:
         """Tally one chunk of rows (``file`` is not needed)."""
         params = self.family.params
@@ -231,7 +228,7 @@ class FamilyTally:
             positive = y == 1 if chunk.heatmap else y >= 0.5
             y64 = y.astype(np.float64)
             parts = sigmoid_parts(x32.astype(np.float64), y64)
-            keys = self._keys(col, positive, np.abs(parts.p.astype(np.float32) - y))  # as elements.sigmoid32 bins
+            keys = self.intervals.keys(col, positive, np.abs(parts.p.astype(np.float32) - y))  # as elements.sigmoid32 bins
             for loss, function in (("qfl", qfl), ("vfl", vfl)):
                 if loss in params:
                     self._add(loss, keys, function(parts, y64, **params[loss]))
@@ -245,11 +242,8 @@ class FamilyTally:
 
     def _add_softmax(self, chunk: Chunk) -> None:
         """The softmax families at the targets of the valid rows with a target."""
-        invalid = chunk.element_invalid
-        row_valid = ~chunk.dropped_rows if invalid is None else ~chunk.dropped_rows & ~invalid.any(axis=1)
-        has_target = np.zeros(len(row_valid), dtype=bool)
-        has_target[chunk.target_rows] = True
-        rows = np.flatnonzero(row_valid & has_target)
+        row_valid = chunk.valid_rows
+        rows = np.flatnonzero(row_valid & chunk.has_target)
         self.softmax_rows += len(rows)
         if not len(rows):
             return
@@ -259,7 +253,7 @@ class FamilyTally:
         local_row = np.searchsorted(rows, row)
         x = chunk.logits[rows]
         terms = elements.softmax_terms(x, local_row, col)
-        keys = self._keys(col, positive, np.float32(1) - terms.q)
+        keys = self.intervals.keys(col, positive, np.float32(1) - terms.q)
         family = self.family
         if family.cb_weights is not None:
             weight = family.cb_weights[col]

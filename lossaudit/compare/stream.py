@@ -93,10 +93,6 @@ class StreamTally:
     def _bincount(self, keys: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(keys, weights=values, minlength=self.size)
 
-    def _keys(self, cols: np.ndarray, positive: np.ndarray, g: np.ndarray) -> np.ndarray:
-        """Flat keys into ``(C, 2, intervals)``."""
-        return (cols * 2 + positive) * self.intervals.count + self.intervals.index(g)
-
     def add(self, chunk: Chunk, file: int = 0) -> None:
         """Tally one chunk of rows, all from the dump file of index ``file``."""
         requested, classes = self.settings.losses, self.num_classes
@@ -118,9 +114,7 @@ class StreamTally:
         positive_row = self._add_targets(taken.x[at], taken.log1p[at], taken.q[at], y, row, col, chunk.heatmap, row_loss)
 
         # Rows: background rows, multi-hot rows, softmax losses, hard-negative mining.
-        row_valid = ~chunk.dropped_rows if invalid is None else ~chunk.dropped_rows & ~invalid.any(axis=1)
-        has_target = np.zeros(rows, dtype=bool)
-        has_target[chunk.target_rows] = True
+        row_valid, has_target = chunk.valid_rows, chunk.has_target
         background = int(np.count_nonzero(row_valid & ~has_target))
         multi_hot = int(np.count_nonzero(row_valid & (np.bincount(positive_row, minlength=rows) > 1)))
         self.totals["background_rows"] += background
@@ -165,11 +159,11 @@ class StreamTally:
         ``y`` at (``row``, ``col``) of the chunk (:func:`~lossaudit.compare.elements.sigmoid_terms`).
         Adds their BCE to ``row_loss`` when given; returns the rows of the positives."""
         terms = elements.sigmoid_terms(x, log1p, q, y, heatmap)
-        keys = self._keys(col, terms.positive, terms.g)
+        keys = self.intervals.keys(col, terms.positive, terms.g)
         self.counts += self._bincount(keys)
         if "bce" in self.tables:
             self.tables["bce"] += self._bincount(keys, terms.bce)
-            self.tables[GRADIENT + "bce"] += self._bincount(keys, np.abs(terms.p.astype(np.float64) - y))
+            self.tables[GRADIENT + "bce"] += self._bincount(keys, elements.bce_gradient(terms, y))
         if "focal_off" in self.tables:
             gamma = self.settings.gamma
             for values, name in ((elements.focal(terms, y, gamma), "focal"), (elements.focal_gradient(terms, y, gamma), GRADIENT + "focal")):
@@ -208,7 +202,7 @@ class StreamTally:
         positive = chunk.target_positive[in_rows]
         local_row = np.searchsorted(softmax_rows, row)
         terms = elements.softmax_terms(chunk.logits[softmax_rows], local_row, col)
-        keys = self._keys(col, positive, np.float32(1) - terms.q)
+        keys = self.intervals.keys(col, positive, np.float32(1) - terms.q)
         self.softmax_counts += self._bincount(keys)
         for loss in SOFTMAX_LOSSES:
             if loss in self.tables:
@@ -258,8 +252,8 @@ class StreamTally:
             row, col = np.nonzero(chunk.valid)
             x, y = chunk.logits[row, col], chunk.targets[row, col]
             terms = elements.sigmoid_terms(x, *elements.sigmoid_parts(x), y, chunk.heatmap)
-            keys = self._keys(col, terms.positive, terms.g)
-            sums, gradient = self._bincount(keys, terms.bce), self._bincount(keys, np.abs(terms.p.astype(np.float64) - y))
+            keys = self.intervals.keys(col, terms.positive, terms.g)
+            sums, gradient = self._bincount(keys, terms.bce), self._bincount(keys, elements.bce_gradient(terms, y))
         return sums, gradient, float(max(int(positive_rows.sum()), 1))
 
     def finish(self, plan: DataPlan) -> Tally:
