@@ -108,7 +108,8 @@ class Chunk:
         ignored_rows: ``(n,)`` bool: the ignore label or a row mask.
         out_of_range: ``(n,)`` bool: an index label that is no class, background or ignore.
         element_ignored: ``(n, C)`` bool from an element mask, or None.
-        nonfinite: ``(n, C)`` bool: NaN or infinite logits, or None.
+        nonfinite: ``(n, C)`` bool: NaN or infinite logits, or None (for none, or not yet looked
+            for: see :meth:`_Reader.decode`).
         heatmap: positives are targets == 1 (else targets >= 0.5).
     """
 
@@ -328,10 +329,11 @@ class _Reader:
             self.plan._release(self.index)
         self.index, self.views = index, self.plan._views(index) if index is not None else None
 
-    def decode(self, span: tuple[int, int, int], out: np.ndarray | None = None) -> Chunk:
+    def decode(self, span: tuple[int, int, int], out: np.ndarray | None = None, check_finite: bool = True) -> Chunk:
         """The chunk of one row range of :meth:`DataPlan.ranges`. Its logits are a read-only view
         of the file's float32 rows, or converted into ``out[:n]`` (an ``(m >= n, C)`` float32 buffer)
-        when given."""
+        when given. With ``check_finite`` False, a pass over the logits is saved and
+        ``Chunk.nonfinite`` may be None with non-finite logits present: the caller must set it."""
         index, start, stop = span
         source = self.plan.sources[index]
         if index != self.index:
@@ -339,7 +341,7 @@ class _Reader:
         logits_view, targets_view, mask_view = self.views
         x = source.logits.float32_span(start, stop, logits_view, out)
         mask = source.mask.span(start, stop, mask_view) if source.mask is not None else None
-        return self.plan._decode(source, x, source.targets.span(start, stop, targets_view), mask, source.start + start)
+        return self.plan._decode(source, x, source.targets.span(start, stop, targets_view), mask, source.start + start, check_finite=check_finite)
 
 
 def _scan_targets(rows: _Rows, count: int, chunk: int) -> tuple[bool, bool, bool, bool]:
@@ -552,6 +554,21 @@ class DataPlan:
         self._unit_interval = True  # every finite logit so far lies in [0, 1]
         self._any_finite = False
 
+    def pass_state(self) -> tuple[dict[int, int], bool, bool]:
+        """What this pass has gathered so far for ``info`` (for :meth:`absorb_pass_state`)."""
+        with self._lock:
+            return dict(self.info.out_of_range_labels), self._unit_interval, self._any_finite
+
+    def absorb_pass_state(self, state: tuple[dict[int, int], bool, bool]) -> None:
+        """Add the :meth:`pass_state` of another process's reads of this plan (other chunks of
+        the same pass) to this one's."""
+        labels, unit_interval, any_finite = state
+        with self._lock:
+            for value, number in labels.items():
+                self.info.out_of_range_labels[value] = self.info.out_of_range_labels.get(value, 0) + number
+            self._unit_interval &= unit_interval
+            self._any_finite |= any_finite
+
     def ranges(self, rows: int | None = None) -> list[tuple[int, int, int]]:
         """``(source, start, stop)`` row ranges of at most ``rows`` rows (None: one per batch), in
         order, and starts a pass: the statistics of ``info`` are reset."""
@@ -624,7 +641,8 @@ class DataPlan:
             finite = np.isfinite(low) and np.isfinite(high)
         else:
             low = high = None
-            finite = np.isfinite(np.add.reduce(x, axis=None))
+            with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, or large values
+                finite = np.isfinite(np.add.reduce(x, axis=None))
         nonfinite = None if finite else ~np.isfinite(x)
         if nonfinite is None or not nonfinite.any():  # a sum of large finite values may overflow
             return None, low, high
@@ -633,10 +651,11 @@ class DataPlan:
             low, high = (values.min(), values.max()) if values.size else (None, None)
         return nonfinite, low, high
 
-    def _decode(self, source: _Source, x: np.ndarray, targets: np.ndarray, mask: np.ndarray | None, start: int, count: bool = True) -> Chunk:
+    def _decode(self, source: _Source, x: np.ndarray, targets: np.ndarray, mask: np.ndarray | None, start: int, count: bool = True, check_finite: bool = True) -> Chunk:
         """A chunk from its ``(n, C)`` float32 logits ``x`` (converted to a new array from
         probabilities with ``--inputs probs``), its raw targets and mask. ``count``: add to the
-        statistics of ``info`` (not when rows are read a second time)."""
+        statistics of ``info`` (not when rows are read a second time); ``check_finite``: see
+        :meth:`_Reader.decode`."""
         info, classes = self.info, self.info.num_classes
         n = len(x)
         if info.encoding == "index":
@@ -664,7 +683,8 @@ class DataPlan:
                 element_ignored = masked if masked.any() else None
             else:
                 ignored_rows = ignored_rows | masked
-        nonfinite, low, high = self._finite_range(x, needed=info.inputs == "probs" or (count and self._unit_interval))
+        needed = info.inputs == "probs" or (count and self._unit_interval)
+        nonfinite, low, high = self._finite_range(x, needed) if needed or check_finite else (None, None, None)
         if low is not None:
             if count:
                 with self._lock:

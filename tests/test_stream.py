@@ -26,7 +26,7 @@ ALL_LOSSES = ("ce", "bce", "focal", "softmax-focal", "ghm", "centernet", "ohem")
 
 
 def _detection(path, seed: int, shape=(3, 50, 6)):
-    """Index targets with background (C), ignore (-1), an out-of-range label, NaN and inf logits,
+    """Index targets with background (C), ignore (-1), an out-of-range label, NaN and ±inf logits,
     and a row mask."""
     rng = np.random.default_rng(seed)
     classes = shape[-1]
@@ -34,6 +34,7 @@ def _detection(path, seed: int, shape=(3, 50, 6)):
     labels = rng.choice([*range(classes), classes, -1, 99], p=[0.3 / classes] * classes + [0.6, 0.07, 0.03], size=shape[:-1])
     logits.reshape(-1)[rng.choice(logits.size, 7, replace=False)] = np.nan
     logits.reshape(-1)[rng.choice(logits.size, 3, replace=False)] = np.inf
+    logits.reshape(-1)[rng.choice(logits.size, 2, replace=False)] = -np.inf
     mask = (rng.random(shape[:-1]) > 0.05).astype(np.uint8)
     np.savez(path, logits=logits, targets=labels, mask=mask)
     return path
@@ -128,12 +129,21 @@ def test_dense_blocks_that_split_a_chunk_give_the_same_numbers(tmp_path, monkeyp
     _assert_same(stream_tally(plan(read_batches(paths)), settings, chunk_rows=64), _oracle(paths, settings))
 
 
+@pytest.mark.parametrize("fork", [True, False], ids=["processes", "threads"])
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_worker_count_does_not_change_the_numbers(tmp_path, workers):
+def test_worker_count_does_not_change_the_numbers(tmp_path, monkeypatch, workers, fork):
+    """Forked workers (Linux) and threads give the same tally, and the same statistics of the
+    plan (labels out of range, counted in whichever process read them)."""
+    from lossaudit.compare import parallel
+
+    monkeypatch.setattr(parallel, "FORK", fork and parallel.FORK)
     paths = [_detection(tmp_path / f"batch{seed}.npz", seed) for seed in (5, 6)]
     settings = LossSettings(losses=ALL_LOSSES)
     full = _oracle(paths, settings)
-    _assert_same(stream_tally(plan(read_batches(paths)), settings, chunk_rows=13, workers=workers), full)
+    data = plan(read_batches(paths))
+    _assert_same(stream_tally(data, settings, chunk_rows=13, workers=workers), full)
+    labels = np.concatenate([np.load(path)["targets"].reshape(-1) for path in paths])
+    assert data.info.out_of_range_labels == {99: int(np.count_nonzero(labels == 99))} != {}
 
 
 def test_every_file_format_streams_the_same(tmp_path):
@@ -175,6 +185,18 @@ def test_easy_threshold_leaves_only_the_first_interval_to_the_dense_pass():
         below = np.nextafter(x0, np.float32(-np.inf)) - np.arange(20000, dtype=np.float32) * np.spacing(np.abs(x0))
         assert bool((torch.sigmoid(torch.from_numpy(below)) < float(edge)).all())
         assert float(torch.sigmoid(torch.tensor(x0 + 1e-3 * abs(x0)))) > edge
+
+
+def test_the_screen_takes_out_the_threshold_and_above_and_every_non_finite_logit():
+    x0 = dense.easy_threshold(np.float32(0.1))
+    float_max = np.finfo(np.float32).max
+    negative_nan = -np.abs(np.float32(np.nan))
+    easy = [np.nextafter(x0, -np.inf), -5, -1e30, -float_max]
+    taken = [x0, np.nextafter(x0, np.inf), -0.0, 0.0, 1e-45, 3, float_max, np.inf, -np.inf, np.nan, negative_nan]
+    x = np.array(easy + taken, dtype=np.float32)
+    assert np.signbit(x[-1]) and np.isnan(x[-1])
+    mask = dense.Screen(x0).taken(x, np.empty(len(x), dtype=np.int32), np.empty(len(x), dtype=bool))
+    assert mask.tolist() == [False] * len(easy) + [True] * len(taken)
 
 
 def test_numpy_ohem_selection_is_the_reference():

@@ -30,15 +30,19 @@ def swept():
 
 
 def test_each_dump_file_is_read_once_and_each_row_decoded_once(tmp_path, monkeypatch):
-    """Two dump files: each opened once, each row range decoded once, no row read again."""
+    """Two dump files: each opened once, each row range decoded once, no row read again (the two
+    workers are threads here, so that this process sees every call)."""
     from lossaudit import readers
+    from lossaudit.compare import parallel
+
+    monkeypatch.setattr(parallel, "FORK", False)
 
     rng = np.random.default_rng(0)
     paths = [write_npz(tmp_path / f"b{i}.npz", logits=rng.normal(-2, 2, (700, 5)).astype(np.float32), targets=rng.integers(0, 6, 700)) for i in (0, 1)]
     opened, decoded = [], []
     read_npz, decode = readers._read_npz, _Reader.decode
     monkeypatch.setattr(readers, "_read_npz", lambda path: opened.append(path) or read_npz(path))
-    monkeypatch.setattr(_Reader, "decode", lambda self, span, out=None: decoded.append(span) or decode(self, span, out))
+    monkeypatch.setattr(_Reader, "decode", lambda self, span, **options: decoded.append(span) or decode(self, span, **options))
     monkeypatch.setattr(DataPlan, "read_rows", lambda self, rows: pytest.fail("a row was read again"))
     monkeypatch.setattr(sweeping, "stream_pass", _with_small_chunks(sweeping.stream_pass))
     document = sweeping.run(paths, LoadOptions(), "0,1,2,3,5", "0.25,0.5,-1")

@@ -16,15 +16,21 @@ itself; focal's, ``q^gamma (q + gamma (1 - q) l) = gamma (f - q f) + q^(gamma + 
 as ``gamma (Σ f - Σ q f) + Σ q^(gamma + 1)`` (q < 0.1: no cancellation), two products per element;
 CenterNet's is ``q_c^3 + 2 (1 - q_c) c`` (0 where q < 1e-4: the clamp stops the gradient).
 
-Then it takes out the elements these values do not describe: logits at or above a threshold
-``x0 < 0`` (every x below it has p below the first edge), non-zero targets and excluded elements
-(an element mask, a non-finite logit); dropped rows are left out whole. Their values are set to 0
-and the column sums of the rest are added, in float64, to per-class sums. The caller tallies the
-valid taken-out elements one by one (:mod:`lossaudit.compare.elements`) from the intermediates
-``x``, ``l`` and ``q`` gathered there (:class:`Taken`).
+It takes out the elements these values do not describe (:func:`screen`): logits at or above a
+threshold ``x0 < 0`` (every x below it has p below the first edge), non-finite logits, non-zero
+targets and masked elements; dropped rows are left out whole. Their ``-|x|`` is set to ``-inf``
+before the ``exp``, which makes every value 0 (CenterNet's clamped term is zeroed after). The
+caller tallies the valid taken-out elements one by one (:mod:`lossaudit.compare.elements`), from
+their logits (:class:`Taken`). Non-finite logits are found here, so a chunk decoded without its own
+check (``check_finite=False``) learns them from :attr:`Taken.x`.
 
-A chunk is worked through in blocks of rows whose intermediates stay in the cache. The buffers
-are allocated once and every operation writes into them (``out=``): the pass allocates nothing the
+Sums: each value is added up in float32 over groups of :data:`GROUP_ROWS` rows by a matrix-vector
+product with ones (BLAS), and those partial sums over groups of :data:`GROUP_ROWS` partials again
+at the end of the chunk; the result is added in float64. Values are non-negative, so each class's
+float32 sums of 256 rows are within ``30 × 2^-24 ≈ 2e-6`` relative of exact.
+
+A chunk is worked through in blocks of rows whose buffers stay in the cache. The buffers are
+allocated once and every operation writes into them (``out=``): the pass allocates nothing the
 size of a chunk or a block.
 """
 
@@ -34,29 +40,46 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lossaudit.compare.elements import CENTERNET_PROB_CLAMP, sigmoid_parts
+from lossaudit.compare.elements import CENTERNET_PROB_CLAMP, negative_abs, parts_from_negative_abs
 from lossaudit.dataset import Chunk
 
 DENSE_VALUES = ("softplus", "q", "focal", "focal_gradient", "centernet", "centernet_gradient")
-FOCAL_GRADIENT_PARTS = ("focal_q", "focal_qq")
-"""The buffers focal's gradient is summed from: ``q f`` and ``q^(gamma + 1)``."""
 """The per-class sums the pass can keep: ``q`` is BCE's gradient magnitude, ``focal_gradient`` and
 ``centernet_gradient`` those of focal (before ``1 - alpha``) and CenterNet."""
+FOCAL_GRADIENT_PARTS = ("focal_q", "focal_qq")
+"""The buffers focal's gradient is summed from: ``q f`` and ``q^(gamma + 1)``."""
 
-PAIRING_LEVELS = 4
-PAIRED_ROWS = 2**PAIRING_LEVELS
-"""Column sums add rows in pairs in float32 four times (16 rows) before summing in float64: the
-float64 sum, a cast per element, is the slow part (CPU time on 80M elements: 0.567 s with three
-levels, 0.545 s with four, 0.556 s with five)."""
+GROUP_ROWS = 16
+"""Rows summed in float32 at once, twice over (see the module docstring)."""
 
 
 def easy_threshold(first_edge: np.float32) -> np.float32:
-    """A float32 logit ``x0`` below which ``sigmoid(x) < first_edge``: ``logit(first_edge)`` less
-    16 float32 steps, a margin for the rounding of either sigmoid (numpy's here, torch's in the
-    reference). Logits in the margin are tallied one by one, which is exact either way."""
+    """A float32 logit ``x0 < 0`` below which ``sigmoid(x) < first_edge``: ``logit(first_edge)``
+    less 16 float32 steps, a margin for the rounding of either sigmoid (numpy's here, torch's in
+    the reference). Logits in the margin are tallied one by one, which is exact either way."""
     edge = float(first_edge)
     x0 = np.float32(np.log(edge / (1 - edge)))
     return np.float32(x0 - 16 * abs(np.spacing(x0)))
+
+
+class Screen:
+    """Which float32 logits the dense pass leaves out: ``x >= x0``, NaN and ±inf, in two passes on
+    the bits (as int32, a negative float orders backwards: ``x < x0`` is ``bits(x) > bits(x0)``).
+    A logit is easy when ``bits(x0) < bits(x) <= bits(-FLT_MAX)``: one unsigned comparison of
+    ``bits(x) - bits(x0) - 1`` (wrapping) against the width of that range."""
+
+    def __init__(self, x0: np.float32):
+        if not x0 < 0:
+            raise ValueError(f"easy threshold {x0} must be negative")
+        low = int(np.float32(x0).view(np.int32))
+        high = int(np.float32(-np.finfo(np.float32).max).view(np.int32))
+        self.offset = np.int32(low + 1)
+        self.width = np.uint32(high - low)
+
+    def taken(self, x: np.ndarray, scratch: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``out[...] = `` the bool mask of the logits ``x`` left out; ``scratch`` is an int32 buffer of ``x``'s shape."""
+        np.subtract(x.view(np.int32), self.offset, out=scratch)
+        return np.greater_equal(scratch.view(np.uint32), self.width, out=out)
 
 
 @dataclass
@@ -65,24 +88,19 @@ class Taken:
 
     Attributes:
         index: flat indices into the ``(n, C)`` chunk, sorted.
-        x, log1p, q: the float32 logit and its :func:`~lossaudit.compare.elements.sigmoid_parts`.
+        x: their float32 logits (any: non-finite ones are taken out).
     """
 
     index: np.ndarray
     x: np.ndarray
-    log1p: np.ndarray
-    q: np.ndarray
 
     def select(self, keep: np.ndarray) -> Taken:
         """The elements where the ``(k,)`` bool ``keep`` is true."""
-        return Taken(self.index[keep], self.x[keep], self.log1p[keep], self.q[keep])
+        return Taken(self.index[keep], self.x[keep])
 
 
 class DensePass:
     """Per-class sums of the values of the easy negatives of the chunks given to :meth:`add`.
-
-    A chunk is worked through in blocks of ``block_rows`` rows, whose intermediates stay in the
-    cache; :attr:`x` and the taken-out mask are the only buffers the size of a chunk.
 
     Args:
         max_rows: the most rows a chunk has.
@@ -104,21 +122,27 @@ class DensePass:
     def __init__(self, max_rows: int, classes: int, first_edge: np.float32, gamma: float, values: tuple[str, ...], block_rows: int, row_sums: bool = False):
         needs = {"softplus": bool(values) or row_sums, "focal": "focal_gradient" in values, "centernet": "centernet_gradient" in values}
         values = tuple(name for name in DENSE_VALUES if name in values or needs.get(name, False))
-        block_rows = min(block_rows, max_rows)
-        padded = ((block_rows + PAIRED_ROWS - 1) // PAIRED_ROWS * PAIRED_ROWS, classes)
+        block_rows = max(1, min(block_rows, max_rows))
+        padded_rows = -(-block_rows // GROUP_ROWS) * GROUP_ROWS
         self.classes, self.gamma, self.block_rows = classes, gamma, block_rows
-        self.x0 = easy_threshold(first_edge)
+        self.screen = Screen(easy_threshold(first_edge))
         self.x = np.empty((max_rows, classes), dtype=np.float32)
-        self._taken = np.empty((block_rows, classes), dtype=bool)
         kept = [name for value in values for name in (FOCAL_GRADIENT_PARTS if value == "focal_gradient" else (value,))]
-        self._stack = np.zeros((len(kept), *padded), dtype=np.float32)  # the value buffers, zeroed and summed at once
+        self._stack = np.zeros((len(kept), padded_rows, classes), dtype=np.float32)  # the value buffers, summed in one call
         self._buffers = dict(zip(kept, self._stack))
-        self._log1p = self._buffers.get("softplus", np.zeros(padded, dtype=np.float32))
-        self._q = self._buffers.get("q", np.empty(padded, dtype=np.float32))
-        self._scratch = np.empty(padded, dtype=np.float32) if "centernet" in values else None
+        self._log1p = self._buffers.get("softplus", np.zeros((padded_rows, classes), dtype=np.float32))
+        self._q = self._buffers.get("q", np.empty((padded_rows, classes), dtype=np.float32))
+        self._modulating = np.empty((padded_rows, classes), dtype=np.float32) if "focal" in values else None
+        self._scratch = np.empty((padded_rows, classes), dtype=np.float32) if "centernet" in values else None
+        self._taken = np.empty((block_rows, classes), dtype=bool)
+        self._ones = np.ones(GROUP_ROWS, dtype=np.float32)
+        blocks = -(-max_rows // block_rows)
+        groups = -(-blocks * padded_rows // GROUP_ROWS // GROUP_ROWS) * GROUP_ROWS
+        self._partials = np.zeros((len(kept), groups, classes), dtype=np.float32)  # a chunk's sums of GROUP_ROWS rows
         self._sums = np.zeros((len(kept), classes), dtype=np.float64)
         self._columns = np.empty((len(kept), classes), dtype=np.float64)
         self._row_sums = np.empty(max_rows, dtype=np.float64) if row_sums else None
+        self._groups = 0
         self.count = np.zeros(classes, dtype=np.int64)
 
     def add(self, chunk: Chunk) -> Taken:
@@ -128,60 +152,67 @@ class DensePass:
         n = len(chunk.logits)
         starts = range(0, n, self.block_rows)
         targets = np.searchsorted(chunk.target_rows, [*starts, n])  # the targets of each block
-        dropped, invalid = chunk.dropped_rows, chunk.element_invalid
+        dropped, ignored = chunk.dropped_rows, chunk.element_ignored
         dropped = dropped if dropped.any() else None  # most chunks drop no row: two calls a block saved
         with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf logits are taken out
-            blocks = [self._add_block(chunk, start, min(start + self.block_rows, n), slice(targets[i], targets[i + 1]), dropped, invalid) for i, start in enumerate(starts)]
+            blocks = [self._add_block(chunk, start, min(start + self.block_rows, n), slice(targets[i], targets[i + 1]), dropped, ignored) for i, start in enumerate(starts)]
         taken = Taken(*([np.concatenate(part) for part in zip(*blocks)] if len(blocks) > 1 else blocks[0]))
+        if self._buffers:
+            self._sums += self._chunk_sums()
         self.count += n - (0 if dropped is None else int(np.count_nonzero(dropped))) - np.bincount(taken.index % self.classes, minlength=self.classes)
         return taken
 
-    def _add_block(self, chunk: Chunk, start: int, stop: int, targets: slice, dropped: np.ndarray | None, invalid: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    def _add_block(self, chunk: Chunk, start: int, stop: int, targets: slice, dropped: np.ndarray | None, ignored: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``start .. stop`` of the chunk (holding its targets ``targets``; ``dropped`` and
-        ``invalid``: the chunk's dropped rows, or None for none, and its excluded elements): add
-        their easy negatives to the sums; return the fields of :class:`Taken` for their taken-out
-        elements."""
+        ``ignored``: the chunk's dropped rows and masked elements, or None for none): put their
+        easy negatives' group sums into the chunk's partials; return the fields of :class:`Taken`
+        for their taken-out elements."""
         x, rows = chunk.logits[start:stop], stop - start
-        taken = self._taken[:rows]
-        dropped = None if dropped is None else dropped[start:stop]
-        np.greater_equal(x, self.x0, out=taken)
+        taken, log1p = self._taken[:rows], self._log1p[:rows]
+        self.screen.taken(x, self._q[:rows].view(np.int32), out=taken)  # the q buffer as scratch, before q
         taken[chunk.target_rows[targets] - start, chunk.target_cols[targets]] = True
-        if invalid is not None:
-            taken |= invalid[start:stop]
+        if ignored is not None:
+            taken |= ignored[start:stop]
+        dropped = None if dropped is None else dropped[start:stop]
         if dropped is not None:
             taken[dropped] = False
         index = np.flatnonzero(taken)
-        log1p, q = sigmoid_parts(x, self._log1p[:rows], self._q[:rows])
-        taken_out = index + start * self.classes, x.reshape(-1)[index], log1p.reshape(-1)[index], q.reshape(-1)[index]
-        if self._buffers:
-            self._values(q, {name: buffer[:rows] for name, buffer in self._buffers.items()})
-            block = self._stack[:, :rows]
-            block.reshape(len(block), -1)[:, index] = 0
-            if dropped is not None:
-                block[:, dropped] = 0
-            if self._row_sums is not None:
-                np.add.reduce(self._buffers["softplus"][:rows], axis=1, dtype=np.float64, out=self._row_sums[start:stop])
-            self._sums += self._column_sums(rows)  # overwrites the buffers
+        taken_out = index + start * self.classes, x.reshape(-1)[index]
+        if not self._buffers:
+            return taken_out
+        negative_abs(x, out=log1p)
+        log1p.reshape(-1)[index] = -np.inf  # every value 0
+        if dropped is not None:
+            log1p[dropped] = -np.inf
+        parts_from_negative_abs(log1p, self._q[:rows])
+        self._values(rows, index, dropped)
+        if self._row_sums is not None:
+            np.add.reduce(log1p, axis=1, dtype=np.float64, out=self._row_sums[start:stop])
+        padded = -(-rows // GROUP_ROWS) * GROUP_ROWS
+        self._stack[:, rows:padded] = 0
+        first = start // self.block_rows * (-(-self.block_rows // GROUP_ROWS))
+        self._groups = first + padded // GROUP_ROWS  # the chunk's partials so far (blocks come in order)
+        values = self._stack[:, :padded].reshape(len(self._stack), -1, GROUP_ROWS, self.classes)
+        np.matmul(self._ones, values, out=self._partials[:, first : self._groups])
         return taken_out
 
-    def _column_sums(self, rows: int) -> np.ndarray:
-        """``(values, C)`` float64 column sums of the first ``rows`` rows of each value buffer (their
-        other rows are zeroed here). Rows are first added in pairs four times over in float32 —
-        sums of 16 non-negative values, within 4 roundings — and those are summed in float64."""
-        stack = self._stack
-        half = (rows + PAIRED_ROWS - 1) // PAIRED_ROWS * PAIRED_ROWS
-        stack[:, rows:half] = 0
-        for _ in range(PAIRING_LEVELS):
-            half //= 2
-            np.add(stack[:, :half], stack[:, half : 2 * half], out=stack[:, :half])
-        return np.add.reduce(stack[:, :half], axis=1, dtype=np.float64, out=self._columns)
+    def _chunk_sums(self) -> np.ndarray:
+        """``(values, C)`` float64 sums of the chunk's partials: groups of :data:`GROUP_ROWS`
+        partials summed in float32 (the last group padded with zeros), then in float64."""
+        grouped = -(-self._groups // GROUP_ROWS) * GROUP_ROWS
+        partials = self._partials[:, :grouped]
+        partials[:, self._groups :] = 0
+        sums = np.matmul(self._ones, partials.reshape(len(partials), -1, GROUP_ROWS, self.classes))
+        return np.add.reduce(sums, axis=1, dtype=np.float64, out=self._columns)
 
-    def _values(self, q: np.ndarray, buffers: dict[str, np.ndarray]) -> None:
+    def _values(self, rows: int, index: np.ndarray, dropped: np.ndarray | None) -> None:
         """Fill the focal and CenterNet buffers and their gradients' with the values of the module
-        docstring, in place; the softplus buffer is ``l`` itself, the ``q`` buffer ``q``."""
-        softplus = buffers["softplus"]
-        scratch = self._scratch[: len(q)] if self._scratch is not None else None
+        docstring, in place, from the first ``rows`` rows of ``l`` (the softplus buffer) and ``q``;
+        CenterNet's terms at the taken-out elements ``index`` and the ``dropped`` rows are zeroed."""
+        buffers = {name: buffer[:rows] for name, buffer in self._buffers.items()}
+        softplus, q = self._log1p[:rows], self._q[:rows]
         if "centernet" in buffers:
+            scratch = self._scratch[:rows]
             c, gradient = buffers["centernet"], buffers.get("centernet_gradient")
             clamped = gradient if gradient is not None else c
             np.maximum(q, CENTERNET_PROB_CLAMP, out=clamped)
@@ -190,6 +221,9 @@ class DensePass:
             np.multiply(clamped, clamped, out=c)
             np.multiply(c, scratch, out=c)
             np.negative(c, out=c)
+            c.reshape(-1)[index] = 0
+            if dropped is not None:
+                c[dropped] = 0
             if gradient is not None:
                 np.subtract(1, gradient, out=scratch)
                 np.multiply(scratch, c, out=scratch)
@@ -198,16 +232,22 @@ class DensePass:
                 np.add(gradient, scratch, out=gradient)
                 np.copyto(gradient, 0, where=q < CENTERNET_PROB_CLAMP)
         if "focal" in buffers:
-            f = buffers["focal"]
+            modulating = self._modulating[:rows]
             if self.gamma == 2:
-                np.multiply(q, q, out=f)
+                np.multiply(q, q, out=modulating)
             else:
-                np.power(q, np.float32(self.gamma), out=f)
+                np.power(q, np.float32(self.gamma), out=modulating)
+            f = np.multiply(modulating, softplus, out=buffers["focal"])
             if "focal_qq" in buffers:
-                np.multiply(f, q, out=buffers["focal_qq"])
-            np.multiply(f, softplus, out=f)
+                np.multiply(modulating, q, out=buffers["focal_qq"])
             if "focal_q" in buffers:
                 np.multiply(f, q, out=buffers["focal_q"])
+
+    def __getstate__(self) -> dict:
+        """Pickled (a forked worker's result) for its counts and sums: the buffers stay behind, and
+        the copy can be merged but not given chunks."""
+        state = {name: value for name, value in vars(self).items() if name in ("classes", "gamma", "count", "_sums")}
+        return {**state, "_buffers": dict.fromkeys(self._buffers)}
 
     def row_softplus(self, rows: int) -> np.ndarray:
         """``(rows,)`` float64: each row's softplus summed over its easy negatives, last chunk."""

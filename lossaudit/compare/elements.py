@@ -50,12 +50,24 @@ def sigmoid_parts(x: np.ndarray, log1p_out: np.ndarray | None = None, q_out: np.
     written into the given buffers (``out=``) or new arrays. ``q = sigmoid(-|x|)`` is ``p`` where
     x < 0 and ``1 - p`` elsewhere; ``log1p(e)`` is softplus(x) less ``max(x, 0)``."""
     log1p = np.empty(x.shape, dtype=np.float32) if log1p_out is None else log1p_out
-    np.bitwise_or(x.view(np.uint32), SIGN_BIT, out=log1p.view(np.uint32))  # -|x| in one pass
-    np.exp(log1p, out=log1p)
-    q = np.add(log1p, 1, out=q_out)
-    np.divide(log1p, q, out=q)
-    np.log1p(log1p, out=log1p)
-    return log1p, q
+    negative_abs(x, out=log1p)
+    return parts_from_negative_abs(log1p, q_out)
+
+
+def negative_abs(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """float32 ``-|x|`` into ``out``, in one pass (the sign bit set: NaN stays NaN)."""
+    np.bitwise_or(x.view(np.uint32), SIGN_BIT, out=out.view(np.uint32))
+    return out
+
+
+def parts_from_negative_abs(buffer: np.ndarray, q_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`sigmoid_parts` from float32 ``-|x|`` in ``buffer``, which becomes ``log1p(e)``
+    (in place); ``q`` goes into ``q_out`` (or a new array). A ``-inf`` gives ``e = 0``: 0 and 0."""
+    np.exp(buffer, out=buffer)
+    q = np.add(buffer, 1, out=q_out)
+    np.divide(buffer, q, out=q)
+    np.log1p(buffer, out=buffer)
+    return buffer, q
 
 
 def sigmoid32(x: np.ndarray) -> np.ndarray:

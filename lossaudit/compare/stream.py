@@ -9,7 +9,8 @@ Per chunk, read once (float32 rows in place from the mapped file):
 
 - the dense pass (:class:`~lossaudit.compare.dense.DensePass`) sums, per class, the losses of the
   easy negatives — all elements but a few in detection dumps — from one ``exp`` and one ``log1p``
-  per element, and returns the elements it took out with those intermediates;
+  per element, and returns the elements it took out, among them every non-finite logit (the
+  chunk's ``nonfinite`` mask is set from them);
 - the valid elements taken out are tallied one by one with the formulas of
   :mod:`lossaudit.compare.elements`: the negatives with a harder logit in float32, the non-zero
   targets in float64;
@@ -19,8 +20,8 @@ GHM-C keeps the BCE sums per GHM bin, so its weights (which depend on the bin co
 data) are applied at the end: the loss is ``Σ_bins w_b × Σ BCE in bin b``. Hard-negative mining
 keeps one loss per row; at the end the kept rows are read again and tallied.
 
-Chunks are spread over worker threads (numpy releases the GIL in its loops), each with its own
-buffers and tables, merged in a fixed order.
+Chunks are spread over workers (:mod:`~lossaudit.compare.parallel`: forked processes on Linux,
+threads elsewhere), each with its own buffers and tables, merged in a fixed order.
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
 
-from lossaudit.compare import elements, families
+from lossaudit.compare import elements, families, parallel
 from lossaudit.compare.binning import Intervals, ghm_bin_weights
 from lossaudit.compare.dense import DensePass, Taken
 from lossaudit.compare.engine import FILE_COUNTS, SOFTMAX_LOSSES, LossSettings, Tally
@@ -47,13 +47,13 @@ large."""
 GRADIENT = "gradient:"
 """Prefix of the tables of gradient magnitudes (``gradient:bce`` beside ``bce``)."""
 
-BLOCK_ELEMENTS = 1 << 18
-"""Elements per block of the dense pass. Its intermediates (about 30 bytes an element with the
-gradient sums) fit a core's L2 cache at 2^16, and one worker is fastest there; but every block
-costs some 35 numpy calls, each a hand-over of the GIL, and with a worker per core those
-hand-overs cost more than the cache misses. Measured in-process on 80M elements, default losses,
-2 cores (wall seconds, one worker / two): 2^16 0.58 / 0.47, 2^17 0.57 / 0.43, 2^18 0.67 / 0.39,
-2^19 0.70 / 0.40."""
+BLOCK_ELEMENTS = 1 << 15
+"""Elements per block of the dense pass: its buffers (about 30 bytes an element) stay in a core's L2
+cache. Every block costs some 25 numpy calls, which threads would queue on the GIL for; the
+workers are processes (:mod:`~lossaudit.compare.parallel`). Measured in-process on 80M elements,
+default losses, 2 cores, two forked workers (wall seconds): 2^14 0.27, 2^15 0.265, 2^16 0.28,
+2^17 0.29, 2^18 0.32."""
+
 
 class StreamTally:
     """Accumulates a :class:`Tally` chunk by chunk (see the module docstring).
@@ -98,8 +98,10 @@ class StreamTally:
         requested, classes = self.settings.losses, self.num_classes
         rows = len(chunk.logits)
         self.totals["rows"] += rows
-        self._count_exclusions(chunk, file)
         taken = self.dense.add(chunk)
+        if chunk.nonfinite is None:
+            _settle_nonfinite(chunk, taken)
+        self._count_exclusions(chunk, file)
 
         # The valid elements taken out of the dense pass (dropped rows are not), one by one: the
         # negatives (target 0, a harder logit), then the targets.
@@ -110,8 +112,9 @@ class StreamTally:
             kept &= ~invalid[chunk.target_rows, chunk.target_cols]
         row, col, y = chunk.target_rows[kept], chunk.target_cols[kept], chunk.target_values[kept]
         at = np.searchsorted(taken.index, row * classes + col)
-        row_loss = self._add_negatives(taken, at, rows)
-        positive_row = self._add_targets(taken.x[at], taken.log1p[at], taken.q[at], y, row, col, chunk.heatmap, row_loss)
+        log1p, q = elements.sigmoid_parts(taken.x)
+        row_loss = self._add_negatives(taken, log1p, q, at, rows)
+        positive_row = self._add_targets(taken.x[at], log1p[at], q[at], y, row, col, chunk.heatmap, row_loss)
 
         # Rows: background rows, multi-hot rows, softmax losses, hard-negative mining.
         row_valid, has_target = chunk.valid_rows, chunk.has_target
@@ -130,13 +133,14 @@ class StreamTally:
             has_positive[positive_row] = True
             self.row_losses.append((chunk.start, row_loss, has_positive))
 
-    def _add_negatives(self, taken: Taken, targets: np.ndarray, rows: int) -> np.ndarray | None:
-        """Tally the taken-out elements as negatives (target 0), those at the positions ``targets``
-        excepted (:func:`~lossaudit.compare.elements.negative_terms`; focal's ``1 - alpha`` comes
-        at the end). Returns the chunk's ``(rows,)`` BCE row sums so far when hard-negative mining
-        is asked for."""
+    def _add_negatives(self, taken: Taken, log1p: np.ndarray, q: np.ndarray, targets: np.ndarray, rows: int) -> np.ndarray | None:
+        """Tally the taken-out elements (their :func:`~lossaudit.compare.elements.sigmoid_parts`
+        ``log1p`` and ``q``) as negatives (target 0), those at the positions ``targets`` excepted
+        (:func:`~lossaudit.compare.elements.negative_terms`; focal's ``1 - alpha`` comes at the
+        end). Returns the chunk's ``(rows,)`` BCE row sums so far when hard-negative mining is
+        asked for."""
         requested = self.settings.losses
-        terms = elements.negative_terms(taken.x, taken.log1p, taken.q, self.settings.gamma if "focal" in requested else None, "centernet" in requested)
+        terms = elements.negative_terms(taken.x, log1p, q, self.settings.gamma if "focal" in requested else None, "centernet" in requested)
         keys = taken.index % self.num_classes * (2 * self.intervals.count) + self.intervals.index(terms.p)
         keys[targets] = self.size  # left to _add_targets
 
@@ -313,6 +317,22 @@ class StreamTally:
         )
 
 
+def _settle_nonfinite(chunk: Chunk, taken: Taken) -> None:
+    """Set ``chunk.nonfinite`` (left None by a reader that did not look, or for none) from what
+    the dense pass took out — every non-finite logit outside the dropped rows — and the dropped
+    rows themselves; it stays None when every logit is finite."""
+    found = taken.index[~np.isfinite(taken.x)]
+    dropped = np.flatnonzero(chunk.dropped_rows)
+    dropped_nonfinite = ~np.isfinite(chunk.logits[dropped]) if len(dropped) else None
+    if not len(found) and (dropped_nonfinite is None or not dropped_nonfinite.any()):
+        return
+    nonfinite = np.zeros(chunk.logits.shape, dtype=bool)
+    nonfinite.reshape(-1)[found] = True
+    if dropped_nonfinite is not None:
+        nonfinite[dropped] = dropped_nonfinite
+    chunk.nonfinite = nonfinite
+
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 """glibc's mallopt parameters."""
 
@@ -358,11 +378,14 @@ def stream_pass(plan: DataPlan, make: Callable[[int], list], chunk_rows: int | N
     :data:`CHUNK_ELEMENTS` elements per chunk), each chunk read once and given to every accumulator.
 
     ``make(rows)`` returns a worker's accumulators for chunks of at most ``rows`` rows: objects
-    with ``add(chunk, file)`` and ``merge(other)``, the first a :class:`StreamTally` (chunks are
-    decoded into its buffer). ``workers`` threads (default: the CPUs this process may use) each
-    tally every ``workers``-th chunk into their own accumulators. The split is static and the merge
-    ordered, so a given worker count always gives the same sums. ``progress`` is called with the
-    row count of each chunk tallied (from the worker threads). Returns the merged accumulators.
+    with ``add(chunk, file)`` and ``merge(other)`` that pickle (a forked worker sends them back),
+    the first a :class:`StreamTally`: chunks are decoded into its buffer, without a check for
+    non-finite logits, which its dense pass finds and sets in the chunk before the others see it.
+    ``workers`` workers (default: the CPUs this process may use; see
+    :mod:`~lossaudit.compare.parallel`) each tally every ``workers``-th chunk into their own
+    accumulators. The split is static and the merge ordered, so a given worker count always gives
+    the same sums. ``progress`` is called, in this process, with the rows tallied since its last
+    call (each chunk's, or those of several with forked workers). Returns the merged accumulators.
     """
     keep_freed_memory()
     info = plan.info
@@ -370,22 +393,17 @@ def stream_pass(plan: DataPlan, make: Callable[[int], list], chunk_rows: int | N
     spans = plan.ranges(rows)
     workers = max(1, min(workers or default_workers(), len(spans)))
 
-    def work(first: int) -> list:
+    def work(first: int, report: Callable[[int], None]) -> list:
         accumulators = make(rows)
         with plan.reader() as reader:
             for span in spans[first::workers]:
-                chunk = reader.decode(span, out=accumulators[0].dense.x)
+                chunk = reader.decode(span, out=accumulators[0].dense.x, check_finite=False)
                 for accumulator in accumulators:
                     accumulator.add(chunk, file=span[0])
-                if progress is not None:
-                    progress(span[2] - span[1])
+                report(span[2] - span[1])
         return accumulators
 
-    if workers == 1:
-        results = [work(0)]
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(work, range(workers)))
+    results = parallel.run(work, workers, progress, export=plan.pass_state, absorb=plan.absorb_pass_state)
     plan.finish_pass()
     totals = results[0]
     for accumulators in results[1:]:

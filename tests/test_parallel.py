@@ -1,0 +1,94 @@
+"""The workers of a pass (:mod:`lossaudit.compare.parallel`): forked processes on Linux, threads
+elsewhere. A child's result, exported state, progress and failure all reach the parent, and no
+child outlives a run."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from lossaudit.compare import parallel
+from lossaudit.errors import InputError
+
+pytestmark = pytest.mark.skipif(not parallel.FORK, reason="forked workers are used on Linux only")
+
+
+def _no_child_left() -> bool:
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def test_results_come_back_in_worker_order_with_their_process_state():
+    absorbed = []
+
+    def work(index, report):
+        report(10 + index)
+        return {"index": index, "pid": os.getpid()}
+
+    calls = []
+    results = parallel.run(work, 3, calls.append, export=os.getpid, absorb=absorbed.append)
+    assert [r["index"] for r in results] == [0, 1, 2]
+    assert results[0]["pid"] == os.getpid() and len({r["pid"] for r in results}) == 3
+    assert absorbed == [results[1]["pid"], results[2]["pid"]]  # each child's export, in order
+    assert sum(calls) == 10 + 11 + 12
+    assert _no_child_left()
+
+
+def test_a_childs_error_is_raised_in_the_parent():
+    def work(index, report):
+        if index == 2:
+            raise InputError("b.npz: key 'logits' has values outside [0, 1]")
+        return index
+
+    with pytest.raises(InputError, match=r"b\.npz: key 'logits'"):
+        parallel.run(work, 3)
+    assert _no_child_left()
+
+
+def test_an_error_that_does_not_pickle_arrives_as_its_traceback():
+    class Local(Exception):  # a local class cannot be pickled
+        pass
+
+    def work(index, report):
+        if index:
+            raise Local("unpicklable")
+        return index
+
+    with pytest.raises(RuntimeError, match="Local: unpicklable"):
+        parallel.run(work, 2)
+    assert _no_child_left()
+
+
+def test_a_child_that_dies_is_reported():
+    def work(index, report):
+        if index:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return index
+
+    with pytest.raises(RuntimeError, match=f"killed by signal {int(signal.SIGKILL)}"):
+        parallel.run(work, 2)
+    assert _no_child_left()
+
+
+def test_a_failing_parent_stops_its_children():
+    def work(index, report):
+        if index == 0:
+            raise KeyboardInterrupt
+        import time
+
+        time.sleep(60)  # a child still working
+
+    with pytest.raises(KeyboardInterrupt):
+        parallel.run(work, 2)
+    assert _no_child_left()
+
+
+def test_threads_elsewhere(monkeypatch):
+    monkeypatch.setattr(parallel, "FORK", False)
+    results = parallel.run(lambda index, report: os.getpid(), 3, export=lambda: pytest.fail("threads share the state"))
+    assert results == [os.getpid()] * 3
