@@ -61,10 +61,38 @@ class Intervals:
         level_of = np.searchsorted(levels, left, side="right")
         ghm_bin_of = np.searchsorted(ghm, left, side="right")
         self.cell_of = (bin_of * len(LEVELS) + level_of) * ghm_bins + ghm_bin_of
+        self._lookup = self._make_lookup()
 
     def index(self, g: np.ndarray) -> np.ndarray:
-        """The interval of each float32 gradient norm in ``g``."""
-        return np.searchsorted(self.edges, g, side="right")
+        """The interval of each float32 gradient norm in ``g`` (``0 <= g <= 1``): the number of
+        edges at or below it, as ``searchsorted(edges, g, side='right')``.
+
+        A search costs some 15 ns an element; a table is faster. ``g × 2^k`` is exact in float32,
+        so ``b = floor(g × 2^k)`` puts g in ``[b / 2^k, (b + 1) / 2^k)``; with ``2^-k`` below the
+        least gap between edges that bucket holds one edge at most, and the interval is the count
+        of edges up to the bucket's start plus ``g >= that edge``. Edges closer than 2^-16 are
+        searched."""
+        if self._lookup is None:
+            return np.searchsorted(self.edges, g, side="right")
+        scale, below, next_edge = self._lookup
+        bucket = np.multiply(g, scale).astype(np.intp)  # exact in float32 or float64
+        return below[bucket] + (g >= next_edge[bucket])
+
+    def _make_lookup(self) -> tuple[np.float32, np.ndarray, np.ndarray] | None:
+        """The table of :meth:`index`: ``(2^k, edges at or below each bucket's start, the edge
+        inside each bucket or +inf)``, or None when edges are closer than 2^-16."""
+        gaps = np.diff(np.concatenate([[0.0], self.edges.astype(np.float64), [1.0]]))
+        least = gaps[gaps > 0].min() if (gaps > 0).any() else 1.0
+        if least <= 2.0**-16:
+            return None
+        exponent = max(int(np.ceil(-np.log2(least))) + 1, 1)
+        scale = 2**exponent
+        starts = np.arange(scale + 1, dtype=np.float64) / scale  # g = 1 falls in bucket 2^k
+        below = np.searchsorted(self.edges.astype(np.float64), starts, side="right")
+        next_edge = np.full(scale + 1, np.inf, dtype=np.float32)
+        inside = (below < len(self.edges)) & (self.edges[np.minimum(below, len(self.edges) - 1)] < starts + 1 / scale)
+        next_edge[inside] = self.edges[below[inside]]
+        return np.float32(scale), below, next_edge
 
     def keys(self, cols: np.ndarray, positive: np.ndarray, g: np.ndarray) -> np.ndarray:
         """Flat keys into ``(C, 2, intervals)`` tables: class column, positive or not, the interval of ``g``."""

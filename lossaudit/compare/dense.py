@@ -142,58 +142,74 @@ class DensePass:
         self._sums = np.zeros((len(kept), classes), dtype=np.float64)
         self._columns = np.empty((len(kept), classes), dtype=np.float64)
         self._row_sums = np.empty(max_rows, dtype=np.float64) if row_sums else None
+        self._block_groups = padded_rows // GROUP_ROWS
         self._groups = 0
+        self._views: dict[int, _BlockViews] = {}
         self.count = np.zeros(classes, dtype=np.int64)
 
     def add(self, chunk: Chunk) -> Taken:
         """Add the easy negatives of ``chunk`` (its logits are only read) to the sums and return
         the elements taken out. After the call, :meth:`row_softplus` holds the chunk's row sums of
         softplus over its easy negatives (when kept)."""
-        n = len(chunk.logits)
-        starts = range(0, n, self.block_rows)
-        targets = np.searchsorted(chunk.target_rows, [*starts, n])  # the targets of each block
-        dropped, ignored = chunk.dropped_rows, chunk.element_ignored
-        dropped = dropped if dropped.any() else None  # most chunks drop no row: two calls a block saved
+        x, classes = chunk.logits, self.classes
+        n = len(x)
+        starts = [*range(0, n, self.block_rows), n]
+        targets = chunk.target_rows * classes + chunk.target_cols  # flat, sorted
+        target_bounds = np.searchsorted(targets, np.multiply(starts, classes))
+        dropped = np.flatnonzero(chunk.dropped_rows)
+        dropped_bounds = np.searchsorted(dropped, starts)
+        ignored = chunk.element_ignored
         with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf logits are taken out
-            blocks = [self._add_block(chunk, start, min(start + self.block_rows, n), slice(targets[i], targets[i + 1]), dropped, ignored) for i, start in enumerate(starts)]
+            blocks = [
+                self._add_block(x[start:stop], start, targets[target_bounds[i] : target_bounds[i + 1]],
+                                dropped[dropped_bounds[i] : dropped_bounds[i + 1]], None if ignored is None else ignored[start:stop])
+                for i, (start, stop) in enumerate(zip(starts, starts[1:]))
+            ]
         taken = Taken(*([np.concatenate(part) for part in zip(*blocks)] if len(blocks) > 1 else blocks[0]))
         if self._buffers:
             self._sums += self._chunk_sums()
-        self.count += n - (0 if dropped is None else int(np.count_nonzero(dropped))) - np.bincount(taken.index % self.classes, minlength=self.classes)
+        self.count += n - len(dropped) - np.bincount(taken.index % classes, minlength=classes)
         return taken
 
-    def _add_block(self, chunk: Chunk, start: int, stop: int, targets: slice, dropped: np.ndarray | None, ignored: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``start .. stop`` of the chunk (holding its targets ``targets``; ``dropped`` and
-        ``ignored``: the chunk's dropped rows and masked elements, or None for none): put their
-        easy negatives' group sums into the chunk's partials; return the fields of :class:`Taken`
-        for their taken-out elements."""
-        x, rows = chunk.logits[start:stop], stop - start
-        taken, log1p = self._taken[:rows], self._log1p[:rows]
-        self.screen.taken(x, self._q[:rows].view(np.int32), out=taken)  # the q buffer as scratch, before q
-        taken[chunk.target_rows[targets] - start, chunk.target_cols[targets]] = True
+    def _block_views(self, rows: int) -> _BlockViews:
+        views = self._views.get(rows)
+        if views is None:
+            if len(self._views) > 8:  # the last blocks of chunks of other sizes
+                self._views.clear()
+            views = self._views[rows] = _BlockViews(self, rows)
+        return views
+
+    def _add_block(self, x: np.ndarray, start: int, targets: np.ndarray, dropped: np.ndarray, ignored: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The logits ``x``, rows ``start ..`` of the chunk, holding its targets at the flat
+        indices ``targets``, its dropped rows ``dropped`` and its masked elements ``ignored`` (or
+        None): put their easy negatives' group sums into the chunk's partials; return the fields of
+        :class:`Taken` for their taken-out elements."""
+        views = self._block_views(len(x))
+        offset = start * self.classes
+        taken = self.screen.taken(x, views.scratch, out=views.taken)
+        views.taken_flat[targets - offset] = True
         if ignored is not None:
-            taken |= ignored[start:stop]
-        dropped = None if dropped is None else dropped[start:stop]
-        if dropped is not None:
+            taken |= ignored
+        dropped = dropped - start
+        if len(dropped):
             taken[dropped] = False
         index = np.flatnonzero(taken)
-        taken_out = index + start * self.classes, x.reshape(-1)[index]
+        taken_out = index + offset, x.reshape(-1)[index]
         if not self._buffers:
             return taken_out
-        negative_abs(x, out=log1p)
-        log1p.reshape(-1)[index] = -np.inf  # every value 0
-        if dropped is not None:
+        log1p = negative_abs(x, out=views.log1p)
+        views.log1p_flat[index] = -np.inf  # every value 0
+        if len(dropped):
             log1p[dropped] = -np.inf
-        parts_from_negative_abs(log1p, self._q[:rows])
-        self._values(rows, index, dropped)
+        parts_from_negative_abs(log1p, views.q)
+        self._values(views, index, dropped)
         if self._row_sums is not None:
-            np.add.reduce(log1p, axis=1, dtype=np.float64, out=self._row_sums[start:stop])
-        padded = -(-rows // GROUP_ROWS) * GROUP_ROWS
-        self._stack[:, rows:padded] = 0
-        first = start // self.block_rows * (-(-self.block_rows // GROUP_ROWS))
-        self._groups = first + padded // GROUP_ROWS  # the chunk's partials so far (blocks come in order)
-        values = self._stack[:, :padded].reshape(len(self._stack), -1, GROUP_ROWS, self.classes)
-        np.matmul(self._ones, values, out=self._partials[:, first : self._groups])
+            np.add.reduce(log1p, axis=1, dtype=np.float64, out=self._row_sums[start : start + len(x)])
+        if views.padding is not None:
+            views.padding[...] = 0
+        first = start // self.block_rows * self._block_groups
+        self._groups = first + views.groups  # the chunk's partials so far (blocks come in order)
+        np.matmul(self._ones, views.grouped, out=self._partials[:, first : self._groups])
         return taken_out
 
     def _chunk_sums(self) -> np.ndarray:
@@ -205,14 +221,13 @@ class DensePass:
         sums = np.matmul(self._ones, partials.reshape(len(partials), -1, GROUP_ROWS, self.classes))
         return np.add.reduce(sums, axis=1, dtype=np.float64, out=self._columns)
 
-    def _values(self, rows: int, index: np.ndarray, dropped: np.ndarray | None) -> None:
-        """Fill the focal and CenterNet buffers and their gradients' with the values of the module
-        docstring, in place, from the first ``rows`` rows of ``l`` (the softplus buffer) and ``q``;
-        CenterNet's terms at the taken-out elements ``index`` and the ``dropped`` rows are zeroed."""
-        buffers = {name: buffer[:rows] for name, buffer in self._buffers.items()}
-        softplus, q = self._log1p[:rows], self._q[:rows]
+    def _values(self, views: _BlockViews, index: np.ndarray, dropped: np.ndarray) -> None:
+        """Fill the block's focal and CenterNet buffers and their gradients' with the values of
+        the module docstring, in place, from ``l`` (the softplus buffer) and ``q``; CenterNet's
+        terms at the taken-out elements ``index`` and the ``dropped`` rows are zeroed."""
+        buffers, softplus, q = views.buffers, views.log1p, views.q
         if "centernet" in buffers:
-            scratch = self._scratch[:rows]
+            scratch = views.scratch_values
             c, gradient = buffers["centernet"], buffers.get("centernet_gradient")
             clamped = gradient if gradient is not None else c
             np.maximum(q, CENTERNET_PROB_CLAMP, out=clamped)
@@ -222,8 +237,7 @@ class DensePass:
             np.multiply(c, scratch, out=c)
             np.negative(c, out=c)
             c.reshape(-1)[index] = 0
-            if dropped is not None:
-                c[dropped] = 0
+            c[dropped] = 0
             if gradient is not None:
                 np.subtract(1, gradient, out=scratch)
                 np.multiply(scratch, c, out=scratch)
@@ -232,7 +246,7 @@ class DensePass:
                 np.add(gradient, scratch, out=gradient)
                 np.copyto(gradient, 0, where=q < CENTERNET_PROB_CLAMP)
         if "focal" in buffers:
-            modulating = self._modulating[:rows]
+            modulating = views.modulating
             if self.gamma == 2:
                 np.multiply(q, q, out=modulating)
             else:
@@ -259,3 +273,23 @@ class DensePass:
         if "focal_q" in sums:
             sums["focal_gradient"] = self.gamma * (sums["focal"] - sums.pop("focal_q")) + sums.pop("focal_qq")
         return sums
+
+
+class _BlockViews:
+    """The buffers of a :class:`DensePass` cut to a block of ``rows`` rows, made once per block size."""
+
+    def __init__(self, dense: DensePass, rows: int):
+        padded = -(-rows // GROUP_ROWS) * GROUP_ROWS
+        self.taken = dense._taken[:rows]
+        self.taken_flat = self.taken.reshape(-1)
+        self.log1p = dense._log1p[:rows]
+        self.log1p_flat = self.log1p.reshape(-1)
+        self.q = dense._q[:rows]
+        self.scratch = self.q.view(np.int32)  # the screen's, before q is computed
+        self.modulating = None if dense._modulating is None else dense._modulating[:rows]
+        self.scratch_values = None if dense._scratch is None else dense._scratch[:rows]
+        self.buffers = {name: buffer[:rows] for name, buffer in dense._buffers.items()}
+        stack = dense._stack
+        self.padding = stack[:, rows:padded] if padded > rows else None
+        self.grouped = stack[:, :padded].reshape(len(stack), padded // GROUP_ROWS, GROUP_ROWS, dense.classes)
+        self.groups = padded // GROUP_ROWS
