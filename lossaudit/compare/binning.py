@@ -52,7 +52,7 @@ class Intervals:
         difficulty = ghm_bin_edges(bins)[1:-1]
         ghm = ghm_bin_edges(ghm_bins)[1:-1]
         levels = np.array(LEVEL_EDGES, dtype=np.float32)
-        self.edges = np.unique(np.concatenate([difficulty, ghm, levels]))
+        self.edges = np.array(sorted(set(np.concatenate([difficulty, ghm, levels]).tolist())), dtype=np.float32)  # (np.unique imports numpy.ma: 10 ms)
         self.count = len(self.edges) + 1
         self.first = self.edges[0]
         self.bins, self.ghm_bins = bins, ghm_bins

@@ -13,10 +13,10 @@ For every element of an ``(n, C)`` chunk the pass computes, in float32, from one
 
 and the gradient magnitudes |∂/∂x| of these losses (``compare``'s gradient shares): BCE's is ``q``
 itself; focal's, ``q^gamma (q + gamma (1 - q) l) = gamma (f - q f) + q^(gamma + 1)``, is summed
-as ``gamma (Σ f - Σ q f) + Σ q^(gamma + 1)`` (q < 0.1: no cancellation), two products per element;
+as ``gamma (Σ f - Σ q f) + Σ q^(gamma + 1)`` (q < 0.1: no cancellation);
 CenterNet's is ``q_c^3 + 2 (1 - q_c) c`` (0 where q < 1e-4: the clamp stops the gradient).
 
-It takes out the elements these values do not describe (:func:`screen`): logits at or above a
+It takes out the elements these values do not describe (:class:`Screen`): logits at or above a
 threshold ``x0 < 0`` (every x below it has p below the first edge), non-finite logits, non-zero
 targets and masked elements; dropped rows are left out whole. Their ``-|x|`` is set to ``-inf``
 before the ``exp``, which makes every value 0 (CenterNet's clamped term is zeroed after). The
@@ -25,9 +25,11 @@ their logits (:class:`Taken`). Non-finite logits are found here, so a chunk deco
 check (``check_finite=False``) learns them from :attr:`Taken.x`.
 
 Sums: each value is added up in float32 over groups of :data:`GROUP_ROWS` rows by a matrix-vector
-product with ones (BLAS), and those partial sums over groups of :data:`GROUP_ROWS` partials again
-at the end of the chunk; the result is added in float64. Values are non-negative, so each class's
-float32 sums of 256 rows are within ``30 × 2^-24 ≈ 2e-6`` relative of exact.
+product with ones (BLAS), focal's two gradient parts ``q f`` and ``q^gamma q`` by ``einsum`` from
+their factors (the products are never stored), and those partial sums over groups of
+:data:`GROUP_ROWS` partials again at the end of the chunk; the result is added in float64. Values
+are non-negative, so each class's float32 sums of 256 rows are within ``30 × 2^-24 ≈ 2e-6``
+relative of exact.
 
 A chunk is worked through in blocks of rows whose buffers stay in the cache. The buffers are
 allocated once and every operation writes into them (``out=``): the pass allocates nothing the
@@ -46,8 +48,6 @@ from lossaudit.dataset import Chunk
 DENSE_VALUES = ("softplus", "q", "focal", "focal_gradient", "centernet", "centernet_gradient")
 """The per-class sums the pass can keep: ``q`` is BCE's gradient magnitude, ``focal_gradient`` and
 ``centernet_gradient`` those of focal (before ``1 - alpha``) and CenterNet."""
-FOCAL_GRADIENT_PARTS = ("focal_q", "focal_qq")
-"""The buffers focal's gradient is summed from: ``q f`` and ``q^(gamma + 1)``."""
 
 GROUP_ROWS = 16
 """Rows summed in float32 at once, twice over (see the module docstring)."""
@@ -123,13 +123,17 @@ class DensePass:
         needs = {"softplus": bool(values) or row_sums, "focal": "focal_gradient" in values, "centernet": "centernet_gradient" in values}
         values = tuple(name for name in DENSE_VALUES if name in values or needs.get(name, False))
         block_rows = max(1, min(block_rows, max_rows))
+        if block_rows > GROUP_ROWS:
+            block_rows -= block_rows % GROUP_ROWS  # whole groups: no padding but the last block's
         padded_rows = -(-block_rows // GROUP_ROWS) * GROUP_ROWS
         self.classes, self.gamma, self.block_rows = classes, gamma, block_rows
         self.screen = Screen(easy_threshold(first_edge))
         self.x = np.empty((max_rows, classes), dtype=np.float32)
-        kept = [name for value in values for name in (FOCAL_GRADIENT_PARTS if value == "focal_gradient" else (value,))]
-        self._stack = np.zeros((len(kept), padded_rows, classes), dtype=np.float32)  # the value buffers, summed in one call
-        self._buffers = dict(zip(kept, self._stack))
+        summed = [name for name in values if name != "focal_gradient"]
+        self._products = {"focal_q": ("focal", "q"), "focal_qq": ("modulating", "q")} if "focal_gradient" in values else {}
+        kept = summed + list(self._products)
+        self._stack = np.zeros((len(summed), padded_rows, classes), dtype=np.float32)  # the value buffers, summed in one call
+        self._buffers = dict(zip(summed, self._stack))
         self._log1p = self._buffers.get("softplus", np.zeros((padded_rows, classes), dtype=np.float32))
         self._q = self._buffers.get("q", np.empty((padded_rows, classes), dtype=np.float32))
         self._modulating = np.empty((padded_rows, classes), dtype=np.float32) if "focal" in values else None
@@ -139,6 +143,7 @@ class DensePass:
         blocks = -(-max_rows // block_rows)
         groups = -(-blocks * padded_rows // GROUP_ROWS // GROUP_ROWS) * GROUP_ROWS
         self._partials = np.zeros((len(kept), groups, classes), dtype=np.float32)  # a chunk's sums of GROUP_ROWS rows
+        self._names = kept
         self._sums = np.zeros((len(kept), classes), dtype=np.float64)
         self._columns = np.empty((len(kept), classes), dtype=np.float64)
         self._row_sums = np.empty(max_rows, dtype=np.float64) if row_sums else None
@@ -197,19 +202,22 @@ class DensePass:
         taken_out = index + offset, x.reshape(-1)[index]
         if not self._buffers:
             return taken_out
-        log1p = negative_abs(x, out=views.log1p)
-        views.log1p_flat[index] = -np.inf  # every value 0
-        if len(dropped):
-            log1p[dropped] = -np.inf
+        log1p = views.log1p
+        negative_abs(x, out=views.log1p_rows)
+        log1p.reshape(-1)[index] = -np.inf  # every value 0
+        log1p[dropped] = -np.inf
+        if views.padding is not None:
+            views.padding[...] = -np.inf
         parts_from_negative_abs(log1p, views.q)
         self._values(views, index, dropped)
         if self._row_sums is not None:
-            np.add.reduce(log1p, axis=1, dtype=np.float64, out=self._row_sums[start : start + len(x)])
-        if views.padding is not None:
-            views.padding[...] = 0
+            np.add.reduce(views.log1p_rows, axis=1, dtype=np.float64, out=self._row_sums[start : start + len(x)])
         first = start // self.block_rows * self._block_groups
         self._groups = first + views.groups  # the chunk's partials so far (blocks come in order)
-        np.matmul(self._ones, views.grouped, out=self._partials[:, first : self._groups])
+        partials = self._partials[:, first : self._groups]
+        np.matmul(self._ones, views.grouped, out=partials[: len(self._stack)])
+        for partial, operands in zip(partials[len(self._stack) :], views.products):
+            np.einsum("bic,bic->bc", *operands, out=partial)
         return taken_out
 
     def _chunk_sums(self) -> np.ndarray:
@@ -222,9 +230,10 @@ class DensePass:
         return np.add.reduce(sums, axis=1, dtype=np.float64, out=self._columns)
 
     def _values(self, views: _BlockViews, index: np.ndarray, dropped: np.ndarray) -> None:
-        """Fill the block's focal and CenterNet buffers and their gradients' with the values of
-        the module docstring, in place, from ``l`` (the softplus buffer) and ``q``; CenterNet's
-        terms at the taken-out elements ``index`` and the ``dropped`` rows are zeroed."""
+        """Fill the block's focal (and ``q^gamma``) and CenterNet buffers with the values of the
+        module docstring, in place, from ``l`` (the softplus buffer) and ``q``; CenterNet's terms at
+        the taken-out elements ``index``, the ``dropped`` rows and the padding are zeroed. Focal's
+        gradient parts are summed from them as products (:class:`_BlockViews`)."""
         buffers, softplus, q = views.buffers, views.log1p, views.q
         if "centernet" in buffers:
             scratch = views.scratch_values
@@ -238,6 +247,7 @@ class DensePass:
             np.negative(c, out=c)
             c.reshape(-1)[index] = 0
             c[dropped] = 0
+            c[views.rows :] = 0  # padding
             if gradient is not None:
                 np.subtract(1, gradient, out=scratch)
                 np.multiply(scratch, c, out=scratch)
@@ -251,17 +261,12 @@ class DensePass:
                 np.multiply(q, q, out=modulating)
             else:
                 np.power(q, np.float32(self.gamma), out=modulating)
-            f = np.multiply(modulating, softplus, out=buffers["focal"])
-            if "focal_qq" in buffers:
-                np.multiply(modulating, q, out=buffers["focal_qq"])
-            if "focal_q" in buffers:
-                np.multiply(f, q, out=buffers["focal_q"])
+            np.multiply(modulating, softplus, out=buffers["focal"])
 
     def __getstate__(self) -> dict:
         """Pickled (a forked worker's result) for its counts and sums: the buffers stay behind, and
         the copy can be merged but not given chunks."""
-        state = {name: value for name, value in vars(self).items() if name in ("classes", "gamma", "count", "_sums")}
-        return {**state, "_buffers": dict.fromkeys(self._buffers)}
+        return {name: value for name, value in vars(self).items() if name in ("classes", "gamma", "count", "_sums", "_names")}
 
     def row_softplus(self, rows: int) -> np.ndarray:
         """``(rows,)`` float64: each row's softplus summed over its easy negatives, last chunk."""
@@ -269,27 +274,30 @@ class DensePass:
 
     def class_sums(self) -> dict[str, np.ndarray]:
         """``(C,)`` float64 sums of each kept value over the easy negatives added so far."""
-        sums = dict(zip(self._buffers, self._sums))
+        sums = dict(zip(self._names, self._sums))
         if "focal_q" in sums:
             sums["focal_gradient"] = self.gamma * (sums["focal"] - sums.pop("focal_q")) + sums.pop("focal_qq")
         return sums
 
 
 class _BlockViews:
-    """The buffers of a :class:`DensePass` cut to a block of ``rows`` rows, made once per block size."""
+    """The buffers of a :class:`DensePass` cut to a block of ``rows`` rows, made once per block size.
+    The value buffers are cut to whole groups of :data:`GROUP_ROWS` rows; the rows past ``rows``
+    (padding) get ``-inf`` for ``-|x|``, so their values are 0."""
 
     def __init__(self, dense: DensePass, rows: int):
         padded = -(-rows // GROUP_ROWS) * GROUP_ROWS
+        self.rows, self.groups = rows, padded // GROUP_ROWS
         self.taken = dense._taken[:rows]
         self.taken_flat = self.taken.reshape(-1)
-        self.log1p = dense._log1p[:rows]
-        self.log1p_flat = self.log1p.reshape(-1)
-        self.q = dense._q[:rows]
-        self.scratch = self.q.view(np.int32)  # the screen's, before q is computed
-        self.modulating = None if dense._modulating is None else dense._modulating[:rows]
-        self.scratch_values = None if dense._scratch is None else dense._scratch[:rows]
-        self.buffers = {name: buffer[:rows] for name, buffer in dense._buffers.items()}
-        stack = dense._stack
-        self.padding = stack[:, rows:padded] if padded > rows else None
-        self.grouped = stack[:, :padded].reshape(len(stack), padded // GROUP_ROWS, GROUP_ROWS, dense.classes)
-        self.groups = padded // GROUP_ROWS
+        self.scratch = dense._q[:rows].view(np.int32)  # the screen's, before q is computed
+        self.log1p_rows = dense._log1p[:rows]
+        self.log1p = dense._log1p[:padded]
+        self.padding = dense._log1p[rows:padded] if padded > rows else None
+        self.q = dense._q[:padded]
+        self.modulating = None if dense._modulating is None else dense._modulating[:padded]
+        self.scratch_values = None if dense._scratch is None else dense._scratch[:padded]
+        self.buffers = {name: buffer[:padded] for name, buffer in dense._buffers.items()}
+        self.grouped = dense._stack[:, :padded].reshape(len(dense._stack), self.groups, GROUP_ROWS, dense.classes)
+        arrays = {**self.buffers, "q": self.q, "modulating": self.modulating}
+        self.products = [tuple(arrays[name].reshape(self.groups, GROUP_ROWS, dense.classes) for name in pair) for pair in dense._products.values()]
