@@ -16,17 +16,20 @@ One run measures, on the first ``--anchors`` size:
   tensors, each with its per-class and per-difficulty-bin sums;
 - lossaudit's process: ``python -m lossaudit compare DUMP --format json``, start to exit;
 - the in-process engine: ``lossaudit.compare.run`` (read, tally, report) in this process;
-- the one-log floor: ``np.log1p(np.exp(-np.abs(x)))`` over the same memory-mapped logits, in
-  blocks of 2^16 and 2^18 elements and with the engine's worker threads, as written and with
-  reused ``out=`` buffers (the fastest of the four is the floor);
+- the one-log floor: ``np.log1p(np.exp(-np.abs(x)))`` over the same memory-mapped logits with a
+  worker per CPU, in blocks of 2^15, 2^16 and 2^18 elements, as written and with reused ``out=``
+  buffers, in threads and in the engine's workers (forked processes on Linux): the fastest of the
+  twelve is the floor;
 
 and the ratios baseline / lossaudit process and engine / floor; then ``lossaudit compare --help``
 and the example detection dump end to end, and, for every ``--anchors`` size, lossaudit's process
-(time and peak resident memory against the input size). Times are medians of ``--repeat`` runs,
-interleaved; a process's peak memory is its peak RSS as GNU time reports it (see :func:`process`). lossaudit's modules are byte-compiled
-first, as ``pip install`` leaves an installed package: an editable install run under
-``PYTHONDONTWRITEBYTECODE=1`` would otherwise compile them from source in every process (about
-45 ms here), which no user's installed copy pays.
+(time and peak memory against the input size). Times are medians of ``--repeat`` runs,
+interleaved. Memory: the peak RSS of the largest process as GNU time reports it (see
+:func:`process`) and, in runs of their own, the peak of the summed RSS of lossaudit's process and
+its forked workers (see :func:`tree_memory`). lossaudit's
+modules are byte-compiled first, as ``pip install`` leaves an installed package: an editable
+install run under ``PYTHONDONTWRITEBYTECODE=1`` would otherwise compile them from source in every
+process (about 45 ms here), which no user's installed copy pays.
 """
 
 from __future__ import annotations
@@ -161,6 +164,51 @@ def process(command: list[str]) -> tuple[float, float]:
     return wall, peak_kib / 1024
 
 
+def tree_memory(command: list[str], interval: float = 0.0005) -> float:
+    """Peak of the summed resident memory (MiB) of a child process and its descendants (lossaudit's
+    forked workers), read from ``/proc/PID/statm`` every ``interval`` seconds. A page the fork left
+    shared (the interpreter's, the modules') counts once per process, so the sum is an upper
+    bound on the memory in use at each sample; the workers exit at different times, so it is below
+    the sum of each process's own peak. Run apart from the timed runs (the sampling takes a CPU)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = 0
+    while child.poll() is None:
+        resident = 0
+        for pid in _tree(child.pid):
+            try:
+                resident += int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+            except (OSError, IndexError):  # it has just exited
+                continue
+        peak = max(peak, resident)
+        time.sleep(interval)
+    if child.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed")
+    return peak * page / 2**20
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from ``/proc/PID/task/TID/children``."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                pass
+    return found
+
+
+def floor_name(buffered: bool, block: int, processes: bool) -> str:
+    return f"{'buffered' if buffered else 'as_written'}_{block}_{'processes' if processes else 'threads'}"
+
+
 def lossaudit_command(folder: Path) -> list[str]:
     return [sys.executable, "-m", "lossaudit", "compare", str(folder), "--format", "json", "--isolated"]
 
@@ -173,21 +221,24 @@ def engine(folder: Path) -> None:
     compare.run([folder], LoadOptions(), LossSettings(), None)
 
 
-FLOOR_BLOCKS = (1 << 16, 1 << 18)
-"""Block sizes (elements) the floor is measured at, the faster counting: 2^16 keeps one buffer in
-a core's L2 cache; 2^18 is the engine's (see ``lossaudit.compare.stream.BLOCK_ELEMENTS``)."""
+FLOOR_BLOCKS = (1 << 15, 1 << 16, 1 << 18)
+"""Block sizes (elements) the floor is measured at, the fastest counting: 2^15 is the engine's
+(``lossaudit.compare.stream.BLOCK_ELEMENTS``), 2^16 keeps one buffer in a core's L2 cache, 2^18
+hands the GIL over least often."""
 
 
-def one_log_floor(folder: Path, buffered: bool, block: int) -> None:
-    """``log1p(exp(-abs(x)))`` over the memory-mapped logits with the engine's worker threads, each
-    taking every ``workers``-th block of ``block`` elements (cache-sized: the temporaries of larger
-    blocks would cost page faults)."""
+def one_log_floor(folder: Path, buffered: bool, block: int, processes: bool) -> None:
+    """``log1p(exp(-abs(x)))`` over the memory-mapped logits with a worker per CPU, each taking
+    every ``workers``-th block of ``block`` elements (cache-sized: the temporaries of larger blocks
+    would cost page faults). The workers are threads, or (``processes``) the engine's workers
+    (:mod:`lossaudit.compare.parallel`: forked processes on Linux)."""
+    from lossaudit.compare import parallel
     from lossaudit.compare.stream import default_workers
 
     logits = np.load(folder / "logits.npy", mmap_mode="r")
     rows, workers = block // CLASSES, default_workers()
 
-    def work(first: int) -> None:
+    def work(first: int, report=None) -> None:
         out = np.empty((rows, CLASSES), dtype=np.float32) if buffered else None
         for start in range(first * rows, len(logits), workers * rows):
             x = logits[start : start + rows]
@@ -200,8 +251,16 @@ def one_log_floor(folder: Path, buffered: bool, block: int) -> None:
             else:
                 np.log1p(np.exp(-np.abs(x)))
 
+    if processes:
+        parallel.run(work, workers)
+        return
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(work, range(workers)))
+
+
+FLOOR_VARIANTS = [(buffered, block, processes) for buffered in (False, True) for block in FLOOR_BLOCKS for processes in (False, True)]
+"""The ways the floor is measured (as written or with ``out=`` buffers, two block sizes, threads or
+the engine's workers); the fastest counts."""
 
 
 def timed(function, *args) -> float:
@@ -216,20 +275,25 @@ def input_mib(folder: Path) -> float:
 
 def main_run(folder: Path, elements: int, repeat: int, skip_baseline: bool) -> dict:
     """Everything measured on one dump (see the module docstring), runs interleaved."""
-    runs: dict[str, list[float]] = {name: [] for name in ("lossaudit_process_s", "lossaudit_process_peak_mib", "engine_s", "floor_s", "floor_buffered_s", "help_s", "example_detection_s")}
+    names = ("lossaudit_process_s", "lossaudit_process_peak_mib", "lossaudit_tree_peak_mib", "engine_s", "floor_s", "help_s", "example_detection_s")
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    floors: dict[str, list[float]] = {floor_name(*variant): [] for variant in FLOOR_VARIANTS}
     engine(folder)  # warm the page cache and lossaudit's imports
     for _ in range(repeat):
         wall, peak = process(lossaudit_command(folder))
         runs["lossaudit_process_s"].append(wall)
         runs["lossaudit_process_peak_mib"].append(peak)
         runs["engine_s"].append(timed(engine, folder))
-        runs["floor_s"].append(min(timed(one_log_floor, folder, False, block) for block in FLOOR_BLOCKS))
-        runs["floor_buffered_s"].append(min(timed(one_log_floor, folder, True, block) for block in FLOOR_BLOCKS))
+        for variant in FLOOR_VARIANTS:
+            floors[floor_name(*variant)].append(timed(one_log_floor, folder, *variant))
+        runs["floor_s"].append(min(values[-1] for values in floors.values()))
         runs["help_s"].append(process([sys.executable, "-m", "lossaudit", "compare", "--help"])[0])
         runs["example_detection_s"].append(process([sys.executable, "-m", "lossaudit", "compare", "examples/detection.npz", "--isolated"])[0])
+        runs["lossaudit_tree_peak_mib"].append(tree_memory(lossaudit_command(folder)))
     result = {"elements": elements, "input_mib": input_mib(folder), **{name: statistics.median(values) for name, values in runs.items()}}
-    result["lossaudit_process_peak_minus_input_mib"] = result["lossaudit_process_peak_mib"] - result["input_mib"]
-    result["engine_over_floor"] = result["engine_s"] / min(result["floor_s"], result["floor_buffered_s"])
+    result["floors_s"] = {name: statistics.median(values) for name, values in floors.items()}
+    add_memory_over_input(result)
+    result["engine_over_floor"] = result["engine_s"] / result["floor_s"]
     if not skip_baseline:
         baseline_s, baseline_peak = process([sys.executable, __file__, "--baseline-child", str(folder)])
         result.update(baseline_process_s=baseline_s, baseline_process_peak_mib=baseline_peak, baseline_over_lossaudit_process=baseline_s / result["lossaudit_process_s"])
@@ -239,9 +303,16 @@ def main_run(folder: Path, elements: int, repeat: int, skip_baseline: bool) -> d
 
 def scaling_run(folder: Path, elements: int, repeat: int) -> dict:
     walls, peaks = zip(*(process(lossaudit_command(folder)) for _ in range(repeat)))
-    peak = statistics.median(peaks)
-    return {"elements": elements, "input_mib": input_mib(folder), "lossaudit_process_s": statistics.median(walls), "lossaudit_process_peak_mib": peak,
-            "lossaudit_process_peak_minus_input_mib": peak - input_mib(folder)}
+    trees = [tree_memory(lossaudit_command(folder)) for _ in range(repeat)]
+    result = {"elements": elements, "input_mib": input_mib(folder), "lossaudit_process_s": statistics.median(walls), "lossaudit_process_peak_mib": statistics.median(peaks),
+              "lossaudit_tree_peak_mib": statistics.median(trees)}
+    add_memory_over_input(result)
+    return result
+
+
+def add_memory_over_input(result: dict) -> None:
+    for name in ("process_peak", "tree_peak"):
+        result[f"lossaudit_{name}_minus_input_mib"] = result[f"lossaudit_{name}_mib"] - result["input_mib"]
 
 
 def environment() -> dict:

@@ -89,14 +89,16 @@ class Taken:
     Attributes:
         index: flat indices into the ``(n, C)`` chunk, sorted.
         x: their float32 logits (any: non-finite ones are taken out).
+        column: their classes, ``index % C``.
     """
 
     index: np.ndarray
     x: np.ndarray
+    column: np.ndarray
 
     def select(self, keep: np.ndarray) -> Taken:
         """The elements where the ``(k,)`` bool ``keep`` is true."""
-        return Taken(self.index[keep], self.x[keep])
+        return Taken(self.index[keep], self.x[keep], self.column[keep])
 
 
 class DensePass:
@@ -170,10 +172,11 @@ class DensePass:
                                 dropped[dropped_bounds[i] : dropped_bounds[i + 1]], None if ignored is None else ignored[start:stop])
                 for i, (start, stop) in enumerate(zip(starts, starts[1:]))
             ]
-        taken = Taken(*([np.concatenate(part) for part in zip(*blocks)] if len(blocks) > 1 else blocks[0]))
+        index, taken_x = [np.concatenate(part) for part in zip(*blocks)] if len(blocks) > 1 else blocks[0]
+        taken = Taken(index, taken_x, index - index // classes * classes)  # (floor division by a constant is fast, % is not)
         if self._buffers:
             self._sums += self._chunk_sums()
-        self.count += n - len(dropped) - np.bincount(taken.index % classes, minlength=classes)
+        self.count += n - len(dropped) - np.bincount(taken.column, minlength=classes)
         return taken
 
     def _block_views(self, rows: int) -> _BlockViews:

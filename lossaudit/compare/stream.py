@@ -141,7 +141,7 @@ class StreamTally:
         asked for."""
         requested = self.settings.losses
         terms = elements.negative_terms(taken.x, log1p, q, self.settings.gamma if "focal" in requested else None, "centernet" in requested)
-        keys = taken.index % self.num_classes * (2 * self.intervals.count) + self.intervals.index(terms.p)
+        keys = taken.column * (2 * self.intervals.count) + self.intervals.index(terms.p)
         keys[targets] = self.size  # left to _add_targets
 
         def sums(values: np.ndarray | None = None) -> np.ndarray:
@@ -205,7 +205,7 @@ class StreamTally:
         row, col, y = chunk.target_rows[in_rows], chunk.target_cols[in_rows], chunk.target_values[in_rows]
         positive = chunk.target_positive[in_rows]
         local_row = np.searchsorted(softmax_rows, row)
-        terms = elements.softmax_terms(chunk.logits[softmax_rows], local_row, col)
+        terms = elements.softmax_terms(np.take(chunk.logits, softmax_rows, axis=0), local_row, col)  # (take: faster than [rows])
         keys = self.intervals.keys(col, positive, np.float32(1) - terms.q)
         self.softmax_counts += self._bincount(keys)
         for loss in SOFTMAX_LOSSES:
