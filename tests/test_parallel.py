@@ -92,3 +92,22 @@ def test_threads_elsewhere(monkeypatch):
     monkeypatch.setattr(parallel, "FORK", False)
     results = parallel.run(lambda index, report: os.getpid(), 3, export=lambda: pytest.fail("threads share the state"))
     assert results == [os.getpid()] * 3
+
+
+def test_a_share_no_process_could_be_forked_for_is_done_here(monkeypatch):
+    forks = []
+    real_fork = os.fork
+
+    def fork():
+        if forks:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", fork)
+    calls = []
+    results = parallel.run(lambda index, report: report(index + 1) or (index, os.getpid()), 3, calls.append)
+    assert [index for index, _ in results] == [0, 1, 2]
+    assert results[1][1] != os.getpid() and results[0][1] == results[2][1] == os.getpid()
+    assert sum(calls) == 1 + 2 + 3
+    assert _no_child_left()

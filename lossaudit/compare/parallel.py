@@ -12,7 +12,8 @@ take 0.50 s in one thread and 0.52 s in two; in two forked processes, which have
 - its progress goes through a shared counter, which the parent forwards whenever its own worker
   reports (so ``progress`` gets rows in batches, adding up to every worker's);
 - an exception in a child is raised again in the parent; when the parent fails or is interrupted,
-  its children are killed and reaped.
+  its children are killed and reaped; a share no child could be forked for (``fork`` failed) is
+  done by the parent after its own.
 
 A child only runs numpy on what it inherited and opens its own files, so the threads a parent may
 have (a progress display, BLAS's pool) do not matter to it; Python 3.12 warns about forking a
@@ -105,19 +106,25 @@ def _forked(work: Callable[[int, Report], Any], workers: int, progress: Report, 
         if rows:
             progress(rows)
 
-    children: list[_Child] = []
+    children: dict[int, _Child] = {}
     try:
         for index in range(1, workers):
-            children.append(_fork(work, index, counters[index : index + 1], export))
+            try:
+                children[index] = _fork(work, index, counters[index : index + 1], export)
+            except OSError:  # no process to be had (a process limit, memory): this one does the share
+                break
         results = [work(0, report)]
-        for child in children:
-            value, state = child.result()
-            absorb(state)
+        for index in range(1, workers):
+            if index in children:
+                value, state = children[index].result()
+                absorb(state)
+            else:
+                value = work(index, report)
             results.append(value)
         report(0)
         return results
     finally:
-        for child in children:
+        for child in children.values():
             child.stop()
 
 
