@@ -29,7 +29,7 @@ import numpy as np
 
 from lossaudit.dump import RUN_ID_KEY
 from lossaudit.errors import InputError
-from lossaudit.readers import ArrayFile, read_batches
+from lossaudit.readers import ArrayFile, read_batches, release_pages
 from lossaudit.textfiles import parse_yaml, read_text
 
 if TYPE_CHECKING:
@@ -269,6 +269,23 @@ class _Rows:
         parts = [np.asarray(part) for part in self._parts(view, start, stop)]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
+    def scan(self, count: int, rows: int) -> Iterator[np.ndarray]:
+        """The first ``count`` rows as :meth:`span` reads them, ``rows`` at a time, each span's
+        mapped pages given back after use (:func:`~lossaudit.readers.release_pages`)."""
+        view = self.view()
+        for start in range(0, count, rows):
+            stop = min(start + rows, count)
+            yield self.span(start, stop, view)
+            release_pages(self.span_view(start, stop, view))
+
+    def span_view(self, start: int, stop: int, view: np.ndarray) -> np.ndarray:
+        """Rows ``start .. stop`` of ``view`` as a view (not copied), of whatever shape spans them:
+        what :meth:`span` reads, for :func:`~lossaudit.readers.release_pages`."""
+        if self.axis is None:
+            return view[start:stop]
+        first, last = divmod(start, self.trailing)[0], divmod(stop - 1, self.trailing)[0]
+        return view[first : last + 1]
+
     def float32_span(self, start: int, stop: int, view: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Rows ``start .. stop`` of ``view`` as an ``(n, C)`` float32 array: a read-only view when
         they are float32 rows already (nothing is copied), else converted into ``out[:n]`` (or a new
@@ -317,12 +334,21 @@ class _Reader:
         self.plan = plan
         self.index: int | None = None
         self.views: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
+        self.read: list[np.ndarray] = []  # the file views of the last chunk, released at the next
 
     def __enter__(self) -> _Reader:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._release_read()
         self._move_to(None)
+
+    def _release_read(self) -> None:
+        """Give back the mapped pages of the last chunk read (:func:`~lossaudit.readers.release_pages`):
+        a reader holds one chunk's pages resident, not every page of its files it has read."""
+        for view in self.read:
+            release_pages(view)
+        self.read = []
 
     def _move_to(self, index: int | None) -> None:
         if self.index is not None:
@@ -338,9 +364,11 @@ class _Reader:
         source = self.plan.sources[index]
         if index != self.index:
             self._move_to(index)
+        self._release_read()
         logits_view, targets_view, mask_view = self.views
         x = source.logits.float32_span(start, stop, logits_view, out)
         mask = source.mask.span(start, stop, mask_view) if source.mask is not None else None
+        self.read = [rows.span_view(start, stop, view) for rows, view in ((source.logits, logits_view), (source.targets, targets_view), (source.mask, mask_view)) if rows is not None]
         return self.plan._decode(source, x, source.targets.span(start, stop, targets_view), mask, source.start + start, check_finite=check_finite)
 
 
@@ -348,9 +376,7 @@ def _scan_targets(rows: _Rows, count: int, chunk: int) -> tuple[bool, bool, bool
     """(all values in {0, 1}, some value exactly 1, all values finite and in [0, 1], some row with
     two values ≥ 0.5), read in chunks."""
     binary, has_one, in_range, multi_label = True, False, True, False
-    view = rows.view()
-    for start in range(0, count, chunk):
-        values = rows.span(start, min(start + chunk, count), view)
+    for values in rows.scan(count, chunk):
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             in_range = False
         else:
@@ -364,9 +390,7 @@ def _scan_targets(rows: _Rows, count: int, chunk: int) -> tuple[bool, bool, bool
 def _check_labels(rows: _Rows, count: int, source: str, chunk: int) -> None:
     """Class ids must be whole numbers that fit int64 (checked before any cast: an unsigned
     2**64 - 1 would wrap to -1, the ignore label)."""
-    view = rows.view()
-    for start in range(0, count, chunk):
-        labels = rows.span(start, min(start + chunk, count), view)
+    for labels in rows.scan(count, chunk):
         if labels.dtype.kind == "u" and labels.size and labels.max() > np.iinfo(np.int64).max:
             raise InputError(f"{source}: index targets up to {labels.max()} do not fit int64; class ids must lie below 2**63")
         if labels.dtype.kind == "f":
@@ -601,9 +625,7 @@ class DataPlan:
         the targets once more (not the logits)."""
         sums = np.zeros(self.info.num_classes)
         for source in self.sources:
-            view = source.targets.view()
-            for start in range(0, source.rows, SCAN_ROWS):
-                values = source.targets.span(start, min(start + SCAN_ROWS, source.rows), view)
+            for values in source.targets.scan(source.rows, SCAN_ROWS):
                 if self.info.encoding == "index":
                     labels = np.asarray(values, dtype=np.int64)
                     sums += np.bincount(labels[(labels >= 0) & (labels < len(sums))], minlength=len(sums))

@@ -6,6 +6,7 @@ Nothing here executes code from a file: numpy loads with ``allow_pickle=False`` 
 
 from __future__ import annotations
 
+import mmap
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -73,6 +74,28 @@ class ArrayFile:
             raise InputError(f"{self.source}: key '{key}' is corrupt or truncated: {error}") from None
         self.arrays[key] = loaded
         return loaded
+
+
+def release_pages(view: np.ndarray) -> None:
+    """Give back the pages a view of a memory-mapped file (:meth:`ArrayFile.get`) spans: this
+    process stops counting them as resident, they stay in the page cache, and reading the view
+    again maps them again. Pages are read only, so nothing is lost; any other array: nothing done.
+    A pass over a dump calls it for each chunk it has read, so its resident memory stays a chunk's
+    and not the whole mapped file's."""
+    mapped = view
+    while mapped is not None and not isinstance(getattr(mapped, "_mmap", None), mmap.mmap):
+        mapped = mapped.base if isinstance(mapped, np.ndarray) else None
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if mapped is None or advice is None or not view.size:
+        return
+    memory = mapped._mmap
+    if memory.closed:
+        return
+    start_address = np.frombuffer(memory, dtype=np.uint8).ctypes.data
+    low, high = getattr(np.lib, "array_utils", np).byte_bounds(view)  # (numpy 1.x: np.byte_bounds)
+    start = (low - start_address) // mmap.PAGESIZE * mmap.PAGESIZE
+    stop = min(-(-(high - start_address) // mmap.PAGESIZE) * mmap.PAGESIZE, len(memory))
+    memory.madvise(advice, start, stop - start)
 
 
 def _npz_member_map(path: Path, key: str) -> np.ndarray | None:
