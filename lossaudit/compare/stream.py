@@ -47,12 +47,13 @@ large."""
 GRADIENT = "gradient:"
 """Prefix of the tables of gradient magnitudes (``gradient:bce`` beside ``bce``)."""
 
-BLOCK_ELEMENTS = 1 << 15
-"""Elements per block of the dense pass: its buffers (about 30 bytes an element) stay in a core's L2
-cache. Every block costs some 25 numpy calls, which threads would queue on the GIL for; the
-workers are processes (:mod:`~lossaudit.compare.parallel`). Measured in-process on 80M elements,
-default losses, 2 cores, two forked workers (wall seconds): 2^14 0.27, 2^15 0.265, 2^16 0.28,
-2^17 0.29, 2^18 0.32."""
+BLOCK_ELEMENTS = 1 << 15 if parallel.FORK else 1 << 18
+"""Elements per block of the dense pass. At 2^15 its buffers (about 30 bytes an element) stay in a
+core's L2 cache, but every block costs some 25 numpy calls, and threads queue on the GIL for each
+(see :mod:`~lossaudit.compare.parallel`): with forked workers, blocks are cache-sized; with threads,
+larger. Measured in-process on 80M elements, default losses, 2 cores (wall seconds): two forked
+workers 2^14 0.27, 2^15 0.265, 2^16 0.28, 2^17 0.29, 2^18 0.32; two threads 2^15 0.52, 2^16 0.44,
+2^17 0.39, 2^18 0.37."""
 
 
 class StreamTally:
