@@ -546,6 +546,8 @@ class DataPlan:
 
     :meth:`ranges` and :meth:`decode` let several threads read disjoint chunks; the statistics that
     ``info`` gathers on the way are updated under a lock, and :meth:`finish_pass` settles them.
+    Readers in forked processes gather their own: :meth:`pass_state` and :meth:`absorb_pass_state`
+    bring them back.
     """
 
     def __init__(self, info: DataInfo, sources: list[_Source], options: LoadOptions):
