@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -111,3 +114,36 @@ def test_a_share_no_process_could_be_forked_for_is_done_here(monkeypatch):
     assert results[1][1] != os.getpid() and results[0][1] == results[2][1] == os.getpid()
     assert sum(calls) == 1 + 2 + 3
     assert _no_child_left()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_children_die_with_their_parent(tmp_path):
+    """A parent killed outright (no cleanup runs) takes its forked children with it."""
+    marker = tmp_path / "child.pid"
+    script = (
+        "import os, time\n"
+        "from lossaudit.compare import parallel\n"
+        "def work(index, report):\n"
+        f"    if index: open({str(marker)!r}, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(60)\n"
+        "parallel.run(work, 2)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 30
+    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(marker.read_text())
+    assert _alive(child)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)

@@ -12,7 +12,7 @@ take 0.50 s in one thread and 0.52 s in two; in two forked processes, which have
 - its progress goes through a shared counter, which the parent forwards whenever its own worker
   reports (so ``progress`` gets rows in batches, adding up to every worker's);
 - an exception in a child is raised again in the parent; when the parent fails or is interrupted,
-  its children are killed and reaped; a share no child could be forked for (``fork`` failed) is
+  its children are killed and reaped, and when it dies, Linux kills them (``PR_SET_PDEATHSIG``); a share no child could be forked for (``fork`` failed) is
   done by the parent after its own.
 
 A child only runs numpy on what it inherited and opens its own files, so the threads a parent may
@@ -23,6 +23,7 @@ where forking without ``exec`` is unsafe, and Windows, which has no ``fork``) th
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import pickle
@@ -88,6 +89,20 @@ class _Child:
         self.reaped = True
 
 
+PR_SET_PDEATHSIG = 1
+"""Linux's ``prctl`` request: a signal for this process when its parent dies."""
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have Linux kill this forked child when its parent dies, however it dies (killed, too)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # no prctl: the child finishes its share, then fails to write
+        return
+    if os.getppid() != parent:  # the parent died before the request
+        os._exit(1)
+
+
 def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"killed by signal {os.WTERMSIG(status)}"
@@ -130,6 +145,7 @@ def _forked(work: Callable[[int, Report], Any], workers: int, progress: Report, 
 
 def _fork(work: Callable[[int, Report], Any], index: int, counter: np.ndarray, export: Callable[[], Any]) -> _Child:
     read_end, write_end = os.pipe()
+    parent = os.getpid()
     sys.stdout.flush()
     sys.stderr.flush()  # nothing buffered before the fork is written twice
     with warnings.catch_warnings():
@@ -139,6 +155,7 @@ def _fork(work: Callable[[int, Report], Any], index: int, counter: np.ndarray, e
         os.close(write_end)
         return _Child(pid, read_end, counter)
     try:  # the child: never returns
+        _die_with_parent(parent)
         os.close(read_end)
 
         def report(rows: int) -> None:
