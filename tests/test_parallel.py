@@ -67,6 +67,24 @@ def test_an_error_that_does_not_pickle_arrives_as_its_traceback():
     assert _no_child_left()
 
 
+class _Strict(Exception):
+    """Pickles, but does not unpickle: ``__init__`` wants two arguments."""
+
+    def __init__(self, path, line):
+        super().__init__(f"{path}:{line}")
+
+
+def test_an_error_that_does_not_unpickle_arrives_as_its_traceback():
+    def work(index, report):
+        if index:
+            raise _Strict("losses.py", 12)
+        return index
+
+    with pytest.raises(RuntimeError, match="_Strict: losses.py:12"):
+        parallel.run(work, 2)
+    assert _no_child_left()
+
+
 def test_a_child_that_dies_is_reported():
     def work(index, report):
         if index:
@@ -147,3 +165,13 @@ def test_children_die_with_their_parent(tmp_path):
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child)
+
+
+def test_a_program_that_ignores_sigchld_still_gets_its_results():
+    """With SIGCHLD ignored, Linux reaps children itself and ``waitpid`` fails: the results come
+    through the pipes all the same."""
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        assert parallel.run(lambda index, report: index * 10, 3) == [0, 10, 20]
+    finally:
+        signal.signal(signal.SIGCHLD, previous)

@@ -11,9 +11,10 @@ take 0.50 s in one thread and 0.52 s in two; in two forked processes, which have
   with ``os._exit``: no cleanup of the parent's (``atexit``, buffered output, context managers);
 - its progress goes through a shared counter, which the parent forwards whenever its own worker
   reports (so ``progress`` gets rows in batches, adding up to every worker's);
-- an exception in a child is raised again in the parent; when the parent fails or is interrupted,
-  its children are killed and reaped, and when it dies, Linux kills them (``PR_SET_PDEATHSIG``); a share no child could be forked for (``fork`` failed) is
-  done by the parent after its own.
+- an exception in a child is raised again in the parent; when the parent fails or is
+  interrupted, its children are killed and reaped, and when it dies, Linux kills them
+  (``PR_SET_PDEATHSIG``);
+- a share no child could be forked for (``fork`` failed) is done by the parent after its own.
 
 A child only runs numpy on what it inherited and opens its own files, so the threads a parent may
 have (a progress display, BLAS's pool) do not matter to it; Python 3.12 warns about forking a
@@ -68,8 +69,7 @@ class _Child:
         """``(value, exported state)`` once the child has finished; its exception, raised here."""
         with os.fdopen(self.pipe, "rb") as pipe:
             data = pipe.read()
-        _, status = os.waitpid(self.pid, 0)
-        self.reaped = True
+        status = self._reap()
         if not data:
             raise RuntimeError(f"a worker process ended without a result ({_describe(status)})")
         outcome, value, state = pickle.loads(data)
@@ -85,8 +85,16 @@ class _Child:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        os.waitpid(self.pid, 0)
+        self._reap()
+
+    def _reap(self) -> int | None:
+        """Wait for the child; its wait status, or None where the program reaps its children
+        itself (``SIGCHLD`` ignored)."""
         self.reaped = True
+        try:
+            return os.waitpid(self.pid, 0)[1]
+        except ChildProcessError:
+            return None
 
 
 PR_SET_PDEATHSIG = 1
@@ -103,7 +111,9 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _describe(status: int) -> str:
+def _describe(status: int | None) -> str:
+    if status is None:
+        return "its exit status unknown"
     if os.WIFSIGNALED(status):
         return f"killed by signal {os.WTERMSIG(status)}"
     return f"exit status {os.waitstatus_to_exitcode(status)}"
@@ -148,9 +158,14 @@ def _fork(work: Callable[[int, Report], Any], index: int, counter: np.ndarray, e
     parent = os.getpid()
     sys.stdout.flush()
     sys.stderr.flush()  # nothing buffered before the fork is written twice
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # a multi-threaded parent (see the module docstring)
-        pid = os.fork()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # a multi-threaded parent (see the module docstring)
+            pid = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        raise
     if pid:
         os.close(write_end)
         return _Child(pid, read_end, counter)
@@ -166,7 +181,8 @@ def _fork(work: Callable[[int, Report], Any], index: int, counter: np.ndarray, e
         except BaseException as error:  # noqa: BLE001 -- every failure goes to the parent
             try:
                 data = pickle.dumps(("error", error, None))
-            except Exception:  # an exception that does not pickle: its traceback as text
+                pickle.loads(data)  # some exceptions pickle but do not unpickle (their own __init__)
+            except Exception:  # an exception that does not travel: its traceback as text
                 data = pickle.dumps(("error", RuntimeError("".join(traceback.format_exception(error))), None))
         with os.fdopen(write_end, "wb") as pipe:
             pipe.write(data)
