@@ -8,16 +8,20 @@ For every element of an ``(n, C)`` chunk the pass computes, in float32, from one
 
     l = log1p(e), q = e / (1 + e)     e = exp(-|x|); where x < 0: q = p and l = softplus(x)
                                       = BCE(x, 0) = -log(1 - p)
-    f = q^gamma l                     focal's p^gamma BCE, before the negative weight 1 - alpha
+    f_k = q^k l                       for each power k asked for: a negative's focal loss with
+                                      gamma k before its weight 1 - alpha, its QFL with beta k,
+                                      its VFL with gamma k before alpha, its ASL (no clip) with
+                                      gamma_neg k
     c = -log1p(-q_c) q_c^2            CenterNet's negative term, q_c = max(q, 1e-4)
 
 and the gradient magnitudes |∂/∂x| of these losses (``compare``'s gradient shares): BCE's is ``q``
-itself; focal's, ``q^gamma (q + gamma (1 - q) l) = gamma (f - q f) + q^(gamma + 1)``, is summed
-as ``gamma (Σ f - Σ q f) + Σ q^(gamma + 1)`` (q < 0.1: no cancellation);
-CenterNet's is ``q_c^3 + 2 (1 - q_c) c`` (0 where q < 1e-4: the clamp stops the gradient).
+itself; that of ``f_k``, ``q^k (q + k (1 - q) l) = k (f_k - q f_k) + q^(k + 1)``, is summed as
+``k (Σ f_k - Σ q f_k) + Σ q^(k + 1)`` (q < 0.1: no cancellation); CenterNet's is
+``q_c^3 + 2 (1 - q_c) c`` (0 where q < 1e-4: the clamp stops the gradient).
 
 It takes out the elements these values do not describe (:class:`Screen`): logits at or above a
-threshold ``x0 < 0`` (every x below it has p below the first edge), non-finite logits, non-zero
+threshold ``x0 < 0`` (every x below it has p below the easy edge: the first difficulty edge, or a
+lower one such as ASL's clip), non-finite logits, non-zero
 targets and masked elements; dropped rows are left out whole. Their ``-|x|`` is set to ``-inf``
 before the ``exp``, which makes every value 0 (CenterNet's clamped term is zeroed after). The
 caller tallies the valid taken-out elements one by one (:mod:`lossaudit.compare.elements`), from
@@ -25,8 +29,8 @@ their logits (:class:`Taken`). Non-finite logits are found here, so a chunk deco
 check (``check_finite=False``) learns them from :attr:`Taken.x`.
 
 Sums: each value is added up in float32 over groups of :data:`GROUP_ROWS` rows by a matrix-vector
-product with ones (BLAS), focal's two gradient parts ``q f`` and ``q^gamma q`` by ``einsum`` from
-their factors (the products are never stored), and those partial sums over groups of
+product with ones (BLAS), the two gradient parts ``q f_k`` and ``q^k q`` of each power by
+``einsum`` from their factors (the products are never stored), and those partial sums over groups of
 :data:`GROUP_ROWS` partials again at the end of the chunk; the result is added in float64. Values
 are non-negative, so each class's float32 sums of 256 rows are within ``30 × 2^-24 ≈ 2e-6``
 relative of exact.
@@ -45,9 +49,9 @@ import numpy as np
 from lossaudit.compare.elements import CENTERNET_PROB_CLAMP, negative_abs, parts_from_negative_abs
 from lossaudit.dataset import Chunk
 
-DENSE_VALUES = ("softplus", "q", "focal", "focal_gradient", "centernet", "centernet_gradient")
-"""The per-class sums the pass can keep: ``q`` is BCE's gradient magnitude, ``focal_gradient`` and
-``centernet_gradient`` those of focal (before ``1 - alpha``) and CenterNet."""
+DENSE_VALUES = ("softplus", "q", "centernet", "centernet_gradient")
+"""The per-class sums the pass can keep beside its powers: ``q`` is BCE's gradient magnitude,
+``centernet_gradient`` CenterNet's."""
 
 GROUP_ROWS = 16
 """Rows summed in float32 at once, twice over (see the module docstring)."""
@@ -107,12 +111,13 @@ class DensePass:
     Args:
         max_rows: the most rows a chunk has.
         classes: C.
-        first_edge: the first edge of the difficulty intervals.
-        gamma: focal's gamma.
+        easy_edge: the probability below which an element is easy: the first edge of the
+            difficulty intervals, or lower.
         values: the sums to keep, among :data:`DENSE_VALUES`; ``softplus`` is kept whenever another
-            one is (focal is computed from it), ``focal`` whenever ``focal_gradient`` is, ``centernet``
-            whenever ``centernet_gradient`` is.
+            sum is (the powers are computed from it), ``centernet`` whenever ``centernet_gradient`` is.
         block_rows: rows per block.
+        powers: the exponents k whose ``Σ q^k l`` and its gradient magnitude are kept
+            (:meth:`power_sums`).
         row_sums: also keep each row's softplus sum (hard-negative mining's row losses).
 
     Attributes:
@@ -121,24 +126,25 @@ class DensePass:
         count: ``(C,)`` easy negatives counted so far, per class.
     """
 
-    def __init__(self, max_rows: int, classes: int, first_edge: np.float32, gamma: float, values: tuple[str, ...], block_rows: int, row_sums: bool = False):
-        needs = {"softplus": bool(values) or row_sums, "focal": "focal_gradient" in values, "centernet": "centernet_gradient" in values}
+    def __init__(self, max_rows: int, classes: int, easy_edge: np.float32, values: tuple[str, ...], block_rows: int, powers: tuple[float, ...] = (), row_sums: bool = False):
+        needs = {"softplus": bool(values) or bool(powers) or row_sums, "centernet": "centernet_gradient" in values}
         values = tuple(name for name in DENSE_VALUES if name in values or needs.get(name, False))
+        powers = tuple(dict.fromkeys(float(k) for k in powers))
         block_rows = max(1, min(block_rows, max_rows))
         if block_rows > GROUP_ROWS:
             block_rows -= block_rows % GROUP_ROWS  # whole groups: no padding but the last block's
         padded_rows = -(-block_rows // GROUP_ROWS) * GROUP_ROWS
-        self.classes, self.gamma, self.block_rows = classes, gamma, block_rows
-        self.screen = Screen(easy_threshold(first_edge))
+        self.classes, self.powers, self.block_rows = classes, powers, block_rows
+        self.screen = Screen(easy_threshold(easy_edge))
         self.x = np.empty((max_rows, classes), dtype=np.float32)
-        summed = [name for name in values if name != "focal_gradient"]
-        self._products = {"focal_q": ("focal", "q"), "focal_qq": ("modulating", "q")} if "focal_gradient" in values else {}
+        summed = [*values, *(("power", k) for k in powers)]
+        self._products = {(part, k): (("power", k) if part == "power_q" else ("modulating", k), "q") for k in powers for part in ("power_q", "power_qq")}
         kept = summed + list(self._products)
         self._stack = np.zeros((len(summed), padded_rows, classes), dtype=np.float32)  # the value buffers, summed in one call
         self._buffers = dict(zip(summed, self._stack))
         self._log1p = self._buffers.get("softplus", np.zeros((padded_rows, classes), dtype=np.float32))
         self._q = self._buffers.get("q", np.empty((padded_rows, classes), dtype=np.float32))
-        self._modulating = np.empty((padded_rows, classes), dtype=np.float32) if "focal" in values else None
+        self._modulating = {k: np.empty((padded_rows, classes), dtype=np.float32) for k in powers}
         self._scratch = np.empty((padded_rows, classes), dtype=np.float32) if "centernet" in values else None
         self._taken = np.empty((block_rows, classes), dtype=bool)
         self._ones = np.ones(GROUP_ROWS, dtype=np.float32)
@@ -233,10 +239,10 @@ class DensePass:
         return np.add.reduce(sums, axis=1, dtype=np.float64, out=self._columns)
 
     def _values(self, views: _BlockViews, index: np.ndarray, dropped: np.ndarray) -> None:
-        """Fill the block's focal (and ``q^gamma``) and CenterNet buffers with the values of the
-        module docstring, in place, from ``l`` (the softplus buffer) and ``q``; CenterNet's terms at
-        the taken-out elements ``index``, the ``dropped`` rows and the padding are zeroed. Focal's
-        gradient parts are summed from them as products (:class:`_BlockViews`)."""
+        """Fill the block's power (``f_k`` and ``q^k``) and CenterNet buffers with the values of
+        the module docstring, in place, from ``l`` (the softplus buffer) and ``q``; CenterNet's terms
+        at the taken-out elements ``index``, the ``dropped`` rows and the padding are zeroed. The
+        powers' gradient parts are summed from them as products (:class:`_BlockViews`)."""
         buffers, softplus, q = views.buffers, views.log1p, views.q
         if "centernet" in buffers:
             scratch = views.scratch_values
@@ -258,29 +264,34 @@ class DensePass:
                 np.power(gradient, 3, out=gradient)
                 np.add(gradient, scratch, out=gradient)
                 np.copyto(gradient, 0, where=q < CENTERNET_PROB_CLAMP)
-        if "focal" in buffers:
-            modulating = views.modulating
-            if self.gamma == 2:
+        for k in self.powers:
+            modulating = views.modulating[k]
+            if k == 2:
                 np.multiply(q, q, out=modulating)
             else:
-                np.power(q, np.float32(self.gamma), out=modulating)
-            np.multiply(modulating, softplus, out=buffers["focal"])
+                np.power(q, np.float32(k), out=modulating)
+            np.multiply(modulating, softplus, out=buffers["power", k])
 
     def __getstate__(self) -> dict:
         """Pickled (a forked worker's result) for its counts and sums: the buffers stay behind, and
         the copy can be merged but not given chunks."""
-        return {name: value for name, value in vars(self).items() if name in ("classes", "gamma", "count", "_sums", "_names")}
+        return {name: value for name, value in vars(self).items() if name in ("classes", "powers", "count", "_sums", "_names")}
 
     def row_softplus(self, rows: int) -> np.ndarray:
         """``(rows,)`` float64: each row's softplus summed over its easy negatives, last chunk."""
         return self._row_sums[:rows]
 
     def class_sums(self) -> dict[str, np.ndarray]:
-        """``(C,)`` float64 sums of each kept value over the easy negatives added so far."""
+        """``(C,)`` float64 sums of each kept value of :data:`DENSE_VALUES` over the easy negatives
+        added so far."""
+        return {name: sums for name, sums in zip(self._names, self._sums) if isinstance(name, str)}
+
+    def power_sums(self, k: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(C,)`` float64 sums over the easy negatives added so far of ``q^k l`` and of its
+        gradient magnitude ``k (Σ f_k - Σ q f_k) + Σ q^(k + 1)``, for a power ``k`` of the pass."""
         sums = dict(zip(self._names, self._sums))
-        if "focal_q" in sums:
-            sums["focal_gradient"] = self.gamma * (sums["focal"] - sums.pop("focal_q")) + sums.pop("focal_qq")
-        return sums
+        loss = sums["power", float(k)]
+        return loss, float(k) * (loss - sums["power_q", float(k)]) + sums["power_qq", float(k)]
 
 
 class _BlockViews:
@@ -298,9 +309,9 @@ class _BlockViews:
         self.log1p = dense._log1p[:padded]
         self.padding = dense._log1p[rows:padded] if padded > rows else None
         self.q = dense._q[:padded]
-        self.modulating = None if dense._modulating is None else dense._modulating[:padded]
+        self.modulating = {k: buffer[:padded] for k, buffer in dense._modulating.items()}
         self.scratch_values = None if dense._scratch is None else dense._scratch[:padded]
         self.buffers = {name: buffer[:padded] for name, buffer in dense._buffers.items()}
         self.grouped = dense._stack[:, :padded].reshape(len(dense._stack), self.groups, GROUP_ROWS, dense.classes)
-        arrays = {**self.buffers, "q": self.q, "modulating": self.modulating}
+        arrays = {**self.buffers, "q": self.q, **{("modulating", k): buffer for k, buffer in self.modulating.items()}}
         self.products = [tuple(arrays[name].reshape(self.groups, GROUP_ROWS, dense.classes) for name in pair) for pair in dense._products.values()]

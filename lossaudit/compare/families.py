@@ -1,13 +1,17 @@
 """The later loss families in ``compare``: QFL, VFL, ASL, class-balanced and logit-adjusted CE.
 
-They are tallied by their own accumulator (:class:`FamilyTally`), given every chunk of the
-streaming pass beside the :class:`~lossaudit.compare.stream.StreamTally`, so they cost nothing
-unless asked for. Their sums go into the same tables, keyed by (class, positive, difficulty
-interval), and follow the reference functions of :mod:`lossaudit.losses` with the hyper-parameters
-of :func:`family_params`:
+They cost nothing unless asked for. Their sums go into the same tables as the core losses', keyed
+by (class, positive, difficulty interval), and follow the reference functions of
+:mod:`lossaudit.losses` with the hyper-parameters of :func:`family_params`:
 
-- the sigmoid families, per valid element, in float64, with ``p = sigmoid(x)``,
-  ``b = BCE(x, y)`` and ``d = |p - y|`` (binned by the GHM gradient norm, as every sigmoid loss):
+- the sigmoid families (:class:`SigmoidFamilies`, kept by the
+  :class:`~lossaudit.compare.stream.StreamTally` beside the core losses): the elements its dense
+  pass takes out, per element, in float64, with ``p = sigmoid(x)``, ``b = BCE(x, y)`` and
+  ``d = |p - y|`` (binned by the GHM gradient norm, as every sigmoid loss); the easy negatives
+  (y = 0, p below the first difficulty edge) from the dense pass's power sums ``Σ p^k b``, since
+  there QFL is ``p^beta b``, VFL ``alpha p^gamma b`` and ASL without a clip ``p^gamma_neg b``, and
+  ASL with a clip is 0 below it (the dense pass then leaves the negatives from the clip up to the
+  first edge to the per-element path):
 
   - ``qfl``: ``d^beta b``; gradient magnitude ``beta d^(beta - 1) p (1 - p) b + d^(beta + 1)``
     (both parts have the sign of ``p - y``);
@@ -18,9 +22,10 @@ of :func:`family_params`:
     ``m = (1 - p) y + p_m (1 - y)``, ``e = gamma_pos y + gamma_neg (1 - y)``; its gradient by the
     chain rule through each factor (a clamped log or ``p_m`` at 0 passes none), then ``|·|``;
 
-- the softmax families, per target term of the rows a softmax loss uses (valid rows with a
-  target), binned by ``1 - q_target`` of the model's own softmax as ``ce`` is, so that the
-  difficulty tables compare the losses over the same terms:
+- the softmax families (:class:`FamilyTally`, given every chunk of the streaming pass beside the
+  :class:`~lossaudit.compare.stream.StreamTally`), per target term of the rows a softmax loss uses
+  (valid rows with a target), binned by ``1 - q_target`` of the model's own softmax as ``ce`` is,
+  so that the difficulty tables compare the losses over the same terms:
 
   - ``cb-ce``: CE with each term weighted by the class-balanced weight of its class (effective
     number; :func:`class_balanced_weights`);
@@ -40,6 +45,7 @@ import numpy as np
 
 from lossaudit.compare import elements
 from lossaudit.compare.binning import Intervals
+from lossaudit.compare.dense import DensePass
 from lossaudit.compare.engine import SOFTMAX_FAMILIES, LossSettings, Tally
 from lossaudit.dataset import Chunk, DataPlan
 from lossaudit.errors import InputError
@@ -190,9 +196,99 @@ def asl(parts: SigmoidParts, y: np.ndarray, gamma_pos: float, gamma_neg: float, 
     return -log_likelihood * weight, np.abs(gradient)
 
 
+class SigmoidFamilies:
+    """The sums of the sigmoid families among ``params`` (QFL, VFL, ASL; see the module docstring),
+    in the flat ``(C, 2, intervals)`` keys of ``intervals``: kept by a
+    :class:`~lossaudit.compare.stream.StreamTally`, which gives them its taken-out elements
+    (:meth:`add_elements`) and its dense pass's sums (:meth:`add_easy`)."""
+
+    def __init__(self, params: dict[str, dict[str, float]], intervals: Intervals, num_classes: int):
+        self.params = {loss: value for loss, value in params.items() if loss in SIGMOID_FAMILIES}
+        self.intervals, self.num_classes = intervals, num_classes
+        self.size = num_classes * 2 * intervals.count
+        self.tables = {loss: np.zeros((2, self.size)) for loss in self.params}  # loss, gradient magnitude
+
+    def _easy_power(self, loss: str) -> tuple[float, float] | None:
+        """``(k, factor)``: the easy negatives' loss is ``factor × p^k b``; None: it is 0."""
+        params = self.params[loss]
+        if loss == "qfl":
+            return params["beta"], 1.0
+        if loss == "vfl":
+            return params["gamma"], params["alpha"]
+        return (params["gamma_neg"], 1.0) if params["clip"] == 0 else None
+
+    def powers(self) -> tuple[float, ...]:
+        """The exponents the dense pass must keep power sums of."""
+        powers = (self._easy_power(loss) for loss in self.params)
+        return tuple(power[0] for power in powers if power is not None)
+
+    def easy_edge(self, first_edge: float) -> float:
+        """The probability below which a negative is easy for every family: ASL's clip, where it is
+        set below the first difficulty edge (a negative from the clip up to the edge is not 0)."""
+        clip = self.params["asl"]["clip"] if "asl" in self.params else 0.0
+        return min(first_edge, clip) if clip > 0 else first_edge
+
+    def add_elements(self, x32: np.ndarray, y: np.ndarray, col: np.ndarray, positive: np.ndarray) -> None:
+        """Tally ``(k,)`` valid elements one by one: float32 logits and targets, their classes and
+        whether each is a positive."""
+        if not self.params or not len(x32):
+            return
+        y64 = y.astype(np.float64)
+        parts = sigmoid_parts(x32.astype(np.float64), y64)
+        keys = self.intervals.keys(col, positive, np.abs(parts.p.astype(np.float32) - y))  # as elements.sigmoid32 bins
+        for loss, function in (("qfl", qfl), ("vfl", vfl)):
+            if loss in self.params:
+                self._add(loss, keys, function(parts, y64, **self.params[loss]))
+        if "asl" in self.params:
+            asl_params = self.params["asl"]
+            # a negative below the clip costs nothing and passes no gradient (p_m = 0): left out
+            keep = (y64 != 0) | (parts.p >= asl_params["clip"])
+            self._add("asl", keys[keep], asl(parts.select(keep), y64[keep], **asl_params))
+
+    def _add(self, loss: str, keys: np.ndarray, values: tuple[np.ndarray, np.ndarray]) -> None:
+        _add_sums(self.tables[loss], keys, values)
+
+    def add_easy(self, dense: DensePass, at: np.ndarray) -> None:
+        """Add the easy negatives' sums of a dense pass, at the flat keys ``at`` of (class,
+        negative, first interval)."""
+        for loss in self.params:
+            power = self._easy_power(loss)
+            if power is not None:
+                k, factor = power
+                for table, sums in zip(self.tables[loss], dense.power_sums(k)):
+                    table[at] += factor * sums
+
+    def merge(self, other: SigmoidFamilies) -> None:
+        for loss, tables in other.tables.items():
+            self.tables[loss] += tables
+
+    def finish(self, tally: Tally) -> None:
+        """Put the families' sums and normalisers (the valid elements) into ``tally``."""
+        _put(tally, self.tables, self.intervals, self.num_classes, float(tally.element_counts.sum()), "valid elements")
+
+
+def _add_sums(tables: np.ndarray, keys: np.ndarray, values: tuple[np.ndarray, np.ndarray]) -> None:
+    """Add ``(k,)`` losses and gradient magnitudes at the flat ``keys`` to a loss's ``(2, size)``
+    tables."""
+    for table, value in zip(tables, values):
+        table += np.bincount(keys, weights=value, minlength=table.shape[-1])
+
+
+def _put(tally: Tally, tables: dict[str, np.ndarray], intervals: Intervals, classes: int, normaliser: float, name: str) -> None:
+    """Each loss's ``(2, C × 2 × intervals)`` sums (loss, gradient magnitude) into ``tally``'s
+    cells, with its normaliser."""
+
+    def cells(table: np.ndarray) -> np.ndarray:
+        return intervals.to_cells(table.reshape(classes, 2, intervals.count)).sum(axis=-1)
+
+    for loss, (table, gradient) in tables.items():
+        tally.loss_sums[loss], tally.gradient_sums[loss] = cells(table), cells(gradient)
+        tally.normalisers[loss], tally.normaliser_names[loss] = normaliser, name
+
+
 class FamilyTally:
-    """Sums of the families of ``family`` over the chunks given to :meth:`add` (the same keys as
-    :class:`~lossaudit.compare.stream.StreamTally`'s tables).
+    """Sums of the softmax families of ``family`` over the chunks given to :meth:`add` (the same
+    keys as :class:`~lossaudit.compare.stream.StreamTally`'s tables).
 
     Args:
         settings: the difficulty bins (``bins``, ``ghm_bins``).
@@ -206,39 +302,17 @@ class FamilyTally:
         self.family, self.num_classes = family, num_classes
         self.intervals = Intervals(settings.bins, settings.ghm_bins)
         self.size = num_classes * 2 * self.intervals.count
-        self.tables = {loss: np.zeros((2, self.size)) for loss in family.params}  # loss, gradient magnitude
+        self.tables = {loss: np.zeros((2, self.size)) for loss in family.params if loss in SOFTMAX_FAMILIES}  # loss, gradient magnitude
         self.softmax_counts = np.zeros(self.size) if softmax_counts else None
         self.sum_q_positive, self.softmax_positives = np.zeros(num_classes), np.zeros(num_classes)
         self.softmax_rows = 0
 
     def _add(self, loss: str, keys: np.ndarray, values: tuple[np.ndarray, np.ndarray]) -> None:
-        for table, value in zip(self.tables[loss], values):
-            table += np.bincount(keys, weights=value, minlength=self.size)
+        _add_sums(self.tables[loss], keys, values)
 
     def add(self, chunk: Chunk, file: int = 0) -> None:
         """Tally one chunk of rows (``file`` is not needed)."""
-        params = self.family.params
-        if any(loss in SIGMOID_FAMILIES for loss in params):
-            if chunk.element_invalid is None and not chunk.dropped_rows.any():  # every element is valid
-                x32, y = chunk.logits.reshape(-1), chunk.targets.reshape(-1)
-                col = np.tile(np.arange(self.num_classes), len(chunk.logits))
-            else:
-                row, col = np.nonzero(chunk.valid)
-                x32, y = chunk.logits[row, col], chunk.targets[row, col]
-            positive = y == 1 if chunk.heatmap else y >= 0.5
-            y64 = y.astype(np.float64)
-            parts = sigmoid_parts(x32.astype(np.float64), y64)
-            keys = self.intervals.keys(col, positive, np.abs(parts.p.astype(np.float32) - y))  # as elements.sigmoid32 bins
-            for loss, function in (("qfl", qfl), ("vfl", vfl)):
-                if loss in params:
-                    self._add(loss, keys, function(parts, y64, **params[loss]))
-            if "asl" in params:
-                asl_params = params["asl"]
-                # a negative below the clip costs nothing and passes no gradient (p_m = 0): left out
-                keep = (y64 != 0) | (parts.p >= asl_params["clip"])
-                self._add("asl", keys[keep], asl(parts.select(keep), y64[keep], **asl_params))
-        if any(loss in SOFTMAX_FAMILIES for loss in params):
-            self._add_softmax(chunk)
+        self._add_softmax(chunk)
 
     def _add_softmax(self, chunk: Chunk) -> None:
         """The softmax families at the targets of the valid rows with a target."""
@@ -278,18 +352,7 @@ class FamilyTally:
 
     def finish(self, tally: Tally) -> None:
         """Put the families' sums, normalisers and (when counted here) softmax counts into ``tally``."""
-        classes, intervals = self.num_classes, self.intervals
-
-        def cells(table: np.ndarray) -> np.ndarray:
-            return intervals.to_cells(table.reshape(classes, 2, intervals.count)).sum(axis=-1)
-
-        valid_elements = float(tally.element_counts.sum())
-        for loss, (table, gradient) in self.tables.items():
-            tally.loss_sums[loss], tally.gradient_sums[loss] = cells(table), cells(gradient)
-            if loss in SOFTMAX_FAMILIES:
-                tally.normalisers[loss], tally.normaliser_names[loss] = float(self.softmax_rows), "rows with a target"
-            else:
-                tally.normalisers[loss], tally.normaliser_names[loss] = valid_elements, "valid elements"
+        _put(tally, self.tables, self.intervals, self.num_classes, float(self.softmax_rows), "rows with a target")
         if self.softmax_counts is not None:
-            tally.softmax_counts = cells(self.softmax_counts)
+            tally.softmax_counts = self.intervals.to_cells(self.softmax_counts.reshape(self.num_classes, 2, self.intervals.count)).sum(axis=-1)
             tally.sum_q_positive, tally.softmax_positives = self.sum_q_positive, self.softmax_positives

@@ -13,7 +13,7 @@ Per chunk, read once (float32 rows in place from the mapped file):
   chunk's ``nonfinite`` mask is set from them);
 - the valid elements taken out are tallied one by one with the formulas of
   :mod:`lossaudit.compare.elements`: the negatives with a harder logit in float32, the non-zero
-  targets in float64;
+  targets in float64 (and the sigmoid families, :mod:`lossaudit.compare.families`, in float64);
 - the softmax losses are computed on the rows that have a target.
 
 GHM-C keeps the BCE sums per GHM bin, so its weights (which depend on the bin counts of the whole
@@ -36,7 +36,7 @@ import numpy as np
 from lossaudit.compare import elements, families, parallel
 from lossaudit.compare.binning import Intervals, ghm_bin_weights
 from lossaudit.compare.dense import DensePass, Taken
-from lossaudit.compare.engine import FILE_COUNTS, SOFTMAX_LOSSES, LossSettings, Tally
+from lossaudit.compare.engine import FILE_COUNTS, SOFTMAX_FAMILIES, SOFTMAX_LOSSES, LossSettings, Tally
 from lossaudit.dataset import Chunk, DataPlan
 
 CHUNK_ELEMENTS = 1 << 21
@@ -64,9 +64,12 @@ class StreamTally:
         num_classes: C.
         num_files: dump files (for the per-file counts).
         max_rows: the most rows a chunk given to :meth:`add` has.
+        family_params: the later loss families asked for with their hyper-parameters
+            (:attr:`families.FamilySetup.params`): the sigmoid ones are kept here
+            (:class:`~lossaudit.compare.families.SigmoidFamilies`).
     """
 
-    def __init__(self, settings: LossSettings, num_classes: int, num_files: int, max_rows: int):
+    def __init__(self, settings: LossSettings, num_classes: int, num_files: int, max_rows: int, family_params: dict[str, dict[str, float]] | None = None):
         self.settings, self.num_classes = settings, num_classes
         requested = settings.losses
         self.intervals = Intervals(settings.bins, settings.ghm_bins)
@@ -76,10 +79,13 @@ class StreamTally:
         self.softmax_weight = alpha if isinstance(alpha, np.ndarray) else None
         bce_table = "bce" in requested or "ghm" in requested  # GHM-C's weights come at the end
         focal, centernet = "focal" in requested, "centernet" in requested
-        dense_values = {"softplus": bce_table, "q": bce_table, "focal": focal, "focal_gradient": focal, "centernet": centernet, "centernet_gradient": centernet}
+        self.families = families.SigmoidFamilies(family_params or {}, self.intervals, num_classes)
+        dense_values = {"softplus": bce_table, "q": bce_table, "centernet": centernet, "centernet_gradient": centernet}
         values = tuple(name for name, wanted in dense_values.items() if wanted)
+        powers = ((settings.gamma,) if focal else ()) + self.families.powers()
         block_rows = max(BLOCK_ELEMENTS // num_classes, 1)
-        self.dense = DensePass(max_rows, num_classes, self.intervals.first, settings.gamma, values, block_rows, row_sums="ohem" in requested)
+        easy_edge = self.families.easy_edge(float(self.intervals.first))
+        self.dense = DensePass(max_rows, num_classes, np.float32(easy_edge), values, block_rows, powers, row_sums="ohem" in requested)
         tabled = [loss for loss in ("bce", "centernet") + SOFTMAX_LOSSES if loss in requested or (loss == "bce" and bce_table)]
         if focal:  # Σ (1 - y) h and Σ y h of focal's unweighted h: alpha comes at the end
             tabled += ["focal_off", "focal_on"]
@@ -116,6 +122,11 @@ class StreamTally:
         log1p, q = elements.sigmoid_parts(taken.x)
         row_loss = self._add_negatives(taken, log1p, q, at, rows)
         positive_row = self._add_targets(taken.x[at], log1p[at], q[at], y, row, col, chunk.heatmap, row_loss)
+        if self.families.params:
+            taken_y, taken_positive = np.zeros(len(taken.x), dtype=np.float32), np.zeros(len(taken.x), dtype=bool)
+            taken_y[at] = y
+            taken_positive[at] = y == 1 if chunk.heatmap else y >= 0.5
+            self.families.add_elements(taken.x, taken_y, taken.column, taken_positive)
 
         # Rows: background rows, multi-hot rows, softmax losses, hard-negative mining.
         row_valid, has_target = chunk.valid_rows, chunk.has_target
@@ -232,6 +243,7 @@ class StreamTally:
         for name, value in other.totals.items():
             self.totals[name] += value
         self.row_losses.extend(other.row_losses)
+        self.families.merge(other.families)
         self._add_dense(other.dense)
 
     def _add_dense(self, dense: DensePass) -> None:
@@ -239,10 +251,15 @@ class StreamTally:
         at = np.arange(self.num_classes) * 2 * self.intervals.count
         self.counts[at] += dense.count
         sums = dense.class_sums()
-        for table, values, gradient in (("bce", "softplus", "q"), ("focal_off", "focal", "focal_gradient"), ("centernet", "centernet", "centernet_gradient")):
+        for table, values, gradient in (("bce", "softplus", "q"), ("centernet", "centernet", "centernet_gradient")):
             if table in self.tables:
                 self.tables[table][at] += sums[values]
                 self.tables[GRADIENT + table][at] += sums[gradient]
+        if "focal_off" in self.tables:
+            loss, gradient = dense.power_sums(self.settings.gamma)
+            self.tables["focal_off"][at] += loss
+            self.tables[GRADIENT + "focal_off"][at] += gradient
+        self.families.add_easy(dense, at)
 
     def _ohem(self, plan: DataPlan) -> tuple[np.ndarray, np.ndarray, float]:
         """Hard-negative mining: select rows from the per-row losses, read them again, tally their
@@ -299,7 +316,7 @@ class StreamTally:
                 cells, gradient_cells = cells * weights, gradient_cells * weights
             sums[loss], gradients[loss] = cells.sum(axis=-1), gradient_cells.sum(axis=-1)
         softmax_counts = intervals.to_cells(self.softmax_counts.reshape(self.num_classes, 2, intervals.count))
-        return Tally(
+        tally = Tally(
             loss_sums=sums,
             gradient_sums=gradients,
             element_counts=counts.sum(axis=-1),
@@ -316,6 +333,8 @@ class StreamTally:
             multi_hot_rows=self.totals["multi_hot_rows"],
             file_counts=self.file_counts,
         )
+        self.families.finish(tally)
+        return tally
 
 
 def _settle_nonfinite(chunk: Chunk, taken: Taken) -> None:
@@ -415,16 +434,18 @@ def stream_pass(plan: DataPlan, make: Callable[[int], list], chunk_rows: int | N
 
 def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None = None, workers: int | None = None, progress: Callable[[int], None] | None = None) -> Tally:
     """The :class:`Tally` of ``plan`` under ``settings``, from one :func:`stream_pass` (hard-negative
-    mining reads the rows it keeps again); the later families have their own accumulator
+    mining reads the rows it keeps again); the sigmoid families are kept by the
+    :class:`StreamTally`, the softmax families by their own accumulator
     (:class:`~lossaudit.compare.families.FamilyTally`), given the same chunks."""
     info = plan.info
     family = families.setup(settings, plan)
     core = replace(settings, losses=tuple(loss for loss in settings.losses if loss not in families.FAMILY_LOSSES))
     softmax_counts = not any(loss in SOFTMAX_LOSSES for loss in core.losses)
+    softmax_families = family is not None and any(loss in SOFTMAX_FAMILIES for loss in family.params)
 
     def make(rows: int) -> list:
-        extra = [families.FamilyTally(settings, family, info.num_classes, softmax_counts)] if family else []
-        return [StreamTally(core, info.num_classes, len(info.files), rows), *extra]
+        extra = [families.FamilyTally(settings, family, info.num_classes, softmax_counts)] if softmax_families else []
+        return [StreamTally(core, info.num_classes, len(info.files), rows, family.params if family else None), *extra]
 
     total, *extra = stream_pass(plan, make, chunk_rows, workers, progress)
     tally = total.finish(plan)
