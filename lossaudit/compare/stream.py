@@ -125,7 +125,7 @@ class StreamTally:
         if self.families.params:
             taken_y, taken_positive = np.zeros(len(taken.x), dtype=np.float32), np.zeros(len(taken.x), dtype=bool)
             taken_y[at] = y
-            taken_positive[at] = y == 1 if chunk.heatmap else y >= 0.5
+            taken_positive[at] = chunk.target_positive[kept]
             self.families.add_elements(taken.x, taken_y, taken.column, taken_positive)
 
         # Rows: background rows, multi-hot rows, softmax losses, hard-negative mining.
