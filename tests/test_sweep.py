@@ -160,3 +160,17 @@ def test_no_dump_and_a_missing_file_are_one_line_errors(run_cli, tmp_path):
     for arguments in ([], [tmp_path / "missing.npz"]):
         result = run_cli("sweep", *arguments)
         assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_loss_bins_from_the_bits_are_frexps():
+    """A normal float32 loss is binned from its bits; subnormal ones and 0 from ``frexp``: the
+    same bins as ``frexp`` gives every one (the octave and the first 8 bits of the fraction)."""
+    from lossaudit.compare.sweep import LossHistogram, _frexp_keys
+
+    rng = np.random.default_rng(3)
+    tiny = np.finfo(np.float32).tiny
+    edges = np.array([0, 1e-45, 1e-40, tiny, np.nextafter(tiny, np.float32(0)), np.nextafter(tiny, np.float32(1)), 0.5, 1, 2 - 2**-23, np.finfo(np.float32).max], dtype=np.float32)
+    h = np.concatenate([edges, rng.random(10_000).astype(np.float32), np.exp(rng.uniform(-87, 88, 10_000)).astype(np.float32), (rng.random(1_000) * tiny).astype(np.float32)])
+    keys = LossHistogram((2.0,))._keys(h)
+    np.testing.assert_array_equal(keys, _frexp_keys(h))
+    assert keys[0] == 0 and keys.min() >= 0 and keys.max() < LossHistogram((2.0,)).size

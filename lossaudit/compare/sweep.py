@@ -33,8 +33,10 @@ from lossaudit.errors import InputError
 SCHEMA_VERSION = 1
 """Of the ``sweep --format json`` document."""
 
-SUB_BINS = 256
-"""Loss bins per octave (:class:`LossHistogram`): the cumulative shares are within 1/256 of exact."""
+SUB_BITS = 8
+SUB_BINS = 1 << SUB_BITS
+"""Loss bins per octave (:class:`LossHistogram`): the cumulative shares are within 1/256 of exact.
+A bin is a float32 loss's exponent and the first ``SUB_BITS`` bits of its fraction."""
 LOWEST_EXPONENT, HIGHEST_EXPONENT = -148, 129
 """The float32 losses, 0 excepted (its own bin), lie in [2^-149, 2^128): ``frexp`` exponents -148 to 128."""
 FRACTIONS = tuple(round(k / 100, 2) for k in range(101)) + (0.995, 0.999)
@@ -60,6 +62,23 @@ def parse_values(text: str, option: str, check: Callable[[float], bool], expecte
     if not values:
         raise InputError(f"{option}: empty; expected a comma list of {expected}")
     return tuple(dict.fromkeys(values))
+
+
+NORMAL_KEY_OFFSET = 1 + (-126 - LOWEST_EXPONENT) * SUB_BINS
+"""The key of a normal float32 loss less its bits shifted right by ``23 - SUB_BITS``: the exponent
+field E gives ``frexp``'s exponent ``E - 126``."""
+
+
+def _frexp_keys(h: np.ndarray) -> np.ndarray:
+    """The bins of float32 losses ``h >= 0`` from ``frexp``: octave ``e`` of ``h = m 2^e``
+    (``m`` in [0.5, 1)), sub-bin ``floor((m - 0.5) 2 SUB_BINS)``; 0 has key 0."""
+    mantissa, exponent = np.frexp(h)
+    mantissa -= np.float32(0.5)
+    mantissa *= np.float32(2 * SUB_BINS)
+    keys = (exponent - LOWEST_EXPONENT) * SUB_BINS + 1
+    keys += mantissa.astype(np.int32)
+    keys[h == 0] = 0
+    return keys
 
 
 def _modulated(m: np.ndarray, gamma: float) -> np.ndarray:
@@ -89,13 +108,15 @@ class LossHistogram:
         self.sums = np.zeros((len(gammas), 2, self.size))
 
     def _keys(self, h: np.ndarray) -> np.ndarray:
-        """The bin of each float32 loss ``h >= 0`` (0: its own bin, key 0)."""
-        mantissa, exponent = np.frexp(h)
-        mantissa -= np.float32(0.5)
-        mantissa *= np.float32(2 * SUB_BINS)
-        keys = (exponent - LOWEST_EXPONENT) * SUB_BINS + 1
-        keys += mantissa.astype(np.int32)
-        keys[h == 0] = 0
+        """The bin of each float32 loss ``h >= 0`` (0: its own bin, key 0): for a normal float,
+        ``frexp``'s exponent and the first 8 bits of its fraction are the float's bits shifted
+        right by 15 (exponent field, then fraction), so the key is those bits plus a constant;
+        subnormal losses (below 2^-126) and 0 are keyed from ``frexp``."""
+        keys = np.right_shift(h.view(np.int32), 23 - SUB_BITS)
+        keys += NORMAL_KEY_OFFSET
+        small = h < np.float32(np.finfo(np.float32).tiny)
+        if small.any():
+            keys[small] = _frexp_keys(h[small])
         return keys
 
     def lower_edges(self) -> np.ndarray:
