@@ -283,8 +283,7 @@ class _Rows:
         what :meth:`span` reads, for :func:`~lossaudit.readers.release_pages`."""
         if self.axis is None:
             return view[start:stop]
-        first, last = divmod(start, self.trailing)[0], divmod(stop - 1, self.trailing)[0]
-        return view[first : last + 1]
+        return view[start // self.trailing : (stop - 1) // self.trailing + 1]
 
     def float32_span(self, start: int, stop: int, view: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Rows ``start .. stop`` of ``view`` as an ``(n, C)`` float32 array: a read-only view when

@@ -59,10 +59,10 @@ def run(work: Callable[[int, Report], Any], workers: int, progress: Report | Non
 
 
 class _Child:
-    """A forked worker: its process id, the pipe its result comes through, its progress counter."""
+    """A forked worker: its process id and the pipe its result comes through."""
 
-    def __init__(self, pid: int, pipe: int, counter: np.ndarray):
-        self.pid, self.pipe, self.counter = pid, pipe, counter
+    def __init__(self, pid: int, pipe: int):
+        self.pid, self.pipe = pid, pipe
         self.reaped = False
 
     def result(self) -> tuple[Any, Any]:
@@ -168,7 +168,7 @@ def _fork(work: Callable[[int, Report], Any], index: int, counter: np.ndarray, e
         raise
     if pid:
         os.close(write_end)
-        return _Child(pid, read_end, counter)
+        return _Child(pid, read_end)
     try:  # the child: never returns
         _die_with_parent(parent)
         os.close(read_end)
