@@ -215,15 +215,15 @@ def lossaudit_command(folder: Path) -> list[str]:
 
 def engine(folder: Path) -> None:
     from lossaudit import compare
-    from lossaudit.compare.engine import LossSettings
-    from lossaudit.dataset import LoadOptions
+    from lossaudit.compare.settings import LossSettings
+    from lossaudit.io.dataset import LoadOptions
 
     compare.run([folder], LoadOptions(), LossSettings(), None)
 
 
 FLOOR_BLOCKS = (1 << 15, 1 << 16, 1 << 18)
 """Block sizes (elements) the floor is measured at, the fastest counting: 2^15 is the engine's
-(``lossaudit.compare.stream.BLOCK_ELEMENTS``), 2^16 keeps one buffer in a core's L2 cache, 2^18
+(``lossaudit.compare.engine.stream.BLOCK_ELEMENTS``), 2^16 keeps one buffer in a core's L2 cache, 2^18
 hands the GIL over least often."""
 
 
@@ -231,9 +231,9 @@ def one_log_floor(folder: Path, buffered: bool, block: int, processes: bool) -> 
     """``log1p(exp(-abs(x)))`` over the memory-mapped logits with a worker per CPU, each taking
     every ``workers``-th block of ``block`` elements (cache-sized: the temporaries of larger blocks
     would cost page faults). The workers are threads, or (``processes``) the engine's workers
-    (:mod:`lossaudit.compare.parallel`: forked processes on Linux)."""
-    from lossaudit.compare import parallel
-    from lossaudit.compare.stream import default_workers
+    (:mod:`lossaudit.compare.engine.parallel`: forked processes on Linux)."""
+    from lossaudit.compare.engine import parallel
+    from lossaudit.compare.engine.stream import default_workers
 
     logits = np.load(folder / "logits.npy", mmap_mode="r")
     rows, workers = block // CLASSES, default_workers()
@@ -316,7 +316,7 @@ def add_memory_over_input(result: dict) -> None:
 
 
 def environment() -> dict:
-    from lossaudit.compare.stream import default_workers
+    from lossaudit.compare.engine.stream import default_workers
 
     return {"python": sys.version.split()[0], "numpy": np.__version__, "cpus": os.cpu_count(), "workers": default_workers(),
             **{name: os.environ.get(name) for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "PYTHONDONTWRITEBYTECODE")},

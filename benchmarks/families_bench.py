@@ -51,8 +51,8 @@ def make_dumps(folder: Path, seed: int = 0) -> dict[str, Path]:
 
 def timed(path: Path, losses: tuple[str, ...] | None, repeat: int) -> float:
     from lossaudit import compare
-    from lossaudit.compare.engine import LossSettings
-    from lossaudit.dataset import LoadOptions
+    from lossaudit.compare.settings import LossSettings
+    from lossaudit.io.dataset import LoadOptions
 
     settings = LossSettings() if losses is None else LossSettings(losses=losses)
     compare.run([path], LoadOptions(), settings, losses)  # warm the page cache and the imports

@@ -16,8 +16,8 @@ from lossaudit._version import __version__
 __all__ = ["__version__", "compare", "lint", "save", "Report", "LintReport", "InputError", "testing"]
 
 _LAZY = {
-    "save": ("lossaudit.dump", "save"),
-    "Report": ("lossaudit.results", "Report"),
+    "save": ("lossaudit.io.dump", "save"),
+    "Report": ("lossaudit.compare.report.types", "Report"),
     "LintReport": ("lossaudit.lint.findings", "LintReport"),
     "InputError": ("lossaudit.errors", "InputError"),
 }

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lossaudit.results import Report
+from lossaudit.compare.report.types import Report
 
 
 def compare(
@@ -69,7 +69,7 @@ def compare(
     it are the report's ``extra["baseline"]`` section (README "Tracking runs").
 
     Returns:
-        The :class:`~lossaudit.results.Report`; ``report.to_dict()`` is ``--format json``'s document.
+        The :class:`~lossaudit.compare.report.types.Report`; ``report.to_dict()`` is ``--format json``'s document.
 
     Raises:
         InputError: bad input, with the message the CLI prints.
@@ -82,10 +82,10 @@ def compare(
         (3, 0.2533)
     """
     from lossaudit import compare as comparison
-    from lossaudit.compare.engine import LossSettings
-    from lossaudit.dataset import LoadOptions, read_class_names
-    from lossaudit.dump import from_tensor
+    from lossaudit.compare.settings import LossSettings
     from lossaudit.errors import InputError
+    from lossaudit.io.dataset import LoadOptions, read_class_names
+    from lossaudit.io.dump import from_tensor
 
     if (logits is None) != (targets is None):
         raise InputError("logits= and targets= go together")
@@ -105,7 +105,7 @@ def compare(
                             qfl_beta=qfl_beta, asl_gamma_pos=asl_gamma_pos, asl_gamma_neg=asl_gamma_neg, asl_clip=asl_clip, cb_beta=cb_beta, la_tau=la_tau)
     source = None
     if model is not None:
-        from lossaudit.inference import RunOptions
+        from lossaudit.model.inference import RunOptions
 
         if data is None:
             raise InputError("--model needs --data: a .npz/.pt file with the model input and the targets")
@@ -123,7 +123,7 @@ def compare(
     chosen = comparison.parse_losses(losses if losses is None or isinstance(losses, str) else ",".join(losses))
     document = comparison.run(path_list, load_options, settings, chosen, source, arrays=arrays)
     if baseline is not None:
-        from lossaudit.compare.baseline import changes, read_report
+        from lossaudit.compare.report.baseline import changes, read_report
 
         document["baseline"] = changes(document, read_report(Path(baseline)), str(baseline))
     return Report.from_dict(document)

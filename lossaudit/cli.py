@@ -14,7 +14,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape as plain  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
+from rich.markup import (
+    escape as plain,  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
+)
 
 from lossaudit import __version__
 from lossaudit.errors import InputError
@@ -233,7 +235,12 @@ def compare(
     """Compare cross-entropy, focal, softmax focal, GHM-C and related losses on saved predictions or a model's outputs."""
     try:
         from lossaudit.api import compare as compare_api
-        from lossaudit.compare.render import (
+        from lossaudit.compare.report.baseline import render_changes
+        from lossaudit.compare.report.build import gating
+        from lossaudit.io.config import load_config
+        from lossaudit.io.readers import SUFFIXES as DUMP_SUFFIXES
+        from lossaudit.io.symbols import parse_init
+        from lossaudit.render.compare import (
             print_text,
             ranking_loss,
             render_github,
@@ -242,20 +249,15 @@ def compare(
             render_markdown,
             render_text,
         )
-        from lossaudit.compare.baseline import render_changes
-        from lossaudit.compare.html import render_html
-        from lossaudit.compare.report import gating
-        from lossaudit.config import load_config
-        from lossaudit.readers import SUFFIXES as DUMP_SUFFIXES
-        from lossaudit.reporting import refuse_overwriting_inputs, write_report
-        from lossaudit.symbols import parse_init
+        from lossaudit.render.formats import refuse_overwriting_inputs, write_report
+        from lossaudit.render.html import render_html
 
         settings_file = load_config(config, isolated)
         o = {**ctx.params, **_config_values(ctx, settings_file.compare)}
         read = [*(paths or []), settings_file.source, *(Path(o[key]) for key in ("class_names", "alpha_per_class", "baseline") if o[key]), model, data]
         refuse_overwriting_inputs(output, read, DUMP_SUFFIXES)
         if plot is not None:
-            from lossaudit.plots import check_plot_path
+            from lossaudit.render.plots import check_plot_path
 
             check_plot_path(plot, output)
         if o["fail_if_share_moves"] is not None and not o["baseline"]:
@@ -317,7 +319,7 @@ def compare(
             }
             write_report(renderers[chosen](), output)
         if plot is not None:
-            from lossaudit.plots import plot_report
+            from lossaudit.render.plots import plot_report
 
             plot_report(report, plot)
     except InputError as error:
@@ -334,7 +336,7 @@ def compare(
 
 def _gate_share_moves(section: dict, threshold: float | None) -> None:
     """Exit 1 when the largest share move reaches ``--fail-if-share-moves``."""
-    from lossaudit.compare.baseline import describe_move, moved_too_far
+    from lossaudit.compare.report.baseline import describe_move, moved_too_far
 
     if moved_too_far(section, threshold):
         move = section["largest_move"]
@@ -365,7 +367,7 @@ def explain(
         from lossaudit import explain as whiteboard
 
         if plot is not None:
-            from lossaudit.plots import check_plot_path
+            from lossaudit.render.plots import check_plot_path
 
             check_plot_path(plot)
         if (logits is None) == (logit is None and prob is None):
@@ -390,7 +392,7 @@ def explain(
             title = f"sigmoid focal loss, one {'positive' if target == 1 else 'negative'} at p = {steps['p']['value']:.4g}"
         sys.stdout.write(json.dumps(steps, indent=2) + "\n" if format is DiffFormat.json else whiteboard.render(steps, title))
         if plot is not None:
-            from lossaudit.plots import explain_figure, save
+            from lossaudit.render.plots import explain_figure, save
 
             save(explain_figure(steps, target, gamma), plot)
     except (InputError, ValueError) as error:  # bad options, and the whiteboard's argument checks
@@ -437,16 +439,16 @@ def sweep(
 ) -> None:
     """Sigmoid focal loss under every --gamma × --alpha setting, from one pass over the dumps: shares of loss and gradient, top classes, cumulative loss."""
     try:
-        from lossaudit.compare.render import render_json
-        from lossaudit.compare.sweep import run as run_sweep
-        from lossaudit.compare.sweep_render import print_text, render_text
-        from lossaudit.dataset import LoadOptions, read_class_names
-        from lossaudit.readers import SUFFIXES as DUMP_SUFFIXES
-        from lossaudit.reporting import refuse_overwriting_inputs, write_report
+        from lossaudit.io.dataset import LoadOptions, read_class_names
+        from lossaudit.io.readers import SUFFIXES as DUMP_SUFFIXES
+        from lossaudit.render.compare import render_json
+        from lossaudit.render.formats import refuse_overwriting_inputs, write_report
+        from lossaudit.sweep.render import print_text, render_text
+        from lossaudit.sweep.run import run as run_sweep
 
         refuse_overwriting_inputs(output, [*(paths or []), *([class_names] if class_names else [])], DUMP_SUFFIXES)
         if plot is not None:
-            from lossaudit.plots import check_plot_path
+            from lossaudit.render.plots import check_plot_path
 
             check_plot_path(plot, output)
         options = LoadOptions(logits_key=logits_key, targets_key=targets_key, targets=TargetEncoding(targets).value, background_index=background_index,
@@ -460,7 +462,7 @@ def sweep(
         else:
             write_report(render_text(document, _piped_width(output)), output)
         if plot is not None:
-            from lossaudit.plots import plot_sweep
+            from lossaudit.render.plots import plot_sweep
 
             plot_sweep(document, plot)
     except InputError as error:
@@ -482,8 +484,12 @@ def diff(
     try:
         import json
 
-        from lossaudit.compare.baseline import changes, read_report, render_changes
-        from lossaudit.reporting import refuse_overwriting_inputs, write_report
+        from lossaudit.compare.report.baseline import (
+            changes,
+            read_report,
+            render_changes,
+        )
+        from lossaudit.render.formats import refuse_overwriting_inputs, write_report
 
         refuse_overwriting_inputs(output, [old, new], (".json",))
         section = changes(read_report(new), read_report(old), str(old))
@@ -520,13 +526,13 @@ def lint(
 ) -> None:
     """Audit your own focal-loss implementation against the reference losses."""
     try:
-        from lossaudit.config import load_config
+        from lossaudit.io.config import load_config
+        from lossaudit.io.symbols import parse_init
         from lossaudit.lint import session
         from lossaudit.lint.report import render
         from lossaudit.lint.rules import parse_codes
         from lossaudit.lint.runner import AuditOptions
-        from lossaudit.reporting import refuse_overwriting_inputs, write_report
-        from lossaudit.symbols import parse_init
+        from lossaudit.render.formats import refuse_overwriting_inputs, write_report
 
         settings_file = load_config(config, isolated)
         o = {**ctx.params, **_config_values(ctx, settings_file.lint, skip=("targets", "exclude"))}

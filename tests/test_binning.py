@@ -1,4 +1,4 @@
-"""Where a gradient norm falls (:class:`lossaudit.compare.binning.Intervals`): the table lookup
+"""Where a gradient norm falls (:class:`lossaudit.compare.engine.binning.Intervals`): the table lookup
 gives what a search of the edges gives, at the edges and between them."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lossaudit.compare.binning import Intervals
+from lossaudit.compare.engine.binning import Intervals
 
 
 @pytest.mark.parametrize(("bins", "ghm_bins"), [(10, 10), (7, 30), (1, 1), (3, 1000), (100, 99), (1000, 999)])

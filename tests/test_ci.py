@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from lossaudit.lint.rules import RULES
-from lossaudit.reporting import annotation, escape_data, escape_property
+from lossaudit.render.formats import annotation, escape_data, escape_property
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_REPO = Path(__file__).parent / "fixtures" / "repo"

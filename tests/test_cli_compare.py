@@ -453,11 +453,11 @@ def test_the_progress_hook_counts_every_row_once_across_workers(detection, monke
     rows of the data."""
     from dataclasses import replace
 
-    from lossaudit.compare import parallel
-    from lossaudit.compare.engine import LossSettings
-    from lossaudit.compare.stream import stream_tally
-    from lossaudit.dataset import plan
-    from lossaudit.readers import read_batches
+    from lossaudit.compare.engine import parallel
+    from lossaudit.compare.engine.stream import stream_tally
+    from lossaudit.compare.settings import LossSettings
+    from lossaudit.io.dataset import plan
+    from lossaudit.io.readers import read_batches
 
     monkeypatch.setattr(parallel, "FORK", fork and parallel.FORK)
     data = plan(read_batches([detection[0]]))
@@ -469,7 +469,7 @@ def test_the_progress_hook_counts_every_row_once_across_workers(detection, monke
 
 def _big_dump(folder: Path) -> int:
     """Just over the bar's ~100 MB of float32 logits, as memory-mapped ``.npy`` files."""
-    from lossaudit.compare.progress import SHOW_FROM_BYTES
+    from lossaudit.render.progress import SHOW_FROM_BYTES
 
     classes = 20
     rows = SHOW_FROM_BYTES // (4 * classes) + 1

@@ -1,6 +1,6 @@
 """``compare`` with the later loss families (qfl, vfl, asl, cb-ce, logit-adjusted-ce).
 
-The streaming engine (numpy, :mod:`lossaudit.compare.families`) gives the full-tensor engine's
+The streaming engine (numpy, :mod:`lossaudit.compare.engine.families`) gives the full-tensor engine's
 numbers (torch: :mod:`lossaudit.losses` and autograd, in float64) to 1e-5 relative on soft,
 multi-label and index dumps with masks, ignore labels and NaN logits, for several chunk sizes and
 worker counts; the oracle's totals are the reference functions' own sums; the CLI's defaults add the
@@ -18,12 +18,16 @@ import pytest
 import torch
 
 from lossaudit import losses
-from lossaudit.compare.engine import LossSettings
-from lossaudit.compare import elements
-from lossaudit.compare.families import FAMILY_LOSSES, family_params, sigmoid_parts
-from lossaudit.compare.stream import stream_tally
-from lossaudit.dataset import load_batches, plan
-from lossaudit.readers import read_batches
+from lossaudit.compare.engine import elements
+from lossaudit.compare.engine.families import (
+    FAMILY_LOSSES,
+    family_params,
+    sigmoid_parts,
+)
+from lossaudit.compare.engine.stream import stream_tally
+from lossaudit.compare.settings import LossSettings
+from lossaudit.io.dataset import load_batches, plan
+from lossaudit.io.readers import read_batches
 from tests.conftest import write_npz
 from tests.test_stream import _assert_same, _detection, _oracle, _soft
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import lossaudit
-from lossaudit.dataset import LoadOptions, load, read_class_names
 from lossaudit.errors import InputError
+from lossaudit.io.dataset import LoadOptions, load, read_class_names
 from tests.conftest import write_npz
 
 

@@ -5,7 +5,7 @@ per positive / easy-negative / very-hard set equals torch autograd on the refere
 
 Softmax losses: a row's gradient, summed over its logits, is counted at the row's target class and
 in the bin of ``1 - q_target`` (one-hot rows). The closed forms of
-:mod:`lossaudit.compare.elements` are checked element by element against autograd as well."""
+:mod:`lossaudit.compare.engine.elements` are checked element by element against autograd as well."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lossaudit import api, losses
-from lossaudit.compare import elements
+from lossaudit.compare.engine import elements
 
 CLASSES, ROWS, BINS = 4, 300, 10
 
@@ -104,7 +104,7 @@ def test_centernet_gradient_shares_equal_autograd():
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 5.0])
 def test_closed_forms_equal_autograd_element_by_element(gamma):
-    """The element gradients of :mod:`lossaudit.compare.elements` (focal before alpha_t for soft
+    """The element gradients of :mod:`lossaudit.compare.engine.elements` (focal before alpha_t for soft
     and 0/1 targets, negatives in float32, CenterNet, a softmax row with several targets) against
     autograd on the reference functions."""
     rng = np.random.default_rng(11)

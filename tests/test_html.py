@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 
 import lossaudit
 from lossaudit.cli import app
-from lossaudit.compare.html import PLOTS_NEED_THE_EXTRA
-from lossaudit.compare.render import sections
+from lossaudit.render.compare import sections
+from lossaudit.render.html import PLOTS_NEED_THE_EXTRA
 from tests.conftest import write_npz
 
 ROOT = Path(__file__).resolve().parent.parent

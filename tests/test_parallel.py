@@ -1,4 +1,4 @@
-"""The workers of a pass (:mod:`lossaudit.compare.parallel`): forked processes on Linux, threads
+"""The workers of a pass (:mod:`lossaudit.compare.engine.parallel`): forked processes on Linux, threads
 elsewhere. A child's result, exported state, progress and failure all reach the parent, and no
 child outlives a run."""
 
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lossaudit.compare import parallel
+from lossaudit.compare.engine import parallel
 from lossaudit.errors import InputError
 
 pytestmark = pytest.mark.skipif(not parallel.FORK, reason="forked workers are used on Linux only")
@@ -147,7 +147,7 @@ def test_children_die_with_their_parent(tmp_path):
     marker = tmp_path / "child.pid"
     script = (
         "import os, time\n"
-        "from lossaudit.compare import parallel\n"
+        "from lossaudit.compare.engine import parallel\n"
         "def work(index, report):\n"
         f"    if index: open({str(marker)!r}, 'w').write(str(os.getpid()))\n"
         "    time.sleep(60)\n"

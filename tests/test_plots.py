@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import lossaudit
-from lossaudit import plots
 from lossaudit.explain import sigmoid_steps, softmax_steps
+from lossaudit.render import plots
 from tests.test_torch_free import BLOCK_TORCH
 
 pytest.importorskip("matplotlib")

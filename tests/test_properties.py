@@ -184,11 +184,11 @@ def dumps(draw):
 def test_the_streaming_engine_equals_the_full_tensor_tally(tmp_path_factory, dump, chunk_rows, workers):
     """For random dumps, chunk sizes and worker counts, the streaming pass equals the full-tensor
     tally (the oracle), as tests/test_stream.py checks on fixed dumps."""
-    from lossaudit.compare.engine import LossSettings
-    from lossaudit.compare.stream import stream_tally
-    from lossaudit.dataset import LoadOptions, plan
+    from lossaudit.compare.engine.stream import stream_tally
+    from lossaudit.compare.settings import LossSettings
     from lossaudit.errors import InputError
-    from lossaudit.readers import read_batches
+    from lossaudit.io.dataset import LoadOptions, plan
+    from lossaudit.io.readers import read_batches
     from tests.test_stream import ALL_LOSSES, _oracle
 
     arrays_, encoding = dump

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from rich.cells import cell_len
 
-from lossaudit.compare.render import render_text
+from lossaudit.render.compare import render_text
 from tests.conftest import write_npz
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,8 +128,8 @@ def test_natural_width_is_what_rich_lays_out(compare_json, tmp_path):
     from rich.console import Console
     from rich.measure import Measurement
 
-    from lossaudit.compare.layout import _table, natural_width
-    from lossaudit.compare.render import sections
+    from lossaudit.render.compare import sections
+    from lossaudit.render.layout import _table, natural_width
 
     console = Console(width=10**4)
     for dump in [*EXAMPLES, _long_names(tmp_path)]:

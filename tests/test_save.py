@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import lossaudit
-from lossaudit.dump import RUN_ID
+from lossaudit.io.dump import RUN_ID
 
 
 @pytest.mark.parametrize(
@@ -125,7 +125,7 @@ def test_the_bar_and_the_spinner_need_a_terminal_and_a_large_dump():
 
     from rich.console import Console
 
-    from lossaudit.compare.progress import reading_status, tally_progress
+    from lossaudit.render.progress import reading_status, tally_progress
 
     reader, writer = pty.openpty()  # the terminal's two ends
     received: list[bytes] = []
@@ -169,7 +169,7 @@ def test_the_bar_and_the_spinner_need_a_terminal_and_a_large_dump():
 def test_the_process_umask_is_never_changed(tmp_path, monkeypatch):
     """``os.umask`` is process-wide: setting it to read it would race with the user's threads, so
     the files are created with mode 0666 and the kernel applies the umask."""
-    from lossaudit.reporting import write_report
+    from lossaudit.render.formats import write_report
 
     previous = os.umask(0o027)
     try:
@@ -184,7 +184,7 @@ def test_the_process_umask_is_never_changed(tmp_path, monkeypatch):
 
 def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     from lossaudit.errors import InputError
-    from lossaudit.reporting import write_report
+    from lossaudit.render.formats import write_report
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")

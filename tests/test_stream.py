@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from lossaudit import losses
-from lossaudit.compare import binning, dense, elements
-from lossaudit.compare.engine import LOSS_IDS, LossSettings, tally
-from lossaudit.compare.stream import ohem_row_selection, stream_tally
-from lossaudit.dataset import LoadOptions, load_batches, plan
-from lossaudit.readers import read_batches
+from lossaudit.compare.engine import binning, dense, elements
+from lossaudit.compare.engine.stream import ohem_row_selection, stream_tally
+from lossaudit.compare.oracle import tally
+from lossaudit.compare.settings import LOSS_IDS, LossSettings
+from lossaudit.io.dataset import LoadOptions, load_batches, plan
+from lossaudit.io.readers import read_batches
 
 ALL_LOSSES = ("ce", "bce", "focal", "softmax-focal", "ghm", "centernet", "ohem")
 
@@ -121,7 +122,7 @@ def test_chunks_split_anchor_and_map_batches_consistently(tmp_path):
 def test_dense_blocks_that_split_a_chunk_give_the_same_numbers(tmp_path, monkeypatch, block_elements):
     """The dense pass works through a chunk in blocks of rows (one row at least): blocks of 1, 3 and
     8 rows of 6 classes inside chunks of 64 rows."""
-    from lossaudit.compare import stream
+    from lossaudit.compare.engine import stream
 
     monkeypatch.setattr(stream, "BLOCK_ELEMENTS", block_elements)
     paths = [_detection(tmp_path / f"batch{seed}.npz", seed) for seed in (11, 12)]
@@ -134,7 +135,7 @@ def test_dense_blocks_that_split_a_chunk_give_the_same_numbers(tmp_path, monkeyp
 def test_worker_count_does_not_change_the_numbers(tmp_path, monkeypatch, workers, fork):
     """Forked workers (Linux) and threads give the same tally, and the same statistics of the
     plan (labels out of range, counted in whichever process read them)."""
-    from lossaudit.compare import parallel
+    from lossaudit.compare.engine import parallel
 
     monkeypatch.setattr(parallel, "FORK", fork and parallel.FORK)
     paths = [_detection(tmp_path / f"batch{seed}.npz", seed) for seed in (5, 6)]
@@ -226,7 +227,7 @@ def test_softmax_terms_keep_a_confident_rows_small_loss_precise():
     """``-log q`` of a confident row (q near 1) to float32's relative precision, rows with ties at
     the maximum included: the float64 formula written here is the oracle. Summing ``1 + s`` in
     float32 lost up to 1% of it."""
-    from lossaudit.compare.elements import softmax_terms
+    from lossaudit.compare.engine.elements import softmax_terms
 
     rng = np.random.default_rng(0)
     rows, classes = 2000, 80

@@ -13,10 +13,10 @@ import torch
 from rich.cells import cell_len
 
 from lossaudit import api, losses
-from lossaudit.compare import sweep as sweeping
-from lossaudit.compare.sweep_render import render_text
-from lossaudit.dataset import DataPlan, LoadOptions, _Reader, plan
-from lossaudit.readers import read_batches
+from lossaudit.io.dataset import DataPlan, LoadOptions, _Reader, plan
+from lossaudit.io.readers import read_batches
+from lossaudit.sweep import run as sweeping
+from lossaudit.sweep.render import render_text
 from tests.conftest import write_npz
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,8 +32,8 @@ def swept():
 def test_each_dump_file_is_read_once_and_each_row_decoded_once(tmp_path, monkeypatch):
     """Two dump files: each opened once, each row range decoded once, no row read again (the two
     workers are threads here, so that this process sees every call)."""
-    from lossaudit import readers
-    from lossaudit.compare import parallel
+    from lossaudit.compare.engine import parallel
+    from lossaudit.io import readers
 
     monkeypatch.setattr(parallel, "FORK", False)
 
@@ -165,7 +165,7 @@ def test_no_dump_and_a_missing_file_are_one_line_errors(run_cli, tmp_path):
 def test_loss_bins_from_the_bits_are_frexps():
     """A normal float32 loss is binned from its bits; subnormal ones and 0 from ``frexp``: the
     same bins as ``frexp`` gives every one (the octave and the first 8 bits of the fraction)."""
-    from lossaudit.compare.sweep import LossHistogram, _frexp_keys
+    from lossaudit.sweep.run import LossHistogram, _frexp_keys
 
     rng = np.random.default_rng(3)
     tiny = np.finfo(np.float32).tiny

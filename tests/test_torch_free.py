@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lossaudit.compare.engine import LOSS_IDS, LossSettings, tally
-from lossaudit.dataset import load
+from lossaudit.compare.oracle import tally
+from lossaudit.compare.settings import LOSS_IDS, LossSettings
+from lossaudit.io.dataset import load
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK_TORCH = 'import sys\nsys.modules["torch"] = None  # from here on, import torch raises ModuleNotFoundError\n'

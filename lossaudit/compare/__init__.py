@@ -17,7 +17,7 @@ DEFAULT_LOSSES = ("ce", "bce", "focal", "softmax-focal", "ghm")
 
 def default_losses(info) -> tuple[str, ...]:
     """The losses compared when ``--losses`` is not given, by the data (a
-    :class:`~lossaudit.dataset.DataInfo`): :data:`DEFAULT_LOSSES`, plus ``centernet`` for heatmap
+    :class:`~lossaudit.io.dataset.DataInfo`): :data:`DEFAULT_LOSSES`, plus ``centernet`` for heatmap
     targets, ``qfl`` and ``vfl`` for soft (IoU-quality) targets, ``asl`` for multi-label one-hot or
     soft targets (a row with two targets ≥ 0.5)."""
     extra = {
@@ -31,7 +31,7 @@ def default_losses(info) -> tuple[str, ...]:
 
 def parse_losses(text: str | None) -> tuple[str, ...] | None:
     """``"ce,focal"`` -> ``("ce", "focal")``; None keeps the defaults."""
-    from lossaudit.compare.engine import LOSS_IDS
+    from lossaudit.compare.settings import LOSS_IDS
 
     if text is None:
         return None
@@ -44,7 +44,7 @@ def parse_losses(text: str | None) -> tuple[str, ...] | None:
 
 def read_alpha_per_class(path: Path) -> tuple[float, ...]:
     """Per-class alpha from a file: one number per line, a YAML list, or a mapping {index: alpha}."""
-    from lossaudit.dataset import read_class_names
+    from lossaudit.io.dataset import read_class_names
 
     values = read_class_names(path)
     try:
@@ -62,7 +62,7 @@ class ModelSource:
     """``compare --model``: a checkpoint to run on ``--data`` instead of reading dumps."""
 
     checkpoint: Path
-    run: object  # lossaudit.inference.RunOptions
+    run: object  # lossaudit.model.inference.RunOptions
     arch: str | None = None
     init: dict = field(default_factory=dict)
     trust: bool = False
@@ -71,9 +71,9 @@ class ModelSource:
 
 def _model_batch(source: ModelSource) -> tuple[object, dict]:
     """Run the checkpoint's model; returns the batch of logits and targets and what to report."""
-    from lossaudit.checkpoint import load_model
-    from lossaudit.dump import save
-    from lossaudit.inference import check_device, run_model
+    from lossaudit.io.dump import save
+    from lossaudit.model.checkpoint import load_model
+    from lossaudit.model.inference import check_device, run_model
 
     device = check_device(source.run.device)
     loaded = load_model(source.checkpoint, source.arch, source.init, source.trust, device)
@@ -103,14 +103,14 @@ def _model_batch(source: ModelSource) -> tuple[object, dict]:
 def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | None, model: ModelSource | None = None, arrays: dict | None = None) -> dict:
     """Read the dumps (or run the model, or take ``arrays``: ``{"logits", "targets"[, "mask",
     "class_names"]}`` numpy arrays) in one streaming pass, and return the report (see
-    :mod:`lossaudit.compare.report`). ``losses`` None means the defaults of :func:`default_losses`
-    (then ``softmax-background`` and ``softmax-multi-hot`` do not gate ``--strict``). The full-tensor engine (:func:`lossaudit.compare.engine.tally`) computes the
+    :mod:`lossaudit.compare.report.build`). ``losses`` None means the defaults of :func:`default_losses`
+    (then ``softmax-background`` and ``softmax-multi-hot`` do not gate ``--strict``). The full-tensor engine (:func:`lossaudit.compare.oracle.tally`) computes the
     same numbers and is the tests' oracle."""
-    from lossaudit.compare.progress import reading_status, tally_progress
-    from lossaudit.compare.report import build_report
-    from lossaudit.compare.stream import stream_tally
-    from lossaudit.dataset import plan
-    from lossaudit.readers import ArrayFile, expand_paths, read_batches
+    from lossaudit.compare.engine.stream import stream_tally
+    from lossaudit.compare.report.build import build_report
+    from lossaudit.io.dataset import plan
+    from lossaudit.io.readers import ArrayFile, expand_paths, read_batches
+    from lossaudit.render.progress import reading_status, tally_progress
 
     if sum(map(bool, (paths, model, arrays))) > 1:
         raise InputError("pass prediction dumps, --model with --data, or arrays (logits=, targets=), not both")

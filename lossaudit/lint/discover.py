@@ -28,7 +28,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from lossaudit.errors import InputError
-from lossaudit.symbols import parse_python
+from lossaudit.io.symbols import parse_python
 
 SKIPPED_FOLDERS = {".git", ".hg", ".venv", "venv", "env", "__pycache__", "build", "dist", "node_modules", "site-packages", ".tox", ".nox", ".eggs", "tests", "test"}
 SKIPPED_FILES = {"conftest.py"}

@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from lossaudit.symbols import read_source
+from lossaudit.io.symbols import read_source
 
 Predicate = Callable[[ast.AST], bool]
 

@@ -36,8 +36,6 @@ from lossaudit.lint.subject import (
     FOCUSING,
     MATCH_TOLERANCE,
     QUIET,
-    expects_state,
-    reference_calls,
     SOFT_TARGET_KINDS,
     Batch,
     Calibration,
@@ -46,10 +44,12 @@ from lossaudit.lint.subject import (
     Params,
     Subject,
     canonical_to_reference_input,
+    expects_state,
     make_batch,
     match_output,
     normalisers,
     output_tensor,
+    reference_calls,
     reference_elements,
 )
 

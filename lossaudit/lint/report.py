@@ -14,7 +14,7 @@ from lossaudit import __version__
 from lossaudit.lint.discover import Candidate
 from lossaudit.lint.findings import Finding, TargetResult
 from lossaudit.lint.rules import RULES, RULES_BY_CODE, SEVERITIES
-from lossaudit.reporting import (
+from lossaudit.render.formats import (
     annotation,
     junit_xml,
     repository_relative,

@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lossaudit.errors import InputError
+from lossaudit.io.symbols import TargetSpec
 from lossaudit.lint.findings import Finding, TargetResult
-from lossaudit.symbols import TargetSpec
 
 STDERR_TAIL_BYTES = 4000
 STARTUP_ALLOWANCE_S = 30.0

@@ -26,12 +26,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lossaudit.errors import InputError
+from lossaudit.io.symbols import (
+    TargetSpec,
+    definition_line,
+    module_source,
+    parse_import_failure,
+    parse_target,
+    relative_to_cwd,
+)
 from lossaudit.lint.discover import LOOKED_FOR, Candidate, discover
 from lossaudit.lint.findings import Finding, TargetResult
 from lossaudit.lint.rules import SEVERITIES, parse_codes
 from lossaudit.lint.runner import AuditOptions, audit, default_jobs
 from lossaudit.lint.suppress import apply_suppressions, silenced
-from lossaudit.symbols import TargetSpec, definition_line, module_source, parse_import_failure, parse_target, relative_to_cwd
 
 UNCALLABLE_PHASES = ("call", "instantiate")
 SIGNATURE_ERROR = re.compile(

@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from lossaudit.io.symbols import read_source
 from lossaudit.lint.findings import TargetResult
-from lossaudit.symbols import read_source
 
 COMMENT = re.compile(r"#\s*lossaudit:\s*ignore\b(?:\[([^\]]*)\])?", re.IGNORECASE)
 ALL = frozenset({"*"})

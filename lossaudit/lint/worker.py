@@ -16,9 +16,8 @@ import traceback
 from pathlib import Path
 
 from lossaudit.errors import InputError
+from lossaudit.io.symbols import TargetSpec, import_symbol
 from lossaudit.lint.findings import Finding, TargetResult
-from lossaudit.symbols import TargetSpec, import_symbol
-
 
 CONFIGURE_FIX = "pass the arguments it needs with --init KEY=VALUE, or init = { ... } in the target's configuration entry"
 

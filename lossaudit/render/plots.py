@@ -4,7 +4,7 @@ matplotlib is an optional extra (``pip install 'lossaudit[plot]'``), imported on
 functions that draw, and never through pyplot: figures are :class:`matplotlib.figure.Figure`
 objects rendered by the Agg (PNG) or SVG canvas, with no global state and no display.
 
-A comparison report (the dict of :func:`lossaudit.compare.report.build_report`) gives one panel
+A comparison report (the dict of :func:`lossaudit.compare.report.build.build_report`) gives one panel
 per :data:`COMPARE_PANELS` entry that has data in the report:
 
 - loss versus p_t for the report's settings (CE/BCE, focal for positives with alpha_t = alpha and
@@ -81,7 +81,7 @@ def save(figure: Figure, path: Path) -> None:
     Raises:
         InputError: the file exists or cannot be written.
     """
-    from lossaudit.filemode import create_temporary
+    from lossaudit.io.filemode import create_temporary
 
     data = render(figure, FORMATS[path.suffix.lower()])
     temporary = None
@@ -242,7 +242,7 @@ def draw_gradient_density(ax: Axes, report: dict) -> None:
 def _share_heatmap(ax: Axes, values: list[list[float | None]], rows: list[str], columns: list[str], cmap: str, label: str) -> None:
     """A table of shares as a heatmap (a row per label, a column per loss or setting), with a
     colour bar, and the values written in the cells when they are few enough to read."""
-    from lossaudit.compare.formatting import pct
+    from lossaudit.render.formatting import pct
 
     grid = [[math.nan if v is None else v for v in row] for row in values]
     image = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=0, interpolation="nearest")

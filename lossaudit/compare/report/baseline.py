@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from lossaudit.errors import InputError
-from lossaudit.textfiles import read_text
+from lossaudit.io.textfiles import read_text
 
 READABLE_SCHEMAS = (2, 3, 4)
 """Report schema versions a baseline may have: 2 (rows and elements apart), 3 (``baseline``

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lossaudit.errors import InputError
-from lossaudit.textfiles import parse_toml, parse_yaml, read_text
-from lossaudit.symbols import module_source, parse_target, relative_to_cwd
+from lossaudit.io.symbols import module_source, parse_target, relative_to_cwd
+from lossaudit.io.textfiles import parse_toml, parse_yaml, read_text
 
 PYPROJECT, YAML_NAMES = "pyproject.toml", ("lossaudit.yaml", "lossaudit.yml")
 CHOICES = {

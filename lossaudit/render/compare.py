@@ -1,6 +1,6 @@
-"""Render a comparison report (the dict of :func:`~lossaudit.compare.report.build_report`) as
+"""Render a comparison report (the dict of :func:`~lossaudit.compare.report.build.build_report`) as
 rich text, markdown, JSON, GitHub annotations or JUnit. The tables are built once as plain rows
-(:class:`~lossaudit.compare.layout.Section`) and drawn by each format."""
+(:class:`~lossaudit.render.layout.Section`) and drawn by each format."""
 
 from __future__ import annotations
 
@@ -10,9 +10,15 @@ from collections.abc import Callable
 
 from rich.console import Console
 
-from lossaudit.compare.formatting import MISSING, count, names, num, pct
-from lossaudit.compare.layout import Section, natural_width, print_lines, print_section, wrap
 from lossaudit.errors import InputError
+from lossaudit.render.formatting import MISSING, count, names, num, pct
+from lossaudit.render.layout import (
+    Section,
+    natural_width,
+    print_lines,
+    print_section,
+    wrap,
+)
 
 MIN_WIDTH = 80
 """Text written to a file or a pipe is as wide as its widest table, and at least this."""
@@ -254,7 +260,11 @@ def render_github(report: dict, strict: bool = False) -> str:
     """Workflow-command annotations: one per data finding and dump file that has it (a finding of the
     whole data, like a class without positives, has no file). Under ``--strict`` the gating findings
     are errors; informational ones are notices."""
-    from lossaudit.reporting import annotation, repository_relative, repository_root
+    from lossaudit.render.formats import (
+        annotation,
+        repository_relative,
+        repository_root,
+    )
 
     root = repository_root()
     lines = []
@@ -274,8 +284,8 @@ def render_github(report: dict, strict: bool = False) -> str:
 def render_junit(report: dict) -> str:
     """One test case per data check: a failure for a finding ``--strict`` gates on, output for
     the others."""
-    from lossaudit.compare.report import FINDING_NAMES
-    from lossaudit.reporting import junit_xml
+    from lossaudit.compare.report.build import FINDING_NAMES
+    from lossaudit.render.formats import junit_xml
 
     found = {f["code"]: f for f in report["findings"]}
     classname = "lossaudit compare " + " ".join(report["input"]["files"])

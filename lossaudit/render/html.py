@@ -1,8 +1,8 @@
 """Render a comparison report as one self-contained HTML page (``compare --format html``).
 
 The page holds what the text report holds — the summary, the Loaded lines, every table of
-:func:`lossaudit.compare.render.sections`, the data findings and the changes since a baseline —
-and, when matplotlib is installed, the plots of :func:`lossaudit.plots.compare_panels` as inline
+:func:`lossaudit.render.compare.sections`, the data findings and the changes since a baseline —
+and, when matplotlib is installed, the plots of :func:`lossaudit.render.plots.compare_panels` as inline
 SVG. Everything is inside the file: CSS in a ``<style>`` element, no script, no external URL, so it
 reads offline, on a phone (tables scroll sideways in their own box, the plots shrink to the
 screen) and on paper (``@media print``). Every text from the report is escaped.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from html import escape
 
-from lossaudit.compare.layout import Section
-from lossaudit.compare.render import _finding_line, _loaded, sections
+from lossaudit.render.compare import _finding_line, _loaded, sections
+from lossaudit.render.layout import Section
 
 STYLE = """
 :root { color-scheme: light; --rule: #d0d7de; --muted: #57606a; --warn: #9a6700; }
@@ -62,7 +62,7 @@ def _table(section: Section) -> str:
 
 def _plots(report: dict) -> str:
     """The inline SVG figures, or a note saying how to get them."""
-    from lossaudit import plots
+    from lossaudit.render import plots
 
     if not plots.available():
         return f'<section><h2>Plots</h2><p class="note">{escape(PLOTS_NEED_THE_EXTRA)}</p></section>\n'
@@ -73,7 +73,7 @@ def _plots(report: dict) -> str:
 
 def render_html(report: dict, top: int | None = None, top_by: str | None = None, changes: str = "") -> str:
     """The report as an HTML document; ``top``/``top_by`` as for the text report, ``changes`` the
-    text of :func:`lossaudit.compare.baseline.render_changes` (shown preformatted) or ""."""
+    text of :func:`lossaudit.compare.report.baseline.render_changes` (shown preformatted) or ""."""
     files = ", ".join(report["input"]["files"])
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',

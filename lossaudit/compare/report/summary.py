@@ -2,14 +2,14 @@
 rests on. A rule whose condition the data does not meet says nothing, so the summary holds at most
 one sentence per rule (six), in this order.
 
-Every rule reads the report of :func:`lossaudit.compare.report.build_report` (shares are fractions
+Every rule reads the report of :func:`lossaudit.compare.report.build.build_report` (shares are fractions
 of each loss's own total; g is the gradient norm |p − y|, 1 − q_target for softmax losses) and
 returns ``{"rule", "text", "numbers"}`` or None. Thresholds are the module constants.
 """
 
 from __future__ import annotations
 
-from lossaudit.compare.formatting import count, names, num, pct
+from lossaudit.render.formatting import count, names, num, pct
 
 EASY_NEGATIVE_SHARE = 0.5
 """``easy-negatives`` fires when a sigmoid loss takes at least this share from easy negatives."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lossaudit.errors import InputError
-from lossaudit.textfiles import require_regular_file
+from lossaudit.io.textfiles import require_regular_file
 
 SUFFIXES = (".npz", ".npy", ".pt", ".pth")
 

@@ -1,26 +1,26 @@
 """One streaming pass over the data, in numpy, that produces the same
-:class:`~lossaudit.compare.engine.Tally` as the full-tensor engine, in bounded memory.
+:class:`~lossaudit.compare.settings.Tally` as the full-tensor engine, in bounded memory.
 
 Every number ``compare`` prints is a sum over elements grouped by class, positive/negative,
 difficulty bin and level, so each chunk of rows adds its element losses into small float64 tables
-keyed by (class, positive, difficulty interval) (:class:`~lossaudit.compare.binning.Intervals`).
+keyed by (class, positive, difficulty interval) (:class:`~lossaudit.compare.engine.binning.Intervals`).
 
 Per chunk, read once (float32 rows in place from the mapped file):
 
-- the dense pass (:class:`~lossaudit.compare.dense.DensePass`) sums, per class, the losses of the
+- the dense pass (:class:`~lossaudit.compare.engine.dense.DensePass`) sums, per class, the losses of the
   easy negatives — all elements but a few in detection dumps — from one ``exp`` and one ``log1p``
   per element, and returns the elements it took out, among them every non-finite logit (the
   chunk's ``nonfinite`` mask is set from them);
 - the valid elements taken out are tallied one by one with the formulas of
-  :mod:`lossaudit.compare.elements`: the negatives with a harder logit in float32, the non-zero
-  targets in float64 (and the sigmoid families, :mod:`lossaudit.compare.families`, in float64);
+  :mod:`lossaudit.compare.engine.elements`: the negatives with a harder logit in float32, the non-zero
+  targets in float64 (and the sigmoid families, :mod:`lossaudit.compare.engine.families`, in float64);
 - the softmax losses are computed on the rows that have a target.
 
 GHM-C keeps the BCE sums per GHM bin, so its weights (which depend on the bin counts of the whole
 data) are applied at the end: the loss is ``Σ_bins w_b × Σ BCE in bin b``. Hard-negative mining
 keeps one loss per row; at the end the kept rows are read again and tallied.
 
-Chunks are spread over workers (:mod:`~lossaudit.compare.parallel`: forked processes on Linux,
+Chunks are spread over workers (:mod:`~lossaudit.compare.engine.parallel`: forked processes on Linux,
 threads elsewhere), each with its own buffers and tables, merged in a fixed order.
 """
 
@@ -33,11 +33,17 @@ from dataclasses import replace
 
 import numpy as np
 
-from lossaudit.compare import elements, families, parallel
-from lossaudit.compare.binning import Intervals, ghm_bin_weights
-from lossaudit.compare.dense import DensePass, Taken
-from lossaudit.compare.engine import FILE_COUNTS, SOFTMAX_FAMILIES, SOFTMAX_LOSSES, LossSettings, Tally
-from lossaudit.dataset import Chunk, DataPlan
+from lossaudit.compare.engine import elements, families, parallel
+from lossaudit.compare.engine.binning import Intervals, ghm_bin_weights
+from lossaudit.compare.engine.dense import DensePass, Taken
+from lossaudit.compare.settings import (
+    FILE_COUNTS,
+    SOFTMAX_FAMILIES,
+    SOFTMAX_LOSSES,
+    LossSettings,
+    Tally,
+)
+from lossaudit.io.dataset import Chunk, DataPlan
 
 CHUNK_ELEMENTS = 1 << 21
 """Elements per chunk (rows × classes), read at once: the bookkeeping of a chunk (targets, rows,
@@ -50,7 +56,7 @@ GRADIENT = "gradient:"
 BLOCK_ELEMENTS = 1 << 15 if parallel.FORK else 1 << 18
 """Elements per block of the dense pass. At 2^15 its buffers (about 30 bytes an element) stay in a
 core's L2 cache, but every block costs some 25 numpy calls, and threads queue on the GIL for each
-(see :mod:`~lossaudit.compare.parallel`): with forked workers, blocks are cache-sized; with threads,
+(see :mod:`~lossaudit.compare.engine.parallel`): with forked workers, blocks are cache-sized; with threads,
 larger. Measured in-process on 80M elements, default losses, 2 cores (wall seconds): two forked
 workers 2^14 0.27, 2^15 0.265, 2^16 0.28, 2^17 0.29, 2^18 0.32; two threads 2^15 0.52, 2^16 0.44,
 2^17 0.39, 2^18 0.37."""
@@ -66,7 +72,7 @@ class StreamTally:
         max_rows: the most rows a chunk given to :meth:`add` has.
         family_params: the later loss families asked for with their hyper-parameters
             (:attr:`families.FamilySetup.params`): the sigmoid ones are kept here
-            (:class:`~lossaudit.compare.families.SigmoidFamilies`).
+            (:class:`~lossaudit.compare.engine.families.SigmoidFamilies`).
     """
 
     def __init__(self, settings: LossSettings, num_classes: int, num_files: int, max_rows: int, family_params: dict[str, dict[str, float]] | None = None):
@@ -146,9 +152,9 @@ class StreamTally:
             self.row_losses.append((chunk.start, row_loss, has_positive))
 
     def _add_negatives(self, taken: Taken, log1p: np.ndarray, q: np.ndarray, targets: np.ndarray, rows: int) -> np.ndarray | None:
-        """Tally the taken-out elements (their :func:`~lossaudit.compare.elements.sigmoid_parts`
+        """Tally the taken-out elements (their :func:`~lossaudit.compare.engine.elements.sigmoid_parts`
         ``log1p`` and ``q``) as negatives (target 0), those at the positions ``targets`` excepted
-        (:func:`~lossaudit.compare.elements.negative_terms`; focal's ``1 - alpha`` comes at the
+        (:func:`~lossaudit.compare.engine.elements.negative_terms`; focal's ``1 - alpha`` comes at the
         end). Returns the chunk's ``(rows,)`` BCE row sums so far when hard-negative mining is
         asked for."""
         requested = self.settings.losses
@@ -172,7 +178,7 @@ class StreamTally:
 
     def _add_targets(self, x: np.ndarray, log1p: np.ndarray, q: np.ndarray, y: np.ndarray, row: np.ndarray, col: np.ndarray, heatmap: bool, row_loss: np.ndarray | None) -> np.ndarray:
         """Tally the valid non-zero targets: float32 logits ``x`` and their intermediates, targets
-        ``y`` at (``row``, ``col``) of the chunk (:func:`~lossaudit.compare.elements.sigmoid_terms`).
+        ``y`` at (``row``, ``col``) of the chunk (:func:`~lossaudit.compare.engine.elements.sigmoid_terms`).
         Adds their BCE to ``row_loss`` when given; returns the rows of the positives."""
         terms = elements.sigmoid_terms(x, log1p, q, y, heatmap)
         keys = self.intervals.keys(col, terms.positive, terms.g)
@@ -402,7 +408,7 @@ def stream_pass(plan: DataPlan, make: Callable[[int], list], chunk_rows: int | N
     the first a :class:`StreamTally`: chunks are decoded into its buffer, without a check for
     non-finite logits, which its dense pass finds and sets in the chunk before the others see it.
     ``workers`` workers (default: the CPUs this process may use; see
-    :mod:`~lossaudit.compare.parallel`) each tally every ``workers``-th chunk into their own
+    :mod:`~lossaudit.compare.engine.parallel`) each tally every ``workers``-th chunk into their own
     accumulators. The split is static and the merge ordered, so a given worker count always gives
     the same sums. ``progress`` is called, in this process, with the rows tallied since its last
     call (each chunk's, or those of several with forked workers). Returns the merged accumulators.
@@ -436,7 +442,7 @@ def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None 
     """The :class:`Tally` of ``plan`` under ``settings``, from one :func:`stream_pass` (hard-negative
     mining reads the rows it keeps again); the sigmoid families are kept by the
     :class:`StreamTally`, the softmax families by their own accumulator
-    (:class:`~lossaudit.compare.families.FamilyTally`), given the same chunks."""
+    (:class:`~lossaudit.compare.engine.families.FamilyTally`), given the same chunks."""
     info = plan.info
     family = families.setup(settings, plan)
     core = replace(settings, losses=tuple(loss for loss in settings.losses if loss not in families.FAMILY_LOSSES))

@@ -1,6 +1,6 @@
 """Run a model over saved inputs for ``compare --model``: ``model.eval()``, ``torch.inference_mode()``,
 batches of ``--batch-size`` on ``--device``, a transient progress bar on stderr when it is a
-terminal. The result is a batch of arrays that :func:`lossaudit.dataset.load_batches` checks like
+terminal. The result is a batch of arrays that :func:`lossaudit.io.dataset.load_batches` checks like
 any dump."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lossaudit.dataset import CLASS_NAMES_KEY, MASK_KEY, TARGETS_KEYS, find_key
 from lossaudit.errors import InputError
-from lossaudit.readers import ArrayFile, read_batches
+from lossaudit.io.dataset import CLASS_NAMES_KEY, MASK_KEY, TARGETS_KEYS, find_key
+from lossaudit.io.readers import ArrayFile, read_batches
 
 INPUT_KEYS = ("inputs", "x", "images")
 

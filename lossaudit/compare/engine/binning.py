@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lossaudit.compare.engine import LEVEL_EDGES, LEVELS
+from lossaudit.compare.settings import LEVEL_EDGES, LEVELS
 
 
 def ghm_bin_edges(bins: int) -> np.ndarray:

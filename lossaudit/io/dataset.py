@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lossaudit.dump import RUN_ID_KEY
 from lossaudit.errors import InputError
-from lossaudit.readers import ArrayFile, read_batches, release_pages
-from lossaudit.textfiles import parse_yaml, read_text
+from lossaudit.io.dump import RUN_ID_KEY
+from lossaudit.io.readers import ArrayFile, read_batches, release_pages
+from lossaudit.io.textfiles import parse_yaml, read_text
 
 if TYPE_CHECKING:
     import torch
@@ -184,7 +184,7 @@ class Chunk:
 @dataclass
 class Dataset(DataInfo):
     """Every row at once: the dense tables of :class:`Chunk` as torch tensors, for the full-tensor
-    engine (:func:`lossaudit.compare.engine.tally`)."""
+    engine (:func:`lossaudit.compare.oracle.tally`)."""
 
     logits: torch.Tensor = None  # type: ignore[assignment]
     targets: torch.Tensor = None  # type: ignore[assignment]
@@ -271,7 +271,7 @@ class _Rows:
 
     def scan(self, count: int, rows: int) -> Iterator[np.ndarray]:
         """The first ``count`` rows as :meth:`span` reads them, ``rows`` at a time, each span's
-        mapped pages given back after use (:func:`~lossaudit.readers.release_pages`)."""
+        mapped pages given back after use (:func:`~lossaudit.io.readers.release_pages`)."""
         view = self.view()
         for start in range(0, count, rows):
             stop = min(start + rows, count)
@@ -280,7 +280,7 @@ class _Rows:
 
     def span_view(self, start: int, stop: int, view: np.ndarray) -> np.ndarray:
         """Rows ``start .. stop`` of ``view`` as a view (not copied), of whatever shape spans them:
-        what :meth:`span` reads, for :func:`~lossaudit.readers.release_pages`."""
+        what :meth:`span` reads, for :func:`~lossaudit.io.readers.release_pages`."""
         if self.axis is None:
             return view[start:stop]
         return view[start // self.trailing : (stop - 1) // self.trailing + 1]
@@ -343,7 +343,7 @@ class _Reader:
         self._move_to(None)
 
     def _release_read(self) -> None:
-        """Give back the mapped pages of the last chunk read (:func:`~lossaudit.readers.release_pages`):
+        """Give back the mapped pages of the last chunk read (:func:`~lossaudit.io.readers.release_pages`):
         a reader holds one chunk's pages resident, not every page of its files it has read."""
         for view in self.read:
             release_pages(view)
@@ -795,7 +795,7 @@ def _choose_encoding(detected: set[str], requested: str, source: str, key: str) 
 
 def read_class_names(path: Path) -> list[str]:
     """Class names from a file: one per line, or a YAML list, or a YAML mapping ``{index: name}``
-    (a regular file of text only: see :mod:`lossaudit.textfiles`)."""
+    (a regular file of text only: see :mod:`lossaudit.io.textfiles`)."""
     text = read_text(path, "class names")
     try:
         parsed = parse_yaml(text, path)

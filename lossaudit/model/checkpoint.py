@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossaudit.errors import InputError
-from lossaudit.symbols import import_quietly, import_symbol, parse_target
+from lossaudit.io.symbols import import_quietly, import_symbol, parse_target
 
 NESTING_KEYS = ("state_dict", "model", "module")
 PREFIXES = ("module.", "model.")

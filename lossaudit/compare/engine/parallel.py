@@ -1,6 +1,6 @@
 """The workers of a pass over the data, run in parallel: forked processes on Linux, threads elsewhere.
 
-A worker of :func:`~lossaudit.compare.stream.stream_pass` makes a few dozen numpy calls per block
+A worker of :func:`~lossaudit.compare.engine.stream.stream_pass` makes a few dozen numpy calls per block
 of a chunk, and each call takes the GIL and gives it back around its loop. With a thread per core,
 the threads keep waiting for each other's hand-overs: on two cores, 80M elements in blocks of 2^15
 take 0.50 s in one thread and 0.52 s in two; in two forked processes, which have a GIL each,

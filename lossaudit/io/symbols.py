@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from lossaudit.errors import InputError
-from lossaudit.textfiles import MAX_TEXT_BYTES, require_regular_file
+from lossaudit.io.textfiles import MAX_TEXT_BYTES, require_regular_file
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def module_source(module: str, root: Path | None = None) -> Path | None:
 
 def parse_python(path: Path) -> ast.Module:
     """The syntax tree of a Python file, without running it. Only a regular file of at most
-    :data:`~lossaudit.textfiles.MAX_TEXT_BYTES` is opened (a FIFO would block, a device never end).
+    :data:`~lossaudit.io.textfiles.MAX_TEXT_BYTES` is opened (a FIFO would block, a device never end).
 
     Raises:
         InputError: the file cannot be read or parsed.

@@ -1,13 +1,13 @@
-"""Render a sweep (the dict of :func:`lossaudit.compare.sweep.sweep`) as text (JSON:
-:func:`lossaudit.compare.render.render_json`), with the text report's tables (:class:`~lossaudit.compare.layout.Section`), fitted to a width."""
+"""Render a sweep (the dict of :func:`lossaudit.sweep.run.sweep`) as text (JSON:
+:func:`lossaudit.render.compare.render_json`), with the text report's tables (:class:`~lossaudit.render.layout.Section`), fitted to a width."""
 
 from __future__ import annotations
 
 from rich.console import Console
 
-from lossaudit.compare.formatting import MISSING, names, num, pct
-from lossaudit.compare.layout import Section, print_lines, print_section, wrap
-from lossaudit.compare.render import GRADIENT_MARK, _finding_line, _loaded, plain_text
+from lossaudit.render.compare import GRADIENT_MARK, _finding_line, _loaded, plain_text
+from lossaudit.render.formatting import MISSING, names, num, pct
+from lossaudit.render.layout import Section, print_lines, print_section, wrap
 
 TEXT_FRACTIONS = (0.5, 0.8, 0.9, 0.95, 0.99)
 """The fractions of the elements the text shows of each cumulative distribution (JSON: all)."""

@@ -5,7 +5,7 @@ by (class, positive, difficulty interval), and follow the reference functions of
 :mod:`lossaudit.losses` with the hyper-parameters of :func:`family_params`:
 
 - the sigmoid families (:class:`SigmoidFamilies`, kept by the
-  :class:`~lossaudit.compare.stream.StreamTally` beside the core losses): the elements its dense
+  :class:`~lossaudit.compare.engine.stream.StreamTally` beside the core losses): the elements its dense
   pass takes out, per element, in float64, with ``p = sigmoid(x)``, ``b = BCE(x, y)`` and
   ``d = |p - y|`` (binned by the GHM gradient norm, as every sigmoid loss); the easy negatives
   (y = 0, p below the first difficulty edge) from the dense pass's power sums ``Σ p^k b``, since
@@ -23,7 +23,7 @@ by (class, positive, difficulty interval), and follow the reference functions of
     chain rule through each factor (a clamped log or ``p_m`` at 0 passes none), then ``|·|``;
 
 - the softmax families (:class:`FamilyTally`, given every chunk of the streaming pass beside the
-  :class:`~lossaudit.compare.stream.StreamTally`), per target term of the rows a softmax loss uses
+  :class:`~lossaudit.compare.engine.stream.StreamTally`), per target term of the rows a softmax loss uses
   (valid rows with a target), binned by ``1 - q_target`` of the model's own softmax as ``ce`` is,
   so that the difficulty tables compare the losses over the same terms:
 
@@ -32,7 +32,7 @@ by (class, positive, difficulty interval), and follow the reference functions of
   - ``logit-adjusted-ce``: CE of ``x + tau log pi``, ``pi`` the class frequencies.
 
   Both take their class counts from the dump itself, read before the pass (only when one of them
-  is asked for): :meth:`~lossaudit.dataset.DataPlan.class_target_sums` (each class's targets as
+  is asked for): :meth:`~lossaudit.io.dataset.DataPlan.class_target_sums` (each class's targets as
   stored, before masks, the ignore label or non-finite logits exclude anything; hard targets: its
   positives).
 """
@@ -43,12 +43,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lossaudit.compare import elements
-from lossaudit.compare.binning import Intervals
-from lossaudit.compare.dense import DensePass
-from lossaudit.compare.engine import SOFTMAX_FAMILIES, LossSettings, Tally
-from lossaudit.dataset import Chunk, DataPlan
+from lossaudit.compare.engine import elements
+from lossaudit.compare.engine.binning import Intervals
+from lossaudit.compare.engine.dense import DensePass
+from lossaudit.compare.settings import SOFTMAX_FAMILIES, LossSettings, Tally
 from lossaudit.errors import InputError
+from lossaudit.io.dataset import Chunk, DataPlan
 
 SIGMOID_FAMILIES = ("qfl", "vfl", "asl")
 FAMILY_LOSSES = SIGMOID_FAMILIES + SOFTMAX_FAMILIES
@@ -135,7 +135,7 @@ class SigmoidParts:
 def sigmoid_parts(x: np.ndarray, y: np.ndarray) -> SigmoidParts:
     """The :class:`SigmoidParts` of finite float64 logits and targets, from one ``exp(-x)`` and one
     ``log1p(exp(-|x|))`` per element (no cancellation: each sum adds terms of one sign). ``p`` is
-    ``1 / (1 + exp(-x))``, the float64 value :func:`~lossaudit.compare.elements.sigmoid32` rounds."""
+    ``1 / (1 + exp(-x))``, the float64 value :func:`~lossaudit.compare.engine.elements.sigmoid32` rounds."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # exp(-x) = inf: p = 0 (x < 0 branch)
         exp_minus_x = np.exp(-x)
         denominator = 1 + exp_minus_x
@@ -199,7 +199,7 @@ def asl(parts: SigmoidParts, y: np.ndarray, gamma_pos: float, gamma_neg: float, 
 class SigmoidFamilies:
     """The sums of the sigmoid families among ``params`` (QFL, VFL, ASL; see the module docstring),
     in the flat ``(C, 2, intervals)`` keys of ``intervals``: kept by a
-    :class:`~lossaudit.compare.stream.StreamTally`, which gives them its taken-out elements
+    :class:`~lossaudit.compare.engine.stream.StreamTally`, which gives them its taken-out elements
     (:meth:`add_elements`) and its dense pass's sums (:meth:`add_easy`)."""
 
     def __init__(self, params: dict[str, dict[str, float]], intervals: Intervals, num_classes: int):
@@ -288,7 +288,7 @@ def _put(tally: Tally, tables: dict[str, np.ndarray], intervals: Intervals, clas
 
 class FamilyTally:
     """Sums of the softmax families of ``family`` over the chunks given to :meth:`add` (the same
-    keys as :class:`~lossaudit.compare.stream.StreamTally`'s tables).
+    keys as :class:`~lossaudit.compare.engine.stream.StreamTally`'s tables).
 
     Args:
         settings: the difficulty bins (``bins``, ``ghm_bins``).

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lossaudit.filemode import create_temporary
+from lossaudit.io.filemode import create_temporary
 
 
 def from_tensor(value: object) -> object:

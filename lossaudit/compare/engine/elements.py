@@ -1,6 +1,6 @@
 """Element losses in numpy, for elements taken one by one (any target, any logit).
 
-The streaming engine's dense pass (:mod:`lossaudit.compare.dense`) covers the bulk of the data:
+The streaming engine's dense pass (:mod:`lossaudit.compare.engine.dense`) covers the bulk of the data:
 negatives in the easiest difficulty interval. The elements it takes out — negatives with a harder
 logit (:func:`negative_terms`), non-zero targets (:func:`sigmoid_terms`), the rows hard-negative
 mining keeps — and the softmax rows go through these functions, which follow the reference

@@ -4,7 +4,7 @@ Nearly every element of a detection dump is a background anchor's easy negative:
 ``p = sigmoid(x)`` below the first edge of the difficulty intervals (0.1 by default), so x < 0.
 Their losses are functions of the logit alone, and ``compare`` needs only their sums per class.
 For every element of an ``(n, C)`` chunk the pass computes, in float32, from one ``exp`` and one
-``log1p`` (:func:`~lossaudit.compare.elements.sigmoid_parts`):
+``log1p`` (:func:`~lossaudit.compare.engine.elements.sigmoid_parts`):
 
     l = log1p(e), q = e / (1 + e)     e = exp(-|x|); where x < 0: q = p and l = softplus(x)
                                       = BCE(x, 0) = -log(1 - p)
@@ -24,7 +24,7 @@ threshold ``x0 < 0`` (every x below it has p below the easy edge: the first diff
 lower one such as ASL's clip), non-finite logits, non-zero
 targets and masked elements; dropped rows are left out whole. Their ``-|x|`` is set to ``-inf``
 before the ``exp``, which makes every value 0 (CenterNet's clamped term is zeroed after). The
-caller tallies the valid taken-out elements one by one (:mod:`lossaudit.compare.elements`), from
+caller tallies the valid taken-out elements one by one (:mod:`lossaudit.compare.engine.elements`), from
 their logits (:class:`Taken`). Non-finite logits are found here, so a chunk decoded without its own
 check (``check_finite=False``) learns them from :attr:`Taken.x`.
 
@@ -46,8 +46,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lossaudit.compare.elements import CENTERNET_PROB_CLAMP, negative_abs, parts_from_negative_abs
-from lossaudit.dataset import Chunk
+from lossaudit.compare.engine.elements import (
+    CENTERNET_PROB_CLAMP,
+    negative_abs,
+    parts_from_negative_abs,
+)
+from lossaudit.io.dataset import Chunk
 
 DENSE_VALUES = ("softplus", "q", "centernet", "centernet_gradient")
 """The per-class sums the pass can keep beside its powers: ``q`` is BCE's gradient magnitude,

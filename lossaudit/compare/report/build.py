@@ -1,9 +1,9 @@
-"""Turn a :class:`~lossaudit.compare.engine.Tally` into the comparison report: plain data with the
+"""Turn a :class:`~lossaudit.compare.settings.Tally` into the comparison report: plain data with the
 stable keys of ``compare --format json``, which the text and markdown renderers read.
 
 Shares are fractions of a loss's total (``None`` where the total is 0). Unrounded floats.
 Gradient shares (``gradient_share``, ``gradient_*_share``) are fractions of a loss's total
-gradient magnitude ``Σ |∂L/∂x|`` over every logit (see :class:`~lossaudit.compare.engine.Tally`),
+gradient magnitude ``Σ |∂L/∂x|`` over every logit (see :class:`~lossaudit.compare.settings.Tally`),
 grouped like the loss: where the gradient that trains the model comes from.
 
 Units: sigmoid losses see elements (row × class); softmax losses see rows with a target and are
@@ -20,14 +20,21 @@ from __future__ import annotations
 import numpy as np
 
 from lossaudit import __version__
-from lossaudit.compare.binning import ghm_bin_weights
-from lossaudit.compare.engine import LEVEL_EDGES, LEVELS, SOFTMAX_FAMILIES, SOFTMAX_LOSSES, LossSettings, Tally
-from lossaudit.dataset import DataInfo, name_files
+from lossaudit.compare.engine.binning import ghm_bin_weights
+from lossaudit.compare.settings import (
+    LEVEL_EDGES,
+    LEVELS,
+    SOFTMAX_FAMILIES,
+    SOFTMAX_LOSSES,
+    LossSettings,
+    Tally,
+)
+from lossaudit.io.dataset import DataInfo, name_files
 
 SCHEMA_VERSION = 4
 """2 added ``summary``, ``loss_selection``, ``levels``, per loss ``family``/``fits_data``/``covers``,
 softmax ``rows`` beside ``elements``, findings' ``gates_strict``/``files``; losses ordered by fit.
-3 added the optional ``baseline`` section (``--baseline``; :mod:`lossaudit.compare.baseline`).
+3 added the optional ``baseline`` section (``--baseline``; :mod:`lossaudit.compare.report.baseline`).
 4 added gradient shares: per loss ``gradient_mean`` and ``gradient_{positive,easy_negative,
 very_hard}_share``; ``gradient_share`` beside ``share`` in ``per_class``, ``per_difficulty``,
 ``levels`` and the quadrants' cells."""
@@ -322,7 +329,7 @@ def gating(report: dict) -> list[str]:
 def build_report(data: DataInfo, settings: LossSettings, tally: Tally, explicit: bool = False) -> dict:
     """The comparison as plain data (the ``compare --format json`` document). ``explicit``: the
     losses were asked for (command line or configuration) rather than the default set."""
-    from lossaudit.compare.summary import summarise
+    from lossaudit.compare.report.summary import summarise
 
     counts = tally.element_counts
     positives = int(counts[:, 1].sum())

@@ -1,11 +1,11 @@
 """``lossaudit sweep``: the sigmoid focal loss under every (gamma, alpha) setting, from one pass.
 
-Every chunk of the data is read once (:func:`~lossaudit.compare.stream.stream_pass`) and given to
-one :class:`~lossaudit.compare.stream.StreamTally` per gamma, which keeps focal's sums split into
+Every chunk of the data is read once (:func:`~lossaudit.compare.engine.stream.stream_pass`) and given to
+one :class:`~lossaudit.compare.engine.stream.StreamTally` per gamma, which keeps focal's sums split into
 ``Σ (1 - y) h`` and ``Σ y h`` (``h`` the loss before ``alpha_t``). ``alpha_t = alpha y + (1 -
 alpha)(1 - y)`` is linear in the target, so each alpha is a weighting of those sums at the end: a
 setting's tally is exactly the one ``compare --alpha A --gamma G --losses focal`` computes, and
-its report (:func:`~lossaudit.compare.report.build_report`) gives the shares with ``compare``'s
+its report (:func:`~lossaudit.compare.report.build.build_report`) gives the shares with ``compare``'s
 definitions: positives, easy negatives (g < 0.1), very hard elements (g ≥ 0.9), rare classes
 (fewer positives than the median class: the ``rare_*`` quadrants), per class, and the same for the
 gradient magnitude ``|∂L/∂x|``.
@@ -23,12 +23,12 @@ from dataclasses import replace
 import numpy as np
 
 from lossaudit import __version__
-from lossaudit.compare import elements
-from lossaudit.compare.engine import LossSettings
-from lossaudit.compare.report import build_report
-from lossaudit.compare.stream import StreamTally, stream_pass
-from lossaudit.dataset import Chunk, DataPlan
+from lossaudit.compare.engine import elements
+from lossaudit.compare.engine.stream import StreamTally, stream_pass
+from lossaudit.compare.report.build import build_report
+from lossaudit.compare.settings import LossSettings
 from lossaudit.errors import InputError
+from lossaudit.io.dataset import Chunk, DataPlan
 
 SCHEMA_VERSION = 1
 """Of the ``sweep --format json`` document."""
@@ -239,9 +239,9 @@ def check_gamma(value: float) -> bool:
 
 def run(paths: list, load_options, gamma_text: str, alpha_text: str, bins: int = 10) -> dict:
     """Parse the lists, read the dumps and sweep them (the ``lossaudit sweep`` command)."""
-    from lossaudit.compare.progress import reading_status, tally_progress
-    from lossaudit.dataset import plan
-    from lossaudit.readers import expand_paths, read_batches
+    from lossaudit.io.dataset import plan
+    from lossaudit.io.readers import expand_paths, read_batches
+    from lossaudit.render.progress import reading_status, tally_progress
 
     gammas = parse_values(gamma_text, "--gamma", check_gamma, "values ≥ 0")
     alphas = parse_values(alpha_text, "--alpha", check_alpha, "values in [0, 1], or -1 (no weighting)")

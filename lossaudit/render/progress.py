@@ -12,7 +12,13 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 SHOW_FROM_BYTES = 100 * 2**20
 """About 100 MB of float32 logits: a few tenths of a second of tallying, where a bar helps."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from lossaudit.errors import InputError
-from lossaudit.filemode import create_temporary
+from lossaudit.io.filemode import create_temporary
 
 GITHUB_LEVELS = {"error": "error", "warning": "warning", "info": "notice"}
 
