@@ -124,45 +124,59 @@ def match_keys(state: dict, expected: dict, path: Path) -> tuple[dict, str]:
 
 def load_model(path: Path, arch: str | None, init: dict, trust: bool, device: str) -> LoadedModel:
     """Build and load the model described by the checkpoint at ``path`` on ``device``."""
-    import torch
-
     if not path.is_file():
         raise InputError(f"--model {path}: no such file")
     kind = detect_kind(path)
     if kind in ("torchscript", "export"):
         if not trust:
             raise _refuse(path, kind)
-        try:
-            if kind == "torchscript":
-                with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript, which users still ship
-                    warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=DeprecationWarning)
-                    scripted = torch.jit.load(str(path), map_location=device)
-                return LoadedModel(scripted, "TorchScript", "loaded with --trust-model")
-            return LoadedModel(torch.export.load(str(path)).module().to(device), "torch.export program", "loaded with --trust-model; runs in the mode it was exported in")
-        except (RuntimeError, OSError, ValueError) as error:
-            raise InputError(f"{path}: cannot be loaded as {kind} ({str(error).splitlines()[0][:200]})") from None
-    if kind == "safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ModuleNotFoundError:
-            raise InputError(f"{path}: reading .safetensors needs the safetensors package: pip install 'lossaudit[safetensors]'") from None
-        try:
-            state, where = load_file(str(path)), "safetensors"
-        except Exception as error:  # safetensors raises its own error types
-            raise InputError(f"{path}: not a readable .safetensors file ({error})") from None
-    else:
-        state, where = _read_state_dict(path)
+        return _load_program(path, kind, device)
+    state, where = _read_safetensors(path) if kind == "safetensors" else _read_state_dict(path)
     if arch is None:
         raise InputError(f"{path}: a state dict holds weights only; name the model class with --arch package.module:Class (and --init KEY=VALUE)")
+    model = _build(arch, init)
+    matched, note = match_keys(state, model.state_dict(), path)
+    model.load_state_dict(matched)
+    detail = ", ".join(filter(None, [where, note]))
+    return LoadedModel(model.to(device), "state dict" if kind == "state dict" else ".safetensors state dict", detail)
+
+
+def _load_program(path: Path, kind: str, device: str) -> LoadedModel:
+    """A TorchScript archive or a ``torch.export`` program (``kind``), which deserialise code: only
+    with ``--trust-model``."""
+    import torch
+
+    try:
+        if kind == "torchscript":
+            with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript, which users still ship
+                warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=DeprecationWarning)
+                scripted = torch.jit.load(str(path), map_location=device)
+            return LoadedModel(scripted, "TorchScript", "loaded with --trust-model")
+        return LoadedModel(torch.export.load(str(path)).module().to(device), "torch.export program", "loaded with --trust-model; runs in the mode it was exported in")
+    except (RuntimeError, OSError, ValueError) as error:
+        raise InputError(f"{path}: cannot be loaded as {kind} ({str(error).splitlines()[0][:200]})") from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict, str]:
+    """The tensors of a ``.safetensors`` file (the optional ``safetensors`` package), and where
+    they were (as :func:`_read_state_dict` says it)."""
+    try:
+        from safetensors.torch import load_file
+    except ModuleNotFoundError:
+        raise InputError(f"{path}: reading .safetensors needs the safetensors package: pip install 'lossaudit[safetensors]'") from None
+    try:
+        return load_file(str(path)), "safetensors"
+    except Exception as error:  # safetensors raises its own error types
+        raise InputError(f"{path}: not a readable .safetensors file ({error})") from None
+
+
+def _build(arch: str, init: dict) -> object:
+    """An instance of the ``--arch`` class (``package.module:Class``) built with ``--init``."""
     try:
         cls = import_symbol(parse_target(arch), run=lambda load: import_quietly(load, arch))
     except InputError as error:
         raise InputError(f"--arch {error}") from None
     try:
-        model = cls(**init)
+        return cls(**init)
     except Exception as error:  # the user's constructor
         raise InputError(f"--arch {arch}: cannot be built with --init {init}: {type(error).__name__}: {error}") from None
-    matched, note = match_keys(state, model.state_dict(), path)
-    model.load_state_dict(matched)
-    detail = ", ".join(filter(None, [where, note]))
-    return LoadedModel(model.to(device), "state dict" if kind == "state dict" else ".safetensors state dict", detail)

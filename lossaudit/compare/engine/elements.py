@@ -37,6 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lossaudit.io.dataset import is_positive
+
 CENTERNET_PROB_CLAMP = np.float32(1e-4)
 """CenterNet clamps heatmap probabilities to [1e-4, 1 - 1e-4] (:data:`lossaudit.losses.CENTERNET_PROB_CLAMP`)."""
 
@@ -120,7 +122,7 @@ def sigmoid_terms(x: np.ndarray, log1p: np.ndarray, q: np.ndarray, y: np.ndarray
     p = sigmoid32(x)
     x64 = x.astype(np.float64)
     bce = np.maximum(x64, 0) - x64 * y + log1p
-    positive = y == 1 if heatmap else y >= 0.5
+    positive = is_positive(y, heatmap)
     return SigmoidTerms(p=p, g=np.abs(p - y), positive=positive, bce=bce)
 
 

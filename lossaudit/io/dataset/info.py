@@ -1,0 +1,38 @@
+"""What a :func:`~lossaudit.io.dataset.planning.plan` found in the dumps: :class:`DataInfo`, the report's
+``input`` section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataInfo:
+    """What was loaded and which conventions apply (the report's ``input`` section).
+
+    ``out_of_range_labels`` and ``inputs_look_like_probabilities`` are known once every row has
+    been read: :meth:`DataPlan.chunks` fills them in as it goes.
+    """
+
+    files: list[str]
+    logits_key: str
+    targets_key: str
+    logits_shapes: list[tuple[int, ...]]
+    targets_shapes: list[tuple[int, ...]]
+    dtype: str
+    class_dim: int
+    encoding: str
+    encoding_detected: bool
+    inputs: str
+    background_index: int | None
+    ignore_index: int | None
+    class_names: list[str]
+    num_rows: int
+    num_classes: int
+    inputs_look_like_probabilities: bool = False
+    out_of_range_labels: dict[int, int] = field(default_factory=dict)
+    runs: dict[str, list[str]] = field(default_factory=dict)
+    """The files of each run id that ``lossaudit.save`` recorded (files without one are not listed)."""
+    multi_label: bool = False
+    """Some row of one-hot or soft targets has two or more positive targets (as stored: see
+    :func:`~lossaudit.io.dataset.chunk.is_positive`)."""

@@ -1,0 +1,26 @@
+"""How the dumps are read: the keys looked for, the target encodings, and :class:`LoadOptions`
+(``compare``'s options that fix the conventions; None means detect)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LOGITS_KEYS = ("logits", "pred", "preds", "outputs", "scores")
+TARGETS_KEYS = ("targets", "labels", "target", "label", "gt", "y")
+MASK_KEY = "mask"
+CLASS_NAMES_KEY = "class_names"
+ENCODINGS = ("index", "onehot", "soft", "heatmap")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to read the dumps; None means detect."""
+
+    logits_key: str | None = None
+    targets_key: str | None = None
+    targets: str = "auto"
+    background_index: int | None = None
+    ignore_index: int = -1
+    class_dim: int | None = None
+    inputs: str = "auto"
+    class_names: list[str] | None = None
