@@ -1,0 +1,103 @@
+"""The loss registry: every loss ``compare`` computes, every hyper-parameter it takes and every
+``lint --kind``, collected from the family modules.
+
+A family module (``lossaudit/losses/<family>.py``) declares, beside its torch reference functions:
+
+- ``LOSSES``: its :class:`~lossaudit.losses.spec.LossSpec` entries (what ``compare`` computes);
+- ``PARAMS``: the hyper-parameters it owns (:class:`~lossaudit.losses.spec.Param`), each with its
+  default, constraint and help, from which the ``compare`` options, the API keywords, the
+  configuration keys and :class:`~lossaudit.compare.settings.LossSettings` are derived;
+- ``LINT_KINDS``: the ``lint --kind`` values it gives reference behaviour for.
+
+Adding a family is one module and one entry in :data:`FAMILIES` (``docs/extending.md``). Reading
+the registry imports no torch.
+"""
+
+from __future__ import annotations
+
+from lossaudit.errors import InputError
+from lossaudit.losses import (
+    asymmetric,
+    balanced,
+    cross_entropy,
+    density,
+    focusing,
+    heatmap,
+    mining,
+    quality,
+    smoothing,
+)
+from lossaudit.losses.spec import (
+    SIGMOID,
+    SOFTMAX,
+    LintKind,
+    LossSpec,
+    Param,
+    PerClassParam,
+    always,
+)
+
+FAMILIES = (cross_entropy, focusing, density, heatmap, mining, quality, asymmetric, balanced, smoothing)
+"""The family modules, in the order reports list their losses."""
+
+
+def _collect(attribute: str) -> tuple:
+    return tuple(item for module in FAMILIES for item in getattr(module, attribute, ()))
+
+
+def _unique(items: tuple, name: str) -> dict:
+    table = {}
+    for item in items:
+        key = getattr(item, name)
+        if key in table:
+            raise ValueError(f"two loss families declare {key!r}")
+        table[key] = item
+    return table
+
+
+LOSSES: dict[str, LossSpec] = _unique(_collect("LOSSES"), "id")
+"""Loss id -> its entry, in report order."""
+PARAMS: dict[str, Param | PerClassParam] = _unique(_collect("PARAMS"), "name")
+"""Hyper-parameter name -> its declaration, in family order."""
+LINT_KINDS: dict[str, LintKind] = _unique(_collect("LINT_KINDS"), "name")
+"""``lint --kind`` value -> its declaration."""
+LOSS_IDS: tuple[str, ...] = tuple(LOSSES)
+BASE_LOSSES: tuple[str, ...] = tuple(loss for loss, spec in LOSSES.items() if spec.default_when is always)
+"""The losses ``compare`` computes on any data when ``--losses`` is not given."""
+
+for _spec in LOSSES.values():
+    _unknown = [name for name in _spec.params if name not in PARAMS]
+    if _unknown or _spec.family not in (SIGMOID, SOFTMAX):
+        raise ValueError(f"loss {_spec.id!r}: unknown parameter {_unknown} or family {_spec.family!r}")
+
+
+def ids(family: str | None = None) -> tuple[str, ...]:
+    """The loss ids, all or those of one family (:data:`~lossaudit.losses.spec.SIGMOID`,
+    :data:`~lossaudit.losses.spec.SOFTMAX`)."""
+    return tuple(loss for loss, spec in LOSSES.items() if family is None or spec.family == family)
+
+
+def defaults_for(info) -> tuple[str, ...]:
+    """The losses ``compare`` computes on data described by ``info`` (a
+    :class:`~lossaudit.io.dataset.DataInfo`) when ``--losses`` is not given."""
+    return tuple(loss for loss, spec in LOSSES.items() if spec.default_when is not None and spec.default_when(info))
+
+
+def parse_losses(text: str | None) -> tuple[str, ...] | None:
+    """``"ce,focal"`` -> ``("ce", "focal")``; None keeps the defaults.
+
+    Raises:
+        InputError: an unknown loss, or none.
+    """
+    if text is None:
+        return None
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in LOSSES]
+    if unknown or not names:
+        raise InputError(f"--losses: unknown loss {', '.join(unknown) or '(none)'}; expected a comma list of {', '.join(LOSS_IDS)}")
+    return names
+
+
+def scalar_params() -> tuple[Param, ...]:
+    """The hyper-parameters with one value (not per class)."""
+    return tuple(param for param in PARAMS.values() if isinstance(param, Param))
