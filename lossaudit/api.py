@@ -8,6 +8,7 @@ the CLI prints.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,19 +25,7 @@ def compare(
     mask: object = None,
     class_names: Sequence[str] | str | os.PathLike | None = None,
     losses: Sequence[str] | str | None = None,
-    alpha: float = 0.25,
-    gamma: float = 2.0,
-    alpha_per_class: Sequence[float] | str | os.PathLike | None = None,
-    ghm_bins: int = 10,
-    ghm_momentum: float = 0.0,
-    ohem_ratio: float = 3.0,
     bins: int = 10,
-    qfl_beta: float = 2.0,
-    asl_gamma_pos: float = 1.0,
-    asl_gamma_neg: float = 4.0,
-    asl_clip: float = 0.05,
-    cb_beta: float = 0.9999,
-    la_tau: float = 1.0,
     logits_key: str | None = None,
     targets_key: str | None = None,
     targets_encoding: str = "auto",
@@ -55,6 +44,7 @@ def compare(
     device: str = "cpu",
     save_logits: str | os.PathLike | None = None,
     baseline: str | os.PathLike | None = None,
+    **hyper_parameters: Any,
 ) -> Report:
     """Compare cross-entropy, focal, softmax focal, GHM-C and related losses on predictions.
 
@@ -63,7 +53,9 @@ def compare(
     ``targets=`` class indices or one-hot/soft targets shaped like the logits; numpy arrays or
     torch tensors), or a checkpoint (``model=`` with ``data=``). Every other keyword is the
     command-line option of the same name (``targets_encoding`` is ``--targets``), with the same
-    default. ``losses`` None means the defaults (``ce, bce, focal, softmax-focal, ghm``, plus
+    default; the losses' hyper-parameters (``alpha``, ``gamma``, ``alpha_per_class``,
+    ``ghm_bins``, ``qfl_beta``, ... : ``lossaudit losses`` lists them) are keywords too, checked
+    against the constraints the registry declares (:data:`lossaudit.losses.registry.PARAMS`). ``losses`` None means the defaults (``ce, bce, focal, softmax-focal, ghm``, plus
     ``centernet`` for heatmaps, ``qfl`` and ``vfl`` for soft targets, ``asl`` for multi-label
     targets: :func:`lossaudit.compare.default_losses`). ``baseline``: a previous report's JSON file; the changes since
     it are the report's ``extra["baseline"]`` section (README "Tracking runs").
@@ -86,6 +78,7 @@ def compare(
     from lossaudit.errors import InputError
     from lossaudit.io.dataset import LoadOptions, read_class_names
     from lossaudit.io.dump import from_tensor
+    from lossaudit.losses.registry import PARAMS
 
     if (logits is None) != (targets is None):
         raise InputError("logits= and targets= go together")
@@ -95,14 +88,14 @@ def compare(
         if mask is not None:
             arrays["mask"] = from_tensor(mask)
     names = read_class_names(Path(class_names)) if isinstance(class_names, (str, os.PathLike)) else None if class_names is None else [str(n) for n in class_names]
-    if isinstance(alpha_per_class, (str, os.PathLike)):
-        per_class = comparison.read_alpha_per_class(Path(alpha_per_class))
-    else:
-        per_class = None if alpha_per_class is None else tuple(float(value) for value in alpha_per_class)
+    unknown = sorted(set(hyper_parameters) - set(PARAMS))
+    if unknown:
+        raise InputError(f"compare() got an unknown keyword {unknown[0]!r}; the losses' hyper-parameters are {', '.join(PARAMS)}")
+    if hyper_parameters.get("alpha_per_class") is not None:
+        hyper_parameters["alpha_per_class"] = PARAMS["alpha_per_class"].parse(hyper_parameters["alpha_per_class"])
     load_options = LoadOptions(logits_key=logits_key, targets_key=targets_key, targets=targets_encoding, background_index=background_index,
                                ignore_index=ignore_index, class_dim=class_dim, inputs=inputs, class_names=names)
-    settings = LossSettings(alpha=alpha, gamma=gamma, alpha_per_class=per_class, ghm_bins=ghm_bins, ghm_momentum=ghm_momentum, ohem_ratio=ohem_ratio, bins=bins,
-                            qfl_beta=qfl_beta, asl_gamma_pos=asl_gamma_pos, asl_gamma_neg=asl_gamma_neg, asl_clip=asl_clip, cb_beta=cb_beta, la_tau=la_tau)
+    settings = LossSettings(bins=bins, **hyper_parameters)
     source = None
     if model is not None:
         from lossaudit.model.inference import RunOptions
@@ -127,6 +120,21 @@ def compare(
 
         document["baseline"] = changes(document, read_report(Path(baseline)), str(baseline))
     return Report.from_dict(document)
+
+
+def _show_hyper_parameters(function):
+    """``function``'s signature with the registry's hyper-parameters in place of
+    ``**hyper_parameters``, for ``help()`` and editors."""
+    from lossaudit.losses.registry import PARAMS
+
+    signature = inspect.signature(function)
+    params = [param for param in signature.parameters.values() if param.kind is not inspect.Parameter.VAR_KEYWORD]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=param.default) for name, param in PARAMS.items()]
+    function.__signature__ = signature.replace(parameters=params)
+    return function
+
+
+compare = _show_hyper_parameters(compare)
 
 
 def lint(

@@ -6,6 +6,7 @@ imported inside the commands, so ``--help`` and ``--version`` stay fast.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from enum import Enum
@@ -20,6 +21,7 @@ from rich.markup import (
 
 from lossaudit import __version__
 from lossaudit.errors import InputError
+from lossaudit.losses.registry import BASE_LOSSES, LINT_KINDS, LOSS_IDS, LOSSES, PARAMS
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -104,17 +106,8 @@ class LintFormat(str, Enum):
     markdown = "markdown"
 
 
-class Kind(str, Enum):
-    auto = "auto"
-    sigmoid = "sigmoid"
-    softmax = "softmax"
-    binary = "binary"
-    centernet = "centernet"
-    qfl = "qfl"
-    vfl = "vfl"
-    asl = "asl"
-    ls_ce = "ls-ce"
-    ghm = "ghm"
+Kind = Enum("Kind", [("auto", "auto")] + [(kind.replace("-", "_"), kind) for kind in LINT_KINDS], type=str)
+"""``lint --kind``: auto, or a kind of the loss registry."""
 
 
 class LintTargets(str, Enum):
@@ -152,6 +145,38 @@ ClassNamesOption = Annotated[Optional[Path], typer.Option(help=plain("File of cl
 BinsOption = Annotated[int, typer.Option(help=plain("Difficulty bins of g for the per-difficulty table."), metavar='N', rich_help_panel='Losses')]
 
 
+def _losses_help() -> str:
+    """``--losses``'s help, from the registry: every loss, the defaults and the data that adds some."""
+    extras: dict[str, list[str]] = {}
+    for loss, spec in LOSSES.items():
+        if spec.default_when is not None and spec.default_on:
+            extras.setdefault(spec.default_on, []).append(loss)
+    added = ", ".join(f"+{','.join(losses)} for {data}" for data, losses in extras.items())
+    return f"Comma list of {', '.join(LOSS_IDS)} [default: {','.join(BASE_LOSSES)}; {added}]."
+
+
+def with_loss_options(after: str):
+    """Add an option for every hyper-parameter of the loss registry to a command, after its
+    parameter ``after``, in the Losses panel; the command takes them as ``**loss_options``."""
+
+    def add(command):
+        signature = inspect.signature(command, eval_str=True)
+        params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        at = [p.name for p in params].index(after) + 1
+        options = []
+        for name, param in PARAMS.items():
+            kind = Optional[str] if param.default is None else int if param.integer else float
+            option = typer.Option(param.option, help=plain(param.help), metavar=param.metavar, rich_help_panel="Losses", show_default=param.default is not None)
+            options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=param.default, annotation=Annotated[kind, option]))
+        params = params[:at] + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params[at:]]
+        params[at:at] = options
+        command.__signature__ = signature.replace(parameters=params)
+        command.__annotations__ = {**command.__annotations__, **{p.name: p.annotation for p in options}}
+        return command
+
+    return add
+
+
 def init_option(panel: str):
     """``--init``, shown in ``panel`` (compare: Model; lint: Target)."""
     return Annotated[Optional[list[str]], typer.Option("--init", metavar="KEY=VALUE", rich_help_panel=panel, help=plain(INIT_HELP))]
@@ -185,6 +210,7 @@ def main_options(
 
 
 @app.command(cls=Command)
+@with_loss_options(after="losses")
 def compare(
     ctx: typer.Context,
     paths: Annotated[Optional[list[Path]], typer.Argument(help=plain("Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file). Optional with --model."), show_default=False, metavar='DUMP')] = None,
@@ -196,19 +222,7 @@ def compare(
     class_dim: ClassDimOption = None,
     inputs: InputsOption = Inputs.auto,
     class_names: ClassNamesOption = None,
-    losses: Annotated[Optional[str], typer.Option(help=plain("Comma list of ce, bce, focal, softmax-focal, ghm, centernet, ohem, qfl, vfl, asl, cb-ce, logit-adjusted-ce [default: ce,bce,focal,softmax-focal,ghm; +centernet for heatmaps, +qfl,vfl for soft targets, +asl for multi-label targets]."), show_default=False, metavar='LOSS,...', rich_help_panel='Losses')] = None,
-    alpha: Annotated[float, typer.Option(help=plain("Focal alpha for positives (negatives get 1 - alpha); -1 disables it."), metavar='X', rich_help_panel='Losses')] = 0.25,
-    gamma: Annotated[float, typer.Option(help=plain("Focal gamma (focal and softmax-focal)."), metavar='X', rich_help_panel='Losses')] = 2.0,
-    alpha_per_class: Annotated[Optional[Path], typer.Option(help=plain("File of one alpha per class (one per line or YAML list): softmax-focal indexes it by target, focal by class column."), metavar='FILE', rich_help_panel='Losses')] = None,
-    ghm_bins: Annotated[int, typer.Option(help=plain("GHM-C bins."), metavar='N', rich_help_panel='Losses')] = 10,
-    ghm_momentum: Annotated[float, typer.Option(help=plain("GHM-C momentum (one call from a fresh state, as mmdet's first iteration)."), metavar='M', rich_help_panel='Losses')] = 0.0,
-    ohem_ratio: Annotated[float, typer.Option(help=plain("OHEM negatives kept per positive."), metavar='R', rich_help_panel='Losses')] = 3.0,
-    qfl_beta: Annotated[float, typer.Option(help=plain("QFL's exponent beta of |y - p|."), metavar='B', rich_help_panel='Losses')] = 2.0,
-    asl_gamma_pos: Annotated[float, typer.Option(help=plain("ASL's focusing exponent of the positives."), metavar='G', rich_help_panel='Losses')] = 1.0,
-    asl_gamma_neg: Annotated[float, typer.Option(help=plain("ASL's focusing exponent of the negatives."), metavar='G', rich_help_panel='Losses')] = 4.0,
-    asl_clip: Annotated[float, typer.Option(help=plain("ASL's probability shift of the negatives, in [0, 1); 0 turns it off."), metavar='M', rich_help_panel='Losses')] = 0.05,
-    cb_beta: Annotated[float, typer.Option(help=plain("cb-ce's beta of the effective number of samples, in [0, 1)."), metavar='B', rich_help_panel='Losses')] = 0.9999,
-    la_tau: Annotated[float, typer.Option(help=plain("logit-adjusted-ce's scale tau of the log class prior."), metavar='T', rich_help_panel='Losses')] = 1.0,
+    losses: Annotated[Optional[str], typer.Option(help=plain(_losses_help()), show_default=False, metavar='LOSS,...', rich_help_panel='Losses')] = None,
     bins: BinsOption = 10,
     top: Annotated[Optional[int], typer.Option(help=plain("Show only the K classes with the largest loss (of the loss with the largest total, or --top-by)."), min=1, metavar='K', rich_help_panel='Report')] = None,
     top_by: Annotated[Optional[str], typer.Option(help=plain("The loss --top ranks classes by (one of those shown)."), metavar='LOSS', rich_help_panel='Report')] = None,
@@ -231,6 +245,7 @@ def compare(
     config: ConfigOption = None,
     isolated: IsolatedOption = False,
     verbose: VerboseOption = False,
+    **loss_options: object,
 ) -> None:
     """Compare cross-entropy, focal, softmax focal, GHM-C and related losses on saved predictions or a model's outputs."""
     try:
@@ -254,7 +269,7 @@ def compare(
 
         settings_file = load_config(config, isolated)
         o = {**ctx.params, **_config_values(ctx, settings_file.compare)}
-        read = [*(paths or []), settings_file.source, *(Path(o[key]) for key in ("class_names", "alpha_per_class", "baseline") if o[key]), model, data]
+        read = [*(paths or []), settings_file.source, *(Path(o[key]) for key in ("class_names", "alpha_per_class", "baseline") if isinstance(o[key], (str, Path))), model, data]
         refuse_overwriting_inputs(output, read, DUMP_SUFFIXES)
         if plot is not None:
             from lossaudit.render.plots import check_plot_path
@@ -266,19 +281,8 @@ def compare(
             paths or None,
             class_names=o["class_names"],
             losses=o["losses"],
-            alpha=o["alpha"],
-            gamma=o["gamma"],
-            alpha_per_class=o["alpha_per_class"],
-            ghm_bins=o["ghm_bins"],
-            ghm_momentum=o["ghm_momentum"],
-            ohem_ratio=o["ohem_ratio"],
+            **{name: o[name] for name in PARAMS},
             bins=o["bins"],
-            qfl_beta=o["qfl_beta"],
-            asl_gamma_pos=o["asl_gamma_pos"],
-            asl_gamma_neg=o["asl_gamma_neg"],
-            asl_clip=o["asl_clip"],
-            cb_beta=o["cb_beta"],
-            la_tau=o["la_tau"],
             logits_key=o["logits_key"],
             targets_key=o["targets_key"],
             targets_encoding=TargetEncoding(o["targets"]).value,
@@ -351,7 +355,7 @@ def explain(
     target: Annotated[int, typer.Option("--target", help=plain("Sigmoid: 1 for a positive, 0 for a negative; softmax: the target class index."), metavar="K", rich_help_panel="Example")] = 1,
     logits: Annotated[Optional[str], typer.Option("--logits", help=plain("Softmax: the row's logits, comma-separated (2,0.5,-1)."), metavar="X,...", rich_help_panel="Softmax")] = None,
     alpha: Annotated[Optional[float], typer.Option("--alpha", help=plain("Focal alpha: positives' weight for sigmoid (default 0.25; -1 off); for softmax, a scalar shown as the rescaling it is."), metavar="A", rich_help_panel="Example")] = None,
-    alpha_per_class: Annotated[Optional[str], typer.Option("--alpha-per-class", help=plain("Softmax: one alpha per class, comma-separated, taken at the target class."), metavar="A,...", rich_help_panel="Softmax")] = None,
+    alpha_per_class: Annotated[Optional[str], typer.Option("--alpha-per-class", help=plain("Softmax: " + PARAMS["alpha_per_class"].help), metavar=PARAMS["alpha_per_class"].metavar, rich_help_panel="Softmax")] = None,
     gamma: Annotated[float, typer.Option("--gamma", help=plain("Focal gamma."), metavar="G", min=0.0, rich_help_panel="Example")] = 2.0,
     dump: Annotated[Optional[Path], typer.Option("--dump", help=plain("Sigmoid: a dump whose data sets GHM-C's weight for this example's g."), metavar="DUMP", rich_help_panel="Sigmoid")] = None,
     ghm_bins: Annotated[int, typer.Option("--ghm-bins", help=plain("GHM-C bins for --dump."), metavar="N", min=1, rich_help_panel="Sigmoid")] = 10,
@@ -374,7 +378,7 @@ def explain(
             raise InputError("give --logit X or --prob P (sigmoid), or --logits X,... (softmax)")
         if logits is not None:
             row = _numbers(logits, "--logits")
-            per_class = _numbers(alpha_per_class, "--alpha-per-class") if alpha_per_class else None
+            per_class = list(PARAMS["alpha_per_class"].parse(alpha_per_class)) if alpha_per_class else None
             steps = whiteboard.softmax_steps(row, target, gamma, alpha, per_class)
             title = f"softmax focal loss, logits {logits}, target class {target}"
         else:

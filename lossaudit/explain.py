@@ -22,6 +22,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from lossaudit.losses.cross_entropy import CE
+from lossaudit.losses.focusing import FOCAL
+
 
 def _sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
@@ -58,8 +61,8 @@ def sigmoid_steps(logit: float, target: int, alpha: float = 0.25, gamma: float =
         "p_t": _step("p_t", "p y + (1 - p)(1 - y), the probability of the true label", p_t),
         "alpha_t": _step("alpha_t", "alpha y + (1 - alpha)(1 - y)" if alpha != -1 else "1 (alpha off)", alpha_t),
         "factor": _step("(1 - p_t)^gamma", f"the modulating factor, gamma = {gamma:g}", factor),
-        "ce": _step("CE", "-log p_t", ce),
-        "focal": _step("FL", "alpha_t (1 - p_t)^gamma CE", focal),
+        CE: _step("CE", "-log p_t", ce),
+        FOCAL: _step("FL", "alpha_t (1 - p_t)^gamma CE", focal),
         "ratio": _step("FL / CE", "alpha_t (1 - p_t)^gamma", alpha_t * factor),
         "ce_gradient": _step("dCE/dx", "p - y", p - target),
         "focal_gradient": _step("dFL/dx", "alpha_t (2y - 1)(1 - p_t)^gamma (gamma p_t log p_t + p_t - 1)", focal_gradient),
@@ -96,8 +99,8 @@ def softmax_steps(logits: Sequence[float], target: int, gamma: float = 2.0, alph
     steps = {
         "q": _step("q", "softmax(x)", q),
         "q_k": _step("q_k", f"q of the target class {target}", q[target]),
-        "ce": _step("CE", "-log q_k", ce),
-        "focal": _step("FL", f"(1 - q_k)^gamma CE, gamma = {gamma:g}", focal),
+        CE: _step("CE", "-log q_k", ce),
+        FOCAL: _step("FL", f"(1 - q_k)^gamma CE, gamma = {gamma:g}", focal),
         "ratio": _step("FL / CE", "(1 - q_k)^gamma", (1 - q[target]) ** gamma),
     }
     if alpha is not None:

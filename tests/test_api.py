@@ -17,6 +17,7 @@ import torch
 
 import lossaudit
 from lossaudit.compare.report.types import Report
+from lossaudit.losses.registry import FAMILIES
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -149,7 +150,7 @@ def test_import_is_cheap_and_lists_the_api():
     assert {"compare", "lint", "save", "Report", "LintReport", "testing"} <= set(eval(out[0]))
 
 
-@pytest.mark.parametrize("module", ["lossaudit.api", "lossaudit.testing", "lossaudit.io.dump", "lossaudit.losses"])
+@pytest.mark.parametrize("module", ["lossaudit.api", "lossaudit.testing", "lossaudit.io.dump", *(family.__name__ for family in FAMILIES)])
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0

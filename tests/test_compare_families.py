@@ -19,11 +19,7 @@ import torch
 
 from lossaudit import losses
 from lossaudit.compare.engine import elements
-from lossaudit.compare.engine.families import (
-    FAMILY_LOSSES,
-    family_params,
-    sigmoid_parts,
-)
+from lossaudit.compare.engine.families import FAMILY_LOSSES, sigmoid_parts
 from lossaudit.compare.engine.stream import stream_tally
 from lossaudit.compare.settings import LossSettings
 from lossaudit.io.dataset import load_batches, plan
@@ -133,10 +129,10 @@ def test_sigmoid_parts_round_p_as_the_engines_bin_it():
 
 
 def test_default_params_are_the_reference_defaults():
-    assert FAMILY_LOSSES == losses.COMPARE_FAMILY_IDS
     functions = {"qfl": losses.qfl, "vfl": losses.vfl, "asl": losses.asl, "cb-ce": losses.cb, "logit-adjusted-ce": losses.logit_adjusted_ce}
+    assert FAMILY_LOSSES == tuple(functions)
     for loss, function in functions.items():
-        params = family_params(LossSettings(), loss)
+        params = LossSettings().params(loss)
         signature = inspect.signature(function).parameters
         assert {name: signature[name].default for name in params} == params, loss
 

@@ -11,50 +11,18 @@ from pathlib import Path
 
 from lossaudit._callable import make_callable
 from lossaudit.errors import InputError
+from lossaudit.losses.registry import PARAMS, defaults_for, parse_losses
 
-DEFAULT_LOSSES = ("ce", "bce", "focal", "softmax-focal", "ghm")
+__all__ = ["ModelSource", "default_losses", "parse_losses", "run"]
 
 
 def default_losses(info) -> tuple[str, ...]:
     """The losses compared when ``--losses`` is not given, by the data (a
-    :class:`~lossaudit.io.dataset.DataInfo`): :data:`DEFAULT_LOSSES`, plus ``centernet`` for heatmap
-    targets, ``qfl`` and ``vfl`` for soft (IoU-quality) targets, ``asl`` for multi-label one-hot or
-    soft targets (a row with two targets ≥ 0.5)."""
-    extra = {
-        "centernet": info.encoding == "heatmap",
-        "qfl": info.encoding == "soft",
-        "vfl": info.encoding == "soft",
-        "asl": info.encoding in ("onehot", "soft") and info.multi_label,
-    }
-    return DEFAULT_LOSSES + tuple(loss for loss, wanted in extra.items() if wanted)
-
-
-def parse_losses(text: str | None) -> tuple[str, ...] | None:
-    """``"ce,focal"`` -> ``("ce", "focal")``; None keeps the defaults."""
-    from lossaudit.compare.settings import LOSS_IDS
-
-    if text is None:
-        return None
-    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
-    unknown = [name for name in names if name not in LOSS_IDS]
-    if unknown or not names:
-        raise InputError(f"--losses: unknown loss {', '.join(unknown) or '(none)'}; expected a comma list of {', '.join(LOSS_IDS)}")
-    return names
-
-
-def read_alpha_per_class(path: Path) -> tuple[float, ...]:
-    """Per-class alpha from a file: one number per line, a YAML list, or a mapping {index: alpha}."""
-    from lossaudit.io.dataset import read_class_names
-
-    values = read_class_names(path)
-    try:
-        alphas = tuple(float(value) for value in values)
-    except ValueError:
-        raise InputError(f"{path}: --alpha-per-class needs numbers, one per class") from None
-    bad = [value for value in alphas if not 0 <= value <= 1]  # NaN fails both comparisons
-    if bad:
-        raise InputError(f"{path}: --alpha-per-class values must lie in [0, 1]; got {bad[0]}")
-    return alphas
+    :class:`~lossaudit.io.dataset.DataInfo`): each registry entry's ``default_when``
+    (:func:`lossaudit.losses.registry.defaults_for`): ``ce, bce, focal, softmax-focal, ghm`` on any
+    data, plus ``centernet`` for heatmap targets, ``qfl`` and ``vfl`` for soft (IoU-quality)
+    targets, ``asl`` for multi-label one-hot or soft targets (a row with two targets ≥ 0.5)."""
+    return defaults_for(info)
 
 
 @dataclass(frozen=True)
@@ -129,8 +97,8 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
     if losses is None:
         losses = default_losses(data.info)
     settings = replace(settings, losses=losses)
-    if settings.alpha_per_class is not None and len(settings.alpha_per_class) != data.info.num_classes:
-        raise InputError(f"--alpha-per-class: {len(settings.alpha_per_class)} values; the data has {data.info.num_classes} classes")
+    if settings.alpha_per_class is not None:
+        PARAMS["alpha_per_class"].check_classes(settings.alpha_per_class, data.info.num_classes)
     with tally_progress(data.info.num_rows, data.info.num_classes) as progress:
         tally = stream_tally(data, settings, progress=progress)
     report = build_report(data.info, settings, tally, explicit)

@@ -11,15 +11,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lossaudit.compare.settings import (
-    LEVEL_EDGES,
-    LEVELS,
-    SOFTMAX_FAMILIES,
-    SOFTMAX_LOSSES,
-    LossSettings,
-    Tally,
-)
+from lossaudit.compare.settings import LEVEL_EDGES, LEVELS, LossSettings, Tally
 from lossaudit.io.dataset import Dataset
+from lossaudit.losses.registry import LOSSES
+from lossaudit.losses.spec import SOFTMAX
 
 if TYPE_CHECKING:
     import torch
@@ -55,7 +50,6 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
     """Compute each requested loss element by element on the full tensors and tally it."""
     import torch
 
-    from lossaudit import losses
 
     num_classes, bins = data.num_classes, settings.bins
     shape = (num_classes, 2, bins, len(LEVELS))
@@ -65,7 +59,6 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
     rounded = torch.sigmoid(x.detach().double()).float()  # g in float32 from the rounded p, as the stream bins it
     sigmoid_keys = tally_keys((rounded - y.float()).abs(), positive, bins)
     weight = valid.double()
-    alpha = torch.tensor(settings.alpha_per_class) if settings.alpha_per_class is not None else None
 
     softmax_rows = valid.all(dim=1) & (y.sum(dim=1) > 0)
     background = valid.all(dim=1) & (y.sum(dim=1) == 0)
@@ -77,18 +70,14 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
     gradients: dict[str, np.ndarray] = {}
     normalisers: dict[str, float] = {}
     names: dict[str, str] = {}
-    bce = None
+    class_counts = y.double().sum(dim=0)
     for loss in settings.losses:
-        if loss in SOFTMAX_LOSSES + SOFTMAX_FAMILIES:
+        spec, arguments = LOSSES[loss], settings.params(loss)
+        if spec.family == SOFTMAX:
             rows_x = torch.where(softmax_rows[:, None], x, torch.zeros_like(x))
             rows_y = y * softmax_rows[:, None]
-            if loss in SOFTMAX_LOSSES:
-                gamma = 0.0 if loss == "ce" else settings.gamma
-                terms = losses.softmax_focal_terms(rows_x, rows_y, gamma=gamma, alpha=None if loss == "ce" else alpha)
-            else:
-                terms = _softmax_family_terms(loss, rows_x, rows_y, y.double().sum(dim=0), settings.params(loss))
-            q = torch.softmax(rows_x, dim=1)
-            softmax_keys = tally_keys(1 - q, positive, bins)
+            terms = spec.terms(rows_x, rows_y, class_counts, **arguments)
+            softmax_keys = tally_keys(1 - torch.softmax(rows_x, dim=1), positive, bins)
             sums[loss] = _sum_by_key(softmax_keys, terms.detach(), shape)
             (row_gradient,) = torch.autograd.grad(terms.sum(), x, retain_graph=True)
             targets = rows_y.sum(dim=1, keepdim=True)
@@ -97,34 +86,10 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
             softmax_counts = _sum_by_key(softmax_keys, (rows_y != 0).double(), shape)
             normalisers[loss], names[loss] = float(softmax_rows.sum()), "rows with a target"
             continue
-        if loss in ("bce", "ohem") and bce is None:
-            bce = losses.bce(x, y, reduction="none")
-        if loss == "bce":
-            element_loss = bce
-            normalisers[loss], names[loss] = float(valid.sum()), "valid elements"
-        elif loss == "focal":
-            element_loss = losses.focal(x, y, alpha=alpha if alpha is not None else settings.alpha, gamma=settings.gamma)
-            normalisers[loss], names[loss] = float(valid.sum()), "valid elements"
-        elif loss == "ghm":
-            element_loss = losses.ghm(x, y, bins=settings.ghm_bins, momentum=settings.ghm_momentum, mask=valid, reduction="none")
-            normalisers[loss], names[loss] = float(max(int(valid.sum()), 1)), "valid elements"
-        elif loss == "centernet":
-            clamp = losses.CENTERNET_PROB_CLAMP
-            element_loss = losses.centernet(p.clamp(clamp, 1 - clamp), y, reduction="none")
-            peaks = int((y.eq(1) & valid).sum())
-            normalisers[loss], names[loss] = float(max(peaks, 1)), "peaks" if peaks else "1 (no peaks)"
-        elif loss in ("qfl", "vfl", "asl"):
-            element_loss = _sigmoid_family(loss, x, y, settings.params(loss))
-            normalisers[loss], names[loss] = float(valid.sum()), "valid elements"
-        elif loss == "ohem":
-            positive_rows = positive.any(dim=1)
-            keep = losses.ohem_row_selection((bce * weight).sum(dim=1).detach(), positive_rows, settings.ohem_ratio)
-            element_loss = bce * keep[:, None]
-            normalisers[loss], names[loss] = float(max(int(positive_rows.sum()), 1)), "positive rows"
-        else:
-            raise ValueError(f"unknown loss {loss!r}")
-        sums[loss] = _sum_by_key(sigmoid_keys, (element_loss * weight).detach(), shape)
-        (gradient,) = torch.autograd.grad((element_loss * weight).sum(), x, retain_graph=True)
+        element_loss = spec.terms(x, y, valid, positive, **arguments) * weight
+        normalisers[loss], names[loss] = spec.normaliser(valid, y, positive)
+        sums[loss] = _sum_by_key(sigmoid_keys, element_loss.detach(), shape)
+        (gradient,) = torch.autograd.grad(element_loss.sum(), x, retain_graph=True)
         gradients[loss] = _sum_by_key(sigmoid_keys, gradient.abs(), shape)
 
     x, p = x.detach(), p.detach()
@@ -147,28 +112,6 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
         multi_hot_rows=int(multi_hot.sum()),
         file_counts=_per_file(data, {"nonfinite": nonfinite.sum(dim=1), "background_rows": background, "multi_hot_rows": multi_hot, "out_of_range_rows": out_of_range}),
     )
-
-
-def _sigmoid_family(loss: str, x: torch.Tensor, y: torch.Tensor, params: dict) -> torch.Tensor:
-    """``(N, C)`` element terms of ``qfl``, ``vfl`` or ``asl`` (:mod:`lossaudit.losses`) with the
-    hyper-parameters ``params``."""
-    from lossaudit import losses
-
-    function = {"qfl": losses.qfl, "vfl": losses.vfl, "asl": losses.asl}[loss]
-    return function(x, y, **params, reduction="none")
-
-
-def _softmax_family_terms(loss: str, x: torch.Tensor, y: torch.Tensor, counts: torch.Tensor, params: dict) -> torch.Tensor:
-    """``(N, C)`` target terms of ``cb-ce`` (CE terms weighted by
-    :func:`lossaudit.losses.class_balanced_weights` of their class) or ``logit-adjusted-ce`` (CE
-    terms of ``x + tau log(counts / Σ counts)``), ``counts`` the classes' target sums."""
-    from lossaudit import losses
-
-    if loss == "cb-ce":
-        weights = losses.class_balanced_weights(counts, params["beta"]).to(x.dtype)
-        return losses.softmax_focal_terms(x, y, gamma=0.0, alpha=weights)
-    log_prior = (counts / counts.sum()).log().to(x.dtype)
-    return losses.softmax_focal_terms(x + params["tau"] * log_prior, y, gamma=0.0)
 
 
 def _per_file(data: Dataset, per_row: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

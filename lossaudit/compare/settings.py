@@ -12,79 +12,51 @@ for the softmax losses (``ce``, ``softmax-focal``), whose loss sits on the targe
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 
 import numpy as np
 
-from lossaudit.errors import InputError
+from lossaudit.losses.registry import BASE_LOSSES, LOSS_IDS, LOSSES, PARAMS
+from lossaudit.losses.spec import Bounds, Param
 
-LOSS_IDS = ("ce", "bce", "focal", "softmax-focal", "ghm", "centernet", "ohem", "qfl", "vfl", "asl", "cb-ce", "logit-adjusted-ce")
-"""The losses ``compare`` computes, in the order reports list them: :data:`lossaudit.losses.LOSS_IDS`
-and the later families of :data:`lossaudit.losses.FAMILY_IDS` (``cb-ce`` is ``cb`` over CE), each
-with a reference function there, named here so that reading the options needs no torch."""
-SOFTMAX_LOSSES = ("ce", "softmax-focal")
-SOFTMAX_FAMILIES = ("cb-ce", "logit-adjusted-ce")
-"""The later softmax families (:mod:`lossaudit.compare.engine.families` tallies them)."""
+__all__ = ["BASE_LOSSES", "BINS", "FILE_COUNTS", "LEVELS", "LEVEL_EDGES", "LOSS_IDS", "LossSettings", "Tally"]
+
 LEVELS = ("easy", "medium", "hard", "very_hard")
 LEVEL_EDGES = (0.1, 0.5, 0.9)
 """easy g < 0.1 ≤ medium < 0.5 ≤ hard < 0.9 ≤ very hard."""
+BINS = Param("bins", 10, "Difficulty bins of g for the per-difficulty table.", metavar="N", bounds=Bounds(1), integer=True)
+"""The difficulty bins of the per-difficulty table: a ``compare`` option, not a loss's."""
 
 
-@dataclass(frozen=True)
-class LossSettings:
-    """Which losses to compute and their hyper-parameters (the ``compare`` options)."""
+def _check(self) -> None:
+    """Every hyper-parameter against its declared constraint (the same check on every path:
+    API, command line, configuration file)."""
+    BINS.check(self.bins)
+    for name, param in PARAMS.items():
+        value = getattr(self, name)
+        if isinstance(param, Param):
+            param.check(value)
+        elif value is not None:
+            values = tuple(float(item) for item in value)
+            param.check(values)
+            object.__setattr__(self, name, values)
 
-    losses: tuple[str, ...] = ("ce", "bce", "focal", "softmax-focal", "ghm")
-    alpha: float = 0.25
-    gamma: float = 2.0
-    alpha_per_class: tuple[float, ...] | None = None
-    ghm_bins: int = 10
-    ghm_momentum: float = 0.0
-    ohem_ratio: float = 3.0
-    bins: int = 10
-    qfl_beta: float = 2.0
-    asl_gamma_pos: float = 1.0
-    asl_gamma_neg: float = 4.0
-    asl_clip: float = 0.05
-    cb_beta: float = 0.9999
-    la_tau: float = 1.0
 
-    def __post_init__(self) -> None:
-        checks = [
-            (0 <= self.alpha <= 1 or self.alpha == -1, f"--alpha {self.alpha}: expected a value in [0, 1], or -1 to disable it"),
-            (self.gamma >= 0, f"--gamma {self.gamma}: expected a value ≥ 0"),
-            (self.ghm_bins >= 1, f"--ghm-bins {self.ghm_bins}: expected at least 1"),
-            (0 <= self.ghm_momentum < 1, f"--ghm-momentum {self.ghm_momentum}: expected a value in [0, 1)"),
-            (self.ohem_ratio >= 0, f"--ohem-ratio {self.ohem_ratio}: expected a value ≥ 0"),
-            (self.bins >= 1, f"--bins {self.bins}: expected at least 1"),
-            (self.qfl_beta >= 0, f"--qfl-beta {self.qfl_beta}: expected a value ≥ 0"),
-            (self.asl_gamma_pos >= 0, f"--asl-gamma-pos {self.asl_gamma_pos}: expected a value ≥ 0"),
-            (self.asl_gamma_neg >= 0, f"--asl-gamma-neg {self.asl_gamma_neg}: expected a value ≥ 0"),
-            (0 <= self.asl_clip < 1, f"--asl-clip {self.asl_clip}: expected a value in [0, 1)"),
-            (0 <= self.cb_beta < 1, f"--cb-beta {self.cb_beta}: expected a value in [0, 1)"),
-            (math.isfinite(self.la_tau), f"--la-tau {self.la_tau}: expected a finite value"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(message)
+def _params(self, loss: str) -> dict[str, object]:
+    """The hyper-parameters that ``loss`` uses, as reported (its registry entry's ``arguments``)."""
+    return LOSSES[loss].arguments(self)
 
-    def params(self, loss: str) -> dict[str, object]:
-        """The hyper-parameters that ``loss`` uses, as reported."""
-        from lossaudit.compare.engine.families import FAMILY_LOSSES, family_params
 
-        if loss in FAMILY_LOSSES:
-            return family_params(self, loss)
-        per_class = list(self.alpha_per_class) if self.alpha_per_class is not None else None
-        return {
-            "ce": {},
-            "bce": {},
-            "focal": {"alpha": per_class if per_class is not None else self.alpha, "gamma": self.gamma},
-            "softmax-focal": {"alpha": per_class, "gamma": self.gamma},
-            "ghm": {"bins": self.ghm_bins, "momentum": self.ghm_momentum},
-            "centernet": {"alpha": 2.0, "beta": 4.0},
-            "ohem": {"neg_pos_ratio": self.ohem_ratio},
-        }[loss]
+LossSettings = make_dataclass(
+    "LossSettings",
+    [("losses", tuple, field(default=BASE_LOSSES)), ("bins", int, field(default=BINS.default))]
+    + [(name, object, field(default=param.default)) for name, param in PARAMS.items()],
+    frozen=True,
+    namespace={"__post_init__": _check, "params": _params, "__module__": __name__},
+)
+LossSettings.__doc__ = """Which losses to compute and their hyper-parameters (the ``compare`` options): ``losses``,
+``bins`` and one field per hyper-parameter of the loss registry (:data:`lossaudit.losses.registry.PARAMS`),
+each checked against its declared constraint."""
 
 
 @dataclass

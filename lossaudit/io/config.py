@@ -30,19 +30,23 @@ from pathlib import Path
 from lossaudit.errors import InputError
 from lossaudit.io.symbols import module_source, parse_target, relative_to_cwd
 from lossaudit.io.textfiles import parse_toml, parse_yaml, read_text
+from lossaudit.losses.registry import LINT_KINDS, PARAMS
+from lossaudit.losses.spec import Param
+
+PARAMS_BY_KEY = {param.key: param for param in PARAMS.values() if isinstance(param, Param)}
+PER_CLASS_BY_KEY = {param.key: name for name, param in PARAMS.items() if not isinstance(param, Param)}
 
 PYPROJECT, YAML_NAMES = "pyproject.toml", ("lossaudit.yaml", "lossaudit.yml")
 CHOICES = {
     "targets": ("auto", "index", "onehot", "soft", "heatmap"),
     "inputs": ("auto", "logits", "probs"),
-    "kind": ("auto", "sigmoid", "softmax", "binary", "centernet", "qfl", "vfl", "asl", "ls-ce", "ghm"),
+    "kind": ("auto", *LINT_KINDS),
     "fail-on": ("error", "warning", "info"),
 }
 COMPARE_KEYS: dict[str, type | tuple] = {
     "logits-key": str, "targets-key": str, "targets": str, "background-index": int, "ignore-index": int,
-    "class-dim": int, "inputs": str, "class-names": Path, "losses": list, "alpha": float, "gamma": float,
-    "alpha-per-class": Path, "ghm-bins": int, "ghm-momentum": float, "ohem-ratio": float, "bins": int,
-    "qfl-beta": float, "asl-gamma-pos": float, "asl-gamma-neg": float, "asl-clip": float, "cb-beta": float, "la-tau": float,
+    "class-dim": int, "inputs": str, "class-names": Path, "losses": list, "bins": int,
+    **{param.key: "per-class" if param.default is None else int if param.integer else float for param in PARAMS.values()},
     "top": int, "top-by": str, "strict": bool, "format": str, "baseline": Path, "fail-if-share-moves": float,
 }
 LINT_KEYS: dict[str, type | tuple] = {
@@ -146,7 +150,40 @@ def _parse(path: Path, raw: object, prefix: str) -> Config:
     return config
 
 
+def _per_class(value: object, key: str, where: str, folder: Path) -> object:
+    """A per-class hyper-parameter: a list of numbers, a comma list, or a file (relative to the
+    configuration's folder), checked as on the command line."""
+    if isinstance(value, str) and not _is_number_list(value) and not Path(value).is_absolute():
+        value = str(folder / value)
+    if not isinstance(value, (str, list)):
+        raise InputError(f"{where}: expected a list of numbers or a file; got {value!r}")
+    try:
+        return PARAMS[PER_CLASS_BY_KEY[key]].parse(value)
+    except InputError as error:
+        raise InputError(f"{where}: {error}") from None
+
+
+def _is_number_list(text: str) -> bool:
+    try:
+        [float(part) for part in text.split(",")]
+    except ValueError:
+        return False
+    return True
+
+
+def _checked(value: object, key: str, where: str) -> None:
+    """A loss hyper-parameter against the constraint the registry declares for it."""
+    param = PARAMS_BY_KEY.get(key)
+    if param is not None:
+        try:
+            param.check(value)
+        except InputError:
+            raise InputError(f"{where}: expected {param.expected}; got {value!r}") from None
+
+
 def _typed(value: object, expected: type | str, key: str, where: str, folder: Path, section: str) -> object:
+    if expected == "per-class":
+        return _per_class(value, key, where, folder)
     if expected == "entries":
         if not isinstance(value, list):
             raise InputError(f"{where}: expected a list of targets")
@@ -179,6 +216,8 @@ def _typed(value: object, expected: type | str, key: str, where: str, folder: Pa
         raise InputError(f"{where}: expected one of {', '.join(choices)}; got {value!r}")
     if key in MINIMUMS and value < MINIMUMS[key]:
         raise InputError(f"{where}: expected at least {MINIMUMS[key]}; got {value!r}")
+    if section == "compare":
+        _checked(value, key, where)
     if key in ("select", "ignore"):
         from lossaudit.lint.rules import parse_codes
 

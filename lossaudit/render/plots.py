@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lossaudit.errors import InputError
+from lossaudit.losses.cross_entropy import BCE, CE
+from lossaudit.losses.focusing import FOCAL, SOFTMAX_FOCAL
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -136,7 +138,7 @@ def _sigmoid_curve(target: int, alpha: float, gamma: float) -> tuple[list[float]
 
     sign = 1 if target == 1 else -1
     steps = [sigmoid_steps(sign * math.log(p_t / (1 - p_t)), target, alpha, gamma) for p_t in _p_t_grid()]
-    return [s["ce"]["value"] for s in steps], [s["focal"]["value"] for s in steps]
+    return [s[CE]["value"] for s in steps], [s[FOCAL]["value"] for s in steps]
 
 
 def _softmax_curve(gamma: float) -> tuple[list[float], list[float]]:
@@ -145,7 +147,7 @@ def _softmax_curve(gamma: float) -> tuple[list[float], list[float]]:
     from lossaudit.explain import softmax_steps
 
     steps = [softmax_steps([math.log(q / (1 - q)), 0.0], 0, gamma) for q in _p_t_grid()]
-    return [s["ce"]["value"] for s in steps], [s["focal"]["value"] for s in steps]
+    return [s[CE]["value"] for s in steps], [s[FOCAL]["value"] for s in steps]
 
 
 def _unit(report: dict) -> str:
@@ -165,10 +167,10 @@ def loss_curves(report: dict) -> list[tuple[str, list[float]]]:
     class), softmax focal."""
     losses = report["losses"]
     curves = []
-    if {"ce", "bce"} & set(losses) or not ({"focal", "softmax-focal"} & set(losses)):
+    if {CE, BCE} & set(losses) or not ({FOCAL, SOFTMAX_FOCAL} & set(losses)):
         curves.append(("CE, BCE: −log p_t", _sigmoid_curve(1, -1, 0.0)[0]))
-    if "focal" in losses:
-        params = losses["focal"]["params"]
+    if FOCAL in losses:
+        params = losses[FOCAL]["params"]
         alpha, gamma = _focal_alpha(params), params["gamma"]
         if alpha is None or alpha == -1:
             why = "alpha per class, not drawn" if alpha is None else "alpha off"
@@ -176,8 +178,8 @@ def loss_curves(report: dict) -> list[tuple[str, list[float]]]:
         else:
             curves.append((f"focal, positives: α_t = {alpha:g}, γ = {gamma:g}", _sigmoid_curve(1, alpha, gamma)[1]))
             curves.append((f"focal, negatives: α_t = {1 - alpha:g}, γ = {gamma:g}", _sigmoid_curve(0, alpha, gamma)[1]))
-    if "softmax-focal" in losses:
-        gamma = losses["softmax-focal"]["params"]["gamma"]
+    if SOFTMAX_FOCAL in losses:
+        gamma = losses[SOFTMAX_FOCAL]["params"]["gamma"]
         curves.append((f"softmax-focal, γ = {gamma:g} (p_t = q_target)", _softmax_curve(gamma)[1]))
     return curves
 
@@ -436,13 +438,13 @@ def explain_figure(steps: dict, target: int, gamma: float) -> Figure:
     focal_label = f"FL, γ = {gamma:g}" if softmax else f"FL, α_t = {steps['alpha_t']['value']:g}, γ = {gamma:g}"
     ax.plot(grid, ce, label="CE = −log p_t", color="tab:blue")
     ax.plot(grid, focal, label=focal_label, color="tab:orange")
-    ax.plot([p_t], [steps["ce"]["value"]], "o", color="tab:blue")
-    ax.plot([p_t], [steps["focal"]["value"]], "o", color="tab:orange")
+    ax.plot([p_t], [steps[CE]["value"]], "o", color="tab:blue")
+    ax.plot([p_t], [steps[FOCAL]["value"]], "o", color="tab:orange")
     ax.axvline(p_t, color="0.5", linestyle=":", linewidth=1)
     ax.annotate(f"CE = {steps['ce']['value']:.4g}\nFL = {steps['focal']['value']:.4g}\nFL / CE = {steps['ratio']['value']:.4g}",
-                (p_t, steps["ce"]["value"]), xytext=(8, 8), textcoords="offset points", fontsize="small")
+                (p_t, steps[CE]["value"]), xytext=(8, 8), textcoords="offset points", fontsize="small")
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, max(5.0, 1.2 * steps["ce"]["value"]))
+    ax.set_ylim(0, max(5.0, 1.2 * steps[CE]["value"]))
     ax.set_xlabel(name)
     ax.set_ylabel("loss")
     ax.set_title(f"This example at {'q_k' if softmax else 'p_t'} = {p_t:.4g}")

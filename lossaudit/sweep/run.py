@@ -29,6 +29,7 @@ from lossaudit.compare.report.build import build_report
 from lossaudit.compare.settings import LossSettings
 from lossaudit.errors import InputError
 from lossaudit.io.dataset import Chunk, DataPlan
+from lossaudit.losses.focusing import FOCAL
 
 SCHEMA_VERSION = 1
 """Of the ``sweep --format json`` document."""
@@ -166,13 +167,13 @@ class LossHistogram:
 
 def _setting(report: dict, gamma: float, alpha: float) -> dict:
     """One setting's row: focal's shares (and gradient shares) from its compare report."""
-    loss, cells = report["losses"]["focal"], report["quadrants"]["cells"]
+    loss, cells = report["losses"][FOCAL], report["quadrants"]["cells"]
 
     def rare(key: str) -> float | None:
-        shares = [cells[name][key]["focal"] for name in ("rare_easy", "rare_hard")]
+        shares = [cells[name][key][FOCAL] for name in ("rare_easy", "rare_hard")]
         return None if None in shares else shares[0] + shares[1]
 
-    per_class = [{"name": c["name"], "share": c["share"]["focal"], "gradient_share": c["gradient_share"]["focal"]} for c in report["per_class"]]
+    per_class = [{"name": c["name"], "share": c["share"][FOCAL], "gradient_share": c["gradient_share"][FOCAL]} for c in report["per_class"]]
     ranked = sorted(per_class, key=lambda c: c["share"] or 0.0, reverse=True)
     return {
         "gamma": gamma,
@@ -190,7 +191,7 @@ def _setting(report: dict, gamma: float, alpha: float) -> dict:
         "gradient_rare_share": rare("gradient_share"),
         "top_classes": [c["name"] for c in ranked[:TOP_CLASSES] if c["share"]],
         "per_class": per_class,
-        "per_difficulty": [{"g_low": d["g_low"], "g_high": d["g_high"], "share": d["share"]["focal"], "gradient_share": d["gradient_share"]["focal"]}
+        "per_difficulty": [{"g_low": d["g_low"], "g_high": d["g_high"], "share": d["share"][FOCAL], "gradient_share": d["gradient_share"][FOCAL]}
                            for d in report["per_difficulty"]],
     }
 
@@ -200,7 +201,7 @@ def sweep(data: DataPlan, gammas: tuple[float, ...], alphas: tuple[float, ...], 
     """Focal's report under every (gamma, alpha) of the planned data, from one pass over it: the
     ``sweep --format json`` document (see the module docstring)."""
     info = data.info
-    settings = {gamma: LossSettings(losses=("focal",), gamma=gamma, bins=bins) for gamma in gammas}
+    settings = {gamma: LossSettings(losses=(FOCAL,), gamma=gamma, bins=bins) for gamma in gammas}
 
     def make(rows: int) -> list:
         return [*(StreamTally(settings[gamma], info.num_classes, len(info.files), rows) for gamma in gammas), LossHistogram(gammas)]
@@ -217,7 +218,7 @@ def sweep(data: DataPlan, gammas: tuple[float, ...], alphas: tuple[float, ...], 
     return {
         "schema_version": SCHEMA_VERSION,
         "lossaudit_version": __version__,
-        "loss": "focal",
+        "loss": FOCAL,
         "input": first["input"],
         "rare_classes": first["quadrants"]["rare_classes"],
         "settings": rows,

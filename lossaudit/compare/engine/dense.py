@@ -53,7 +53,7 @@ from lossaudit.compare.engine.elements import (
 )
 from lossaudit.io.dataset import Chunk
 
-DENSE_VALUES = ("softplus", "q", "centernet", "centernet_gradient")
+DENSE_VALUES = ("softplus", "q", "heatmap_loss", "heatmap_gradient")
 """The per-class sums the pass can keep beside its powers: ``q`` is BCE's gradient magnitude,
 ``centernet_gradient`` CenterNet's."""
 
@@ -131,7 +131,7 @@ class DensePass:
     """
 
     def __init__(self, max_rows: int, classes: int, easy_edge: np.float32, values: tuple[str, ...], block_rows: int, powers: tuple[float, ...] = (), row_sums: bool = False):
-        needs = {"softplus": bool(values) or bool(powers) or row_sums, "centernet": "centernet_gradient" in values}
+        needs = {"softplus": bool(values) or bool(powers) or row_sums, "heatmap_loss": "heatmap_gradient" in values}
         values = tuple(name for name in DENSE_VALUES if name in values or needs.get(name, False))
         powers = tuple(dict.fromkeys(float(k) for k in powers))
         block_rows = max(1, min(block_rows, max_rows))
@@ -149,7 +149,7 @@ class DensePass:
         self._log1p = self._buffers.get("softplus", np.zeros((padded_rows, classes), dtype=np.float32))
         self._q = self._buffers.get("q", np.empty((padded_rows, classes), dtype=np.float32))
         self._modulating = {k: np.empty((padded_rows, classes), dtype=np.float32) for k in powers}
-        self._scratch = np.empty((padded_rows, classes), dtype=np.float32) if "centernet" in values else None
+        self._scratch = np.empty((padded_rows, classes), dtype=np.float32) if "heatmap_loss" in values else None
         self._taken = np.empty((block_rows, classes), dtype=bool)
         self._ones = np.ones(GROUP_ROWS, dtype=np.float32)
         blocks = -(-max_rows // block_rows)
@@ -248,9 +248,9 @@ class DensePass:
         at the taken-out elements ``index``, the ``dropped`` rows and the padding are zeroed. The
         powers' gradient parts are summed from them as products (:class:`_BlockViews`)."""
         buffers, softplus, q = views.buffers, views.log1p, views.q
-        if "centernet" in buffers:
+        if "heatmap_loss" in buffers:
             scratch = views.scratch_values
-            c, gradient = buffers["centernet"], buffers.get("centernet_gradient")
+            c, gradient = buffers["heatmap_loss"], buffers.get("heatmap_gradient")
             clamped = gradient if gradient is not None else c
             np.maximum(q, CENTERNET_PROB_CLAMP, out=clamped)
             np.negative(clamped, out=scratch)

@@ -2,7 +2,7 @@
 
 They cost nothing unless asked for. Their sums go into the same tables as the core losses', keyed
 by (class, positive, difficulty interval), and follow the reference functions of
-:mod:`lossaudit.losses` with the hyper-parameters of :func:`family_params`:
+:mod:`lossaudit.losses` with the hyper-parameters of their registry entries (``LossSettings.params``):
 
 - the sigmoid families (:class:`SigmoidFamilies`, kept by the
   :class:`~lossaudit.compare.engine.stream.StreamTally` beside the core losses): the elements its dense
@@ -28,7 +28,7 @@ by (class, positive, difficulty interval), and follow the reference functions of
   so that the difficulty tables compare the losses over the same terms:
 
   - ``cb-ce``: CE with each term weighted by the class-balanced weight of its class (effective
-    number; :func:`class_balanced_weights`);
+    number; :func:`lossaudit.losses.balanced.class_balanced_weights_numpy`);
   - ``logit-adjusted-ce``: CE of ``x + tau log pi``, ``pi`` the class frequencies.
 
   Both take their class counts from the dump itself, read before the pass (only when one of them
@@ -39,47 +39,29 @@ by (class, positive, difficulty interval), and follow the reference functions of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from lossaudit.compare.engine import elements
 from lossaudit.compare.engine.binning import Intervals
 from lossaudit.compare.engine.dense import DensePass
-from lossaudit.compare.settings import SOFTMAX_FAMILIES, LossSettings, Tally
+from lossaudit.compare.settings import LossSettings, Tally
 from lossaudit.errors import InputError
 from lossaudit.io.dataset import Chunk, DataPlan
+from lossaudit.losses.asymmetric import ASL
+from lossaudit.losses.balanced import (
+    CB_CE,
+    LOGIT_ADJUSTED_CE,
+    class_balanced_weights_numpy,
+)
+from lossaudit.losses.quality import QFL, VFL
 
-SIGMOID_FAMILIES = ("qfl", "vfl", "asl")
+SIGMOID_FAMILIES = (QFL, VFL, ASL)
+SOFTMAX_FAMILIES = (CB_CE, LOGIT_ADJUSTED_CE)
 FAMILY_LOSSES = SIGMOID_FAMILIES + SOFTMAX_FAMILIES
-""":data:`lossaudit.losses.COMPARE_FAMILY_IDS`, named here so that reading the options needs no torch."""
-VFL_ALPHA = 0.75
-"""VFL's weight of the negatives (mmdet's default), fixed: ``--alpha`` is focal's, of the positives."""
-ASL_EPS = 1e-8
-"""ASL's probability floor before the log (timm's default), fixed."""
-
-
-def family_params(settings: LossSettings, loss: str) -> dict[str, float]:
-    """The keyword arguments of ``loss``'s function in :mod:`lossaudit.losses` (``qfl``, ``vfl``,
-    ``asl``, ``cb``, ``logit_adjusted_ce``), from the ``compare`` options: ``--qfl-beta``;
-    ``--gamma`` for VFL's focusing of the negatives (focal's ``p^gamma`` there); ``--asl-gamma-pos``,
-    ``--asl-gamma-neg``, ``--asl-clip``; ``--cb-beta``; ``--la-tau``."""
-    return {
-        "qfl": {"beta": settings.qfl_beta},
-        "vfl": {"alpha": VFL_ALPHA, "gamma": settings.gamma},
-        "asl": {"gamma_pos": settings.asl_gamma_pos, "gamma_neg": settings.asl_gamma_neg, "clip": settings.asl_clip, "eps": ASL_EPS},
-        "cb-ce": {"beta": settings.cb_beta},
-        "logit-adjusted-ce": {"tau": settings.la_tau},
-    }[loss]
-
-
-def class_balanced_weights(counts: np.ndarray, beta: float) -> np.ndarray:
-    """``(C,)`` weights ``∝ (1 - beta) / (1 - beta^n_c)`` summing to C, as
-    :func:`lossaudit.losses.class_balanced_weights`."""
-    inverse = (1 - beta) / -np.expm1(np.log(beta) * counts) if beta > 0 else np.ones_like(counts)
-    return inverse * len(counts) / inverse.sum()
-
-
+"""The losses this module's accumulators compute (the others are the streaming pass's own, or
+:mod:`~lossaudit.compare.engine.generic`'s)."""
 @dataclass(frozen=True)
 class FamilySetup:
     """What the accumulators of a pass share: the families asked for with their hyper-parameters,
@@ -99,7 +81,7 @@ def setup(settings: LossSettings, plan: DataPlan) -> FamilySetup | None:
         InputError: a softmax family asked for while a class has no targets in the dump (its
             weight or its prior would be undefined).
     """
-    params = {loss: family_params(settings, loss) for loss in settings.losses if loss in FAMILY_LOSSES}
+    params = {loss: settings.params(loss) for loss in settings.losses if loss in FAMILY_LOSSES}
     if not params:
         return None
     softmax = [loss for loss in params if loss in SOFTMAX_FAMILIES]
@@ -111,8 +93,8 @@ def setup(settings: LossSettings, plan: DataPlan) -> FamilySetup | None:
         name = plan.info.class_names[empty[0]]
         raise InputError(f"--losses {softmax[0]}: class {name!r} has no targets in the dump ({len(empty)} of {len(counts)} classes have none); "
                          "its class count must be positive")
-    cb = class_balanced_weights(counts, params["cb-ce"]["beta"]) if "cb-ce" in params else None
-    prior = np.log(counts / counts.sum()) if "logit-adjusted-ce" in params else None
+    cb = class_balanced_weights_numpy(counts, params[CB_CE]["beta"]) if CB_CE in params else None
+    prior = np.log(counts / counts.sum()) if LOGIT_ADJUSTED_CE in params else None
     return FamilySetup(params, cb, prior)
 
 
@@ -129,7 +111,7 @@ class SigmoidParts:
 
     def select(self, keep: np.ndarray) -> SigmoidParts:
         """The elements where the ``(k,)`` bool ``keep`` is true."""
-        return SigmoidParts(*(getattr(self, name)[keep] for name in ("p", "one_minus_p", "log_p", "log_one_minus_p", "bce")))
+        return SigmoidParts(*(getattr(self, part.name)[keep] for part in fields(self)))
 
 
 def sigmoid_parts(x: np.ndarray, y: np.ndarray) -> SigmoidParts:
@@ -211,9 +193,9 @@ class SigmoidFamilies:
     def _easy_power(self, loss: str) -> tuple[float, float] | None:
         """``(k, factor)``: the easy negatives' loss is ``factor × p^k b``; None: it is 0."""
         params = self.params[loss]
-        if loss == "qfl":
+        if loss == QFL:
             return params["beta"], 1.0
-        if loss == "vfl":
+        if loss == VFL:
             return params["gamma"], params["alpha"]
         return (params["gamma_neg"], 1.0) if params["clip"] == 0 else None
 
@@ -225,7 +207,7 @@ class SigmoidFamilies:
     def easy_edge(self, first_edge: float) -> float:
         """The probability below which a negative is easy for every family: ASL's clip, where it is
         set below the first difficulty edge (a negative from the clip up to the edge is not 0)."""
-        clip = self.params["asl"]["clip"] if "asl" in self.params else 0.0
+        clip = self.params[ASL]["clip"] if ASL in self.params else 0.0
         return min(first_edge, clip) if clip > 0 else first_edge
 
     def add_elements(self, x32: np.ndarray, y: np.ndarray, col: np.ndarray, positive: np.ndarray) -> None:
@@ -236,14 +218,14 @@ class SigmoidFamilies:
         y64 = y.astype(np.float64)
         parts = sigmoid_parts(x32.astype(np.float64), y64)
         keys = self.intervals.keys(col, positive, np.abs(parts.p.astype(np.float32) - y))  # as elements.sigmoid32 bins
-        for loss, function in (("qfl", qfl), ("vfl", vfl)):
+        for loss, function in ((QFL, qfl), (VFL, vfl)):
             if loss in self.params:
                 self._add(loss, keys, function(parts, y64, **self.params[loss]))
-        if "asl" in self.params:
-            asl_params = self.params["asl"]
+        if ASL in self.params:
+            asl_params = self.params[ASL]
             # a negative below the clip costs nothing and passes no gradient (p_m = 0): left out
             keep = (y64 != 0) | (parts.p >= asl_params["clip"])
-            self._add("asl", keys[keep], asl(parts.select(keep), y64[keep], **asl_params))
+            self._add(ASL, keys[keep], asl(parts.select(keep), y64[keep], **asl_params))
 
     def _add(self, loss: str, keys: np.ndarray, values: tuple[np.ndarray, np.ndarray]) -> None:
         _add_sums(self.tables[loss], keys, values)
@@ -331,10 +313,10 @@ class FamilyTally:
         family = self.family
         if family.cb_weights is not None:
             weight = family.cb_weights[col]
-            self._add("cb-ce", keys, (terms.loss(y, 0.0, weight), elements.softmax_gradient(terms, terms.pull(y, 0.0, weight), y, local_row)))
+            self._add(CB_CE, keys, (terms.loss(y, 0.0, weight), elements.softmax_gradient(terms, terms.pull(y, 0.0, weight), y, local_row)))
         if family.log_prior is not None:
-            adjusted = elements.softmax_terms(x + family.params["logit-adjusted-ce"]["tau"] * family.log_prior, local_row, col)
-            self._add("logit-adjusted-ce", keys, (adjusted.loss(y, 0.0), elements.softmax_gradient(adjusted, adjusted.pull(y, 0.0), y, local_row)))
+            adjusted = elements.softmax_terms(x + family.params[LOGIT_ADJUSTED_CE]["tau"] * family.log_prior, local_row, col)
+            self._add(LOGIT_ADJUSTED_CE, keys, (adjusted.loss(y, 0.0), elements.softmax_gradient(adjusted, adjusted.pull(y, 0.0), y, local_row)))
         if self.softmax_counts is not None:
             self.softmax_counts += np.bincount(keys, minlength=self.size)
             self.sum_q_positive += np.bincount(col[positive], weights=terms.q[positive], minlength=self.num_classes)

@@ -36,14 +36,22 @@ import numpy as np
 from lossaudit.compare.engine import elements, families, parallel
 from lossaudit.compare.engine.binning import Intervals, ghm_bin_weights
 from lossaudit.compare.engine.dense import DensePass, Taken
-from lossaudit.compare.settings import (
-    FILE_COUNTS,
-    SOFTMAX_FAMILIES,
-    SOFTMAX_LOSSES,
-    LossSettings,
-    Tally,
-)
+from lossaudit.compare.engine.generic import GenericTally
+from lossaudit.compare.settings import FILE_COUNTS, LossSettings, Tally
 from lossaudit.io.dataset import Chunk, DataPlan
+from lossaudit.losses.cross_entropy import BCE, CE
+from lossaudit.losses.density import GHM
+from lossaudit.losses.focusing import FOCAL, SOFTMAX_FOCAL
+from lossaudit.losses.heatmap import CENTERNET
+from lossaudit.losses.mining import OHEM
+from lossaudit.losses.registry import LOSSES
+from lossaudit.losses.spec import SOFTMAX
+
+SOFTMAX_LOSSES = (CE, SOFTMAX_FOCAL)
+"""The softmax losses this module computes itself (the later softmax families:
+:mod:`~lossaudit.compare.engine.families`)."""
+FAST_LOSSES = (BCE, FOCAL, GHM, CENTERNET, OHEM) + SOFTMAX_LOSSES
+"""The losses :class:`StreamTally` computes."""
 
 CHUNK_ELEMENTS = 1 << 21
 """Elements per chunk (rows × classes), read at once: the bookkeeping of a chunk (targets, rows,
@@ -83,16 +91,16 @@ class StreamTally:
         alpha = np.array(settings.alpha_per_class, dtype=np.float64) if settings.alpha_per_class is not None else settings.alpha
         self.params = elements.SigmoidParams(alpha=alpha, gamma=settings.gamma)
         self.softmax_weight = alpha if isinstance(alpha, np.ndarray) else None
-        bce_table = "bce" in requested or "ghm" in requested  # GHM-C's weights come at the end
-        focal, centernet = "focal" in requested, "centernet" in requested
+        bce_table = BCE in requested or GHM in requested  # GHM-C's weights come at the end
+        focal, centernet = FOCAL in requested, CENTERNET in requested
         self.families = families.SigmoidFamilies(family_params or {}, self.intervals, num_classes)
-        dense_values = {"softplus": bce_table, "q": bce_table, "centernet": centernet, "centernet_gradient": centernet}
+        dense_values = {"softplus": bce_table, "q": bce_table, "heatmap_loss": centernet, "heatmap_gradient": centernet}
         values = tuple(name for name, wanted in dense_values.items() if wanted)
         powers = ((settings.gamma,) if focal else ()) + self.families.powers()
         block_rows = max(BLOCK_ELEMENTS // num_classes, 1)
         easy_edge = self.families.easy_edge(float(self.intervals.first))
-        self.dense = DensePass(max_rows, num_classes, np.float32(easy_edge), values, block_rows, powers, row_sums="ohem" in requested)
-        tabled = [loss for loss in ("bce", "centernet") + SOFTMAX_LOSSES if loss in requested or (loss == "bce" and bce_table)]
+        self.dense = DensePass(max_rows, num_classes, np.float32(easy_edge), values, block_rows, powers, row_sums=OHEM in requested)
+        tabled = [loss for loss in (BCE, CENTERNET) + SOFTMAX_LOSSES if loss in requested or (loss == BCE and bce_table)]
         if focal:  # Σ (1 - y) h and Σ y h of focal's unweighted h: alpha comes at the end
             tabled += ["focal_off", "focal_on"]
         self.tables = {name: np.zeros(self.size) for loss in tabled for name in (loss, GRADIENT + loss)}
@@ -158,7 +166,7 @@ class StreamTally:
         end). Returns the chunk's ``(rows,)`` BCE row sums so far when hard-negative mining is
         asked for."""
         requested = self.settings.losses
-        terms = elements.negative_terms(taken.x, log1p, q, self.settings.gamma if "focal" in requested else None, "centernet" in requested)
+        terms = elements.negative_terms(taken.x, log1p, q, self.settings.gamma if FOCAL in requested else None, CENTERNET in requested)
         keys = taken.column * (2 * self.intervals.count) + self.intervals.index(terms.p)
         keys[targets] = self.size  # left to _add_targets
 
@@ -166,12 +174,12 @@ class StreamTally:
             return np.bincount(keys, weights=values, minlength=self.size + 1)[: self.size]
 
         self.counts += sums()
-        for table, values, gradient in (("bce", terms.bce, terms.p), ("focal_off", terms.focal, terms.focal_gradient),
-                                        ("centernet", terms.centernet, terms.centernet_gradient)):
+        for table, values, gradient in ((BCE, terms.bce, terms.p), ("focal_off", terms.focal, terms.focal_gradient),
+                                        (CENTERNET, terms.centernet, terms.centernet_gradient)):
             if table in self.tables:
                 self.tables[table] += sums(values)
                 self.tables[GRADIENT + table] += sums(gradient)
-        if "ohem" not in requested:
+        if OHEM not in requested:
             return None
         terms.bce[targets] = 0
         return self.dense.row_softplus(rows) + np.bincount(taken.index // self.num_classes, weights=terms.bce, minlength=rows)
@@ -183,17 +191,17 @@ class StreamTally:
         terms = elements.sigmoid_terms(x, log1p, q, y, heatmap)
         keys = self.intervals.keys(col, terms.positive, terms.g)
         self.counts += self._bincount(keys)
-        if "bce" in self.tables:
-            self.tables["bce"] += self._bincount(keys, terms.bce)
-            self.tables[GRADIENT + "bce"] += self._bincount(keys, elements.bce_gradient(terms, y))
+        if BCE in self.tables:
+            self.tables[BCE] += self._bincount(keys, terms.bce)
+            self.tables[GRADIENT + BCE] += self._bincount(keys, elements.bce_gradient(terms, y))
         if "focal_off" in self.tables:
             gamma = self.settings.gamma
-            for values, name in ((elements.focal(terms, y, gamma), "focal"), (elements.focal_gradient(terms, y, gamma), GRADIENT + "focal")):
+            for values, name in ((elements.focal(terms, y, gamma), FOCAL), (elements.focal_gradient(terms, y, gamma), GRADIENT + FOCAL)):
                 self.tables[name + "_off"] += self._bincount(keys, (1 - y) * values)
                 self.tables[name + "_on"] += self._bincount(keys, y * values)
-        if "centernet" in self.tables:
-            self.tables["centernet"] += self._bincount(keys, elements.centernet(terms, y))
-            self.tables[GRADIENT + "centernet"] += self._bincount(keys, elements.centernet_gradient(terms, y))
+        if CENTERNET in self.tables:
+            self.tables[CENTERNET] += self._bincount(keys, elements.centernet(terms, y))
+            self.tables[GRADIENT + CENTERNET] += self._bincount(keys, elements.centernet_gradient(terms, y))
             self.totals["peaks"] += int(np.count_nonzero(y == 1))
         self.per_class["sum_p_positive"] += np.bincount(col[terms.positive], weights=terms.p[terms.positive], minlength=self.num_classes)
         if row_loss is not None:
@@ -228,8 +236,8 @@ class StreamTally:
         self.softmax_counts += self._bincount(keys)
         for loss in SOFTMAX_LOSSES:
             if loss in self.tables:
-                gamma = 0.0 if loss == "ce" else self.settings.gamma
-                weight = self.softmax_weight[col] if loss != "ce" and self.softmax_weight is not None else 1.0
+                gamma = 0.0 if loss == CE else self.settings.gamma
+                weight = self.softmax_weight[col] if loss != CE and self.softmax_weight is not None else 1.0
                 self.tables[loss] += self._bincount(keys, terms.loss(y, gamma, weight))
                 gradient = elements.softmax_gradient(terms, terms.pull(y, gamma, weight), y, local_row)
                 self.tables[GRADIENT + loss] += self._bincount(keys, gradient)
@@ -257,7 +265,7 @@ class StreamTally:
         at = np.arange(self.num_classes) * 2 * self.intervals.count
         self.counts[at] += dense.count
         sums = dense.class_sums()
-        for table, values, gradient in (("bce", "softplus", "q"), ("centernet", "centernet", "centernet_gradient")):
+        for table, values, gradient in ((BCE, "softplus", "q"), (CENTERNET, "heatmap_loss", "heatmap_gradient")):
             if table in self.tables:
                 self.tables[table][at] += sums[values]
                 self.tables[GRADIENT + table][at] += sums[gradient]
@@ -298,18 +306,18 @@ class StreamTally:
         valid_elements = float(counts.sum())
         sums, gradients, normalisers, names = {}, {}, {}, {}
         for loss in settings.losses:
-            if loss == "ohem":
+            if loss == OHEM:
                 table, gradient, normalisers[loss] = self._ohem(plan)
                 names[loss] = "positive rows"
-            elif loss in ("bce", "ghm"):
-                table, gradient = self.tables["bce"], self.tables[GRADIENT + "bce"]
-                normalisers[loss], names[loss] = max(valid_elements, 1.0) if loss == "ghm" else valid_elements, "valid elements"
-            elif loss == "focal":
+            elif loss in (BCE, GHM):
+                table, gradient = self.tables[BCE], self.tables[GRADIENT + BCE]
+                normalisers[loss], names[loss] = max(valid_elements, 1.0) if loss == GHM else valid_elements, "valid elements"
+            elif loss == FOCAL:
                 off, on = (params or self.params).weights(classes)
                 table, gradient = (self.tables[name + "_off"].reshape(classes, -1) * off[:, None] + self.tables[name + "_on"].reshape(classes, -1) * on[:, None]
-                                   for name in ("focal", GRADIENT + "focal"))
+                                   for name in (FOCAL, GRADIENT + FOCAL))
                 normalisers[loss], names[loss] = valid_elements, "valid elements"
-            elif loss == "centernet":
+            elif loss == CENTERNET:
                 table, gradient = self.tables[loss], self.tables[GRADIENT + loss]
                 peaks = self.totals["peaks"]
                 normalisers[loss], names[loss] = float(max(peaks, 1)), "peaks" if peaks else "1 (no peaks)"
@@ -317,7 +325,7 @@ class StreamTally:
                 table, gradient = self.tables[loss], self.tables[GRADIENT + loss]
                 normalisers[loss], names[loss] = float(self.totals["softmax_rows"]), "rows with a target"
             cells, gradient_cells = (intervals.to_cells(np.reshape(values, (classes, 2, intervals.count))) for values in (table, gradient))
-            if loss == "ghm":
+            if loss == GHM:
                 weights = ghm_bin_weights(counts.sum(axis=(0, 1, 2, 3)), max(valid_elements, 1.0), settings.ghm_momentum)
                 cells, gradient_cells = cells * weights, gradient_cells * weights
             sums[loss], gradients[loss] = cells.sum(axis=-1), gradient_cells.sum(axis=-1)
@@ -445,12 +453,19 @@ def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None 
     (:class:`~lossaudit.compare.engine.families.FamilyTally`), given the same chunks."""
     info = plan.info
     family = families.setup(settings, plan)
-    core = replace(settings, losses=tuple(loss for loss in settings.losses if loss not in families.FAMILY_LOSSES))
+    core = replace(settings, losses=tuple(loss for loss in settings.losses if loss in FAST_LOSSES))
+    slow = tuple(loss for loss in settings.losses if loss not in FAST_LOSSES + families.FAMILY_LOSSES)
     softmax_counts = not any(loss in SOFTMAX_LOSSES for loss in core.losses)
-    softmax_families = family is not None and any(loss in SOFTMAX_FAMILIES for loss in family.params)
+    softmax_families = family is not None and any(loss in families.SOFTMAX_FAMILIES for loss in family.params)
+    counts_elsewhere = softmax_counts and not softmax_families and any(LOSSES[loss].family == SOFTMAX for loss in slow)
+    class_counts = plan.class_target_sums() if any(LOSSES[loss].needs_class_counts for loss in slow) else None
 
     def make(rows: int) -> list:
         extra = [families.FamilyTally(settings, family, info.num_classes, softmax_counts)] if softmax_families else []
+        if counts_elsewhere:  # only a slow softmax loss: the softmax counts are kept by a FamilyTally of no family
+            extra.append(families.FamilyTally(settings, families.FamilySetup({}, None, None), info.num_classes, True))
+        if slow:
+            extra.append(GenericTally(settings, slow, info.num_classes, class_counts))
         return [StreamTally(core, info.num_classes, len(info.files), rows, family.params if family else None), *extra]
 
     total, *extra = stream_pass(plan, make, chunk_rows, workers, progress)

@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from lossaudit import __version__
+from lossaudit._version import __version__
 from lossaudit.compare.engine.binning import ghm_bin_weights
 from lossaudit.compare.settings import (
     LEVEL_EDGES,
     LEVELS,
-    SOFTMAX_FAMILIES,
-    SOFTMAX_LOSSES,
     LossSettings,
     Tally,
 )
-from lossaudit.io.dataset import DataInfo, name_files
+from lossaudit.io.dataset import DataInfo, name_files, positive_rule
+from lossaudit.losses.cross_entropy import BCE, CE
+from lossaudit.losses.focusing import FOCAL, SOFTMAX_FOCAL
+from lossaudit.losses.registry import LOSSES
 
 SCHEMA_VERSION = 4
 """2 added ``summary``, ``loss_selection``, ``levels``, per loss ``family``/``fits_data``/``covers``,
@@ -70,7 +71,7 @@ def _ratio(numerator: float, denominator: float) -> float | None:
 def family(loss: str) -> str:
     """``softmax`` for the losses over a softmax of the row (ce, softmax-focal, cb-ce,
     logit-adjusted-ce), else ``sigmoid``."""
-    return "softmax" if loss in SOFTMAX_LOSSES + SOFTMAX_FAMILIES else "sigmoid"
+    return LOSSES[loss].family
 
 
 def data_kind(data: DataInfo, tally: Tally) -> str:
@@ -113,7 +114,7 @@ def _input_section(data: DataInfo, tally: Tally, counts: np.ndarray) -> dict:
         "inputs": data.inputs,
         "background_index": data.background_index,
         "ignore_index": data.ignore_index,
-        "positive_rule": "target == 1" if data.encoding == "heatmap" else "target >= 0.5",
+        "positive_rule": positive_rule(data.encoding == "heatmap"),
         "valid_elements": valid,
         "positives": positives,
         "negatives": negatives,
@@ -155,7 +156,7 @@ def _loss_section(settings: LossSettings, tally: Tally, positives: int, order: l
 
 
 def _focal_ce_pair(loss_ids) -> tuple[str, str] | None:
-    for pair in (("focal", "bce"), ("softmax-focal", "ce")):
+    for pair in ((FOCAL, BCE), (SOFTMAX_FOCAL, CE)):
         if set(pair) <= set(loss_ids):
             return pair
     return None
@@ -269,33 +270,52 @@ def _files(data: DataInfo, per_file: np.ndarray) -> dict[str, int]:
     return {file: int(n) for file, n in zip(data.files, per_file) if n}
 
 
-def _findings(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray, explicit: bool) -> list[dict]:
-    findings = []
-    by_file = tally.file_counts
+class _Findings:
+    """The findings of a report, in the order found. ``explicit``: the losses were asked for (see
+    :func:`build_report`), so the softmax-fit findings gate ``--strict`` too."""
 
-    def add(code: str, count: int, detail: str, files: dict[str, int] | None = None, **extra: object) -> None:
-        gates = code in STRICT_FINDINGS and (explicit or code not in SOFTMAX_FIT_FINDINGS)
+    def __init__(self, explicit: bool):
+        self.explicit = explicit
+        self.items: list[dict] = []
+
+    def add(self, code: str, count: int, detail: str, files: dict[str, int] | None = None, **extra: object) -> None:
+        gates = code in STRICT_FINDINGS and (self.explicit or code not in SOFTMAX_FIT_FINDINGS)
         finding = {"code": code, "level": "warning" if gates or code not in STRICT_FINDINGS else "info", "gates_strict": gates,
                    "count": count, "message": f"{FINDING_NAMES[code]}: {detail}"}
         if files is not None:
             finding["files"] = files
-        findings.append({**finding, **extra})
+        self.items.append({**finding, **extra})
 
+
+def _findings(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray, explicit: bool) -> list[dict]:
+    findings = _Findings(explicit)
+    _input_findings(findings, data, tally)
+    _softmax_findings(findings, data, order, tally)
+    empty = [data.class_names[c] for c in range(data.num_classes) if counts[c, 1].sum() == 0]
+    if empty:
+        findings.add("class-without-positives", len(empty), ", ".join(empty[:10]) + (" …" if len(empty) > 10 else ""), classes=empty)
+    return findings.items
+
+
+def _input_findings(findings: _Findings, data: DataInfo, tally: Tally) -> None:
+    """What is wrong with the dumps: several runs, probabilities read as logits, non-finite logits,
+    labels out of range."""
+    by_file = tally.file_counts
     if len(data.runs) > 1:
         listed = "; ".join(f"run {run}: {name_files(files)}" for run, files in data.runs.items())
-        add("mixed-runs", sum(map(len, data.runs.values())), f"{listed}; compare one run's folder at a time",
-            files={file: 1 for files in data.runs.values() for file in files}, runs=data.runs)
+        findings.add("mixed-runs", sum(map(len, data.runs.values())), f"{listed}; compare one run's folder at a time",
+                     files={file: 1 for files in data.runs.values() for file in files}, runs=data.runs)
     if data.inputs_look_like_probabilities:
-        add("probabilities-as-logits", data.num_rows * data.num_classes, "pass --inputs probs if they are probabilities",
-            files={file: int(np.prod(shape)) for file, shape in zip(data.files, data.logits_shapes)})
+        findings.add("probabilities-as-logits", data.num_rows * data.num_classes, "pass --inputs probs if they are probabilities",
+                     files={file: int(np.prod(shape)) for file, shape in zip(data.files, data.logits_shapes)})
     nonfinite = int(tally.nonfinite.sum())
     if nonfinite:
         per_class = {data.class_names[c]: int(n) for c, n in enumerate(tally.nonfinite) if n}
-        add("non-finite", nonfinite, f"{nonfinite:,} elements", _files(data, by_file["nonfinite"]), per_class=per_class)
+        findings.add("non-finite", nonfinite, f"{nonfinite:,} elements", _files(data, by_file["nonfinite"]), per_class=per_class)
     if data.out_of_range_labels:
         rows = sum(data.out_of_range_labels.values())
         listed = ", ".join(f"{value} (×{count})" for value, count in list(data.out_of_range_labels.items())[:5])
-        add(
+        findings.add(
             "labels-out-of-range",
             rows,
             f"{rows:,} rows: {listed}; expected [0, {data.num_classes}), background {data.background_index} or ignore "
@@ -303,22 +323,23 @@ def _findings(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray
             _files(data, by_file["out_of_range_rows"]),
             labels={str(value): count for value, count in data.out_of_range_labels.items()},
         )
+
+
+def _softmax_findings(findings: _Findings, data: DataInfo, order: list[str], tally: Tally) -> None:
+    """Rows a softmax loss reads differently from the sigmoid losses: background rows (no target)
+    and multi-hot rows."""
     softmax = [loss for loss in order if family(loss) == "softmax"]
     sigmoid = [loss for loss in order if family(loss) == "sigmoid"]
     if softmax and tally.background_rows:
         seen = f"{', '.join(softmax)} see the {int(tally.normalisers[softmax[0]]):,} rows with a target"
         if sigmoid:
             seen += f"; {', '.join(sigmoid)} see every valid element"
-        add("softmax-background", tally.background_rows, f"{tally.background_rows:,} of {tally.rows:,} rows; {seen}",
-            _files(data, by_file["background_rows"]))
+        findings.add("softmax-background", tally.background_rows, f"{tally.background_rows:,} of {tally.rows:,} rows; {seen}",
+                     _files(data, tally.file_counts["background_rows"]))
     if softmax and tally.multi_hot_rows:
-        add("softmax-multi-hot", tally.multi_hot_rows,
-            f"{tally.multi_hot_rows:,} rows; {', '.join(softmax)} add a full -log q term for each positive class of such a row",
-            _files(data, by_file["multi_hot_rows"]))
-    empty = [data.class_names[c] for c in range(data.num_classes) if counts[c, 1].sum() == 0]
-    if empty:
-        add("class-without-positives", len(empty), ", ".join(empty[:10]) + (" …" if len(empty) > 10 else ""), classes=empty)
-    return findings
+        findings.add("softmax-multi-hot", tally.multi_hot_rows,
+                     f"{tally.multi_hot_rows:,} rows; {', '.join(softmax)} add a full -log q term for each positive class of such a row",
+                     _files(data, tally.file_counts["multi_hot_rows"]))
 
 
 def gating(report: dict) -> list[str]:

@@ -9,6 +9,8 @@ returns ``{"rule", "text", "numbers"}`` or None. Thresholds are the module const
 
 from __future__ import annotations
 
+from lossaudit.losses.cross_entropy import BCE
+from lossaudit.losses.density import GHM
 from lossaudit.render.formatting import count, names, num, pct
 
 EASY_NEGATIVE_SHARE = 0.5
@@ -161,9 +163,9 @@ def ghm_very_hard(report: dict) -> dict | None:
     their share of the loss when it is at least 1.5× (:data:`GHM_CHANGE`) or at most 1/1.5× BCE's."""
     losses = report["losses"]
     very_hard = report["levels"][-1]
-    if "ghm" not in losses or "bce" not in losses or not very_hard["elements"]:
+    if GHM not in losses or BCE not in losses or not very_hard["elements"]:
         return None
-    ghm, bce = losses["ghm"]["very_hard_share"], losses["bce"]["very_hard_share"]
+    ghm, bce = losses[GHM]["very_hard_share"], losses[BCE]["very_hard_share"]
     if not ghm or not bce or 1 / GHM_CHANGE < ghm / bce < GHM_CHANGE:
         return None
     element_share = very_hard["elements"] / report["input"]["valid_elements"]
