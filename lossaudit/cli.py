@@ -589,6 +589,22 @@ def rules(
         _fail(f"unknown rule code {code}; `lossaudit rules` lists them", False)
 
 
+class LossesFormat(str, Enum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+@app.command(cls=Command)
+def losses(
+    format: Annotated[LossesFormat, typer.Option("--format", help=plain("Listing format (markdown: the README's tables)."))] = LossesFormat.text,
+) -> None:
+    """List every loss compare computes, with its family, when it is a default and its parameters (defaults, allowed values), and the lint kinds."""
+    from lossaudit.render.losses import render
+
+    sys.stdout.write(render(LossesFormat(format).value))
+
+
 def _fail(message: str, verbose: bool) -> None:
     if verbose:
         stderr.print_exception()

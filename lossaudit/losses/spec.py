@@ -165,7 +165,8 @@ class LossSpec:
         arguments: settings -> its hyper-parameters, as reported and as keyword arguments of
             ``terms``.
         terms: the torch reference of its terms, used by the full-tensor oracle and, when the
-            streaming engine has no numpy terms for it (``fast`` False), per chunk by the engine:
+            streaming engine has no numpy terms for it, per chunk by the engine's generic path
+            (:mod:`lossaudit.compare.engine.generic`; the terms must then be separable over rows):
             sigmoid ``terms(x, y, valid, positive, **arguments) -> (N, C)`` element losses, softmax
             ``terms(x, y, class_counts, **arguments) -> (N, C)`` terms at the targets, with
             ``class_counts`` the ``(C,)`` target sums of the data.
@@ -173,7 +174,6 @@ class LossSpec:
             by; softmax losses divide by the rows with a target.
         default_when: ``DataInfo -> bool``: the data for which it is a default of ``compare``.
         default_on: that data in words, for the help (empty: on any data).
-        fast: the streaming engine computes it with its own numpy terms.
         needs_class_counts: it reads the data's class counts (taken before the pass).
         lint_kind: the ``lint --kind`` whose reference behaviour it is, if any.
     """
@@ -187,7 +187,6 @@ class LossSpec:
     normaliser: Callable | None = None
     default_when: Callable[[object], bool] | None = None
     default_on: str = ""
-    fast: bool = True
     needs_class_counts: bool = False
     lint_kind: str | None = None
 

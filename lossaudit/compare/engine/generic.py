@@ -1,8 +1,9 @@
 """The slow path of the streaming engine: losses it has no numpy terms for, from their torch
 reference (the registry entry's ``terms``), chunk by chunk in float64.
 
-A loss family added to the registry without numpy terms (``fast=False``) is computed here until
-someone writes them: every chunk's valid elements (sigmoid losses) or target terms of the rows
+A loss family added to the registry is computed here until someone writes numpy terms for it
+(the streaming pass's :data:`~lossaudit.compare.engine.stream.FAST_LOSSES`, the families of
+:mod:`~lossaudit.compare.engine.families`): every chunk's valid elements (sigmoid losses) or target terms of the rows
 with a target (softmax losses) go through the reference, the gradient magnitude through autograd,
 and both are binned exactly as the streaming pass bins its own losses (``g = |p - y|`` with ``p``
 the float32 sigmoid; ``1 - q_target`` with the float32 softmax). The reference must be separable
