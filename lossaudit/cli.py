@@ -597,7 +597,7 @@ class LossesFormat(str, Enum):
 
 @app.command(cls=Command)
 def losses(
-    format: Annotated[LossesFormat, typer.Option("--format", help=plain("Listing format (markdown: the README's tables)."))] = LossesFormat.text,
+    format: Annotated[LossesFormat, typer.Option("--format", help=plain("Listing format (markdown: the README's tables)."), rich_help_panel="Report")] = LossesFormat.text,
 ) -> None:
     """List every loss compare computes, with its family, when it is a default and its parameters (defaults, allowed values), and the lint kinds."""
     from lossaudit.render.losses import render
