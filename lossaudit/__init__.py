@@ -11,7 +11,13 @@ The Python API (README "Python API"):
 modules that compute.
 """
 
+import sys
+import types
+
 from lossaudit._version import __version__
+
+_CALLABLE_PACKAGES = ("compare", "lint")
+"""Subpackages that are also the API functions of their name (:mod:`lossaudit._callable`)."""
 
 __all__ = ["__version__", "compare", "lint", "save", "Report", "LintReport", "InputError", "testing"]
 
@@ -26,7 +32,7 @@ _LAZY = {
 def __getattr__(name: str):
     import importlib
 
-    if name in ("compare", "lint", "testing"):  # compare and lint are callable packages (lossaudit._callable)
+    if name in (*_CALLABLE_PACKAGES, "testing"):
         return importlib.import_module(f"lossaudit.{name}")
     if name in _LAZY:
         module, attribute = _LAZY[name]
@@ -36,3 +42,18 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+class _Lossaudit(types.ModuleType):
+    """The ``lossaudit`` module: the import system binds each subpackage on it once imported, and
+    the callable packages become callable then, however they were imported."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _CALLABLE_PACKAGES and isinstance(value, types.ModuleType):
+            from lossaudit._callable import make_callable
+
+            make_callable(value.__name__, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Lossaudit
