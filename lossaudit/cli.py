@@ -391,7 +391,9 @@ def explain(
             if dump is not None:
                 from lossaudit.api import compare as compare_api
 
-                report = compare_api(dump, losses=["ghm"], bins=ghm_bins, ghm_bins=ghm_bins).to_dict()
+                from lossaudit.losses.density import GHM
+
+                report = compare_api(dump, losses=[GHM], bins=ghm_bins, ghm_bins=ghm_bins).to_dict()
                 steps["ghm_weight"] = whiteboard.ghm_weight_in(report, steps["g"]["value"])
             title = f"sigmoid focal loss, one {'positive' if target == 1 else 'negative'} at p = {steps['p']['value']:.4g}"
         sys.stdout.write(json.dumps(steps, indent=2) + "\n" if format is DiffFormat.json else whiteboard.render(steps, title))

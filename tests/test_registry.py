@@ -160,3 +160,36 @@ def test_every_parameter_is_a_compare_option_an_api_keyword_and_a_configuration_
         assert param.option in help_text
         assert name in keywords and keywords[name].default == param.default
         assert param.key in COMPARE_KEYS
+
+
+def _declaring_modules() -> dict[str, str]:
+    """Each registered loss id (and each lint kind named after a loss) -> the file of the family
+    module that declares it."""
+    from lossaudit.losses.registry import FAMILIES
+    from lossaudit.losses.spec import SIGMOID, SOFTMAX
+
+    owners = {}
+    for module in FAMILIES:
+        names = [spec.id for spec in getattr(module, "LOSSES", ())] + [kind.name for kind in getattr(module, "LINT_KINDS", ())]
+        for name in names:
+            owners.setdefault(name, module.__file__)
+    for family_word in (SIGMOID, SOFTMAX, "binary"):  # kinds named after a family, not a loss
+        owners.pop(family_word, None)
+    return owners
+
+
+def test_a_loss_id_is_spelled_only_by_its_family_module():
+    """Walk every module of lossaudit/: a string constant equal to a registered loss id appears
+    only in the registry and in the module of that loss's family (everything else imports its
+    constant). Docstrings and longer strings that mention an id do not count."""
+    import ast
+
+    owners = _declaring_modules()
+    registry = str(ROOT / "lossaudit" / "losses" / "registry.py")
+    misplaced = []
+    for path in sorted((ROOT / "lossaudit").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in owners:
+                if str(path) not in (owners[node.value], registry):
+                    misplaced.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    assert not misplaced, "loss ids spelled outside their family module:\n" + "\n".join(misplaced)

@@ -181,34 +181,49 @@ def _checked(value: object, key: str, where: str) -> None:
             raise InputError(f"{where}: expected {param.expected}; got {value!r}") from None
 
 
+def _string_list(value: object) -> tuple[bool, object]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    return isinstance(value, list) and all(isinstance(item, str) for item in value), value
+
+
+def _number(value: object) -> tuple[bool, object]:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return ok, float(value) if ok else value
+
+
+TYPES = {
+    bool: ("true or false", lambda value: (isinstance(value, bool), value)),
+    int: ("an integer", lambda value: (isinstance(value, int) and not isinstance(value, bool), value)),
+    float: ("a number", _number),
+    list: ("a list of strings", _string_list),
+    Path: ("a path", lambda value: (isinstance(value, str), value)),
+    dict: ("a table", lambda value: (isinstance(value, dict), value)),
+    str: ("a string", lambda value: (isinstance(value, str), value)),
+}
+"""Each value type of a key: its name in messages, and ``value -> (ok, value as read)``."""
+
+
 def _typed(value: object, expected: type | str, key: str, where: str, folder: Path, section: str) -> object:
+    """A configuration value read as ``expected`` and checked: its choices, its minimum, a loss
+    hyper-parameter's declared constraint, rule codes; paths made relative to ``folder``."""
     if expected == "per-class":
         return _per_class(value, key, where, folder)
     if expected == "entries":
         if not isinstance(value, list):
             raise InputError(f"{where}: expected a list of targets")
         return [_entry(item, f"{where}[{index}]", folder) for index, item in enumerate(value)]
-    if expected is bool:
-        ok = isinstance(value, bool)
-    elif expected is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif expected is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif expected is list:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
-    elif expected is Path:
-        ok = isinstance(value, str)
-        value = str(folder / value) if ok and not Path(value).is_absolute() else value
-    elif expected is dict:
-        ok = isinstance(value, dict)
-    else:
-        ok = isinstance(value, str)
+    name, read = TYPES[expected]
+    ok, value = read(value)
     if not ok:
-        name = {bool: "true or false", int: "an integer", float: "a number", list: "a list of strings", Path: "a path", dict: "a table"}.get(expected, "a string")
         raise InputError(f"{where}: expected {name}; got {value!r}")
+    if expected is Path and not Path(value).is_absolute():
+        value = str(folder / value)
+    _check_value(value, key, where, section)
+    return value
+
+
+def _check_value(value: object, key: str, where: str, section: str) -> None:
     choices = ENTRY_ENCODINGS if (section == "lint" and key == "targets") else CHOICES.get(key)
     if key == "format":
         choices = ("text", "json", "markdown", "github", "junit") + (("sarif",) if section == "lint" else ())
@@ -222,7 +237,6 @@ def _typed(value: object, expected: type | str, key: str, where: str, folder: Pa
         from lossaudit.lint.rules import parse_codes
 
         parse_codes(",".join(value), where)
-    return value
 
 
 def _entry(item: object, where: str, folder: Path) -> dict:

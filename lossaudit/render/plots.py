@@ -441,7 +441,7 @@ def explain_figure(steps: dict, target: int, gamma: float) -> Figure:
     ax.plot([p_t], [steps[CE]["value"]], "o", color="tab:blue")
     ax.plot([p_t], [steps[FOCAL]["value"]], "o", color="tab:orange")
     ax.axvline(p_t, color="0.5", linestyle=":", linewidth=1)
-    ax.annotate(f"CE = {steps['ce']['value']:.4g}\nFL = {steps['focal']['value']:.4g}\nFL / CE = {steps['ratio']['value']:.4g}",
+    ax.annotate(f"CE = {steps[CE]['value']:.4g}\nFL = {steps[FOCAL]['value']:.4g}\nFL / CE = {steps['ratio']['value']:.4g}",
                 (p_t, steps[CE]["value"]), xytext=(8, 8), textcoords="offset points", fontsize="small")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, max(5.0, 1.2 * steps[CE]["value"]))
