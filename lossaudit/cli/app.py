@@ -1,0 +1,212 @@
+"""The ``lossaudit`` program's frame: the Typer app, the help's look, the options several commands
+share (declared once), configuration defaults, error output and exit codes.
+
+Exit codes: 0 done, 1 findings that fail the run (``--strict``, lint findings), 2 could not run.
+Each command lives in its own module of :mod:`lossaudit.cli` and only parses its options, calls the
+library, picks a renderer and chooses the exit code; torch is imported inside the commands, so
+``--help`` and ``--version`` stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape as plain  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
+
+from lossaudit import __version__
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+class _PlainHelp:
+    """Help without Python type placeholders: ``-h/--help`` is a flag (Typer shows ``<bool>``;
+    lossaudit's own flags say so with ``metavar=""``), and an argument is named by its metavar
+    alone (Typer adds ``<list[Path]>``)."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if isinstance(param, typer.core.TyperArgument):
+                param.display_type_rich = _no_type
+        return params
+
+
+def _no_type(ctx) -> None:
+    return None
+
+
+class Command(_PlainHelp, typer.core.TyperCommand):
+    pass
+
+
+class Group(_PlainHelp, typer.core.TyperGroup):
+    pass
+
+
+app = typer.Typer(
+    cls=Group,
+    name="lossaudit",
+    help=plain("Audit focal, GHM and cross-entropy losses on your predictions and your loss code."),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+stderr = Console(stderr=True)
+
+
+class TargetEncoding(str, Enum):
+    auto = "auto"
+    index = "index"
+    onehot = "onehot"
+    soft = "soft"
+    heatmap = "heatmap"
+
+
+class Inputs(str, Enum):
+    auto = "auto"
+    logits = "logits"
+    probs = "probs"
+
+
+class DiffFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option("--config", metavar="FILE", rich_help_panel="CI", help=plain("Read options from this pyproject.toml ([tool.lossaudit]) or lossaudit.yaml instead of the nearest one.")),
+]
+
+
+IsolatedOption = Annotated[bool, typer.Option("--isolated", metavar="", rich_help_panel="CI", help=plain("Ignore configuration files."))]
+
+
+OutputOption = Annotated[Optional[Path], typer.Option(metavar="FILE", rich_help_panel="Report", help=plain("Write the report to this file instead of stdout (whole: a temporary file, then a rename)."))]
+
+
+PlotOption = Annotated[Optional[Path], typer.Option("--plot", metavar="FILE", rich_help_panel="Report", help=plain("Also draw the plots to this new .png or .svg file (needs the plot extra: pip install 'lossaudit[plot]'); never overwrites a file."))]
+
+
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", metavar="", rich_help_panel="Report", help=plain("Show tracebacks of errors (lint: also the probes that could not run)."))]
+
+
+INIT_HELP = "KEY=VALUE keyword for the constructor (lint: a class target, or the call of a function; compare: the --arch class); values are Python literals. Repeatable."
+
+
+LogitsKeyOption = Annotated[Optional[str], typer.Option(help=plain("Key of the logits (default: logits, pred, preds, outputs, scores)."), metavar='KEY', rich_help_panel='Input')]
+
+
+TargetsKeyOption = Annotated[Optional[str], typer.Option(help=plain("Key of the targets (default: targets, labels, target, label, gt, y)."), metavar='KEY', rich_help_panel='Input')]
+
+
+TargetsOption = Annotated[TargetEncoding, typer.Option(help=plain("Target encoding; auto detects it."), rich_help_panel='Input')]
+
+
+BackgroundIndexOption = Annotated[Optional[int], typer.Option(help=plain("Index label meaning background (default: C, the number of classes)."), metavar='N', rich_help_panel='Input')]
+
+
+IgnoreIndexOption = Annotated[int, typer.Option(help=plain("Index label meaning ignore."), metavar='N', rich_help_panel='Input')]
+
+
+ClassDimOption = Annotated[Optional[int], typer.Option(help=plain("Class axis of the logits (default: last for 2-D/3-D, 1 for 4-D)."), metavar='AXIS', rich_help_panel='Input')]
+
+
+InputsOption = Annotated[Inputs, typer.Option(help=plain("Whether the dump holds logits or probabilities; auto reads logits and warns if they look like probabilities."), rich_help_panel='Input')]
+
+
+ClassNamesOption = Annotated[Optional[Path], typer.Option(help=plain("File of class names: one per line, a YAML list or a YAML mapping {index: name}."), metavar='FILE', rich_help_panel='Input')]
+
+
+BinsOption = Annotated[int, typer.Option(help=plain("Difficulty bins of g for the per-difficulty table."), metavar='N', rich_help_panel='Losses')]
+
+
+def init_option(panel: str):
+    """``--init``, shown in ``panel`` (compare: Model; lint: Target)."""
+    return Annotated[Optional[list[str]], typer.Option("--init", metavar="KEY=VALUE", rich_help_panel=panel, help=plain(INIT_HELP))]
+
+
+def config_values(ctx: typer.Context, section: dict, skip: tuple[str, ...] = ()) -> dict[str, object]:
+    """Values from a configuration section for the options the command line left at their default."""
+    values = {}
+    for key, value in section.items():
+        name = key.replace("-", "_")
+        if key in skip or name not in ctx.params:
+            continue
+        if ctx.get_parameter_source(name).name == "DEFAULT":
+            values[name] = ",".join(value) if isinstance(value, list) else value
+    return values
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"lossaudit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", metavar="", callback=_version, is_eager=True, help=plain("Print the version and exit."))
+    ] = False,
+) -> None:
+    """Audit focal, GHM and cross-entropy losses on your predictions and your loss code."""
+
+
+def gate_share_moves(section: dict, threshold: float | None) -> None:
+    """Exit 1 when the largest share move reaches ``--fail-if-share-moves``."""
+    from lossaudit.compare.report.baseline import describe_move, moved_too_far
+
+    if moved_too_far(section, threshold):
+        move = section["largest_move"]
+        stderr.print(f"--fail-if-share-moves {threshold:g}: {describe_move(move)} moved {move['points']:+.1f} points", highlight=False, markup=False)
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+def piped_width(output: Path | None) -> int | None:
+    """The width of a text report that is not printed to a terminal: ``$COLUMNS`` when it goes to
+    stdout and is set, else None (as wide as its content)."""
+    columns = os.environ.get("COLUMNS", "") if output is None else ""
+    return int(columns) if columns.isdigit() else None
+
+
+def fail(message: str, verbose: bool) -> None:
+    if verbose:
+        stderr.print_exception()
+    one_line = " ".join(message.split())
+    stderr.print(f"lossaudit: error: {one_line}", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(EXIT_ERROR)
+
+
+def main() -> None:
+    """The ``lossaudit`` program: Typer's usage errors (an unknown option, a bad choice, a missing
+    value) are printed in lossaudit's one-line form and exit 2, like its own errors."""
+    from typer._click.exceptions import NoArgsIsHelpError
+
+    try:
+        code = app(prog_name="lossaudit", standalone_mode=False)
+    except NoArgsIsHelpError as error:
+        sys.stdout.write(error.ctx.get_help() + "\n")
+        code = EXIT_ERROR
+    except typer.TyperException as error:  # click's ClickException and UsageError, as Typer vendors them
+        stderr.print(f"lossaudit: error: {' '.join(error.format_message().split())}", highlight=False, markup=False, soft_wrap=True)
+        code = EXIT_ERROR
+    except typer.Abort:
+        stderr.print("lossaudit: error: aborted", highlight=False, markup=False)
+        code = EXIT_ERROR
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -1,0 +1,210 @@
+"""``lossaudit compare``: saved predictions (or a model's) in, the comparison report out, in the format asked for."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape as plain  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
+
+from lossaudit.cli.app import (
+    EXIT_FINDINGS,
+    BackgroundIndexOption,
+    BinsOption,
+    ClassDimOption,
+    ClassNamesOption,
+    Command,
+    ConfigOption,
+    IgnoreIndexOption,
+    Inputs,
+    InputsOption,
+    IsolatedOption,
+    LogitsKeyOption,
+    OutputOption,
+    PlotOption,
+    TargetEncoding,
+    TargetsKeyOption,
+    TargetsOption,
+    VerboseOption,
+    app,
+    config_values,
+    fail,
+    gate_share_moves,
+    init_option,
+    piped_width,
+    stderr,
+)
+from lossaudit.errors import InputError
+from lossaudit.losses.registry import BASE_LOSSES, LOSS_IDS, LOSSES, PARAMS
+
+
+def _losses_help() -> str:
+    """``--losses``'s help, from the registry: every loss, the defaults and the data that adds some."""
+    extras: dict[str, list[str]] = {}
+    for loss, spec in LOSSES.items():
+        if spec.default_when is not None and spec.default_on:
+            extras.setdefault(spec.default_on, []).append(loss)
+    added = ", ".join(f"+{','.join(losses)} for {data}" for data, losses in extras.items())
+    return f"Comma list of {', '.join(LOSS_IDS)} [default: {','.join(BASE_LOSSES)}; {added}]."
+
+
+def with_loss_options(after: str):
+    """Add an option for every hyper-parameter of the loss registry to a command, after its
+    parameter ``after``, in the Losses panel; the command takes them as ``**loss_options``."""
+
+    def add(command):
+        signature = inspect.signature(command, eval_str=True)
+        params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        at = [p.name for p in params].index(after) + 1
+        options = []
+        for name, param in PARAMS.items():
+            kind = Optional[str] if param.default is None else int if param.integer else float
+            option = typer.Option(param.option, help=plain(param.help), metavar=param.metavar, rich_help_panel="Losses", show_default=param.default is not None)
+            options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=param.default, annotation=Annotated[kind, option]))
+        params = params[:at] + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params[at:]]
+        params[at:at] = options
+        command.__signature__ = signature.replace(parameters=params)
+        command.__annotations__ = {**command.__annotations__, **{p.name: p.annotation for p in options}}
+        return command
+
+    return add
+
+
+class CompareFormat(str, Enum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+    github = "github"
+    junit = "junit"
+    html = "html"
+
+
+@app.command(cls=Command)
+@with_loss_options(after="losses")
+def compare(
+    ctx: typer.Context,
+    paths: Annotated[Optional[list[Path]], typer.Argument(help=plain("Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file). Optional with --model."), show_default=False, metavar='DUMP')] = None,
+    logits_key: LogitsKeyOption = None,
+    targets_key: TargetsKeyOption = None,
+    targets: TargetsOption = TargetEncoding.auto,
+    background_index: BackgroundIndexOption = None,
+    ignore_index: IgnoreIndexOption = -1,
+    class_dim: ClassDimOption = None,
+    inputs: InputsOption = Inputs.auto,
+    class_names: ClassNamesOption = None,
+    losses: Annotated[Optional[str], typer.Option(help=plain(_losses_help()), show_default=False, metavar='LOSS,...', rich_help_panel='Losses')] = None,
+    bins: BinsOption = 10,
+    top: Annotated[Optional[int], typer.Option(help=plain("Show only the K classes with the largest loss (of the loss with the largest total, or --top-by)."), min=1, metavar='K', rich_help_panel='Report')] = None,
+    top_by: Annotated[Optional[str], typer.Option(help=plain("The loss --top ranks classes by (one of those shown)."), metavar='LOSS', rich_help_panel='Report')] = None,
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", help=plain("A previous report (compare --format json) to show the changes since: loss shares per class and per difficulty bin, findings that appeared or disappeared."), metavar='REPORT', rich_help_panel='CI')] = None,
+    fail_if_share_moves: Annotated[Optional[float], typer.Option("--fail-if-share-moves", help=plain("With --baseline: exit 1 when a loss's share of a class or difficulty bin moves by at least PCT percentage points."), metavar='PCT', min=0.0, rich_help_panel='CI')] = None,
+    strict: Annotated[bool, typer.Option("--strict", help=plain("Exit 1 on a data finding that gates: non-finite logits, labels out of range, probabilities saved as logits, dumps of mixed runs, and background or multi-hot rows when a softmax loss was asked for."), metavar='', rich_help_panel='CI')] = False,
+    format: Annotated[CompareFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel='Report')] = CompareFormat.text,
+    output: OutputOption = None,
+    plot: PlotOption = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help=plain("Checkpoint to run instead of reading dumps: a state dict (with --arch), .safetensors, TorchScript or .pt2 (with --trust-model)."), metavar='FILE', rich_help_panel='Model')] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help=plain("With --model: .npz/.pt holding the model input (inputs, x or images) and the targets."), metavar='FILE', rich_help_panel='Model')] = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help=plain("With a state dict: the model class, package.module:Class or path/to/file.py:Class."), metavar='TARGET', rich_help_panel='Model')] = None,
+    init: init_option("Model") = None,
+    trust_model: Annotated[bool, typer.Option("--trust-model", help=plain("Allow TorchScript and torch.export checkpoints, which run code from the file when loaded."), metavar='', rich_help_panel='Model')] = False,
+    inputs_key: Annotated[Optional[str], typer.Option(help=plain("Key of the model input in --data (default: inputs, x, images)."), metavar='KEY', rich_help_panel='Model')] = None,
+    output_key: Annotated[Optional[str], typer.Option(help=plain("Which output holds the logits when the model returns a tuple (an index) or a dict (a key; default: logits)."), metavar='KEY', rich_help_panel='Model')] = None,
+    batch_size: Annotated[int, typer.Option(help=plain("Samples per model call."), min=1, metavar='N', rich_help_panel='Model')] = 256,
+    device: Annotated[str, typer.Option(help=plain("cpu or cuda (cuda only when available)."), metavar='DEVICE', rich_help_panel='Model')] = "cpu",
+    save_logits: Annotated[Optional[Path], typer.Option(help=plain("Write the model's logits and targets to this .npz (or folder), in lossaudit's dump format; never overwrites."), metavar='FILE', rich_help_panel='Model')] = None,
+    config: ConfigOption = None,
+    isolated: IsolatedOption = False,
+    verbose: VerboseOption = False,
+    **loss_options: object,
+) -> None:
+    """Compare cross-entropy, focal, softmax focal, GHM-C and related losses on saved predictions or a model's outputs."""
+    try:
+        from lossaudit.api import compare as compare_api
+        from lossaudit.compare.report.build import gating
+        from lossaudit.io.config import load_config
+        from lossaudit.io.readers import SUFFIXES as DUMP_SUFFIXES
+        from lossaudit.io.symbols import parse_init
+        from lossaudit.render.formats import refuse_overwriting_inputs
+
+        settings_file = load_config(config, isolated)
+        o = {**ctx.params, **config_values(ctx, settings_file.compare)}
+        read = [*(paths or []), settings_file.source, *(Path(o[key]) for key in ("class_names", "alpha_per_class", "baseline") if isinstance(o[key], (str, Path))), model, data]
+        refuse_overwriting_inputs(output, read, DUMP_SUFFIXES)
+        if plot is not None:
+            from lossaudit.render.plots import check_plot_path
+
+            check_plot_path(plot, output)
+        if o["fail_if_share_moves"] is not None and not o["baseline"]:
+            raise InputError("--fail-if-share-moves goes with --baseline REPORT")
+        report = compare_api(
+            paths or None,
+            class_names=o["class_names"],
+            losses=o["losses"],
+            **{name: o[name] for name in PARAMS},
+            bins=o["bins"],
+            logits_key=o["logits_key"],
+            targets_key=o["targets_key"],
+            targets_encoding=TargetEncoding(o["targets"]).value,
+            background_index=o["background_index"],
+            ignore_index=o["ignore_index"],
+            class_dim=o["class_dim"],
+            inputs=Inputs(o["inputs"]).value,
+            model=model,
+            data=data,
+            arch=arch,
+            init=parse_init(init) if init else None,
+            trust_model=trust_model,
+            inputs_key=inputs_key,
+            output_key=output_key,
+            batch_size=batch_size,
+            device=device,
+            save_logits=save_logits,
+            baseline=o["baseline"],
+        ).to_dict()
+        strict = o["strict"]
+        _write(report, CompareFormat(o["format"]), output, o["top"], o["top_by"], strict)
+        if plot is not None:
+            from lossaudit.render.plots import plot_report
+
+            plot_report(report, plot)
+    except InputError as error:
+        fail(str(error), verbose)
+    except Exception as error:  # an internal error must not exit 1 by accident
+        fail(f"internal error: {type(error).__name__}: {error}", verbose)
+    gates = gating(report)
+    if strict and gates:
+        stderr.print(f"--strict: {', '.join(gates)}", highlight=False)
+        raise typer.Exit(EXIT_FINDINGS)
+    if "baseline" in report:
+        gate_share_moves(report["baseline"], o["fail_if_share_moves"])
+
+
+def _write(report: dict, chosen: CompareFormat, output: Path | None, top: int | None, top_by: str | None, strict: bool) -> None:
+    """Render ``report`` in the format chosen (with the changes since a baseline, when there is
+    one) to ``output`` or stdout; text on a terminal is Rich's."""
+    from lossaudit.compare.report.baseline import render_changes
+    from lossaudit.render.compare import print_text, ranking_loss, render_github, render_json, render_junit, render_markdown, render_text
+    from lossaudit.render.formats import write_report
+    from lossaudit.render.html import render_html
+
+    if top_by is not None:
+        ranking_loss(report, top_by)  # an unknown loss is an error whatever the format
+    since = render_changes(report["baseline"]) if "baseline" in report else ""
+    if chosen is CompareFormat.text and output is None and sys.stdout.isatty():
+        print_text(report, Console(), top, top_by)
+        sys.stdout.write(("\n" + since) if since else "")
+        return
+    renderers = {
+        CompareFormat.text: lambda: render_text(report, piped_width(output), top, top_by) + (("\n" + since) if since else ""),
+        CompareFormat.json: lambda: render_json(report),
+        CompareFormat.markdown: lambda: render_markdown(report, top, top_by) + (f"\n```\n{since}```\n" if since else ""),
+        CompareFormat.github: lambda: render_github(report, strict),
+        CompareFormat.junit: lambda: render_junit(report),
+        CompareFormat.html: lambda: render_html(report, top, top_by, since),
+    }
+    write_report(renderers[chosen](), output)

@@ -1,0 +1,48 @@
+"""``lossaudit rules`` and ``lossaudit losses``: the lint rules and the loss registry, listed."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape as plain  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
+
+from lossaudit.cli.app import (
+    Command,
+    app,
+    fail,
+)
+
+
+@app.command(cls=Command)
+def rules(
+    code: Annotated[Optional[str], typer.Argument(help=plain("A rule code (FL001) to explain; none lists every rule."), show_default=False, metavar="CODE")] = None,
+) -> None:
+    """List the lint rules, or explain one with a wrong and a right example."""
+    from lossaudit.lint.report import render_rule, render_rules
+    from lossaudit.lint.rules import RULES_BY_CODE
+
+    if code is None:
+        sys.stdout.write(render_rules())
+    elif code.upper() in RULES_BY_CODE:
+        sys.stdout.write(render_rule(code.upper()))
+    else:
+        fail(f"unknown rule code {code}; `lossaudit rules` lists them", False)
+
+
+class LossesFormat(str, Enum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+@app.command(cls=Command)
+def losses(
+    format: Annotated[LossesFormat, typer.Option("--format", help=plain("Listing format (markdown: the README's tables)."), rich_help_panel="Report")] = LossesFormat.text,
+) -> None:
+    """List every loss compare computes, with its family, when it is a default and its parameters (defaults, allowed values), and the lint kinds."""
+    from lossaudit.render.losses import render
+
+    sys.stdout.write(render(LossesFormat(format).value))
