@@ -4,18 +4,28 @@ matches (the ``detected`` section of a lint result, and the ground for FL014 and
 from __future__ import annotations
 
 import math
-from dataclasses import replace
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from lossaudit.lint.kinds import (
+    AUTO_KINDS,
+    CENTERNET,
+    FAMILY_BASES,
+    FAMILY_HINTS,
+    FAMILY_PARAMETERS,
+    FOCAL_KINDS,
+    NONE_MEANS,
+    SCALAR_ALPHA_KINDS,
+    SIGMOID,
+    SOFTMAX,
+    WEIGHTED_KINDS,
+)
 from lossaudit.lint.subject import (
     DEFAULT_ALPHA,
     DEFAULT_GAMMA,
-    FAMILY_BASES,
-    FAMILY_PARAMETERS,
     MATCH_TOLERANCE,
-    NONE_MEANS,
     Batch,
     Calibration,
     CallTimeout,
@@ -50,8 +60,6 @@ def _memory_limit_text() -> str:
     return "none set" if soft == resource.RLIM_INFINITY else f"{soft / 2**20:,.0f} MiB"
 
 
-
-
 def _param_grid(subject: Subject, kind: str) -> list[Params]:
     """The readings of the target's hyper-parameters to try, the paper's first.
 
@@ -60,7 +68,7 @@ def _param_grid(subject: Subject, kind: str) -> list[Params]:
     0.25; ultralytics' alpha 0 means off. ``weight``/``class_weight`` vectors and MONAI's
     ``include_background=False`` are read as the libraries that name them do.
     """
-    if kind == "centernet":
+    if kind == CENTERNET:
         return [Params(alpha=None, gamma=DEFAULT_GAMMA)]
     if kind in FAMILY_BASES:
         family = family_values(subject, kind)
@@ -68,20 +76,20 @@ def _param_grid(subject: Subject, kind: str) -> list[Params]:
     gamma = float(subject.value("gamma", DEFAULT_GAMMA)) if subject.accepts("gamma") or subject.is_instance else DEFAULT_GAMMA
     readings: list[tuple[object, str]]
     if not subject.accepts("alpha") and subject.value("alpha", None) is None:
-        readings = [(None, "alpha_t")] + ([(DEFAULT_ALPHA, "alpha_t")] if kind in ("sigmoid", "binary") else [])
+        readings = [(None, "alpha_t")] + ([(DEFAULT_ALPHA, "alpha_t")] if kind in SCALAR_ALPHA_KINDS else [])
     else:
         alpha = _as_list(subject.value("alpha", None))
         per_class = isinstance(alpha, (list, tuple))
-        if kind == "softmax":
+        if kind == SOFTMAX:
             readings = [(alpha, "target")] if per_class or alpha is None else [(alpha, "class-0"), (alpha, "target")]
         else:
-            readings = [(alpha, "alpha_t")] + ([(alpha, "positives")] if per_class and kind == "sigmoid" else [])
+            readings = [(alpha, "alpha_t")] + ([(alpha, "positives")] if per_class and kind == SIGMOID else [])
             if alpha == 0:
                 readings.append((None, "alpha_t"))
             if not per_class and alpha is not None and not (0 <= alpha <= 1 or alpha == -1):
                 readings = [(None, "alpha_t")]  # not a focal alpha (CenterNet's exponent is named alpha)
     weight = next((tuple(_as_list(w)) for w in (subject.value("weight", None), subject.value("class_weight", None)) if _is_vector(w, subject.num_classes)), None)
-    skip_class_0 = subject.value("include_background", True) is False and kind in ("sigmoid", "softmax")
+    skip_class_0 = subject.value("include_background", True) is False and kind in WEIGHTED_KINDS
     return [Params(alpha=alpha, gamma=gamma, alpha_scheme=scheme, class_weight=weight, skip_class_0=skip_class_0) for alpha, scheme in readings]
 
 
@@ -111,7 +119,7 @@ def _is_vector(value: object, length: int) -> bool:
 
 
 CONFUSIONS: dict[str, Callable[[Convention, torch.Tensor], torch.Tensor]] = {
-    "sigmoid applied to probabilities": lambda c, inputs: torch.sigmoid(inputs) if c.base != "softmax" else torch.softmax(inputs, dim=1),
+    "sigmoid applied to probabilities": lambda c, inputs: torch.sigmoid(inputs) if c.base != SOFTMAX else torch.softmax(inputs, dim=1),
     "a logit formula fed probabilities": lambda c, inputs: inputs,
 }
 """What the reference reads when the target squashes twice (called with logits) or treats
@@ -121,34 +129,62 @@ probabilities as logits (called with probabilities)."""
 def calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int) -> Calibration:
     """Call the target under each convention and find the reference it matches best.
 
-    In auto mode the kinds are tried in the order of :data:`AUTO_KINDS` and the first match wins,
-    except that a family named by the target (:func:`family_hint`) is tried first and, when
-    :data:`FAMILY_HINTS` calls the sign decisive, is kept even if it does not match (a QFL is a
-    focal loss on hard labels: only its name tells it from one). A target that matches nothing is
-    read as the hinted family, else as the likeliest focal kind (:func:`_prefer`).
+    In auto mode the kinds are tried in the order of :data:`~lossaudit.lint.kinds.AUTO_KINDS` and
+    the first match wins, except that a family named by the target (:func:`family_hint`) is tried
+    first and, when :data:`~lossaudit.lint.kinds.FAMILY_HINTS` calls the sign decisive, is kept
+    even if it does not match (a QFL is a focal loss on hard labels: only its name tells it from
+    one). A target that matches nothing is read as the hinted family, else as the likeliest focal
+    kind (:func:`_prefer`).
     """
     hint, decisive = family_hint(subject) if kind == "auto" else (None, False)
-    kinds = [kind] if kind != "auto" else list(dict.fromkeys(k for k in (hint, *AUTO_KINDS) if k is not None))
-    attempts: list[dict] = []
-    best: Calibration | None = None
-    fallback: Calibration | None = None
-    coupling: dict[str, bool | None] = {}  # per target encoding, measured on logits
-    candidates = [(k, c) for k in kinds for c in conventions(k, inputs, targets, subject.num_classes)]
-    spatial = [(k, replace(c, layout="spatial")) for k, c in candidates if k != "centernet" and (k not in FAMILY_BASES or kind == k)]
-    for number, (candidate_kind, convention) in enumerate(candidates + spatial):
-        if number == len(candidates) and (best or fallback):
+    search = _Search(subject, kind, inputs, hint)
+    rows, spatial = _candidates(subject, kind, hint, inputs, targets)
+    for number, (candidate_kind, convention) in enumerate(rows + spatial):
+        if number == len(rows) and (search.best or search.fallback):
             break  # segmentation layouts only for a target that runs on no batch of rows
-        if best is not None and candidate_kind in FAMILY_BASES:
+        if search.best is not None and candidate_kind in FAMILY_BASES:
             continue  # a family counts only as the first match, and there is one already
         batch = make_batch(candidate_kind, subject.num_classes, torch.Generator().manual_seed(seed), background=convention.has_background)
         try:
             out, call_inputs = subject.call(convention, batch)
         except (Exception, SystemExit, CallTimeout) as error:
-            attempts.append({"convention": convention.describe(), "error": error_text(error), "exception": error})
+            search.attempts.append({"convention": convention.describe(), "error": error_text(error), "exception": error})
             if isinstance(error, CallTimeout):  # a hang does not depend on the convention
-                return Calibration(None, Params(), Match("unknown", math.inf), attempts=attempts)
+                return Calibration(None, Params(), Match("unknown", math.inf), attempts=search.attempts)
             continue
-        for params in _param_grid(subject, candidate_kind):
+        search.consider(candidate_kind, convention, batch, out, call_inputs)
+    return search.chosen(decisive)
+
+
+def _candidates(subject: Subject, kind: str, hint: str | None, inputs: str, targets: str) -> tuple[list[tuple[str, Convention]], list[tuple[str, Convention]]]:
+    """The (kind, convention) pairs to call the target with: batches of rows, then the same as
+    segmentation batches (not for CenterNet, nor for a family kind unless it was asked for)."""
+    kinds = [kind] if kind != "auto" else list(dict.fromkeys(k for k in (hint, *AUTO_KINDS) if k is not None))
+    rows = [(k, c) for k in kinds for c in conventions(k, inputs, targets, subject.num_classes)]
+    spatial = [(k, replace(c, layout="spatial")) for k, c in rows if k != CENTERNET and (k not in FAMILY_BASES or kind == k)]
+    return rows, spatial
+
+
+@dataclass
+class _Search:
+    """One calibration under way: the attempts so far, the first match (``best``) and the
+    likeliest reading of a target that matches nothing (``fallback``)."""
+
+    subject: Subject
+    kind: str
+    """The kind asked for, or 'auto'."""
+    inputs: str
+    """The inputs the user declared ('auto', 'logits' or 'probs')."""
+    hint: str | None
+    attempts: list[dict] = field(default_factory=list)
+    best: Calibration | None = None
+    fallback: Calibration | None = None
+    coupling: dict[str, bool | None] = field(default_factory=dict)
+    """Whether the target couples classes, per target encoding, measured on logits."""
+
+    def consider(self, candidate_kind: str, convention: Convention, batch: Batch, out: torch.Tensor, call_inputs: torch.Tensor) -> None:
+        """Compare one call's output with the reference under each reading of the parameters."""
+        for params in _param_grid(self.subject, candidate_kind):
             ref_input = canonical_to_reference_input(convention, call_inputs.detach().double())
             try:
                 match = match_output(candidate_kind, out, reference_elements(candidate_kind, ref_input, batch.y.double(), params), batch.y, params)
@@ -156,44 +192,37 @@ def calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int)
                 continue  # a reading the reference cannot take (a per-class alpha of another length)
             found = Calibration(convention, params, match, kind_reason="matches the reference")
             if not found.matched:
-                confusion = _confused_match(convention, call_inputs, out, batch, params, declared_inputs=inputs)
+                confusion = _confused_match(convention, call_inputs, out, batch, params, declared_inputs=self.inputs)
                 if confusion is not None:
                     found = Calibration(convention, params, confusion[1], confusion=confusion[0], kind_reason=f"matches the reference once {confusion[0]}")
-            attempts.append({"convention": convention.describe(), "error": None, "match": match.normalisation, "rel_error": match.error})
+            self.attempts.append({"convention": convention.describe(), "error": None, "match": match.normalisation, "rel_error": match.error})
             if found.matched or found.confusion:
-                if best is None:
-                    best = found
-            elif candidate_kind in ("sigmoid", "softmax", "binary", hint) or kind == candidate_kind:  # focal kinds (or the hinted family) stand in for what matched nothing
-                if convention.inputs == "logits" and convention.encoding not in coupling:
-                    coupling[convention.encoding] = _couples_classes(subject, convention, batch)
-                found.couples_classes = coupling.get(convention.encoding)
-                if fallback is None or _prefer(found, fallback, hint):
-                    fallback = found
-    hinted = fallback is not None and fallback.convention.kind == hint
-    chosen = fallback if decisive and hinted and (best is None or best.convention.kind != hint) else best or fallback
-    if chosen is None:
-        return Calibration(None, Params(), Match("unknown", math.inf), attempts=attempts)
-    chosen.attempts = attempts
-    if not chosen.matched and not chosen.confusion:
-        chosen.kind_reason = "closest reference; no convention matched" if kind == "auto" else "as given"
-        if hinted and chosen is fallback:
-            chosen.kind_reason = f"no convention matched; read as {hint}, the family its {FAMILY_HINTS[hint][2]} names"
-    return chosen
+                self.best = self.best or found
+            elif candidate_kind in (*FOCAL_KINDS, self.hint) or self.kind == candidate_kind:  # focal kinds (or the hinted family) stand in for what matched nothing
+                self._stand_in(found, batch)
 
+    def _stand_in(self, found: Calibration, batch: Batch) -> None:
+        """Keep ``found`` as the fallback if it is the likelier intent (:func:`_prefer`)."""
+        convention = found.convention
+        if convention.inputs == "logits" and convention.encoding not in self.coupling:
+            self.coupling[convention.encoding] = _couples_classes(self.subject, convention, batch)
+        found.couples_classes = self.coupling.get(convention.encoding)
+        if self.fallback is None or _prefer(found, self.fallback, self.hint):
+            self.fallback = found
 
-AUTO_KINDS = ("centernet", "qfl", "sigmoid", "softmax", "binary", "vfl", "asl", "ls-ce", "ghm")
-"""The order auto mode tries kinds in: QFL before sigmoid, since on soft targets only a QFL matches
-QFL, while on hard labels a QFL matches the sigmoid focal loss (alpha off, gamma = beta)."""
-FAMILY_HINTS: dict[str, tuple[str, tuple[str, ...], str, bool]] = {
-    "asl": ("parameters", ("gamma_neg", "gamma_pos", "disable_torch_grad_focal_loss"), "parameters (gamma_neg, gamma_pos)", True),
-    "vfl": ("name", ("varifocal", "vfl"), "name (Varifocal)", True),
-    "qfl": ("name", ("qualityfocal", "quality_focal", "qfl"), "name (quality focal)", True),
-    "ghm": ("name", ("ghm",), "name (GHM)", True),
-    "ls-ce": ("parameters", ("label_smoothing", "smoothing"), "parameter (label_smoothing / smoothing)", False),
-}
-"""What reads a target as a family kind in auto mode: ASL's parameter names and Varifocal's, QFL's
-and GHM's names decide (their other parameters, alpha, gamma and beta, are the focal losses' too);
-label smoothing's parameter only reads a target that matches nothing (focal losses may smooth too)."""
+    def chosen(self, decisive: bool) -> Calibration:
+        """The first match, or the fallback when there is none or a decisive hint names it."""
+        hint, best, fallback = self.hint, self.best, self.fallback
+        hinted = fallback is not None and fallback.convention.kind == hint
+        chosen = fallback if decisive and hinted and (best is None or best.convention.kind != hint) else best or fallback
+        if chosen is None:
+            return Calibration(None, Params(), Match("unknown", math.inf), attempts=self.attempts)
+        chosen.attempts = self.attempts
+        if not chosen.matched and not chosen.confusion:
+            chosen.kind_reason = "closest reference; no convention matched" if self.kind == "auto" else "as given"
+            if hinted and chosen is fallback:
+                chosen.kind_reason = f"no convention matched; read as {hint}, the family its {FAMILY_HINTS[hint][2]} names"
+        return chosen
 
 
 def family_hint(subject: Subject) -> tuple[str | None, bool]:
@@ -217,15 +246,15 @@ def _prefer(candidate: Calibration, current: Calibration, hint: str | None = Non
     Then the smaller error wins."""
 
     def per_class(calibration: Calibration) -> bool:
-        return calibration.convention.kind == "sigmoid" and calibration.convention.targets == "onehot"
+        return calibration.convention.kind == SIGMOID and calibration.convention.targets == "onehot"
 
     def consistent(calibration: Calibration) -> bool | None:
         coupled = calibration.couples_classes
-        return None if coupled is None else coupled == (calibration.convention.kind == "softmax")
+        return None if coupled is None else coupled == (calibration.convention.kind == SOFTMAX)
 
     def bare_index_sigmoid(calibration: Calibration) -> bool:
         convention = calibration.convention
-        return convention.kind == "sigmoid" and convention.targets == "index" and convention.background == "none"
+        return convention.kind == SIGMOID and convention.targets == "index" and convention.background == "none"
 
     if (candidate.convention.kind == hint) != (current.convention.kind == hint):
         return candidate.convention.kind == hint
@@ -242,7 +271,7 @@ def _prefer(candidate: Calibration, current: Calibration, hint: str | None = Non
 def _couples_classes(subject: Subject, convention: Convention, batch: Batch) -> bool | None:
     """Whether changing one class's logit changes the gradient of another class of the same row
     (a softmax), called with logits; None when the output carries no gradient or the target fails."""
-    if convention.kind not in ("sigmoid", "softmax") or batch.x.dim() != 2 or batch.x.shape[1] < 2:
+    if convention.kind not in (SIGMOID, SOFTMAX) or batch.x.dim() != 2 or batch.x.shape[1] < 2:
         return None
     gradients = []
     for shift in (0.0, 1.5):
@@ -265,7 +294,7 @@ def _couples_classes(subject: Subject, convention: Convention, batch: Batch) -> 
 def _confused_match(convention: Convention, call_inputs: torch.Tensor, out: torch.Tensor, batch: Batch, params: Params, declared_inputs: str) -> tuple[str, Match] | None:
     """A squash applied twice (called with logits), or, when the user declared that the loss takes
     probabilities, a logit formula applied to them (in auto mode that is just a logits loss)."""
-    if convention.kind == "centernet":
+    if convention.kind == CENTERNET:
         return None
     if convention.inputs == "logits":
         applicable = ["sigmoid applied to probabilities"]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from lossaudit.errors import InputError
 from lossaudit.io.symbols import parse_python
+from lossaudit.lint.kinds import FAMILY_WORDS, NAME_SIGNS
 
 SKIPPED_FOLDERS = {".git", ".hg", ".venv", "venv", "env", "__pycache__", "build", "dist", "node_modules", "site-packages", ".tox", ".nox", ".eggs", "tests", "test"}
 SKIPPED_FILES = {"conftest.py"}
@@ -113,23 +114,17 @@ def _focal_call(function: ast.FunctionDef) -> str | None:
     return ast.unparse(focal.func) if focal is not None else None
 
 
-FAMILY_WORDS = frozenset({"asl", "qfl", "vfl"})
-"""Abbreviations that, as a word of a name, name a loss family lint has a kind for."""
-
-
 def _named_loss(name: str) -> str | None:
-    """The reason ``name`` names a focal-family loss, or None: it contains 'focal', 'asymmetric'
-    with 'loss', or 'label smoothing' (words joined, any case), or has a word of
-    :data:`FAMILY_WORDS` (words split at underscores and at case changes: ``ASLLoss`` is ASL, Loss)."""
+    """The reason ``name`` names a focal-family loss, or None: it has the words of a
+    :data:`~lossaudit.lint.kinds.NAME_SIGNS` entry ('focal', 'asymmetric' with 'loss', or 'label
+    smoothing' with words joined, any case), or a word of :data:`~lossaudit.lint.kinds.FAMILY_WORDS`
+    (words split at underscores and at case changes: ``ASLLoss`` is ASL, Loss)."""
     lowered = name.lower()
     joined = lowered.replace("_", "")
     words = {word.lower() for word in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name)}
-    if "focal" in lowered:
-        return "name contains 'focal'"
-    if "asymmetric" in lowered and "loss" in lowered:
-        return "name contains 'asymmetric' and 'loss'"
-    if "labelsmoothing" in joined:
-        return "name contains 'label smoothing'"
+    for sign in NAME_SIGNS:
+        if all(word in (joined if sign.joined else lowered) for word in sign.words):
+            return sign.reason
     word = next((word for word in sorted(words & FAMILY_WORDS)), None)
     return f"name has the word {word.upper()}" if word else None
 

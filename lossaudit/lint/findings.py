@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from lossaudit.lint.rules import RULES_BY_CODE, SEVERITIES
+from lossaudit.lint.text import render_text
 
 
 @dataclass
@@ -97,7 +98,5 @@ class LintReport:
         return {"targets": [result.to_dict() for result in self.targets]}
 
     def text(self, verbose: bool = False) -> str:
-        """The report as ``lossaudit lint`` prints it."""
-        from lossaudit.lint.report import render_text
-
+        """The report as ``lossaudit lint`` prints it (:func:`lossaudit.lint.text.render_text`)."""
         return render_text(list(self.targets), [], verbose)

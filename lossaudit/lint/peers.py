@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lossaudit.lint.kinds import ASL, BINARY, GHM, LS_CE, QFL, SIGMOID, SOFTMAX, VFL
+
 
 @dataclass(frozen=True)
 class PeerConvention:
@@ -42,23 +44,23 @@ def _set(*items: str) -> frozenset[str]:
 
 
 PEER_CONVENTIONS: tuple[PeerConvention, ...] = (
-    PeerConvention("torchvision ops.sigmoid_focal_loss / fvcore sigmoid_focal_loss", _set("sigmoid", "binary"), _set("alpha_t", "off"), _set("onehot"), _set("none", "sum", "mean over elements")),
-    PeerConvention("mmdet FocalLoss / py_sigmoid_focal_loss", _set("sigmoid"), _set("alpha_t"), _set("onehot", "index/C"), _set("none", "sum", "mean over elements", "sum per positive")),
-    PeerConvention("kornia binary_focal_loss_with_logits", _set("sigmoid", "binary"), _set("alpha_t", "off"), _set("onehot"), _set("none", "sum", "mean over elements")),
-    PeerConvention("kornia focal_loss / FocalLoss", _set("softmax"), _set("class-0", "off"), _set("index/none"), _set("none", "sum", "mean over elements")),
-    PeerConvention("MONAI FocalLoss", _set("sigmoid"), _set("alpha_t", "positives", "off"), _set("onehot"), _set("none", "mean over elements")),
-    PeerConvention("MONAI FocalLoss(use_softmax=True)", _set("softmax"), _set("class-0", "target", "off"), _set("onehot"), _set("none", "mean over elements")),
+    PeerConvention("torchvision ops.sigmoid_focal_loss / fvcore sigmoid_focal_loss", _set(SIGMOID, BINARY), _set("alpha_t", "off"), _set("onehot"), _set("none", "sum", "mean over elements")),
+    PeerConvention("mmdet FocalLoss / py_sigmoid_focal_loss", _set(SIGMOID), _set("alpha_t"), _set("onehot", "index/C"), _set("none", "sum", "mean over elements", "sum per positive")),
+    PeerConvention("kornia binary_focal_loss_with_logits", _set(SIGMOID, BINARY), _set("alpha_t", "off"), _set("onehot"), _set("none", "sum", "mean over elements")),
+    PeerConvention("kornia focal_loss / FocalLoss", _set(SOFTMAX), _set("class-0", "off"), _set("index/none"), _set("none", "sum", "mean over elements")),
+    PeerConvention("MONAI FocalLoss", _set(SIGMOID), _set("alpha_t", "positives", "off"), _set("onehot"), _set("none", "mean over elements")),
+    PeerConvention("MONAI FocalLoss(use_softmax=True)", _set(SOFTMAX), _set("class-0", "target", "off"), _set("onehot"), _set("none", "mean over elements")),
     # smp's multiclass mode has no background label, but a label C matches no class column, so a
     # loss that reads label C as background computes the same values.
-    PeerConvention("segmentation_models_pytorch FocalLoss(mode='multiclass')", _set("sigmoid"), _set("alpha_t", "off"), _set("index/none", "index/C"), _set("mean over elements", "sum")),
-    PeerConvention("segmentation_models_pytorch FocalLoss(mode='multilabel' or 'binary')", _set("sigmoid", "binary"), _set("alpha_t", "off"), _set("onehot"), _set("mean over elements", "sum")),
-    PeerConvention("ultralytics FocalLoss", _set("sigmoid"), _set("alpha_t", "off"), _set("onehot"), _set("mean over classes")),
-    PeerConvention("mmcv softmax_focal_loss", _set("softmax"), _set("target", "off"), _set("index/none"), _set("mean over rows", "sum", "none")),
-    PeerConvention("mmdet QualityFocalLoss / quality_focal_loss_tensor_target", _set("qfl"), _set("off"), _set("onehot"), _set("none", "sum", "mean over rows", "sum per positive")),
-    PeerConvention("mmdet VarifocalLoss / varifocal_loss", _set("vfl"), _set("off"), _set("onehot"), _set("none", "sum", "mean over elements", "sum per positive")),
-    PeerConvention("timm AsymmetricLossMultiLabel", _set("asl"), _set("off"), _set("onehot"), _set("sum")),
-    PeerConvention("torch nn.CrossEntropyLoss(label_smoothing=) / timm LabelSmoothingCrossEntropy", _set("ls-ce"), _set("off"), _set("index/none", "onehot"), _set("none", "sum", "mean over rows")),
-    PeerConvention("mmdet GHMC", _set("ghm"), _set("off"), _set("onehot"), _set("mean over elements")),
+    PeerConvention("segmentation_models_pytorch FocalLoss(mode='multiclass')", _set(SIGMOID), _set("alpha_t", "off"), _set("index/none", "index/C"), _set("mean over elements", "sum")),
+    PeerConvention("segmentation_models_pytorch FocalLoss(mode='multilabel' or 'binary')", _set(SIGMOID, BINARY), _set("alpha_t", "off"), _set("onehot"), _set("mean over elements", "sum")),
+    PeerConvention("ultralytics FocalLoss", _set(SIGMOID), _set("alpha_t", "off"), _set("onehot"), _set("mean over classes")),
+    PeerConvention("mmcv softmax_focal_loss", _set(SOFTMAX), _set("target", "off"), _set("index/none"), _set("mean over rows", "sum", "none")),
+    PeerConvention("mmdet QualityFocalLoss / quality_focal_loss_tensor_target", _set(QFL), _set("off"), _set("onehot"), _set("none", "sum", "mean over rows", "sum per positive")),
+    PeerConvention("mmdet VarifocalLoss / varifocal_loss", _set(VFL), _set("off"), _set("onehot"), _set("none", "sum", "mean over elements", "sum per positive")),
+    PeerConvention("timm AsymmetricLossMultiLabel", _set(ASL), _set("off"), _set("onehot"), _set("sum")),
+    PeerConvention("torch nn.CrossEntropyLoss(label_smoothing=) / timm LabelSmoothingCrossEntropy", _set(LS_CE), _set("off"), _set("index/none", "onehot"), _set("none", "sum", "mean over rows")),
+    PeerConvention("mmdet GHMC", _set(GHM), _set("off"), _set("onehot"), _set("mean over elements")),
 )
 
 DEPARTURES: dict[str, str] = {

@@ -1,9 +1,11 @@
 """Render lint results in every format: text (ruff-like), json, sarif, github, junit, markdown.
 
 Each renderer takes the results and the discovered candidates and returns the whole report as a
-string; :data:`FORMATS` maps the ``--format`` names to them. Adding a format touches no rule.
-A target that was not audited (status ``uncallable``, ``error`` or ``skipped``, see
-:mod:`lossaudit.lint.session`) appears in every format with its ``hint``; ``error`` fails the run.
+string; :func:`render` maps the ``--format`` names to them. Adding a format touches no rule. The
+text format, and what the formats share (counts, locations, the detected line), are in
+:mod:`lossaudit.lint.text`. A target that was not audited (status ``uncallable``, ``error`` or
+``skipped``, see :mod:`lossaudit.lint.session`) appears in every format with its ``hint``;
+``error`` fails the run.
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ from lossaudit import __version__
 from lossaudit.lint.discover import Candidate
 from lossaudit.lint.findings import Finding, TargetResult
 from lossaudit.lint.rules import RULES, RULES_BY_CODE, SEVERITIES
+from lossaudit.lint.text import (
+    defined_at,
+    detected_line,
+    place_of,
+    plural,
+    render_text,
+    summary,
+)
 from lossaudit.render.formats import (
     annotation,
     junit_xml,
@@ -27,27 +37,6 @@ SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_LEVELS = {"error": "error", "warning": "warning", "info": "note"}
 
 
-def summary(results: list[TargetResult]) -> dict[str, int]:
-    counts = {severity: 0 for severity in SEVERITIES}
-    for result in results:
-        for finding in result.findings:
-            counts[finding.severity] += 1
-    return {
-        "errors": counts["error"],
-        "warnings": counts["warning"],
-        "infos": counts["info"],
-        "suppressed": sum(len(result.suppressed) for result in results),
-        "uncallable": sum(result.status == "uncallable" for result in results),
-        "import_errors": sum(result.status == "error" for result in results),
-        "skipped": sum(result.status == "skipped" for result in results),
-    }
-
-
-def _where(finding: Finding, result: TargetResult) -> tuple[str | None, int | None]:
-    """The finding's file and line, falling back to the target's definition."""
-    return finding.path or result.location.get("path"), finding.line or result.location.get("line")
-
-
 def render_json(results: list[TargetResult], discovered: list[Candidate]) -> str:
     document = {
         "version": __version__,
@@ -57,66 +46,6 @@ def render_json(results: list[TargetResult], discovered: list[Candidate]) -> str
         "summary": summary(results),
     }
     return json.dumps(document, indent=2, default=str) + "\n"
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
-def _location(result: TargetResult) -> str:
-    return f"{result.location.get('path')}:{result.location.get('line')}"
-
-
-def _detected_line(result: TargetResult) -> str:
-    d = result.detected
-    if result.status == "uncallable":
-        return f"{result.target}: not audited: {result.hint}"
-    if result.status == "error":
-        return f"{result.target}: error: cannot be imported ({_location(result)}): {result.hint}"
-    if result.status == "skipped":
-        return f"{result.target}: skipped: {result.hint}"
-    if not d or d.get("inputs") is None:
-        return f"{result.target}: could not be called"
-    error = d.get("max_rel_error")
-    error_text = f"{error:.2g}" if isinstance(error, float) else "n/a"
-    reason = f" ({d['kind_reason']})" if d.get("kind_reason") and d["kind_reason"] != "given" else ""
-    closest = "" if d.get("matched") else " (closest, no match)"
-    background = f" ({d['background']})" if d.get("background") else ""
-    layout = " in (B, C, H, W) layout" if d.get("layout") == "spatial" else ""
-    follows = f"; follows {'; '.join(d['follows'])}" if d.get("follows") else ""
-    return (
-        f"{result.target}: {d['kind']} kind{reason}; called with {d['inputs']} and {d['targets']} targets{background}{layout}; "
-        f"reference {d['reference']}; normalisation {d['normalisation']}{closest}; max relative error {error_text}{follows}"
-    )
-
-
-def render_text(results: list[TargetResult], discovered: list[Candidate], verbose: bool = False) -> str:
-    lines: list[str] = []
-    if discovered:
-        lines.append(f"Discovered {_plural(len(discovered), 'candidate')}: " + ", ".join(f"{c.target} ({c.reason})" for c in discovered))
-        lines.append("")
-    for result in results:
-        lines.append(_detected_line(result))
-        if result.status != "audited":
-            lines.append("")
-            continue
-        for finding in sorted(result.findings, key=lambda f: (SEVERITIES.index(f.severity), f.code)):
-            path, line = _where(finding, result)
-            where = f"{path}:{line}" if path and line else path or result.target
-            lines.append(f"{where}: {finding.code} [{finding.name}] {finding.severity}: {finding.message}")
-            if finding.evidence:
-                lines.append(f"  evidence: {json.dumps(finding.evidence, default=str)}")
-            lines.append(f"  fix: {finding.fix}")
-        if verbose:
-            lines += [f"  note: {note}" for note in result.notes]
-        counts = summary([result])
-        suppressed = f" ({counts['suppressed']} suppressed)" if counts["suppressed"] else ""
-        lines.append(
-            f"Found {_plural(counts['errors'], 'error')}, {_plural(counts['warnings'], 'warning')}, "
-            f"{_plural(counts['infos'], 'info')}{suppressed} in {result.target}"
-        )
-        lines.append("")
-    return "\n".join(lines)
 
 
 def _sarif_rule(rule) -> dict:
@@ -134,7 +63,7 @@ def _sarif_rule(rule) -> dict:
 def _sarif_notification(result: TargetResult, root) -> dict:
     """A target that was not audited, as a tool execution notification (an error for one that
     cannot be imported, a note otherwise)."""
-    notification = {"level": "error" if result.status == "error" else "note", "message": {"text": _detected_line(result)}}
+    notification = {"level": "error" if result.status == "error" else "note", "message": {"text": detected_line(result)}}
     if result.location.get("path"):
         notification["locations"] = [
             {
@@ -154,7 +83,7 @@ def render_sarif(results: list[TargetResult], discovered: list[Candidate]) -> st
     index = {rule.code: i for i, rule in enumerate(RULES)}
 
     def sarif_result(finding: Finding, result: TargetResult, suppressed: bool) -> dict:
-        path, line = _where(finding, result)
+        path, line = place_of(finding, result)
         entry = {
             "ruleId": finding.code,
             "ruleIndex": index[finding.code],
@@ -213,7 +142,7 @@ def render_github(results: list[TargetResult], discovered: list[Candidate]) -> s
         elif result.status == "error":
             lines.append(annotation("error", result.hint, file=file, line=result.location.get("line"), title=f"lossaudit: {result.target} cannot be imported"))
         for finding in result.findings:
-            path, line = _where(finding, result)
+            path, line = place_of(finding, result)
             lines.append(
                 annotation(
                     finding.severity,
@@ -234,14 +163,14 @@ def render_junit(results: list[TargetResult], discovered: list[Candidate], fail_
     cases = []
     for result in results:
         if result.status == "error":
-            cases.append({"classname": result.target, "name": "import", "failure": (result.hint, _location(result)), "type": "error"})
+            cases.append({"classname": result.target, "name": "import", "failure": (result.hint, defined_at(result)), "type": "error"})
         fired = {f.code: f for f in result.findings}
         suppressed = {f.code for f in result.suppressed}
         for rule in RULES:
             case = {"classname": result.target, "name": f"{rule.code} {rule.name}"}
             finding = fired.get(rule.code)
             if finding is not None and SEVERITIES.index(finding.severity) <= threshold:
-                path, line = _where(finding, result)
+                path, line = place_of(finding, result)
                 case["failure"] = (finding.message, f"{path}:{line}\nevidence: {json.dumps(finding.evidence, default=str)}\nfix: {finding.fix}")
                 case["type"] = finding.severity
             elif finding is not None:
@@ -264,13 +193,13 @@ def render_markdown(results: list[TargetResult], discovered: list[Candidate]) ->
     out = [
         "## lossaudit lint",
         "",
-        f"{_plural(counts['errors'], 'error')}, {_plural(counts['warnings'], 'warning')}, {_plural(counts['infos'], 'info')}"
-        f" in {_plural(len(results), 'target')} ({counts['suppressed']} suppressed, {counts['uncallable']} not audited,"
+        f"{plural(counts['errors'], 'error')}, {plural(counts['warnings'], 'warning')}, {plural(counts['infos'], 'info')}"
+        f" in {plural(len(results), 'target')} ({counts['suppressed']} suppressed, {counts['uncallable']} not audited,"
         f" {counts['import_errors']} not imported, {counts['skipped']} skipped)",
         "",
     ]
     rows = [
-        (result.target, *_where(finding, result), finding)
+        (result.target, *place_of(finding, result), finding)
         for result in results
         for finding in sorted(result.findings, key=lambda f: (SEVERITIES.index(f.severity), f.code))
     ]
@@ -278,7 +207,7 @@ def render_markdown(results: list[TargetResult], discovered: list[Candidate]) ->
         out += ["| target | location | rule | severity | message |", "| --- | --- | --- | --- | --- |"]
         out += [f"| `{_cell(t)}` | `{path}:{line}` | {f.code} `{f.name}` | {f.severity} | {_cell(f.message)} |" for t, path, line, f in rows]
         out.append("")
-    out += ["### Targets", ""] + [f"- `{_cell(r.target)}`: {_cell(_detected_line(r).split(': ', 1)[1])}" for r in results]
+    out += ["### Targets", ""] + [f"- `{_cell(r.target)}`: {_cell(detected_line(r).split(': ', 1)[1])}" for r in results]
     return "\n".join(out) + "\n"
 
 

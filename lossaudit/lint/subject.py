@@ -16,14 +16,24 @@ from __future__ import annotations
 import inspect
 import math
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from lossaudit import losses
-from lossaudit.lint.rules import FAMILY_BASES
+from lossaudit.lint.kinds import (
+    BINARY,
+    CENTERNET,
+    FAMILY_BASES,
+    MULTI_LABEL_KINDS,
+    REFERENCE_ELEMENTS,
+    SIGMOID,
+    SOFT_TARGET_KINDS,
+    SOFTMAX,
+    STATEFUL_REFERENCES,
+    base_kind,
+)
 
 QUIET = 14.0
 """|logit| of a 'quiet' element: its reference loss is below 1e-6."""
@@ -54,34 +64,6 @@ def run_with_timeout(fn: Callable, timeout: float):
         signal.signal(signal.SIGALRM, previous)
 
 
-SOFT_TARGET_KINDS = ("qfl", "vfl")
-"""Kinds whose positives carry a soft target (an IoU quality in (0, 1])."""
-
-
-def base_kind(kind: str) -> str:
-    """The focal kind whose batches and layout ``kind`` shares (itself for the focal kinds)."""
-    return FAMILY_BASES.get(kind, kind)
-
-
-FAMILY_PARAMETERS: dict[str, dict[str, tuple[object, tuple[str, ...]]]] = {
-    "qfl": {"beta": (2.0, ("beta",))},
-    "vfl": {"alpha": (0.75, ("alpha",)), "gamma": (2.0, ("gamma",)), "detach_weight": (False, ("detach_weight",))},
-    "asl": {"gamma_pos": (1.0, ("gamma_pos",)), "gamma_neg": (4.0, ("gamma_neg",)), "clip": (0.05, ("clip",)), "eps": (1e-8, ("eps",)),
-            "detach_weight": (False, ("disable_torch_grad_focal_loss", "detach_weight"))},
-    "ls-ce": {"epsilon": (0.1, ("label_smoothing", "smoothing", "epsilon"))},
-    "ghm": {"bins": (10, ("bins",)), "momentum": (0.0, ("momentum",))},
-}
-"""Per family kind, the keyword arguments of its reference in :mod:`lossaudit.losses`: the
-reference's default and the parameter names a target may give it (timm's
-``disable_torch_grad_focal_loss`` detaches ASL's focusing weight; PyTorch's ``label_smoothing``,
-timm's ``smoothing``)."""
-NONE_MEANS = {"clip": 0.0}
-"""Family parameters for which a target's None means a value of the reference: timm's ``clip=None``
-shifts nothing. Any other None reads as the reference's default."""
-FOCUSING = {"qfl": "beta", "asl": "gamma_neg"}
-"""The focusing exponent of a kind, where it is not called gamma (ls-ce and ghm have none)."""
-
-
 BACKGROUND_LABELS = {"C": "background = C", "0": "background = 0", "none": "no background label"}
 """How index targets label a background row (an all-zero one-hot row): with the class count C
 (mmdet, torchvision RetinaNet), with 0 and classes shifted to 1..C (Detectron), or not at all:
@@ -109,7 +91,7 @@ class Convention:
     @property
     def has_background(self) -> bool:
         """Whether batches may hold background rows (all-zero one-hot rows) in this convention."""
-        return self.base == "sigmoid" and (self.targets == "onehot" or self.background != "none")
+        return self.base == SIGMOID and (self.targets == "onehot" or self.background != "none")
 
     @property
     def encoding(self) -> str:
@@ -118,7 +100,7 @@ class Convention:
 
     def describe(self) -> str:
         targets = f"{self.targets} targets"
-        if self.targets == "index" and self.kind == "sigmoid":
+        if self.targets == "index" and self.kind == SIGMOID:
             targets += f" ({BACKGROUND_LABELS[self.background]})"
         layout = ", (B, C, H, W) layout" if self.layout == "spatial" else ""
         return f"{self.kind}: {self.inputs} in, {targets}{layout}"
@@ -148,11 +130,11 @@ def conventions(kind: str, inputs: str, targets: str, num_classes: int) -> list[
     qualities and multi-hot rows have no index form).
     """
     input_options = ["logits", "probs"] if inputs == "auto" else [inputs]
-    if kind == "centernet":
+    if kind == CENTERNET:
         return [Convention(kind, i, "heatmap") for i in (["probs", "logits"] if inputs == "auto" else [inputs])]
-    if base_kind(kind) == "softmax":
+    if base_kind(kind) == SOFTMAX:
         target_options = [("index", "none"), ("onehot", "none")]
-    elif kind == "binary" or kind in FAMILY_BASES:
+    elif kind == BINARY or kind in FAMILY_BASES:
         target_options = [("onehot", "none")]
     else:
         target_options = [("onehot", "none"), ("index", "C"), ("index", "0")] + ([("index", "none")] if num_classes > 1 else [])
@@ -193,7 +175,7 @@ class Params:
     ``class_weight`` is a per-class multiplier (kornia's and MONAI's ``weight``): by column for
     sigmoid losses, at the target class for softmax ones. ``skip_class_0`` drops class 0 from the
     loss (MONAI's ``include_background=False``). ``family`` holds the keyword arguments of a family
-    kind's reference (:data:`FAMILY_PARAMETERS`).
+    kind's reference (:data:`~lossaudit.lint.kinds.FAMILY_PARAMETERS`).
     """
 
     alpha: object = None  # None/-1 off, a float, or a per-class list
@@ -227,64 +209,20 @@ class Params:
 def reference_elements(kind: str, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
     """The reference loss per element (sigmoid, binary, centernet) or per row (softmax), from
     canonical logits ``x`` (centernet: probabilities) and one-hot ``y`` (QFL/VFL: soft qualities;
-    ASL: multi-hot), as ``params`` read it."""
-    if kind == "centernet":
-        return losses.centernet(x, y, reduction="none")
-    if kind in FAMILY_BASES:
-        return FAMILY_REFERENCES[kind](x, y, reduction="none", **params.family)
-    alpha = params.reference_alpha()
-    if isinstance(alpha, torch.Tensor):
-        alpha = alpha.to(x.dtype)
-    if kind == "softmax":
-        if params.alpha_scheme == "class-0" and isinstance(alpha, float):
-            alpha = torch.tensor([1 - alpha] + [alpha] * (y.shape[1] - 1), dtype=x.dtype)
-        if params.skip_class_0:
-            x, y = x[:, 1:], y[:, 1:]
-            alpha = alpha[1:] if isinstance(alpha, torch.Tensor) and alpha.numel() == y.shape[1] + 1 else alpha
-        terms = losses.softmax_focal_terms(x, y, gamma=params.gamma, alpha=alpha)
-        return (terms * _column_weight(params, terms)).sum(dim=1)
-    if params.skip_class_0 and isinstance(alpha, torch.Tensor) and alpha.numel() == y.shape[1] - 1:
-        alpha = torch.cat([alpha.new_ones(1), alpha])  # MONAI's alpha omits class 0, which is not counted
-    if params.alpha_scheme == "positives" and isinstance(alpha, torch.Tensor):
-        loss = losses.focal(x, y, alpha=-1, gamma=params.gamma) * torch.where(y == 1, alpha, torch.ones_like(alpha))
-    elif params.alpha_scheme == "constant" and alpha is not None:
-        loss = losses.focal(x, y, alpha=-1, gamma=params.gamma) * alpha
-    elif params.alpha_scheme == "inverted" and alpha is not None:
-        loss = losses.focal(x, y, alpha=1 - alpha, gamma=params.gamma)
-    else:
-        loss = losses.focal(x, y, alpha=-1 if alpha is None else alpha, gamma=params.gamma)
-    if kind == "sigmoid":
-        loss = loss * _column_weight(params, loss)
-        if params.skip_class_0:
-            loss = torch.cat([torch.zeros_like(loss[:, :1]), loss[:, 1:]], dim=1)
-    return loss
-
-
-FAMILY_REFERENCES: dict[str, Callable[..., torch.Tensor]] = {"qfl": losses.qfl, "vfl": losses.vfl, "asl": losses.asl, "ls-ce": losses.ls_ce, "ghm": losses.ghm}
-"""The reference of each family kind: element losses ``(N, C)`` (label-smoothing CE: ``(N,)`` rows;
-GHM-C: a fresh moving average, as a new instance's first call sees it)."""
+    ASL: multi-hot), as ``params`` read it (:data:`~lossaudit.lint.kinds.REFERENCE_ELEMENTS`)."""
+    return REFERENCE_ELEMENTS[kind](x, y, params)
 
 
 def expects_state(kind: str, params: Params) -> bool:
     """Whether the reference keeps state across calls: GHM-C's moving average of bin counts
     (momentum > 0)."""
-    return kind == "ghm" and params.family.get("momentum", 0.0) > 0
+    return kind in STATEFUL_REFERENCES and params.family.get("momentum", 0.0) > 0
 
 
-def reference_calls(x: torch.Tensor, y: torch.Tensor, params: Params, calls: int) -> list[torch.Tensor]:
-    """GHM-C's element losses over ``calls`` successive calls of one instance on the same batch,
-    its moving average carried from call to call (the one stateful reference, :func:`expects_state`)."""
-    state = losses.GHMState(bins=params.family["bins"], momentum=params.family["momentum"])
-    return [losses.ghm(x, y, reduction="none", state=state, **params.family) for _ in range(calls)]
-
-
-def _column_weight(params: Params, loss: torch.Tensor) -> torch.Tensor | float:
-    """The per-class weight as a row to multiply ``(N, C)`` terms by, or 1; terms without class 0
-    (softmax with ``skip_class_0``) take the weights of classes 1..C-1."""
-    if params.class_weight is None:
-        return 1.0
-    weight = torch.tensor(params.class_weight, dtype=loss.dtype)
-    return weight[weight.numel() - loss.shape[1]:]
+def reference_calls(kind: str, x: torch.Tensor, y: torch.Tensor, params: Params, calls: int) -> list[torch.Tensor]:
+    """The element losses of a stateful reference (:func:`expects_state`) over ``calls``
+    successive calls of one instance on the same batch, its state carried from call to call."""
+    return STATEFUL_REFERENCES[kind](x, y, params, calls)
 
 
 def normalisers(kind: str, y: torch.Tensor, params: Params) -> dict[str, float]:
@@ -295,38 +233,21 @@ def normalisers(kind: str, y: torch.Tensor, params: Params) -> dict[str, float]:
     element whose target is at least 0.5, or above 0 for soft qualities (QFL, VFL).
     """
     rows = y.shape[0]
-    if kind == "centernet":
+    if kind == CENTERNET:
         peaks = int(y.eq(1).sum())
         return {"sum": 1.0, "mean over elements": float(y.numel()), "sum per positive": float(max(peaks, 1))}
     elements = y.numel() - (rows if params.skip_class_0 else 0)
     candidates = {"sum": 1.0, "mean over elements": float(elements)}
-    if base_kind(kind) in ("sigmoid", "binary"):  # before rows: with one positive per row, the detector's name
+    if base_kind(kind) in (SIGMOID, BINARY):  # before rows: with one positive per row, the detector's name
         positives = y.gt(0) if kind in SOFT_TARGET_KINDS else y.ge(0.5)
         candidates["sum per positive"] = float(max(int(positives.sum()), 1))
     candidates["mean over rows"] = float(rows)
-    if kind == "sigmoid":
+    if kind == SIGMOID:
         candidates["mean over classes"] = float(y.shape[1])
     alpha = params.reference_alpha()
-    if kind == "softmax" and isinstance(alpha, torch.Tensor) and params.alpha_scheme == "target" and alpha.numel() == y.shape[1]:
+    if kind == SOFTMAX and isinstance(alpha, torch.Tensor) and params.alpha_scheme == "target" and alpha.numel() == y.shape[1]:
         candidates["mean over target weights"] = float(alpha[y.argmax(dim=1)].sum())
     return candidates
-
-
-CONVENTIONAL = {
-    "sigmoid": {"none", "sum", "sum per positive"},
-    "binary": {"none", "sum", "sum per positive", "mean over elements"},
-    "softmax": {"none", "sum", "mean over rows", "mean over target weights"},
-    "centernet": {"none", "sum", "sum per positive"},
-    "qfl": {"none", "sum", "sum per positive", "mean over rows"},
-    "vfl": {"none", "sum", "sum per positive", "mean over elements"},
-    "asl": {"none", "sum"},
-    "ls-ce": {"none", "sum", "mean over rows"},
-    "ghm": {"none", "sum", "mean over elements"},
-}
-"""Normalisations that need no FL018 note for each kind: for QFL mmdet's 'mean' (per-anchor sums
-over N anchors), for VFL mmdet's (over N·C elements), GFL's and VFNet's heads the sum per positive;
-ASL is summed (timm, Alibaba-MIIL); label-smoothing CE averages rows (PyTorch); GHM-C divides by
-the valid elements (mmdet)."""
 
 
 def output_tensor(value: object) -> torch.Tensor:
@@ -369,9 +290,9 @@ def match_output(kind: str, out: torch.Tensor, ref: torch.Tensor, y: torch.Tenso
         return best
     if out.numel() == ref.numel():
         out = out.reshape(ref.shape)  # elements in row order, whatever the shape: (N, 1), (1, N, C)
-    elif base_kind(kind) == "sigmoid" and out.numel() == ref.shape[0]:
+    elif base_kind(kind) == SIGMOID and out.numel() == ref.shape[0]:
         out, ref = out.reshape(-1), ref.sum(dim=1)  # a loss per row
-    elif base_kind(kind) == "softmax" and out.numel() == ref.numel() * out.shape[-1]:
+    elif base_kind(kind) == SOFTMAX and out.numel() == ref.numel() * out.shape[-1]:
         out = out.reshape(ref.shape[0], -1).sum(dim=1)  # a per-class map (kornia, MONAI): the target column holds the row's loss
     if out.shape == ref.shape:
         return Match("none", float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12)))
@@ -448,13 +369,13 @@ class Subject:
     def to_call(self, convention: Convention, batch: Batch, dtype: torch.dtype = torch.float32, grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """The inputs and targets in the target's convention; the inputs are a grad leaf."""
         x, y = batch.x, batch.y
-        if convention.kind == "centernet":
+        if convention.kind == CENTERNET:
             inputs = x if convention.inputs == "probs" else torch.logit(x)
             targets = y
         else:
             if convention.inputs == "logits":
                 inputs = x
-            elif convention.base == "softmax":
+            elif convention.base == SOFTMAX:
                 inputs = torch.softmax(x, dim=1)
             else:
                 inputs = torch.sigmoid(x)
@@ -504,11 +425,11 @@ def index_targets(y: torch.Tensor, background: str) -> torch.Tensor:
 
 def canonical_to_reference_input(convention: Convention, inputs: torch.Tensor) -> torch.Tensor:
     """The canonical logits (centernet: probabilities) that the reference reads, from the call inputs."""
-    if convention.kind == "centernet":
+    if convention.kind == CENTERNET:
         return inputs if convention.inputs == "probs" else torch.sigmoid(inputs)
     if convention.inputs == "logits":
         return inputs
-    if convention.base == "softmax":
+    if convention.base == SOFTMAX:
         return torch.log(inputs)
     return torch.logit(inputs)
 
@@ -536,7 +457,7 @@ def make_batch(kind: str, num_classes: int, generator: torch.Generator, rows: in
     present, background rows (sigmoid, when the convention has a background), three peaks
     (centernet); QFL and VFL positives carry an IoU quality in [0.25, 1), ASL rows of even index a
     second label."""
-    if kind == "centernet":
+    if kind == CENTERNET:
         classes = min(num_classes, 3)
         heatmap = torch.rand(2, classes, 6, 6, generator=generator) * 0.9
         for b, c, i, j in ((0, 0, 1, 1), (1, classes - 1, 4, 3), (1, 0, 2, 5)):
@@ -544,15 +465,15 @@ def make_batch(kind: str, num_classes: int, generator: torch.Generator, rows: in
         probs = (0.05 + 0.9 * torch.rand(heatmap.shape, generator=generator)).clamp(0.05, 0.95)
         return Batch(probs, heatmap)
     x = (torch.randn(rows, num_classes, generator=generator) * 1.5).clamp(-4, 4)
-    if kind == "binary":
+    if kind == BINARY:
         y = (torch.arange(rows) % 3 == 0).float()
         return Batch(x[:, 0].contiguous(), y)
     labels = torch.arange(rows) % num_classes
     y = F.one_hot(labels, num_classes).float()
-    if kind == "asl" and num_classes > 1:
+    if kind in MULTI_LABEL_KINDS and num_classes > 1:
         y[torch.arange(0, rows, 2), (labels[::2] + 1) % num_classes] = 1.0  # multi-label rows
     if kind in SOFT_TARGET_KINDS:
         y = y * (0.25 + 0.75 * torch.rand(rows, 1, generator=generator))
-    if base_kind(kind) == "sigmoid" and background:
+    if base_kind(kind) == SIGMOID and background:
         y[rows * 5 // 8 :] = 0  # background rows
     return Batch(x, y)

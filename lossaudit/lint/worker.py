@@ -18,6 +18,7 @@ from pathlib import Path
 from lossaudit.errors import InputError
 from lossaudit.io.symbols import TargetSpec, import_symbol
 from lossaudit.lint.findings import Finding, TargetResult
+from lossaudit.lint.kinds import CENTERNET, FAMILY_REFERENCES, REFERENCE_NAMES, SIGMOID
 
 CONFIGURE_FIX = "pass the arguments it needs with --init KEY=VALUE, or init = { ... } in the target's configuration entry"
 
@@ -63,9 +64,9 @@ def audit_object(obj: object, text: str, init: dict, options: dict | object) -> 
 
     import torch
 
+    from lossaudit.lint.battery import Context, run_probes
     from lossaudit.lint.calibrate import calibrate, error_text
     from lossaudit.lint.locate import Locator
-    from lossaudit.lint.probes import Context, run_probes
     from lossaudit.lint.subject import BACKGROUND_LABELS, CallTimeout, Subject
 
     if dataclasses.is_dataclass(options):
@@ -101,7 +102,7 @@ def audit_object(obj: object, text: str, init: dict, options: dict | object) -> 
         "kind_reason": calibration.kind_reason if options["kind"] == "auto" else "given",
         "inputs": convention.inputs,
         "targets": convention.targets,
-        "background": BACKGROUND_LABELS[convention.background] if convention.targets == "index" and convention.kind == "sigmoid" else None,
+        "background": BACKGROUND_LABELS[convention.background] if convention.targets == "index" and convention.kind == SIGMOID else None,
         "layout": convention.layout,
         "reference": _reference_name(convention.kind, calibration.params),
         "alpha_scheme": calibration.params.scheme,
@@ -118,17 +119,17 @@ def audit_object(obj: object, text: str, init: dict, options: dict | object) -> 
 
 
 def _reference_name(kind: str, params) -> str:
-    if kind == "centernet":
-        return "CenterNet penalty-reduced focal loss (alpha=2, beta=4)"
+    """How the ``detected`` section names the reference the target was compared with."""
+    if kind == CENTERNET:
+        return REFERENCE_NAMES[kind]
     if params.family:
         arguments = ", ".join(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}" for name, value in params.family.items())
-        return f"lossaudit.losses.{kind.replace('-', '_')}({arguments})"
+        return f"lossaudit.losses.{FAMILY_REFERENCES[kind]}({arguments})"
     alpha = params.alpha
     alpha_text = "off" if alpha is None or (isinstance(alpha, (int, float)) and alpha < 0) else alpha if not hasattr(alpha, "tolist") else alpha.tolist()
     if params.scheme in ("class-0", "positives"):
         alpha_text = f"{alpha_text} read {params.scheme}"
-    name = {"sigmoid": "torchvision sigmoid_focal_loss", "binary": "binary sigmoid focal loss", "softmax": "softmax focal loss"}[kind]
-    return f"{name}(alpha={alpha_text}, gamma={params.gamma:g})"
+    return f"{REFERENCE_NAMES[kind]}(alpha={alpha_text}, gamma={params.gamma:g})"
 
 
 def limit_memory(megabytes: int) -> None:

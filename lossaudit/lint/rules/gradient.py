@@ -1,0 +1,268 @@
+"""Numerics and gradients: a clamp that zeroes the gradient of confidently wrong examples (FL006),
+inf or NaN for finite inputs (FL007), gradients that differ from the reference's (FL009), and
+float16 / bfloat16 inputs that fail or deviate (FL017)."""
+
+from __future__ import annotations
+
+import ast
+import math
+from typing import TYPE_CHECKING
+
+from lossaudit.lint.anchors import calls
+from lossaudit.lint.kinds import BINARY, CENTERNET, SOFTMAX
+from lossaudit.lint.probing import (
+    GRADIENT_TOLERANCE,
+    Inconclusive,
+    isolation,
+    skip_after,
+)
+from lossaudit.lint.registry import Rule, RuleGroup
+
+if TYPE_CHECKING:
+    import torch
+
+    from lossaudit.lint.battery import Context
+    from lossaudit.lint.subject import Batch
+
+group = RuleGroup("gradient")
+
+
+def log_of_squash(node: ast.AST) -> bool:
+    return calls("log")(node) and any(calls("sigmoid", "softmax")(arg) or any(calls("sigmoid", "softmax")(n) for n in ast.walk(arg)) for arg in node.args)
+
+
+def detached(node: ast.AST) -> bool:
+    return calls("detach", "no_grad")(node) or isinstance(node, ast.Attribute) and node.attr == "data"
+
+
+def tiny_or_huge_constant(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and isinstance(node.value, float) and node.value != 0 and (abs(node.value) < 1e-7 or abs(node.value) > 6e4)
+
+
+group.rule(
+    Rule(
+        "FL006", "saturated-gradient", "error",
+        "a clamp zeroes the gradient of confidently wrong examples (logits clamped like probabilities, hard probability clamps)",
+        "Clamping logits to [eps, 1 - eps] as if they were probabilities, or clamping probabilities to a "
+        "wide range like [0.05, 0.95], makes the gradient exactly zero for the examples the model gets "
+        "most wrong — the ones focal loss exists to learn from.",
+        "compute from logits with binary_cross_entropy_with_logits / logsigmoid; clamp probabilities only by a tiny eps (torch.finfo(dtype).eps)",
+        "logits = logits.clamp(1e-4, 1 - 1e-4)",
+        "ce = F.binary_cross_entropy_with_logits(logits, targets, reduction='none')",
+        fixes=((SOFTMAX, "compute from logits with log_softmax / cross_entropy; never clamp logits, and clamp probabilities only by torch.finfo(dtype).eps"), (CENTERNET, "clamp heatmap probabilities only to CenterNet's [1e-4, 1 - 1e-4]")),
+    ),
+    anchor=(calls("clamp", "clip", "clamp_", "clamp_min", "clamp_max", "clip_"),),
+)
+group.rule(
+    Rule(
+        "FL007", "non-finite", "error",
+        "inf or NaN in loss or gradient for finite inputs, logits up to ±100 in float32",
+        "log(sigmoid(x)) underflows to log(0) = -inf for large |x|; 0 * inf in the backward pass gives NaN. "
+        "One such element poisons the whole batch.",
+        "use the stable forms: F.logsigmoid, F.binary_cross_entropy_with_logits",
+        "loss = -targets * torch.log(torch.sigmoid(x)) - (1 - targets) * torch.log(1 - torch.sigmoid(x))",
+        "loss = F.binary_cross_entropy_with_logits(x, targets, reduction='none')",
+        fixes=((SOFTMAX, "use F.log_softmax / F.cross_entropy instead of log(softmax(x))"), (CENTERNET, "clamp the probabilities to [1e-4, 1 - 1e-4] before taking logs, as CenterNet does")),
+    ),
+    anchor=(log_of_squash, calls("log")),
+)
+group.rule(
+    Rule(
+        "FL009", "gradient-mismatch", "warning",
+        "values match the reference but gradients do not (e.g. a detached modulating factor)",
+        "The forward value is right but the backward pass differs from the reference: typically "
+        "(1 - p_t).detach() or a factor computed under no_grad, which removes part of focal loss's gradient.",
+        "let gradients flow through the modulating factor, as the reference does",
+        "loss = (1 - p_t).detach() ** gamma * ce",
+        "loss = (1 - p_t) ** gamma * ce",
+    ),
+    anchor=(detached,),
+)
+group.rule(
+    Rule(
+        "FL017", "low-precision", "warning",
+        "float16 / bfloat16 inputs fail or deviate beyond a dtype-scaled tolerance",
+        "Under mixed precision the loss receives float16 or bfloat16 logits. Fixed epsilons below the "
+        "dtype's resolution (1e-8 underflows in float16) and probability-space logs fail there.",
+        "work from logits with the stable functions, or use torch.finfo(x.dtype).eps for clamps",
+        "p = torch.sigmoid(x).clamp(min=1e-8)",
+        "eps = torch.finfo(x.dtype).eps\np = torch.sigmoid(x).clamp(eps, 1 - eps)",
+    ),
+    anchor=(tiny_or_huge_constant,),
+)
+
+
+def _wrong_and_inrange(ctx: Context) -> tuple[Batch, torch.Tensor, torch.Tensor]:
+    """A batch with confidently wrong elements (|logit| 6 on the wrong side) and in-range ones
+    (logits in [0.3, 0.6], untouched even by a clamp to [0, 1]); returns the masks of both."""
+    import torch
+
+    from lossaudit.lint.subject import Batch
+
+    if ctx.kind == CENTERNET:
+        batch = ctx.batch()
+        batch.x.fill_(0.4)
+        peaks = batch.y.eq(1)
+        wrong = peaks.clone()
+        batch.x[peaks] = 1e-3
+        inrange = ~peaks & (batch.y < 0.5)
+        return batch, wrong, inrange
+    if ctx.base == SOFTMAX:
+        classes = ctx.subject.num_classes
+        labels = torch.arange(4) % classes
+        x = torch.full((4, classes), 0.3)
+        x[0, labels[0]], x[0, (labels[0] + 1) % classes] = -6.0, 6.0
+        x[1, labels[1]] = 0.6
+        wrong = torch.zeros_like(x, dtype=torch.bool)
+        wrong[0, labels[0]] = True
+        inrange = torch.zeros_like(wrong)
+        inrange[1, labels[1]] = True
+        return Batch(x, torch.nn.functional.one_hot(labels, classes).float()), wrong, inrange
+    batch = isolation(ctx, "none", 0.0)
+    batch.x.fill_(0.45)
+    wrong = torch.zeros_like(batch.y, dtype=torch.bool)
+    inrange = torch.zeros_like(wrong)
+    if ctx.kind == BINARY:
+        batch.x[0], batch.x[2] = -6.0, 6.0
+        wrong[0] = wrong[2] = True
+        batch.x[1], batch.x[3] = 0.6, 0.3
+        inrange[1] = inrange[3] = True
+    else:
+        batch.x[0, 0], batch.x[5, 0] = -6.0, 6.0
+        wrong[0, 0] = wrong[5, 0] = True
+        batch.x[1, 1], batch.x[4, 0] = 0.6, 0.3
+        inrange[1, 1] = inrange[4, 0] = True
+    return batch, wrong, inrange
+
+
+@group.probe(100, "FL006", as_softmax=True)
+def probe_saturated_gradient(ctx: Context) -> None:
+    """FL006: confidently wrong elements must keep a gradient. The ratio of their gradient to that
+    of in-range elements (same call, so the normaliser cancels) must not collapse to zero."""
+    skip_after(ctx, "FL008", "FL003")
+    batch, wrong, inrange = _wrong_and_inrange(ctx)
+    grad = ctx.gradient(batch)
+    reference = ctx.reference_gradient(batch)
+    observed = float(grad[wrong].abs().min()) / max(float(grad[inrange].abs().max()), 1e-30)
+    expected = float(reference[wrong].abs().min()) / float(reference[inrange].abs().max())
+    if float(grad[inrange].abs().max()) == 0 and float(grad.abs().max()) == 0:
+        raise Inconclusive("the gradient is zero everywhere")
+    if observed < 1e-3 * expected:
+        ctx.fire(
+            "FL006",
+            f"the gradient of confidently wrong examples is {float(grad[wrong].abs().min()):.3g}: a clamp zeroes it "
+            f"(relative to in-range examples {observed:.3g}, reference {expected:.3g})",
+            {"wrong_to_inrange_gradient_ratio": observed, "reference_ratio": expected},
+        )
+
+
+@group.probe(110, "FL007")
+def probe_non_finite(ctx: Context) -> None:
+    """FL007: logits up to ±100 in float32 (centernet: probabilities at its clamp, 1e-4 and
+    1 - 1e-4) must give a finite loss and a finite gradient."""
+    import torch
+
+    batch = ctx.batch()
+    if ctx.kind == CENTERNET:
+        batch.x = torch.where(batch.y.eq(1), torch.tensor(1e-4), torch.tensor(1 - 1e-4))
+        batch.x[0, 0, 0, 0] = 1e-4
+    else:
+        extremes = torch.tensor([100.0, -100.0, 50.0, -50.0, 0.0])
+        batch.x = extremes[torch.arange(batch.x.numel()) % 5].reshape(batch.x.shape)
+    out, inputs = ctx.subject.call(ctx.convention, batch)
+    value_finite = bool(torch.isfinite(out).all())
+    grad_finite = True
+    if out.requires_grad:
+        (grad,) = torch.autograd.grad(out.sum(), inputs, allow_unused=True)
+        grad_finite = grad is None or bool(torch.isfinite(grad).all())
+    if not (value_finite and grad_finite):
+        what = "the loss" if not value_finite else "the gradient"
+        ctx.fire("FL007", f"{what} is not finite for logits of ±100 and ±50 (float32)", {"loss_finite": value_finite, "gradient_finite": grad_finite})
+
+
+@group.probe(120, "FL009")
+def probe_gradient_match(ctx: Context) -> None:
+    """FL009: when the values match the reference, the gradients must match too."""
+    import torch
+
+    from lossaudit.lint.subject import (
+        MATCH_TOLERANCE,
+        canonical_to_reference_input,
+        match_output,
+        reference_elements,
+    )
+
+    if not ctx.calibration.matched or ctx.calibration.confusion:
+        return
+    batch = ctx.batch()
+    try:
+        out, grad = ctx.output_and_gradient(batch)
+    except Inconclusive as reason:
+        ctx.fire("FL009", f"the values match the reference but no gradient reaches the inputs ({reason})", {})
+        return
+    inputs, _ = ctx.subject.to_call(ctx.convention, batch, dtype=torch.float64, grad=False)
+    value = match_output(ctx.kind, out, reference_elements(ctx.kind, canonical_to_reference_input(ctx.convention, inputs), batch.y.double(), ctx.params), batch.y, ctx.params)
+    if value.error > MATCH_TOLERANCE:
+        raise Inconclusive(f"this call's values differ from the reference (relative error {value.error:.3g}) though calibration's matched: state carries over between calls")
+    reference = ctx.reference_gradient(batch)
+    divisor = _divisor(ctx, batch)
+    reference = reference / divisor
+    error = float((grad - reference).abs().max() / reference.abs().max())
+    if error > GRADIENT_TOLERANCE:
+        ctx.fire("FL009", f"the values match the reference but the gradient differs by {error:.3g} (relative, max over elements; tolerance {GRADIENT_TOLERANCE:g})", {"max_rel_gradient_error": error})
+
+
+def _divisor(ctx: Context, batch: Batch) -> float:
+    from lossaudit.lint.subject import normalisers
+
+    name = ctx.calibration.match.normalisation
+    return 1.0 if name == "none" else normalisers(ctx.kind, batch.y, ctx.params)[name]
+
+
+@group.probe(180, "FL017")
+def probe_low_precision(ctx: Context) -> None:
+    """FL017: float16 and bfloat16 inputs must run and stay within a dtype-scaled tolerance of
+    float32 on the same (rounded) values: max(50 eps, 5 × the reference's own deviation)."""
+    import torch
+
+    from lossaudit.lint.calibrate import error_text
+    from lossaudit.lint.subject import Batch
+
+    batch = ctx.batch()
+    if ctx.kind != CENTERNET:
+        batch.x = (batch.x * 1.5).clamp(-6, 6)
+    for dtype in (torch.float16, torch.bfloat16):
+        rounded = Batch(batch.x.to(dtype).float(), batch.y)
+        full, _ = ctx.subject.call(ctx.convention, rounded)
+        full_value = float(full.detach().double().sum())
+        try:
+            low, _ = ctx.subject.call(ctx.convention, rounded, dtype=dtype)
+            low_value = float(low.detach().double().sum())
+        except (Exception, SystemExit) as error:
+            name = str(dtype).removeprefix("torch.")
+            ctx.fire_at_failure("FL017", f"{name} inputs fail: {error_text(error)}", error, {"dtype": name})
+            return
+        tolerance = _precision_tolerance(ctx, rounded, dtype)
+        deviation = abs(low_value - full_value) / max(abs(full_value), 1e-12) if math.isfinite(low_value) else math.inf
+        if deviation > tolerance:
+            name = str(dtype).removeprefix("torch.")
+            ctx.fire("FL017", f"{name} inputs give {low_value:.6g} against {full_value:.6g} in float32 (relative deviation {deviation:.3g}, tolerance {tolerance:.3g})",
+                     {"dtype": name, "deviation": deviation, "tolerance": tolerance})
+            return
+
+
+def _precision_tolerance(ctx: Context, batch: Batch, dtype: torch.dtype) -> float:
+    import torch
+
+    from lossaudit.lint.subject import canonical_to_reference_input, reference_elements
+
+    params = ctx.params
+    inputs, _ = ctx.subject.to_call(ctx.convention, batch, grad=False)
+    full = reference_elements(ctx.kind, canonical_to_reference_input(ctx.convention, inputs.double()), batch.y.double(), params).sum()
+    low_input = canonical_to_reference_input(ctx.convention, inputs.to(dtype))
+    try:
+        low = reference_elements(ctx.kind, low_input, batch.y.to(dtype), params).double().sum()
+        own = abs(float(low - full)) / max(abs(float(full)), 1e-12)
+    except RuntimeError:
+        own = 0.0
+    return max(50 * torch.finfo(dtype).eps, 5 * own)

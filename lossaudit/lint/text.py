@@ -1,0 +1,98 @@
+"""The report as ``lossaudit lint`` prints it (ruff-like text), and what every format shares:
+the counts of a run, where a finding points, the line that says what was detected.
+
+Plain functions of the results: :meth:`lossaudit.lint.findings.LintReport.text` and
+:mod:`lossaudit.lint.report` (every other format) both call them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from lossaudit.lint.registry import SEVERITIES
+
+if TYPE_CHECKING:
+    from lossaudit.lint.discover import Candidate
+    from lossaudit.lint.findings import Finding, TargetResult
+
+
+def summary(results: list[TargetResult]) -> dict[str, int]:
+    counts = {severity: 0 for severity in SEVERITIES}
+    for result in results:
+        for finding in result.findings:
+            counts[finding.severity] += 1
+    return {
+        "errors": counts["error"],
+        "warnings": counts["warning"],
+        "infos": counts["info"],
+        "suppressed": sum(len(result.suppressed) for result in results),
+        "uncallable": sum(result.status == "uncallable" for result in results),
+        "import_errors": sum(result.status == "error" for result in results),
+        "skipped": sum(result.status == "skipped" for result in results),
+    }
+
+
+def place_of(finding: Finding, result: TargetResult) -> tuple[str | None, int | None]:
+    """The finding's file and line, falling back to the target's definition."""
+    return finding.path or result.location.get("path"), finding.line or result.location.get("line")
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def defined_at(result: TargetResult) -> str:
+    return f"{result.location.get('path')}:{result.location.get('line')}"
+
+
+def detected_line(result: TargetResult) -> str:
+    d = result.detected
+    if result.status == "uncallable":
+        return f"{result.target}: not audited: {result.hint}"
+    if result.status == "error":
+        return f"{result.target}: error: cannot be imported ({defined_at(result)}): {result.hint}"
+    if result.status == "skipped":
+        return f"{result.target}: skipped: {result.hint}"
+    if not d or d.get("inputs") is None:
+        return f"{result.target}: could not be called"
+    error = d.get("max_rel_error")
+    error_text = f"{error:.2g}" if isinstance(error, float) else "n/a"
+    reason = f" ({d['kind_reason']})" if d.get("kind_reason") and d["kind_reason"] != "given" else ""
+    closest = "" if d.get("matched") else " (closest, no match)"
+    background = f" ({d['background']})" if d.get("background") else ""
+    layout = " in (B, C, H, W) layout" if d.get("layout") == "spatial" else ""
+    follows = f"; follows {'; '.join(d['follows'])}" if d.get("follows") else ""
+    return (
+        f"{result.target}: {d['kind']} kind{reason}; called with {d['inputs']} and {d['targets']} targets{background}{layout}; "
+        f"reference {d['reference']}; normalisation {d['normalisation']}{closest}; max relative error {error_text}{follows}"
+    )
+
+
+def render_text(results: list[TargetResult], discovered: list[Candidate], verbose: bool = False) -> str:
+    lines: list[str] = []
+    if discovered:
+        lines.append(f"Discovered {plural(len(discovered), 'candidate')}: " + ", ".join(f"{c.target} ({c.reason})" for c in discovered))
+        lines.append("")
+    for result in results:
+        lines.append(detected_line(result))
+        if result.status != "audited":
+            lines.append("")
+            continue
+        for finding in sorted(result.findings, key=lambda f: (SEVERITIES.index(f.severity), f.code)):
+            path, line = place_of(finding, result)
+            where = f"{path}:{line}" if path and line else path or result.target
+            lines.append(f"{where}: {finding.code} [{finding.name}] {finding.severity}: {finding.message}")
+            if finding.evidence:
+                lines.append(f"  evidence: {json.dumps(finding.evidence, default=str)}")
+            lines.append(f"  fix: {finding.fix}")
+        if verbose:
+            lines += [f"  note: {note}" for note in result.notes]
+        counts = summary([result])
+        suppressed = f" ({counts['suppressed']} suppressed)" if counts["suppressed"] else ""
+        lines.append(
+            f"Found {plural(counts['errors'], 'error')}, {plural(counts['warnings'], 'warning')}, "
+            f"{plural(counts['infos'], 'info')}{suppressed} in {result.target}"
+        )
+        lines.append("")
+    return "\n".join(lines)
