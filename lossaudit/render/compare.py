@@ -111,14 +111,14 @@ def _per_class(report: dict, top: int | None, top_by: str | None) -> Section:
         notes.append(f"top {top} of {len(classes)} classes by {key} loss ({why}); the total row covers all classes")
     has_softmax = any(c["mean_p_softmax"] is not None for c in classes)
     probs = ["p̄ pos"] + (["q̄ pos"] if has_softmax else [])
-    headers = ["class", "positives", "negatives", *probs, *loss_ids, "focal/CE", *(GRADIENT_MARK + l for l in loss_ids)]
+    headers = ["class", "positives", "negatives", *probs, *loss_ids, "focal/CE", *(GRADIENT_MARK + loss for loss in loss_ids)]
 
     def row(c: dict) -> list[str]:
         values = [num(c["mean_p"])] + ([num(c["mean_p_softmax"])] if has_softmax else [])
-        return [c["name"], count(c["positives"]), count(c["negatives"]), *values, *(pct(c["share"][l]) for l in loss_ids), num(c["focal_ce_ratio"]),
-                *(pct(c["gradient_share"][l]) for l in loss_ids)]
+        return [c["name"], count(c["positives"]), count(c["negatives"]), *values, *(pct(c["share"][loss]) for loss in loss_ids), num(c["focal_ce_ratio"]),
+                *(pct(c["gradient_share"][loss]) for loss in loss_ids)]
 
-    totals = [report["losses"][l] for l in loss_ids]
+    totals = [report["losses"][loss] for loss in loss_ids]
     total = ["total", count(sum(c["positives"] for c in classes)), count(sum(c["negatives"] for c in classes)), *([""] * len(probs)),
              *("100.0%" if t["sum"] else MISSING for t in totals), num(report["focal_ce_ratio"]),
              *("100.0%" if t["gradient_positive_share"] is not None else MISSING for t in totals)]
@@ -156,15 +156,15 @@ def _per_difficulty(report: dict) -> list[Section]:
         for d in report["per_difficulty"]:
             counts = [count(d["elements"]), pct(d["element_share"]), count(d["positives"])] if unit == "elements" else [count(d["rows"]), pct(d["row_share"])]
             ghm = [num(d["ghm_weight"])] if unit == "elements" else []
-            rows.append([f"{d['g_low']:.2f}–{d['g_high']:.2f}", *counts, *(pct(d["share"][l]) for l in loss_ids), *ghm,
-                         *(pct(d["gradient_share"][l]) for l in loss_ids)])
+            rows.append([f"{d['g_low']:.2f}–{d['g_high']:.2f}", *counts, *(pct(d["share"][loss]) for loss in loss_ids), *ghm,
+                         *(pct(d["gradient_share"][loss]) for loss in loss_ids)])
         count_headers = [unit, "of all", "positives"] if unit == "elements" else [unit, "of all"]
         ghm_header = ["GHM weight"] if unit == "elements" else []
         note = (f"{unit} binned by {g}; GHM weight = N / (count · non-empty bins)" if unit == "elements"
                 else f"rows with a target binned by {g} of each target class (a multi-hot row once per positive class)")
         n, shares_end = len(count_headers), len(count_headers) + 1 + len(loss_ids) + len(ghm_header)
         sections.append(Section(
-            f"Per difficulty{which} ({unit} by {g})", ["g", *count_headers, *loss_ids, *ghm_header, *(GRADIENT_MARK + l for l in loss_ids)], rows,
+            f"Per difficulty{which} ({unit} by {g})", ["g", *count_headers, *loss_ids, *ghm_header, *(GRADIENT_MARK + loss for loss in loss_ids)], rows,
             note=f"{note}; {GRADIENT_NOTE}",
             groups=[("counts", list(range(1, n + 1))), ("share of each loss", list(range(n + 1, shares_end))),
                     ("share of each loss's gradient", list(range(shares_end, shares_end + len(loss_ids))))],
@@ -182,7 +182,7 @@ def _quadrants(report: dict) -> list[Section]:
     for family, loss_ids in families:
         unit, g = UNITS[family]
         which = f", {family} losses" if len(families) > 1 else ""
-        rows = [[name.replace("_", " "), count(cell[unit]), *(pct(cell["share"][l]) for l in loss_ids)] for name, cell in quadrants["cells"].items()]
+        rows = [[name.replace("_", " "), count(cell[unit]), *(pct(cell["share"][loss]) for loss in loss_ids)] for name, cell in quadrants["cells"].items()]
         sections.append(Section(f"Attention quadrants{which} ({unit})", ["quadrant", unit, *loss_ids], rows, note=note))
     return sections
 
