@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lossaudit.compare.report.types import Report
+from lossaudit.losses.spec import Param
 
 
 def compare(
@@ -74,28 +75,14 @@ def compare(
         (3, 0.2533)
     """
     from lossaudit import compare as comparison
-    from lossaudit.compare.settings import LossSettings
     from lossaudit.errors import InputError
     from lossaudit.io.dataset import LoadOptions, read_class_names
-    from lossaudit.io.dump import from_tensor
-    from lossaudit.losses.registry import PARAMS
 
-    if (logits is None) != (targets is None):
-        raise InputError("logits= and targets= go together")
-    arrays = None
-    if logits is not None:
-        arrays = {"logits": from_tensor(logits), "targets": from_tensor(targets)}
-        if mask is not None:
-            arrays["mask"] = from_tensor(mask)
+    arrays = _arrays(logits, targets, mask)
     names = read_class_names(Path(class_names)) if isinstance(class_names, (str, os.PathLike)) else None if class_names is None else [str(n) for n in class_names]
-    unknown = sorted(set(hyper_parameters) - set(PARAMS))
-    if unknown:
-        raise InputError(f"compare() got an unknown keyword {unknown[0]!r}; the losses' hyper-parameters are {', '.join(PARAMS)}")
-    if hyper_parameters.get("alpha_per_class") is not None:
-        hyper_parameters["alpha_per_class"] = PARAMS["alpha_per_class"].parse(hyper_parameters["alpha_per_class"])
     load_options = LoadOptions(logits_key=logits_key, targets_key=targets_key, targets=targets_encoding, background_index=background_index,
                                ignore_index=ignore_index, class_dim=class_dim, inputs=inputs, class_names=names)
-    settings = LossSettings(bins=bins, **hyper_parameters)
+    settings = _settings(bins, hyper_parameters)
     source = None
     if model is not None:
         from lossaudit.model.inference import RunOptions
@@ -107,12 +94,7 @@ def compare(
                                         save_logits=Path(save_logits) if save_logits is not None else None)
     elif any(value is not None for value in (data, arch, init, save_logits)):
         raise InputError("--data, --arch, --init and --save-logits go with --model")
-    if paths is None:
-        path_list = []
-    elif isinstance(paths, (str, os.PathLike)):
-        path_list = [Path(paths)]
-    else:
-        path_list = [Path(path) for path in paths]
+    path_list = [] if paths is None else [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(path) for path in paths]
     chosen = comparison.parse_losses(losses if losses is None or isinstance(losses, str) else ",".join(losses))
     document = comparison.run(path_list, load_options, settings, chosen, source, arrays=arrays)
     if baseline is not None:
@@ -120,6 +102,35 @@ def compare(
 
         document["baseline"] = changes(document, read_report(Path(baseline)), str(baseline))
     return Report.from_dict(document)
+
+
+def _arrays(logits: object, targets: object, mask: object) -> dict | None:
+    """``logits=``, ``targets=`` (and ``mask=``) as numpy arrays, or None when not given."""
+    from lossaudit.errors import InputError
+    from lossaudit.io.dump import from_tensor
+
+    if (logits is None) != (targets is None):
+        raise InputError("logits= and targets= go together")
+    if logits is None:
+        return None
+    arrays = {"logits": from_tensor(logits), "targets": from_tensor(targets)}
+    if mask is not None:
+        arrays["mask"] = from_tensor(mask)
+    return arrays
+
+
+def _settings(bins: int, hyper_parameters: dict):
+    """The :class:`~lossaudit.compare.settings.LossSettings` of the keywords, each hyper-parameter
+    checked against its declared constraint (unknown keywords named)."""
+    from lossaudit.compare.settings import LossSettings
+    from lossaudit.errors import InputError
+    from lossaudit.losses.registry import PARAMS
+
+    unknown = sorted(set(hyper_parameters) - set(PARAMS))
+    if unknown:
+        raise InputError(f"compare() got an unknown keyword {unknown[0]!r}; the losses' hyper-parameters are {', '.join(PARAMS)}")
+    per_class = {name: param.parse(hyper_parameters[name]) for name, param in PARAMS.items() if not isinstance(param, Param) and hyper_parameters.get(name) is not None}
+    return LossSettings(bins=bins, **{**hyper_parameters, **per_class})
 
 
 def _show_hyper_parameters(function):
