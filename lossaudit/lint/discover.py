@@ -29,7 +29,7 @@ from pathlib import Path
 
 from lossaudit.errors import InputError
 from lossaudit.io.symbols import parse_python
-from lossaudit.lint.kinds import FAMILY_WORDS, NAME_SIGNS
+from lossaudit.lint.kinds import FAMILY_WORDS, FOCAL_CALL, NAME_SIGNS
 
 SKIPPED_FOLDERS = {".git", ".hg", ".venv", "venv", "env", "__pycache__", "build", "dist", "node_modules", "site-packages", ".tox", ".nox", ".eggs", "tests", "test"}
 SKIPPED_FILES = {"conftest.py"}
@@ -110,21 +110,20 @@ def _callee(call: ast.Call) -> str:
 def _focal_call(function: ast.FunctionDef) -> str | None:
     """What ``function`` calls first whose name contains 'focal' (``F.focal_loss``), if anything."""
     calls = [item for item in ast.walk(function) if isinstance(item, ast.Call)]
-    focal = next((call for call in calls if "focal" in _callee(call).lower()), None)
+    focal = next((call for call in calls if fnmatchcase(_callee(call).lower(), FOCAL_CALL)), None)
     return ast.unparse(focal.func) if focal is not None else None
 
 
 def _named_loss(name: str) -> str | None:
-    """The reason ``name`` names a focal-family loss, or None: it has the words of a
-    :data:`~lossaudit.lint.kinds.NAME_SIGNS` entry ('focal', 'asymmetric' with 'loss', or 'label
-    smoothing' with words joined, any case), or a word of :data:`~lossaudit.lint.kinds.FAMILY_WORDS`
-    (words split at underscores and at case changes: ``ASLLoss`` is ASL, Loss)."""
-    lowered = name.lower()
-    joined = lowered.replace("_", "")
+    """The reason ``name`` names a focal-family loss, or None: it matches a
+    :data:`~lossaudit.lint.kinds.NAME_SIGNS` entry (contains 'focal', 'asymmetric' with 'loss', or
+    'label smoothing' with words joined, any case), or has a word of
+    :data:`~lossaudit.lint.kinds.FAMILY_WORDS` (words split at underscores and at case changes:
+    ``ASLLoss`` is ASL, Loss)."""
     words = {word.lower() for word in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name)}
-    for sign in NAME_SIGNS:
-        if all(word in (joined if sign.joined else lowered) for word in sign.words):
-            return sign.reason
+    sign = next((sign for sign in NAME_SIGNS if sign.matches(name)), None)
+    if sign is not None:
+        return sign.reason
     word = next((word for word in sorted(words & FAMILY_WORDS)), None)
     return f"name has the word {word.upper()}" if word else None
 

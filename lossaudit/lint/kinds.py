@@ -1,19 +1,27 @@
 """Every per-kind table of lint in one place: the kinds of loss lint audits, and what each kind
 means to calibration, the probes, the rule texts, discovery and the report.
 
-A kind's id (``"sigmoid"``, ``"qfl"``...) is written here only; the rest of :mod:`lossaudit.lint`
-names it through the constants below. The tables are keyed by kind so that a later step can
-derive this module from the loss registry (:mod:`lossaudit.losses`). This module imports no
-torch: the reference functions (:mod:`lossaudit.lint.reference`) import it when called.
+A kind's id is taken from the loss registry's family module that declares it
+(:mod:`lossaudit.losses`, ``LINT_KINDS``); the rest of :mod:`lossaudit.lint` names it through the
+constants below. The tables are keyed by kind so that a later step can derive them from the
+registry too. This module imports no torch: the reference functions
+(:mod:`lossaudit.lint.reference`) import it when called.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
 from lossaudit.lint import reference
+from lossaudit.losses.asymmetric import ASL
+from lossaudit.losses.density import GHM
+from lossaudit.losses.heatmap import CENTERNET
+from lossaudit.losses.quality import QFL, VFL
+from lossaudit.losses.smoothing import LS_CE
+from lossaudit.losses.spec import SIGMOID, SOFTMAX
 
 if TYPE_CHECKING:
     from lossaudit.lint.subject import Params
@@ -22,12 +30,11 @@ if TYPE_CHECKING:
 # The kinds
 # --------------------------------------------------------------------------------------------
 
-SIGMOID, SOFTMAX, BINARY, CENTERNET = "sigmoid", "softmax", "binary", "centernet"
-"""The focal kinds: per-class sigmoid on ``(N, C)``, softmax on rows, binary on ``(N,)``, and
-CenterNet's heatmap loss on ``(B, C, H, W)`` probabilities."""
-QFL, VFL, ASL, LS_CE, GHM = "qfl", "vfl", "asl", "ls-ce", "ghm"
-"""The families of issue 15 (quality focal, Varifocal, asymmetric, label-smoothing
-cross-entropy) and GHM-C."""
+BINARY = "binary"
+"""The focal kinds: per-class sigmoid (:data:`SIGMOID`) on ``(N, C)``, softmax (:data:`SOFTMAX`)
+on rows, binary on ``(N,)``, and CenterNet's heatmap loss (:data:`CENTERNET`) on ``(B, C, H, W)``
+probabilities; then the families of issue 15 (:data:`QFL`, :data:`VFL`, :data:`ASL`,
+:data:`LS_CE`) and GHM-C (:data:`GHM`)."""
 
 KINDS = (SIGMOID, SOFTMAX, BINARY, CENTERNET, QFL, VFL, ASL, LS_CE, GHM)
 """The kinds of loss lint audits: the focal kinds, then the families of issue 15 (quality focal,
@@ -55,8 +62,9 @@ MULTI_LABEL_KINDS = (ASL,)
 # References and their parameters
 # --------------------------------------------------------------------------------------------
 
-FAMILY_REFERENCES = {QFL: "qfl", VFL: "vfl", ASL: "asl", LS_CE: "ls_ce", GHM: "ghm"}
-"""The function of :mod:`lossaudit.losses` that is each family kind's reference."""
+FAMILY_REFERENCES = {kind: kind.replace("-", "_") for kind in (QFL, VFL, ASL, LS_CE, GHM)}
+"""The function of :mod:`lossaudit.losses` that is each family kind's reference (named after the
+kind: ``ls-ce`` -> ``ls_ce``)."""
 REFERENCE_ELEMENTS = {
     SIGMOID: reference.sigmoid_elements,
     SOFTMAX: reference.softmax_elements,
@@ -165,9 +173,9 @@ AUTO_KINDS = (CENTERNET, QFL, SIGMOID, SOFTMAX, BINARY, VFL, ASL, LS_CE, GHM)
 QFL, while on hard labels a QFL matches the sigmoid focal loss (alpha off, gamma = beta)."""
 FAMILY_HINTS: dict[str, tuple[str, tuple[str, ...], str, bool]] = {
     ASL: ("parameters", ("gamma_neg", "gamma_pos", "disable_torch_grad_focal_loss"), "parameters (gamma_neg, gamma_pos)", True),
-    VFL: ("name", ("varifocal", "vfl"), "name (Varifocal)", True),
-    QFL: ("name", ("qualityfocal", "quality_focal", "qfl"), "name (quality focal)", True),
-    GHM: ("name", ("ghm",), "name (GHM)", True),
+    VFL: ("name", ("varifocal", VFL), "name (Varifocal)", True),
+    QFL: ("name", ("qualityfocal", "quality_focal", QFL), "name (quality focal)", True),
+    GHM: ("name", (GHM,), "name (GHM)", True),
     LS_CE: ("parameters", ("label_smoothing", "smoothing"), "parameter (label_smoothing / smoothing)", False),
 }
 """What reads a target as a family kind in auto mode: ASL's parameter names and Varifocal's, QFL's
@@ -177,18 +185,24 @@ label smoothing's parameter only reads a target that matches nothing (focal loss
 
 @dataclass(frozen=True)
 class NameSign:
-    """Words whose presence in a definition's name (lower-cased; with ``joined``, underscores
-    removed too) makes discovery read it as a loss lint has a kind for."""
+    """Globs that a definition's name (lower-cased; with ``joined``, underscores removed too) must
+    all match for discovery to read it as a loss lint has a kind for."""
 
-    words: tuple[str, ...]
+    patterns: tuple[str, ...]
     reason: str
     joined: bool = False
 
+    def matches(self, name: str) -> bool:
+        text = name.lower().replace("_", "") if self.joined else name.lower()
+        return all(fnmatchcase(text, pattern) for pattern in self.patterns)
 
+
+FOCAL_CALL = "*focal*"
+"""A call whose (lower-cased) name matches this glob calls a focal reference (``F.focal_loss``)."""
 NAME_SIGNS = (
-    NameSign(("focal",), "name contains 'focal'"),
-    NameSign(("asymmetric", "loss"), "name contains 'asymmetric' and 'loss'"),
-    NameSign(("labelsmoothing",), "name contains 'label smoothing'", joined=True),
+    NameSign((FOCAL_CALL,), "name contains 'focal'"),
+    NameSign(("*asymmetric*", "*loss*"), "name contains 'asymmetric' and 'loss'"),
+    NameSign(("*labelsmoothing*",), "name contains 'label smoothing'", joined=True),
 )
 """Discovery's name patterns, in order: any focal kind (varifocal and quality focal included),
 ASL, label-smoothing CE."""
