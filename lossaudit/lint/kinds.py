@@ -1,11 +1,12 @@
 """Every per-kind table of lint in one place: the kinds of loss lint audits, and what each kind
 means to calibration, the probes, the rule texts, discovery and the report.
 
-A kind's id is taken from the loss registry's family module that declares it
-(:mod:`lossaudit.losses`, ``LINT_KINDS``); the rest of :mod:`lossaudit.lint` names it through the
-constants below. The tables are keyed by kind so that a later step can derive them from the
-registry too. This module imports no torch: the reference functions
-(:mod:`lossaudit.lint.reference`) import it when called.
+The kinds are declared by the loss families (``LINT_KINDS`` of each module of
+:mod:`lossaudit.losses`, collected in :data:`lossaudit.losses.registry.LINT_KINDS`): name, base
+kind, reference, parameters, normalisations and texts. This module derives from them the tables
+lint reads, and adds what only lint knows (the focal kinds' references, the groups of kinds some
+probes treat alike, discovery's name patterns), naming kinds by the families' constants. It
+imports no torch: the reference functions (:mod:`lossaudit.lint.reference`) import it when called.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import TYPE_CHECKING
 from lossaudit.lint import reference
 from lossaudit.losses.asymmetric import ASL
 from lossaudit.losses.density import GHM
+from lossaudit.losses.focusing import BINARY
 from lossaudit.losses.heatmap import CENTERNET
 from lossaudit.losses.quality import QFL, VFL
+from lossaudit.losses.registry import LINT_KINDS
 from lossaudit.losses.smoothing import LS_CE
 from lossaudit.losses.spec import SIGMOID, SOFTMAX
 
@@ -30,22 +33,16 @@ if TYPE_CHECKING:
 # The kinds
 # --------------------------------------------------------------------------------------------
 
-BINARY = "binary"
-"""The focal kinds: per-class sigmoid (:data:`SIGMOID`) on ``(N, C)``, softmax (:data:`SOFTMAX`)
-on rows, binary on ``(N,)``, and CenterNet's heatmap loss (:data:`CENTERNET`) on ``(B, C, H, W)``
-probabilities; then the families of issue 15 (:data:`QFL`, :data:`VFL`, :data:`ASL`,
-:data:`LS_CE`) and GHM-C (:data:`GHM`)."""
-
-KINDS = (SIGMOID, SOFTMAX, BINARY, CENTERNET, QFL, VFL, ASL, LS_CE, GHM)
-"""The kinds of loss lint audits: the focal kinds, then the families of issue 15 (quality focal,
-Varifocal, asymmetric, label-smoothing cross-entropy) and GHM-C."""
+KINDS = tuple(LINT_KINDS)
+"""The kinds of loss lint audits, in the registry's order: the focal kinds (per-class sigmoid on
+``(N, C)``, softmax on rows, binary on ``(N,)``, CenterNet's heatmap loss on ``(B, C, H, W)``
+probabilities) and the families'."""
 FOCAL_KINDS = (SIGMOID, SOFTMAX, BINARY)
 """The focal kinds that stand in for a target matching no reference (calibration's fallback)."""
-FAMILY_BASES = {QFL: SIGMOID, VFL: SIGMOID, ASL: SIGMOID, LS_CE: SOFTMAX, GHM: SIGMOID}
-"""The family kinds and the focal kind whose batches, layouts and probes each shares: QFL,
-Varifocal and ASL are per-class sigmoid losses on ``(N, C)`` targets (soft IoU qualities for QFL
-and VFL, multi-hot labels for ASL); label-smoothing CE is a softmax loss on class indices. A rule
-without a fix for a family kind gives the fix for its base kind."""
+FAMILY_BASES = {name: kind.base for name, kind in LINT_KINDS.items() if kind.base != name}
+"""The family kinds and the focal kind whose batches, layouts and probes each shares (QFL,
+Varifocal and ASL are per-class sigmoid losses on ``(N, C)`` targets, label-smoothing CE a softmax
+loss on class indices). A rule without a fix for a family kind gives the fix for its base kind."""
 
 
 def base_kind(kind: str) -> str:
@@ -62,9 +59,8 @@ MULTI_LABEL_KINDS = (ASL,)
 # References and their parameters
 # --------------------------------------------------------------------------------------------
 
-FAMILY_REFERENCES = {kind: kind.replace("-", "_") for kind in (QFL, VFL, ASL, LS_CE, GHM)}
-"""The function of :mod:`lossaudit.losses` that is each family kind's reference (named after the
-kind: ``ls-ce`` -> ``ls_ce``)."""
+FAMILY_REFERENCES = {name: kind.reference for name, kind in LINT_KINDS.items() if kind.reference is not None}
+"""Each family kind's reference function, as its loss family declares it."""
 REFERENCE_ELEMENTS = {
     SIGMOID: reference.sigmoid_elements,
     SOFTMAX: reference.softmax_elements,
@@ -83,24 +79,16 @@ STATEFUL_REFERENCES = {GHM: reference.ghm_calls}
 """Kinds whose reference keeps state across calls (GHM-C's moving average of bin counts, with
 momentum > 0), and its element losses over successive calls of one instance."""
 
-FAMILY_PARAMETERS: dict[str, dict[str, tuple[object, tuple[str, ...]]]] = {
-    QFL: {"beta": (2.0, ("beta",))},
-    VFL: {"alpha": (0.75, ("alpha",)), "gamma": (2.0, ("gamma",)), "detach_weight": (False, ("detach_weight",))},
-    ASL: {"gamma_pos": (1.0, ("gamma_pos",)), "gamma_neg": (4.0, ("gamma_neg",)), "clip": (0.05, ("clip",)), "eps": (1e-8, ("eps",)),
-          "detach_weight": (False, ("disable_torch_grad_focal_loss", "detach_weight"))},
-    LS_CE: {"epsilon": (0.1, ("label_smoothing", "smoothing", "epsilon"))},
-    GHM: {"bins": (10, ("bins",)), "momentum": (0.0, ("momentum",))},
-}
-"""Per family kind, the keyword arguments of its reference in :mod:`lossaudit.losses`: the
-reference's default and the parameter names a target may give it (timm's
-``disable_torch_grad_focal_loss`` detaches ASL's focusing weight; PyTorch's ``label_smoothing``,
-timm's ``smoothing``)."""
+FAMILY_PARAMETERS: dict[str, dict[str, tuple[object, tuple[str, ...]]]] = {name: kind.parameters for name, kind in LINT_KINDS.items() if kind.reference is not None}
+"""Per family kind, the keyword arguments of its reference: the reference's default and the
+parameter names a target may give it (timm's ``disable_torch_grad_focal_loss`` detaches ASL's
+focusing weight; PyTorch's ``label_smoothing``, timm's ``smoothing``)."""
 NONE_MEANS = {"clip": 0.0}
 """Family parameters for which a target's None means a value of the reference: timm's ``clip=None``
 shifts nothing. Any other None reads as the reference's default."""
-FOCUSING = {QFL: "beta", ASL: "gamma_neg"}
-"""The focusing exponent of a kind, where it is not called gamma (ls-ce and ghm have none)."""
-UNFOCUSED_KINDS = (CENTERNET, LS_CE, GHM)
+FOCUSING = {name: kind.focusing for name, kind in LINT_KINDS.items() if kind.focusing not in (None, "gamma")}
+"""The focusing exponent of a kind, where it is not called gamma."""
+UNFOCUSED_KINDS = tuple(name for name, kind in LINT_KINDS.items() if kind.focusing is None)
 """Kinds without a focusing exponent to vary (CenterNet's are fixed at 2 and 4)."""
 SCALAR_ALPHA_KINDS = (SIGMOID, BINARY)
 """Kinds whose reference alpha is a scalar for positives against 1 - alpha for negatives
@@ -115,37 +103,19 @@ POS_WEIGHT_KINDS = (SIGMOID,)
 # Normalisation
 # --------------------------------------------------------------------------------------------
 
-CONVENTIONAL = {
-    SIGMOID: {"none", "sum", "sum per positive"},
-    BINARY: {"none", "sum", "sum per positive", "mean over elements"},
-    SOFTMAX: {"none", "sum", "mean over rows", "mean over target weights"},
-    CENTERNET: {"none", "sum", "sum per positive"},
-    QFL: {"none", "sum", "sum per positive", "mean over rows"},
-    VFL: {"none", "sum", "sum per positive", "mean over elements"},
-    ASL: {"none", "sum"},
-    LS_CE: {"none", "sum", "mean over rows"},
-    GHM: {"none", "sum", "mean over elements"},
-}
+CONVENTIONAL = {name: set(kind.normalisations) for name, kind in LINT_KINDS.items()}
 """Normalisations that need no FL018 note for each kind: for QFL mmdet's 'mean' (per-anchor sums
 over N anchors), for VFL mmdet's (over N·C elements), GFL's and VFNet's heads the sum per positive;
 ASL is summed (timm, Alibaba-MIIL); label-smoothing CE averages rows (PyTorch); GHM-C divides by
 the valid elements (mmdet)."""
-USUAL_NORMALISATION = {
-    SIGMOID: "the sum per positive anchor (detectors) or no reduction", SOFTMAX: "the mean over rows", CENTERNET: "the sum per peak", BINARY: "the mean or the sum",
-    QFL: "the sum per positive anchor (GFL's head) or the mean over anchors", VFL: "the sum per positive anchor (VFNet's head) or the mean over elements",
-    ASL: "the sum (timm)", LS_CE: "the mean over rows", GHM: "the mean over valid elements (mmdet)",
-}
+USUAL_NORMALISATION = {name: kind.usual_normalisation for name, kind in LINT_KINDS.items()}
 """What FL018 names as the usual normalisation of each kind (:data:`CONVENTIONAL`)."""
 
 # --------------------------------------------------------------------------------------------
 # What findings say per kind
 # --------------------------------------------------------------------------------------------
 
-FAMILY_FACTORS = {
-    QFL: "QFL's |y - p|^beta (y the IoU quality)",
-    VFL: "Varifocal's (q on positives, alpha p^gamma on negatives)",
-    ASL: "ASL's ((1 - p)^gamma_pos on positives, p_m^gamma_neg on negatives with p_m = max(p - clip, 0))",
-}
+FAMILY_FACTORS = {name: kind.factor for name, kind in LINT_KINDS.items() if kind.factor}
 """How the modulating factor of each family kind reads in an FL004 finding."""
 NEGATIVE_ALPHA_KINDS = (VFL,)
 """Kinds whose alpha weights the negatives only (Varifocal: ``alpha * p**gamma``)."""
@@ -155,12 +125,7 @@ UNSET_DEFAULT_KINDS = (CENTERNET, LS_CE)
 """Kinds FL019 does not check: CenterNet's exponents are fixed; PyTorch (0) and timm (0.1) differ
 on label smoothing's default."""
 
-NO_ALPHA = (
-    (QFL, "QFL takes no balancing weight: remove it (|y - p|**beta already weights each element)"),
-    (ASL, "ASL takes no balancing weight: remove it (gamma_pos, gamma_neg and clip balance the two sides)"),
-    (LS_CE, "label-smoothing cross-entropy takes no balancing weight: pass class weights as weight= to F.cross_entropy"),
-    (GHM, "GHM-C takes no balancing weight: its gradient-density weights do the balancing"),
-)
+NO_ALPHA = tuple((name, kind.no_alpha) for name, kind in LINT_KINDS.items() if kind.no_alpha)
 """The fix of an alpha rule for the families without alpha."""
 VFL_ALPHA = (VFL, "apply alpha once and to the negatives only: weight = q on positives, alpha * p**gamma on negatives")
 
@@ -168,16 +133,11 @@ VFL_ALPHA = (VFL, "apply alpha once and to the negatives only: weight = q on pos
 # Auto mode and discovery
 # --------------------------------------------------------------------------------------------
 
-AUTO_KINDS = (CENTERNET, QFL, SIGMOID, SOFTMAX, BINARY, VFL, ASL, LS_CE, GHM)
+AUTO_KINDS = tuple(dict.fromkeys((CENTERNET, QFL, SIGMOID, SOFTMAX, BINARY, VFL, ASL, LS_CE, GHM, *KINDS)))
 """The order auto mode tries kinds in: QFL before sigmoid, since on soft targets only a QFL matches
-QFL, while on hard labels a QFL matches the sigmoid focal loss (alpha off, gamma = beta)."""
-FAMILY_HINTS: dict[str, tuple[str, tuple[str, ...], str, bool]] = {
-    ASL: ("parameters", ("gamma_neg", "gamma_pos", "disable_torch_grad_focal_loss"), "parameters (gamma_neg, gamma_pos)", True),
-    VFL: ("name", ("varifocal", VFL), "name (Varifocal)", True),
-    QFL: ("name", ("qualityfocal", "quality_focal", QFL), "name (quality focal)", True),
-    GHM: ("name", (GHM,), "name (GHM)", True),
-    LS_CE: ("parameters", ("label_smoothing", "smoothing"), "parameter (label_smoothing / smoothing)", False),
-}
+QFL, while on hard labels a QFL matches the sigmoid focal loss (alpha off, gamma = beta); a kind a
+new family registers comes last."""
+FAMILY_HINTS = {name: kind.hint for name, kind in LINT_KINDS.items() if kind.hint is not None}
 """What reads a target as a family kind in auto mode: ASL's parameter names and Varifocal's, QFL's
 and GHM's names decide (their other parameters, alpha, gamma and beta, are the focal losses' too);
 label smoothing's parameter only reads a target that matches nothing (focal losses may smooth too)."""

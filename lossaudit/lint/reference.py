@@ -26,17 +26,15 @@ def centernet_elements(x: torch.Tensor, y: torch.Tensor, params: Params) -> torc
     return losses.centernet(x, y, reduction="none")
 
 
-def family_elements(function: str) -> Callable[[torch.Tensor, torch.Tensor, Params], torch.Tensor]:
-    """The element losses of the family reference ``lossaudit.losses.<function>``, called with the
-    family keyword arguments of ``params`` (label-smoothing CE: ``(N,)`` rows; GHM-C: a fresh
-    moving average, as a new instance's first call sees it)."""
+def family_elements(function: Callable) -> Callable[[torch.Tensor, torch.Tensor, Params], torch.Tensor]:
+    """The element losses of a family kind's reference ``function`` (as its loss family declares
+    it), called with the family keyword arguments of ``params`` (label-smoothing CE: ``(N,)`` rows;
+    GHM-C: a fresh moving average, as a new instance's first call sees it)."""
 
     def elements(x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        from lossaudit import losses
+        return function(x, y, reduction="none", **params.family)
 
-        return getattr(losses, function)(x, y, reduction="none", **params.family)
-
-    elements.__name__ = elements.__qualname__ = f"{function}_elements"
+    elements.__name__ = elements.__qualname__ = f"{function.__name__}_elements"
     return elements
 
 
@@ -119,3 +117,11 @@ def ghm_calls(x: torch.Tensor, y: torch.Tensor, params: Params, calls: int) -> l
 
     state = losses.GHMState(bins=params.family["bins"], momentum=params.family["momentum"])
     return [losses.ghm(x, y, reduction="none", state=state, **params.family) for _ in range(calls)]
+
+
+def public_name(function: Callable) -> str:
+    """``lossaudit.losses.NAME`` for a reference the package exports, else its module's path."""
+    from lossaudit import losses
+
+    exported = getattr(losses, function.__name__, None) is function
+    return f"lossaudit.losses.{function.__name__}" if exported else f"{function.__module__}.{function.__name__}"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lossaudit.errors import InputError
 from lossaudit.io.symbols import TargetSpec, import_symbol
+from lossaudit.lint import reference
 from lossaudit.lint.findings import Finding, TargetResult
 from lossaudit.lint.kinds import CENTERNET, FAMILY_REFERENCES, REFERENCE_NAMES, SIGMOID
 
@@ -124,7 +125,7 @@ def _reference_name(kind: str, params) -> str:
         return REFERENCE_NAMES[kind]
     if params.family:
         arguments = ", ".join(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}" for name, value in params.family.items())
-        return f"lossaudit.losses.{FAMILY_REFERENCES[kind]}({arguments})"
+        return f"{reference.public_name(FAMILY_REFERENCES[kind])}({arguments})"
     alpha = params.alpha
     alpha_text = "off" if alpha is None or (isinstance(alpha, (int, float)) and alpha < 0) else alpha if not hasattr(alpha, "tolist") else alpha.tolist()
     if params.scheme in ("class-0", "positives"):

@@ -128,4 +128,9 @@ LOSSES = (
              arguments=lambda s: {"bins": s.ghm_bins, "momentum": s.ghm_momentum}, terms=_ghm_terms, normaliser=_at_least_one_valid,
              default_when=always, lint_kind=GHM),
 )
-LINT_KINDS = (LintKind(GHM, "GHM-C, BCE weighted by gradient density (mmdet GHMC)", SIGMOID),)
+LINT_KINDS = (
+    LintKind(GHM, "GHM-C, BCE weighted by gradient density (mmdet GHMC)", SIGMOID, reference=ghm,
+             parameters={"bins": (10, ("bins",)), "momentum": (0.0, ("momentum",))}, focusing=None,
+             normalisations=("none", "sum", "mean over elements"), usual_normalisation="the mean over valid elements (mmdet)",
+             no_alpha="GHM-C takes no balancing weight: its gradient-density weights do the balancing", hint=("name", ("ghm",), "name (GHM)", True)),
+)

@@ -25,6 +25,8 @@ from lossaudit.losses.spec import (
 )
 
 FOCAL, SOFTMAX_FOCAL = "focal", "softmax-focal"
+BINARY = "binary"
+"""The lint kind of a binary focal loss: one logit per element, ``(N,)``."""
 
 PARAMS = (
     Param("alpha", 0.25, "Focal alpha for positives (negatives get 1 - alpha); -1 disables it.", bounds=Bounds(0, 1, off=-1)),
@@ -158,7 +160,10 @@ LOSSES = (
              arguments=lambda s: {"alpha": _per_class(s), "gamma": s.gamma}, terms=_softmax_focal_terms, default_when=always, lint_kind=SOFTMAX),
 )
 LINT_KINDS = (
-    LintKind(SIGMOID, "sigmoid focal loss, one binary problem per class (torchvision)", SIGMOID),
-    LintKind(SOFTMAX, "softmax focal loss over the classes", SOFTMAX),
-    LintKind("binary", "binary focal loss on one logit per element", "binary"),
+    LintKind(SIGMOID, "sigmoid focal loss, one binary problem per class (torchvision)", SIGMOID,
+             normalisations=("none", "sum", "sum per positive"), usual_normalisation="the sum per positive anchor (detectors) or no reduction"),
+    LintKind(SOFTMAX, "softmax focal loss over the classes", SOFTMAX,
+             normalisations=("none", "sum", "mean over rows", "mean over target weights"), usual_normalisation="the mean over rows"),
+    LintKind(BINARY, "binary focal loss on one logit per element", BINARY,
+             normalisations=("none", "sum", "sum per positive", "mean over elements"), usual_normalisation="the mean or the sum"),
 )

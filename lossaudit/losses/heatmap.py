@@ -53,4 +53,7 @@ LOSSES = (
     LossSpec(CENTERNET, SIGMOID, "CenterNet penalty-reduced focal loss on heatmaps (alpha 2, beta 4)", arguments=lambda s: {"alpha": 2.0, "beta": 4.0},
              terms=_centernet_terms, normaliser=_peaks, default_when=lambda info: info.encoding == HEATMAP_ENCODING, default_on="heatmaps", lint_kind=CENTERNET),
 )
-LINT_KINDS = (LintKind(CENTERNET, "CenterNet penalty-reduced focal loss on probability heatmaps", CENTERNET),)
+LINT_KINDS = (
+    LintKind(CENTERNET, "CenterNet penalty-reduced focal loss on probability heatmaps", CENTERNET, focusing=None,
+             normalisations=("none", "sum", "sum per positive"), usual_normalisation="the sum per peak"),
+)

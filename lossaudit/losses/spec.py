@@ -198,12 +198,34 @@ class LintKind:
     Attributes:
         name: the ``--kind`` value.
         summary: one line for the help and ``lossaudit losses``.
-        base: the focal kind whose probe batches and rules it shares (itself for a focal kind).
+        base: the focal kind whose probe batches, layouts and rules it shares (itself for a focal
+            kind): per-class sigmoid, softmax over rows, binary, or CenterNet's heatmaps.
+        reference: a family kind's reference, a function of its module called
+            ``reference(logits, targets, reduction="none", **parameters)`` (None for the focal
+            kinds, whose references lint composes from its alpha and gamma readings).
+        parameters: the reference's keyword arguments: keyword -> (default, the names a target
+            may give it, first its own).
+        focusing: the name of its focusing exponent (None: it has none to vary).
+        normalisations: what its 'mean' may divide by without a note (lint FL018's words: 'none',
+            'sum', 'sum per positive', 'mean over rows', 'mean over elements', ...).
+        usual_normalisation: how FL018 names the usual one.
+        factor: how an FL004 finding reads its modulating factor (empty: focal's ``(1 - p_t)^gamma``).
+        no_alpha: the fix of an alpha rule when the kind takes no balancing weight (empty: it takes one).
+        hint: what reads a target as this kind in auto mode: ``(where, words, reason, decisive)``
+            with ``where`` 'name' or 'parameters' (None: nothing does).
     """
 
     name: str
     summary: str
     base: str
+    reference: Callable | None = None
+    parameters: dict[str, tuple[object, tuple[str, ...]]] = field(default_factory=dict)
+    focusing: str | None = "gamma"
+    normalisations: tuple[str, ...] = ("none", "sum")
+    usual_normalisation: str = "the sum"
+    factor: str = ""
+    no_alpha: str = ""
+    hint: tuple[str, tuple[str, ...], str, bool] | None = None
 
 
 def valid_elements(valid, y, positive) -> tuple[float, str]:
