@@ -5,6 +5,7 @@ the configuration, the help, ``lossaudit losses`` and ``lint --kind``."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = (ROOT / "docs" / "extending.md").read_text()
+EXAMPLE = ROOT / "examples" / "detection.npz"
 
 
 def _block(title: str) -> str:
@@ -43,24 +45,24 @@ def extended(tmp_path_factory) -> Path:
     return folder
 
 
-PREFER_COPY = (
-    "import sys\n"
-    "sys.meta_path[:] = [finder for finder in sys.meta_path if 'editable' not in type(finder).__module__]\n"
-    "sys.path.insert(0, {folder!r})\n"
-)
-"""An editable install finds lossaudit through a meta-path finder ahead of ``sys.path``: leave it
-out so that the copy is imported."""
+PREFER_COPY = """\
+import sys
+sys.meta_path[:] = [finder for finder in sys.meta_path if "editable" not in type(finder).__module__]
+sys.path.insert(0, {folder!r})
+"""
+"""A ``sitecustomize`` that makes every interpreter started with it (lint's child processes too)
+import the copy: an editable install finds lossaudit through a meta-path finder ahead of
+``sys.path``, so it is left out."""
 
 
 def _run(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python -m lossaudit ARGS`` (or ``python -c CODE``) with the copy in ``folder`` imported."""
-    prefix = PREFER_COPY.format(folder=str(folder))
-    if args[0] == "-m":
-        command = ["-c", prefix + "import runpy; sys.argv = ['lossaudit', *sys.argv[1:]]; runpy.run_module('lossaudit', run_name='__main__')", *args[2:]]
-    else:
-        command = ["-c", prefix + args[1]]
-    result = subprocess.run([sys.executable, *command], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    return result
+    """``python ARGS`` with the copy in ``folder`` imported (``-m lossaudit ...`` or ``-c CODE``), run
+    from ``folder``: ``-m`` puts the current folder first on ``sys.path``."""
+    boot = folder / "boot"
+    boot.mkdir(exist_ok=True)
+    (boot / "sitecustomize.py").write_text(PREFER_COPY.format(folder=str(folder)))
+    env = {**os.environ, "PYTHONPATH": str(boot)}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=folder, env=env, timeout=120)
 
 
 def _bce(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -71,10 +73,10 @@ def _bce(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def test_the_new_family_runs_in_compare_with_its_option(extended):
     """The report's mean of smoothed-bce at smoothing 0.2 is BCE against y·0.8 + 0.1, averaged over
     the valid elements of examples/detection.npz, computed here in numpy."""
-    result = _run(extended, "-m", "lossaudit", "compare", "examples/detection.npz", "--isolated", "--losses", "bce,smoothed-bce", "--smoothing", "0.2", "--format", "json")
+    result = _run(extended, "-m", "lossaudit", "compare", str(EXAMPLE), "--isolated", "--losses", "bce,smoothed-bce", "--smoothing", "0.2", "--format", "json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    with np.load(ROOT / "examples" / "detection.npz") as dump:
+    with np.load(EXAMPLE) as dump:
         logits, labels = dump["logits"].astype(np.float64), dump["targets"]
     classes = logits.shape[-1]  # (B, A, C) logits, (B, A) labels
     logits, labels = logits.reshape(-1, classes), labels.reshape(-1)
@@ -116,7 +118,7 @@ def test_the_new_family_is_listed_in_the_help_the_listing_and_the_configuration(
     assert "--smoothing" in help_text and "smoothed-bce" in help_text
     config = tmp_path / "pyproject.toml"
     config.write_text('[tool.lossaudit.compare]\nlosses = ["smoothed-bce"]\nsmoothing = 1.5\n')
-    refused = _run(extended, "-m", "lossaudit", "compare", "examples/detection.npz", "--config", str(config))
+    refused = _run(extended, "-m", "lossaudit", "compare", str(EXAMPLE), "--config", str(config))
     assert refused.returncode == 2
     assert f"{config}: [tool.lossaudit.compare] key 'smoothing': expected a value in [0, 1]; got 1.5" in refused.stderr
 
@@ -126,3 +128,38 @@ def test_the_guide_leaves_the_real_package_unchanged():
     from lossaudit.losses.registry import LOSSES
 
     assert "smoothed-bce" not in LOSSES
+
+
+USER_LOSSES = '''
+import torch
+import torch.nn.functional as F
+
+
+def smoothed_bce_loss(logits, targets, smoothing=0.1):
+    """A user's label-smoothed BCE, as the reference: targets pulled to 1/2 by smoothing."""
+    return F.binary_cross_entropy_with_logits(logits, targets * (1 - smoothing) + smoothing / 2)
+
+
+def smoothed_bce_loss_to_one(logits, targets, smoothing=0.1):
+    """A common slip: every target pulled up by smoothing (y (1 - s) + s), negatives included."""
+    return F.binary_cross_entropy_with_logits(logits, targets * (1 - smoothing) + smoothing)
+'''
+
+
+def test_the_new_lint_kind_audits_user_code(extended, tmp_path):
+    """`lint --kind smoothed-bce` is accepted, matches a correct implementation (no error) and
+    reports one that smooths towards 1 as not matching the reference (an error, exit 1)."""
+    source = tmp_path / "user_losses.py"
+    source.write_text(USER_LOSSES)
+    help_text = _run(extended, "-m", "lossaudit", "lint", "--help").stdout
+    assert "smoothed-bce" in help_text
+    good = _run(extended, "-m", "lossaudit", "lint", f"{source}:smoothed_bce_loss", "--kind", "smoothed-bce", "--format", "json")
+    assert good.returncode == 0, good.stdout + good.stderr
+    (target,) = json.loads(good.stdout)["targets"]
+    assert target["detected"]["kind"] == "smoothed-bce" and target["detected"]["matched"]
+    assert target["detected"]["reference"].startswith("lossaudit.losses.smoothed_bce.smoothed_bce(smoothing=0.1")
+    bad = _run(extended, "-m", "lossaudit", "lint", f"{source}:smoothed_bce_loss_to_one", "--kind", "smoothed-bce", "--format", "json")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    (target,) = json.loads(bad.stdout)["targets"]
+    assert not target["detected"]["matched"]
+    assert any(finding["severity"] == "error" for finding in target["findings"])
