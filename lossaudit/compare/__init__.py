@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from lossaudit._callable import make_callable
 from lossaudit.errors import InputError
 from lossaudit.losses.registry import PARAMS, defaults_for, parse_losses
 
@@ -106,5 +105,3 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
         report["input"]["model"] = model_info
     return report
 
-
-make_callable(__name__, "compare")

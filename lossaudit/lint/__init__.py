@@ -4,10 +4,6 @@ The parent process (this package's :mod:`runner`) never imports the user's code:
 imported and probed in a child process (:mod:`worker`) with a time limit, and the findings come
 back as plain data (:mod:`findings`).
 
-The package is also callable: ``lossaudit.lint(...)`` is :func:`lossaudit.api.lint` (see
-:mod:`lossaudit._callable`).
+The package is also callable: ``lossaudit.lint(...)`` is :func:`lossaudit.api.lint` (``lossaudit``
+makes it so when it binds the subpackage: :mod:`lossaudit._callable`).
 """
-
-from lossaudit._callable import make_callable
-
-make_callable(__name__, "lint")
