@@ -7,7 +7,9 @@ A loss family added to the registry is computed here until someone writes numpy 
 with a target (softmax losses) go through the reference, the gradient magnitude through autograd,
 and both are binned exactly as the streaming pass bins its own losses (``g = |p - y|`` with ``p``
 the float32 sigmoid; ``1 - q_target`` with the float32 softmax). The reference must be separable
-over rows (GHM-C and OHEM, which are not, have numpy terms). Torch is imported by :meth:`add`.
+over rows (GHM-C and OHEM, which are not, have numpy terms). Torch is imported by :meth:`add`,
+in each forked worker; where this process has imported torch already, the pass runs in this
+process instead (torch's thread pools do not survive a fork: autograd in the child can hang).
 """
 
 from __future__ import annotations

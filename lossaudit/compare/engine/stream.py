@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -468,6 +469,8 @@ def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None 
             extra.append(GenericTally(settings, slow, info.num_classes, class_counts))
         return [StreamTally(core, info.num_classes, len(info.files), rows, family.params if family else None), *extra]
 
+    if slow and "torch" in sys.modules:
+        workers = 1  # torch's thread pools do not survive fork: a forked worker's autograd can hang
     total, *extra = stream_pass(plan, make, chunk_rows, workers, progress)
     tally = total.finish(plan)
     for accumulator in extra:
