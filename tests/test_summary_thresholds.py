@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import pytest
 
 import lossaudit
 from lossaudit.compare.report.summary import summarise

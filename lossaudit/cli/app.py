@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape as plain  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
 
-from lossaudit import __version__
+from lossaudit._version import __version__
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 

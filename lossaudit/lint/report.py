@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from lossaudit import __version__
+from lossaudit._version import __version__
 from lossaudit.lint.discover import Candidate
 from lossaudit.lint.findings import Finding, TargetResult
 from lossaudit.lint.rules import RULES, RULES_BY_CODE, SEVERITIES

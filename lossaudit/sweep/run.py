@@ -22,7 +22,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from lossaudit import __version__
+from lossaudit._version import __version__
 from lossaudit.compare.engine import elements
 from lossaudit.compare.engine.stream import StreamTally, stream_pass
 from lossaudit.compare.report.build import build_report
