@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,10 @@ def compare(
     targets: object = None,
     mask: object = None,
     class_names: Sequence[str] | str | os.PathLike | None = None,
-    losses: Sequence[str] | str | None = None,
+    losses: Sequence[str | Callable] | str | None = None,
+    loss_init: dict | None = None,
+    timeout: float = 10.0,
+    memory_limit_mb: int | None = None,
     bins: int = 10,
     logits_key: str | None = None,
     targets_key: str | None = None,
@@ -58,7 +61,12 @@ def compare(
     ``ghm_bins``, ``qfl_beta``, ... : ``lossaudit losses`` lists them) are keywords too, checked
     against the constraints the registry declares (:data:`lossaudit.losses.registry.PARAMS`). ``losses`` None means the defaults (``ce, bce, focal, softmax-focal, ghm``, plus
     ``centernet`` for heatmaps, ``qfl`` and ``vfl`` for soft targets, ``asl`` for multi-label
-    targets: :func:`lossaudit.compare.default_losses`). ``baseline``: a previous report's JSON file; the changes since
+    targets: :func:`lossaudit.compare.default_losses`). ``losses`` may name your own losses beside
+    them — ``"path/to/file.py:fn"``, ``"package.module:Class"``, an installed package's entry
+    point (group ``lossaudit.losses``), each optionally ending ``@sigmoid``/``@softmax`` — or be
+    the callables themselves; ``loss_init`` gives them keyword arguments (``{NAME: {KEY: VALUE}}``,
+    ``--loss-init``), and they run in a child process, each call under ``timeout`` seconds and the
+    process under ``memory_limit_mb`` MiB (README "Your own loss in compare"). ``baseline``: a previous report's JSON file; the changes since
     it are the report's ``extra["baseline"]`` section (README "Tracking runs").
 
     Returns:
@@ -77,6 +85,7 @@ def compare(
     from lossaudit import compare as comparison
     from lossaudit.errors import InputError
     from lossaudit.io.dataset import LoadOptions, read_class_names
+    from lossaudit.losses.user import split_losses
 
     arrays = _arrays(logits, targets, mask)
     names = read_class_names(Path(class_names)) if isinstance(class_names, (str, os.PathLike)) else None if class_names is None else [str(n) for n in class_names]
@@ -95,8 +104,12 @@ def compare(
     elif any(value is not None for value in (data, arch, init, save_logits)):
         raise InputError("--data, --arch, --init and --save-logits go with --model")
     path_list = [] if paths is None else [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(path) for path in paths]
-    chosen = comparison.parse_losses(losses if losses is None or isinstance(losses, str) else ",".join(losses))
-    document = comparison.run(path_list, load_options, settings, chosen, source, arrays=arrays)
+    chosen, users = split_losses(losses, loss_init)
+    if users:
+        from dataclasses import replace
+
+        settings = replace(settings, user_losses=users)
+    document = comparison.run(path_list, load_options, settings, chosen, source, arrays=arrays, timeout=timeout, memory_limit_mb=memory_limit_mb)
     if baseline is not None:
         from lossaudit.compare.report.baseline import changes, read_report
 

@@ -50,7 +50,8 @@ def _losses_help() -> str:
         if spec.default_when is not None and spec.default_on:
             extras.setdefault(spec.default_on, []).append(loss)
     added = ", ".join(f"+{','.join(losses)} for {data}" for data, losses in extras.items())
-    return f"Comma list of {', '.join(LOSS_IDS)} [default: {','.join(BASE_LOSSES)}; {added}]."
+    return (f"Comma list of {', '.join(LOSS_IDS)} [default: {','.join(BASE_LOSSES)}; {added}]; also your own: "
+            "path/to/file.py:fn, package.module:Class or an installed lossaudit.losses entry point, optionally ending @sigmoid or @softmax.")
 
 
 def with_loss_options(after: str):
@@ -98,6 +99,9 @@ def compare(
     inputs: InputsOption = Inputs.auto,
     class_names: ClassNamesOption = None,
     losses: Annotated[Optional[str], typer.Option(help=plain(_losses_help()), show_default=False, metavar='LOSS,...', rich_help_panel='Losses')] = None,
+    loss_init: Annotated[Optional[list[str]], typer.Option("--loss-init", help=plain("Keyword argument of a user loss of --losses: its constructor's (a class) or every call's (a function); NAME is its target, symbol or entry point; VALUE a Python literal. Repeatable."), metavar="NAME.KEY=VALUE", rich_help_panel="Losses")] = None,
+    timeout: Annotated[float, typer.Option(help=plain("Seconds allowed for each call of a user loss (and its import), in its child process."), min=0.1, metavar="SECONDS", rich_help_panel="Losses")] = 10.0,
+    memory_limit: Annotated[Optional[int], typer.Option("--memory-limit", help=plain("Address-space limit of the child process that runs the user losses, in MiB [default: half the machine's memory, at least 2048]."), min=256, show_default=False, metavar="MIB", rich_help_panel="Losses")] = None,
     bins: BinsOption = 10,
     top: Annotated[Optional[int], typer.Option(help=plain("Show only the K classes with the largest loss (of the loss with the largest total, or --top-by)."), min=1, metavar='K', rich_help_panel='Report')] = None,
     top_by: Annotated[Optional[str], typer.Option(help=plain("The loss --top ranks classes by (one of those shown)."), metavar='LOSS', rich_help_panel='Report')] = None,
@@ -132,7 +136,8 @@ def compare(
         from lossaudit.render.formats import refuse_overwriting_inputs
 
         settings_file = load_config(config, isolated)
-        o = {**ctx.params, **config_values(ctx, settings_file.compare)}
+        o = {**ctx.params, **config_values(ctx, settings_file.compare, skip=("loss-init",))}
+        loss_init = loss_init or settings_file.compare.get("loss-init")
         read = [*(paths or []), settings_file.source, *(Path(o[key]) for key in ("class_names", "alpha_per_class", "baseline") if isinstance(o[key], (str, Path))), model, data]
         refuse_overwriting_inputs(output, read, DUMP_SUFFIXES)
         if plot is not None:
@@ -145,6 +150,9 @@ def compare(
             paths or None,
             class_names=o["class_names"],
             losses=o["losses"],
+            loss_init=loss_init,
+            timeout=o["timeout"],
+            memory_limit_mb=o["memory_limit"],
             **{name: o[name] for name in PARAMS},
             bins=o["bins"],
             logits_key=o["logits_key"],

@@ -67,12 +67,15 @@ def _model_batch(source: ModelSource) -> tuple[object, dict]:
     return batch, info
 
 
-def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | None, model: ModelSource | None = None, arrays: dict | None = None) -> dict:
+def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | None, model: ModelSource | None = None, arrays: dict | None = None,
+        timeout: float = 10.0, memory_limit_mb: int | None = None) -> dict:
     """Read the dumps (or run the model, or take ``arrays``: ``{"logits", "targets"[, "mask",
     "class_names"]}`` numpy arrays) in one streaming pass, and return the report (see
     :mod:`lossaudit.compare.report.build`). ``losses`` None means the defaults of :func:`default_losses`
     (then ``softmax-background`` and ``softmax-multi-hot`` do not gate ``--strict``). The full-tensor engine (:func:`lossaudit.compare.oracle.tally`) computes the
-    same numbers and is the tests' oracle."""
+    same numbers and is the tests' oracle. ``settings.user_losses`` (the user's own losses, named in
+    ``losses``) are computed in a child process, each call under ``timeout`` seconds and the
+    process under ``memory_limit_mb`` (:mod:`lossaudit.compare.engine.user`)."""
     from lossaudit.compare.engine.stream import stream_tally
     from lossaudit.compare.report.build import build_report
     from lossaudit.io.dataset import plan
@@ -98,8 +101,15 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
     settings = replace(settings, losses=losses)
     if settings.alpha_per_class is not None:
         PARAMS["alpha_per_class"].check_classes(settings.alpha_per_class, data.info.num_classes)
+    registry = replace(settings, losses=tuple(loss for loss in losses if settings.user(loss) is None), user_losses=())
     with tally_progress(data.info.num_rows, data.info.num_classes) as progress:
-        tally = stream_tally(data, settings, progress=progress)
+        tally = stream_tally(data, registry, progress=progress)
+    if settings.user_losses:
+        from lossaudit.compare.engine.user import merge, user_tally
+
+        tables, users = user_tally(data, settings, timeout, memory_limit_mb)
+        merge(tally, tables)
+        settings = replace(settings, user_losses=users)
     report = build_report(data.info, settings, tally, explicit)
     if model_info is not None:
         report["input"]["model"] = model_info

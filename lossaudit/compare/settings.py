@@ -42,21 +42,37 @@ def _check(self) -> None:
             object.__setattr__(self, name, values)
 
 
+def _user(self, loss: str):
+    """The :class:`~lossaudit.losses.user.UserLoss` of id ``loss``, or None (a registry loss)."""
+    return next((user for user in self.user_losses if user.id == loss), None)
+
+
 def _params(self, loss: str) -> dict[str, object]:
-    """The hyper-parameters that ``loss`` uses, as reported (its registry entry's ``arguments``)."""
-    return LOSSES[loss].arguments(self)
+    """The hyper-parameters that ``loss`` uses, as reported (its registry entry's ``arguments``;
+    a user loss's ``--loss-init`` keywords)."""
+    user = _user(self, loss)
+    return dict(user.init) if user is not None else LOSSES[loss].arguments(self)
+
+
+def _family(self, loss: str) -> str | None:
+    """``sigmoid`` or ``softmax``: the registry entry's, or the user loss's (None until declared
+    or inferred)."""
+    user = _user(self, loss)
+    return user.family if user is not None else LOSSES[loss].family
 
 
 LossSettings = make_dataclass(
     "LossSettings",
     [("losses", tuple, field(default=BASE_LOSSES)), ("bins", int, field(default=BINS.default))]
-    + [(name, object, field(default=param.default)) for name, param in PARAMS.items()],
+    + [(name, object, field(default=param.default)) for name, param in PARAMS.items()]
+    + [("user_losses", tuple, field(default=()))],
     frozen=True,
-    namespace={"__post_init__": _check, "params": _params, "__module__": __name__},
+    namespace={"__post_init__": _check, "params": _params, "family": _family, "user": _user, "__module__": __name__},
 )
 LossSettings.__doc__ = """Which losses to compute and their hyper-parameters (the ``compare`` options): ``losses``,
 ``bins`` and one field per hyper-parameter of the loss registry (:data:`lossaudit.losses.registry.PARAMS`),
-each checked against its declared constraint."""
+each checked against its declared constraint; ``user_losses``: the user's own losses among ``losses``
+(:class:`~lossaudit.losses.user.UserLoss`, not in the registry)."""
 
 
 @dataclass

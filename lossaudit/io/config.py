@@ -45,9 +45,10 @@ CHOICES = {
 }
 COMPARE_KEYS: dict[str, type | tuple] = {
     "logits-key": str, "targets-key": str, "targets": str, "background-index": int, "ignore-index": int,
-    "class-dim": int, "inputs": str, "class-names": Path, "losses": list, "bins": int,
+    "class-dim": int, "inputs": str, "class-names": Path, "losses": "losses", "bins": int,
     **{param.key: "per-class" if param.default is None else int if param.integer else float for param in PARAMS.values()},
     "top": int, "top-by": str, "strict": bool, "format": str, "baseline": Path, "fail-if-share-moves": float,
+    "loss-init": "loss-init", "timeout": float, "memory-limit": int,
 }
 LINT_KEYS: dict[str, type | tuple] = {
     "targets": "entries", "select": list, "ignore": list, "fail-on": str, "kind": str, "inputs": str,
@@ -209,6 +210,10 @@ def _typed(value: object, expected: type | str, key: str, where: str, folder: Pa
     hyper-parameter's declared constraint, rule codes; paths made relative to ``folder``."""
     if expected == "per-class":
         return _per_class(value, key, where, folder)
+    if expected == "losses":
+        return _losses(value, where, folder)
+    if expected == "loss-init":
+        return _loss_init(value, where)
     if expected == "entries":
         if not isinstance(value, list):
             raise InputError(f"{where}: expected a list of targets")
@@ -239,6 +244,36 @@ def _check_value(value: object, key: str, where: str, section: str) -> None:
         parse_codes(",".join(value), where)
 
 
+def _file_target(text: str, folder: Path) -> str:
+    """A ``path.py:Symbol`` target of the configuration, its path made relative to the current
+    folder (it is written relative to the configuration's folder); anything else as it is."""
+    location, sep, symbol = text.rpartition(":")
+    if sep and (location.endswith(".py") or "/" in location) and not Path(location).is_absolute():
+        return f"{relative_to_cwd(folder / location)}:{symbol}"
+    return text
+
+
+def _losses(value: object, where: str, folder: Path) -> list:
+    """``losses``: loss ids and user losses (``path.py:fn`` relative to the file's folder)."""
+    ok, value = _string_list(value)
+    if not ok:
+        raise InputError(f"{where}: expected a list of strings; got {value!r}")
+    return [_file_target(item, folder) for item in value]
+
+
+def _loss_init(value: object, where: str) -> object:
+    """``loss-init``: a table ``{NAME = {KEY = VALUE}}`` or a list of ``NAME.KEY=VALUE``."""
+    from lossaudit.losses.user import parse_loss_init
+
+    ok, _ = _string_list(value)
+    if not ok and not isinstance(value, dict):
+        raise InputError(f"{where}: expected a table {{NAME = {{KEY = VALUE}}}} or a list of NAME.KEY=VALUE; got {value!r}")
+    try:
+        return parse_loss_init(value if isinstance(value, dict) else _string_list(value)[1])
+    except InputError as error:
+        raise InputError(f"{where}: {error}") from None
+
+
 def _entry(item: object, where: str, folder: Path) -> dict:
     """A lint target entry: a string, or a table with ``target`` and per-target options. A file
     target is made relative to the current folder; ``root`` (the file's folder) is where a module
@@ -254,9 +289,7 @@ def _entry(item: object, where: str, folder: Path) -> dict:
         entry[key] = _typed(value, ENTRY_KEYS[key], key if key != "targets" else "entry-targets", f"{where}.{key}", folder, "entry")
     if entry.get("targets") not in (None, *ENTRY_ENCODINGS):
         raise InputError(f"{where}.targets: expected one of {', '.join(ENTRY_ENCODINGS)}; got {entry['targets']!r}")
-    location, sep, symbol = entry["target"].rpartition(":")
-    if sep and (location.endswith(".py") or "/" in location) and not Path(location).is_absolute():
-        entry["target"] = f"{relative_to_cwd(folder / location)}:{symbol}"
+    entry["target"] = _file_target(entry["target"], folder)
     entry["root"] = folder
     _check_exists(entry, where)
     return entry

@@ -154,22 +154,23 @@ def definition_line(path: Path, name: str) -> int | None:
     return next((node.lineno for node in parse_python(path).body if isinstance(node, kinds) and node.name == name), None)
 
 
-def parse_init(items: list[str] | None) -> dict:
+def parse_init(items: list[str] | None, option: str = "--init") -> dict:
     """``["alpha=0.25", "reduction=sum"]`` -> ``{"alpha": 0.25, "reduction": "sum"}``.
 
-    Values are Python literals; a bare word is taken as a string.
+    Values are Python literals; a bare word is taken as a string. ``option`` names the option in
+    the error messages.
     """
     parsed: dict = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key.isidentifier():
-            raise InputError(f"--init {item!r}: expected KEY=VALUE with KEY a Python identifier")
+            raise InputError(f"{option} {item!r}: expected KEY=VALUE with KEY a Python identifier")
         try:
             parsed[key] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
             if not value.strip().isidentifier():
-                raise InputError(f"--init {item!r}: {value!r} is not a Python literal") from None
+                raise InputError(f"{option} {item!r}: {value!r} is not a Python literal") from None
             parsed[key] = value.strip()
     return parsed
 

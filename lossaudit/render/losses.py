@@ -29,9 +29,18 @@ def _when(spec) -> str:
     return f"on {spec.default_on}" if spec.default_on else "always"
 
 
+def installed() -> list[dict]:
+    """The losses installed packages offer through the ``lossaudit.losses`` entry points, read
+    from their metadata (none is imported): name, target, distribution."""
+    from lossaudit.losses.user import entry_points
+
+    return [{"name": name, "target": point.value, "package": getattr(getattr(point, "dist", None), "name", None)} for name, point in sorted(entry_points().items())]
+
+
 def document() -> dict:
     """The listing as plain data (``--format json``)."""
     return {
+        "installed": installed(),
         "losses": [{"id": loss, "family": spec.family, "default": _when(spec), "parameters": list(spec.params), "lint_kind": spec.lint_kind, "summary": spec.summary}
                    for loss, spec in LOSSES.items()],
         "parameters": [{"option": param.option, "key": param.key, "keyword": name, "default": param.default, "allowed": param.bounds.expected(param.integer),
@@ -64,6 +73,11 @@ def render_text() -> str:
         for name in spec.params:
             param = PARAMS[name]
             out.append(f"    {param.option} {param.metavar}  default {_default(param)}; {param.bounds.expected(param.integer)}")
+    offered = installed()
+    if offered:
+        out.append("")
+        out.append("installed (entry points lossaudit.losses; compare --losses NAME):")
+        out += [f"    {item['name']} = {item['target']}" + (f"  (from {item['package']})" if item["package"] else "") for item in offered]
     out.append("")
     out.append("lint kinds: " + ", ".join(f"{kind.name} ({kind.summary})" for kind in LINT_KINDS.values()))
     return "\n".join(out) + "\n"

@@ -33,11 +33,14 @@ class GenericTally:
         losses: the loss ids to compute here.
         num_classes: C.
         class_counts: ``(C,)`` target sums of the data, for losses that read them (else None).
+        specs: entries of losses outside the registry (a user's losses:
+            :mod:`~lossaudit.compare.engine.user`), by id; such an accumulator is not pickled.
     """
 
-    def __init__(self, settings: LossSettings, losses: tuple[str, ...], num_classes: int, class_counts: np.ndarray | None):
+    def __init__(self, settings: LossSettings, losses: tuple[str, ...], num_classes: int, class_counts: np.ndarray | None, specs: dict | None = None):
         self.losses = losses  # ids, not entries: accumulators are pickled back from forked workers
-        self.arguments = {loss: settings.params(loss) for loss in losses}
+        self.specs = specs or {}
+        self.arguments = {loss: {} if loss in self.specs else settings.params(loss) for loss in losses}
         self.class_counts, self.num_classes = class_counts, num_classes
         self.intervals = Intervals(settings.bins, settings.ghm_bins)
         self.size = num_classes * 2 * self.intervals.count
@@ -51,7 +54,7 @@ class GenericTally:
         positive = np.zeros(chunk.logits.shape, dtype=bool)
         positive[chunk.target_rows, chunk.target_cols] = chunk.target_positive
         for loss in self.losses:
-            spec = LOSSES[loss]
+            spec = self.specs.get(loss) or LOSSES[loss]
             if spec.family == SIGMOID:
                 self._add_sigmoid(torch, loss, spec, chunk, positive)
             else:

@@ -68,10 +68,10 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return float(numerator / denominator) if denominator else None
 
 
-def family(loss: str) -> str:
+def family(loss: str, families: dict[str, str] | None = None) -> str:
     """``softmax`` for the losses over a softmax of the row (ce, softmax-focal, cb-ce,
-    logit-adjusted-ce), else ``sigmoid``."""
-    return LOSSES[loss].family
+    logit-adjusted-ce), else ``sigmoid``; ``families`` gives those of the user's losses."""
+    return families[loss] if families and loss in families else LOSSES[loss].family
 
 
 def data_kind(data: DataInfo, tally: Tally) -> str:
@@ -86,10 +86,10 @@ def fitting_family(kind: str) -> str:
     return "softmax" if kind == "single-label" else "sigmoid"
 
 
-def order_by_fit(loss_ids: tuple[str, ...], kind: str) -> list[str]:
+def order_by_fit(loss_ids: tuple[str, ...], kind: str, families: dict[str, str] | None = None) -> list[str]:
     """The losses that fit ``kind`` first, each group in the requested order."""
     fits = fitting_family(kind)
-    return [loss for loss in loss_ids if family(loss) == fits] + [loss for loss in loss_ids if family(loss) != fits]
+    return [loss for loss in loss_ids if family(loss, families) == fits] + [loss for loss in loss_ids if family(loss, families) != fits]
 
 
 def _input_section(data: DataInfo, tally: Tally, counts: np.ndarray) -> dict:
@@ -133,10 +133,11 @@ def _loss_section(settings: LossSettings, tally: Tally, positives: int, order: l
     for loss in order:
         sums, gradients = tally.loss_sums[loss], tally.gradient_sums[loss]
         total, gradient = float(sums.sum()), float(gradients.sum())
-        softmax = family(loss) == "softmax"
+        loss_family = settings.family(loss)
+        softmax = loss_family == "softmax"
         section[loss] = {
-            "family": family(loss),
-            "fits_data": family(loss) == fitting_family(kind),
+            "family": loss_family,
+            "fits_data": loss_family == fitting_family(kind),
             "covers": {"unit": "rows", "count": int(tally.normalisers[loss])} if softmax else {"unit": "elements", "count": valid},
             "params": settings.params(loss),
             "sum": total,
@@ -152,6 +153,9 @@ def _loss_section(settings: LossSettings, tally: Tally, positives: int, order: l
             "gradient_easy_negative_share": _share(float(gradients[:, 0, :, EASY].sum()), gradient),
             "gradient_very_hard_share": _share(float(gradients[..., VERY_HARD].sum()), gradient),
         }
+        user = settings.user(loss)
+        if user is not None:
+            section[loss]["source"] = user.to_report()
     return section
 
 
@@ -189,11 +193,11 @@ def _per_class(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarra
     return rows
 
 
-def _has_softmax(order: list[str]) -> bool:
-    return any(family(loss) == "softmax" for loss in order)
+def _has_softmax(order: list[str], families: dict[str, str] | None = None) -> bool:
+    return any(family(loss, families) == "softmax" for loss in order)
 
 
-def _per_difficulty(settings: LossSettings, order: list[str], tally: Tally, counts: np.ndarray) -> list[dict]:
+def _per_difficulty(settings: LossSettings, order: list[str], tally: Tally, counts: np.ndarray, families: dict[str, str] | None = None) -> list[dict]:
     bins = settings.bins
     bin_counts = counts.sum(axis=(0, 1, 3))
     row_counts = tally.softmax_counts.sum(axis=(0, 1, 3))
@@ -201,7 +205,7 @@ def _per_difficulty(settings: LossSettings, order: list[str], tally: Tally, coun
     weights = ghm_bin_weights(bin_counts, max(total, 1.0))
     totals = {loss: float(tally.loss_sums[loss].sum()) for loss in order}
     gradients = {loss: float(tally.gradient_sums[loss].sum()) for loss in order}
-    softmax = _has_softmax(order)
+    softmax = _has_softmax(order, families)
     return [
         {
             "bin": b,
@@ -220,10 +224,10 @@ def _per_difficulty(settings: LossSettings, order: list[str], tally: Tally, coun
     ]
 
 
-def _levels(order: list[str], tally: Tally, counts: np.ndarray) -> list[dict]:
+def _levels(order: list[str], tally: Tally, counts: np.ndarray, families: dict[str, str] | None = None) -> list[dict]:
     """The four difficulty levels (easy, medium, hard, very hard): counts and each loss's share."""
     edges = (0.0, *LEVEL_EDGES, 1.0)
-    softmax = _has_softmax(order)
+    softmax = _has_softmax(order, families)
     totals = {loss: float(tally.loss_sums[loss].sum()) for loss in order}
     gradients = {loss: float(tally.gradient_sums[loss].sum()) for loss in order}
     return [
@@ -241,13 +245,13 @@ def _levels(order: list[str], tally: Tally, counts: np.ndarray) -> list[dict]:
     ]
 
 
-def _quadrants(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray) -> dict:
+def _quadrants(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray, families: dict[str, str] | None = None) -> dict:
     """Rare vs common classes (positives below the median class count) × easy (g < 0.5) vs hard."""
     positives = counts[:, 1].sum(axis=(1, 2))
     ordered = np.sort(positives)  # the median, without np.median (which imports numpy.ma: 10 ms)
     median = float(ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
     rare = positives < median
-    softmax = _has_softmax(order)
+    softmax = _has_softmax(order, families)
     cells = {}
     for rarity, classes in (("rare", rare), ("common", ~rare)):
         for difficulty, levels in (("easy", slice(0, HARD_LEVEL)), ("hard", slice(HARD_LEVEL, None))):
@@ -287,10 +291,10 @@ class _Findings:
         self.items.append({**finding, **extra})
 
 
-def _findings(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray, explicit: bool) -> list[dict]:
+def _findings(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray, explicit: bool, families: dict[str, str] | None = None) -> list[dict]:
     findings = _Findings(explicit)
     _input_findings(findings, data, tally)
-    _softmax_findings(findings, data, order, tally)
+    _softmax_findings(findings, data, order, tally, families)
     empty = [data.class_names[c] for c in range(data.num_classes) if counts[c, 1].sum() == 0]
     if empty:
         findings.add("class-without-positives", len(empty), ", ".join(empty[:10]) + (" …" if len(empty) > 10 else ""), classes=empty)
@@ -325,11 +329,11 @@ def _input_findings(findings: _Findings, data: DataInfo, tally: Tally) -> None:
         )
 
 
-def _softmax_findings(findings: _Findings, data: DataInfo, order: list[str], tally: Tally) -> None:
+def _softmax_findings(findings: _Findings, data: DataInfo, order: list[str], tally: Tally, families: dict[str, str] | None = None) -> None:
     """Rows a softmax loss reads differently from the sigmoid losses: background rows (no target)
     and multi-hot rows."""
-    softmax = [loss for loss in order if family(loss) == "softmax"]
-    sigmoid = [loss for loss in order if family(loss) == "sigmoid"]
+    softmax = [loss for loss in order if family(loss, families) == "softmax"]
+    sigmoid = [loss for loss in order if family(loss, families) == "sigmoid"]
     if softmax and tally.background_rows:
         seen = f"{', '.join(softmax)} see the {int(tally.normalisers[softmax[0]]):,} rows with a target"
         if sigmoid:
@@ -355,7 +359,8 @@ def build_report(data: DataInfo, settings: LossSettings, tally: Tally, explicit:
     counts = tally.element_counts
     positives = int(counts[:, 1].sum())
     kind = data_kind(data, tally)
-    order = order_by_fit(settings.losses, kind)
+    families = {user.id: user.family for user in settings.user_losses}
+    order = order_by_fit(settings.losses, kind, families)
     report = {
         "schema_version": SCHEMA_VERSION,
         "lossaudit_version": __version__,
@@ -364,10 +369,10 @@ def build_report(data: DataInfo, settings: LossSettings, tally: Tally, explicit:
         "input": _input_section(data, tally, counts),
         "losses": _loss_section(settings, tally, positives, order, kind),
         "per_class": _per_class(data, order, tally, counts),
-        "per_difficulty": _per_difficulty(settings, order, tally, counts),
-        "levels": _levels(order, tally, counts),
-        "quadrants": _quadrants(data, order, tally, counts),
-        "findings": _findings(data, order, tally, counts, explicit),
+        "per_difficulty": _per_difficulty(settings, order, tally, counts, families),
+        "levels": _levels(order, tally, counts, families),
+        "quadrants": _quadrants(data, order, tally, counts, families),
+        "findings": _findings(data, order, tally, counts, explicit, families),
         "focal_ce_ratio": _focal_ce_total(order, tally),
     }
     report["summary"] = summarise(report)

@@ -65,7 +65,9 @@ class Sentence(_Row):
 class LossResult(_Row):
     """One loss over the whole data. ``covers`` says which units it sees (``{"unit": "rows" |
     "elements", "count"}``); shares are fractions of this loss's total, ``gradient_*`` shares
-    fractions of its gradient magnitude Σ |∂L/∂x| (``gradient_mean``: that sum for the mean loss)."""
+    fractions of its gradient magnitude Σ |∂L/∂x| (``gradient_mean``: that sum for the mean loss).
+    ``details``: further keys, such as a user loss's ``source`` (``{"kind": "user", "from",
+    "target", "targets"}``)."""
 
     family: str
     fits_data: bool
@@ -83,6 +85,7 @@ class LossResult(_Row):
     gradient_positive_share: float | None
     gradient_easy_negative_share: float | None
     gradient_very_hard_share: float | None
+    details: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
