@@ -105,6 +105,8 @@ def compare(
         raise InputError("--data, --arch, --init and --save-logits go with --model")
     path_list = [] if paths is None else [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(path) for path in paths]
     chosen, users = split_losses(losses, loss_init)
+    if not timeout > 0 or (memory_limit_mb is not None and memory_limit_mb < 256):
+        raise InputError(f"timeout {timeout!r}, memory_limit_mb {memory_limit_mb!r}: expected seconds > 0 and at least 256 MiB")
     if users:
         from dataclasses import replace
 

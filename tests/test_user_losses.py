@@ -211,3 +211,10 @@ def test_an_entry_point_loss_is_listed_without_import_and_used_by_name(plugin, r
     assert "plugin_focal.losses" not in sys.modules  # imported by the child process only
     result = run_cli("compare", DETECTION, "--losses", "focal,bomb@sigmoid")
     assert result.exit_code == 2 and "bomb" in result.stderr and "imported during the listing" in result.stderr
+
+
+def test_the_api_checks_the_limits_and_loss_init_needs_a_user_loss():
+    with pytest.raises(lossaudit.InputError, match="expected seconds > 0"):
+        lossaudit.compare(DETECTION, losses=["focal"], timeout=0)
+    with pytest.raises(lossaudit.InputError, match="--loss-init goes with a user loss"):
+        lossaudit.compare(DETECTION, loss_init={"x": {"gamma": 1}})
