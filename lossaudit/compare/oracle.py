@@ -14,7 +14,7 @@ import numpy as np
 from lossaudit.compare.settings import LEVEL_EDGES, LEVELS, LossSettings, Tally
 from lossaudit.io.dataset import Dataset
 from lossaudit.losses.registry import LOSSES
-from lossaudit.losses.spec import SOFTMAX
+from lossaudit.losses.spec import SOFTMAX, normalise
 
 if TYPE_CHECKING:
     import torch
@@ -87,14 +87,15 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
             normalisers[loss], names[loss] = float(softmax_rows.sum()), "rows with a target"
             continue
         element_loss = spec.terms(x, y, valid, positive, **arguments) * weight
-        normalisers[loss], names[loss] = spec.normaliser(valid, y, positive)
+        normalisers[loss], names[loss] = normalise(spec, *spec.normaliser(valid, y, positive))
         sums[loss] = _sum_by_key(sigmoid_keys, element_loss.detach(), shape)
         (gradient,) = torch.autograd.grad(element_loss.sum(), x, retain_graph=True)
         gradients[loss] = _sum_by_key(sigmoid_keys, gradient.abs(), shape)
 
     x, p = x.detach(), p.detach()
     q_all = torch.softmax(torch.where(softmax_rows[:, None], x, torch.zeros_like(x)), dim=1)
-    softmax_positive = positive & softmax_rows[:, None]
+    any_softmax = any(LOSSES[loss].family == SOFTMAX for loss in settings.losses)
+    softmax_positive = positive & softmax_rows[:, None] & any_softmax  # the rows a softmax loss uses: none without one
     return Tally(
         loss_sums=sums,
         gradient_sums=gradients,

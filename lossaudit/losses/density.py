@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from lossaudit._lazy import F, torch
 from lossaudit.losses.common import check_reduction, reduce
-from lossaudit.losses.spec import SIGMOID, Bounds, LintKind, LossSpec, Param, always
+from lossaudit.losses.spec import SIGMOID, Bounds, LintKind, LossSpec, Param, always, valid_elements
 
 GHM = "ghm"
 
@@ -119,13 +119,9 @@ def _ghm_terms(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, positive: 
     return ghm(x, y, bins=bins, momentum=momentum, mask=valid, reduction="none")
 
 
-def _at_least_one_valid(valid: torch.Tensor, y: torch.Tensor, positive: torch.Tensor) -> tuple[float, str]:
-    return float(max(int(valid.sum()), 1)), "valid elements"
-
-
 LOSSES = (
     LossSpec(GHM, SIGMOID, "GHM-C: BCE weighted by the inverse density of g = |p - y| (mmdet)", params=("ghm_bins", "ghm_momentum"),
-             arguments=lambda s: {"bins": s.ghm_bins, "momentum": s.ghm_momentum}, terms=_ghm_terms, normaliser=_at_least_one_valid,
+             arguments=lambda s: {"bins": s.ghm_bins, "momentum": s.ghm_momentum}, terms=_ghm_terms, normaliser=valid_elements, empty_name="valid elements",
              default_when=always, lint_kind=GHM),
 )
 LINT_KINDS = (

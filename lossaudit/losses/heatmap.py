@@ -41,17 +41,20 @@ def centernet(
 
 
 def _centernet_terms(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, positive: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
-    return centernet(torch.sigmoid(x).clamp(CENTERNET_PROB_CLAMP, 1 - CENTERNET_PROB_CLAMP), y, alpha=alpha, beta=beta, reduction="none")
+    """``compare``'s terms: sigmoid(x) clamped as CenterNet clamps its float32 heatmaps, to the
+    float32 values of 1e-4 and 1 - 1e-4 (0.99989998: in float64, 1 - 1e-4 would give -log(1 - p)
+    1.8e-5 larger at every clamped negative), whatever the dtype of ``x``."""
+    low, high = torch.tensor([CENTERNET_PROB_CLAMP, 1 - CENTERNET_PROB_CLAMP], dtype=torch.float32).tolist()
+    return centernet(torch.sigmoid(x).clamp(low, high), y, alpha=alpha, beta=beta, reduction="none")
 
 
 def _peaks(valid: torch.Tensor, y: torch.Tensor, positive: torch.Tensor) -> tuple[float, str]:
-    peaks = int((y.eq(1) & valid).sum())
-    return float(max(peaks, 1)), "peaks" if peaks else "1 (no peaks)"
+    return float((y.eq(1) & valid).sum()), "peaks"
 
 
 LOSSES = (
     LossSpec(CENTERNET, SIGMOID, "CenterNet penalty-reduced focal loss on heatmaps (alpha 2, beta 4)", arguments=lambda s: {"alpha": 2.0, "beta": 4.0},
-             terms=_centernet_terms, normaliser=_peaks, default_when=lambda info: info.encoding == HEATMAP_ENCODING, default_on="heatmaps", lint_kind=CENTERNET),
+             terms=_centernet_terms, normaliser=_peaks, empty_name="1 (no peaks)", default_when=lambda info: info.encoding == HEATMAP_ENCODING, default_on="heatmaps", lint_kind=CENTERNET),
 )
 LINT_KINDS = (
     LintKind(CENTERNET, "CenterNet penalty-reduced focal loss on probability heatmaps", CENTERNET, focusing=None,

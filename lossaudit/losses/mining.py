@@ -62,10 +62,10 @@ def _ohem_terms(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, positive:
 
 
 def _positive_rows(valid: torch.Tensor, y: torch.Tensor, positive: torch.Tensor) -> tuple[float, str]:
-    return float(max(int(positive.any(dim=1).sum()), 1)), "positive rows"
+    return float(positive.any(dim=1).sum()), "positive rows"
 
 
 LOSSES = (
     LossSpec(OHEM, SIGMOID, "BCE over the positive rows and the hardest negative rows (SSD hard-negative mining)", params=("ohem_ratio",),
-             arguments=lambda s: {"neg_pos_ratio": s.ohem_ratio}, terms=_ohem_terms, normaliser=_positive_rows),
+             arguments=lambda s: {"neg_pos_ratio": s.ohem_ratio}, terms=_ohem_terms, normaliser=_positive_rows, empty_name="positive rows"),
 )

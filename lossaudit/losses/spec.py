@@ -170,8 +170,10 @@ class LossSpec:
             sigmoid ``terms(x, y, valid, positive, **arguments) -> (N, C)`` element losses, softmax
             ``terms(x, y, class_counts, **arguments) -> (N, C)`` terms at the targets, with
             ``class_counts`` the ``(C,)`` target sums of the data.
-        normaliser: sigmoid losses: ``(valid, y, positive) -> (value, name)``, what the mean divides
-            by; softmax losses divide by the rows with a target.
+        normaliser: sigmoid losses: ``(valid, y, positive) -> (count, unit)``, what the mean divides
+            by, a count that adds up over rows (the streaming engine adds it chunk by chunk);
+            softmax losses divide by the rows with a target.
+        empty_name: when set, the mean divides by at least 1, and a count of 0 is named so.
         default_when: ``DataInfo -> bool``: the data for which it is a default of ``compare``.
         default_on: that data in words, for the help (empty: on any data).
         needs_class_counts: it reads the data's class counts (taken before the pass).
@@ -185,10 +187,19 @@ class LossSpec:
     arguments: Callable[[object], dict] = field(default=lambda settings: {})
     terms: Callable | None = None
     normaliser: Callable | None = None
+    empty_name: str | None = None
     default_when: Callable[[object], bool] | None = None
     default_on: str = ""
     needs_class_counts: bool = False
     lint_kind: str | None = None
+
+
+def normalise(spec: LossSpec, count: float, unit: str) -> tuple[float, str]:
+    """What ``spec``'s mean divides by, and its name, from the count its normaliser gave for the
+    whole data."""
+    if spec.empty_name is None:
+        return float(count), unit
+    return (float(count), unit) if count >= 1 else (1.0, spec.empty_name)
 
 
 @dataclass(frozen=True)

@@ -255,12 +255,14 @@ def softmax_terms(rows_x: np.ndarray, row: np.ndarray, cols: np.ndarray) -> Soft
     """Softmax of the ``(m, C)`` float32 logits ``rows_x`` over each row, taken at the elements
     ``(row, cols)`` (``row`` indexes ``rows_x``): ``log q = z - log1p(s)`` with ``z = x - max`` and
     ``s`` the sum of ``exp(z)`` over the row's other classes (one maximum left out, whose term is
-    exactly 1), summed pairwise in float32, the logarithm in float64. Leaving the 1 out of the
+    exactly 1), summed pairwise in float32, the logarithm and the target's ``z`` in float64. Leaving the 1 out of the
     float32 sum keeps a confident row's small ``-log q`` to float32's relative precision: summed as
     ``1 + s`` it lost up to 1% of it (a row with ``q = 0.9999``)."""
     top = rows_x.argmax(axis=1)
-    z = rows_x - rows_x[np.arange(len(rows_x)), top][:, None]
-    at = z[row, cols].astype(np.float64)
+    maximum = rows_x[np.arange(len(rows_x)), top]
+    with np.errstate(over="ignore"):  # a row spanning more than float32's range: exp(-inf) = 0 below
+        z = rows_x - maximum[:, None]
+    at = rows_x[row, cols].astype(np.float64) - maximum[row]  # in float64: -FLT_MAX - FLT_MAX is finite there
     others = np.exp(z, out=z)
     others[np.arange(len(rows_x)), top] = 0
     log_q = at - np.log1p(others.sum(axis=1).astype(np.float64))[row]

@@ -21,7 +21,7 @@ from lossaudit.compare.engine.binning import Intervals
 from lossaudit.compare.settings import LossSettings, Tally
 from lossaudit.io.dataset import Chunk
 from lossaudit.losses.registry import LOSSES
-from lossaudit.losses.spec import SIGMOID
+from lossaudit.losses.spec import SIGMOID, normalise
 
 
 class GenericTally:
@@ -70,8 +70,8 @@ class GenericTally:
         g = np.abs(elements.sigmoid32(chunk.logits[row, col]) - chunk.targets[row, col])
         keys = self.intervals.keys(col, positive[row, col], g)
         self._add(loss, keys, element.detach().numpy()[row, col], gradient.abs().numpy()[row, col])
-        count, name = spec.normaliser(valid_t, y, positive_t & valid_t)
-        self.normalisers[loss] = [self.normalisers[loss][0] + count, name]
+        count, unit = spec.normaliser(valid_t, y, positive_t & valid_t)
+        self.normalisers[loss] = [self.normalisers[loss][0] + count, unit]
 
     def _add_softmax(self, torch, loss: str, spec, chunk: Chunk, positive: np.ndarray) -> None:
         rows = np.flatnonzero(chunk.valid_rows & chunk.has_target)
@@ -109,4 +109,7 @@ class GenericTally:
         for loss, (table, gradient) in self.tables.items():
             cells = (self.intervals.to_cells(values.reshape(self.num_classes, 2, self.intervals.count)).sum(axis=-1) for values in (table, gradient))
             tally.loss_sums[loss], tally.gradient_sums[loss] = cells
-            tally.normalisers[loss], tally.normaliser_names[loss] = float(self.normalisers[loss][0]), self.normalisers[loss][1] or "valid elements"
+            count, unit = self.normalisers[loss]
+            spec = LOSSES[loss]
+            sigmoid = spec.family == SIGMOID
+            tally.normalisers[loss], tally.normaliser_names[loss] = normalise(spec, count, unit or "valid elements") if sigmoid else (float(count), "rows with a target")
