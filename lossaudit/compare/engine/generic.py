@@ -110,6 +110,6 @@ class GenericTally:
             cells = (self.intervals.to_cells(values.reshape(self.num_classes, 2, self.intervals.count)).sum(axis=-1) for values in (table, gradient))
             tally.loss_sums[loss], tally.gradient_sums[loss] = cells
             count, unit = self.normalisers[loss]
-            spec = LOSSES[loss]
+            spec = self.specs.get(loss) or LOSSES[loss]
             sigmoid = spec.family == SIGMOID
             tally.normalisers[loss], tally.normaliser_names[loss] = normalise(spec, count, unit or "valid elements") if sigmoid else (float(count), "rows with a target")
