@@ -54,8 +54,24 @@ class Bounds:
         return text + (f", or {self.off:g} to disable it" if self.off is not None else "")
 
 
+class _Named:
+    """The names of a hyper-parameter called ``name`` on each entry path."""
+
+    name: str
+
+    @property
+    def option(self) -> str:
+        """The command line's option: ``--qfl-beta`` for ``qfl_beta``."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def key(self) -> str:
+        """The configuration file's key: ``qfl-beta``."""
+        return self.name.replace("_", "-")
+
+
 @dataclass(frozen=True)
-class Param:
+class Param(_Named):
     """A hyper-parameter: the ``compare`` option ``--NAME`` (``_`` as ``-``), the configuration key
     ``NAME`` and the API keyword ``name``, with one default and one constraint for all three."""
 
@@ -65,15 +81,6 @@ class Param:
     metavar: str = "X"
     bounds: Bounds = Bounds()
     integer: bool = False
-
-    @property
-    def option(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def key(self) -> str:
-        """The configuration file's key."""
-        return self.name.replace("_", "-")
 
     @property
     def expected(self) -> str:
@@ -87,7 +94,7 @@ class Param:
 
 
 @dataclass(frozen=True)
-class PerClassParam:
+class PerClassParam(_Named):
     """A hyper-parameter with one value per class (``--alpha-per-class``): a comma list of numbers
     or a file of them (one per line, a YAML list or a mapping ``{index: value}``), a sequence in the
     API, a list or a path in the configuration file. Each value must satisfy ``bounds``; their
@@ -99,14 +106,6 @@ class PerClassParam:
     bounds: Bounds = Bounds()
     default: None = None
     integer: bool = False
-
-    @property
-    def option(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def key(self) -> str:
-        return self.name.replace("_", "-")
 
     def check(self, values: Sequence[float]) -> None:
         bad = [value for value in values if not self.bounds.allows(value)]
