@@ -71,12 +71,6 @@ for _spec in LOSSES.values():
         raise ValueError(f"loss {_spec.id!r}: unknown parameter {_unknown} or family {_spec.family!r}")
 
 
-def ids(family: str | None = None) -> tuple[str, ...]:
-    """The loss ids, all or those of one family (:data:`~lossaudit.losses.spec.SIGMOID`,
-    :data:`~lossaudit.losses.spec.SOFTMAX`)."""
-    return tuple(loss for loss, spec in LOSSES.items() if family is None or spec.family == family)
-
-
 def defaults_for(info) -> tuple[str, ...]:
     """The losses ``compare`` computes on data described by ``info`` (a
     :class:`~lossaudit.io.dataset.DataInfo`) when ``--losses`` is not given."""
@@ -96,8 +90,3 @@ def parse_losses(text: str | None) -> tuple[str, ...] | None:
     if unknown or not names:
         raise InputError(f"--losses: unknown loss {', '.join(unknown) or '(none)'}; expected a comma list of {', '.join(LOSS_IDS)}")
     return names
-
-
-def scalar_params() -> tuple[Param, ...]:
-    """The hyper-parameters with one value (not per class)."""
-    return tuple(param for param in PARAMS.values() if isinstance(param, Param))
