@@ -37,6 +37,7 @@ def compare(
     ignore_index: int = -1,
     class_dim: int | None = None,
     inputs: str = "auto",
+    label_base: int = 0,
     model: str | os.PathLike | None = None,
     data: str | os.PathLike | None = None,
     arch: str | None = None,
@@ -90,7 +91,8 @@ def compare(
     arrays = _arrays(logits, targets, mask)
     names = read_class_names(Path(class_names)) if isinstance(class_names, (str, os.PathLike)) else None if class_names is None else [str(n) for n in class_names]
     load_options = LoadOptions(logits_key=logits_key, targets_key=targets_key, targets=targets_encoding, background_index=background_index,
-                               ignore_index=ignore_index, class_dim=class_dim, inputs=inputs, class_names=names)
+                               ignore_index=ignore_index, class_dim=class_dim, inputs=inputs, class_names=names,
+                               label_base=label_base)
     settings = _settings(bins, hyper_parameters)
     source = None
     if model is not None:

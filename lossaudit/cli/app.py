@@ -83,6 +83,16 @@ class Inputs(str, Enum):
     probs = "probs"
 
 
+class DumpInputs(str, Enum):
+    """``compare --inputs``: what a dump holds (``probs`` chooses by the row sums)."""
+
+    auto = "auto"
+    logits = "logits"
+    probs = "probs"
+    softmax_probs = "softmax-probs"
+    sigmoid_probs = "sigmoid-probs"
+
+
 class DiffFormat(str, Enum):
     text = "text"
     json = "json"
@@ -128,6 +138,12 @@ ClassDimOption = Annotated[Optional[int], typer.Option(help=plain("Class axis of
 
 
 InputsOption = Annotated[Inputs, typer.Option(help=plain("Whether the dump holds logits or probabilities; auto reads logits and warns if they look like probabilities."), rich_help_panel='Input')]
+
+
+DumpInputsOption = Annotated[DumpInputs, typer.Option(help=plain("What the dump holds: logits; softmax-probs (softmax losses from log p; the sigmoid losses cannot be computed); sigmoid-probs (every loss from logit p); probs picks softmax-probs when every row sums to 1, else sigmoid-probs; auto reads logits and warns if they look like probabilities."), rich_help_panel='Input')]
+
+
+LabelBaseOption = Annotated[int, typer.Option("--label-base", help=plain("Index label of the first class: 0 (labels 0..C-1), or 1 (labels 1..C; the background label then defaults to 0)."), min=0, max=1, metavar='0|1', rich_help_panel='Input')]
 
 
 ClassNamesOption = Annotated[Optional[Path], typer.Option(help=plain("File of class names: one per line, a YAML list or a YAML mapping {index: name}."), metavar='FILE', rich_help_panel='Input')]

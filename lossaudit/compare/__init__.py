@@ -67,6 +67,25 @@ def _model_batch(source: ModelSource) -> tuple[object, dict]:
     return batch, info
 
 
+def _recoverable(losses: tuple[str, ...], settings, info, explicit: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the losses that can be computed, those that cannot): from softmax probabilities
+    (``info.inputs`` ``softmax-probs``) the logits are known only up to a per-row constant, which
+    the softmax losses do not see and the sigmoid losses do, so the sigmoid losses are dropped.
+
+    Raises:
+        InputError: every loss asked for is a sigmoid loss.
+    """
+    if info.inputs != "softmax-probs":
+        return losses, ()
+    kept = tuple(loss for loss in losses if settings.family(loss) == "softmax")
+    skipped = tuple(loss for loss in losses if loss not in kept)
+    if not kept:
+        asked = "--losses " + ",".join(losses) if explicit else "the default losses"
+        raise InputError(f"--inputs softmax-probs: {asked} are sigmoid losses, which softmax probabilities cannot give (the logits are known "
+                         "only up to a per-row constant); ask for a softmax loss (ce, softmax-focal, cb-ce, logit-adjusted-ce) or dump the logits")
+    return kept, skipped
+
+
 def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | None, model: ModelSource | None = None, arrays: dict | None = None,
         timeout: float = 10.0, memory_limit_mb: int | None = None) -> dict:
     """Read the dumps (or run the model, or take ``arrays``: ``{"logits", "targets"[, "mask",
@@ -98,6 +117,7 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
     explicit = losses is not None
     if losses is None:
         losses = default_losses(data.info)
+    losses, skipped = _recoverable(losses, settings, data.info, explicit)
     settings = replace(settings, losses=losses)
     if settings.alpha_per_class is not None:
         PARAMS["alpha_per_class"].check_classes(settings.alpha_per_class, data.info.num_classes)
@@ -110,7 +130,7 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
         tables, users = user_tally(data, settings, timeout, memory_limit_mb)
         merge(tally, tables)
         settings = replace(settings, user_losses=users)
-    report = build_report(data.info, settings, tally, explicit)
+    report = build_report(data.info, settings, tally, explicit, skipped=skipped)
     if model_info is not None:
         report["input"]["model"] = model_info
     return report

@@ -40,12 +40,13 @@ PYPROJECT, YAML_NAMES = "pyproject.toml", ("lossaudit.yaml", "lossaudit.yml")
 CHOICES = {
     "targets": ("auto", "index", "onehot", "soft", "heatmap"),
     "inputs": ("auto", "logits", "probs"),
+    "compare.inputs": ("auto", "logits", "probs", "softmax-probs", "sigmoid-probs"),
     "kind": ("auto", *LINT_KINDS),
     "fail-on": ("error", "warning", "info"),
 }
 COMPARE_KEYS: dict[str, type | tuple] = {
     "logits-key": str, "targets-key": str, "targets": str, "background-index": int, "ignore-index": int,
-    "class-dim": int, "inputs": str, "class-names": Path, "losses": "losses", "bins": int,
+    "class-dim": int, "inputs": str, "label-base": int, "class-names": Path, "losses": "losses", "bins": int,
     **{param.key: "per-class" if param.default is None else int if param.integer else float for param in PARAMS.values()},
     "top": int, "top-by": str, "strict": bool, "format": str, "baseline": Path, "fail-if-share-moves": float,
     "loss-init": "loss-init", "timeout": float, "memory-limit": int,
@@ -229,7 +230,9 @@ def _typed(value: object, expected: type | str, key: str, where: str, folder: Pa
 
 
 def _check_value(value: object, key: str, where: str, section: str) -> None:
-    choices = ENTRY_ENCODINGS if (section == "lint" and key == "targets") else CHOICES.get(key)
+    choices = ENTRY_ENCODINGS if (section == "lint" and key == "targets") else CHOICES.get(f"{section}.{key}", CHOICES.get(key))
+    if key == "label-base" and value not in (0, 1):
+        raise InputError(f"{where}: expected 0 (labels 0..C-1) or 1 (labels 1..C); got {value!r}")
     if key == "format":
         choices = ("text", "json", "markdown", "github", "junit") + (("sarif",) if section == "lint" else ())
     if choices and value not in choices:

@@ -201,6 +201,9 @@ def sweep(data: DataPlan, gammas: tuple[float, ...], alphas: tuple[float, ...], 
     """Focal's report under every (gamma, alpha) of the planned data, from one pass over it: the
     ``sweep --format json`` document (see the module docstring)."""
     info = data.info
+    if info.inputs == "softmax-probs":
+        raise InputError("--inputs softmax-probs: sweep sweeps the sigmoid focal loss, which softmax probabilities cannot give "
+                         "(the logits are known only up to a per-row constant); dump the logits")
     settings = {gamma: LossSettings(losses=(FOCAL,), gamma=gamma, bins=bins) for gamma in gammas}
 
     def make(rows: int) -> list:

@@ -45,6 +45,8 @@ HARD_FROM_G = LEVEL_EDGES[HARD_LEVEL - 1]
 
 FINDING_NAMES = {
     "probabilities-as-logits": "values all lie in [0, 1]: these look like probabilities saved as logits",
+    "labels-one-based": "index labels that look counted from 1 (label 0 unused, label C used like a class), read as counted from 0",
+    "sigmoid-losses-skipped": "sigmoid losses not computed: softmax probabilities give the logits only up to a per-row constant",
     "non-finite": "NaN or infinite logits, excluded from every loss",
     "labels-out-of-range": "labels that are no class, background or ignore label, excluded from every loss",
     "softmax-background": "rows without a positive class, which a softmax loss cannot use",
@@ -52,9 +54,18 @@ FINDING_NAMES = {
     "class-without-positives": "classes with no positive element",
     "mixed-runs": "files saved by different runs (lossaudit.save's run_id), tallied together",
 }
-STRICT_FINDINGS = frozenset({"non-finite", "labels-out-of-range", "softmax-background", "softmax-multi-hot", "probabilities-as-logits", "mixed-runs"})
+STRICT_FINDINGS = frozenset({"non-finite", "labels-out-of-range", "softmax-background", "softmax-multi-hot", "probabilities-as-logits", "labels-one-based",
+                             "mixed-runs"})
 """Findings that can make ``compare --strict`` exit 1 (``gates_strict``); a class without positives
 is reported only."""
+MISREAD_FINDINGS = ("probabilities-as-logits", "labels-one-based")
+"""Findings that say the input looks misread: they come first, and the summary draws no conclusion."""
+ONE_BASED_CLASS_RATIO = 2.0
+"""``labels-one-based`` fires when label 0 labels no row and the background label C labels at most
+this many times the rows of the largest class among 1..C-1 (and fewer than half the rows): used as a
+class, not as the background most rows carry."""
+INFO_FINDINGS = frozenset({"sigmoid-losses-skipped"})
+"""Notes (``info``): what the input cannot give, not something wrong with it."""
 SOFTMAX_FIT_FINDINGS = frozenset({"softmax-background", "softmax-multi-hot"})
 """Gate only when a softmax loss was asked for (``--losses`` or the configuration's ``losses``); with
 the default set they are informational notes on which losses see which rows."""
@@ -284,15 +295,24 @@ class _Findings:
 
     def add(self, code: str, count: int, detail: str, files: dict[str, int] | None = None, **extra: object) -> None:
         gates = code in STRICT_FINDINGS and (self.explicit or code not in SOFTMAX_FIT_FINDINGS)
-        finding = {"code": code, "level": "warning" if gates or code not in STRICT_FINDINGS else "info", "gates_strict": gates,
+        warning = gates or (code not in STRICT_FINDINGS and code not in INFO_FINDINGS)
+        finding = {"code": code, "level": "warning" if warning else "info", "gates_strict": gates,
                    "count": count, "message": f"{FINDING_NAMES[code]}: {detail}"}
         if files is not None:
             finding["files"] = files
+        if code in MISREAD_FINDINGS:
+            finding["misread"] = True
         self.items.append({**finding, **extra})
 
 
-def _findings(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray, explicit: bool, families: dict[str, str] | None = None) -> list[dict]:
+def _findings(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray, explicit: bool, families: dict[str, str] | None = None,
+              skipped: tuple[str, ...] = ()) -> list[dict]:
     findings = _Findings(explicit)
+    _misread_findings(findings, data, tally, counts)
+    if data.inputs == "softmax-probs":
+        findings.add("sigmoid-losses-skipped", len(skipped),
+                     f"{', '.join(skipped) or 'none asked for'}; the softmax losses, from log p, equal those of the logits; "
+                     "dump the logits for the sigmoid losses", skipped=list(skipped))
     _input_findings(findings, data, tally)
     _softmax_findings(findings, data, order, tally, families)
     empty = [data.class_names[c] for c in range(data.num_classes) if counts[c, 1].sum() == 0]
@@ -301,17 +321,49 @@ def _findings(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray
     return findings.items
 
 
+def _misread_findings(findings: _Findings, data: DataInfo, tally: Tally, counts: np.ndarray) -> None:
+    """The input looks misread (these come first): probabilities read as logits, labels counted
+    from 1 read as counted from 0."""
+    if data.inputs_look_like_probabilities:
+        softmax = data.probabilities_kind == "softmax-probs"
+        kind = "every row sums to 1: softmax probabilities" if softmax else "rows do not all sum to 1: sigmoid probabilities"
+        findings.add("probabilities-as-logits", data.num_rows * data.num_classes,
+                     f"{kind}; pass --inputs {data.probabilities_kind} if they are probabilities; nothing below is concluded from these values",
+                     files={file: int(np.prod(shape)) for file, shape in zip(data.files, data.logits_shapes)}, inputs=data.probabilities_kind)
+    one_based = _one_based(data, tally, counts)
+    if one_based is not None:
+        low, high = one_based
+        c = data.num_classes
+        findings.add("labels-one-based", tally.background_rows,
+                     f"label 0 labels no row and label {c}, read as background, labels {tally.background_rows:,} rows, as a class would "
+                     f"(labels 1..{c - 1}: {low:,} to {high:,} rows each); pass --label-base 1 (labels 1..{c}) or shift the labels in the dump "
+                     f"(labels - 1)", label_0_rows=0, background_label=c, background_rows=tally.background_rows, class_rows=[low, high])
+
+
+def _one_based(data: DataInfo, tally: Tally, counts: np.ndarray) -> tuple[int, int] | None:
+    """(the fewest, the most rows of the labels 1..C-1) when index labels look counted from 1:
+    label 0 labels no row, and the default background label C labels some rows, at most
+    :data:`ONE_BASED_CLASS_RATIO` times the largest of those classes and fewer than half the rows
+    with a target or background; else None."""
+    if data.encoding != "index" or data.label_base or not data.background_default or data.background_index != data.num_classes:
+        return None
+    positives = counts[:, 1].sum(axis=(1, 2))
+    if data.num_classes < 2 or positives[0] or not tally.background_rows:
+        return None
+    others = positives[1:]
+    background = tally.background_rows
+    if background > ONE_BASED_CLASS_RATIO * others.max() or 2 * background >= background + positives.sum():
+        return None
+    return int(others.min()), int(others.max())
+
+
 def _input_findings(findings: _Findings, data: DataInfo, tally: Tally) -> None:
-    """What is wrong with the dumps: several runs, probabilities read as logits, non-finite logits,
-    labels out of range."""
+    """What is wrong with the dumps: several runs, non-finite logits, labels out of range."""
     by_file = tally.file_counts
     if len(data.runs) > 1:
         listed = "; ".join(f"run {run}: {name_files(files)}" for run, files in data.runs.items())
         findings.add("mixed-runs", sum(map(len, data.runs.values())), f"{listed}; compare one run's folder at a time",
                      files={file: 1 for files in data.runs.values() for file in files}, runs=data.runs)
-    if data.inputs_look_like_probabilities:
-        findings.add("probabilities-as-logits", data.num_rows * data.num_classes, "pass --inputs probs if they are probabilities",
-                     files={file: int(np.prod(shape)) for file, shape in zip(data.files, data.logits_shapes)})
     nonfinite = int(tally.nonfinite.sum())
     if nonfinite:
         per_class = {data.class_names[c]: int(n) for c, n in enumerate(tally.nonfinite) if n}
@@ -351,9 +403,10 @@ def gating(report: dict) -> list[str]:
     return [f["code"] for f in report["findings"] if f["gates_strict"]]
 
 
-def build_report(data: DataInfo, settings: LossSettings, tally: Tally, explicit: bool = False) -> dict:
+def build_report(data: DataInfo, settings: LossSettings, tally: Tally, explicit: bool = False, skipped: tuple[str, ...] = ()) -> dict:
     """The comparison as plain data (the ``compare --format json`` document). ``explicit``: the
-    losses were asked for (command line or configuration) rather than the default set."""
+    losses were asked for (command line or configuration) rather than the default set; ``skipped``:
+    the losses asked for that the input cannot give (sigmoid losses from softmax probabilities)."""
     from lossaudit.compare.report.summary import summarise
 
     counts = tally.element_counts
@@ -372,7 +425,7 @@ def build_report(data: DataInfo, settings: LossSettings, tally: Tally, explicit:
         "per_difficulty": _per_difficulty(settings, order, tally, counts, families),
         "levels": _levels(order, tally, counts, families),
         "quadrants": _quadrants(data, order, tally, counts, families),
-        "findings": _findings(data, order, tally, counts, explicit, families),
+        "findings": _findings(data, order, tally, counts, explicit, families, skipped),
         "focal_ce_ratio": _focal_ce_total(order, tally),
     }
     report["summary"] = summarise(report)

@@ -1,6 +1,7 @@
 """The report's "Summary": plain sentences, each from one rule below, stated with the numbers it
 rests on. A rule whose condition the data does not meet says nothing, so the summary holds at most
-one sentence per rule (six), in this order.
+one sentence per rule (seven), in this order. When the input looks misread (``misread``), the
+summary says so first and draws no conclusion from it: only the findings follow.
 
 Every rule reads the report of :func:`lossaudit.compare.report.build.build_report` (shares are fractions
 of each loss's own total; g is the gradient norm |p − y|, 1 − q_target for softmax losses) and
@@ -185,6 +186,9 @@ def _finding_phrase(finding: dict, report: dict) -> str:
     n = count(finding["count"])
     return {
         "probabilities-as-logits": "every value lies in [0, 1] (probabilities saved as logits?)",
+        "labels-one-based": f"label 0 is unused and label {finding.get('background_label')} ({n} rows) is read as background (labels counted from 1?)",
+        "sigmoid-losses-skipped": (f"the sigmoid losses ({', '.join(finding.get('skipped', []))}) are not computed: softmax probabilities "
+                                   "give the logits only up to a per-row constant" if finding["count"] else "no sigmoid loss can be computed from softmax probabilities"),
         "non-finite": f"{n} non-finite logits are excluded from every loss",
         "labels-out-of-range": f"{n} rows with labels out of range are excluded from every loss",
         "softmax-background": f"{n} of {count(report['input']['rows'])} rows are background, which no softmax loss can use",
@@ -204,8 +208,26 @@ def findings(report: dict, stated: frozenset[str] = frozenset()) -> dict | None:
     return _sentence("findings", "Data findings: " + "; ".join(phrases) + ".", codes=[f["code"] for f in listed])
 
 
+def misread(report: dict) -> dict | None:
+    """Rule ``misread``: the input looks misread (finding ``probabilities-as-logits`` or
+    ``labels-one-based``): say so first, with the option that reads it right; the other rules
+    then draw no conclusion from it."""
+    listed = [f for f in report["findings"] if f.get("misread")]
+    if not listed:
+        return None
+    fixes = {"probabilities-as-logits": lambda f: f"the values look like {f.get('inputs', 'probabilities')} (pass --inputs {f.get('inputs', 'probs')})",
+             "labels-one-based": lambda f: f"the labels look counted from 1 (pass --label-base 1; {_plural(f['count'], 'row')} now read as background)"}
+    text = "The input looks misread: " + "; ".join(fixes[f["code"]](f) for f in listed) + ". No conclusion is drawn from it as read."
+    return _sentence("misread", text, codes=[f["code"] for f in listed])
+
+
 def summarise(report: dict) -> list[dict]:
-    """Every rule's sentence, in order, for the report's ``summary``."""
+    """Every rule's sentence, in order, for the report's ``summary``; on a misread input, the
+    ``misread`` sentence and the findings only."""
+    first = misread(report)
+    if first is not None:
+        misread_codes = frozenset(f["code"] for f in report["findings"] if f.get("misread"))
+        return [sentence for sentence in (first, findings(report, misread_codes)) if sentence is not None]
     sentences = [fit(report)]
     stated = frozenset({"softmax-background", "softmax-multi-hot"}) if sentences[0] else frozenset()
     sentences += [easy_negatives(report), rare_hard(report), label_noise(report), ghm_very_hard(report), findings(report, stated)]

@@ -14,9 +14,11 @@ Modules, by job: :mod:`.options` (keys and :class:`LoadOptions`), :mod:`.info` (
 Conventions (each stated in ``compare``'s output):
 
 - Shapes: logits ``(N, C)``; ``(B, A, C)`` anchors, flattened to ``(B*A, C)``; ``(B, C, H, W)``
-  maps with the class axis 1, flattened to ``(B*H*W, C)``. ``class_dim`` overrides the class axis.
+  maps with the class axis 1, flattened to ``(B*H*W, C)``. ``class_dim`` overrides the class axis
+  (a shape error names another axis that fits the targets). Row targets may end in an axis of 1.
 - Targets: ``index`` (integer class ids, shape of logits without the class axis; the background
-  index, default C, is an all-zero row; the ignore index, default -1, drops the row), ``onehot``
+  index, default C, is an all-zero row; the ignore index, default -1, drops the row; ``label_base``
+  1 reads labels 1..C, the background then 0), ``onehot``
   (0/1, multi-hot allowed, all-zero row = background), ``soft`` (floats in [0, 1]), ``heatmap``
   (``(B, C, H, W)`` Gaussian heatmaps with peaks of exactly 1).
 - A positive element has target ≥ 0.5 (heatmaps: target == 1): :func:`is_positive`.

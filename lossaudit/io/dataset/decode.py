@@ -13,7 +13,13 @@ import numpy as np
 from lossaudit.io.dataset.info import DataInfo
 
 PROBABILITY_EPS = 1e-6
-"""``--inputs probs`` converts p to logit(clamp(p, eps, 1 - eps))."""
+"""``--inputs sigmoid-probs`` converts p to logit(clamp(p, eps, 1 - eps))."""
+SOFTMAX_FLOOR = float(np.finfo(np.float32).tiny)
+"""``--inputs softmax-probs`` converts p to log(max(p, floor)): a probability of 0 becomes a finite
+logit (about -87.3) that softmax maps back to 0 within float32."""
+ROW_SUM_TOLERANCE = 1e-3
+"""Softmax probabilities: every row sums to 1 within this (float32 rounding over thousands of
+classes stays far below it; sigmoid probabilities of C > 1 classes almost never do)."""
 
 
 @dataclass
@@ -37,14 +43,16 @@ class Targets:
 
 
 def index_targets(targets: np.ndarray, info: DataInfo) -> Targets:
-    """``(n,)`` class ids: label c in [0, C) is a target of 1 at column c; background has none; the
-    ignore label drops the row; any other label is out of range."""
+    """``(n,)`` class ids: label c in [b, C + b) (b = ``info.label_base``) is a target of 1 at
+    column c - b; background has none; the ignore label drops the row; any other label is out of
+    range (``labels`` keeps the labels as stored)."""
     labels = np.asarray(targets, dtype=np.int64)
-    foreground = (labels >= 0) & (labels < info.num_classes)
+    base = info.label_base
+    foreground = (labels >= base) & (labels < info.num_classes + base)
     ignored_rows = labels == info.ignore_index
     out_of_range = ~(foreground | ignored_rows | (labels == info.background_index))
     rows = np.flatnonzero(foreground)
-    return Targets(rows, labels[rows], np.ones(len(rows), dtype=np.float32), ignored_rows, out_of_range, labels)
+    return Targets(rows, labels[rows] - base, np.ones(len(rows), dtype=np.float32), ignored_rows, out_of_range, labels)
 
 
 def dense_targets(targets: np.ndarray) -> Targets:
@@ -93,7 +101,21 @@ def finite_range(x: np.ndarray, needed: bool) -> tuple[np.ndarray | None, np.flo
     return nonfinite, low, high
 
 
-def probabilities_to_logits(p: np.ndarray) -> np.ndarray:
-    """A new array: ``logit(clamp(p, eps, 1 - eps))`` (:data:`PROBABILITY_EPS`), of ``p``'s dtype."""
+def probabilities_to_logits(p: np.ndarray, kind: str = "sigmoid-probs") -> np.ndarray:
+    """A new array of ``p``'s dtype: ``logit(clamp(p, eps, 1 - eps))`` (:data:`PROBABILITY_EPS`)
+    for sigmoid probabilities; ``log(max(p, floor))`` (:data:`SOFTMAX_FLOOR`) for softmax
+    probabilities (``kind`` ``softmax-probs``), whose softmax is p again: logits known up to a
+    per-row constant, which the softmax losses do not see and the sigmoid losses do."""
+    if kind == "softmax-probs":
+        return np.log(np.maximum(p, SOFTMAX_FLOOR))
     p = np.clip(p, PROBABILITY_EPS, 1 - PROBABILITY_EPS)
     return np.log(p / (1 - p))
+
+
+def rows_sum_to_one(p: np.ndarray, nonfinite: np.ndarray | None = None) -> bool:
+    """Every ``(n, C)`` row of ``p`` without a non-finite value sums to 1 within
+    :data:`ROW_SUM_TOLERANCE` (summed in float64)."""
+    sums = np.add.reduce(p, axis=1, dtype=np.float64)
+    if nonfinite is not None:
+        sums = sums[~nonfinite.any(axis=1)]
+    return bool((np.abs(sums - 1) <= ROW_SUM_TOLERANCE).all())

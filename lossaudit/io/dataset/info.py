@@ -24,12 +24,20 @@ class DataInfo:
     encoding: str
     encoding_detected: bool
     inputs: str
+    """How the values were read: ``logits``, ``softmax-probs`` (log p) or ``sigmoid-probs`` (logit p)."""
     background_index: int | None
     ignore_index: int | None
     class_names: list[str]
     num_rows: int
     num_classes: int
     inputs_look_like_probabilities: bool = False
+    probabilities_kind: str | None = None
+    """With ``inputs_look_like_probabilities``: ``softmax-probs`` when every row sums to 1, else
+    ``sigmoid-probs`` (what ``--inputs`` should say)."""
+    label_base: int = 0
+    """The index label of the first class (``--label-base``): label ``k`` is class ``k - label_base``."""
+    background_default: bool = True
+    """The background label is the default (not ``--background-index``)."""
     out_of_range_labels: dict[int, int] = field(default_factory=dict)
     runs: dict[str, list[str]] = field(default_factory=dict)
     """The files of each run id that ``lossaudit.save`` recorded (files without one are not listed)."""

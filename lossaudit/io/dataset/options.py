@@ -10,6 +10,10 @@ TARGETS_KEYS = ("targets", "labels", "target", "label", "gt", "y")
 MASK_KEY = "mask"
 CLASS_NAMES_KEY = "class_names"
 ENCODINGS = ("index", "onehot", "soft", "heatmap")
+INPUTS = ("auto", "logits", "probs", "softmax-probs", "sigmoid-probs")
+"""``--inputs``: ``probs`` is ``softmax-probs`` when every row sums to 1 (within
+:data:`~lossaudit.io.dataset.decode.ROW_SUM_TOLERANCE`), else ``sigmoid-probs``."""
+LABEL_BASES = (0, 1)
 
 
 @dataclass(frozen=True)
@@ -24,3 +28,5 @@ class LoadOptions:
     class_dim: int | None = None
     inputs: str = "auto"
     class_names: list[str] | None = None
+    label_base: int = 0
+    """The index label of the first class: 0, or 1 (labels 1..C; ``--label-base``)."""

@@ -22,8 +22,11 @@ from lossaudit.io.dataset.checks import (
     scan_targets,
 )
 from lossaudit.io.dataset.classes import class_names_from
+from lossaudit.io.dataset.decode import finite_range, rows_sum_to_one
 from lossaudit.io.dataset.info import DataInfo
 from lossaudit.io.dataset.options import (
+    INPUTS,
+    LABEL_BASES,
     LOGITS_KEYS,
     MASK_KEY,
     TARGETS_KEYS,
@@ -81,9 +84,11 @@ def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Data
     encoding = choose_encoding({item.encoding for item in checked}, options.targets, batches[0].source, first.targets_key)
     _check_target_values(checked, encoding)
     class_names = _class_names(options, batches[0], first.classes)
+    if options.label_base not in LABEL_BASES:
+        raise InputError(f"--label-base {options.label_base}: expected 0 (labels 0..C-1) or 1 (labels 1..C)")
     background = _background_index(options, encoding, first.classes)
-    if options.inputs not in ("auto", "logits", "probs"):
-        raise InputError(f"--inputs {options.inputs}: expected auto, logits or probs")
+    if options.inputs not in INPUTS:
+        raise InputError(f"--inputs {options.inputs}: expected {', '.join(INPUTS[:-1])} or {INPUTS[-1]}")
     info = DataInfo(
         files=[batch.source for batch in batches],
         logits_key=first.logits_key,
@@ -94,7 +99,7 @@ def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Data
         class_dim=first.class_dim,
         encoding=encoding,
         encoding_detected=options.targets == "auto",
-        inputs="probs" if options.inputs == "probs" else "logits",
+        inputs=_inputs(options.inputs, checked),
         background_index=background if encoding == "index" else None,
         ignore_index=options.ignore_index if encoding == "index" else None,
         class_names=class_names,
@@ -102,6 +107,8 @@ def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Data
         num_classes=first.classes,
         runs=runs,
         multi_label=any(item.multi_label for item in checked),
+        label_base=options.label_base if encoding == "index" else 0,
+        background_default=options.background_index is None,
     )
     return DataPlan(info, [item.source for item in checked], options)
 
@@ -121,7 +128,7 @@ def _check_batch(batch: ArrayFile, options: LoadOptions, start: int) -> _Batch:
         raise InputError(
             f"{batch.source}: key '{targets_key}' has shape {targets.shape} but '{logits_key}' has shape "
             f"{logits.shape} (class axis {axis}); expected {index_shape} class indices or {logits.shape} "
-            "one-hot/soft targets"
+            f"one-hot/soft targets{_class_dim_hint(targets.shape, logits.shape, axis)}"
         )
     mask_rows = _mask_rows(batch, logits.shape, axis)
     rows = int(np.prod(index_shape, dtype=np.int64))
@@ -134,12 +141,44 @@ def _check_batch(batch: ArrayFile, options: LoadOptions, start: int) -> _Batch:
 
 def _rows(batch: ArrayFile, key: str, shape: tuple[int, ...], logits_shape: tuple[int, ...], axis: int) -> Rows | None:
     """The array ``key`` of ``shape`` as rows: one value per row (the logits' shape without the class
-    axis ``axis``) or one per element (the logits' shape); None for any other shape."""
-    if shape == logits_shape[:axis] + logits_shape[axis + 1 :]:
-        return Rows(batch, key, shape, None)
+    axis ``axis``, or that shape with a trailing axis of 1, such as an ``(N, 1)`` label column) or
+    one per element (the logits' shape); None for any other shape."""
     if shape == logits_shape:
         return Rows(batch, key, shape, axis)
+    if shape in (_without(logits_shape, axis), _without(logits_shape, axis) + (1,)):
+        return Rows(batch, key, shape, None)
     return None
+
+
+def _without(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
+    return shape[:axis] + shape[axis + 1 :]
+
+
+def _class_dim_hint(shape: tuple[int, ...], logits_shape: tuple[int, ...], axis: int) -> str:
+    """``; ...pass --class-dim A`` when another class axis A of the logits fits the targets'
+    ``shape`` (a channels-last map, a ``(C, H, W)`` map), else ''."""
+    for other in range(len(logits_shape)):
+        if other != axis and shape in (_without(logits_shape, other), _without(logits_shape, other) + (1,)):
+            return (f"; they fit the class axis {other} ({logits_shape[other]} classes): "
+                    f"pass --class-dim {other}")
+    return ""
+
+
+def _inputs(requested: str, checked: list[_Batch]) -> str:
+    """How the logits are read (:attr:`DataInfo.inputs`): ``logits`` (auto too), ``softmax-probs``,
+    ``sigmoid-probs``; ``probs`` is ``softmax-probs`` when every row with finite values sums to 1
+    within :data:`~lossaudit.io.dataset.decode.ROW_SUM_TOLERANCE` (the logits are read once more
+    for it), else ``sigmoid-probs``."""
+    if requested in ("auto", "logits"):
+        return "logits"
+    if requested != "probs":
+        return requested
+    for item in checked:
+        rows = item.source.logits
+        for x in rows.scan(item.source.rows, SCAN_ROWS):
+            if not rows_sum_to_one(x, finite_range(x, False)[0]):
+                return "sigmoid-probs"
+    return "softmax-probs"
 
 
 def _mask_rows(batch: ArrayFile, logits_shape: tuple[int, ...], axis: int) -> Rows | None:
@@ -198,11 +237,13 @@ def _class_names(options: LoadOptions, first: ArrayFile, num_classes: int) -> li
 
 
 def _background_index(options: LoadOptions, encoding: str, num_classes: int) -> int:
-    """``--background-index``, C by default; with index targets it must be no class."""
-    background = options.background_index if options.background_index is not None else num_classes
-    if encoding == "index" and 0 <= background < num_classes:
+    """``--background-index``, by default C (0 with ``--label-base 1``); with index targets it must
+    be no class: outside [b, C + b) for the label base b."""
+    base = options.label_base
+    background = options.background_index if options.background_index is not None else 0 if base else num_classes
+    if encoding == "index" and base <= background < num_classes + base:
         raise InputError(
-            f"--background-index {background} collides with class {background} of {num_classes}; "
-            "the background label must lie outside [0, C) (logits hold foreground classes only)"
+            f"--background-index {background} collides with class {background - base} of {num_classes} (labels {base}..{num_classes + base - 1}); "
+            f"the background label must lie outside [{base}, {num_classes + base}) (logits hold foreground classes only)"
         )
     return background

@@ -17,6 +17,7 @@ from lossaudit.io.dataset.decode import (
     decode_targets,
     finite_range,
     probabilities_to_logits,
+    rows_sum_to_one,
 )
 from lossaudit.io.dataset.info import DataInfo
 from lossaudit.io.dataset.options import LoadOptions
@@ -124,22 +125,24 @@ class DataPlan:
     def _start_pass(self) -> None:
         self.info.out_of_range_labels = {}
         self._unit_interval = True  # every finite logit so far lies in [0, 1]
+        self._sum_to_one = True  # ... and every such row sums to 1 (softmax probabilities)
         self._any_finite = False
 
-    def pass_state(self) -> tuple[dict[int, int], bool, bool]:
+    def pass_state(self) -> tuple[dict[int, int], bool, bool, bool]:
         """What this pass has gathered so far for ``info`` (for :meth:`absorb_pass_state`)."""
         with self._lock:
-            return dict(self.info.out_of_range_labels), self._unit_interval, self._any_finite
+            return dict(self.info.out_of_range_labels), self._unit_interval, self._any_finite, self._sum_to_one
 
-    def absorb_pass_state(self, state: tuple[dict[int, int], bool, bool]) -> None:
+    def absorb_pass_state(self, state: tuple[dict[int, int], bool, bool, bool]) -> None:
         """Add the :meth:`pass_state` of another process's reads of this plan (other chunks of
         the same pass) to this one's."""
-        labels, unit_interval, any_finite = state
+        labels, unit_interval, any_finite, sum_to_one = state
         with self._lock:
             for value, number in labels.items():
                 self.info.out_of_range_labels[value] = self.info.out_of_range_labels.get(value, 0) + number
             self._unit_interval &= unit_interval
             self._any_finite |= any_finite
+            self._sum_to_one &= sum_to_one
 
     def ranges(self, rows: int | None = None) -> list[tuple[int, int, int]]:
         """``(source, start, stop)`` row ranges of at most ``rows`` rows (None: one per batch), in
@@ -162,9 +165,12 @@ class DataPlan:
             return reader.decode(span)
 
     def finish_pass(self) -> None:
-        """Settle ``info.out_of_range_labels`` and ``info.inputs_look_like_probabilities``."""
+        """Settle ``info.out_of_range_labels``, ``info.inputs_look_like_probabilities`` and
+        ``info.probabilities_kind``."""
         self.info.out_of_range_labels = dict(sorted(self.info.out_of_range_labels.items()))
-        self.info.inputs_look_like_probabilities = self.info.inputs == "logits" and self._unit_interval and self._any_finite
+        looks = self.info.inputs == "logits" and self._unit_interval and self._any_finite
+        self.info.inputs_look_like_probabilities = looks
+        self.info.probabilities_kind = ("softmax-probs" if self._sum_to_one else "sigmoid-probs") if looks else None
 
     def class_target_sums(self) -> np.ndarray:
         """``(C,)`` float64: each class's targets summed over every row as stored, before the ignore
@@ -175,7 +181,7 @@ class DataPlan:
         for source in self.sources:
             for values in source.targets.scan(source.rows, SCAN_ROWS):
                 if self.info.encoding == "index":
-                    labels = np.asarray(values, dtype=np.int64)
+                    labels = np.asarray(values, dtype=np.int64) - self.info.label_base
                     sums += np.bincount(labels[(labels >= 0) & (labels < len(sums))], minlength=len(sums))
                 else:
                     sums += np.add.reduce(values, axis=0, dtype=np.float64)
@@ -201,7 +207,7 @@ class DataPlan:
 
     def _decode(self, source: Source, x: np.ndarray, targets: np.ndarray, mask: np.ndarray | None, start: int, count: bool = True, check_finite: bool = True) -> Chunk:
         """A chunk from its ``(n, C)`` float32 logits ``x`` (converted to a new array from
-        probabilities with ``--inputs probs``), its raw targets and mask. ``count``: add to the
+        probabilities with ``--inputs softmax-probs|sigmoid-probs``), its raw targets and mask. ``count``: add to the
         statistics of ``info`` (not when rows are read a second time); ``check_finite``: see
         :meth:`_Reader.decode`."""
         parts = decode_targets(targets, self.info)
@@ -221,14 +227,17 @@ class DataPlan:
     def _logits(self, source: Source, x: np.ndarray, count: bool, check_finite: bool) -> tuple[np.ndarray | None, np.ndarray]:
         """(the non-finite mask of ``x`` or None, the logits): the range of the finite values is
         added to the pass's statistics (``count``), and probabilities are checked and converted."""
-        probs = self.info.inputs == "probs"
+        probs = self.info.inputs != "logits"
         needed = probs or (count and self._unit_interval)
         nonfinite, low, high = finite_range(x, needed) if needed or check_finite else (None, None, None)
         if low is not None:
             if count:
+                unit = bool(low >= 0) and bool(high <= 1)
+                sum_to_one = unit and not probs and self._sum_to_one and rows_sum_to_one(x, nonfinite)
                 with self._lock:
                     self._any_finite = True
-                    self._unit_interval &= bool(low >= 0) and bool(high <= 1)
+                    self._unit_interval &= unit
+                    self._sum_to_one &= sum_to_one
             if probs and (low < 0 or high > 1):
-                raise InputError(f"{source.batch.source}: key '{self.info.logits_key}' has values outside [0, 1] ({float(low):.3g} to {float(high):.3g}); --inputs probs needs probabilities")
-        return nonfinite, probabilities_to_logits(x) if probs else x
+                raise InputError(f"{source.batch.source}: key '{self.info.logits_key}' has values outside [0, 1] ({float(low):.3g} to {float(high):.3g}); --inputs {self.info.inputs} needs probabilities")
+        return nonfinite, probabilities_to_logits(x, self.info.inputs) if probs else x
