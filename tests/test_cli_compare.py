@@ -130,11 +130,11 @@ def test_per_difficulty_counts_and_ghm_weights(compare_json, detection):
         assert sum(d["share"][loss] for d in report["per_difficulty"]) == pytest.approx(1.0, abs=1e-9)
 
 
-def test_quadrants_split_classes_at_the_median(compare_json, tmp_path):
-    """Class 0 has 3 positives, class 1 has 1: median 2, so class 1 is rare. Element g values are
-    chosen by hand: bce loss -ln(1 - g) for every element."""
-    g = np.array([[0.05, 0.6], [0.7, 0.2], [0.1, 0.3], [0.95, 0.4]])
-    labels = np.array([0, 0, 0, 1])  # positives: (0,0) (1,0) (2,0) (3,1)
+def test_quadrants_split_classes_by_the_rare_rule(compare_json, tmp_path):
+    """Class 0 has 8 positives, class 1 has 1: median 4.5, and 1 < 4.5 / 4 with a spread of 8× (≥ 5×),
+    so class 1 is rare. Element g values are chosen by hand: bce loss -ln(1 - g) for every element."""
+    g = np.array([[0.05, 0.6], [0.7, 0.2], [0.1, 0.3], [0.2, 0.1], [0.3, 0.05], [0.4, 0.1], [0.1, 0.2], [0.2, 0.3], [0.95, 0.4]])
+    labels = np.array([0] * 8 + [1])
     onehot = np.eye(2)[labels]
     p = np.where(onehot == 1, 1 - g, g)
     path = write_npz(tmp_path / "q.npz", logits=np.log(p / (1 - p)).astype(np.float32), targets=labels)
@@ -142,13 +142,23 @@ def test_quadrants_split_classes_at_the_median(compare_json, tmp_path):
     bce = -np.log(1 - g)
     total = bce.sum()
     quadrants = report["quadrants"]
+    assert quadrants["median_positives"] == 4.5 and quadrants["class_spread"] == 8.0
     assert quadrants["rare_classes"] == ["1"] and quadrants["common_classes"] == ["0"]
     cells = quadrants["cells"]
-    # hard means g >= 0.5: class 1 (rare) has g 0.6 only; class 0 (common) has 0.7 and 0.95
-    assert cells["rare_hard"]["share"]["bce"] == pytest.approx(bce[0, 1] / total, rel=1e-5)
-    assert cells["rare_easy"]["share"]["bce"] == pytest.approx(bce[1:, 1].sum() / total, rel=1e-5)
-    assert cells["common_hard"]["share"]["bce"] == pytest.approx((bce[1, 0] + bce[3, 0]) / total, rel=1e-5)
-    assert cells["common_easy"]["elements"] == 2
+    hard = g >= 0.5  # class 1 (rare): (0, 1) only; class 0 (common): (1, 0) and (8, 0)
+    assert cells["rare_hard"]["share"]["bce"] == pytest.approx(bce[hard[:, 1], 1].sum() / total, rel=1e-5)
+    assert cells["rare_easy"]["share"]["bce"] == pytest.approx(bce[~hard[:, 1], 1].sum() / total, rel=1e-5)
+    assert cells["common_hard"]["share"]["bce"] == pytest.approx(bce[hard[:, 0], 0].sum() / total, rel=1e-5)
+    assert cells["common_easy"]["elements"] == int((~hard[:, 0]).sum())
+
+
+def test_balanced_classes_have_no_rare_class(compare_json, tmp_path):
+    """3 against 1 positives: below the median (the old rule) but a spread of 3× (< 5×): no rare class."""
+    g = np.array([[0.05, 0.6], [0.7, 0.2], [0.1, 0.3], [0.95, 0.4]])
+    labels = np.array([0, 0, 0, 1])
+    p = np.where(np.eye(2)[labels] == 1, 1 - g, g)
+    report = compare_json(write_npz(tmp_path / "b.npz", logits=np.log(p / (1 - p)).astype(np.float32), targets=labels), "--losses", "bce")
+    assert report["quadrants"]["rare_classes"] == [] and report["quadrants"]["class_spread"] == 3.0
 
 
 def test_input_section_states_conventions(compare_json, detection):
@@ -420,9 +430,9 @@ def test_softmax_losses_count_rows_where_they_bin_rows(compare_json, tmp_path):
 def test_top_ranks_by_one_stated_loss(run_cli, detection):
     path, logits, onehot, valid_rows, _ = detection
     report = json.loads(run_cli("compare", path, "--format", "json").stdout)
-    largest = max(report["losses"], key=lambda loss: report["losses"][loss]["sum"])
+    first_fitting = next(loss for loss, d in report["losses"].items() if d["fits_data"])  # not the largest total
     result = run_cli("compare", path, "--top", "2")
-    assert f"top 2 of {C} classes by {largest} loss" in result.stdout
+    assert f"top 2 of {C} classes by {first_fitting} loss" in result.stdout
     p = 1 / (1 + np.exp(-logits[valid_rows].astype(np.float64)))
     y = onehot[valid_rows]
     bce = -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum(axis=0)

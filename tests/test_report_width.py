@@ -1,6 +1,6 @@
 """The text report fits every width without cutting anything: every section rendered at 60, 80,
 100 and 200 columns holds every number of the JSON report, written as the report documents
-(shares with one decimal, two significant digits below 0.1%; loss values with four significant
+(shares with one decimal, two significant digits below 0.1%, ``<0.01%`` below 0.01%; loss values with four significant
 digits; counts with thousands separators), whole; no line is wider than the width or ends in a
 space. The 80-column rendering of each example dump, and the README's excerpt of it."""
 
@@ -26,6 +26,8 @@ def _pct(value):
     if value is None:
         return "—"
     percent = 100 * value
+    if 0 < abs(percent) < 0.01:
+        return "<0.01%"
     if 0 < abs(percent) < 0.1:
         return f"{percent:.{1 - math.floor(math.log10(abs(percent)))}f}%"
     return f"{percent:.1f}%"
@@ -58,7 +60,7 @@ def _shown(report: dict) -> list[str]:
 
 
 def _whole(value: str, text: str) -> bool:
-    return re.search(r"(?<![\w.,])" + re.escape(value) + r"(?![\w]|[.,]\d)", text) is not None
+    return re.search(r"(?<![\w.,<])" + re.escape(value) + r"(?![\w]|[.,]\d)", text) is not None
 
 
 def _long_names(tmp_path) -> Path:

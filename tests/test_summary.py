@@ -72,9 +72,9 @@ def test_easy_negatives_silent_when_negatives_are_not_easy(compare_json, tmp_pat
 
 
 def test_rare_hard_names_the_loss_that_weights_it_most(compare_json, tmp_path):
-    """Class 0: 6 positives at p = 0.9; class 1 (rare: 2 < median 4): 2 positives at p = 0.2.
-    Negatives at p = 0.05. Hard (g ≥ 0.5): the rare positives only."""
-    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    """Class 0: 16 positives at p = 0.9; class 1 (rare: 2 < median 9 / 4, spread 8× ≥ 5×): 2 positives
+    at p = 0.2. Negatives at p = 0.05. Hard (g ≥ 0.5): the rare positives only."""
+    labels = np.array([0] * 16 + [1, 1])
     p = np.where(np.eye(2)[labels] == 1, np.where(labels[:, None] == 0, 0.9, 0.2), 0.05)
     x = np.log(p / (1 - p))
     y = np.eye(2)[labels]

@@ -105,7 +105,7 @@ def compare(
     timeout: Annotated[float, typer.Option(help=plain("Seconds allowed for each call of a user loss (and its import), in its child process."), min=0.1, metavar="SECONDS", rich_help_panel="Losses")] = 10.0,
     memory_limit: Annotated[Optional[int], typer.Option("--memory-limit", help=plain("Address-space limit of the child process that runs the user losses, in MiB [default: half the machine's memory, at least 2048]."), min=256, show_default=False, metavar="MIB", rich_help_panel="Losses")] = None,
     bins: BinsOption = 10,
-    top: Annotated[Optional[int], typer.Option(help=plain("Show only the K classes with the largest loss (of the loss with the largest total, or --top-by)."), min=1, metavar='K', rich_help_panel='Report')] = None,
+    top: Annotated[Optional[int], typer.Option(help=plain("Show only the K classes with the largest loss (of the first listed loss that fits the data, or --top-by)."), min=1, metavar='K', rich_help_panel='Report')] = None,
     top_by: Annotated[Optional[str], typer.Option(help=plain("The loss --top ranks classes by (one of those shown)."), metavar='LOSS', rich_help_panel='Report')] = None,
     baseline: Annotated[Optional[Path], typer.Option("--baseline", help=plain("A previous report (compare --format json) to show the changes since: loss shares per class and per difficulty bin, findings that appeared or disappeared."), metavar='REPORT', rich_help_panel='CI')] = None,
     fail_if_share_moves: Annotated[Optional[float], typer.Option("--fail-if-share-moves", help=plain("With --baseline: exit 1 when a loss's share of a class or difficulty bin moves by at least PCT percentage points."), metavar='PCT', min=0.0, rich_help_panel='CI')] = None,

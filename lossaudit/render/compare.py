@@ -11,7 +11,9 @@ from collections.abc import Callable
 from rich.console import Console
 
 from lossaudit.errors import InputError
-from lossaudit.render.formatting import MISSING, count, names, num, pct
+from lossaudit.losses.cross_entropy import BCE, CE
+from lossaudit.losses.focusing import FOCAL, SOFTMAX_FOCAL
+from lossaudit.render.formatting import MISSING, count, names, num, pct, rare_rule
 from lossaudit.render.layout import (
     Section,
     natural_width,
@@ -90,13 +92,22 @@ def _losses(report: dict) -> Section:
 
 
 def ranking_loss(report: dict, top_by: str | None) -> str:
-    """The loss ``--top`` ranks classes by: ``top_by``, else the shown loss with the largest total."""
+    """The loss ``--top`` ranks classes by: ``top_by``, else the first listed loss that fits the data
+    (the softmax losses on single-label data, the sigmoid ones otherwise), else the first listed."""
     loss_ids = list(report["losses"])
     if top_by is not None:
         if top_by not in report["losses"]:
             raise InputError(f"--top-by {top_by}: not one of the losses shown ({', '.join(loss_ids)})")
         return top_by
-    return max(loss_ids, key=lambda loss: report["losses"][loss]["sum"])
+    return next((loss for loss in loss_ids if report["losses"][loss].get("fits_data")), loss_ids[0])
+
+
+def ratio_header(loss_ids: list[str]) -> str:
+    """The per-class ratio column's header: the pair it divides (``focal÷bce``, ``softmax-focal÷ce``)."""
+    for pair in ((FOCAL, BCE), (SOFTMAX_FOCAL, CE)):
+        if set(pair) <= set(loss_ids):
+            return "÷".join(pair)
+    return "focal÷CE"
 
 
 def _per_class(report: dict, top: int | None, top_by: str | None) -> Section:
@@ -107,11 +118,12 @@ def _per_class(report: dict, top: int | None, top_by: str | None) -> Section:
     if top is not None and top < len(classes):
         key = ranking_loss(report, top_by)
         shown = sorted(classes, key=lambda c: c["sum"][key], reverse=True)[:top]
-        why = "--top-by" if top_by else "the largest total of those shown; --top-by picks another"
+        why = "--top-by" if top_by else "the first listed loss that fits the data; --top-by picks another"
         notes.append(f"top {top} of {len(classes)} classes by {key} loss ({why}); the total row covers all classes")
     has_softmax = any(c["mean_p_softmax"] is not None for c in classes)
     probs = ["p̄ pos"] + (["q̄ pos"] if has_softmax else [])
-    headers = ["class", "positives", "negatives", *probs, *loss_ids, "focal/CE", *(GRADIENT_MARK + loss for loss in loss_ids)]
+    ratio = ratio_header(loss_ids)
+    headers = ["class", "positives", "negatives", *probs, *loss_ids, ratio, *(GRADIENT_MARK + loss for loss in loss_ids)]
 
     def row(c: dict) -> list[str]:
         values = [num(c["mean_p"])] + ([num(c["mean_p_softmax"])] if has_softmax else [])
@@ -124,13 +136,14 @@ def _per_class(report: dict, top: int | None, top_by: str | None) -> Section:
              *("100.0%" if t["gradient_positive_share"] is not None else MISSING for t in totals)]
     notes.append("positives and negatives are elements; p̄ pos: mean sigmoid p over positives"
                  + ("; q̄ pos: mean softmax q of the target over rows with a target" if has_softmax else ""))
+    notes.append(f"{ratio}: the class's {ratio.replace('÷', ' loss ÷ its ')} loss")
     notes.append(GRADIENT_NOTE)
     counts_end = 3 + len(probs)
     gradients_start = counts_end + len(loss_ids) + 1
     return Section(
-        "Per class (share of each loss's total)", headers, [row(c) for c in shown], total, "; ".join(notes),
-        groups=[("counts", list(range(1, counts_end))), ("share of each loss", list(range(counts_end, counts_end + len(loss_ids)))),
-                ("focal/CE", [counts_end + len(loss_ids)]),
+        "Per class", headers, [row(c) for c in shown], total, "; ".join(notes),
+        groups=[("counts", list(range(1, counts_end))), ("share of each loss's total", list(range(counts_end, counts_end + len(loss_ids)))),
+                (f"loss ratio {ratio}", [counts_end + len(loss_ids)]),
                 ("share of each loss's gradient", list(range(gradients_start, gradients_start + len(loss_ids))))],
     )
 
@@ -176,8 +189,7 @@ def _quadrants(report: dict) -> list[Section]:
     quadrants = report["quadrants"]
     families = _families(report)
     rare = quadrants["rare_classes"]
-    note = (f"rare: fewer positives than the median class ({quadrants['median_positives']:g}): "
-            f"{names(rare, 8) if rare else 'none'}; hard: g ≥ {quadrants['hard_from_g']:g}")
+    note = f"rare: {rare_rule(quadrants)}: {names(rare, 8) if rare else 'none'}; hard: g ≥ {quadrants['hard_from_g']:g}"
     sections = []
     for family, loss_ids in families:
         unit, g = UNITS[family]

@@ -1,5 +1,5 @@
 """How the text and markdown reports and the summary sentences write numbers: shares as
-percentages with one decimal, loss values with four significant digits, counts with thousands
+percentages with one decimal (two significant digits below 0.1%, ``<0.01%`` below 0.01%), loss values with four significant digits, counts with thousands
 separators, and ``—`` where a value is undefined."""
 
 from __future__ import annotations
@@ -9,11 +9,18 @@ import math
 MISSING = "—"
 
 
+SMALLEST_PCT = 0.01
+"""Percentages above 0 and below this print as ``<0.01%``."""
+
+
 def pct(value: float | None) -> str:
-    """A share (fraction) as ``12.3%``; below 0.1%, two significant digits (``0.046%``)."""
+    """A share (fraction) as ``12.3%``; below 0.1%, two significant digits (``0.046%``); above 0
+    and below 0.01%, ``<0.01%`` (``-<0.01%`` for a small negative)."""
     if value is None:
         return MISSING
     percent = 100 * value
+    if 0 < abs(percent) < SMALLEST_PCT:
+        return f"{'-' if percent < 0 else ''}<{SMALLEST_PCT:g}%"
     if 0 < abs(percent) < 0.1:
         return f"{percent:.{1 - math.floor(math.log10(abs(percent)))}f}%"
     return f"{percent:.1f}%"
@@ -33,3 +40,12 @@ def names(items: list[str], limit: int = 5) -> str:
     """``a, b, c`` with at most ``limit`` items, then ``and N more``."""
     shown = ", ".join(items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def rare_rule(quadrants: dict) -> str:
+    """The rare-class rule with this data's numbers (a schema 4 report: below the median)."""
+    rule = quadrants.get("rare_rule")
+    if rule is None:
+        return f"fewer positives than the median class ({quadrants['median_positives']:g})"
+    return (f"positives below {rule['fraction_of_median']:g} × the median class's ({quadrants['median_positives']:g}), when the "
+            f"largest class has ≥ {rule['min_spread']:g}× the smallest's (here {quadrants['class_spread']:.3g}×)")

@@ -21,18 +21,22 @@ def _label(row: dict) -> str:
 def _settings(document: dict) -> Section:
     mark = GRADIENT_MARK
     keys = ("positive_share", "easy_negative_share", "very_hard_share", "rare_share")
-    rows = [[_label(row), num(row["mean"]), *(pct(row[key]) for key in keys), num(row["gradient_mean"]), *(pct(row["gradient_" + key]) for key in keys)]
-            for row in document["settings"]]
     rare = document["rare_classes"]
+
+    def share(row: dict, key: str) -> str:  # no rare class: no rare share to show
+        return MISSING if key.endswith("rare_share") and not rare else pct(row[key])
+
+    rows = [[_label(row), num(row["mean"]), *(share(row, key) for key in keys), num(row["gradient_mean"]), *(share(row, "gradient_" + key) for key in keys)]
+            for row in document["settings"]]
     return Section(
-        "Focal loss per setting (share of its total)",
+        "Focal loss per setting",
         ["setting", "mean", "pos", "easy neg", "v.hard", "rare", f"{mark} mean", f"{mark}pos", f"{mark}easy neg", f"{mark}v.hard", f"{mark}rare"],
         rows,
         note="mean: the loss over the valid elements; pos, easy neg, v.hard, rare: share of the loss from positives, easy "
-        f"negatives (g < 0.1), very hard elements (g ≥ 0.9) and rare classes ({names(rare, 8) if rare else 'none'}: fewer "
-        f"positives than the median class); {mark}: the same for the gradient magnitude Σ |∂L/∂x| ({mark} mean: of the mean loss); "
+        f"negatives (g < 0.1), very hard elements (g ≥ 0.9) and rare classes ({names(rare, 8) if rare else 'none'}: "
+        f"{document['rare_rule']}; — without one); {mark}: the same for the gradient magnitude Σ |∂L/∂x| ({mark} mean: of the mean loss); "
         "α off: no weighting (-1)",
-        groups=[("loss", [1]), ("where the weight goes", [2, 3, 4, 5]), ("gradient", [6]), ("where the gradient goes", [7, 8, 9, 10])],
+        groups=[("loss", [1]), ("share of its loss", [2, 3, 4, 5]), ("gradient", [6]), ("share of its gradient", [7, 8, 9, 10])],
     )
 
 

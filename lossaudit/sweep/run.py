@@ -7,7 +7,7 @@ alpha)(1 - y)`` is linear in the target, so each alpha is a weighting of those s
 setting's tally is exactly the one ``compare --alpha A --gamma G --losses focal`` computes, and
 its report (:func:`~lossaudit.compare.report.build.build_report`) gives the shares with ``compare``'s
 definitions: positives, easy negatives (g < 0.1), very hard elements (g ≥ 0.9), rare classes
-(fewer positives than the median class: the ``rare_*`` quadrants), per class, and the same for the
+(:func:`~lossaudit.compare.report.build.rare_classes`: the ``rare_*`` quadrants), per class, and the same for the
 gradient magnitude ``|∂L/∂x|``.
 
 Per gamma, the same pass also keeps the cumulative distribution of the element losses over the
@@ -30,9 +30,11 @@ from lossaudit.compare.settings import LossSettings
 from lossaudit.errors import InputError
 from lossaudit.io.dataset import Chunk, DataPlan
 from lossaudit.losses.focusing import FOCAL
+from lossaudit.render.formatting import rare_rule
 
-SCHEMA_VERSION = 1
-"""Of the ``sweep --format json`` document."""
+SCHEMA_VERSION = 2
+"""Of the ``sweep --format json`` document. 2: rare classes by ``compare``'s rule
+(:func:`~lossaudit.compare.report.build.rare_classes`), stated in ``rare_rule`` (``rare_share`` 0 without a rare class)."""
 
 SUB_BITS = 8
 SUB_BINS = 1 << SUB_BITS
@@ -224,6 +226,7 @@ def sweep(data: DataPlan, gammas: tuple[float, ...], alphas: tuple[float, ...], 
         "loss": FOCAL,
         "input": first["input"],
         "rare_classes": first["quadrants"]["rare_classes"],
+        "rare_rule": rare_rule(first["quadrants"]),
         "settings": rows,
         "cumulative": [
             {"gamma": gamma, "fractions": list(FRACTIONS), "positives": histogram.cumulative(i, True), "negatives": histogram.cumulative(i, False)}

@@ -4,7 +4,9 @@
 ``lossaudit diff OLD.json NEW.json`` computes the same from two reports. A change is a share's move
 in percentage points: each loss's share per class (matched by class name) and per difficulty bin
 (matched by bin, when both reports have the same bins), and the findings that appeared or
-disappeared. ``--fail-if-share-moves PCT`` gates on the largest move.
+disappeared. The section says what it compared (``compared``, ``classes_in_common``) and warns when
+the baseline shares no class with the new report (``warnings``: probably other data).
+``--fail-if-share-moves PCT`` gates on the largest move and says what it compared.
 
 No torch, no numpy: reports are JSON documents.
 """
@@ -17,9 +19,10 @@ from pathlib import Path
 from lossaudit.errors import InputError
 from lossaudit.io.textfiles import read_text
 
-READABLE_SCHEMAS = (2, 3, 4)
+READABLE_SCHEMAS = (2, 3, 4, 5)
 """Report schema versions a baseline may have: 2 (rows and elements apart), 3 (``baseline``
-section) and 4 (this one: gradient shares, which the comparison does not read)."""
+section), 4 (gradient shares) and 5 (this one: rare classes by the data's own counts); the
+comparison reads none of what changed."""
 
 
 def read_report(path: Path) -> dict:
@@ -71,8 +74,26 @@ def changes(new: dict, old: dict, source: str) -> dict:
             "disappeared": sorted({f["code"] for f in old["findings"]} - {f["code"] for f in new["findings"]}),
         },
     }
+    section.update(_coverage(new, old, section))
     section["largest_move"] = largest_move(section)
     return section
+
+
+def _coverage(new: dict, old: dict, section: dict) -> dict:
+    """What the comparison covers: ``classes_in_common`` (of ``classes_new``, ``classes_old``),
+    ``bins_compared``, ``compared`` (in words, for the gate's message) and ``warnings`` (a baseline
+    that shares no class with the new report is probably from other data)."""
+    new_names, old_names = [c["name"] for c in new["per_class"]], {c["name"] for c in old["per_class"]}
+    common = sum(name in old_names for name in new_names)
+    bins = len(section["per_difficulty"])
+    warnings = []
+    if new_names and old_names and not common:
+        warnings.append(f"the baseline shares no class with this report ({len(old_names)} classes there, {len(new_names)} here): "
+                        "it is probably from other data; per-class shares not compared")
+    compared = (f"{common} of {len(new_names)} classes (the baseline has {len(old_names)}) and "
+                f"{bins} difficulty bin{'' if bins == 1 else 's'}" + ("" if section["bins_match"] else " (the bins differ)"))
+    return {"classes_in_common": common, "classes_new": len(new_names), "classes_old": len(old_names), "bins_compared": bins,
+            "compared": compared, "warnings": warnings}
 
 
 def largest_move(section: dict) -> dict | None:
@@ -101,6 +122,9 @@ def moved_too_far(section: dict, threshold_points: float | None) -> bool:
 def render_changes(section: dict) -> str:
     """The changes as text tables in signed percentage points (the default five losses fit 80 columns)."""
     lines = [f"Since the baseline {section['source']} (loss shares, percentage points)"]
+    lines += [f"  warning: {warning}" for warning in section.get("warnings", [])]
+    if "compared" in section:
+        lines.append(f"  compared: {section['compared']}")
     for name, key, label in (("per_class", "name", "class"), ("per_difficulty", "bin", "g bin")):
         rows = section[name]
         if not rows:

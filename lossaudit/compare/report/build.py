@@ -32,13 +32,20 @@ from lossaudit.losses.cross_entropy import BCE, CE
 from lossaudit.losses.focusing import FOCAL, SOFTMAX_FOCAL
 from lossaudit.losses.registry import LOSSES
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """2 added ``summary``, ``loss_selection``, ``levels``, per loss ``family``/``fits_data``/``covers``,
 softmax ``rows`` beside ``elements``, findings' ``gates_strict``/``files``; losses ordered by fit.
 3 added the optional ``baseline`` section (``--baseline``; :mod:`lossaudit.compare.report.baseline`).
 4 added gradient shares: per loss ``gradient_mean`` and ``gradient_{positive,easy_negative,
 very_hard}_share``; ``gradient_share`` beside ``share`` in ``per_class``, ``per_difficulty``,
-``levels`` and the quadrants' cells."""
+``levels`` and the quadrants' cells.
+5: rare classes follow :func:`rare_classes` (not "below the median"); ``quadrants`` adds
+``rare_below`` (the count a rare class is below), ``class_spread`` and ``rare_rule``."""
+RARE_FRACTION = 0.25
+"""A class is rare when its positives are below this fraction of the median class's ..."""
+RARE_SPREAD = 5.0
+"""... and only when the largest class has at least this many times the positives of the smallest
+(classes with no positive count as 1): balanced data has no rare class."""
 EASY, HARD_LEVEL, VERY_HARD = 0, 2, 3
 """Indices into ``LEVELS``: easy g < 0.1; hard (quadrants) g ≥ 0.5; very hard g ≥ 0.9."""
 HARD_FROM_G = LEVEL_EDGES[HARD_LEVEL - 1]
@@ -256,12 +263,23 @@ def _levels(order: list[str], tally: Tally, counts: np.ndarray, families: dict[s
     ]
 
 
-def _quadrants(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray, families: dict[str, str] | None = None) -> dict:
-    """Rare vs common classes (positives below the median class count) × easy (g < 0.5) vs hard."""
-    positives = counts[:, 1].sum(axis=(1, 2))
+def rare_classes(positives: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+    """Which classes are rare, from the data's own class counts: ``(rare mask, median, the count a
+    rare class is below, the spread largest / smallest)``. A class is rare when its positives are
+    below :data:`RARE_FRACTION` (1/4) of the median class's and the spread reaches
+    :data:`RARE_SPREAD` (5×); otherwise no class is."""
     ordered = np.sort(positives)  # the median, without np.median (which imports numpy.ma: 10 ms)
     median = float(ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
-    rare = positives < median
+    spread = float(ordered[-1]) / max(float(ordered[0]), 1.0) if len(ordered) else 1.0
+    below = RARE_FRACTION * median
+    rare = (positives < below) & (spread >= RARE_SPREAD)
+    return rare, median, below, spread
+
+
+def _quadrants(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray, families: dict[str, str] | None = None) -> dict:
+    """Rare vs common classes (:func:`rare_classes`) × easy (g < 0.5) vs hard."""
+    positives = counts[:, 1].sum(axis=(1, 2))
+    rare, median, below, spread = rare_classes(positives)
     softmax = _has_softmax(order, families)
     cells = {}
     for rarity, classes in (("rare", rare), ("common", ~rare)):
@@ -274,6 +292,9 @@ def _quadrants(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarra
             }
     return {
         "median_positives": median,
+        "rare_below": below,
+        "class_spread": spread,
+        "rare_rule": {"fraction_of_median": RARE_FRACTION, "min_spread": RARE_SPREAD},
         "rare_classes": [data.class_names[c] for c in np.nonzero(rare)[0]],
         "common_classes": [data.class_names[c] for c in np.nonzero(~rare)[0]],
         "hard_from_g": HARD_FROM_G,

@@ -6,6 +6,11 @@ summary says so first and draws no conclusion from it: only the findings follow.
 Every rule reads the report of :func:`lossaudit.compare.report.build.build_report` (shares are fractions
 of each loss's own total; g is the gradient norm |p − y|, 1 − q_target for softmax losses) and
 returns ``{"rule", "text", "numbers"}`` or None. Thresholds are the module constants.
+
+Like with like: a rule that ranks losses against each other ranks those of one family, counted in
+one unit (elements for sigmoid losses, rows for softmax ones): the family that fits the data
+(:func:`_compared`); ``label-noise`` the first listed family's, ``easy-negatives`` and
+``ghm-very-hard`` sigmoid losses only. No sentence compares across families.
 """
 
 from __future__ import annotations
@@ -100,15 +105,34 @@ def easy_negatives(report: dict) -> dict | None:
     )
 
 
+def _compared(report: dict) -> tuple[list[str], str]:
+    """The losses a comparing rule ranks against each other, like with like: those of the family
+    that fits the data (softmax on single-label data, sigmoid otherwise; a user's loss counts in its
+    registered family), so that every share is of the same unit. When no shown loss fits the data,
+    those of the first listed family, and ``" (… losses, which do not fit …)"`` to say so."""
+    losses = report["losses"]
+    fitting = [loss for loss, d in losses.items() if d.get("fits_data")]
+    if fitting:
+        return fitting, ""
+    first = next(iter(losses), None)
+    if first is None:
+        return [], ""
+    family = losses[first]["family"]
+    misfit = losses[first].get("fits_data") is False
+    return _by_family(report, family), f" ({family} losses, which do not fit {report['input']['data_kind']} data)" if misfit else ""
+
+
 def rare_hard(report: dict) -> dict | None:
-    """Rule ``rare-hard``: with rare classes (fewer positives than the median class) and at least two
-    losses whose rare-hard quadrant (rare classes, g ≥ 0.5) holds some of their elements (rows for
-    softmax losses), name the loss giving it the largest share of its total and the one giving the
-    smallest, when they differ by at least 5 points
-    (:data:`RARE_HARD_SPREAD`)."""
+    """Rule ``rare-hard``: with rare classes (:func:`~lossaudit.compare.report.build.rare_classes`)
+    and at least two losses of the family that fits the data (:func:`_compared`: shares of the same
+    unit, elements or rows) whose rare-hard quadrant (rare classes, g ≥ 0.5) holds some of their
+    units, name the loss giving it the largest share of its total and the one giving the smallest,
+    when they differ by at least 5 points (:data:`RARE_HARD_SPREAD`)."""
     quadrants = report["quadrants"]
     cell = quadrants["cells"]["rare_hard"]
-    shares = {loss: share for loss, share in cell["share"].items() if share is not None and cell[_unit(report, loss)]}
+    group, caveat = _compared(report)
+    shares = {loss: share for loss, share in cell["share"].items()
+              if loss in group and share is not None and cell[_unit(report, loss)]}
     if not quadrants["rare_classes"] or len(shares) < 2:
         return None
     top, low = max(shares, key=shares.get), min(shares, key=shares.get)
@@ -118,7 +142,7 @@ def rare_hard(report: dict) -> dict | None:
         "rare-hard",
         f"{top} gives the rare-hard quadrant (rare classes {names(quadrants['rare_classes'])}; g ≥ "
         f"{quadrants['hard_from_g']:g}) the most weight: {pct(shares[top])} of its loss, against {pct(shares[low])} "
-        f"for {low}.",
+        f"for {low}{caveat}.",
         loss=top, least=low, shares=shares, rare_classes=quadrants["rare_classes"],
     )
 
