@@ -123,6 +123,8 @@ def test_sentences_compare_like_with_like(which, request, compare_json, tmp_path
         named = {loss for loss in SOFTMAX + SIGMOID if re.search(rf"(?<![\w-]){re.escape(loss)}(?![\w-])", sentence["text"])}
         families = {report["losses"][loss]["family"] for loss in named}
         assert len(families) <= 1 or "cross-family" in sentence["text"], sentence["text"]
+        if named and families == {"sigmoid"}:  # sigmoid losses only, on single-label data: it says they do not fit
+            assert "(sigmoid losses, which do not fit single-label data)" in sentence["text"], sentence["text"]
         numbers = sentence["numbers"]
         if "loss" in numbers and "least" in numbers:
             assert report["losses"][numbers["loss"]]["family"] == report["losses"][numbers["least"]]["family"]

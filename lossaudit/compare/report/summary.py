@@ -100,7 +100,7 @@ def easy_negatives(report: dict) -> dict | None:
     return _sentence(
         "easy-negatives",
         f"{top} spends {pct(shares[top])} of its loss on easy negatives (g < 0.1: {count(negatives)} elements, "
-        f"{pct(element_share)} of all){others}.",
+        f"{pct(element_share)} of all){others}{_misfit_note(report, sigmoid)}.",
         loss=top, shares=shares, easy_negatives=negatives, element_share=element_share,
     )
 
@@ -118,8 +118,17 @@ def _compared(report: dict) -> tuple[list[str], str]:
     if first is None:
         return [], ""
     family = losses[first]["family"]
-    misfit = losses[first].get("fits_data") is False
-    return _by_family(report, family), f" ({family} losses, which do not fit {report['input']['data_kind']} data)" if misfit else ""
+    return _by_family(report, family), _misfit_note(report, [first])
+
+
+def _misfit_note(report: dict, compared: list[str]) -> str:
+    """``" (sigmoid losses, which do not fit single-label data)"`` when the losses a sentence compares
+    are of a family that does not fit the data, else nothing: a sentence says so when it does not
+    compare the losses that fit."""
+    misfit = [loss for loss in compared if report["losses"][loss].get("fits_data") is False]
+    if not misfit:
+        return ""
+    return f" ({report['losses'][misfit[0]]['family']} losses, which do not fit {report['input']['data_kind']} data)"
 
 
 def rare_hard(report: dict) -> dict | None:
@@ -201,7 +210,7 @@ def ghm_very_hard(report: dict) -> dict | None:
     return _sentence(
         "ghm-very-hard",
         f"ghm {'raises' if ghm > bce else 'lowers'} the very hard elements' (g ≥ 0.9) share of the loss from bce's "
-        f"{pct(bce)} to {pct(ghm)} (×{num(ghm / bce)}): {why}.",
+        f"{pct(bce)} to {pct(ghm)} (×{num(ghm / bce)}): {why}{_misfit_note(report, [GHM, BCE])}.",
         ghm=ghm, bce=bce, ratio=ghm / bce, element_share=element_share,
     )
 
