@@ -11,6 +11,7 @@ imports no torch: the reference functions (:mod:`lossaudit.lint.reference`) impo
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
@@ -79,7 +80,10 @@ STATEFUL_REFERENCES = {GHM: reference.ghm_calls}
 """Kinds whose reference keeps state across calls (GHM-C's moving average of bin counts, with
 momentum > 0), and its element losses over successive calls of one instance."""
 
-FAMILY_PARAMETERS: dict[str, dict[str, tuple[object, tuple[str, ...]]]] = {name: kind.parameters for name, kind in LINT_KINDS.items() if kind.reference is not None}
+FAMILY_PARAMETERS: dict[str, dict[str, tuple[object, tuple[str, ...]]]] = {
+    name: {keyword: (inspect.signature(kind.reference).parameters[keyword].default, names) for keyword, names in kind.parameters.items()}
+    for name, kind in LINT_KINDS.items() if kind.reference is not None
+}
 """Per family kind, the keyword arguments of its reference: the reference's default and the
 parameter names a target may give it (timm's ``disable_torch_grad_focal_loss`` detaches ASL's
 focusing weight; PyTorch's ``label_smoothing``, timm's ``smoothing``)."""

@@ -102,8 +102,8 @@ LOSSES = (
 )
 LINT_KINDS = (
     LintKind(ASL, "Asymmetric Loss for multi-label classification (timm AsymmetricLossMultiLabel)", SIGMOID, reference=asl,
-             parameters={"gamma_pos": (1.0, ("gamma_pos",)), "gamma_neg": (4.0, ("gamma_neg",)), "clip": (0.05, ("clip",)), "eps": (1e-8, ("eps",)),
-                         "detach_weight": (False, ("disable_torch_grad_focal_loss", "detach_weight"))},
+             parameters={"gamma_pos": ("gamma_pos",), "gamma_neg": ("gamma_neg",), "clip": ("clip",), "eps": ("eps",),
+                         "detach_weight": ("disable_torch_grad_focal_loss", "detach_weight")},
              focusing="gamma_neg", normalisations=("none", "sum"), usual_normalisation="the sum (timm)",
              factor="ASL's ((1 - p)^gamma_pos on positives, p_m^gamma_neg on negatives with p_m = max(p - clip, 0))",
              no_alpha="ASL takes no balancing weight: remove it (gamma_pos, gamma_neg and clip balance the two sides)",

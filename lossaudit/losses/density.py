@@ -126,7 +126,7 @@ LOSSES = (
 )
 LINT_KINDS = (
     LintKind(GHM, "GHM-C, BCE weighted by gradient density (mmdet GHMC)", SIGMOID, reference=ghm,
-             parameters={"bins": (10, ("bins",)), "momentum": (0.0, ("momentum",))}, focusing=None,
+             parameters={"bins": ("bins",), "momentum": ("momentum",)}, focusing=None,
              normalisations=("none", "sum", "mean over elements"), usual_normalisation="the mean over valid elements (mmdet)",
              no_alpha="GHM-C takes no balancing weight: its gradient-density weights do the balancing", hint=("name", ("ghm",), "name (GHM)", True)),
 )

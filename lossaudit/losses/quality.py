@@ -160,12 +160,12 @@ LOSSES = (
 )
 LINT_KINDS = (
     LintKind(QFL, "Quality Focal Loss on soft IoU targets (mmdet quality_focal_loss)", SIGMOID, reference=qfl,
-             parameters={"beta": (2.0, ("beta",))}, focusing="beta",
+             parameters={"beta": ("beta",)}, focusing="beta",
              normalisations=("none", "sum", "sum per positive", "mean over rows"), usual_normalisation="the sum per positive anchor (GFL's head) or the mean over anchors",
              factor="QFL's |y - p|^beta (y the IoU quality)", no_alpha="QFL takes no balancing weight: remove it (|y - p|**beta already weights each element)",
              hint=("name", ("qualityfocal", "quality_focal", "qfl"), "name (quality focal)", True)),
     LintKind(VFL, "Varifocal Loss on IoU-aware targets (mmdet varifocal_loss)", SIGMOID, reference=vfl,
-             parameters={"alpha": (0.75, ("alpha",)), "gamma": (2.0, ("gamma",)), "detach_weight": (False, ("detach_weight",))},
+             parameters={"alpha": ("alpha",), "gamma": ("gamma",), "detach_weight": ("detach_weight",)},
              normalisations=("none", "sum", "sum per positive", "mean over elements"), usual_normalisation="the sum per positive anchor (VFNet's head) or the mean over elements",
              factor="Varifocal's (q on positives, alpha p^gamma on negatives)", hint=("name", ("varifocal", "vfl"), "name (Varifocal)", True)),
 )

@@ -213,8 +213,8 @@ class LintKind:
         reference: a family kind's reference, a function of its module called
             ``reference(logits, targets, reduction="none", **parameters)`` (None for the focal
             kinds, whose references lint composes from its alpha and gamma readings).
-        parameters: the reference's keyword arguments: keyword -> (default, the names a target
-            may give it, first its own).
+        parameters: the reference's keyword arguments it is audited with: keyword -> the names a
+            target may give it, first its own (their defaults are the reference's).
         focusing: the name of its focusing exponent (None: it has none to vary).
         normalisations: what its 'mean' may divide by without a note (lint FL018's words: 'none',
             'sum', 'sum per positive', 'mean over rows', 'mean over elements', ...).
@@ -229,7 +229,7 @@ class LintKind:
     summary: str
     base: str
     reference: Callable | None = None
-    parameters: dict[str, tuple[object, tuple[str, ...]]] = field(default_factory=dict)
+    parameters: dict[str, tuple[str, ...]] = field(default_factory=dict)
     focusing: str | None = "gamma"
     normalisations: tuple[str, ...] = ("none", "sum")
     usual_normalisation: str = "the sum"
