@@ -1,4 +1,4 @@
-"""``lossaudit sweep``: sigmoid focal loss under a grid of gamma and alpha, from one pass."""
+"""``lossaudit sweep``: a focal loss (sigmoid, or softmax on single-label data) under a grid of settings, from one pass."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from lossaudit.cli.app import (
     ClassDimOption,
     ClassNamesOption,
     Command,
+    DumpInputs,
+    DumpInputsOption,
     IgnoreIndexOption,
-    Inputs,
-    InputsOption,
+    LabelBaseOption,
     LogitsKeyOption,
     OutputOption,
     PlotOption,
@@ -32,18 +33,28 @@ from lossaudit.cli.app import (
     piped_width,
 )
 from lossaudit.errors import InputError
+from lossaudit.losses.registry import PARAMS
 
 
 class SweepFormat(str, Enum):
     text = "text"
     json = "json"
+    markdown = "markdown"
+
+
+class SweepLoss(str, Enum):
+    auto = "auto"
+    focal = "focal"
+    softmax_focal = "softmax-focal"
 
 
 @app.command(cls=Command)
 def sweep(
     paths: Annotated[Optional[list[Path]], typer.Argument(help=plain("Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file)."), show_default=False, metavar="DUMP")] = None,
+    loss: Annotated[SweepLoss, typer.Option("--loss", help=plain("The loss swept: focal (sigmoid: --gamma × --alpha), softmax-focal (--gamma × --alpha-per-class), or auto: the one that fits the data (softmax-focal on single-label data, focal on detection-style data and heatmaps)."), rich_help_panel="Settings")] = SweepLoss.auto,
     gamma: Annotated[str, typer.Option("--gamma", help=plain("Comma list of focal gammas (each ≥ 0)."), metavar="X,...", rich_help_panel="Settings")] = "0,0.5,1,2,5",
-    alpha: Annotated[str, typer.Option("--alpha", help=plain("Comma list of focal alphas (each in [0, 1], or -1: no weighting)."), metavar="X,...", rich_help_panel="Settings")] = "0.25,0.5,0.75,-1",
+    alpha: Annotated[Optional[str], typer.Option("--alpha", help=plain("Comma list of focal alphas (each in [0, 1], or -1: no weighting) [default: 0.25,0.5,0.75,-1]; focal only (a scalar alpha only rescales softmax-focal)."), show_default=False, metavar="X,...", rich_help_panel="Settings")] = None,
+    alpha_per_class: Annotated[Optional[list[str]], typer.Option("--alpha-per-class", help=plain(PARAMS["alpha_per_class"].help + " Repeatable: each one more setting per gamma (softmax-focal: beside no alpha; focal: after the --alpha values)."), metavar=PARAMS["alpha_per_class"].metavar, rich_help_panel="Settings")] = None,
     bins: BinsOption = 10,
     logits_key: LogitsKeyOption = None,
     targets_key: TargetsKeyOption = None,
@@ -51,39 +62,43 @@ def sweep(
     background_index: BackgroundIndexOption = None,
     ignore_index: IgnoreIndexOption = -1,
     class_dim: ClassDimOption = None,
-    inputs: InputsOption = Inputs.auto,
+    inputs: DumpInputsOption = DumpInputs.auto,
+    label_base: LabelBaseOption = 0,
     class_names: ClassNamesOption = None,
     format: Annotated[SweepFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel="Report")] = SweepFormat.text,
     output: OutputOption = None,
     plot: PlotOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Sigmoid focal loss under every --gamma × --alpha setting, from one pass over the dumps: shares of loss and gradient, top classes, cumulative loss."""
+    """A focal loss under every setting, from one pass over the dumps: the sigmoid focal loss (--gamma × --alpha) or, on single-label data, softmax-focal (--gamma × --alpha-per-class); a summary, shares of loss and gradient, top classes, cumulative loss."""
     try:
         from lossaudit.io.dataset import LoadOptions, read_class_names
         from lossaudit.io.readers import SUFFIXES as DUMP_SUFFIXES
         from lossaudit.render.compare import render_json
         from lossaudit.render.formats import refuse_overwriting_inputs, write_report
-        from lossaudit.sweep.render import print_text, render_text
+        from lossaudit.sweep.render import print_text, render_markdown, render_text
         from lossaudit.sweep.run import run as run_sweep
 
-        refuse_overwriting_inputs(output, [*(paths or []), *([class_names] if class_names else [])], DUMP_SUFFIXES)
+        vector_files = [Path(text) for text in alpha_per_class or [] if Path(text).is_file()]
+        refuse_overwriting_inputs(output, [*(paths or []), *([class_names] if class_names else []), *vector_files], DUMP_SUFFIXES)
         if plot is not None:
             from lossaudit.render.plots import check_plot_path
 
             check_plot_path(plot, output)
         options = LoadOptions(logits_key=logits_key, targets_key=targets_key, targets=TargetEncoding(targets).value, background_index=background_index,
-                              ignore_index=ignore_index, class_dim=class_dim, inputs=Inputs(inputs).value,
-                              class_names=read_class_names(class_names) if class_names else None)
-        document = run_sweep(paths or [], options, gamma, alpha, bins)
+                              ignore_index=ignore_index, class_dim=class_dim, inputs=DumpInputs(inputs).value,
+                              label_base=label_base, class_names=read_class_names(class_names) if class_names else None)
+        document = run_sweep(paths or [], options, gamma, alpha, bins, SweepLoss(loss).value, alpha_per_class or [])
         if format is SweepFormat.json:
             write_report(render_json(document), output)
+        elif format is SweepFormat.markdown:
+            write_report(render_markdown(document), output)
         elif output is None and sys.stdout.isatty():
             print_text(document, Console())
         else:
             write_report(render_text(document, piped_width(output)), output)
         if plot is not None:
-            from lossaudit.render.plots import plot_sweep
+            from lossaudit.sweep.render import plot_sweep
 
             plot_sweep(document, plot)
     except InputError as error:

@@ -1,18 +1,25 @@
-"""``lossaudit sweep``: the sigmoid focal loss under every (gamma, alpha) setting, from one pass.
+"""``lossaudit sweep``: a focal loss under every setting of a grid, from one pass: the sigmoid focal
+loss (``focal``) under every (gamma, alpha), or the softmax focal loss (``softmax-focal``) under every
+gamma (and ``--alpha-per-class`` vector); by default the one that fits the data
+(:func:`~lossaudit.compare.report.build.fitting_family`: softmax-focal on single-label data).
 
 Every chunk of the data is read once (:func:`~lossaudit.compare.engine.stream.stream_pass`) and given to
 one :class:`~lossaudit.compare.engine.stream.StreamTally` per gamma, which keeps focal's sums split into
 ``Σ (1 - y) h`` and ``Σ y h`` (``h`` the loss before ``alpha_t``). ``alpha_t = alpha y + (1 -
-alpha)(1 - y)`` is linear in the target, so each alpha is a weighting of those sums at the end: a
-setting's tally is exactly the one ``compare --alpha A --gamma G --losses focal`` computes, and
-its report (:func:`~lossaudit.compare.report.build.build_report`) gives the shares with ``compare``'s
-definitions: positives, easy negatives (g < 0.1), very hard elements (g ≥ 0.9), rare classes
-(:func:`~lossaudit.compare.report.build.rare_classes`: the ``rare_*`` quadrants), per class, and the same for the
-gradient magnitude ``|∂L/∂x|``.
+alpha)(1 - y)`` is linear in the target, so each alpha (a scalar, or a per-class vector) is a
+weighting of those sums at the end: a setting's tally is exactly the one ``compare --alpha A --gamma G
+--losses focal`` computes. softmax-focal is tallied per gamma, and per gamma and ``--alpha-per-class``
+vector, as ``compare --losses softmax-focal --gamma G [--alpha-per-class V]`` tallies it. Each
+setting's report (:func:`~lossaudit.compare.report.build.build_report`) gives the shares with
+``compare``'s definitions: positives, easy negatives (g < 0.1), very hard elements (g ≥ 0.9; rows
+with q_target ≤ 0.1 for softmax-focal), rare classes (:func:`~lossaudit.compare.report.build.rare_classes`:
+the ``rare_*`` quadrants), per class, and the same for the gradient magnitude ``|∂L/∂x|``.
 
 Per gamma, the same pass also keeps the cumulative distribution of the element losses over the
-positives and over the negatives (the focal loss paper's Figure 4): sorted from the smallest, the
-share of the total loss the lowest fraction ``f`` of the elements holds (:class:`LossHistogram`).
+positives and over the negatives (the focal loss paper's Figure 4; softmax-focal: over the rows'
+target terms): sorted from the smallest, the share of the total loss the lowest fraction ``f`` of
+them holds (:class:`LossHistogram`). The summary (:mod:`lossaudit.sweep.summary`) says how the
+shares move across the grid.
 """
 
 from __future__ import annotations
@@ -25,16 +32,24 @@ import numpy as np
 from lossaudit._version import __version__
 from lossaudit.compare.engine import elements
 from lossaudit.compare.engine.stream import StreamTally, stream_pass
-from lossaudit.compare.report.build import build_report
+from lossaudit.compare.report.build import build_report, data_kind, fitting_family
 from lossaudit.compare.settings import LossSettings
 from lossaudit.errors import InputError
 from lossaudit.io.dataset import Chunk, DataPlan
-from lossaudit.losses.focusing import FOCAL
+from lossaudit.io.dataset.rows import SCAN_ROWS
+from lossaudit.losses.focusing import FOCAL, SOFTMAX_FOCAL
+from lossaudit.losses.registry import LOSSES, PARAMS
 from lossaudit.render.formatting import rare_rule
+from lossaudit.sweep.summary import summarise
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Of the ``sweep --format json`` document. 2: rare classes by ``compare``'s rule
-(:func:`~lossaudit.compare.report.build.rare_classes`), stated in ``rare_rule`` (``rare_share`` 0 without a rare class)."""
+(:func:`~lossaudit.compare.report.build.rare_classes`), stated in ``rare_rule`` (``rare_share`` 0 without a rare class).
+3: ``summary`` (sentences ``{rule, text, numbers}``, as ``compare``'s); ``loss`` may be ``softmax-focal``
+(``loss_choice`` says why: ``--loss``, or the data kind); ``alpha_per_class`` (the vectors swept);
+``counts`` (what the shares are of); per setting ``label`` and ``alpha_per_class`` (``alpha`` null
+for a vector, and for softmax-focal); softmax-focal's ``cumulative`` items hold ``rows`` instead of
+``positives`` and ``negatives``."""
 
 SUB_BITS = 8
 SUB_BINS = 1 << SUB_BITS
@@ -167,73 +182,226 @@ class LossHistogram:
         return result
 
 
-def _setting(report: dict, gamma: float, alpha: float) -> dict:
-    """One setting's row: focal's shares (and gradient shares) from its compare report."""
-    loss, cells = report["losses"][FOCAL], report["quadrants"]["cells"]
+class RowHistogram(LossHistogram):
+    """:class:`LossHistogram` of the softmax focal loss: per gamma, the terms ``(1 - q)^gamma (-y
+    log q)`` of the rows with a target (softmax-focal before its per-class alpha; one term a row on
+    single-label data), kept as "positives" (a softmax loss has no negative term)."""
+
+    def add(self, chunk: Chunk, file: int = 0) -> None:
+        row_valid = chunk.valid_rows
+        rows = np.flatnonzero(row_valid & chunk.has_target)
+        if not len(rows):
+            return
+        in_rows = row_valid[chunk.target_rows]
+        row, col, y = chunk.target_rows[in_rows], chunk.target_cols[in_rows], chunk.target_values[in_rows]
+        terms = elements.softmax_terms(np.take(chunk.logits, rows, axis=0), np.searchsorted(rows, row), col)
+        for i, gamma in enumerate(self.gammas):
+            h = terms.loss(y, gamma).astype(np.float32)
+            keys = self._keys(h) + self.size
+            self.counts[i] += np.bincount(keys, minlength=2 * self.size).reshape(2, self.size)
+            self.sums[i] += np.bincount(keys, weights=h, minlength=2 * self.size).reshape(2, self.size)
+
+
+def setting_label(loss: str, gamma: float, alpha: float | None, vector: int | None) -> str:
+    """``γ 2, α 0.25``, ``γ 2, α off`` (-1), ``γ 2, α #1`` (the first ``--alpha-per-class``),
+    ``γ 2`` (softmax-focal without alpha)."""
+    if vector is not None:
+        return f"γ {gamma:g}, α #{vector + 1}"
+    if loss == SOFTMAX_FOCAL:
+        return f"γ {gamma:g}"
+    return f"γ {gamma:g}, α {'off' if alpha == -1 else format(alpha, 'g')}"
+
+
+def _setting(report: dict, loss: str, gamma: float, alpha: float | None, vectors: tuple[tuple[float, ...], ...], vector: int | None) -> dict:
+    """One setting's row: the loss's shares (and gradient shares) from its compare report."""
+    numbers, cells = report["losses"][loss], report["quadrants"]["cells"]
 
     def rare(key: str) -> float | None:
-        shares = [cells[name][key][FOCAL] for name in ("rare_easy", "rare_hard")]
+        shares = [cells[name][key][loss] for name in ("rare_easy", "rare_hard")]
         return None if None in shares else shares[0] + shares[1]
 
-    per_class = [{"name": c["name"], "share": c["share"][FOCAL], "gradient_share": c["gradient_share"][FOCAL]} for c in report["per_class"]]
+    per_class = [{"name": c["name"], "share": c["share"][loss], "gradient_share": c["gradient_share"][loss]} for c in report["per_class"]]
     ranked = sorted(per_class, key=lambda c: c["share"] or 0.0, reverse=True)
     return {
         "gamma": gamma,
         "alpha": alpha,
-        "sum": loss["sum"],
-        "mean": loss["mean"],
-        "positive_share": loss["positive_share"],
-        "easy_negative_share": loss["easy_negative_share"],
-        "very_hard_share": loss["very_hard_share"],
+        "alpha_per_class": None if vector is None else list(vectors[vector]),
+        "label": setting_label(loss, gamma, alpha, vector),
+        "sum": numbers["sum"],
+        "mean": numbers["mean"],
+        "positive_share": numbers["positive_share"],
+        "easy_negative_share": numbers["easy_negative_share"],
+        "very_hard_share": numbers["very_hard_share"],
         "rare_share": rare("share"),
-        "gradient_mean": loss["gradient_mean"],
-        "gradient_positive_share": loss["gradient_positive_share"],
-        "gradient_easy_negative_share": loss["gradient_easy_negative_share"],
-        "gradient_very_hard_share": loss["gradient_very_hard_share"],
+        "gradient_mean": numbers["gradient_mean"],
+        "gradient_positive_share": numbers["gradient_positive_share"],
+        "gradient_easy_negative_share": numbers["gradient_easy_negative_share"],
+        "gradient_very_hard_share": numbers["gradient_very_hard_share"],
         "gradient_rare_share": rare("gradient_share"),
         "top_classes": [c["name"] for c in ranked[:TOP_CLASSES] if c["share"]],
         "per_class": per_class,
-        "per_difficulty": [{"g_low": d["g_low"], "g_high": d["g_high"], "share": d["share"][FOCAL], "gradient_share": d["gradient_share"][FOCAL]}
+        "per_difficulty": [{"g_low": d["g_low"], "g_high": d["g_high"], "share": d["share"][loss], "gradient_share": d["gradient_share"][loss]}
                            for d in report["per_difficulty"]],
     }
 
 
-def sweep(data: DataPlan, gammas: tuple[float, ...], alphas: tuple[float, ...], bins: int = 10, chunk_rows: int | None = None,
-          workers: int | None = None, progress: Callable[[int], None] | None = None) -> dict:
-    """Focal's report under every (gamma, alpha) of the planned data, from one pass over it: the
-    ``sweep --format json`` document (see the module docstring)."""
+LOSS_CHOICES = ("auto", FOCAL, SOFTMAX_FOCAL)
+"""``sweep --loss``: auto sweeps the focal loss of the family that fits the data
+(:func:`~lossaudit.compare.report.build.fitting_family`): softmax-focal on single-label data, the
+sigmoid focal loss on detection-style data and heatmaps."""
+
+
+def _fits_by_targets(data: DataPlan) -> str:
+    """The focal loss that fits the data as its targets alone tell (read once more, not the
+    logits): focal when some row is background (an index label equal to the background label, or
+    per-class targets all 0) or multi-hot, else softmax-focal. The pass confirms it
+    (:func:`~lossaudit.compare.report.build.data_kind`, which counts valid rows only)."""
     info = data.info
+    if info.encoding == "heatmap" or info.multi_label:
+        return FOCAL
+    for source in data.sources:
+        for values in source.targets.scan(source.rows, SCAN_ROWS):
+            values = np.asarray(values)
+            if info.encoding == "index":
+                if (values.astype(np.int64) == info.background_index).any():
+                    return FOCAL
+            elif values.size and not values.reshape(len(values), -1).any(axis=1).all():
+                return FOCAL
+    return SOFTMAX_FOCAL
+
+
+def _candidates(data: DataPlan, loss: str) -> str:
+    """The loss the pass tallies: the one asked for; with auto, softmax-focal for softmax
+    probabilities (the only one they give), else the one the targets say fits (:func:`_fits_by_targets`)."""
+    info = data.info
+    if loss == FOCAL and info.inputs == "softmax-probs":
+        raise InputError("--inputs softmax-probs: --loss focal is a sigmoid loss, which softmax probabilities cannot give "
+                         "(the logits are known only up to a per-row constant); sweep softmax-focal (--loss softmax-focal) or dump the logits")
+    if loss != "auto":
+        return loss
     if info.inputs == "softmax-probs":
-        raise InputError("--inputs softmax-probs: sweep sweeps the sigmoid focal loss, which softmax probabilities cannot give "
-                         "(the logits are known only up to a per-row constant); dump the logits")
-    settings = {gamma: LossSettings(losses=(FOCAL,), gamma=gamma, bins=bins) for gamma in gammas}
+        return SOFTMAX_FOCAL
+    return _fits_by_targets(data)
+
+
+def _tally(data: DataPlan, loss: str, gammas: tuple[float, ...], vectors: tuple[tuple[float, ...], ...], bins: int, chunk_rows: int | None,
+           workers: int | None, progress: Callable[[int], None] | None) -> tuple[dict, dict, LossHistogram]:
+    """One pass: ``(settings by key, finished tallies by key, histogram)``. Focal: one tally per
+    gamma (its alphas are weightings of the sums at the end). softmax-focal: one per gamma (no
+    alpha) and one per gamma and ``--alpha-per-class`` vector (key ``(gamma, v)``)."""
+    info = data.info
+    settings = {gamma: LossSettings(losses=(loss,), gamma=gamma, bins=bins) for gamma in gammas}
+    if loss == SOFTMAX_FOCAL:
+        settings.update({(gamma, v): LossSettings(losses=(loss,), gamma=gamma, bins=bins, alpha_per_class=vectors[v])
+                         for gamma in gammas for v in range(len(vectors))})
+    histogram = LossHistogram if loss == FOCAL else RowHistogram
 
     def make(rows: int) -> list:
-        return [*(StreamTally(settings[gamma], info.num_classes, len(info.files), rows) for gamma in gammas), LossHistogram(gammas)]
+        return [*(StreamTally(chosen, info.num_classes, len(info.files), rows) for chosen in settings.values()), histogram(gammas)]
 
-    *tallies, histogram = stream_pass(data, make, chunk_rows, workers, progress)
-    rows, first = [], None
-    for gamma, accumulator in zip(gammas, tallies):
+    *tallies, kept = stream_pass(data, make, chunk_rows, workers, progress)
+    for accumulator in tallies:
         accumulator.finish(data)
-        for alpha in alphas:
-            chosen = replace(settings[gamma], alpha=alpha)
-            report = build_report(info, chosen, accumulator.result(data, elements.SigmoidParams(alpha=alpha, gamma=gamma)))
-            first = first or report
-            rows.append(_setting(report, gamma, alpha))
+    return settings, dict(zip(settings, tallies)), kept
+
+
+DATA_WORDS = {"detection": "detection-style data (some row is background or multi-hot)", "single-label": "single-label data (no row is background or multi-hot)"}
+
+
+def _choice(asked: str, chosen: str, kind: str, inputs: str, alpha_asked: bool) -> dict:
+    """The document's ``loss_choice``: what was asked, what was swept and why."""
+    fits = fitting_family(kind) == LOSSES[chosen].family
+    data = f"{DATA_WORDS.get(kind, kind + ' data')}, which the {fitting_family(kind)} losses fit"
+    if asked != "auto":
+        why = f"--loss {asked}" + ("" if fits else f", a {LOSSES[chosen].family} loss, on {data}")
+    elif chosen == SOFTMAX_FOCAL and inputs == "softmax-probs":
+        why = "softmax probabilities give only the softmax losses"
+    else:
+        other = FOCAL if chosen == SOFTMAX_FOCAL else SOFTMAX_FOCAL
+        why = f"{data}; --loss {other} sweeps the {'sigmoid' if other == FOCAL else 'softmax'} focal loss"
+    ignored = ["--alpha"] if alpha_asked and chosen == SOFTMAX_FOCAL else []
+    return {"asked": asked, "chosen": chosen, "data_kind": kind, "fits_data": fits, "why": why, "ignored": ignored}
+
+
+def _counts(report: dict, loss: str) -> dict:
+    """What the summary's shares are shares of, the same under every setting: the unit the loss
+    sees (elements, or rows with a target), how many, and how many of them are very hard, easy
+    negatives (sigmoid) and of the rare classes."""
+    covers = report["losses"][loss]["covers"]
+    unit = covers["unit"]
+    levels, cells = report["levels"], report["quadrants"]["cells"]
+    rare = set(report["quadrants"]["rare_classes"])
+    sigmoid = unit == "elements"
     return {
+        "unit": unit,
+        "units": covers["count"],
+        "positives": report["input"]["positives"],
+        "very_hard": int(levels[-1][unit] or 0),
+        "easy_negatives": int(levels[0]["elements"] - levels[0]["positives"]) if sigmoid else None,
+        "rare_positives": int(sum(c["positives"] for c in report["per_class"] if c["name"] in rare)),
+        "rare_units": int(sum(cells[name][unit] or 0 for name in ("rare_easy", "rare_hard"))),
+    }
+
+
+def sweep(data: DataPlan, gammas: tuple[float, ...], alphas: tuple[float, ...], bins: int = 10, chunk_rows: int | None = None,
+          workers: int | None = None, progress: Callable[[int], None] | None = None, loss: str = "auto",
+          alpha_per_class: tuple[tuple[float, ...], ...] = (), alpha_asked: bool = False) -> dict:
+    """The loss's report under every setting of the planned data, from one pass over it: the
+    ``sweep --format json`` document (see the module docstring). ``loss``: focal, softmax-focal
+    or auto (the one that fits the data, :data:`LOSS_CHOICES`): the targets are read first to tell
+    which (:func:`_fits_by_targets`), and in the rare case the pass finds otherwise (every
+    background row masked or ignored), a second pass tallies the other. Settings: focal, every gamma ×
+    (every alpha, then every ``alpha_per_class`` vector); softmax-focal, every gamma × (no alpha,
+    then every vector; a scalar alpha only rescales it). ``alpha_asked``: ``--alpha`` was given
+    (with softmax-focal it is ignored, and ``loss_choice`` says so)."""
+    info = data.info
+    if loss not in LOSS_CHOICES:
+        raise InputError(f"--loss {loss}: expected one of {', '.join(LOSS_CHOICES)}")
+    for vector in alpha_per_class:
+        PARAMS["alpha_per_class"].check_classes(vector, info.num_classes)
+    vectors = tuple(alpha_per_class)
+    chosen = _candidates(data, loss)
+    settings, tallies, histogram = _tally(data, chosen, gammas, vectors, bins, chunk_rows, workers, progress)
+    kind = data_kind(info, tallies[gammas[0]].result(data))
+    fits = SOFTMAX_FOCAL if fitting_family(kind) == "softmax" else FOCAL
+    if loss == "auto" and info.inputs != "softmax-probs" and fits != chosen:  # the targets said otherwise (rows all masked…)
+        chosen = fits
+        settings, tallies, histogram = _tally(data, chosen, gammas, vectors, bins, chunk_rows, workers, progress)
+    rows, first = [], None
+    for gamma in gammas:
+        if chosen == FOCAL:
+            grid = [(alpha, None, replace(settings[gamma], alpha=alpha), elements.SigmoidParams(alpha=alpha, gamma=gamma)) for alpha in alphas]
+            grid += [(None, v, replace(settings[gamma], alpha_per_class=vectors[v]),
+                      elements.SigmoidParams(alpha=np.array(vectors[v], dtype=np.float64), gamma=gamma)) for v in range(len(vectors))]
+            tallied = [(alpha, v, setting, tallies[gamma].result(data, params)) for alpha, v, setting, params in grid]
+        else:
+            tallied = [(None, v, settings[key], tallies[key].result(data)) for v, key in [(None, gamma), *((v, (gamma, v)) for v in range(len(vectors)))]]
+        for alpha, v, setting, tally in tallied:
+            report = build_report(info, setting, tally)
+            first = first or report
+            rows.append(_setting(report, chosen, gamma, alpha, vectors, v))
+    if chosen == FOCAL:
+        cumulative = [{"gamma": gamma, "fractions": list(FRACTIONS), "positives": histogram.cumulative(i, True),
+                       "negatives": histogram.cumulative(i, False)} for i, gamma in enumerate(gammas)]
+    else:
+        cumulative = [{"gamma": gamma, "fractions": list(FRACTIONS), "rows": histogram.cumulative(i, True)} for i, gamma in enumerate(gammas)]
+    document = {
         "schema_version": SCHEMA_VERSION,
         "lossaudit_version": __version__,
-        "loss": FOCAL,
+        "summary": [],
+        "loss": chosen,
+        "loss_choice": _choice(loss, chosen, kind, info.inputs, alpha_asked),
+        "alpha_per_class": [list(vector) for vector in vectors],
         "input": first["input"],
         "rare_classes": first["quadrants"]["rare_classes"],
         "rare_rule": rare_rule(first["quadrants"]),
+        "counts": _counts(first, chosen),
         "settings": rows,
-        "cumulative": [
-            {"gamma": gamma, "fractions": list(FRACTIONS), "positives": histogram.cumulative(i, True), "negatives": histogram.cumulative(i, False)}
-            for i, gamma in enumerate(gammas)
-        ],
+        "cumulative": cumulative,
         "findings": first["findings"],
     }
+    document["summary"] = summarise(document, first)
+    return document
 
 
 def check_alpha(value: float) -> bool:
@@ -244,14 +412,27 @@ def check_gamma(value: float) -> bool:
     return value >= 0
 
 
-def run(paths: list, load_options, gamma_text: str, alpha_text: str, bins: int = 10) -> dict:
-    """Parse the lists, read the dumps and sweep them (the ``lossaudit sweep`` command)."""
+DEFAULT_ALPHAS = "0.25,0.5,0.75,-1"
+"""``--alpha``'s default (focal; softmax-focal takes no scalar alpha)."""
+
+
+def run(paths: list, load_options, gamma_text: str, alpha_text: str | None = None, bins: int = 10, loss: str = "auto",
+        alpha_per_class: list | tuple = ()) -> dict:
+    """Parse the lists, read the dumps and sweep them (the ``lossaudit sweep`` command).
+    ``alpha_text`` None: the default alphas (:data:`DEFAULT_ALPHAS`); ``alpha_per_class``: each
+    ``--alpha-per-class`` (a comma list or a file, as ``compare`` takes it)."""
     from lossaudit.io.dataset import plan
     from lossaudit.io.readers import expand_paths, read_batches
     from lossaudit.render.progress import reading_status, tally_progress
 
     gammas = parse_values(gamma_text, "--gamma", check_gamma, "values ≥ 0")
-    alphas = parse_values(alpha_text, "--alpha", check_alpha, "values in [0, 1], or -1 (no weighting)")
+    alphas = parse_values(DEFAULT_ALPHAS if alpha_text is None else alpha_text, "--alpha", check_alpha, "values in [0, 1], or -1 (no weighting)")
+    if loss not in LOSS_CHOICES:
+        raise InputError(f"--loss {loss}: expected one of {', '.join(LOSS_CHOICES)}")
+    if loss == SOFTMAX_FOCAL and alpha_text is not None:
+        raise InputError(f"--alpha {alpha_text}: a scalar alpha only rescales softmax-focal (every row alike); "
+                         "weight its classes with --alpha-per-class")
+    vectors = tuple(dict.fromkeys(PARAMS["alpha_per_class"].parse(text) for text in alpha_per_class))
     if bins < 1:
         raise InputError(f"--bins {bins}: expected at least 1")
     if not paths:
@@ -259,4 +440,4 @@ def run(paths: list, load_options, gamma_text: str, alpha_text: str, bins: int =
     with reading_status(sum(file.stat().st_size for file in expand_paths(paths))):
         data = plan(read_batches(paths), load_options)
     with tally_progress(data.info.num_rows, data.info.num_classes) as progress:
-        return sweep(data, gammas, alphas, bins, progress=progress)
+        return sweep(data, gammas, alphas, bins, progress=progress, loss=loss, alpha_per_class=vectors, alpha_asked=alpha_text is not None)
