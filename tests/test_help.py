@@ -50,7 +50,7 @@ def test_every_help_text_is_shown_as_written(command):
 
 def test_bracketed_text_survives():
     assert "pyproject.toml ([tool.lossaudit])" in _flat(_help("compare"))
-    assert "[default: ce,bce,focal,softmax-focal,ghm; +centernet for heatmaps, +qfl,vfl for soft targets, +asl for multi-label targets]" in _flat(_help("compare"))
+    assert "[default: ce,bce,focal,softmax-focal,ghm (ce,softmax-focal not on heatmaps); +centernet for heatmaps, +qfl,vfl for soft targets, +asl for multi-label targets]" in _flat(_help("compare"))
     assert "[default: the configured lint.targets]" in _flat(_help("lint"))
 
 

@@ -158,7 +158,7 @@ def test_softmax_probabilities(digits, compare_json, run_cli, tmp_path):
     assert all(loss["family"] == "softmax" for loss in defaults["losses"].values())
     only_sigmoid = run_cli("compare", path, "--inputs", "softmax-probs", "--losses", "bce,focal")
     assert only_sigmoid.exit_code == 2 and "cannot give" in only_sigmoid.stderr
-    assert run_cli("sweep", path, "--inputs", "probs").exit_code == 2
+    assert run_cli("sweep", path, "--inputs", "probs", "--loss", "focal").exit_code == 2  # sigmoid focal cannot come from softmax probabilities
 
 
 def test_sigmoid_probabilities_give_the_logits_report(digits, compare_json, tmp_path):
@@ -190,7 +190,8 @@ def test_label_column_is_squeezed(digits, compare_json, tmp_path):
 
 def test_channels_last_map_names_the_class_dim(digits, compare_json, run_cli, tmp_path):
     """A (B, H, W, C) segmentation dump with (B, H, W) labels: one line naming --class-dim 3; with
-    it, the report of the (B*H*W, C) rows."""
+    it, the numbers of the (B*H*W, C) rows, and the summary of the same maps channels first (its
+    rows named cells, as the flat dump's are rows)."""
     logits, labels = digits
     rows = 576  # 36 maps of 4 x 4 pixels
     maps = logits[:rows].reshape(36, 4, 4, 10)
@@ -201,8 +202,11 @@ def test_channels_last_map_names_the_class_dim(digits, compare_json, run_cli, tm
     assert "class axis 3 (10 classes)" in refused.stderr
     flat = _report(compare_json, write_npz(tmp_path / "flat.npz", logits=logits[:rows], targets=labels[:rows]))
     read = _report(compare_json, path, "--class-dim", "3")
-    for section in COMPARED + ("summary", "findings"):
+    for section in COMPARED + ("findings",):
         _same(flat[section], read[section], section)
+    first = _report(compare_json, write_npz(tmp_path / "first.npz", logits=np.ascontiguousarray(maps.transpose(0, 3, 1, 2)), targets=labels[:rows].reshape(36, 4, 4)))
+    _same(first["summary"], read["summary"], "summary")
+    assert read["input"]["row_noun"] == "cells" and flat["input"]["row_noun"] == "rows"
     # a (C, H, W) map with (H, W) labels
     single = write_npz(tmp_path / "chw.npz", logits=np.ascontiguousarray(maps[0].transpose(2, 0, 1)), targets=labels[:16].reshape(4, 4))
     assert "pass --class-dim 0" in run_cli("compare", single).stderr

@@ -212,6 +212,8 @@ def _agree(streamed, full) -> None:
 
     for field in fields(full):
         expected, got = getattr(full, field.name), getattr(streamed, field.name)
+        if expected is None and field.name in ("mistakes", "focal_parts"):  # the oracle leaves them out
+            continue
         pairs = [(f"{field.name}[{key}]", expected[key], got[key]) for key in expected] if isinstance(expected, dict) else [(field.name, expected, got)]
         for name, want, have in pairs:
             if isinstance(want, str):

@@ -94,23 +94,23 @@ def test_rare_hard_silent_without_rare_classes(compare_json, tmp_path):
     assert "rare-hard" not in _rules(compare_json(path))
 
 
-def test_label_noise_when_few_confident_mistakes_carry_the_loss(compare_json, tmp_path):
+def test_confidently_wrong_when_few_confident_mistakes_carry_the_loss(compare_json, tmp_path):
     path, x, y = _detection(tmp_path, noisy=2, hard_negatives=3)
     p = 1 / (1 + np.exp(-x))
     very_hard = np.abs(p - y) >= 0.9
     focal = np.where(y == 1, 0.25, 0.75) * np.abs(y - p) ** 2 * _bce(x, y)
     share = focal[very_hard].sum() / focal.sum()
     assert very_hard.sum() == 5 and share >= 0.25
-    sentence = _rules(compare_json(path, "--losses", "bce,focal"))["label-noise"]
+    sentence = _rules(compare_json(path, "--losses", "bce,focal"))["confidently-wrong"]
     assert sentence["numbers"]["loss"] == "focal" and sentence["numbers"]["share"] == pytest.approx(share, rel=1e-5)
     assert "5 of 4,000 elements (0.1%) are confidently wrong"  # 5 / 4000 = 0.125% in sentence["text"]
     assert "2 positives at p ≤ 0.1, 3 negatives at p ≥ 0.9" in sentence["text"]
     assert f"{_pct(share)} of focal's loss" in sentence["text"]
 
 
-def test_label_noise_silent_without_confident_mistakes(compare_json, tmp_path):
+def test_confidently_wrong_silent_without_confident_mistakes(compare_json, tmp_path):
     path, _, _ = _detection(tmp_path)
-    assert "label-noise" not in _rules(compare_json(path, "--losses", "bce,focal"))
+    assert "confidently-wrong" not in _rules(compare_json(path, "--losses", "bce,focal"))
 
 
 def _ghm_share_of_very_hard(x: np.ndarray, y: np.ndarray, bins: int = 10) -> float:

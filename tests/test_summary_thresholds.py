@@ -7,7 +7,7 @@ The rules and what they compare (summary.py):
 - ``easy-negatives``: the largest sigmoid ``easy_negative_share`` ``>= EASY_NEGATIVE_SHARE`` (0.5).
 - ``rare-hard``: rare classes exist, >= 2 losses with a rare-hard share, and the largest minus the
   smallest share ``>= RARE_HARD_SPREAD`` (0.05).
-- ``label-noise``: very hard units / units ``<= NOISE_UNIT_SHARE`` (0.01) and the largest very-hard
+- ``confidently-wrong``: very hard units / units ``<= NOISE_UNIT_SHARE`` (0.01) and the largest very-hard
   share of the first family ``>= NOISE_LOSS_SHARE`` (0.25).
 - ``ghm-very-hard``: ghm's very-hard share / bce's ``>= GHM_CHANGE`` (1.5) or ``<= 1 / GHM_CHANGE``;
   "raises" when ghm > bce, "lowers" otherwise.
@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 
 import lossaudit
 from lossaudit.compare.report.summary import summarise
@@ -133,7 +134,7 @@ def test_easy_negatives_fires_at_exactly_half():
     report["losses"]["bce"]["easy_negative_share"] = 0.5
     report["losses"]["ghm"]["easy_negative_share"] = 0.3
     sentence = _rules(report)["easy-negatives"]
-    assert sentence["text"] == "bce spends 50.0% of its loss on easy negatives (g < 0.1: 60 elements, 60.0% of all); ghm 30.0%."
+    assert sentence["text"] == "On these predictions, bce spends 50.0% of its loss on easy negatives (g < 0.1: 60 elements, 60.0% of all); ghm 30.0%."
     assert sentence["numbers"]["loss"] == "bce" and sentence["numbers"]["easy_negatives"] == 60
 
 
@@ -152,7 +153,7 @@ def test_easy_negatives_names_the_largest_share_and_counts_negatives_only():
     report["losses"]["bce"]["easy_negative_share"] = 0.2
     report["levels"][0]["positives"] = 15
     assert _rules(report)["easy-negatives"]["text"] == (
-        "ghm spends 70.0% of its loss on easy negatives (g < 0.1: 45 elements, 45.0% of all); bce 20.0%."
+        "On these predictions, ghm spends 70.0% of its loss on easy negatives (g < 0.1: 45 elements, 45.0% of all); bce 20.0%."
     )
 
 
@@ -169,7 +170,7 @@ def _rare_hard(top: float, low: float) -> dict:
 def test_rare_hard_fires_above_five_points():
     """0.36 − 0.30 = 0.06 ≥ 0.05 fires (a threshold 10x higher, 0.5, is silent)."""
     sentence = _rules(_rare_hard(0.36, 0.30))["rare-hard"]
-    assert sentence["text"] == "bce gives the rare-hard quadrant (rare classes b; g ≥ 0.5) the most weight: 36.0% of its loss, against 30.0% for ghm."
+    assert sentence["text"] == "On these predictions, bce gives the rare-hard quadrant (rare classes b; g ≥ 0.5) the most weight: 36.0% of its loss, against 30.0% for ghm."
     assert (sentence["numbers"]["loss"], sentence["numbers"]["least"]) == ("bce", "ghm")
 
 
@@ -196,7 +197,7 @@ def test_rare_hard_silent_when_the_quadrant_holds_no_element():
     assert "rare-hard" not in _rules(report)
 
 
-# --- label-noise: NOISE_UNIT_SHARE = 0.01 (<=), NOISE_LOSS_SHARE = 0.25 (>=) --------------------
+# --- confidently-wrong: NOISE_UNIT_SHARE = 0.01 (<=), NOISE_LOSS_SHARE = 0.25 (>=) --------------------
 
 
 def _noise(held: int, units: int, share: float, positives: int = 1) -> dict:
@@ -208,10 +209,10 @@ def _noise(held: int, units: int, share: float, positives: int = 1) -> dict:
     return report
 
 
-def test_label_noise_fires_at_one_percent_of_units_and_a_quarter_of_the_loss():
+def test_confidently_wrong_fires_at_one_percent_of_units_and_a_quarter_of_the_loss():
     """1 of 100 elements = 0.01 (1/100 rounds to the literal 0.01): not > 0.01; share 0.25 ≥ 0.25.
     Both exact: a threshold 10x tighter (0.001 or 2.5) is silent here."""
-    sentence = _rules(_noise(1, 100, 0.25))["label-noise"]
+    sentence = _rules(_noise(1, 100, 0.25))["confidently-wrong"]
     assert sentence["text"] == (
         "1 of 100 elements (1.0%) is confidently wrong (g ≥ 0.9: 1 positive at p ≤ 0.1, 0 negatives at p ≥ 0.9) yet carries "
         "25.0% of bce's loss: " + TAIL
@@ -219,19 +220,19 @@ def test_label_noise_fires_at_one_percent_of_units_and_a_quarter_of_the_loss():
     assert sentence["numbers"] == {"loss": "bce", "unit": "elements", "very_hard": 1, "units": 100, "share": 0.25}
 
 
-def test_label_noise_silent_just_over_one_percent_of_units():
+def test_confidently_wrong_silent_just_over_one_percent_of_units():
     """1 of 99 elements = 0.0101 > 0.01: silent (a threshold 10x looser, 0.1, fires)."""
-    assert "label-noise" not in _rules(_noise(1, 99, 0.9))
+    assert "confidently-wrong" not in _rules(_noise(1, 99, 0.9))
 
 
-def test_label_noise_silent_just_under_a_quarter_of_the_loss():
+def test_confidently_wrong_silent_just_under_a_quarter_of_the_loss():
     """1 of 100 elements, share 0.2499 < 0.25: silent (a threshold 10x looser, 0.025, fires)."""
-    assert "label-noise" not in _rules(_noise(1, 100, 0.2499))
+    assert "confidently-wrong" not in _rules(_noise(1, 100, 0.2499))
 
 
-def test_label_noise_plural_wording():
+def test_confidently_wrong_plural_wording():
     """3 of 400 elements (0.75%), 2 of them positives, carry 60% of bce's loss."""
-    assert _rules(_noise(3, 400, 0.6, positives=2))["label-noise"]["text"] == (
+    assert _rules(_noise(3, 400, 0.6, positives=2))["confidently-wrong"]["text"] == (
         "3 of 400 elements (0.8%) are confidently wrong (g ≥ 0.9: 2 positives at p ≤ 0.1, 1 negative at p ≥ 0.9) yet carry "
         "60.0% of bce's loss: " + TAIL
     )
@@ -241,7 +242,7 @@ def test_label_noise_plural_wording():
 
 
 def _ghm(ghm: float, bce: float) -> dict:
-    """10 very hard elements of 100 (10%: label-noise stays silent)."""
+    """10 very hard elements of 100 (10%: confidently-wrong stays silent)."""
     report = _base()
     report["levels"][-1].update(elements=10, share={"bce": 0.05, "ghm": 0.05})
     report["losses"]["ghm"]["very_hard_share"] = ghm
@@ -253,8 +254,8 @@ def test_ghm_raises_at_one_and_a_half_times():
     """0.75 / 0.5 = 1.5 exactly ≥ 1.5: "raises", sparse bins (a threshold 10x higher, 15, is silent)."""
     sentence = _rules(_ghm(0.75, 0.5))["ghm-very-hard"]
     assert sentence["text"] == (
-        "ghm raises the very hard elements' (g ≥ 0.9) share of the loss from bce's 50.0% to 75.0% (×1.5): "
-        "their bins are sparse (10.0% of the elements) and GHM-C up-weights sparse bins."
+        "On these predictions, ghm raises the very hard elements' (g ≥ 0.9) share of the loss from bce's 50.0% to 75.0% (×1.5): "
+        "GHM-C weights their bins more per unit of BCE loss than BCE's loss gets on average."
     )
     assert sentence["numbers"]["ratio"] == 1.5
 
@@ -269,8 +270,8 @@ def test_ghm_lowers_at_two_thirds():
     crowded bins, ratio ×0.6667."""
     sentence = _rules(_ghm(0.5, 0.75))["ghm-very-hard"]
     assert sentence["text"] == (
-        "ghm lowers the very hard elements' (g ≥ 0.9) share of the loss from bce's 75.0% to 50.0% (×0.6667): "
-        "their bins are crowded (10.0% of the elements) and GHM-C down-weights crowded bins."
+        "On these predictions, ghm lowers the very hard elements' (g ≥ 0.9) share of the loss from bce's 75.0% to 50.0% (×0.6667): "
+        "GHM-C weights their bins less per unit of BCE loss than BCE's loss gets on average."
     )
 
 
@@ -305,6 +306,23 @@ def _very_hard_shares(x: np.ndarray, y: np.ndarray, bins: int = 10) -> tuple[flo
     return bce[hard].sum() / bce.sum(), ghm[hard].sum() / ghm.sum(), hard.mean()
 
 
+def _ghm_weights(x: np.ndarray, y: np.ndarray, bins: int = 10) -> tuple[float, float]:
+    """(GHM-C's weight on the very hard bin per unit of BCE loss, the weight averaged over BCE's
+    whole loss): per bin, weight N_valid / c_bin / n_nonempty, as in :func:`_very_hard_shares`."""
+    g = np.abs(1 / (1 + np.exp(-x)) - y).ravel()
+    bce = _bce(x, y).ravel()
+    which = np.minimum((g * bins).astype(int), bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    weight = g.size / counts[which] / (counts > 0).sum()
+    hard = g >= 0.9
+    return (weight * bce)[hard].sum() / bce[hard].sum(), (weight * bce).sum() / bce.sum()
+
+
+def _num(value: float) -> str:
+    """lossaudit's num(): 4 significant digits."""
+    return f"{value:.4g}"
+
+
 def _ghm_sentence(x: np.ndarray, y: np.ndarray) -> dict:
     report = lossaudit.compare(logits=x.astype(np.float32), targets=y.astype(np.float32), losses=["bce", "ghm"]).to_dict()
     return {s["rule"]: s for s in report["summary"]}.get("ghm-very-hard")
@@ -322,10 +340,13 @@ def test_ghm_raises_on_a_dump_with_sparse_very_hard_elements():
     assert ghm / bce >= 1.5
     sentence = _ghm_sentence(x, y)
     assert sentence is not None
+    weight, average = _ghm_weights(x, y)
     assert sentence["text"] == (
-        f"ghm raises the very hard elements' (g ≥ 0.9) share of the loss from bce's {100 * bce:.1f}% to {100 * ghm:.1f}% "
-        f"(×{ghm / bce:.4g}): their bins are sparse ({100 * element_share:.1f}% of the elements) and GHM-C up-weights sparse bins."
+        f"On these predictions, ghm raises the very hard elements' (g ≥ 0.9) share of the loss from bce's {100 * bce:.1f}% to {100 * ghm:.1f}% "
+        f"(×{ghm / bce:.4g}): GHM-C weights their bin (g ≥ 0.9, {100 * element_share:.1f}% of the elements) by {_num(weight)} per unit of "
+        f"BCE loss, above the {_num(average)} that BCE's loss gets on average (the per-difficulty table's ghm weights)."
     )
+    assert weight == pytest.approx(250) and ghm / bce == pytest.approx(weight / average)
 
 
 def test_ghm_lowers_on_a_dump_with_crowded_very_hard_elements():
@@ -339,10 +360,13 @@ def test_ghm_lowers_on_a_dump_with_crowded_very_hard_elements():
     assert ghm / bce <= 1 / 1.5
     sentence = _ghm_sentence(x, y)
     assert sentence is not None
+    weight, average = _ghm_weights(x, y)
     assert sentence["text"] == (
-        f"ghm lowers the very hard elements' (g ≥ 0.9) share of the loss from bce's {100 * bce:.1f}% to {100 * ghm:.1f}% "
-        f"(×{ghm / bce:.4g}): their bins are crowded ({100 * element_share:.1f}% of the elements) and GHM-C down-weights crowded bins."
+        f"On these predictions, ghm lowers the very hard elements' (g ≥ 0.9) share of the loss from bce's {100 * bce:.1f}% to {100 * ghm:.1f}% "
+        f"(×{ghm / bce:.4g}): GHM-C weights their bin (g ≥ 0.9, {100 * element_share:.1f}% of the elements) by {_num(weight)} per unit of "
+        f"BCE loss, below the {_num(average)} that BCE's loss gets on average (the per-difficulty table's ghm weights)."
     )
+    assert ghm / bce == pytest.approx(weight / average)
 
 
 # --- findings: what fit has not stated ------------------------------------------------------
@@ -380,4 +404,4 @@ def test_every_rule_in_order():
     report["quadrants"]["rare_classes"] = ["b"]
     report["quadrants"]["cells"]["rare_hard"] = {"elements": 3, "rows": None, "share": {"bce": 0.4, "ghm": 0.1}}
     report["findings"] = copy.deepcopy(FINDINGS)
-    assert [s["rule"] for s in summarise(report)] == ["fit", "easy-negatives", "rare-hard", "label-noise", "ghm-very-hard", "findings"]
+    assert [s["rule"] for s in summarise(report)] == ["fit", "easy-negatives", "rare-hard", "confidently-wrong", "ghm-very-hard", "findings"]

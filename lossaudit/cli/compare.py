@@ -42,6 +42,7 @@ from lossaudit.cli.app import (
 )
 from lossaudit.errors import InputError
 from lossaudit.losses.registry import BASE_LOSSES, LOSS_IDS, LOSSES, PARAMS
+from lossaudit.losses.spec import except_heatmaps
 
 
 def _losses_help() -> str:
@@ -51,7 +52,8 @@ def _losses_help() -> str:
         if spec.default_when is not None and spec.default_on:
             extras.setdefault(spec.default_on, []).append(loss)
     added = ", ".join(f"+{','.join(losses)} for {data}" for data, losses in extras.items())
-    return (f"Comma list of {', '.join(LOSS_IDS)} [default: {','.join(BASE_LOSSES)}; {added}]; also your own: "
+    not_on_heatmaps = ",".join(loss for loss in BASE_LOSSES if LOSSES[loss].default_when is except_heatmaps)
+    return (f"Comma list of {', '.join(LOSS_IDS)} [default: {','.join(BASE_LOSSES)} ({not_on_heatmaps} not on heatmaps); {added}]; also your own: "
             "path/to/file.py:fn, package.module:Class or an installed lossaudit.losses entry point, optionally ending @sigmoid or @softmax.")
 
 

@@ -33,6 +33,7 @@ from lossaudit.cli.app import (
     piped_width,
 )
 from lossaudit.errors import InputError
+from lossaudit.losses.focusing import FOCAL, SOFTMAX_FOCAL
 from lossaudit.losses.registry import PARAMS
 
 
@@ -42,10 +43,8 @@ class SweepFormat(str, Enum):
     markdown = "markdown"
 
 
-class SweepLoss(str, Enum):
-    auto = "auto"
-    focal = "focal"
-    softmax_focal = "softmax-focal"
+SweepLoss = Enum("SweepLoss", [("auto", "auto")] + [(loss.replace("-", "_"), loss) for loss in (FOCAL, SOFTMAX_FOCAL)], type=str)
+"""``--loss``: auto, or the focal loss swept (members ``focal`` and ``softmax_focal``)."""
 
 
 @app.command(cls=Command)

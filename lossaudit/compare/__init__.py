@@ -86,6 +86,28 @@ def _recoverable(losses: tuple[str, ...], settings, info, explicit: bool) -> tup
     return kept, skipped
 
 
+def _imbalance_advice(plan, settings) -> tuple[object, tuple[str, ...]]:
+    """``(the class counts, the losses to compute besides settings.losses)`` for the imbalance
+    advice (:func:`lossaudit.compare.report.diagnosis.advice`): when the dump's class counts
+    (``plan.class_target_sums()``, one more read of the targets, not of the logits) have rare
+    classes (:func:`lossaudit.compare.report.build.rare_classes`), the advice losses that were not
+    asked for (logit-adjusted-ce only when every class has a target; no sigmoid loss from softmax
+    probabilities). ``(None, ())`` for heatmaps and balanced data."""
+    from lossaudit.compare.report.build import rare_classes
+    from lossaudit.compare.report.diagnosis import ADVICE_LOSSES
+    from lossaudit.losses.balanced import LOGIT_ADJUSTED_CE
+
+    info = plan.info
+    if info.encoding == "heatmap" or info.num_classes < 2:
+        return None, ()
+    counts = plan.class_target_sums()
+    if not rare_classes(counts)[0].any():
+        return counts, ()
+    wanted = ADVICE_LOSSES["softmax"] + (() if info.inputs == "softmax-probs" else ADVICE_LOSSES["sigmoid"])
+    usable = [loss for loss in wanted if loss != LOGIT_ADJUSTED_CE or (counts > 0).all()]
+    return counts, tuple(loss for loss in usable if loss not in settings.losses)
+
+
 def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | None, model: ModelSource | None = None, arrays: dict | None = None,
         timeout: float = 10.0, memory_limit_mb: int | None = None) -> dict:
     """Read the dumps (or run the model, or take ``arrays``: ``{"logits", "targets"[, "mask",
@@ -122,8 +144,9 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
     if settings.alpha_per_class is not None:
         PARAMS["alpha_per_class"].check_classes(settings.alpha_per_class, data.info.num_classes)
     registry = replace(settings, losses=tuple(loss for loss in losses if settings.user(loss) is None), user_losses=())
+    counts, advice = _imbalance_advice(data, registry)
     with tally_progress(data.info.num_rows, data.info.num_classes) as progress:
-        tally = stream_tally(data, registry, progress=progress)
+        tally = stream_tally(data, replace(registry, losses=registry.losses + advice), progress=progress, class_counts=counts)
     if settings.user_losses:
         from lossaudit.compare.engine.user import merge, user_tally
 

@@ -100,6 +100,13 @@ class Tally:
         file_counts: per dump file (``(F,)`` each, files in input order): ``nonfinite`` elements,
             ``background_rows``, ``multi_hot_rows`` and ``out_of_range_rows`` (rows with a label out
             of range, not masked, with at least one finite, unmasked element).
+        mistakes: where the model goes wrong (:class:`~lossaudit.compare.engine.mistakes.Mistakes`:
+            the confidently wrong units by cause, the softmax rows' argmax outcomes); None from the
+            full-tensor oracle.
+        focal_parts: ``(4, C)`` per class, focal's sums before alpha: loss at the non-positive
+            elements (weighted by ``1 - alpha``), at the positives (by ``alpha``), and the same
+            two of its gradient magnitude; None without focal. Focal under another alpha is
+            these reweighted.
     """
 
     loss_sums: dict[str, np.ndarray]
@@ -117,6 +124,8 @@ class Tally:
     multi_hot_rows: int
     file_counts: dict[str, np.ndarray]
     normaliser_names: dict[str, str] = field(default_factory=dict)
+    mistakes: object = None
+    focal_parts: np.ndarray | None = None
 
 
 FILE_COUNTS = ("nonfinite", "background_rows", "multi_hot_rows", "out_of_range_rows")

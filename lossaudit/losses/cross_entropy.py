@@ -5,7 +5,7 @@ from __future__ import annotations
 from lossaudit._lazy import F, torch
 from lossaudit.losses.common import check_reduction, reduce
 from lossaudit.losses.focusing import softmax_focal, softmax_focal_terms
-from lossaudit.losses.spec import SIGMOID, SOFTMAX, LossSpec, always, valid_elements
+from lossaudit.losses.spec import SIGMOID, SOFTMAX, LossSpec, always, except_heatmaps, valid_elements
 
 BCE, CE = "bce", "ce"
 
@@ -53,6 +53,6 @@ def _ce_terms(x: torch.Tensor, y: torch.Tensor, class_counts: torch.Tensor) -> t
 
 
 LOSSES = (
-    LossSpec(CE, SOFTMAX, "softmax cross-entropy, -log q_y per row", terms=_ce_terms, default_when=always),
+    LossSpec(CE, SOFTMAX, "softmax cross-entropy, -log q_y per row", terms=_ce_terms, default_when=except_heatmaps),
     LossSpec(BCE, SIGMOID, "per-class sigmoid binary cross-entropy", terms=_bce_terms, normaliser=valid_elements, default_when=always),
 )

@@ -21,6 +21,7 @@ from lossaudit.losses.spec import (
     Param,
     PerClassParam,
     always,
+    except_heatmaps,
     valid_elements,
 )
 
@@ -157,7 +158,7 @@ LOSSES = (
              arguments=lambda s: {"alpha": _per_class(s) if s.alpha_per_class is not None else s.alpha, "gamma": s.gamma},
              terms=_focal_terms, normaliser=valid_elements, default_when=always, lint_kind=SIGMOID),
     LossSpec(SOFTMAX_FOCAL, SOFTMAX, "softmax focal loss, -alpha_y (1 - q_y)^gamma log q_y per row", params=("gamma", "alpha_per_class"),
-             arguments=lambda s: {"alpha": _per_class(s), "gamma": s.gamma}, terms=_softmax_focal_terms, default_when=always, lint_kind=SOFTMAX),
+             arguments=lambda s: {"alpha": _per_class(s), "gamma": s.gamma}, terms=_softmax_focal_terms, default_when=except_heatmaps, lint_kind=SOFTMAX),
 )
 LINT_KINDS = (
     LintKind(SIGMOID, "sigmoid focal loss, one binary problem per class (torchvision)", SIGMOID,

@@ -28,13 +28,13 @@ from lossaudit.losses import (
     smoothing,
 )
 from lossaudit.losses.spec import (
+    BASE_DEFAULTS,
     SIGMOID,
     SOFTMAX,
     LintKind,
     LossSpec,
     Param,
     PerClassParam,
-    always,
 )
 
 FAMILIES = (cross_entropy, focusing, density, heatmap, mining, quality, asymmetric, balanced, smoothing)
@@ -62,8 +62,9 @@ PARAMS: dict[str, Param | PerClassParam] = _unique(_collect("PARAMS"), "name")
 LINT_KINDS: dict[str, LintKind] = _unique(_collect("LINT_KINDS"), "name")
 """``lint --kind`` value -> its declaration."""
 LOSS_IDS: tuple[str, ...] = tuple(LOSSES)
-BASE_LOSSES: tuple[str, ...] = tuple(loss for loss, spec in LOSSES.items() if spec.default_when is always)
-"""The losses ``compare`` computes on any data when ``--losses`` is not given."""
+BASE_LOSSES: tuple[str, ...] = tuple(loss for loss, spec in LOSSES.items() if spec.default_when in BASE_DEFAULTS)
+"""The losses ``compare`` computes on any data when ``--losses`` is not given (the softmax ones
+except on heatmaps: :func:`~lossaudit.losses.spec.except_heatmaps`)."""
 
 for _spec in LOSSES.values():
     _unknown = [name for name in _spec.params if name not in PARAMS]

@@ -245,3 +245,13 @@ def valid_elements(valid, y, positive) -> tuple[float, str]:
 
 def always(info) -> bool:
     return True
+
+
+def except_heatmaps(info) -> bool:
+    """A default on any data but heatmaps (Gaussian targets, ``encoding == 'heatmap'``): the softmax
+    losses, which would read a Gaussian map as soft labels of one class per cell."""
+    return info.encoding != "heatmap"
+
+
+BASE_DEFAULTS = (always, except_heatmaps)
+"""The ``default_when`` of the losses computed on (nearly) any data: the base set."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from lossaudit.losses.registry import LINT_KINDS, LOSSES, PARAMS
-from lossaudit.losses.spec import Param, PerClassParam
+from lossaudit.losses.spec import Param, PerClassParam, except_heatmaps
 
 
 def _default(param: Param | PerClassParam) -> str:
@@ -26,6 +26,8 @@ def _cell(text: str) -> str:
 def _when(spec) -> str:
     if spec.default_when is None:
         return "when asked for"
+    if spec.default_when is except_heatmaps:
+        return "except on heatmaps"
     return f"on {spec.default_on}" if spec.default_on else "always"
 
 

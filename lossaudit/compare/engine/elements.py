@@ -209,10 +209,12 @@ class SoftmaxTerms:
     Attributes:
         q: float32 ``softmax(x)`` of the row, at the element's class.
         log_q: float64 ``log softmax(x)`` there.
+        top: int ``(k,)`` the argmax of the element's row (its first maximum).
     """
 
     q: np.ndarray
     log_q: np.ndarray
+    top: np.ndarray
 
     def loss(self, y: np.ndarray, gamma: float, weight: np.ndarray | float = 1.0) -> np.ndarray:
         """float64 ``-w y (1 - q)^gamma log q`` (gamma 0, weight 1: cross-entropy)."""
@@ -266,4 +268,4 @@ def softmax_terms(rows_x: np.ndarray, row: np.ndarray, cols: np.ndarray) -> Soft
     others = np.exp(z, out=z)
     others[np.arange(len(rows_x)), top] = 0
     log_q = at - np.log1p(others.sum(axis=1).astype(np.float64))[row]
-    return SoftmaxTerms(q=np.exp(log_q).astype(np.float32), log_q=log_q)
+    return SoftmaxTerms(q=np.exp(log_q).astype(np.float32), log_q=log_q, top=top[row])

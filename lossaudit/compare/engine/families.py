@@ -46,6 +46,7 @@ import numpy as np
 from lossaudit.compare.engine import elements
 from lossaudit.compare.engine.binning import Intervals
 from lossaudit.compare.engine.dense import DensePass
+from lossaudit.compare.engine.mistakes import Mistakes
 from lossaudit.compare.settings import LossSettings, Tally
 from lossaudit.errors import InputError
 from lossaudit.io.dataset import Chunk, DataPlan
@@ -73,9 +74,9 @@ class FamilySetup:
     log_prior: np.ndarray | None
 
 
-def setup(settings: LossSettings, plan: DataPlan) -> FamilySetup | None:
+def setup(settings: LossSettings, plan: DataPlan, counts: np.ndarray | None = None) -> FamilySetup | None:
     """The families among ``settings.losses`` (None when there are none), with the class counts of
-    ``plan`` when a softmax family needs them.
+    ``plan`` (``counts``, when the caller has read them) when a softmax family needs them.
 
     Raises:
         InputError: a softmax family asked for while a class has no targets in the dump (its
@@ -87,7 +88,7 @@ def setup(settings: LossSettings, plan: DataPlan) -> FamilySetup | None:
     softmax = [loss for loss in params if loss in SOFTMAX_FAMILIES]
     if not softmax:
         return FamilySetup(params, None, None)
-    counts = plan.class_target_sums()
+    counts = plan.class_target_sums() if counts is None else counts
     empty = np.flatnonzero(~(counts > 0))
     if len(empty):
         name = plan.info.class_names[empty[0]]
@@ -287,6 +288,7 @@ class FamilyTally:
         self.tables = {loss: np.zeros((2, self.size)) for loss in family.params if loss in SOFTMAX_FAMILIES}  # loss, gradient magnitude
         self.softmax_counts = np.zeros(self.size) if softmax_counts else None
         self.sum_q_positive, self.softmax_positives = np.zeros(num_classes), np.zeros(num_classes)
+        self.mistakes = Mistakes(num_classes)
         self.softmax_rows = 0
 
     def _add(self, loss: str, keys: np.ndarray, values: tuple[np.ndarray, np.ndarray]) -> None:
@@ -321,6 +323,7 @@ class FamilyTally:
             self.softmax_counts += np.bincount(keys, minlength=self.size)
             self.sum_q_positive += np.bincount(col[positive], weights=terms.q[positive], minlength=self.num_classes)
             self.softmax_positives += np.bincount(col[positive], minlength=self.num_classes)
+            self.mistakes.add_softmax(col, terms.top, terms.q, positive)
 
     def merge(self, other: FamilyTally) -> None:
         """Add another accumulator's sums (of other chunks) to this one."""
@@ -331,6 +334,7 @@ class FamilyTally:
         self.sum_q_positive += other.sum_q_positive
         self.softmax_positives += other.softmax_positives
         self.softmax_rows += other.softmax_rows
+        self.mistakes.merge(other.mistakes)
 
     def finish(self, tally: Tally) -> None:
         """Put the families' sums, normalisers and (when counted here) softmax counts into ``tally``."""
@@ -338,3 +342,4 @@ class FamilyTally:
         if self.softmax_counts is not None:
             tally.softmax_counts = self.intervals.to_cells(self.softmax_counts.reshape(self.num_classes, 2, self.intervals.count)).sum(axis=-1)
             tally.sum_q_positive, tally.softmax_positives = self.sum_q_positive, self.softmax_positives
+            tally.mistakes.merge(self.mistakes)

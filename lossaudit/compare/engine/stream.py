@@ -38,6 +38,7 @@ from lossaudit.compare.engine import elements, families, parallel
 from lossaudit.compare.engine.binning import Intervals, ghm_bin_weights
 from lossaudit.compare.engine.dense import DensePass, Taken
 from lossaudit.compare.engine.generic import GenericTally
+from lossaudit.compare.engine.mistakes import Mistakes, grid_chunk_rows
 from lossaudit.compare.settings import FILE_COUNTS, LossSettings, Tally
 from lossaudit.io.dataset import Chunk, DataPlan
 from lossaudit.losses.cross_entropy import BCE, CE
@@ -82,9 +83,11 @@ class StreamTally:
         family_params: the later loss families asked for with their hyper-parameters
             (:attr:`families.FamilySetup.params`): the sigmoid ones are kept here
             (:class:`~lossaudit.compare.engine.families.SigmoidFamilies`).
+        grid: ``(H, W)`` when the rows are the cells of maps (for :class:`Mistakes`), else None.
     """
 
-    def __init__(self, settings: LossSettings, num_classes: int, num_files: int, max_rows: int, family_params: dict[str, dict[str, float]] | None = None):
+    def __init__(self, settings: LossSettings, num_classes: int, num_files: int, max_rows: int, family_params: dict[str, dict[str, float]] | None = None,
+                 grid: tuple[int, int] | None = None):
         self.settings, self.num_classes = settings, num_classes
         requested = settings.losses
         self.intervals = Intervals(settings.bins, settings.ghm_bins)
@@ -111,6 +114,7 @@ class StreamTally:
         self.per_class = {name: np.zeros(num_classes) for name in ("sum_p_positive", "sum_q_positive", "softmax_positives", "ignored", "nonfinite")}
         self.totals = dict.fromkeys(("rows", "background_rows", "multi_hot_rows", "softmax_rows", "peaks"), 0)
         self.row_losses: list[tuple[int, np.ndarray, np.ndarray]] = []  # (first row, BCE per row, has a positive)
+        self.mistakes = Mistakes(num_classes, grid)
 
     def _bincount(self, keys: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(keys, weights=values, minlength=self.size)
@@ -135,13 +139,13 @@ class StreamTally:
         row, col, y = chunk.target_rows[kept], chunk.target_cols[kept], chunk.target_values[kept]
         at = np.searchsorted(taken.index, row * classes + col)
         log1p, q = elements.sigmoid_parts(taken.x)
-        row_loss = self._add_negatives(taken, log1p, q, at, rows)
+        p, row_loss = self._add_negatives(taken, log1p, q, at, rows)
         positive_row = self._add_targets(taken.x[at], log1p[at], q[at], y, row, col, chunk.heatmap, row_loss)
+        taken_y, taken_positive, taken_target = np.zeros(len(taken.x), dtype=np.float32), np.zeros(len(taken.x), dtype=bool), np.zeros(len(taken.x), dtype=bool)
+        taken_y[at], taken_positive[at], taken_target[at] = y, chunk.target_positive[kept], True
         if self.families.params:
-            taken_y, taken_positive = np.zeros(len(taken.x), dtype=np.float32), np.zeros(len(taken.x), dtype=bool)
-            taken_y[at] = y
-            taken_positive[at] = chunk.target_positive[kept]
             self.families.add_elements(taken.x, taken_y, taken.column, taken_positive)
+        self.mistakes.add_sigmoid(chunk.start, rows, taken.index, np.abs(p - taken_y), p, taken_positive, taken_target)
 
         # Rows: background rows, multi-hot rows, softmax losses, hard-negative mining.
         row_valid, has_target = chunk.valid_rows, chunk.has_target
@@ -160,12 +164,12 @@ class StreamTally:
             has_positive[positive_row] = True
             self.row_losses.append((chunk.start, row_loss, has_positive))
 
-    def _add_negatives(self, taken: Taken, log1p: np.ndarray, q: np.ndarray, targets: np.ndarray, rows: int) -> np.ndarray | None:
+    def _add_negatives(self, taken: Taken, log1p: np.ndarray, q: np.ndarray, targets: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Tally the taken-out elements (their :func:`~lossaudit.compare.engine.elements.sigmoid_parts`
         ``log1p`` and ``q``) as negatives (target 0), those at the positions ``targets`` excepted
         (:func:`~lossaudit.compare.engine.elements.negative_terms`; focal's ``1 - alpha`` comes at the
-        end). Returns the chunk's ``(rows,)`` BCE row sums so far when hard-negative mining is
-        asked for."""
+        end). Returns the float32 ``p`` of every taken element, and the chunk's ``(rows,)`` BCE row
+        sums so far when hard-negative mining is asked for (else None)."""
         requested = self.settings.losses
         terms = elements.negative_terms(taken.x, log1p, q, self.settings.gamma if FOCAL in requested else None, CENTERNET in requested)
         keys = taken.column * (2 * self.intervals.count) + self.intervals.index(terms.p)
@@ -181,9 +185,9 @@ class StreamTally:
                 self.tables[table] += sums(values)
                 self.tables[GRADIENT + table] += sums(gradient)
         if OHEM not in requested:
-            return None
+            return terms.p, None
         terms.bce[targets] = 0
-        return self.dense.row_softplus(rows) + np.bincount(taken.index // self.num_classes, weights=terms.bce, minlength=rows)
+        return terms.p, self.dense.row_softplus(rows) + np.bincount(taken.index // self.num_classes, weights=terms.bce, minlength=rows)
 
     def _add_targets(self, x: np.ndarray, log1p: np.ndarray, q: np.ndarray, y: np.ndarray, row: np.ndarray, col: np.ndarray, heatmap: bool, row_loss: np.ndarray | None) -> np.ndarray:
         """Tally the valid non-zero targets: float32 logits ``x`` and their intermediates, targets
@@ -244,6 +248,7 @@ class StreamTally:
                 self.tables[GRADIENT + loss] += self._bincount(keys, gradient)
         self.per_class["sum_q_positive"] += np.bincount(col[positive], weights=terms.q[positive], minlength=self.num_classes)
         self.per_class["softmax_positives"] += np.bincount(col[positive], minlength=self.num_classes)
+        self.mistakes.add_softmax(col, terms.top, terms.q, positive)
 
     def merge(self, other: StreamTally) -> None:
         """Add another accumulator's sums (of other chunks) to this one."""
@@ -258,6 +263,7 @@ class StreamTally:
         for name, value in other.totals.items():
             self.totals[name] += value
         self.row_losses.extend(other.row_losses)
+        self.mistakes.merge(other.mistakes)
         self.families.merge(other.families)
         self._add_dense(other.dense)
 
@@ -347,6 +353,9 @@ class StreamTally:
             softmax_counts=softmax_counts.sum(axis=-1),
             multi_hot_rows=self.totals["multi_hot_rows"],
             file_counts=self.file_counts,
+            mistakes=self.mistakes,
+            focal_parts=np.stack([self.tables[name].reshape(classes, -1).sum(axis=1) for name in
+                                  ("focal_off", "focal_on", GRADIENT + "focal_off", GRADIENT + "focal_on")]) if "focal_off" in self.tables else None,
         )
         self.families.finish(tally)
         return tally
@@ -424,7 +433,7 @@ def stream_pass(plan: DataPlan, make: Callable[[int], list], chunk_rows: int | N
     """
     keep_freed_memory()
     info = plan.info
-    rows = chunk_rows or max(CHUNK_ELEMENTS // max(info.num_classes, 1), 1)
+    rows = chunk_rows or grid_chunk_rows(max(CHUNK_ELEMENTS // max(info.num_classes, 1), 1), info.grid)
     spans = plan.ranges(rows)
     workers = max(1, min(workers or default_workers(), len(spans)))
 
@@ -447,19 +456,22 @@ def stream_pass(plan: DataPlan, make: Callable[[int], list], chunk_rows: int | N
     return totals
 
 
-def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None = None, workers: int | None = None, progress: Callable[[int], None] | None = None) -> Tally:
+def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None = None, workers: int | None = None, progress: Callable[[int], None] | None = None,
+                 class_counts: np.ndarray | None = None) -> Tally:
     """The :class:`Tally` of ``plan`` under ``settings``, from one :func:`stream_pass` (hard-negative
     mining reads the rows it keeps again); the sigmoid families are kept by the
     :class:`StreamTally`, the softmax families by their own accumulator
-    (:class:`~lossaudit.compare.engine.families.FamilyTally`), given the same chunks."""
+    (:class:`~lossaudit.compare.engine.families.FamilyTally`), given the same chunks.
+    ``class_counts``: ``plan.class_target_sums()`` when the caller has it already."""
     info = plan.info
-    family = families.setup(settings, plan)
+    family = families.setup(settings, plan, class_counts)
     core = replace(settings, losses=tuple(loss for loss in settings.losses if loss in FAST_LOSSES))
     slow = tuple(loss for loss in settings.losses if loss not in FAST_LOSSES + families.FAMILY_LOSSES)
     softmax_counts = not any(loss in SOFTMAX_LOSSES for loss in core.losses)
     softmax_families = family is not None and any(loss in families.SOFTMAX_FAMILIES for loss in family.params)
     counts_elsewhere = softmax_counts and not softmax_families and any(LOSSES[loss].family == SOFTMAX for loss in slow)
-    class_counts = plan.class_target_sums() if any(LOSSES[loss].needs_class_counts for loss in slow) else None
+    if any(LOSSES[loss].needs_class_counts for loss in slow):
+        class_counts = plan.class_target_sums() if class_counts is None else class_counts
 
     def make(rows: int) -> list:
         extra = [families.FamilyTally(settings, family, info.num_classes, softmax_counts)] if softmax_families else []
@@ -467,7 +479,7 @@ def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None 
             extra.append(families.FamilyTally(settings, families.FamilySetup({}, None, None), info.num_classes, True))
         if slow:
             extra.append(GenericTally(settings, slow, info.num_classes, class_counts))
-        return [StreamTally(core, info.num_classes, len(info.files), rows, family.params if family else None), *extra]
+        return [StreamTally(core, info.num_classes, len(info.files), rows, family.params if family else None, info.grid), *extra]
 
     if slow and "torch" in sys.modules:
         workers = 1  # torch's thread pools do not survive fork: a forked worker's autograd can hang

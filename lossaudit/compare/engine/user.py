@@ -38,6 +38,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from lossaudit.compare.engine.mistakes import Mistakes
 from lossaudit.compare.engine.stream import CHUNK_ELEMENTS
 from lossaudit.compare.settings import LossSettings, Tally
 from lossaudit.errors import InputError
@@ -119,13 +120,14 @@ def _kill_group(pid: int) -> None:
 
 
 def merge(tally: Tally, tables: dict) -> None:
-    """Put the user losses' tables into ``tally`` (and the softmax counts, when only a user
-    loss is a softmax loss and the pass counted none)."""
+    """Put the user losses' tables into ``tally`` (and the softmax counts with the softmax rows'
+    argmax outcomes, when only a user loss is a softmax loss and the pass counted none)."""
     for name in ("loss_sums", "gradient_sums", "normalisers", "normaliser_names"):
         getattr(tally, name).update(tables[name])
     counts = tables.get("softmax_counts")
     if counts is not None and not tally.softmax_counts.any():
         tally.softmax_counts, tally.sum_q_positive, tally.softmax_positives = counts, tables["sum_q_positive"], tables["softmax_positives"]
+        tally.mistakes.merge(tables["mistakes"])
 
 
 def _child(plan: DataPlan, settings: LossSettings, rows: int, timeout: float, memory: int, paths: SimpleNamespace) -> None:  # pragma: no cover
@@ -181,7 +183,8 @@ def _compute(plan: DataPlan, settings: LossSettings, rows: int, timeout: float, 
             tally.add(chunk)
             if counts is not None:
                 counts.add(chunk)
-    sink = SimpleNamespace(loss_sums={}, gradient_sums={}, normalisers={}, normaliser_names={}, softmax_counts=None, sum_q_positive=None, softmax_positives=None)
+    sink = SimpleNamespace(loss_sums={}, gradient_sums={}, normalisers={}, normaliser_names={}, softmax_counts=None, sum_q_positive=None, softmax_positives=None,
+                           mistakes=Mistakes(classes))
     tally.finish(sink)
     if counts is not None:
         counts.finish(sink)

@@ -19,10 +19,10 @@ from pathlib import Path
 from lossaudit.errors import InputError
 from lossaudit.io.textfiles import read_text
 
-READABLE_SCHEMAS = (2, 3, 4, 5)
+READABLE_SCHEMAS = (2, 3, 4, 5, 6)
 """Report schema versions a baseline may have: 2 (rows and elements apart), 3 (``baseline``
-section), 4 (gradient shares) and 5 (this one: rare classes by the data's own counts); the
-comparison reads none of what changed."""
+section), 4 (gradient shares), 5 (rare classes by the data's own counts) and 6 (this one:
+recall, mistakes, imbalance); the comparison reads none of what changed."""
 
 
 def read_report(path: Path) -> dict:

@@ -21,6 +21,7 @@ import numpy as np
 
 from lossaudit._version import __version__
 from lossaudit.compare.engine.binning import ghm_bin_weights
+from lossaudit.compare.report import diagnosis
 from lossaudit.compare.settings import (
     LEVEL_EDGES,
     LEVELS,
@@ -32,7 +33,7 @@ from lossaudit.losses.cross_entropy import BCE, CE
 from lossaudit.losses.focusing import FOCAL, SOFTMAX_FOCAL
 from lossaudit.losses.registry import LOSSES
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """2 added ``summary``, ``loss_selection``, ``levels``, per loss ``family``/``fits_data``/``covers``,
 softmax ``rows`` beside ``elements``, findings' ``gates_strict``/``files``; losses ordered by fit.
 3 added the optional ``baseline`` section (``--baseline``; :mod:`lossaudit.compare.report.baseline`).
@@ -40,7 +41,11 @@ softmax ``rows`` beside ``elements``, findings' ``gates_strict``/``files``; loss
 very_hard}_share``; ``gradient_share`` beside ``share`` in ``per_class``, ``per_difficulty``,
 ``levels`` and the quadrants' cells.
 5: rare classes follow :func:`rare_classes` (not "below the median"); ``quadrants`` adds
-``rare_below`` (the count a rare class is below), ``class_spread`` and ``rare_rule``."""
+``rare_below`` (the count a rare class is below), ``class_spread`` and ``rare_rule``.
+6 added per class ``recall``, ``input.recall_rule`` and ``input.row_noun``, the sections
+``mistakes`` (confidently wrong units by cause) and ``imbalance`` (null on data without rare
+classes); the summary rule ``label-noise`` became ``confidently-wrong``, and ``missed-classes`` and
+``imbalance`` were added (:mod:`lossaudit.compare.report.diagnosis`)."""
 RARE_FRACTION = 0.25
 """A class is rare when its positives are below this fraction of the median class's ..."""
 RARE_SPREAD = 5.0
@@ -142,7 +147,16 @@ def _input_section(data: DataInfo, tally: Tally, counts: np.ndarray) -> dict:
         "multi_hot_rows": tally.multi_hot_rows,
         "negatives_per_positive": _ratio(negatives, positives),
         "data_kind": data_kind(data, tally),
+        "row_noun": row_noun(data),
     }
+
+
+def row_noun(data: DataInfo) -> str:
+    """What a row is in the data, for the sentences: ``cells`` of maps (:attr:`DataInfo.grid`),
+    ``positions`` of ``(B, A, C)`` sequences or anchors, else ``rows``."""
+    if data.grid is not None:
+        return "cells"
+    return "positions" if data.logits_shapes and all(len(shape) == 3 for shape in data.logits_shapes) else "rows"
 
 
 def _loss_section(settings: LossSettings, tally: Tally, positives: int, order: list[str], kind: str) -> dict:
@@ -184,7 +198,7 @@ def _focal_ce_pair(loss_ids) -> tuple[str, str] | None:
     return None
 
 
-def _per_class(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray) -> list[dict]:
+def _per_class(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray, recall: list[float | None]) -> list[dict]:
     pair = _focal_ce_pair(order)
     totals = {loss: float(tally.loss_sums[loss].sum()) for loss in order}
     gradients = {loss: float(tally.gradient_sums[loss].sum()) for loss in order}
@@ -202,6 +216,7 @@ def _per_class(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarra
                 "nonfinite": int(tally.nonfinite[c]),
                 "mean_p": _ratio(tally.sum_p_positive[c], positives),
                 "mean_p_softmax": _ratio(tally.sum_q_positive[c], tally.softmax_positives[c]),
+                "recall": recall[c],
                 "sum": class_sums,
                 "share": {loss: _share(class_sums[loss], totals[loss]) for loss in order},
                 "gradient_share": {loss: _share(float(tally.gradient_sums[loss][c].sum()), gradients[loss]) for loss in order},
@@ -427,7 +442,9 @@ def gating(report: dict) -> list[str]:
 def build_report(data: DataInfo, settings: LossSettings, tally: Tally, explicit: bool = False, skipped: tuple[str, ...] = ()) -> dict:
     """The comparison as plain data (the ``compare --format json`` document). ``explicit``: the
     losses were asked for (command line or configuration) rather than the default set; ``skipped``:
-    the losses asked for that the input cannot give (sigmoid losses from softmax probabilities)."""
+    the losses asked for that the input cannot give (sigmoid losses from softmax probabilities).
+    ``tally`` may hold more losses than ``settings.losses`` (those of the imbalance advice,
+    :func:`lossaudit.compare.report.diagnosis.advice`): only the imbalance section reads them."""
     from lossaudit.compare.report.summary import summarise
 
     counts = tally.element_counts
@@ -435,22 +452,48 @@ def build_report(data: DataInfo, settings: LossSettings, tally: Tally, explicit:
     kind = data_kind(data, tally)
     families = {user.id: user.family for user in settings.user_losses}
     order = order_by_fit(settings.losses, kind, families)
+    rule = diagnosis.recall_rule(kind, tally)
+    recall, mean_p = diagnosis.class_outcomes(rule, tally, counts)
+    quadrants = _quadrants(data, order, tally, counts, families)
+    rare = np.array([name in quadrants["rare_classes"] for name in data.class_names], dtype=bool)
     report = {
         "schema_version": SCHEMA_VERSION,
         "lossaudit_version": __version__,
         "summary": [],
         "loss_selection": "explicit" if explicit else "default",
-        "input": _input_section(data, tally, counts),
+        "input": {**_input_section(data, tally, counts), "recall_rule": rule},
         "losses": _loss_section(settings, tally, positives, order, kind),
-        "per_class": _per_class(data, order, tally, counts),
+        "per_class": _per_class(data, order, tally, counts, recall),
         "per_difficulty": _per_difficulty(settings, order, tally, counts, families),
         "levels": _levels(order, tally, counts, families),
-        "quadrants": _quadrants(data, order, tally, counts, families),
+        "quadrants": quadrants,
+        "mistakes": diagnosis.mistakes_section(kind, tally, data.class_names, rare, diagnosis.missed(recall, mean_p)),
+        "imbalance": _imbalance(data, settings, tally, counts, kind, rule, rare, quadrants),
         "findings": _findings(data, order, tally, counts, explicit, families, skipped),
         "focal_ce_ratio": _focal_ce_total(order, tally),
     }
     report["summary"] = summarise(report)
     return report
+
+
+def _imbalance(data: DataInfo, settings: LossSettings, tally: Tally, counts: np.ndarray, kind: str, rule: str, rare: np.ndarray, quadrants: dict) -> dict | None:
+    """The ``imbalance`` section, on data with rare classes (else None): the rare classes with
+    their positives, how the model does on them and on the others (``recall_rule``), and the rare
+    classes' share of each loss of the fitting family under the losses made for imbalance
+    (:func:`lossaudit.compare.report.diagnosis.advice`)."""
+    if not rare.any() or kind == "heatmap":
+        return None
+    positives = counts[:, 1].sum(axis=(1, 2))
+    return {
+        "rare_classes": {data.class_names[c]: int(positives[c]) for c in np.nonzero(rare)[0]},
+        "median_positives": quadrants["median_positives"],
+        "class_spread": quadrants["class_spread"],
+        "recall_rule": rule,
+        "rare": diagnosis.pooled_outcomes(rule, tally, counts, rare),
+        "others": diagnosis.pooled_outcomes(rule, tally, counts, ~rare),
+        "alpha_rule": diagnosis.ALPHA_RULES["softmax" if kind == "single-label" else "sigmoid"],
+        "losses": diagnosis.advice(kind, settings, tally, rare, positives, quadrants["median_positives"]),
+    }
 
 
 def _focal_ce_total(order: list[str], tally: Tally) -> float | None:

@@ -1,30 +1,38 @@
 """The report's "Summary": plain sentences, each from one rule below, stated with the numbers it
 rests on. A rule whose condition the data does not meet says nothing, so the summary holds at most
-one sentence per rule (seven), in this order. When the input looks misread (``misread``), the
+one sentence per rule (nine), in this order. When the input looks misread (``misread``), the
 summary says so first and draws no conclusion from it: only the findings follow.
 
 Every rule reads the report of :func:`lossaudit.compare.report.build.build_report` (shares are fractions
 of each loss's own total; g is the gradient norm |p − y|, 1 − q_target for softmax losses) and
-returns ``{"rule", "text", "numbers"}`` or None. Thresholds are the module constants.
+returns ``{"rule", "text", "numbers"}`` or None. Thresholds are the module constants and those of
+:mod:`lossaudit.compare.report.diagnosis`. Sentences about the losses say they describe these
+predictions: the same loss weighs another model's outputs differently.
 
 Like with like: a rule that ranks losses against each other ranks those of one family, counted in
 one unit (elements for sigmoid losses, rows for softmax ones): the family that fits the data
-(:func:`_compared`); ``label-noise`` the first listed family's, ``easy-negatives`` and
-``ghm-very-hard`` sigmoid losses only. No sentence compares across families.
+(:func:`_compared`); ``easy-negatives`` and ``ghm-very-hard`` compare sigmoid losses only and say
+so on data they do not fit. No sentence compares across families.
 """
 
 from __future__ import annotations
 
+from lossaudit.compare.report.diagnosis import ARGMAX, MISSED_PROBABILITY, MISSED_RECALL, is_missed
 from lossaudit.losses.cross_entropy import BCE
 from lossaudit.losses.density import GHM
-from lossaudit.render.formatting import count, names, num, pct
+from lossaudit.render.formatting import MISSING, count, names, num, pct
 
 EASY_NEGATIVE_SHARE = 0.5
 """``easy-negatives`` fires when a sigmoid loss takes at least this share from easy negatives."""
 RARE_HARD_SPREAD = 0.05
 """``rare-hard`` fires when the losses' rare-hard shares differ by at least this (5 points)."""
 NOISE_UNIT_SHARE, NOISE_LOSS_SHARE = 0.01, 0.25
-"""``label-noise``: at most 1% of the units hold at least 25% of a loss."""
+"""``confidently-wrong``: at most 1% of the units hold at least 25% of a loss."""
+NAMED_CAUSE_SHARE = 0.1
+"""``confidently-wrong`` names as a cause what holds at least 10% of the confidently wrong units (and
+always the largest)."""
+MISSED_LISTED = 6
+"""``missed-classes`` names at most this many classes (the lowest recall first)."""
 GHM_CHANGE = 1.5
 """``ghm-very-hard`` fires when GHM-C's very-hard share is ≥ 1.5× or ≤ 1/1.5 of BCE's."""
 
@@ -53,7 +61,9 @@ def fit(report: dict) -> dict | None:
     """Rule ``fit``: when both sigmoid and softmax losses are shown, say which fit the data and
     which rows each sees. Detection-style data (some valid row background or multi-hot) fits the
     sigmoid losses (C binary problems), and the softmax losses see only the rows with a target;
-    single-label data (no such row) fits the softmax losses; heatmaps fit the sigmoid losses."""
+    single-label data (no such row) fits the softmax losses; heatmaps fit the sigmoid losses, and
+    their counts follow the heatmap positive rule (peaks: target = 1). Rows are named for what they
+    are (``input.row_noun``: cells of maps, positions, rows)."""
     sigmoid, softmax = _by_family(report, "sigmoid"), _by_family(report, "softmax")
     if not sigmoid or not softmax:
         return None
@@ -61,23 +71,30 @@ def fit(report: dict) -> dict | None:
     kind, rows, seen = inp["data_kind"], inp["rows"], report["losses"][softmax[0]]["covers"]["count"]
     numbers = {"data_kind": kind, "rows": rows, "rows_with_target": seen, "background_rows": inp["background_rows"],
                "multi_hot_rows": inp["multi_hot_rows"], "elements": inp["valid_elements"]}
+    noun = inp.get("row_noun", "rows")
     if kind == "single-label":
         return _sentence(
             "fit",
-            f"Single-label data (no background or multi-hot row among the {count(seen)} rows with a target), so the "
+            f"Single-label data (no background or multi-hot {noun[:-1]} among the {count(seen)} {noun} with a target), so the "
             f"softmax losses ({', '.join(softmax)}) are listed first; {_listed(sigmoid)} treat the "
             f"{count(inp['valid_elements'])} elements as {inp['classes']} binary problems.",
             **numbers,
         )
-    unit = "rows (pixels)" if kind == "heatmap" else "rows"
-    why = [f"{count(inp['background_rows'])} of {count(rows)} {unit} have no positive class"] if inp["background_rows"] else []
+    if kind == "heatmap":
+        return _sentence(
+            "fit",
+            f"Heatmap data: {_plural(inp['positives'], 'peak')} (target = 1) among {count(rows)} {noun}, the rest Gaussian "
+            f"or zero targets, so the sigmoid losses ({', '.join(sigmoid)}) are listed first; {_listed(softmax)} read the "
+            f"{count(seen)} {noun} with a non-zero target as soft softmax targets.",
+            **numbers,
+        )
+    why = [f"{count(inp['background_rows'])} of {count(rows)} {noun} have no positive class"] if inp["background_rows"] else []
     if inp["multi_hot_rows"]:
         why.append(f"{count(inp['multi_hot_rows'])} have several")
-    label = "Heatmap data" if kind == "heatmap" else "Detection-style data"
     return _sentence(
         "fit",
-        f"{label}: {' and '.join(why) or 'heatmap targets'}, so the sigmoid losses ({', '.join(sigmoid)}) are listed "
-        f"first; {_listed(softmax)} see only the {count(seen)} rows with a target.",
+        f"Detection-style data: {' and '.join(why)}, so the sigmoid losses ({', '.join(sigmoid)}) are listed "
+        f"first; {_listed(softmax)} see only the {count(seen)} {noun} with a target.",
         **numbers,
     )
 
@@ -99,7 +116,7 @@ def easy_negatives(report: dict) -> dict | None:
     others = "; " + ", ".join(f"{loss} {pct(shares[loss])}" for loss in sigmoid if loss != top) if len(sigmoid) > 1 else ""
     return _sentence(
         "easy-negatives",
-        f"{top} spends {pct(shares[top])} of its loss on easy negatives (g < 0.1: {count(negatives)} elements, "
+        f"On these predictions, {top} spends {pct(shares[top])} of its loss on easy negatives (g < 0.1: {count(negatives)} elements, "
         f"{pct(element_share)} of all){others}{_misfit_note(report, sigmoid)}.",
         loss=top, shares=shares, easy_negatives=negatives, element_share=element_share,
     )
@@ -149,24 +166,112 @@ def rare_hard(report: dict) -> dict | None:
         return None
     return _sentence(
         "rare-hard",
-        f"{top} gives the rare-hard quadrant (rare classes {names(quadrants['rare_classes'])}; g ≥ "
+        f"On these predictions, {top} gives the rare-hard quadrant (rare classes {names(quadrants['rare_classes'])}; g ≥ "
         f"{quadrants['hard_from_g']:g}) the most weight: {pct(shares[top])} of its loss, against {pct(shares[low])} "
         f"for {low}{caveat}.",
         loss=top, least=low, shares=shares, rare_classes=quadrants["rare_classes"],
     )
 
 
-def label_noise(report: dict) -> dict | None:
-    """Rule ``label-noise``: in the units of the losses listed first (elements for sigmoid losses,
-    rows for softmax ones), the very hard level (g ≥ 0.9: confidently wrong, p ≤ 0.1 on a positive
-    or p ≥ 0.9 on a negative) holds at most 1% of the units (:data:`NOISE_UNIT_SHARE`) yet at least
-    25% (:data:`NOISE_LOSS_SHARE`) of one of those losses: a large share of loss from few confident
-    mistakes, the signature of label noise (or missed objects)."""
-    first = next(iter(report["losses"]), None)
-    if first is None:
+def _probability(value: float | None) -> str:
+    """A probability to two significant digits (0.77, 0.053, 0.0078); — for none."""
+    return MISSING if value is None else f"{value:.2g}"
+
+
+def _class_outcome(row: dict, rule: str) -> str:
+    mean_p = row["mean_p_softmax"] if rule == ARGMAX else row["mean_p"]
+    return f"{_plural(row['positives'], 'positive')}, mean target probability {_probability(mean_p)}, recall {pct(row['recall'])}"
+
+
+def _recall_words(rule: str) -> str:
+    return "at its argmax" if rule == ARGMAX else "at p > 0.5"
+
+
+def imbalance(report: dict) -> dict | None:
+    """Rule ``imbalance``: with rare classes (the ``imbalance`` section), the spread (the rare
+    classes with their positives against the median class's), how the model does on them and on
+    the others (mean target probability, recall), and the rare classes' share of the loss and of
+    its gradient under each loss of the fitting family, those made for imbalance included
+    (:func:`lossaudit.compare.report.diagnosis.advice`): the numbers, on this dump, that a
+    choice of loss rests on."""
+    section = report.get("imbalance")
+    if not section:
         return None
+    rare = section["rare_classes"]
+    rule, on_rare, others = section["recall_rule"], section["rare"], section["others"]
+    shown = list(rare.items())[:MISSED_LISTED]
+    more = f" and {len(rare) - len(shown)} more" if len(rare) > len(shown) else ""
+    text = (f"Imbalanced classes: the rare {'class' if len(rare) == 1 else 'classes'} {_listed([name for name, _ in shown])}{more} "
+            f"{'has' if len(rare) == 1 else 'have'} {_listed([count(n) for _, n in shown])} positives against the median class's "
+            f"{count(round(section['median_positives']))} (largest ÷ smallest {section['class_spread']:.3g}×).")
+    if on_rare["positives"] and others["positives"]:
+        text += (f" On these predictions the model's mean target probability on them is {_probability(on_rare['mean_p'])} and its recall "
+                 f"{pct(on_rare['recall'])} ({_recall_words(rule)}), against {_probability(others['mean_p'])} and {pct(others['recall'])} on the other classes.")
+    losses = [entry for entry in section["losses"] if entry["rare_share"] is not None]
+    if losses:
+        shares = "; ".join(f"{entry['label']} {pct(entry['rare_share'])} ({pct(entry['rare_gradient_share'])})" for entry in losses)
+        text += f" The rare classes' share of each loss (of its gradient) on this dump: {shares}; per-class alpha: {section['alpha_rule']}."
+    return _sentence("imbalance", text, rare_classes=rare, median_positives=section["median_positives"], class_spread=section["class_spread"],
+                     recall_rule=rule, rare=on_rare, others=others,
+                     advice={entry["label"]: {"loss": entry["loss"], "rare_share": entry["rare_share"], "rare_gradient_share": entry["rare_gradient_share"]}
+                             for entry in section["losses"]})
+
+
+def missed_classes(report: dict) -> dict | None:
+    """Rule ``missed-classes``: the classes the model misses — recall below 50% and mean target
+    probability below 0.5 (:func:`~lossaudit.compare.report.diagnosis.is_missed`; recall at the
+    argmax on single-label data, else p > 0.5) —, rare or not, each with its positives, mean target
+    probability and recall (and the class its confidently wrong units are mostly predicted as), and
+    the other classes' lowest recall."""
+    rule = report["input"].get("recall_rule")
+    mean_key = "mean_p_softmax" if rule == ARGMAX else "mean_p"
+    rows = [row for row in report.get("per_class", []) if row.get("recall") is not None]
+    missed = sorted((row for row in rows if is_missed(row["recall"], row[mean_key])), key=lambda row: (row["recall"], row["index"]))
+    if not missed:
+        return None
+    rare = set(report["quadrants"]["rare_classes"])
+    instead = {}
+    for pair in (report.get("mistakes") or {}).get("confusions", []):
+        instead.setdefault(pair["true"], pair["predicted"])
+    parts = []
+    for row in missed[:MISSED_LISTED]:
+        extra = "rare; " if row["name"] in rare else ""
+        mostly = f"; confidently wrong mostly as {instead[row['name']]}" if row["name"] in instead else ""
+        parts.append(f"{row['name']} ({extra}{_class_outcome(row, rule)}{mostly})")
+    others = [row["recall"] for row in rows if row not in missed]
+    tail = f"; the other classes' recall is at least {pct(min(others))}" if others else ""
+    more = f" and {len(missed) - MISSED_LISTED} more" if len(missed) > MISSED_LISTED else ""
+    text = (f"On these predictions the model misses {len(missed)} of {len(rows)} classes (recall below {MISSED_RECALL:.0%}, "
+            f"{_recall_words(rule)}, and mean target probability below {MISSED_PROBABILITY:g}): {'; '.join(parts)}{more}{tail}.")
+    return _sentence("missed-classes", text, classes=[row["name"] for row in missed], recall_rule=rule,
+                     per_class={row["name"]: {"positives": row["positives"], "mean_p": row[mean_key], "recall": row["recall"], "rare": row["name"] in rare}
+                                for row in missed})
+
+
+CAUSE_WORDS = {
+    "shifted": ("{n} found one cell off", "the assignment of objects to cells"),
+    "missed_rare": ("{n} misses of the rare classes", "the under-learned rare classes (sampling, class weights)"),
+    "missed_class": ("{n} misses of classes the model misses", "the classes the model misses"),
+    "confused": ("{n} class confusions{top}", "confusions between classes"),
+    "missed": ("{n} isolated misses", None),
+    "false_positive": ("{n} false positives", None),
+}
+
+
+def confidently_wrong(report: dict) -> dict | None:
+    """Rule ``confidently-wrong``: in the units of the losses that fit the data (elements for
+    sigmoid losses, rows for softmax ones; :func:`_compared`), the very hard level (g ≥ 0.9:
+    confidently wrong, p ≤ 0.1 on a positive or p ≥ 0.9 on a negative; q_target ≤ 0.1) holds at
+    most 1% of the units (:data:`NOISE_UNIT_SHARE`) yet at least 25% (:data:`NOISE_LOSS_SHARE`) of
+    one of those losses. The sentence says where they come from (the ``mistakes`` section: rare
+    classes, missed classes, one cell off, confusions, isolated misses, false positives) and names
+    label noise only when isolated misses and false positives make half of them; otherwise it
+    names the causes the counts show."""
+    group, caveat = _compared(report)
+    if not group:
+        return None
+    first = group[0]
     family = report["losses"][first]["family"]
-    group = _by_family(report, family)
     very_hard = report["levels"][-1]
     unit = "rows" if family == "softmax" else "elements"
     units = report["losses"][first]["covers"]["count"]
@@ -177,24 +282,42 @@ def label_noise(report: dict) -> dict | None:
     top = max(shares, key=shares.get)
     if held / units > NOISE_UNIT_SHARE or shares[top] < NOISE_LOSS_SHARE:
         return None
+    noun = report["input"].get("row_noun", "rows") if unit == "rows" else unit
     if family == "softmax":
         which = "q_target ≤ 0.1"
     else:
         positives = very_hard["positives"]
         which = f"g ≥ 0.9: {_plural(positives, 'positive')} at p ≤ 0.1, {_plural(held - positives, 'negative')} at p ≥ 0.9"
-    return _sentence(
-        "label-noise",
-        f"{count(held)} of {count(units)} {unit} ({pct(held / units)}) {'is' if held == 1 else 'are'} confidently wrong ({which}) yet {'carries' if held == 1 else 'carry'} "
-        f"{pct(shares[top])} of {top}'s loss: that much loss on so few {unit} looks like label noise or missed "
-        f"objects; inspect them before tuning the loss.",
-        loss=top, unit=unit, very_hard=held, units=units, share=shares[top],
-    )
+    text = (f"{count(held)} of {count(units)} {noun} ({pct(held / units)}) {'is' if held == 1 else 'are'} confidently wrong ({which}) yet "
+            f"{'carries' if held == 1 else 'carry'} {pct(shares[top])} of {top}'s loss{caveat}")
+    numbers = {"loss": top, "unit": unit, "very_hard": held, "units": units, "share": shares[top]}
+    mistakes = report.get("mistakes")
+    if mistakes and mistakes["unit"] == unit and mistakes["very_hard"]:
+        causes = mistakes["causes"]
+        pairs = mistakes["confusions"]
+        top_pair = f" (most: {pairs[0]['true']} as {pairs[0]['predicted']}, {count(pairs[0]['count'])})" if pairs else ""
+        parts = [words.format(n=count(causes[cause]), top=top_pair) for cause, (words, _) in CAUSE_WORDS.items() if causes[cause]]
+        if mistakes["label_noise"]:
+            verdict = ("most are isolated misses or false positives, which no rare or missed class, cell or confusion explains; that looks "
+                       "like label noise or missed objects: inspect them before tuning the loss")
+        else:
+            ranked = sorted((cause for cause, (_, why) in CAUSE_WORDS.items() if why and causes[cause]), key=lambda cause: -causes[cause])
+            named = [CAUSE_WORDS[cause][1] for i, cause in enumerate(ranked) if i == 0 or causes[cause] >= NAMED_CAUSE_SHARE * mistakes["very_hard"]]
+            verdict = f"that points to {_listed(named)}, not to label noise"
+        text += f". On these predictions they are {_listed(parts)}: {verdict}."
+        numbers.update(causes=causes, label_noise=mistakes["label_noise"], confusions=pairs)
+    else:  # no breakdown (a report of the full-tensor oracle)
+        text += f": that much loss on so few {noun} looks like label noise or missed objects; inspect them before tuning the loss."
+    return _sentence("confidently-wrong", text, **numbers)
 
 
 def ghm_very_hard(report: dict) -> dict | None:
     """Rule ``ghm-very-hard``: with ghm and bce shown (GHM-C is BCE re-weighted by the inverse count
     of each gradient-norm bin) and very hard elements (g ≥ 0.9) present, state how GHM-C changes
-    their share of the loss when it is at least 1.5× (:data:`GHM_CHANGE`) or at most 1/1.5× BCE's."""
+    their share of the loss when it is at least 1.5× (:data:`GHM_CHANGE`) or at most 1/1.5× BCE's.
+    The reason given is the one the per-difficulty table shows: the ratio of the shares is the
+    GHM weight of the very hard bins (per unit of BCE loss) over the weight BCE's whole loss gets on
+    average. With as many difficulty bins as GHM bins those are the table's ``ghm_weight`` column."""
     losses = report["losses"]
     very_hard = report["levels"][-1]
     if GHM not in losses or BCE not in losses or not very_hard["elements"]:
@@ -203,15 +326,23 @@ def ghm_very_hard(report: dict) -> dict | None:
     if not ghm or not bce or 1 / GHM_CHANGE < ghm / bce < GHM_CHANGE:
         return None
     element_share = very_hard["elements"] / report["input"]["valid_elements"]
-    if ghm > bce:
-        why = f"their bins are sparse ({pct(element_share)} of the elements) and GHM-C up-weights sparse bins"
+    numbers = {GHM: ghm, BCE: bce, "ratio": ghm / bce, "element_share": element_share}
+    table = report.get("per_difficulty", [])
+    hard_bins = [row for row in table if row["g_low"] >= very_hard["g_low"] - 1e-9]
+    loss_in_hard = sum(row["share"][BCE] or 0 for row in hard_bins)
+    if losses[GHM].get("params", {}).get("bins") == len(table) and loss_in_hard:
+        weight = sum(row["ghm_weight"] * (row["share"][BCE] or 0) for row in hard_bins) / loss_in_hard
+        average = sum(row["ghm_weight"] * (row["share"][BCE] or 0) for row in table)
+        why = (f"GHM-C weights their bin (g ≥ 0.9, {pct(element_share)} of the elements) by {num(weight)} per unit of BCE loss, "
+               f"{'above' if ghm > bce else 'below'} the {num(average)} that BCE's loss gets on average (the per-difficulty table's ghm weights)")
+        numbers.update(bin_weight=weight, average_weight=average)
     else:
-        why = f"their bins are crowded ({pct(element_share)} of the elements) and GHM-C down-weights crowded bins"
+        why = f"GHM-C weights their bins {'more' if ghm > bce else 'less'} per unit of BCE loss than BCE's loss gets on average"
     return _sentence(
         "ghm-very-hard",
-        f"ghm {'raises' if ghm > bce else 'lowers'} the very hard elements' (g ≥ 0.9) share of the loss from bce's "
+        f"On these predictions, ghm {'raises' if ghm > bce else 'lowers'} the very hard elements' (g ≥ 0.9) share of the loss from bce's "
         f"{pct(bce)} to {pct(ghm)} (×{num(ghm / bce)}): {why}{_misfit_note(report, [GHM, BCE])}.",
-        ghm=ghm, bce=bce, ratio=ghm / bce, element_share=element_share,
+        **numbers,
     )
 
 
@@ -263,5 +394,6 @@ def summarise(report: dict) -> list[dict]:
         return [sentence for sentence in (first, findings(report, misread_codes)) if sentence is not None]
     sentences = [fit(report)]
     stated = frozenset({"softmax-background", "softmax-multi-hot"}) if sentences[0] else frozenset()
-    sentences += [easy_negatives(report), rare_hard(report), label_noise(report), ghm_very_hard(report), findings(report, stated)]
+    sentences += [imbalance(report), missed_classes(report), easy_negatives(report), rare_hard(report), confidently_wrong(report),
+                  ghm_very_hard(report), findings(report, stated)]
     return [sentence for sentence in sentences if sentence is not None]

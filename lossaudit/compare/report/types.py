@@ -12,7 +12,7 @@ Nothing here imports torch or numpy.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 
@@ -33,10 +33,11 @@ class _Row:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]):
         names = [field.name for field in fields(cls)]
-        missing = [name for name in names if name not in data and name != "details"]
+        optional = {field.name for field in fields(cls) if field.default is not MISSING}
+        missing = [name for name in names if name not in data and name != "details" and name not in optional]
         if missing:
             raise ValueError(f"{cls.__name__}: the report lacks {', '.join(missing)} (schema changed?)")
-        values = {name: data[name] for name in names if name != "details"}
+        values = {name: data[name] for name in names if name != "details" and name in data}
         if "details" in names:
             values["details"] = {key: value for key, value in data.items() if key not in values}
         return cls(**values)
@@ -105,6 +106,8 @@ class ClassRow(_Row):
     share: Mapping[str, float | None]
     gradient_share: Mapping[str, float | None]
     focal_ce_ratio: float | None
+    recall: float | None = None
+    """Positives got right: argmax at the class (single-label data), else p > 0.5 (schema 6)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,10 @@ class Report:
     quadrants: Mapping[str, Any]
     findings: tuple[DataFinding, ...]
     focal_ce_ratio: float | None
+    mistakes: Mapping[str, Any] | None
+    """The confidently wrong units by cause (schema 6; None before, and from the oracle)."""
+    imbalance: Mapping[str, Any] | None
+    """The rare classes and the losses made for imbalance on them (schema 6; None without rare classes)."""
     extra: Mapping[str, Any]
     """Sections added by options, e.g. ``baseline`` with ``--baseline``."""
 
@@ -177,6 +184,8 @@ class Report:
             quadrants=dict(document["quadrants"]),
             findings=tuple(DataFinding.from_dict(item) for item in document["findings"]),
             focal_ce_ratio=document["focal_ce_ratio"],
+            mistakes=document.get("mistakes"),
+            imbalance=document.get("imbalance"),
             extra={key: value for key, value in document.items() if key not in known},
         )
 
