@@ -79,33 +79,43 @@ class Mistakes:
             keys, counts = np.unique(true.astype(np.int64) * self.num_classes + predicted, return_counts=True)
             self.pairs[kind].update({(int(k) // self.num_classes, int(k) % self.num_classes): int(n) for k, n in zip(keys, counts)})
 
-    def add_sigmoid(self, start: int, rows: int, index: np.ndarray, g: np.ndarray, p: np.ndarray, positive: np.ndarray, target: np.ndarray) -> None:
-        """The elements of one chunk (global first row ``start``, ``rows`` rows) that the dense pass
-        took out — every element but easy negatives, so every one at p ≥ 0.1 —, all valid:
-        ``(k,)`` flat indices ``row × C + class`` within the chunk (sorted), float32 ``g`` and
-        ``p``, ``positive`` and ``target`` (a non-zero target) flags."""
+    def add_sigmoid(self, start: int, rows: int, index: np.ndarray, p: np.ndarray, targets: np.ndarray, target_positive: np.ndarray, target_g: np.ndarray) -> None:
+        """One chunk's elements (global first row ``start``, ``rows`` rows): ``(k,)`` the sorted
+        flat indices ``row × C + class`` of those the dense pass took out — every valid element but
+        the easy negatives, so every one at p ≥ 0.1 and every non-zero target — with their float32
+        ``p``; ``(t,)`` the sorted flat indices of the valid non-zero ``targets`` among them, whether
+        each is a positive and its float32 ``g = |p - y|``."""
         classes = self.num_classes
-        very_hard = g >= VERY_HARD_G
-        if not very_hard.any():
+        high = index[p >= VERY_HARD_G]  # non-targets at p ≥ 0.9 (g = p), and targets to sort out
+        high = high[_find(targets, high, True) < 0]
+        units = np.concatenate([high, targets[target_g >= VERY_HARD_G]])
+        if not len(units):
             return
-        fired = (p >= FIRES) & ~target  # classes predicted where they are not a target
-        fires, positives = index[fired], index[positive]  # sorted
-        row, col = np.divmod(index[very_hard], classes)
-        is_positive = positive[very_hard]
+        row, col = np.divmod(units, classes)
+        is_positive = np.zeros(len(units), dtype=bool)
+        is_positive[len(high):] = target_positive[target_g >= VERY_HARD_G]
         # confused: another class detected in a positive's cell; a non-positive in a cell with a positive of another class
-        detected = (p >= DETECTED) & ~target
-        detected_rows, detected_cols = np.divmod(index[detected], classes)
-        order = np.lexsort((-p[detected], detected_rows))  # per row, the most probable class first
-        other = np.where(is_positive, _first_per_row(row, detected_rows[order], detected_cols[order]),
-                         _first_per_row(row, positives // classes, positives % classes))
-        confused = (other >= 0) & (other != col)
-        cause = np.where(confused, CONFUSED, OTHER)
+        at, unit = _row_elements(index, row, classes)  # the taken elements of each unit's row
+        in_targets = _find(targets, index[at], True)
+        is_target = in_targets >= 0
+        detected = (p[at] >= DETECTED) & ~is_target
+        positive_there = np.zeros(len(at), dtype=bool)
+        positive_there[is_target] = target_positive[in_targets[is_target]]
+        candidate = np.where(is_positive[unit], detected, positive_there) & (index[at] % classes != col[unit])
+        score = np.where(is_positive[unit], -p[at], 0)  # a positive's most probable detection; a non-positive's first positive
+        order = np.lexsort((score[candidate], unit[candidate]))
+        owners, first = np.unique(unit[candidate][order], return_index=True)
+        other = np.full(len(row), -1)
+        other[owners] = index[at[candidate][order][first]] % classes
+        cause = np.where(other >= 0, CONFUSED, OTHER)
         if self.grid is not None:  # shifted (before confused): the class one cell off
+            positives = targets[target_positive]
             shifted = np.zeros(len(row), dtype=bool)
             for neighbour in self._neighbours(start, rows, row):
                 keys = neighbour * classes + col
-                found = np.where(is_positive, np.isin(keys, fires), np.isin(keys, positives))
-                shifted |= (neighbour >= 0) & found
+                there = _find(index, keys, neighbour >= 0)
+                fires = (there >= 0) & (p[there] >= FIRES) & (_find(targets, keys, True) < 0)
+                shifted |= np.where(is_positive, fires, _find(positives, keys, neighbour >= 0) >= 0)
             cause[shifted] = SHIFTED
         confused = cause == CONFUSED
         true, wrong = np.where(is_positive, col, other), np.where(is_positive, other, col)
@@ -146,11 +156,20 @@ class Mistakes:
             self.pairs[kind].update(pairs)
 
 
-def _first_per_row(row: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """For each of ``row``, the class of the first entry of ``(rows, cols)`` (``rows`` sorted) in
-    that row, -1 where there is none."""
-    if not len(rows):
-        return np.full(len(row), -1)
-    first_rows, first = np.unique(rows, return_index=True)
-    at = np.minimum(np.searchsorted(first_rows, row), len(first_rows) - 1)
-    return np.where(first_rows[at] == row, cols[first][at], -1)
+
+def _row_elements(index: np.ndarray, row: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The positions in the sorted flat ``index`` (``row × C + class``) of the elements of each of
+    ``row``: ``(positions, which of row each belongs to)``, row by row."""
+    starts, ends = np.searchsorted(index, row * classes), np.searchsorted(index, (row + 1) * classes)
+    lengths = ends - starts
+    unit = np.repeat(np.arange(len(row)), lengths)
+    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return starts[unit] + offsets, unit
+
+
+def _find(index: np.ndarray, keys: np.ndarray, wanted: np.ndarray | bool) -> np.ndarray:
+    """The position of each of ``keys`` in the sorted ``index``, -1 where it is absent or not ``wanted``."""
+    if not len(index):
+        return np.full(len(keys), -1)
+    at = np.minimum(np.searchsorted(index, keys), len(index) - 1)
+    return np.where(wanted & (index[at] == keys), at, -1)

@@ -141,11 +141,12 @@ class StreamTally:
         log1p, q = elements.sigmoid_parts(taken.x)
         p, row_loss = self._add_negatives(taken, log1p, q, at, rows)
         positive_row = self._add_targets(taken.x[at], log1p[at], q[at], y, row, col, chunk.heatmap, row_loss)
-        taken_y, taken_positive, taken_target = np.zeros(len(taken.x), dtype=np.float32), np.zeros(len(taken.x), dtype=bool), np.zeros(len(taken.x), dtype=bool)
-        taken_y[at], taken_positive[at], taken_target[at] = y, chunk.target_positive[kept], True
         if self.families.params:
+            taken_y, taken_positive = np.zeros(len(taken.x), dtype=np.float32), np.zeros(len(taken.x), dtype=bool)
+            taken_y[at] = y
+            taken_positive[at] = chunk.target_positive[kept]
             self.families.add_elements(taken.x, taken_y, taken.column, taken_positive)
-        self.mistakes.add_sigmoid(chunk.start, rows, taken.index, np.abs(p - taken_y), p, taken_positive, taken_target)
+        self.mistakes.add_sigmoid(chunk.start, rows, taken.index, p, taken.index[at], chunk.target_positive[kept], np.abs(p[at] - y))
 
         # Rows: background rows, multi-hot rows, softmax losses, hard-negative mining.
         row_valid, has_target = chunk.valid_rows, chunk.has_target

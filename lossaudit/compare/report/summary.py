@@ -59,15 +59,20 @@ def _listed(items: list[str]) -> str:
 
 def fit(report: dict) -> dict | None:
     """Rule ``fit``: when both sigmoid and softmax losses are shown, say which fit the data and
-    which rows each sees. Detection-style data (some valid row background or multi-hot) fits the
+    which rows each sees (on heatmaps, with sigmoid losses only, the peaks: what a positive is). Detection-style data (some valid row background or multi-hot) fits the
     sigmoid losses (C binary problems), and the softmax losses see only the rows with a target;
     single-label data (no such row) fits the softmax losses; heatmaps fit the sigmoid losses, and
     their counts follow the heatmap positive rule (peaks: target = 1). Rows are named for what they
     are (``input.row_noun``: cells of maps, positions, rows)."""
     sigmoid, softmax = _by_family(report, "sigmoid"), _by_family(report, "softmax")
+    inp = report["input"]
+    if inp["data_kind"] == "heatmap" and sigmoid and not softmax:
+        noun = inp.get("row_noun", "rows")
+        return _sentence("fit", f"Heatmap data: {_plural(inp['positives'], 'peak')} (target = 1) among {count(inp['rows'])} {noun}, the rest "
+                                f"Gaussian or zero targets: every positive counted below is a peak.",
+                         data_kind="heatmap", rows=inp["rows"], peaks=inp["positives"], elements=inp["valid_elements"])
     if not sigmoid or not softmax:
         return None
-    inp = report["input"]
     kind, rows, seen = inp["data_kind"], inp["rows"], report["losses"][softmax[0]]["covers"]["count"]
     numbers = {"data_kind": kind, "rows": rows, "rows_with_target": seen, "background_rows": inp["background_rows"],
                "multi_hot_rows": inp["multi_hot_rows"], "elements": inp["valid_elements"]}
@@ -249,13 +254,14 @@ def missed_classes(report: dict) -> dict | None:
 
 
 CAUSE_WORDS = {
-    "shifted": ("{n} found one cell off", "the assignment of objects to cells"),
-    "missed_rare": ("{n} misses of the rare classes", "the under-learned rare classes (sampling, class weights)"),
-    "missed_class": ("{n} misses of classes the model misses", "the classes the model misses"),
-    "confused": ("{n} class confusions{top}", "confusions between classes"),
-    "missed": ("{n} isolated misses", None),
-    "false_positive": ("{n} false positives", None),
+    "shifted": (("found one cell off", "found one cell off"), "the assignment of objects to cells"),
+    "missed_rare": (("miss of the rare classes", "misses of the rare classes"), "the under-learned rare classes (sampling, class weights)"),
+    "missed_class": (("miss of a class the model misses", "misses of classes the model misses"), "the classes the model misses"),
+    "confused": (("class confusion{top}", "class confusions{top}"), "confusions between classes"),
+    "missed": (("isolated miss", "isolated misses"), None),
+    "false_positive": (("false positive", "false positives"), None),
 }
+"""Per cause of the ``mistakes`` section: how a count of it reads (one, several), and what it points to."""
 
 
 def confidently_wrong(report: dict) -> dict | None:
@@ -296,7 +302,7 @@ def confidently_wrong(report: dict) -> dict | None:
         causes = mistakes["causes"]
         pairs = mistakes["confusions"]
         top_pair = f" (most: {pairs[0]['true']} as {pairs[0]['predicted']}, {count(pairs[0]['count'])})" if pairs else ""
-        parts = [words.format(n=count(causes[cause]), top=top_pair) for cause, (words, _) in CAUSE_WORDS.items() if causes[cause]]
+        parts = [f"{count(causes[cause])} {words[causes[cause] != 1].format(top=top_pair)}" for cause, (words, _) in CAUSE_WORDS.items() if causes[cause]]
         if mistakes["label_noise"]:
             verdict = ("most are isolated misses or false positives, which no rare or missed class, cell or confusion explains; that looks "
                        "like label noise or missed objects: inspect them before tuning the loss")
@@ -304,7 +310,7 @@ def confidently_wrong(report: dict) -> dict | None:
             ranked = sorted((cause for cause, (_, why) in CAUSE_WORDS.items() if why and causes[cause]), key=lambda cause: -causes[cause])
             named = [CAUSE_WORDS[cause][1] for i, cause in enumerate(ranked) if i == 0 or causes[cause] >= NAMED_CAUSE_SHARE * mistakes["very_hard"]]
             verdict = f"that points to {_listed(named)}, not to label noise"
-        text += f". On these predictions they are {_listed(parts)}: {verdict}."
+        text += f". On these predictions {'it is' if held == 1 else 'they are'} {_listed(parts)}: {verdict}."
         numbers.update(causes=causes, label_noise=mistakes["label_noise"], confusions=pairs)
     else:  # no breakdown (a report of the full-tensor oracle)
         text += f": that much loss on so few {noun} looks like label noise or missed objects; inspect them before tuning the loss."
