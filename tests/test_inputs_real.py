@@ -1,6 +1,7 @@
-"""``compare`` reads the dumps users really produce (issue 22, points 4-6), on a real classifier:
-scikit-learn's bundled digits scans, a multinomial logistic regression trained in the test (seeded,
-about a second), its validation logits saved as they come and in the variants users save —
+"""``compare`` reads the dumps users really produce (issue 22, points 4-6), on real classifiers:
+scikit-learn's bundled digits scans and wine analyses, a multinomial logistic regression trained in
+the test on each (seeded, about a second), its validation logits saved as they come and in the
+variants users save —
 labels counted from 1, softmax or sigmoid probabilities instead of logits, an ``(N, 1)`` label
 column, a channels-last segmentation map. Each variant's report must equal the logits' report, and
 the expected numbers are computed here with numpy, not by lossaudit."""
@@ -16,7 +17,7 @@ from tests.conftest import write_npz
 
 sklearn = pytest.importorskip("sklearn")
 
-from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.datasets import load_digits, load_wine  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 SOFTMAX_LOSSES = ("ce", "softmax-focal", "cb-ce", "logit-adjusted-ce")
@@ -35,6 +36,21 @@ def digits():
     logits = model.decision_function(x[1200:] / 16).astype(np.float32)
     assert (logits.argmax(axis=1) == y[1200:]).mean() > 0.85  # a real classifier, not noise
     return logits, y[1200:].astype(np.int64)
+
+
+@pytest.fixture(scope="module", params=["digits", "wine"])
+def classifier(request, digits):
+    """(validation logits ``(N, C)`` float32, labels 0..C-1) of digits (597 × 10, above) or wine
+    (78 × 3: a seeded logistic regression on 100 shuffled, standardised analyses)."""
+    if request.param == "digits":
+        return digits
+    x, y = load_wine(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(y))
+    train, valid = order[:100], order[100:]
+    scale = x[train].std(axis=0)
+    logits = LogisticRegression(C=0.05, max_iter=500, random_state=0).fit(x[train] / scale, y[train]).decision_function(x[valid] / scale).astype(np.float32)
+    assert (logits.argmax(axis=1) == y[valid]).mean() > 0.85
+    return logits, y[valid].astype(np.int64)
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -63,20 +79,21 @@ def _report(compare_json, path, *options) -> dict:
     return compare_json(path, "--losses", ALL, *options)
 
 
-def test_one_based_labels_are_found_and_read(digits, compare_json, run_cli, tmp_path):
-    """Labels 1..10 with 10 logits (as SVHN stores digit 0 as 10): label 10 would be read as
+def test_one_based_labels_are_found_and_read(classifier, compare_json, run_cli, tmp_path):
+    """Labels 1..C with C logits (as SVHN stores digit 0 as 10): label C would be read as
     background. The finding leads, with the counts; ``--strict`` exits 1; ``--label-base 1``
     gives the 0-based report exactly."""
-    logits, labels = digits
+    logits, labels = classifier
+    c = logits.shape[1]
     zero_based = _report(compare_json, write_npz(tmp_path / "zero.npz", logits=logits, targets=labels))
     one_based_path = write_npz(tmp_path / "one.npz", logits=logits, targets=labels + 1)
     misread = compare_json(one_based_path)  # cb-ce refuses a class without rows: the default losses
-    counts = np.bincount(labels, minlength=10)  # label k + 1 counts the rows of digit k
+    counts = np.bincount(labels, minlength=c)  # label k + 1 counts the rows of class k
     first = misread["findings"][0]
     assert first["code"] == "labels-one-based" and first["gates_strict"] and first["level"] == "warning"
-    assert first["count"] == counts[9] and first["class_rows"] == [int(counts[:9].min()), int(counts[:9].max())]
-    assert f"label 10, read as background, labels {counts[9]} rows" in first["message"]
-    assert f"1..9: {counts[:9].min()} to {counts[:9].max()} rows each" in first["message"]
+    assert first["count"] == counts[-1] and first["class_rows"] == [int(counts[:-1].min()), int(counts[:-1].max())]
+    assert f"label {c}, read as background, labels {counts[-1]} rows" in first["message"]
+    assert f"1..{c - 1}: {counts[:-1].min()} to {counts[:-1].max()} rows each" in first["message"]
     assert "--label-base 1" in first["message"] and "labels - 1" in first["message"]
     assert misread["summary"][0]["rule"] == "misread" and "--label-base 1" in misread["summary"][0]["text"]
     assert [s["rule"] for s in misread["summary"]] == ["misread", "findings"]  # no conclusion from the misread labels
@@ -90,6 +107,8 @@ def test_one_based_labels_are_found_and_read(digits, compare_json, run_cli, tmp_
     expected_ce = -_log_softmax(logits)[np.arange(len(labels)), labels].mean()
     assert read["losses"]["ce"]["mean"] == pytest.approx(expected_ce, rel=1e-5)
     assert run_cli("compare", one_based_path, "--strict", "--label-base", "1").exit_code == 0
+    refused = run_cli("compare", one_based_path, "--losses", "cb-ce")  # cb-ce needs every class's count: label 0 has none
+    assert refused.exit_code == 2 and "pass --label-base 1" in refused.stderr
 
 
 def test_one_based_options_through_the_api_and_the_configuration(digits, compare_json, tmp_path):
@@ -119,11 +138,11 @@ def test_background_stays_background_where_most_rows_carry_it(digits, compare_js
     assert compare_json(write_npz(tmp_path / "rare.npz", logits=rows, targets=rare))["findings"][0]["code"] == "labels-one-based"
 
 
-def test_softmax_probabilities(digits, compare_json, run_cli, tmp_path):
+def test_softmax_probabilities(classifier, compare_json, run_cli, tmp_path):
     """Softmax probabilities saved instead of logits: read as they are, the report says so first
     and concludes nothing; with --inputs softmax-probs (or probs, by the row sums) the softmax
     losses equal the logits' report and the sigmoid losses are absent, with the reason."""
-    logits, labels = digits
+    logits, labels = classifier
     log_q = _log_softmax(logits)
     probs = np.exp(log_q).astype(np.float32)
     from_logits = _report(compare_json, write_npz(tmp_path / "logits.npz", logits=logits, targets=labels))
@@ -161,8 +180,8 @@ def test_softmax_probabilities(digits, compare_json, run_cli, tmp_path):
     assert run_cli("sweep", path, "--inputs", "probs", "--loss", "focal").exit_code == 2  # sigmoid focal cannot come from softmax probabilities
 
 
-def test_sigmoid_probabilities_give_the_logits_report(digits, compare_json, tmp_path):
-    logits, labels = digits
+def test_sigmoid_probabilities_give_the_logits_report(classifier, compare_json, tmp_path):
+    logits, labels = classifier
     probs = (1 / (1 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
     from_logits = _report(compare_json, write_npz(tmp_path / "logits.npz", logits=logits, targets=labels))
     path = write_npz(tmp_path / "probs.npz", logits=probs, targets=labels)
@@ -173,14 +192,14 @@ def test_sigmoid_probabilities_give_the_logits_report(digits, compare_json, tmp_
         assert read["input"]["inputs"] == "sigmoid-probs" and read["findings"] == from_logits["findings"]
         for section in COMPARED:
             _same(from_logits[section], read[section], section, rel=1e-5)
-        onehot = np.eye(10)[labels]
+        onehot = np.eye(logits.shape[1])[labels]
         p = probs.astype(np.float64)
         expected_bce = -(onehot * np.log(p) + (1 - onehot) * np.log1p(-p)).sum()
         assert read["losses"]["bce"]["sum"] == pytest.approx(expected_bce, rel=1e-5)
 
 
-def test_label_column_is_squeezed(digits, compare_json, tmp_path):
-    logits, labels = digits
+def test_label_column_is_squeezed(classifier, compare_json, tmp_path):
+    logits, labels = classifier
     flat = _report(compare_json, write_npz(tmp_path / "flat.npz", logits=logits, targets=labels))
     column = _report(compare_json, write_npz(tmp_path / "column.npz", logits=logits, targets=labels[:, None]))
     for section in COMPARED + ("summary", "findings"):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import lossaudit
+from tests.conftest import write_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "user_losses"
@@ -218,3 +219,20 @@ def test_the_api_checks_the_limits_and_loss_init_needs_a_user_loss():
         lossaudit.compare(DETECTION, losses=["focal"], timeout=0)
     with pytest.raises(lossaudit.InputError, match="--loss-init goes with a user loss"):
         lossaudit.compare(DETECTION, loss_init={"x": {"gamma": 1}})
+
+
+def test_softmax_probabilities_need_a_declared_family(run_cli, compare_json, tmp_path):
+    """From softmax probabilities only softmax losses can be computed, so a user loss must say it is
+    one (@softmax): undeclared, one line and exit 2; declared, its mean equals the registry's
+    softmax focal loss computed from the same probabilities."""
+    data = np.load(CLASSIFICATION)
+    logits = data["logits"].astype(np.float64)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    path = write_npz(tmp_path / "probs.npz", logits=probs.astype(np.float32), targets=data["targets"])
+    function = f"{MY_FOCAL}:softmax_focal_loss"
+    refused = run_cli("compare", path, "--inputs", "softmax-probs", "--losses", function)
+    assert refused.exit_code == 2 and "@softmax" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    module = f"{MY_FOCAL}:SoftmaxFocal"
+    report = compare_json(path, "--inputs", "softmax-probs", "--losses", f"softmax-focal,{module}@softmax", "--loss-init", "SoftmaxFocal.gamma=2.0")
+    assert report["losses"][module]["mean"] == pytest.approx(report["losses"]["softmax-focal"]["mean"], rel=1e-5)

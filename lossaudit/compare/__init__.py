@@ -73,10 +73,14 @@ def _recoverable(losses: tuple[str, ...], settings, info, explicit: bool) -> tup
     the softmax losses do not see and the sigmoid losses do, so the sigmoid losses are dropped.
 
     Raises:
-        InputError: every loss asked for is a sigmoid loss.
+        InputError: every loss asked for is a sigmoid loss, or a user loss's family is not declared.
     """
     if info.inputs != "softmax-probs":
         return losses, ()
+    undeclared = [loss for loss in losses if settings.family(loss) is None]
+    if undeclared:
+        raise InputError(f"--inputs softmax-probs: declare the family of {', '.join(undeclared)} (name it ending @softmax): a sigmoid loss cannot "
+                         "be computed from softmax probabilities, so lossaudit does not infer it from them")
     kept = tuple(loss for loss in losses if settings.family(loss) == "softmax")
     skipped = tuple(loss for loss in losses if loss not in kept)
     if not kept:

@@ -91,9 +91,12 @@ def setup(settings: LossSettings, plan: DataPlan, counts: np.ndarray | None = No
     counts = plan.class_target_sums() if counts is None else counts
     empty = np.flatnonzero(~(counts > 0))
     if len(empty):
-        name = plan.info.class_names[empty[0]]
+        info = plan.info
+        name = info.class_names[empty[0]]
+        one_based = empty[0] == 0 and info.encoding == "index" and not info.label_base
+        hint = " (label 0 is never used: are the labels counted from 1? pass --label-base 1)" if one_based else ""
         raise InputError(f"--losses {softmax[0]}: class {name!r} has no targets in the dump ({len(empty)} of {len(counts)} classes have none); "
-                         "its class count must be positive")
+                         f"its class count must be positive{hint}")
     cb = class_balanced_weights_numpy(counts, params[CB_CE]["beta"]) if CB_CE in params else None
     prior = np.log(counts / counts.sum()) if LOGIT_ADJUSTED_CE in params else None
     return FamilySetup(params, cb, prior)
