@@ -295,3 +295,20 @@ def test_degenerate_data_draws_without_warnings(case):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert plots.render(plots.compare_figure(report), "png").startswith(b"\x89PNG")
+
+
+def test_softmax_focal_sweep_figure():
+    """A single-label sweep (softmax-focal, alpha null in schema 3): the loss curve of q, the rows'
+    cumulative loss, and the share heatmap with one row per setting labelled as the table."""
+    from typer.testing import CliRunner
+
+    from lossaudit.cli import app
+
+    result = CliRunner().invoke(app, ["sweep", str(ROOT / "examples" / "classification.npz"), "--gamma", "0,2", "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["loss"] == "softmax-focal" and all(s["alpha"] is None for s in report["settings"])
+    figure = plots.sweep_figure(report)
+    assert len(figure.axes) == 4  # curves, rows' cumulative loss, shares and its colour bar
+    assert axes(figure, "Softmax focal loss versus q").get_xlabel() == "q, the softmax probability of the target"
+    assert [label.get_text() for label in axes(figure, "Where the loss and its gradient").get_yticklabels()] == [s["label"] for s in report["settings"]]

@@ -97,7 +97,7 @@ def sweep(
         else:
             write_report(render_text(document, piped_width(output)), output)
         if plot is not None:
-            from lossaudit.sweep.render import plot_sweep
+            from lossaudit.render.plots import plot_sweep
 
             plot_sweep(document, plot)
     except InputError as error:

@@ -378,34 +378,60 @@ def draw_cumulative(ax: Axes, report: dict, which: str) -> None:
     ax.legend(fontsize="small", loc="upper left")
 
 
-SWEEP_SHARES = (("positive_share", "pos"), ("easy_negative_share", "easy neg"), ("very_hard_share", "v.hard"), ("rare_share", "rare"),
-                ("gradient_positive_share", "∇ pos"), ("gradient_easy_negative_share", "∇ easy neg"),
-                ("gradient_very_hard_share", "∇ v.hard"), ("gradient_rare_share", "∇ rare"))
-"""The sweep's share keys and their column labels (as the sweep's text table)."""
+SWEEP_SHARE_LABELS = {"positive_share": "pos", "easy_negative_share": "easy neg", "very_hard_share": "v.hard", "rare_share": "rare"}
+"""The sweep's share keys and their column labels (as the sweep's settings table)."""
+
+
+def _softmax_sweep(report: dict) -> bool:
+    """The sweep swept ``softmax-focal`` (schema 3's ``loss``), not the sigmoid focal loss."""
+    return report.get("loss") == SOFTMAX_FOCAL
+
+
+def setting_label(row: dict) -> str:
+    """A setting as the settings table labels it (schema 3's ``label``; before, from gamma and alpha)."""
+    if "label" in row:
+        return row["label"]
+    return f"γ {row['gamma']:g}, α {'off' if row['alpha'] == -1 else format(row['alpha'], 'g')}"
 
 
 def draw_sweep_shares(ax: Axes, report: dict) -> None:
     """Per setting, the shares of the loss and of the gradient from positives, easy negatives, very
-    hard elements and rare classes."""
+    hard elements and rare classes (softmax focal: very hard rows and rare classes)."""
+    keys = ("very_hard_share", "rare_share") if _softmax_sweep(report) else tuple(SWEEP_SHARE_LABELS)
+    columns = [*keys, *("gradient_" + key for key in keys)]
     settings = report["settings"]
-    rows = [f"γ {s['gamma']:g}, α {'off' if s['alpha'] == -1 else format(s['alpha'], 'g')}" for s in settings]
-    _share_heatmap(ax, [[s[key] for key, _ in SWEEP_SHARES] for s in settings], rows, [label for _, label in SWEEP_SHARES], "Purples", "share")
+    _share_heatmap(ax, [[s[key] for key in columns] for s in settings], [setting_label(s) for s in settings],
+                   [*(SWEEP_SHARE_LABELS[key] for key in keys), *(f"∇ {SWEEP_SHARE_LABELS[key]}" for key in keys)], "Purples", "share")
     ax.set_title("Where the loss and its gradient (∇) go, per setting")
 
 
-SWEEP_PANELS = (
-    Panel("Focal loss of one element versus p_t for each gamma (alpha_t apart).", lambda report: 3.4, draw_sweep_curves),
-    Panel("Positives sorted by loss: how much of their loss the easiest ones hold.", lambda report: 3.4,
-          lambda ax, report: draw_cumulative(ax, report, "positives")),
-    Panel("Negatives sorted by loss: at a high gamma the hardest few hold nearly all of it.", lambda report: 3.4,
-          lambda ax, report: draw_cumulative(ax, report, "negatives")),
-    Panel("Shares of the loss and of the gradient per setting.", lambda report: 1.6 + 0.3 * len(report["settings"]), draw_sweep_shares),
-)
+def _draw_sweep_loss_curves(ax: Axes, report: dict) -> None:
+    draw_sweep_curves(ax, report)
+    if _softmax_sweep(report):  # -(1 - q)^gamma log q: the same curve, of the target's softmax probability
+        ax.set_xlabel("q, the softmax probability of the target")
+        ax.set_ylabel("loss of one row, before alpha")
+        ax.set_title("Softmax focal loss versus q for each gamma swept")
+
+
+SWEEP_CUMULATIVE = {"positives": "Positives sorted by loss: how much of their loss the easiest ones hold.",
+                    "negatives": "Negatives sorted by loss: at a high gamma the hardest few hold nearly all of it.",
+                    "rows": "Rows sorted by loss: how much of their loss the easiest ones hold."}
+
+
+def _sweep_panels(report: dict) -> tuple[Panel, ...]:
+    """The loss curve per gamma, the cumulative loss (positives and negatives; softmax focal: rows)
+    and the shares per setting."""
+    sets = ("rows",) if _softmax_sweep(report) else ("positives", "negatives")
+    return (
+        Panel("The loss of one element (row) versus its probability for each gamma (alpha apart).", lambda report: 3.4, _draw_sweep_loss_curves),
+        *(Panel(SWEEP_CUMULATIVE[which], lambda report: 3.4, lambda ax, report, which=which: draw_cumulative(ax, report, which)) for which in sets),
+        Panel("Shares of the loss and of the gradient per setting.", lambda report: 1.6 + 0.3 * len(report["settings"]), draw_sweep_shares),
+    )
 
 
 def sweep_figure(report: dict) -> Figure:
     """Every panel of a sweep report (``lossaudit sweep --format json``), stacked in one figure."""
-    return _stack(SWEEP_PANELS, report)
+    return _stack(_sweep_panels(report), report)
 
 
 def plot_sweep(report: dict, path: Path) -> None:

@@ -9,16 +9,10 @@ from lossaudit.losses.focusing import SOFTMAX_FOCAL
 from lossaudit.render.compare import GRADIENT_MARK, _finding_line, _loaded, plain_text
 from lossaudit.render.formatting import MISSING, names, num, pct
 from lossaudit.render.layout import Section, print_lines, print_section, wrap
+from lossaudit.render.plots import setting_label
 
 TEXT_FRACTIONS = (0.5, 0.8, 0.9, 0.95, 0.99)
 """The fractions of the elements the text shows of each cumulative distribution (JSON: all)."""
-
-
-def _label(row: dict) -> str:
-    if "label" in row:
-        return row["label"]
-    alpha = "off" if row["alpha"] == -1 else f"{row['alpha']:g}"
-    return f"γ {row['gamma']:g}, α {alpha}"
 
 
 def _softmax(document: dict) -> bool:
@@ -40,7 +34,7 @@ def _settings(document: dict) -> Section:
     def share(row: dict, key: str) -> str:  # no rare class: no rare share to show
         return MISSING if key.endswith("rare_share") and not rare else pct(row[key])
 
-    rows = [[_label(row), num(row["mean"]), *(share(row, key) for key in keys), num(row["gradient_mean"]), *(share(row, "gradient_" + key) for key in keys)]
+    rows = [[setting_label(row), num(row["mean"]), *(share(row, key) for key in keys), num(row["gradient_mean"]), *(share(row, "gradient_" + key) for key in keys)]
             for row in document["settings"]]
     n = len(keys)
     rare_text = f"rare classes ({names(rare, 8) if rare else 'none'}: {document['rare_rule']}; — without one)"
@@ -66,7 +60,7 @@ def _top_lines(document: dict) -> list[str]:
     for row in document["settings"]:
         by_name = {c["name"]: c for c in row["per_class"]}
         top = [f"{name} {pct(by_name[name]['share'])} ({GRADIENT_MARK}{pct(by_name[name]['gradient_share'])})" for name in row["top_classes"]]
-        lines.append(f"{_label(row)}: {', '.join(top) or MISSING}")
+        lines.append(f"{setting_label(row)}: {', '.join(top) or MISSING}")
     return lines
 
 
@@ -157,43 +151,3 @@ def render_markdown(document: dict) -> str:
     if document["findings"]:
         out += ["", "### Data findings", ""] + [f"- {_finding_line(f)}" for f in document["findings"]]
     return "\n".join(out) + "\n"
-
-
-def _draw_shares(ax, document: dict) -> None:
-    """Per setting (its label), the shares of the loss and of the gradient, as the settings table."""
-    from lossaudit.render.plots import _share_heatmap
-
-    keys = ("very_hard_share", "rare_share") if _softmax(document) else ("positive_share", "easy_negative_share", "very_hard_share", "rare_share")
-    labels = {"positive_share": "pos", "easy_negative_share": "easy neg", "very_hard_share": "v.hard", "rare_share": "rare"}
-    columns = [*keys, *("gradient_" + key for key in keys)]
-    _share_heatmap(ax, [[row[key] for key in columns] for row in document["settings"]], [_label(row) for row in document["settings"]],
-                   [*(labels[key] for key in keys), *(f"∇ {labels[key]}" for key in keys)], "Purples", "share")
-    ax.set_title("Where the loss and its gradient (∇) go, per setting")
-
-
-def _draw_curves(ax, document: dict) -> None:
-    from lossaudit.render.plots import draw_sweep_curves
-
-    draw_sweep_curves(ax, document)
-    if _softmax(document):  # -(1 - q)^gamma log q: the same curve, of the target's softmax probability
-        ax.set_xlabel("q, the softmax probability of the target")
-        ax.set_ylabel("loss of one row, before alpha")
-        ax.set_title("Softmax focal loss versus q for each gamma swept")
-
-
-def plot_sweep(document: dict, path) -> None:
-    """``sweep --plot``: the sweep's figure written to ``path`` (``.png`` or ``.svg``): the loss curve
-    per gamma, the cumulative loss (positives and negatives; softmax-focal: rows) and the shares per
-    setting, labelled as the settings table."""
-    from lossaudit.render.plots import Panel, _stack, draw_cumulative, save
-
-    sets = ("rows",) if _softmax(document) else ("positives", "negatives")
-    captions = {"positives": "Positives sorted by loss: how much of their loss the easiest ones hold.",
-                "negatives": "Negatives sorted by loss: at a high gamma the hardest few hold nearly all of it.",
-                "rows": "Rows sorted by loss: how much of their loss the easiest ones hold."}
-    panels = (
-        Panel("The loss of one element (row) versus its probability for each gamma (alpha apart).", lambda report: 3.4, _draw_curves),
-        *(Panel(captions[which], lambda report: 3.4, lambda ax, report, which=which: draw_cumulative(ax, report, which)) for which in sets),
-        Panel("Shares of the loss and of the gradient per setting.", lambda report: 1.6 + 0.3 * len(report["settings"]), _draw_shares),
-    )
-    save(_stack(panels, document), path)
