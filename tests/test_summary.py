@@ -145,7 +145,7 @@ def test_findings_sentence_counts_them(compare_json, tmp_path):
     report = compare_json(write_npz(tmp_path / "f.npz", logits=logits, targets=np.array([0, 0, 0])), "--losses", "bce")
     text = _rules(report)["findings"]["text"]
     assert "2 non-finite logits are excluded from every loss" in text
-    assert "1 classes have no positive (1)" in text
+    assert "1 class has no positive (1)" in text
 
 
 def test_findings_silent_on_clean_data(compare_json, tmp_path):

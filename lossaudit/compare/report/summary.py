@@ -363,7 +363,7 @@ def _finding_phrase(finding: dict, report: dict) -> str:
         "labels-out-of-range": f"{n} rows with labels out of range are excluded from every loss",
         "softmax-background": f"{n} of {count(report['input']['rows'])} rows are background, which no softmax loss can use",
         "softmax-multi-hot": f"{n} rows have several positive classes, which a softmax loss reads as one unnormalised target",
-        "class-without-positives": f"{n} classes have no positive ({names(finding.get('classes', []))})",
+        "class-without-positives": f"{n} {'class has' if finding['count'] == 1 else 'classes have'} no positive ({names(finding.get('classes', []))})",
         "mixed-runs": f"the {n} files come from {len(finding.get('runs', {}))} different runs, tallied together",
     }[finding["code"]]
 
@@ -385,7 +385,8 @@ def misread(report: dict) -> dict | None:
     listed = [f for f in report["findings"] if f.get("misread")]
     if not listed:
         return None
-    fixes = {"probabilities-as-logits": lambda f: f"the values look like {f.get('inputs', 'probabilities')} (pass --inputs {f.get('inputs', 'probs')})",
+    kinds = {"softmax-probs": "softmax probabilities (every row sums to 1)", "sigmoid-probs": "sigmoid probabilities"}
+    fixes = {"probabilities-as-logits": lambda f: f"the values look like {kinds.get(f.get('inputs'), 'probabilities')} (pass --inputs {f.get('inputs', 'probs')})",
              "labels-one-based": lambda f: f"the labels look counted from 1 (pass --label-base 1; {_plural(f['count'], 'row')} now read as background)"}
     text = "The input looks misread: " + "; ".join(fixes[f["code"]](f) for f in listed) + ". No conclusion is drawn from it as read."
     return _sentence("misread", text, codes=[f["code"] for f in listed])
