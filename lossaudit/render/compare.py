@@ -48,7 +48,7 @@ def _loaded(report: dict) -> list[tuple[str, str]]:
     return lines + [
         ("files", shapes),
         ("keys", f"logits '{inp['logits_key']}', targets '{inp['targets_key']}'; dtype {inp['dtype']}; class axis {inp['class_dim']}"),
-        ("samples", f"{count(inp['rows'])} rows × {inp['classes']} classes = {count(inp['elements'])} elements; inputs read as {inp['inputs']}"),
+        ("samples", f"{count(inp['rows'])} {_noun(report)} × {inp['classes']} classes = {count(inp['elements'])} elements; inputs read as {inp['inputs']}"),
         ("targets", f"{encoding}; {', '.join(conventions)}; {inp['data_kind']} data"),
         ("counts", f"{count(inp['positives'])} positives, {count(inp['negatives'])} negatives{ratio_text}, "
                    f"{count(inp['ignored_elements'])} ignored, {count(inp['nonfinite_elements'])} non-finite"),
@@ -72,7 +72,7 @@ GRADIENT_NOTE = (f"{GRADIENT_MARK}: the same share of the loss's gradient magnit
 
 def _losses(report: dict) -> Section:
     rows = [
-        [loss, f"{count(d['covers']['count'])} {d['covers']['unit']}", _params(d["params"]), num(d["sum"]), num(d["mean"]),
+        [loss, f"{count(d['covers']['count'])} {_shown(report, d['covers']['unit'])}", _params(d["params"]), num(d["sum"]), num(d["mean"]),
          d["mean_divides_by"], num(d["per_positive"]), pct(d["positive_share"]), pct(d["easy_negative_share"]), pct(d["very_hard_share"]),
          num(d["gradient_mean"]), pct(d["gradient_positive_share"]), pct(d["gradient_easy_negative_share"]), pct(d["gradient_very_hard_share"])]
         for loss, d in report["losses"].items()
@@ -159,6 +159,16 @@ def _families(report: dict) -> list[tuple[str, list[str]]]:
 UNITS = {"sigmoid": ("elements", "g = |p − y|"), "softmax": ("rows", "g = 1 − q_target")}
 
 
+def _noun(report: dict) -> str:
+    """What a row is in the data (``input.row_noun``: cells of maps, positions, rows)."""
+    return report["input"].get("row_noun", "rows")
+
+
+def _shown(report: dict, unit: str) -> str:
+    """A unit key (``elements`` or ``rows``) as the text names it: rows by the data's noun."""
+    return _noun(report) if unit == "rows" else unit
+
+
 def _per_difficulty(report: dict) -> list[Section]:
     families = _families(report)
     sections = []
@@ -171,13 +181,14 @@ def _per_difficulty(report: dict) -> list[Section]:
             ghm = [num(d["ghm_weight"])] if unit == "elements" else []
             rows.append([f"{d['g_low']:.2f}–{d['g_high']:.2f}", *counts, *(pct(d["share"][loss]) for loss in loss_ids), *ghm,
                          *(pct(d["gradient_share"][loss]) for loss in loss_ids)])
-        count_headers = [unit, "of all", "positives"] if unit == "elements" else [unit, "of all"]
+        shown = _shown(report, unit)
+        count_headers = [shown, "of all", "positives"] if unit == "elements" else [shown, "of all"]
         ghm_header = ["GHM weight"] if unit == "elements" else []
         note = (f"{unit} binned by {g}; GHM weight = N / (count · non-empty bins)" if unit == "elements"
-                else f"rows with a target binned by {g} of each target class (a multi-hot row once per positive class)")
+                else f"{shown} with a target binned by {g} of each target class (a multi-hot {shown[:-1]} once per positive class)")
         n, shares_end = len(count_headers), len(count_headers) + 1 + len(loss_ids) + len(ghm_header)
         sections.append(Section(
-            f"Per difficulty{which} ({unit} by {g})", ["g", *count_headers, *loss_ids, *ghm_header, *(GRADIENT_MARK + loss for loss in loss_ids)], rows,
+            f"Per difficulty{which} ({shown} by {g})", ["g", *count_headers, *loss_ids, *ghm_header, *(GRADIENT_MARK + loss for loss in loss_ids)], rows,
             note=f"{note}; {GRADIENT_NOTE}",
             groups=[("counts", list(range(1, n + 1))), ("share of each loss", list(range(n + 1, shares_end))),
                     ("share of each loss's gradient", list(range(shares_end, shares_end + len(loss_ids))))],
@@ -195,7 +206,7 @@ def _quadrants(report: dict) -> list[Section]:
         unit, g = UNITS[family]
         which = f", {family} losses" if len(families) > 1 else ""
         rows = [[name.replace("_", " "), count(cell[unit]), *(pct(cell["share"][loss]) for loss in loss_ids)] for name, cell in quadrants["cells"].items()]
-        sections.append(Section(f"Attention quadrants{which} ({unit})", ["quadrant", unit, *loss_ids], rows, note=note))
+        sections.append(Section(f"Attention quadrants{which} ({_shown(report, unit)})", ["quadrant", _shown(report, unit), *loss_ids], rows, note=note))
     return sections
 
 

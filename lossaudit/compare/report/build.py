@@ -423,10 +423,10 @@ def _softmax_findings(findings: _Findings, data: DataInfo, order: list[str], tal
     softmax = [loss for loss in order if family(loss, families) == "softmax"]
     sigmoid = [loss for loss in order if family(loss, families) == "sigmoid"]
     if softmax and tally.background_rows:
-        seen = f"{', '.join(softmax)} see the {int(tally.normalisers[softmax[0]]):,} rows with a target"
+        seen = f"{', '.join(softmax)} see the {int(tally.normalisers[softmax[0]]):,} {row_noun(data)} with a target"
         if sigmoid:
             seen += f"; {', '.join(sigmoid)} see every valid element"
-        findings.add("softmax-background", tally.background_rows, f"{tally.background_rows:,} of {tally.rows:,} rows; {seen}",
+        findings.add("softmax-background", tally.background_rows, f"{tally.background_rows:,} of {tally.rows:,} {row_noun(data)}; {seen}",
                      _files(data, tally.file_counts["background_rows"]))
     if softmax and tally.multi_hot_rows:
         findings.add("softmax-multi-hot", tally.multi_hot_rows,
