@@ -59,3 +59,10 @@ def test_readme_model_example_runs(run_cli, monkeypatch):
     # the claim the README makes: softmax focal shifts weight from road to the rare classes
     assert shares["road"]["softmax-focal"] < shares["road"]["ce"]
     assert shares["cyclist"]["softmax-focal"] > shares["cyclist"]["ce"] and shares["animal"]["softmax-focal"] > shares["animal"]["ce"]
+    # and what its summary says of animal: rare, missed, and what cb-ce would give it
+    counts = sorted(c["positives"] for c in report["per_class"])
+    assert report["imbalance"]["rare_classes"] == {"animal": 17} and counts[0] == 17 and counts[2] == report["imbalance"]["median_positives"] == 203
+    rules = {s["rule"]: s for s in report["summary"]}
+    assert rules["missed-classes"]["numbers"]["classes"] == ["animal"]
+    advice = rules["imbalance"]["numbers"]["advice"]
+    assert f"{100 * advice['cb-ce (beta 0.9999)']['rare_share']:.1f}% of the loss" == "57.2% of the loss" and f"{100 * advice['ce']['rare_share']:.1f}" == "8.8"

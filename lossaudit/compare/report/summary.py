@@ -215,7 +215,8 @@ def imbalance(report: dict) -> dict | None:
     losses = [entry for entry in section["losses"] if entry["rare_share"] is not None]
     if losses:
         shares = "; ".join(f"{entry['label']} {pct(entry['rare_share'])} ({pct(entry['rare_gradient_share'])})" for entry in losses)
-        text += f" The rare classes' share of each loss (of its gradient) on this dump: {shares}; per-class alpha: {section['alpha_rule']}."
+        text += (f" The rare {'class' if len(rare) == 1 else 'classes'}' share of each loss (of its gradient) on this dump: {shares}; "
+                 f"per-class alpha: {section['alpha_rule']}.").replace("class' share", "class's share")
     return _sentence("imbalance", text, rare_classes=rare, median_positives=section["median_positives"], class_spread=section["class_spread"],
                      recall_rule=rule, rare=on_rare, others=others,
                      advice={entry["label"]: {"loss": entry["loss"], "rare_share": entry["rare_share"], "rare_gradient_share": entry["rare_gradient_share"]}
