@@ -38,6 +38,10 @@ class TargetResult:
     ``location`` is the target's ``def``/``class`` line (``{"path", "line"}``), where suppression
     comments are read. ``status`` is 'audited', or 'uncallable' for a discovered candidate that
     could not be called with any convention (``hint`` says how to configure it).
+
+    ``unchecked`` lists the checks that could not run on this target, one item per reason:
+    ``{"codes": ["FL001", ...], "reason": "...", "probe": "..."}`` (``probe``: the probe or rule
+    group that would have run them; may be empty).
     """
 
     target: str
@@ -48,6 +52,7 @@ class TargetResult:
     suppressed: list[Finding] = field(default_factory=list)
     status: str = "audited"
     hint: str = ""
+    unchecked: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -58,6 +63,7 @@ class TargetResult:
             "findings": [finding.to_dict() for finding in self.findings],
             "suppressed": [finding.to_dict() for finding in self.suppressed],
             "notes": self.notes,
+            "unchecked": self.unchecked,
             **({"hint": self.hint} if self.hint else {}),
         }
 
@@ -72,6 +78,7 @@ class TargetResult:
             suppressed=[Finding(**finding) for finding in data.get("suppressed", [])],
             status=data.get("status", "audited"),
             hint=data.get("hint", ""),
+            unchecked=[dict(item) for item in data.get("unchecked", [])],
         )
 
 
