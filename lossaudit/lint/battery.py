@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lossaudit.lint.calibrate import calibrate, error_text
+from lossaudit.lint.crashes import describe, diagnose
 from lossaudit.lint.findings import Finding
 from lossaudit.lint.kinds import SIGMOID, SOFTMAX
 from lossaudit.lint.locate import Locator
@@ -43,6 +44,11 @@ class Context:
     generator_seed: int
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    unchecked: list[dict] = field(default_factory=list)
+    """The checks that could not run, as data: ``{"codes", "reason", "probe"}`` per probe
+    (:attr:`~lossaudit.lint.findings.TargetResult.unchecked`), each with its note in ``notes``."""
+    checked: set[str] = field(default_factory=set)
+    """The probes that ran to a conclusion (here or at a canonical setting, :mod:`lossaudit.lint.canonical`)."""
     current_probe: str = "calibration"
     prefix: str = ""
     """Put before every message: how the target was read (e.g. as a softmax loss after FL003)."""
@@ -157,12 +163,35 @@ def _run(ctx: Context, probes: tuple[Probe, ...]) -> None:
         try:
             probe.run(ctx)
         except Inconclusive as reason:
-            ctx.notes.append(f"{ctx.prefix}{'/'.join(probe.codes)} not checked: {reason}")
+            not_checked(ctx, probe, str(reason))
         except (Exception, SystemExit, CallTimeout) as error:
+            not_checked(ctx, probe, f"the target raised during the probe: {error_text(error)}", note=False)
             if ctx.fired("FL015"):
                 continue
             path, line = ctx.locator.from_traceback(error.__traceback__)
-            ctx.findings.append(Finding("FL015", f"{ctx.prefix}raises on valid input during the {name.removeprefix('probe_').replace('_', ' ')} probe: {error_text(error)}", path=path, line=line, evidence={"probe": name}))
+            cause = diagnose(error, ctx.locator, ctx.subject)
+            ctx.findings.append(Finding("FL015", f"{ctx.prefix}raises on valid input during the {name.removeprefix('probe_').replace('_', ' ')} probe: {describe(error, ctx.locator, ctx.subject)}",
+                                        path=path, line=line, evidence={"probe": name, "cause": cause.kind, **({"source_line": cause.source} if cause.source else {})}))
+        else:
+            ctx.checked.add(name)
+
+
+def not_checked(ctx: Context, probe: Probe, reason: str, note: bool = True) -> None:
+    """Record that ``probe`` could not run: a note (``-v``) and an item of ``ctx.unchecked``."""
+    if note:
+        ctx.notes.append(f"{ctx.prefix}{'/'.join(probe.codes)} not checked: {reason}")
+    ctx.unchecked.append({"codes": list(probe.codes), "reason": f"{ctx.prefix}{reason}", "probe": probe.run.__name__})
+
+
+def still_unchecked(ctx: Context) -> list[dict]:
+    """The items of ``ctx.unchecked`` whose probe ran at no setting (:mod:`lossaudit.lint.canonical`)
+    and whose codes did not fire; one item per probe."""
+    items: dict[str, dict] = {}
+    for item in ctx.unchecked:
+        if item["probe"] in ctx.checked or all(ctx.fired(code) for code in item["codes"]):
+            continue
+        items.setdefault(item["probe"], item)
+    return list(items.values())
 
 
 def _probe_as_softmax(ctx: Context) -> None:
@@ -176,3 +205,4 @@ def _probe_as_softmax(ctx: Context) -> None:
     _run(secondary, SECONDARY_PROBES)
     ctx.findings += [finding for finding in secondary.findings if not ctx.fired(finding.code)]
     ctx.notes += secondary.notes
+    ctx.unchecked += [item for item in secondary.unchecked if item["probe"] not in ctx.checked]

@@ -40,8 +40,13 @@ def _num_classes(options: dict, init: dict) -> int:
 
 
 def audit(request: dict) -> TargetResult:
-    """Import the target and run the battery; every failure of the target is a finding."""
+    """Import the target and run the battery; every failure of the target is a finding.
+
+    This is the lint child's entry point: here, and only here, a target that fails for a
+    hard-coded CUDA device is audited further with CUDA calls run on the CPU
+    (:func:`lossaudit.lint.crashes.cuda_on_cpu`)."""
     from lossaudit.lint.calibrate import error_text
+    from lossaudit.lint.crashes import cuda_on_cpu, diagnose
     from lossaudit.lint.subject import CallTimeout, run_with_timeout
 
     target, options = request["target"], request["options"]
@@ -51,22 +56,60 @@ def audit(request: dict) -> TargetResult:
     except (Exception, SystemExit, CallTimeout) as error:
         if isinstance(error, InputError):
             raise
-        return TargetResult(target=target["text"], findings=[Finding("FL015", f"importing the target failed: {error_text(error)}", path=target["file"], evidence={"phase": "import"})])
-    return audit_object(obj, target["text"], dict(target["init"]), options)
+        failure = Finding("FL015", f"importing the target failed: {error_text(error)}", path=target["file"], evidence={"phase": "import"})
+        module_locator = _file_locator(target["file"])
+        cause = diagnose(error, module_locator) if module_locator is not None else None
+        if cause is None or cause.kind != "device":
+            return TargetResult(target=target["text"], findings=[failure])
+        failure.message += f"; cause: {cause.words}"
+        failure.line, failure.evidence = cause.line, {**failure.evidence, "cause": cause.kind, "source_line": cause.source}
+        with cuda_on_cpu():
+            try:
+                obj = import_symbol(spec, run=lambda load: run_with_timeout(load, options["timeout"]))
+            except (Exception, SystemExit, CallTimeout):
+                return TargetResult(target=target["text"], findings=[failure])
+            result = audit_object(obj, target["text"], dict(target["init"]), options, allow_cuda_patch=True)
+        words = "CUDA calls (.cuda(), .to('cuda'), device='cuda') run on the CPU"
+        failure.message += f"; the rest of the audit ran with {words}"
+        failure.evidence["workaround"] = words
+        result.findings.insert(0, failure)
+        result.notes.insert(0, f"importing failed on a hard-coded CUDA device; audited with {words}")
+        return result
+    return audit_object(obj, target["text"], dict(target["init"]), options, allow_cuda_patch=True)
 
 
-def audit_object(obj: object, text: str, init: dict, options: dict | object) -> TargetResult:
+def _file_locator(file: str | None):
+    """A locator for a module file (its whole source), for import-time failures."""
+    from lossaudit.lint.locate import Locator
+
+    if not file:
+        return None
+    locator = Locator(None)
+    locator.absolute = os.path.realpath(file)
+    locator.path = file
+    return locator
+
+
+def audit_object(obj: object, text: str, init: dict, options: dict | object, allow_cuda_patch: bool = False) -> TargetResult:
     """Run the battery on ``obj`` (a class, a function, or a callable instance) in this process.
 
     ``options`` is the request's options dict or an :class:`~lossaudit.lint.runner.AuditOptions`.
+    A target that fails under every calling convention is reported (FL015, with the convention that
+    got furthest and the cause) and, where a workaround lets it run
+    (:func:`lossaudit.lint.crashes.work_around`; CUDA on the CPU only with ``allow_cuda_patch``, in
+    lint's child), audited further under that workaround. Then the canonical settings are probed
+    (:mod:`lossaudit.lint.canonical`).
     """
+    import contextlib
     import dataclasses
     import inspect
 
     import torch
 
-    from lossaudit.lint.battery import Context, run_probes
+    from lossaudit.lint.battery import Context, run_probes, still_unchecked
     from lossaudit.lint.calibrate import calibrate, error_text
+    from lossaudit.lint.canonical import audit_settings
+    from lossaudit.lint.crashes import cuda_on_cpu, work_around
     from lossaudit.lint.locate import Locator
     from lossaudit.lint.subject import BACKGROUND_LABELS, CallTimeout, Subject
 
@@ -83,20 +126,27 @@ def audit_object(obj: object, text: str, init: dict, options: dict | object) -> 
         path, line = locator.from_traceback(error.__traceback__)
         result.findings.append(Finding("FL015", f"cannot be instantiated with --init {init}: {error_text(error)}", path=path, line=line, evidence={"phase": "instantiate", "exception": type(error).__name__},
                                        fix=CONFIGURE_FIX))
+        result.unchecked = [_nothing_ran("the target cannot be instantiated")]
         return result
+    workaround = None
     if calibration.convention is None:
-        first = calibration.attempts[0] if calibration.attempts else {"error": "no calling convention fits the options", "exception": None}
-        path, line = locator.from_traceback(first["exception"].__traceback__) if first["exception"] else (locator.path, locator.def_line)
-        errors = list(dict.fromkeys(attempt["error"] for attempt in calibration.attempts))
-        tried = len(calibration.attempts)
-        result.findings.append(Finding("FL015", f"fails on valid input under {'every calling convention' if tried > 1 else 'the first call'} ({tried} tried): {first['error']}",
-                                       path=path, line=line, evidence={"phase": "call", "conventions_tried": tried, "errors": errors[:3],
-                                                                         "exception": type(first["exception"]).__name__ if first["exception"] else None},
-                                       fix=CONFIGURE_FIX if _signature_error(first["exception"]) else ""))
-        result.detected = {"kind": options["kind"], "inputs": None, "targets": None, "reference": None, "normalisation": None, "max_rel_error": None}
-        return result
-    ctx = Context(subject, calibration, locator, options["seed"])
-    run_probes(ctx)
+        crash = _calibration_crash(calibration, locator, subject)
+        result.findings.append(crash)
+        workaround = work_around(subject, calibration, locator, options, allow_cuda_patch)
+        if workaround is None:
+            result.detected = {"kind": options["kind"], "inputs": None, "targets": None, "reference": None, "normalisation": None, "max_rel_error": None}
+            result.unchecked = [_nothing_ran(f"the target fails under every calling convention ({crash.evidence['conventions_tried']} tried) and no workaround runs it")]
+            return result
+        crash.message += f"; the rest of the audit ran with {workaround.text}"
+        crash.evidence["workaround"] = workaround.text
+        subject, calibration = workaround.subject, workaround.calibration
+    with cuda_on_cpu() if workaround is not None and workaround.cuda_on_cpu else contextlib.nullcontext():
+        ctx = Context(subject, calibration, locator, options["seed"], findings=list(result.findings))
+        run_probes(ctx)
+        audit_settings(ctx)
+    if workaround is not None:
+        for finding in ctx.findings:
+            finding.evidence.setdefault("workaround", workaround.text)
     convention = calibration.convention
     result.detected = {
         "kind": convention.kind,
@@ -115,8 +165,40 @@ def audit_object(obj: object, text: str, init: dict, options: dict | object) -> 
         "ignore_index": subject.ignore_index,
     }
     result.findings = ctx.findings
-    result.notes = [f"{name} has no default; probed with {name}={value!r}" for name, value in subject.supplied.items()] + ctx.notes
+    supplied = [f"{name} has no default; probed with {name}={value!r}" for name, value in subject.supplied.items()]
+    worked_around = [f"the target fails as configured; audited with {workaround.text}"] if workaround is not None else []
+    result.notes = worked_around + supplied + ctx.notes
+    result.unchecked = still_unchecked(ctx)
     return result
+
+
+def _nothing_ran(reason: str) -> dict:
+    """The unchecked item of a target on which no probe could run."""
+    from lossaudit.lint.rules import PROBES
+
+    codes = sorted({code for probe in PROBES for code in probe.codes} - {"FL015"})
+    return {"codes": codes, "reason": reason, "probe": "calibration"}
+
+
+def _calibration_crash(calibration, locator, subject) -> Finding:
+    """FL015 for a target that fails under every calling convention: the convention that got
+    furthest, the user's line and the cause in words (:mod:`lossaudit.lint.crashes`)."""
+    from lossaudit.lint.crashes import all_alike, describe, diagnose, furthest
+
+    attempts = calibration.attempts
+    first = furthest(attempts, locator) or (attempts[0] if attempts else {"error": "no calling convention fits the options", "exception": None, "convention": None})
+    error = first["exception"]
+    path, line = locator.from_traceback(error.__traceback__) if error is not None else (locator.path, locator.def_line)
+    errors = list(dict.fromkeys(attempt["error"] for attempt in attempts if attempt.get("error")))
+    tried = len(attempts)
+    cause = diagnose(error, locator, subject) if error is not None else None
+    text = describe(error, locator, subject) if error is not None else first["error"]
+    alike = all_alike(attempts, locator)
+    furthest_text = f"; furthest: {first['convention']}" if tried > 1 and first.get("convention") and not alike else ""
+    evidence = {"phase": "call", "conventions_tried": tried, "errors": errors[:3], "exception": type(error).__name__ if error is not None else None,
+                "furthest_convention": None if alike else first.get("convention"), "cause": cause.kind if cause else None, **({"source_line": cause.source} if cause and cause.source else {})}
+    return Finding("FL015", f"fails on valid input under {'every calling convention' if tried > 1 else 'the first call'} ({tried} tried){furthest_text}: {text}",
+                   path=path, line=line, evidence=evidence, fix=CONFIGURE_FIX if _signature_error(error) else "")
 
 
 def _reference_name(kind: str, params) -> str:
