@@ -15,6 +15,7 @@ from lossaudit.lint.kinds import FAMILY_BASES, KINDS, NO_ALPHA, VFL_ALPHA
 from lossaudit.lint.registry import SEVERITIES, Probe, Rule, build
 from lossaudit.lint.rules import (
     alpha,
+    arguments,
     conventions,
     focusing,
     gradient,
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 GROUPS = (
-    alpha.group, focusing.group, structure.group, weights.group, gradient.group, ignore.group, hygiene.group, conventions.group, matching.group,
+    alpha.group, arguments.group, focusing.group, structure.group, weights.group, gradient.group, ignore.group, hygiene.group, conventions.group, matching.group,
 )
 """Every rule group; the order does not matter (rules sort by code, probes by step)."""
 
