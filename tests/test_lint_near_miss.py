@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 import lossaudit
 from lossaudit.cli import app
-from tests.fixtures.near_miss import alpha_ratio, coupling, factor, gradient, ignore, match, precision, saturated, tie_break
+from tests.fixtures.near_miss import alpha_ratio, coupling, factor, gradient, ignore, match, precision, saturated, simplex, tie_break
 
 NEAR_MISS = Path(__file__).parent / "fixtures" / "near_miss"
 
@@ -31,6 +31,7 @@ NEAR_MISS = Path(__file__).parent / "fixtures" / "near_miss"
 RATIO_TOLERANCE = 0.03  # lossaudit/lint/probes.py RATIO_TOLERANCE: FL001, FL002, FL004 (also FL010, FL023, FL024)
 COUPLING_TOLERANCE = 1e-5  # lossaudit/lint/probes.py COUPLING_TOLERANCE: FL008 (and FL003 within a row)
 GRADIENT_TOLERANCE = 1e-3  # lossaudit/lint/probes.py GRADIENT_TOLERANCE: FL009
+PROBABILITY_FLOOR = 0.01  # rules/gradient.py PROBABILITY_FLOOR: FL009's batch keeps probabilities in [0.01, 0.99], so eps <= 1e-6 in a log moves a gradient <= 1e-4
 MATCH_TOLERANCE = 1e-4  # lossaudit/lint/subject.py MATCH_TOLERANCE: calibration's match, FL014
 HALF_TOLERANCE = 50 * 2.0**-10  # probes.py _precision_tolerance: max(50 eps, 5 x own deviation), float16 (README: FL017)
 SATURATION_THRESHOLD = 1e-3  # probes.py probe_saturated_gradient: FL006 when observed < 1e-3 x the reference's ratio
@@ -59,6 +60,23 @@ def test_gradient_tolerance_fl009():
     error = findings["FL009"]["evidence"]["max_rel_gradient_error"]
     assert math.isclose(error, 3e-3, rel_tol=1e-3) and _barely_over(error, GRADIENT_TOLERANCE)
     detected, findings = _audit(gradient.focal_gradient_3e4)
+    assert detected["matched"] and findings == {}
+
+
+def test_gradient_tolerance_fl009_along_the_simplex():
+    """A softmax loss of probabilities is compared along the simplex: its gradient 3e-3 off there
+    fires FL009, 3e-4 off does not, though both differ from the reference by ~2e-3 off the simplex
+    (the reference renormalises the probabilities, the loss does not). FL009's batch keeps every
+    probability in [PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR]."""
+    detected, findings = _audit(simplex.probability_focal_3e3)
+    assert detected["matched"] and detected["inputs"] == "probs" and set(findings) == {"FL009"}
+    evidence = findings["FL009"]["evidence"]
+    assert evidence["compared"] == "along the simplex" and "along the simplex" in findings["FL009"]["message"]
+    error = evidence["max_rel_gradient_error"]
+    assert math.isclose(error, 3e-3, rel_tol=1e-2) and _barely_over(error, GRADIENT_TOLERANCE)
+    low, high = evidence["probability_range"]
+    assert PROBABILITY_FLOOR <= low and high <= 1 - PROBABILITY_FLOOR
+    detected, findings = _audit(simplex.probability_focal_3e4)
     assert detected["matched"] and findings == {}
 
 

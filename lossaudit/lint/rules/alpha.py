@@ -33,6 +33,7 @@ from lossaudit.lint.registry import Rule, RuleGroup
 
 if TYPE_CHECKING:
     from lossaudit.lint.battery import Context
+    from lossaudit.lint.subject import Batch
 
 group = RuleGroup("alpha")
 
@@ -50,12 +51,18 @@ def alpha_assignment(node: ast.AST) -> bool:
 group.rule(
     Rule(
         "FL001", "constant-alpha", "error",
-        "alpha multiplies positives and negatives (or every class) alike, so it only rescales the loss",
+        "alpha does not balance: it multiplies positives and negatives (or every class) alike, or its default removes one side entirely",
         "Focal loss balances positives against negatives with alpha_t = alpha*y + (1 - alpha)*(1 - y). "
         "A scalar alpha that multiplies every element changes the loss scale (and the effective learning "
-        "rate), not the balance. A softmax loss with a scalar alpha (mmcv's softmax_focal_loss convention) "
-        "gets this as info: balancing a softmax needs a per-class alpha vector indexed by the target class.",
-        "weight positives by alpha and negatives by 1 - alpha: alpha_t = alpha * y + (1 - alpha) * (1 - y)",
+        "rate), not the balance: an error on a sigmoid loss. On a softmax loss a scalar alpha that multiplies "
+        "every class alike is a warning: it rescales without balancing, and mmcv's softmax_focal_loss behaves "
+        "the same (balancing a softmax needs a per-class alpha vector indexed by the target class). A two-level "
+        "scalar alpha on a softmax (class 0, the background, weighted 1 - alpha and every other class alpha, as "
+        "kornia and MONAI do) balances background against foreground: info, naming the convention. A default "
+        "alpha that removes one side entirely (alpha=1 zeroes every negative, alpha=0 every positive; on a "
+        "two-level softmax, class 0 or the rest) is a warning: whoever relies on the default trains on half the "
+        "loss. An alpha the caller passes (--init alpha=1) is taken as meant.",
+        "weight positives by alpha and negatives by 1 - alpha: alpha_t = alpha * y + (1 - alpha) * (1 - y), with a default alpha strictly between 0 and 1 (torchvision: 0.25)",
         "loss = alpha * (1 - p_t) ** gamma * ce",
         "alpha_t = alpha * targets + (1 - alpha) * (1 - targets)\nloss = alpha_t * (1 - p_t) ** gamma * ce",
         fixes=((SOFTMAX, "pass a per-class alpha vector and weight each row by alpha[target], or drop alpha"), (CENTERNET, "CenterNet's heatmap loss takes no balancing weight: remove it (peaks are weighted by (1 - p)^2, the rest by p^2 (1 - gt)^4)"), *NO_ALPHA, VFL_ALPHA),
@@ -129,6 +136,8 @@ def probe_alpha_balance(ctx: Context) -> None:
     ratios = _side_ratios(ctx)
     expected = {"positive": 1.0, "negative": 0.25 / 0.75} if ctx.kind in NEGATIVE_ALPHA_KINDS else {"positive": 0.25 / 0.75, "negative": 0.75 / 0.25}
     if all(close(ratios[side], expected[side]) for side in ratios):
+        if ctx.kind in SCALAR_ALPHA_KINDS:
+            _default_removing_a_side(ctx, {"positive": isolation(ctx, "positive", 0.0), "negative": isolation(ctx, "negative", 0.0)})
         return
     evidence = {"loss(alpha=0.25)/loss(alpha=0.75)": ratios, "expected": expected, "tolerance": RATIO_TOLERANCE}
     if ctx.kind in NEGATIVE_ALPHA_KINDS:
@@ -187,11 +196,51 @@ def _constant_alpha_on_a_batch(ctx: Context) -> None:
                  {"loss(alpha=0.25)/loss(alpha=0.75)": low / high, "alpha_reading": "constant", "isolation": "impossible: quiet elements are not quiet"})
 
 
-@group.probe(60, "FL001", "FL010", as_softmax=True)
+REMOVED = 1e-6
+"""A side is removed when its isolated loss at the default alpha is at most this share of its loss
+at alpha 0.25 (the quiet elements around it contribute ~1e-17)."""
+
+
+def _default_removing_a_side(ctx: Context, sides: dict[str, Batch], scheme: str = "alpha_t", reading: str = "") -> bool:
+    """FL001 (warning): the target's *default* alpha zeroes one side's loss (alpha=1 every negative,
+    alpha=0 every positive; on a two-level softmax, class 0 or the other classes). Judged by
+    behaviour: a side's isolation batch has a loss at alpha 0.25 and none at the default (at most
+    :data:`REMOVED` of it: the quiet elements' own loss). An alpha passed with --init is taken as
+    meant. Returns whether it fired."""
+    default = ctx.subject.value("alpha", None)
+    if "alpha" in ctx.subject.init or isinstance(default, bool) or not isinstance(default, (int, float)):
+        return False
+    for side, batch in sides.items():
+        at_default, at_reference = ctx.total(batch), ctx.total(batch, alpha=0.25)
+        if math.isfinite(at_reference) and at_reference > 0 and abs(at_default) <= REMOVED * at_reference:
+            removed = {"positive": "every positive", "negative": "every negative"}.get(side, side)
+            ctx.fire(
+                "FL001",
+                f"the default alpha={default:g}{reading} removes {removed} from the loss: isolated, its loss is {at_default:.3g} at the default and {at_reference:.4g} at alpha=0.25; "
+                "whoever relies on the default trains on one side only",
+                {"default_alpha": default, "removed": side, "loss_at_default": at_default, "loss(alpha=0.25)": at_reference, "alpha_reading": scheme},
+                severity="warning",
+            )
+            return True
+    return False
+
+
+TWO_LEVEL = "kornia's and MONAI's two-level alpha: class 0 (the background) weighted by 1 - alpha, every other class by alpha"
+"""The softmax reading of a scalar alpha that balances background against foreground."""
+
+
+@group.probe(60, "FL001", "FL002", "FL010", as_softmax=True)
 def probe_softmax_alpha(ctx: Context) -> None:
-    """FL001 (info) / FL010 (softmax): a scalar alpha only rescales; a per-class alpha must be
-    taken at the target class. Rows' unweighted losses are equal by construction, so the ratio of
-    two active rows' losses must be alpha[target_a] / alpha[target_b]."""
+    """FL001 / FL002 / FL010 (softmax): how a scalar alpha weights the classes, and whether a
+    per-class alpha is taken at the target class.
+
+    A scalar alpha, called at 0.25 and 0.75: on a batch with rows of every class, a ratio
+    loss(0.25)/loss(0.75) of 1/3 means alpha multiplies every class alike: it only rescales (FL001
+    warning; mmcv's softmax_focal_loss does the same); a ratio of 1 means alpha has no effect (FL002
+    warning). Otherwise a row of class 0 and a row of class 1 are isolated: ratios 3 and 1/3 are the
+    two-level alpha of kornia and MONAI (1 - alpha on class 0), which balances background against
+    foreground (FL001 info naming it, unless FL020 already names the library), and its default is
+    checked for removing class 0 or the rest (FL001 warning)."""
     import torch
 
     if ctx.kind != SOFTMAX or not ctx.subject.accepts("alpha"):
@@ -204,14 +253,41 @@ def probe_softmax_alpha(ctx: Context) -> None:
         raise Inconclusive("the target's alpha is not set to a scalar")
     batch = ctx.batch()
     low, high = ctx.total(batch, alpha=0.25), ctx.total(batch, alpha=0.75)
-    if high and close(low / high, 1 / 3, 1e-4):
+    ratio = low / high if high else math.inf
+    evidence = {"loss(alpha=0.25)/loss(alpha=0.75)": ratio, "tolerance": 1e-4}
+    if close(ratio, 1 / 3, 1e-4):
         ctx.fire(
             "FL001",
-            f"a scalar alpha multiplies every class alike (mmcv softmax_focal_loss's convention): loss(alpha=0.25)/loss(alpha=0.75) = {low / high:.4f}; "
-            "it rescales the loss, it does not balance classes",
-            {"loss(alpha=0.25)/loss(alpha=0.75)": low / high},
-            severity="info",
+            f"a scalar alpha multiplies every class alike: loss(alpha=0.25)/loss(alpha=0.75) = {ratio:.4f} on a batch with rows of every class; "
+            "it rescales the loss (and the effective learning rate) without balancing classes. mmcv's softmax_focal_loss behaves the same",
+            {**evidence, "alpha_reading": "target"},
+            severity="warning",
         )
+        return
+    if close(ratio, 1.0, 1e-4):
+        ctx.fire("FL002", f"alpha has no effect: loss(alpha=0.25)/loss(alpha=0.75) = {ratio:.4f} on a batch with rows of every class", {**evidence, "alpha_reading": None}, severity="warning")
+        return
+    _two_level_alpha(ctx)
+
+
+def _two_level_alpha(ctx: Context) -> None:
+    """FL001 (info) for kornia's and MONAI's two-level alpha, read from a row of class 0 and a row of
+    class 1 (loss(0.25)/loss(0.75): 3 and 1/3), then its default checked for removing a side."""
+    classes = ctx.subject.num_classes
+    rows = {"class 0": classes - 1, "the other classes": 0}  # softmax_isolation: row i has target (i + 1) % C
+    batches = {side: softmax_isolation(ctx, row, predicted_logit=2.0) for side, row in rows.items()}
+    ratios = {}
+    for side, batch in batches.items():
+        low, high = ctx.total(batch, alpha=0.25), ctx.total(batch, alpha=0.75)
+        require_quiet(ctx, low, softmax_isolation(ctx, None), alpha=0.25)
+        ratios[side] = low / high if high else math.inf
+    if not (close(ratios["class 0"], 3.0) and close(ratios["the other classes"], 1 / 3)):
+        return
+    if _default_removing_a_side(ctx, batches, "class-0", f" ({TWO_LEVEL})"):
+        return
+    if not (ctx.calibration.matched and ctx.params.scheme in DEPARTURES):
+        ctx.fire("FL001", f"alpha is {TWO_LEVEL}: loss(alpha=0.25)/loss(alpha=0.75) = {ratios['class 0']:.4f} on a row of class 0 and {ratios['the other classes']:.4f} on a row of class 1; "
+                 "it balances background against foreground, not class against class", {"loss(alpha=0.25)/loss(alpha=0.75)": ratios, "alpha_reading": "class-0", "tolerance": RATIO_TOLERANCE}, severity="info")
 
 
 def _per_class_alpha(ctx: Context, declared: object) -> None:

@@ -71,7 +71,15 @@ group.rule(
         "FL009", "gradient-mismatch", "warning",
         "values match the reference but gradients do not (e.g. a detached modulating factor)",
         "The forward value is right but the backward pass differs from the reference: typically "
-        "(1 - p_t).detach() or a factor computed under no_grad, which removes part of focal loss's gradient.",
+        "(1 - p_t).detach() or a factor computed under no_grad, which removes part of focal loss's gradient. "
+        "Tolerance: max |gradient - reference| / max |reference| up to 1e-3. What float32 and a small eps "
+        "cause stays far below it: the gradient batch keeps every probability in [0.01, 0.99] (a softmax's "
+        "at least half of 1/C past 50 classes), so an eps <= 1e-6 added inside a log, or a clamp of "
+        "probabilities at 1e-6, moves no gradient by more than 1e-4 relative (eps / p), and float32 "
+        "rounding by about 1e-6. A softmax loss that takes probabilities is compared along the simplex "
+        "(each row's mean gradient removed): moving every probability of a row alike leaves the simplex, "
+        "and a loss may differ there. A clamp that zeroes the gradient of confidently wrong examples is "
+        "FL006's.",
         "let gradients flow through the modulating factor, as the reference does",
         "loss = (1 - p_t).detach() ** gamma * ce",
         "loss = (1 - p_t) ** gamma * ce",
@@ -194,7 +202,7 @@ def probe_gradient_match(ctx: Context) -> None:
 
     if not ctx.calibration.matched or ctx.calibration.confusion:
         return
-    batch = ctx.batch()
+    batch = _moderate(ctx, ctx.batch())
     try:
         out, grad = ctx.output_and_gradient(batch)
     except Inconclusive as reason:
@@ -207,9 +215,52 @@ def probe_gradient_match(ctx: Context) -> None:
     reference = ctx.reference_gradient(batch)
     divisor = _divisor(ctx, batch)
     reference = reference / divisor
+    along = ctx.base == SOFTMAX and ctx.convention.inputs == "probs"
+    if along:  # probabilities on the simplex: only the gradient within it is defined by the values
+        grad, reference = (g - g.mean(dim=1, keepdim=True) for g in (grad, reference))
     error = float((grad - reference).abs().max() / reference.abs().max())
     if error > GRADIENT_TOLERANCE:
-        ctx.fire("FL009", f"the values match the reference but the gradient differs by {error:.3g} (relative, max over elements; tolerance {GRADIENT_TOLERANCE:g})", {"max_rel_gradient_error": error})
+        where = " along the simplex" if along else ""
+        ctx.fire("FL009", f"the values match the reference but the gradient differs{where} by {error:.3g} (relative, max over elements; tolerance {GRADIENT_TOLERANCE:g})",
+                 {"max_rel_gradient_error": error, "tolerance": GRADIENT_TOLERANCE, "probability_range": _probability_range(ctx, batch), **({"compared": "along the simplex"} if along else {})})
+
+
+PROBABILITY_FLOOR = 0.01
+"""FL009's gradient batch keeps every probability in [floor, 1 - floor] (a softmax's floor is at
+most half of 1/C): an eps <= 1e-6 added inside a log then moves a gradient by at most eps / floor =
+1e-4 relative, a tenth of GRADIENT_TOLERANCE."""
+
+
+def _probabilities(ctx: Context, x: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return torch.softmax(x, dim=1) if ctx.base == SOFTMAX else torch.sigmoid(x)
+
+
+def _moderate(ctx: Context, batch: Batch) -> Batch:
+    """``batch`` with its logits scaled down (by 0.8 at a time) until every probability lies in
+    [floor, 1 - floor], floor = min(PROBABILITY_FLOOR, 0.5 / C) for a softmax (CenterNet's batch holds
+    probabilities in [0.05, 0.95] already)."""
+    if ctx.kind == CENTERNET:
+        return batch
+    floor = _floor(ctx)
+    for _ in range(60):
+        p = _probabilities(ctx, batch.x)
+        if float(p.min()) >= floor and float(p.max()) <= 1 - floor:
+            break
+        batch.x = batch.x * 0.8
+    return batch
+
+
+def _floor(ctx: Context) -> float:
+    return min(PROBABILITY_FLOOR, 0.5 / max(ctx.subject.num_classes, 1)) if ctx.base == SOFTMAX else PROBABILITY_FLOOR
+
+
+def _probability_range(ctx: Context, batch: Batch) -> list[float]:
+    if ctx.kind == CENTERNET:
+        return [float(batch.x.min()), float(batch.x.max())]
+    p = _probabilities(ctx, batch.x)
+    return [float(p.min()), float(p.max())]
 
 
 def _divisor(ctx: Context, batch: Batch) -> float:

@@ -157,38 +157,96 @@ def _state(obj: object) -> dict:
     return state
 
 
-def _same(a: object, b: object) -> bool:
+def _same(a: object, b: object, depth: int = 0) -> bool:
+    """Whether an attribute is unchanged. Values that compare by identity (a ``functools.partial``,
+    a plain object) are compared by their contents, since ``_state`` holds deep copies."""
+    import functools
+
     import torch
 
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, functools.partial) and isinstance(b, functools.partial):
+        return a.func is b.func and _same(list(a.args), list(b.args), depth + 1) and _same(a.keywords, b.keywords, depth + 1)
+    if depth < 4 and type(a) is type(b):
+        if isinstance(a, dict):
+            return a.keys() == b.keys() and all(_same(a[key], b[key], depth + 1) for key in a)
+        if isinstance(a, (list, tuple)):
+            return len(a) == len(b) and all(_same(x, y, depth + 1) for x, y in zip(a, b))
+        if type(a).__eq__ is object.__eq__ and hasattr(a, "__dict__"):
+            return _same(vars(a), vars(b), depth + 1)
     try:
         return bool(a == b)
     except Exception:
         return False
 
 
+STATE_TOLERANCE = 1e-6
+"""FL013: two results that should be equal may differ by this much (relative) before the loss is
+said to depend on earlier calls; float32 reductions repeat exactly on the CPU, so any real state
+shows far above it."""
+
+
+def _value(out: torch.Tensor) -> float:
+    return float(out.detach().double().sum())
+
+
+def _differ(a: float, b: float) -> bool:
+    if math.isnan(a) and math.isnan(b):
+        return False
+    return not (math.isfinite(a) and math.isfinite(b)) or abs(a - b) > STATE_TOLERANCE * max(abs(a), abs(b), 1e-12)
+
+
 @group.probe(150, "FL013")
 def probe_stateful(ctx: Context) -> None:
-    """FL013: two calls of one instance on the same batch must agree, and leave its attributes as
-    they were — unless the reference keeps state by design (GHM-C with momentum): then each call
-    must match the reference with its state carried over, and attributes may change."""
-    from lossaudit.lint.subject import expects_state
+    """FL013, judged by behaviour only: does a call's result depend on earlier calls?
+
+    One instance is called on a batch A, then on a batch B of another size and other class
+    counts, then on A again; a fresh instance is called on B. The loss keeps state when the second
+    call on A differs from the first, or when B after A differs from B on a fresh instance (an
+    alpha built from the first batch, a running mean, a counter), or raises where the fresh one does
+    not (a tensor sized by the first batch). Attributes that forward changes are named, but never
+    fire the rule alone: a ``functools.partial`` built in ``__init__`` and a counter that no result
+    uses are not state. Where the reference keeps state by design (GHM-C with momentum), each call
+    must match the reference with its state carried over instead."""
+    from lossaudit.lint.calibrate import error_text
+    from lossaudit.lint.subject import expects_state, make_batch
 
     batch = ctx.batch()
-    loss = ctx.subject.build()
-    before = _state(loss)
-    first, inputs = ctx.subject.call(ctx.convention, batch, loss=loss)
-    second, _ = ctx.subject.call(ctx.convention, batch, loss=loss)
-    after = _state(loss)
     if expects_state(ctx.kind, ctx.params):
+        loss = ctx.subject.build()
+        first, inputs = ctx.subject.call(ctx.convention, batch, loss=loss)
+        second, _ = ctx.subject.call(ctx.convention, batch, loss=loss)
         _state_by_design(ctx, batch, inputs, [first, second])
         return
-    changed = sorted(key for key in set(before) | set(after) if not _same(before.get(key), after.get(key)))
-    values = [float(first.detach().double().sum()), float(second.detach().double().sum())]
-    if changed or values[0] != values[1] and not (math.isnan(values[0]) and math.isnan(values[1])):
-        detail = f"forward changes {', '.join(changed)}" if changed else f"two calls on the same batch give {values[0]:.6g} and {values[1]:.6g}"
-        ctx.fire("FL013", detail, {"changed_attributes": changed, "values": values}, anchor="FL013")
+    other = make_batch(ctx.kind, ctx.subject.num_classes, torch_generator(ctx.generator_seed + 1), rows=12, background=ctx.convention.has_background)
+    fresh_other = None if ctx.subject.is_instance else _value(ctx.subject.call(ctx.convention, other)[0])
+    loss = ctx.subject.build()
+    before = _state(loss)
+    first = _value(ctx.subject.call(ctx.convention, batch, loss=loss)[0])
+    try:
+        after_first = _value(ctx.subject.call(ctx.convention, other, loss=loss)[0])
+    except Exception as error:
+        if fresh_other is None:
+            raise
+        ctx.fire("FL013", f"after a call on a batch of {batch.x.shape[0]} rows, a call on {other.x.shape[0]} rows raises, though a fresh instance computes it ({fresh_other:.6g}): "
+                 f"state kept from the first call breaks the next: {error_text(error)}", {"values": [first, None], "fresh": fresh_other}, anchor="FL013")
+        return
+    again = _value(ctx.subject.call(ctx.convention, batch, loss=loss)[0])
+    changed = sorted(key for key in set(before) | set(_state(loss)) if not _same(before.get(key), _state(loss).get(key)))
+    named = f"; forward changes {', '.join(changed)}" if changed else ""
+    evidence = {"values": [first, again], "changed_attributes": changed, "tolerance": STATE_TOLERANCE}
+    if _differ(first, again):
+        ctx.fire("FL013", f"two calls on the same batch give {first:.6g} and {again:.6g} (a call on another batch between them){named}", evidence, anchor="FL013")
+    elif fresh_other is not None and _differ(after_first, fresh_other):
+        ctx.fire("FL013", f"a batch gives {after_first:.6g} after a call on another batch and {fresh_other:.6g} on a fresh instance: the result depends on earlier calls{named}",
+                 {**evidence, "after_another_call": after_first, "fresh": fresh_other}, anchor="FL013")
+
+
+def torch_generator(seed: int) -> torch.Generator:
+    import torch
+
+    return torch.Generator().manual_seed(seed)
 
 
 def _state_by_design(ctx: Context, batch: Batch, inputs: torch.Tensor, outputs: list[torch.Tensor]) -> None:
