@@ -3,6 +3,7 @@ matches (the ``detected`` section of a lint result, and the ground for FL014 and
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,7 @@ from lossaudit.lint.kinds import (
     FAMILY_PARAMETERS,
     FOCAL_KINDS,
     NONE_MEANS,
+    REFERENCE_NAMES,
     SCALAR_ALPHA_KINDS,
     SIGMOID,
     SOFTMAX,
@@ -136,8 +138,79 @@ def calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int)
     one). A target that matches nothing is read as the hinted family, else as the likeliest focal
     kind (:func:`_prefer`).
     """
+    calibration = _calibrate(subject, kind, inputs, targets, seed)
+    if calibration.convention is not None and not calibration.matched and not calibration.confusion:
+        calibration = _with_given_normaliser(subject, calibration, lambda: _calibrate(subject, kind, inputs, targets, seed))
+    return calibration
+
+
+NOT_NORMALISERS = frozenset({"alpha", "gamma", "beta", "eps", "epsilon", "ignore_index", "num_classes", "weight", "pos_weight", "class_weight", "smooth", "smoothing", "label_smoothing", "reduction"})
+"""Parameters never read as a normaliser the caller passes (:func:`_with_given_normaliser`)."""
+
+
+def _with_given_normaliser(subject: Subject, calibration: Calibration, recalibrate: Callable[[], Calibration]) -> Calibration:
+    """A target that matches nothing, re-read with the numbers the caller passes that only divide
+    its output (DETR's ``num_boxes``, mmdet's ``avg_factor``) set to 1.
+
+    A number divides the output when doubling it halves the output exactly (same batch, same
+    convention). Such a divisor is a normalisation the caller chooses, not a defect; lint audits
+    the target at 1 (``subject.init``) and says so in ``kind_reason``. If the target still matches
+    nothing at 1, the settings are restored and ``calibration`` stands (its FL014 is real).
+    """
+    divisors = {}
+    for name, value in _numeric_arguments(subject).items():
+        try:
+            ratio = _output_ratio(subject, calibration, name, value)
+        except (Exception, SystemExit, CallTimeout):
+            continue
+        if ratio is not None and abs(ratio - 0.5) <= 1e-5:
+            divisors[name] = value
+    if not divisors:
+        return calibration
+    saved = dict(subject.init)
+    subject.init.update({name: type(value)(1) for name, value in divisors.items()})
+    again = recalibrate()
+    if again.convention is None or not again.matched:
+        subject.init.clear()
+        subject.init.update(saved)
+        return calibration
+    given = ", ".join(f"{name}={value!r}" for name, value in divisors.items())
+    audited = ", ".join(f"{name}=1" for name in divisors)
+    again.kind_reason += f"; {given} only divides the output (a normaliser the caller passes: doubling it halves the loss), so it was audited at {audited}"
+    return again
+
+
+def _numeric_arguments(subject: Subject) -> dict[str, float]:
+    """The target's positive numeric settings other than 1 (from ``--init``, else declared
+    defaults), except the hyper-parameters of :data:`NOT_NORMALISERS`."""
+    values = dict(subject.init)
+    if subject.signature is not None:
+        for name, parameter in subject.signature.parameters.items():
+            if name not in values and parameter.default is not inspect.Parameter.empty:
+                values[name] = parameter.default
+    return {name: value for name, value in values.items()
+            if name not in NOT_NORMALISERS and isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and value != 1}
+
+
+def _output_ratio(subject: Subject, calibration: Calibration, name: str, value: float) -> float | None:
+    """The target's scalar output with ``name`` doubled over its output at ``value``, on one batch."""
+    convention = calibration.convention
+    batch = make_batch(convention.kind, subject.num_classes, torch.Generator().manual_seed(0), background=convention.has_background)
+    outputs = []
+    for setting in (value, value * 2):
+        out, _ = subject.call(convention, batch, **{name: setting})
+        if out.numel() != 1:
+            return None
+        outputs.append(float(out.detach().double().reshape(())))
+    if not all(math.isfinite(v) for v in outputs) or outputs[0] == 0:
+        return None
+    return outputs[1] / outputs[0]
+
+
+def _calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int) -> Calibration:
+    """One calibration at the subject's current settings (:func:`calibrate`)."""
     hint, decisive = family_hint(subject) if kind == "auto" else (None, False)
-    search = _Search(subject, kind, inputs, hint)
+    search = _Search(subject, kind, inputs, hint, seed)
     rows, spatial = _candidates(subject, kind, hint, inputs, targets)
     for number, (candidate_kind, convention) in enumerate(rows + spatial):
         if number == len(rows) and (search.best or search.fallback):
@@ -176,14 +249,22 @@ class _Search:
     inputs: str
     """The inputs the user declared ('auto', 'logits' or 'probs')."""
     hint: str | None
+    seed: int = 0
     attempts: list[dict] = field(default_factory=list)
     best: Calibration | None = None
     fallback: Calibration | None = None
     coupling: dict[str, bool | None] = field(default_factory=dict)
     """Whether the target couples classes, per target encoding, measured on logits."""
+    stand_ins: list[Calibration] = field(default_factory=list)
+    """Every reading that matched nothing, in the order tried (for :func:`_row_by_row`)."""
+    implausible: set[Convention] = field(default_factory=set)
+    """Conventions fed logits whose call behaves like a loss that takes probabilities: a
+    non-finite output, or no gradient at any input outside [0, 1] (:func:`_takes_probabilities`)."""
 
     def consider(self, candidate_kind: str, convention: Convention, batch: Batch, out: torch.Tensor, call_inputs: torch.Tensor) -> None:
         """Compare one call's output with the reference under each reading of the parameters."""
+        if convention.inputs == "logits" and self.inputs == "auto" and _takes_probabilities(out, call_inputs):
+            self.implausible.add(convention)
         for params in _param_grid(self.subject, candidate_kind):
             ref_input = canonical_to_reference_input(convention, call_inputs.detach().double())
             try:
@@ -207,11 +288,22 @@ class _Search:
         if convention.inputs == "logits" and convention.encoding not in self.coupling:
             self.coupling[convention.encoding] = _couples_classes(self.subject, convention, batch)
         found.couples_classes = self.coupling.get(convention.encoding)
-        if self.fallback is None or _prefer(found, self.fallback, self.hint):
+        self.stand_ins.append(found)
+        if self.fallback is None or _prefer(found, self.fallback, self.hint, self.implausible):
             self.fallback = found
 
+    def why_fallback(self, chosen: Calibration) -> str:
+        """Why ``chosen`` (the fallback) won over the likeliest reading of another kind or input."""
+        for other in self.stand_ins:
+            if (other.convention.kind, other.convention.inputs) != (chosen.convention.kind, chosen.convention.inputs):
+                reason = _prefer_reason(chosen, other, self.hint, self.implausible)
+                if reason is not None and reason[0]:
+                    return reason[1]
+        return ""
+
     def chosen(self, decisive: bool) -> Calibration:
-        """The first match, or the fallback when there is none or a decisive hint names it."""
+        """The first match, or the fallback when there is none or a decisive hint names it; with
+        no match, a reading that matches its reference row by row (:func:`_row_by_row`) comes first."""
         hint, best, fallback = self.hint, self.best, self.fallback
         hinted = fallback is not None and fallback.convention.kind == hint
         chosen = fallback if decisive and hinted and (best is None or best.convention.kind != hint) else best or fallback
@@ -220,9 +312,97 @@ class _Search:
         chosen.attempts = self.attempts
         if not chosen.matched and not chosen.confusion:
             chosen.kind_reason = "closest reference; no convention matched" if self.kind == "auto" else "as given"
+            why = self.why_fallback(chosen) if self.kind == "auto" and chosen is fallback else ""
+            if why:
+                chosen.kind_reason += f"; read as {chosen.convention.kind} with {chosen.convention.inputs}: {why}"
             if hinted and chosen is fallback:
                 chosen.kind_reason = f"no convention matched; read as {hint}, the family its {FAMILY_HINTS[hint][2]} names"
+            elif self.kind == "auto":
+                chosen = self._row_by_row(chosen)
         return chosen
+
+    def _row_by_row(self, chosen: Calibration) -> Calibration:
+        """With no match on the calibration batch, the first reading whose reference the target
+        matches on each of a few single rows: batch coupling (a p_t taken from the batch-mean
+        loss) cannot fool that, since a batch of one row couples nothing. ``chosen`` if none."""
+        tried: set[tuple] = set()
+        for found in self.stand_ins:
+            convention = found.convention
+            key = (convention, repr(found.params))
+            if key in tried or convention.layout != "rows" or convention.kind == CENTERNET or convention in self.implausible:
+                continue
+            tried.add(key)
+            rows = _single_rows_match(self.subject, convention, found.params, self.seed)
+            if rows is None:
+                continue
+            found.attempts = self.attempts
+            named = REFERENCE_NAMES.get(convention.kind, f"{convention.kind} reference")
+            found.kind_reason = (f"matches the {named} on each of {rows} single rows, but no reference on a batch of {_BATCH_ROWS}: "
+                                 f"each row's loss depends on the rest of the batch; read as {convention.kind} by its per-row behaviour")
+            if found is not chosen and chosen.convention.kind != convention.kind:
+                found.kind_reason += f" (the whole-batch reading was {chosen.convention.kind})"
+            return found
+        return chosen
+
+
+_BATCH_ROWS = 16
+"""Rows of a calibration batch (:func:`~lossaudit.lint.subject.make_batch`'s default)."""
+
+
+def _takes_probabilities(out: torch.Tensor, call_inputs: torch.Tensor) -> bool:
+    """Whether a call fed logits behaves like a loss that takes probabilities: its output is not
+    finite (a log of a negative "probability"), or no input outside [0, 1] gets any gradient
+    while some input inside does (values clamped to [eps, 1 - eps])."""
+    if not bool(torch.isfinite(out.detach()).all()):
+        return True
+    if not out.requires_grad:
+        return False
+    try:
+        (grad,) = torch.autograd.grad(out.sum(), call_inputs, retain_graph=True, allow_unused=True)
+    except RuntimeError:
+        return False
+    if grad is None:
+        return False
+    values = call_inputs.detach()
+    outside = (values < 0) | (values > 1)
+    inside = ~outside
+    if not bool(outside.any()) or not bool(inside.any()):
+        return False
+    return bool((grad[outside] == 0).all()) and bool((grad[inside] != 0).any())
+
+
+SINGLE_ROWS = 4
+"""How many single-row batches :func:`_single_rows_match` calls the target on."""
+
+
+def _single_rows_match(subject: Subject, convention: Convention, params: Params, seed: int) -> int | None:
+    """How many single rows the target matches the reference on, called with ``convention`` and
+    read with ``params`` (every one of :data:`SINGLE_ROWS` rows, one of each class first, a
+    background row where the convention has one); None if one does not match or the call fails.
+    A target that refuses a batch of one row is called with a batch of that row repeated: a
+    batch mean of identical rows is each row's own value."""
+    batch = make_batch(convention.kind, subject.num_classes, torch.Generator().manual_seed(seed), rows=_BATCH_ROWS, background=convention.has_background)
+    picks = list(range(min(SINGLE_ROWS, subject.num_classes)))
+    if convention.has_background:
+        picks[-1] = _BATCH_ROWS - 1  # a background row (make_batch's last rows)
+    for row in picks:
+        matched = False
+        for copies in (1, 4):
+            single = Batch(batch.x[row : row + 1].repeat(copies, *([1] * (batch.x.dim() - 1))), batch.y[row : row + 1].repeat(copies, *([1] * (batch.y.dim() - 1))))
+            try:
+                out, call_inputs = subject.call(convention, single)
+            except (Exception, SystemExit, CallTimeout):
+                continue
+            ref_input = canonical_to_reference_input(convention, call_inputs.detach().double())
+            try:
+                match = match_output(convention.kind, out, reference_elements(convention.kind, ref_input, single.y.double(), params), single.y, params)
+            except (ValueError, RuntimeError, IndexError):
+                return None
+            matched = match.error <= MATCH_TOLERANCE
+            break
+        if not matched:
+            return None
+    return len(picks)
 
 
 def family_hint(subject: Subject) -> tuple[str | None, bool]:
@@ -237,13 +417,21 @@ def family_hint(subject: Subject) -> tuple[str | None, bool]:
     return None, False
 
 
-def _prefer(candidate: Calibration, current: Calibration, hint: str | None = None) -> bool:
-    """Without a match, the likelier intent wins, in this order: the family kind the target's
-    parameters or name point to (:func:`family_hint`); a target taking one-hot float
+def _prefer(candidate: Calibration, current: Calibration, hint: str | None = None, implausible: set[Convention] | frozenset = frozenset()) -> bool:
+    """Without a match, the likelier intent wins (:func:`_prefer_reason`)."""
+    reason = _prefer_reason(candidate, current, hint, implausible)
+    return reason[0] if reason is not None else candidate.match.error < current.match.error
+
+
+def _prefer_reason(candidate: Calibration, current: Calibration, hint: str | None = None, implausible: set[Convention] | frozenset = frozenset()) -> tuple[bool, str] | None:
+    """Whether ``candidate`` is likelier than ``current`` and why (the winner's reason), by the
+    first of these that tells them apart: a logits reading whose call behaves like a loss taking
+    probabilities (``implausible``: :func:`_takes_probabilities`) loses; the family kind the
+    target's parameters or name point to (:func:`family_hint`); a target taking one-hot float
     targets is meant per-class (sigmoid); between a sigmoid and a softmax reading, the one that
     agrees with whether the target couples classes within a row; bare class indices (no
     background label) suggest a softmax classifier; a target takes logits (the common case).
-    Then the smaller error wins."""
+    None when none does (then the smaller error wins)."""
 
     def per_class(calibration: Calibration) -> bool:
         return calibration.convention.kind == SIGMOID and calibration.convention.targets == "onehot"
@@ -256,16 +444,25 @@ def _prefer(candidate: Calibration, current: Calibration, hint: str | None = Non
         convention = calibration.convention
         return convention.kind == SIGMOID and convention.targets == "index" and convention.background == "none"
 
-    if (candidate.convention.kind == hint) != (current.convention.kind == hint):
-        return candidate.convention.kind == hint
-    if per_class(candidate) != per_class(current):
-        return per_class(candidate)
+    def coupling_text(calibration: Calibration) -> str:
+        return "its classes compete within a row (changing one logit moves the others' gradients)" if calibration.couples_classes else "its classes do not compete within a row"
+
+    tests: list[tuple[Callable[[Calibration], bool], Callable[[Calibration], str]]] = [
+        (lambda c: c.convention not in implausible, lambda c: "fed logits it gives a non-finite loss or no gradient outside [0, 1], as a loss taking probabilities does"),
+        (lambda c: c.convention.kind == hint, lambda c: f"the family its {FAMILY_HINTS[hint][2]} names" if hint in FAMILY_HINTS else "the kind its name points to"),
+        (per_class, lambda c: "it takes one-hot float targets, which a per-class sigmoid loss is given"),
+    ]
+    for test, why in tests:
+        if test(candidate) != test(current):
+            winner = candidate if test(candidate) else current
+            return test(candidate), why(winner)
     if candidate.convention.kind != current.convention.kind and None not in (consistent(candidate), consistent(current)) and consistent(candidate) != consistent(current):
-        return bool(consistent(candidate))
-    for prefer in (lambda c: not bare_index_sigmoid(c), lambda c: c.convention.inputs == "logits"):
-        if prefer(candidate) != prefer(current):
-            return prefer(candidate)
-    return candidate.match.error < current.match.error
+        winner = candidate if consistent(candidate) else current
+        return bool(consistent(candidate)), coupling_text(winner)
+    for test, why in ((lambda c: not bare_index_sigmoid(c), lambda c: "bare class indices suggest a softmax classifier"), (lambda c: c.convention.inputs == "logits", lambda c: "a loss takes logits unless it shows otherwise")):
+        if test(candidate) != test(current):
+            return test(candidate), why(candidate if test(candidate) else current)
+    return None
 
 
 def _couples_classes(subject: Subject, convention: Convention, batch: Batch) -> bool | None:
