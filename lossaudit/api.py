@@ -190,7 +190,8 @@ def lint(
 
     Returns:
         A :class:`~lossaudit.lint.findings.LintReport`: ``findings`` (code, name, severity,
-        message, path, line, evidence, fix), ``ok(fail_on="error")``, ``to_dict()``.
+        message, path, line, evidence, fix), ``unchecked`` (the checks that could not run, with
+        the reason), ``ok(fail_on="error", require_checks=False)``, ``to_dict()``.
 
     Example:
         >>> import lossaudit
@@ -210,19 +211,24 @@ def lint(
 
     chosen, skipped = codes(select, "select"), codes(ignore, "ignore")
     if isinstance(target, str):
+        from lossaudit.errors import InputError
         from lossaudit.lint import session
 
         settings = session.LintSettings(audit=options, init=dict(init or {}), select=chosen, ignore=skipped)
         plan = session.plan([target], [], settings)
         results = session.run(plan.targets, settings)
+        stopping = session.stopping_errors(plan.targets, results)
+        if stopping:
+            raise InputError(stopping[0])
         if not results:
-            from lossaudit.errors import InputError
-
             raise InputError(f"{target}: no loss to audit ({'; '.join(plan.notices) or 'nothing found'})")
     else:
+        from lossaudit.lint.findings import fill_unchecked, filter_unchecked
         from lossaudit.lint.worker import audit_object
 
-        result = audit_object(target, getattr(target, "__qualname__", type(target).__qualname__), dict(init or {}), options)
-        result.findings = [f for f in result.findings if (not chosen or f.code in chosen) and f.code not in skipped]
+        result = fill_unchecked(audit_object(target, getattr(target, "__qualname__", type(target).__qualname__), dict(init or {}), options))
+        keep = lambda code: (not chosen or code in chosen) and code not in skipped  # noqa: E731
+        result.findings = [f for f in result.findings if keep(f.code)]
+        filter_unchecked(result, keep)
         results = [result]
     return LintReport(tuple(results))

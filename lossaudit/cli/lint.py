@@ -73,6 +73,7 @@ def lint(
     format: Annotated[LintFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel='Report')] = LintFormat.text,
     output: OutputOption = None,
     exit_zero: Annotated[bool, typer.Option("--exit-zero", help=plain("Exit 0 even when findings fail the run."), metavar='', rich_help_panel='CI')] = False,
+    require_checks: Annotated[bool, typer.Option("--require-checks", help=plain("Fail a target (exit 1) when a check could not run on it; every format lists those checks either way."), metavar='', rich_help_panel='CI')] = False,
     config: ConfigOption = None,
     isolated: IsolatedOption = False,
     verbose: VerboseOption = False,
@@ -106,6 +107,7 @@ def lint(
             fail_on=Severity(o["fail_on"]).value,
             exclude=tuple(exclude or settings_file.lint.get("exclude", [])),
             jobs=o["jobs"],
+            require_checks=bool(o["require_checks"]),
         )
         plan = session.plan(targets or [], settings_file.lint.get("targets", []), settings)
         named = [Path(target.rpartition(":")[0] if ":" in target else target) for target in targets or []]
@@ -113,10 +115,15 @@ def lint(
         for notice in plan.notices:
             stderr.print(f"lossaudit: {notice}", highlight=False, markup=False, soft_wrap=True)
         results = session.run(plan.targets, settings)
-        write_report(render(LintFormat(o["format"]).value, results, plan.discovered, settings.fail_on, verbose), output)
+        write_report(render(LintFormat(o["format"]).value, results, plan.discovered, settings.fail_on, verbose, settings.require_checks), output)
+        stopping = session.stopping_errors(plan.targets, results)
     except InputError as error:
         fail(str(error), verbose)
     except Exception as error:  # an internal error must not exit 1 by accident
         fail(f"internal error: {type(error).__name__}: {error}", verbose)
-    if not exit_zero and session.failed(results, settings.fail_on):
+    if stopping:  # a named target that cannot be imported: its result is in the report, and the run exits 2
+        for message in stopping[:-1]:
+            stderr.print(f"lossaudit: error: {message}", highlight=False, markup=False, soft_wrap=True)
+        fail(stopping[-1], False)
+    if not exit_zero and session.failed(results, settings.fail_on, settings.require_checks):
         raise typer.Exit(EXIT_FINDINGS)

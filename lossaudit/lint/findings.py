@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 from lossaudit.lint.rules import RULES_BY_CODE, SEVERITIES
@@ -41,7 +42,10 @@ class TargetResult:
 
     ``unchecked`` lists the checks that could not run on this target, one item per reason:
     ``{"codes": ["FL001", ...], "reason": "...", "probe": "..."}`` (``probe``: the probe or rule
-    group that would have run them; may be empty).
+    group that would have run them; may be empty). A check that does not apply to the target
+    (it has no ignore index, no alpha parameter) is not one of them. ``message`` is, for a target
+    that was not audited because it could not be imported, the one-line message lossaudit prints
+    on stderr.
     """
 
     target: str
@@ -53,6 +57,12 @@ class TargetResult:
     status: str = "audited"
     hint: str = ""
     unchecked: list[dict] = field(default_factory=list)
+    message: str = ""
+
+    @property
+    def unchecked_codes(self) -> list[str]:
+        """The codes of the checks that could not run, each once, in order."""
+        return list(dict.fromkeys(code for item in self.unchecked for code in item["codes"]))
 
     def to_dict(self) -> dict:
         return {
@@ -65,6 +75,7 @@ class TargetResult:
             "notes": self.notes,
             "unchecked": self.unchecked,
             **({"hint": self.hint} if self.hint else {}),
+            **({"message": self.message} if self.message else {}),
         }
 
     @classmethod
@@ -79,7 +90,65 @@ class TargetResult:
             status=data.get("status", "audited"),
             hint=data.get("hint", ""),
             unchecked=[dict(item) for item in data.get("unchecked", [])],
+            message=data.get("message", ""),
         )
+
+
+NOT_CHECKED_NOTE = re.compile(r"^(?P<prefix>.*?)(?P<codes>FL\d{3}(?:/FL\d{3})*) not checked: (?P<reason>.+)$")
+"""A battery note saying that checks did not run: ``[prefix]FL001/FL002 not checked: REASON``."""
+NOT_APPLICABLE = re.compile(
+    r"\b(?:has|have|takes|take) no\b|no ignore index|alpha is per class|by design|class weights are probed on"
+    r"|is not set to a scalar|not on an? [\w-]+ loss"
+)
+"""Reasons of a note that say a check does not apply to the target (it has or takes no such
+parameter, input or label), rather than that it could not run."""
+
+
+def unchecked_from_notes(notes: list[str]) -> list[dict]:
+    """The checks that could not run, read from the battery's ``not checked`` notes: a fallback for
+    results whose ``unchecked`` the battery did not fill."""
+    items = []
+    for note in notes:
+        match = NOT_CHECKED_NOTE.match(note)
+        if match is not None:
+            items.append({"codes": match["codes"].split("/"), "reason": match["prefix"] + match["reason"], "probe": ""})
+    return items
+
+
+def applies(item: dict) -> bool:
+    """Whether an ``unchecked`` item is a check that could not run, rather than one that does not
+    apply to the target: ``"applies": false`` on the item, or a reason that says the target has or
+    takes no such parameter or label (:data:`NOT_APPLICABLE`)."""
+    return item.get("applies", True) is not False and not NOT_APPLICABLE.search(item.get("reason", ""))
+
+
+def fill_unchecked(result: TargetResult) -> TargetResult:
+    """``result`` with ``unchecked`` read from its notes when the battery left it empty (a fallback
+    for results of an older battery), without the checks that do not apply (:func:`applies`);
+    items with the same reason are merged."""
+    if result.status != "audited":
+        return result
+    items: dict[str, dict] = {}
+    for item in result.unchecked or unchecked_from_notes(result.notes):
+        if not applies(item):
+            continue
+        merged = items.setdefault(item["reason"], {"codes": [], "reason": item["reason"], "probe": item.get("probe", "")})
+        merged["codes"] += [code for code in item["codes"] if code not in merged["codes"]]
+        if item.get("probe") and item["probe"] not in merged["probe"].split(", "):
+            merged["probe"] = ", ".join(filter(None, (merged["probe"], item["probe"])))
+    result.unchecked = list(items.values())
+    return result
+
+
+def filter_unchecked(result: TargetResult, keep) -> None:
+    """Keep in ``result.unchecked`` only the codes ``keep(code)`` accepts (``--select``,
+    ``--ignore``, suppression comments); items left without a code go."""
+    items = []
+    for item in result.unchecked:
+        codes = [code for code in item["codes"] if keep(code)]
+        if codes:
+            items.append({**item, "codes": codes})
+    result.unchecked = items
 
 
 @dataclass(frozen=True)
@@ -93,17 +162,23 @@ class LintReport:
         """Every target's findings, in target order."""
         return tuple(finding for result in self.targets for finding in result.findings)
 
-    def ok(self, fail_on: str = "error") -> bool:
+    @property
+    def unchecked(self) -> tuple[tuple[str, dict], ...]:
+        """Every check that could not run, as ``(target, {"codes", "reason", "probe"})``."""
+        return tuple((result.target, item) for result in self.targets for item in result.unchecked)
+
+    def ok(self, fail_on: str = "error", require_checks: bool = False) -> bool:
         """No finding at or above ``fail_on`` ('error', 'warning' or 'info'), and every target was
-        audited (a target that could not be imported is not ok)."""
+        audited (a target that could not be imported is not ok); with ``require_checks``, no
+        check that could not run either."""
         threshold = SEVERITIES.index(fail_on)
         return all(result.status in ("audited", "skipped") for result in self.targets) and not any(
-            SEVERITIES.index(finding.severity) <= threshold for finding in self.findings)
+            SEVERITIES.index(finding.severity) <= threshold for finding in self.findings) and not (require_checks and self.unchecked)
 
     def to_dict(self) -> dict:
         """The ``targets`` of ``lint --format json``."""
         return {"targets": [result.to_dict() for result in self.targets]}
 
-    def text(self, verbose: bool = False) -> str:
+    def text(self, verbose: bool = False, require_checks: bool = False) -> str:
         """The report as ``lossaudit lint`` prints it (:func:`lossaudit.lint.text.render_text`)."""
-        return render_text(list(self.targets), [], verbose)
+        return render_text(list(self.targets), [], verbose, require_checks)

@@ -5,7 +5,11 @@ string; :func:`render` maps the ``--format`` names to them. Adding a format touc
 text format, and what the formats share (counts, locations, the detected line), are in
 :mod:`lossaudit.lint.text`. A target that was not audited (status ``uncallable``, ``error`` or
 ``skipped``, see :mod:`lossaudit.lint.session`) appears in every format with its ``hint``;
-``error`` fails the run.
+``error`` fails the run. The checks that could not run on a target (``unchecked``) appear in
+every format too: JSON lists them per target, SARIF as notifications (one per target and reason,
+with the codes and the reason as properties), GitHub as a notice per target, JUnit as skipped
+rule cases, Markdown in the target's line; with ``--require-checks`` they fail the run, and are
+errors and failures where the format has them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from lossaudit.lint.text import (
     plural,
     render_text,
     summary,
+    unchecked_line,
+    unchecked_reasons,
 )
 from lossaudit.render.formats import (
     annotation,
@@ -38,10 +44,12 @@ SARIF_LEVELS = {"error": "error", "warning": "warning", "info": "note"}
 
 
 def render_json(results: list[TargetResult], discovered: list[Candidate]) -> str:
+    """Every target's result (``unchecked``: the checks that could not run, with the reason), the
+    discovered candidates (a skipped one with ``skipped``: why it was not run) and the counts."""
     document = {
         "version": __version__,
         "schema_version": SCHEMA_VERSION,
-        "discovered": [{"target": c.target, "line": c.line, "reason": c.reason} for c in discovered],
+        "discovered": [{"target": c.target, "line": c.line, "reason": c.reason, **({"skipped": c.skip} if c.skip else {})} for c in discovered],
         "targets": [result.to_dict() for result in results],
         "summary": summary(results),
     }
@@ -60,25 +68,43 @@ def _sarif_rule(rule) -> dict:
     }
 
 
+def _sarif_location(result: TargetResult, root) -> dict:
+    return {"locations": [
+        {
+            "physicalLocation": {
+                "artifactLocation": {"uri": repository_relative(result.location["path"], root), "uriBaseId": "%SRCROOT%"},
+                "region": {"startLine": result.location.get("line") or 1},
+            }
+        }
+    ]} if result.location.get("path") else {}
+
+
 def _sarif_notification(result: TargetResult, root) -> dict:
     """A target that was not audited, as a tool execution notification (an error for one that
     cannot be imported, a note otherwise)."""
     notification = {"level": "error" if result.status == "error" else "note", "message": {"text": detected_line(result)}}
-    if result.location.get("path"):
-        notification["locations"] = [
-            {
-                "physicalLocation": {
-                    "artifactLocation": {"uri": repository_relative(result.location["path"], root), "uriBaseId": "%SRCROOT%"},
-                    "region": {"startLine": result.location.get("line") or 1},
-                }
-            }
-        ]
-    return notification
+    properties = {"target": result.target, "status": result.status, **({"hint": result.hint} if result.hint else {})}
+    return {**notification, **_sarif_location(result, root), "properties": properties}
 
 
-def render_sarif(results: list[TargetResult], discovered: list[Candidate]) -> str:
+def _sarif_unchecked(result: TargetResult, root, require_checks: bool) -> list[dict]:
+    """The checks that could not run on an audited target, one notification per reason (an error
+    under ``--require-checks``, a warning otherwise), with the codes and the reason as properties."""
+    return [
+        {
+            "level": "error" if require_checks else "warning",
+            "message": {"text": f"{result.target}: {', '.join(item['codes'])} could not run: {item['reason']}"},
+            **_sarif_location(result, root),
+            "properties": {"target": result.target, "status": "unchecked", "codes": item["codes"], "reason": item["reason"], "probe": item.get("probe", "")},
+        }
+        for item in result.unchecked
+    ]
+
+
+def render_sarif(results: list[TargetResult], discovered: list[Candidate], require_checks: bool = False) -> str:
     """SARIF 2.1.0 as GitHub code scanning reads it; suppressed findings carry a suppression, and
-    targets that were not audited are notifications of the run's invocation."""
+    targets that were not audited, and the checks that could not run on audited ones, are
+    notifications of the run's invocation."""
     root = repository_root()
     index = {rule.code: i for i, rule in enumerate(RULES)}
 
@@ -119,7 +145,8 @@ def render_sarif(results: list[TargetResult], discovered: list[Candidate]) -> st
                 "invocations": [
                     {
                         "executionSuccessful": not any(result.status == "error" for result in results),
-                        "toolExecutionNotifications": [_sarif_notification(result, root) for result in results if result.status != "audited"],
+                        "toolExecutionNotifications": [_sarif_notification(result, root) for result in results if result.status != "audited"]
+                        + [notification for result in results for notification in _sarif_unchecked(result, root, require_checks)],
                     }
                 ],
                 "results": sarif_results,
@@ -129,9 +156,10 @@ def render_sarif(results: list[TargetResult], discovered: list[Candidate]) -> st
     return json.dumps(document, indent=2, default=str) + "\n"
 
 
-def render_github(results: list[TargetResult], discovered: list[Candidate]) -> str:
-    """GitHub workflow-command annotations, one per finding, per target not audited (a notice) and
-    per target that cannot be imported (an error)."""
+def render_github(results: list[TargetResult], discovered: list[Candidate], require_checks: bool = False) -> str:
+    """GitHub workflow-command annotations, one per finding, per target not audited (a notice), per
+    target that cannot be imported (an error), and per target on which checks could not run (a
+    warning, an error under ``--require-checks``)."""
     root = repository_root()
     lines = []
     for result in results:
@@ -141,6 +169,11 @@ def render_github(results: list[TargetResult], discovered: list[Candidate]) -> s
             lines.append(annotation("info", result.hint, file=file, title=f"lossaudit: {result.target} not audited"))
         elif result.status == "error":
             lines.append(annotation("error", result.hint, file=file, line=result.location.get("line"), title=f"lossaudit: {result.target} cannot be imported"))
+        elif result.status == "skipped":
+            lines.append(annotation("info", result.hint, file=file, line=result.location.get("line"), title=f"lossaudit: {result.target} skipped"))
+        if result.unchecked:
+            lines.append(annotation("error" if require_checks else "warning", "\n".join(unchecked_reasons(result)), file=file,
+                                    line=result.location.get("line"), title=f"lossaudit: {unchecked_line(result, require_checks)}"))
         for finding in result.findings:
             path, line = place_of(finding, result)
             lines.append(
@@ -155,10 +188,11 @@ def render_github(results: list[TargetResult], discovered: list[Candidate]) -> s
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def render_junit(results: list[TargetResult], discovered: list[Candidate], fail_on: str = "error") -> str:
+def render_junit(results: list[TargetResult], discovered: list[Candidate], fail_on: str = "error", require_checks: bool = False) -> str:
     """One test case per target × rule: a failure for a finding at or above ``fail_on``,
-    skipped when the rule was suppressed or the target not audited, passed (with the message as
-    output) otherwise; a target that cannot be imported adds a failing 'import' case."""
+    skipped when the rule was suppressed, could not run (a failure under ``require_checks``) or
+    the target was not audited, passed (with the message as output) otherwise; a target that
+    cannot be imported adds a failing 'import' case."""
     threshold = SEVERITIES.index(fail_on)
     cases = []
     for result in results:
@@ -166,6 +200,7 @@ def render_junit(results: list[TargetResult], discovered: list[Candidate], fail_
             cases.append({"classname": result.target, "name": "import", "failure": (result.hint, defined_at(result)), "type": "error"})
         fired = {f.code: f for f in result.findings}
         suppressed = {f.code for f in result.suppressed}
+        unchecked = {code: item["reason"] for item in result.unchecked for code in item["codes"]}
         for rule in RULES:
             case = {"classname": result.target, "name": f"{rule.code} {rule.name}"}
             finding = fired.get(rule.code)
@@ -177,6 +212,11 @@ def render_junit(results: list[TargetResult], discovered: list[Candidate], fail_
                 case["output"] = f"{finding.severity}: {finding.message}"
             elif rule.code in suppressed:
                 case["skipped"] = "suppressed by a lossaudit: ignore comment"
+            elif rule.code in unchecked and require_checks:
+                case["failure"] = (f"could not run: {unchecked[rule.code]}", "--require-checks: a check that could not run fails the target")
+                case["type"] = "unchecked"
+            elif rule.code in unchecked:
+                case["skipped"] = f"could not run: {unchecked[rule.code]}"
             elif result.status != "audited":
                 case["skipped"] = "not audited: " + result.hint
             cases.append(case)
@@ -187,15 +227,18 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(results: list[TargetResult], discovered: list[Candidate]) -> str:
-    """A summary for ``$GITHUB_STEP_SUMMARY``: one table of findings and one line per target."""
+def render_markdown(results: list[TargetResult], discovered: list[Candidate], require_checks: bool = False) -> str:
+    """A summary for ``$GITHUB_STEP_SUMMARY``: one table of findings and one line per target (with
+    the checks that could not run on it, and why)."""
     counts = summary(results)
+    unchecked = sum(len(result.unchecked_codes) for result in results)
     out = [
         "## lossaudit lint",
         "",
         f"{plural(counts['errors'], 'error')}, {plural(counts['warnings'], 'warning')}, {plural(counts['infos'], 'info')}"
         f" in {plural(len(results), 'target')} ({counts['suppressed']} suppressed, {counts['uncallable']} not audited,"
-        f" {counts['import_errors']} not imported, {counts['skipped']} skipped)",
+        f" {counts['import_errors']} not imported, {counts['skipped']} skipped)"
+        + (f"; {plural(unchecked, 'check')} could not run{' (--require-checks: fails)' if require_checks else ''}" if unchecked else ""),
         "",
     ]
     rows = [
@@ -207,17 +250,23 @@ def render_markdown(results: list[TargetResult], discovered: list[Candidate]) ->
         out += ["| target | location | rule | severity | message |", "| --- | --- | --- | --- | --- |"]
         out += [f"| `{_cell(t)}` | `{path}:{line}` | {f.code} `{f.name}` | {f.severity} | {_cell(f.message)} |" for t, path, line, f in rows]
         out.append("")
-    out += ["### Targets", ""] + [f"- `{_cell(r.target)}`: {_cell(detected_line(r).split(': ', 1)[1])}" for r in results]
+    out += ["### Targets", ""]
+    for r in results:
+        out.append(f"- `{_cell(r.target)}`: {_cell(detected_line(r).split(': ', 1)[1])}")
+        if r.unchecked:
+            out.append(f"  - {_cell(unchecked_line(r, require_checks))}: " + "; ".join(_cell(reason) for reason in unchecked_reasons(r)))
     return "\n".join(out) + "\n"
 
 
-def render(format: str, results: list[TargetResult], discovered: list[Candidate], fail_on: str = "error", verbose: bool = False) -> str:
+def render(format: str, results: list[TargetResult], discovered: list[Candidate], fail_on: str = "error", verbose: bool = False, require_checks: bool = False) -> str:
     """The report in ``format`` (text, json, sarif, github, junit, markdown)."""
     if format == "text":
-        return render_text(results, discovered, verbose)
+        return render_text(results, discovered, verbose, require_checks)
     if format == "junit":
-        return render_junit(results, discovered, fail_on)
-    return {"json": render_json, "sarif": render_sarif, "github": render_github, "markdown": render_markdown}[format](results, discovered)
+        return render_junit(results, discovered, fail_on, require_checks)
+    if format == "json":
+        return render_json(results, discovered)
+    return {"sarif": render_sarif, "github": render_github, "markdown": render_markdown}[format](results, discovered, require_checks)
 
 
 def render_rules() -> str:

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from lossaudit.io.symbols import read_source
-from lossaudit.lint.findings import TargetResult
+from lossaudit.lint.findings import TargetResult, filter_unchecked
 
 COMMENT = re.compile(r"#\s*lossaudit:\s*ignore\b(?:\[([^\]]*)\])?", re.IGNORECASE)
 ALL = frozenset({"*"})
@@ -38,7 +38,8 @@ def silenced(path: str | Path, line: int) -> bool:
 
 
 def apply_suppressions(result: TargetResult) -> None:
-    """Move the findings suppressed on the target's definition line to ``result.suppressed``."""
+    """Move the findings suppressed on the target's definition line to ``result.suppressed``, and
+    drop the suppressed codes from the checks that could not run (``result.unchecked``)."""
     path, line = result.location.get("path"), result.location.get("line")
     if not path or not line:
         return
@@ -49,3 +50,4 @@ def apply_suppressions(result: TargetResult) -> None:
     for finding in result.findings:
         (result.suppressed if codes is ALL or finding.code in codes else keep).append(finding)
     result.findings = keep
+    filter_unchecked(result, lambda code: codes is not ALL and code not in codes)

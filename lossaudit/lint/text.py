@@ -46,12 +46,38 @@ def defined_at(result: TargetResult) -> str:
     return f"{result.location.get('path')}:{result.location.get('line')}"
 
 
+def short_name(result: TargetResult) -> str:
+    """The target's symbol: ``monai.losses:FocalLoss`` -> ``FocalLoss``."""
+    return result.target.rpartition(":")[2] or result.target
+
+
+def unchecked_line(result: TargetResult, require_checks: bool = False) -> str:
+    """``5 checks could not run on FocalLoss: FL001, FL002, FL004, FL023, FL024`` (empty when every
+    check ran); with ``require_checks``, said to fail the run."""
+    codes = result.unchecked_codes
+    if not codes:
+        return ""
+    fails = " (--require-checks: fails)" if require_checks else ""
+    return f"{plural(len(codes), 'check')} could not run on {short_name(result)}{fails}: {', '.join(codes)}"
+
+
+def unchecked_reasons(result: TargetResult) -> list[str]:
+    """One ``FL001, FL002: REASON`` per reason a check could not run."""
+    return [f"{', '.join(item['codes'])}: {item['reason']}" for item in result.unchecked]
+
+
+def _is_unchecked_note(note: str, result: TargetResult) -> bool:
+    """Whether a note says what ``result.unchecked`` already shows (not repeated under -v)."""
+    return any(item["reason"] in note and any(code in note for code in item["codes"]) for item in result.unchecked)
+
+
 def detected_line(result: TargetResult) -> str:
     d = result.detected
     if result.status == "uncallable":
         return f"{result.target}: not audited: {result.hint}"
     if result.status == "error":
-        return f"{result.target}: error: cannot be imported ({defined_at(result)}): {result.hint}"
+        where = f" ({defined_at(result)})" if result.location.get("path") else ""
+        return f"{result.target}: error: cannot be imported{where}: {result.hint}"
     if result.status == "skipped":
         return f"{result.target}: skipped: {result.hint}"
     if not d or d.get("inputs") is None:
@@ -69,10 +95,20 @@ def detected_line(result: TargetResult) -> str:
     )
 
 
-def render_text(results: list[TargetResult], discovered: list[Candidate], verbose: bool = False) -> str:
+def discovered_line(discovered: list[Candidate]) -> str:
+    """``Discovered 3 candidates (1 skipped: not a loss signature): ...``."""
+    skipped = sum(bool(c.skip) for c in discovered)
+    counted = f" ({skipped} skipped: not a loss signature)" if skipped else ""
+    return f"Discovered {plural(len(discovered), 'candidate')}{counted}: " + ", ".join(
+        f"{c.target} ({c.reason}{'; skipped' if c.skip else ''})" for c in discovered)
+
+
+def render_text(results: list[TargetResult], discovered: list[Candidate], verbose: bool = False, require_checks: bool = False) -> str:
+    """The ruff-like report: per target the detected line, its findings, the checks that could not
+    run (with their reasons) and a summary line that counts them."""
     lines: list[str] = []
     if discovered:
-        lines.append(f"Discovered {plural(len(discovered), 'candidate')}: " + ", ".join(f"{c.target} ({c.reason})" for c in discovered))
+        lines.append(discovered_line(discovered))
         lines.append("")
     for result in results:
         lines.append(detected_line(result))
@@ -86,13 +122,15 @@ def render_text(results: list[TargetResult], discovered: list[Candidate], verbos
             if finding.evidence:
                 lines.append(f"  evidence: {json.dumps(finding.evidence, default=str)}")
             lines.append(f"  fix: {finding.fix}")
+        lines += [f"  not checked: {reason}" for reason in unchecked_reasons(result)]
         if verbose:
-            lines += [f"  note: {note}" for note in result.notes]
+            lines += [f"  note: {note}" for note in result.notes if not _is_unchecked_note(note, result)]
         counts = summary([result])
         suppressed = f" ({counts['suppressed']} suppressed)" if counts["suppressed"] else ""
+        unchecked = unchecked_line(result, require_checks)
         lines.append(
             f"Found {plural(counts['errors'], 'error')}, {plural(counts['warnings'], 'warning')}, "
-            f"{plural(counts['infos'], 'info')}{suppressed} in {result.target}"
+            f"{plural(counts['infos'], 'info')}{suppressed} in {result.target}{'; ' + unchecked if unchecked else ''}"
         )
         lines.append("")
     return "\n".join(lines)
