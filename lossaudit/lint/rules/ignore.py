@@ -48,7 +48,7 @@ group.rule(
         "by every row shrinks as ignored rows are added (with a quarter of the rows ignored the loss is 3/4 of "
         "the kept rows' mean), so the loss's scale follows the share of void pixels instead of the data. Adding "
         "ignored rows to a batch must leave the loss of the kept rows as it was. kornia's focal_loss documents "
-        "that ignored pixels stay in its 'mean' denominator: a target following kornia's convention gets an info.",
+        "that ignored pixels stay in its 'mean' denominator: kornia's own losses get an info (a loss of yours that does the same gets the error).",
         "mask ignored rows before one_hot/gather and drop them from the sum and from the count: loss[keep].mean(), or loss.sum() / keep.sum()",
         "ce = F.cross_entropy(logits, targets, ignore_index=-100, reduction='none')\nloss = ((1 - torch.exp(-ce)) ** gamma * ce).mean()   # ignored rows count in the mean",
         "keep = targets != ignore_index\nloss = loss_fn(logits[keep], targets[keep])",
@@ -86,8 +86,9 @@ IGNORE_PARAMETERS = ("ignore_index", "ignore_label", "ignore_idx")
 PROBED_IGNORE = -100
 """The ignore label given to a target whose ignore parameter defaults to None (torch's default)."""
 KORNIA = ("kornia focal_loss / FocalLoss", "kornia binary_focal_loss_with_logits")
-"""The conventions (:mod:`~lossaudit.lint.peers`) whose library documents that ignored entries stay
-in the 'mean' denominator."""
+"""The conventions (:mod:`~lossaudit.lint.peers`) whose library, kornia, documents that ignored
+entries stay in the 'mean' denominator: kornia's own losses get an info (a user's loss computing
+the same values gets the error)."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def probe_ignore_index(ctx: Context) -> None:
     batches differ only in the ignored rows' logits), and must leave the normaliser: the loss of a
     batch whose first :data:`DENOMINATOR_IGNORED` of :data:`DENOMINATOR_ROWS` rows are ignored must
     equal the loss of its kept rows alone. A mean that still counts the ignored rows gives kept/all
-    (12/16) of it; that is an info for a target following kornia's documented convention."""
+    (12/16) of it; that is an info for kornia's own losses, which document it."""
     import torch
 
     from lossaudit.lint.calibrate import error_text
@@ -193,7 +194,9 @@ def _ignored_denominator(ctx: Context, setting: IgnoreSetting) -> None:
     counted = abs(ratio - kept / DENOMINATOR_ROWS) <= 1e-4 * kept / DENOMINATOR_ROWS
     how = (f"ratio {ratio:.4f} = {kept}/{DENOMINATOR_ROWS}: the mean divides by every row, ignored ones included" if counted
            else f"ratio {ratio:.4f}: the ignored rows still reach the normaliser")
-    follows_kornia = next((library for library in KORNIA if library in ctx.follows()), None)
+    from lossaudit.lint.rules.arguments import is_library
+
+    follows_kornia = next((library for library in KORNIA if library in ctx.follows()), None) if is_library(ctx, "kornia") else None
     documented = f"; {follows_kornia} documents that ignored entries stay in its 'mean' denominator" if follows_kornia else ""
     ctx.fire(
         "FL011",
