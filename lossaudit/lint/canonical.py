@@ -25,7 +25,7 @@ from lossaudit.lint.battery import Context, _run
 from lossaudit.lint.calibrate import calibrate
 from lossaudit.lint.crashes import describe, diagnose, furthest
 from lossaudit.lint.findings import Finding
-from lossaudit.lint.kinds import FOCAL_KINDS
+from lossaudit.lint.kinds import FOCAL_KINDS, SOFTMAX
 from lossaudit.lint.rules import FINAL_CHECKS, PROBES
 from lossaudit.lint.subject import settle_layout
 
@@ -36,6 +36,10 @@ SETTING_CODES = frozenset({"FL001", "FL002", "FL003", "FL004", "FL006", "FL007",
 """The rules whose probes run again at a canonical setting: those whose outcome depends on alpha or
 gamma (and the batch-shape crash probe). FL007 runs at gamma >= 1 only: below 1 the factor's own
 derivative, -gamma (1 - p_t)^(gamma - 1), is infinite at p_t = 1, in the reference too."""
+NOT_AT_SCALAR_SOFTMAX_ALPHA = frozenset({"FL001"})
+"""What a softmax loss's scalar alpha setting does not report: a scalar alpha that multiplies every
+class alike is mmcv's convention (FL001 when the user sets it); probed only because the target
+accepts one, it shows crashes and other rules, not that convention."""
 CANONICAL_GAMMAS = (2.0, 0.5)
 SCALAR_ALPHA = 0.25
 
@@ -130,6 +134,8 @@ def _audit_setting(ctx: Context, setting: dict) -> None:
     shown = []
     for finding in at.findings[len(base):]:
         if finding.severity not in ("error", "warning") or ctx.fired(finding.code):
+            continue
+        if ctx.kind == SOFTMAX and isinstance(setting.get("alpha"), float) and finding.code in NOT_AT_SCALAR_SOFTMAX_ALPHA:
             continue
         finding.message = f"at {name}: {finding.message}"
         finding.evidence = {**finding.evidence, "setting": as_data(setting)}

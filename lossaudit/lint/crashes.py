@@ -41,6 +41,8 @@ MODULE_STATE = ("_backward_hooks", "_backward_pre_hooks", "_forward_hooks", "_fo
 """What an error names when nn.Module's ``__init__`` never ran on the instance."""
 INTEGER_INDEX_TEXTS = ("one_hot is only applicable to index tensor", "tensors used as indices must be long", "expected dtype int32/int64 for index",
                        "expected scalar type long", "expected object of scalar type long")
+SHAPE_WORDS = re.compile(r"\b(dim|ndim|ndimension|shape|size)\b")
+"""What an assertion about the input's shape mentions (then (B, C, L) inputs are tried)."""
 ARGUMENTS = ("alpha", "weight", "class_weight", "pos_weight", "weights", "alphas")
 """Arguments whose crashing value lint replaces to run the rest of the audit."""
 
@@ -299,43 +301,70 @@ def work_around(subject: Subject, calibration: Calibration, locator: Locator, op
     current, cuda, described = subject, False, []
     attempts = calibration.attempts
     tried: set[str] = set()
-    for _ in range(3):
-        causes = [diagnose(attempt["exception"], locator, current) for attempt in attempts if attempt.get("exception") is not None]
-        kinds = {cause.kind for cause in causes}
-        step: tuple[str, Subject, bool, str] | None = None
-        if "device" in kinds and allow_cuda_patch and "device" not in tried:
-            step = ("device", current, True, "CUDA calls (.cuda(), .to('cuda'), device='cuda') run on the CPU")
-        elif "shape" in kinds and "shape" not in tried:
-            fixed = current.variant()
-            fixed.sequence = True
-            step = ("shape", fixed, cuda, "(B, C, L) inputs and (B, L) targets (the rows as 2 sequences), the only shape its checks accept")
-        elif "module-init" in kinds and current.is_class and "module-init" not in tried:
-            fixed = current.variant()
-            fixed.module_init = True
-            step = ("module-init", fixed, cuda, "nn.Module.__init__ run on the instance first (as the missing super().__init__() would), so calling it reaches forward")
-        if step is not None:
-            tried.add(step[0])
-            found = _calibrated(step[1], options, step[2])
-            cuda = step[2]
-            current, described = step[1], [*described, step[3]]
-            current.workarounds = list(described)
-            if found.convention is not None:
-                return Workaround(current, found, cuda, described)
-            attempts = found.attempts
+    for _ in range(4):
+        step = next((step for step in _steps(attempts, locator, current, allow_cuda_patch) if step not in tried), None)
+        if step is None:
+            return None
+        tried.add(step)
+        if step in ARGUMENTS:
+            found = _substitute(current, step, options, cuda, described)
+            if found is not None:
+                return found
             continue
-        named = [cause.argument for cause in causes if cause.argument and cause.argument not in tried]
-        fallback = [name for name in ARGUMENTS if name not in tried and current.signature is not None and name in current.signature.parameters]
-        for name in dict.fromkeys(named + fallback):
-            tried.add(name)
-            value = current.value(name, None)
-            for option in _substitutes(name, value, current.num_classes):
-                candidate = current.variant(**{name: option})
-                found = _calibrated(candidate, options, cuda)
-                if found.convention is not None:
-                    words = f"{name}={_short(option)} passed instead of {name}={_short(value)}, which crashes"
-                    candidate.workarounds = [*described, words]
-                    return Workaround(candidate, found, cuda, [*described, words])
-        return None
+        fixed = current.variant()
+        if step == "device":
+            cuda = True
+        elif step == "shape":
+            fixed.sequence = True
+        else:
+            fixed.module_init = True
+        current, described = fixed, [*described, STEP_WORDS[step]]
+        current.workarounds = list(described)
+        found = _calibrated(current, options, cuda)
+        if found.convention is not None:
+            return Workaround(current, found, cuda, described)
+        attempts = found.attempts
+    return None
+
+
+STEP_WORDS = {
+    "device": "CUDA calls (.cuda(), .to('cuda'), device='cuda') run on the CPU",
+    "shape": "(B, C, L) inputs and (B, L) targets (the rows as 2 sequences), the only shape its checks accept",
+    "module-init": "nn.Module.__init__ run on the instance first (as the missing super().__init__() would), so calling it reaches forward",
+}
+
+
+def _steps(attempts: list[dict], locator: Locator, subject: Subject, allow_cuda_patch: bool) -> list[str]:
+    """The workarounds worth trying, in order: CUDA on the CPU when any call failed on a CUDA
+    device; then by the causes of the failures, the furthest call's first: nn.Module's
+    state, (B, C, L) inputs, another value of the argument the failing line uses; then another
+    value of each replaceable argument the target declares."""
+    failed = [attempt for attempt in attempts if attempt.get("exception") is not None]
+    first = furthest(failed, locator)
+    ordered = ([first] if first is not None else []) + [attempt for attempt in failed if attempt is not first]
+    causes = [diagnose(attempt["exception"], locator, subject) for attempt in ordered]
+    steps = ["device"] if allow_cuda_patch and any(cause.kind == "device" for cause in causes) else []
+    for cause in causes:
+        if cause.kind == "module-init" and subject.is_class:
+            steps.append("module-init")
+        elif cause.kind == "shape" or cause.kind == "assert" and SHAPE_WORDS.search(cause.source):
+            steps.append("shape")
+        elif cause.argument:
+            steps.append(cause.argument)
+    steps += [name for name in ARGUMENTS if subject.signature is not None and name in subject.signature.parameters]
+    return list(dict.fromkeys(steps))
+
+
+def _substitute(subject: Subject, name: str, options: dict, cuda: bool, described: list[str]) -> Workaround | None:
+    """The target run with another value for the argument ``name``, whose own value crashes."""
+    value = subject.value(name, None)
+    for option in _substitutes(name, value, subject.num_classes):
+        candidate = subject.variant(**{name: option})
+        found = _calibrated(candidate, options, cuda)
+        if found.convention is not None:
+            words = [*described, f"{name}={_short(option)} passed instead of {name}={_short(value)}, which crashes"]
+            candidate.workarounds = words
+            return Workaround(candidate, found, cuda, words)
     return None
 
 
