@@ -203,3 +203,14 @@ def test_cli_json_and_sarif_carry_the_setting():
     run = subprocess.run([sys.executable, "-m", "lossaudit", "lint", target, "--isolated", "--format", "sarif"], capture_output=True, text=True, check=False)
     results = json.loads(run.stdout)["runs"][0]["results"]
     assert any(r["ruleId"] == "FL009" and r["properties"]["evidence"]["setting"] == {"gamma": 2.0} and ": at gamma=2: " in r["message"]["text"] for r in results)
+
+
+def test_canonical_settings_stop_at_the_time_budget(monkeypatch):
+    """A slow target's canonical settings are skipped with a note once the budget is spent, so its
+    audit still ends within the parent's time limit."""
+    from lossaudit.lint import worker
+
+    monkeypatch.setattr(worker, "SETTINGS_BUDGET", 0.0)
+    result = run_audit(SETTINGS, "GammaOffDetachedSoftmaxFocal")
+    assert "FL009" not in _loud(result)
+    assert any(note.startswith("not probed at gamma=2: the audit's time for canonical settings is spent") for note in result.notes)

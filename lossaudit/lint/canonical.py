@@ -17,6 +17,7 @@ class label).
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import torch
@@ -83,11 +84,15 @@ def as_data(setting: dict) -> dict:
     return {name: value.tolist() if isinstance(value, torch.Tensor) else value for name, value in setting.items()}
 
 
-def audit_settings(ctx: Context) -> None:
+def audit_settings(ctx: Context, deadline: float | None = None) -> None:
     """Probe ``ctx``'s target at each canonical setting (:func:`settings_for`) and merge what they
     show into ``ctx``: new error and warning findings (one per code), what was checked there, and a
-    note per setting."""
+    note per setting. A setting not started by ``deadline`` (``time.monotonic()``) is skipped with a
+    note, so a slow target's audit still ends within the parent's time limit."""
     for setting in settings_for(ctx.subject, ctx.kind):
+        if deadline is not None and time.monotonic() > deadline:
+            ctx.notes.append(f"not probed at {label(setting)}: the audit's time for canonical settings is spent (a slow target; raise --timeout)")
+            continue
         _audit_setting(ctx, setting)
     resolved = {item["probe"] for item in ctx.unchecked if item["probe"] in ctx.checked}
     if resolved:

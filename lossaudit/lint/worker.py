@@ -21,6 +21,9 @@ from lossaudit.lint import reference
 from lossaudit.lint.findings import Finding, TargetResult
 from lossaudit.lint.kinds import CENTERNET, FAMILY_REFERENCES, REFERENCE_NAMES, SIGMOID
 
+SETTINGS_BUDGET = 1.5
+"""The canonical settings (:mod:`lossaudit.lint.canonical`) start only within this many per-call
+timeouts of the audit's start: the parent stops the child after 30 s + 4 timeouts."""
 CONFIGURE_FIX = "pass the arguments it needs with --init KEY=VALUE, or init = { ... } in the target's configuration entry"
 
 
@@ -103,6 +106,7 @@ def audit_object(obj: object, text: str, init: dict, options: dict | object, all
     import contextlib
     import dataclasses
     import inspect
+    import time
 
     import torch
 
@@ -115,6 +119,7 @@ def audit_object(obj: object, text: str, init: dict, options: dict | object, all
 
     if dataclasses.is_dataclass(options):
         options = dataclasses.asdict(options)
+    started = time.monotonic()
     result = TargetResult(target=text)
     torch.manual_seed(options["seed"])
     locator = Locator(obj if inspect.isclass(obj) or inspect.isroutine(obj) else type(obj))  # an instance: its class's source
@@ -143,7 +148,7 @@ def audit_object(obj: object, text: str, init: dict, options: dict | object, all
     with cuda_on_cpu() if workaround is not None and workaround.cuda_on_cpu else contextlib.nullcontext():
         ctx = Context(subject, calibration, locator, options["seed"], findings=list(result.findings))
         run_probes(ctx)
-        audit_settings(ctx)
+        audit_settings(ctx, deadline=started + SETTINGS_BUDGET * options["timeout"])
     if workaround is not None:
         for finding in ctx.findings:
             finding.evidence.setdefault("workaround", workaround.text)
