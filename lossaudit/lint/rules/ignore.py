@@ -228,9 +228,9 @@ def probe_ignored_non_finite(ctx: Context) -> None:
     skip_after(ctx, "FL011", "FL013")
     setting = ignore_setting(ctx)
     if setting.probed:
-        raise Inconclusive(f"the target's {next(iter(setting.overrides))} defaults to None: non-finite logits at ignored rows matter only once it is set")
+        raise Inconclusive(f"the target has no ignore index set ({next(iter(setting.overrides))} defaults to None): non-finite logits at ignored rows matter only once it is set")
     if ctx.convention.targets != "index":
-        raise Inconclusive("the target takes one-hot targets: non-finite logits at ignored rows are probed with class-index targets")
+        raise Inconclusive("the target takes one-hot targets, which have no ignore label for this probe (it runs on class-index targets)")
     inputs, targets = _ignored_batch(ctx, setting)
     finite, _ = _ignored_call(ctx, setting, inputs, targets)
     if not math.isfinite(finite):
@@ -241,7 +241,8 @@ def probe_ignored_non_finite(ctx: Context) -> None:
         value, grad = _ignored_call(ctx, setting, poisoned, targets)
     except (Exception, SystemExit) as error:
         own = "with its own check, which is correct" if isinstance(error, OWN_CHECKS) else "(non-finite inputs are not valid input, so this is no crash)"
-        raise Inconclusive(f"the loss rejects non-finite inputs at ignored rows {own}: {error_text(error)}") from None
+        ctx.notes.append(f"FL022: the loss rejects non-finite inputs at ignored rows {own}: {error_text(error)}")
+        return
     grad_finite = grad is None or bool(torch.isfinite(grad[IGNORED_ROWS:]).all())
     equal = math.isfinite(value) and abs(value - finite) <= 1e-6 * max(abs(finite), 1e-12)
     if equal and grad_finite:
