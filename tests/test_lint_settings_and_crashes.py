@@ -214,3 +214,13 @@ def test_canonical_settings_stop_at_the_time_budget(monkeypatch):
     result = run_audit(SETTINGS, "GammaOffDetachedSoftmaxFocal")
     assert "FL009" not in _loud(result)
     assert any(note.startswith("not probed at gamma=2: the audit's time for canonical settings is spent") for note in result.notes)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the import succeeds where CUDA exists")
+def test_cuda_at_import_is_named_and_the_rest_audited():
+    result = run_audit(Path("tests/fixtures/issue21/core/cuda_at_import.py"), "focal")
+    loud = _loud(result)
+    crash = loud.pop("FL015")
+    assert crash.evidence["phase"] == "import" and crash.evidence["cause"] == "device"
+    assert "`CLASS_SCALE = torch.ones(5).cuda()`" in crash.message and "the rest of the audit ran with CUDA calls" in crash.message
+    assert loud == {} and result.detected["matched"]

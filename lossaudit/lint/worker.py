@@ -62,10 +62,11 @@ def audit(request: dict) -> TargetResult:
         failure = Finding("FL015", f"importing the target failed: {error_text(error)}", path=target["file"], evidence={"phase": "import"})
         module_locator = _file_locator(target["file"])
         cause = diagnose(error, module_locator) if module_locator is not None else None
+        if cause is not None and cause.source:
+            failure.message += f"; cause: {cause.words}" if cause.words else f" at line {cause.line} (`{cause.source}`)"
+            failure.line, failure.evidence = cause.line, {**failure.evidence, "cause": cause.kind, "source_line": cause.source}
         if cause is None or cause.kind != "device":
             return TargetResult(target=target["text"], findings=[failure])
-        failure.message += f"; cause: {cause.words}"
-        failure.line, failure.evidence = cause.line, {**failure.evidence, "cause": cause.kind, "source_line": cause.source}
         with cuda_on_cpu():
             try:
                 obj = import_symbol(spec, run=lambda load: run_with_timeout(load, options["timeout"]))
