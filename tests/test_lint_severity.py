@@ -116,10 +116,21 @@ def test_eps_inside_a_log_is_clean_at_40_classes():
         assert result.detected["matched"] and result.findings == [], (symbol, [f.message for f in result.findings])
 
 
+def test_a_probability_clamp_at_1e4_is_fl006_and_one_at_1e6_is_clean():
+    """before: both clean; after: the clamp at 1e-4 is FL006 (lint's wrong elements sit at |logit| 12,
+    p_t = sigmoid(-12) = 6.1e-6 < 1e-4), the one at 1e-6 stays clean (6.1e-6 > 1e-6)."""
+    assert 1e-6 < 1 / (1 + math.exp(12)) < 1e-4
+    result = run_audit(GRADIENT, "probability_clamp_1e4_focal")
+    assert set(_loud(result)) == {"FL006"} and ".clamp(eps, 1 - eps)" in GRADIENT.read_text().splitlines()[_loud(result)["FL006"].line - 1]
+    result = run_audit(GRADIENT, "probability_clamp_1e6_focal")
+    assert result.detected["matched"] and _loud(result) == {}
+
+
 def test_fl009_text_states_its_tolerances():
     text = RULES_BY_CODE["FL009"].explanation
     for words in ("1e-3", "eps <= 1e-6", "[0.01, 0.99]", "1e-4", "along the simplex", "FL006"):
         assert words in text, words
+    assert "p_t near 6e-6" in RULES_BY_CODE["FL006"].explanation and "then 12" in RULES_BY_CODE["FL006"].explanation and "1e-5 or wider" in RULES_BY_CODE["FL006"].explanation
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,7 +45,10 @@ group.rule(
         "a clamp zeroes the gradient of confidently wrong examples (logits clamped like probabilities, hard probability clamps)",
         "Clamping logits to [eps, 1 - eps] as if they were probabilities, or clamping probabilities to a "
         "wide range like [0.05, 0.95], makes the gradient exactly zero for the examples the model gets "
-        "most wrong — the ones focal loss exists to learn from.",
+        "most wrong — the ones focal loss exists to learn from. Their gradient relative to in-range "
+        "examples' must stay above 1e-3 of the reference's, probed at p_t near 6e-6 (a softmax row; a "
+        "sigmoid logit 6, then 12 on the wrong side where the modulating factor is right): a clamp at 1e-5 "
+        "or wider fires, one at 1e-6 or below (an eps, FL009's allowance) does not.",
         "compute from logits with binary_cross_entropy_with_logits / logsigmoid; clamp probabilities only by a tiny eps (torch.finfo(dtype).eps)",
         "logits = logits.clamp(1e-4, 1 - 1e-4)",
         "ce = F.binary_cross_entropy_with_logits(logits, targets, reduction='none')",
@@ -100,8 +103,17 @@ group.rule(
 )
 
 
-def _wrong_and_inrange(ctx: Context) -> tuple[Batch, torch.Tensor, torch.Tensor]:
-    """A batch with confidently wrong elements (|logit| 6 on the wrong side) and in-range ones
+WRONG_LOGITS = (6.0, 12.0)
+"""FL006's confidently wrong sigmoid elements: first at |logit| 6 (p_t = 2.5e-3), then, for a target
+whose modulating factor and inputs are read right (no FL004, no FL016 confusion: a wrong factor or a
+double sigmoid also starves them there), at |logit| 12 (p_t = 6.1e-6, as deep as the softmax row's
+target): a clamp of probabilities at 1e-5 or wider zeroes their gradient and fires, one at 1e-6 or
+below (torch.finfo(float32).eps) leaves it."""
+
+
+def _wrong_and_inrange(ctx: Context, depth: float = WRONG_LOGITS[0]) -> tuple[Batch, torch.Tensor, torch.Tensor]:
+    """A batch with confidently wrong elements (a sigmoid logit ``depth`` on the wrong side; a
+    softmax row at -6 for the target against 6 for another class, p_t near 6e-6) and in-range ones
     (logits in [0.3, 0.6], untouched even by a clamp to [0, 1]); returns the masks of both."""
     import torch
 
@@ -131,12 +143,12 @@ def _wrong_and_inrange(ctx: Context) -> tuple[Batch, torch.Tensor, torch.Tensor]
     wrong = torch.zeros_like(batch.y, dtype=torch.bool)
     inrange = torch.zeros_like(wrong)
     if ctx.kind == BINARY:
-        batch.x[0], batch.x[2] = -6.0, 6.0
+        batch.x[0], batch.x[2] = -depth, depth
         wrong[0] = wrong[2] = True
         batch.x[1], batch.x[3] = 0.6, 0.3
         inrange[1] = inrange[3] = True
     else:
-        batch.x[0, 0], batch.x[5, 0] = -6.0, 6.0
+        batch.x[0, 0], batch.x[5, 0] = -depth, depth
         wrong[0, 0] = wrong[5, 0] = True
         batch.x[1, 1], batch.x[4, 0] = 0.6, 0.3
         inrange[1, 1] = inrange[4, 0] = True
@@ -146,22 +158,28 @@ def _wrong_and_inrange(ctx: Context) -> tuple[Batch, torch.Tensor, torch.Tensor]
 @group.probe(100, "FL006", as_softmax=True)
 def probe_saturated_gradient(ctx: Context) -> None:
     """FL006: confidently wrong elements must keep a gradient. The ratio of their gradient to that
-    of in-range elements (same call, so the normaliser cancels) must not collapse to zero."""
+    of in-range elements (same call, so the normaliser cancels) must not collapse to zero: sigmoid
+    elements at each depth of :data:`WRONG_LOGITS` (the deeper one only where no wrong factor or
+    input confusion starves them too), softmax rows at p_t near 6e-6."""
     skip_after(ctx, "FL008", "FL003")
-    batch, wrong, inrange = _wrong_and_inrange(ctx)
-    grad = ctx.gradient(batch)
-    reference = ctx.reference_gradient(batch)
-    observed = float(grad[wrong].abs().min()) / max(float(grad[inrange].abs().max()), 1e-30)
-    expected = float(reference[wrong].abs().min()) / float(reference[inrange].abs().max())
-    if float(grad[inrange].abs().max()) == 0 and float(grad.abs().max()) == 0:
-        raise Inconclusive("the gradient is zero everywhere")
-    if observed < 1e-3 * expected:
-        ctx.fire(
-            "FL006",
-            f"the gradient of confidently wrong examples is {float(grad[wrong].abs().min()):.3g}: a clamp zeroes it "
-            f"(relative to in-range examples {observed:.3g}, reference {expected:.3g})",
-            {"wrong_to_inrange_gradient_ratio": observed, "reference_ratio": expected},
-        )
+    depths = WRONG_LOGITS if ctx.base != SOFTMAX and ctx.kind != CENTERNET and not ctx.fired("FL004") and not ctx.calibration.confusion else WRONG_LOGITS[:1]
+    for depth in depths:
+        batch, wrong, inrange = _wrong_and_inrange(ctx, depth)
+        grad = ctx.gradient(batch)
+        reference = ctx.reference_gradient(batch)
+        observed = float(grad[wrong].abs().min()) / max(float(grad[inrange].abs().max()), 1e-30)
+        expected = float(reference[wrong].abs().min()) / float(reference[inrange].abs().max())
+        if float(grad[inrange].abs().max()) == 0 and float(grad.abs().max()) == 0:
+            raise Inconclusive("the gradient is zero everywhere")
+        if observed < 1e-3 * expected:
+            sigmoid = ctx.base != SOFTMAX and ctx.kind != CENTERNET
+            ctx.fire(
+                "FL006",
+                f"the gradient of confidently wrong examples is {float(grad[wrong].abs().min()):.3g}: a clamp zeroes it "
+                f"(relative to in-range examples {observed:.3g}, reference {expected:.3g})",
+                {"wrong_to_inrange_gradient_ratio": observed, "reference_ratio": expected, **({"wrong_logit": depth} if sigmoid else {})},
+            )
+            return
 
 
 @group.probe(110, "FL007")
