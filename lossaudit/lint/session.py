@@ -201,6 +201,8 @@ def _not_imported(item: Planned, error: InputError, definition: dict) -> TargetR
     """The result of a target that cannot be imported, located at the failing import (else at its
     ``definition``); ``message`` is the error's line."""
     exception, path, line = parse_import_failure(str(error))
+    for prefix in (f"target {item.spec.text!r}: ", f"{item.spec.text!r}: "):  # the target is named beside it
+        exception = exception.removeprefix(prefix)
     location = {"path": path, "line": line} if path else definition
     return TargetResult(target=item.spec.text, status="error", hint=exception, location=location, message=" ".join(str(error).split()))
 
