@@ -165,7 +165,11 @@ def test_a_normaliser_cached_from_the_first_batch_is_state():
 
 
 def test_an_alpha_tensor_cached_from_the_first_batch_is_state():
-    """before: clean; after: FL013: the 12-row batch cannot broadcast against the 16-row alpha_t."""
+    """before: clean; after: FL013: the 12-row batch cannot broadcast against the 16-row alpha_t
+    (reported once: where the shapes group's FL030 reports the crash after an earlier call, FL013
+    leaves it to FL030)."""
     result = run_audit(STATE, "CachedAlphaTensorFocal")
-    finding = _by_code(result)["FL013"]
-    assert "16 rows" in finding.message and "12 rows raises" in finding.message and "FL015" not in _by_code(result)
+    findings = _by_code(result)
+    assert "FL015" not in findings and ("FL013" in findings) != ("FL030" in findings)
+    if "FL013" in findings:
+        assert "16 rows" in findings["FL013"].message and "12 rows raises" in findings["FL013"].message
