@@ -220,6 +220,18 @@ def test_every_format_lists_the_checks_that_could_not_run(require_checks):
     assert f"  - 3 checks could not run on FocalLoss{fails}: FL001, FL002, FL023: FL001, FL002: quiet elements" in markdown
 
 
+def test_verbose_shows_the_other_notes_once():
+    result = _audited_with_unchecked()
+    result.notes = [
+        "FL001/FL002 not checked: quiet elements are not quiet for this target",
+        "FL011 not checked: no ignore index (pass --ignore-index, or give the target an ignore_index parameter)",
+    ]
+    lines = render("text", [result], [], verbose=True).splitlines()
+    assert [line for line in lines if "FL001" in line and "not checked" in line] == ["  not checked: FL001, FL002: quiet elements are not quiet for this target"]
+    assert "  note: FL011 not checked: no ignore index (pass --ignore-index, or give the target an ignore_index parameter)" in lines
+    assert not any(line.startswith("  note:") for line in render("text", [result], []).splitlines())
+
+
 def test_the_report_object_fails_on_unchecked_checks_only_when_required():
     report = LintReport((_audited_with_unchecked(),))
     assert report.ok() and report.ok(fail_on="warning") and not report.ok(require_checks=True)

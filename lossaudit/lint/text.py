@@ -68,7 +68,13 @@ def unchecked_reasons(result: TargetResult) -> list[str]:
 
 def _is_unchecked_note(note: str, result: TargetResult) -> bool:
     """Whether a note says what ``result.unchecked`` already shows (not repeated under -v)."""
-    return any(item["reason"] in note and any(code in note for code in item["codes"]) for item in result.unchecked)
+    from lossaudit.lint.findings import NOT_CHECKED_NOTE
+
+    match = NOT_CHECKED_NOTE.match(note)
+    if match is None:
+        return False
+    reason, codes = match["prefix"] + match["reason"], set(match["codes"].split("/"))
+    return any(item["reason"] == reason and codes <= set(item["codes"]) for item in result.unchecked)
 
 
 def detected_line(result: TargetResult) -> str:
