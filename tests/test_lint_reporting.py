@@ -117,6 +117,8 @@ def _signature(source: str) -> str | None:
         ("def focal(table, x):\n    return table['gamma']", "focal(table, x): its first input 'table' is used as a mapping (indexed by 'gamma')"),
         ("def focal(board, x):\n    board.add_scalar('focal', x)", "focal(board, x): its first input 'board' is used as a logger or writer (its .add_scalar() is called)"),
         ("def focal(logits): pass", "focal(logits) takes one positional input ('logits'); a loss takes two (predictions and targets)"),
+        ("def focal(gamma=2.0, alpha=0.25):\n    def fixed(y_true, y_pred):\n        pass\n    return fixed",
+         "focal(gamma, alpha): its first input 'gamma' has the default 2.0 (a setting, not an input); it is a loss factory (it returns fixed(y_true, y_pred))"),
         ("class F(nn.Module):\n    def forward(self, batch): pass", "F.forward(batch) takes one positional input ('batch'); a loss takes two (predictions and targets)"),
         ("class F(nn.Module):\n    def __init__(self, gamma=2.0): pass", "F defines no forward or __call__ (nn.Module's forward raises NotImplementedError)"),
         ("class FocalConfig:\n    gamma: float = 2.0", "FocalConfig defines no forward or __call__"),

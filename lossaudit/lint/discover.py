@@ -288,12 +288,24 @@ def _inputs_problem(function: ast.FunctionDef, owner: str = "") -> str | None:
     shown = f"{owner + '.' if owner else ''}{function.name}({', '.join(arg.arg for arg in positional)})"
     if len(positional) < 2 and arguments.vararg is None:
         count = "no positional input" if not positional else f"one positional input ({positional[0].arg!r})"
-        return f"{shown} takes {count}; a loss takes two (predictions and targets)"
+        return f"{shown} takes {count}; a loss takes two (predictions and targets){_factory(function)}"
     for index, (arg, default) in enumerate(zip(positional[:2], defaults[:2])):
         why = _not_tensor(arg, default, function)
         if why:
-            return f"{shown}: its {ORDINALS[index]} input {arg.arg!r} {why}"
+            return f"{shown}: its {ORDINALS[index]} input {arg.arg!r} {why}{_factory(function)}"
     return None
+
+
+def _factory(function: ast.FunctionDef) -> str:
+    """``; it is a loss factory (it returns inner(y_true, y_pred))`` when ``function`` returns a
+    function it defines (Keras-style ``focal_loss(gamma, alpha)``); else empty."""
+    inner = {node.name: node for node in function.body if isinstance(node, ast.FunctionDef)}
+    for node in ast.walk(function):
+        if isinstance(node, ast.Return) and isinstance(node.value, ast.Name) and node.value.id in inner:
+            returned = inner[node.value.id]
+            names = ", ".join(arg.arg for arg in returned.args.posonlyargs + returned.args.args)
+            return f"; it is a loss factory (it returns {returned.name}({names}))"
+    return ""
 
 
 def _class_problem(node: ast.ClassDef, classes: dict[str, ast.ClassDef], seen: frozenset[str] = frozenset()) -> str | None:
