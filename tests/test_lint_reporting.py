@@ -102,6 +102,7 @@ def _signature(source: str) -> str | None:
         ("def focal(log_probs, labels): pass", None),
         ("def focal(*args, **kwargs): pass", None),
         ("def focal(pred, target, weights): pass", None),  # a third required input: called, then 'uncallable'
+        ("def focal_loss(pred, target, alpha: Optional[float], gamma: float = 2.0): pass", None),  # kornia's: lint supplies alpha
         ("class F(nn.Module):\n    def forward(self, input, target): pass", None),
         ("class F:\n    def __call__(self, outputs, targets): pass", None),
         ("class Base(nn.Module):\n    def forward(self, x, y): pass\nclass F(Base): pass", None),
@@ -117,6 +118,8 @@ def _signature(source: str) -> str | None:
         ("def focal(table, x):\n    return table['gamma']", "focal(table, x): its first input 'table' is used as a mapping (indexed by 'gamma')"),
         ("def focal(board, x):\n    board.add_scalar('focal', x)", "focal(board, x): its first input 'board' is used as a logger or writer (its .add_scalar() is called)"),
         ("def focal(logits): pass", "focal(logits) takes one positional input ('logits'); a loss takes two (predictions and targets)"),
+        ("def plot_focal(rows, exp, out: Path, scale: float, est=None): pass", "plot_focal(rows, exp, out, scale, est): its required parameter 'out' is annotated Path"),
+        ("def focal(pred, target, *, writer): pass", "focal(pred, target): its required parameter 'writer' is a logger or writer by its name"),
         ("def focal(gamma=2.0, alpha=0.25):\n    def fixed(y_true, y_pred):\n        pass\n    return fixed",
          "focal(gamma, alpha): its first input 'gamma' has the default 2.0 (a setting, not an input); it is a loss factory (it returns fixed(y_true, y_pred))"),
         ("class F(nn.Module):\n    def forward(self, batch): pass", "F.forward(batch) takes one positional input ('batch'); a loss takes two (predictions and targets)"),

@@ -26,6 +26,8 @@ is a number, string or bool (a setting), its name is a setting's, a count's, a p
 configuration's or a logger's (``gamma``, ``step``, ``path``, ``cfg``, ``writer``: see
 :data:`NOT_TENSOR_NAMES`), or the body uses it as one (``open(path)``, ``cfg["key"]``,
 ``writer.add_scalar``). Anything else counts as tensor-like, so an unusual name is still audited.
+A required parameter after the two inputs must be tensor-like too, or a hyper-parameter lint
+supplies (kornia's required ``alpha``): lint would otherwise have to make up a path or a logger.
 A candidate that does not fit is listed as skipped with the reason (``log_focal_stats(values,
 step)``: "its second input 'step' is a step or epoch count by its name"), never imported or run.
 """
@@ -70,6 +72,7 @@ NOT_TENSOR_NAMES: dict[str, frozenset[str]] = {
 or by its last ``_`` part (``global_step``, ``log_path``, ``class_names``)."""
 NOT_TENSOR_ANNOTATIONS = frozenset({"int", "float", "str", "bool", "bytes", "Path", "PathLike", "dict", "Dict", "Mapping", "MutableMapping", "Logger", "SummaryWriter", "Namespace", "DictConfig", "TextIO", "IO"})
 TENSOR_ANNOTATIONS = ("Tensor", "ndarray", "Array", "ArrayLike", "Variable")
+NUMBER_ANNOTATIONS = frozenset({"float", "int", "bool", "Optional", "Union", "None", "Sequence", "list", "List", "tuple", "Tuple"})
 PATH_CALLS = frozenset({"open", "Path", "PurePath", "exists", "isfile", "isdir", "join", "makedirs", "mkdir", "dirname", "basename", "listdir", "remove", "unlink"})
 METHOD_SIGNS = {
     "items": "a mapping", "keys": "a mapping", "get": "a mapping", "update": "a mapping",
@@ -293,7 +296,25 @@ def _inputs_problem(function: ast.FunctionDef, owner: str = "") -> str | None:
         why = _not_tensor(arg, default, function)
         if why:
             return f"{shown}: its {ORDINALS[index]} input {arg.arg!r} {why}{_factory(function)}"
+    keyword_defaults = dict(zip((arg.arg for arg in arguments.kwonlyargs), arguments.kw_defaults))
+    required = [arg for arg, default in zip(positional[2:], defaults[2:]) if default is None]
+    required += [arg for arg in arguments.kwonlyargs if keyword_defaults[arg.arg] is None]
+    for arg in required:  # lint supplies hyper-parameters (kornia's alpha); any other value it would make up
+        why = _not_tensor(arg, None, function)
+        if why and not _hyper_parameter(arg):
+            return f"{shown}: its required parameter {arg.arg!r} {why}"
     return None
+
+
+def _hyper_parameter(arg: ast.arg) -> bool:
+    """Whether a parameter is a number lint can supply (``alpha``, ``gamma: float``), by its name
+    or its annotation (``float``, ``int``, ``bool``, optional or not)."""
+    what = _by_name(arg.arg)
+    if what not in ("a hyper-parameter", None):
+        return False
+    if arg.annotation is None:
+        return what == "a hyper-parameter"
+    return set(re.findall(r"\w+", ast.unparse(arg.annotation))) <= NUMBER_ANNOTATIONS
 
 
 def _factory(function: ast.FunctionDef) -> str:
