@@ -22,6 +22,7 @@ from lossaudit.lint.rules import (
     hygiene,
     ignore,
     matching,
+    shapes,
     structure,
     weights,
 )
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 GROUPS = (
-    alpha.group, arguments.group, focusing.group, structure.group, weights.group, gradient.group, ignore.group, hygiene.group, conventions.group, matching.group,
+    alpha.group, arguments.group, focusing.group, structure.group, weights.group, gradient.group, ignore.group, hygiene.group, conventions.group, matching.group, shapes.group,
 )
 """Every rule group; the order does not matter (rules sort by code, probes by step)."""
 
