@@ -197,7 +197,8 @@ def render_junit(results: list[TargetResult], discovered: list[Candidate], fail_
     cases = []
     for result in results:
         if result.status == "error":
-            cases.append({"classname": result.target, "name": "import", "failure": (result.hint, defined_at(result)), "type": "error"})
+            details = defined_at(result) if result.location.get("path") else result.message or result.hint
+            cases.append({"classname": result.target, "name": "import", "failure": (result.hint, details), "type": "error"})
         fired = {f.code: f for f in result.findings}
         suppressed = {f.code for f in result.suppressed}
         unchecked = {code: item["reason"] for item in result.unchecked for code in item["codes"]}
