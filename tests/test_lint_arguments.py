@@ -26,6 +26,7 @@ ARGUMENTS = Path(__file__).parent / "fixtures" / "issue21" / "arguments"
 DEFECTS = {
     ("ignore_in_denominator.py", "IgnoredRowsInMeanFocal"): ("FL011", "error", set()),
     ("ignore_default_none.py", "masked_mean_focal"): ("FL011", "error", set()),
+    ("ignore_index_unused.py", "UnusedIgnoreIndexFocal"): ("FL011", "error", set()),
     ("reduction_sum_returns_mean.py", "AlwaysMeanFocal"): ("FL025", "error", set()),
     ("reduction_none_returns_none.py", "NoNoneBranchFocal"): ("FL025", "error", set()),
     ("reduce_ignored.py", "ReduceFlagIgnoredFocal"): ("FL025", "error", set()),
@@ -103,6 +104,13 @@ def test_an_ignore_parameter_defaulting_to_none_is_probed_with_minus_100():
     finding = next(f for f in result.findings if f.code == "FL011")
     assert finding.evidence["set_by_lint"] == {"ignore_index": -100} and finding.evidence["ratio"] == pytest.approx(0.75, rel=1e-5)
     assert "ignore_index=-100 (its default is None)" in finding.message
+
+
+def test_an_ignore_parameter_without_effect_lets_ignored_logits_move_the_loss():
+    finding = next(f for f in _audit("ignore_index_unused.py", "UnusedIgnoreIndexFocal").findings if f.code == "FL011")
+    low, high = finding.evidence["losses"]  # ignored rows' logits at -3, then at +3, with target -100
+    assert finding.evidence["set_by_lint"] == {"ignore_index": -100} and high > low > 0
+    assert "change the loss" in finding.message
 
 
 def test_sum_that_returns_the_mean_is_reported_with_every_value():
