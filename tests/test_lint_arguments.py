@@ -193,6 +193,19 @@ def test_monai_sum_is_an_info_naming_monai():
     assert finding.evidence["reference_sum"] == pytest.approx(values["reduction='mean'"] * 80, rel=1e-4)  # 16 rows × 5 classes
 
 
+def test_a_combination_gets_each_code():
+    """Reduction passed to the CE and an unused weight in one loss: FL025 and FL026 both, beside
+    the batch coupling the CE mean causes (FL008)."""
+    result = _audit("combined_reduction_and_weight.py", "ReductionIntoCeUnusedWeightFocal")
+    loud = _loud(result)
+    assert {"FL025", "FL026", "FL008"} <= set(loud), [f"{f.code} {f.message}" for f in result.findings]
+    logits, labels = _lint_batch()
+    ce = F.cross_entropy(logits, labels, reduction="none")
+    assert loud["FL025"].evidence["values"]["reduction='none'"] == pytest.approx(float(((1 - torch.exp(-ce)) ** 2 * ce).mean()), rel=1e-5)
+    summed = ce.sum()
+    assert loud["FL025"].evidence["values"]["reduction='sum'"] == pytest.approx(float((1 - torch.exp(-summed)) ** 2 * summed), rel=1e-5)
+
+
 def test_rules_are_declared_with_their_texts():
     for code, name in (("FL025", "reduction-ignored"), ("FL026", "class-weight-ignored"), ("FL027", "background-parameter-ignored")):
         rule = RULES_BY_CODE[code]
