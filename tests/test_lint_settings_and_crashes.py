@@ -224,3 +224,14 @@ def test_cuda_at_import_is_named_and_the_rest_audited():
     assert crash.evidence["phase"] == "import" and crash.evidence["cause"] == "device"
     assert "`CLASS_SCALE = torch.ones(5).cuda()`" in crash.message and "the rest of the audit ran with CUDA calls" in crash.message
     assert loud == {} and result.detected["matched"]
+
+
+@pytest.mark.parametrize(("symbol", "words"), [
+    ("FixedBatchFocal", "cause: a hard-coded shape (`logits, targets = logits.view(16, -1), targets.view(16, -1)`)"),  # before: the RuntimeError alone
+    ("Python2Focal", "cause: `xrange` is a Python 2 name (`for i in xrange(logits.shape[0]):`); Python 3 has range"),  # before: the NameError alone
+])
+def test_probe_and_calibration_crashes_name_their_cause(symbol, words):
+    result = run_audit(Path("tests/fixtures/buggy_losses.py"), symbol)
+    crash = _loud(result)["FL015"]
+    assert words in crash.message, crash.message
+    assert "#" not in crash.evidence["source_line"]

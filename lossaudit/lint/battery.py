@@ -80,8 +80,13 @@ class Context:
 
     def fire_at_failure(self, code: str, message: str, error: BaseException, evidence: dict) -> None:
         """Report ``code`` for a call that failed, at the deepest line of the target in the
-        traceback, with the rule's general fix."""
+        traceback, with the rule's general fix and the cause in words where it is known
+        (:func:`lossaudit.lint.crashes.diagnose`)."""
         path, line = self.locator.from_traceback(error.__traceback__)
+        cause = diagnose(error, self.locator, self.subject)
+        if cause.words and cause.kind != "other":
+            message += f"; cause: {cause.words}"
+            evidence = {**evidence, "cause": cause.kind, **({"source_line": cause.source} if cause.source else {})}
         self.findings.append(Finding(code, message, path=path, line=line, evidence={"probe": self.current_probe, **evidence}))
 
     def fired(self, *codes: str) -> bool:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import io
 import linecache
 import os
 import re
+import tokenize
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ MODULE_STATE = ("_backward_hooks", "_backward_pre_hooks", "_forward_hooks", "_fo
 """What an error names when nn.Module's ``__init__`` never ran on the instance."""
 INTEGER_INDEX_TEXTS = ("one_hot is only applicable to index tensor", "tensors used as indices must be long", "expected dtype int32/int64 for index",
                        "expected scalar type long", "expected object of scalar type long")
+PYTHON2_NAMES = {"xrange": "range", "unicode": "str", "long": "int", "basestring": "str", "unichr": "chr", "raw_input": "input"}
 SHAPE_WORDS = re.compile(r"\b(dim|ndim|ndimension|shape|size)\b")
 """What an assertion about the input's shape mentions (then (B, C, L) inputs are tried)."""
 ARGUMENTS = ("alpha", "weight", "class_weight", "pos_weight", "weights", "alphas")
@@ -54,7 +57,8 @@ class Cause:
     target's own file in the traceback and its source text."""
 
     kind: str
-    """'device', 'module-init', 'assert', 'shape', 'integer-index', 'argument' or 'other'."""
+    """'device', 'module-init', 'assert', 'shape', 'fixed-shape', 'python2', 'integer-index',
+    'argument' or 'other'."""
     words: str = ""
     line: int | None = None
     source: str = ""
@@ -70,8 +74,21 @@ def user_frame(error: BaseException, locator: Locator) -> tuple[int | None, str,
     if not frames:
         return None, "", 0
     last = frames[-1]
-    source = (last.line or linecache.getline(last.filename, last.lineno)).strip()
+    source = _without_comment((last.line or linecache.getline(last.filename, last.lineno)).strip())
     return last.lineno, source, len(frames)
+
+
+def _without_comment(source: str) -> str:
+    """A source line without its trailing ``# comment``."""
+    if "#" not in source:
+        return source
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.COMMENT:
+                return source[: token.start[1]].rstrip()
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass
+    return source
 
 
 def _assert_condition(source: str) -> str:
@@ -111,6 +128,10 @@ def diagnose(error: BaseException, locator: Locator, subject: Subject | None = N
             said = f" ({error})" if str(error).strip() else ""
             return Cause("assert", f"the target's own assertion `{condition}` is false for this input{said}", line, source)
         return Cause("assert", f"an assertion failed{quoted}", line, source)
+    if "is invalid for input of size" in lowered:
+        return Cause("fixed-shape", f"a hard-coded shape{quoted}: the loss assumes one batch size or element count", line, source)
+    if isinstance(error, NameError) and getattr(error, "name", None) in PYTHON2_NAMES:
+        return Cause("python2", f"`{error.name}` is a Python 2 name{quoted}; Python 3 has {PYTHON2_NAMES[error.name]}", line, source)
     if "dimension out of range" in lowered or "not enough values to unpack" in lowered or "too many indices for tensor" in lowered:
         return Cause("shape", f"the target reads a dimension its input does not have{quoted}: it expects inputs of another shape (more or fewer dimensions)", line, source)
     if any(mark in lowered for mark in INTEGER_INDEX_TEXTS):
