@@ -59,7 +59,8 @@ def settings_for(subject: Subject, kind: str) -> list[dict]:
         return []
     declared = subject.signature.parameters
     settings: list[dict] = []
-    gamma_off = "gamma" in declared and "gamma" not in subject.supplied and subject.value("gamma", None) in (0, None)
+    gamma = subject.value("gamma", None)
+    gamma_off = "gamma" in declared and "gamma" not in subject.supplied and (gamma is None or isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and gamma == 0)
     if gamma_off:
         settings += [{"gamma": gamma} for gamma in CANONICAL_GAMMAS]
     if "alpha" in declared and "alpha" not in subject.supplied and subject.value("alpha", None) is None:

@@ -138,7 +138,11 @@ def audit_object(obj: object, text: str, init: dict, options: dict | object, all
     if calibration.convention is None:
         crash = _calibration_crash(calibration, locator, subject)
         result.findings.append(crash)
-        workaround = work_around(subject, calibration, locator, options, allow_cuda_patch)
+        try:
+            workaround = work_around(subject, calibration, locator, options, allow_cuda_patch)
+        except Exception as error:  # noqa: BLE001 - looking for a workaround must not lose the crash finding
+            result.notes.append(f"no workaround tried: {type(error).__name__}: {error}")
+            workaround = None
         if workaround is None:
             result.detected = {"kind": options["kind"], "inputs": None, "targets": None, "reference": None, "normalisation": None, "max_rel_error": None}
             result.unchecked = [_nothing_ran(f"the target fails under every calling convention ({crash.evidence['conventions_tried']} tried) and no workaround runs it")]
@@ -149,7 +153,10 @@ def audit_object(obj: object, text: str, init: dict, options: dict | object, all
     with cuda_on_cpu() if workaround is not None and workaround.cuda_on_cpu else contextlib.nullcontext():
         ctx = Context(subject, calibration, locator, options["seed"], findings=list(result.findings))
         run_probes(ctx)
-        audit_settings(ctx, deadline=started + SETTINGS_BUDGET * options["timeout"])
+        try:
+            audit_settings(ctx, deadline=started + SETTINGS_BUDGET * options["timeout"])
+        except Exception as error:  # noqa: BLE001 - the findings at the target's own settings stand
+            ctx.notes.append(f"the canonical settings could not be probed: {type(error).__name__}: {error}")
     if workaround is not None:
         for finding in ctx.findings:
             finding.evidence.setdefault("workaround", workaround.text)
