@@ -294,7 +294,8 @@ class _Search:
 
     def why_fallback(self, chosen: Calibration) -> str:
         """Why ``chosen`` (the fallback) won over the likeliest reading of another kind or input."""
-        for other in self.stand_ins:
+        others = sorted(self.stand_ins, key=lambda other: other.convention.kind == chosen.convention.kind)  # another kind first
+        for other in others:
             if (other.convention.kind, other.convention.inputs) != (chosen.convention.kind, chosen.convention.inputs):
                 reason = _prefer_reason(chosen, other, self.hint, self.implausible)
                 if reason is not None and reason[0]:
@@ -323,23 +324,31 @@ class _Search:
 
     def _row_by_row(self, chosen: Calibration) -> Calibration:
         """With no match on the calibration batch, the first reading whose reference the target
-        matches on each of a few single rows: batch coupling (a p_t taken from the batch-mean
-        loss) cannot fool that, since a batch of one row couples nothing. ``chosen`` if none."""
-        tried: set[tuple] = set()
+        matches on each of a few single rows (else, the first it is proportional to on each, by
+        one factor): batch coupling (a p_t taken from the batch-mean loss) cannot fool that, since
+        a batch of one row couples nothing, and no kind's loss is another's times a constant over
+        rows of different classes. ``chosen`` if none."""
+        readings = []
         for found in self.stand_ins:
             convention = found.convention
-            key = (convention, repr(found.params))
-            if key in tried or convention.layout != "rows" or convention.kind == CENTERNET or convention in self.implausible:
+            if convention.layout != "rows" or convention.kind == CENTERNET or convention in self.implausible:
                 continue
-            tried.add(key)
-            rows = _single_rows_match(self.subject, convention, found.params, self.seed)
-            if rows is None:
+            if any(convention == other.convention and repr(found.params) == repr(other.params) for other, _ in readings):
                 continue
+            readings.append((found, _single_rows_match(self.subject, convention, found.params, self.seed)))
+        exact = [(found, rows) for found, rows in readings if rows is not None and rows[1] is None]
+        proportional = [(found, rows) for found, rows in readings if rows is not None and rows[1] is not None]
+        for found, (count, factor) in exact + proportional:
+            convention = found.convention
             found.attempts = self.attempts
             named = REFERENCE_NAMES.get(convention.kind, f"{convention.kind} reference")
-            found.kind_reason = (f"matches the {named} on each of {rows} single rows, but no reference on a batch of {_BATCH_ROWS}: "
-                                 f"each row's loss depends on the rest of the batch; read as {convention.kind} by its per-row behaviour")
-            if found is not chosen and chosen.convention.kind != convention.kind:
+            if factor is None:
+                found.kind_reason = (f"matches the {named} on each of {count} single rows, but no reference on a batch of {_BATCH_ROWS}: "
+                                     f"the rest of the batch changes each row's loss; read as {convention.kind} by its per-row behaviour")
+            else:
+                found.kind_reason = (f"no reference matches, but on each of {count} single rows the loss is the {named} times {factor:.4g}; "
+                                     f"read as {convention.kind} by its per-row behaviour")
+            if chosen.convention.kind != convention.kind:
                 found.kind_reason += f" (the whole-batch reading was {chosen.convention.kind})"
             return found
         return chosen
@@ -375,34 +384,53 @@ SINGLE_ROWS = 4
 """How many single-row batches :func:`_single_rows_match` calls the target on."""
 
 
-def _single_rows_match(subject: Subject, convention: Convention, params: Params, seed: int) -> int | None:
-    """How many single rows the target matches the reference on, called with ``convention`` and
-    read with ``params`` (every one of :data:`SINGLE_ROWS` rows, one of each class first, a
-    background row where the convention has one); None if one does not match or the call fails.
-    A target that refuses a batch of one row is called with a batch of that row repeated: a
-    batch mean of identical rows is each row's own value."""
+def _single_rows_match(subject: Subject, convention: Convention, params: Params, seed: int) -> tuple[int, float | None] | None:
+    """How the target compares with the reference on single rows, called with ``convention`` and
+    read with ``params`` (:data:`SINGLE_ROWS` rows, one of each class first, a background row
+    where the convention has one): ``(rows, None)`` when it matches on each, ``(rows, factor)``
+    when it is the reference's sum times one factor on each, None otherwise or when a call fails.
+    A target that refuses a batch of one row is called with a batch of that row repeated: a batch
+    mean of identical rows is each row's own value."""
     batch = make_batch(convention.kind, subject.num_classes, torch.Generator().manual_seed(seed), rows=_BATCH_ROWS, background=convention.has_background)
     picks = list(range(min(SINGLE_ROWS, subject.num_classes)))
     if convention.has_background:
         picks[-1] = _BATCH_ROWS - 1  # a background row (make_batch's last rows)
+    if len(picks) < 2:
+        return None
+    matched, ratios = True, []
     for row in picks:
-        matched = False
-        for copies in (1, 4):
-            single = Batch(batch.x[row : row + 1].repeat(copies, *([1] * (batch.x.dim() - 1))), batch.y[row : row + 1].repeat(copies, *([1] * (batch.y.dim() - 1))))
-            try:
-                out, call_inputs = subject.call(convention, single)
-            except (Exception, SystemExit, CallTimeout):
-                continue
-            ref_input = canonical_to_reference_input(convention, call_inputs.detach().double())
-            try:
-                match = match_output(convention.kind, out, reference_elements(convention.kind, ref_input, single.y.double(), params), single.y, params)
-            except (ValueError, RuntimeError, IndexError):
-                return None
-            matched = match.error <= MATCH_TOLERANCE
-            break
-        if not matched:
+        compared = _compare_row(subject, convention, params, batch, row)
+        if compared is None:
             return None
-    return len(picks)
+        matched = matched and compared[0]
+        ratios.append(compared[1])
+    if matched:
+        return len(picks), None
+    factor = ratios[0]
+    if math.isfinite(factor) and factor > 0 and all(abs(r - factor) <= MATCH_TOLERANCE * factor for r in ratios):
+        return len(picks), factor
+    return None
+
+
+def _compare_row(subject: Subject, convention: Convention, params: Params, batch: Batch, row: int) -> tuple[bool, float] | None:
+    """(whether the target matches the reference on ``row`` alone, its summed output over the
+    reference's sum); None when the call fails or the reference cannot read ``params``."""
+    for copies in (1, 4):
+        single = Batch(batch.x[row : row + 1].repeat(copies, *([1] * (batch.x.dim() - 1))), batch.y[row : row + 1].repeat(copies, *([1] * (batch.y.dim() - 1))))
+        try:
+            out, call_inputs = subject.call(convention, single)
+        except (Exception, SystemExit, CallTimeout):
+            continue
+        ref_input = canonical_to_reference_input(convention, call_inputs.detach().double())
+        try:
+            reference = reference_elements(convention.kind, ref_input, single.y.double(), params)
+            match = match_output(convention.kind, out, reference, single.y, params)
+        except (ValueError, RuntimeError, IndexError):
+            return None
+        total = float(reference.sum()) / copies
+        ratio = float(out.detach().double().sum()) / total if total > 0 else math.inf
+        return match.error <= MATCH_TOLERANCE, ratio
+    return None
 
 
 def family_hint(subject: Subject) -> tuple[str | None, bool]:

@@ -92,11 +92,16 @@ def probe_coupling(ctx: Context) -> None:
 @group.probe(30, "FL003")
 def probe_background_rows(ctx: Context) -> None:
     """FL003 (sigmoid): background rows (all-zero targets) must contribute loss. Two batches with
-    the same targets differ only in the background rows' logits (-3 versus +3)."""
+    the same targets differ only in the background rows' logits (-3 versus +3). Not checked when
+    the kind is ambiguous: no reference matched and the loss is batch-coupled (FL008), the finding
+    that holds whether it is read as sigmoid or softmax."""
     if ctx.base != SIGMOID:
         return
     if not ctx.convention.has_background:
         raise Inconclusive(f"the target is called with {ctx.convention.describe()}, which has no background rows")
+    if ctx.fired("FL008") and not ctx.calibration.matched and not ctx.calibration.confusion:
+        raise Inconclusive("the kind is ambiguous (no reference matches and each row's loss depends on the batch, FL008): "
+                           "background rows exist only under the sigmoid reading, so FL008 is what holds under either")
     batch = ctx.batch()
     background = batch.y.sum(dim=1) == 0
     confident, wrong = batch.clone(), batch.clone()
