@@ -235,3 +235,16 @@ def test_probe_and_calibration_crashes_name_their_cause(symbol, words):
     crash = _loud(result)["FL015"]
     assert words in crash.message, crash.message
     assert "#" not in crash.evidence["source_line"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the call succeeds where CUDA exists")
+def test_in_process_api_never_patches_torch():
+    """lossaudit.lint(obj) audits in the caller's process: the crash is named, but CUDA calls are
+    not run on the CPU there (only lint's child process patches torch)."""
+    from lossaudit.api import lint
+
+    report = lint(crash_fixtures.CudaTargetsFocal)
+    (result,) = report.targets
+    crash = next(f for f in result.findings if f.code == "FL015")
+    assert "hard-coded CUDA device" in crash.message and "workaround" not in crash.evidence
+    assert result.unchecked and result.unchecked[0]["probe"] == "calibration"
