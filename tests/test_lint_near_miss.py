@@ -164,6 +164,19 @@ def test_saturation_threshold_fl006():
     assert findings == {}
 
 
+def test_saturation_depth_fl006():
+    """FL006's deeper sigmoid elements sit at |logit| 12 (p_t = 1 / (1 + e^12) = 6.1e-6): a probability
+    clamp at 1e-5 zeroes their gradient and fires, one at 5e-6 leaves it (values exact in both: the
+    calibration batch's |logit| <= 4 never reaches either clamp)."""
+    p_t = 1 / (1 + math.exp(12))
+    assert 5e-6 < p_t < 1e-5 and 1 / (1 + math.exp(11)) > 1e-5 and 1 / (1 + math.exp(13)) < 5e-6
+    detected, findings = _audit(saturated.focal_clamped_1e5)
+    assert detected["matched"] and set(findings) == {"FL006"} and findings["FL006"]["evidence"]["wrong_logit"] == 12
+    assert findings["FL006"]["evidence"]["wrong_to_inrange_gradient_ratio"] < SATURATION_THRESHOLD * findings["FL006"]["evidence"]["reference_ratio"]
+    detected, findings = _audit(saturated.focal_clamped_5e6)
+    assert detected["matched"] and findings == {}
+
+
 def test_ignore_threshold_fl011():
     """FL011: ignored rows moving the loss by 3e-6 (relative) fire it, by 3e-7 do not."""
     detected, findings = _audit(ignore.focal_ignore_leak_3e6)
