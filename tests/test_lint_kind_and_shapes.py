@@ -188,3 +188,22 @@ def test_layout_invariant_losses_have_no_fl031():
     fixtures = Path(__file__).parent / "fixtures" / "correct_losses.py"
     for symbol in ("sigmoid_focal_loss", "SegmentationSoftmaxFocalLoss", "SoftmaxFocalLoss"):
         assert "FL031" not in _codes(run_audit(fixtures, symbol)), symbol
+
+
+def test_a_volume_only_flatten_is_fl031_naming_only_the_volume():
+    """Volumes by hand: (2, 5, 2, 2, 3) built from 24 rows, then the fixture's transpose(1, -1)
+    pairs voxel (d, h, w)'s logits with another voxel's label."""
+    from tests.fixtures.issue21.shapes.volume_transpose import VolumeTransposeFocal
+
+    torch.manual_seed(2)
+    logits, labels = torch.randn(24, 5), torch.arange(24) % 5
+    by_hand = sum(_softmax_focal(logits[i], int(labels[i])) for i in range(24)) / 24
+    loss = VolumeTransposeFocal()
+    maps = logits.reshape(2, 2, 6, 5).permute(0, 3, 1, 2)
+    assert math.isclose(float(loss(maps, labels.reshape(2, 2, 6))), by_hand, rel_tol=1e-5)
+    volumes = logits.reshape(2, 2, 2, 3, 5).permute(0, 4, 1, 2, 3)
+    assert abs(float(loss(volumes, labels.reshape(2, 2, 2, 3))) - by_hand) > 1e-2 * by_hand
+    # before: no finding
+    result = run_audit(SHAPES / "volume_transpose.py", "VolumeTransposeFocal")
+    assert _codes(result) == ["FL031"]
+    assert [entry["layout"] for entry in result.findings[0].evidence["layouts"]] == ["(B, C, D, H, W)"]
