@@ -116,7 +116,7 @@ def test_assert_focal_loss_fails_with_every_finding(symbol):
     from lossaudit.testing import assert_focal_loss
 
     with pytest.raises(AssertionError) as error:
-        assert_focal_loss(f"{LOSSES / 'buggy.py'}:{symbol}", fail_on="info")  # the softmax one's scalar alpha is info
+        assert_focal_loss(f"{LOSSES / 'buggy.py'}:{symbol}", fail_on="info")  # also the infos: FL019 beside the softmax one's FL001 warning
     for code in BUGGY[symbol]:
         assert code in str(error.value)
 

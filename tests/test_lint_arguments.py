@@ -31,9 +31,9 @@ DEFECTS = {
     ("reduction_none_returns_none.py", "NoNoneBranchFocal"): ("FL025", "error", set()),
     ("reduce_ignored.py", "ReduceFlagIgnoredFocal"): ("FL025", "error", set()),
     ("size_average_ignored.py", "SizeAverageIgnoredFocal"): ("FL025", "error", set()),
-    # FL024 reads an unused weight as 'scales its loss by 1, expected 3' (weights.py, step 90)
-    ("weight_ignored.py", "UnusedWeightFocal"): ("FL026", "error", {"FL024"}),
-    ("pos_weight_ignored.py", "UnusedPosWeightFocal"): ("FL026", "error", {"FL024"}),
+    # FL024 (a weight applied twice) is skipped once FL026 says the weight has no effect
+    ("weight_ignored.py", "UnusedWeightFocal"): ("FL026", "error", set()),
+    ("pos_weight_ignored.py", "UnusedPosWeightFocal"): ("FL026", "error", set()),
     ("include_background_ignored.py", "IncludeBackgroundIgnoredFocal"): ("FL027", "error", set()),
     ("mask_multiply_nan.py", "MaskProductFocal"): ("FL022", "warning", set()),
 }

@@ -44,6 +44,7 @@ SKIP_REASONS = {
     "FL011": "ignored rows already reach the loss (FL011)",
     "FL013": "repeated calls differ (FL013): two calls cannot be compared",
     "FL023": "the class weight changes the modulating factor (FL023)",
+    "FL026": "the class weight has no effect (FL026)",
 }
 
 

@@ -111,7 +111,7 @@ def probe_weighted_p_t(ctx: Context) -> None:
     active element's class weighted 3: a weight that multiplies leaves them unchanged; p_t
     recovered as exp(-CE) from a weighted CE is p_t**w, and the factor becomes (1 - p_t**w)**gamma.
     Skipped once the factor is wrong without weights (FL004)."""
-    skip_after(ctx, "FL008", "FL003", "FL005", "FL004")
+    skip_after(ctx, "FL008", "FL003", "FL005", "FL004", "FL026")
     name = _weight_parameter(ctx)
     uniform = factor_ratios(ctx, **{name: _class_weights(ctx, None)})
     weighted = factor_ratios(ctx, **{name: _class_weights(ctx, _active_class(ctx))})
@@ -135,7 +135,7 @@ def probe_double_weighting(ctx: Context) -> None:
     class 1; softmax rows of target classes 1 and 2, equally wrong); the ratio of their losses is
     taken with uniform weights and with the first class weighted 3: it must grow 3-fold (9-fold
     when the weight is applied twice). Skipped once the weight changes the factor (FL023)."""
-    skip_after(ctx, "FL008", "FL003", "FL023")
+    skip_after(ctx, "FL008", "FL003", "FL023", "FL026")
     name = _weight_parameter(ctx)
     classes = ctx.subject.num_classes
     if classes < 3 and ctx.kind == SOFTMAX or classes < 2:
