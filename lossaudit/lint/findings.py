@@ -6,7 +6,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from lossaudit.lint.rules import RULES_BY_CODE, SEVERITIES
-from lossaudit.lint.text import render_text
+from lossaudit.lint.text import NOT_CHECKED_NOTE, render_text
 
 
 @dataclass
@@ -94,8 +94,6 @@ class TargetResult:
         )
 
 
-NOT_CHECKED_NOTE = re.compile(r"^(?P<prefix>.*?)(?P<codes>FL\d{3}(?:/FL\d{3})*) not checked: (?P<reason>.+)$")
-"""A battery note saying that checks did not run: ``[prefix]FL001/FL002 not checked: REASON``."""
 NOT_APPLICABLE = re.compile(
     r"\b(?:has|have|takes|take) no\b|no ignore index|alpha is per class|by design|class weights are probed on"
     r"|is not set to a scalar|not on an? [\w-]+ loss"

@@ -8,6 +8,7 @@ Plain functions of the results: :meth:`lossaudit.lint.findings.LintReport.text` 
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 from lossaudit.lint.registry import SEVERITIES
@@ -15,6 +16,9 @@ from lossaudit.lint.registry import SEVERITIES
 if TYPE_CHECKING:
     from lossaudit.lint.discover import Candidate
     from lossaudit.lint.findings import Finding, TargetResult
+
+NOT_CHECKED_NOTE = re.compile(r"^(?P<prefix>.*?)(?P<codes>FL\d{3}(?:/FL\d{3})*) not checked: (?P<reason>.+)$")
+"""A battery note saying that checks did not run: ``[prefix]FL001/FL002 not checked: REASON``."""
 
 
 def summary(results: list[TargetResult]) -> dict[str, int]:
@@ -68,8 +72,6 @@ def unchecked_reasons(result: TargetResult) -> list[str]:
 
 def _is_unchecked_note(note: str, result: TargetResult) -> bool:
     """Whether a note says what ``result.unchecked`` already shows (not repeated under -v)."""
-    from lossaudit.lint.findings import NOT_CHECKED_NOTE
-
     match = NOT_CHECKED_NOTE.match(note)
     if match is None:
         return False
