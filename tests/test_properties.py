@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -181,6 +181,8 @@ def dumps(draw):
 
 @settings(max_examples=40, deadline=None, derandomize=True, database=None)
 @given(dump=dumps(), chunk_rows=st.integers(1, 50), workers=st.integers(1, 3))
+@example(dump=({"logits": np.array([[10.0]], dtype=np.float32), "targets": np.array([0])}, "index"), chunk_rows=1, workers=1)  # 1 - p of a confident positive
+@example(dump=({"logits": np.full((1, 3), 2.0**-23, dtype=np.float32), "targets": np.array([0])}, "index"), chunk_rows=1, workers=1)  # p at a GHM bin edge
 def test_the_streaming_engine_equals_the_full_tensor_tally(tmp_path_factory, dump, chunk_rows, workers):
     """For random dumps, chunk sizes and worker counts, the streaming pass equals the full-tensor
     tally (the oracle), as tests/test_stream.py checks on fixed dumps."""

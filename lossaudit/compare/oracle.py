@@ -47,8 +47,13 @@ def _sum_by_key(keys: torch.Tensor, values: torch.Tensor, shape: tuple[int, ...]
 
 
 def tally(data: Dataset, settings: LossSettings) -> Tally:
-    """Compute each requested loss element by element on the full tensors and tally it."""
+    """Compute each requested loss element by element on the full tensors and tally it. GHM-C's
+    weights read g from p rounded to float32, as the difficulty bins do and the stream bins it (in
+    float64 a logit of 2^-23 puts p a hair above 0.5, and its positive in a lower bin than 0.5's)."""
     import torch
+    import torch.nn.functional as F
+
+    from lossaudit.losses.density import GHM, ghm_weights
 
 
     num_classes, bins = data.num_classes, settings.bins
@@ -86,7 +91,10 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
             softmax_counts = _sum_by_key(softmax_keys, (rows_y != 0).double(), shape)
             normalisers[loss], names[loss] = float(softmax_rows.sum()), "rows with a target"
             continue
-        element_loss = spec.terms(x, y, valid, positive, **arguments) * weight
+        if loss == GHM:  # its weights from g at the stream's precision (float32 logits), its BCE in this tally's (float64)
+            element_loss = F.binary_cross_entropy_with_logits(x, y.to(x.dtype), reduction="none") * ghm_weights((rounded - y.float()).abs(), mask=valid, **arguments) * weight
+        else:
+            element_loss = spec.terms(x, y, valid, positive, **arguments) * weight
         normalisers[loss], names[loss] = normalise(spec, *spec.normaliser(valid, y, positive))
         sums[loss] = _sum_by_key(sigmoid_keys, element_loss.detach(), shape)
         (gradient,) = torch.autograd.grad(element_loss.sum(), x, retain_graph=True)

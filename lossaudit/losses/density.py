@@ -101,18 +101,31 @@ def ghm(
         reduction: 'none' (weighted element losses) | 'mean' | 'sum'.
     """
     check_reduction(reduction)
+    weights = ghm_weights((torch.sigmoid(logits.detach()) - targets).abs(), bins, momentum, mask, state)
+    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none") * weights.to(logits.dtype)
+    return reduce(loss, reduction, max(int(weights.numel() if mask is None else mask.bool().sum()), 1))
+
+
+def ghm_weights(
+    gradient_norm: torch.Tensor,
+    bins: int = 10,
+    momentum: float = 0.0,
+    mask: torch.Tensor | None = None,
+    state: GHMState | None = None,
+) -> torch.Tensor:
+    """GHM-C's weight of each element (0 where ``mask`` is False), as :func:`ghm` applies it, from
+    the elements' gradient norms ``g = |p - y|`` (binned in float32 by
+    :func:`gradient_norm_bins`). ``bins``, ``momentum``, ``mask``, ``state``: as :func:`ghm`.
+    Returns float64 weights on ``gradient_norm``'s device."""
     if state is None:
         state = GHMState(bins=bins, momentum=momentum)
     elif state.bins != bins or state.momentum != momentum:
         raise ValueError(f"state has bins={state.bins}, momentum={state.momentum}; got bins={bins}, momentum={momentum}")
-    valid = torch.ones_like(targets, dtype=torch.bool) if mask is None else mask.bool()
-    g = (torch.sigmoid(logits.detach()) - targets).abs()
-    bin_index = gradient_norm_bins(g, bins)
+    valid = torch.ones_like(gradient_norm, dtype=torch.bool) if mask is None else mask.bool()
+    bin_index = gradient_norm_bins(gradient_norm, bins)
     total = max(int(valid.sum()), 1)
     counts = torch.bincount(bin_index[valid], minlength=bins)
-    weights = ghm_bin_weights(counts, total, state).to(logits.dtype).to(logits.device)[bin_index] * valid
-    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none") * weights
-    return reduce(loss, reduction, total)
+    return ghm_bin_weights(counts, total, state).to(gradient_norm.device)[bin_index] * valid
 
 
 def _ghm_terms(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, positive: torch.Tensor, bins: int, momentum: float) -> torch.Tensor:
