@@ -401,3 +401,35 @@ def test_a_pickle_payload_never_runs(make, tmp_path):
     result = subprocess.run([sys.executable, "-m", "lossaudit", *arguments], cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=LIMIT_S)
     assert not marker.exists(), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_huge_finite_logits_give_a_strict_json_report(tmp_path):
+    """Finite float32 logits of ±3·10^38 in one row (issue 23): the report comes out as strict JSON
+    (no NaN or Infinity), numpy's overflow warnings never reach stderr, and bce's sum is the
+    float64 BCE of the same logits, ``log(1 + e^x) - x·y`` summed."""
+    import json
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(64, 5)).astype(np.float32)
+    labels = np.arange(64) % 5
+    logits[3, 1], logits[3, 3], logits[7, 0] = 3e38, -3e38, np.finfo(np.float32).max  # row 3's own class at -3e38: -log q = 6e38
+
+    def make(folder: Path) -> list[str]:
+        np.savez(folder / "huge.npz", logits=logits, targets=labels)
+        return ["compare", "huge.npz", "--format", "json", "--losses", "bce,focal,ce"]
+
+    result = run_case(Case(make, exit_code=0), tmp_path)
+    assert result.stderr == ""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in the JSON report")
+
+    report = json.loads(result.stdout, parse_constant=refuse)
+    x = logits.astype(np.float64)
+    y = np.eye(5)[labels]
+    assert report["losses"]["bce"]["sum"] == pytest.approx((np.logaddexp(0, x) - x * y).sum(), rel=1e-6)
+    # sweep too: its softmax-focal histogram bins a row's -log q of 6e38, past float32's range
+    for loss in ("softmax-focal", "focal"):
+        swept = run_case(Case(lambda folder, loss=loss: ["sweep", "huge.npz", "--loss", loss, "--format", "json"], exit_code=0), tmp_path)
+        assert swept.stderr == ""
+        assert json.loads(swept.stdout, parse_constant=refuse)["settings"]

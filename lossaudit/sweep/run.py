@@ -99,6 +99,10 @@ def _frexp_keys(h: np.ndarray) -> np.ndarray:
     return keys
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""Losses are binned as float32: larger ones go in the top bin (their sums stay float64)."""
+
+
 def _modulated(m: np.ndarray, gamma: float) -> np.ndarray:
     """float32 ``m^gamma``, by products for gamma 1 and 2 (``power`` is several times slower)."""
     return m if gamma == 1 else m * m if gamma == 2 else m ** np.float32(gamma)
@@ -196,8 +200,8 @@ class RowHistogram(LossHistogram):
         row, col, y = chunk.target_rows[in_rows], chunk.target_cols[in_rows], chunk.target_values[in_rows]
         terms = elements.softmax_terms(np.take(chunk.logits, rows, axis=0), np.searchsorted(rows, row), col)
         for i, gamma in enumerate(self.gammas):
-            h = terms.loss(y, gamma).astype(np.float32)
-            keys = self._keys(h) + self.size
+            h = terms.loss(y, gamma)  # float64: a row spanning float32's range (logits ±3e38) has -log q past float32's largest
+            keys = self._keys(np.minimum(h, FLOAT32_MAX).astype(np.float32)) + self.size
             self.counts[i] += np.bincount(keys, minlength=2 * self.size).reshape(2, self.size)
             self.sums[i] += np.bincount(keys, weights=h, minlength=2 * self.size).reshape(2, self.size)
 
