@@ -104,7 +104,7 @@ def compare(
     class_names: ClassNamesOption = None,
     losses: Annotated[Optional[str], typer.Option(help=plain(_losses_help()), show_default=False, metavar='LOSS,...', rich_help_panel='Losses')] = None,
     loss_init: Annotated[Optional[list[str]], typer.Option("--loss-init", help=plain("Keyword argument of a user loss of --losses: its constructor's (a class) or every call's (a function); NAME is its target, symbol or entry point; VALUE a Python literal. Repeatable."), metavar="NAME.KEY=VALUE", rich_help_panel="Losses")] = None,
-    timeout: Annotated[float, typer.Option(help=plain("Seconds allowed for each call of a user loss (and its import), in its child process."), min=0.1, metavar="SECONDS", rich_help_panel="Losses")] = 10.0,
+    timeout: Annotated[float, typer.Option(help=plain("Seconds allowed for each call of a user loss (and its import), in its child process, and for the --arch module's import and its constructor."), min=0.1, metavar="SECONDS", rich_help_panel="Losses")] = 10.0,
     memory_limit: Annotated[Optional[int], typer.Option("--memory-limit", help=plain("Address-space limit of the child process that runs the user losses, in MiB [default: half the machine's memory, at least 2048]."), min=256, show_default=False, metavar="MIB", rich_help_panel="Losses")] = None,
     bins: BinsOption = 10,
     top: Annotated[Optional[int], typer.Option(help=plain("Show only the K classes with the largest loss (of the first listed loss that fits the data, or --top-by)."), min=1, metavar='K', rich_help_panel='Report')] = None,

@@ -36,14 +36,15 @@ class ModelSource:
     save_logits: Path | None = None
 
 
-def _model_batch(source: ModelSource) -> tuple[object, dict]:
-    """Run the checkpoint's model; returns the batch of logits and targets and what to report."""
+def _model_batch(source: ModelSource, timeout: float | None = None) -> tuple[object, dict]:
+    """Run the checkpoint's model; returns the batch of logits and targets and what to report.
+    ``timeout``: seconds for the ``--arch`` module's import and its constructor, each."""
     from lossaudit.io.dump import save
     from lossaudit.model.checkpoint import load_model
     from lossaudit.model.inference import check_device, run_model
 
     device = check_device(source.run.device)
-    loaded = load_model(source.checkpoint, source.arch, source.init, source.trust, device)
+    loaded = load_model(source.checkpoint, source.arch, source.init, source.trust, device, timeout)
     batch = run_model(loaded.model, source.run, label=str(source.checkpoint))
     info = {
         "checkpoint": str(source.checkpoint),
@@ -133,7 +134,7 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
         raise InputError("nothing to compare: pass prediction dumps, or --model CHECKPOINT --data INPUTS")
     model_info = None
     if model is not None:
-        batch, model_info = _model_batch(model)
+        batch, model_info = _model_batch(model, timeout)
         data = plan([batch], load_options)
     elif arrays:
         data = plan([ArrayFile(source="arrays", arrays=dict(arrays))], load_options)

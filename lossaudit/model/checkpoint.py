@@ -16,6 +16,7 @@ from __future__ import annotations
 import pickle
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,8 +123,9 @@ def match_keys(state: dict, expected: dict, path: Path) -> tuple[dict, str]:
     return best, note
 
 
-def load_model(path: Path, arch: str | None, init: dict, trust: bool, device: str) -> LoadedModel:
-    """Build and load the model described by the checkpoint at ``path`` on ``device``."""
+def load_model(path: Path, arch: str | None, init: dict, trust: bool, device: str, timeout: float | None = None) -> LoadedModel:
+    """Build and load the model described by the checkpoint at ``path`` on ``device``; the
+    ``--arch`` module's import and its constructor may run ``timeout`` seconds each (None: no limit)."""
     if not path.is_file():
         raise InputError(f"--model {path}: no such file")
     kind = detect_kind(path)
@@ -134,7 +136,7 @@ def load_model(path: Path, arch: str | None, init: dict, trust: bool, device: st
     state, where = _read_safetensors(path) if kind == "safetensors" else _read_state_dict(path)
     if arch is None:
         raise InputError(f"{path}: a state dict holds weights only; name the model class with --arch package.module:Class (and --init KEY=VALUE)")
-    model = _build(arch, init)
+    model = _build(arch, init, timeout)
     matched, note = match_keys(state, model.state_dict(), path)
     model.load_state_dict(matched)
     detail = ", ".join(filter(None, [where, note]))
@@ -170,13 +172,32 @@ def _read_safetensors(path: Path) -> tuple[dict, str]:
         raise InputError(f"{path}: not a readable .safetensors file ({error})") from None
 
 
-def _build(arch: str, init: dict) -> object:
-    """An instance of the ``--arch`` class (``package.module:Class``) built with ``--init``."""
+def _build(arch: str, init: dict, timeout: float | None = None) -> object:
+    """An instance of the ``--arch`` class (``package.module:Class``) built with ``--init``, its
+    import and its constructor each within ``timeout`` seconds (on the main thread; elsewhere
+    without a limit)."""
     try:
-        cls = import_symbol(parse_target(arch), run=lambda load: import_quietly(load, arch))
+        cls = import_symbol(parse_target(arch), run=lambda load: _limited(lambda: import_quietly(load, arch), timeout, f"{arch}: importing it"))
     except InputError as error:
         raise InputError(f"--arch {error}") from None
     try:
-        return cls(**init)
+        return _limited(lambda: cls(**init), timeout, f"{arch}: building it")
+    except InputError as error:
+        raise InputError(f"--arch {error}") from None
     except Exception as error:  # the user's constructor
         raise InputError(f"--arch {arch}: cannot be built with --init {init}: {type(error).__name__}: {error}") from None
+
+
+def _limited(run: Callable[[], object], timeout: float | None, what: str) -> object:
+    """``run()`` stopped after ``timeout`` seconds (an :class:`~lossaudit.errors.InputError`
+    saying ``what`` hung), when a limit is given and this is the main thread (a signal stops it)."""
+    import threading
+
+    if timeout is None or threading.current_thread() is not threading.main_thread():
+        return run()
+    from lossaudit.lint.subject import CallTimeout, run_with_timeout
+
+    try:
+        return run_with_timeout(run, timeout)
+    except CallTimeout:
+        raise InputError(f"{what} hung: it ran past {timeout:g} s (--timeout)") from None
