@@ -266,7 +266,96 @@ OPTIONS = {
     "unknown rule code": Case(lambda folder: ["lint", f"{_write(folder, 'l.py', FOCAL_FUNCTION).name}:focal", "--select", "FL999"], says=("FL999",)),
 }
 
-CORPUS = {**CONFIGURATION, **ARCH, **LINT_TARGETS, **OUTPUT, **DATA, **OPTIONS}
+USER_LOSSES_SOURCE = '''import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def bce(logits, targets):
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+
+
+def raises(logits, targets):
+    raise ValueError("targets must be class indices")
+
+
+def hangs(logits, targets):
+    time.sleep(600)
+
+
+def exits(logits, targets):
+    sys.exit(3)
+
+
+def hard_exit(logits, targets):
+    os._exit(7)
+
+
+def nan(logits, targets):
+    return bce(logits, targets) * float("nan")
+
+
+def scalar(logits, targets):
+    return bce(logits, targets).mean()
+
+
+def wrong_shape(logits, targets):
+    return bce(logits, targets)[:, :1]
+
+
+def greedy(logits, targets):
+    hoard = []
+    while True:
+        hoard.append(torch.empty(1 << 28))  # 1 GiB of address space at a time, never freed
+'''
+"""The user's own losses of ``compare --losses path.py:fn``, each failing in one way."""
+
+
+def _user_loss(name: str, *options: str) -> Callable[[Path], list[str]]:
+    def make(folder: Path) -> list[str]:
+        _write(folder, "losses.py", USER_LOSSES_SOURCE)
+        return ["compare", _copy(folder, "d.npz"), "--losses", f"focal,losses.py:{name}@sigmoid", "--timeout", "2", *options]
+
+    return make
+
+
+def _user_loss_config(text: str) -> Callable[[Path], list[str]]:
+    def make(folder: Path) -> list[str]:
+        _write(folder, "losses.py", USER_LOSSES_SOURCE)
+        _write(folder, "lossaudit.yaml", text)
+        return ["compare", _copy(folder, "d.npz"), "--config", "lossaudit.yaml"]
+
+    return make
+
+
+def _greedy(folder: Path) -> list[str]:
+    """``greedy`` under a memory limit 1.5 GiB above what this (test) process maps."""
+    mapped = int(next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmSize:"))) // 1024
+    return [*_user_loss("greedy")(folder), "--memory-limit", str(mapped + 1536)]
+
+
+USER_LOSSES = {
+    "user loss raises": Case(_user_loss("raises"), says=("losses.py:raises", "ValueError", "class indices")),
+    "user loss hangs": Case(_user_loss("hangs"), says=("losses.py:hangs", "2 s")),
+    "user loss calls sys.exit": Case(_user_loss("exits"), says=("losses.py:exits", "sys.exit(3)")),
+    "user loss calls os._exit": Case(_user_loss("hard_exit"), says=("losses.py:hard_exit", "exited with code 7")),
+    "user loss returns NaN": Case(_user_loss("nan"), says=("losses.py:nan", "NaN")),
+    "user loss returns a scalar": Case(_user_loss("scalar"), says=("losses.py:scalar", "scalar", 'reduction="none"')),
+    "user loss returns the wrong shape": Case(_user_loss("wrong_shape"), says=("losses.py:wrong_shape", "shape")),
+    "user loss allocates without limit": Case(_greedy, says=("losses.py:greedy", "memory")),
+    "user loss file missing": Case(lambda folder: ["compare", _copy(folder, "d.npz"), "--losses", "focal,nope.py:fn"], says=("nope.py",)),
+    "user loss named in the configuration raises": Case(_user_loss_config("compare:\n  losses: [focal, 'losses.py:raises@sigmoid']\n"),
+                                                        says=("losses.py:raises", "ValueError")),
+    "user loss family unknown in the configuration": Case(_user_loss_config("compare:\n  losses: [focal, 'losses.py:bce@cosine']\n"),
+                                                          says=("lossaudit.yaml", "cosine")),
+    "user loss-init not a mapping in the configuration": Case(_user_loss_config("compare:\n  losses: [focal, 'losses.py:bce@sigmoid']\n  loss-init: 3\n"),
+                                                              says=("lossaudit.yaml", "loss-init")),
+}
+
+CORPUS = {**CONFIGURATION, **ARCH, **LINT_TARGETS, **OUTPUT, **DATA, **OPTIONS, **USER_LOSSES}
 
 HOG = """import torch
 import torch.nn.functional as F

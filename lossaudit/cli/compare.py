@@ -57,6 +57,24 @@ def _losses_help() -> str:
             "path/to/file.py:fn, package.module:Class or an installed lossaudit.losses entry point, optionally ending @sigmoid or @softmax.")
 
 
+def _check_configured_losses(ctx, settings_file, losses: str | None, loss_init: object) -> None:
+    """The configuration's ``losses`` and ``loss-init``, when the command line left them out, read
+    as ``--losses`` reads them: a bad one is one line naming the file and the key.
+
+    Raises:
+        InputError: a configured user loss or its keywords that cannot be read.
+    """
+    from lossaudit.losses.user import split_losses
+
+    configured = [key for key in ("losses", "loss-init") if key in settings_file.compare and ctx.get_parameter_source(key.replace("-", "_")).name == "DEFAULT"]
+    if not configured:
+        return
+    try:
+        split_losses(losses, loss_init)
+    except InputError as error:
+        raise InputError(f"{settings_file.source}: {' and '.join(configured)}: {error}") from None
+
+
 def with_loss_options(after: str):
     """Add an option for every hyper-parameter of the loss registry to a command, after its
     parameter ``after``, in the Losses panel; the command takes them as ``**loss_options``."""
@@ -142,6 +160,7 @@ def compare(
         settings_file = load_config(config, isolated)
         o = {**ctx.params, **config_values(ctx, settings_file.compare, skip=("loss-init",))}
         loss_init = loss_init or settings_file.compare.get("loss-init")
+        _check_configured_losses(ctx, settings_file, o["losses"], loss_init)
         read = [*(paths or []), settings_file.source, *(Path(o[key]) for key in ("class_names", "alpha_per_class", "baseline") if isinstance(o[key], (str, Path))), model, data]
         refuse_overwriting_inputs(output, read, DUMP_SUFFIXES)
         if plot is not None:
