@@ -85,6 +85,32 @@ def test_every_checkpoint_kind_matches_the_dump(run_cli, trained, name):
     assert report["per_class"][3]["name"] == "very-rare"
 
 
+def test_a_static_batch_export_runs_at_its_batch_size(run_cli, trained, tmp_path):
+    """torch.export's default fixes the batch size (5 here): compare runs at that size, pads the
+    last of the 600 rows' batches (600 = 5 · 120: use 598 rows to leave a last batch of 3) and drops
+    the padding's outputs; the report says so and equals the dump of the model's own outputs. A
+    static axis other than the batch that does not fit the data is one line, exit 2."""
+    model = MLP()
+    model.load_state_dict(torch.load(trained / "raw.pt", weights_only=True))
+    model.eval()
+    data = np.load(trained / "data.npz")
+    inputs, labels = data["inputs"][:598], data["targets"][:598]
+    np.savez(tmp_path / "data.npz", inputs=inputs, targets=labels)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(inputs)).numpy()
+    np.savez(tmp_path / "dump.npz", logits=logits, targets=labels)
+    torch.export.save(torch.export.export(model, (torch.from_numpy(inputs[:5]),)), tmp_path / "static.pt2")
+    report = _report(run_cli, "--model", tmp_path / "static.pt2", "--trust-model", "--data", tmp_path / "data.npz", "--batch-size", "64")
+    assert report["input"]["model"]["batch_size"] == 5 and "static batch of 5" in report["input"]["model"]["detail"]
+    expected = _report(run_cli, tmp_path / "dump.npz")
+    assert report["input"]["rows"] == 598
+    for loss, values in expected["losses"].items():
+        assert report["losses"][loss]["sum"] == pytest.approx(values["sum"], rel=1e-5), loss
+    np.savez(tmp_path / "wide.npz", inputs=np.concatenate([inputs, inputs[:, :2]], axis=1), targets=labels)
+    refused = run_cli("compare", "--model", tmp_path / "static.pt2", "--trust-model", "--data", tmp_path / "wide.npz")
+    assert refused.exit_code == 2 and "exported for inputs of shape (5, 8)" in refused.stderr and "(598, 10)" in refused.stderr
+
+
 def test_save_logits_round_trips_and_never_overwrites(run_cli, trained, tmp_path):
     saved = tmp_path / "logits.npz"
     first = _report(run_cli, "--model", trained / "raw.pt", "--arch", ARCH, "--data", trained / "data.npz", "--save-logits", saved)

@@ -45,15 +45,16 @@ def _model_batch(source: ModelSource, timeout: float | None = None) -> tuple[obj
 
     device = check_device(source.run.device)
     loaded = load_model(source.checkpoint, source.arch, source.init, source.trust, device, timeout)
-    batch = run_model(loaded.model, source.run, label=str(source.checkpoint))
+    batch, fixed = run_model(loaded.model, source.run, label=str(source.checkpoint), input_shape=loaded.input_shape)
     info = {
         "checkpoint": str(source.checkpoint),
         "kind": loaded.kind,
-        "detail": loaded.detail,
+        "detail": loaded.detail + (f"; exported with a static batch of {fixed}: run at that size, the last batch padded and the padding's outputs dropped"
+                                   if fixed and fixed != source.run.batch_size else ""),
         "arch": source.arch,
         "data": str(source.run.data),
         "device": device,
-        "batch_size": source.run.batch_size,
+        "batch_size": fixed or source.run.batch_size,
         "saved_logits": None,
     }
     if source.save_logits is not None:

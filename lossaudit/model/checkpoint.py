@@ -35,6 +35,9 @@ class LoadedModel:
     model: object
     kind: str
     detail: str
+    input_shape: tuple[int | None, ...] | None = None
+    """A ``torch.export`` program's input shape as exported: an int per static axis, None per
+    dynamic one (the batch axis first); None for other models."""
 
 
 def detect_kind(path: Path) -> str:
@@ -154,9 +157,22 @@ def _load_program(path: Path, kind: str, device: str) -> LoadedModel:
                 warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=DeprecationWarning)
                 scripted = torch.jit.load(str(path), map_location=device)
             return LoadedModel(scripted, "TorchScript", "loaded with --trust-model")
-        return LoadedModel(torch.export.load(str(path)).module().to(device), "torch.export program", "loaded with --trust-model; runs in the mode it was exported in")
+        program = torch.export.load(str(path))
+        return LoadedModel(program.module().to(device), "torch.export program", "loaded with --trust-model; runs in the mode it was exported in",
+                           input_shape=_exported_input_shape(program))
     except (RuntimeError, OSError, ValueError) as error:
         raise InputError(f"{path}: cannot be loaded as {kind} ({str(error).splitlines()[0][:200]})") from None
+
+
+def _exported_input_shape(program) -> tuple[int | None, ...] | None:
+    """The first user input's shape of a ``torch.export`` program (an int per static axis, None
+    per dynamic one), or None when it has no tensor input."""
+    names = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in names:
+            shape = getattr(node.meta.get("val"), "shape", None)
+            return None if shape is None else tuple(dim if isinstance(dim, int) else None for dim in shape)
+    return None
 
 
 def _read_safetensors(path: Path) -> tuple[dict, str]:

@@ -61,9 +61,27 @@ def _select_output(output: object, key: str | None, source: str):
     raise InputError(f"{source}: the model returned {type(output).__name__}; expected a tensor, a tuple or a dict")
 
 
-def run_model(model, options: RunOptions, label: str) -> ArrayFile:
+def static_batch(input_shape: tuple[int | None, ...] | None, inputs: np.ndarray, source: str) -> int | None:
+    """The batch size a ``torch.export`` program was exported with when its batch axis is static
+    (``input_shape``: :attr:`~lossaudit.model.checkpoint.LoadedModel.input_shape`), else None.
+
+    Raises:
+        InputError: another static axis does not fit the data's inputs (rank or size).
+    """
+    if input_shape is None:
+        return None
+    if len(input_shape) != inputs.ndim or any(want is not None and want != have for want, have in zip(input_shape[1:], inputs.shape[1:])):
+        shown = "(" + ", ".join("·" if dim is None else str(dim) for dim in input_shape) + ")"
+        raise InputError(f"{source}: the program was exported for inputs of shape {shown}; the data's are {tuple(inputs.shape)}: "
+                         "re-export it with these shapes (or dynamic_shapes for them)")
+    return input_shape[0]
+
+
+def run_model(model, options: RunOptions, label: str, input_shape: tuple[int | None, ...] | None = None) -> tuple[ArrayFile, int | None]:
     """The model's logits on the inputs of ``options.data``, with the data's targets (and mask and
-    class names), as one batch named ``label``."""
+    class names), as one batch named ``label``; and the batch size it ran at when a
+    ``torch.export`` program (``input_shape``) has a static batch axis: it then runs at that size,
+    its last batch padded with copies of its last row whose outputs are dropped (else None)."""
     import torch
     from rich.console import Console
     from rich.progress import (
@@ -85,27 +103,32 @@ def run_model(model, options: RunOptions, label: str) -> ArrayFile:
     if options.batch_size < 1:
         raise InputError(f"--batch-size {options.batch_size}: expected at least 1")
     source = f"{label} on {data.source}"
+    fixed = static_batch(input_shape, inputs, source)
+    batch_size = fixed or options.batch_size
     try:
         model.eval()
     except NotImplementedError:  # a torch.export module keeps the mode it was exported in
         pass
     outputs = []
-    steps = range(0, len(inputs), options.batch_size)
+    steps = range(0, len(inputs), batch_size)
     stderr = Console(stderr=True)
     with Progress(TextColumn("running the model"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=stderr, transient=True, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task("batches", total=len(steps))
         with torch.inference_mode():
             for start in steps:
-                batch = torch.from_numpy(np.array(inputs[start : start + options.batch_size])).to(options.device)
+                rows = np.array(inputs[start : start + batch_size])
+                if fixed and len(rows) < fixed:  # pad to the exported batch size; the copies' outputs are dropped below
+                    rows = np.concatenate([rows, np.repeat(rows[-1:], fixed - len(rows), axis=0)])
+                batch = torch.from_numpy(rows).to(options.device)
                 try:
                     output = model(batch)
                 except Exception as error:  # the user's model
                     raise InputError(f"{source}: the model failed on inputs of shape {tuple(batch.shape)}: {type(error).__name__}: {str(error).splitlines()[0][:200]}") from None
-                outputs.append(_select_output(output, options.output_key, source).detach().float().cpu().numpy())
+                outputs.append(_select_output(output, options.output_key, source).detach().float().cpu().numpy()[: len(inputs) - start])
                 progress.advance(task)
     result = ArrayFile(source=source)
     result.arrays = {"logits": np.concatenate(outputs), "targets": data.get(targets_key)}
     for key in (MASK_KEY, CLASS_NAMES_KEY):
         if key in data.keys():
             result.arrays[key] = data.get(key)
-    return result
+    return result, fixed
