@@ -526,3 +526,37 @@ def test_huge_finite_logits_give_a_strict_json_report(tmp_path):
         swept = run_case(Case(lambda folder, loss=loss: ["sweep", "huge.npz", "--loss", loss, "--format", "json"], exit_code=0), tmp_path)
         assert swept.stderr == ""
         assert json.loads(swept.stdout, parse_constant=refuse)["settings"]
+
+
+SECRET_READER = '''import os
+
+import torch.nn.functional as F
+
+
+def focal(inputs, targets, alpha=0.25, gamma=2.0):
+    with open("/proc/self/environ", "rb") as handle:
+        seen = b"SOME_TOKEN=" in handle.read()
+    if seen or "SOME_TOKEN" in os.environ:
+        raise RuntimeError("saw SOME_TOKEN")
+    p = inputs.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    return (alpha * targets + (1 - alpha) * (1 - targets)) * (1 - p_t) ** gamma * ce
+'''
+
+
+def test_lint_child_does_not_see_the_users_secrets(tmp_path):
+    """A lint target reading $SOME_TOKEN from os.environ and /proc/self/environ finds neither (issue
+    23 point 3): the child gets only what Python and torch need; --pass-env SOME_TOKEN gives it."""
+
+    def make(*extra: str) -> Callable[[Path], list[str]]:
+        def build(folder: Path) -> list[str]:
+            _write(folder, "losses.py", SECRET_READER)
+            return ["lint", "losses.py:focal", "--isolated", *extra]
+
+        return build
+
+    hidden = run_case(Case(make(), exit_code=0, env={"SOME_TOKEN": "hunter2"}), tmp_path)
+    assert "saw SOME_TOKEN" not in hidden.stdout
+    passed = run_case(Case(make("--pass-env", "SOME_TOKEN"), exit_code=1, env={"SOME_TOKEN": "hunter2"}), tmp_path)
+    assert "FL015" in passed.stdout and "saw SOME_TOKEN" in passed.stdout

@@ -70,6 +70,7 @@ def lint(
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help=plain("Glob of files or folders discovery skips, matched against paths below the folder given and against names (replaces the configured exclude). Repeatable."), show_default=False, metavar='GLOB', rich_help_panel='Target')] = None,
     jobs: Annotated[Optional[int], typer.Option(help=plain("Targets audited at once, each in its own child process [default: one per core]."), min=1, show_default=False, metavar='N', rich_help_panel='Probes')] = None,
     memory_limit: Annotated[Optional[int], typer.Option("--memory-limit", help=plain("Address-space limit of each audit's child process, in MiB [default: half the machine's memory, at least 2048]."), min=256, show_default=False, metavar='MIB', rich_help_panel='Probes')] = None,
+    pass_env: Annotated[Optional[list[str]], typer.Option("--pass-env", help=plain("An environment variable the audit's child gets besides those Python and torch need (it gets no others: no CI tokens). Repeatable."), show_default=False, metavar='NAME', rich_help_panel='Probes')] = None,
     format: Annotated[LintFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel='Report')] = LintFormat.text,
     output: OutputOption = None,
     exit_zero: Annotated[bool, typer.Option("--exit-zero", help=plain("Exit 0 even when findings fail the run."), metavar='', rich_help_panel='CI')] = False,
@@ -89,7 +90,7 @@ def lint(
         from lossaudit.render.formats import refuse_overwriting_inputs, write_report
 
         settings_file = load_config(config, isolated)
-        o = {**ctx.params, **config_values(ctx, settings_file.lint, skip=("targets", "exclude"))}
+        o = {**ctx.params, **config_values(ctx, settings_file.lint, skip=("targets", "exclude", "pass-env"))}
         settings = session.LintSettings(
             audit=AuditOptions(
                 kind=Kind(o["kind"]).value,
@@ -100,6 +101,7 @@ def lint(
                 seed=o["seed"],
                 timeout=o["timeout"],
                 memory_limit_mb=o["memory_limit"],
+                pass_env=tuple(pass_env or settings_file.lint.get("pass-env", [])),
             ),
             init=parse_init(init),
             select=parse_codes(o["select"], "--select"),

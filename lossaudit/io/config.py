@@ -54,7 +54,7 @@ COMPARE_KEYS: dict[str, type | tuple] = {
 LINT_KEYS: dict[str, type | tuple] = {
     "targets": "entries", "select": list, "ignore": list, "fail-on": str, "kind": str, "inputs": str,
     "num-classes": int, "ignore-index": int, "seed": int, "timeout": float, "format": str,
-    "exclude": list, "jobs": int, "memory-limit": int, "require-checks": bool,
+    "exclude": list, "jobs": int, "memory-limit": int, "require-checks": bool, "pass-env": list,
 }
 MINIMUMS = {"jobs": 1, "memory-limit": 256}
 ENTRY_KEYS: dict[str, type | tuple] = {

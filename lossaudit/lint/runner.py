@@ -7,6 +7,10 @@ of those becomes an FL015 finding. The child runs in the current folder; a modul
 ``root`` (a configuration file's folder) has that folder on its ``PYTHONPATH``. Independent audits
 run side by side, :func:`default_jobs` at a time.
 
+The child sees a reduced environment (:func:`child_environment`): what Python and torch need,
+and the variables named by ``--pass-env``; CI tokens and other secrets are not passed. It still
+runs the target's code, in the current folder: this is not a sandbox.
+
 The child runs in a process group of its own under an address-space limit (``--memory-limit``,
 set by the child on itself before it imports the target, and inherited by anything the target
 starts); when it finishes or is stopped, the whole group is killed, so a target that forks
@@ -50,6 +54,27 @@ class AuditOptions:
     timeout: float = 10.0
     memory_limit_mb: int | None = None
     """The child's address-space limit in MiB; None: :func:`default_memory_limit_mb`."""
+    pass_env: tuple[str, ...] = ()
+    """Environment variables the child gets besides :data:`CHILD_ENVIRONMENT`'s."""
+
+
+CHILD_ENVIRONMENT = ("PATH", "HOME", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR", "PYTHON*", "VIRTUAL_ENV", "CONDA_PREFIX",
+                     "SSL_CERT_FILE", "SSL_CERT_DIR", "LD_LIBRARY_PATH", "CUDA_*", "CUBLAS_*", "CUDNN_*", "NVIDIA_*", "PYTORCH_*", "TORCH_*",
+                     "OMP_*", "MKL_*", "OPENBLAS_*", "KMP_*", "HIP_*", "ROCM_*", "XDG_CACHE_HOME")
+"""The variables (``*``: a prefix) an audit's child gets from this process: what Python and torch
+need to start and find their libraries, caches and devices. Anything else (a CI token, a cloud
+credential) stays out unless named with ``--pass-env``."""
+
+
+def child_environment(environ: dict[str, str], pass_env: tuple[str, ...] = (), root: Path | None = None) -> dict[str, str]:
+    """The child's environment: the variables of ``environ`` that :data:`CHILD_ENVIRONMENT` or
+    ``pass_env`` name, with ``root`` (a configuration's folder) first on ``PYTHONPATH``."""
+    exact = {name for name in (*CHILD_ENVIRONMENT, *pass_env) if not name.endswith("*")}
+    prefixes = tuple(name[:-1] for name in CHILD_ENVIRONMENT if name.endswith("*"))
+    kept = {name: value for name, value in environ.items() if name in exact or name.startswith(prefixes)}
+    if root is not None:
+        kept["PYTHONPATH"] = os.pathsep.join(path for path in (str(root), environ.get("PYTHONPATH", "")) if path)
+    return kept
 
 
 def default_memory_limit_mb() -> int:
@@ -66,15 +91,6 @@ def default_jobs() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-def _environment(spec: TargetSpec) -> dict | None:
-    """The child's environment: the parent's, with ``spec.root`` first on ``PYTHONPATH`` (None:
-    inherit unchanged)."""
-    if spec.root is None:
-        return None
-    paths = [str(spec.root), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
 
 
 def _drain(stream, tail: deque) -> None:
@@ -103,7 +119,7 @@ def audit(spec: TargetSpec, options: AuditOptions) -> TargetResult:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             cwd=os.getcwd(),
-            env=_environment(spec),
+            env=child_environment(dict(os.environ), options.pass_env, spec.root),
             start_new_session=True,
         )
         tail: deque = deque()
