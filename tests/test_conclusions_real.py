@@ -13,50 +13,19 @@ import re
 import numpy as np
 import pytest
 
-from tests.conftest import write_npz
+from tests.conftest import DIGITS_TAIL, write_npz
 
 sklearn = pytest.importorskip("sklearn")
 
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 SOFTMAX = ("ce", "softmax-focal")
 SIGMOID = ("bce", "focal", "ghm")
 ALL = ",".join(SIGMOID + SOFTMAX)  # sigmoid listed first: the report still puts the fitting softmax first
-TAIL = {3: 3, 5: 4, 8: 6}
-"""The long-tailed variant keeps this many validation rows of these digits (all of the others)."""
+TAIL = DIGITS_TAIL
+"""The long-tailed variant keeps this many validation rows of these digits (all of the others):
+the ``long_tailed`` fixture's (tests/conftest.py)."""
 RARE_FRACTION, RARE_SPREAD = 0.25, 5.0
 """The documented rule (README "Rare classes"), restated here to derive the expected classes."""
-
-
-def _model(x: np.ndarray, y: np.ndarray) -> LogisticRegression:
-    return LogisticRegression(C=0.1, max_iter=300, random_state=0).fit(x / 16, y)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    """Balanced: (validation logits (597, 10), labels) of a model trained on the first 1,200 scans."""
-    x, y = load_digits(return_X_y=True)
-    logits = _model(x[:1200], y[:1200]).decision_function(x[1200:] / 16).astype(np.float32)
-    assert (logits.argmax(axis=1) == y[1200:]).mean() > 0.85
-    return logits, y[1200:].astype(np.int64)
-
-
-@pytest.fixture(scope="module")
-def long_tailed():
-    """Long-tailed: digits 3, 5 and 8 cut to 3, 4 and 6 rows in training and validation alike (the first
-    rows of each), the other digits whole; the model is trained on the long-tailed training half."""
-    x, y = load_digits(return_X_y=True)
-
-    def cut(rows: np.ndarray) -> np.ndarray:
-        keep = np.ones(len(rows), bool)
-        for digit, n in TAIL.items():
-            keep[np.nonzero(y[rows] == digit)[0][n:]] = False
-        return rows[keep]
-
-    train, valid = cut(np.arange(1200)), cut(np.arange(1200, len(y)))
-    logits = _model(x[train], y[train]).decision_function(x[valid] / 16).astype(np.float32)
-    return logits, y[valid].astype(np.int64)
 
 
 def _expected_rare(labels: np.ndarray) -> list[str]:

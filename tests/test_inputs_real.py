@@ -17,7 +17,7 @@ from tests.conftest import write_npz
 
 sklearn = pytest.importorskip("sklearn")
 
-from sklearn.datasets import load_digits, load_wine  # noqa: E402
+from sklearn.datasets import load_wine  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 SOFTMAX_LOSSES = ("ce", "softmax-focal", "cb-ce", "logit-adjusted-ce")
@@ -27,20 +27,9 @@ COMPARED = ("losses", "per_class", "per_difficulty", "levels", "quadrants", "foc
 """The report's sections that depend on the numbers (``input`` names the files and conventions)."""
 
 
-@pytest.fixture(scope="module")
-def digits():
-    """(validation logits ``(597, 10)`` float32, their labels 0..9): a seeded multinomial logistic
-    regression trained on the first 1,200 scans."""
-    x, y = load_digits(return_X_y=True)
-    model = LogisticRegression(C=0.1, max_iter=300, random_state=0).fit(x[:1200] / 16, y[:1200])
-    logits = model.decision_function(x[1200:] / 16).astype(np.float32)
-    assert (logits.argmax(axis=1) == y[1200:]).mean() > 0.85  # a real classifier, not noise
-    return logits, y[1200:].astype(np.int64)
-
-
 @pytest.fixture(scope="module", params=["digits", "wine"])
 def classifier(request, digits):
-    """(validation logits ``(N, C)`` float32, labels 0..C-1) of digits (597 × 10, above) or wine
+    """(validation logits ``(N, C)`` float32, labels 0..C-1) of digits (597 × 10, tests/conftest.py) or wine
     (78 × 3: a seeded logistic regression on 100 shuffled, standardised analyses)."""
     if request.param == "digits":
         return digits

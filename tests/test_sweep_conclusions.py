@@ -18,46 +18,14 @@ import pytest
 
 from lossaudit import api
 from lossaudit.render.formatting import pct
+from tests.conftest import DIGITS_TAIL as TAIL  # the digits and long_tailed fixtures are conftest's
 from tests.conftest import write_npz
 
 sklearn = pytest.importorskip("sklearn")
 
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-
-TAIL = {3: 3, 5: 4, 8: 6}
-"""The long-tailed digits keep this many rows of these digits (all of the others)."""
 GAMMAS = (0.0, 0.5, 2.0, 5.0)
 DETECTION_COUNTS = (600, 500, 450, 400, 20)
 """Positives per class of the synthetic detection dump: class 4 is rare (below 1/4 of the median 450, spread 30×)."""
-
-
-def _model(x: np.ndarray, y: np.ndarray) -> LogisticRegression:
-    return LogisticRegression(C=0.1, max_iter=300, random_state=0).fit(x / 16, y)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    """Balanced: (validation logits (597, 10), labels) of a model trained on the first 1,200 scans."""
-    x, y = load_digits(return_X_y=True)
-    logits = _model(x[:1200], y[:1200]).decision_function(x[1200:] / 16).astype(np.float32)
-    return logits, y[1200:].astype(np.int64)
-
-
-@pytest.fixture(scope="module")
-def long_tailed():
-    """Digits 3, 5 and 8 cut to 3, 4 and 6 rows in training and validation alike."""
-    x, y = load_digits(return_X_y=True)
-
-    def cut(rows: np.ndarray) -> np.ndarray:
-        keep = np.ones(len(rows), bool)
-        for digit, n in TAIL.items():
-            keep[np.nonzero(y[rows] == digit)[0][n:]] = False
-        return rows[keep]
-
-    train, valid = cut(np.arange(1200)), cut(np.arange(1200, len(y)))
-    logits = _model(x[train], y[train]).decision_function(x[valid] / 16).astype(np.float32)
-    return logits, y[valid].astype(np.int64)
 
 
 @pytest.fixture(scope="module")

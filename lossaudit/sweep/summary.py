@@ -97,6 +97,16 @@ def loss_choice(document: dict) -> dict:
     return _sentence("loss", text + ".", loss=loss, asked=choice["asked"], data_kind=choice["data_kind"], fits_data=choice["fits_data"])
 
 
+def _moving(rule: str, document: dict, what: str, key: str, **numbers: object) -> dict | None:
+    """Rule ``rule``'s sentence: how the swept loss's share ``key`` on ``what`` moves across the
+    grid (:func:`_moves`), said of these predictions; None when it does not move."""
+    moved = _moves(document["loss"], what, key, document["settings"])
+    if moved is None:
+        return None
+    text, moves = moved
+    return _sentence(rule, f"On these predictions, {text}.", **numbers, **moves)
+
+
 def rare_classes(document: dict) -> dict | None:
     """Rule ``rare-classes``: with rare classes, how the loss's share on them moves."""
     rare = document["rare_classes"]
@@ -107,11 +117,7 @@ def rare_classes(document: dict) -> dict | None:
         what = f"the rows of the rare classes ({names(rare)}: {count(counts['rare_units'])} of {count(counts['units'])} rows)"
     else:
         what = f"the rare classes ({names(rare)}: {count(counts['rare_positives'])} of {count(counts['positives'])} positives)"
-    moved = _moves(document["loss"], what, "rare_share", document["settings"])
-    if moved is None:
-        return None
-    text, numbers = moved
-    return _sentence("rare-classes", f"On these predictions, {text}.", classes=rare, **numbers)
+    return _moving("rare-classes", document, what, "rare_share", classes=rare)
 
 
 def easy_negatives(document: dict) -> dict | None:
@@ -120,11 +126,7 @@ def easy_negatives(document: dict) -> dict | None:
     if counts["easy_negatives"] is None or not counts["easy_negatives"]:
         return None
     what = f"easy negatives (g < 0.1: {count(counts['easy_negatives'])} of {count(counts['units'])} elements)"
-    moved = _moves(document["loss"], what, "easy_negative_share", document["settings"])
-    if moved is None:
-        return None
-    text, numbers = moved
-    return _sentence("easy-negatives", f"On these predictions, {text}.", elements=counts["easy_negatives"], **numbers)
+    return _moving("easy-negatives", document, what, "easy_negative_share", elements=counts["easy_negatives"])
 
 
 def very_hard(document: dict) -> dict | None:
@@ -136,11 +138,7 @@ def very_hard(document: dict) -> dict | None:
         what = f"very hard rows (q_target ≤ 0.1: {count(counts['very_hard'])} of {count(counts['units'])} rows)"
     else:
         what = f"very hard elements (g ≥ 0.9: {count(counts['very_hard'])} of {count(counts['units'])} elements)"
-    moved = _moves(document["loss"], what, "very_hard_share", document["settings"])
-    if moved is None:
-        return None
-    text, numbers = moved
-    return _sentence("very-hard", f"On these predictions, {text}.", **{counts["unit"]: counts["very_hard"]}, **numbers)
+    return _moving("very-hard", document, what, "very_hard_share", **{counts["unit"]: counts["very_hard"]})
 
 
 def summarise(document: dict, report: dict) -> list[dict]:
