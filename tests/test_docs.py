@@ -65,4 +65,6 @@ def test_readme_model_example_runs(run_cli, monkeypatch):
     rules = {s["rule"]: s for s in report["summary"]}
     assert rules["missed-classes"]["numbers"]["classes"] == ["animal"]
     advice = rules["imbalance"]["numbers"]["advice"]
-    assert f"{100 * advice['cb-ce (beta 0.9999)']['rare_share']:.1f}% of the loss" == "57.2% of the loss" and f"{100 * advice['ce']['rare_share']:.1f}" == "8.8"
+    said = (f"`cb-ce` would give the rare class {100 * advice['cb-ce (beta 0.9999)']['rare_share']:.1f}% of the loss where `ce` gives it "
+            f"{100 * advice['ce']['rare_share']:.1f}%")  # the README states the report's numbers (test_diagnosis checks them against torch)
+    assert said in " ".join(README.split())

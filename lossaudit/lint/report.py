@@ -24,7 +24,6 @@ from lossaudit.lint.text import (
     defined_at,
     detected_line,
     place_of,
-    plural,
     render_text,
     summary,
     unchecked_line,
@@ -36,6 +35,7 @@ from lossaudit.render.formats import (
     repository_relative,
     repository_root,
 )
+from lossaudit.render.formatting import plural
 
 SCHEMA_VERSION = 1
 INFORMATION_URI = "https://github.com/lossaudit/lossaudit"

@@ -12,6 +12,7 @@ import re
 from typing import TYPE_CHECKING
 
 from lossaudit.lint.registry import SEVERITIES
+from lossaudit.render.formatting import plural
 
 if TYPE_CHECKING:
     from lossaudit.lint.discover import Candidate
@@ -40,10 +41,6 @@ def summary(results: list[TargetResult]) -> dict[str, int]:
 def place_of(finding: Finding, result: TargetResult) -> tuple[str | None, int | None]:
     """The finding's file and line, falling back to the target's definition."""
     return finding.path or result.location.get("path"), finding.line or result.location.get("line")
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def defined_at(result: TargetResult) -> str:

@@ -36,6 +36,11 @@ def count(value: int | float) -> str:
     return f"{int(value):,}"
 
 
+def plural(n: int, word: str) -> str:
+    """``1 class``, ``3 classes``: a count (:func:`count`) and its noun, plural by ``s``."""
+    return f"{count(n)} {word}" + ("" if n == 1 else "s")
+
+
 def names(items: list[str], limit: int = 5) -> str:
     """``a, b, c`` with at most ``limit`` items, then ``and N more``."""
     shown = ", ".join(items[:limit])

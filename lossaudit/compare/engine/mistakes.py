@@ -156,7 +156,6 @@ class Mistakes:
             self.pairs[kind].update(pairs)
 
 
-
 def _row_elements(index: np.ndarray, row: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
     """The positions in the sorted flat ``index`` (``row × C + class``) of the elements of each of
     ``row``: ``(positions, which of row each belongs to)``, row by row."""

@@ -291,10 +291,9 @@ def rare_classes(positives: np.ndarray) -> tuple[np.ndarray, float, float, float
     return rare, median, below, spread
 
 
-def _quadrants(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray, families: dict[str, str] | None = None) -> dict:
-    """Rare vs common classes (:func:`rare_classes`) × easy (g < 0.5) vs hard."""
-    positives = counts[:, 1].sum(axis=(1, 2))
-    rare, median, below, spread = rare_classes(positives)
+def _quadrants(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray, rarity: tuple, families: dict[str, str] | None = None) -> dict:
+    """Rare vs common classes (``rarity``: :func:`rare_classes` of the positives) × easy (g < 0.5) vs hard."""
+    rare, median, below, spread = rarity
     softmax = _has_softmax(order, families)
     cells = {}
     for rarity, classes in (("rare", rare), ("common", ~rare)):
@@ -454,8 +453,9 @@ def build_report(data: DataInfo, settings: LossSettings, tally: Tally, explicit:
     order = order_by_fit(settings.losses, kind, families)
     rule = diagnosis.recall_rule(kind, tally)
     recall, mean_p = diagnosis.class_outcomes(rule, tally, counts)
-    quadrants = _quadrants(data, order, tally, counts, families)
-    rare = np.array([name in quadrants["rare_classes"] for name in data.class_names], dtype=bool)
+    rarity = rare_classes(counts[:, 1].sum(axis=(1, 2)))
+    rare = rarity[0]
+    quadrants = _quadrants(data, order, tally, counts, rarity, families)
     report = {
         "schema_version": SCHEMA_VERSION,
         "lossaudit_version": __version__,

@@ -20,7 +20,7 @@ from __future__ import annotations
 from lossaudit.compare.report.diagnosis import ARGMAX, MISSED_PROBABILITY, MISSED_RECALL, is_missed
 from lossaudit.losses.cross_entropy import BCE
 from lossaudit.losses.density import GHM
-from lossaudit.render.formatting import MISSING, count, names, num, pct
+from lossaudit.render.formatting import MISSING, count, names, num, pct, plural
 
 EASY_NEGATIVE_SHARE = 0.5
 """``easy-negatives`` fires when a sigmoid loss takes at least this share from easy negatives."""
@@ -49,10 +49,6 @@ def _unit(report: dict, loss: str) -> str:
     return report["losses"][loss]["covers"]["unit"]
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{count(n)} {word}" + ("" if n == 1 else "s")
-
-
 def _listed(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
@@ -68,7 +64,7 @@ def fit(report: dict) -> dict | None:
     inp = report["input"]
     if inp["data_kind"] == "heatmap" and sigmoid and not softmax:
         noun = inp.get("row_noun", "rows")
-        return _sentence("fit", f"Heatmap data: {_plural(inp['positives'], 'peak')} (target = 1) among {count(inp['rows'])} {noun}, the rest "
+        return _sentence("fit", f"Heatmap data: {plural(inp['positives'], 'peak')} (target = 1) among {count(inp['rows'])} {noun}, the rest "
                                 f"Gaussian or zero targets: every positive counted below is a peak.",
                          data_kind="heatmap", rows=inp["rows"], peaks=inp["positives"], elements=inp["valid_elements"])
     if not sigmoid or not softmax:
@@ -88,7 +84,7 @@ def fit(report: dict) -> dict | None:
     if kind == "heatmap":
         return _sentence(
             "fit",
-            f"Heatmap data: {_plural(inp['positives'], 'peak')} (target = 1) among {count(rows)} {noun}, the rest Gaussian "
+            f"Heatmap data: {plural(inp['positives'], 'peak')} (target = 1) among {count(rows)} {noun}, the rest Gaussian "
             f"or zero targets, so the sigmoid losses ({', '.join(sigmoid)}) are listed first; {_listed(softmax)} read the "
             f"{count(seen)} {noun} with a non-zero target as soft softmax targets.",
             **numbers,
@@ -185,7 +181,7 @@ def _probability(value: float | None) -> str:
 
 def _class_outcome(row: dict, rule: str) -> str:
     mean_p = row["mean_p_softmax"] if rule == ARGMAX else row["mean_p"]
-    return f"{_plural(row['positives'], 'positive')}, mean target probability {_probability(mean_p)}, recall {pct(row['recall'])}"
+    return f"{plural(row['positives'], 'positive')}, mean target probability {_probability(mean_p)}, recall {pct(row['recall'])}"
 
 
 def _recall_words(rule: str) -> str:
@@ -294,7 +290,7 @@ def confidently_wrong(report: dict) -> dict | None:
         which = "q_target ≤ 0.1"
     else:
         positives = very_hard["positives"]
-        which = f"g ≥ 0.9: {_plural(positives, 'positive')} at p ≤ 0.1, {_plural(held - positives, 'negative')} at p ≥ 0.9"
+        which = f"g ≥ 0.9: {plural(positives, 'positive')} at p ≤ 0.1, {plural(held - positives, 'negative')} at p ≥ 0.9"
     text = (f"{count(held)} of {count(units)} {noun} ({pct(held / units)}) {'is' if held == 1 else 'are'} confidently wrong ({which}) yet "
             f"{'carries' if held == 1 else 'carry'} {pct(shares[top])} of {top}'s loss{caveat}")
     numbers = {"loss": top, "unit": unit, "very_hard": held, "units": units, "share": shares[top]}
@@ -388,7 +384,7 @@ def misread(report: dict) -> dict | None:
         return None
     kinds = {"softmax-probs": "softmax probabilities (every row sums to 1)", "sigmoid-probs": "sigmoid probabilities"}
     fixes = {"probabilities-as-logits": lambda f: f"the values look like {kinds.get(f.get('inputs'), 'probabilities')} (pass --inputs {f.get('inputs', 'probs')})",
-             "labels-one-based": lambda f: f"the labels look counted from 1 (pass --label-base 1; {_plural(f['count'], 'row')} now read as background)"}
+             "labels-one-based": lambda f: f"the labels look counted from 1 (pass --label-base 1; {plural(f['count'], 'row')} now read as background)"}
     text = "The input looks misread: " + "; ".join(fixes[f["code"]](f) for f in listed) + ". No conclusion is drawn from it as read."
     return _sentence("misread", text, codes=[f["code"] for f in listed])
 
