@@ -18,6 +18,7 @@ from tests.fixtures.issue21.shapes.batch_pt_softmax import BatchCeSoftmaxFocal
 from tests.fixtures.issue21.shapes.batch_size_alpha import FirstBatchAlphaFocal
 from tests.fixtures.issue21.shapes.channels_first_view import ChannelsFirstViewFocal
 from tests.fixtures.issue21.shapes.given_normaliser import per_box_focal_loss
+from tests.fixtures.issue21.shapes.rows_only_last_axis import RowsOnlyLastAxisFocal
 from tests.lint_helpers import run_audit
 
 SHAPES = Path(__file__).parent / "fixtures" / "issue21" / "shapes"
@@ -175,6 +176,36 @@ def test_a_flatten_over_the_wrong_axes_is_fl031_naming_the_shape():
     assert "(B, C, H, W) inputs of shape (2, 5, 2, 6)" in finding.message
     assert "(B, C, D, H, W)" in finding.message
     assert {entry["layout"] for entry in finding.evidence["layouts"]} >= {"(B, C, H, W)", "(B, C, D, H, W)"}
+
+
+def test_the_rows_only_fixture_is_right_on_rows_and_wrong_on_maps():
+    """Rows by hand; the same rows as a (2, 5, 2, 6) map give another loss (softmax over W)."""
+    torch.manual_seed(3)
+    logits, labels = torch.randn(24, 5), torch.arange(24) % 5
+    by_hand = sum(_softmax_focal(logits[i], int(labels[i])) for i in range(24)) / 24
+    loss = RowsOnlyLastAxisFocal()
+    assert math.isclose(float(loss(logits, labels)), by_hand, rel_tol=1e-5)
+    maps = logits.reshape(2, 2, 6, 5).permute(0, 3, 1, 2)
+    assert abs(float(loss(maps, labels.reshape(2, 2, 6))) - by_hand) > 1e-2 * by_hand
+
+
+def test_a_loss_written_for_rows_only_gets_an_info_not_an_error():
+    """It never reshapes its input or reads its dimensions: maps pass by broadcasting, not by
+    design. Before: FL031 as an error (the same finding as a wrong flatten)."""
+    result = run_audit(SHAPES / "rows_only_last_axis.py", "RowsOnlyLastAxisFocal")
+    assert [finding.code for finding in result.findings] == ["FL031"]
+    finding = result.findings[0]
+    assert finding.severity == "info"
+    assert finding.evidence["handles_layouts"] is False
+    assert "written for (N, C) inputs only" in finding.message and "(B, C, H, W)" in finding.message
+    assert finding.fix.startswith("refuse other shapes")
+
+
+def test_a_wrong_flatten_stays_an_error():
+    """The code reshapes its input: it means to take maps and does it wrong."""
+    finding = run_audit(SHAPES / "channels_first_view.py", "ChannelsFirstViewFocal").findings[0]
+    assert (finding.code, finding.severity) == ("FL031", "error")
+    assert "handles_layouts" not in finding.evidence
 
 
 def test_a_layout_refused_with_a_clear_error_is_not_a_defect():

@@ -70,12 +70,12 @@ class Context:
     def params(self) -> Params:
         return self.calibration.params
 
-    def fire(self, code: str, message: str, evidence: dict, severity: str = "", anchor: str | None = None) -> None:
-        """Report ``code``: located by its anchor (or ``anchor``), the fix for this kind, the
-        evidence rounded and tagged with the probe."""
+    def fire(self, code: str, message: str, evidence: dict, severity: str = "", anchor: str | None = None, fix: str = "") -> None:
+        """Report ``code``: located by its anchor (or ``anchor``), with ``fix`` or else the rule's
+        fix for this kind, the evidence rounded and tagged with the probe."""
         path, line = self.locator.find(anchor or code)
         evidence = {"probe": self.current_probe, **_rounded(evidence)}
-        fix = RULES_BY_CODE[code].fix_for(self.kind)
+        fix = fix or RULES_BY_CODE[code].fix_for(self.kind)
         self.findings.append(Finding(code, self.prefix + message, path=path, line=line, evidence=evidence, severity=severity, fix=fix))
 
     def fire_at_failure(self, code: str, message: str, error: BaseException, evidence: dict) -> None:

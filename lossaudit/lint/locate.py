@@ -67,6 +67,18 @@ class Locator:
                     return self.path, hits[0]
         return self.path, self.def_line
 
+    def rearranges_inputs(self) -> bool | None:
+        """Whether the target's code changes the layout of its input (the first parameter of a
+        function, the one after ``self`` of a method): reshapes, flattens, permutes or transposes
+        it, or asks its number of dimensions. None when there is no source to read."""
+        if not self.functions:
+            return None
+        for function in self.functions:
+            parameters = [a.arg for a in function.args.args if a.arg not in ("self", "cls")] if isinstance(function, ast.FunctionDef) else []
+            if parameters and any(_rearranges(node, parameters[0]) for node in ast.walk(function)):
+                return True
+        return False
+
     def from_traceback(self, tb) -> tuple[str | None, int | None]:
         """The deepest frame of a traceback that lies in the target's file, else the def line."""
         if self.absolute is not None:
@@ -74,6 +86,23 @@ class Locator:
                 if os.path.realpath(frame.filename) == self.absolute:
                     return self.path, frame.lineno
         return self.path, self.def_line
+
+
+LAYOUT_CALLS = ("view", "reshape", "flatten", "permute", "movedim", "moveaxis", "transpose", "rearrange", "dim", "ndimension")
+"""Calls on (or of) an input that show the code handles more than one layout."""
+
+
+def _rearranges(node: ast.AST, name: str) -> bool:
+    """``name.view(...)``, ``torch.flatten(name, ...)``, ``rearrange(name, ...)``, ``name.dim()`` or ``name.ndim``."""
+    def is_input(expression: ast.AST) -> bool:
+        return isinstance(expression, ast.Name) and expression.id == name
+
+    if isinstance(node, ast.Attribute) and node.attr == "ndim":
+        return is_input(node.value)
+    if not (isinstance(node, ast.Call) and name_of(node) in LAYOUT_CALLS):
+        return False
+    receiver = node.func.value if isinstance(node.func, ast.Attribute) else None
+    return is_input(receiver) or bool(node.args) and is_input(node.args[0])
 
 
 def _relative(path: str) -> str:

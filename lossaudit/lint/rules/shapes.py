@@ -44,7 +44,9 @@ group.rule(
         "one row of C values per pixel or anchor. Flattening a channels-first map with view(-1, C) or "
         "reshape(-1, C) reads its memory as rows of C neighbouring pixels of one channel, so every "
         "'row' mixes pixels while the targets stay per pixel: the loss runs and is wrong. The same "
-        "elements must give the same loss whatever the layout.",
+        "elements must give the same loss whatever the layout. An error where the loss's code reshapes, "
+        "permutes or reads the dimensions of its input (it means to take other layouts); an info where "
+        "it never does (a loss written for (N, C) rows that broadcasting lets maps through).",
         "move the class axis last before flattening: logits.movedim(1, -1).reshape(-1, C) (targets.reshape(-1) for indices)",
         "logits = logits.view(-1, logits.shape[1])       # (B, C, H, W): mixes pixels",
         "logits = logits.movedim(1, -1).reshape(-1, logits.shape[1])  # one row per pixel",
@@ -199,7 +201,10 @@ def _value_or_error(ctx: Context, layout: Layout, leaf: torch.Tensor, targets: t
 
 
 def _report_layouts(ctx: Context, wrong: list[dict], calibrated: str, expected: float, reference: float | None) -> None:
-    """FL031 naming each layout whose loss differs from the calibrated layout's on the same rows."""
+    """FL031 naming each layout whose loss differs from the calibrated layout's on the same rows:
+    an error where the loss's code rearranges its input (it means to take those layouts and
+    does it wrong), an info where it never does (written for one layout, which broadcasting
+    lets other shapes through; harmless until someone passes one)."""
     def described(entry: dict) -> str:
         also = f" (read as {entry['other_reading']} it differs too)" if entry["other_reading"] else ""
         return f"{entry['loss']:.6g} on {entry['layout']} inputs of shape {tuple(entry['shape'])}{also}"
@@ -208,10 +213,18 @@ def _report_layouts(ctx: Context, wrong: list[dict], calibrated: str, expected: 
     first = wrong[0]
     difference = abs(first["loss"] - expected) / max(abs(expected), 1e-12) if math.isfinite(first["loss"]) else math.inf
     names = ", ".join(entry["layout"] for entry in wrong)
-    ctx.fire("FL031", f"the same elements give {expected:.6g} in the {calibrated} layout{against} but {'; '.join(described(e) for e in wrong)}: "
-                      f"the loss flattens or reduces {names} over the wrong axes",
-             {"layouts": wrong, "calibrated_layout": calibrated, "calibrated_loss": expected, "reference_loss": reference,
-              "relative_difference": difference, "tolerance": LAYOUT_TOLERANCE})
+    same = f"the same elements give {expected:.6g} in the {calibrated} layout{against} but {'; '.join(described(e) for e in wrong)}"
+    evidence = {"layouts": wrong, "calibrated_layout": calibrated, "calibrated_loss": expected, "reference_loss": reference,
+                "relative_difference": difference, "tolerance": LAYOUT_TOLERANCE}
+    if ctx.locator.rearranges_inputs() is False:
+        ctx.fire("FL031", f"{same}: the loss is written for {calibrated} inputs only (it never reshapes its input or reads its "
+                          f"number of dimensions), and takes {names} without an error although it computes over the wrong axes there; "
+                          f"harmless while it only sees {calibrated} inputs, but reject other shapes (or move the class axis) before "
+                          "someone passes maps", {**evidence, "handles_layouts": False}, severity="info",
+                 fix="refuse other shapes (if logits.dim() != 2: raise ValueError(...)), or move the class axis last and flatten: "
+                     "logits.movedim(1, -1).reshape(-1, C)")
+        return
+    ctx.fire("FL031", f"{same}: the loss flattens or reduces {names} over the wrong axes", evidence)
 
 
 def _same_up_to_a_count(value: float, expected: float, layout: Layout, classes: int) -> bool:
