@@ -1,0 +1,55 @@
+"""Standard errors of a weighted dump's estimates (Poisson sampling, issue 24).
+
+A weighted dump holds a Poisson sample of the elements: element ``i`` was kept with probability
+``pi_i`` and carries the weight ``w_i = 1 / pi_i`` (1: kept with certainty). Its tally's sums are
+Horvitz–Thompson estimates ``Y = Σ_sample w_i y_i``, unbiased, whose variance is estimated by
+
+    V(Y) = Σ_sample w_i (w_i - 1) y_i²            (0 for the elements kept with certainty).
+
+The tally keeps these second moments ``S2 = Σ w (w - 1) y²`` in the same cells as its sums
+(:attr:`~lossaudit.compare.settings.Tally.second_moments`: per loss a ``(C, 2, bins, 4)`` table,
+class × positive × difficulty bin × difficulty level, and ``"gradient:" + loss`` for the gradient
+magnitudes). Each element lies in exactly one cell, so any share of a loss's total that is a union
+of cells ("group" ``G``) is a ratio ``R = Y_G / Y`` whose delta-method (linearised) variance,
+with ``z_i = (1[i in G] - R) y_i / Y``, is
+
+    V(R) = Σ_sample w_i (w_i - 1) z_i² = ((1 - R)² S2_G + R² (S2 - S2_G)) / Y².
+
+A standard error is the square root of a variance. Nothing here knows what a group means: the
+report (:mod:`lossaudit.compare.report.build`) picks the cells; quantities that are not smooth
+functions of sums (GHM-C's bin weights, OHEM's top-k, rare-class membership, percentiles, the
+mistakes' counts) have no standard error here: they are plug-in estimates, and the report says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+Group = Callable[[np.ndarray], np.ndarray]
+"""Picks a group's cells out of a ``(C, 2, bins, 4)`` table, e.g. ``lambda t: t[:, 1]`` (the
+positives); applied alike to the sums and to the second moments."""
+
+
+def sum_se(moments: np.ndarray, group: Group | None = None) -> float:
+    """The standard error of a Horvitz–Thompson sum over ``group``'s cells (all cells when None):
+    ``sqrt(Σ w (w - 1) y²)``."""
+    picked = moments if group is None else group(moments)
+    return math.sqrt(max(float(picked.sum()), 0.0))
+
+
+def share_se(sums: np.ndarray, moments: np.ndarray, group: Group) -> float | None:
+    """The delta-method standard error of ``group``'s share of the total, ``R = Y_G / Y``, from
+    the sums and second moments of the same cells (see the module docstring); None where the total
+    is 0 (the share is undefined)."""
+    total = float(sums.sum())
+    if not total:
+        return None
+    share = float(group(sums).sum()) / total
+    inside = float(group(moments).sum())
+    outside = float(moments.sum()) - inside
+    variance = ((1 - share) ** 2 * inside + share ** 2 * outside) / total ** 2
+    return math.sqrt(max(variance, 0.0))
+
