@@ -12,6 +12,8 @@ import pytest
 
 import lossaudit
 
+pytestmark = pytest.mark.torch_free  # also run without torch, on every Python (.ci/run)
+
 RUNS = Path(__file__).resolve().parents[1] / "examples" / "model" / "runs"
 
 

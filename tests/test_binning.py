@@ -8,6 +8,8 @@ import pytest
 
 from lossaudit.compare.engine.binning import Intervals
 
+pytestmark = pytest.mark.torch_free  # also run without torch, on every Python (.ci/run)
+
 
 @pytest.mark.parametrize(("bins", "ghm_bins"), [(10, 10), (7, 30), (1, 1), (3, 1000), (100, 99), (1000, 999)])
 def test_the_lookup_is_the_search(bins, ghm_bins):

@@ -6,6 +6,9 @@ import runpy
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.torch_free  # also run without torch, on every Python (.ci/run)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

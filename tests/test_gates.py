@@ -16,6 +16,8 @@ import pytest
 
 from tests.conftest import write_npz
 
+pytestmark = pytest.mark.torch_free  # also run without torch, on every Python (.ci/run)
+
 LIMIT = 10.0
 
 

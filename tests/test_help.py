@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 
 from lossaudit.cli import app
 
+pytestmark = pytest.mark.torch_free  # also run without torch, on every Python (.ci/run)
+
 COMMANDS = ["", *sorted(typer.main.get_command(app).commands)]
 """The main app ("") and every command, present and future."""
 PANELS = {"compare": ("Input", "Losses", "Report", "CI", "Model"), "lint": ("Target", "Probes", "Report", "CI")}

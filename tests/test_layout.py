@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.torch_free  # also run without torch, on every Python (.ci/run)
+
 PACKAGE = Path(__file__).resolve().parent.parent / "lossaudit"
 
 

@@ -15,7 +15,7 @@ import pytest
 from lossaudit.compare.engine import parallel
 from lossaudit.errors import InputError
 
-pytestmark = pytest.mark.skipif(not parallel.FORK, reason="forked workers are used on Linux only")
+pytestmark = [pytest.mark.torch_free, pytest.mark.skipif(not parallel.FORK, reason="forked workers are used on Linux only")]
 
 
 def _no_child_left() -> bool:

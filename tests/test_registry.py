@@ -18,6 +18,8 @@ from lossaudit.losses.registry import LINT_KINDS, LOSSES, PARAMS
 from lossaudit.losses.spec import Param
 from tests.conftest import write_npz
 
+pytestmark = pytest.mark.torch_free  # also run without torch, on every Python (.ci/run)
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 

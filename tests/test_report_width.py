@@ -17,6 +17,8 @@ from rich.cells import cell_len
 from lossaudit.render.compare import render_text
 from tests.conftest import write_npz
 
+pytestmark = pytest.mark.torch_free  # also run without torch, on every Python (.ci/run)
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.npz"))
 WIDTHS = (60, 80, 100, 200)

@@ -18,6 +18,8 @@ from hypothesis.extra.numpy import arrays
 import lossaudit
 from lossaudit.io.dump import RUN_ID
 
+pytestmark = pytest.mark.torch_free  # also run without torch, on every Python (.ci/run)
+
 
 @pytest.mark.parametrize(
     "logits, targets, mask, names, says",

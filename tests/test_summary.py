@@ -8,6 +8,8 @@ import pytest
 
 from tests.conftest import write_npz
 
+pytestmark = pytest.mark.torch_free  # also run without torch, on every Python (.ci/run)
+
 
 def _rules(report: dict) -> dict[str, dict]:
     return {sentence["rule"]: sentence for sentence in report["summary"]}

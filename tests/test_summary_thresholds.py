@@ -31,6 +31,8 @@ import pytest
 import lossaudit
 from lossaudit.compare.report.summary import summarise
 
+pytestmark = pytest.mark.torch_free  # also run without torch, on every Python (.ci/run)
+
 TAIL = "that much loss on so few elements looks like label noise or missed objects; inspect them before tuning the loss."
 
 
