@@ -560,3 +560,107 @@ def test_lint_child_does_not_see_the_users_secrets(tmp_path):
     assert "saw SOME_TOKEN" not in hidden.stdout
     passed = run_case(Case(make("--pass-env", "SOME_TOKEN"), exit_code=1, env={"SOME_TOKEN": "hunter2"}), tmp_path)
     assert "FL015" in passed.stdout and "saw SOME_TOKEN" in passed.stdout
+
+
+MODEL_SOURCE = '''import sys
+import time
+
+import torch
+from torch import nn
+
+HOARD = []
+
+
+class Net(nn.Module):
+    """examples/model/classifier.pt's layers (16 features, 5 classes), with a forward of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 5))
+
+    def forward(self, x):
+{body}
+'''
+
+
+def _hoarding(indent: str) -> str:
+    """A loop that maps 256 MiB at a time (a float32 tensor of 2^26 elements, every page written)
+    and never frees it, indented by ``indent``."""
+    return f"{indent}while True:\n{indent}    HOARD.append(torch.empty(1 << 26).fill_(1.0))\n"
+
+
+def _forward(body: str, *options: str) -> Callable[[Path], list[str]]:
+    """``compare --model classifier.pt --arch net.py:Net`` where Net's forward runs ``body``."""
+    return lambda folder: [*_arch(MODEL_SOURCE.format(body=body))(folder), *options]
+
+
+MODEL_CALL = {
+    "--arch forward hangs": Case(_forward("        while True:\n            time.sleep(1)\n", "--timeout", "2"),
+                                 says=("classifier.pt (--arch net.py:Net)", "ran past 2 s", "(256, 16)", "--timeout")),
+    "--arch forward allocates without limit": Case(_forward(_hoarding(" " * 8), "--memory-limit", "512"),
+                                                   says=("classifier.pt (--arch net.py:Net)", "more than 512 MiB", "(256, 16)", "--memory-limit")),
+    "--arch forward calls sys.exit(0)": Case(_forward("        sys.exit(0)\n"), says=("classifier.pt (--arch net.py:Net)", "sys.exit(0)", "(256, 16)")),
+    "--arch forward raises KeyboardInterrupt": Case(_forward("        raise KeyboardInterrupt\n"), says=("classifier.pt (--arch net.py:Net)", "KeyboardInterrupt", "(256, 16)")),
+    "--arch forward raises": Case(_forward("        raise ValueError('expects images')\n"), says=("classifier.pt (--arch net.py:Net)", "(256, 16)", "ValueError: expects images")),
+    "--arch allocates without limit at import": Case(lambda folder: [*_arch(f"import torch\nHOARD = []\n{_hoarding('')}class Net: pass\n")(folder), "--memory-limit", "512"],
+                                                     says=("--arch net.py:Net", "importing it used more than 512 MiB", "--memory-limit")),
+    "--arch allocates without limit in its constructor": Case(
+        lambda folder: [*_arch(f"import torch\nHOARD = []\nclass Net:\n    def __init__(self):\n{_hoarding(' ' * 8)}")(folder), "--memory-limit", "512"],
+        says=("--arch net.py:Net", "building it used more than 512 MiB", "--memory-limit")),
+}
+"""The model's code run by ``compare --model`` (issue 23 point 1): its forward passes under
+``--timeout`` (per batch) and ``--memory-limit`` (MiB beyond what lossaudit maps), like its import
+and its constructor; every failure one line naming the checkpoint, the --arch class and the shape."""
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_CALL))
+def test_hostile_model_code(name, tmp_path):
+    started = time.monotonic()
+    run_case(MODEL_CALL[name], tmp_path)
+    if "hangs" in name:  # stopped at its 2 s limit: what remains is starting Python and torch
+        assert time.monotonic() - started < 20
+
+
+def _vm_size() -> int:
+    """This process's address-space size in bytes, from /proc/self/status's VmSize (kB)."""
+    return int(next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmSize:"))) * 1024
+
+
+def test_memory_limit_holds_in_its_block_and_is_lifted_after_it():
+    """The soft RLIMIT_AS is what the process maps on entry plus the limit (up to the pages the
+    entry itself maps), an allocation past it leaves as MemoryLimitExceeded, and the limit before
+    it comes back: 512 MiB can be allocated again."""
+    import torch
+
+    from lossaudit._limits import MemoryLimitExceeded, memory_limit
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    mapped = _vm_size()
+    with pytest.raises(MemoryLimitExceeded, match="more than 256 MiB"):
+        with memory_limit(256):
+            inside = resource.getrlimit(resource.RLIMIT_AS)[0]
+            torch.empty(2**27).fill_(1.0)  # 512 MiB of float32
+    assert 0 <= inside - (mapped + 256 * 2**20) < 16 * 2**20
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
+    assert float(torch.empty(2**27).fill_(1.0)[-1]) == 1.0
+
+
+def test_limits_apply_only_on_the_main_thread():
+    """Off the main thread neither a signal nor a process-wide limit can be set for one block:
+    the code runs without them."""
+    import threading
+
+    from lossaudit._limits import Limits
+
+    seen = []
+
+    def run() -> None:
+        with Limits(timeout=0.01, memory_mb=256).applied():
+            time.sleep(0.05)
+            seen.append(resource.getrlimit(resource.RLIMIT_AS))
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert seen == [before]

@@ -36,16 +36,18 @@ class ModelSource:
     save_logits: Path | None = None
 
 
-def _model_batch(source: ModelSource, timeout: float | None = None) -> tuple[object, dict]:
+def _model_batch(source: ModelSource, timeout: float | None = None, memory_limit_mb: int | None = None) -> tuple[object, dict]:
     """Run the checkpoint's model; returns the batch of logits and targets and what to report.
-    ``timeout``: seconds for the ``--arch`` module's import and its constructor, each."""
+    The ``--arch`` module's import, its constructor and each batch's forward pass run under
+    ``timeout`` seconds and ``memory_limit_mb`` MiB (:func:`lossaudit.model.inference.model_limits`)."""
     from lossaudit.io.dump import save
     from lossaudit.model.checkpoint import load_model
-    from lossaudit.model.inference import check_device, run_model
+    from lossaudit.model.inference import check_device, model_limits, run_model
 
     device = check_device(source.run.device)
-    loaded = load_model(source.checkpoint, source.arch, source.init, source.trust, device, timeout)
-    batch, fixed = run_model(loaded.model, source.run, label=str(source.checkpoint), input_shape=loaded.input_shape)
+    limits = model_limits(timeout, memory_limit_mb, device)
+    loaded = load_model(source.checkpoint, source.arch, source.init, source.trust, device, limits)
+    batch, fixed = run_model(loaded.model, source.run, label=str(source.checkpoint), input_shape=loaded.input_shape, limits=limits, arch=source.arch)
     info = {
         "checkpoint": str(source.checkpoint),
         "kind": loaded.kind,
@@ -135,7 +137,7 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
         raise InputError("nothing to compare: pass prediction dumps, or --model CHECKPOINT --data INPUTS")
     model_info = None
     if model is not None:
-        batch, model_info = _model_batch(model, timeout)
+        batch, model_info = _model_batch(model, timeout, memory_limit_mb)
         data = plan([batch], load_options)
     elif arrays:
         data = plan([ArrayFile(source="arrays", arrays=dict(arrays))], load_options)

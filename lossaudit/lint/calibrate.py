@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from lossaudit._limits import out_of_memory
 from lossaudit.lint.kinds import (
     AUTO_KINDS,
     CENTERNET,
@@ -50,7 +51,7 @@ def error_text(error: BaseException) -> str:
     if isinstance(error, CallTimeout):
         return f"hung: {error}"
     text = " ".join(f"{type(error).__name__}: {error}".split())
-    if isinstance(error, MemoryError) or "allocate memory" in text or "not enough memory" in text:
+    if out_of_memory(error):
         return f"ran out of memory under the memory limit ({_memory_limit_text()}; --memory-limit): {text[:200]}"
     return text
 

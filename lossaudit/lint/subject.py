@@ -16,13 +16,14 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 
+from lossaudit._limits import CallTimeout as CallTimeout  # re-exported: lint's modules import it from here
+from lossaudit._limits import run_with_timeout
 from lossaudit.lint.kinds import (
     BINARY,
     CENTERNET,
@@ -43,26 +44,6 @@ MATCH_TOLERANCE = 1e-4
 DEFAULT_ALPHA, DEFAULT_GAMMA = 0.25, 2.0
 REQUIRED_DEFAULTS = {"alpha": DEFAULT_ALPHA, "gamma": DEFAULT_GAMMA}
 """Values lint supplies for hyper-parameters a target declares without a default."""
-
-
-class CallTimeout(BaseException):
-    """Raised in the child when one call of the target runs past ``--timeout`` (not an Exception,
-    so the target's own ``except Exception`` cannot swallow it)."""
-
-
-def run_with_timeout(fn: Callable, timeout: float):
-    """Run ``fn()``; raise :class:`CallTimeout` in this (main) thread after ``timeout`` seconds."""
-
-    def on_alarm(signum, frame):
-        raise CallTimeout(f"ran past {timeout:g} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        return fn()
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 BACKGROUND_LABELS = {"C": "background = C", "0": "background = 0", "none": "no background label"}

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lossaudit._limits import CallTimeout, Limits, MemoryLimitExceeded
 from lossaudit.errors import InputError
 from lossaudit.io.symbols import import_quietly, import_symbol, parse_target
 
@@ -126,9 +127,9 @@ def match_keys(state: dict, expected: dict, path: Path) -> tuple[dict, str]:
     return best, note
 
 
-def load_model(path: Path, arch: str | None, init: dict, trust: bool, device: str, timeout: float | None = None) -> LoadedModel:
+def load_model(path: Path, arch: str | None, init: dict, trust: bool, device: str, limits: Limits = Limits()) -> LoadedModel:
     """Build and load the model described by the checkpoint at ``path`` on ``device``; the
-    ``--arch`` module's import and its constructor may run ``timeout`` seconds each (None: no limit)."""
+    ``--arch`` module's import and its constructor run under ``limits`` each (default: none)."""
     if not path.is_file():
         raise InputError(f"--model {path}: no such file")
     kind = detect_kind(path)
@@ -139,7 +140,7 @@ def load_model(path: Path, arch: str | None, init: dict, trust: bool, device: st
     state, where = _read_safetensors(path) if kind == "safetensors" else _read_state_dict(path)
     if arch is None:
         raise InputError(f"{path}: a state dict holds weights only; name the model class with --arch package.module:Class (and --init KEY=VALUE)")
-    model = _build(arch, init, timeout)
+    model = _build(arch, init, limits)
     matched, note = match_keys(state, model.state_dict(), path)
     model.load_state_dict(matched)
     detail = ", ".join(filter(None, [where, note]))
@@ -188,32 +189,33 @@ def _read_safetensors(path: Path) -> tuple[dict, str]:
         raise InputError(f"{path}: not a readable .safetensors file ({error})") from None
 
 
-def _build(arch: str, init: dict, timeout: float | None = None) -> object:
+def _build(arch: str, init: dict, limits: Limits) -> object:
     """An instance of the ``--arch`` class (``package.module:Class``) built with ``--init``, its
-    import and its constructor each within ``timeout`` seconds (on the main thread; elsewhere
-    without a limit)."""
+    import and its constructor each under ``limits`` (:meth:`~lossaudit._limits.Limits.applied`:
+    on the main thread; elsewhere without them)."""
     try:
-        cls = import_symbol(parse_target(arch), run=lambda load: _limited(lambda: import_quietly(load, arch), timeout, f"{arch}: importing it"))
-    except InputError as error:
+        cls = import_symbol(parse_target(arch), run=lambda load: import_quietly(lambda: _guarded(load, limits, f"{arch}: importing it"), arch))
+    except (InputError, _Stopped) as error:
         raise InputError(f"--arch {error}") from None
     try:
-        return _limited(lambda: cls(**init), timeout, f"{arch}: building it")
-    except InputError as error:
+        return _guarded(lambda: cls(**init), limits, f"{arch}: building it")
+    except _Stopped as error:
         raise InputError(f"--arch {error}") from None
     except Exception as error:  # the user's constructor
         raise InputError(f"--arch {arch}: cannot be built with --init {init}: {type(error).__name__}: {error}") from None
 
 
-def _limited(run: Callable[[], object], timeout: float | None, what: str) -> object:
-    """``run()`` stopped after ``timeout`` seconds (an :class:`~lossaudit.errors.InputError`
-    saying ``what`` hung), when a limit is given and this is the main thread (a signal stops it)."""
-    import threading
+class _Stopped(BaseException):
+    """User code stopped by its limits; the message names what ran (a BaseException, so that
+    :func:`~lossaudit.io.symbols.import_quietly` lets it through)."""
 
-    if timeout is None or threading.current_thread() is not threading.main_thread():
-        return run()
-    from lossaudit.lint.subject import CallTimeout, run_with_timeout
 
+def _guarded(run: Callable[[], object], limits: Limits, what: str) -> object:
+    """``run()`` under ``limits``; a hang or too much memory is :class:`_Stopped` saying ``what`` did."""
     try:
-        return run_with_timeout(run, timeout)
+        with limits.applied():
+            return run()
     except CallTimeout:
-        raise InputError(f"{what} hung: it ran past {timeout:g} s (--timeout)") from None
+        raise _Stopped(f"{what} hung: it ran past {limits.timeout:g} s (--timeout)") from None
+    except MemoryLimitExceeded as error:
+        raise _Stopped(f"{what} used more than {error.megabytes} MiB of memory (--memory-limit)") from None

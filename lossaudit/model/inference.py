@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lossaudit._limits import CallTimeout, Limits, MemoryLimitExceeded
 from lossaudit.errors import InputError
 from lossaudit.io.dataset import CLASS_NAMES_KEY, MASK_KEY, TARGETS_KEYS, find_key
 from lossaudit.io.readers import ArrayFile, read_batches
@@ -39,6 +40,17 @@ def check_device(device: str) -> str:
     if not torch.cuda.is_available():
         raise InputError(f"--device {device}: CUDA is not available here (torch.cuda.is_available() is False); use --device cpu")
     return device
+
+
+def model_limits(timeout: float | None, memory_limit_mb: int | None, device: str) -> Limits:
+    """The limits the ``--arch`` module's import, its constructor and each forward pass run under:
+    ``timeout`` seconds, and ``memory_limit_mb`` MiB of address space beyond what this process maps
+    when each starts (None: :func:`~lossaudit.lint.runner.default_memory_limit_mb`, as lint's). On a
+    CUDA device no memory limit: CUDA maps the GPU's memory into the address space."""
+    from lossaudit.lint.runner import default_memory_limit_mb
+
+    memory = None if device != "cpu" else memory_limit_mb or default_memory_limit_mb()
+    return Limits(timeout, memory)
 
 
 def _select_output(output: object, key: str | None, source: str):
@@ -77,11 +89,47 @@ def static_batch(input_shape: tuple[int | None, ...] | None, inputs: np.ndarray,
     return input_shape[0]
 
 
-def run_model(model, options: RunOptions, label: str, input_shape: tuple[int | None, ...] | None = None) -> tuple[ArrayFile, int | None]:
+def _forward(model, batch, limits: Limits, source: str):
+    """``model(batch)`` under ``limits``; any failure of the model's code is an InputError naming
+    ``source`` and the batch's shape."""
+    shape = tuple(batch.shape)
+    try:
+        with limits.applied():
+            return model(batch)
+    except CallTimeout:
+        raise InputError(f"{source}: the model ran past {limits.timeout:g} s on inputs of shape {shape} "
+                         "(--timeout; raise it for a slow model, or lower --batch-size)") from None
+    except MemoryLimitExceeded as error:
+        raise InputError(f"{source}: the model used more than {error.megabytes} MiB of memory on inputs of shape {shape} "
+                         "(--memory-limit; raise it for a large model, or lower --batch-size)") from None
+    except SystemExit as error:
+        raise InputError(f"{source}: the model called sys.exit({error.code!r}) on inputs of shape {shape}") from None
+    except (Exception, KeyboardInterrupt) as error:  # the user's model
+        detail = str(error).splitlines()[0][:200] if str(error).strip() else ""
+        raise InputError(f"{source}: the model failed on inputs of shape {shape}: {type(error).__name__}{': ' + detail if detail else ''}") from None
+
+
+def _start_threads() -> None:
+    """Start torch's intra-op threads before the first forward pass, outside its limits: each
+    thread maps a stack and a malloc arena (about 72 MiB of address space with glibc), which the
+    first batch's ``--memory-limit`` would otherwise count (a gigabyte on 16 cores)."""
+    import torch
+
+    torch.zeros(torch.get_num_threads() * 2**16).add_(1)  # two grains (32768 elements) per thread: every thread gets work
+
+
+def run_model(model, options: RunOptions, label: str, input_shape: tuple[int | None, ...] | None = None,
+              limits: Limits = Limits(), arch: str | None = None) -> tuple[ArrayFile, int | None]:
     """The model's logits on the inputs of ``options.data``, with the data's targets (and mask and
     class names), as one batch named ``label``; and the batch size it ran at when a
     ``torch.export`` program (``input_shape``) has a static batch axis: it then runs at that size,
-    its last batch padded with copies of its last row whose outputs are dropped (else None)."""
+    its last batch padded with copies of its last row whose outputs are dropped (else None).
+
+    Each forward pass (one batch) runs under ``limits`` (:meth:`~lossaudit._limits.Limits.applied`:
+    ``--timeout`` seconds and ``--memory-limit`` MiB beyond what this process maps before the
+    batch; on the main thread only). A failure of the model's code — an exception, ``sys.exit``,
+    ``KeyboardInterrupt``, a hang, too much memory — is one :class:`~lossaudit.errors.InputError`
+    naming the checkpoint (and ``arch``, the ``--arch`` class), the data and the batch's shape."""
     import torch
     from rich.console import Console
     from rich.progress import (
@@ -103,12 +151,14 @@ def run_model(model, options: RunOptions, label: str, input_shape: tuple[int | N
     if options.batch_size < 1:
         raise InputError(f"--batch-size {options.batch_size}: expected at least 1")
     source = f"{label} on {data.source}"
+    failing = f"{label}{f' (--arch {arch})' if arch else ''} on {data.source}"
     fixed = static_batch(input_shape, inputs, source)
     batch_size = fixed or options.batch_size
     try:
         model.eval()
     except NotImplementedError:  # a torch.export module keeps the mode it was exported in
         pass
+    _start_threads()
     outputs = []
     steps = range(0, len(inputs), batch_size)
     stderr = Console(stderr=True)
@@ -120,10 +170,7 @@ def run_model(model, options: RunOptions, label: str, input_shape: tuple[int | N
                 if fixed and len(rows) < fixed:  # pad to the exported batch size; the copies' outputs are dropped below
                     rows = np.concatenate([rows, np.repeat(rows[-1:], fixed - len(rows), axis=0)])
                 batch = torch.from_numpy(rows).to(options.device)
-                try:
-                    output = model(batch)
-                except Exception as error:  # the user's model
-                    raise InputError(f"{source}: the model failed on inputs of shape {tuple(batch.shape)}: {type(error).__name__}: {str(error).splitlines()[0][:200]}") from None
+                output = _forward(model, batch, limits, failing)
                 outputs.append(_select_output(output, options.output_key, source).detach().float().cpu().numpy()[: len(inputs) - start])
                 progress.advance(task)
     result = ArrayFile(source=source)
