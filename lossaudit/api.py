@@ -24,6 +24,7 @@ def compare(
     logits: object = None,
     targets: object = None,
     mask: object = None,
+    weights: object = None,
     class_names: Sequence[str] | str | os.PathLike | None = None,
     losses: Sequence[str | Callable] | str | None = None,
     loss_init: dict | None = None,
@@ -56,7 +57,9 @@ def compare(
     Give dumps (``paths``: ``.npz``/``.npy``/``.pt`` files or folders, as ``lossaudit compare``
     reads them), arrays (``logits=`` ``(N, C)``, ``(B, A, C)`` or ``(B, C, H, W)`` with
     ``targets=`` class indices or one-hot/soft targets shaped like the logits; numpy arrays or
-    torch tensors), or a checkpoint (``model=`` with ``data=``). Every other keyword is the
+    torch tensors; ``weights=``, optional, sampling weights ``1/probability >= 1`` shaped like the
+    rows or like the logits, as a weighted dump's ``weights`` key: every sum is then a
+    Horvitz–Thompson estimate), or a checkpoint (``model=`` with ``data=``). Every other keyword is the
     command-line option of the same name (``targets_encoding`` is ``--targets``), with the same
     default; the losses' hyper-parameters (``alpha``, ``gamma``, ``alpha_per_class``,
     ``ghm_bins``, ``qfl_beta``, ... : ``lossaudit losses`` lists them) are keywords too, checked
@@ -88,7 +91,7 @@ def compare(
     from lossaudit.io.dataset import LoadOptions, read_class_names
     from lossaudit.losses.user import split_losses
 
-    arrays = _arrays(logits, targets, mask)
+    arrays = _arrays(logits, targets, mask, weights)
     names = read_class_names(Path(class_names)) if isinstance(class_names, (str, os.PathLike)) else None if class_names is None else [str(n) for n in class_names]
     load_options = LoadOptions(logits_key=logits_key, targets_key=targets_key, targets=targets_encoding, background_index=background_index,
                                ignore_index=ignore_index, class_dim=class_dim, inputs=inputs, class_names=names,
@@ -121,18 +124,22 @@ def compare(
     return Report.from_dict(document)
 
 
-def _arrays(logits: object, targets: object, mask: object) -> dict | None:
-    """``logits=``, ``targets=`` (and ``mask=``) as numpy arrays, or None when not given."""
+def _arrays(logits: object, targets: object, mask: object, weights: object = None) -> dict | None:
+    """``logits=``, ``targets=`` (and ``mask=``, ``weights=``) as numpy arrays, or None when not given."""
     from lossaudit.errors import InputError
+    from lossaudit.io.dataset.options import MASK_KEY, WEIGHTS_KEY
     from lossaudit.io.dump import from_tensor
 
     if (logits is None) != (targets is None):
         raise InputError("logits= and targets= go together")
     if logits is None:
+        if weights is not None:
+            raise InputError("weights= goes with logits= and targets= (a dump holds its weights under the key 'weights')")
         return None
     arrays = {"logits": from_tensor(logits), "targets": from_tensor(targets)}
-    if mask is not None:
-        arrays["mask"] = from_tensor(mask)
+    for key, value in ((MASK_KEY, mask), (WEIGHTS_KEY, weights)):
+        if value is not None:
+            arrays[key] = from_tensor(value)
     return arrays
 
 

@@ -107,6 +107,18 @@ class Tally:
             elements (weighted by ``1 - alpha``), at the positives (by ``alpha``), and the same
             two of its gradient magnitude; None without focal. Focal under another alpha is
             these reweighted.
+        second_moments: None for an unweighted dump. For a weighted dump (sampling weights
+            ``w``: :mod:`lossaudit.io.dataset.weights`, every sum above a Horvitz–Thompson sum of
+            ``w × value``): loss id -> ``(C, 2, bins, 4)`` float64 tables of ``Σ w (w - 1) v²`` over
+            the elements (softmax losses: target terms) of each cell of ``loss_sums``, ``v`` the
+            element's loss, and ``"gradient:" + loss`` the same for ``gradient_sums``: the
+            variance estimate of each cell's sum under Poisson sampling (0 for elements kept with
+            certainty). Focal's alpha_t and GHM-C's bin weights enter squared; OHEM's are over
+            the rows it keeps (a plug-in selection).
+        sample: None for an unweighted dump; else
+            :attr:`~lossaudit.io.dataset.info.DataInfo.sample` with ``estimated_elements`` (the
+            weights of the valid elements summed) and ``population_source`` (``recorded`` when every
+            batch recorded ``population_elements``, else ``sum of weights``).
     """
 
     loss_sums: dict[str, np.ndarray]
@@ -126,6 +138,8 @@ class Tally:
     normaliser_names: dict[str, str] = field(default_factory=dict)
     mistakes: object = None
     focal_parts: np.ndarray | None = None
+    second_moments: dict[str, np.ndarray] | None = None
+    sample: dict | None = None
 
 
 FILE_COUNTS = ("nonfinite", "background_rows", "multi_hot_rows", "out_of_range_rows")

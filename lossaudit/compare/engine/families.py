@@ -35,6 +35,12 @@ by (class, positive, difficulty interval), and follow the reference functions of
   is asked for): :meth:`~lossaudit.io.dataset.DataPlan.class_target_sums` (each class's targets as
   stored, before masks, the ignore label or non-finite logits exclude anything; hard targets: its
   positives).
+
+Weighted dumps (sampling weights): each element or term adds its weight times its loss, and
+``w (w - 1)`` times its square to a second-moment table (see
+:mod:`~lossaudit.compare.engine.stream`, whose dense pass is then bypassed: every element comes
+through :meth:`SigmoidFamilies.add_elements`); the class counts of the softmax families are
+then weighted too (:meth:`~lossaudit.io.dataset.DataPlan.class_target_sums`).
 """
 
 from __future__ import annotations
@@ -188,11 +194,12 @@ class SigmoidFamilies:
     :class:`~lossaudit.compare.engine.stream.StreamTally`, which gives them its taken-out elements
     (:meth:`add_elements`) and its dense pass's sums (:meth:`add_easy`)."""
 
-    def __init__(self, params: dict[str, dict[str, float]], intervals: Intervals, num_classes: int):
+    def __init__(self, params: dict[str, dict[str, float]], intervals: Intervals, num_classes: int, weighted: bool = False):
         self.params = {loss: value for loss, value in params.items() if loss in SIGMOID_FAMILIES}
         self.intervals, self.num_classes = intervals, num_classes
         self.size = num_classes * 2 * intervals.count
         self.tables = {loss: np.zeros((2, self.size)) for loss in self.params}  # loss, gradient magnitude
+        self.second = {loss: np.zeros((2, self.size)) for loss in self.params} if weighted else None  # Σ w (w - 1) v²
 
     def _easy_power(self, loss: str) -> tuple[float, float] | None:
         """``(k, factor)``: the easy negatives' loss is ``factor × p^k b``; None: it is 0."""
@@ -214,9 +221,9 @@ class SigmoidFamilies:
         clip = self.params[ASL]["clip"] if ASL in self.params else 0.0
         return min(first_edge, clip) if clip > 0 else first_edge
 
-    def add_elements(self, x32: np.ndarray, y: np.ndarray, col: np.ndarray, positive: np.ndarray) -> None:
-        """Tally ``(k,)`` valid elements one by one: float32 logits and targets, their classes and
-        whether each is a positive."""
+    def add_elements(self, x32: np.ndarray, y: np.ndarray, col: np.ndarray, positive: np.ndarray, w: np.ndarray | None = None) -> None:
+        """Tally ``(k,)`` valid elements one by one: float32 logits and targets, their classes,
+        whether each is a positive, and their weights (weighted mode)."""
         if not self.params or not len(x32):
             return
         y64 = y.astype(np.float64)
@@ -224,15 +231,15 @@ class SigmoidFamilies:
         keys = self.intervals.keys(col, positive, np.abs(parts.p.astype(np.float32) - y))  # as elements.sigmoid32 bins
         for loss, function in ((QFL, qfl), (VFL, vfl)):
             if loss in self.params:
-                self._add(loss, keys, function(parts, y64, **self.params[loss]))
+                self._add(loss, keys, function(parts, y64, **self.params[loss]), w)
         if ASL in self.params:
             asl_params = self.params[ASL]
             # a negative below the clip costs nothing and passes no gradient (p_m = 0): left out
             keep = (y64 != 0) | (parts.p >= asl_params["clip"])
-            self._add(ASL, keys[keep], asl(parts.select(keep), y64[keep], **asl_params))
+            self._add(ASL, keys[keep], asl(parts.select(keep), y64[keep], **asl_params), None if w is None else w[keep])
 
-    def _add(self, loss: str, keys: np.ndarray, values: tuple[np.ndarray, np.ndarray]) -> None:
-        _add_sums(self.tables[loss], keys, values)
+    def _add(self, loss: str, keys: np.ndarray, values: tuple[np.ndarray, np.ndarray], w: np.ndarray | None = None) -> None:
+        _add_sums(self.tables[loss], keys, values, w, self.second[loss] if self.second is not None else None)
 
     def add_easy(self, dense: DensePass, at: np.ndarray) -> None:
         """Add the easy negatives' sums of a dense pass, at the flat keys ``at`` of (class,
@@ -247,22 +254,27 @@ class SigmoidFamilies:
     def merge(self, other: SigmoidFamilies) -> None:
         for loss, tables in other.tables.items():
             self.tables[loss] += tables
+        for loss, tables in (other.second or {}).items():
+            self.second[loss] += tables
 
     def finish(self, tally: Tally) -> None:
         """Put the families' sums and normalisers (the valid elements) into ``tally``."""
-        _put(tally, self.tables, self.intervals, self.num_classes, float(tally.element_counts.sum()), "valid elements")
+        _put(tally, self.tables, self.intervals, self.num_classes, float(tally.element_counts.sum()), "valid elements", self.second)
 
 
-def _add_sums(tables: np.ndarray, keys: np.ndarray, values: tuple[np.ndarray, np.ndarray]) -> None:
+def _add_sums(tables: np.ndarray, keys: np.ndarray, values: tuple[np.ndarray, np.ndarray], w: np.ndarray | None = None, second: np.ndarray | None = None) -> None:
     """Add ``(k,)`` losses and gradient magnitudes at the flat ``keys`` to a loss's ``(2, size)``
-    tables."""
-    for table, value in zip(tables, values):
-        table += np.bincount(keys, weights=value, minlength=table.shape[-1])
+    tables; weighted (``w``), their ``w v`` there and ``w (w - 1) v²`` to ``second``."""
+    for index, (table, value) in enumerate(zip(tables, values)):
+        table += np.bincount(keys, weights=value if w is None else w * value, minlength=table.shape[-1])
+        if w is not None:
+            second[index] += np.bincount(keys, weights=w * (w - 1) * np.square(value, dtype=np.float64), minlength=table.shape[-1])
 
 
-def _put(tally: Tally, tables: dict[str, np.ndarray], intervals: Intervals, classes: int, normaliser: float, name: str) -> None:
+def _put(tally: Tally, tables: dict[str, np.ndarray], intervals: Intervals, classes: int, normaliser: float, name: str,
+         second: dict[str, np.ndarray] | None = None) -> None:
     """Each loss's ``(2, C × 2 × intervals)`` sums (loss, gradient magnitude) into ``tally``'s
-    cells, with its normaliser."""
+    cells, with its normaliser, and its second moments (weighted mode) into ``tally.second_moments``."""
 
     def cells(table: np.ndarray) -> np.ndarray:
         return intervals.to_cells(table.reshape(classes, 2, intervals.count)).sum(axis=-1)
@@ -270,6 +282,8 @@ def _put(tally: Tally, tables: dict[str, np.ndarray], intervals: Intervals, clas
     for loss, (table, gradient) in tables.items():
         tally.loss_sums[loss], tally.gradient_sums[loss] = cells(table), cells(gradient)
         tally.normalisers[loss], tally.normaliser_names[loss] = normaliser, name
+        if second is not None:
+            tally.second_moments[loss], tally.second_moments["gradient:" + loss] = (cells(values) for values in second[loss])
 
 
 class FamilyTally:
@@ -284,18 +298,19 @@ class FamilyTally:
             no core softmax loss does).
     """
 
-    def __init__(self, settings: LossSettings, family: FamilySetup, num_classes: int, softmax_counts: bool):
+    def __init__(self, settings: LossSettings, family: FamilySetup, num_classes: int, softmax_counts: bool, weighted: bool = False):
         self.family, self.num_classes = family, num_classes
         self.intervals = Intervals(settings.bins, settings.ghm_bins)
         self.size = num_classes * 2 * self.intervals.count
         self.tables = {loss: np.zeros((2, self.size)) for loss in family.params if loss in SOFTMAX_FAMILIES}  # loss, gradient magnitude
+        self.second = {loss: np.zeros((2, self.size)) for loss in self.tables} if weighted else None
         self.softmax_counts = np.zeros(self.size) if softmax_counts else None
         self.sum_q_positive, self.softmax_positives = np.zeros(num_classes), np.zeros(num_classes)
         self.mistakes = Mistakes(num_classes)
         self.softmax_rows = 0
 
-    def _add(self, loss: str, keys: np.ndarray, values: tuple[np.ndarray, np.ndarray]) -> None:
-        _add_sums(self.tables[loss], keys, values)
+    def _add(self, loss: str, keys: np.ndarray, values: tuple[np.ndarray, np.ndarray], w: np.ndarray | None = None) -> None:
+        _add_sums(self.tables[loss], keys, values, w, self.second[loss] if self.second is not None else None)
 
     def add(self, chunk: Chunk, file: int = 0) -> None:
         """Tally one chunk of rows (``file`` is not needed)."""
@@ -305,7 +320,7 @@ class FamilyTally:
         """The softmax families at the targets of the valid rows with a target."""
         row_valid = chunk.valid_rows
         rows = np.flatnonzero(row_valid & chunk.has_target)
-        self.softmax_rows += len(rows)
+        self.softmax_rows += len(rows) if chunk.weights is None else float(chunk.row_weights[rows].sum())
         if not len(rows):
             return
         in_rows = row_valid[chunk.target_rows]
@@ -315,23 +330,26 @@ class FamilyTally:
         x = chunk.logits[rows]
         terms = elements.softmax_terms(x, local_row, col)
         keys = self.intervals.keys(col, positive, np.float32(1) - terms.q)
+        w = chunk.weights[row, col] if chunk.weights is not None else None  # a term weighs as its target element
         family = self.family
         if family.cb_weights is not None:
             weight = family.cb_weights[col]
-            self._add(CB_CE, keys, (terms.loss(y, 0.0, weight), elements.softmax_gradient(terms, terms.pull(y, 0.0, weight), y, local_row)))
+            self._add(CB_CE, keys, (terms.loss(y, 0.0, weight), elements.softmax_gradient(terms, terms.pull(y, 0.0, weight), y, local_row)), w)
         if family.log_prior is not None:
             adjusted = elements.softmax_terms(x + family.params[LOGIT_ADJUSTED_CE]["tau"] * family.log_prior, local_row, col)
-            self._add(LOGIT_ADJUSTED_CE, keys, (adjusted.loss(y, 0.0), elements.softmax_gradient(adjusted, adjusted.pull(y, 0.0), y, local_row)))
+            self._add(LOGIT_ADJUSTED_CE, keys, (adjusted.loss(y, 0.0), elements.softmax_gradient(adjusted, adjusted.pull(y, 0.0), y, local_row)), w)
         if self.softmax_counts is not None:
-            self.softmax_counts += np.bincount(keys, minlength=self.size)
-            self.sum_q_positive += np.bincount(col[positive], weights=terms.q[positive], minlength=self.num_classes)
-            self.softmax_positives += np.bincount(col[positive], minlength=self.num_classes)
-            self.mistakes.add_softmax(col, terms.top, terms.q, positive)
+            self.softmax_counts += np.bincount(keys, weights=w, minlength=self.size)
+            self.sum_q_positive += np.bincount(col[positive], weights=terms.q[positive] if w is None else w[positive] * terms.q[positive], minlength=self.num_classes)
+            self.softmax_positives += np.bincount(col[positive], weights=None if w is None else w[positive], minlength=self.num_classes)
+            self.mistakes.add_softmax(col, terms.top, terms.q, positive, w)
 
     def merge(self, other: FamilyTally) -> None:
         """Add another accumulator's sums (of other chunks) to this one."""
         for loss, tables in other.tables.items():
             self.tables[loss] += tables
+        for loss, tables in (other.second or {}).items():
+            self.second[loss] += tables
         if self.softmax_counts is not None:
             self.softmax_counts += other.softmax_counts
         self.sum_q_positive += other.sum_q_positive
@@ -341,7 +359,7 @@ class FamilyTally:
 
     def finish(self, tally: Tally) -> None:
         """Put the families' sums, normalisers and (when counted here) softmax counts into ``tally``."""
-        _put(tally, self.tables, self.intervals, self.num_classes, float(self.softmax_rows), "rows with a target")
+        _put(tally, self.tables, self.intervals, self.num_classes, float(self.softmax_rows), "rows with a target", self.second)
         if self.softmax_counts is not None:
             tally.softmax_counts = self.intervals.to_cells(self.softmax_counts.reshape(self.num_classes, 2, self.intervals.count)).sum(axis=-1)
             tally.sum_q_positive, tally.softmax_positives = self.sum_q_positive, self.softmax_positives

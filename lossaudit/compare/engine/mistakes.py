@@ -22,6 +22,10 @@ the pairs of every wrong argmax.
 Maps: rows are the cells of ``(B, …, H, W)`` maps in row-major order (:attr:`Mistakes.grid`
 ``(H, W)``); a neighbour is looked for in the same chunk, whose rows start at a whole image
 (:func:`grid_chunk_rows`).
+
+Weighted dumps: each unit counts its sampling weight (a plug-in estimate; the pairs' counts are
+then floats). A confidently wrong element is never an easy negative, so a Recorder's sample keeps
+it with weight 1.
 """
 
 from __future__ import annotations
@@ -74,17 +78,21 @@ class Mistakes:
         self.argmax_correct = np.zeros(num_classes)
         self.pairs: dict[str, Counter] = {"sigmoid": Counter(), "softmax": Counter(), "argmax": Counter()}
 
-    def _count_pairs(self, kind: str, true: np.ndarray, predicted: np.ndarray) -> None:
+    def _count_pairs(self, kind: str, true: np.ndarray, predicted: np.ndarray, weights: np.ndarray | None = None) -> None:
         if len(true):
-            keys, counts = np.unique(true.astype(np.int64) * self.num_classes + predicted, return_counts=True)
-            self.pairs[kind].update({(int(k) // self.num_classes, int(k) % self.num_classes): int(n) for k, n in zip(keys, counts)})
+            keys, inverse, counts = np.unique(true.astype(np.int64) * self.num_classes + predicted, return_inverse=True, return_counts=True)
+            if weights is not None:
+                counts = np.bincount(inverse.reshape(-1), weights=weights, minlength=len(keys))
+            convert = int if weights is None else float
+            self.pairs[kind].update({(int(k) // self.num_classes, int(k) % self.num_classes): convert(n) for k, n in zip(keys, counts)})
 
-    def add_sigmoid(self, start: int, rows: int, index: np.ndarray, p: np.ndarray, targets: np.ndarray, target_positive: np.ndarray, target_g: np.ndarray) -> None:
+    def add_sigmoid(self, start: int, rows: int, index: np.ndarray, p: np.ndarray, targets: np.ndarray, target_positive: np.ndarray, target_g: np.ndarray,
+                    weights: np.ndarray | None = None) -> None:
         """One chunk's elements (global first row ``start``, ``rows`` rows): ``(k,)`` the sorted
         flat indices ``row × C + class`` of those the dense pass took out — every valid element but
         the easy negatives, so every one at p ≥ 0.1 and every non-zero target — with their float32
-        ``p``; ``(t,)`` the sorted flat indices of the valid non-zero ``targets`` among them, whether
-        each is a positive and its float32 ``g = |p - y|``."""
+        ``p`` (and their sampling ``weights``, weighted); ``(t,)`` the sorted flat indices of the
+        valid non-zero ``targets`` among them, whether each is a positive and its float32 ``g = |p - y|``."""
         classes = self.num_classes
         high = index[p >= VERY_HARD_G]  # non-targets at p ≥ 0.9 (g = p), and targets to sort out
         high = high[_find(targets, high, True) < 0]
@@ -119,8 +127,9 @@ class Mistakes:
             cause[shifted] = SHIFTED
         confused = cause == CONFUSED
         true, wrong = np.where(is_positive, col, other), np.where(is_positive, other, col)
-        self._count_pairs("sigmoid", true[confused], wrong[confused])
-        np.add.at(self.sigmoid, (col, is_positive.astype(np.intp), cause), 1)
+        unit_weights = None if weights is None else weights[np.searchsorted(index, units)]
+        self._count_pairs("sigmoid", true[confused], wrong[confused], None if unit_weights is None else unit_weights[confused])
+        np.add.at(self.sigmoid, (col, is_positive.astype(np.intp), cause), 1 if unit_weights is None else unit_weights)
 
     def _neighbours(self, start: int, rows: int, row: np.ndarray) -> list[np.ndarray]:
         """The local rows of the four neighbouring cells of each local ``row`` in the same image,
@@ -134,18 +143,24 @@ class Mistakes:
             out.append(np.where(inside & (neighbour >= 0) & (neighbour < rows), neighbour, -1))
         return out
 
-    def add_softmax(self, col: np.ndarray, top: np.ndarray, q: np.ndarray, positive: np.ndarray) -> None:
+    def add_softmax(self, col: np.ndarray, top: np.ndarray, q: np.ndarray, positive: np.ndarray, weights: np.ndarray | None = None) -> None:
         """The target terms of some softmax rows: ``(k,)`` class ``col``, the argmax ``top`` of the
-        term's row, float32 ``q`` (softmax at the class), ``positive`` flags."""
+        term's row, float32 ``q`` (softmax at the class), ``positive`` flags (and the terms'
+        sampling ``weights``, weighted)."""
         col, top, q = col[positive], top[positive], q[positive]
+        w = weights[positive] if weights is not None else None
+
+        def part(where: np.ndarray) -> np.ndarray | None:
+            return None if w is None else w[where]
+
         right = top == col
-        self.argmax_correct += np.bincount(col[right], minlength=self.num_classes)
-        self._count_pairs("argmax", col[~right], top[~right])
+        self.argmax_correct += np.bincount(col[right], weights=part(right), minlength=self.num_classes)
+        self._count_pairs("argmax", col[~right], top[~right], part(~right))
         very_hard = np.float32(1) - q >= VERY_HARD_G
         cause = np.where(right[very_hard], OTHER, CONFUSED)
-        np.add.at(self.softmax, (col[very_hard], cause), 1)
+        np.add.at(self.softmax, (col[very_hard], cause), 1 if w is None else w[very_hard])
         wrong = very_hard & ~right
-        self._count_pairs("softmax", col[wrong], top[wrong])
+        self._count_pairs("softmax", col[wrong], top[wrong], part(wrong))
 
     def merge(self, other: Mistakes) -> None:
         """Add another accumulator's counts (of other chunks)."""

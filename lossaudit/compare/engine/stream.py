@@ -16,6 +16,17 @@ Per chunk, read once (float32 rows in place from the mapped file):
   targets in float64 (and the sigmoid families, :mod:`lossaudit.compare.engine.families`, in float64);
 - the softmax losses are computed on the rows that have a target.
 
+Weighted dumps (sampling weights: :mod:`lossaudit.io.dataset.weights`): every sum is a
+Horvitz–Thompson sum — each element, softmax term and row adds its weight times its value — and
+beside each loss and gradient table a second-moment table ``Σ w (w - 1) v²`` is kept
+(:attr:`~lossaudit.compare.settings.Tally.second_moments`, the variance of the sums under Poisson
+sampling). The dense pass is bypassed there: every element of the rows that are not dropped is
+taken out and tallied one by one (:mod:`lossaudit.compare.engine.elements`), which is simpler and
+exact for any weight; a sample is small, and the speed of weighted reads is issue 27's. Row
+quantities (rows, background and multi-hot rows, softmax rows, OHEM's rows) add up
+:attr:`~lossaudit.io.dataset.Chunk.row_weights`; a batch that recorded ``population_rows`` counts
+that many rows, its background rows being those less its rows with a target.
+
 GHM-C keeps the BCE sums per GHM bin, so its weights (which depend on the bin counts of the whole
 data) are applied at the end: the loss is ``Σ_bins w_b × Σ BCE in bin b``. Hard-negative mining
 keeps one loss per row; at the end the kept rows are read again and tallied.
@@ -63,6 +74,10 @@ large."""
 GRADIENT = "gradient:"
 """Prefix of the tables of gradient magnitudes (``gradient:bce`` beside ``bce``)."""
 
+FOCAL_PARTS = ("_oo", "_oy", "_yy")
+"""Weighted mode: focal's second moments in three parts, ``Σ w (w - 1) h² × ((1 - y)², y (1 - y), y²)``,
+weighted ``(a_off², 2 a_off a_on, a_on²)`` at the end (``alpha_t² h²``, exactly, for soft targets too)."""
+
 BLOCK_ELEMENTS = 1 << 15 if parallel.FORK else 1 << 18
 """Elements per block of the dense pass. At 2^15 its buffers (about 30 bytes an element) stay in a
 core's L2 cache, but every block costs some 25 numpy calls, and threads queue on the GIL for each
@@ -84,10 +99,11 @@ class StreamTally:
             (:attr:`families.FamilySetup.params`): the sigmoid ones are kept here
             (:class:`~lossaudit.compare.engine.families.SigmoidFamilies`).
         grid: ``(H, W)`` when the rows are the cells of maps (for :class:`Mistakes`), else None.
+        weighted: the chunks carry sampling weights (see the module docstring).
     """
 
     def __init__(self, settings: LossSettings, num_classes: int, num_files: int, max_rows: int, family_params: dict[str, dict[str, float]] | None = None,
-                 grid: tuple[int, int] | None = None):
+                 grid: tuple[int, int] | None = None, weighted: bool = False):
         self.settings, self.num_classes = settings, num_classes
         requested = settings.losses
         self.intervals = Intervals(settings.bins, settings.ghm_bins)
@@ -97,7 +113,8 @@ class StreamTally:
         self.softmax_weight = alpha if isinstance(alpha, np.ndarray) else None
         bce_table = BCE in requested or GHM in requested  # GHM-C's weights come at the end
         focal, centernet = FOCAL in requested, CENTERNET in requested
-        self.families = families.SigmoidFamilies(family_params or {}, self.intervals, num_classes)
+        self.weighted = weighted
+        self.families = families.SigmoidFamilies(family_params or {}, self.intervals, num_classes, weighted)
         dense_values = {"softplus": bce_table, "q": bce_table, "heatmap_loss": centernet, "heatmap_gradient": centernet}
         values = tuple(name for name, wanted in dense_values.items() if wanted)
         powers = ((settings.gamma,) if focal else ()) + self.families.powers()
@@ -108,26 +125,48 @@ class StreamTally:
         if focal:  # Σ (1 - y) h and Σ y h of focal's unweighted h: alpha comes at the end
             tabled += ["focal_off", "focal_on"]
         self.tables = {name: np.zeros(self.size) for loss in tabled for name in (loss, GRADIENT + loss)}
+        # second moments Σ w (w - 1) v²; focal's squared alpha_t = a_off (1 - y) + a_on y needs three parts
+        second = [name for name in self.tables if "focal_o" not in name] + [prefix + FOCAL + part for prefix in ("", GRADIENT) for part in FOCAL_PARTS if focal]
+        self.second = {name: np.zeros(self.size) for name in second} if weighted else None
+        self.file_rows = {name: np.zeros(num_files) for name in ("rows", "target_rows")}  # weighted: for population_rows
         self.counts = np.zeros(self.size)
         self.softmax_counts = np.zeros(self.size)
         self.file_counts = {name: np.zeros(num_files) for name in FILE_COUNTS}
         self.per_class = {name: np.zeros(num_classes) for name in ("sum_p_positive", "sum_q_positive", "softmax_positives", "ignored", "nonfinite")}
         self.totals = dict.fromkeys(("rows", "background_rows", "multi_hot_rows", "softmax_rows", "peaks"), 0)
-        self.row_losses: list[tuple[int, np.ndarray, np.ndarray]] = []  # (first row, BCE per row, has a positive)
+        self.row_losses: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]] = []  # (first row, BCE per row, has a positive, row weights)
         self.mistakes = Mistakes(num_classes, grid)
 
     def _bincount(self, keys: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(keys, weights=values, minlength=self.size)
 
+    def _tally(self, name: str, sums: Callable[[np.ndarray | None], np.ndarray], values: np.ndarray, w: np.ndarray | None, second: str | None = None) -> None:
+        """Add ``values`` (weighted by ``w``, when given) to the table ``name`` through ``sums`` (a
+        bincount over the keys), and ``w (w - 1) values²`` to the second-moment table ``second``
+        (default ``name``) in weighted mode."""
+        self.tables[name] += sums(values if w is None else w * values)
+        if w is not None:
+            self.second[second or name] += sums(w * (w - 1) * np.square(values, dtype=np.float64))
+
+    def _take_all(self, chunk: Chunk) -> Taken:
+        """Weighted mode's stand-in for the dense pass: every element of the rows not dropped,
+        taken out (to be tallied one by one)."""
+        classes = self.num_classes
+        rows = np.flatnonzero(~chunk.dropped_rows)
+        index = (rows[:, None] * classes + np.arange(classes)).reshape(-1)
+        return Taken(index, chunk.logits[rows].reshape(-1), np.tile(np.arange(classes), len(rows)))
+
     def add(self, chunk: Chunk, file: int = 0) -> None:
         """Tally one chunk of rows, all from the dump file of index ``file``."""
         requested, classes = self.settings.losses, self.num_classes
         rows = len(chunk.logits)
-        self.totals["rows"] += rows
-        taken = self.dense.add(chunk)
+        weighted = chunk.weights is not None
+        row_weight = chunk.row_weights if weighted else None
+        self.totals["rows"] += rows if row_weight is None else float(row_weight.sum())
+        taken = self._take_all(chunk) if self.weighted else self.dense.add(chunk)
         if chunk.nonfinite is None:
             _settle_nonfinite(chunk, taken)
-        self._count_exclusions(chunk, file)
+        self._count_exclusions(chunk, file, row_weight)
 
         # The valid elements taken out of the dense pass (dropped rows are not), one by one: the
         # negatives (target 0, a harder logit), then the targets.
@@ -138,39 +177,49 @@ class StreamTally:
             kept &= ~invalid[chunk.target_rows, chunk.target_cols]
         row, col, y = chunk.target_rows[kept], chunk.target_cols[kept], chunk.target_values[kept]
         at = np.searchsorted(taken.index, row * classes + col)
+        w = chunk.weights[taken.index // classes, taken.column] if weighted else None
         log1p, q = elements.sigmoid_parts(taken.x)
-        p, row_loss = self._add_negatives(taken, log1p, q, at, rows)
-        positive_row = self._add_targets(taken.x[at], log1p[at], q[at], y, row, col, chunk.heatmap, row_loss)
+        p, row_loss = self._add_negatives(taken, log1p, q, at, rows, w)
+        positive_row = self._add_targets(taken.x[at], log1p[at], q[at], y, row, col, chunk.heatmap, row_loss, None if w is None else w[at])
         if self.families.params:
             taken_y, taken_positive = np.zeros(len(taken.x), dtype=np.float32), np.zeros(len(taken.x), dtype=bool)
             taken_y[at] = y
             taken_positive[at] = chunk.target_positive[kept]
-            self.families.add_elements(taken.x, taken_y, taken.column, taken_positive)
-        self.mistakes.add_sigmoid(chunk.start, rows, taken.index, p, taken.index[at], chunk.target_positive[kept], np.abs(p[at] - y))
+            self.families.add_elements(taken.x, taken_y, taken.column, taken_positive, w)
+        self.mistakes.add_sigmoid(chunk.start, rows, taken.index, p, taken.index[at], chunk.target_positive[kept], np.abs(p[at] - y), w)
 
         # Rows: background rows, multi-hot rows, softmax losses, hard-negative mining.
         row_valid, has_target = chunk.valid_rows, chunk.has_target
-        background = int(np.count_nonzero(row_valid & ~has_target))
-        multi_hot = int(np.count_nonzero(row_valid & (np.bincount(positive_row, minlength=rows) > 1)))
+
+        def count(rows_counted: np.ndarray) -> float:
+            return int(np.count_nonzero(rows_counted)) if row_weight is None else float(row_weight[rows_counted].sum())
+
+        background_valid = row_valid if chunk.padding is None else _valid_but_padding(chunk)
+        background = count(background_valid & ~has_target)
+        multi_hot = count(row_valid & (np.bincount(positive_row, minlength=rows) > 1))
         self.totals["background_rows"] += background
         self.totals["multi_hot_rows"] += multi_hot
         self.file_counts["background_rows"][file] += background
         self.file_counts["multi_hot_rows"][file] += multi_hot
+        if row_weight is not None:
+            self.file_rows["rows"][file] += row_weight.sum()
+            self.file_rows["target_rows"][file] += count(has_target & ~chunk.dropped_rows)
         softmax_rows = np.flatnonzero(row_valid & has_target)
-        self.totals["softmax_rows"] += len(softmax_rows)
+        self.totals["softmax_rows"] += len(softmax_rows) if row_weight is None else float(row_weight[softmax_rows].sum())
         if any(loss in requested for loss in SOFTMAX_LOSSES) and len(softmax_rows):
             self._add_softmax(chunk, softmax_rows, row_valid)
         if row_loss is not None:
             has_positive = np.zeros(rows, dtype=bool)
             has_positive[positive_row] = True
-            self.row_losses.append((chunk.start, row_loss, has_positive))
+            self.row_losses.append((chunk.start, row_loss, has_positive, row_weight))
 
-    def _add_negatives(self, taken: Taken, log1p: np.ndarray, q: np.ndarray, targets: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def _add_negatives(self, taken: Taken, log1p: np.ndarray, q: np.ndarray, targets: np.ndarray, rows: int, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Tally the taken-out elements (their :func:`~lossaudit.compare.engine.elements.sigmoid_parts`
-        ``log1p`` and ``q``) as negatives (target 0), those at the positions ``targets`` excepted
-        (:func:`~lossaudit.compare.engine.elements.negative_terms`; focal's ``1 - alpha`` comes at the
-        end). Returns the float32 ``p`` of every taken element, and the chunk's ``(rows,)`` BCE row
-        sums so far when hard-negative mining is asked for (else None)."""
+        ``log1p`` and ``q``; their weights ``w`` in weighted mode) as negatives (target 0), those at
+        the positions ``targets`` excepted (:func:`~lossaudit.compare.engine.elements.negative_terms`;
+        focal's ``1 - alpha`` comes at the end). Returns the float32 ``p`` of every taken element,
+        and the chunk's ``(rows,)`` BCE row sums so far (unweighted: a row's own loss) when
+        hard-negative mining is asked for (else None)."""
         requested = self.settings.losses
         terms = elements.negative_terms(taken.x, log1p, q, self.settings.gamma if FOCAL in requested else None, CENTERNET in requested)
         keys = taken.column * (2 * self.intervals.count) + self.intervals.index(terms.p)
@@ -179,57 +228,78 @@ class StreamTally:
         def sums(values: np.ndarray | None = None) -> np.ndarray:
             return np.bincount(keys, weights=values, minlength=self.size + 1)[: self.size]
 
-        self.counts += sums()
+        self.counts += sums(w)
         for table, values, gradient in ((BCE, terms.bce, terms.p), ("focal_off", terms.focal, terms.focal_gradient),
                                         (CENTERNET, terms.centernet, terms.centernet_gradient)):
             if table in self.tables:
-                self.tables[table] += sums(values)
-                self.tables[GRADIENT + table] += sums(gradient)
+                second = (FOCAL + FOCAL_PARTS[0], GRADIENT + FOCAL + FOCAL_PARTS[0]) if table == "focal_off" else (None, None)
+                self._tally(table, sums, values, w, second[0])
+                self._tally(GRADIENT + table, sums, gradient, w, second[1])
         if OHEM not in requested:
             return terms.p, None
         terms.bce[targets] = 0
-        return terms.p, self.dense.row_softplus(rows) + np.bincount(taken.index // self.num_classes, weights=terms.bce, minlength=rows)
+        dense = np.zeros(rows) if self.weighted else self.dense.row_softplus(rows)
+        return terms.p, dense + np.bincount(taken.index // self.num_classes, weights=terms.bce, minlength=rows)
 
-    def _add_targets(self, x: np.ndarray, log1p: np.ndarray, q: np.ndarray, y: np.ndarray, row: np.ndarray, col: np.ndarray, heatmap: bool, row_loss: np.ndarray | None) -> np.ndarray:
+    def _add_targets(self, x: np.ndarray, log1p: np.ndarray, q: np.ndarray, y: np.ndarray, row: np.ndarray, col: np.ndarray, heatmap: bool, row_loss: np.ndarray | None,
+                     w: np.ndarray | None = None) -> np.ndarray:
         """Tally the valid non-zero targets: float32 logits ``x`` and their intermediates, targets
-        ``y`` at (``row``, ``col``) of the chunk (:func:`~lossaudit.compare.engine.elements.sigmoid_terms`).
-        Adds their BCE to ``row_loss`` when given; returns the rows of the positives."""
+        ``y`` at (``row``, ``col``) of the chunk (:func:`~lossaudit.compare.engine.elements.sigmoid_terms`),
+        their weights ``w`` in weighted mode. Adds their BCE to ``row_loss`` when given; returns the
+        rows of the positives."""
         terms = elements.sigmoid_terms(x, log1p, q, y, heatmap)
         keys = self.intervals.keys(col, terms.positive, terms.g)
-        self.counts += self._bincount(keys)
+
+        def sums(values: np.ndarray | None = None) -> np.ndarray:
+            return self._bincount(keys, values)
+
+        self.counts += sums(w)
         if BCE in self.tables:
-            self.tables[BCE] += self._bincount(keys, terms.bce)
-            self.tables[GRADIENT + BCE] += self._bincount(keys, elements.bce_gradient(terms, y))
+            self._tally(BCE, sums, terms.bce, w)
+            self._tally(GRADIENT + BCE, sums, elements.bce_gradient(terms, y), w)
         if "focal_off" in self.tables:
             gamma = self.settings.gamma
             for values, name in ((elements.focal(terms, y, gamma), FOCAL), (elements.focal_gradient(terms, y, gamma), GRADIENT + FOCAL)):
-                self.tables[name + "_off"] += self._bincount(keys, (1 - y) * values)
-                self.tables[name + "_on"] += self._bincount(keys, y * values)
+                self.tables[name + "_off"] += sums((1 - y) * values if w is None else w * (1 - y) * values)
+                self.tables[name + "_on"] += sums(y * values if w is None else w * y * values)
+                if w is not None:  # alpha_t² h² = a_off² (1 - y)² h² + 2 a_off a_on y (1 - y) h² + a_on² y² h²
+                    squared = w * (w - 1) * np.square(values, dtype=np.float64)
+                    for part, factor in zip(FOCAL_PARTS, ((1 - y) ** 2, y * (1 - y), y * y)):
+                        self.second[name + part] += sums(squared * factor)
         if CENTERNET in self.tables:
-            self.tables[CENTERNET] += self._bincount(keys, elements.centernet(terms, y))
-            self.tables[GRADIENT + CENTERNET] += self._bincount(keys, elements.centernet_gradient(terms, y))
-            self.totals["peaks"] += int(np.count_nonzero(y == 1))
-        self.per_class["sum_p_positive"] += np.bincount(col[terms.positive], weights=terms.p[terms.positive], minlength=self.num_classes)
+            self._tally(CENTERNET, sums, elements.centernet(terms, y), w)
+            self._tally(GRADIENT + CENTERNET, sums, elements.centernet_gradient(terms, y), w)
+            peaks = y == 1
+            self.totals["peaks"] += int(np.count_nonzero(peaks)) if w is None else float(w[peaks].sum())
+        positive_p = terms.p[terms.positive] if w is None else w[terms.positive] * terms.p[terms.positive]
+        self.per_class["sum_p_positive"] += np.bincount(col[terms.positive], weights=positive_p, minlength=self.num_classes)
         if row_loss is not None:
             row_loss += np.bincount(row, weights=terms.bce, minlength=len(row_loss))
         return row[terms.positive]
 
-    def _count_exclusions(self, chunk: Chunk, file: int) -> None:
-        """Ignored and non-finite elements per class, rows with a label out of range per file."""
-        if chunk.element_ignored is not None:
+    def _count_exclusions(self, chunk: Chunk, file: int, row_weight: np.ndarray | None = None) -> None:
+        """Ignored and non-finite elements per class, rows with a label out of range per file
+        (weighted: sums of the elements' weights and of ``row_weight``; padding counts nowhere)."""
+        if chunk.weights is not None:
+            present = ~chunk.padding if chunk.padding is not None else True
+            self.per_class["ignored"] += np.where(chunk.ignored & present, chunk.weights, 0.0).sum(axis=0)
+        elif chunk.element_ignored is not None:
             ignored = chunk.ignored
             self.per_class["ignored"] += ignored.sum(axis=0)
         else:
             self.per_class["ignored"] += np.count_nonzero(chunk.ignored_rows)
         if chunk.nonfinite is not None:
             nonfinite = chunk.nonfinite & ~chunk.ignored
-            self.per_class["nonfinite"] += nonfinite.sum(axis=0)
-            self.file_counts["nonfinite"][file] += np.count_nonzero(nonfinite)
+            if chunk.padding is not None:
+                nonfinite &= ~chunk.padding
+            weighted = nonfinite if chunk.weights is None else np.where(nonfinite, chunk.weights, 0.0)
+            self.per_class["nonfinite"] += weighted.sum(axis=0)
+            self.file_counts["nonfinite"][file] += weighted.sum()
         out_of_range = chunk.out_of_range & ~chunk.ignored_rows
         invalid = chunk.element_invalid
         if invalid is not None:
             out_of_range &= ~invalid.all(axis=1)
-        self.file_counts["out_of_range_rows"][file] += np.count_nonzero(out_of_range)
+        self.file_counts["out_of_range_rows"][file] += np.count_nonzero(out_of_range) if row_weight is None else row_weight[out_of_range].sum()
 
     def _add_softmax(self, chunk: Chunk, softmax_rows: np.ndarray, row_valid: np.ndarray) -> None:
         """The softmax losses of the rows ``softmax_rows`` (valid, with a target), at their targets."""
@@ -239,22 +309,31 @@ class StreamTally:
         local_row = np.searchsorted(softmax_rows, row)
         terms = elements.softmax_terms(np.take(chunk.logits, softmax_rows, axis=0), local_row, col)  # (take: faster than [rows])
         keys = self.intervals.keys(col, positive, np.float32(1) - terms.q)
-        self.softmax_counts += self._bincount(keys)
+        w = chunk.weights[row, col] if chunk.weights is not None else None  # a term weighs as its target element
+
+        def sums(values: np.ndarray | None = None) -> np.ndarray:
+            return self._bincount(keys, values)
+
+        self.softmax_counts += sums(w)
         for loss in SOFTMAX_LOSSES:
             if loss in self.tables:
                 gamma = 0.0 if loss == CE else self.settings.gamma
                 weight = self.softmax_weight[col] if loss != CE and self.softmax_weight is not None else 1.0
-                self.tables[loss] += self._bincount(keys, terms.loss(y, gamma, weight))
-                gradient = elements.softmax_gradient(terms, terms.pull(y, gamma, weight), y, local_row)
-                self.tables[GRADIENT + loss] += self._bincount(keys, gradient)
-        self.per_class["sum_q_positive"] += np.bincount(col[positive], weights=terms.q[positive], minlength=self.num_classes)
-        self.per_class["softmax_positives"] += np.bincount(col[positive], minlength=self.num_classes)
-        self.mistakes.add_softmax(col, terms.top, terms.q, positive)
+                self._tally(loss, sums, terms.loss(y, gamma, weight), w)
+                self._tally(GRADIENT + loss, sums, elements.softmax_gradient(terms, terms.pull(y, gamma, weight), y, local_row), w)
+        q_positive = terms.q[positive] if w is None else w[positive] * terms.q[positive]
+        self.per_class["sum_q_positive"] += np.bincount(col[positive], weights=q_positive, minlength=self.num_classes)
+        self.per_class["softmax_positives"] += np.bincount(col[positive], weights=None if w is None else w[positive], minlength=self.num_classes)
+        self.mistakes.add_softmax(col, terms.top, terms.q, positive, w)
 
     def merge(self, other: StreamTally) -> None:
         """Add another accumulator's sums (of other chunks) to this one."""
         for loss, table in other.tables.items():
             self.tables[loss] += table
+        for name, table in (other.second or {}).items():
+            self.second[name] += table
+        for name, values in other.file_rows.items():
+            self.file_rows[name] += values
         self.counts += other.counts
         self.softmax_counts += other.softmax_counts
         for name, values in other.per_class.items():
@@ -283,22 +362,39 @@ class StreamTally:
             self.tables[GRADIENT + "focal_off"][at] += gradient
         self.families.add_easy(dense, at)
 
-    def _ohem(self, plan: DataPlan) -> tuple[np.ndarray, np.ndarray, float]:
+    def _ohem(self, plan: DataPlan) -> tuple[np.ndarray, np.ndarray, float, tuple[np.ndarray, np.ndarray] | None]:
         """Hard-negative mining: select rows from the per-row losses, read them again, tally their
         BCE. Returns the flat ``(C, 2, intervals)`` sums of the loss and of its gradient magnitude
-        (BCE's), and the normaliser (positive rows, at least 1)."""
+        (BCE's), the normaliser (positive rows, at least 1) and, in weighted mode, the two
+        second-moment tables. Weighted, the selection is a plug-in estimate
+        (:func:`ohem_row_fractions`): the kept rows' elements count their weight times the part of
+        the row kept."""
         ordered = sorted(self.row_losses, key=lambda item: item[0])
         row_losses, positive_rows = np.concatenate([item[1] for item in ordered]), np.concatenate([item[2] for item in ordered])
-        keep = np.flatnonzero(ohem_row_selection(row_losses, positive_rows, self.settings.ohem_ratio))
+        if self.weighted:
+            row_weights = np.concatenate([item[3] for item in ordered])
+            fraction = ohem_row_fractions(row_losses, positive_rows, self.settings.ohem_ratio, row_weights)
+            keep = np.flatnonzero(fraction > 0)
+            normaliser = max(float(row_weights[positive_rows].sum()), 1.0)
+        else:
+            keep = np.flatnonzero(ohem_row_selection(row_losses, positive_rows, self.settings.ohem_ratio))
+            normaliser = float(max(int(positive_rows.sum()), 1))
         sums = gradient = np.zeros(self.size)
+        second = (np.zeros(self.size), np.zeros(self.size)) if self.weighted else None
         if len(keep):
             chunk = plan.read_rows(keep)
             row, col = np.nonzero(chunk.valid)
             x, y = chunk.logits[row, col], chunk.targets[row, col]
             terms = elements.sigmoid_terms(x, *elements.sigmoid_parts(x), y, chunk.heatmap)
             keys = self.intervals.keys(col, terms.positive, terms.g)
-            sums, gradient = self._bincount(keys, terms.bce), self._bincount(keys, elements.bce_gradient(terms, y))
-        return sums, gradient, float(max(int(positive_rows.sum()), 1))
+            values = (terms.bce, elements.bce_gradient(terms, y))
+            if self.weighted:
+                w = chunk.weights[row, col]
+                kept = fraction[keep][row]
+                second = tuple(self._bincount(keys, kept * w * (w - 1) * v * v) for v in values)
+                values = tuple(kept * w * v for v in values)
+            sums, gradient = (self._bincount(keys, v) for v in values)
+        return sums, gradient, normaliser, second
 
     def finish(self, plan: DataPlan) -> Tally:
         """The tally of everything added; ``plan`` is read again for hard-negative mining. Call it
@@ -312,32 +408,25 @@ class StreamTally:
         settings, intervals, classes = self.settings, self.intervals, self.num_classes
         counts = intervals.to_cells(self.counts.reshape(classes, 2, intervals.count))
         valid_elements = float(counts.sum())
-        sums, gradients, normalisers, names = {}, {}, {}, {}
+        sums, gradients, normalisers, names, second_moments = {}, {}, {}, {}, {}
         for loss in settings.losses:
-            if loss == OHEM:
-                table, gradient, normalisers[loss] = self._ohem(plan)
-                names[loss] = "positive rows"
-            elif loss in (BCE, GHM):
-                table, gradient = self.tables[BCE], self.tables[GRADIENT + BCE]
-                normalisers[loss], names[loss] = max(valid_elements, 1.0) if loss == GHM else valid_elements, "valid elements"
-            elif loss == FOCAL:
-                off, on = (params or self.params).weights(classes)
-                table, gradient = (self.tables[name + "_off"].reshape(classes, -1) * off[:, None] + self.tables[name + "_on"].reshape(classes, -1) * on[:, None]
-                                   for name in (FOCAL, GRADIENT + FOCAL))
-                normalisers[loss], names[loss] = valid_elements, "valid elements"
-            elif loss == CENTERNET:
-                table, gradient = self.tables[loss], self.tables[GRADIENT + loss]
-                peaks = self.totals["peaks"]
-                normalisers[loss], names[loss] = float(max(peaks, 1)), "peaks" if peaks else "1 (no peaks)"
-            else:
-                table, gradient = self.tables[loss], self.tables[GRADIENT + loss]
-                normalisers[loss], names[loss] = float(self.totals["softmax_rows"]), "rows with a target"
+            table, gradient, second, normalisers[loss], names[loss] = self._loss_tables(loss, plan, params, valid_elements)
             cells, gradient_cells = (intervals.to_cells(np.reshape(values, (classes, 2, intervals.count))) for values in (table, gradient))
+            second_cells = [intervals.to_cells(np.reshape(values, (classes, 2, intervals.count))) for values in second] if second is not None else None
             if loss == GHM:
                 weights = ghm_bin_weights(counts.sum(axis=(0, 1, 2, 3)), max(valid_elements, 1.0), settings.ghm_momentum)
                 cells, gradient_cells = cells * weights, gradient_cells * weights
+                if second_cells is not None:  # the (plug-in) bin weights, squared
+                    second_cells = [values * weights**2 for values in second_cells]
             sums[loss], gradients[loss] = cells.sum(axis=-1), gradient_cells.sum(axis=-1)
+            if second_cells is not None:
+                second_moments[loss], second_moments[GRADIENT + loss] = (values.sum(axis=-1) for values in second_cells)
         softmax_counts = intervals.to_cells(self.softmax_counts.reshape(self.num_classes, 2, intervals.count))
+        rows, background_rows, file_counts = self._row_totals(plan)
+        ignored = self.per_class["ignored"]
+        sample = plan.info.sample if self.weighted else None
+        if sample is not None and sample.get("recorded_ignored") is not None:
+            ignored = ignored + np.asarray(sample["recorded_ignored"], dtype=np.float64)
         tally = Tally(
             loss_sums=sums,
             gradient_sums=gradients,
@@ -347,19 +436,103 @@ class StreamTally:
             sum_p_positive=self.per_class["sum_p_positive"],
             sum_q_positive=self.per_class["sum_q_positive"],
             softmax_positives=self.per_class["softmax_positives"],
-            ignored=self.per_class["ignored"],
+            ignored=ignored,
             nonfinite=self.per_class["nonfinite"],
-            rows=self.totals["rows"],
-            background_rows=self.totals["background_rows"],
+            rows=rows,
+            background_rows=background_rows,
             softmax_counts=softmax_counts.sum(axis=-1),
             multi_hot_rows=self.totals["multi_hot_rows"],
-            file_counts=self.file_counts,
+            file_counts=file_counts,
             mistakes=self.mistakes,
             focal_parts=np.stack([self.tables[name].reshape(classes, -1).sum(axis=1) for name in
                                   ("focal_off", "focal_on", GRADIENT + "focal_off", GRADIENT + "focal_on")]) if "focal_off" in self.tables else None,
+            second_moments=second_moments if self.weighted else None,
+            sample=None if sample is None else {**sample, "estimated_elements": valid_elements,
+                                                "population_source": "recorded" if all(_recorded(source, "population_elements") for source in plan.sources) else "sum of weights"},
         )
         self.families.finish(tally)
         return tally
+
+    def _loss_tables(self, loss: str, plan: DataPlan, params: elements.SigmoidParams | None, valid_elements: float) -> tuple:
+        """``(loss table, gradient table, second-moment tables or None, normaliser, its name)`` of
+        ``loss``, flat ``(C, 2, intervals)`` (GHM-C's: BCE's, its weights come after); the second
+        moments only in weighted mode."""
+        classes = self.num_classes
+        second = None
+        if loss == OHEM:
+            table, gradient, normaliser, second = self._ohem(plan)
+            name = "positive rows"
+        elif loss in (BCE, GHM):
+            table, gradient = self.tables[BCE], self.tables[GRADIENT + BCE]
+            normaliser, name = max(valid_elements, 1.0) if loss == GHM else valid_elements, "valid elements"
+        elif loss == FOCAL:
+            off, on = (params or self.params).weights(classes)
+            table, gradient = (self.tables[part + "_off"].reshape(classes, -1) * off[:, None] + self.tables[part + "_on"].reshape(classes, -1) * on[:, None]
+                               for part in (FOCAL, GRADIENT + FOCAL))
+            if self.weighted:
+                second = tuple(sum(self.second[prefix + part].reshape(classes, -1) * factor[:, None] for part, factor in zip(FOCAL_PARTS, (off * off, 2 * off * on, on * on)))
+                               for prefix in (FOCAL, GRADIENT + FOCAL))
+            normaliser, name = valid_elements, "valid elements"
+        elif loss == CENTERNET:
+            table, gradient = self.tables[loss], self.tables[GRADIENT + loss]
+            peaks = self.totals["peaks"]
+            normaliser, name = float(max(peaks, 1)), "peaks" if peaks else "1 (no peaks)"
+        else:
+            table, gradient = self.tables[loss], self.tables[GRADIENT + loss]
+            normaliser, name = float(self.totals["softmax_rows"]), "rows with a target"
+        if self.weighted and second is None:
+            tabled = BCE if loss == GHM else loss
+            second = (self.second[tabled], self.second[GRADIENT + tabled])
+        return table, gradient, second, normaliser, name
+
+    def _row_totals(self, plan: DataPlan) -> tuple[float, float, dict[str, np.ndarray]]:
+        """(rows, background rows, per-file counts): the tallied totals; weighted, a batch that
+        recorded ``population_rows`` counts those rows, and those less its rows with a target as
+        background (its per-file background count too)."""
+        rows, background = self.totals["rows"], self.totals["background_rows"]
+        if not self.weighted:
+            return rows, background, self.file_counts
+        file_counts = {name: values.copy() for name, values in self.file_counts.items()}
+        for file, source in enumerate(plan.sources):
+            if _recorded(source, "population_rows"):
+                population = source.weighting.scalars["population_rows"]
+                estimate = population - self.file_rows["target_rows"][file]
+                rows += population - self.file_rows["rows"][file]
+                background += estimate - file_counts["background_rows"][file]
+                file_counts["background_rows"][file] = estimate
+        return rows, background, file_counts
+
+
+def _recorded(source, key: str) -> bool:
+    """The batch ``source`` (a :class:`~lossaudit.io.dataset.reader.Source`) recorded the scalar ``key``."""
+    return source.weighting is not None and key in source.weighting.scalars
+
+
+def _valid_but_padding(chunk: Chunk) -> np.ndarray:
+    """``(n,)`` rows neither dropped nor holding an excluded element other than padding (a
+    pseudo-row of a weighted sample is background when it holds no target)."""
+    invalid = [mask for mask in (chunk.element_ignored, chunk.nonfinite) if mask is not None]
+    if not invalid:
+        return ~chunk.dropped_rows
+    return ~chunk.dropped_rows & ~(np.logical_or.reduce(invalid) & ~chunk.padding).any(axis=1)
+
+
+def ohem_row_fractions(row_loss: np.ndarray, positive_rows: np.ndarray, neg_pos_ratio: float, row_weight: np.ndarray) -> np.ndarray:
+    """Weighted hard-negative mining (a plug-in estimate): the part of each row kept, in [0, 1].
+    Every positive row whole; the negative rows by decreasing loss, ties the earliest first, until
+    their weights add up to ``k = floor(ratio × Σ positive rows' weights)``, the last row kept in
+    part. With integer weights this keeps what :func:`ohem_row_selection` keeps of the data with
+    each row repeated ``w`` times. A ``(N,)`` float64 array."""
+    fraction = positive_rows.astype(np.float64)
+    n_pos = float(row_weight[positive_rows].sum())
+    negatives = np.flatnonzero(~positive_rows & (row_weight > 0))
+    k = min(np.floor(neg_pos_ratio * n_pos), float(row_weight[negatives].sum()))
+    if k > 0 and len(negatives):
+        order = negatives[np.lexsort((negatives, -row_loss[negatives]))]
+        weights = row_weight[order]
+        before = np.cumsum(weights) - weights
+        fraction[order] = np.clip((k - before) / weights, 0.0, 1.0)
+    return fraction
 
 
 def _settle_nonfinite(chunk: Chunk, taken: Taken) -> None:
@@ -475,12 +648,12 @@ def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None 
         class_counts = plan.class_target_sums() if class_counts is None else class_counts
 
     def make(rows: int) -> list:
-        extra = [families.FamilyTally(settings, family, info.num_classes, softmax_counts)] if softmax_families else []
+        extra = [families.FamilyTally(settings, family, info.num_classes, softmax_counts, info.weighted)] if softmax_families else []
         if counts_elsewhere:  # only a slow softmax loss: the softmax counts are kept by a FamilyTally of no family
-            extra.append(families.FamilyTally(settings, families.FamilySetup({}, None, None), info.num_classes, True))
+            extra.append(families.FamilyTally(settings, families.FamilySetup({}, None, None), info.num_classes, True, info.weighted))
         if slow:
-            extra.append(GenericTally(settings, slow, info.num_classes, class_counts))
-        return [StreamTally(core, info.num_classes, len(info.files), rows, family.params if family else None, info.grid), *extra]
+            extra.append(GenericTally(settings, slow, info.num_classes, class_counts, weighted=info.weighted))
+        return [StreamTally(core, info.num_classes, len(info.files), rows, family.params if family else None, info.grid, info.weighted), *extra]
 
     if slow and "torch" in sys.modules:
         workers = 1  # torch's thread pools do not survive fork: a forked worker's autograd can hang

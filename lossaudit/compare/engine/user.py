@@ -124,6 +124,8 @@ def merge(tally: Tally, tables: dict) -> None:
     argmax outcomes, when only a user loss is a softmax loss and the pass counted none)."""
     for name in ("loss_sums", "gradient_sums", "normalisers", "normaliser_names"):
         getattr(tally, name).update(tables[name])
+    if tables.get("second_moments") is not None:
+        tally.second_moments.update(tables["second_moments"])
     counts = tables.get("softmax_counts")
     if counts is not None and not tally.softmax_counts.any():
         tally.softmax_counts, tally.sum_q_positive, tally.softmax_positives = counts, tables["sum_q_positive"], tables["softmax_positives"]
@@ -175,8 +177,9 @@ def _compute(plan: DataPlan, settings: LossSettings, rows: int, timeout: float, 
             caller.check_separable(first)
     ids = tuple(specs)
     current.write_text(", ".join(ids))
-    tally = GenericTally(settings, ids, classes, None, specs)
-    counts = FamilyTally(settings, FamilySetup({}, None, None), classes, True) if SOFTMAX in families.values() else None
+    weighted = plan.info.weighted
+    tally = GenericTally(settings, ids, classes, None, specs, weighted=weighted)
+    counts = FamilyTally(settings, FamilySetup({}, None, None), classes, True, weighted) if SOFTMAX in families.values() else None
     with plan.reader() as reader:
         for span in spans:
             chunk = reader.decode(span)
@@ -184,7 +187,7 @@ def _compute(plan: DataPlan, settings: LossSettings, rows: int, timeout: float, 
             if counts is not None:
                 counts.add(chunk)
     sink = SimpleNamespace(loss_sums={}, gradient_sums={}, normalisers={}, normaliser_names={}, softmax_counts=None, sum_q_positive=None, softmax_positives=None,
-                           mistakes=Mistakes(classes))
+                           mistakes=Mistakes(classes), second_moments={} if weighted else None)
     tally.finish(sink)
     if counts is not None:
         counts.finish(sink)

@@ -44,6 +44,12 @@ class Chunk:
         nonfinite: ``(n, C)`` bool: NaN or infinite logits, or None (for none, or not yet looked
             for: see :meth:`~lossaudit.io.dataset.reader._Reader.decode`).
         heatmap: positives are targets == 1 (else targets >= 0.5).
+        weights: ``(n, C)`` float64 sampling weights of the elements (a weighted dump:
+            :mod:`~lossaudit.io.dataset.weights`; per-row weights broadcast, 1 where a batch has none
+            and at padding), or None for an unweighted dump.
+        padding: ``(n, C)`` bool, positions that hold no element (a weighted sample's pseudo-rows),
+            or None. Padding is excluded through :attr:`element_invalid`, as a masked element, but is
+            not :attr:`ignored`: it counts nowhere.
     """
 
     start: int
@@ -56,6 +62,8 @@ class Chunk:
     element_ignored: np.ndarray | None
     nonfinite: np.ndarray | None
     heatmap: bool
+    weights: np.ndarray | None = None
+    padding: np.ndarray | None = None
 
     @property
     def dropped_rows(self) -> np.ndarray:
@@ -64,9 +72,30 @@ class Chunk:
 
     @property
     def element_invalid(self) -> np.ndarray | None:
-        """``(n, C)`` elements excluded one by one (element mask or non-finite), or None."""
-        masks = [mask for mask in (self.element_ignored, self.nonfinite) if mask is not None]
-        return masks[0] if len(masks) == 1 else (masks[0] | masks[1]) if masks else None
+        """``(n, C)`` elements excluded one by one (element mask, non-finite or padding), or None."""
+        masks = [mask for mask in (self.element_ignored, self.nonfinite, self.padding) if mask is not None]
+        if len(masks) <= 1:
+            return masks[0] if masks else None
+        return np.logical_or.reduce(masks)
+
+    @property
+    def row_weights(self) -> np.ndarray:
+        """``(n,)`` float64 weight of each row in a weighted dump (what row counts add up): the mean
+        weight of the row's non-zero targets where it has any (a row with per-row weights: its
+        weight), else the mean weight of its elements that are not padding (0 for a row of padding
+        only: a plug-in figure for the Recorder's pseudo-rows). Ones without weights."""
+        if self.weights is None:
+            return np.ones(len(self.logits))
+        present = ~self.padding if self.padding is not None else np.ones(self.weights.shape, dtype=bool)
+        counts = present.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            weights = np.where(counts > 0, np.where(present, self.weights, 0.0).sum(axis=1) / counts, 0.0)
+        rows = len(self.logits)
+        if len(self.target_rows):
+            on_target = np.bincount(self.target_rows, weights=self.weights[self.target_rows, self.target_cols], minlength=rows)
+            targets = np.bincount(self.target_rows, minlength=rows)
+            weights = np.where(targets > 0, on_target / np.maximum(targets, 1), weights)
+        return weights
 
     @property
     def target_positive(self) -> np.ndarray:
@@ -136,4 +165,6 @@ def concatenate(chunks: list[Chunk], start: int) -> Chunk:
         element_ignored=joined("element_ignored"),
         nonfinite=joined("nonfinite"),
         heatmap=chunks[0].heatmap,
+        weights=None if all(chunk.weights is None for chunk in chunks) else np.concatenate([chunk.weights if chunk.weights is not None else np.ones(chunk.logits.shape) for chunk in chunks]),
+        padding=joined("padding"),
     )

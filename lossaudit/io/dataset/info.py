@@ -44,6 +44,12 @@ class DataInfo:
     multi_label: bool = False
     """Some row of one-hot or soft targets has two or more positive targets (as stored: see
     :func:`~lossaudit.io.dataset.chunk.is_positive`)."""
+    weighted: bool = False
+    """Some batch holds sampling ``weights`` (:mod:`lossaudit.io.dataset.weights`): every chunk then
+    carries element weights (1 for a batch without them), and every sum is a Horvitz–Thompson sum."""
+    sample: dict | None = None
+    """None unless :attr:`weighted`: :func:`lossaudit.io.dataset.weights.sample_info` (elements
+    stored, the recorded population's rows and elements, the sample rate, the recorded ``ignored``)."""
 
     @property
     def grid(self) -> tuple[int, int] | None:

@@ -8,6 +8,12 @@ from dataclasses import dataclass
 LOGITS_KEYS = ("logits", "pred", "preds", "outputs", "scores")
 TARGETS_KEYS = ("targets", "labels", "target", "label", "gt", "y")
 MASK_KEY = "mask"
+WEIGHTS_KEY = "weights"
+PADDING_KEY = "padding"
+POPULATION_KEYS = ("population_rows", "population_elements")
+SAMPLE_RATE_KEY = "sample_rate"
+RECORDED_IGNORED_KEY = "ignored"
+"""The keys of a weighted sample: :mod:`lossaudit.io.dataset.weights`."""
 CLASS_NAMES_KEY = "class_names"
 ENCODINGS = ("index", "onehot", "soft", "heatmap")
 INPUTS = ("auto", "logits", "probs", "softmax-probs", "sigmoid-probs")

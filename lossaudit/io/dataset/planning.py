@@ -33,7 +33,8 @@ from lossaudit.io.dataset.options import (
     LoadOptions,
 )
 from lossaudit.io.dataset.reader import DataPlan, Source
-from lossaudit.io.dataset.rows import SCAN_ROWS, Rows
+from lossaudit.io.dataset.rows import SCAN_ROWS, Rows, rows_for, without_axis
+from lossaudit.io.dataset.weights import check_weighting, sample_info
 from lossaudit.io.readers import ArrayFile
 
 
@@ -109,6 +110,8 @@ def plan(batches: list[ArrayFile], options: LoadOptions = LoadOptions()) -> Data
         multi_label=any(item.multi_label for item in checked),
         label_base=options.label_base if encoding == "index" else 0,
         background_default=options.background_index is None,
+        weighted=any(item.source.weighting is not None for item in checked),
+        sample=sample_info([item.source for item in checked], first.classes),
     )
     return DataPlan(info, [item.source for item in checked], options)
 
@@ -123,7 +126,7 @@ def _check_batch(batch: ArrayFile, options: LoadOptions, start: int) -> _Batch:
     targets = numeric(batch, targets_key)
     axis = class_axis(logits, options.class_dim, batch.source, logits_key)
     index_shape = logits.shape[:axis] + logits.shape[axis + 1 :]
-    target_rows = _rows(batch, targets_key, targets.shape, logits.shape, axis)
+    target_rows = rows_for(batch, targets_key, targets.shape, logits.shape, axis)
     if target_rows is None:
         raise InputError(
             f"{batch.source}: key '{targets_key}' has shape {targets.shape} but '{logits_key}' has shape "
@@ -132,33 +135,18 @@ def _check_batch(batch: ArrayFile, options: LoadOptions, start: int) -> _Batch:
         )
     mask_rows = _mask_rows(batch, logits.shape, axis)
     rows = int(np.prod(index_shape, dtype=np.int64))
-    source = Source(batch, Rows(batch, logits_key, logits.shape, axis), target_rows, mask_rows, rows, start)
+    source = Source(batch, Rows(batch, logits_key, logits.shape, axis), target_rows, mask_rows, rows, start, check_weighting(batch, logits.shape, axis))
     dtype = batch.dtypes.get(logits_key, str(logits.dtype))
     checked = _Batch(source, logits_key, targets_key, logits.shape, targets.shape, axis, dtype, encoding="index")
     _scan(checked, heatmap_shaped=logits.ndim == 4 and axis == 1)
     return checked
 
 
-def _rows(batch: ArrayFile, key: str, shape: tuple[int, ...], logits_shape: tuple[int, ...], axis: int) -> Rows | None:
-    """The array ``key`` of ``shape`` as rows: one value per row (the logits' shape without the class
-    axis ``axis``, or that shape with a trailing axis of 1, such as an ``(N, 1)`` label column) or
-    one per element (the logits' shape); None for any other shape."""
-    if shape == logits_shape:
-        return Rows(batch, key, shape, axis)
-    if shape in (_without(logits_shape, axis), _without(logits_shape, axis) + (1,)):
-        return Rows(batch, key, shape, None)
-    return None
-
-
-def _without(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
-    return shape[:axis] + shape[axis + 1 :]
-
-
 def _class_dim_hint(shape: tuple[int, ...], logits_shape: tuple[int, ...], axis: int) -> str:
     """``; ...pass --class-dim A`` when another class axis A of the logits fits the targets'
     ``shape`` (a channels-last map, a ``(C, H, W)`` map), else ''."""
     for other in range(len(logits_shape)):
-        if other != axis and shape in (_without(logits_shape, other), _without(logits_shape, other) + (1,)):
+        if other != axis and shape in (without_axis(logits_shape, other), without_axis(logits_shape, other) + (1,)):
             return (f"; they fit the class axis {other} ({logits_shape[other]} classes): "
                     f"pass --class-dim {other}")
     return ""
@@ -186,7 +174,7 @@ def _mask_rows(batch: ArrayFile, logits_shape: tuple[int, ...], axis: int) -> Ro
     if MASK_KEY not in batch.keys():
         return None
     shape = numeric(batch, MASK_KEY).shape
-    mask_rows = _rows(batch, MASK_KEY, shape, logits_shape, axis)
+    mask_rows = rows_for(batch, MASK_KEY, shape, logits_shape, axis)
     if mask_rows is None:
         index_shape = logits_shape[:axis] + logits_shape[axis + 1 :]
         raise InputError(f"{batch.source}: key '{MASK_KEY}' has shape {shape}; expected {index_shape} (rows) or {logits_shape} (elements)")

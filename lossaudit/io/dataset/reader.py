@@ -22,6 +22,7 @@ from lossaudit.io.dataset.decode import (
 from lossaudit.io.dataset.info import DataInfo
 from lossaudit.io.dataset.options import LoadOptions
 from lossaudit.io.dataset.rows import SCAN_ROWS, Rows
+from lossaudit.io.dataset.weights import Weighting, chunk_weights
 from lossaudit.io.readers import ArrayFile, release_pages
 
 
@@ -35,6 +36,13 @@ class Source:
     mask: Rows | None
     rows: int
     start: int
+    weighting: Weighting | None = None
+    """Its sampling weights and padding (:mod:`~lossaudit.io.dataset.weights`), or None."""
+
+    def extra_rows(self) -> tuple[Rows | None, Rows | None, Rows | None]:
+        """The mask, weights and padding as rows (None where absent)."""
+        weighting = self.weighting
+        return self.mask, weighting.weights if weighting else None, weighting.padding if weighting else None
 
 
 class _Reader:
@@ -49,7 +57,7 @@ class _Reader:
     def __init__(self, plan: DataPlan):
         self.plan = plan
         self.index: int | None = None
-        self.views: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
+        self.views: tuple[np.ndarray | None, ...] | None = None  # logits, targets, mask, weights, padding
         self.read: list[np.ndarray] = []  # the file views of the last chunk, released at the next
 
     def __enter__(self) -> _Reader:
@@ -81,11 +89,13 @@ class _Reader:
         if index != self.index:
             self._move_to(index)
         self._release_read()
-        logits_view, targets_view, mask_view = self.views
+        logits_view, targets_view, *extra_views = self.views
         x = source.logits.float32_span(start, stop, logits_view, out)
-        mask = source.mask.span(start, stop, mask_view) if source.mask is not None else None
-        self.read = [rows.span_view(start, stop, view) for rows, view in ((source.logits, logits_view), (source.targets, targets_view), (source.mask, mask_view)) if rows is not None]
-        return self.plan._decode(source, x, source.targets.span(start, stop, targets_view), mask, source.start + start, check_finite=check_finite)
+        extra_rows = source.extra_rows()
+        mask, weights, padding = (rows.span(start, stop, view) if rows is not None else None for rows, view in zip(extra_rows, extra_views))
+        self.read = [rows.span_view(start, stop, view) for rows, view in zip((source.logits, source.targets, *extra_rows), self.views) if rows is not None]
+        return self.plan._decode(source, x, source.targets.span(start, stop, targets_view), mask, source.start + start, check_finite=check_finite,
+                                 weights=weights, padding=padding)
 
 
 class DataPlan:
@@ -103,14 +113,15 @@ class DataPlan:
         self._mapped: dict[int, list] = {}  # batch index -> [its views, readers holding them]
         self._start_pass()
 
-    def _views(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """The (logits, targets, mask) views of batch ``index``, mapped once for all the readers
-        that hold it; each call is matched by one :meth:`_release`."""
+    def _views(self, index: int) -> tuple[np.ndarray | None, ...]:
+        """The (logits, targets, mask, weights, padding) views of batch ``index`` (None where
+        absent), mapped once for all the readers that hold it; each call is matched by one
+        :meth:`_release`."""
         with self._lock:
             entry = self._mapped.get(index)
             if entry is None:
                 source = self.sources[index]
-                views = (source.logits.view(), source.targets.view(), source.mask.view() if source.mask is not None else None)
+                views = (source.logits.view(), source.targets.view(), *(rows.view() if rows is not None else None for rows in source.extra_rows()))
                 entry = self._mapped[index] = [views, 0]
             entry[1] += 1
             return entry[0]
@@ -176,15 +187,22 @@ class DataPlan:
         """``(C,)`` float64: each class's targets summed over every row as stored, before the ignore
         label (no class), a mask or a non-finite logit excludes anything — the rows labelled c for
         index targets, the sum of column c's values otherwise (hard targets: the positives). Reads
-        the targets once more (not the logits)."""
+        the targets once more (not the logits). Weighted dumps: each target times its element's
+        weight (a Horvitz–Thompson estimate; the weights are read too)."""
         sums = np.zeros(self.info.num_classes)
         for source in self.sources:
+            weights = source.weighting.weights if source.weighting is not None else None
+            scans = weights.scan(source.rows, SCAN_ROWS) if weights is not None else None
             for values in source.targets.scan(source.rows, SCAN_ROWS):
+                w = np.asarray(next(scans), dtype=np.float64) if scans is not None else None
                 if self.info.encoding == "index":
                     labels = np.asarray(values, dtype=np.int64) - self.info.label_base
-                    sums += np.bincount(labels[(labels >= 0) & (labels < len(sums))], minlength=len(sums))
+                    kept = (labels >= 0) & (labels < len(sums))
+                    if w is not None:
+                        w = w[kept] if w.ndim == 1 else w[np.flatnonzero(kept), labels[kept]]
+                    sums += np.bincount(labels[kept], weights=w, minlength=len(sums))
                 else:
-                    sums += np.add.reduce(values, axis=0, dtype=np.float64)
+                    sums += np.add.reduce(values if w is None else values * (w[:, None] if w.ndim == 1 else w), axis=0, dtype=np.float64)
         return sums
 
     def chunks(self, rows: int | None = None) -> Iterator[Chunk]:
@@ -199,23 +217,27 @@ class DataPlan:
         for source in self.sources:
             local = rows[(rows >= source.start) & (rows < source.start + source.rows)] - source.start
             if len(local):
-                mask = source.mask.pick(local) if source.mask is not None else None
+                mask, weights, padding = (rows.pick(local) if rows is not None else None for rows in source.extra_rows())
                 with np.errstate(over="ignore"):
                     logits = np.array(source.logits.pick(local), dtype=np.float32)
-                parts.append(self._decode(source, logits, source.targets.pick(local), mask, -1, count=False))
+                parts.append(self._decode(source, logits, source.targets.pick(local), mask, -1, count=False, weights=weights, padding=padding))
         return concatenate(parts, start=-1)
 
-    def _decode(self, source: Source, x: np.ndarray, targets: np.ndarray, mask: np.ndarray | None, start: int, count: bool = True, check_finite: bool = True) -> Chunk:
+    def _decode(self, source: Source, x: np.ndarray, targets: np.ndarray, mask: np.ndarray | None, start: int, count: bool = True, check_finite: bool = True,
+                weights: np.ndarray | None = None, padding: np.ndarray | None = None) -> Chunk:
         """A chunk from its ``(n, C)`` float32 logits ``x`` (converted to a new array from
-        probabilities with ``--inputs softmax-probs|sigmoid-probs``), its raw targets and mask. ``count``: add to the
-        statistics of ``info`` (not when rows are read a second time); ``check_finite``: see
-        :meth:`_Reader.decode`."""
+        probabilities with ``--inputs softmax-probs|sigmoid-probs``), its raw targets, mask, weights
+        and padding. ``count``: add to the statistics of ``info`` (not when rows are read a second
+        time); ``check_finite``: see :meth:`_Reader.decode`."""
         parts = decode_targets(targets, self.info)
         if count and parts.out_of_range.any():
             self._count_labels(parts.labels[parts.out_of_range])
         ignored_rows, element_ignored = apply_mask(mask, parts.ignored_rows)
         nonfinite, x = self._logits(source, x, count, check_finite)
-        return Chunk(start, x, parts.rows, parts.cols, parts.values, ignored_rows, parts.out_of_range, element_ignored, nonfinite, heatmap=self.info.encoding == "heatmap")
+        chunk = Chunk(start, x, parts.rows, parts.cols, parts.values, ignored_rows, parts.out_of_range, element_ignored, nonfinite, heatmap=self.info.encoding == "heatmap")
+        if self.info.weighted:
+            chunk.weights, chunk.padding = chunk_weights(weights, padding, x.shape)
+        return chunk
 
     def _count_labels(self, labels: np.ndarray) -> None:
         """Add the out-of-range ``labels`` to ``info.out_of_range_labels``."""

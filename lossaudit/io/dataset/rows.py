@@ -88,3 +88,19 @@ class Rows:
             return np.asarray(view[rows])
         block, offset = np.divmod(rows, self.trailing)
         return np.asarray(view[block[:, None], np.arange(self.width)[None, :], offset[:, None]])
+
+
+def without_axis(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
+    """``shape`` less its axis ``axis`` (the logits' shape: the rows' shape)."""
+    return shape[:axis] + shape[axis + 1 :]
+
+
+def rows_for(batch: ArrayFile, key: str, shape: tuple[int, ...], logits_shape: tuple[int, ...], axis: int) -> Rows | None:
+    """The array ``key`` of ``shape`` as rows: one value per row (the logits' shape without the class
+    axis ``axis``, or that shape with a trailing axis of 1, such as an ``(N, 1)`` label column) or
+    one per element (the logits' shape); None for any other shape."""
+    if shape == logits_shape:
+        return Rows(batch, key, shape, axis)
+    if shape in (without_axis(logits_shape, axis), without_axis(logits_shape, axis) + (1,)):
+        return Rows(batch, key, shape, None)
+    return None
