@@ -664,3 +664,33 @@ def test_limits_apply_only_on_the_main_thread():
     thread.start()
     thread.join()
     assert seen == [before]
+
+
+# --- Weighted dumps (issue 24, engine): hostile sampling weights and padding; one line, exit 2. ---
+def _weighted(**overrides: np.ndarray) -> Callable[[Path], list[str]]:
+    """A 6-row, 3-class dump with the given weighted-sample keys."""
+    return lambda folder: ["compare", _dump(folder, "w.npz", **overrides)]
+
+
+_ROWS_W = np.array([1.0, 2, 3, 1, 1, 5])
+WEIGHTS = {
+    "weights negative": Case(_weighted(weights=np.array([1.0, -2, 3, 1, 1, 5])), says=("w.npz", "'weights'", "below 1", "-2", "row 1", ">= 1")),
+    "weights NaN": Case(_weighted(weights=np.array([1.0, 2, np.nan, 1, 1, 5])), says=("w.npz", "'weights'", "NaN", "row 2", ">= 1")),
+    "weights infinite": Case(_weighted(weights=np.full((6, 3), np.inf)), says=("w.npz", "'weights'", "18 infinite values", "row 0, class 0")),
+    "weights zero": Case(_weighted(weights=np.array([1, 0, 3, 1, 1, 5])), says=("w.npz", "'weights'", "1 value below 1", "the first 0 at row 1")),
+    "weights in (0, 1)": Case(_weighted(weights=np.full(6, 0.25, dtype=np.float16)), says=("w.npz", "'weights'", "6 values below 1", "0.25", "1/probability")),
+    "weights of the wrong shape": Case(_weighted(weights=np.ones((6, 2))), says=("w.npz", "'weights'", "(6, 2)", "expected (6,)", "(6, 3)")),
+    "weights of strings": Case(_weighted(weights=np.array(["1"] * 6)), says=("w.npz", "'weights'", "<U1", "real numbers")),
+    "weights of bools": Case(_weighted(weights=np.ones(6, dtype=bool)), says=("w.npz", "'weights'", "bool", "real numbers")),
+    "padding without weights": Case(_weighted(padding=np.zeros((6, 3), dtype=bool)), says=("w.npz", "'padding'", "without 'weights'")),
+    "padding of the wrong shape": Case(_weighted(weights=_ROWS_W, padding=np.zeros(6, dtype=bool)), says=("w.npz", "'padding'", "(6,)", "expected (6, 3)")),
+    "padding not 0/1": Case(_weighted(weights=_ROWS_W, padding=np.full((6, 3), 2, dtype=np.int8)), says=("w.npz", "'padding'", "other than 0 and 1")),
+    "population_rows not a scalar": Case(_weighted(weights=_ROWS_W, population_rows=np.array([5, 6])), says=("w.npz", "'population_rows'", "one number")),
+    "sample_rate above 1": Case(_weighted(weights=_ROWS_W, sample_rate=np.array(3.0)), says=("w.npz", "'sample_rate'", "(0, 1]")),
+    "recorded ignored of the wrong shape": Case(_weighted(weights=_ROWS_W, ignored=np.array([1, 2])), says=("w.npz", "'ignored'", "(3,)")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHTS))
+def test_hostile_weights(name, tmp_path):
+    run_case(WEIGHTS[name], tmp_path)
