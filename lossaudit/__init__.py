@@ -5,6 +5,7 @@ The Python API (README "Python API"):
 - ``lossaudit.compare(paths or logits=..., targets=..., **options) -> Report``
 - ``lossaudit.lint(target, **options) -> LintReport``
 - ``lossaudit.save(path, logits=..., targets=...)``: dump batches from a training loop
+- ``lossaudit.Recorder(path, rate=...)``: record weighted samples of huge batches (``.add(logits, targets)``)
 - ``lossaudit.testing.assert_focal_loss(target, **options)``: a pytest helper
 
 ``import lossaudit`` stays cheap: every name is imported when first used, and torch only by the
@@ -19,10 +20,11 @@ from lossaudit._version import __version__
 _CALLABLE_PACKAGES = ("compare", "lint")
 """Subpackages that are also the API functions of their name (:mod:`lossaudit._callable`)."""
 
-__all__ = ["__version__", "compare", "lint", "save", "Report", "LintReport", "InputError", "testing"]
+__all__ = ["__version__", "compare", "lint", "save", "Recorder", "Report", "LintReport", "InputError", "testing"]
 
 _LAZY = {
     "save": ("lossaudit.io.dump", "save"),
+    "Recorder": ("lossaudit.record.recorder", "Recorder"),
     "Report": ("lossaudit.compare.report.types", "Report"),
     "LintReport": ("lossaudit.lint.findings", "LintReport"),
     "InputError": ("lossaudit.errors", "InputError"),

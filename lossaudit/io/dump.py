@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -114,23 +116,61 @@ def save(path: str | os.PathLike, logits: object, targets: object, class_names: 
     arrays[SHAPE_KEY] = np.asarray(arrays["logits"].shape, dtype=np.int64)
     folder = target if is_folder else target.parent
     folder.mkdir(parents=True, exist_ok=True)
+    if not is_folder:
+        return write_new(folder, [target], arrays, "lossaudit.save")
+    first = len(list(folder.glob("batch-*.npz")))
+    return write_new(folder, (folder / f"batch-{index:06d}.npz" for index in itertools.count(first)), arrays, "lossaudit.save")
+
+
+SAMPLE_KEYS = ("logits", "targets", "weights", "padding", "population_rows", "population_elements", "sample_rate")
+"""The keys of a weighted batch (design of issue 24, README "Recording samples"): ``logits``,
+``targets``, ``weights`` (``>= 1``, inverse inclusion probabilities) and ``padding`` shaped like the
+logits; the scalars ``population_rows``, ``population_elements`` (the batch before sampling) and
+``sample_rate`` (the easy negatives' rate, -1 for a target size); optionally ``ignored``, ``(C,)``
+elements dropped by a mask or the ignore label, per class."""
+
+
+def save_sample(path: str | os.PathLike, batch: dict[str, np.ndarray], run_id: str) -> Path:
+    """Write one weighted batch (the arrays :func:`lossaudit.record.sample_batch` returns) to the new
+    file ``path`` (``.npz``), with ``run_id`` and the logits' shape, the way :func:`save` writes.
+
+    Raises:
+        ValueError: a key of :data:`SAMPLE_KEYS` is missing, or an unknown key is given.
+        FileExistsError: ``path`` exists (it is never overwritten).
+    """
+    missing = [key for key in SAMPLE_KEYS if key not in batch]
+    unknown = sorted(set(batch) - set(SAMPLE_KEYS) - {"ignored", "class_names"})
+    if missing or unknown:
+        raise ValueError(f"a weighted batch needs the keys {', '.join(SAMPLE_KEYS)} (and may have ignored, class_names); missing {missing}, unknown {unknown}")
+    arrays = {key: np.asarray(value) for key, value in batch.items()}
+    arrays[RUN_ID_KEY] = np.asarray(run_id)
+    arrays[SHAPE_KEY] = np.asarray(arrays["logits"].shape, dtype=np.int64)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return write_new(target.parent, [target], arrays, "lossaudit")
+
+
+def write_new(folder: Path, names: Iterable[Path], arrays: dict[str, np.ndarray], writer: str) -> Path:
+    """Write ``arrays`` to an uncompressed ``.npz`` in ``folder``: to a temporary name (created with
+    the user's umask), then linked to the first of ``names`` (files of ``folder``) that does not
+    exist yet, so a reader never sees a partial batch and an existing file is never overwritten.
+
+    Returns:
+        The name it got.
+
+    Raises:
+        FileExistsError: every name exists (the error names the last and ``writer``).
+    """
     descriptor, temporary = create_temporary(folder, ".lossaudit-", ".npz")
     try:
         with os.fdopen(descriptor, "wb") as handle:
             np.savez(handle, **arrays)
-        if not is_folder:
+        for name in names:
             try:
-                os.link(temporary, target)  # fails rather than overwrite
+                os.link(temporary, name)  # fails rather than overwrite
+                return name
             except FileExistsError:
-                raise FileExistsError(errno.EEXIST, "exists; lossaudit.save never overwrites a file", str(target)) from None
-            return target
-        index = len(list(folder.glob("batch-*.npz")))
-        while True:
-            candidate = folder / f"batch-{index:06d}.npz"
-            try:
-                os.link(temporary, candidate)
-                return candidate
-            except FileExistsError:
-                index += 1
+                last = name
+        raise FileExistsError(errno.EEXIST, f"exists; {writer} never overwrites a file", str(last))
     finally:
         temporary.unlink()
