@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +76,10 @@ def _long_names(tmp_path) -> Path:
 @pytest.mark.parametrize("width", WIDTHS)
 def test_every_number_appears_whole_at_every_width(compare_json, tmp_path, width, monkeypatch):
     long_names = _long_names(tmp_path)
-    monkeypatch.chdir(tmp_path)  # a short file name: a path longer than the width stays whole, on its own line
-    for dump in [*EXAMPLES, long_names.relative_to(tmp_path)]:
+    for example in EXAMPLES:
+        shutil.copy(example, tmp_path)
+    monkeypatch.chdir(tmp_path)  # short file names, wherever the checkout is: a path longer than the width stays whole, on its own line
+    for dump in [*(Path(example.name) for example in EXAMPLES), long_names.relative_to(tmp_path)]:
         report = compare_json(dump, "--isolated")
         text = render_text(report, width)
         lines = text.splitlines()
