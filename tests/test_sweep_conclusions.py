@@ -95,7 +95,7 @@ def test_long_tailed_digits_sweep_softmax_focal_and_say_how_the_rare_share_moves
     logits, labels = long_tailed
     path = write_npz(tmp_path / "long.npz", logits=logits, targets=labels)
     document = _sweep(run_cli, path, "--gamma", ",".join(f"{g:g}" for g in GAMMAS))
-    assert document["schema_version"] == 3
+    assert document["schema_version"] == 4
     assert document["loss"] == "softmax-focal" and document["loss_choice"]["asked"] == "auto" and document["loss_choice"]["fits_data"]
     assert [s["label"] for s in document["settings"]] == [f"γ {g:g}" for g in GAMMAS]
     assert [s["rule"] for s in document["summary"]] == ["loss", "rare-classes", "very-hard"]  # no easy negatives: softmax

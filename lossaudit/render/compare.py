@@ -13,7 +13,7 @@ from rich.console import Console
 from lossaudit.errors import InputError
 from lossaudit.losses.cross_entropy import BCE, CE
 from lossaudit.losses.focusing import FOCAL, SOFTMAX_FOCAL
-from lossaudit.render.formatting import MISSING, count, names, num, pct, rare_rule
+from lossaudit.render.formatting import MISSING, count, names, num, pct, pct_se, rare_rule
 from lossaudit.render.layout import (
     Section,
     natural_width,
@@ -49,10 +49,30 @@ def _loaded(report: dict) -> list[tuple[str, str]]:
         ("files", shapes),
         ("keys", f"logits '{inp['logits_key']}', targets '{inp['targets_key']}'; dtype {inp['dtype']}; class axis {inp['class_dim']}"),
         ("samples", f"{count(inp['rows'])} {_noun(report)} × {inp['classes']} classes = {count(inp['elements'])} elements; inputs read as {inp['inputs']}"),
+        *([("estimate", estimate_line(report["estimate"]))] if "estimate" in report else []),
         ("targets", f"{encoding}; {', '.join(conventions)}; {inp['data_kind']} data"),
         ("counts", f"{count(inp['positives'])} positives, {count(inp['negatives'])} negatives{ratio_text}, "
-                   f"{count(inp['ignored_elements'])} ignored, {count(inp['nonfinite_elements'])} non-finite"),
+                   f"{count(inp['ignored_elements'])} ignored, {count(inp['nonfinite_elements'])} non-finite"
+                   + (" (estimated)" if "estimate" in report else "")),
     ]
+
+
+SE_NOTE = "± one standard error of the share, in percentage points (delta method, from the sample's weights)"
+
+
+def estimate_line(estimate: dict) -> str:
+    """What a weighted dump's report rests on: the sample, the population, what is plug-in."""
+    from lossaudit.compare.report.estimates import PLUG_IN
+
+    source = "as recorded" if estimate["population_source"] == "recorded" else "the sum of the weights"
+    plug_in = ", ".join(PLUG_IN.get(name, name) for name in estimate["plug_in"])
+    return (f"a weighted sample: estimated from {count(estimate['sampled_elements'])} sampled elements of {count(estimate['population_elements'])} "
+            f"({source}); counts and sums are Horvitz–Thompson estimates, shares {SE_NOTE}; plug-in, without a standard error: {plug_in}")
+
+
+def _with_se(values: dict, key: str, loss: str) -> str:
+    """``values[key][loss]`` as a percentage, with its standard error when ``values`` has ``key_se``."""
+    return pct_se(values[key][loss], values.get(key + "_se", {}).get(loss))
 
 
 def _params(params: dict) -> str:
@@ -71,13 +91,17 @@ GRADIENT_NOTE = (f"{GRADIENT_MARK}: the same share of the loss's gradient magnit
 
 
 def _losses(report: dict) -> Section:
+    def share(d: dict, key: str) -> str:
+        return pct_se(d[key], d.get(key + "_se"))
+
     rows = [
         [loss, f"{count(d['covers']['count'])} {_shown(report, d['covers']['unit'])}", _params(d["params"]), num(d["sum"]), num(d["mean"]),
-         d["mean_divides_by"], num(d["per_positive"]), pct(d["positive_share"]), pct(d["easy_negative_share"]), pct(d["very_hard_share"]),
-         num(d["gradient_mean"]), pct(d["gradient_positive_share"]), pct(d["gradient_easy_negative_share"]), pct(d["gradient_very_hard_share"])]
+         d["mean_divides_by"], num(d["per_positive"]), share(d, "positive_share"), share(d, "easy_negative_share"), share(d, "very_hard_share"),
+         num(d["gradient_mean"]), share(d, "gradient_positive_share"), share(d, "gradient_easy_negative_share"), share(d, "gradient_very_hard_share")]
         for loss, d in report["losses"].items()
     ]
     mark = GRADIENT_MARK
+    weighted = f"; {SE_NOTE}" if "estimate" in report else ""
     return Section(
         "Losses",
         ["loss", "sees", "params", "sum", "mean", "mean ÷", "per pos", "pos", "easy neg", "v.hard", f"{mark} mean", f"{mark}pos", f"{mark}easy neg", f"{mark}v.hard"],
@@ -85,7 +109,7 @@ def _losses(report: dict) -> Section:
         note="sees: the elements (row × class) a sigmoid loss sums over, or the rows with a target a softmax loss "
         "sums over; pos, easy neg, v.hard: share of the loss from positives, from easy negatives (g < 0.1) and "
         f"from very hard elements (g ≥ 0.9); g = |p − y| (softmax losses: g = 1 − q_target); {mark} mean: Σ |∂L/∂x| "
-        f"of the mean loss L; {GRADIENT_NOTE}",
+        f"of the mean loss L; {GRADIENT_NOTE}{weighted}",
         groups=[("coverage", [1]), ("parameters", [2]), ("values", [3, 4, 5, 6]), ("where the weight goes", [7, 8, 9]),
                 ("where the gradient goes", [10, 11, 12, 13])],
     )
@@ -127,8 +151,8 @@ def _per_class(report: dict, top: int | None, top_by: str | None) -> Section:
 
     def row(c: dict) -> list[str]:
         values = [num(c["mean_p"])] + ([num(c["mean_p_softmax"])] if has_softmax else [])
-        return [c["name"], count(c["positives"]), count(c["negatives"]), *values, *(pct(c["share"][loss]) for loss in loss_ids), num(c["focal_ce_ratio"]),
-                *(pct(c["gradient_share"][loss]) for loss in loss_ids)]
+        return [c["name"], count(c["positives"]), count(c["negatives"]), *values, *(_with_se(c, "share", loss) for loss in loss_ids),
+                num(c["focal_ce_ratio"]), *(_with_se(c, "gradient_share", loss) for loss in loss_ids)]
 
     totals = [report["losses"][loss] for loss in loss_ids]
     total = ["total", count(sum(c["positives"] for c in classes)), count(sum(c["negatives"] for c in classes)), *([""] * len(probs)),
@@ -138,6 +162,8 @@ def _per_class(report: dict, top: int | None, top_by: str | None) -> Section:
                  + ("; q̄ pos: mean softmax q of the target over rows with a target" if has_softmax else ""))
     notes.append(f"{ratio}: the class's {ratio.replace('÷', ' loss ÷ its ')} loss")
     notes.append(GRADIENT_NOTE)
+    if "estimate" in report:
+        notes.append(SE_NOTE)
     counts_end = 3 + len(probs)
     gradients_start = counts_end + len(loss_ids) + 1
     return Section(
@@ -179,8 +205,8 @@ def _per_difficulty(report: dict) -> list[Section]:
         for d in report["per_difficulty"]:
             counts = [count(d["elements"]), pct(d["element_share"]), count(d["positives"])] if unit == "elements" else [count(d["rows"]), pct(d["row_share"])]
             ghm = [num(d["ghm_weight"])] if unit == "elements" else []
-            rows.append([f"{d['g_low']:.2f}–{d['g_high']:.2f}", *counts, *(pct(d["share"][loss]) for loss in loss_ids), *ghm,
-                         *(pct(d["gradient_share"][loss]) for loss in loss_ids)])
+            rows.append([f"{d['g_low']:.2f}–{d['g_high']:.2f}", *counts, *(_with_se(d, "share", loss) for loss in loss_ids), *ghm,
+                         *(_with_se(d, "gradient_share", loss) for loss in loss_ids)])
         shown = _shown(report, unit)
         count_headers = [shown, "of all", "positives"] if unit == "elements" else [shown, "of all"]
         ghm_header = ["GHM weight"] if unit == "elements" else []
@@ -189,7 +215,7 @@ def _per_difficulty(report: dict) -> list[Section]:
         n, shares_end = len(count_headers), len(count_headers) + 1 + len(loss_ids) + len(ghm_header)
         sections.append(Section(
             f"Per difficulty{which} ({shown} by {g})", ["g", *count_headers, *loss_ids, *ghm_header, *(GRADIENT_MARK + loss for loss in loss_ids)], rows,
-            note=f"{note}; {GRADIENT_NOTE}",
+            note=f"{note}; {GRADIENT_NOTE}" + (f"; {SE_NOTE}; GHM weight: plug-in" if "estimate" in report else ""),
             groups=[("counts", list(range(1, n + 1))), ("share of each loss", list(range(n + 1, shares_end))),
                     ("share of each loss's gradient", list(range(shares_end, shares_end + len(loss_ids))))],
         ))
@@ -201,11 +227,13 @@ def _quadrants(report: dict) -> list[Section]:
     families = _families(report)
     rare = quadrants["rare_classes"]
     note = f"rare: {rare_rule(quadrants)}: {names(rare, 8) if rare else 'none'}; hard: g ≥ {quadrants['hard_from_g']:g}"
+    if "estimate" in report:
+        note += f"; {SE_NOTE}, given which classes are rare (plug-in)"
     sections = []
     for family, loss_ids in families:
         unit, g = UNITS[family]
         which = f", {family} losses" if len(families) > 1 else ""
-        rows = [[name.replace("_", " "), count(cell[unit]), *(pct(cell["share"][loss]) for loss in loss_ids)] for name, cell in quadrants["cells"].items()]
+        rows = [[name.replace("_", " "), count(cell[unit]), *(_with_se(cell, "share", loss) for loss in loss_ids)] for name, cell in quadrants["cells"].items()]
         sections.append(Section(f"Attention quadrants{which} ({_shown(report, unit)})", ["quadrant", _shown(report, unit), *loss_ids], rows, note=note))
     return sections
 
@@ -282,7 +310,8 @@ def render_json(report: dict) -> str:
 def render_github(report: dict, strict: bool = False) -> str:
     """Workflow-command annotations: one per data finding and dump file that has it (a finding of the
     whole data, like a class without positives, has no file). Under ``--strict`` the gating findings
-    are errors; informational ones are notices."""
+    are errors; informational ones are notices. A weighted dump's report starts with a notice that
+    it is an estimate (:func:`estimate_line`)."""
     from lossaudit.render.formats import (
         annotation,
         repository_relative,
@@ -290,7 +319,7 @@ def render_github(report: dict, strict: bool = False) -> str:
     )
 
     root = repository_root()
-    lines = []
+    lines = [annotation("info", estimate_line(report["estimate"]), title="lossaudit compare: estimate")] if "estimate" in report else []
     for f in report["findings"]:
         severity = "error" if strict and f["gates_strict"] else "warning" if f["level"] == "warning" else "info"
         title = f"lossaudit compare: {f['code']}"
@@ -306,13 +335,14 @@ def render_github(report: dict, strict: bool = False) -> str:
 
 def render_junit(report: dict) -> str:
     """One test case per data check: a failure for a finding ``--strict`` gates on, output for
-    the others."""
+    the others; a weighted dump's report first has a case ``estimate`` whose output says what it
+    is estimated from (:func:`estimate_line`)."""
     from lossaudit.compare.report.build import FINDING_NAMES
     from lossaudit.render.formats import junit_xml
 
     found = {f["code"]: f for f in report["findings"]}
     classname = "lossaudit compare " + " ".join(report["input"]["files"])
-    cases = []
+    cases = [{"classname": classname, "name": "estimate", "output": estimate_line(report["estimate"])}] if "estimate" in report else []
     for code in FINDING_NAMES:
         case = {"classname": classname, "name": code}
         if code in found and found[code]["gates_strict"]:

@@ -26,6 +26,28 @@ def pct(value: float | None) -> str:
     return f"{percent:.1f}%"
 
 
+def points(se: float) -> str:
+    """A standard error of a share in percentage points, as precise as :func:`pct` writes the
+    share: one decimal, two significant digits below 0.1 (``0.8``, ``0.046``), ``<0.01`` above 0
+    and below 0.01, ``0`` when exact."""
+    value = 100 * se
+    if value == 0:
+        return "0"
+    if value < SMALLEST_PCT:
+        return f"<{SMALLEST_PCT:g}"
+    if value < 0.1:
+        return f"{value:.{1 - math.floor(math.log10(value))}f}"
+    return f"{value:.1f}"
+
+
+def pct_se(value: float | None, se: float | None) -> str:
+    """A share with its standard error, ``41.2% ± 0.8`` (points); :func:`pct` alone when there is
+    no standard error (an unweighted dump, or an undefined share)."""
+    if value is None or se is None:
+        return pct(value)
+    return f"{pct(value)} ± {points(se)}"
+
+
 def num(value: float | None) -> str:
     """A loss value or a ratio, four significant digits."""
     return MISSING if value is None else f"{value:.4g}"

@@ -6,8 +6,8 @@ from __future__ import annotations
 from rich.console import Console
 
 from lossaudit.losses.focusing import SOFTMAX_FOCAL
-from lossaudit.render.compare import GRADIENT_MARK, _finding_line, _loaded, plain_text
-from lossaudit.render.formatting import MISSING, names, num, pct
+from lossaudit.render.compare import GRADIENT_MARK, SE_NOTE, _finding_line, _loaded, plain_text
+from lossaudit.render.formatting import MISSING, names, num, pct, pct_se
 from lossaudit.render.layout import Section, print_lines, print_section, wrap
 from lossaudit.render.plots import setting_label
 
@@ -32,7 +32,7 @@ def _settings(document: dict) -> Section:
     rare = document["rare_classes"]
 
     def share(row: dict, key: str) -> str:  # no rare class: no rare share to show
-        return MISSING if key.endswith("rare_share") and not rare else pct(row[key])
+        return MISSING if key.endswith("rare_share") and not rare else pct_se(row[key], row.get(key + "_se"))
 
     rows = [[setting_label(row), num(row["mean"]), *(share(row, key) for key in keys), num(row["gradient_mean"]), *(share(row, "gradient_" + key) for key in keys)]
             for row in document["settings"]]
@@ -50,7 +50,8 @@ def _settings(document: dict) -> Section:
         "Softmax focal loss per setting" if softmax else "Focal loss per setting",
         ["setting", "mean", *labels, f"{mark} mean", *(f"{mark}{label}" for label in labels)],
         rows,
-        note=f"{what}; {mark}: the same for the gradient magnitude Σ |∂L/∂x| ({mark} mean: of the mean loss); {alpha}{_vectors(document)}",
+        note=f"{what}; {mark}: the same for the gradient magnitude Σ |∂L/∂x| ({mark} mean: of the mean loss); {alpha}{_vectors(document)}"
+        + (f"; {SE_NOTE}" if "estimate" in document else ""),
         groups=[("loss", [1]), ("share of its loss", list(range(2, 2 + n))), ("gradient", [2 + n]), ("share of its gradient", list(range(3 + n, 3 + 2 * n)))],
     )
 
@@ -59,7 +60,8 @@ def _top_lines(document: dict) -> list[str]:
     lines = []
     for row in document["settings"]:
         by_name = {c["name"]: c for c in row["per_class"]}
-        top = [f"{name} {pct(by_name[name]['share'])} ({GRADIENT_MARK}{pct(by_name[name]['gradient_share'])})" for name in row["top_classes"]]
+        top = [f"{name} {pct_se(by_name[name]['share'], by_name[name].get('share_se'))} "
+               f"({GRADIENT_MARK}{pct_se(by_name[name]['gradient_share'], by_name[name].get('gradient_share_se'))})" for name in row["top_classes"]]
         lines.append(f"{setting_label(row)}: {', '.join(top) or MISSING}")
     return lines
 
@@ -79,6 +81,8 @@ def _cumulative(document: dict) -> Section:
         note = ("the share of the positives' (negatives') total loss held by that fraction of them with the smallest loss; "
                 "focal before alpha (constant within each set for 0/1 targets); each within 1/256 of exact, the JSON gives every "
                 "percent and each bound")
+    if "estimate" in document:
+        note += "; from a weighted sample, each element counted by its weight: plug-in estimates, without a standard error"
     return Section(
         "Cumulative loss (the focal loss paper's Figure 4)",
         ["rows" if _softmax(document) else "elements", *(f"{100 * f:g}%" for f in TEXT_FRACTIONS)],

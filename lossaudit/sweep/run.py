@@ -20,6 +20,11 @@ positives and over the negatives (the focal loss paper's Figure 4; softmax-focal
 target terms): sorted from the smallest, the share of the total loss the lowest fraction ``f`` of
 them holds (:class:`LossHistogram`). The summary (:mod:`lossaudit.sweep.summary`) says how the
 shares move across the grid.
+
+A weighted dump (a Poisson sample, issue 24) gives estimates: the tallies are Horvitz–Thompson sums,
+each share comes with its standard error (``compare``'s, :mod:`lossaudit.compare.report.estimates`),
+and the histogram counts each element by its weight, so its cumulative shares are plug-in estimates
+(the document's ``estimate`` section says so).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import numpy as np
 from lossaudit._version import __version__
 from lossaudit.compare.engine import elements
 from lossaudit.compare.engine.stream import StreamTally, stream_pass
-from lossaudit.compare.report.build import build_report, data_kind, fitting_family
+from lossaudit.compare.report.build import HEADLINE, build_report, data_kind, fitting_family
 from lossaudit.compare.settings import LossSettings
 from lossaudit.errors import InputError
 from lossaudit.io.dataset import Chunk, DataPlan
@@ -42,14 +47,18 @@ from lossaudit.losses.registry import LOSSES, PARAMS
 from lossaudit.render.formatting import rare_rule
 from lossaudit.sweep.summary import summarise
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Of the ``sweep --format json`` document. 2: rare classes by ``compare``'s rule
 (:func:`~lossaudit.compare.report.build.rare_classes`), stated in ``rare_rule`` (``rare_share`` 0 without a rare class).
 3: ``summary`` (sentences ``{rule, text, numbers}``, as ``compare``'s); ``loss`` may be ``softmax-focal``
 (``loss_choice`` says why: ``--loss``, or the data kind); ``alpha_per_class`` (the vectors swept);
 ``counts`` (what the shares are of); per setting ``label`` and ``alpha_per_class`` (``alpha`` null
 for a vector, and for softmax-focal); softmax-focal's ``cumulative`` items hold ``rows`` instead of
-``positives`` and ``negatives``."""
+``positives`` and ``negatives``.
+4: weighted dumps (issue 24): the section ``estimate`` (``compare``'s, with ``cumulative_shares``
+among its ``plug_in``); per setting ``sum_se`` and ``<share>_se`` beside each share (``rare_share_se``,
+``gradient_rare_share_se`` included; per class ``share_se``, ``gradient_share_se``); the cumulative
+histograms count each element (term) by its weight. An unweighted dump's document has none of these."""
 
 SUB_BITS = 8
 SUB_BINS = 1 << SUB_BITS
@@ -148,18 +157,25 @@ class LossHistogram:
         return np.concatenate([[0.0], np.ldexp(0.5 + fine / (2 * SUB_BINS), exponent)])
 
     def add(self, chunk: Chunk, file: int = 0) -> None:
-        """Add the valid elements of a chunk (``file`` is unused: the histogram is of all files)."""
+        """Add the valid elements of a chunk (``file`` is unused: the histogram is of all files),
+        each counted by its sampling weight in a weighted dump."""
         valid = chunk.valid
         x, y, positive = chunk.logits[valid], chunk.targets[valid], chunk.positive[valid]
+        weights = None if chunk.weights is None else chunk.weights[valid]
         terms = elements.sigmoid_terms(x, *elements.sigmoid_parts(x), y, chunk.heatmap)
         bce = terms.bce.astype(np.float32)
         m = np.maximum(terms.p + y - 2 * terms.p * y, 0)  # 1 - p_t
         offset = positive * self.size
         for i, gamma in enumerate(self.gammas):
             h = _modulated(m, gamma) * bce if gamma else bce  # focal before alpha_t
-            keys = self._keys(h) + offset
-            self.counts[i] += np.bincount(keys, minlength=2 * self.size).reshape(2, self.size)
-            self.sums[i] += np.bincount(keys, weights=h, minlength=2 * self.size).reshape(2, self.size)
+            self._count(i, self._keys(h) + offset, h, weights)
+
+    def _count(self, i: int, keys: np.ndarray, h: np.ndarray, weights: np.ndarray | None) -> None:
+        """Add losses ``h`` at bins ``keys`` (positives offset by ``size``) to gamma ``i``'s
+        counts and sums, each by its weight (None: 1)."""
+        counted = np.bincount(keys, weights=weights, minlength=2 * self.size)
+        self.counts[i] += counted.reshape(2, self.size)
+        self.sums[i] += np.bincount(keys, weights=h if weights is None else h * weights, minlength=2 * self.size).reshape(2, self.size)
 
     def merge(self, other: LossHistogram) -> None:
         self.counts += other.counts
@@ -198,12 +214,11 @@ class RowHistogram(LossHistogram):
             return
         in_rows = row_valid[chunk.target_rows]
         row, col, y = chunk.target_rows[in_rows], chunk.target_cols[in_rows], chunk.target_values[in_rows]
+        weights = None if chunk.weights is None else chunk.weights[row, col]  # a term weighs what its target element weighs
         terms = elements.softmax_terms(np.take(chunk.logits, rows, axis=0), np.searchsorted(rows, row), col)
         for i, gamma in enumerate(self.gammas):
             h = terms.loss(y, gamma)  # float64: a row spanning float32's range (logits ±3e38) has -log q past float32's largest
-            keys = self._keys(np.minimum(h, FLOAT32_MAX).astype(np.float32)) + self.size
-            self.counts[i] += np.bincount(keys, minlength=2 * self.size).reshape(2, self.size)
-            self.sums[i] += np.bincount(keys, weights=h, minlength=2 * self.size).reshape(2, self.size)
+            self._count(i, self._keys(np.minimum(h, FLOAT32_MAX).astype(np.float32)) + self.size, h, weights)
 
 
 def setting_label(loss: str, gamma: float, alpha: float | None, vector: int | None) -> str:
@@ -224,8 +239,17 @@ def _setting(report: dict, loss: str, gamma: float, alpha: float | None, vectors
         shares = [cells[name][key][loss] for name in ("rare_easy", "rare_hard")]
         return None if None in shares else shares[0] + shares[1]
 
-    per_class = [{"name": c["name"], "share": c["share"][loss], "gradient_share": c["gradient_share"][loss]} for c in report["per_class"]]
+    def errors(row: dict) -> dict:
+        """A per-class or per-difficulty row's standard errors for ``loss`` (a weighted dump), else nothing."""
+        return {key: row[key][loss] for key in ("share_se", "gradient_share_se") if key in row}
+
+    per_class = [{"name": c["name"], "share": c["share"][loss], "gradient_share": c["gradient_share"][loss], **errors(c)} for c in report["per_class"]]
     ranked = sorted(per_class, key=lambda c: c["share"] or 0.0, reverse=True)
+    quadrants = report["quadrants"]
+    weighted = {f"{key}_se": numbers[f"{key}_se"] for key in ("sum", *(prefix + share for prefix in ("", "gradient_") for share in HEADLINE))
+                if f"{key}_se" in numbers}
+    if "rare_share_se" in quadrants:
+        weighted.update(rare_share_se=quadrants["rare_share_se"][loss], gradient_rare_share_se=quadrants["rare_gradient_share_se"][loss])
     return {
         "gamma": gamma,
         "alpha": alpha,
@@ -244,8 +268,9 @@ def _setting(report: dict, loss: str, gamma: float, alpha: float | None, vectors
         "gradient_rare_share": rare("gradient_share"),
         "top_classes": [c["name"] for c in ranked[:TOP_CLASSES] if c["share"]],
         "per_class": per_class,
-        "per_difficulty": [{"g_low": d["g_low"], "g_high": d["g_high"], "share": d["share"][loss], "gradient_share": d["gradient_share"][loss]}
+        "per_difficulty": [{"g_low": d["g_low"], "g_high": d["g_high"], "share": d["share"][loss], "gradient_share": d["gradient_share"][loss], **errors(d)}
                            for d in report["per_difficulty"]],
+        **weighted,
     }
 
 
@@ -397,6 +422,7 @@ def sweep(data: DataPlan, gammas: tuple[float, ...], alphas: tuple[float, ...], 
         "loss_choice": _choice(loss, chosen, kind, info.inputs, alpha_asked),
         "alpha_per_class": [list(vector) for vector in vectors],
         "input": first["input"],
+        **({"estimate": {**first["estimate"], "plug_in": [*first["estimate"]["plug_in"], "cumulative_shares"]}} if "estimate" in first else {}),
         "rare_classes": first["quadrants"]["rare_classes"],
         "rare_rule": rare_rule(first["quadrants"]),
         "counts": _counts(first, chosen),

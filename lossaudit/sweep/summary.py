@@ -19,12 +19,14 @@ and the highest share over the whole grid with their settings. Shares are of the
 every sentence says so (a model trained otherwise gives other shares).
 
 When the input looks misread (``compare``'s ``misread`` rule), the summary says so and nothing else.
+A weighted dump's sweep starts with ``compare``'s ``estimate`` sentence, and each share it states
+carries its standard error.
 """
 
 from __future__ import annotations
 
 from lossaudit.losses.focusing import SOFTMAX_FOCAL
-from lossaudit.render.formatting import count, names, pct
+from lossaudit.render.formatting import count, names, pct, pct_se
 
 
 def _sentence(rule: str, text: str, **numbers: object) -> dict:
@@ -52,6 +54,11 @@ def _alpha_text(row: dict) -> str:
     return "alpha " + label.split(", α ", 1)[1] if ", α " in label else "no alpha"
 
 
+def _at(row: dict, key: str) -> str:
+    """A setting's share, with its standard error in a weighted dump's sweep."""
+    return pct_se(row[key], row.get(key + "_se"))
+
+
 def _moves(loss: str, what: str, key: str, settings: list[dict]) -> tuple[str, dict] | None:
     """``"as gamma goes 0 → 5 (alpha 0.25), focal's share of its loss on <what> falls from A to B
     (of its gradient: C → D); over the 20 settings it lies between L (γ 5, α 0.75) and H (γ 0, α off)"``
@@ -62,7 +69,7 @@ def _moves(loss: str, what: str, key: str, settings: list[dict]) -> tuple[str, d
     axis, line = _line(settings)
     start, end = line[0], line[-1]
     a, b = start[key], end[key]
-    moved = "stays at " + pct(a) if pct(a) == pct(b) else f"{'rises' if b > a else 'falls'} from {pct(a)} to {pct(b)}"
+    moved = "stays at " + _at(start, key) if pct(a) == pct(b) else f"{'rises' if b > a else 'falls'} from {_at(start, key)} to {_at(end, key)}"
     ga, gb = start[gradient_key], end[gradient_key]
     gradient = f" (of its gradient: {pct(ga)} → {pct(gb)})" if ga is not None and gb is not None else ""
     if axis == "gamma":
@@ -71,13 +78,13 @@ def _moves(loss: str, what: str, key: str, settings: list[dict]) -> tuple[str, d
         lead = (f"as the setting goes from {_alpha_text(start)} to {_alpha_text(end)} (gamma {start['gamma']:g}), {loss}'s share of its "
                 f"loss on {what} {moved}")
     else:
-        lead = f"at {start['label']}, {loss} puts {pct(a)} of its loss" + (f" ({pct(ga)} of its gradient)" if ga is not None else "") + f" on {what}"
+        lead = f"at {start['label']}, {loss} puts {_at(start, key)} of its loss" + (f" ({pct(ga)} of its gradient)" if ga is not None else "") + f" on {what}"
     numbers = {"axis": axis, "from": {"label": start["label"], "gamma": start["gamma"], "share": a, "gradient_share": ga},
                "to": {"label": end["label"], "gamma": end["gamma"], "share": b, "gradient_share": gb}}
     if len(settings) > len(line):
         low, high = min(settings, key=lambda row: row[key]), max(settings, key=lambda row: row[key])
-        lead += (f"{gradient}; over the {len(settings)} settings it lies between {pct(low[key])} ({low['label']}) "
-                 f"and {pct(high[key])} ({high['label']})")
+        lead += (f"{gradient}; over the {len(settings)} settings it lies between {_at(low, key)} ({low['label']}) "
+                 f"and {_at(high, key)} ({high['label']})")
         numbers.update(lowest={"label": low["label"], "share": low[key]}, highest={"label": high["label"], "share": high[key]})
     elif axis != "none":
         lead += gradient
@@ -144,10 +151,10 @@ def very_hard(document: dict) -> dict | None:
 def summarise(document: dict, report: dict) -> list[dict]:
     """Every rule's sentence, in order, for the document's ``summary``; ``report`` is one setting's
     ``compare`` report, whose ``misread`` sentence (the input looks misread) replaces them all."""
-    from lossaudit.compare.report.summary import misread
+    from lossaudit.compare.report.summary import estimate, misread
 
     first = misread(report)
     if first is not None:
-        return [first]
-    sentences = [loss_choice(document), rare_classes(document), easy_negatives(document), very_hard(document)]
+        return [sentence for sentence in (estimate(document), first) if sentence is not None]
+    sentences = [estimate(document), loss_choice(document), rare_classes(document), easy_negatives(document), very_hard(document)]
     return [sentence for sentence in sentences if sentence is not None]

@@ -19,10 +19,11 @@ from pathlib import Path
 from lossaudit.errors import InputError
 from lossaudit.io.textfiles import read_text
 
-READABLE_SCHEMAS = (2, 3, 4, 5, 6)
+READABLE_SCHEMAS = (2, 3, 4, 5, 6, 7)
 """Report schema versions a baseline may have: 2 (rows and elements apart), 3 (``baseline``
-section), 4 (gradient shares), 5 (rare classes by the data's own counts) and 6 (this one:
-recall, mistakes, imbalance); the comparison reads none of what changed."""
+section), 4 (gradient shares), 5 (rare classes by the data's own counts), 6 (recall, mistakes,
+imbalance) and 7 (this one: a weighted dump's estimates and standard errors); the comparison reads
+none of what changed."""
 
 
 def read_report(path: Path) -> dict:

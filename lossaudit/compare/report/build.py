@@ -22,6 +22,7 @@ import numpy as np
 from lossaudit._version import __version__
 from lossaudit.compare.engine.binning import ghm_bin_weights
 from lossaudit.compare.report import diagnosis
+from lossaudit.compare.report.estimates import share_se, sum_se
 from lossaudit.compare.settings import (
     LEVEL_EDGES,
     LEVELS,
@@ -31,9 +32,10 @@ from lossaudit.compare.settings import (
 from lossaudit.io.dataset import DataInfo, name_files, positive_rule
 from lossaudit.losses.cross_entropy import BCE, CE
 from lossaudit.losses.focusing import FOCAL, SOFTMAX_FOCAL
+from lossaudit.losses.mining import OHEM
 from lossaudit.losses.registry import LOSSES
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """2 added ``summary``, ``loss_selection``, ``levels``, per loss ``family``/``fits_data``/``covers``,
 softmax ``rows`` beside ``elements``, findings' ``gates_strict``/``files``; losses ordered by fit.
 3 added the optional ``baseline`` section (``--baseline``; :mod:`lossaudit.compare.report.baseline`).
@@ -45,7 +47,17 @@ very_hard}_share``; ``gradient_share`` beside ``share`` in ``per_class``, ``per_
 6 added per class ``recall``, ``input.recall_rule`` and ``input.row_noun``, the sections
 ``mistakes`` (confidently wrong units by cause) and ``imbalance`` (null on data without rare
 classes); the summary rule ``label-noise`` became ``confidently-wrong``, and ``missed-classes`` and
-``imbalance`` were added (:mod:`lossaudit.compare.report.diagnosis`)."""
+``imbalance`` were added (:mod:`lossaudit.compare.report.diagnosis`).
+7: weighted dumps (a Poisson sample, issue 24). Their report adds the section ``estimate``
+(``weighted``, ``sampled_elements``, ``population_elements``, ``population_source``: ``recorded`` or
+``sum of weights``, ``estimated_elements``, ``sample_rate``, ``plug_in``: the plug-in quantities,
+without a standard error) and, beside the shares, their delta-method standard errors
+(:mod:`lossaudit.compare.report.estimates`): per loss ``sum_se`` and ``<share>_se`` for each of
+its six shares; ``share_se`` and ``gradient_share_se`` (keyed by loss) in ``per_class`` (with
+``sum_se``), ``per_difficulty``, ``levels`` and the quadrants' cells; the quadrants'
+``rare_share_se`` and ``rare_gradient_share_se`` (of the rare classes' share, rare_easy +
+rare_hard). Counts and sums are then Horvitz–Thompson estimates. An unweighted dump's report has
+none of these keys: only its ``schema_version`` differs from schema 6."""
 RARE_FRACTION = 0.25
 """A class is rare when its positives are below this fraction of the median class's ..."""
 RARE_SPREAD = 5.0
@@ -83,6 +95,11 @@ SOFTMAX_FIT_FINDINGS = frozenset({"softmax-background", "softmax-multi-hot"})
 the default set they are informational notes on which losses see which rows."""
 
 
+def _count(value: float) -> int:
+    """A count as reported: a weighted dump's counts are estimates (sums of weights), rounded."""
+    return int(round(float(value)))
+
+
 def _share(part: float, total: float) -> float | None:
     return float(part / total) if total else None
 
@@ -116,8 +133,8 @@ def order_by_fit(loss_ids: tuple[str, ...], kind: str, families: dict[str, str] 
 
 
 def _input_section(data: DataInfo, tally: Tally, counts: np.ndarray) -> dict:
-    positives = int(counts[:, 1].sum())
-    valid = int(counts.sum())
+    positives = _count(counts[:, 1].sum())
+    valid = _count(counts.sum())
     negatives = valid - positives
     return {
         "files": data.files,
@@ -141,10 +158,10 @@ def _input_section(data: DataInfo, tally: Tally, counts: np.ndarray) -> dict:
         "valid_elements": valid,
         "positives": positives,
         "negatives": negatives,
-        "ignored_elements": int(tally.ignored.sum()),
-        "nonfinite_elements": int(tally.nonfinite.sum()),
-        "background_rows": tally.background_rows,
-        "multi_hot_rows": tally.multi_hot_rows,
+        "ignored_elements": _count(tally.ignored.sum()),
+        "nonfinite_elements": _count(tally.nonfinite.sum()),
+        "background_rows": _count(tally.background_rows),
+        "multi_hot_rows": _count(tally.multi_hot_rows),
         "negatives_per_positive": _ratio(negatives, positives),
         "data_kind": data_kind(data, tally),
         "row_noun": row_noun(data),
@@ -159,9 +176,47 @@ def row_noun(data: DataInfo) -> str:
     return "positions" if data.logits_shapes and all(len(shape) == 3 for shape in data.logits_shapes) else "rows"
 
 
+HEADLINE = {
+    "positive_share": lambda table: table[:, 1],
+    "easy_negative_share": lambda table: table[:, 0, :, EASY],
+    "very_hard_share": lambda table: table[..., VERY_HARD],
+}
+"""Each loss's headline shares and the cells they take: positives, easy negatives (g < 0.1),
+very hard elements (g ≥ 0.9)."""
+
+
+def _moments(tally: Tally) -> dict[str, np.ndarray] | None:
+    """The tally's second-moment tables (a weighted dump), else None: the report gives no standard error."""
+    return tally.second_moments
+
+
+def _share_errors(tally: Tally, order: list[str], group) -> dict[str, dict[str, float | None]]:
+    """``{"share_se": {loss: …}, "gradient_share_se": {loss: …}}``: the standard errors of
+    ``group``'s share of each loss and of its gradient (:func:`~lossaudit.compare.report.estimates.share_se`);
+    empty for an unweighted tally."""
+    moments = _moments(tally)
+    if moments is None:
+        return {}
+    return {"share_se": {loss: share_se(tally.loss_sums[loss], moments[loss], group) for loss in order},
+            "gradient_share_se": {loss: share_se(tally.gradient_sums[loss], moments["gradient:" + loss], group) for loss in order}}
+
+
+def _headline(sums: np.ndarray, moments: np.ndarray | None, prefix: str = "") -> dict:
+    """The :data:`HEADLINE` shares of a loss (or of its gradient, ``prefix`` ``gradient_``), each
+    followed by its standard error ``…_se`` when there are second moments."""
+    out = {}
+    total = float(sums.sum())
+    for key, group in HEADLINE.items():
+        out[prefix + key] = _share(float(group(sums).sum()), total)
+        if moments is not None:
+            out[prefix + key + "_se"] = share_se(sums, moments, group)
+    return out
+
+
 def _loss_section(settings: LossSettings, tally: Tally, positives: int, order: list[str], kind: str) -> dict:
     section = {}
-    valid = int(tally.element_counts.sum())
+    valid = _count(tally.element_counts.sum())
+    moments = _moments(tally)
     for loss in order:
         sums, gradients = tally.loss_sums[loss], tally.gradient_sums[loss]
         total, gradient = float(sums.sum()), float(gradients.sum())
@@ -170,20 +225,17 @@ def _loss_section(settings: LossSettings, tally: Tally, positives: int, order: l
         section[loss] = {
             "family": loss_family,
             "fits_data": loss_family == fitting_family(kind),
-            "covers": {"unit": "rows", "count": int(tally.normalisers[loss])} if softmax else {"unit": "elements", "count": valid},
+            "covers": {"unit": "rows", "count": _count(tally.normalisers[loss])} if softmax else {"unit": "elements", "count": valid},
             "params": settings.params(loss),
             "sum": total,
+            **({"sum_se": sum_se(moments[loss])} if moments is not None else {}),
             "mean": _ratio(total, tally.normalisers[loss]),
             "mean_divides_by": tally.normaliser_names[loss],
             "normaliser": tally.normalisers[loss],
             "per_positive": _ratio(total, positives),
-            "positive_share": _share(float(sums[:, 1].sum()), total),
-            "easy_negative_share": _share(float(sums[:, 0, :, EASY].sum()), total),
-            "very_hard_share": _share(float(sums[..., VERY_HARD].sum()), total),
+            **_headline(sums, None if moments is None else moments[loss]),
             "gradient_mean": _ratio(gradient, tally.normalisers[loss]),
-            "gradient_positive_share": _share(float(gradients[:, 1].sum()), gradient),
-            "gradient_easy_negative_share": _share(float(gradients[:, 0, :, EASY].sum()), gradient),
-            "gradient_very_hard_share": _share(float(gradients[..., VERY_HARD].sum()), gradient),
+            **_headline(gradients, None if moments is None else moments["gradient:" + loss], "gradient_"),
         }
         user = settings.user(loss)
         if user is not None:
@@ -202,24 +254,29 @@ def _per_class(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarra
     pair = _focal_ce_pair(order)
     totals = {loss: float(tally.loss_sums[loss].sum()) for loss in order}
     gradients = {loss: float(tally.gradient_sums[loss].sum()) for loss in order}
+    moments = _moments(tally)
     rows = []
     for c, name in enumerate(data.class_names):
         class_sums = {loss: float(tally.loss_sums[loss][c].sum()) for loss in order}
-        positives = int(counts[c, 1].sum())
+        positives = _count(counts[c, 1].sum())
+        errors = _share_errors(tally, order, lambda table, c=c: table[c])
         rows.append(
             {
                 "index": c,
                 "name": name,
                 "positives": positives,
-                "negatives": int(counts[c, 0].sum()),
-                "ignored": int(tally.ignored[c]),
-                "nonfinite": int(tally.nonfinite[c]),
-                "mean_p": _ratio(tally.sum_p_positive[c], positives),
+                "negatives": _count(counts[c, 0].sum()),
+                "ignored": _count(tally.ignored[c]),
+                "nonfinite": _count(tally.nonfinite[c]),
+                "mean_p": _ratio(tally.sum_p_positive[c], float(counts[c, 1].sum())),
                 "mean_p_softmax": _ratio(tally.sum_q_positive[c], tally.softmax_positives[c]),
                 "recall": recall[c],
                 "sum": class_sums,
+                **({"sum_se": {loss: sum_se(moments[loss][c]) for loss in order}} if moments is not None else {}),
                 "share": {loss: _share(class_sums[loss], totals[loss]) for loss in order},
+                **({"share_se": errors["share_se"]} if errors else {}),
                 "gradient_share": {loss: _share(float(tally.gradient_sums[loss][c].sum()), gradients[loss]) for loss in order},
+                **({"gradient_share_se": errors["gradient_share_se"]} if errors else {}),
                 "focal_ce_ratio": _ratio(class_sums[pair[0]], class_sums[pair[1]]) if pair else None,
             }
         )
@@ -244,17 +301,29 @@ def _per_difficulty(settings: LossSettings, order: list[str], tally: Tally, coun
             "bin": b,
             "g_low": b / bins,
             "g_high": (b + 1) / bins,
-            "elements": int(bin_counts[b]),
+            "elements": _count(bin_counts[b]),
             "element_share": _share(float(bin_counts[b]), total),
-            "positives": int(counts[:, 1, b].sum()),
-            "rows": int(row_counts[b]) if softmax else None,
+            "positives": _count(counts[:, 1, b].sum()),
+            "rows": _count(row_counts[b]) if softmax else None,
             "row_share": _share(float(row_counts[b]), total_rows) if softmax else None,
-            "share": {loss: _share(float(tally.loss_sums[loss][:, :, b].sum()), totals[loss]) for loss in order},
-            "gradient_share": {loss: _share(float(tally.gradient_sums[loss][:, :, b].sum()), gradients[loss]) for loss in order},
+            **_shares(tally, order, totals, gradients, lambda table, b=b: table[:, :, b]),
             "ghm_weight": float(weights[b]),
         }
         for b in range(bins)
     ]
+
+
+def _shares(tally: Tally, order: list[str], totals: dict[str, float], gradients: dict[str, float], group) -> dict:
+    """``share`` and ``gradient_share`` of ``group``'s cells per loss, each followed by its
+    standard errors (``share_se``, ``gradient_share_se``) when the tally has second moments."""
+    errors = _share_errors(tally, order, group)
+    out = {"share": {loss: _share(float(group(tally.loss_sums[loss]).sum()), totals[loss]) for loss in order}}
+    if errors:
+        out["share_se"] = errors["share_se"]
+    out["gradient_share"] = {loss: _share(float(group(tally.gradient_sums[loss]).sum()), gradients[loss]) for loss in order}
+    if errors:
+        out["gradient_share_se"] = errors["gradient_share_se"]
+    return out
 
 
 def _levels(order: list[str], tally: Tally, counts: np.ndarray, families: dict[str, str] | None = None) -> list[dict]:
@@ -268,11 +337,10 @@ def _levels(order: list[str], tally: Tally, counts: np.ndarray, families: dict[s
             "level": name,
             "g_low": edges[i],
             "g_high": edges[i + 1],
-            "elements": int(counts[..., i].sum()),
-            "positives": int(counts[:, 1, :, i].sum()),
-            "rows": int(tally.softmax_counts[..., i].sum()) if softmax else None,
-            "share": {loss: _share(float(tally.loss_sums[loss][..., i].sum()), totals[loss]) for loss in order},
-            "gradient_share": {loss: _share(float(tally.gradient_sums[loss][..., i].sum()), gradients[loss]) for loss in order},
+            "elements": _count(counts[..., i].sum()),
+            "positives": _count(counts[:, 1, :, i].sum()),
+            "rows": _count(tally.softmax_counts[..., i].sum()) if softmax else None,
+            **_shares(tally, order, totals, gradients, lambda table, i=i: table[..., i]),
         }
         for i, name in enumerate(LEVELS)
     ]
@@ -295,15 +363,17 @@ def _quadrants(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarra
     """Rare vs common classes (``rarity``: :func:`rare_classes` of the positives) × easy (g < 0.5) vs hard."""
     rare, median, below, spread = rarity
     softmax = _has_softmax(order, families)
+    totals = {loss: float(tally.loss_sums[loss].sum()) for loss in order}
+    gradients = {loss: float(tally.gradient_sums[loss].sum()) for loss in order}
     cells = {}
     for rarity, classes in (("rare", rare), ("common", ~rare)):
         for difficulty, levels in (("easy", slice(0, HARD_LEVEL)), ("hard", slice(HARD_LEVEL, None))):
             cells[f"{rarity}_{difficulty}"] = {
-                "elements": int(counts[classes][..., levels].sum()),
-                "rows": int(tally.softmax_counts[classes][..., levels].sum()) if softmax else None,
-                **{key: {loss: _share(float(sums[loss][classes][..., levels].sum()), float(sums[loss].sum())) for loss in order}
-                   for key, sums in (("share", tally.loss_sums), ("gradient_share", tally.gradient_sums))},
+                "elements": _count(counts[classes][..., levels].sum()),
+                "rows": _count(tally.softmax_counts[classes][..., levels].sum()) if softmax else None,
+                **_shares(tally, order, totals, gradients, lambda table, classes=classes, levels=levels: table[classes][..., levels]),
             }
+    rare_errors = _share_errors(tally, order, lambda table: table[rare])
     return {
         "median_positives": median,
         "rare_below": below,
@@ -313,11 +383,12 @@ def _quadrants(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarra
         "common_classes": [data.class_names[c] for c in np.nonzero(~rare)[0]],
         "hard_from_g": HARD_FROM_G,
         "cells": cells,
+        **({"rare_share_se": rare_errors["share_se"], "rare_gradient_share_se": rare_errors["gradient_share_se"]} if rare_errors else {}),
     }
 
 
 def _files(data: DataInfo, per_file: np.ndarray) -> dict[str, int]:
-    return {file: int(n) for file, n in zip(data.files, per_file) if n}
+    return {file: _count(n) for file, n in zip(data.files, per_file) if n}
 
 
 class _Findings:
@@ -369,10 +440,10 @@ def _misread_findings(findings: _Findings, data: DataInfo, tally: Tally, counts:
     if one_based is not None:
         low, high = one_based
         c = data.num_classes
-        findings.add("labels-one-based", tally.background_rows,
-                     f"label 0 labels no row and label {c}, read as background, labels {tally.background_rows:,} rows, as a class would "
+        findings.add("labels-one-based", _count(tally.background_rows),
+                     f"label 0 labels no row and label {c}, read as background, labels {_count(tally.background_rows):,} rows, as a class would "
                      f"(labels 1..{c - 1}: {low:,} to {high:,} rows each); pass --label-base 1 (labels 1..{c}) or shift the labels in the dump "
-                     f"(labels - 1)", label_0_rows=0, background_label=c, background_rows=tally.background_rows, class_rows=[low, high])
+                     f"(labels - 1)", label_0_rows=0, background_label=c, background_rows=_count(tally.background_rows), class_rows=[low, high])
 
 
 def _one_based(data: DataInfo, tally: Tally, counts: np.ndarray) -> tuple[int, int] | None:
@@ -399,9 +470,9 @@ def _input_findings(findings: _Findings, data: DataInfo, tally: Tally) -> None:
         listed = "; ".join(f"run {run}: {name_files(files)}" for run, files in data.runs.items())
         findings.add("mixed-runs", sum(map(len, data.runs.values())), f"{listed}; compare one run's folder at a time",
                      files={file: 1 for files in data.runs.values() for file in files}, runs=data.runs)
-    nonfinite = int(tally.nonfinite.sum())
+    nonfinite = _count(tally.nonfinite.sum())
     if nonfinite:
-        per_class = {data.class_names[c]: int(n) for c, n in enumerate(tally.nonfinite) if n}
+        per_class = {data.class_names[c]: _count(n) for c, n in enumerate(tally.nonfinite) if n}
         findings.add("non-finite", nonfinite, f"{nonfinite:,} elements", _files(data, by_file["nonfinite"]), per_class=per_class)
     if data.out_of_range_labels:
         rows = sum(data.out_of_range_labels.values())
@@ -422,14 +493,14 @@ def _softmax_findings(findings: _Findings, data: DataInfo, order: list[str], tal
     softmax = [loss for loss in order if family(loss, families) == "softmax"]
     sigmoid = [loss for loss in order if family(loss, families) == "sigmoid"]
     if softmax and tally.background_rows:
-        seen = f"{', '.join(softmax)} see the {int(tally.normalisers[softmax[0]]):,} {row_noun(data)} with a target"
+        seen = f"{', '.join(softmax)} see the {_count(tally.normalisers[softmax[0]]):,} {row_noun(data)} with a target"
         if sigmoid:
             seen += f"; {', '.join(sigmoid)} see every valid element"
-        findings.add("softmax-background", tally.background_rows, f"{tally.background_rows:,} of {tally.rows:,} {row_noun(data)}; {seen}",
+        findings.add("softmax-background", _count(tally.background_rows), f"{_count(tally.background_rows):,} of {_count(tally.rows):,} {row_noun(data)}; {seen}",
                      _files(data, tally.file_counts["background_rows"]))
     if softmax and tally.multi_hot_rows:
-        findings.add("softmax-multi-hot", tally.multi_hot_rows,
-                     f"{tally.multi_hot_rows:,} rows; {', '.join(softmax)} add a full -log q term for each positive class of such a row",
+        findings.add("softmax-multi-hot", _count(tally.multi_hot_rows),
+                     f"{_count(tally.multi_hot_rows):,} rows; {', '.join(softmax)} add a full -log q term for each positive class of such a row",
                      _files(data, tally.file_counts["multi_hot_rows"]))
 
 
@@ -447,7 +518,7 @@ def build_report(data: DataInfo, settings: LossSettings, tally: Tally, explicit:
     from lossaudit.compare.report.summary import summarise
 
     counts = tally.element_counts
-    positives = int(counts[:, 1].sum())
+    positives = _count(counts[:, 1].sum())
     kind = data_kind(data, tally)
     families = {user.id: user.family for user in settings.user_losses}
     order = order_by_fit(settings.losses, kind, families)
@@ -462,6 +533,7 @@ def build_report(data: DataInfo, settings: LossSettings, tally: Tally, explicit:
         "summary": [],
         "loss_selection": "explicit" if explicit else "default",
         "input": {**_input_section(data, tally, counts), "recall_rule": rule},
+        **({"estimate": _estimate(tally, order)} if tally.sample is not None else {}),
         "losses": _loss_section(settings, tally, positives, order, kind),
         "per_class": _per_class(data, order, tally, counts, recall),
         "per_difficulty": _per_difficulty(settings, order, tally, counts, families),
@@ -476,6 +548,24 @@ def build_report(data: DataInfo, settings: LossSettings, tally: Tally, explicit:
     return report
 
 
+def _estimate(tally: Tally, order: list[str]) -> dict:
+    """The ``estimate`` section of a weighted dump's report: how many elements were sampled, of how
+    many (the population the recorder counted, else the sum of the weights: the Horvitz–Thompson
+    estimate), and which quantities are plug-in estimates (:data:`~lossaudit.compare.report.estimates.PLUG_IN`, those shown)."""
+    sample = tally.sample
+    recorded = sample.get("population_elements") is not None and sample.get("population_source", "recorded") == "recorded"
+    plug_in = ["ghm_weights", *(["ohem_top_k"] if OHEM in order else []), "rare_classes", *(["mistakes"] if tally.mistakes is not None else [])]
+    return {
+        "weighted": True,
+        "sampled_elements": _count(sample["sampled_elements"]),
+        "population_elements": float(sample["population_elements"] if recorded else sample["estimated_elements"]),
+        "population_source": "recorded" if recorded else "sum of weights",
+        "estimated_elements": float(sample["estimated_elements"]),
+        "sample_rate": sample.get("sample_rate"),
+        "plug_in": plug_in,
+    }
+
+
 def _imbalance(data: DataInfo, settings: LossSettings, tally: Tally, counts: np.ndarray, kind: str, rule: str, rare: np.ndarray, quadrants: dict) -> dict | None:
     """The ``imbalance`` section, on data with rare classes (else None): the rare classes with
     their positives, how the model does on them and on the others (``recall_rule``), and the rare
@@ -485,7 +575,7 @@ def _imbalance(data: DataInfo, settings: LossSettings, tally: Tally, counts: np.
         return None
     positives = counts[:, 1].sum(axis=(1, 2))
     return {
-        "rare_classes": {data.class_names[c]: int(positives[c]) for c in np.nonzero(rare)[0]},
+        "rare_classes": {data.class_names[c]: _count(positives[c]) for c in np.nonzero(rare)[0]},
         "median_positives": quadrants["median_positives"],
         "class_spread": quadrants["class_spread"],
         "recall_rule": rule,

@@ -53,3 +53,13 @@ def share_se(sums: np.ndarray, moments: np.ndarray, group: Group) -> float | Non
     variance = ((1 - share) ** 2 * inside + share ** 2 * outside) / total ** 2
     return math.sqrt(max(variance, 0.0))
 
+
+PLUG_IN = {
+    "ghm_weights": "GHM-C's bin weights",
+    "ohem_top_k": "OHEM's kept rows",
+    "rare_classes": "which classes are rare",
+    "mistakes": "the mistakes' counts",
+    "cumulative_shares": "sweep's cumulative loss shares",
+}
+"""The quantities of a weighted dump's report estimated by plugging the estimated sums in, without
+a standard error (``estimate.plug_in`` lists those the report shows), and how the text names them."""

@@ -1,7 +1,8 @@
 """The report's "Summary": plain sentences, each from one rule below, stated with the numbers it
 rests on. A rule whose condition the data does not meet says nothing, so the summary holds at most
-one sentence per rule (nine), in this order. When the input looks misread (``misread``), the
-summary says so first and draws no conclusion from it: only the findings follow.
+one sentence per rule (ten), in this order: a weighted dump's report starts with ``estimate``. When
+the input looks misread (``misread``), the summary says so first and draws no conclusion from it:
+only the findings follow.
 
 Every rule reads the report of :func:`lossaudit.compare.report.build.build_report` (shares are fractions
 of each loss's own total; g is the gradient norm |p − y|, 1 − q_target for softmax losses) and
@@ -20,7 +21,7 @@ from __future__ import annotations
 from lossaudit.compare.report.diagnosis import ARGMAX, MISSED_PROBABILITY, MISSED_RECALL, is_missed
 from lossaudit.losses.cross_entropy import BCE
 from lossaudit.losses.density import GHM
-from lossaudit.render.formatting import MISSING, count, names, num, pct, plural
+from lossaudit.render.formatting import MISSING, count, names, num, pct, pct_se, plural
 
 EASY_NEGATIVE_SHARE = 0.5
 """``easy-negatives`` fires when a sigmoid loss takes at least this share from easy negatives."""
@@ -39,6 +40,30 @@ GHM_CHANGE = 1.5
 
 def _sentence(rule: str, text: str, **numbers: object) -> dict:
     return {"rule": rule, "text": text, "numbers": numbers}
+
+
+def estimate(report: dict) -> dict | None:
+    """Rule ``estimate``: a weighted dump's report (section ``estimate``) says first that its
+    numbers are estimates, from how many sampled elements of how many (the population recorded,
+    else the sum of the weights), that shares carry ± one standard error, and which quantities are
+    plug-in estimates."""
+    section = report.get("estimate")
+    if not section:
+        return None
+    from lossaudit.compare.report.estimates import PLUG_IN
+
+    source = "as recorded" if section["population_source"] == "recorded" else "by the sum of the weights"
+    text = (f"These numbers are estimates from a weighted sample: {count(section['sampled_elements'])} sampled elements of "
+            f"{count(section['population_elements'])} ({source}); each share is given ± one standard error in percentage points; "
+            f"{_listed([PLUG_IN.get(name, name) for name in section['plug_in']])} are plug-in estimates, without one.")
+    return _sentence("estimate", text, sampled_elements=section["sampled_elements"], population_elements=section["population_elements"],
+                     population_source=section["population_source"], plug_in=section["plug_in"])
+
+
+def _share(report: dict, loss: str, key: str) -> str:
+    """A loss's headline share as a sentence writes it: with its standard error when there is one."""
+    numbers = report["losses"][loss]
+    return pct_se(numbers[key], numbers.get(key + "_se"))
 
 
 def _by_family(report: dict, family: str) -> list[str]:
@@ -114,10 +139,10 @@ def easy_negatives(report: dict) -> dict | None:
     easy = report["levels"][0]
     negatives = easy["elements"] - easy["positives"]
     element_share = negatives / report["input"]["valid_elements"]
-    others = "; " + ", ".join(f"{loss} {pct(shares[loss])}" for loss in sigmoid if loss != top) if len(sigmoid) > 1 else ""
+    others = "; " + ", ".join(f"{loss} {_share(report, loss, 'easy_negative_share')}" for loss in sigmoid if loss != top) if len(sigmoid) > 1 else ""
     return _sentence(
         "easy-negatives",
-        f"On these predictions, {top} spends {pct(shares[top])} of its loss on easy negatives (g < 0.1: {count(negatives)} elements, "
+        f"On these predictions, {top} spends {_share(report, top, 'easy_negative_share')} of its loss on easy negatives (g < 0.1: {count(negatives)} elements, "
         f"{pct(element_share)} of all){others}{_misfit_note(report, sigmoid)}.",
         loss=top, shares=shares, easy_negatives=negatives, element_share=element_share,
     )
@@ -395,9 +420,10 @@ def summarise(report: dict) -> list[dict]:
     first = misread(report)
     if first is not None:
         misread_codes = frozenset(f["code"] for f in report["findings"] if f.get("misread"))
-        return [sentence for sentence in (first, findings(report, misread_codes)) if sentence is not None]
-    sentences = [fit(report)]
-    stated = frozenset({"softmax-background", "softmax-multi-hot"}) if sentences[0] else frozenset()
+        return [sentence for sentence in (estimate(report), first, findings(report, misread_codes)) if sentence is not None]
+    fitting = fit(report)
+    sentences = [estimate(report), fitting]
+    stated = frozenset({"softmax-background", "softmax-multi-hot"}) if fitting else frozenset()
     sentences += [imbalance(report), missed_classes(report), easy_negatives(report), rare_hard(report), confidently_wrong(report),
                   ghm_very_hard(report), findings(report, stated)]
     return [sentence for sentence in sentences if sentence is not None]

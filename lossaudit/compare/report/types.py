@@ -12,7 +12,7 @@ Nothing here imports torch or numpy.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 
@@ -44,12 +44,12 @@ class _Row:
 
     def to_dict(self) -> dict:
         out = {}
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if field.name == "details":
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name == "details":
                 out.update(_plain(value))
             else:
-                out[field.name] = _plain(value)
+                out[item.name] = _plain(value)
         return out
 
 
@@ -68,7 +68,8 @@ class LossResult(_Row):
     "elements", "count"}``); shares are fractions of this loss's total, ``gradient_*`` shares
     fractions of its gradient magnitude Σ |∂L/∂x| (``gradient_mean``: that sum for the mean loss).
     ``details``: further keys, such as a user loss's ``source`` (``{"kind": "user", "from",
-    "target", "targets"}``)."""
+    "target", "targets"}``) and, from a weighted dump (schema 7), the standard errors ``sum_se``
+    and ``<share>_se`` of each share."""
 
     family: str
     fits_data: bool
@@ -108,6 +109,8 @@ class ClassRow(_Row):
     focal_ce_ratio: float | None
     recall: float | None = None
     """Positives got right: argmax at the class (single-label data), else p > 0.5 (schema 6)."""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """From a weighted dump (schema 7): ``sum_se``, ``share_se`` and ``gradient_share_se`` (keyed by loss)."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,8 @@ class DifficultyBin(_Row):
     share: Mapping[str, float | None]
     gradient_share: Mapping[str, float | None]
     ghm_weight: float | None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """From a weighted dump (schema 7): ``share_se`` and ``gradient_share_se`` (keyed by loss)."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,8 @@ class Report:
     imbalance: Mapping[str, Any] | None
     """The rare classes and the losses made for imbalance on them (schema 6; None without rare classes)."""
     extra: Mapping[str, Any]
-    """Sections added by options, e.g. ``baseline`` with ``--baseline``."""
+    """Sections added by options, e.g. ``baseline`` with ``--baseline``, and ``estimate`` from a
+    weighted dump (schema 7: the sample, the population, the plug-in quantities)."""
 
     @classmethod
     def from_dict(cls, document: Mapping[str, Any]) -> Report:
