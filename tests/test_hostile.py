@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import resource
 import stat
@@ -619,6 +620,15 @@ def test_hostile_model_code(name, tmp_path):
     run_case(MODEL_CALL[name], tmp_path)
     if "hangs" in name:  # stopped at its 2 s limit: what remains is starting Python and torch
         assert time.monotonic() - started < 20
+
+
+def test_what_the_model_prints_leaves_the_json_report_whole(tmp_path):
+    """A forward that prints (a debug line, a progress message) writes to stderr, not into the report."""
+    args = _forward("        print('shapes', x.shape)\n        return self.net(x)\n")(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "lossaudit", *args, "--format", "json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["input"]["model"]
+    assert "shapes torch.Size([256, 16])" in result.stderr
 
 
 def _vm_size() -> int:

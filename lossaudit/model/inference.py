@@ -5,6 +5,7 @@ any dump."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,11 +91,12 @@ def static_batch(input_shape: tuple[int | None, ...] | None, inputs: np.ndarray,
 
 
 def _forward(model, batch, limits: Limits, source: str):
-    """``model(batch)`` under ``limits``; any failure of the model's code is an InputError naming
+    """``model(batch)`` under ``limits``, what it prints sent to stderr (stdout holds the report:
+    ``--format json`` must parse); any failure of the model's code is an InputError naming
     ``source`` and the batch's shape."""
     shape = tuple(batch.shape)
     try:
-        with limits.applied():
+        with limits.applied(), contextlib.redirect_stdout(sys.stderr):
             return model(batch)
     except CallTimeout:
         raise InputError(f"{source}: the model ran past {limits.timeout:g} s on inputs of shape {shape} "
