@@ -347,11 +347,19 @@ def test_help_and_version_do_not_import_torch():
     assert result.stdout.strip().splitlines()[-1] == "False False"
 
 
-def test_module_entry_point_prints_version():
+def test_module_entry_point_prints_the_versions_a_bug_report_needs():
+    import platform
+
+    import numpy
+    import torch
+
     result = subprocess.run([sys.executable, "-m", "lossaudit", "--version"], capture_output=True, text=True, check=True)
     from lossaudit import __version__
 
-    assert result.stdout.strip() == f"lossaudit {__version__}"
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == f"lossaudit {__version__}"
+    assert lines[1].startswith(f"Python {platform.python_version()} (CPython, ")
+    assert lines[2:] == [f"numpy {numpy.__version__}", f"torch {torch.__version__}"]
 
 
 EXAMPLES = Path(__file__).parent.parent / "examples"

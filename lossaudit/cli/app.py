@@ -169,16 +169,32 @@ def config_values(ctx: typer.Context, section: dict, skip: tuple[str, ...] = ())
     return values
 
 
+def version_lines() -> list[str]:
+    """lossaudit's version, then Python's and those of numpy and torch (what a bug report needs),
+    read from the installed packages' metadata: neither numpy nor torch is imported."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(package: str) -> str:
+        try:
+            return f"{package} {version(package)}"
+        except PackageNotFoundError:
+            return f"{package} not installed"
+
+    python = f"Python {platform.python_version()} ({platform.python_implementation()}, {platform.system()} {platform.machine()})"
+    return [f"lossaudit {__version__}", python, installed("numpy"), installed("torch")]
+
+
 def _version(value: bool) -> None:
     if value:
-        print(f"lossaudit {__version__}")
+        print("\n".join(version_lines()))
         raise typer.Exit()
 
 
 @app.callback()
 def main_options(
     version: Annotated[
-        bool, typer.Option("--version", metavar="", callback=_version, is_eager=True, help=plain("Print the version and exit."))
+        bool, typer.Option("--version", metavar="", callback=_version, is_eager=True, help=plain("Print the versions of lossaudit, Python, numpy and torch, and exit."))
     ] = False,
 ) -> None:
     """Audit focal, GHM and cross-entropy losses on your predictions and your loss code."""
