@@ -264,7 +264,7 @@ def test_recorder_never_writes_into_another_run(tmp_path):
     run = tmp_path / "run"
     _record(run)
     before = {path.name: path.read_bytes() for path in run.iterdir()}
-    with pytest.raises(FileExistsError, match=r"run: exists and holds 2 entries; a run is never written over another"):
+    with pytest.raises(FileExistsError, match=r"run: exists and is not empty \(2 entries\); a run is never written over another: choose a new folder, or add to this run with Recorder\(\.\.\., resume=True\)"):
         lossaudit.Recorder(run)
     assert {path.name: path.read_bytes() for path in run.iterdir()} == before
     (tmp_path / "file").write_text("x")

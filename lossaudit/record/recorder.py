@@ -39,16 +39,17 @@ class RunWriter:
         folder: the run's folder. It must not exist or be empty, unless ``resume``: then the files
             keep its run id and each rank's numbering goes on after its last file.
         resume: add to an existing run.
+        hint: ends the error of a folder that is not empty (how to resume, where one can).
 
     Raises:
         FileExistsError: ``folder`` holds files and ``resume`` is False (on every rank).
         NotADirectoryError: ``folder`` is a file.
     """
 
-    def __init__(self, folder: str | os.PathLike, resume: bool = False):
+    def __init__(self, folder: str | os.PathLike, resume: bool = False, hint: str = ""):
         self.folder = Path(folder)
         self.rank, distributed = _distributed()
-        decision = _open_run(self.folder, resume) if self.rank == 0 else None
+        decision = _open_run(self.folder, resume, hint) if self.rank == 0 else None
         if distributed:
             import torch.distributed as dist
 
@@ -68,14 +69,15 @@ class RunWriter:
         return written
 
 
-def _open_run(folder: Path, resume: bool) -> tuple[str | None, tuple[type, str] | None]:
-    """Rank 0's checks: ``(run id, None)`` with the folder created, or ``(None, (error type, message))``."""
+def _open_run(folder: Path, resume: bool, hint: str) -> tuple[str | None, tuple[type, str] | None]:
+    """Rank 0's checks: ``(run id, None)`` with the folder created, or ``(None, (error type, message))``
+    (``hint`` ends the message of a folder that is not empty)."""
     if folder.exists() and not folder.is_dir():
         return None, (NotADirectoryError, f"{folder}: is a file; a run is written into a folder")
     present = sorted(folder.iterdir()) if folder.exists() else []
     if present and not resume:
-        return None, (FileExistsError, f"{folder}: exists and holds {len(present)} entries; a run is never written over another: "
-                                       "choose a new folder, or resume this run (Recorder(..., resume=True))")
+        return None, (FileExistsError, f"{folder}: exists and is not empty ({len(present)} entries); a run is never written over another: "
+                                       f"choose a new folder{hint}")
     run_id = _existing_run_id(present) or uuid.uuid4().hex[:12]
     folder.mkdir(parents=True, exist_ok=True)
     return run_id, None
@@ -128,7 +130,7 @@ class Recorder:
                  resume: bool = False, seed: int | None = None):
         _check_settings(rate, target_size, easy_edge)
         self.rate, self.target_size, self.easy_edge, self.seed = rate, target_size, easy_edge, seed
-        self.writer = RunWriter(path, resume)
+        self.writer = RunWriter(path, resume, hint=", or add to this run with Recorder(..., resume=True)")
         self.path = self.writer.folder
         self.batches = self.population_elements = self.sampled_elements = 0
         self._generators: dict[str, object] = {}
