@@ -101,3 +101,4 @@ def test_usage_errors_are_one_line(arguments, says, tmp_path):
 def test_no_arguments_prints_the_help():
     result = subprocess.run([sys.executable, "-m", "lossaudit"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "Usage: lossaudit" in result.stdout and "Commands" in result.stdout
+    assert result.stdout.count("Usage:") == 1, "the help is printed once"  # before: twice (51 lines)

@@ -239,8 +239,9 @@ def main() -> None:
 
     try:
         code = app(prog_name="lossaudit", standalone_mode=False)
-    except NoArgsIsHelpError as error:
-        sys.stdout.write(error.ctx.get_help() + "\n")
+    except NoArgsIsHelpError as error:  # the help, once: rich help prints itself as the error is built
+        if error.format_message():
+            sys.stdout.write(error.format_message() + "\n")
         code = EXIT_ERROR
     except typer.TyperException as error:  # click's ClickException and UsageError, as Typer vendors them
         stderr.print(f"lossaudit: error: {' '.join(error.format_message().split())}", highlight=False, markup=False, soft_wrap=True)
