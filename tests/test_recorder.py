@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import lossaudit
+import lossaudit.io.dataset
 from lossaudit.record import sample_batch
 
 EDGE_LOGIT = math.log(0.1 / 0.9)
@@ -100,23 +101,37 @@ def test_target_size_gives_each_class_an_equal_share_and_its_own_weight():
     assert float(batch["sample_rate"]) == -1
 
 
-def test_each_element_is_included_independently():
-    """Inclusion of each of 200 identifiable easy negatives over 3000 seeds: frequency r within 4
-    binomial standard errors, and neighbours (in the walk's order) co-included at r^2."""
-    rows, classes, rate, seeds = 50, 4, 0.25, 3000
+@pytest.mark.parametrize("spread", [6.0, -3.0])  # -3: the first draw of gaps falls short and the walk goes on
+@pytest.mark.parametrize("per_class", [False, True])
+def test_each_element_is_included_independently_at_its_class_rate(monkeypatch, spread, per_class):
+    """Inclusion of each identifiable easy negative over 2000 seeds: frequency r_c within 4.5
+    binomial standard errors, and neighbours in a column co-included at r^2. One rate for all the
+    classes (one walk over the batch), or a target size with class 0 half hard (r_0 = 0.5, the others
+    0.25: one walk per class)."""
+    monkeypatch.setattr("lossaudit.record.sampler.SPREAD", spread)
+    rows, classes, seeds = 50, 4, 2000
     logits = (-3.0 - np.arange(rows * classes) / 1000).reshape(rows, classes).astype(np.float32)
-    counts = np.zeros(rows * classes)
-    pairs = 0
+    if per_class:
+        logits[:25, 0] = 2.0
+    rates = np.array([0.5, 0.25, 0.25, 0.25]) if per_class else np.full(classes, 0.25)
+    options = {"target_size": 50} if per_class else {"rate": 0.25}
+    counts = np.zeros((rows, classes))
+    pairs = np.zeros(classes)
     for seed in range(seeds):
-        _, values, _, _ = _pseudo(sample_batch(logits, np.full(rows, classes), rate=rate, generator=_seeded(seed)))
+        found, values, weights, _ = _pseudo(sample_batch(logits, np.full(rows, classes), generator=_seeded(seed), **options))
+        easy = values < 0
+        np.testing.assert_array_equal(weights[easy], 1 / rates[found[easy]])
         chosen = np.zeros(rows * classes, dtype=bool)
-        chosen[np.rint((-3.0 - values) * 1000).astype(int)] = True
+        chosen[np.rint((-3.0 - values[easy]) * 1000).astype(int)] = True
+        chosen = chosen.reshape(rows, classes)
         counts += chosen
-        pairs += np.count_nonzero(chosen[:-1] & chosen[1:])
-    error = math.sqrt(seeds * rate * (1 - rate))
-    assert np.abs(counts - seeds * rate).max() < 4.5 * error
-    expected_pairs = seeds * (rows * classes - 1) * rate**2
-    assert abs(pairs - expected_pairs) < 4 * math.sqrt(expected_pairs)
+        pairs += (chosen[:-1] & chosen[1:]).sum(axis=0)
+    easy = logits < 0
+    error = np.sqrt(seeds * rates * (1 - rates))
+    assert (np.abs(counts - seeds * rates) < 4.5 * error)[easy].all()
+    neighbours = (easy[:-1] & easy[1:]).sum(axis=0)
+    expected_pairs = seeds * neighbours * rates**2
+    assert (np.abs(pairs - expected_pairs) < 4.5 * np.sqrt(expected_pairs)).all(), (pairs, expected_pairs)
 
 
 def test_horvitz_thompson_sums_are_unbiased_over_seeds():
@@ -316,3 +331,18 @@ def test_importing_the_recorder_does_not_import_torch():
     code = "import sys, lossaudit; lossaudit.Recorder; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.skipif("weighted" not in lossaudit.io.dataset.DataInfo.__dataclass_fields__,
+                    reason="compare's reader of weighted dumps (issue 24, ENGINE) is not there yet")
+def test_compare_reads_a_recorded_run(tmp_path, compare_json):
+    logits, labels = _detection_batch(3000, 4, seed=9)
+    labels[:10] = -1
+    with lossaudit.Recorder(tmp_path / "run", rate=0.05, seed=1) as recorder:
+        recorder.add(torch.from_numpy(logits).half(), torch.from_numpy(labels))
+        recorder.add(torch.from_numpy(logits), torch.from_numpy(labels))
+    report = compare_json(tmp_path / "run", "--isolated")
+    assert report["estimate"]["weighted"] is True and report["estimate"]["population_elements"] == 2 * 3000 * 4
+    assert report["estimate"]["sampled_elements"] == recorder.sampled_elements
+    assert [row["positives"] for row in report["per_class"]] == [2 * int((labels == c).sum()) for c in range(4)]
+    assert [row["ignored"] for row in report["per_class"]] == [20] * 4

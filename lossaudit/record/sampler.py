@@ -313,12 +313,13 @@ def _walk(lengths: np.ndarray, weights: np.ndarray, generator, device):
     ``r_s = 1 / weights[s]``.
 
     Each segment is walked by gaps drawn from Geometric(r) on {1, 2, ...}: ``G = ceil(E / -log(1 - r))``
-    with E ~ Exponential(1) (float64), since ``P(G > k) = P(E > -k log(1 - r)) = (1 - r)^k``. Position
+    with E ~ Exponential(1) (float64), since ``P(G > k) = P(E > -k log(1 - r)) = (1 - r)^k`` (one
+    segment: torch's ``geometric_``, the same formula with ``E = -log U``). Position
     ``g_1 + ... + g_j - 1`` is the j-th success of independent Bernoulli(r) trials, so every position
     is chosen independently with probability r (an exact Bernoulli process; keeping the chosen
     positions that hold an easy negative keeps each easy negative independently with probability r).
-    ``E = 0`` (probability about 2^-53) is read as a gap of 1. About ``lengths[s] * r_s`` numbers are
-    drawn per segment, never one per position; a segment that one draw does not cover gets more."""
+    A gap of 0 (``E = 0``, probability about 2^-53) is read as 1. About ``lengths[s] * r_s`` numbers
+    are drawn per segment, never one per position; a segment that one draw does not cover gets more."""
     segments, positions = [], []
     pending = np.arange(len(lengths))
     start = np.zeros(len(lengths), dtype=np.int64)  # the next position to walk from, per pending segment
@@ -326,15 +327,16 @@ def _walk(lengths: np.ndarray, weights: np.ndarray, generator, device):
         rates = 1 / weights[pending]
         expected = (lengths[pending] - start) * rates
         draws = np.ceil(expected + SPREAD * np.sqrt(expected) + 16).astype(np.int64)
-        exponential = torch.empty(int(draws.sum()), dtype=torch.float64, device=device).exponential_(generator=generator)
-        scale = -np.log1p(-rates)
+        longest = float(lengths.max()) + 1  # a longer gap ends the walk as well (and an infinite one cannot become an integer)
         if len(pending) == 1:
             column = torch.zeros(1, dtype=torch.int64, device=device)
-            gaps = torch.ceil(exponential.div_(float(scale[0]))).clamp_(min=1).to(torch.int64)
-            found = gaps.cumsum(0).add_(int(start[0]) - 1)
+            gaps = torch.empty(int(draws[0]), dtype=torch.float64, device=device).geometric_(float(rates[0]), generator=generator)
+            found = gaps.clamp_(1, longest).to(torch.int64).cumsum(0).add_(int(start[0]) - 1)
         else:
+            exponential = torch.empty(int(draws.sum()), dtype=torch.float64, device=device).exponential_(generator=generator)
             column = torch.repeat_interleave(torch.arange(len(pending), device=device), torch.as_tensor(draws, device=device))
-            gaps = torch.ceil(exponential.div_(torch.as_tensor(scale, device=device)[column])).clamp_(min=1).to(torch.int64)
+            scale = torch.as_tensor(-np.log1p(-rates), device=device)
+            gaps = torch.ceil(exponential.div_(scale[column])).clamp_(1, longest).to(torch.int64)
             totals = gaps.cumsum(0)
             before = torch.cat([torch.zeros(1, dtype=torch.int64, device=device), totals[torch.as_tensor(np.cumsum(draws)[:-1] - 1, device=device)]])
             found = totals - (before - torch.as_tensor(start, device=device) + 1)[column]
