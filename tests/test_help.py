@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import typer
+from rich.cells import cell_len
 from typer.testing import CliRunner
 
 from lossaudit.cli import app
@@ -48,6 +49,27 @@ def test_every_help_text_is_shown_as_written(command):
     for param in parameters:
         written = " ".join(param.help.split()).replace("\\[", "[")  # the source escapes '[' for Rich
         assert written in shown, (param.name, written)
+
+
+@pytest.mark.parametrize("width", [50, 60, 72])
+@pytest.mark.parametrize("command", COMMANDS)
+def test_narrow_terminals_get_every_option_name_whole(command, width):
+    """Below the width Typer's option tables need, the options are stacked (names, then help):
+    no cell cut with "…", no line wider than the terminal. Before: "--background-in…" at 60."""
+    arguments = [command, "--help"] if command else ["--help"]
+    result = CliRunner().invoke(app, arguments, env={"COLUMNS": str(width), "NO_COLOR": "1"}, terminal_width=width)
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    assert max(cell_len(line) for line in result.output.splitlines()) <= width
+    words = set(re.findall(r"--[a-z][a-z-]*", result.output))
+    for param in _parameters(command):
+        for name in (n for n in (*param.opts, *param.secondary_opts) if n.startswith("--")):
+            assert name in words, (name, width)
+
+
+def test_wide_terminals_keep_the_option_tables():
+    """Where they fit, the options stay one table row each: names and help on one line."""
+    assert re.search(r"│ --format +.*Report format", _help("compare"))
 
 
 def test_bracketed_text_survives():

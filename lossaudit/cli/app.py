@@ -29,6 +29,13 @@ class _PlainHelp:
     lossaudit's own flags say so with ``metavar=""``), and an argument is named by its metavar
     alone (Typer adds ``<list[Path]>``)."""
 
+    def format_help(self, ctx, formatter):
+        """Typer's rich help; on a terminal too narrow for its tables, with the options stacked
+        (:mod:`lossaudit.cli.narrow_help`)."""
+        from lossaudit.cli.narrow_help import print_help
+
+        print_help(lambda: super(_PlainHelp, self).format_help(ctx, formatter))
+
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
         if option is not None:
