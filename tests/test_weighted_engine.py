@@ -198,6 +198,24 @@ def _assert_numbers_equal(got, expected, where: str) -> None:
         assert got == pytest.approx(expected, rel=1e-6, abs=1e-9), where
 
 
+@pytest.mark.parametrize("make, losses", [(_soft, ("bce", "focal", "ghm", "qfl", "vfl")), (_multi_label, ("bce", "focal", "asl", "ghm")),
+                                           (_heatmaps, ("bce", "focal", "centernet"))], ids=["soft", "multi-label", "heatmaps"])
+def test_integer_element_weights_replicate_elements(make, losses):
+    """Per-element integer weights w <= K, for the losses that sum over elements: the same sums as
+    K copies of the unweighted dump, copy k masking the elements of weight below k (each element
+    is then present w times; a masked element adds to no loss, no count and no normaliser)."""
+    arrays = make(30)
+    weights = np.random.default_rng(31).integers(1, 4, size=arrays["logits"].shape)
+    weighted = _tally({**arrays, "weights": weights}, losses)
+    copies = [ArrayFile(source=f"copy{k}.npz", arrays={**arrays, "mask": (weights >= k).astype(np.uint8)}) for k in (1, 2, 3)]
+    expected = stream_tally(plan(copies), LossSettings(losses=losses), workers=1)
+    for name in ("loss_sums", "gradient_sums", "normalisers"):
+        for loss in losses:
+            np.testing.assert_allclose(getattr(weighted, name)[loss], getattr(expected, name)[loss], **TOLERANCE, err_msg=f"{name}[{loss}]")
+    np.testing.assert_allclose(weighted.element_counts, expected.element_counts)
+    np.testing.assert_allclose(weighted.sum_p_positive, expected.sum_p_positive, **TOLERANCE)
+
+
 def _bce(x, y):
     return np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
 
@@ -345,3 +363,32 @@ def test_a_batch_without_weights_weighs_one():
 def test_api_weights_need_arrays():
     with pytest.raises(lossaudit.InputError, match="weights= goes with logits="):
         lossaudit.compare("examples/detection.npz", weights=np.ones(3))
+
+
+def test_an_accumulator_made_without_the_flag_counts_weights():
+    """A :class:`StreamTally` made without ``weighted`` (as another command's pass may make it)
+    switches to weighted mode at its first weighted chunk, in every forked worker, and gives
+    ``stream_tally``'s sums and second moments."""
+    from lossaudit.compare.engine.stream import StreamTally, stream_pass
+
+    arrays = _soft(40, rows=300)
+    data = _plan({**arrays, "weights": np.random.default_rng(41).integers(1, 4, size=300)})
+    settings = LossSettings(losses=("bce", "focal", "qfl"))
+
+    def make(rows: int) -> list:
+        return [StreamTally(LossSettings(losses=("bce", "focal")), 4, 1, rows, {"qfl": settings.params("qfl")})]
+
+    (accumulator,) = stream_pass(data, make, chunk_rows=50, workers=2)
+    got, expected = accumulator.finish(data), stream_tally(data, settings, workers=1)
+    for loss in settings.losses:
+        np.testing.assert_allclose(got.loss_sums[loss], expected.loss_sums[loss], **TOLERANCE)
+        np.testing.assert_allclose(got.second_moments[loss], expected.second_moments[loss], **TOLERANCE)
+
+
+def test_the_full_tensor_oracle_refuses_weights():
+    from lossaudit.compare.oracle import tally
+    from lossaudit.io.dataset import load_batches
+
+    data = load_batches([ArrayFile(source="w.npz", arrays={**_soft(50, rows=20), "weights": np.full(20, 2.0)})])
+    with pytest.raises(ValueError, match="unweighted dumps only"):
+        tally(data, LossSettings(losses=("bce",)))

@@ -3,6 +3,12 @@
 The straightforward computation with :mod:`lossaudit.losses` (torch), one loss after the other,
 kept as the oracle of :mod:`lossaudit.compare.engine.stream`, which ``compare`` runs (one numpy
 pass in chunks, same numbers to float32 rounding). Torch is imported by the functions only.
+
+Unweighted dumps only: a weighted dump (sampling weights, issue 24) is refused. Its weighted rules
+(OHEM's weighted top-k, GHM-C's weights from weighted counts, the row weights and recorded
+population) would be a second copy of the streaming engine's, no independent check of them; the
+weighted engine is checked instead against the unweighted one on the dump with each row repeated
+``w`` times (tests/test_weighted_engine.py).
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
 
     from lossaudit.losses.density import GHM, ghm_weights
 
+    if data.weighted:
+        raise ValueError("the full-tensor oracle tallies unweighted dumps only; this one holds sampling weights")
 
     num_classes, bins = data.num_classes, settings.bins
     shape = (num_classes, 2, bins, len(LEVELS))

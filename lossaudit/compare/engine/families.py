@@ -194,12 +194,17 @@ class SigmoidFamilies:
     :class:`~lossaudit.compare.engine.stream.StreamTally`, which gives them its taken-out elements
     (:meth:`add_elements`) and its dense pass's sums (:meth:`add_easy`)."""
 
-    def __init__(self, params: dict[str, dict[str, float]], intervals: Intervals, num_classes: int, weighted: bool = False):
+    def __init__(self, params: dict[str, dict[str, float]], intervals: Intervals, num_classes: int):
         self.params = {loss: value for loss, value in params.items() if loss in SIGMOID_FAMILIES}
         self.intervals, self.num_classes = intervals, num_classes
         self.size = num_classes * 2 * intervals.count
         self.tables = {loss: np.zeros((2, self.size)) for loss in self.params}  # loss, gradient magnitude
-        self.second = {loss: np.zeros((2, self.size)) for loss in self.params} if weighted else None  # Σ w (w - 1) v²
+        self.second: dict[str, np.ndarray] | None = None  # Σ w (w - 1) v², weighted (:meth:`weigh`)
+
+    def weigh(self) -> None:
+        """Keep second moments too (a weighted dump)."""
+        if self.second is None:
+            self.second = {loss: np.zeros((2, self.size)) for loss in self.params}
 
     def _easy_power(self, loss: str) -> tuple[float, float] | None:
         """``(k, factor)``: the easy negatives' loss is ``factor × p^k b``; None: it is 0."""
@@ -254,8 +259,10 @@ class SigmoidFamilies:
     def merge(self, other: SigmoidFamilies) -> None:
         for loss, tables in other.tables.items():
             self.tables[loss] += tables
-        for loss, tables in (other.second or {}).items():
-            self.second[loss] += tables
+        if other.second is not None:
+            self.weigh()
+            for loss, tables in other.second.items():
+                self.second[loss] += tables
 
     def finish(self, tally: Tally) -> None:
         """Put the families' sums and normalisers (the valid elements) into ``tally``."""
@@ -303,7 +310,9 @@ class FamilyTally:
         self.intervals = Intervals(settings.bins, settings.ghm_bins)
         self.size = num_classes * 2 * self.intervals.count
         self.tables = {loss: np.zeros((2, self.size)) for loss in family.params if loss in SOFTMAX_FAMILIES}  # loss, gradient magnitude
-        self.second = {loss: np.zeros((2, self.size)) for loss in self.tables} if weighted else None
+        self.second: dict[str, np.ndarray] | None = None  # Σ w (w - 1) v², weighted (also set by the first weighted chunk)
+        if weighted:
+            self._weigh()
         self.softmax_counts = np.zeros(self.size) if softmax_counts else None
         self.sum_q_positive, self.softmax_positives = np.zeros(num_classes), np.zeros(num_classes)
         self.mistakes = Mistakes(num_classes)
@@ -312,8 +321,14 @@ class FamilyTally:
     def _add(self, loss: str, keys: np.ndarray, values: tuple[np.ndarray, np.ndarray], w: np.ndarray | None = None) -> None:
         _add_sums(self.tables[loss], keys, values, w, self.second[loss] if self.second is not None else None)
 
+    def _weigh(self) -> None:
+        if self.second is None:
+            self.second = {loss: np.zeros((2, self.size)) for loss in self.tables}
+
     def add(self, chunk: Chunk, file: int = 0) -> None:
         """Tally one chunk of rows (``file`` is not needed)."""
+        if chunk.weights is not None:
+            self._weigh()
         self._add_softmax(chunk)
 
     def _add_softmax(self, chunk: Chunk) -> None:
@@ -348,8 +363,10 @@ class FamilyTally:
         """Add another accumulator's sums (of other chunks) to this one."""
         for loss, tables in other.tables.items():
             self.tables[loss] += tables
-        for loss, tables in (other.second or {}).items():
-            self.second[loss] += tables
+        if other.second is not None:
+            self._weigh()
+            for loss, tables in other.second.items():
+                self.second[loss] += tables
         if self.softmax_counts is not None:
             self.softmax_counts += other.softmax_counts
         self.sum_q_positive += other.sum_q_positive

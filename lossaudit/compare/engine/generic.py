@@ -42,7 +42,8 @@ class GenericTally:
         class_counts: ``(C,)`` target sums of the data, for losses that read them (else None).
         specs: entries of losses outside the registry (a user's losses:
             :mod:`~lossaudit.compare.engine.user`), by id; such an accumulator is not pickled.
-        weighted: the chunks carry sampling weights (see the module docstring).
+        weighted: the chunks carry sampling weights (see the module docstring; also set by the
+            first chunk that carries them).
     """
 
     def __init__(self, settings: LossSettings, losses: tuple[str, ...], num_classes: int, class_counts: np.ndarray | None, specs: dict | None = None,
@@ -54,13 +55,21 @@ class GenericTally:
         self.intervals = Intervals(settings.bins, settings.ghm_bins)
         self.size = num_classes * 2 * self.intervals.count
         self.tables = {loss: np.zeros((2, self.size)) for loss in losses}  # loss, gradient magnitude
-        self.second = {loss: np.zeros((2, self.size)) for loss in losses} if weighted else None  # Σ w (w - 1) v²
+        self.second: dict[str, np.ndarray] | None = None  # Σ w (w - 1) v², weighted
+        if weighted:
+            self._weigh()
         self.normalisers = {loss: [0.0, ""] for loss in losses}
+
+    def _weigh(self) -> None:
+        if self.second is None:
+            self.second = {loss: np.zeros((2, self.size)) for loss in self.losses}
 
     def add(self, chunk: Chunk, file: int = 0) -> None:
         """Tally one chunk of rows (``file`` is not needed)."""
         import torch
 
+        if chunk.weights is not None:
+            self._weigh()
         positive = np.zeros(chunk.logits.shape, dtype=bool)
         positive[chunk.target_rows, chunk.target_cols] = chunk.target_positive
         for loss in self.losses:
@@ -126,7 +135,8 @@ class GenericTally:
         """Add another accumulator's sums (of other chunks) to this one."""
         for loss, tables in other.tables.items():
             self.tables[loss] += tables
-            if self.second is not None:
+            if other.second is not None:
+                self._weigh()
                 self.second[loss] += other.second[loss]
             self.normalisers[loss][0] += other.normalisers[loss][0]
             self.normalisers[loss][1] = self.normalisers[loss][1] or other.normalisers[loss][1]

@@ -99,7 +99,9 @@ class StreamTally:
             (:attr:`families.FamilySetup.params`): the sigmoid ones are kept here
             (:class:`~lossaudit.compare.engine.families.SigmoidFamilies`).
         grid: ``(H, W)`` when the rows are the cells of maps (for :class:`Mistakes`), else None.
-        weighted: the chunks carry sampling weights (see the module docstring).
+        weighted: the chunks carry sampling weights (see the module docstring); also set by the
+            first chunk that carries them (:meth:`add`), so an accumulator made without it counts a
+            weighted dump right.
     """
 
     def __init__(self, settings: LossSettings, num_classes: int, num_files: int, max_rows: int, family_params: dict[str, dict[str, float]] | None = None,
@@ -113,8 +115,8 @@ class StreamTally:
         self.softmax_weight = alpha if isinstance(alpha, np.ndarray) else None
         bce_table = BCE in requested or GHM in requested  # GHM-C's weights come at the end
         focal, centernet = FOCAL in requested, CENTERNET in requested
-        self.weighted = weighted
-        self.families = families.SigmoidFamilies(family_params or {}, self.intervals, num_classes, weighted)
+        self.weighted = False
+        self.families = families.SigmoidFamilies(family_params or {}, self.intervals, num_classes)
         dense_values = {"softplus": bce_table, "q": bce_table, "heatmap_loss": centernet, "heatmap_gradient": centernet}
         values = tuple(name for name, wanted in dense_values.items() if wanted)
         powers = ((settings.gamma,) if focal else ()) + self.families.powers()
@@ -126,8 +128,8 @@ class StreamTally:
             tabled += ["focal_off", "focal_on"]
         self.tables = {name: np.zeros(self.size) for loss in tabled for name in (loss, GRADIENT + loss)}
         # second moments Σ w (w - 1) v²; focal's squared alpha_t = a_off (1 - y) + a_on y needs three parts
-        second = [name for name in self.tables if "focal_o" not in name] + [prefix + FOCAL + part for prefix in ("", GRADIENT) for part in FOCAL_PARTS if focal]
-        self.second = {name: np.zeros(self.size) for name in second} if weighted else None
+        self._second_names = [name for name in self.tables if "focal_o" not in name] + [prefix + FOCAL + part for prefix in ("", GRADIENT) for part in FOCAL_PARTS if focal]
+        self.second: dict[str, np.ndarray] | None = None
         self.file_rows = {name: np.zeros(num_files) for name in ("rows", "target_rows")}  # weighted: for population_rows
         self.counts = np.zeros(self.size)
         self.softmax_counts = np.zeros(self.size)
@@ -136,6 +138,8 @@ class StreamTally:
         self.totals = dict.fromkeys(("rows", "background_rows", "multi_hot_rows", "softmax_rows", "peaks"), 0)
         self.row_losses: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]] = []  # (first row, BCE per row, has a positive, row weights)
         self.mistakes = Mistakes(num_classes, grid)
+        if weighted:
+            self._weigh()
 
     def _bincount(self, keys: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(keys, weights=values, minlength=self.size)
@@ -147,6 +151,16 @@ class StreamTally:
         self.tables[name] += sums(values if w is None else w * values)
         if w is not None:
             self.second[second or name] += sums(w * (w - 1) * np.square(values, dtype=np.float64))
+
+    def _weigh(self) -> None:
+        """Switch to weighted mode (second-moment tables), before any chunk is added."""
+        if self.weighted:
+            return
+        if self.totals["rows"]:
+            raise ValueError("a weighted chunk after unweighted ones: a weighted dump gives every chunk weights")
+        self.weighted = True
+        self.second = {name: np.zeros(self.size) for name in self._second_names}
+        self.families.weigh()
 
     def _take_all(self, chunk: Chunk) -> Taken:
         """Weighted mode's stand-in for the dense pass: every element of the rows not dropped,
@@ -161,6 +175,8 @@ class StreamTally:
         requested, classes = self.settings.losses, self.num_classes
         rows = len(chunk.logits)
         weighted = chunk.weights is not None
+        if weighted:
+            self._weigh()
         row_weight = chunk.row_weights if weighted else None
         self.totals["rows"] += rows if row_weight is None else float(row_weight.sum())
         taken = self._take_all(chunk) if self.weighted else self.dense.add(chunk)
@@ -330,8 +346,10 @@ class StreamTally:
         """Add another accumulator's sums (of other chunks) to this one."""
         for loss, table in other.tables.items():
             self.tables[loss] += table
-        for name, table in (other.second or {}).items():
-            self.second[name] += table
+        if other.weighted:
+            self._weigh()
+            for name, table in other.second.items():
+                self.second[name] += table
         for name, values in other.file_rows.items():
             self.file_rows[name] += values
         self.counts += other.counts
