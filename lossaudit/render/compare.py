@@ -48,7 +48,9 @@ def _loaded(report: dict) -> list[tuple[str, str]]:
     return lines + [
         ("files", shapes),
         ("keys", f"logits '{inp['logits_key']}', targets '{inp['targets_key']}'; dtype {inp['dtype']}; class axis {inp['class_dim']}"),
-        ("samples", f"{count(inp['rows'])} {_noun(report)} × {inp['classes']} classes = {count(inp['elements'])} elements; inputs read as {inp['inputs']}"),
+        ("samples", f"{count(inp['rows'])} {_noun(report)} × {inp['classes']} classes = {count(inp['elements'])} elements"
+                    + (f" stored (an estimated {count(inp['estimated_rows'])} {_noun(report)})" if "estimated_rows" in inp else "")
+                    + f"; inputs read as {inp['inputs']}"),
         *([("estimate", estimate_line(report["estimate"]))] if "estimate" in report else []),
         ("targets", f"{encoding}; {', '.join(conventions)}; {inp['data_kind']} data"),
         ("counts", f"{count(inp['positives'])} positives, {count(inp['negatives'])} negatives{ratio_text}, "

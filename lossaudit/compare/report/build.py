@@ -31,6 +31,7 @@ from lossaudit.compare.settings import (
 )
 from lossaudit.io.dataset import DataInfo, name_files, positive_rule
 from lossaudit.losses.cross_entropy import BCE, CE
+from lossaudit.losses.density import GHM
 from lossaudit.losses.focusing import FOCAL, SOFTMAX_FOCAL
 from lossaudit.losses.mining import OHEM
 from lossaudit.losses.registry import LOSSES
@@ -52,11 +53,13 @@ classes); the summary rule ``label-noise`` became ``confidently-wrong``, and ``m
 (``weighted``, ``sampled_elements``, ``population_elements``, ``population_source``: ``recorded`` or
 ``sum of weights``, ``estimated_elements``, ``sample_rate``, ``plug_in``: the plug-in quantities,
 without a standard error) and, beside the shares, their delta-method standard errors
-(:mod:`lossaudit.compare.report.estimates`): per loss ``sum_se`` and ``<share>_se`` for each of
+(:mod:`lossaudit.compare.report.estimates`): per loss ``sum_se`` (None for ghm, whose sum rests on
+plug-in weights) and ``<share>_se`` for each of
 its six shares; ``share_se`` and ``gradient_share_se`` (keyed by loss) in ``per_class`` (with
 ``sum_se``), ``per_difficulty``, ``levels`` and the quadrants' cells; the quadrants'
 ``rare_share_se`` and ``rare_gradient_share_se`` (of the rare classes' share, rare_easy +
-rare_hard). Counts and sums are then Horvitz–Thompson estimates. An unweighted dump's report has
+rare_hard); ``input.estimated_rows`` (``input.rows`` are the rows stored). Counts and sums are then
+Horvitz–Thompson estimates. An unweighted dump's report has
 none of these keys: only its ``schema_version`` differs from schema 6."""
 RARE_FRACTION = 0.25
 """A class is rare when its positives are below this fraction of the median class's ..."""
@@ -165,6 +168,7 @@ def _input_section(data: DataInfo, tally: Tally, counts: np.ndarray) -> dict:
         "negatives_per_positive": _ratio(negatives, positives),
         "data_kind": data_kind(data, tally),
         "row_noun": row_noun(data),
+        **({"estimated_rows": _count(tally.rows)} if tally.sample is not None else {}),
     }
 
 
@@ -183,6 +187,18 @@ HEADLINE = {
 }
 """Each loss's headline shares and the cells they take: positives, easy negatives (g < 0.1),
 very hard elements (g ≥ 0.9)."""
+
+
+PLUG_IN_SUMS = frozenset({GHM})
+"""Losses whose sum rests on plug-in weights (GHM-C's: 1 / the estimated count of each bin), whose
+variability the second moments do not hold: their ``sum_se`` is None (on a 1% sample GHM-C's sum
+varies some 500 times more than Σ w (w - 1) v² says). Their shares' standard errors, given the
+weights, hold: the weights' variability mostly cancels in a ratio."""
+
+
+def _sum_se(moments: np.ndarray, loss: str) -> float | None:
+    """:func:`~lossaudit.compare.report.estimates.sum_se` of a loss's cells, None for :data:`PLUG_IN_SUMS`."""
+    return None if loss in PLUG_IN_SUMS else sum_se(moments)
 
 
 def _moments(tally: Tally) -> dict[str, np.ndarray] | None:
@@ -228,7 +244,7 @@ def _loss_section(settings: LossSettings, tally: Tally, positives: int, order: l
             "covers": {"unit": "rows", "count": _count(tally.normalisers[loss])} if softmax else {"unit": "elements", "count": valid},
             "params": settings.params(loss),
             "sum": total,
-            **({"sum_se": sum_se(moments[loss])} if moments is not None else {}),
+            **({"sum_se": _sum_se(moments[loss], loss)} if moments is not None else {}),
             "mean": _ratio(total, tally.normalisers[loss]),
             "mean_divides_by": tally.normaliser_names[loss],
             "normaliser": tally.normalisers[loss],
@@ -272,7 +288,7 @@ def _per_class(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarra
                 "mean_p_softmax": _ratio(tally.sum_q_positive[c], tally.softmax_positives[c]),
                 "recall": recall[c],
                 "sum": class_sums,
-                **({"sum_se": {loss: sum_se(moments[loss][c]) for loss in order}} if moments is not None else {}),
+                **({"sum_se": {loss: _sum_se(moments[loss][c], loss) for loss in order}} if moments is not None else {}),
                 "share": {loss: _share(class_sums[loss], totals[loss]) for loss in order},
                 **({"share_se": errors["share_se"]} if errors else {}),
                 "gradient_share": {loss: _share(float(tally.gradient_sums[loss][c].sum()), gradients[loss]) for loss in order},

@@ -66,6 +66,11 @@ def _share(report: dict, loss: str, key: str) -> str:
     return pct_se(numbers[key], numbers.get(key + "_se"))
 
 
+def _rows(inp: dict) -> int:
+    """The rows the data holds: a weighted dump's estimate (``estimated_rows``), else those read."""
+    return inp.get("estimated_rows", inp["rows"])
+
+
 def _by_family(report: dict, family: str) -> list[str]:
     return [loss for loss, d in report["losses"].items() if d["family"] == family]
 
@@ -89,12 +94,12 @@ def fit(report: dict) -> dict | None:
     inp = report["input"]
     if inp["data_kind"] == "heatmap" and sigmoid and not softmax:
         noun = inp.get("row_noun", "rows")
-        return _sentence("fit", f"Heatmap data: {plural(inp['positives'], 'peak')} (target = 1) among {count(inp['rows'])} {noun}, the rest "
+        return _sentence("fit", f"Heatmap data: {plural(inp['positives'], 'peak')} (target = 1) among {count(_rows(inp))} {noun}, the rest "
                                 f"Gaussian or zero targets: every positive counted below is a peak.",
-                         data_kind="heatmap", rows=inp["rows"], peaks=inp["positives"], elements=inp["valid_elements"])
+                         data_kind="heatmap", rows=_rows(inp), peaks=inp["positives"], elements=inp["valid_elements"])
     if not sigmoid or not softmax:
         return None
-    kind, rows, seen = inp["data_kind"], inp["rows"], report["losses"][softmax[0]]["covers"]["count"]
+    kind, rows, seen = inp["data_kind"], _rows(inp), report["losses"][softmax[0]]["covers"]["count"]
     numbers = {"data_kind": kind, "rows": rows, "rows_with_target": seen, "background_rows": inp["background_rows"],
                "multi_hot_rows": inp["multi_hot_rows"], "elements": inp["valid_elements"]}
     noun = inp.get("row_noun", "rows")
@@ -383,7 +388,7 @@ def _finding_phrase(finding: dict, report: dict) -> str:
                                    "give the logits only up to a per-row constant" if finding["count"] else "no sigmoid loss can be computed from softmax probabilities"),
         "non-finite": f"{n} non-finite logits are excluded from every loss",
         "labels-out-of-range": f"{n} rows with labels out of range are excluded from every loss",
-        "softmax-background": f"{n} of {count(report['input']['rows'])} rows are background, which no softmax loss can use",
+        "softmax-background": f"{n} of {count(_rows(report['input']))} rows are background, which no softmax loss can use",
         "softmax-multi-hot": f"{n} rows have several positive classes, which a softmax loss reads as one unnormalised target",
         "class-without-positives": f"{n} {'class has' if finding['count'] == 1 else 'classes have'} no positive ({names(finding.get('classes', []))})",
         "mixed-runs": f"the {n} files come from {len(finding.get('runs', {}))} different runs, tallied together",
