@@ -117,20 +117,36 @@ def _step(name: str, formula: str, value: float | list[float]) -> dict:
 def ghm_weight_in(report: dict, g: float) -> dict | None:
     """GHM-C's weight for an element of gradient norm ``g`` in the data of ``report`` (a compare
     report with ``per_difficulty`` binned like GHM-C): the bin's ``ghm_weight`` (None when the bin
-    is empty in that data)."""
+    is empty in that data). From a weighted dump (a sample: the report's ``estimate``) the counts
+    are estimates, and the formula says the weight is a plug-in estimate."""
+    plug_in = "; a plug-in estimate: N and the count estimated from the weighted sample" if "estimate" in report else ""
     for row in report["per_difficulty"]:
         last = row is report["per_difficulty"][-1]
         if row["g_low"] <= g < row["g_high"] or last and g <= row["g_high"]:
-            return _step("GHM weight", f"N / (count of g's bin [{row['g_low']:g}, {row['g_high']:g}) x non-empty bins) in the dump", row["ghm_weight"])
+            return _step("GHM weight", f"N / (count of g's bin [{row['g_low']:g}, {row['g_high']:g}) x non-empty bins) in the dump{plug_in}", row["ghm_weight"])
     return None
 
 
-def render(steps: dict, title: str) -> str:
-    """The steps as an aligned text table: quantity, value, formula."""
-    width = max(len(step["name"]) for step in steps.values())
-    lines = [title]
+FORMULA_MIN = 24
+"""The narrowest column a formula is wrapped in beside its quantity and value; on a narrower
+terminal it goes on the lines below, indented."""
+
+
+def render(steps: dict, title: str, width: int | None = None) -> str:
+    """The steps as an aligned text table: quantity, value, formula; with ``width``, the title and
+    the formulas wrapped to it (words never cut)."""
+    from lossaudit.render.layout import wrap
+
+    name_width = max(len(step["name"]) for step in steps.values())
+    lines = [title] if width is None else wrap(title, width)
     for step in steps.values():
         value = step["value"]
         shown = ", ".join(f"{v:.4g}" for v in value) if isinstance(value, list) else "—" if value is None else f"{value:.6g}"
-        lines.append(f"  {step['name']:<{width}}  {shown:>12}  {step['formula']}")
+        prefix = f"  {step['name']:<{name_width}}  {shown:>12}  "
+        if width is None:
+            lines.append(prefix + step["formula"])
+        elif width - len(prefix) >= FORMULA_MIN:
+            lines += wrap(step["formula"], width, first=prefix, rest=" " * len(prefix))
+        else:
+            lines += [prefix.rstrip(), *wrap(step["formula"], width, first="      ", rest="      ")]
     return "\n".join(lines) + "\n"

@@ -158,3 +158,10 @@ def test_sweep_text_says_it_is_an_estimate(dump, run_cli):
     path, _ = dump
     text = run_cli("sweep", path, "--gamma", "0,2", "--alpha", "0.25").stdout
     assert "sampled elements of" in text and "±" in text and "plug-in" in text
+
+
+def test_explain_marks_a_sampled_ghm_weight_plug_in(dump, tmp_path, run_cli):
+    path, arrays = dump
+    plain = write_npz(tmp_path / "plain.npz", logits=arrays["logits"], targets=arrays["targets"])
+    assert "plug-in" in run_cli("explain", "--logit", "1.5", "--target", "0", "--dump", path).stdout
+    assert "plug-in" not in run_cli("explain", "--logit", "1.5", "--target", "0", "--dump", plain).stdout
