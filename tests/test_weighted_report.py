@@ -165,3 +165,28 @@ def test_explain_marks_a_sampled_ghm_weight_plug_in(dump, tmp_path, run_cli):
     plain = write_npz(tmp_path / "plain.npz", logits=arrays["logits"], targets=arrays["targets"])
     assert "plug-in" in run_cli("explain", "--logit", "1.5", "--target", "0", "--dump", path).stdout
     assert "plug-in" not in run_cli("explain", "--logit", "1.5", "--target", "0", "--dump", plain).stdout
+
+
+def test_rare_classes_share_and_error(tmp_path, compare_json):
+    """Positives 20, 20, 20 and 1: class 3 is rare (below a quarter of the median 20, spread 20×).
+    bce's rare share and its error in the imbalance section and the quadrants, from the elements;
+    focal with a per-class alpha has no error (the tally keeps no second moments of its parts)."""
+    rng = np.random.default_rng(5)
+    rows = 200
+    logits = rng.normal(-1.0, 2.0, (rows, CLASSES)).astype(np.float32)
+    targets = np.zeros((rows, CLASSES), dtype=np.uint8)
+    chosen = rng.choice(rows, 61, replace=False)
+    targets[chosen, [0] * 20 + [1] * 20 + [2] * 20 + [3]] = 1
+    weights = rng.choice([1.0, 4.0, 20.0], (rows, CLASSES)).astype(np.float32)
+    weights[targets == 1] = 1.0
+    report = compare_json(write_npz(tmp_path / "rare.npz", logits=logits, targets=targets, weights=weights), "--losses", "bce,focal")
+    assert report["quadrants"]["rare_classes"] == ["3"]
+    x, y, w = logits.astype(np.float64), targets.astype(np.float64), weights.astype(np.float64)
+    inside = np.zeros_like(x)
+    inside[:, 3] = 1
+    share, se = ht_share_and_se(bce(x, y), w, inside)
+    entries = {entry["label"]: entry for entry in report["imbalance"]["losses"]}
+    assert entries["bce"]["rare_share"] == pytest.approx(share, rel=1e-6)
+    assert entries["bce"]["rare_share_se"] == pytest.approx(se, rel=1e-6)
+    assert report["quadrants"]["rare_share_se"]["bce"] == pytest.approx(se, rel=1e-6)
+    assert entries["focal with alpha per class"]["rare_share_se"] is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from lossaudit.compare.engine.mistakes import CONFUSED, OTHER, SHIFTED
+from lossaudit.compare.report.estimates import share_se
 from lossaudit.compare.settings import LossSettings, Tally
 from lossaudit.losses.balanced import CB_CE, LOGIT_ADJUSTED_CE, class_balanced_weights_numpy
 from lossaudit.losses.cross_entropy import BCE, CE
@@ -115,16 +116,39 @@ def mistakes_section(kind: str, tally: Tally, names: list[str], rare: np.ndarray
     }
 
 
-def _class_totals(tally: Tally, loss: str) -> tuple[np.ndarray, np.ndarray] | None:
+ClassTotals = tuple[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | None"]
+"""A loss's ``(C,)`` class sums of the loss and of its gradient, then (a weighted dump) their
+``(C,)`` second moments Σ w (w - 1) v², else None and None."""
+
+
+def _class_totals(tally: Tally, loss: str) -> ClassTotals | None:
     if loss not in tally.loss_sums:
         return None
-    return tally.loss_sums[loss].sum(axis=(1, 2, 3)), tally.gradient_sums[loss].sum(axis=(1, 2, 3))
+    moments = tally.second_moments
+    return (tally.loss_sums[loss].sum(axis=(1, 2, 3)), tally.gradient_sums[loss].sum(axis=(1, 2, 3)),
+            None if moments is None else moments[loss].sum(axis=(1, 2, 3)),
+            None if moments is None else moments["gradient:" + loss].sum(axis=(1, 2, 3)))
 
 
-def _shares(sums: np.ndarray, gradients: np.ndarray, rare: np.ndarray) -> dict:
+def _scaled(totals: ClassTotals, factor: np.ndarray, divisor: np.ndarray | float = 1.0) -> ClassTotals:
+    """Class totals with each class's values times ``factor / divisor`` (second moments times its square)."""
+    sums, gradients, moments, gradient_moments = totals
+    square = (factor / divisor) ** 2
+    return (sums * factor / divisor, gradients * factor / divisor, None if moments is None else moments * square,
+            None if gradient_moments is None else gradient_moments * square)
+
+
+def _shares(totals: ClassTotals, rare: np.ndarray, weighted: bool) -> dict:
+    """The rare classes' share of the loss and of its gradient; from a weighted dump (``weighted``)
+    with their standard errors, None where the totals carry no second moments."""
+    sums, gradients, moments, gradient_moments = totals
     total, gradient = float(sums.sum()), float(gradients.sum())
-    return {"rare_share": float(sums[rare].sum() / total) if total else None,
-            "rare_gradient_share": float(gradients[rare].sum() / gradient) if gradient else None}
+    out = {"rare_share": float(sums[rare].sum() / total) if total else None,
+           "rare_gradient_share": float(gradients[rare].sum() / gradient) if gradient else None}
+    if weighted:
+        out.update(rare_share_se=None if moments is None else share_se(sums, moments, lambda table: table[rare]),
+                   rare_gradient_share_se=None if gradient_moments is None else share_se(gradients, gradient_moments, lambda table: table[rare]))
+    return out
 
 
 def advice(kind: str, settings: LossSettings, tally: Tally, rare: np.ndarray, positives: np.ndarray, median: float) -> list[dict]:
@@ -134,28 +158,30 @@ def advice(kind: str, settings: LossSettings, tally: Tally, rare: np.ndarray, po
     ``settings.cb_beta``), logit-adjusted-ce, softmax-focal and softmax-focal with a per-class
     alpha; for the sigmoid family bce, focal and focal with a per-class alpha (rules:
     :data:`ALPHA_RULES`; ``median``: the median class's positives). A loss the pass did not
-    compute is left out."""
+    compute is left out. From a weighted dump each share has its standard error (``rare_share_se``,
+    ``rare_gradient_share_se``), given the classes' weights; None for focal with a per-class alpha
+    (the tally keeps no second moments of focal's parts)."""
     family = "softmax" if kind == "single-label" else "sigmoid"
     n = np.maximum(positives.astype(np.float64), 1.0)
     out = []
 
-    def add(loss: str, label: str, how: str, sums: tuple[np.ndarray, np.ndarray] | None) -> None:
-        if sums is not None:
-            out.append({"loss": loss, "label": label, "how": how, **_shares(*sums, rare)})
+    def add(loss: str, label: str, how: str, totals: ClassTotals | None) -> None:
+        if totals is not None:
+            out.append({"loss": loss, "label": label, "how": how, **_shares(totals, rare, tally.second_moments is not None)})
 
     if family == "softmax":
         ce = _class_totals(tally, CE)
         add(CE, CE, "computed", ce)
         if ce is not None:
             weights = class_balanced_weights_numpy(n, settings.cb_beta)
-            add(CB_CE, f"{CB_CE} (beta {settings.cb_beta:g})", "ce's class sums × class-balanced weights", (ce[0] * weights, ce[1] * weights))
+            add(CB_CE, f"{CB_CE} (beta {settings.cb_beta:g})", "ce's class sums × class-balanced weights", _scaled(ce, weights))
         add(LOGIT_ADJUSTED_CE, f"{LOGIT_ADJUSTED_CE} (tau {settings.la_tau:g})", "computed", _class_totals(tally, LOGIT_ADJUSTED_CE))
         focal = _class_totals(tally, SOFTMAX_FOCAL)
         add(SOFTMAX_FOCAL, f"{SOFTMAX_FOCAL} (gamma {settings.gamma:g})", "computed", focal)
         given = np.asarray(settings.alpha_per_class, dtype=np.float64) if settings.alpha_per_class is not None else np.ones(len(n))
         if focal is not None and (given > 0).all():
             alpha = (1 / n) / np.mean(1 / n)
-            add(SOFTMAX_FOCAL, f"{SOFTMAX_FOCAL} with alpha per class", "softmax-focal's class sums × alpha_c", (focal[0] * alpha / given, focal[1] * alpha / given))
+            add(SOFTMAX_FOCAL, f"{SOFTMAX_FOCAL} with alpha per class", "softmax-focal's class sums × alpha_c", _scaled(focal, alpha, given))
         return out
     add(BCE, BCE, "computed", _class_totals(tally, BCE))
     add(FOCAL, f"{FOCAL} (gamma {settings.gamma:g})", "computed", _class_totals(tally, FOCAL))
@@ -163,5 +189,5 @@ def advice(kind: str, settings: LossSettings, tally: Tally, rare: np.ndarray, po
         off, on, gradient_off, gradient_on = tally.focal_parts
         alpha = median / (median + n)
         add(FOCAL, f"{FOCAL} with alpha per class", "focal's class sums, alpha_c at the positives and 1 - alpha_c elsewhere",
-            ((1 - alpha) * off + alpha * on, (1 - alpha) * gradient_off + alpha * gradient_on))
+            ((1 - alpha) * off + alpha * on, (1 - alpha) * gradient_off + alpha * gradient_on, None, None))
     return out

@@ -240,7 +240,8 @@ def imbalance(report: dict) -> dict | None:
                  f"{pct(on_rare['recall'])} ({_recall_words(rule)}), against {_probability(others['mean_p'])} and {pct(others['recall'])} on the other classes.")
     losses = [entry for entry in section["losses"] if entry["rare_share"] is not None]
     if losses:
-        shares = "; ".join(f"{entry['label']} {pct(entry['rare_share'])} ({pct(entry['rare_gradient_share'])})" for entry in losses)
+        shares = "; ".join(f"{entry['label']} {pct_se(entry['rare_share'], entry.get('rare_share_se'))} "
+                           f"({pct_se(entry['rare_gradient_share'], entry.get('rare_gradient_share_se'))})" for entry in losses)
         text += (f" The rare {'class' if len(rare) == 1 else 'classes'}' share of each loss (of its gradient) on this dump: {shares}; "
                  f"per-class alpha: {section['alpha_rule']}.").replace("class' share", "class's share")
     return _sentence("imbalance", text, rare_classes=rare, median_positives=section["median_positives"], class_spread=section["class_spread"],
