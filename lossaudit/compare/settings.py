@@ -108,8 +108,9 @@ class Tally:
             two of its gradient magnitude; None without focal. Focal under another alpha is
             these reweighted.
         second_moments: None for an unweighted dump. For a weighted dump (sampling weights
-            ``w``: :mod:`lossaudit.io.dataset.weights`, every sum above a Horvitz–Thompson sum of
-            ``w × value``): loss id -> ``(C, 2, bins, 4)`` float64 tables of ``Σ w (w - 1) v²`` over
+            ``w``: :mod:`lossaudit.io.dataset.weights`, every sum and count above a
+            Horvitz–Thompson sum of ``w × value``, floats then, the row totals by
+            :attr:`~lossaudit.io.dataset.Chunk.row_weights` and a recorded ``population_rows``): loss id -> ``(C, 2, bins, 4)`` float64 tables of ``Σ w (w - 1) v²`` over
             the elements (softmax losses: target terms) of each cell of ``loss_sums``, ``v`` the
             element's loss, and ``"gradient:" + loss`` the same for ``gradient_sums``: the
             variance estimate of each cell's sum under Poisson sampling (0 for elements kept with
