@@ -71,14 +71,14 @@ def _moves(loss: str, what: str, key: str, settings: list[dict]) -> tuple[str, d
     a, b = start[key], end[key]
     moved = "stays at " + _at(start, key) if pct(a) == pct(b) else f"{'rises' if b > a else 'falls'} from {_at(start, key)} to {_at(end, key)}"
     ga, gb = start[gradient_key], end[gradient_key]
-    gradient = f" (of its gradient: {pct(ga)} → {pct(gb)})" if ga is not None and gb is not None else ""
+    gradient = f" (of its gradient: {_at(start, gradient_key)} → {_at(end, gradient_key)})" if ga is not None and gb is not None else ""
     if axis == "gamma":
         lead = f"as gamma goes {start['gamma']:g} → {end['gamma']:g} ({_alpha_text(start)}), {loss}'s share of its loss on {what} {moved}"
     elif axis == "alpha":
         lead = (f"as the setting goes from {_alpha_text(start)} to {_alpha_text(end)} (gamma {start['gamma']:g}), {loss}'s share of its "
                 f"loss on {what} {moved}")
     else:
-        lead = f"at {start['label']}, {loss} puts {_at(start, key)} of its loss" + (f" ({pct(ga)} of its gradient)" if ga is not None else "") + f" on {what}"
+        lead = f"at {start['label']}, {loss} puts {_at(start, key)} of its loss" + (f" ({_at(start, gradient_key)} of its gradient)" if ga is not None else "") + f" on {what}"
     numbers = {"axis": axis, "from": {"label": start["label"], "gamma": start["gamma"], "share": a, "gradient_share": ga},
                "to": {"label": end["label"], "gamma": end["gamma"], "share": b, "gradient_share": gb}}
     if len(settings) > len(line):
