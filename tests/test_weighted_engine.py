@@ -392,3 +392,33 @@ def test_the_full_tensor_oracle_refuses_weights():
     data = load_batches([ArrayFile(source="w.npz", arrays={**_soft(50, rows=20), "weights": np.full(20, 2.0)})])
     with pytest.raises(ValueError, match="unweighted dumps only"):
         tally(data, LossSettings(losses=("bce",)))
+
+
+@pytest.mark.parametrize("layout", ["npz", "compressed npz", "npy folder", "pt"])
+def test_every_dump_format_carries_weights(layout, tmp_path):
+    """The weights, padding and scalars are read from every format ``compare`` reads, memory-mapped
+    or not: the same tally as the arrays given directly."""
+    import torch
+
+    from lossaudit.io.readers import read_batches
+
+    x, y, w, padding = _padded_dump()
+    arrays = {"logits": x, "targets": y, "weights": w.astype(np.float32), "padding": padding, "population_rows": np.array(40), "ignored": np.array([1, 0, 2])}
+    if layout == "npz":
+        np.savez(tmp_path / "d.npz", **arrays)
+        path = tmp_path / "d.npz"
+    elif layout == "compressed npz":
+        np.savez_compressed(tmp_path / "d.npz", **arrays)
+        path = tmp_path / "d.npz"
+    elif layout == "npy folder":
+        (tmp_path / "d").mkdir()
+        for key, value in arrays.items():
+            np.save(tmp_path / "d" / f"{key}.npy", value)
+        path = tmp_path / "d"
+    else:
+        torch.save({key: torch.from_numpy(np.asarray(value)) for key, value in arrays.items()}, tmp_path / "d.pt")
+        path = tmp_path / "d.pt"
+    losses = ("bce", "focal", "ce")
+    got = stream_tally(plan(read_batches([path])), LossSettings(losses=losses), workers=1)
+    _assert_same_tally(got, _tally(arrays, losses))
+    assert got.rows == 40 and got.ignored.sum() == 3
