@@ -77,7 +77,7 @@ def check_weighting(batch: ArrayFile, logits_shape: tuple[int, ...], axis: int) 
     weights = _array(batch, WEIGHTS_KEY, "iuf", "real numbers (floats or integers)")
     weight_rows = rows_for(batch, WEIGHTS_KEY, weights.shape, logits_shape, axis)
     if weight_rows is None:
-        raise InputError(f"{batch.source}: key '{WEIGHTS_KEY}' has shape {weights.shape}; expected {without_axis(logits_shape, axis)} (one weight per row) "
+        raise InputError(f"{batch.source}: key '{WEIGHTS_KEY}' has shape {weights.shape}; expected {without_axis(logits_shape, axis)} (one sampling weight per row) "
                          f"or {logits_shape} (one per element)")
     padding_rows = None
     if PADDING_KEY in keys:
