@@ -231,6 +231,16 @@ def piped_width(output: Path | None) -> int | None:
     return int(columns) if columns.isdigit() else None
 
 
+def text_width() -> int | None:
+    """The width of plain text printed to stdout: the terminal's when it is one, else
+    :func:`piped_width` (``$COLUMNS``, or as wide as the content)."""
+    if sys.stdout.isatty():
+        import shutil
+
+        return shutil.get_terminal_size().columns
+    return piped_width(None)
+
+
 def fail(message: str, verbose: bool) -> None:
     if verbose:
         stderr.print_exception()

@@ -16,6 +16,7 @@ from lossaudit.cli.app import (
     VerboseOption,
     app,
     fail,
+    text_width,
 )
 from lossaudit.errors import InputError
 from lossaudit.losses.registry import PARAMS
@@ -68,7 +69,7 @@ def explain(
                 report = compare_api(dump, losses=[GHM], bins=ghm_bins, ghm_bins=ghm_bins).to_dict()
                 steps["ghm_weight"] = whiteboard.ghm_weight_in(report, steps["g"]["value"])
             title = f"sigmoid focal loss, one {'positive' if target == 1 else 'negative'} at p = {steps['p']['value']:.4g}"
-        sys.stdout.write(json.dumps(steps, indent=2) + "\n" if format is DiffFormat.json else whiteboard.render(steps, title))
+        sys.stdout.write(json.dumps(steps, indent=2) + "\n" if format is DiffFormat.json else whiteboard.render(steps, title, text_width()))
         if plot is not None:
             from lossaudit.render.plots import explain_figure, save
 

@@ -13,6 +13,7 @@ from lossaudit.cli.app import (
     Command,
     app,
     fail,
+    text_width,
 )
 
 
@@ -25,9 +26,9 @@ def rules(
     from lossaudit.lint.rules import RULES_BY_CODE
 
     if code is None:
-        sys.stdout.write(render_rules())
+        sys.stdout.write(render_rules(text_width()))
     elif code.upper() in RULES_BY_CODE:
-        sys.stdout.write(render_rule(code.upper()))
+        sys.stdout.write(render_rule(code.upper(), text_width()))
     else:
         fail(f"unknown rule code {code}; `lossaudit rules` lists them", False)
 

@@ -36,6 +36,7 @@ from lossaudit.render.formats import (
     repository_root,
 )
 from lossaudit.render.formatting import plural
+from lossaudit.render.layout import wrap
 
 SCHEMA_VERSION = 1
 INFORMATION_URI = "https://github.com/lossaudit/lossaudit"
@@ -270,18 +271,39 @@ def render(format: str, results: list[TargetResult], discovered: list[Candidate]
     return {"sarif": render_sarif, "github": render_github, "markdown": render_markdown}[format](results, discovered, require_checks)
 
 
-def render_rules() -> str:
-    width = max(len(rule.name) for rule in RULES)
-    return "\n".join(f"{rule.code}  {rule.name:<{width}}  {rule.severity:<7}  {rule.summary}" for rule in RULES) + "\n"
+SUMMARY_MIN = 24
+"""The narrowest column ``rules`` wraps a summary in beside its code, name and severity; on a
+narrower terminal the summary goes on the lines below, indented."""
 
 
-def render_rule(code: str) -> str:
+def render_rules(width: int | None = None) -> str:
+    """One line per rule: code, name, severity, summary; with ``width``, the summary wrapped to it
+    (words never cut)."""
+    name_width = max(len(rule.name) for rule in RULES)
+    lines = []
+    for rule in RULES:
+        prefix = f"{rule.code}  {rule.name:<{name_width}}  {rule.severity:<7}  "
+        if width is None:
+            lines.append(prefix + rule.summary)
+        elif width - len(prefix) >= SUMMARY_MIN:
+            lines += wrap(rule.summary, width, first=prefix, rest=" " * len(prefix))
+        else:
+            lines += [*wrap(f"{rule.code} {rule.name} {rule.severity}", width, rest="    "), *wrap(rule.summary, width, first="    ", rest="    ")]
+    return "\n".join(lines) + "\n"
+
+
+def render_rule(code: str, width: int | None = None) -> str:
+    """One rule: its summary, explanation and fix (wrapped to ``width`` when given), and its wrong
+    and right examples as written."""
     rule = RULES_BY_CODE[code]
 
     def indent(text: str) -> str:
         return "\n".join("    " + line for line in text.splitlines())
 
+    def paragraph(text: str) -> str:
+        return text if width is None else "\n".join(wrap(text, width))
+
     return (
-        f"{rule.code} [{rule.name}] ({rule.severity})\n\n{rule.summary}.\n\n{rule.explanation}\n\n"
-        f"Wrong:\n{indent(rule.wrong)}\n\nRight:\n{indent(rule.right)}\n\nFix: {rule.fix}.\n"
+        f"{paragraph(f'{rule.code} [{rule.name}] ({rule.severity})')}\n\n{paragraph(rule.summary + '.')}\n\n{paragraph(rule.explanation)}\n\n"
+        f"Wrong:\n{indent(rule.wrong)}\n\nRight:\n{indent(rule.right)}\n\n{paragraph(f'Fix: {rule.fix}.')}\n"
     )
