@@ -48,7 +48,7 @@ class Selection:
         row_logits, row_targets: ``(P, C)`` the rows with a target, whole (targets float32 or float16).
         row_padding: ``(P, C)`` bool, masked elements of those rows, or None.
         classes, logits, weights: ``(k,)`` the kept elements of the other rows: class, logit, weight
-            (float64; 1 for an element that is not easy).
+            (float16, or float32 with a weight above 65504; 1 for an element that is not easy).
         ignored: ``(C,)`` int64 elements dropped by a mask or the ignore label, or None (neither given).
         rows: N, the batch's rows before sampling.
         sample_rate: the easy negatives' rate (the smallest if the classes differ), -1 for a target size.
@@ -137,7 +137,7 @@ def select(logits: object, targets: object, rate: float = 0.01, target_size: int
         row_padding=None if element_mask is None else (~element_mask.index_select(0, kept_rows)).cpu().numpy(),
         classes=kept_classes,
         logits=_numpy_logits(flat.index_select(0, kept)),
-        weights=np.concatenate([np.ones(len(hard)), weights[kept_classes[len(hard):]]]),
+        weights=_element_weights(weights, kept_classes, len(hard)),
         ignored=ignored,
         rows=rows,
         sample_rate=-1.0 if target_size is not None else float(1 / weights.max()),
@@ -159,8 +159,8 @@ def pack(selections: list[Selection]) -> dict[str, np.ndarray]:
     classes = selections[0].row_logits.shape[1]
     row_logits = np.concatenate([item.row_logits for item in selections])
     row_targets = np.concatenate([item.row_targets for item in selections])
-    element_classes = np.concatenate([item.classes for item in selections]).astype(np.int16 if classes < 2**15 else np.int64)
-    sort = np.argsort(element_classes, kind="stable")  # a radix sort for int16
+    element_classes = np.concatenate([item.classes for item in selections])
+    sort = np.argsort(element_classes.astype(np.int16) if classes < 2**15 else element_classes, kind="stable")  # a radix sort for int16
     counts = np.bincount(element_classes, minlength=classes)
     height = int(counts.max(initial=0)) if len(row_logits) else max(int(counts.max(initial=0)), 1)
     sorted_classes = element_classes[sort]
@@ -171,7 +171,7 @@ def pack(selections: list[Selection]) -> dict[str, np.ndarray]:
     logits[: len(row_logits)] = row_logits
     logits.reshape(-1)[positions] = np.concatenate([item.logits for item in selections])[sort]
     element_weights = np.concatenate([item.weights for item in selections])
-    weights = np.ones(shape, dtype=np.float16 if element_weights.max(initial=1) <= FLOAT16_MAX else np.float32)
+    weights = np.ones(shape, dtype=element_weights.dtype)
     weights.reshape(-1)[positions] = element_weights[sort]
     padding = np.ones(shape, dtype=bool)
     padding[: len(row_logits)] = False
@@ -348,6 +348,13 @@ def _walk(lengths: np.ndarray, weights: np.ndarray, generator, device):
         open_segments = last < lengths[pending] - 1
         pending, start = pending[open_segments], last[open_segments] + 1
     return torch.cat(segments), torch.cat(positions)
+
+
+def _element_weights(weights: np.ndarray, kept_classes: np.ndarray, certain: int) -> np.ndarray:
+    """``(k,)`` weights of the kept elements: 1 for the first ``certain`` ones, then their class's
+    weight; float16 (exact: see :func:`_class_weights`), or float32 with a weight above 65504."""
+    table = weights.astype(np.float16 if weights.max() <= FLOAT16_MAX else np.float32)
+    return np.concatenate([np.ones(certain, dtype=table.dtype), table[kept_classes[certain:]]])
 
 
 def _ignored(dropped, element_mask, classes: int) -> np.ndarray:
