@@ -249,6 +249,38 @@ def fail(message: str, verbose: bool) -> None:
     raise typer.Exit(EXIT_ERROR)
 
 
+VALIDATION_WORDS = {
+    "int_parsing": "expected an integer", "int_type": "expected an integer", "int_from_float": "expected an integer",
+    "float_parsing": "expected a number", "float_type": "expected a number", "finite_number": "expected a finite number",
+    "bool_parsing": "expected true or false", "greater_than_equal": "expected at least {ge}", "greater_than": "expected more than {gt}",
+    "less_than_equal": "expected at most {le}", "less_than": "expected less than {lt}",
+}
+"""lossaudit's words for the validation errors of the library Typer converts option values with
+(pydantic), by error type; ``{ge}`` and the like come from the error's context."""
+
+
+def usage_message(error: Exception) -> str:
+    """A usage error in lossaudit's form, ``--OPTION VALUE: expected ...`` (as its own checks say
+    it), where Typer's message is the validation library's ("Input should be a valid integer,
+    unable to parse string as an integer"); other usage errors as Typer words them."""
+    import re
+
+    cause, param = error.__cause__, getattr(error, "param", None)
+    if not (hasattr(cause, "errors") and param is not None and cause.errors()):
+        return error.format_message()
+    detail = cause.errors()[0]
+    value = detail.get("input")
+    option = max(getattr(param, "opts", None) or [param.human_readable_name], key=len)
+    choices = re.search(r"is not one of (.*?)\.?$", str((detail.get("ctx") or {}).get("error", "")))
+    if choices:
+        said = "expected one of " + ", ".join(choice.strip(" '") for choice in choices.group(1).split(","))
+    elif detail.get("type") in VALIDATION_WORDS:
+        said = VALIDATION_WORDS[detail["type"]].format(**(detail.get("ctx") or {}))
+    else:
+        said = re.sub(r"^Input should be", "expected", str(detail.get("msg", "")).split(",")[0])
+    return f"{option} {value}: {said}" if value is not None else f"{option}: {said}"
+
+
 def main() -> None:
     """The ``lossaudit`` program: Typer's usage errors (an unknown option, a bad choice, a missing
     value) are printed in lossaudit's one-line form and exit 2, like its own errors."""
@@ -261,7 +293,7 @@ def main() -> None:
             sys.stdout.write(error.format_message() + "\n")
         code = EXIT_ERROR
     except typer.TyperException as error:  # click's ClickException and UsageError, as Typer vendors them
-        stderr.print(f"lossaudit: error: {' '.join(error.format_message().split())}", highlight=False, markup=False, soft_wrap=True)
+        stderr.print(f"lossaudit: error: {' '.join(usage_message(error).split())}", highlight=False, markup=False, soft_wrap=True)
         code = EXIT_ERROR
     except typer.Abort:
         stderr.print("lossaudit: error: aborted", highlight=False, markup=False)
