@@ -87,8 +87,8 @@ def test_the_gate_needs_a_baseline(run_cli):
 
 
 def test_the_readme_excerpt_is_real_output(tmp_path, run_cli, monkeypatch):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    excerpt = readme[readme.index("## Tracking runs"):].split("```\n", 2)[1]
+    page = (Path(__file__).resolve().parents[1] / "docs" / "compare" / "baseline.md").read_text()  # the docs' "Tracking runs"
+    excerpt = page[page.index("# Tracking runs"):].split("```\n", 2)[1]
     monkeypatch.chdir(tmp_path)
     assert run_cli("compare", RUNS / "early.npz", "--format", "json", "--output", "early.json").exit_code == 0
     result = run_cli("compare", RUNS / "late.npz", "--baseline", "early.json", "--fail-if-share-moves", "20")

@@ -274,12 +274,12 @@ def test_plots_need_neither_torch_nor_matplotlib_at_import(tmp_path):
     assert probe.stdout.strip() == "False"
 
 
-def test_the_readme_embeds_a_plot_drawn_by_the_code(pngs):
-    """The README's image is ``compare examples/detection.npz --plot``'s figure: a PNG of the size
-    that figure renders to now."""
-    readme = (ROOT / "README.md").read_text()
-    assert "](docs/detection-plot.png)" in readme
-    assert "lossaudit compare examples/detection.npz --plot docs/detection-plot.png" in readme
+def test_the_docs_embed_a_plot_drawn_by_the_code(pngs):
+    """The plots page's image is ``compare examples/detection.npz --plot``'s figure: a PNG of the
+    size that figure renders to now."""
+    page = (ROOT / "docs" / "plots.md").read_text()
+    assert "](detection-plot.png)" in page
+    assert "lossaudit compare examples/detection.npz --plot docs/detection-plot.png" in page
     committed = (ROOT / "docs" / "detection-plot.png").read_bytes()
     assert png_size(committed) == png_size(pngs["detection"])
 

@@ -1,6 +1,6 @@
 """The loss registry is the one place a loss is declared: every entry path (API, command line,
-configuration file) takes its parameters and enforces their constraints alike, the README's tables
-are the registry's, and the listing covers every loss."""
+configuration file) takes its parameters and enforces their constraints alike, the docs' tables
+(docs/losses.md) are the registry's, and the listing covers every loss."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from tests.conftest import write_npz
 pytestmark = pytest.mark.torch_free  # also run without torch, on every Python (.ci/run)
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text()
+LOSSES_PAGE = (ROOT / "docs" / "losses.md").read_text()
 
 
 def _bad_values(param: Param) -> list[float]:
@@ -130,13 +130,13 @@ def test_an_unknown_hyper_parameter_is_named():
         lossaudit.compare(logits=np.zeros((2, 2), np.float32), targets=np.array([0, 1]), gama=2.0)
 
 
-def test_the_readme_tables_are_the_registrys(run_cli):
-    """README's "Losses and their parameters" is `lossaudit losses --format markdown`."""
-    block = re.search(r"<!-- losses:start -->\n(.*?)<!-- losses:end -->", README, flags=re.S)
-    assert block, "the README has no generated loss tables"
+def test_the_docs_tables_are_the_registrys(run_cli):
+    """docs/losses.md's "Losses and their parameters" is `lossaudit losses --format markdown`."""
+    block = re.search(r"<!-- losses:start -->\n(.*?)<!-- losses:end -->", LOSSES_PAGE, flags=re.S)
+    assert block, "docs/losses.md has no generated loss tables"
     result = run_cli("losses", "--format", "markdown")
     assert result.exit_code == 0
-    assert block.group(1) == result.stdout, "README's loss tables are stale: paste `lossaudit losses --format markdown` between the markers"
+    assert block.group(1) == result.stdout, "docs/losses.md's loss tables are stale: paste `lossaudit losses --format markdown` between the markers"
 
 
 def test_the_listing_covers_every_loss_parameter_and_kind(run_cli):

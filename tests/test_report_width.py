@@ -2,7 +2,7 @@
 100 and 200 columns holds every number of the JSON report, written as the report documents
 (shares with one decimal, two significant digits below 0.1%, ``<0.01%`` below 0.01%; loss values with four significant
 digits; counts with thousands separators), whole; no line is wider than the width or ends in a
-space. The 80-column rendering of each example dump, and the README's excerpt of it."""
+space. The 80-column rendering of each example dump, and the excerpts of it in the README and the docs."""
 
 from __future__ import annotations
 
@@ -118,12 +118,13 @@ def test_examples_at_80_columns(run_cli, dump):
     assert "…" not in text and text.startswith("Summary\n")
 
 
-def test_readme_excerpt_is_the_80_column_rendering(run_cli):
-    readme = (ROOT / "README.md").read_text()
-    excerpt = re.search(r"```text\n(.*?)```", readme, flags=re.S).group(1)
+@pytest.mark.parametrize("document, shown", [("README.md", 10), ("docs/compare/index.md", 20)])
+def test_readme_excerpt_is_the_80_column_rendering(run_cli, document, shown):
+    """The README's short excerpt of the detection example's report and the compare page's long one."""
+    excerpt = re.search(r"```text\n(.*?)```", (ROOT / document).read_text(), flags=re.S).group(1)
     text = _at_80(run_cli, ROOT / "examples" / "detection.npz")
     lines = [line for line in excerpt.splitlines() if line.strip() and line.strip() != "..."]
-    assert len(lines) > 20
+    assert len(lines) > shown
     for line in lines:
         assert line in text.splitlines(), line
 
