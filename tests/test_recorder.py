@@ -242,6 +242,13 @@ def test_bad_batches_are_refused():
         sample_batch(np.zeros((4, 3), np.int32), np.zeros(4, dtype=np.int64))
 
 
+def test_read_only_arrays_are_sampled_without_a_warning(recwarn):
+    logits, labels = _detection_batch(100, 3, seed=4)
+    logits.flags.writeable = labels.flags.writeable = False
+    batch = sample_batch(logits, labels, rate=1.0)
+    assert np.count_nonzero(~batch["padding"]) == 300 and not recwarn.list
+
+
 def test_a_batch_with_nothing_kept_is_one_padded_row():
     batch = sample_batch(torch.full((3, 2), -9.0), torch.full((3,), 2), rate=1e-6, generator=_seeded(0))
     assert batch["padding"].shape == (1, 2) and batch["padding"].all() and int(batch["population_elements"]) == 6

@@ -75,9 +75,7 @@ def sample_dumps(paths: list[Path], output: Path, rate: float = 0.01, target_siz
                     raise InputError(f"{info.files[index]}: {int(chunk.out_of_range.sum())} rows have a class id that is no class, background or ignore label "
                                      f"({labels}); fix --background-index, --ignore-index or --label-base")
                 part = None if target_size is None else max(1, round(target_size * len(chunk.logits) / data.sources[index].rows))
-                logits = chunk.logits if chunk.logits.flags.writeable else np.array(chunk.logits)  # torch wraps writable arrays only
-                selections.append(select(torch.from_numpy(logits), torch.from_numpy(chunk.targets), rate, part, easy_edge,
-                                         torch.from_numpy(~chunk.ignored), generator))
+                selections.append(select(chunk.logits, chunk.targets, rate, part, easy_edge, ~chunk.ignored, generator))
             batch = pack(selections)
             if names is not None:
                 batch["class_names"] = names

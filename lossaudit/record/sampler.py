@@ -24,6 +24,7 @@ logits (a copy for ``(B, C, H, W)``), three ``(N, C)`` bool masks and ``O(N C r)
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -242,8 +243,13 @@ def _flatten(logits: object, targets: object, mask: object):
 
 
 def _tensor(value: object):
-    """A torch tensor without autograd history (numpy arrays are wrapped, not copied)."""
-    return value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+    """A torch tensor without autograd history (numpy arrays are wrapped, not copied: a read-only
+    one too, which torch warns about, since nothing here writes to its input)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(np.asarray(value))
 
 
 def _shaped(tensor) -> np.ndarray:
