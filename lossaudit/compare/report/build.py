@@ -574,7 +574,7 @@ def _estimate(tally: Tally, order: list[str]) -> dict:
     return {
         "weighted": True,
         "sampled_elements": _count(sample["sampled_elements"]),
-        "population_elements": float(sample["population_elements"] if recorded else sample["estimated_elements"]),
+        "population_elements": _count(sample["population_elements"] if recorded else sample["estimated_elements"]),
         "population_source": "recorded" if recorded else "sum of weights",
         "estimated_elements": float(sample["estimated_elements"]),
         "sample_rate": sample.get("sample_rate"),
