@@ -18,7 +18,8 @@ float16 value (to float32 values when one is above float16's 65504), and ``r_c =
 stored weights are exact in 2 bytes and the rate is at least the one asked for (by less than 0.1%).
 
 Only the kept elements are copied to the CPU; on the device the work takes the batch's flattened
-logits (a copy for ``(B, C, H, W)``), three ``(N, C)`` bool masks and ``O(N C r)`` random numbers.
+logits (a copy for ``(B, C, H, W)``), one ``(N, C)`` bool mask (a quarter of float32 logits), the
+positions of the elements that are not easy and ``O(N C r)`` random numbers.
 """
 
 from __future__ import annotations
