@@ -234,7 +234,7 @@ def test_bad_settings_are_refused(arguments, says):
 
 
 def test_bad_batches_are_refused():
-    with pytest.raises(ValueError, match=r"targets holds 1 class ids outside -1\.\.3 \(the first 7\)"):
+    with pytest.raises(ValueError, match=r"targets holds 1 class id outside -1\.\.3 \(the first 7\)"):
         sample_batch(np.zeros((4, 3), np.float32), np.array([0, 1, 7, 3]))
     with pytest.raises(ValueError, match=r"targets has shape \(5,\) but logits has shape \(4, 3\)"):
         sample_batch(np.zeros((4, 3), np.float32), np.zeros(5, dtype=np.int64))
@@ -286,7 +286,7 @@ def test_recorder_never_writes_into_another_run(tmp_path):
     run = tmp_path / "run"
     _record(run)
     before = {path.name: path.read_bytes() for path in run.iterdir()}
-    with pytest.raises(FileExistsError, match=r"run: exists and is not empty \(2 entries\); a run is never written over another: choose a new folder, or add to this run with Recorder\(\.\.\., resume=True\)"):
+    with pytest.raises(FileExistsError, match=r"run: exists and holds 2 items; a run is never written over another: choose a new folder, or add to this run with Recorder\(\.\.\., resume=True\)"):
         lossaudit.Recorder(run)
     assert {path.name: path.read_bytes() for path in run.iterdir()} == before
     (tmp_path / "file").write_text("x")

@@ -85,5 +85,5 @@ def test_a_run_folder_that_is_not_empty_is_refused_on_every_rank(tmp_path):
     (run / "other.npz").write_bytes(b"not mine")
     results = _record(tmp_path, run)
     for result in results:
-        assert "exists and is not empty (1 entries)" in result["error"]
+        assert "exists and holds 1 item" in result["error"]
     assert [path.name for path in run.iterdir()] == ["other.npz"]

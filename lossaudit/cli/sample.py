@@ -23,6 +23,7 @@ from lossaudit.cli.app import (
     fail,
 )
 from lossaudit.errors import InputError
+from lossaudit.render.formatting import plural
 
 
 @app.command(cls=Command)
@@ -61,5 +62,5 @@ def sample(
     except Exception as error:  # an internal error must not exit 1 by accident
         fail(f"internal error: {type(error).__name__}: {error}", verbose)
     share = written.sampled_elements / max(written.population_elements, 1)
-    print(f"{written.folder}: {written.batches} batches of run {written.run_id}: {written.sampled_elements:,} of "
+    print(f"{written.folder}: {plural(written.batches, 'file')} of run {written.run_id}: {written.sampled_elements:,} of "
           f"{written.population_elements:,} elements kept ({share:.2%}); read it with: lossaudit compare {written.folder}")

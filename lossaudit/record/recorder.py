@@ -19,6 +19,7 @@ import numpy as np
 from lossaudit._lazy import torch
 from lossaudit.io.dump import RUN_ID_KEY, save_sample
 from lossaudit.record.sampler import EASY_EDGE, _check_settings, sample_batch
+from lossaudit.render.formatting import plural
 
 FILE_PATTERN = re.compile(r"rank(\d{3,})-(\d{6,})\.npz")
 
@@ -76,7 +77,7 @@ def _open_run(folder: Path, resume: bool, hint: str) -> tuple[str | None, tuple[
         return None, (NotADirectoryError, f"{folder}: is a file; a run is written into a folder")
     present = sorted(folder.iterdir()) if folder.exists() else []
     if present and not resume:
-        return None, (FileExistsError, f"{folder}: exists and is not empty ({len(present)} entries); a run is never written over another: "
+        return None, (FileExistsError, f"{folder}: exists and holds {plural(len(present), 'item')}; a run is never written over another: "
                                        f"choose a new folder{hint}")
     run_id = _existing_run_id(present) or uuid.uuid4().hex[:12]
     folder.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ import numpy as np
 
 from lossaudit._lazy import torch
 from lossaudit.io.dump import _check_shapes, _class_axis, from_tensor
+from lossaudit.render.formatting import plural
 
 EASY_EDGE = 0.1
 """``compare``'s first difficulty edge: a negative with ``p < 0.1`` is easy."""
@@ -265,7 +266,7 @@ def _row_targets(labels, per_class, classes: int):
     bad = (labels < -1) | (labels > classes)
     if bool(bad.any()):
         first = int(labels[bad][0])
-        raise ValueError(f"targets holds {int(bad.sum())} class ids outside -1..{classes} (the first {first}); expected 0..{classes - 1}, "
+        raise ValueError(f"targets holds {plural(int(bad.sum()), 'class id')} outside -1..{classes} (the first {first}); expected 0..{classes - 1}, "
                          f"{classes} for background or -1 to ignore")
     return (labels >= 0) & (labels < classes), labels == -1
 
