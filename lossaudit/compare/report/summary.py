@@ -71,6 +71,11 @@ def _rows(inp: dict) -> int:
     return inp.get("estimated_rows", inp["rows"])
 
 
+def _cell(row: dict, loss: str) -> str:
+    """A row's (a level's, a quadrant cell's) share of ``loss``, with its standard error when there is one."""
+    return pct_se(row["share"][loss], row.get("share_se", {}).get(loss))
+
+
 def _by_family(report: dict, family: str) -> list[str]:
     return [loss for loss, d in report["losses"].items() if d["family"] == family]
 
@@ -198,7 +203,7 @@ def rare_hard(report: dict) -> dict | None:
     return _sentence(
         "rare-hard",
         f"On these predictions, {top} gives the rare-hard quadrant (rare classes {names(quadrants['rare_classes'])}; g ≥ "
-        f"{quadrants['hard_from_g']:g}) the most weight: {pct(shares[top])} of its loss, against {pct(shares[low])} "
+        f"{quadrants['hard_from_g']:g}) the most weight: {_cell(cell, top)} of its loss, against {_cell(cell, low)} "
         f"for {low}{caveat}.",
         loss=top, least=low, shares=shares, rare_classes=quadrants["rare_classes"],
     )
@@ -323,7 +328,7 @@ def confidently_wrong(report: dict) -> dict | None:
         positives = very_hard["positives"]
         which = f"g ≥ 0.9: {plural(positives, 'positive')} at p ≤ 0.1, {plural(held - positives, 'negative')} at p ≥ 0.9"
     text = (f"{count(held)} of {count(units)} {noun} ({pct(held / units)}) {'is' if held == 1 else 'are'} confidently wrong ({which}) yet "
-            f"{'carries' if held == 1 else 'carry'} {pct(shares[top])} of {top}'s loss{caveat}")
+            f"{'carries' if held == 1 else 'carry'} {_cell(very_hard, top)} of {top}'s loss{caveat}")
     numbers = {"loss": top, "unit": unit, "very_hard": held, "units": units, "share": shares[top]}
     mistakes = report.get("mistakes")
     if mistakes and mistakes["unit"] == unit and mistakes["very_hard"]:
@@ -375,7 +380,7 @@ def ghm_very_hard(report: dict) -> dict | None:
     return _sentence(
         "ghm-very-hard",
         f"On these predictions, ghm {'raises' if ghm > bce else 'lowers'} the very hard elements' (g ≥ 0.9) share of the loss from bce's "
-        f"{pct(bce)} to {pct(ghm)} (×{num(ghm / bce)}): {why}{_misfit_note(report, [GHM, BCE])}.",
+        f"{_share(report, BCE, 'very_hard_share')} to {_share(report, GHM, 'very_hard_share')} (×{num(ghm / bce)}): {why}{_misfit_note(report, [GHM, BCE])}.",
         **numbers,
     )
 
