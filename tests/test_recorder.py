@@ -134,7 +134,8 @@ def test_each_element_is_included_independently_at_its_class_rate(monkeypatch, s
     assert (np.abs(pairs - expected_pairs) < 4.5 * np.sqrt(expected_pairs)).all(), (pairs, expected_pairs)
 
 
-def test_horvitz_thompson_sums_are_unbiased_over_seeds():
+@pytest.mark.parametrize("options", [{"rate": 0.03}, {"target_size": 300}])
+def test_horvitz_thompson_sums_are_unbiased_over_seeds(options):
     """The count and the BCE sum of the easy negatives, and the BCE sum of the whole batch, as HT
     sums over the sample: their mean over 200 seeds lies within 3 standard errors of the full batch's."""
     logits, labels = _detection_batch(3000, 5, seed=2)
@@ -145,7 +146,7 @@ def test_horvitz_thompson_sums_are_unbiased_over_seeds():
     truth = np.array([easy.sum(), bce[easy].sum(), bce.sum()])
     estimates = []
     for seed in range(200):
-        batch = sample_batch(logits, labels, rate=0.03, generator=_seeded(seed))
+        batch = sample_batch(logits, labels, generator=_seeded(seed), **options)
         kept = ~batch["padding"]
         v, w, t = batch["logits"].astype(np.float64), batch["weights"].astype(np.float64), batch["targets"].astype(np.float64)
         loss = np.logaddexp(0, v) - t * v
