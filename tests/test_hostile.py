@@ -372,7 +372,7 @@ FORKER = FOCAL_FUNCTION.replace("def focal(inputs, targets, alpha=0.25, gamma=2.
     if child == 0:
         time.sleep(600)
         os._exit(0)
-    with open("children.txt", "a") as handle:
+    with open(os.path.join(os.path.dirname(__file__), "children.txt"), "a") as handle:  # lint's child runs in a folder of its own
         handle.write(f"{child}\\n")
 """)
 

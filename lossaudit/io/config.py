@@ -55,6 +55,7 @@ LINT_KEYS: dict[str, type | tuple] = {
     "targets": "entries", "select": list, "ignore": list, "fail-on": str, "kind": str, "inputs": str,
     "num-classes": int, "ignore-index": int, "seed": int, "timeout": float, "format": str,
     "exclude": list, "jobs": int, "memory-limit": int, "require-checks": bool, "pass-env": list,
+    "keep-cwd": bool,
 }
 MINIMUMS = {"jobs": 1, "memory-limit": 256}
 ENTRY_KEYS: dict[str, type | tuple] = {

@@ -61,11 +61,27 @@ def parse_target(text: str, init: dict | None = None, root: Path | None = None) 
     return TargetSpec(text=text, symbol=symbol, module=location, init=init, root=root)
 
 
+_user_folder: Path | None = None
+"""Set by :func:`set_user_folder` in lint's child, which runs in a folder of its own."""
+
+
+def set_user_folder(folder: Path | str) -> None:
+    """Make ``folder`` the user's folder of this process (lint's child: the folder ``lint`` ran in)."""
+    global _user_folder
+    _user_folder = Path(folder)
+
+
+def user_folder() -> Path:
+    """The folder the user ran lossaudit in: paths are shown relative to it and a module target
+    imports from it. The current folder, except in lint's child (:func:`set_user_folder`)."""
+    return _user_folder or Path.cwd()
+
+
 def relative_to_cwd(path: Path | str) -> str:
-    """``path`` relative to the current folder when it lies below it, else absolute."""
+    """``path`` relative to the user's folder (:func:`user_folder`) when it lies below it, else absolute."""
     resolved = Path(path).resolve()
     try:
-        return str(resolved.relative_to(Path.cwd().resolve()))
+        return str(resolved.relative_to(user_folder().resolve()))
     except ValueError:
         return str(resolved)
 
@@ -177,15 +193,15 @@ def parse_init(items: list[str] | None, option: str = "--init") -> dict:
 
 def import_symbol(spec: TargetSpec, run: Callable[[Callable], object] = lambda load: load()) -> object:
     """Import ``spec``'s module (a file, with its folder on ``sys.path``, or a module importable
-    from the current folder or ``sys.path``) and return the symbol. ``run`` wraps the import, e.g.
+    from the user's folder or ``sys.path``) and return the symbol. ``run`` wraps the import, e.g.
     in a time limit.
 
     Raises:
         InputError: the file or module cannot be imported (the message as :data:`IMPORT_FAILURE`
             reads it), or lacks the symbol.
     """
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    if str(user_folder()) not in sys.path:
+        sys.path.insert(0, str(user_folder()))
     try:
         if spec.file is not None:
             path = spec.file.resolve()

@@ -11,7 +11,7 @@ import os
 import traceback
 from pathlib import Path
 
-from lossaudit.io.symbols import read_source
+from lossaudit.io.symbols import read_source, user_folder
 from lossaudit.lint.anchors import name_of
 from lossaudit.lint.registry import InitLine
 from lossaudit.lint.rules import ANCHORS
@@ -107,6 +107,6 @@ def _rearranges(node: ast.AST, name: str) -> bool:
 
 def _relative(path: str) -> str:
     try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+        return str(Path(path).resolve().relative_to(user_folder().resolve()))
     except ValueError:
         return path

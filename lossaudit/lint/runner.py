@@ -1,27 +1,31 @@
 """Run the audit of each target in a child process with a time limit.
 
-The child (``python -m lossaudit.lint.worker``) imports the user's code, probes it and writes its
-result to a file. Its stdout goes to /dev/null and only the tail of its stderr is kept, so a target
-that floods output, hangs, calls ``sys.exit`` or kills its process cannot take lossaudit down: each
-of those becomes an FL015 finding. The child runs in the current folder; a module target with a
-``root`` (a configuration file's folder) has that folder on its ``PYTHONPATH``. Independent audits
-run side by side, :func:`default_jobs` at a time.
+The child imports the user's code, probes it and writes its result to a file. Its stdout goes to
+/dev/null and only the tail of its stderr is kept, so a target that floods output, hangs, calls
+``sys.exit`` or kills its process cannot take lossaudit down: each of those becomes an FL015
+finding. Independent audits run side by side, :func:`default_jobs` at a time.
 
-The child sees a reduced environment (:func:`child_environment`): what Python and torch need,
-and the variables named by ``--pass-env``; CI tokens and other secrets are not passed. It still
-runs the target's code, in the current folder: this is not a sandbox.
+The child is forked by the run's fork server (:mod:`lossaudit.lint.forkserver`), which imported
+torch once for all of them; where there is none (no ``fork``, or the server cannot start) it is
+``python -m lossaudit.lint.worker``, which pays ``import torch`` itself. Either way:
 
-The child runs in a process group of its own under an address-space limit (``--memory-limit``,
-set by the child on itself before it imports the target, and inherited by anything the target
-starts); when it finishes or is stopped, the whole group is killed, so a target that forks
-workers leaves none behind.
+- it sees a reduced environment (:func:`child_environment`): what Python and torch need, and the
+  variables named by ``--pass-env``; CI tokens and other secrets are not passed. A module target's
+  ``root`` (a configuration file's folder) is first on its ``PYTHONPATH`` and ``sys.path``;
+- it runs in an empty temporary folder, removed after it (``--keep-cwd``: the current folder), so
+  relative paths the target writes do not land in the user's folder; the user's folder stays on its
+  ``sys.path`` and is the folder paths in findings are shown relative to. It still runs the
+  target's code, which can write to ``$HOME`` or its own folder: this is not a sandbox;
+- it runs in a process group of its own under an address-space limit (``--memory-limit``, set by
+  the child on itself before it imports the target, and inherited by anything the target starts);
+  when it finishes or is stopped, the whole group is killed, so a target that forks workers leaves
+  none behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +37,7 @@ from pathlib import Path
 from lossaudit.errors import InputError
 from lossaudit.io.symbols import TargetSpec
 from lossaudit.lint.findings import Finding, TargetResult
+from lossaudit.lint.forkserver import ForkedChild, ForkServers, ServerLost, kill_group
 
 STDERR_TAIL_BYTES = 4000
 STARTUP_ALLOWANCE_S = 30.0
@@ -56,6 +61,8 @@ class AuditOptions:
     """The child's address-space limit in MiB; None: :func:`default_memory_limit_mb`."""
     pass_env: tuple[str, ...] = ()
     """Environment variables the child gets besides :data:`CHILD_ENVIRONMENT`'s."""
+    keep_cwd: bool = False
+    """Run the child in the current folder instead of a temporary one."""
 
 
 CHILD_ENVIRONMENT = ("PATH", "HOME", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR", "PYTHON*", "VIRTUAL_ENV", "CONDA_PREFIX",
@@ -68,12 +75,14 @@ credential) stays out unless named with ``--pass-env``."""
 
 def child_environment(environ: dict[str, str], pass_env: tuple[str, ...] = (), root: Path | None = None) -> dict[str, str]:
     """The child's environment: the variables of ``environ`` that :data:`CHILD_ENVIRONMENT` or
-    ``pass_env`` name, with ``root`` (a configuration's folder) first on ``PYTHONPATH``."""
+    ``pass_env`` name, with ``root`` (a configuration's folder) first on ``PYTHONPATH`` and its
+    entries made absolute (read from the current folder: the child runs in another)."""
     exact = {name for name in (*CHILD_ENVIRONMENT, *pass_env) if not name.endswith("*")}
     prefixes = tuple(name[:-1] for name in CHILD_ENVIRONMENT if name.endswith("*"))
     kept = {name: value for name, value in environ.items() if name in exact or name.startswith(prefixes)}
-    if root is not None:
-        kept["PYTHONPATH"] = os.pathsep.join(path for path in (str(root), environ.get("PYTHONPATH", "")) if path)
+    python_path = [os.path.abspath(path) for path in (str(root) if root is not None else "", *environ.get("PYTHONPATH", "").split(os.pathsep)) if path]
+    if python_path:
+        kept["PYTHONPATH"] = os.pathsep.join(python_path)
     return kept
 
 
@@ -93,15 +102,60 @@ def default_jobs() -> int:
     return os.cpu_count() or 1
 
 
-def _drain(stream, tail: deque) -> None:
-    for chunk in iter(lambda: stream.read(4096), b""):
-        tail.append(chunk)
-        while sum(map(len, tail)) > STDERR_TAIL_BYTES and len(tail) > 1:
-            tail.popleft()
+def _drain(reading: int, tail: deque) -> None:
+    """Read the pipe ``reading`` to its end, keeping its last STDERR_TAIL_BYTES or so in ``tail``."""
+    with os.fdopen(reading, "rb") as stream:
+        for chunk in iter(lambda: stream.read1(4096), b""):
+            tail.append(chunk)
+            while sum(map(len, tail)) > STDERR_TAIL_BYTES and len(tail) > 1:
+                tail.popleft()
 
 
-def audit(spec: TargetSpec, options: AuditOptions) -> TargetResult:
-    """Audit one target in a child process.
+class _Spawned:
+    """A child started as ``python -m lossaudit.lint.worker`` (no fork server), with the handle
+    of :class:`~lossaudit.lint.forkserver.ForkedChild`."""
+
+    def __init__(self, order: dict, environment: dict[str, str], stderr_fd: int):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lossaudit.lint.worker", order["request"], order["result"]],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr_fd,
+            cwd=order["cwd"], env=environment, start_new_session=True,
+        )
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def stop(self) -> int:
+        kill_group(self.process.pid)  # what the target started (forked workers) goes with it
+        return self.process.wait()
+
+
+def _start(order: dict, options: AuditOptions, root: Path | None, servers: ForkServers | None) -> tuple[ForkedChild | _Spawned, threading.Thread, deque]:
+    """The child for ``order``: forked by the run's server when there is one, else spawned;
+    with the thread that keeps the tail of its stderr."""
+    reading, writing = os.pipe()
+    try:
+        child = servers.fork(child_environment(dict(os.environ), options.pass_env), order, writing) if servers is not None else None
+        child = child or _Spawned(order, child_environment(dict(os.environ), options.pass_env, root), writing)
+    except BaseException:
+        os.close(reading)
+        raise
+    finally:
+        os.close(writing)
+    tail: deque = deque()
+    reader = threading.Thread(target=_drain, args=(reading, tail), daemon=True)
+    reader.start()
+    return child, reader, tail
+
+
+def audit(spec: TargetSpec, options: AuditOptions, servers: ForkServers | None = None) -> TargetResult:
+    """Audit one target in a child process: forked by ``servers`` (the run's fork servers) when
+    they work, else a process of its own. The child runs in a temporary folder, removed after it,
+    unless ``options.keep_cwd``.
 
     Raises:
         InputError: the target cannot be imported or its symbol does not exist (exit 2).
@@ -109,50 +163,35 @@ def audit(spec: TargetSpec, options: AuditOptions) -> TargetResult:
     request = {
         "target": {"text": spec.text, "symbol": spec.symbol, "file": str(spec.file) if spec.file else None, "module": spec.module, "init": spec.init},
         "options": {**asdict(options), "memory_limit_mb": options.memory_limit_mb or default_memory_limit_mb()},
+        "user_folder": os.getcwd(),
     }
-    with tempfile.TemporaryDirectory(prefix="lossaudit-lint-") as folder:
-        request_path, result_path = Path(folder, "request.json"), Path(folder, "result.json")
+    with tempfile.TemporaryDirectory(prefix="lossaudit-lint-", ignore_cleanup_errors=True) as folder:
+        request_path, result_path, work = Path(folder, "request.json"), Path(folder, "result.json"), Path(folder, "work")
         request_path.write_text(json.dumps(request))
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lossaudit.lint.worker", str(request_path), str(result_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=os.getcwd(),
-            env=child_environment(dict(os.environ), options.pass_env, spec.root),
-            start_new_session=True,
-        )
-        tail: deque = deque()
-        reader = threading.Thread(target=_drain, args=(process.stderr, tail), daemon=True)
-        reader.start()
+        work.mkdir()
+        order = {"request": str(request_path), "result": str(result_path), "cwd": os.getcwd() if options.keep_cwd else str(work),
+                 "root": os.path.abspath(spec.root) if spec.root is not None else None, "pythonpath": child_environment(dict(os.environ), (), spec.root).get("PYTHONPATH")}
+        child, reader, tail = _start(order, options, spec.root, servers)
         limit = STARTUP_ALLOWANCE_S + CALL_BUDGET * options.timeout
         try:
-            process.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            _kill_group(process)
+            finished = child.wait(limit)
+        except ServerLost:  # the server died under it: audit it again in a process of its own
+            return audit(spec, options)
+        exit_code = child.stop()
+        if not finished:
             return _crashed(spec, f"the audit ran past {limit:.0f} s and was stopped (the target hangs)", {"limit_s": limit})
-        _kill_group(process)  # what the target started (forked workers) goes with it
         reader.join(timeout=5)
         if not result_path.exists():
             stderr_tail = b"".join(tail).decode(errors="replace").strip().splitlines()[-3:]
             return _crashed(
                 spec,
-                f"the process exited with code {process.returncode} without a result (os._exit, a signal or a fatal error)",
-                {"exit_code": process.returncode, "stderr_tail": stderr_tail},
+                f"the process exited with code {exit_code} without a result (os._exit, a signal or a fatal error)",
+                {"exit_code": exit_code, "stderr_tail": stderr_tail},
             )
         outcome = json.loads(result_path.read_text())
     if outcome["status"] == "import-error":
         raise InputError(outcome["message"])
     return TargetResult.from_dict(outcome["result"])
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    """Kill the child's process group (the child, and every descendant that stayed in it)."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait()
 
 
 def _crashed(spec: TargetSpec, message: str, evidence: dict) -> TargetResult:

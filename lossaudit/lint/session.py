@@ -43,6 +43,7 @@ from lossaudit.io.symbols import (
 )
 from lossaudit.lint.discover import LOOKED_FOR, Candidate, discover
 from lossaudit.lint.findings import Finding, TargetResult, fill_unchecked, filter_unchecked
+from lossaudit.lint.forkserver import ForkServers
 from lossaudit.lint.rules import SEVERITIES, parse_codes
 from lossaudit.lint.runner import AuditOptions, audit, default_jobs
 from lossaudit.lint.suppress import apply_suppressions, silenced
@@ -207,7 +208,7 @@ def _not_imported(item: Planned, error: InputError, definition: dict) -> TargetR
     return TargetResult(target=item.spec.text, status="error", hint=exception, location=location, message=" ".join(str(error).split()))
 
 
-def _result(item: Planned, settings: LintSettings) -> TargetResult:
+def _result(item: Planned, settings: LintSettings, servers: ForkServers | None = None) -> TargetResult:
     """One target's result: an error for a named target that cannot be resolved, skipped when
     silenced or not a loss by its signature, else audited in its child process."""
     if item.failure:
@@ -219,7 +220,7 @@ def _result(item: Planned, settings: LintSettings) -> TargetResult:
     if item.candidate is not None and item.candidate.skip:
         return TargetResult(target=item.spec.text, status="skipped", hint=item.candidate.skip + "; not imported or run", location=definition)
     try:
-        return _finish(audit(item.spec, item.options), item, settings, definition)
+        return _finish(audit(item.spec, item.options, servers), item, settings, definition)
     except InputError as error:
         return _not_imported(item, error, definition)
 
@@ -231,11 +232,11 @@ def stopping_errors(planned: list[Planned], results: list[TargetResult]) -> list
 
 
 def run(planned: list[Planned], settings: LintSettings) -> list[TargetResult]:
-    """Every planned target's result, in the planned order; ``settings.jobs`` audits at a time.
-    A target that cannot be imported is a result with status ``error`` (named ones are in
-    :func:`stopping_errors`)."""
-    with ThreadPoolExecutor(max_workers=settings.jobs or default_jobs()) as pool:
-        futures = [pool.submit(_result, item, settings) for item in planned]
+    """Every planned target's result, in the planned order; ``settings.jobs`` audits at a time,
+    forked by the run's fork servers. A target that cannot be imported is a result with status
+    ``error`` (named ones are in :func:`stopping_errors`)."""
+    with ForkServers() as servers, ThreadPoolExecutor(max_workers=settings.jobs or default_jobs()) as pool:
+        futures = [pool.submit(_result, item, settings, servers) for item in planned]
         try:
             return [future.result() for future in futures]
         finally:

@@ -2,6 +2,10 @@
 
     python -m lossaudit.lint.worker REQUEST.json RESULT.json
 
+or :func:`run` in a child forked by :mod:`lossaudit.lint.forkserver`. The child's current folder
+is not the user's (:mod:`lossaudit.lint.runner`): the request's ``user_folder`` is, and a file
+target's path is relative to it.
+
 The result file holds ``{"status": "ok", "result": {...}}`` or ``{"status": "import-error",
 "message": ...}`` (the parent exits 2). Import-time hangs, ``sys.exit`` and exceptions other than
 import errors are findings (FL015).
@@ -16,7 +20,7 @@ import traceback
 from pathlib import Path
 
 from lossaudit.errors import InputError
-from lossaudit.io.symbols import TargetSpec, import_symbol
+from lossaudit.io.symbols import TargetSpec, import_symbol, set_user_folder, user_folder
 from lossaudit.lint import reference
 from lossaudit.lint.findings import Finding, TargetResult
 from lossaudit.lint.kinds import CENTERNET, FAMILY_REFERENCES, REFERENCE_NAMES, SIGMOID
@@ -24,6 +28,10 @@ from lossaudit.lint.kinds import CENTERNET, FAMILY_REFERENCES, REFERENCE_NAMES, 
 SETTINGS_BUDGET = 1.5
 """The canonical settings (:mod:`lossaudit.lint.canonical`) start only within this many per-call
 timeouts of the audit's start: the parent stops the child after 30 s + 4 timeouts."""
+THREADS = 1
+"""torch's intra-op threads in the child: the probes' tensors are small and :func:`lossaudit.lint.runner.default_jobs`
+children run side by side, so one thread each keeps the cores busy without threads spinning against
+each other's (and a forked child starts its pool afresh)."""
 CONFIGURE_FIX = "pass the arguments it needs with --init KEY=VALUE, or init = { ... } in the target's configuration entry"
 
 
@@ -53,7 +61,7 @@ def audit(request: dict) -> TargetResult:
     from lossaudit.lint.subject import CallTimeout, run_with_timeout
 
     target, options = request["target"], request["options"]
-    spec = TargetSpec(text=target["text"], symbol=target["symbol"], file=Path(target["file"]) if target["file"] else None, module=target["module"])
+    spec = TargetSpec(text=target["text"], symbol=target["symbol"], file=user_folder() / target["file"] if target["file"] else None, module=target["module"])
     try:
         obj = import_symbol(spec, run=lambda load: run_with_timeout(load, options["timeout"]))
     except (Exception, SystemExit, CallTimeout) as error:
@@ -89,7 +97,7 @@ def _file_locator(file: str | None):
     if not file:
         return None
     locator = Locator(None)
-    locator.absolute = os.path.realpath(file)
+    locator.absolute = os.path.realpath(user_folder() / file)
     locator.path = file
     return locator
 
@@ -237,10 +245,15 @@ def limit_memory(megabytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
 
 
-def main() -> None:
-    request_path, result_path = sys.argv[1], sys.argv[2]
+def run(request_path: str, result_path: str) -> None:
+    """Audit the request's target in this process (lint's child, spawned or forked) and write the
+    result file; the memory limit is set first, the user's folder is the request's."""
     request = json.loads(Path(request_path).read_text())
+    set_user_folder(request["user_folder"])
     limit_memory(request["options"]["memory_limit_mb"])
+    import torch
+
+    torch.set_num_threads(THREADS)
     try:
         outcome = {"status": "ok", "result": audit(request).to_dict()}
     except InputError as error:
@@ -252,6 +265,10 @@ def main() -> None:
     temporary = Path(result_path + ".tmp")
     temporary.write_text(json.dumps(outcome, default=str))
     temporary.replace(result_path)
+
+
+def main() -> None:
+    run(sys.argv[1], sys.argv[2])
     sys.stdout.flush()
     os._exit(0)  # skip the target's atexit handlers and non-daemon threads
 
