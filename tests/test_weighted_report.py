@@ -190,3 +190,12 @@ def test_rare_classes_share_and_error(tmp_path, compare_json):
     assert entries["bce"]["rare_share_se"] == pytest.approx(se, rel=1e-6)
     assert report["quadrants"]["rare_share_se"]["bce"] == pytest.approx(se, rel=1e-6)
     assert entries["focal with alpha per class"]["rare_share_se"] is None
+
+
+def test_the_plots_say_they_are_estimates(dump, tmp_path, run_cli):
+    pytest.importorskip("matplotlib")
+    path, _ = dump
+    for command in ("compare", "sweep"):
+        figure = tmp_path / f"{command}.svg"
+        assert run_cli(command, path, "--plot", figure).exit_code == 0
+        assert "Estimates from a weighted sample" in figure.read_text()

@@ -313,11 +313,16 @@ def _figure(heights: list[float]) -> tuple[Figure, list[Axes]]:
 
 
 def _stack(panels: tuple[Panel, ...], report: dict) -> Figure:
-    """Every wanted panel of ``panels``, stacked in one figure."""
+    """Every wanted panel of ``panels``, stacked in one figure; a weighted dump's (the report's
+    ``estimate``) titled as the estimate it is."""
     wanted = [panel for panel in panels if panel.wanted(report)]
     figure, axes = _figure([panel.height(report) for panel in wanted])
     for panel, ax in zip(wanted, axes):
         panel.draw(ax, report)
+    estimate = report.get("estimate")
+    if estimate:
+        figure.suptitle(f"Estimates from a weighted sample: {estimate['sampled_elements']:,} sampled elements of "
+                        f"{estimate['population_elements']:,} (shares, sums; GHM-C weights and cumulative shares plug-in)", fontsize="small")
     return figure
 
 
