@@ -199,3 +199,15 @@ def test_the_plots_say_they_are_estimates(dump, tmp_path, run_cli):
         figure = tmp_path / f"{command}.svg"
         assert run_cli(command, path, "--plot", figure).exit_code == 0
         assert "Estimates from a weighted sample" in figure.read_text()
+
+
+def test_the_api_gives_the_estimate_and_errors(dump, tmp_path):
+    import lossaudit
+
+    path, arrays = dump
+    report = lossaudit.compare(path, losses=["bce"])
+    assert report.estimate["sampled_elements"] == ROWS * CLASSES
+    assert report.losses["bce"].details["positive_share_se"] > 0
+    assert report.per_class[0].details["share_se"]["bce"] > 0
+    plain = lossaudit.compare(logits=arrays["logits"], targets=arrays["targets"], losses=["bce"])
+    assert plain.estimate is None and "positive_share_se" not in plain.losses["bce"].details

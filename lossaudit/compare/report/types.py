@@ -195,6 +195,13 @@ class Report:
             extra={key: value for key, value in document.items() if key not in known},
         )
 
+    @property
+    def estimate(self) -> Mapping[str, Any] | None:
+        """A weighted dump's ``estimate`` section (schema 7: sampled elements, the population,
+        the plug-in quantities), else None; the shares' standard errors are the ``…_se`` keys of
+        :class:`LossResult` and the rows' ``details``."""
+        return self.extra.get("estimate")
+
     def to_dict(self) -> dict:
         """The ``compare --format json`` document."""
         out = {field.name: _plain(getattr(self, field.name)) for field in fields(self) if field.name != "extra"}
