@@ -354,3 +354,12 @@ def test_compare_reads_a_recorded_run(tmp_path, compare_json):
     assert report["estimate"]["sampled_elements"] == recorder.sampled_elements
     assert [row["positives"] for row in report["per_class"]] == [2 * int((labels == c).sum()) for c in range(4)]
     assert [row["ignored"] for row in report["per_class"]] == [20] * 4
+
+
+@pytest.mark.parametrize("module", ["lossaudit.record.sampler", "lossaudit.record.recorder"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
