@@ -239,6 +239,9 @@ def test_bad_batches_are_refused():
         sample_batch(np.zeros((4, 3), np.float32), np.array([0, 1, 7, 3]))
     with pytest.raises(ValueError, match=r"targets has shape \(5,\) but logits has shape \(4, 3\)"):
         sample_batch(np.zeros((4, 3), np.float32), np.zeros(5, dtype=np.int64))
+    for labels in (np.zeros(4), np.zeros(4, dtype=bool)):
+        with pytest.raises(ValueError, match=r"targets has shape \(4,\) and dtype torch\.(float64|bool); expected integer class ids \(or \(4, 3\) one-hot/soft targets\)"):
+            sample_batch(np.zeros((4, 3), np.float32), labels)
     with pytest.raises(TypeError, match="expected floating-point logits"):
         sample_batch(np.zeros((4, 3), np.int32), np.zeros(4, dtype=np.int64))
 

@@ -119,8 +119,9 @@ def select(logits: object, targets: object, rate: float = 0.01, target_size: int
     has_target, dropped = _row_targets(labels, per_class, classes)
     if row_mask is not None:
         dropped |= ~row_mask
-    free = ~has_target & ~dropped
-    kept_rows = (has_target & ~dropped).nonzero().squeeze(1)
+        has_target &= row_mask
+    free = ~(has_target | dropped)
+    kept_rows = has_target.nonzero().squeeze(1)
     threshold = _logit(easy_edge)
     flat = x.view(-1)
     hard = (x < threshold).logical_not_().view(-1).nonzero().squeeze(1)  # p >= edge, NaN or +inf
@@ -235,7 +236,7 @@ def _flatten(logits: object, targets: object, mask: object):
     x = as_rows(logits)
     target_rows = as_rows(targets)
     labels, per_class = (None, target_rows) if target_rows.ndim == 2 else (target_rows, None)
-    if labels is not None and (labels.is_floating_point() or labels.is_complex()):
+    if labels is not None and (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool):
         raise ValueError(f"targets has shape {tuple(targets.shape)} and dtype {targets.dtype}; expected integer class ids (or {tuple(logits.shape)} one-hot/soft targets)")
     element_mask = row_mask = None
     if mask is not None:
@@ -260,15 +261,20 @@ def _shaped(tensor) -> np.ndarray:
 
 
 def _row_targets(labels, per_class, classes: int):
-    """``(has_target, dropped)`` ``(N,)`` bool: rows with a target; rows with the ignore label."""
+    """``(has_target, dropped)`` ``(N,)`` bool, disjoint: rows with a target; rows with the ignore label.
+
+    Raises:
+        ValueError: a class id outside -1..C.
+    """
     if labels is None:
         return (per_class != 0).any(dim=1), torch.zeros(len(per_class), dtype=torch.bool, device=per_class.device)
-    bad = (labels < -1) | (labels > classes)
-    if bool(bad.any()):
-        first = int(labels[bad][0])
-        raise ValueError(f"targets holds {plural(int(bad.sum()), 'class id')} outside -1..{classes} (the first {first}); expected 0..{classes - 1}, "
-                         f"{classes} for background or -1 to ignore")
-    return (labels >= 0) & (labels < classes), labels == -1
+    low, high = (int(value) for value in torch.aminmax(labels))
+    if low < -1 or high > classes:
+        bad = (labels < -1) | (labels > classes)
+        raise ValueError(f"targets holds {plural(int(bad.sum()), 'class id')} outside -1..{classes} (the first {int(labels[bad][0])}); "
+                         f"expected 0..{classes - 1}, {classes} for background or -1 to ignore")
+    dropped = labels == -1
+    return (labels != classes) & ~dropped, dropped
 
 
 def _class_weights(rate: float, target_size: int | None, free, element_mask, hard_classes, classes: int) -> np.ndarray:
