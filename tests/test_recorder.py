@@ -310,6 +310,14 @@ def test_recorder_resumes_a_run(tmp_path):
     assert len(ids) == 1
 
 
+@pytest.mark.parametrize("content", [b"PK\x03\x04 not a zip", b"not numpy"])
+def test_resuming_a_run_whose_file_cannot_be_read_names_it(tmp_path, content):
+    (tmp_path / "rank000-000000.npz").write_bytes(content)
+    with pytest.raises(OSError, match=r"rank000-000000\.npz: cannot read the run id of the run to resume"):
+        lossaudit.Recorder(tmp_path, resume=True)
+    assert [path.name for path in tmp_path.iterdir()] == ["rank000-000000.npz"]
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_recorder_files_get_the_users_umask(tmp_path, umask):
     previous = os.umask(umask)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -72,25 +73,35 @@ class RunWriter:
 
 def _open_run(folder: Path, resume: bool, hint: str) -> tuple[str | None, tuple[type, str] | None]:
     """Rank 0's checks: ``(run id, None)`` with the folder created, or ``(None, (error type, message))``
-    (``hint`` ends the message of a folder that is not empty)."""
-    if folder.exists() and not folder.is_dir():
-        return None, (NotADirectoryError, f"{folder}: is a file; a run is written into a folder")
-    present = sorted(folder.iterdir()) if folder.exists() else []
-    if present and not resume:
-        return None, (FileExistsError, f"{folder}: exists and holds {plural(len(present), 'item')}; a run is never written over another: "
-                                       f"choose a new folder{hint}")
-    run_id = _existing_run_id(present) or uuid.uuid4().hex[:12]
-    folder.mkdir(parents=True, exist_ok=True)
+    (``hint`` ends the message of a folder that is not empty). Never raises: under DDP the other
+    ranks wait for its answer."""
+    try:
+        if folder.exists() and not folder.is_dir():
+            return None, (NotADirectoryError, f"{folder}: is a file; a run is written into a folder")
+        present = sorted(folder.iterdir()) if folder.exists() else []
+        if present and not resume:
+            return None, (FileExistsError, f"{folder}: exists and holds {plural(len(present), 'item')}; a run is never written over another: "
+                                           f"choose a new folder{hint}")
+        run_id = _existing_run_id(present) or uuid.uuid4().hex[:12]
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return None, (type(error), str(error))
     return run_id, None
 
 
 def _existing_run_id(present: list[Path]) -> str | None:
-    """The run id of the first run file among ``present``, or None."""
+    """The run id of the first run file among ``present``, or None.
+
+    Raises:
+        OSError: that file cannot be read as an ``.npz`` (the message names it).
+    """
     for path in present:
         if FILE_PATTERN.fullmatch(path.name):
-            with np.load(path, allow_pickle=False) as data:
-                if RUN_ID_KEY in data.files:
-                    return str(data[RUN_ID_KEY])
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    return str(data[RUN_ID_KEY]) if RUN_ID_KEY in data.files else None
+            except (OSError, ValueError, zipfile.BadZipFile) as error:
+                raise OSError(f"{path}: cannot read the run id of the run to resume: {error}") from None
     return None
 
 
