@@ -101,6 +101,21 @@ def test_a_rate_that_is_no_number_is_one_line_from_the_program(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_failure_half_way_leaves_no_half_written_run(tmp_path, run_cli):
+    """The second batch holds a class id out of range: the first batch's file and the folder go."""
+    good, bad = tmp_path / "dump" / "a.npz", tmp_path / "dump" / "b.npz"
+    good.parent.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(good, logits=rng.normal(-4, 1, (50, 3)).astype(np.float32), targets=np.full(50, 3))
+    np.savez(bad, logits=rng.normal(-4, 1, (50, 3)).astype(np.float32), targets=np.r_[np.full(49, 3), 9])
+    result = run_cli("sample", good.parent, "--output", tmp_path / "run")
+    assert result.exit_code == 2 and "b.npz: 1 row with a class id that is no class, background or ignore label (9)" in result.stderr
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "kept").mkdir()
+    assert run_cli("sample", good.parent, "--output", tmp_path / "kept").exit_code == 2
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
+
+
 def test_a_weighted_dump_and_heatmaps_are_refused(tmp_path, run_cli):
     assert run_cli("sample", DETECTION, "--seed", "0", "--output", tmp_path / "run").exit_code == 0
     result = run_cli("sample", tmp_path / "run", "--output", tmp_path / "again")

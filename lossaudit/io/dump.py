@@ -123,7 +123,7 @@ def save(path: str | os.PathLike, logits: object, targets: object, class_names: 
 
 
 SAMPLE_KEYS = ("logits", "targets", "weights", "padding", "population_rows", "population_elements", "sample_rate")
-"""The keys of a weighted batch (design of issue 24, README "Recording samples"): ``logits``,
+"""The keys of a weighted batch (issue 24; docs/compare/sampling.md): ``logits``,
 ``targets``, ``weights`` (``>= 1``, inverse inclusion probabilities) and ``padding`` shaped like the
 logits; the scalars ``population_rows``, ``population_elements`` (the batch before sampling) and
 ``sample_rate`` (the easy negatives' rate, -1 for a target size); optionally ``ignored``, ``(C,)``

@@ -14,15 +14,14 @@ import numpy as np
 from lossaudit._lazy import torch
 from lossaudit.errors import InputError
 from lossaudit.io.dataset import CLASS_NAMES_KEY, LoadOptions, plan
+from lossaudit.io.dataset.options import WEIGHTS_KEY
 from lossaudit.io.readers import read_batches
 from lossaudit.record.recorder import RunWriter
 from lossaudit.record.sampler import EASY_EDGE, pack, select
+from lossaudit.render.formatting import plural
 
 CHUNK_ROWS = 1 << 16
 """Rows decoded and sampled at a time."""
-
-WEIGHTS_KEY = "weights"
-
 
 @dataclass
 class Written:
@@ -57,12 +56,30 @@ def sample_dumps(paths: list[Path], output: Path, rate: float = 0.01, target_siz
     if info.encoding == "heatmap":
         raise InputError(f"{info.files[0]}: heatmap targets (positives == 1): a sample's rows are no longer maps and would be read as soft "
                          "targets (positives >= 0.5); pass --targets soft to sample them as soft targets")
+    created = not output.exists()
     try:
         writer = RunWriter(output)
     except OSError as error:
         raise InputError(f"--output {error}") from None
+    written: list[Path] = []
+    try:
+        population, sampled = _sample(data, writer, written, rate, target_size, easy_edge, seed, CLASS_NAMES_KEY in batches[0].keys())
+    except BaseException:
+        for path in written:  # no half-written run: what this call wrote goes, and the folder if it made it
+            path.unlink(missing_ok=True)
+        if created and not any(output.iterdir()):
+            output.rmdir()
+        raise
+    return Written(writer.folder, writer.run_id, writer.next, population, sampled)
+
+
+def _sample(data, writer: RunWriter, written: list[Path], rate: float, target_size: int | None, easy_edge: float, seed: int | None,
+            with_names: bool) -> tuple[int, int]:
+    """Sample every batch of ``data`` (a :class:`~lossaudit.io.dataset.DataPlan`) into ``writer``'s
+    run, appending each file to ``written``; returns (population elements, sampled elements)."""
+    info = data.info
     generator = None if seed is None else torch.Generator().manual_seed(seed)
-    names = np.asarray(info.class_names) if CLASS_NAMES_KEY in batches[0].keys() else None
+    names = np.asarray(info.class_names) if with_names else None
     population = sampled = 0
     buffer = np.empty((min(CHUNK_ROWS, max(info.num_rows, 1)), info.num_classes), dtype=np.float32)
     with data.reader() as reader:
@@ -72,15 +89,15 @@ def sample_dumps(paths: list[Path], output: Path, rate: float = 0.01, target_siz
                 chunk = reader.decode(span, out=buffer)
                 if chunk.out_of_range.any():
                     labels = ", ".join(map(str, sorted(info.out_of_range_labels)))
-                    raise InputError(f"{info.files[index]}: {int(chunk.out_of_range.sum())} rows have a class id that is no class, background or ignore label "
+                    raise InputError(f"{info.files[index]}: {plural(int(chunk.out_of_range.sum()), 'row')} with a class id that is no class, background or ignore label "
                                      f"({labels}); fix --background-index, --ignore-index or --label-base")
                 part = None if target_size is None else max(1, round(target_size * len(chunk.logits) / data.sources[index].rows))
                 selections.append(select(chunk.logits, chunk.targets, rate, part, easy_edge, ~chunk.ignored, generator))
             batch = pack(selections)
             if names is not None:
                 batch["class_names"] = names
-            writer.write(batch)
+            written.append(writer.write(batch))
             population += int(batch["population_elements"])
             sampled += int(np.count_nonzero(~batch["padding"]))
     data.finish_pass()
-    return Written(writer.folder, writer.run_id, writer.next, population, sampled)
+    return population, sampled
