@@ -219,6 +219,29 @@ def test_masks_and_the_ignore_label_drop_and_count():
     np.testing.assert_array_equal(batch["ignored"], [13, 13, 13])
 
 
+def test_masks_of_maps_follow_the_maps_flattening():
+    """(B, C, H, W) logits with an element mask shaped like them and a row mask shaped like the
+    maps: what is kept and counted, against numpy's flattening (class axis last, then rows)."""
+    rng = np.random.default_rng(8)
+    maps = rng.uniform(-9, 2, (2, 3, 4, 5)).astype(np.float32)
+    labels = np.full((2, 4, 5), 3)
+    labels[0, 1, 2], labels[1, 3, 0] = 1, -1
+    element_mask = rng.random(maps.shape) > 0.2
+    rows = np.moveaxis(maps, 1, -1).reshape(-1, 3)
+    flat_labels = labels.reshape(-1)
+    dropped = (flat_labels[:, None] == -1) | ~np.moveaxis(element_mask, 1, -1).reshape(-1, 3)
+    batch = sample_batch(torch.from_numpy(maps), torch.from_numpy(labels), rate=1.0, mask=torch.from_numpy(element_mask))
+    np.testing.assert_array_equal(batch["ignored"], dropped.sum(axis=0))
+    np.testing.assert_array_equal(np.sort(batch["logits"][~batch["padding"]]), np.sort(rows[~dropped]))
+    labelled = flat_labels == 1
+    np.testing.assert_array_equal(batch["padding"][0], dropped[labelled][0])
+
+    row_mask = np.ones((2, 4, 5))
+    row_mask[0, 1, 2] = 0  # the labelled cell
+    batch = sample_batch(maps, labels, rate=1.0, mask=row_mask)
+    assert not batch["targets"].any() and batch["ignored"].tolist() == [2, 2, 2]
+
+
 @pytest.mark.parametrize(
     "arguments, says",
     [
