@@ -257,10 +257,10 @@ DATA = {
 
 OPTIONS = {
     "unknown option": Case(lambda folder: ["compare", "--nope"], says=("--nope",)),
-    "bad choice": Case(lambda folder: ["compare", _dump(folder), "--format", "xml"], says=("'--format'", "xml")),
-    "value out of range": Case(lambda folder: ["lint", "x.py:F", "--jobs", "0"], says=("'--jobs'",)),
+    "bad choice": Case(lambda folder: ["compare", _dump(folder), "--format", "xml"], says=("--format xml: expected one of text, json",)),
+    "value out of range": Case(lambda folder: ["lint", "x.py:F", "--jobs", "0"], says=("--jobs 0: expected at least 1",)),
     "missing value": Case(lambda folder: ["compare", _dump(folder), "--alpha"], says=("'--alpha' requires an argument",)),
-    "not a number": Case(lambda folder: ["compare", _dump(folder), "--gamma", "two"], says=("'--gamma'",)),
+    "not a number": Case(lambda folder: ["compare", _dump(folder), "--gamma", "two"], says=("--gamma two: expected a number",)),
     "unknown loss": Case(lambda folder: ["compare", _dump(folder), "--losses", "ce,fcoal"], says=("fcoal",)),
     "--data without --model": Case(lambda folder: ["compare", _dump(folder), "--data", "x.npz"], says=("--data",)),
     "malformed --init": Case(lambda folder: ["lint", f"{_write(folder, 'l.py', FOCAL_FUNCTION).name}:focal", "--init", "alpha"], says=("--init", "KEY=VALUE")),
