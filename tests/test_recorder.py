@@ -397,3 +397,19 @@ def test_docstring_examples_run(module):
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
+
+
+def test_a_weighted_batch_sampled_again_multiplies_the_weights_and_skips_the_padding():
+    from lossaudit.record import pack, select
+
+    logits, labels = _detection_batch(3000, 4, seed=12)
+    first = sample_batch(logits, labels, rate=0.25, generator=_seeded(0))
+    second = pack([select(first["logits"], first["targets"], 0.5, mask=np.ones(first["logits"].shape, bool), generator=_seeded(1),
+                          weights=first["weights"], padding=first["padding"])])
+    before, after = first["weights"][~first["padding"]], second["weights"][~second["padding"]]
+    assert set(np.unique(after)) == {1.0, 8.0} and np.count_nonzero(after == 1) == np.count_nonzero(before == 1)
+    assert second["ignored"].tolist() == [0, 0, 0, 0]  # padding is no ignored element
+    rows = int(first["targets"].any(axis=1).sum())
+    np.testing.assert_array_equal(second["logits"][:rows], first["logits"][:rows])
+    with pytest.raises(ValueError, match=r"shaped like its \(N, C\) logits"):
+        select(first["logits"], first["targets"], weights=first["weights"][:-1])

@@ -1,7 +1,8 @@
 """``lossaudit sample``: a weighted run written from an existing dump (every labelled row and every
 element that is not easy kept, the easy negatives sampled), reproducible with --seed, never written
-over anything, bad settings and inputs one line with exit 2; ``compare`` reads the run. Expected
-values come from the dump itself, in numpy."""
+over anything, bad settings and inputs one line with exit 2; a weighted dump sampled again (the
+weights multiply, unbiased given the first sample); ``compare`` reads the run. Expected values come
+from the dump itself, in numpy."""
 
 from __future__ import annotations
 
@@ -116,13 +117,56 @@ def test_a_failure_half_way_leaves_no_half_written_run(tmp_path, run_cli):
     assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
 
 
-def test_a_weighted_dump_and_heatmaps_are_refused(tmp_path, run_cli):
-    assert run_cli("sample", DETECTION, "--seed", "0", "--output", tmp_path / "run").exit_code == 0
-    result = run_cli("sample", tmp_path / "run", "--output", tmp_path / "again")
-    assert result.exit_code == 2 and "rank000-000000.npz: key 'weights': the dump is already a weighted sample" in result.stderr
+def test_heatmaps_are_refused(tmp_path, run_cli):
     result = run_cli("sample", ROOT / "examples" / "centernet.npz", "--output", tmp_path / "maps")
     assert result.exit_code == 2 and "heatmap targets" in result.stderr and "--targets soft" in result.stderr
-    assert not (tmp_path / "again").exists() and not (tmp_path / "maps").exists()
+    assert not (tmp_path / "maps").exists()
+
+
+def test_a_weighted_dump_is_sampled_again_and_the_weights_multiply(tmp_path, run_cli):
+    assert run_cli("sample", DETECTION, "--rate", "0.1", "--seed", "1", "--output", tmp_path / "first").exit_code == 0
+    result = run_cli("sample", tmp_path / "first", "--rate", "0.5", "--seed", "2", "--output", tmp_path / "second")
+    assert result.exit_code == 0, result.output
+    first, second = _arrays(tmp_path / "first" / "rank000-000000.npz"), _arrays(tmp_path / "second" / "rank000-000000.npz")
+    kept_first, kept_second = first["weights"][~first["padding"]], second["weights"][~second["padding"]]
+    assert set(np.unique(kept_second)) == {1.0, 20.0}  # 10 x 2
+    assert np.count_nonzero(kept_second == 1) == np.count_nonzero(kept_first == 1)
+    easy = np.count_nonzero(kept_first == 10)
+    assert abs(np.count_nonzero(kept_second == 20) - easy / 2) < 4 * math.sqrt(easy / 4)
+    for key in ("population_rows", "population_elements", "ignored"):
+        np.testing.assert_array_equal(second[key], first[key])
+    assert float(second["sample_rate"]) == pytest.approx(0.05) and second["weights"].dtype == np.float16
+
+
+def test_sampling_a_sample_again_is_unbiased_given_the_first_sample(tmp_path):
+    """Two-phase sampling: over 120 seeds of the second phase, the mean HT sums (easy negatives'
+    count and BCE) lie within 3 standard errors of the first sample's HT sums."""
+    from lossaudit.record.dumps import sample_dumps
+
+    sample_dumps([DETECTION], tmp_path / "first", rate=0.2, seed=0)
+
+    def sums(folder: Path) -> np.ndarray:
+        batch = _arrays(folder / "rank000-000000.npz")
+        x, w = batch["logits"].astype(np.float64), batch["weights"].astype(np.float64)
+        easy = ~batch["padding"] & (batch["targets"].sum(axis=1, keepdims=True) == 0) & (x < math.log(1 / 9))
+        return np.array([w[easy].sum(), (w * np.logaddexp(0, x))[easy].sum()])
+
+    truth = sums(tmp_path / "first")
+    estimates = np.array([sums(sample_dumps([tmp_path / "first"], tmp_path / f"s{seed}", rate=0.3, seed=seed).folder) for seed in range(120)])
+    standard_error = estimates.std(axis=0, ddof=1) / math.sqrt(len(estimates))
+    assert (np.abs(estimates.mean(axis=0) - truth) < 3 * standard_error).all(), (estimates.mean(axis=0), truth, standard_error)
+
+
+def test_a_weighted_dump_with_masked_elements_is_refused(tmp_path, run_cli):
+    assert run_cli("sample", DETECTION, "--seed", "0", "--output", tmp_path / "first").exit_code == 0
+    batch = _arrays(tmp_path / "first" / "rank000-000000.npz")
+    batch["mask"] = np.ones(batch["logits"].shape, dtype=np.uint8)
+    batch["mask"][0, 0] = 0
+    (tmp_path / "masked").mkdir()
+    np.savez(tmp_path / "masked" / "b.npz", **batch)
+    result = run_cli("sample", tmp_path / "masked", "--output", tmp_path / "again")
+    assert result.exit_code == 2 and "b.npz: a weighted batch with ignored or masked elements: sampling it again is not supported" in result.stderr
+    assert not (tmp_path / "again").exists()
 
 
 @pytest.mark.skipif("weighted" not in DataInfo.__dataclass_fields__, reason="compare's reader of weighted dumps (issue 24, ENGINE) is not there yet")

@@ -14,7 +14,6 @@ import numpy as np
 from lossaudit._lazy import torch
 from lossaudit.errors import InputError
 from lossaudit.io.dataset import CLASS_NAMES_KEY, LoadOptions, plan
-from lossaudit.io.dataset.options import WEIGHTS_KEY
 from lossaudit.io.readers import read_batches
 from lossaudit.record.recorder import RunWriter
 from lossaudit.record.sampler import EASY_EDGE, pack, select
@@ -40,18 +39,15 @@ def sample_dumps(paths: list[Path], output: Path, rate: float = 0.01, target_siz
 
     Each batch of the dump is read in chunks of :data:`CHUNK_ROWS` rows; with ``target_size`` (per
     batch), a chunk's share of it is proportional to its rows. Class names the dump holds are kept.
+    A weighted dump is sampled again (two-phase sampling: the weights multiply; see
+    :func:`~lossaudit.record.sampler.select`), keeping its population (:func:`_carry_population`).
 
     Raises:
-        InputError: what ``compare`` would refuse, a weighted dump (sampling a sample again is not
-            supported), heatmap targets (a sample is 2-D and would be read as soft targets), class
-            ids out of range, or an ``output`` that exists and is not empty.
+        InputError: what ``compare`` would refuse, heatmap targets (a sample is 2-D and would be
+            read as soft targets), class ids out of range, a weighted dump with ignored or masked
+            elements, or an ``output`` that exists and is not empty.
     """
-    batches = read_batches(paths)
-    for batch in batches:
-        if WEIGHTS_KEY in batch.keys():
-            raise InputError(f"{batch.source}: key '{WEIGHTS_KEY}': the dump is already a weighted sample; lossaudit sample reads unweighted dumps "
-                             "(sampling a sample again is not supported: sample the original dump)")
-    data = plan(batches, options)
+    data = plan(read_batches(paths), options)
     info = data.info
     if info.encoding == "heatmap":
         raise InputError(f"{info.files[0]}: heatmap targets (positives == 1): a sample's rows are no longer maps and would be read as soft "
@@ -63,7 +59,7 @@ def sample_dumps(paths: list[Path], output: Path, rate: float = 0.01, target_siz
         raise InputError(f"--output {error}") from None
     written: list[Path] = []
     try:
-        population, sampled = _sample(data, writer, written, rate, target_size, easy_edge, seed, CLASS_NAMES_KEY in batches[0].keys())
+        population, sampled = _sample(data, writer, written, rate, target_size, easy_edge, seed, CLASS_NAMES_KEY in data.sources[0].batch.keys())
     except BaseException:
         for path in written:  # no half-written run: what this call wrote goes, and the folder if it made it
             path.unlink(missing_ok=True)
@@ -71,6 +67,23 @@ def sample_dumps(paths: list[Path], output: Path, rate: float = 0.01, target_siz
             output.rmdir()
         raise
     return Written(writer.folder, writer.run_id, writer.next, population, sampled)
+
+
+def _carry_population(batch: dict[str, np.ndarray], weighting, estimated_rows: float) -> None:
+    """A weighted batch sampled again: its population is the original batch's (the recorded
+    ``population_rows`` and ``population_elements``, else the Horvitz-Thompson estimates of the
+    sample read), its ``ignored`` counts carry over, and its rate is the product of the two phases'
+    (-1 when either came from a target size)."""
+    recorded = weighting.scalars
+    rows = recorded.get("population_rows", round(estimated_rows))
+    batch["population_rows"] = np.asarray(round(rows), dtype=np.int64)
+    classes = batch["logits"].shape[1]
+    batch["population_elements"] = np.asarray(round(recorded.get("population_elements", rows * classes)), dtype=np.int64)
+    earlier = recorded.get("sample_rate", -1.0)
+    now = float(batch["sample_rate"])
+    batch["sample_rate"] = np.asarray(earlier * now if earlier > 0 and now > 0 else -1.0)
+    if weighting.ignored is not None:
+        batch["ignored"] = batch.get("ignored", 0) + np.asarray(weighting.ignored, dtype=np.int64)
 
 
 def _sample(data, writer: RunWriter, written: list[Path], rate: float, target_size: int | None, easy_edge: float, seed: int | None,
@@ -84,7 +97,7 @@ def _sample(data, writer: RunWriter, written: list[Path], rate: float, target_si
     buffer = np.empty((min(CHUNK_ROWS, max(info.num_rows, 1)), info.num_classes), dtype=np.float32)
     with data.reader() as reader:
         for index, spans in groupby(data.ranges(CHUNK_ROWS), key=lambda span: span[0]):
-            selections = []
+            selections, population_rows = [], 0.0
             for span in spans:
                 chunk = reader.decode(span, out=buffer)
                 if chunk.out_of_range.any():
@@ -92,8 +105,14 @@ def _sample(data, writer: RunWriter, written: list[Path], rate: float, target_si
                     raise InputError(f"{info.files[index]}: {plural(int(chunk.out_of_range.sum()), 'row')} with a class id that is no class, background or ignore label "
                                      f"({labels}); fix --background-index, --ignore-index or --label-base")
                 part = None if target_size is None else max(1, round(target_size * len(chunk.logits) / data.sources[index].rows))
-                selections.append(select(chunk.logits, chunk.targets, rate, part, easy_edge, ~chunk.ignored, generator))
+                try:
+                    selections.append(select(chunk.logits, chunk.targets, rate, part, easy_edge, ~chunk.ignored, generator, chunk.weights, chunk.padding))
+                except ValueError as error:  # a weighted batch that cannot be sampled again
+                    raise InputError(f"{info.files[index]}: {error}") from None
+                population_rows += float(chunk.row_weights.sum()) if chunk.weights is not None else 0
             batch = pack(selections)
+            if data.sources[index].weighting is not None:
+                _carry_population(batch, data.sources[index].weighting, population_rows)
             if names is not None:
                 batch["class_names"] = names
             written.append(writer.write(batch))

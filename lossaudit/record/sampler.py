@@ -49,9 +49,11 @@ class Selection:
 
     Attributes:
         row_logits, row_targets: ``(P, C)`` the rows with a target, whole (targets float32 or float16).
-        row_padding: ``(P, C)`` bool, masked elements of those rows, or None.
+        row_padding: ``(P, C)`` bool, masked elements (and padding) of those rows, or None.
+        row_weights: ``(P, C)`` their weights when the batch was weighted already, else None (1).
         classes, logits, weights: ``(k,)`` the kept elements of the other rows: class, logit, weight
-            (float16, or float32 with a weight above 65504; 1 for an element that is not easy).
+            (float16, or float32 with a weight above 65504 or a weighted batch; an element that is
+            not easy keeps its weight, 1 unless the batch was weighted).
         ignored: ``(C,)`` int64 elements dropped by a mask or the ignore label, or None (neither given).
         rows: N, the batch's rows before sampling.
         sample_rate: the easy negatives' rate (the smallest if the classes differ), -1 for a target size.
@@ -60,6 +62,7 @@ class Selection:
     row_logits: np.ndarray
     row_targets: np.ndarray
     row_padding: np.ndarray | None
+    row_weights: np.ndarray | None
     classes: np.ndarray
     logits: np.ndarray
     weights: np.ndarray
@@ -108,44 +111,70 @@ def sample_batch(logits: object, targets: object, rate: float = 0.01, target_siz
 
 
 def select(logits: object, targets: object, rate: float = 0.01, target_size: int | None = None, easy_edge: float = EASY_EDGE,
-           mask: object = None, generator: object = None) -> Selection:
+           mask: object = None, generator: object = None, weights: object = None, padding: object = None) -> Selection:
     """What :func:`sample_batch` keeps of one batch, copied to the CPU (same arguments).
+
+    A batch that is a weighted sample already (``weights`` and ``padding`` shaped like the logits,
+    as ``lossaudit sample`` reads a weighted dump) is sampled again: two-phase sampling, the weights
+    multiply (an element kept with certainty keeps its weight w, a sampled easy negative weighs
+    ``w / r_c``), padding is neither kept nor counted, and an ignored or masked element is refused
+    (its weighted count would not be a whole number). Only ``(N, C)`` logits then.
 
     Passes over the whole batch: one comparison with the easy edge, its negation in place, one
     ``nonzero``; everything else runs on the rows (``(N,)``) or on the kept elements."""
     _check_settings(rate, target_size, easy_edge)
     x, labels, per_class, element_mask, row_mask = _flatten(logits, targets, mask)
     rows, classes = x.shape
+    prior, present = _prior(x, weights, padding)
+    available_mask = element_mask if present is None else present if element_mask is None else element_mask & present
     has_target, dropped = _row_targets(labels, per_class, classes)
     if row_mask is not None:
         dropped |= ~row_mask
         has_target &= row_mask
+    if prior is not None and (bool(dropped.any()) or (element_mask is not None and not bool((element_mask if present is None else element_mask | ~present).all()))):
+        raise ValueError("a weighted batch with ignored or masked elements: sampling it again is not supported (their weighted count is not a whole number)")
     free = ~(has_target | dropped)
     kept_rows = has_target.nonzero().squeeze(1)
     threshold = _logit(easy_edge)
     flat = x.view(-1)
     hard = (x < threshold).logical_not_().view(-1).nonzero().squeeze(1)  # p >= edge, NaN or +inf
-    hard = hard.masked_select(_available(hard, free, element_mask, classes))
+    hard = hard.masked_select(_available(hard, free, available_mask, classes))
     hard_classes = hard % classes
-    weights = _class_weights(rate, target_size, free, element_mask, hard_classes, classes)
-    sampled = _poisson(rows, weights, generator, x.device)
-    sampled = sampled.masked_select((flat.index_select(0, sampled) < threshold) & _available(sampled, free, element_mask, classes))
+    class_weights = _class_weights(rate, target_size, free, available_mask, hard_classes, classes)
+    sampled = _poisson(rows, class_weights, generator, x.device)
+    sampled = sampled.masked_select((flat.index_select(0, sampled) < threshold) & _available(sampled, free, available_mask, classes))
     kept = torch.cat([hard, sampled])
     kept_classes = (kept % classes).cpu().numpy()
     ignored = None
     if element_mask is not None or row_mask is not None or labels is not None:
-        ignored = _ignored(dropped, element_mask, classes)
+        ignored = _ignored(dropped, element_mask if present is None or element_mask is None else element_mask | ~present, classes)
+    element_weights = _element_weights(class_weights, kept_classes, len(hard))
+    if prior is not None:
+        element_weights = element_weights.astype(np.float32) * prior.view(-1).index_select(0, kept).cpu().numpy().astype(np.float32)
     return Selection(
         row_logits=_numpy_logits(x.index_select(0, kept_rows)),
         row_targets=_row_target_values(labels, per_class, kept_rows, classes),
-        row_padding=None if element_mask is None else (~element_mask.index_select(0, kept_rows)).cpu().numpy(),
+        row_padding=None if available_mask is None else (~available_mask.index_select(0, kept_rows)).cpu().numpy(),
+        row_weights=None if prior is None else prior.index_select(0, kept_rows).cpu().numpy().astype(np.float32),
         classes=kept_classes,
         logits=_numpy_logits(flat.index_select(0, kept)),
-        weights=_element_weights(weights, kept_classes, len(hard)),
+        weights=element_weights,
         ignored=ignored,
         rows=rows,
-        sample_rate=-1.0 if target_size is not None else float(1 / weights.max()),
+        sample_rate=-1.0 if target_size is not None else float(1 / class_weights.max()),
     )
+
+
+def _prior(x, weights: object, padding: object):
+    """``(weights, present)`` of a batch that is a weighted sample already, as ``(N, C)`` tensors on
+    ``x``'s device (``present`` None without padding), or ``(None, None)``."""
+    if weights is None:
+        return None, None
+    prior = _tensor(weights)
+    if tuple(prior.shape) != tuple(x.shape) or (padding is not None and tuple(_tensor(padding).shape) != tuple(x.shape)):
+        raise ValueError(f"weights and padding of a weighted batch must be shaped like its (N, C) logits {tuple(x.shape)}")
+    present = None if padding is None else ~_tensor(padding).to(x.device, torch.bool)
+    return prior.to(x.device, torch.float64), present
 
 
 def _available(flat_indices, free, element_mask, classes: int):
@@ -175,8 +204,13 @@ def pack(selections: list[Selection]) -> dict[str, np.ndarray]:
     logits[: len(row_logits)] = row_logits
     logits.reshape(-1)[positions] = np.concatenate([item.logits for item in selections])[sort]
     element_weights = np.concatenate([item.weights for item in selections])
-    weights = np.ones(shape, dtype=element_weights.dtype)
+    weights = np.ones(shape, dtype=np.result_type(element_weights, *(item.row_weights for item in selections if item.row_weights is not None)))
+    for start, item in zip(np.cumsum([0] + [len(item.row_logits) for item in selections[:-1]]), selections):
+        if item.row_weights is not None:
+            weights[start : start + len(item.row_weights)] = item.row_weights
     weights.reshape(-1)[positions] = element_weights[sort]
+    if weights.dtype != np.float16 and weights.max(initial=1) <= FLOAT16_MAX and (weights.astype(np.float16) == weights).all():
+        weights = weights.astype(np.float16)  # every weight exact in 2 bytes (a batch sampled twice at float16 rates)
     padding = np.ones(shape, dtype=bool)
     padding[: len(row_logits)] = False
     for start, item in zip(np.cumsum([0] + [len(item.row_logits) for item in selections[:-1]]), selections):
