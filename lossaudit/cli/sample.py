@@ -28,7 +28,7 @@ from lossaudit.render.formatting import plural
 
 @app.command(cls=Command)
 def sample(
-    paths: Annotated[list[Path], typer.Argument(help=plain("Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file); unweighted."), show_default=False, metavar="DUMP")],
+    paths: Annotated[list[Path], typer.Argument(help=plain("Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file); a weighted sample is sampled again (its weights multiply)."), show_default=False, metavar="DUMP")],
     output: Annotated[Path, typer.Option("--output", help=plain("The run folder to write (rank000-000000.npz, ...: one file per batch of the dump); new or empty, never overwritten."), metavar="DIR", show_default=False, rich_help_panel="Sample")],
     rate: Annotated[float, typer.Option("--rate", help=plain("Inclusion probability of the easy negatives, in (0, 1]: each is kept independently with it and weighs its inverse; every row with a target and every element that is not easy is kept with weight 1."), metavar="R", rich_help_panel="Sample")] = 0.01,
     target_size: Annotated[Optional[int], typer.Option("--target-size", help=plain("Instead of --rate: about N easy negatives per batch, N/C per class (a class with fewer keeps them all)."), metavar="N", show_default=False, rich_help_panel="Sample")] = None,
