@@ -225,3 +225,26 @@ def test_module_targets_import_from_their_root_and_a_relative_pythonpath(tmp_pat
                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=LIMIT_S)
         assert result.returncode == 0, (arguments, result.stderr, result.stdout[-2000:])
         assert [target["status"] for target in json.loads(result.stdout)["targets"]] == ["audited"]
+
+
+STRIP_EDITABLE = """import sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__ and "editable" not in getattr(f, "__module__", "")]
+"""
+"""A sitecustomize that removes the editable install's import hook: lossaudit is then importable
+only from the folder Python starts in (or the path), as from a source tree nobody installed."""
+
+
+def test_a_source_tree_used_without_installing_it_still_lints(tmp_path):
+    """``python -m lossaudit lint`` from the repository root with lossaudit not installed: the
+    child, started in a temporary folder, still imports lossaudit (its folder is last on the
+    child's PYTHONPATH). Before: the server and the fallback child could not find lossaudit."""
+    (tmp_path / "strip").mkdir()
+    _write(tmp_path / "strip", "sitecustomize.py", STRIP_EDITABLE)
+    root = Path(__file__).resolve().parent.parent
+    environment = {**os.environ, "PYTHONPATH": str(tmp_path / "strip")}
+    check = subprocess.run([sys.executable, "-c", "import lossaudit"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=60)
+    assert check.returncode != 0, "lossaudit must not be importable outside the source tree for this test"
+    result = subprocess.run([sys.executable, "-m", "lossaudit", "lint", "examples/losses/fixed.py:SoftmaxFocalLoss", "--isolated", "--format", "json"],
+                            cwd=root, env=environment, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=LIMIT_S)
+    assert result.returncode == 0, result.stderr
+    assert [target["status"] for target in json.loads(result.stdout)["targets"]] == ["audited"]

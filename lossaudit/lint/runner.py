@@ -75,15 +75,21 @@ credential) stays out unless named with ``--pass-env``."""
 
 def child_environment(environ: dict[str, str], pass_env: tuple[str, ...] = (), root: Path | None = None) -> dict[str, str]:
     """The child's environment: the variables of ``environ`` that :data:`CHILD_ENVIRONMENT` or
-    ``pass_env`` name, with ``root`` (a configuration's folder) first on ``PYTHONPATH`` and its
-    entries made absolute (read from the current folder: the child runs in another)."""
+    ``pass_env`` name, with ``root`` (a configuration's folder) first on ``PYTHONPATH``, its
+    entries made absolute (read from the current folder: the child runs in another) and
+    :data:`LOSSAUDIT_FOLDER` last."""
     exact = {name for name in (*CHILD_ENVIRONMENT, *pass_env) if not name.endswith("*")}
     prefixes = tuple(name[:-1] for name in CHILD_ENVIRONMENT if name.endswith("*"))
     kept = {name: value for name, value in environ.items() if name in exact or name.startswith(prefixes)}
     python_path = [os.path.abspath(path) for path in (str(root) if root is not None else "", *environ.get("PYTHONPATH", "").split(os.pathsep)) if path]
-    if python_path:
-        kept["PYTHONPATH"] = os.pathsep.join(python_path)
+    kept["PYTHONPATH"] = os.pathsep.join([*python_path, LOSSAUDIT_FOLDER])
     return kept
+
+
+LOSSAUDIT_FOLDER = str(Path(__file__).resolve().parents[2])
+"""The folder lossaudit is imported from, last on the child's ``PYTHONPATH``: the child runs in
+another folder, so a source tree used without installing it (``python -m lossaudit`` from the
+repository root) stays importable there; for an installed package it is a folder already on the path."""
 
 
 def default_memory_limit_mb() -> int:
