@@ -137,6 +137,8 @@ NOT_RUN = {
     'pip install torch==2.13.0 -e ".[test]" && python -m pytest': ".ci/run runs it (test_ci_runs_the_readme_commands)",
     'python benchmarks/compare_bench.py --anchors 1000000 4000000 --repeat 5   # 80M and 320M elements':
         "a benchmark of minutes on 1.2 GiB of dumps; test_benchmark_commands_parse checks its options",
+    'python benchmarks/record_bench.py --repeats 7 --threads 1   # and --threads 2':
+        "a benchmark of a minute on a 256 MB batch; test_benchmark_commands_parse checks its options",
 }
 """Commands shown but not run here, each with the reason."""
 
@@ -210,6 +212,8 @@ def test_documented_command_runs(where, command, shown, run_cli, user_folder, mo
     output (lines compared with their whitespace squeezed, `...` elided)."""
     if "--baseline early.json" in command and not (user_folder / "early.json").exists():
         assert run_cli("compare", "examples/model/runs/early.npz", "--format", "json", "--output", "early.json").exit_code == 0
+    if command.startswith("lossaudit compare sample/"):  # the run the page's `lossaudit sample ... --output sample/` writes
+        assert run_cli("sample", "examples/detection.npz", "--rate", "0.05", "--seed", "0", "--output", "sample/").exit_code == 0
     monkeypatch.setenv("COLUMNS", str(max([80, *(len(line) for line in shown)])))  # the width the excerpt was drawn at
     result = run_cli(*command.split()[1:])
     assert result.exit_code in (0, 1), f"{where}: {command}\n{result.stderr}"
