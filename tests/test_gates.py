@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lossaudit.errors import InputError
 from tests.conftest import write_npz
 
 pytestmark = pytest.mark.torch_free  # also run without torch, on every Python (.ci/run)
@@ -207,3 +208,17 @@ def test_config_paths_resolve_against_the_config_folder_with_config_option(run_c
     """Run from an unrelated folder with ``--config project/pyproject.toml`` given relative to it."""
     monkeypatch.chdir(tmp_path / "elsewhere")
     _check_config_paths(run_cli("compare", dump, "--config", Path("..") / "project" / "pyproject.toml", "--format", "json"), project)
+
+
+@pytest.mark.parametrize("section, chosen", [("compare", "html"), ("compare", "junit"), ("lint", "sarif")])
+def test_every_format_of_a_command_is_a_valid_configuration_value(section, chosen, tmp_path):
+    """The configuration's ``format`` takes what the command's ``--format`` takes: one list
+    (lossaudit.formats). Before: ``format = "html"`` in [tool.lossaudit.compare] was refused."""
+    from lossaudit.formats import FORMATS
+    from lossaudit.io.config import load_config
+
+    (tmp_path / "pyproject.toml").write_text(f'[tool.lossaudit.{section}]\nformat = "{chosen}"\n')
+    assert getattr(load_config(tmp_path / "pyproject.toml"), section)["format"] == chosen
+    (tmp_path / "pyproject.toml").write_text(f'[tool.lossaudit.{section}]\nformat = "xml"\n')
+    with pytest.raises(InputError, match=f"expected one of {', '.join(FORMATS[section])}; got 'xml'"):
+        load_config(tmp_path / "pyproject.toml")

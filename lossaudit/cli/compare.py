@@ -41,6 +41,7 @@ from lossaudit.cli.app import (
     stderr,
 )
 from lossaudit.errors import InputError
+from lossaudit.formats import FORMATS
 from lossaudit.losses.registry import BASE_LOSSES, LOSS_IDS, LOSSES, PARAMS
 from lossaudit.losses.spec import except_heatmaps
 
@@ -97,13 +98,7 @@ def with_loss_options(after: str):
     return add
 
 
-class CompareFormat(str, Enum):
-    text = "text"
-    json = "json"
-    markdown = "markdown"
-    github = "github"
-    junit = "junit"
-    html = "html"
+CompareFormat = Enum("CompareFormat", [(name, name) for name in FORMATS["compare"]], type=str)
 
 
 @app.command(cls=Command)

@@ -24,16 +24,10 @@ from lossaudit.cli.app import (
     stderr,
 )
 from lossaudit.errors import InputError
+from lossaudit.formats import FORMATS
 from lossaudit.losses.registry import LINT_KINDS
 
-
-class LintFormat(str, Enum):
-    text = "text"
-    json = "json"
-    sarif = "sarif"
-    github = "github"
-    junit = "junit"
-    markdown = "markdown"
+LintFormat = Enum("LintFormat", [(name, name) for name in FORMATS["lint"]], type=str)
 
 
 Kind = Enum("Kind", [("auto", "auto")] + [(kind.replace("-", "_"), kind) for kind in LINT_KINDS], type=str)

@@ -15,6 +15,7 @@ from lossaudit.cli.app import (
     fail,
     text_width,
 )
+from lossaudit.formats import FORMATS
 
 
 @app.command(cls=Command)
@@ -33,10 +34,7 @@ def rules(
         fail(f"unknown rule code {code}; `lossaudit rules` lists them", False)
 
 
-class LossesFormat(str, Enum):
-    text = "text"
-    markdown = "markdown"
-    json = "json"
+LossesFormat = Enum("LossesFormat", [(name, name) for name in FORMATS["losses"]], type=str)
 
 
 @app.command(cls=Command)

@@ -33,14 +33,11 @@ from lossaudit.cli.app import (
     piped_width,
 )
 from lossaudit.errors import InputError
+from lossaudit.formats import FORMATS
 from lossaudit.losses.focusing import FOCAL, SOFTMAX_FOCAL
 from lossaudit.losses.registry import PARAMS
 
-
-class SweepFormat(str, Enum):
-    text = "text"
-    json = "json"
-    markdown = "markdown"
+SweepFormat = Enum("SweepFormat", [(name, name) for name in FORMATS["sweep"]], type=str)
 
 
 SweepLoss = Enum("SweepLoss", [("auto", "auto")] + [(loss.replace("-", "_"), loss) for loss in (FOCAL, SOFTMAX_FOCAL)], type=str)

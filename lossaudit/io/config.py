@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lossaudit.errors import InputError
+from lossaudit.formats import FORMATS
 from lossaudit.io.symbols import module_source, parse_target, relative_to_cwd
 from lossaudit.io.textfiles import parse_toml, parse_yaml, read_text
 from lossaudit.losses.registry import LINT_KINDS, PARAMS
@@ -43,6 +44,8 @@ CHOICES = {
     "compare.inputs": ("auto", "logits", "probs", "softmax-probs", "sigmoid-probs"),
     "kind": ("auto", *LINT_KINDS),
     "fail-on": ("error", "warning", "info"),
+    "compare.format": FORMATS["compare"],
+    "lint.format": FORMATS["lint"],
 }
 COMPARE_KEYS: dict[str, type | tuple] = {
     "logits-key": str, "targets-key": str, "targets": str, "background-index": int, "ignore-index": int,
@@ -234,8 +237,6 @@ def _check_value(value: object, key: str, where: str, section: str) -> None:
     choices = ENTRY_ENCODINGS if (section == "lint" and key == "targets") else CHOICES.get(f"{section}.{key}", CHOICES.get(key))
     if key == "label-base" and value not in (0, 1):
         raise InputError(f"{where}: expected 0 (labels 0..C-1) or 1 (labels 1..C); got {value!r}")
-    if key == "format":
-        choices = ("text", "json", "markdown", "github", "junit") + (("sarif",) if section == "lint" else ())
     if choices and value not in choices:
         raise InputError(f"{where}: expected one of {', '.join(choices)}; got {value!r}")
     if key in MINIMUMS and value < MINIMUMS[key]:
