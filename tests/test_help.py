@@ -4,6 +4,7 @@ placeholder, and Typer's own usage errors use lossaudit's one-line form."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -131,3 +132,26 @@ def test_no_arguments_prints_the_help():
     result = subprocess.run([sys.executable, "-m", "lossaudit"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "Usage: lossaudit" in result.stdout and "Commands" in result.stdout
     assert result.stdout.count("Usage:") == 1, "the help is printed once"  # before: twice (51 lines)
+
+
+BLOCK_TORCH = """import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+sys.meta_path.insert(0, _NoTorch())
+"""
+"""A sitecustomize that makes ``import torch`` fail as it does where torch is not installed."""
+
+
+def test_a_path_that_needs_torch_says_so_where_it_is_missing(tmp_path):
+    """lint (and compare --model, .pt dumps) need torch; where it is missing the error says so and
+    what works without it. Before: "internal error: ModuleNotFoundError: No module named 'torch'"."""
+    (tmp_path / "block").mkdir()
+    (tmp_path / "block" / "sitecustomize.py").write_text(BLOCK_TORCH)
+    (tmp_path / "loss.py").write_text("def focal(logits, targets):\n    return logits.sum()\n")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "block"), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-m", "lossaudit", "lint", "loss.py:focal"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == ("lossaudit: error: this needs PyTorch, which is not installed here: pip install torch (compare and sweep on "
+                                     "saved .npz/.npy dumps, explain, rules and losses run without it)")

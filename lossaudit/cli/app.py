@@ -240,6 +240,17 @@ def text_width() -> int | None:
     return piped_width(None)
 
 
+def fail_internal(error: Exception, verbose: bool) -> None:
+    """Exit 2 for an error that is not the input's: torch missing where a path needs it (said in
+    words, with what works without it), else an internal error with its type, never a traceback
+    unless ``verbose``."""
+    if isinstance(error, ModuleNotFoundError) and (error.name or "").split(".")[0] == "torch":
+        from lossaudit.errors import NEEDS_TORCH
+
+        fail(NEEDS_TORCH, verbose)
+    fail(f"internal error: {type(error).__name__}: {error}", verbose)
+
+
 def fail(message: str, verbose: bool) -> None:
     if verbose:
         stderr.print_exception()

@@ -35,6 +35,7 @@ from lossaudit.cli.app import (
     app,
     config_values,
     fail,
+    fail_internal,
     gate_share_moves,
     init_option,
     piped_width,
@@ -202,7 +203,7 @@ def compare(
     except InputError as error:
         fail(str(error), verbose)
     except Exception as error:  # an internal error must not exit 1 by accident
-        fail(f"internal error: {type(error).__name__}: {error}", verbose)
+        fail_internal(error, verbose)
     gates = gating(report)
     if strict and gates:
         stderr.print(f"--strict: {', '.join(gates)}", highlight=False)

@@ -20,6 +20,7 @@ from lossaudit.cli.app import (
     app,
     config_values,
     fail,
+    fail_internal,
     init_option,
     stderr,
 )
@@ -118,7 +119,7 @@ def lint(
     except InputError as error:
         fail(str(error), verbose)
     except Exception as error:  # an internal error must not exit 1 by accident
-        fail(f"internal error: {type(error).__name__}: {error}", verbose)
+        fail_internal(error, verbose)
     if stopping:  # a named target that cannot be imported: its result is in the report, and the run exits 2
         for message in stopping[:-1]:
             stderr.print(f"lossaudit: error: {message}", highlight=False, markup=False, soft_wrap=True)

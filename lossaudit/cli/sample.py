@@ -21,6 +21,7 @@ from lossaudit.cli.app import (
     VerboseOption,
     app,
     fail,
+    fail_internal,
 )
 from lossaudit.errors import InputError
 from lossaudit.render.formatting import plural
@@ -60,7 +61,7 @@ def sample(
     except InputError as error:
         fail(str(error), verbose)
     except Exception as error:  # an internal error must not exit 1 by accident
-        fail(f"internal error: {type(error).__name__}: {error}", verbose)
+        fail_internal(error, verbose)
     share = written.sampled_elements / max(written.population_elements, 1)
     print(f"{written.folder}: {plural(written.batches, 'file')} of run {written.run_id}: {written.sampled_elements:,} of "
           f"{written.population_elements:,} elements kept ({share:.2%}); read it with: lossaudit compare {written.folder}")

@@ -30,6 +30,7 @@ from lossaudit.cli.app import (
     VerboseOption,
     app,
     fail,
+    fail_internal,
     piped_width,
 )
 from lossaudit.errors import InputError
@@ -100,4 +101,4 @@ def sweep(
     except InputError as error:
         fail(str(error), verbose)
     except Exception as error:  # an internal error must not exit 1 by accident
-        fail(f"internal error: {type(error).__name__}: {error}", verbose)
+        fail_internal(error, verbose)

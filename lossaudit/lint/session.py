@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from lossaudit.errors import InputError
+from lossaudit.errors import InputError, require_torch
 from lossaudit.io.symbols import (
     TargetSpec,
     definition_line,
@@ -234,7 +234,12 @@ def stopping_errors(planned: list[Planned], results: list[TargetResult]) -> list
 def run(planned: list[Planned], settings: LintSettings) -> list[TargetResult]:
     """Every planned target's result, in the planned order; ``settings.jobs`` audits at a time,
     forked by the run's fork servers. A target that cannot be imported is a result with status
-    ``error`` (named ones are in :func:`stopping_errors`)."""
+    ``error`` (named ones are in :func:`stopping_errors`).
+
+    Raises:
+        InputError: torch is not installed (every audit needs it).
+    """
+    require_torch()
     with ForkServers() as servers, ThreadPoolExecutor(max_workers=settings.jobs or default_jobs()) as pool:
         futures = [pool.submit(_result, item, settings, servers) for item in planned]
         try:
