@@ -123,3 +123,18 @@ def test_rules_lists_and_explains(run_cli):
     assert explained.exit_code == 0
     assert "Wrong:" in explained.stdout and "Right:" in explained.stdout and "clamp" in explained.stdout
     assert run_cli("rules", "FL099").exit_code == 2
+
+
+def test_the_text_report_wraps_to_the_width_and_keeps_every_word(run_cli, monkeypatch):
+    """Piped with $COLUMNS (or on a terminal), lint's text wraps to the width, continuation lines
+    indented, words never cut; without it, as wide as its content. Before: a 250-character header
+    line at 60 columns."""
+    target = Path(__file__).parent.parent / "examples" / "losses" / "buggy.py"
+    monkeypatch.delenv("COLUMNS", raising=False)
+    wide = run_cli("lint", f"{target}:NaiveFocalLoss", "--isolated").stdout
+    monkeypatch.setenv("COLUMNS", "60")
+    narrow = run_cli("lint", f"{target}:NaiveFocalLoss", "--isolated").stdout
+    assert max(len(line) for line in wide.splitlines()) > 60
+    assert all(len(line) <= 60 for line in narrow.splitlines()), narrow
+    assert narrow.split() == wide.split()
+    assert any(line.endswith("FL007 [non-finite]") or ": FL007 [non-finite]" in line for line in narrow.splitlines())

@@ -23,6 +23,7 @@ from lossaudit.cli.app import (
     fail_internal,
     init_option,
     stderr,
+    text_width,
 )
 from lossaudit.errors import InputError
 from lossaudit.formats import FORMATS
@@ -114,7 +115,7 @@ def lint(
         for notice in plan.notices:
             stderr.print(f"lossaudit: {notice}", highlight=False, markup=False, soft_wrap=True)
         results = session.run(plan.targets, settings)
-        write_report(render(LintFormat(o["format"]).value, results, plan.discovered, settings.fail_on, verbose, settings.require_checks), output)
+        write_report(render(LintFormat(o["format"]).value, results, plan.discovered, settings.fail_on, verbose, settings.require_checks, text_width() if output is None else None), output)
         stopping = session.stopping_errors(plan.targets, results)
     except InputError as error:
         fail(str(error), verbose)

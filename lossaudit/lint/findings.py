@@ -177,6 +177,7 @@ class LintReport:
         """The ``targets`` of ``lint --format json``."""
         return {"targets": [result.to_dict() for result in self.targets]}
 
-    def text(self, verbose: bool = False, require_checks: bool = False) -> str:
-        """The report as ``lossaudit lint`` prints it (:func:`lossaudit.lint.text.render_text`)."""
-        return render_text(list(self.targets), [], verbose, require_checks)
+    def text(self, verbose: bool = False, require_checks: bool = False, width: int | None = None) -> str:
+        """The report as ``lossaudit lint`` prints it (:func:`lossaudit.lint.text.render_text`),
+        wrapped to ``width`` columns when given."""
+        return render_text(list(self.targets), [], verbose, require_checks, width)

@@ -260,10 +260,11 @@ def render_markdown(results: list[TargetResult], discovered: list[Candidate], re
     return "\n".join(out) + "\n"
 
 
-def render(format: str, results: list[TargetResult], discovered: list[Candidate], fail_on: str = "error", verbose: bool = False, require_checks: bool = False) -> str:
-    """The report in ``format`` (text, json, sarif, github, junit, markdown)."""
+def render(format: str, results: list[TargetResult], discovered: list[Candidate], fail_on: str = "error", verbose: bool = False, require_checks: bool = False,
+           width: int | None = None) -> str:
+    """The report in ``format`` (text, json, sarif, github, junit, markdown); the text wrapped to ``width`` when given."""
     if format == "text":
-        return render_text(results, discovered, verbose, require_checks)
+        return render_text(results, discovered, verbose, require_checks, width)
     if format == "junit":
         return render_junit(results, discovered, fail_on, require_checks)
     if format == "json":

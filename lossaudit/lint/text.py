@@ -108,9 +108,11 @@ def discovered_line(discovered: list[Candidate]) -> str:
         f"{c.target} ({c.reason}{'; skipped' if c.skip else ''})" for c in discovered)
 
 
-def render_text(results: list[TargetResult], discovered: list[Candidate], verbose: bool = False, require_checks: bool = False) -> str:
+def render_text(results: list[TargetResult], discovered: list[Candidate], verbose: bool = False, require_checks: bool = False,
+                width: int | None = None) -> str:
     """The ruff-like report: per target the detected line, its findings, the checks that could not
-    run (with their reasons) and a summary line that counts them."""
+    run (with their reasons) and a summary line that counts them; with ``width``, each line wrapped
+    to it (words never cut; a finding's first line keeps its ``path:line: CODE``)."""
     lines: list[str] = []
     if discovered:
         lines.append(discovered_line(discovered))
@@ -138,4 +140,14 @@ def render_text(results: list[TargetResult], discovered: list[Candidate], verbos
             f"{plural(counts['infos'], 'info')}{suppressed} in {result.target}{'; ' + unchecked if unchecked else ''}"
         )
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines if width is None else [wrapped for line in lines for wrapped in _wrapped(line, width)])
+
+
+def _wrapped(line: str, width: int) -> list[str]:
+    """``line`` in lines of at most ``width`` cells, continued under its own indent plus two."""
+    from lossaudit.render.layout import wrap
+
+    if len(line) <= width:
+        return [line]
+    indent = " " * (len(line) - len(line.lstrip()) + 2)
+    return wrap(line.strip(), width, first=line[: len(line) - len(line.lstrip())], rest=indent)
