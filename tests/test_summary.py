@@ -47,6 +47,19 @@ def test_fit_states_background_rows_and_who_sees_them(compare_json, tmp_path):
     assert f"see only the {foreground} rows with a target" in sentence
 
 
+def test_fit_agrees_its_verb_with_one_loss(compare_json, tmp_path):
+    """One softmax loss "sees", two "see" (before: "ce see the 320 rows")."""
+    path, _, y = _detection(tmp_path)
+    assert f"ce sees only the {int(y.sum())} rows with a target" in _rules(compare_json(path, "--losses", "bce,ce"))["fit"]["text"]
+
+
+def test_plural_nouns():
+    from lossaudit.render.formatting import plural
+
+    assert [plural(1, "class"), plural(3, "class"), plural(2, "peak"), plural(1, "row"), plural(1234, "box")] == \
+        ["1 class", "3 classes", "2 peaks", "1 row", "1,234 boxes"]
+
+
 def test_fit_is_silent_with_one_family(compare_json, tmp_path):
     path, _, _ = _detection(tmp_path)
     assert "fit" not in _rules(compare_json(path, "--losses", "bce,focal"))

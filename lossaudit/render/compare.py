@@ -13,7 +13,7 @@ from rich.console import Console
 from lossaudit.errors import InputError
 from lossaudit.losses.cross_entropy import BCE, CE
 from lossaudit.losses.focusing import FOCAL, SOFTMAX_FOCAL
-from lossaudit.render.formatting import MISSING, count, names, num, pct, pct_se, rare_rule
+from lossaudit.render.formatting import MISSING, count, names, num, pct, pct_se, plural, rare_rule
 from lossaudit.render.layout import (
     Section,
     natural_width,
@@ -48,7 +48,7 @@ def _loaded(report: dict) -> list[tuple[str, str]]:
     return lines + [
         ("files", shapes),
         ("keys", f"logits '{inp['logits_key']}', targets '{inp['targets_key']}'; dtype {inp['dtype']}; class axis {inp['class_dim']}"),
-        ("samples", f"{count(inp['rows'])} {_noun(report)} × {inp['classes']} classes = {count(inp['elements'])} elements"
+        ("samples", f"{count(inp['rows'])} {_noun(report)} × {plural(inp['classes'], 'class')} = {count(inp['elements'])} elements"
                     + (f" stored (an estimated {count(inp['estimated_rows'])} {_noun(report)})" if "estimated_rows" in inp else "")
                     + f"; inputs read as {inp['inputs']}"),
         *([("estimate", estimate_line(report["estimate"]))] if "estimate" in report else []),
@@ -145,7 +145,7 @@ def _per_class(report: dict, top: int | None, top_by: str | None) -> Section:
         key = ranking_loss(report, top_by)
         shown = sorted(classes, key=lambda c: c["sum"][key], reverse=True)[:top]
         why = "--top-by" if top_by else "the first listed loss that fits the data; --top-by picks another"
-        notes.append(f"top {top} of {len(classes)} classes by {key} loss ({why}); the total row covers all classes")
+        notes.append(f"top {top} of {plural(len(classes), 'class')} by {key} loss ({why}); the total row covers all classes")
     has_softmax = any(c["mean_p_softmax"] is not None for c in classes)
     probs = ["p̄ pos"] + (["q̄ pos"] if has_softmax else [])
     ratio = ratio_header(loss_ids)

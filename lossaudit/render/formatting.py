@@ -59,8 +59,9 @@ def count(value: int | float) -> str:
 
 
 def plural(n: int, word: str) -> str:
-    """``1 class``, ``3 classes``: a count (:func:`count`) and its noun, plural by ``s``."""
-    return f"{count(n)} {word}" + ("" if n == 1 else "s")
+    """``1 class``, ``3 classes``, ``2 peaks``: a count (:func:`count`) and its noun, plural by
+    ``es`` after s, x, ch and sh, else by ``s``."""
+    return f"{count(n)} {word}" + ("" if n == 1 else "es" if word.endswith(("s", "x", "ch", "sh")) else "s")
 
 
 def names(items: list[str], limit: int = 5) -> str:

@@ -112,7 +112,7 @@ def fit(report: dict) -> dict | None:
         return _sentence(
             "fit",
             f"Single-label data (no background or multi-hot {noun[:-1]} among the {count(seen)} {noun} with a target), so the "
-            f"softmax losses ({', '.join(softmax)}) are listed first; {_listed(sigmoid)} treat the "
+            f"softmax losses ({', '.join(softmax)}) are listed first; {_listed(sigmoid)} {'treats' if len(sigmoid) == 1 else 'treat'} the "
             f"{count(inp['valid_elements'])} elements as {inp['classes']} binary problems.",
             **numbers,
         )
@@ -120,7 +120,7 @@ def fit(report: dict) -> dict | None:
         return _sentence(
             "fit",
             f"Heatmap data: {plural(inp['positives'], 'peak')} (target = 1) among {count(rows)} {noun}, the rest Gaussian "
-            f"or zero targets, so the sigmoid losses ({', '.join(sigmoid)}) are listed first; {_listed(softmax)} read the "
+            f"or zero targets, so the sigmoid losses ({', '.join(sigmoid)}) are listed first; {_listed(softmax)} {'reads' if len(softmax) == 1 else 'read'} the "
             f"{count(seen)} {noun} with a non-zero target as soft softmax targets.",
             **numbers,
         )
@@ -130,7 +130,7 @@ def fit(report: dict) -> dict | None:
     return _sentence(
         "fit",
         f"Detection-style data: {' and '.join(why)}, so the sigmoid losses ({', '.join(sigmoid)}) are listed "
-        f"first; {_listed(softmax)} see only the {count(seen)} {noun} with a target.",
+        f"first; {_listed(softmax)} {'sees' if len(softmax) == 1 else 'see'} only the {count(seen)} {noun} with a target.",
         **numbers,
     )
 
@@ -279,7 +279,7 @@ def missed_classes(report: dict) -> dict | None:
     others = [row["recall"] for row in rows if row not in missed]
     tail = f"; the other classes' recall is at least {pct(min(others))}" if others else ""
     more = f" and {len(missed) - MISSED_LISTED} more" if len(missed) > MISSED_LISTED else ""
-    text = (f"On these predictions the model misses {len(missed)} of {len(rows)} classes (recall below {MISSED_RECALL:.0%}, "
+    text = (f"On these predictions the model misses {len(missed)} of {plural(len(rows), 'class')} (recall below {MISSED_RECALL:.0%}, "
             f"{_recall_words(rule)}, and mean target probability below {MISSED_PROBABILITY:g}): {'; '.join(parts)}{more}{tail}.")
     return _sentence("missed-classes", text, classes=[row["name"] for row in missed], recall_rule=rule,
                      per_class={row["name"]: {"positives": row["positives"], "mean_p": row[mean_key], "recall": row["recall"], "rare": row["name"] in rare}
