@@ -701,6 +701,36 @@ WEIGHTS = {
 }
 
 
+# Compact negatives (the Recorder's negatives_* keys, read as padded pseudo-rows): one line, exit 2.
+def _negatives(**overrides: np.ndarray) -> Callable[[Path], list[str]]:
+    """The 6-row, 3-class dump as a weighted sample (one-hot targets, weights) with 4 negatives (2, 0, 2)."""
+    keys = {"targets": np.eye(3, dtype=np.uint8)[np.arange(6) % 3], "weights": np.ones((6, 3), dtype=np.float16),
+            "negatives_logits": np.array([-3.0, -1, -4, -2], dtype=np.float32), "negatives_weights": np.array([1.0, 50, 1, 50], dtype=np.float16),
+            "negatives_per_class": np.array([2, 0, 2])}
+    keys.update(overrides)
+    return _weighted(**{key: value for key, value in keys.items() if value is not None})
+
+
+WEIGHTS.update({
+    "negatives counts negative": Case(_negatives(negatives_per_class=np.array([3, -1, 2])), says=("w.npz", "'negatives_per_class'", "-1 at class 1", ">= 0")),
+    "negatives counts wrapping around": Case(_negatives(negatives_per_class=np.array([2**63 - 1, 2**63 - 1, 6])), says=("w.npz", "'negatives_logits'", "expected (18446744073709551620,)")),
+    "negatives counts not summing to K": Case(_negatives(negatives_per_class=np.array([1, 1, 1])), says=("w.npz", "'negatives_logits'", "(4,)", "expected (3,)", "sums to 3")),
+    "negatives counts of floats": Case(_negatives(negatives_per_class=np.array([2.0, 0, 2])), says=("w.npz", "'negatives_per_class'", "float64", "(3,) integer counts")),
+    "negatives counts of the wrong shape": Case(_negatives(negatives_per_class=np.array([2, 2])), says=("w.npz", "'negatives_per_class'", "(2,)", "expected (3,)")),
+    "negatives logits of integers": Case(_negatives(negatives_logits=np.array([-3, -1, -4, -2])), says=("w.npz", "'negatives_logits'", "int64", "floating-point")),
+    "negatives weights of bools": Case(_negatives(negatives_weights=np.ones(4, dtype=bool)), says=("w.npz", "'negatives_weights'", "bool", "real numbers")),
+    "negatives weights of the wrong shape": Case(_negatives(negatives_weights=np.ones((4, 1))), says=("w.npz", "'negatives_weights'", "(4, 1)", "expected (4,)")),
+    "negatives weights NaN": Case(_negatives(negatives_weights=np.array([1.0, np.nan, 1, 2])), says=("w.npz", "'negatives_weights'", "1 NaN value", "element 1", ">= 1")),
+    "negatives weights zero": Case(_negatives(negatives_weights=np.array([1, 1, 0, 2])), says=("w.npz", "'negatives_weights'", "1 value below 1", "the first 0 at element 2")),
+    "negatives weights below 1": Case(_negatives(negatives_weights=np.array([0.5, 1, 1, 0.25])), says=("w.npz", "'negatives_weights'", "2 values below 1", "0.5", "1/probability")),
+    "negatives weights infinite": Case(_negatives(negatives_weights=np.array([1, np.inf, 1, 1])), says=("w.npz", "'negatives_weights'", "1 infinite value")),
+    "negatives logits without the others": Case(_negatives(negatives_weights=None, negatives_per_class=None), says=("w.npz", "'negatives_logits' without 'negatives_weights'")),
+    "negatives counts without the others": Case(_negatives(negatives_logits=None), says=("w.npz", "'negatives_weights' without 'negatives_logits'")),
+    "negatives without weights": Case(_negatives(weights=None), says=("w.npz", "'negatives_logits' without 'weights'")),
+    "negatives beside class ids": Case(_negatives(targets=np.arange(6) % 4), says=("w.npz", "'negatives_logits'", "per-class targets")),
+})
+
+
 @pytest.mark.parametrize("name", sorted(WEIGHTS))
 def test_hostile_weights(name, tmp_path):
     run_case(WEIGHTS[name], tmp_path)

@@ -14,6 +14,9 @@ POPULATION_KEYS = ("population_rows", "population_elements")
 SAMPLE_RATE_KEY = "sample_rate"
 RECORDED_IGNORED_KEY = "ignored"
 """The keys of a weighted sample: :mod:`lossaudit.io.dataset.weights`."""
+NEGATIVES_KEYS = ("negatives_logits", "negatives_weights", "negatives_per_class")
+"""A weighted sample's kept elements of the rows without a target, grouped by class:
+:mod:`lossaudit.io.dataset.compact`."""
 CLASS_NAMES_KEY = "class_names"
 ENCODINGS = ("index", "onehot", "soft", "heatmap")
 INPUTS = ("auto", "logits", "probs", "softmax-probs", "sigmoid-probs")

@@ -22,6 +22,7 @@ from lossaudit.io.dataset.checks import (
     scan_targets,
 )
 from lossaudit.io.dataset.classes import class_names_from
+from lossaudit.io.dataset.compact import check_negatives, with_negatives
 from lossaudit.io.dataset.decode import finite_range, rows_sum_to_one
 from lossaudit.io.dataset.info import DataInfo
 from lossaudit.io.dataset.options import (
@@ -135,9 +136,16 @@ def _check_batch(batch: ArrayFile, options: LoadOptions, start: int) -> _Batch:
         )
     mask_rows = _mask_rows(batch, logits.shape, axis)
     rows = int(np.prod(index_shape, dtype=np.int64))
-    source = Source(batch, Rows(batch, logits_key, logits.shape, axis), target_rows, mask_rows, rows, start, check_weighting(batch, logits.shape, axis))
+    logits_rows, weighting = Rows(batch, logits_key, logits.shape, axis), check_weighting(batch, logits.shape, axis)
+    logits_shape, targets_shape = logits.shape, targets.shape
+    negatives = check_negatives(batch, logits.shape, axis, target_rows)
+    if negatives is not None:  # the stored rows, then the pseudo-rows of the compact negatives
+        logits_rows, target_rows, mask_rows, weighting = with_negatives(negatives, logits_rows, target_rows, mask_rows, rows, weighting, logits.dtype, targets.dtype)
+        rows += negatives.height
+        logits_shape = targets_shape = (rows, logits.shape[1])
+    source = Source(batch, logits_rows, target_rows, mask_rows, rows, start, weighting)
     dtype = batch.dtypes.get(logits_key, str(logits.dtype))
-    checked = _Batch(source, logits_key, targets_key, logits.shape, targets.shape, axis, dtype, encoding="index")
+    checked = _Batch(source, logits_key, targets_key, logits_shape, targets_shape, axis, dtype, encoding="index")
     _scan(checked, heatmap_shaped=logits.ndim == 4 and axis == 1)
     return checked
 

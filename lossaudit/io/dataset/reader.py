@@ -93,7 +93,7 @@ class _Reader:
         x = source.logits.float32_span(start, stop, logits_view, out)
         extra_rows = source.extra_rows()
         mask, weights, padding = (rows.span(start, stop, view) if rows is not None else None for rows, view in zip(extra_rows, extra_views))
-        self.read = [rows.span_view(start, stop, view) for rows, view in zip((source.logits, source.targets, *extra_rows), self.views) if rows is not None]
+        self.read = [part for rows, view in zip((source.logits, source.targets, *extra_rows), self.views) if rows is not None for part in rows.span_views(start, stop, view)]
         return self.plan._decode(source, x, source.targets.span(start, stop, targets_view), mask, source.start + start, check_finite=check_finite,
                                  weights=weights, padding=padding)
 

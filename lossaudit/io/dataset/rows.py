@@ -58,14 +58,15 @@ class Rows:
         for start in range(0, count, rows):
             stop = min(start + rows, count)
             yield self.span(start, stop, view)
-            release_pages(self.span_view(start, stop, view))
+            for part in self.span_views(start, stop, view):
+                release_pages(part)
 
-    def span_view(self, start: int, stop: int, view: np.ndarray) -> np.ndarray:
-        """Rows ``start .. stop`` of ``view`` as a view (not copied), of whatever shape spans them:
-        what :meth:`span` reads, for :func:`~lossaudit.io.readers.release_pages`."""
+    def span_views(self, start: int, stop: int, view: np.ndarray) -> list[np.ndarray]:
+        """Rows ``start .. stop`` of ``view`` as a view (not copied), of whatever shape spans them, in
+        a list: what :meth:`span` reads, for :func:`~lossaudit.io.readers.release_pages`."""
         if self.axis is None:
-            return view[start:stop]
-        return view[start // self.trailing : (stop - 1) // self.trailing + 1]
+            return [view[start:stop]]
+        return [view[start // self.trailing : (stop - 1) // self.trailing + 1]]
 
     def float32_span(self, start: int, stop: int, view: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Rows ``start .. stop`` of ``view`` as an ``(n, C)`` float32 array: a read-only view when

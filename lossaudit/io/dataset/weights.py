@@ -155,15 +155,16 @@ def _scan(source: str, weights: Rows, padding: Rows | None, rows: int) -> int:
         if pad is not None:
             bad &= ~pad if values.ndim == 2 else ~pad.all(axis=1)  # a row's weight is read unless the row is all padding
         if bad.any():
-            raise InputError(_bad_weights(source, values, bad, start))
+            raise InputError(bad_weights(source, values, bad, start))
     return padded
 
 
-def _bad_weights(source: str, values: np.ndarray, bad: np.ndarray, start: int) -> str:
-    """The message for the weights ``values`` (rows from ``start``) where ``bad`` is true."""
+def bad_weights(source: str, values: np.ndarray, bad: np.ndarray, start: int, key: str = WEIGHTS_KEY, unit: str = "row") -> str:
+    """The message for the weights ``values`` of ``key`` where ``bad`` is true; ``unit``: what the
+    first axis counts from ``start`` (rows, or the elements of a 1-D key)."""
     found = values[bad]
     first = np.argwhere(bad)[0]
-    where = f"row {start + int(first[0])}" + (f", class {int(first[1])}" if len(first) > 1 else "")
+    where = f"{unit} {start + int(first[0])}" + (f", class {int(first[1])}" if len(first) > 1 else "")
     if values.dtype.kind == "f" and np.isnan(found).any():
         count, what = int(np.isnan(found).sum()), "NaN"
     elif values.dtype.kind == "f" and np.isposinf(found).any():
@@ -171,7 +172,7 @@ def _bad_weights(source: str, values: np.ndarray, bad: np.ndarray, start: int) -
     else:
         count, what = len(found), "below 1"
     what = f"{count} value{'s' if count > 1 else ''} {what}" if what == "below 1" else f"{count} {what} value{'s' if count > 1 else ''}"
-    return f"{source}: key '{WEIGHTS_KEY}': {what} (the first {float(found[0]):g} at {where}); {EXPECTED}"
+    return f"{source}: key '{key}': {what} (the first {float(found[0]):g} at {where}); {EXPECTED}"
 
 
 def _scalar(batch: ArrayFile, key: str) -> float:
