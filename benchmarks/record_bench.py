@@ -2,9 +2,14 @@
 batch (one positive per 1,000 elements, 2% of the negatives not easy), ``sample_batch`` at 1% against
 one ``torch.sigmoid`` pass over the batch (medians of 5; goal: at most 3x on the CPU; on a GPU, at
 most a fifth of the batch's ``.cpu()``), and the bytes on disk per kept element of the file the
-Recorder writes (goal: at most 3x the logit's 4 bytes, positions, targets and weights included).
+Recorder writes (goal: at most 3x the logit's 4 bytes, targets, weights and the per-class counts
+included). The file holds the rows with a target whole (``(P, C)`` logits, targets, weights) and the
+kept elements of the other rows grouped by class (``(K,)`` logits and weights, ``(C,)`` counts): 6
+bytes per kept negative, however the classes share them. ``--skewed`` puts half of the elements
+that are not easy in one class (a detector's frequent class), which a dense ``(M, C)`` layout would
+pad to 7.6 slots per kept element.
 
-Run: ``python benchmarks/record_bench.py [--device cuda] [--repeats 5]``.
+Run: ``python benchmarks/record_bench.py [--device cuda] [--repeats 5] [--skewed] [--threads 1]``.
 """
 
 from __future__ import annotations
@@ -85,9 +90,10 @@ def main() -> None:
                 steps[COPY] = lambda: logits.cpu()
             seconds = medians(steps, arguments.repeats, arguments.device)
         with np.load(written) as data:
-            kept = int(np.count_nonzero(~data["padding"]))
-            slots = data["padding"].size
-            dtypes = {key: str(data[key].dtype) for key in ("logits", "targets", "weights", "padding")}
+            padded = int(np.count_nonzero(data["padding"])) if "padding" in data.files else 0
+            rows, negatives = data["logits"].shape[0], len(data["negatives_logits"])
+            kept = data["logits"].size - padded + negatives
+            dtypes = {key: str(data[key].dtype) for key in ("logits", "targets", "weights", "negatives_logits", "negatives_weights", "negatives_per_class")}
         size = written.stat().st_size
     print(f"batch {SHAPE} float32 on {arguments.device}{' (skewed)' if arguments.skewed else ''}, rate {arguments.rate:g}, "
           f"medians of {arguments.repeats}, {torch.get_num_threads()} threads")
@@ -98,7 +104,7 @@ def main() -> None:
     if arguments.device != "cpu":
         print(f"sample_batch ÷ .cpu(): {seconds['sample_batch'] / seconds[COPY]:.3f} (goal <= 0.2)")
     elements = math.prod(SHAPE)
-    print(f"kept {kept} of {elements} elements ({100 * kept / elements:.2f}%) in {slots} slots ({slots / kept:.2f} per kept element); {dtypes}")
+    print(f"kept {kept} of {elements} elements ({100 * kept / elements:.2f}%): {rows} rows with a target and {negatives} negatives; {dtypes}")
     print(f"file {size} bytes: {size / kept:.2f} bytes per kept element ({size / kept / 4:.2f}x the float32 logit; goal <= 3x); "
           f"the full batch would take {4 * elements} bytes of logits ({4 * elements / size:.1f}x the file)")
 

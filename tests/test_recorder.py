@@ -37,11 +37,34 @@ def _detection_batch(rows: int, classes: int, seed: int, positive_rows: float = 
 
 
 def _pseudo(batch: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(class, logit, weight) of the stored elements of the pseudo-rows, and the number of rows with a target."""
-    target_rows = int(np.count_nonzero(batch["targets"].any(axis=1)))
-    present = ~batch["padding"][target_rows:]
-    classes = np.nonzero(present)[1]
-    return classes, batch["logits"][target_rows:][present].astype(np.float64), batch["weights"][target_rows:][present].astype(np.float64), target_rows
+    """(class, logit, weight) of the kept elements of the rows without a target, and the number of
+    rows with a target (the stored rows)."""
+    counts = batch["negatives_per_class"]
+    assert counts.dtype == np.int64 and counts.sum() == len(batch["negatives_logits"]) == len(batch["negatives_weights"])
+    classes = np.repeat(np.arange(len(counts)), counts)
+    return classes, batch["negatives_logits"].astype(np.float64), batch["negatives_weights"].astype(np.float64), len(batch["logits"])
+
+
+def dense(batch: dict) -> dict:
+    """``batch`` with its negatives laid out as explicit pseudo-rows after the stored rows (column
+    c, row j: class c's j-th negative; the shorter columns padded: logit 0, weight 1, target 0),
+    built here in numpy: ``logits``, ``targets``, ``weights``, ``padding`` ``(P + M, C)``."""
+    counts = batch["negatives_per_class"]
+    stored, height, classes = len(batch["logits"]), int(counts.max(initial=0)), len(counts)
+    shape = (stored + height, classes)
+    logits = np.zeros(shape, dtype=np.result_type(batch["logits"], batch["negatives_logits"]))
+    weights = np.ones(shape, dtype=np.result_type(batch["weights"], batch["negatives_weights"]))
+    targets, padding = np.zeros(shape, dtype=batch["targets"].dtype), np.ones(shape, dtype=bool)
+    logits[:stored], weights[:stored], targets[:stored] = batch["logits"], batch["weights"], batch["targets"]
+    padding[:stored] = batch["padding"] if "padding" in batch else False
+    ends = np.cumsum(counts)
+    for c in range(classes):
+        elements = slice(ends[c] - counts[c], ends[c])
+        logits[stored : stored + counts[c], c] = batch["negatives_logits"][elements]
+        weights[stored : stored + counts[c], c] = batch["negatives_weights"][elements]
+        padding[stored : stored + counts[c], c] = False
+    others = {key: value for key, value in batch.items() if not key.startswith("negatives_")}
+    return {**others, "logits": logits, "targets": targets, "weights": weights, "padding": padding}
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -57,7 +80,7 @@ def test_rows_with_a_target_and_elements_that_are_not_easy_are_kept_with_weight_
     np.testing.assert_array_equal(batch["logits"][:target_rows], logits[positive])
     np.testing.assert_array_equal(batch["targets"][:target_rows].argmax(axis=1), labels[positive])
     assert batch["targets"].dtype == np.uint8 and batch["targets"][:target_rows].sum() == target_rows
-    assert (batch["weights"][:target_rows] == 1).all() and not batch["padding"][:target_rows].any()
+    assert (batch["weights"] == 1).all() and "padding" not in batch
     free = logits[~positive].astype(np.float64)
     hard = 1 / (1 + np.exp(-free)) >= 0.1
     for c in range(6):
@@ -67,7 +90,7 @@ def test_rows_with_a_target_and_elements_that_are_not_easy_are_kept_with_weight_
     assert (1 / (1 + np.exp(-values[weights == 20.0])) < 0.1).all()
     assert int(batch["population_rows"]) == 4000 and int(batch["population_elements"]) == 24000
     assert float(batch["sample_rate"]) == 0.05
-    assert batch["weights"].dtype == np.float16 and batch["padding"].dtype == np.bool_
+    assert batch["weights"].dtype == batch["negatives_weights"].dtype == np.float16 and batch["negatives_logits"].dtype == np.float32
 
 
 def test_inclusion_rate_of_each_class_is_its_rate_within_binomial_error():
@@ -146,7 +169,7 @@ def test_horvitz_thompson_sums_are_unbiased_over_seeds(options):
     truth = np.array([easy.sum(), bce[easy].sum(), bce.sum()])
     estimates = []
     for seed in range(200):
-        batch = sample_batch(logits, labels, generator=_seeded(seed), **options)
+        batch = dense(sample_batch(logits, labels, generator=_seeded(seed), **options))
         kept = ~batch["padding"]
         v, w, t = batch["logits"].astype(np.float64), batch["weights"].astype(np.float64), batch["targets"].astype(np.float64)
         loss = np.logaddexp(0, v) - t * v
@@ -162,7 +185,7 @@ def test_half_precision_logits(dtype, stored):
     logits, labels = _detection_batch(2000, 3, seed=7)
     tensor = torch.from_numpy(logits).to(dtype)
     batch = sample_batch(tensor, torch.from_numpy(labels), rate=0.1, generator=_seeded(1))
-    assert batch["logits"].dtype == stored
+    assert batch["logits"].dtype == batch["negatives_logits"].dtype == stored
     exact = tensor.float().numpy()
     positive = labels < 3
     np.testing.assert_array_equal(batch["logits"][: positive.sum()].astype(np.float32), exact[positive])
@@ -178,7 +201,7 @@ def test_anchor_and_map_layouts_are_flattened_as_compare_flattens_them():
     anchor_labels[1, 7] = 2
     batch = sample_batch(anchors, anchor_labels, rate=1.0)
     np.testing.assert_array_equal(batch["logits"][0], anchors[1, 7])
-    assert int(batch["population_rows"]) == 60 and np.count_nonzero(~batch["padding"]) == 240
+    assert int(batch["population_rows"]) == 60 and batch["logits"].size + len(batch["negatives_logits"]) == 240
 
     maps = rng.uniform(-9, -5, (2, 3, 4, 5)).astype(np.float32)  # (B, C, H, W)
     map_labels = np.full((2, 4, 5), 3)
@@ -204,7 +227,7 @@ def test_masks_and_the_ignore_label_drop_and_count():
     labels[5:8] = -1  # ignored rows
     mask = np.ones((40, 3), dtype=bool)
     mask[0, 2] = mask[10, 0] = mask[11, 0] = mask[6, 1] = False
-    batch = sample_batch(logits, labels, rate=1.0, mask=mask)
+    batch = dense(sample_batch(logits, labels, rate=1.0, mask=mask))
     dropped = (labels[:, None] == -1) | ~mask
     np.testing.assert_array_equal(batch["ignored"], dropped.sum(axis=0))
     present = ~batch["padding"]
@@ -230,7 +253,7 @@ def test_masks_of_maps_follow_the_maps_flattening():
     rows = np.moveaxis(maps, 1, -1).reshape(-1, 3)
     flat_labels = labels.reshape(-1)
     dropped = (flat_labels[:, None] == -1) | ~np.moveaxis(element_mask, 1, -1).reshape(-1, 3)
-    batch = sample_batch(torch.from_numpy(maps), torch.from_numpy(labels), rate=1.0, mask=torch.from_numpy(element_mask))
+    batch = dense(sample_batch(torch.from_numpy(maps), torch.from_numpy(labels), rate=1.0, mask=torch.from_numpy(element_mask)))
     np.testing.assert_array_equal(batch["ignored"], dropped.sum(axis=0))
     np.testing.assert_array_equal(np.sort(batch["logits"][~batch["padding"]]), np.sort(rows[~dropped]))
     labelled = flat_labels == 1
@@ -272,13 +295,14 @@ def test_bad_batches_are_refused():
 def test_read_only_arrays_are_sampled_without_a_warning(recwarn):
     logits, labels = _detection_batch(100, 3, seed=4)
     logits.flags.writeable = labels.flags.writeable = False
-    batch = sample_batch(logits, labels, rate=1.0)
+    batch = dense(sample_batch(logits, labels, rate=1.0))
     assert np.count_nonzero(~batch["padding"]) == 300 and not recwarn.list
 
 
 def test_a_batch_with_nothing_kept_is_one_padded_row():
     batch = sample_batch(torch.full((3, 2), -9.0), torch.full((3,), 2), rate=1e-6, generator=_seeded(0))
     assert batch["padding"].shape == (1, 2) and batch["padding"].all() and int(batch["population_elements"]) == 6
+    assert batch["negatives_per_class"].tolist() == [0, 0] and not len(batch["negatives_logits"])
 
 
 def test_non_finite_logits_are_kept_so_compare_counts_them():
@@ -304,7 +328,8 @@ def test_recorder_writes_numbered_files_of_one_run(tmp_path):
     for path in written:
         with np.load(path, allow_pickle=False) as data:
             ids.add(str(data["run_id"]))
-            assert {"logits", "targets", "weights", "padding", "population_rows", "population_elements", "sample_rate"} <= set(data.files)
+            assert {"logits", "targets", "weights", "negatives_logits", "negatives_weights", "negatives_per_class", "population_rows", "population_elements",
+                    "sample_rate"} <= set(data.files)
             assert data["logits_shape"].tolist() == list(data["logits"].shape)
     assert len(ids) == 1
 
@@ -403,9 +428,9 @@ def test_a_weighted_batch_sampled_again_multiplies_the_weights_and_skips_the_pad
     from lossaudit.record import pack, select
 
     logits, labels = _detection_batch(3000, 4, seed=12)
-    first = sample_batch(logits, labels, rate=0.25, generator=_seeded(0))
-    second = pack([select(first["logits"], first["targets"], 0.5, mask=np.ones(first["logits"].shape, bool), generator=_seeded(1),
-                          weights=first["weights"], padding=first["padding"])])
+    first = dense(sample_batch(logits, labels, rate=0.25, generator=_seeded(0)))
+    second = dense(pack([select(first["logits"], first["targets"], 0.5, mask=np.ones(first["logits"].shape, bool), generator=_seeded(1),
+                                weights=first["weights"], padding=first["padding"])]))
     before, after = first["weights"][~first["padding"]], second["weights"][~second["padding"]]
     assert set(np.unique(after)) == {1.0, 8.0} and np.count_nonzero(after == 1) == np.count_nonzero(before == 1)
     assert second["ignored"].tolist() == [0, 0, 0, 0]  # padding is no ignored element

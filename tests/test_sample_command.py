@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from lossaudit.io.dataset import DataInfo
+from tests.test_recorder import dense
 
 ROOT = Path(__file__).resolve().parent.parent
 DETECTION = ROOT / "examples" / "detection.npz"
@@ -30,7 +31,7 @@ def test_sample_writes_a_weighted_run_of_the_dump(tmp_path, run_cli):
     assert result.exit_code == 0, result.output
     written = sorted(path.name for path in (tmp_path / "run").iterdir())
     assert written == ["rank000-000000.npz"]
-    dump, batch = _arrays(DETECTION), _arrays(tmp_path / "run" / written[0])
+    dump, batch = _arrays(DETECTION), dense(_arrays(tmp_path / "run" / written[0]))
     logits, labels = dump["logits"].reshape(-1, 20), dump["targets"].reshape(-1)
     assert int(batch["population_rows"]) == 16000 and int(batch["population_elements"]) == 320000
     labelled, ignored = (labels >= 0) & (labels < 20), labels == -1
@@ -52,7 +53,7 @@ def test_the_seed_makes_the_sample_reproducible(tmp_path, run_cli):
     for name in ("a", "b"):
         assert run_cli("sample", DETECTION, "--rate", "0.02", "--seed", "11", "--output", tmp_path / name).exit_code == 0
     first, second = _arrays(tmp_path / "a" / "rank000-000000.npz"), _arrays(tmp_path / "b" / "rank000-000000.npz")
-    for key in ("logits", "targets", "weights", "padding"):
+    for key in ("logits", "targets", "weights", "negatives_logits", "negatives_weights", "negatives_per_class"):
         np.testing.assert_array_equal(first[key], second[key])
     assert str(first["run_id"]) != str(second["run_id"])
 
@@ -61,7 +62,7 @@ def test_chunks_of_one_batch_make_one_file_and_a_target_size_sets_the_rate(tmp_p
     monkeypatch.setattr("lossaudit.record.dumps.CHUNK_ROWS", 1000)
     result = run_cli("sample", DETECTION, "--target-size", "4000", "--seed", "1", "--output", tmp_path / "run")
     assert result.exit_code == 0, result.output
-    batch = _arrays(tmp_path / "run" / "rank000-000000.npz")
+    batch = dense(_arrays(tmp_path / "run" / "rank000-000000.npz"))
     assert float(batch["sample_rate"]) == -1 and int(batch["population_rows"]) == 16000
     sampled = batch["weights"][~batch["padding"]].astype(np.float64) > 1
     assert abs(np.count_nonzero(sampled) - 4000) < 4 * math.sqrt(4000)
@@ -127,7 +128,7 @@ def test_a_weighted_dump_is_sampled_again_and_the_weights_multiply(tmp_path, run
     assert run_cli("sample", DETECTION, "--rate", "0.1", "--seed", "1", "--output", tmp_path / "first").exit_code == 0
     result = run_cli("sample", tmp_path / "first", "--rate", "0.5", "--seed", "2", "--output", tmp_path / "second")
     assert result.exit_code == 0, result.output
-    first, second = _arrays(tmp_path / "first" / "rank000-000000.npz"), _arrays(tmp_path / "second" / "rank000-000000.npz")
+    first, second = dense(_arrays(tmp_path / "first" / "rank000-000000.npz")), dense(_arrays(tmp_path / "second" / "rank000-000000.npz"))
     kept_first, kept_second = first["weights"][~first["padding"]], second["weights"][~second["padding"]]
     assert set(np.unique(kept_second)) == {1.0, 20.0}  # 10 x 2
     assert np.count_nonzero(kept_second == 1) == np.count_nonzero(kept_first == 1)
@@ -146,7 +147,7 @@ def test_sampling_a_sample_again_is_unbiased_given_the_first_sample(tmp_path):
     sample_dumps([DETECTION], tmp_path / "first", rate=0.2, seed=0)
 
     def sums(folder: Path) -> np.ndarray:
-        batch = _arrays(folder / "rank000-000000.npz")
+        batch = dense(_arrays(folder / "rank000-000000.npz"))
         x, w = batch["logits"].astype(np.float64), batch["weights"].astype(np.float64)
         easy = ~batch["padding"] & (batch["targets"].sum(axis=1, keepdims=True) == 0) & (x < math.log(1 / 9))
         return np.array([w[easy].sum(), (w * np.logaddexp(0, x))[easy].sum()])
@@ -175,5 +176,5 @@ def test_compare_reads_the_run(tmp_path, run_cli, compare_json):
     report = compare_json(tmp_path / "run", "--isolated")
     assert report["estimate"]["weighted"] is True
     assert report["estimate"]["population_elements"] == 320000
-    batch = _arrays(tmp_path / "run" / "rank000-000000.npz")
+    batch = dense(_arrays(tmp_path / "run" / "rank000-000000.npz"))
     assert report["estimate"]["sampled_elements"] == np.count_nonzero(~batch["padding"])

@@ -122,12 +122,15 @@ def save(path: str | os.PathLike, logits: object, targets: object, class_names: 
     return write_new(folder, (folder / f"batch-{index:06d}.npz" for index in itertools.count(first)), arrays, "lossaudit.save")
 
 
-SAMPLE_KEYS = ("logits", "targets", "weights", "padding", "population_rows", "population_elements", "sample_rate")
-"""The keys of a weighted batch (issue 24; docs/compare/sampling.md): ``logits``,
-``targets``, ``weights`` (``>= 1``, inverse inclusion probabilities) and ``padding`` shaped like the
-logits; the scalars ``population_rows``, ``population_elements`` (the batch before sampling) and
-``sample_rate`` (the easy negatives' rate, -1 for a target size); optionally ``ignored``, ``(C,)``
-elements dropped by a mask or the ignore label, per class."""
+SAMPLE_KEYS = ("logits", "targets", "weights", "negatives_logits", "negatives_weights", "negatives_per_class", "population_rows", "population_elements",
+               "sample_rate")
+"""The keys of a weighted batch (issue 24; docs/compare/weighted.md): the rows with a target as
+``logits``, ``targets`` and ``weights`` (``>= 1``, inverse inclusion probabilities), ``(P, C)``; the
+kept elements of the other rows grouped by class, ``negatives_logits`` and ``negatives_weights``
+``(K,)`` and ``negatives_per_class`` ``(C,)``; the scalars ``population_rows``,
+``population_elements`` (the batch before sampling) and ``sample_rate`` (the easy negatives' rate,
+-1 for a target size); optionally ``padding`` (``(P, C)`` bool, masked elements of the rows) and
+``ignored``, ``(C,)`` elements dropped by a mask or the ignore label, per class."""
 
 
 def save_sample(path: str | os.PathLike, batch: dict[str, np.ndarray], run_id: str) -> Path:
@@ -139,9 +142,9 @@ def save_sample(path: str | os.PathLike, batch: dict[str, np.ndarray], run_id: s
         FileExistsError: ``path`` exists (it is never overwritten).
     """
     missing = [key for key in SAMPLE_KEYS if key not in batch]
-    unknown = sorted(set(batch) - set(SAMPLE_KEYS) - {"ignored", "class_names"})
+    unknown = sorted(set(batch) - set(SAMPLE_KEYS) - {"padding", "ignored", "class_names"})
     if missing or unknown:
-        raise ValueError(f"a weighted batch needs the keys {', '.join(SAMPLE_KEYS)} (and may have ignored, class_names); missing {missing}, unknown {unknown}")
+        raise ValueError(f"a weighted batch needs the keys {', '.join(SAMPLE_KEYS)} (and may have padding, ignored, class_names); missing {missing}, unknown {unknown}")
     arrays = {key: np.asarray(value) for key, value in batch.items()}
     arrays[RUN_ID_KEY] = np.asarray(run_id)
     arrays[SHAPE_KEY] = np.asarray(arrays["logits"].shape, dtype=np.int64)

@@ -16,7 +16,7 @@ from lossaudit.errors import InputError
 from lossaudit.io.dataset import CLASS_NAMES_KEY, LoadOptions, plan
 from lossaudit.io.readers import read_batches
 from lossaudit.record.recorder import RunWriter
-from lossaudit.record.sampler import EASY_EDGE, pack, select
+from lossaudit.record.sampler import EASY_EDGE, kept_elements, pack, select
 from lossaudit.render.formatting import plural
 
 CHUNK_ROWS = 1 << 16
@@ -117,6 +117,6 @@ def _sample(data, writer: RunWriter, written: list[Path], rate: float, target_si
                 batch["class_names"] = names
             written.append(writer.write(batch))
             population += int(batch["population_elements"])
-            sampled += int(np.count_nonzero(~batch["padding"]))
+            sampled += kept_elements(batch)
     data.finish_pass()
     return population, sampled

@@ -19,7 +19,7 @@ import numpy as np
 
 from lossaudit._lazy import torch
 from lossaudit.io.dump import RUN_ID_KEY, save_sample
-from lossaudit.record.sampler import EASY_EDGE, _check_settings, sample_batch
+from lossaudit.record.sampler import EASY_EDGE, _check_settings, kept_elements, sample_batch
 from lossaudit.render.formatting import plural
 
 FILE_PATTERN = re.compile(r"rank(\d{3,})-(\d{6,})\.npz")
@@ -166,7 +166,7 @@ class Recorder:
         written = self.writer.write(batch)
         self.batches += 1
         self.population_elements += int(batch["population_elements"])
-        self.sampled_elements += int(np.count_nonzero(~batch["padding"]))
+        self.sampled_elements += kept_elements(batch)
         return written
 
     def _generator(self, logits: object):

@@ -89,13 +89,17 @@ def sample_batch(logits: object, targets: object, rate: float = 0.01, target_siz
         generator: a ``torch.Generator`` on the logits' device, for reproducible samples.
 
     Returns:
-        numpy arrays: ``logits`` ``(M, C)`` (float32; float16 for float16 logits), ``targets``
-        ``(M, C)`` (uint8 for hard targets, else float32/float16), ``weights`` ``(M, C)`` (float16 when
-        every weight is below 65504, else float32), ``padding`` ``(M, C)`` bool, the scalars
-        ``population_rows`` (N), ``population_elements`` (N*C), ``sample_rate``, and ``ignored``
-        ``(C,)`` when a mask or an ignore label was given. The rows with a target come first, then
-        the pseudo-rows: column c holds class c's kept elements (those that are not easy, then the
-        sampled ones), padded.
+        numpy arrays: the P rows with a target, whole: ``logits`` ``(P, C)`` (float32; float16 for
+        float16 logits), ``targets`` ``(P, C)`` (uint8 for hard targets, else float32/float16),
+        ``weights`` ``(P, C)`` (float16 when every weight is exact in it, else float32), and
+        ``padding`` ``(P, C)`` bool only where a masked element sat in such a row; the K kept
+        elements of the other rows, grouped by class (class 0's first; within a class those that
+        are not easy, then the sampled ones), targets 0: ``negatives_logits`` ``(K,)`` (the logits'
+        dtype), ``negatives_weights`` ``(K,)`` (as ``weights``), ``negatives_per_class`` ``(C,)``
+        int64; the scalars ``population_rows`` (N), ``population_elements`` (N*C),
+        ``sample_rate``, and ``ignored`` ``(C,)`` when a mask or an ignore label was given.
+        ``compare`` reads the K elements as pseudo-rows (column c: class c's elements, padded;
+        :mod:`lossaudit.io.dataset.compact`). A batch that keeps nothing is one all-padding row.
 
     Raises:
         ValueError: shapes that do not fit, an unknown class id, a rate, target size or edge out of range.
@@ -104,8 +108,8 @@ def sample_batch(logits: object, targets: object, rate: float = 0.01, target_siz
     Example:
         >>> import torch
         >>> batch = sample_batch(torch.full((1000, 4), -9.0), torch.full((1000,), 4), rate=0.5, generator=torch.Generator().manual_seed(0))
-        >>> batch["weights"][~batch["padding"]].tolist()[:3], int(batch["population_elements"])
-        ([2.0, 2.0, 2.0], 4000)
+        >>> batch["negatives_weights"].tolist()[:3], len(batch["logits"]), int(batch["population_elements"])
+        ([2.0, 2.0, 2.0], 0, 4000)
     """
     return pack([select(logits, targets, rate, target_size, easy_edge, mask, generator)])
 
@@ -188,52 +192,51 @@ def _available(flat_indices, free, element_mask, classes: int):
 
 def pack(selections: list[Selection]) -> dict[str, np.ndarray]:
     """One weighted batch from the selections of one or more parts of a batch: the rows with a
-    target, then the pseudo-rows (see :func:`sample_batch`'s Returns)."""
+    target, then the kept elements of the other rows grouped by class (see :func:`sample_batch`'s Returns)."""
     classes = selections[0].row_logits.shape[1]
     row_logits = np.concatenate([item.row_logits for item in selections])
     row_targets = np.concatenate([item.row_targets for item in selections])
+    row_weights = np.concatenate([item.row_weights if item.row_weights is not None else np.ones(item.row_logits.shape, dtype=np.float16) for item in selections])
+    row_padding = np.concatenate([item.row_padding if item.row_padding is not None else np.zeros(item.row_logits.shape, dtype=bool) for item in selections])
     element_classes = np.concatenate([item.classes for item in selections])
     sort = np.argsort(element_classes.astype(np.int16) if classes < 2**15 else element_classes, kind="stable")  # a radix sort for int16
-    counts = np.bincount(element_classes, minlength=classes)
-    height = int(counts.max(initial=0)) if len(row_logits) else max(int(counts.max(initial=0)), 1)
-    sorted_classes = element_classes[sort]
-    slots = len(row_logits) + np.arange(len(sort)) - (np.cumsum(counts) - counts)[sorted_classes]
-    positions = slots * classes + sorted_classes  # flat indices into the (M, C) arrays
-    shape = (len(row_logits) + height, classes)
-    logits = np.zeros(shape, dtype=np.result_type(row_logits, *(item.logits for item in selections)))
-    logits[: len(row_logits)] = row_logits
-    logits.reshape(-1)[positions] = np.concatenate([item.logits for item in selections])[sort]
-    element_weights = np.concatenate([item.weights for item in selections])
-    weights = np.ones(shape, dtype=np.result_type(element_weights, *(item.row_weights for item in selections if item.row_weights is not None)))
-    for start, item in zip(np.cumsum([0] + [len(item.row_logits) for item in selections[:-1]]), selections):
-        if item.row_weights is not None:
-            weights[start : start + len(item.row_weights)] = item.row_weights
-    weights.reshape(-1)[positions] = element_weights[sort]
-    if weights.dtype != np.float16 and weights.max(initial=1) <= FLOAT16_MAX and (weights.astype(np.float16) == weights).all():
-        weights = weights.astype(np.float16)  # every weight exact in 2 bytes (a batch sampled twice at float16 rates)
-    padding = np.ones(shape, dtype=bool)
-    padding[: len(row_logits)] = False
-    for start, item in zip(np.cumsum([0] + [len(item.row_logits) for item in selections[:-1]]), selections):
-        if item.row_padding is not None:
-            padding[start : start + len(item.row_padding)] = item.row_padding
-    padding.reshape(-1)[positions] = False
+    if not len(row_logits) and not len(sort):  # nothing kept: one all-padding row, so the batch (and its population) is read
+        row_logits, row_targets = np.zeros((1, classes), dtype=row_logits.dtype), np.zeros((1, classes), dtype=row_targets.dtype)
+        row_weights, row_padding = np.ones((1, classes), dtype=np.float16), np.ones((1, classes), dtype=bool)
     hard_targets = row_targets.dtype == np.uint8 or bool(((row_targets == 0) | (row_targets == 1)).all())
-    targets = np.zeros(shape, dtype=np.uint8 if hard_targets else row_targets.dtype)
-    targets[: len(row_logits)] = row_targets
     population_rows = sum(item.rows for item in selections)
     batch = {
-        "logits": logits,
-        "targets": targets,
-        "weights": weights,
-        "padding": padding,
+        "logits": row_logits,
+        "targets": row_targets.astype(np.uint8) if hard_targets else row_targets,
+        "weights": _exact_float16(row_weights),
+        "negatives_logits": np.concatenate([item.logits for item in selections])[sort],
+        "negatives_weights": _exact_float16(np.concatenate([item.weights for item in selections])[sort]),
+        "negatives_per_class": np.bincount(element_classes, minlength=classes).astype(np.int64),
         "population_rows": np.asarray(population_rows, dtype=np.int64),
         "population_elements": np.asarray(population_rows * classes, dtype=np.int64),
         "sample_rate": np.asarray(min(item.sample_rate for item in selections), dtype=np.float64),
     }
+    if row_padding.any():
+        batch["padding"] = row_padding
     ignored = [item.ignored for item in selections if item.ignored is not None]
     if ignored:
         batch["ignored"] = np.sum(ignored, axis=0, dtype=np.int64)
     return batch
+
+
+def kept_elements(batch: dict[str, np.ndarray]) -> int:
+    """The elements a weighted batch of :func:`pack` stores: its rows' elements that are not
+    padding, and its negatives."""
+    padded = int(np.count_nonzero(batch["padding"])) if "padding" in batch else 0
+    return batch["logits"].size - padded + len(batch["negatives_logits"])
+
+
+def _exact_float16(weights: np.ndarray) -> np.ndarray:
+    """``weights`` as float16 when every value is exact in 2 bytes (a batch sampled twice at
+    float16 rates), else as they are."""
+    if weights.dtype != np.float16 and weights.max(initial=1) <= FLOAT16_MAX and (weights.astype(np.float16) == weights).all():
+        return weights.astype(np.float16)
+    return weights
 
 
 def _check_settings(rate: float, target_size: int | None, easy_edge: float) -> None:
