@@ -102,15 +102,19 @@ def test_pseudo_rows_are_read_as_laid_out_by_hand(counts, chunk_rows):
     np.testing.assert_array_equal(got["targets"], expected["targets"])
 
 
-@pytest.mark.parametrize("layout", ["npz", "npy folder"])
-def test_a_file_is_read_memory_mapped_with_every_row_picked(layout, tmp_path):
-    """From a file (the 1-D arrays memory-mapped), float16 negatives, stored rows and none: the
-    chunks and the rows picked by index (as OHEM reads them again) are the pseudo-rows by hand."""
+@pytest.mark.parametrize("layout", ["npz", "compressed npz", "npy folder", "pt"])
+def test_every_file_format_is_read_with_every_row_picked(layout, tmp_path):
+    """From every format compare reads (npz and npy memory-mapped), float16 negatives, stored rows
+    and none: the chunks and the rows picked by index (as OHEM reads them again) are the
+    pseudo-rows by hand."""
     for stored in (0, 4):
         batch = _compact(3, (9, 0, 2, 30), stored=stored, dtype=np.float16)
-        if layout == "npz":
+        if layout in ("npz", "compressed npz"):
             path = tmp_path / f"c{stored}.npz"
-            np.savez(path, **batch)
+            (np.savez if layout == "npz" else np.savez_compressed)(path, **batch)
+        elif layout == "pt":
+            path = tmp_path / f"c{stored}.pt"
+            torch.save({key: torch.from_numpy(np.asarray(value)) for key, value in batch.items()}, path)
         else:
             path = tmp_path / f"c{stored}"
             path.mkdir()
@@ -119,6 +123,7 @@ def test_a_file_is_read_memory_mapped_with_every_row_picked(layout, tmp_path):
         expected = _explicit(batch)
         data_plan = plan(read_batches([path]))
         assert data_plan.info.logits_shapes == [expected["logits"].shape] and data_plan.info.num_rows == len(expected["logits"])
+        assert isinstance(data_plan.sources[0].logits.view()[1], np.memmap) == (layout in ("npz", "npy folder"))
         got = _read(data_plan, 8)
         present = ~expected["padding"]
         np.testing.assert_array_equal(got["padding"], expected["padding"])
