@@ -3,6 +3,7 @@
 The Python API (README "Python API"):
 
 - ``lossaudit.compare(paths or logits=..., targets=..., **options) -> Report``
+- ``lossaudit.sweep(paths or logits=..., targets=..., gamma=..., alpha=...) -> SweepReport``
 - ``lossaudit.lint(target, **options) -> LintReport``
 - ``lossaudit.save(path, logits=..., targets=...)``: dump batches from a training loop
 - ``lossaudit.Recorder(path, rate=...)``: record weighted samples of huge batches (``.add(logits, targets)``)
@@ -17,15 +18,16 @@ import types
 
 from lossaudit._version import __version__
 
-_CALLABLE_PACKAGES = ("compare", "lint")
+_CALLABLE_PACKAGES = ("compare", "lint", "sweep")
 """Subpackages that are also the API functions of their name (:mod:`lossaudit._callable`)."""
 
-__all__ = ["__version__", "compare", "lint", "save", "Recorder", "Report", "LintReport", "InputError", "testing"]
+__all__ = ["__version__", "compare", "sweep", "lint", "save", "Recorder", "Report", "SweepReport", "LintReport", "InputError", "testing"]
 
 _LAZY = {
     "save": ("lossaudit.io.dump", "save"),
     "Recorder": ("lossaudit.record.recorder", "Recorder"),
     "Report": ("lossaudit.compare.report.types", "Report"),
+    "SweepReport": ("lossaudit.sweep.report", "SweepReport"),
     "LintReport": ("lossaudit.lint.findings", "LintReport"),
     "InputError": ("lossaudit.errors", "InputError"),
 }

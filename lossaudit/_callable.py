@@ -1,4 +1,4 @@
-"""Packages that are also functions: ``lossaudit.compare(...)`` and ``lossaudit.lint(...)``.
+"""Packages that are also functions: ``lossaudit.compare(...)``, ``lossaudit.sweep(...)`` and ``lossaudit.lint(...)``.
 
 Python binds ``lossaudit.compare`` to the subpackage as soon as any of its modules is imported, so
 a function of that name on ``lossaudit`` would be shadowed; instead the subpackage itself is made

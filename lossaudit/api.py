@@ -1,6 +1,6 @@
-"""lossaudit as a library: :func:`compare` and :func:`lint`, with the command line's options as
-keyword arguments and the same defaults. The CLI calls these functions; notebooks and test suites
-call them directly (``lossaudit.compare``, ``lossaudit.lint``).
+"""lossaudit as a library: :func:`compare`, :func:`sweep` and :func:`lint`, with the command line's
+options as keyword arguments and the same defaults. The CLI calls these functions; notebooks and
+test suites call them directly (``lossaudit.compare``, ``lossaudit.sweep``, ``lossaudit.lint``).
 
 Errors a user can act on are :class:`lossaudit.errors.InputError`, with the one-line message
 the CLI prints.
@@ -170,6 +170,66 @@ def _show_hyper_parameters(function):
 
 
 compare = _show_hyper_parameters(compare)
+
+
+def sweep(
+    paths: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    *,
+    logits: object = None,
+    targets: object = None,
+    mask: object = None,
+    weights: object = None,
+    loss: str = "auto",
+    gamma: Sequence[float] | str = (0, 0.5, 1, 2, 5),
+    alpha: Sequence[float] | str | None = None,
+    alpha_per_class: Sequence[Sequence[float] | str] = (),
+    bins: int = 10,
+    class_names: Sequence[str] | str | os.PathLike | None = None,
+    logits_key: str | None = None,
+    targets_key: str | None = None,
+    targets_encoding: str = "auto",
+    background_index: int | None = None,
+    ignore_index: int = -1,
+    class_dim: int | None = None,
+    inputs: str = "auto",
+    label_base: int = 0,
+):
+    """A focal loss under every setting of a grid, from one pass over the data (``lossaudit sweep``).
+
+    Give dumps (``paths``) or arrays (``logits=``, ``targets=``, optional ``mask=`` and sampling
+    ``weights=``, as :func:`compare` takes them). ``gamma``, ``alpha`` (None: 0.25, 0.5, 0.75 and
+    -1, no weighting) and each ``alpha_per_class`` vector are the grid, as numbers or as the
+    command line's comma lists; ``loss`` is ``focal``, ``softmax-focal`` or ``auto`` (the one that
+    fits the data). Every other keyword is the command-line option of the same name.
+
+    Returns:
+        A :class:`~lossaudit.sweep.report.SweepReport`: ``print(report)`` for the text report,
+        ``report.to_dict()`` for ``--format json``'s document.
+
+    Raises:
+        InputError: bad input, with the message the CLI prints.
+
+    Example:
+        >>> import numpy as np, lossaudit
+        >>> logits = np.array([[2.0, -1.0], [-1.0, 3.0], [0.5, 0.5]], dtype=np.float32)
+        >>> report = lossaudit.sweep(logits=logits, targets=np.array([0, 1, 2]), loss="focal", gamma=[0, 2], alpha=[0.25])
+        >>> tuple((setting["gamma"], setting["alpha"]) for setting in report.settings)
+        ((0.0, 0.25), (2.0, 0.25))
+    """
+    from lossaudit.io.dataset import LoadOptions, read_class_names
+    from lossaudit.sweep.report import SweepReport
+    from lossaudit.sweep.run import run
+
+    def listed(values: Sequence | str | None) -> str | None:
+        return values if values is None or isinstance(values, str) else ",".join(f"{value:g}" if isinstance(value, (int, float)) else str(value) for value in values)
+
+    names = read_class_names(Path(class_names)) if isinstance(class_names, (str, os.PathLike)) else None if class_names is None else [str(n) for n in class_names]
+    load_options = LoadOptions(logits_key=logits_key, targets_key=targets_key, targets=targets_encoding, background_index=background_index,
+                               ignore_index=ignore_index, class_dim=class_dim, inputs=inputs, class_names=names, label_base=label_base)
+    path_list = [] if paths is None else [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(path) for path in paths]
+    vectors = [listed(vector) for vector in alpha_per_class]
+    document = run(path_list, load_options, listed(gamma), listed(alpha), bins, loss, vectors, arrays=_arrays(logits, targets, mask, weights))
+    return SweepReport(document)
 
 
 def lint(

@@ -6,7 +6,8 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from lossaudit.lint.rules import RULES_BY_CODE, SEVERITIES
-from lossaudit.lint.text import NOT_CHECKED_NOTE, render_text
+from lossaudit.lint.text import NOT_CHECKED_NOTE, render_text, summary
+from lossaudit.render.formatting import plural
 
 
 @dataclass
@@ -149,7 +150,7 @@ def filter_unchecked(result: TargetResult, keep) -> None:
     result.unchecked = items
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LintReport:
     """What ``lossaudit.lint`` returns: one :class:`TargetResult` per audited target."""
 
@@ -176,6 +177,21 @@ class LintReport:
     def to_dict(self) -> dict:
         """The ``targets`` of ``lint --format json``."""
         return {"targets": [result.to_dict() for result in self.targets]}
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def __repr__(self) -> str:
+        counts = summary(list(self.targets))
+        return (f"<lossaudit LintReport: {plural(len(self.targets), 'target')}; {plural(counts['errors'], 'error')}, "
+                f"{plural(counts['warnings'], 'warning')}, {plural(counts['infos'], 'info')}>")
+
+    def _repr_html_(self) -> str:
+        """The markdown report as HTML (what a notebook shows)."""
+        from lossaudit.lint.report import render_markdown
+        from lossaudit.render.html import markdown_fragment
+
+        return markdown_fragment(render_markdown(list(self.targets), []))
 
     def text(self, verbose: bool = False, require_checks: bool = False, width: int | None = None) -> str:
         """The report as ``lossaudit lint`` prints it (:func:`lossaudit.lint.text.render_text`),

@@ -75,10 +75,47 @@ def render_html(report: dict, top: int | None = None, top_by: str | None = None,
     """The report as an HTML document; ``top``/``top_by`` as for the text report, ``changes`` the
     text of :func:`lossaudit.compare.report.baseline.render_changes` (shown preformatted) or ""."""
     files = ", ".join(report["input"]["files"])
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>lossaudit compare {escape(files)}</title>", f"<style>{STYLE}</style></head><body>",
-           f"<h1>lossaudit compare</h1><p class=\"muted\">{escape(files)} · lossaudit {escape(report['lossaudit_version'])}</p>"]
+    head = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>lossaudit compare {escape(files)}</title>", f"<style>{STYLE}</style></head><body>"]
+    return "\n".join([*head, html_body(report, top, top_by, changes), "</body></html>"]) + "\n"
+
+
+def html_fragment(body: str) -> str:
+    """``body`` (the inside of a report page's ``<body>``) as one ``<div>`` that carries the page's
+    style scoped to it: what a notebook shows (``_repr_html_``) without restyling the notebook."""
+    return f'<div class="{FRAGMENT_CLASS}"><style>{scoped_style(STYLE, "." + FRAGMENT_CLASS)}</style>\n{body}</div>'
+
+
+FRAGMENT_CLASS = "lossaudit-report"
+
+
+def markdown_fragment(markdown: str) -> str:
+    """A markdown report (``lint`` and ``sweep`` have no HTML format) as an :func:`html_fragment`:
+    rendered by markdown-it (rich's own markdown parser, so no new dependency), tables on, raw HTML
+    in the text escaped."""
+    from markdown_it import MarkdownIt
+
+    return html_fragment(MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown))
+
+
+def scoped_style(style: str, scope: str) -> str:
+    """``style`` with every rule's selectors under ``scope`` (``body`` and ``:root`` become the scope itself)."""
+    import re
+
+    def scoped(match: re.Match) -> str:
+        selectors = [selector.strip() for selector in match.group(1).split(",")]
+        inside = [scope if selector in ("body", ":root") else f"{scope} {selector}" for selector in selectors]
+        lead = match.group(1)[: len(match.group(1)) - len(match.group(1).lstrip())]
+        return f"{lead}{', '.join(inside)} {{{match.group(2)}}}"
+
+    return re.sub(r"([^{}@;]+?)\s*\{([^{}]*)\}", scoped, style)
+
+
+def html_body(report: dict, top: int | None = None, top_by: str | None = None, changes: str = "") -> str:
+    """The inside of the report page's ``<body>`` (see :func:`render_html`)."""
+    files = ", ".join(report["input"]["files"])
+    out = [f"<h1>lossaudit compare</h1><p class=\"muted\">{escape(files)} · lossaudit {escape(report['lossaudit_version'])}</p>"]
     if report["summary"]:
         items = "".join(f"<li>{escape(sentence['text'])}</li>\n" for sentence in report["summary"])
         out.append(f"<section><h2>Summary</h2><ul>\n{items}</ul></section>")
@@ -91,5 +128,4 @@ def render_html(report: dict, top: int | None = None, top_by: str | None = None,
         out.append(f"<section><h2>Data findings</h2><ul>\n{items}</ul></section>")
     if changes:
         out.append(f"<section><h2>Since the baseline</h2><pre>{escape(changes)}</pre></section>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+    return "\n".join(out)

@@ -447,9 +447,10 @@ DEFAULT_ALPHAS = "0.25,0.5,0.75,-1"
 
 
 def run(paths: list, load_options, gamma_text: str, alpha_text: str | None = None, bins: int = 10, loss: str = "auto",
-        alpha_per_class: list | tuple = ()) -> dict:
-    """Parse the lists, read the dumps and sweep them (the ``lossaudit sweep`` command).
-    ``alpha_text`` None: the default alphas (:data:`DEFAULT_ALPHAS`); ``alpha_per_class``: each
+        alpha_per_class: list | tuple = (), arrays: dict | None = None) -> dict:
+    """Parse the lists, read the dumps (or take ``arrays``: ``{"logits", "targets"[, "mask",
+    "weights"]}`` numpy arrays) and sweep them (the ``lossaudit sweep`` command). ``alpha_text``
+    None: the default alphas (:data:`DEFAULT_ALPHAS`); ``alpha_per_class``: each
     ``--alpha-per-class`` (a comma list or a file, as ``compare`` takes it)."""
     from lossaudit.io.dataset import plan
     from lossaudit.io.readers import expand_paths, read_batches
@@ -465,9 +466,14 @@ def run(paths: list, load_options, gamma_text: str, alpha_text: str | None = Non
     vectors = tuple(dict.fromkeys(PARAMS["alpha_per_class"].parse(text) for text in alpha_per_class))
     if bins < 1:
         raise InputError(f"--bins {bins}: expected at least 1")
-    if not paths:
-        raise InputError("nothing to sweep: pass prediction dumps")
-    with reading_status(sum(file.stat().st_size for file in expand_paths(paths))):
-        data = plan(read_batches(paths), load_options)
+    if bool(paths) == bool(arrays):
+        raise InputError("nothing to sweep: pass prediction dumps" if not paths else "pass prediction dumps or arrays (logits=, targets=), not both")
+    if arrays:
+        from lossaudit.io.readers import ArrayFile
+
+        data = plan([ArrayFile(source="arrays", arrays=dict(arrays))], load_options)
+    else:
+        with reading_status(sum(file.stat().st_size for file in expand_paths(paths))):
+            data = plan(read_batches(paths), load_options)
     with tally_progress(data.info.num_rows, data.info.num_classes) as progress:
         return sweep(data, gammas, alphas, bins, progress=progress, loss=loss, alpha_per_class=vectors, alpha_asked=alpha_text is not None)

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from lossaudit.render.formatting import plural
+
 
 def _plain(value: object) -> object:
     """A dataclass tree back to JSON-like dicts, lists and scalars."""
@@ -150,9 +152,13 @@ SECTIONS = ("per_class", "per_difficulty", "losses", "findings", "summary", "lev
 """The tables :meth:`Report.to_frame` turns into DataFrames."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Report:
-    """The comparison of every requested loss on one data set (``compare --format json``)."""
+    """The comparison of every requested loss on one data set (``compare --format json``).
+
+    In a script or a notebook: ``print(report)`` (or ``report.text(width=...)``) gives the text
+    report ``lossaudit compare`` prints, a notebook shows the HTML report (``_repr_html_``), and
+    ``repr(report)`` is one line."""
 
     schema_version: int
     lossaudit_version: str
@@ -207,6 +213,28 @@ class Report:
         out = {field.name: _plain(getattr(self, field.name)) for field in fields(self) if field.name != "extra"}
         out.update(_plain(self.extra))
         return out
+
+    def text(self, width: int | None = None, top: int | None = None, top_by: str | None = None) -> str:
+        """The text report, ``width`` cells wide (None: as wide as its widest table), ``top`` and
+        ``top_by`` as ``compare --top/--top-by``."""
+        from lossaudit.render.compare import render_text
+
+        return render_text(self.to_dict(), width, top, top_by)
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def __repr__(self) -> str:
+        losses = ", ".join(self.losses)
+        estimate = ", an estimate" if self.extra.get("estimate") else ""
+        return (f"<lossaudit Report: {self.input.get('rows', 0):,} rows × {self.input.get('classes')} classes of "
+                f"{', '.join(self.input.get('files', []))}{estimate}; losses {losses}; {plural(len(self.summary), 'summary sentence')}>")
+
+    def _repr_html_(self) -> str:
+        """The HTML report's body, its style scoped to it (what a notebook shows)."""
+        from lossaudit.render.html import html_body, html_fragment
+
+        return html_fragment(html_body(self.to_dict()))
 
     def to_frame(self, section: str = "per_class"):
         """One table as a ``pandas.DataFrame``: ``per_class`` and ``per_difficulty`` with a column
