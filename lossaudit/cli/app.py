@@ -20,7 +20,6 @@ from rich.console import Console
 from rich.markup import escape as plain  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
 
 from lossaudit._version import __version__
-from lossaudit.formats import FORMATS
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -101,7 +100,6 @@ class DumpInputs(str, Enum):
     sigmoid_probs = "sigmoid-probs"
 
 
-DiffFormat = Enum("DiffFormat", [(name, name) for name in FORMATS["diff"]], type=str)
 
 
 ConfigOption = Annotated[

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -42,7 +41,7 @@ from lossaudit.cli.app import (
     stderr,
 )
 from lossaudit.errors import InputError
-from lossaudit.formats import FORMATS
+from lossaudit.formats import CompareFormat
 from lossaudit.losses.registry import BASE_LOSSES, LOSS_IDS, LOSSES, PARAMS
 from lossaudit.losses.spec import except_heatmaps
 
@@ -99,7 +98,6 @@ def with_loss_options(after: str):
     return add
 
 
-CompareFormat = Enum("CompareFormat", [(name, name) for name in FORMATS["compare"]], type=str)
 
 
 @app.command(cls=Command)

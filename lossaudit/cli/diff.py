@@ -10,7 +10,6 @@ from rich.markup import escape as plain  # help is rendered as Rich markup: "[to
 
 from lossaudit.cli.app import (
     Command,
-    DiffFormat,
     OutputOption,
     VerboseOption,
     app,
@@ -18,6 +17,7 @@ from lossaudit.cli.app import (
     gate_share_moves,
 )
 from lossaudit.errors import InputError
+from lossaudit.formats import DiffFormat
 
 
 @app.command(cls=Command)

@@ -11,7 +11,6 @@ from rich.markup import escape as plain  # help is rendered as Rich markup: "[to
 
 from lossaudit.cli.app import (
     Command,
-    DiffFormat,
     PlotOption,
     VerboseOption,
     app,
@@ -19,6 +18,7 @@ from lossaudit.cli.app import (
     text_width,
 )
 from lossaudit.errors import InputError
+from lossaudit.formats import DiffFormat
 from lossaudit.losses.registry import PARAMS
 
 

@@ -26,11 +26,8 @@ from lossaudit.cli.app import (
     text_width,
 )
 from lossaudit.errors import InputError
-from lossaudit.formats import FORMATS
+from lossaudit.formats import LintFormat
 from lossaudit.losses.registry import LINT_KINDS
-
-LintFormat = Enum("LintFormat", [(name, name) for name in FORMATS["lint"]], type=str)
-
 
 Kind = Enum("Kind", [("auto", "auto")] + [(kind.replace("-", "_"), kind) for kind in LINT_KINDS], type=str)
 """``lint --kind``: auto, or a kind of the loss registry."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from typing import Annotated, Optional
 
 import typer
@@ -15,7 +14,7 @@ from lossaudit.cli.app import (
     fail,
     text_width,
 )
-from lossaudit.formats import FORMATS
+from lossaudit.formats import LossesFormat
 
 
 @app.command(cls=Command)
@@ -34,7 +33,6 @@ def rules(
         fail(f"unknown rule code {code}; `lossaudit rules` lists them", False)
 
 
-LossesFormat = Enum("LossesFormat", [(name, name) for name in FORMATS["losses"]], type=str)
 
 
 @app.command(cls=Command)

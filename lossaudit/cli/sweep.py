@@ -34,12 +34,9 @@ from lossaudit.cli.app import (
     piped_width,
 )
 from lossaudit.errors import InputError
-from lossaudit.formats import FORMATS
+from lossaudit.formats import SweepFormat
 from lossaudit.losses.focusing import FOCAL, SOFTMAX_FOCAL
 from lossaudit.losses.registry import PARAMS
-
-SweepFormat = Enum("SweepFormat", [(name, name) for name in FORMATS["sweep"]], type=str)
-
 
 SweepLoss = Enum("SweepLoss", [("auto", "auto")] + [(loss.replace("-", "_"), loss) for loss in (FOCAL, SOFTMAX_FOCAL)], type=str)
 """``--loss``: auto, or the focal loss swept (members ``focal`` and ``softmax_focal``)."""
