@@ -84,6 +84,7 @@ class PseudoRows:
         self.width = len(negatives.counts)
 
     def view(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(the stored rows' view or None, the 1-D array or None), fetched from the file."""
         return (self.stored.view() if self.stored is not None else None,
                 self.negatives.batch.get(self.key) if self.key is not None else None)
 
@@ -150,6 +151,7 @@ class PseudoRows:
 
 
 def _float32(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``x`` converted into ``out`` (float64 beyond float32's range becomes inf, as Rows converts)."""
     with np.errstate(over="ignore"):
         np.copyto(out, x, casting="unsafe")
     return out
@@ -159,10 +161,11 @@ def check_negatives(batch: ArrayFile, logits_shape: tuple[int, ...], axis: int, 
     """The batch's :class:`Negatives`, or None when it has none of :data:`NEGATIVES_KEYS`.
 
     Raises:
-        InputError: a key of the three without the others, or without ``weights``; stored logits that are not ``(N, C)`` rows or targets that are not per class;
-            counts that are not ``(C,)`` non-negative integers summing to K; logits or weights
-            that are not ``(K,)`` floats (weights: real numbers, finite, >= 1). The message names
-            the file and the key.
+        InputError: a key of the three without the others, or without ``weights``; stored logits
+            that are not ``(N, C)`` rows, or targets that are not per class (class ids would need
+            a background label for the pseudo-rows); counts that are not ``(C,)`` non-negative
+            integers summing to K; logits that are not ``(K,)`` floats, weights that are not
+            ``(K,)`` real numbers, finite and >= 1. The message names the file and the key.
     """
     keys = batch.keys()
     present = [key for key in NEGATIVES_KEYS if key in keys]
