@@ -15,6 +15,7 @@ modules that compute.
 
 import sys
 import types
+from typing import Any
 
 from lossaudit._version import __version__
 
@@ -33,7 +34,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     import importlib
 
     if name in (*_CALLABLE_PACKAGES, "testing"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 
 class LazyModule:
@@ -23,5 +24,9 @@ class LazyModule:
         return f"<lazy module {self._name!r}>"
 
 
-torch = LazyModule("torch")
-F = LazyModule("torch.nn.functional")
+if TYPE_CHECKING:  # the type checker sees the modules themselves
+    import torch
+    import torch.nn.functional as F
+else:
+    torch = LazyModule("torch")
+    F = LazyModule("torch.nn.functional")

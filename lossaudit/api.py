@@ -12,22 +12,29 @@ import inspect
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from lossaudit.compare.report.types import Report
 from lossaudit.losses.spec import Param
 
+if TYPE_CHECKING:
+    from lossaudit.compare.settings import LossSettings
+    from lossaudit.lint.findings import LintReport
+    from lossaudit.sweep.report import SweepReport
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
 
 def compare(
-    paths: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     *,
     logits: object = None,
     targets: object = None,
     mask: object = None,
     weights: object = None,
-    class_names: Sequence[str] | str | os.PathLike | None = None,
-    losses: Sequence[str | Callable] | str | None = None,
-    loss_init: dict | None = None,
+    class_names: Sequence[str] | str | os.PathLike[str] | None = None,
+    losses: Sequence[str | Callable[..., Any]] | str | None = None,
+    loss_init: dict[str, Any] | None = None,
     timeout: float = 10.0,
     memory_limit_mb: int | None = None,
     bins: int = 10,
@@ -39,17 +46,17 @@ def compare(
     class_dim: int | None = None,
     inputs: str = "auto",
     label_base: int = 0,
-    model: str | os.PathLike | None = None,
-    data: str | os.PathLike | None = None,
+    model: str | os.PathLike[str] | None = None,
+    data: str | os.PathLike[str] | None = None,
     arch: str | None = None,
-    init: dict | None = None,
+    init: dict[str, Any] | None = None,
     trust_model: bool = False,
     inputs_key: str | None = None,
     output_key: str | None = None,
     batch_size: int = 256,
     device: str = "cpu",
-    save_logits: str | os.PathLike | None = None,
-    baseline: str | os.PathLike | None = None,
+    save_logits: str | os.PathLike[str] | None = None,
+    baseline: str | os.PathLike[str] | None = None,
     **hyper_parameters: Any,
 ) -> Report:
     """Compare cross-entropy, focal, softmax focal, GHM-C and related losses on predictions.
@@ -124,7 +131,7 @@ def compare(
     return Report.from_dict(document)
 
 
-def _arrays(logits: object, targets: object, mask: object, weights: object = None) -> dict | None:
+def _arrays(logits: object, targets: object, mask: object, weights: object = None) -> dict[str, Any] | None:
     """``logits=``, ``targets=`` (and ``mask=``, ``weights=``) as numpy arrays, or None when not given."""
     from lossaudit.errors import InputError
     from lossaudit.io.dataset.options import MASK_KEY, WEIGHTS_KEY
@@ -143,7 +150,7 @@ def _arrays(logits: object, targets: object, mask: object, weights: object = Non
     return arrays
 
 
-def _settings(bins: int, hyper_parameters: dict):
+def _settings(bins: int, hyper_parameters: dict[str, Any]) -> LossSettings:
     """The :class:`~lossaudit.compare.settings.LossSettings` of the keywords, each hyper-parameter
     checked against its declared constraint (unknown keywords named)."""
     from lossaudit.compare.settings import LossSettings
@@ -157,7 +164,7 @@ def _settings(bins: int, hyper_parameters: dict):
     return LossSettings(bins=bins, **{**hyper_parameters, **per_class})
 
 
-def _show_hyper_parameters(function):
+def _show_hyper_parameters(function: _F) -> _F:
     """``function``'s signature with the registry's hyper-parameters in place of
     ``**hyper_parameters``, for ``help()`` and editors."""
     from lossaudit.losses.registry import PARAMS
@@ -165,7 +172,7 @@ def _show_hyper_parameters(function):
     signature = inspect.signature(function)
     params = [param for param in signature.parameters.values() if param.kind is not inspect.Parameter.VAR_KEYWORD]
     params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=param.default) for name, param in PARAMS.items()]
-    function.__signature__ = signature.replace(parameters=params)
+    function.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
     return function
 
 
@@ -173,7 +180,7 @@ compare = _show_hyper_parameters(compare)
 
 
 def sweep(
-    paths: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     *,
     logits: object = None,
     targets: object = None,
@@ -184,7 +191,7 @@ def sweep(
     alpha: Sequence[float] | str | None = None,
     alpha_per_class: Sequence[Sequence[float] | str] = (),
     bins: int = 10,
-    class_names: Sequence[str] | str | os.PathLike | None = None,
+    class_names: Sequence[str] | str | os.PathLike[str] | None = None,
     logits_key: str | None = None,
     targets_key: str | None = None,
     targets_encoding: str = "auto",
@@ -193,7 +200,7 @@ def sweep(
     class_dim: int | None = None,
     inputs: str = "auto",
     label_base: int = 0,
-):
+) -> SweepReport:
     """A focal loss under every setting of a grid, from one pass over the data (``lossaudit sweep``).
 
     Give dumps (``paths``) or arrays (``logits=``, ``targets=``, optional ``mask=`` and sampling
@@ -220,7 +227,7 @@ def sweep(
     from lossaudit.sweep.report import SweepReport
     from lossaudit.sweep.run import run
 
-    def listed(values: Sequence | str | None) -> str | None:
+    def listed(values: Sequence[object] | str | None) -> str | None:
         return values if values is None or isinstance(values, str) else ",".join(f"{value:g}" if isinstance(value, (int, float)) else str(value) for value in values)
 
     names = read_class_names(Path(class_names)) if isinstance(class_names, (str, os.PathLike)) else None if class_names is None else [str(n) for n in class_names]
@@ -228,7 +235,7 @@ def sweep(
                                ignore_index=ignore_index, class_dim=class_dim, inputs=inputs, class_names=names, label_base=label_base)
     path_list = [] if paths is None else [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(path) for path in paths]
     vectors = [listed(vector) for vector in alpha_per_class]
-    document = run(path_list, load_options, listed(gamma), listed(alpha), bins, loss, vectors, arrays=_arrays(logits, targets, mask, weights))
+    document = run(path_list, load_options, cast(str, listed(gamma)), listed(alpha), bins, loss, vectors, arrays=_arrays(logits, targets, mask, weights))
     return SweepReport(document)
 
 
@@ -236,7 +243,7 @@ def lint(
     target: Any,
     *,
     kind: str = "auto",
-    init: dict | None = None,
+    init: dict[str, Any] | None = None,
     inputs: str = "auto",
     targets: str = "auto",
     num_classes: int | None = None,
@@ -246,7 +253,7 @@ def lint(
     seed: int = 0,
     timeout: float = 10.0,
     memory_limit_mb: int | None = None,
-):
+) -> LintReport:
     """Audit a focal-loss implementation against the reference losses.
 
     ``target`` is what ``lossaudit lint`` takes — ``"path/to/file.py:Symbol"`` or
@@ -294,7 +301,7 @@ def lint(
         from lossaudit.lint.worker import audit_object
 
         result = fill_unchecked(audit_object(target, getattr(target, "__qualname__", type(target).__qualname__), dict(init or {}), options))
-        keep = lambda code: (not chosen or code in chosen) and code not in skipped  # noqa: E731
+        keep: Callable[[str], bool] = lambda code: (not chosen or code in chosen) and code not in skipped  # noqa: E731
         result.findings = [f for f in result.findings if keep(f.code)]
         filter_unchecked(result, keep)
         results = [result]

@@ -13,6 +13,7 @@ for the softmax losses (``ce``, ``softmax-focal``), whose loss sits on the targe
 from __future__ import annotations
 
 from dataclasses import dataclass, field, make_dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -61,14 +62,29 @@ def _family(self, loss: str) -> str | None:
     return user.family if user is not None else LOSSES[loss].family
 
 
-LossSettings = make_dataclass(
-    "LossSettings",
-    [("losses", tuple, field(default=BASE_LOSSES)), ("bins", int, field(default=BINS.default))]
-    + [(name, object, field(default=param.default)) for name, param in PARAMS.items()]
-    + [("user_losses", tuple, field(default=()))],
-    frozen=True,
-    namespace={"__post_init__": _check, "params": _params, "family": _family, "user": _user, "__module__": __name__},
-)
+if TYPE_CHECKING:  # the fields are made from the registry at run time: what the type checker sees
+
+    @dataclass(frozen=True)
+    class LossSettings:
+        losses: tuple[str, ...]
+        bins: int
+        user_losses: tuple[Any, ...]
+
+        def __init__(self, **fields: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+        def params(self, loss: str) -> dict[str, object]: ...
+        def family(self, loss: str) -> str | None: ...
+        def user(self, loss: str) -> Any: ...
+
+else:
+    LossSettings = make_dataclass(
+        "LossSettings",
+        [("losses", tuple, field(default=BASE_LOSSES)), ("bins", int, field(default=BINS.default))]
+        + [(name, object, field(default=param.default)) for name, param in PARAMS.items()]
+        + [("user_losses", tuple, field(default=()))],
+        frozen=True,
+        namespace={"__post_init__": _check, "params": _params, "family": _family, "user": _user, "__module__": __name__},
+    )
 LossSettings.__doc__ = """Which losses to compute and their hyper-parameters (the ``compare`` options): ``losses``,
 ``bins`` and one field per hyper-parameter of the loss registry (:data:`lossaudit.losses.registry.PARAMS`),
 each checked against its declared constraint; ``user_losses``: the user's own losses among ``losses``

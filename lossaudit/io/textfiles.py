@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 
 from lossaudit.errors import InputError
@@ -86,9 +87,9 @@ def parse_toml(text: str, path: Path) -> dict:
     Raises:
         InputError: not valid TOML, or nested deeper than the parser can go.
     """
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
+    else:  # Python 3.10
         import tomli as tomllib
     try:
         return tomllib.loads(text)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from lossaudit.lint.rules import RULES_BY_CODE, SEVERITIES
 from lossaudit.lint.text import NOT_CHECKED_NOTE, render_text, summary
@@ -18,7 +20,7 @@ class Finding:
     message: str
     path: str | None = None
     line: int | None = None
-    evidence: dict = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
     severity: str = ""
     name: str = ""
     fix: str = ""
@@ -29,7 +31,7 @@ class Finding:
         self.severity = self.severity or rule.severity
         self.fix = self.fix or rule.fix
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -50,14 +52,14 @@ class TargetResult:
     """
 
     target: str
-    detected: dict = field(default_factory=dict)
+    detected: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    location: dict = field(default_factory=dict)
+    location: dict[str, Any] = field(default_factory=dict)
     suppressed: list[Finding] = field(default_factory=list)
     status: str = "audited"
     hint: str = ""
-    unchecked: list[dict] = field(default_factory=list)
+    unchecked: list[dict[str, Any]] = field(default_factory=list)
     message: str = ""
 
     @property
@@ -65,7 +67,7 @@ class TargetResult:
         """The codes of the checks that could not run, each once, in order."""
         return list(dict.fromkeys(code for item in self.unchecked for code in item["codes"]))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "target": self.target,
             "status": self.status,
@@ -80,7 +82,7 @@ class TargetResult:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> TargetResult:
+    def from_dict(cls, data: dict[str, Any]) -> TargetResult:
         return cls(
             target=data["target"],
             detected=data.get("detected", {}),
@@ -103,7 +105,7 @@ NOT_APPLICABLE = re.compile(
 parameter, input or label), rather than that it could not run."""
 
 
-def unchecked_from_notes(notes: list[str]) -> list[dict]:
+def unchecked_from_notes(notes: list[str]) -> list[dict[str, Any]]:
     """The checks that could not run, read from the battery's ``not checked`` notes: a fallback for
     results whose ``unchecked`` the battery did not fill."""
     items = []
@@ -114,7 +116,7 @@ def unchecked_from_notes(notes: list[str]) -> list[dict]:
     return items
 
 
-def applies(item: dict) -> bool:
+def applies(item: dict[str, Any]) -> bool:
     """Whether an ``unchecked`` item is a check that could not run, rather than one that does not
     apply to the target: ``"applies": false`` on the item, or a reason that says the target has or
     takes no such parameter or label (:data:`NOT_APPLICABLE`)."""
@@ -127,7 +129,7 @@ def fill_unchecked(result: TargetResult) -> TargetResult:
     items with the same reason are merged."""
     if result.status != "audited":
         return result
-    items: dict[str, dict] = {}
+    items: dict[str, dict[str, Any]] = {}
     for item in result.unchecked or unchecked_from_notes(result.notes):
         if not applies(item):
             continue
@@ -139,7 +141,7 @@ def fill_unchecked(result: TargetResult) -> TargetResult:
     return result
 
 
-def filter_unchecked(result: TargetResult, keep) -> None:
+def filter_unchecked(result: TargetResult, keep: Callable[[str], bool]) -> None:
     """Keep in ``result.unchecked`` only the codes ``keep(code)`` accepts (``--select``,
     ``--ignore``, suppression comments); items left without a code go."""
     items = []
@@ -162,7 +164,7 @@ class LintReport:
         return tuple(finding for result in self.targets for finding in result.findings)
 
     @property
-    def unchecked(self) -> tuple[tuple[str, dict], ...]:
+    def unchecked(self) -> tuple[tuple[str, dict[str, Any]], ...]:
         """Every check that could not run, as ``(target, {"codes", "reason", "probe"})``."""
         return tuple((result.target, item) for result in self.targets for item in result.unchecked)
 
@@ -174,7 +176,7 @@ class LintReport:
         return all(result.status in ("audited", "skipped") for result in self.targets) and not any(
             SEVERITIES.index(finding.severity) <= threshold for finding in self.findings) and not (require_checks and self.unchecked)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The ``targets`` of ``lint --format json``."""
         return {"targets": [result.to_dict() for result in self.targets]}
 

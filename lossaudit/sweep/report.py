@@ -20,16 +20,16 @@ class SweepReport:
     document: Mapping[str, Any]
 
     @property
-    def settings(self) -> list[dict]:
+    def settings(self) -> list[dict[str, Any]]:
         """One dict per (gamma, alpha) setting: ``gamma``, ``alpha``, ``label`` and its shares."""
         return list(self.document["settings"])
 
     @property
-    def summary(self) -> list[dict]:
+    def summary(self) -> list[dict[str, Any]]:
         """The summary's sentences (``rule``, ``text``, ``numbers``)."""
         return list(self.document["summary"])
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The ``sweep --format json`` document."""
         return dict(self.document)
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from lossaudit.render.formatting import plural
 
 
-def _plain(value: object) -> object:
+def _plain(value: object) -> Any:
     """A dataclass tree back to JSON-like dicts, lists and scalars."""
     if hasattr(value, "to_dict"):
         return value.to_dict()
@@ -29,13 +29,16 @@ def _plain(value: object) -> object:
     return value
 
 
+_R = TypeVar("_R", bound="_Row")
+
+
 class _Row:
     """A typed row read from and written back to one JSON object with the same keys."""
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]):
-        names = [field.name for field in fields(cls)]
-        optional = {field.name for field in fields(cls) if field.default is not MISSING}
+    def from_dict(cls: type[_R], data: Mapping[str, Any]) -> _R:
+        names = [field.name for field in fields(cast(Any, cls))]
+        optional = {field.name for field in fields(cast(Any, cls)) if field.default is not MISSING}
         missing = [name for name in names if name not in data and name != "details" and name not in optional]
         if missing:
             raise ValueError(f"{cls.__name__}: the report lacks {', '.join(missing)} (schema changed?)")
@@ -44,9 +47,9 @@ class _Row:
             values["details"] = {key: value for key, value in data.items() if key not in values}
         return cls(**values)
 
-    def to_dict(self) -> dict:
-        out = {}
-        for item in fields(self):
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for item in fields(cast(Any, self)):
             value = getattr(self, item.name)
             if item.name == "details":
                 out.update(_plain(value))
@@ -208,7 +211,7 @@ class Report:
         :class:`LossResult` and the rows' ``details``."""
         return self.extra.get("estimate")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The ``compare --format json`` document."""
         out = {field.name: _plain(getattr(self, field.name)) for field in fields(self) if field.name != "extra"}
         out.update(_plain(self.extra))
@@ -236,7 +239,7 @@ class Report:
 
         return html_fragment(html_body(self.to_dict()))
 
-    def to_frame(self, section: str = "per_class"):
+    def to_frame(self, section: str = "per_class") -> Any:
         """One table as a ``pandas.DataFrame``: ``per_class`` and ``per_difficulty`` with a column
         per loss share (``share.focal``...), ``losses`` indexed by loss, ``findings``,
         ``summary``, ``levels``.
