@@ -274,7 +274,8 @@ def test_action_runs_only_options_that_exist(run_cli):
     action = yaml.safe_load((ROOT / "action.yml").read_text())
     assert action["runs"]["using"] == "composite"
     commands = [line.strip() for step in action["runs"]["steps"] for line in step["run"].splitlines() if line.strip().startswith("lossaudit ")]
-    assert any("--format sarif" in c for c in commands) and any("--format markdown" in c for c in commands)
+    assert any("--also sarif=" in c for c in commands) and any("--also markdown=" in c for c in commands)
+    assert sorted(c.split()[1] for c in commands) == ["compare", "lint"], "one run of each, every format from it (--also)"
     for command in commands:
         subcommand = command.split()[1]
         help_text = run_cli(subcommand, "--help").stdout

@@ -111,6 +111,38 @@ ConfigOption = Annotated[
 IsolatedOption = Annotated[bool, typer.Option("--isolated", metavar="", rich_help_panel="CI", help=plain("Ignore configuration files."))]
 
 
+AlsoOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--also", metavar="FORMAT=FILE", rich_help_panel="Report", show_default=False,
+                 help=plain("Also write the report in FORMAT to FILE, from the same run (repeatable): e.g. --also sarif=lint.sarif --also markdown=summary.md.")),
+]
+
+
+def parse_also(values: list[str] | None, formats: type[Enum], output: Path | None) -> list[tuple[Enum, Path]]:
+    """The ``--also FORMAT=FILE`` pairs, each format a member of ``formats``.
+
+    Raises:
+        InputError: a value without ``=``, an unknown format, or two reports (``--output``
+            included) to one file.
+    """
+    from lossaudit.errors import InputError
+
+    pairs = []
+    for value in values or []:
+        name, equals, file = value.partition("=")
+        if not equals or not file:
+            raise InputError(f"--also {value}: expected FORMAT=FILE, e.g. --also json=report.json")
+        try:
+            chosen = formats(name)
+        except ValueError:
+            raise InputError(f"--also {value}: expected one of {', '.join(member.value for member in formats)} before '='") from None
+        pairs.append((chosen, Path(file)))
+    files = [file.resolve() for _, file in pairs] + ([output.resolve()] if output is not None else [])
+    if len(set(files)) < len(files):
+        raise InputError(f"--also {' '.join(values or [])}: two reports to one file; give each its own")
+    return pairs
+
+
 OutputOption = Annotated[Optional[Path], typer.Option(metavar="FILE", rich_help_panel="Report", help=plain("Write the report to this file instead of stdout (whole: a temporary file, then a rename)."))]
 
 

@@ -13,6 +13,7 @@ from rich.markup import escape as plain  # help is rendered as Rich markup: "[to
 
 from lossaudit.cli.app import (
     EXIT_FINDINGS,
+    AlsoOption,
     BackgroundIndexOption,
     BinsOption,
     ClassDimOption,
@@ -37,6 +38,7 @@ from lossaudit.cli.app import (
     fail_internal,
     gate_share_moves,
     init_option,
+    parse_also,
     piped_width,
     stderr,
 )
@@ -126,6 +128,7 @@ def compare(
     strict: Annotated[bool, typer.Option("--strict", help=plain("Exit 1 on a data finding that gates: non-finite logits, labels out of range, probabilities saved as logits, dumps of mixed runs, and background or multi-hot rows when a softmax loss was asked for."), metavar='', rich_help_panel='CI')] = False,
     format: Annotated[CompareFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel='Report')] = CompareFormat.text,
     output: OutputOption = None,
+    also: AlsoOption = None,
     plot: PlotOption = None,
     model: Annotated[Optional[Path], typer.Option("--model", help=plain("Checkpoint to run instead of reading dumps: a state dict (with --arch), .safetensors, TorchScript or .pt2 (with --trust-model)."), metavar='FILE', rich_help_panel='Model')] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help=plain("With --model: .npz/.pt holding the model input (inputs, x or images) and the targets."), metavar='FILE', rich_help_panel='Model')] = None,
@@ -156,7 +159,9 @@ def compare(
         loss_init = loss_init or settings_file.compare.get("loss-init")
         _check_configured_losses(ctx, settings_file, o["losses"], loss_init)
         read = [*(paths or []), settings_file.source, *(Path(o[key]) for key in ("class_names", "alpha_per_class", "baseline") if isinstance(o[key], (str, Path))), model, data]
-        refuse_overwriting_inputs(output, read, DUMP_SUFFIXES)
+        also_files = parse_also(also, CompareFormat, output)
+        for file in [output, *(file for _, file in also_files)]:
+            refuse_overwriting_inputs(file, read, DUMP_SUFFIXES)
         if plot is not None:
             from lossaudit.render.plots import check_plot_path
 
@@ -194,6 +199,8 @@ def compare(
         ).to_dict()
         strict = o["strict"]
         _write(report, CompareFormat(o["format"]), output, o["top"], o["top_by"], strict)
+        for chosen, file in also_files:
+            _write(report, chosen, file, o["top"], o["top_by"], strict)
         if plot is not None:
             from lossaudit.render.plots import plot_report
 

@@ -11,6 +11,7 @@ from rich.markup import escape as plain  # help is rendered as Rich markup: "[to
 
 from lossaudit.cli.app import (
     EXIT_FINDINGS,
+    AlsoOption,
     Command,
     ConfigOption,
     Inputs,
@@ -22,6 +23,7 @@ from lossaudit.cli.app import (
     fail,
     fail_internal,
     init_option,
+    parse_also,
     stderr,
     text_width,
 )
@@ -67,6 +69,7 @@ def lint(
     keep_cwd: Annotated[bool, typer.Option("--keep-cwd", help=plain("Run the audit's child in the current folder, for targets that read files relative to it [default: an empty temporary folder, so that files the target writes do not land here]."), metavar='', rich_help_panel='Probes')] = False,
     format: Annotated[LintFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel='Report')] = LintFormat.text,
     output: OutputOption = None,
+    also: AlsoOption = None,
     exit_zero: Annotated[bool, typer.Option("--exit-zero", help=plain("Exit 0 even when findings fail the run."), metavar='', rich_help_panel='CI')] = False,
     require_checks: Annotated[bool, typer.Option("--require-checks", help=plain("Fail a target (exit 1) when a check could not run on it; every format lists those checks either way."), metavar='', rich_help_panel='CI')] = False,
     config: ConfigOption = None,
@@ -108,11 +111,15 @@ def lint(
         )
         plan = session.plan(targets or [], settings_file.lint.get("targets", []), settings)
         named = [Path(target.rpartition(":")[0] if ":" in target else target) for target in targets or []]
-        refuse_overwriting_inputs(output, [settings_file.source, *named, *(item.spec.file for item in plan.targets)], (".py",))
+        also_files = parse_also(also, LintFormat, output)
+        for file in [output, *(file for _, file in also_files)]:
+            refuse_overwriting_inputs(file, [settings_file.source, *named, *(item.spec.file for item in plan.targets)], (".py",))
         for notice in plan.notices:
             stderr.print(f"lossaudit: {notice}", highlight=False, markup=False, soft_wrap=True)
         results = session.run(plan.targets, settings)
         write_report(render(LintFormat(o["format"]).value, results, plan.discovered, settings.fail_on, verbose, settings.require_checks, text_width() if output is None else None), output)
+        for chosen, file in also_files:
+            write_report(render(chosen.value, results, plan.discovered, settings.fail_on, verbose, settings.require_checks), file)
         stopping = session.stopping_errors(plan.targets, results)
     except InputError as error:
         fail(str(error), verbose)

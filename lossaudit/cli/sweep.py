@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape as plain  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
 
 from lossaudit.cli.app import (
+    AlsoOption,
     BackgroundIndexOption,
     BinsOption,
     ClassDimOption,
@@ -31,6 +32,7 @@ from lossaudit.cli.app import (
     app,
     fail,
     fail_internal,
+    parse_also,
     piped_width,
 )
 from lossaudit.errors import InputError
@@ -61,6 +63,7 @@ def sweep(
     class_names: ClassNamesOption = None,
     format: Annotated[SweepFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel="Report")] = SweepFormat.text,
     output: OutputOption = None,
+    also: AlsoOption = None,
     plot: PlotOption = None,
     verbose: VerboseOption = False,
 ) -> None:
@@ -74,7 +77,9 @@ def sweep(
         from lossaudit.sweep.run import run as run_sweep
 
         vector_files = [Path(text) for text in alpha_per_class or [] if Path(text).is_file()]
-        refuse_overwriting_inputs(output, [*(paths or []), *([class_names] if class_names else []), *vector_files], DUMP_SUFFIXES)
+        also_files = parse_also(also, SweepFormat, output)
+        for file in [output, *(file for _, file in also_files)]:
+            refuse_overwriting_inputs(file, [*(paths or []), *([class_names] if class_names else []), *vector_files], DUMP_SUFFIXES)
         if plot is not None:
             from lossaudit.render.plots import check_plot_path
 
@@ -83,14 +88,12 @@ def sweep(
                               ignore_index=ignore_index, class_dim=class_dim, inputs=DumpInputs(inputs).value,
                               label_base=label_base, class_names=read_class_names(class_names) if class_names else None)
         document = run_sweep(paths or [], options, gamma, alpha, bins, SweepLoss(loss).value, alpha_per_class or [])
-        if format is SweepFormat.json:
-            write_report(render_json(document), output)
-        elif format is SweepFormat.markdown:
-            write_report(render_markdown(document), output)
-        elif output is None and sys.stdout.isatty():
-            print_text(document, Console())
-        else:
-            write_report(render_text(document, piped_width(output)), output)
+        for chosen, file in [(SweepFormat(format), output), *also_files]:
+            if chosen is SweepFormat.text and file is None and sys.stdout.isatty():
+                print_text(document, Console())
+                continue
+            renderers = {SweepFormat.json: render_json, SweepFormat.markdown: render_markdown, SweepFormat.text: lambda document: render_text(document, piped_width(file))}
+            write_report(renderers[chosen](document), file)
         if plot is not None:
             from lossaudit.render.plots import plot_sweep
 
