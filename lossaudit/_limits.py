@@ -19,7 +19,7 @@ from pathlib import Path
 try:
     import resource
 except ImportError:  # not on Windows
-    resource = None
+    resource = None  # type: ignore[assignment]
 
 
 class CallTimeout(BaseException):

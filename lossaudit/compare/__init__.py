@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from lossaudit.errors import InputError
 from lossaudit.losses.registry import PARAMS, defaults_for, parse_losses
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from lossaudit.io.readers import ArrayFile
+    from lossaudit.losses.spec import PerClassParam
+    from lossaudit.model.inference import RunOptions
 
 __all__ = ["ModelSource", "default_losses", "parse_losses", "run"]
 
@@ -29,14 +37,14 @@ class ModelSource:
     """``compare --model``: a checkpoint to run on ``--data`` instead of reading dumps."""
 
     checkpoint: Path
-    run: object  # lossaudit.model.inference.RunOptions
+    run: RunOptions
     arch: str | None = None
     init: dict = field(default_factory=dict)
     trust: bool = False
     save_logits: Path | None = None
 
 
-def _model_batch(source: ModelSource, timeout: float | None = None, memory_limit_mb: int | None = None) -> tuple[object, dict]:
+def _model_batch(source: ModelSource, timeout: float | None = None, memory_limit_mb: int | None = None) -> tuple[ArrayFile, dict]:
     """Run the checkpoint's model; returns the batch of logits and targets and what to report.
     The ``--arch`` module's import, its constructor and each batch's forward pass run under
     ``timeout`` seconds and ``memory_limit_mb`` MiB (:func:`lossaudit.model.inference.model_limits`)."""
@@ -62,7 +70,7 @@ def _model_batch(source: ModelSource, timeout: float | None = None, memory_limit
     if source.save_logits is not None:
         arrays = batch.arrays
         try:
-            written = save(source.save_logits, logits=arrays["logits"], targets=arrays["targets"], class_names=arrays.get("class_names"), mask=arrays.get("mask"))
+            written = save(source.save_logits, logits=arrays["logits"], targets=arrays["targets"], class_names=cast("list[str] | None", arrays.get("class_names")), mask=arrays.get("mask"))
         except FileExistsError:
             raise InputError(f"--save-logits {source.save_logits}: the file exists; lossaudit never overwrites it") from None
         except (ValueError, TypeError) as error:
@@ -94,7 +102,7 @@ def _recoverable(losses: tuple[str, ...], settings, info, explicit: bool) -> tup
     return kept, skipped
 
 
-def _imbalance_advice(plan, settings) -> tuple[object, tuple[str, ...]]:
+def _imbalance_advice(plan, settings) -> tuple[np.ndarray | None, tuple[str, ...]]:
     """``(the class counts, the losses to compute besides settings.losses)`` for the imbalance
     advice (:func:`lossaudit.compare.report.diagnosis.advice`): when the dump's class counts
     (``plan.class_target_sums()``, one more read of the targets, not of the logits) have rare
@@ -150,7 +158,7 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
     losses, skipped = _recoverable(losses, settings, data.info, explicit)
     settings = replace(settings, losses=losses)
     if settings.alpha_per_class is not None:
-        PARAMS["alpha_per_class"].check_classes(settings.alpha_per_class, data.info.num_classes)
+        cast("PerClassParam", PARAMS["alpha_per_class"]).check_classes(settings.alpha_per_class, data.info.num_classes)
     registry = replace(settings, losses=tuple(loss for loss in losses if settings.user(loss) is None), user_losses=())
     counts, advice = _imbalance_advice(data, registry)
     with tally_progress(data.info.num_rows, data.info.num_classes) as progress:

@@ -86,6 +86,7 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
     class_counts = y.double().sum(dim=0)
     for loss in settings.losses:
         spec, arguments = LOSSES[loss], settings.params(loss)
+        assert spec.terms is not None  # every registry loss has its terms
         if spec.family == SOFTMAX:
             rows_x = torch.where(softmax_rows[:, None], x, torch.zeros_like(x))
             rows_y = y * softmax_rows[:, None]
@@ -103,6 +104,7 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
             element_loss = F.binary_cross_entropy_with_logits(x, y.to(x.dtype), reduction="none") * ghm_weights((rounded - y.float()).abs(), mask=valid, **arguments) * weight
         else:
             element_loss = spec.terms(x, y, valid, positive, **arguments) * weight
+        assert spec.normaliser is not None  # every sigmoid registry loss has one
         normalisers[loss], names[loss] = normalise(spec, *spec.normaliser(valid, y, positive))
         sums[loss] = _sum_by_key(sigmoid_keys, element_loss.detach(), shape)
         (gradient,) = torch.autograd.grad(element_loss.sum(), x, retain_graph=True)

@@ -72,7 +72,7 @@ if TYPE_CHECKING:  # the fields are made from the registry at run time: what the
 
         def __init__(self, **fields: Any) -> None: ...
         def __getattr__(self, name: str) -> Any: ...
-        def params(self, loss: str) -> dict[str, object]: ...
+        def params(self, loss: str) -> dict[str, Any]: ...
         def family(self, loss: str) -> str | None: ...
         def user(self, loss: str) -> Any: ...
 
@@ -147,13 +147,13 @@ class Tally:
     softmax_positives: np.ndarray
     ignored: np.ndarray
     nonfinite: np.ndarray
-    rows: int
-    background_rows: int
+    rows: float
+    background_rows: float
     softmax_counts: np.ndarray
-    multi_hot_rows: int
+    multi_hot_rows: float
     file_counts: dict[str, np.ndarray]
     normaliser_names: dict[str, str] = field(default_factory=dict)
-    mistakes: object = None
+    mistakes: Any = None  # lossaudit.compare.engine.mistakes.Mistakes
     focal_parts: np.ndarray | None = None
     second_moments: dict[str, np.ndarray] | None = None
     sample: dict | None = None

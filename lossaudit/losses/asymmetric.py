@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from lossaudit._lazy import F, torch
 from lossaudit.losses.common import check_reduction, check_soft_targets, reduce
@@ -86,7 +87,7 @@ def asl(
     return reduce(-(targets * log_pos + (1 - targets) * log_neg) * weight, reduction)
 
 
-def _asl_terms(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, positive: torch.Tensor, **arguments: float) -> torch.Tensor:
+def _asl_terms(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, positive: torch.Tensor, **arguments: Any) -> torch.Tensor:
     return asl(x, y, **arguments, reduction="none")
 
 

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from lossaudit.errors import InputError
 
@@ -89,7 +90,7 @@ class Param(_Named):
     def check(self, value: object) -> None:
         """Raise :class:`InputError` unless ``value`` is a number the constraint allows."""
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or (self.integer and not float(value).is_integer()) or not self.bounds.allows(float(value)):
+        if not number or (self.integer and not float(cast(float, value)).is_integer()) or not self.bounds.allows(float(cast(float, value))):
             raise InputError(f"{self.option} {value}: expected {self.expected}")
 
 
@@ -136,7 +137,7 @@ class PerClassParam(_Named):
         except InputError as error:
             raise InputError(f"{text}: {error}") from None
 
-    def _number(self, item: object) -> float:
+    def _number(self, item: Any) -> float:
         try:
             return float(item)
         except (TypeError, ValueError):
@@ -183,11 +184,11 @@ class LossSpec:
     family: str
     summary: str
     params: tuple[str, ...] = ()
-    arguments: Callable[[object], dict] = field(default=lambda settings: {})
+    arguments: Callable[[Any], dict[str, Any]] = field(default=lambda settings: {})
     terms: Callable | None = None
     normaliser: Callable | None = None
     empty_name: str | None = None
-    default_when: Callable[[object], bool] | None = None
+    default_when: Callable[[Any], bool] | None = None
     default_on: str = ""
     needs_class_counts: bool = False
     lint_kind: str | None = None

@@ -15,6 +15,7 @@ indices ``(n,)``; ``"onehot"``: float targets ``(n, C)``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from lossaudit.errors import InputError
@@ -144,7 +145,7 @@ def with_init(users: tuple[UserLoss, ...], init: dict[str, dict]) -> tuple[UserL
     return tuple(replace(user, init={**user.init, **{k: v for name in user.names if name in init for k, v in init[name].items()}}) for user in users)
 
 
-def split_losses(losses: str | object | None, init: list[str] | dict | None = None) -> tuple[tuple[str, ...] | None, tuple[UserLoss, ...]]:
+def split_losses(losses: str | Sequence[object] | None, init: list[str] | dict | None = None) -> tuple[tuple[str, ...] | None, tuple[UserLoss, ...]]:
     """``--losses`` (a comma list) or the API's ``losses`` (names and callables) -> the loss ids
     in the order given (None: the defaults) and the user losses among them, with their
     ``--loss-init`` keywords (``init``). Entry points are listed only when a name is no registry

@@ -19,6 +19,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lossaudit._limits import CallTimeout, Limits, MemoryLimitExceeded
 from lossaudit.errors import InputError
@@ -189,12 +190,12 @@ def _read_safetensors(path: Path) -> tuple[dict, str]:
         raise InputError(f"{path}: not a readable .safetensors file ({error})") from None
 
 
-def _build(arch: str, init: dict, limits: Limits) -> object:
+def _build(arch: str, init: dict, limits: Limits) -> Any:
     """An instance of the ``--arch`` class (``package.module:Class``) built with ``--init``, its
     import and its constructor each under ``limits`` (:meth:`~lossaudit._limits.Limits.applied`:
     on the main thread; elsewhere without them)."""
     try:
-        cls = import_symbol(parse_target(arch), run=lambda load: import_quietly(lambda: _guarded(load, limits, f"{arch}: importing it"), arch))
+        cls: Any = import_symbol(parse_target(arch), run=lambda load: import_quietly(lambda: _guarded(load, limits, f"{arch}: importing it"), arch))
     except (InputError, _Stopped) as error:
         raise InputError(f"--arch {error}") from None
     try:

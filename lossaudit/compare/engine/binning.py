@@ -101,5 +101,5 @@ class Intervals:
     def to_cells(self, table: np.ndarray) -> np.ndarray:
         """``(..., intervals)`` sums -> ``(..., bins, LEVELS, ghm_bins)``."""
         cells = np.zeros((*table.shape[:-1], self.bins * len(LEVELS) * self.ghm_bins), dtype=table.dtype)
-        np.add.at(cells, (..., self.cell_of), table)
+        np.add.at(cells, (..., self.cell_of), table)  # type: ignore[arg-type]  # numpy's stubs leave out Ellipsis here
         return cells.reshape(*table.shape[:-1], self.bins, len(LEVELS), self.ghm_bins)

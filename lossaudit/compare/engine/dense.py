@@ -43,6 +43,7 @@ size of a chunk or a block.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -250,6 +251,7 @@ class DensePass:
         buffers, softplus, q = views.buffers, views.log1p, views.q
         if "heatmap_loss" in buffers:
             scratch = views.scratch_values
+            assert scratch is not None  # allocated with a heatmap buffer
             c, gradient = buffers["heatmap_loss"], buffers.get("heatmap_gradient")
             clamped = gradient if gradient is not None else c
             np.maximum(q, CENTERNET_PROB_CLAMP, out=clamped)
@@ -283,6 +285,7 @@ class DensePass:
 
     def row_softplus(self, rows: int) -> np.ndarray:
         """``(rows,)`` float64: each row's softplus summed over its easy negatives, last chunk."""
+        assert self._row_sums is not None  # made with row_sums (OHEM)
         return self._row_sums[:rows]
 
     def class_sums(self) -> dict[str, np.ndarray]:
@@ -317,5 +320,5 @@ class _BlockViews:
         self.scratch_values = None if dense._scratch is None else dense._scratch[:padded]
         self.buffers = {name: buffer[:padded] for name, buffer in dense._buffers.items()}
         self.grouped = dense._stack[:, :padded].reshape(len(dense._stack), self.groups, GROUP_ROWS, dense.classes)
-        arrays = {**self.buffers, "q": self.q, **{("modulating", k): buffer for k, buffer in self.modulating.items()}}
+        arrays: dict[Any, np.ndarray] = {**self.buffers, "q": self.q, **{("modulating", k): buffer for k, buffer in self.modulating.items()}}
         self.products = [tuple(arrays[name].reshape(self.groups, GROUP_ROWS, dense.classes) for name in pair) for pair in dense._products.values()]

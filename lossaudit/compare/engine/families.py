@@ -261,6 +261,7 @@ class SigmoidFamilies:
             self.tables[loss] += tables
         if other.second is not None:
             self.weigh()
+            assert self.second is not None  # weighted mode (_weigh)
             for loss, tables in other.second.items():
                 self.second[loss] += tables
 
@@ -275,6 +276,7 @@ def _add_sums(tables: np.ndarray, keys: np.ndarray, values: tuple[np.ndarray, np
     for index, (table, value) in enumerate(zip(tables, values)):
         table += np.bincount(keys, weights=value if w is None else w * value, minlength=table.shape[-1])
         if w is not None:
+            assert second is not None  # given with w
             second[index] += np.bincount(keys, weights=w * (w - 1) * np.square(value, dtype=np.float64), minlength=table.shape[-1])
 
 
@@ -290,6 +292,7 @@ def _put(tally: Tally, tables: dict[str, np.ndarray], intervals: Intervals, clas
         tally.loss_sums[loss], tally.gradient_sums[loss] = cells(table), cells(gradient)
         tally.normalisers[loss], tally.normaliser_names[loss] = normaliser, name
         if second is not None:
+            assert tally.second_moments is not None  # weighted mode (_weigh)
             tally.second_moments[loss], tally.second_moments["gradient:" + loss] = (cells(values) for values in second[loss])
 
 
@@ -316,7 +319,7 @@ class FamilyTally:
         self.softmax_counts = np.zeros(self.size) if softmax_counts else None
         self.sum_q_positive, self.softmax_positives = np.zeros(num_classes), np.zeros(num_classes)
         self.mistakes = Mistakes(num_classes)
-        self.softmax_rows = 0
+        self.softmax_rows: float = 0
 
     def _add(self, loss: str, keys: np.ndarray, values: tuple[np.ndarray, np.ndarray], w: np.ndarray | None = None) -> None:
         _add_sums(self.tables[loss], keys, values, w, self.second[loss] if self.second is not None else None)
@@ -365,9 +368,11 @@ class FamilyTally:
             self.tables[loss] += tables
         if other.second is not None:
             self._weigh()
+            assert self.second is not None  # weighted mode (_weigh)
             for loss, tables in other.second.items():
                 self.second[loss] += tables
         if self.softmax_counts is not None:
+            assert other.softmax_counts is not None  # counted by both or neither
             self.softmax_counts += other.softmax_counts
         self.sum_q_positive += other.sum_q_positive
         self.softmax_positives += other.softmax_positives

@@ -21,6 +21,8 @@ row weights.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from lossaudit.compare.engine import elements
@@ -58,7 +60,7 @@ class GenericTally:
         self.second: dict[str, np.ndarray] | None = None  # Σ w (w - 1) v², weighted
         if weighted:
             self._weigh()
-        self.normalisers = {loss: [0.0, ""] for loss in losses}
+        self.normalisers: dict[str, list[Any]] = {loss: [0.0, ""] for loss in losses}  # [count, unit]
 
     def _weigh(self) -> None:
         if self.second is None:
@@ -129,6 +131,7 @@ class GenericTally:
         for index, (table, value) in enumerate(zip(self.tables[loss], (values, gradient))):
             table += np.bincount(keys, weights=value if w is None else w * value, minlength=self.size)
             if w is not None:
+                assert self.second is not None  # weighted mode (_weigh)
                 self.second[loss][index] += np.bincount(keys, weights=w * (w - 1) * value * value, minlength=self.size)
 
     def merge(self, other: GenericTally) -> None:
@@ -137,6 +140,7 @@ class GenericTally:
             self.tables[loss] += tables
             if other.second is not None:
                 self._weigh()
+                assert self.second is not None  # weighted mode (_weigh)
                 self.second[loss] += other.second[loss]
             self.normalisers[loss][0] += other.normalisers[loss][0]
             self.normalisers[loss][1] = self.normalisers[loss][1] or other.normalisers[loss][1]
@@ -149,6 +153,7 @@ class GenericTally:
         for loss, (table, gradient) in self.tables.items():
             tally.loss_sums[loss], tally.gradient_sums[loss] = cells(table), cells(gradient)
             if self.second is not None:
+                assert tally.second_moments is not None  # weighted mode (_weigh)
                 tally.second_moments[loss], tally.second_moments["gradient:" + loss] = (cells(values) for values in self.second[loss])
             count, unit = self.normalisers[loss]
             spec = self.specs.get(loss) or LOSSES[loss]

@@ -134,6 +134,7 @@ class Mistakes:
     def _neighbours(self, start: int, rows: int, row: np.ndarray) -> list[np.ndarray]:
         """The local rows of the four neighbouring cells of each local ``row`` in the same image,
         -1 where there is none (the image's edge, or outside the chunk)."""
+        assert self.grid is not None  # called for maps only
         height, width = self.grid
         cell = start + row
         w, h = cell % width, (cell // width) % height

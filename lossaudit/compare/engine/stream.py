@@ -42,6 +42,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any, cast
 
 import numpy as np
 
@@ -135,7 +136,7 @@ class StreamTally:
         self.softmax_counts = np.zeros(self.size)
         self.file_counts = {name: np.zeros(num_files) for name in FILE_COUNTS}
         self.per_class = {name: np.zeros(num_classes) for name in ("sum_p_positive", "sum_q_positive", "softmax_positives", "ignored", "nonfinite")}
-        self.totals = dict.fromkeys(("rows", "background_rows", "multi_hot_rows", "softmax_rows", "peaks"), 0)
+        self.totals: dict[str, float] = dict.fromkeys(("rows", "background_rows", "multi_hot_rows", "softmax_rows", "peaks"), 0)
         self.row_losses: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]] = []  # (first row, BCE per row, has a positive, row weights)
         self.mistakes = Mistakes(num_classes, grid)
         if weighted:
@@ -150,6 +151,7 @@ class StreamTally:
         (default ``name``) in weighted mode."""
         self.tables[name] += sums(values if w is None else w * values)
         if w is not None:
+            assert self.second is not None  # weighted mode (_weigh)
             self.second[second or name] += sums(w * (w - 1) * np.square(values, dtype=np.float64))
 
     def _weigh(self) -> None:
@@ -193,7 +195,7 @@ class StreamTally:
             kept &= ~invalid[chunk.target_rows, chunk.target_cols]
         row, col, y = chunk.target_rows[kept], chunk.target_cols[kept], chunk.target_values[kept]
         at = np.searchsorted(taken.index, row * classes + col)
-        w = chunk.weights[taken.index // classes, taken.column] if weighted else None
+        w = cast(np.ndarray, chunk.weights)[taken.index // classes, taken.column] if weighted else None
         log1p, q = elements.sigmoid_parts(taken.x)
         p, row_loss = self._add_negatives(taken, log1p, q, at, rows, w)
         positive_row = self._add_targets(taken.x[at], log1p[at], q[at], y, row, col, chunk.heatmap, row_loss, None if w is None else w[at])
@@ -249,8 +251,8 @@ class StreamTally:
                                         (CENTERNET, terms.centernet, terms.centernet_gradient)):
             if table in self.tables:
                 second = (FOCAL + FOCAL_PARTS[0], GRADIENT + FOCAL + FOCAL_PARTS[0]) if table == "focal_off" else (None, None)
-                self._tally(table, sums, values, w, second[0])
-                self._tally(GRADIENT + table, sums, gradient, w, second[1])
+                self._tally(table, sums, cast(np.ndarray, values), w, second[0])
+                self._tally(GRADIENT + table, sums, cast(np.ndarray, gradient), w, second[1])
         if OHEM not in requested:
             return terms.p, None
         terms.bce[targets] = 0
@@ -280,6 +282,7 @@ class StreamTally:
                 self.tables[name + "_on"] += sums(y * values if w is None else w * y * values)
                 if w is not None:  # alpha_t² h² = a_off² (1 - y)² h² + 2 a_off a_on y (1 - y) h² + a_on² y² h²
                     squared = w * (w - 1) * np.square(values, dtype=np.float64)
+                    assert self.second is not None  # weighted mode (_weigh)
                     for part, factor in zip(FOCAL_PARTS, ((1 - y) ** 2, y * (1 - y), y * y)):
                         self.second[name + part] += sums(squared * factor)
         if CENTERNET in self.tables:
@@ -348,6 +351,7 @@ class StreamTally:
             self.tables[loss] += table
         if other.weighted:
             self._weigh()
+            assert self.second is not None and other.second is not None  # weighted mode (_weigh)
             for name, table in other.second.items():
                 self.second[name] += table
         for name, values in other.file_rows.items():
@@ -370,17 +374,17 @@ class StreamTally:
         at = np.arange(self.num_classes) * 2 * self.intervals.count
         self.counts[at] += dense.count
         sums = dense.class_sums()
-        for table, values, gradient in ((BCE, "softplus", "q"), (CENTERNET, "heatmap_loss", "heatmap_gradient")):
+        for table, values_key, gradient_key in ((BCE, "softplus", "q"), (CENTERNET, "heatmap_loss", "heatmap_gradient")):
             if table in self.tables:
-                self.tables[table][at] += sums[values]
-                self.tables[GRADIENT + table][at] += sums[gradient]
+                self.tables[table][at] += sums[values_key]
+                self.tables[GRADIENT + table][at] += sums[gradient_key]
         if "focal_off" in self.tables:
             loss, gradient = dense.power_sums(self.settings.gamma)
             self.tables["focal_off"][at] += loss
             self.tables[GRADIENT + "focal_off"][at] += gradient
         self.families.add_easy(dense, at)
 
-    def _ohem(self, plan: DataPlan) -> tuple[np.ndarray, np.ndarray, float, tuple[np.ndarray, np.ndarray] | None]:
+    def _ohem(self, plan: DataPlan) -> tuple[np.ndarray, np.ndarray, float, tuple[np.ndarray, ...] | None]:
         """Hard-negative mining: select rows from the per-row losses, read them again, tally their
         BCE. Returns the flat ``(C, 2, intervals)`` sums of the loss and of its gradient magnitude
         (BCE's), the normaliser (positive rows, at least 1) and, in weighted mode, the two
@@ -398,7 +402,7 @@ class StreamTally:
             keep = np.flatnonzero(ohem_row_selection(row_losses, positive_rows, self.settings.ohem_ratio))
             normaliser = float(max(int(positive_rows.sum()), 1))
         sums = gradient = np.zeros(self.size)
-        second = (np.zeros(self.size), np.zeros(self.size)) if self.weighted else None
+        second: tuple[np.ndarray, ...] | None = (np.zeros(self.size), np.zeros(self.size)) if self.weighted else None
         if len(keep):
             chunk = plan.read_rows(keep)
             row, col = np.nonzero(chunk.valid)
@@ -407,7 +411,7 @@ class StreamTally:
             keys = self.intervals.keys(col, terms.positive, terms.g)
             values = (terms.bce, elements.bce_gradient(terms, y))
             if self.weighted:
-                w = chunk.weights[row, col]
+                w = cast(np.ndarray, chunk.weights)[row, col]
                 kept = fraction[keep][row]
                 second = tuple(self._bincount(keys, kept * w * (w - 1) * v * v) for v in values)
                 values = tuple(kept * w * v for v in values)
@@ -476,7 +480,7 @@ class StreamTally:
         ``loss``, flat ``(C, 2, intervals)`` (GHM-C's: BCE's, its weights come after); the second
         moments only in weighted mode."""
         classes = self.num_classes
-        second = None
+        second: tuple[np.ndarray, ...] | None = None
         if loss == OHEM:
             table, gradient, normaliser, second = self._ohem(plan)
             name = "positive rows"
@@ -488,6 +492,7 @@ class StreamTally:
             table, gradient = (self.tables[part + "_off"].reshape(classes, -1) * off[:, None] + self.tables[part + "_on"].reshape(classes, -1) * on[:, None]
                                for part in (FOCAL, GRADIENT + FOCAL))
             if self.weighted:
+                assert self.second is not None  # weighted mode (_weigh)
                 second = tuple(sum(self.second[prefix + part].reshape(classes, -1) * factor[:, None] for part, factor in zip(FOCAL_PARTS, (off * off, 2 * off * on, on * on)))
                                for prefix in (FOCAL, GRADIENT + FOCAL))
             normaliser, name = valid_elements, "valid elements"
@@ -500,6 +505,7 @@ class StreamTally:
             normaliser, name = float(self.totals["softmax_rows"]), "rows with a target"
         if self.weighted and second is None:
             tabled = BCE if loss == GHM else loss
+            assert self.second is not None  # weighted mode (_weigh)
             second = (self.second[tabled], self.second[GRADIENT + tabled])
         return table, gradient, second, normaliser, name
 
@@ -513,6 +519,7 @@ class StreamTally:
         file_counts = {name: values.copy() for name, values in self.file_counts.items()}
         for file, source in enumerate(plan.sources):
             if _recorded(source, "population_rows"):
+                assert source.weighting is not None  # _recorded
                 population = source.weighting.scalars["population_rows"]
                 estimate = population - self.file_rows["target_rows"][file]
                 rows += population - self.file_rows["rows"][file]
@@ -532,6 +539,7 @@ def _valid_but_padding(chunk: Chunk) -> np.ndarray:
     invalid = [mask for mask in (chunk.element_ignored, chunk.nonfinite) if mask is not None]
     if not invalid:
         return ~chunk.dropped_rows
+    assert chunk.padding is not None  # called where the chunk has padding
     return ~chunk.dropped_rows & ~(np.logical_or.reduce(invalid) & ~chunk.padding).any(axis=1)
 
 
@@ -666,7 +674,7 @@ def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None 
         class_counts = plan.class_target_sums() if class_counts is None else class_counts
 
     def make(rows: int) -> list:
-        extra = [families.FamilyTally(settings, family, info.num_classes, softmax_counts, info.weighted)] if softmax_families else []
+        extra: list[Any] = [families.FamilyTally(settings, cast(families.FamilySetup, family), info.num_classes, softmax_counts, info.weighted)] if softmax_families else []
         if counts_elsewhere:  # only a slow softmax loss: the softmax counts are kept by a FamilyTally of no family
             extra.append(families.FamilyTally(settings, families.FamilySetup({}, None, None), info.num_classes, True, info.weighted))
         if slow:

@@ -35,6 +35,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
@@ -125,6 +126,7 @@ def merge(tally: Tally, tables: dict) -> None:
     for name in ("loss_sums", "gradient_sums", "normalisers", "normaliser_names"):
         getattr(tally, name).update(tables[name])
     if tables.get("second_moments") is not None:
+        assert tally.second_moments is not None  # a weighted dump's tally
         tally.second_moments.update(tables["second_moments"])
     counts = tables.get("softmax_counts")
     if counts is not None and not tally.softmax_counts.any():
@@ -186,7 +188,7 @@ def _compute(plan: DataPlan, settings: LossSettings, rows: int, timeout: float, 
             tally.add(chunk)
             if counts is not None:
                 counts.add(chunk)
-    sink = SimpleNamespace(loss_sums={}, gradient_sums={}, normalisers={}, normaliser_names={}, softmax_counts=None, sum_q_positive=None, softmax_positives=None,
+    sink: Any = SimpleNamespace(loss_sums={}, gradient_sums={}, normalisers={}, normaliser_names={}, softmax_counts=None, sum_q_positive=None, softmax_positives=None,
                            mistakes=Mistakes(classes), second_moments={} if weighted else None)
     tally.finish(sink)
     if counts is not None:
@@ -211,11 +213,12 @@ class _Caller:
         self.user, self.timeout, self.num_classes = user, timeout, num_classes
         self.run = run_with_timeout
         failures = self.failures = (Exception, SystemExit, KeyboardInterrupt, CallTimeout)
-        obj = user.obj
+        obj: Any = user.obj
         if obj is None:
             from lossaudit.io.symbols import import_quietly, import_symbol
 
             try:
+                assert user.target is not None  # a user loss without its object names its target
                 obj = import_symbol(user.target, run=lambda load: run_with_timeout(lambda: import_quietly(load, user.id), timeout))
             except InputError as error:
                 raise UserLossError(str(error) if str(error).startswith(user.id) else f"{user.id}: {error}") from None
@@ -227,7 +230,7 @@ class _Caller:
         if self.family is not None and self.family not in FAMILIES:
             raise UserLossError(f"{user.id}: lossaudit_family = {self.family!r}; expected 'sigmoid' or 'softmax'")
         try:
-            self.fn = run_with_timeout(lambda: obj(**user.init), timeout) if inspect.isclass(obj) else functools.partial(obj, **user.init) if user.init else obj
+            self.fn: Any = run_with_timeout(lambda: obj(**user.init), timeout) if inspect.isclass(obj) else functools.partial(obj, **user.init) if user.init else obj
         except failures as error:
             raise UserLossError(f"{user.id}: cannot be constructed with --loss-init {user.init}: {_failure(error)}") from None
         if self.family is None:

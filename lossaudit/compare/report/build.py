@@ -17,6 +17,8 @@ data; the requested order is kept within each group.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from lossaudit._version import __version__
@@ -381,10 +383,10 @@ def _quadrants(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarra
     softmax = _has_softmax(order, families)
     totals = {loss: float(tally.loss_sums[loss].sum()) for loss in order}
     gradients = {loss: float(tally.gradient_sums[loss].sum()) for loss in order}
-    cells = {}
-    for rarity, classes in (("rare", rare), ("common", ~rare)):
+    cells: dict[str, Any] = {}
+    for group, classes in (("rare", rare), ("common", ~rare)):
         for difficulty, levels in (("easy", slice(0, HARD_LEVEL)), ("hard", slice(HARD_LEVEL, None))):
-            cells[f"{rarity}_{difficulty}"] = {
+            cells[f"{group}_{difficulty}"] = {
                 "elements": _count(counts[classes][..., levels].sum()),
                 "rows": _count(tally.softmax_counts[classes][..., levels].sum()) if softmax else None,
                 **_shares(tally, order, totals, gradients, lambda table, classes=classes, levels=levels: table[classes][..., levels]),
@@ -418,7 +420,7 @@ class _Findings:
     def add(self, code: str, count: int, detail: str, files: dict[str, int] | None = None, **extra: object) -> None:
         gates = code in STRICT_FINDINGS and (self.explicit or code not in SOFTMAX_FIT_FINDINGS)
         warning = gates or (code not in STRICT_FINDINGS and code not in INFO_FINDINGS)
-        finding = {"code": code, "level": "warning" if warning else "info", "gates_strict": gates,
+        finding: dict[str, object] = {"code": code, "level": "warning" if warning else "info", "gates_strict": gates,
                    "count": count, "message": f"{FINDING_NAMES[code]}: {detail}"}
         if files is not None:
             finding["files"] = files
@@ -569,6 +571,7 @@ def _estimate(tally: Tally, order: list[str]) -> dict:
     many (the population the recorder counted, else the sum of the weights: the Horvitz–Thompson
     estimate), and which quantities are plug-in estimates (:data:`~lossaudit.compare.report.estimates.PLUG_IN`, those shown)."""
     sample = tally.sample
+    assert sample is not None  # a weighted dump's tally
     recorded = sample.get("population_elements") is not None and sample.get("population_source", "recorded") == "recorded"
     plug_in = ["ghm_weights", *(["ohem_top_k"] if OHEM in order else []), "rare_classes", *(["mistakes"] if tally.mistakes is not None else [])]
     return {

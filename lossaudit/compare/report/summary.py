@@ -18,6 +18,8 @@ so on data they do not fit. No sentence compares across families.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from lossaudit.compare.report.diagnosis import ARGMAX, MISSED_PROBABILITY, MISSED_RECALL, is_missed
 from lossaudit.losses.cross_entropy import BCE
 from lossaudit.losses.density import GHM
@@ -143,7 +145,7 @@ def easy_negatives(report: dict) -> dict | None:
     if not sigmoid:
         return None
     shares = {loss: report["losses"][loss]["easy_negative_share"] for loss in sigmoid}
-    top = max(sigmoid, key=shares.get)
+    top = max(sigmoid, key=shares.__getitem__)
     if shares[top] < EASY_NEGATIVE_SHARE:
         return None
     easy = report["levels"][0]
@@ -197,7 +199,7 @@ def rare_hard(report: dict) -> dict | None:
               if loss in group and share is not None and cell[_unit(report, loss)]}
     if not quadrants["rare_classes"] or len(shares) < 2:
         return None
-    top, low = max(shares, key=shares.get), min(shares, key=shares.get)
+    top, low = max(shares, key=shares.__getitem__), min(shares, key=shares.__getitem__)
     if shares[top] - shares[low] < RARE_HARD_SPREAD:
         return None
     return _sentence(
@@ -268,7 +270,7 @@ def missed_classes(report: dict) -> dict | None:
     if not missed:
         return None
     rare = set(report["quadrants"]["rare_classes"])
-    instead = {}
+    instead: dict[str, Any] = {}
     for pair in (report.get("mistakes") or {}).get("confusions", []):
         instead.setdefault(pair["true"], pair["predicted"])
     parts = []
@@ -318,7 +320,7 @@ def confidently_wrong(report: dict) -> dict | None:
     shares = {loss: very_hard["share"][loss] for loss in group if very_hard["share"][loss] is not None}
     if not held or not units or not shares:
         return None
-    top = max(shares, key=shares.get)
+    top = max(shares, key=shares.__getitem__)
     if held / units > NOISE_UNIT_SHARE or shares[top] < NOISE_LOSS_SHARE:
         return None
     noun = report["input"].get("row_noun", "rows") if unit == "rows" else unit
@@ -342,7 +344,7 @@ def confidently_wrong(report: dict) -> dict | None:
         else:
             ranked = sorted((cause for cause, (_, why) in CAUSE_WORDS.items() if why and causes[cause]), key=lambda cause: -causes[cause])
             named = [CAUSE_WORDS[cause][1] for i, cause in enumerate(ranked) if i == 0 or causes[cause] >= NAMED_CAUSE_SHARE * mistakes["very_hard"]]
-            verdict = f"that points to {_listed(named)}, not to label noise"
+            verdict = f"that points to {_listed(cast('list[str]', named))}, not to label noise"
         text += f". On these predictions {'it is' if held == 1 else 'they are'} {_listed(parts)}: {verdict}."
         numbers.update(causes=causes, label_noise=mistakes["label_noise"], confusions=pairs)
     else:  # no breakdown (a report of the full-tensor oracle)
