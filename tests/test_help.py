@@ -155,3 +155,22 @@ def test_a_path_that_needs_torch_says_so_where_it_is_missing(tmp_path):
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == ("lossaudit: error: this needs PyTorch, which is not installed here: pip install torch (compare and sweep on "
                                      "saved .npz/.npy dumps, explain, rules and losses run without it)")
+
+
+def test_help_builds_no_validator():
+    """``--help`` (the group's and a command's) imports neither pydantic (Typer's validators, built
+    when a value is coerced: the help flag's None was, ~60 ms a process) nor numpy or torch."""
+    code = (
+        "import sys\n"
+        "from lossaudit.cli import main\n"
+        "for argv in (['lossaudit', '--help'], ['lossaudit', 'compare', '--help'], ['lossaudit', 'lint', '--help']):\n"
+        "    sys.argv = argv\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0, exit.code\n"
+        "print(sorted(name for name in ('pydantic', 'numpy', 'torch') if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

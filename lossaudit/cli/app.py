@@ -13,7 +13,7 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -24,7 +24,17 @@ from lossaudit._version import __version__
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
-class _PlainHelp:
+if TYPE_CHECKING:  # a mixin of Typer's command and group classes
+    from typer._click.core import ParameterSource
+
+    _HelpBase = typer.core.TyperCommand
+else:
+    _HelpBase = object
+
+_E = TypeVar("_E", bound=Enum)
+
+
+class _PlainHelp(_HelpBase):
     """Help without Python type placeholders: ``-h/--help`` is a flag (Typer shows ``<bool>``;
     lossaudit's own flags say so with ``metavar=""``), and an argument is named by its metavar
     alone (Typer adds ``<list[Path]>``)."""
@@ -40,14 +50,27 @@ class _PlainHelp:
         option = super().get_help_option(ctx)
         if option is not None:
             option.metavar = ""
+            option.get_runtime_param = lambda: _FLAG  # a flag needs no validator: building one imports pydantic (~60 ms a process)
         return option
 
     def get_params(self, ctx):
         params = super().get_params(ctx)
         for param in params:
             if isinstance(param, typer.core.TyperArgument):
-                param.display_type_rich = _no_type
+                param.display_type_rich = _no_type  # type: ignore[method-assign]
         return params
+
+
+class _Flag:
+    """How ``-h/--help`` coerces its value: it is a bool, or None when the flag is not given
+    (Typer would build a validator for it, importing pydantic, on every command line)."""
+
+    @staticmethod
+    def coerce(value: object, param: object, ctx: object) -> object:
+        return value
+
+
+_FLAG = _Flag()
 
 
 def _no_type(ctx) -> None:
@@ -78,7 +101,7 @@ stderr = Console(stderr=True)
 
 class TargetEncoding(str, Enum):
     auto = "auto"
-    index = "index"
+    index = "index"  # type: ignore[assignment]  # the member shadows str.index
     onehot = "onehot"
     soft = "soft"
     heatmap = "heatmap"
@@ -118,7 +141,7 @@ AlsoOption = Annotated[
 ]
 
 
-def parse_also(values: list[str] | None, formats: type[Enum], output: Path | None) -> list[tuple[Enum, Path]]:
+def parse_also(values: list[str] | None, formats: type[_E], output: Path | None) -> list[tuple[_E, Path]]:
     """The ``--also FORMAT=FILE`` pairs, each format a member of ``formats``.
 
     Raises:
@@ -200,7 +223,7 @@ def config_values(ctx: typer.Context, section: dict, skip: tuple[str, ...] = ())
         name = key.replace("-", "_")
         if key in skip or name not in ctx.params:
             continue
-        if ctx.get_parameter_source(name).name == "DEFAULT":
+        if cast("ParameterSource", ctx.get_parameter_source(name)).name == "DEFAULT":
             values[name] = ",".join(value) if isinstance(value, list) else value
     return values
 
@@ -299,13 +322,14 @@ VALIDATION_WORDS = {
 (pydantic), by error type; ``{ge}`` and the like come from the error's context."""
 
 
-def usage_message(error: Exception) -> str:
+def usage_message(error: typer.TyperException) -> str:
     """A usage error in lossaudit's form, ``--OPTION VALUE: expected ...`` (as its own checks say
     it), where Typer's message is the validation library's ("Input should be a valid integer,
     unable to parse string as an integer"); other usage errors as Typer words them."""
     import re
 
-    cause, param = error.__cause__, getattr(error, "param", None)
+    cause: Any = error.__cause__
+    param = getattr(error, "param", None)
     if not (hasattr(cause, "errors") and param is not None and cause.errors()):
         return error.format_message()
     detail = cause.errors()[0]
