@@ -34,7 +34,7 @@ def compare(
     weights: object = None,
     class_names: Sequence[str] | str | os.PathLike[str] | None = None,
     losses: Sequence[str | Callable[..., Any]] | str | None = None,
-    loss_init: dict[str, Any] | None = None,
+    loss_init: dict[str, Any] | list[str] | None = None,
     timeout: float = 10.0,
     memory_limit_mb: int | None = None,
     bins: int = 10,

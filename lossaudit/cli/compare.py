@@ -60,7 +60,7 @@ def _losses_help() -> str:
             "path/to/file.py:fn, package.module:Class or an installed lossaudit.losses entry point, optionally ending @sigmoid or @softmax.")
 
 
-def _check_configured_losses(ctx, settings_file, losses: str | None, loss_init: object) -> None:
+def _check_configured_losses(ctx, settings_file, losses: str | None, loss_init: list[str] | dict | None) -> None:
     """The configuration's ``losses`` and ``loss-init``, when the command line left them out, read
     as ``--losses`` reads them: a bad one is one line naming the file and the key.
 
@@ -133,7 +133,7 @@ def compare(
     model: Annotated[Optional[Path], typer.Option("--model", help=plain("Checkpoint to run instead of reading dumps: a state dict (with --arch), .safetensors, TorchScript or .pt2 (with --trust-model)."), metavar='FILE', rich_help_panel='Model')] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help=plain("With --model: .npz/.pt holding the model input (inputs, x or images) and the targets."), metavar='FILE', rich_help_panel='Model')] = None,
     arch: Annotated[Optional[str], typer.Option("--arch", help=plain("With a state dict: the model class, package.module:Class or path/to/file.py:Class."), metavar='TARGET', rich_help_panel='Model')] = None,
-    init: init_option("Model") = None,
+    init: init_option("Model") = None,  # type: ignore[valid-type]
     trust_model: Annotated[bool, typer.Option("--trust-model", help=plain("Allow TorchScript and torch.export checkpoints, which run code from the file when loaded."), metavar='', rich_help_panel='Model')] = False,
     inputs_key: Annotated[Optional[str], typer.Option(help=plain("Key of the model input in --data (default: inputs, x, images)."), metavar='KEY', rich_help_panel='Model')] = None,
     output_key: Annotated[Optional[str], typer.Option(help=plain("Which output holds the logits when the model returns a tuple (an index) or a dict (a key; default: logits)."), metavar='KEY', rich_help_panel='Model')] = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional, cast
 
 import typer
 from rich.markup import escape as plain  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
@@ -20,6 +20,9 @@ from lossaudit.cli.app import (
 from lossaudit.errors import InputError
 from lossaudit.formats import DiffFormat
 from lossaudit.losses.registry import PARAMS
+
+if TYPE_CHECKING:
+    from lossaudit.losses.spec import PerClassParam
 
 
 @app.command(cls=Command)
@@ -52,7 +55,7 @@ def explain(
             raise InputError("give --logit X or --prob P (sigmoid), or --logits X,... (softmax)")
         if logits is not None:
             row = _numbers(logits, "--logits")
-            per_class = list(PARAMS["alpha_per_class"].parse(alpha_per_class)) if alpha_per_class else None
+            per_class = list(cast("PerClassParam", PARAMS["alpha_per_class"]).parse(alpha_per_class)) if alpha_per_class else None
             steps = whiteboard.softmax_steps(row, target, gamma, alpha, per_class)
             title = f"softmax focal loss, logits {logits}, target class {target}"
         else:
@@ -60,7 +63,7 @@ def explain(
                 raise InputError("--logit and --prob: give one")
             if prob is not None and not 0 < prob < 1:
                 raise InputError(f"--prob {prob}: expected 0 < P < 1")
-            x = logit if logit is not None else math.log(prob / (1 - prob))
+            x = logit if logit is not None else math.log(cast(float, prob) / (1 - cast(float, prob)))
             steps = whiteboard.sigmoid_steps(x, target, 0.25 if alpha is None else alpha, gamma)
             if dump is not None:
                 from lossaudit.api import compare as compare_api

@@ -31,13 +31,13 @@ from lossaudit.errors import InputError
 from lossaudit.formats import LintFormat
 from lossaudit.losses.registry import LINT_KINDS
 
-Kind = Enum("Kind", [("auto", "auto")] + [(kind.replace("-", "_"), kind) for kind in LINT_KINDS], type=str)
+Kind = Enum("Kind", [("auto", "auto")] + [(kind.replace("-", "_"), kind) for kind in LINT_KINDS], type=str)  # type: ignore[misc]  # members from the registry
 """``lint --kind``: auto, or a kind of the loss registry."""
 
 
 class LintTargets(str, Enum):
     auto = "auto"
-    index = "index"
+    index = "index"  # type: ignore[assignment]  # the member shadows str.index
     onehot = "onehot"
 
 
@@ -51,8 +51,8 @@ class Severity(str, Enum):
 def lint(
     ctx: typer.Context,
     targets: Annotated[Optional[list[str]], typer.Argument(help=plain("path/to/file.py:Symbol, package.module:Symbol, or a file or folder to discover losses in [default: the configured lint.targets]."), show_default=False, metavar='TARGET')] = None,
-    init: init_option("Target") = None,
-    kind: Annotated[Kind, typer.Option(help=plain("The intended semantics; auto infers it."), rich_help_panel='Target')] = Kind.auto,
+    init: init_option("Target") = None,  # type: ignore[valid-type]
+    kind: Annotated[Kind, typer.Option(help=plain("The intended semantics; auto infers it."), rich_help_panel='Target')] = Kind.auto,  # type: ignore[attr-defined]
     inputs: Annotated[Inputs, typer.Option(help=plain("Whether the loss takes logits or probabilities; auto tries both."), rich_help_panel='Target')] = Inputs.auto,
     targets_encoding: Annotated[LintTargets, typer.Option("--targets", help=plain("Whether the loss takes class indices or one-hot targets; auto tries both."), rich_help_panel='Target')] = LintTargets.auto,
     num_classes: Annotated[Optional[int], typer.Option(help=plain("Classes in the probe batches [default: 5, or the length of a per-class alpha]."), min=1, show_default=False, metavar='N', rich_help_panel='Probes')] = None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from typing import Any
 
 CUT = "…"
 """What rich puts where a table cell was cut (lossaudit's help texts never contain it)."""
@@ -74,7 +75,7 @@ def _stacked_panel(*, name: str, params: list, ctx, markup_mode, console) -> Non
 
     if not params:
         return
-    items = []
+    items: list[Any] = []
     for param in params:
         items.append(rich_utils.highlighter(Text(_names(param, ctx), style=rich_utils.STYLE_OPTION)))
         items.append(Padding(rich_utils._get_parameter_help(param=param, ctx=ctx, markup_mode=markup_mode), (0, 0, 0, INDENT)))

@@ -40,14 +40,14 @@ from lossaudit.formats import SweepFormat
 from lossaudit.losses.focusing import FOCAL, SOFTMAX_FOCAL
 from lossaudit.losses.registry import PARAMS
 
-SweepLoss = Enum("SweepLoss", [("auto", "auto")] + [(loss.replace("-", "_"), loss) for loss in (FOCAL, SOFTMAX_FOCAL)], type=str)
+SweepLoss = Enum("SweepLoss", [("auto", "auto")] + [(loss.replace("-", "_"), loss) for loss in (FOCAL, SOFTMAX_FOCAL)], type=str)  # type: ignore[misc]  # members from the registry
 """``--loss``: auto, or the focal loss swept (members ``focal`` and ``softmax_focal``)."""
 
 
 @app.command(cls=Command)
 def sweep(
     paths: Annotated[Optional[list[Path]], typer.Argument(help=plain("Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file)."), show_default=False, metavar="DUMP")] = None,
-    loss: Annotated[SweepLoss, typer.Option("--loss", help=plain("The loss swept: focal (sigmoid: --gamma × --alpha), softmax-focal (--gamma × --alpha-per-class), or auto: the one that fits the data (softmax-focal on single-label data, focal on detection-style data and heatmaps)."), rich_help_panel="Settings")] = SweepLoss.auto,
+    loss: Annotated[SweepLoss, typer.Option("--loss", help=plain("The loss swept: focal (sigmoid: --gamma × --alpha), softmax-focal (--gamma × --alpha-per-class), or auto: the one that fits the data (softmax-focal on single-label data, focal on detection-style data and heatmaps)."), rich_help_panel="Settings")] = SweepLoss.auto,  # type: ignore[attr-defined]
     gamma: Annotated[str, typer.Option("--gamma", help=plain("Comma list of focal gammas (each ≥ 0)."), metavar="X,...", rich_help_panel="Settings")] = "0,0.5,1,2,5",
     alpha: Annotated[Optional[str], typer.Option("--alpha", help=plain("Comma list of focal alphas (each in [0, 1], or -1: no weighting) [default: 0.25,0.5,0.75,-1]; focal only (a scalar alpha only rescales softmax-focal)."), show_default=False, metavar="X,...", rich_help_panel="Settings")] = None,
     alpha_per_class: Annotated[Optional[list[str]], typer.Option("--alpha-per-class", help=plain(PARAMS["alpha_per_class"].help + " Repeatable: each one more setting per gamma (softmax-focal: beside no alpha; focal: after the --alpha values)."), metavar=PARAMS["alpha_per_class"].metavar, rich_help_panel="Settings")] = None,

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from lossaudit.errors import InputError
 from lossaudit.formats import FORMATS
 from lossaudit.io.symbols import module_source, parse_target, relative_to_cwd
 from lossaudit.io.textfiles import parse_toml, parse_yaml, read_text
 from lossaudit.losses.registry import LINT_KINDS, PARAMS
-from lossaudit.losses.spec import Param
+from lossaudit.losses.spec import Param, PerClassParam
 
 PARAMS_BY_KEY = {param.key: param for param in PARAMS.values() if isinstance(param, Param)}
 PER_CLASS_BY_KEY = {param.key: name for name, param in PARAMS.items() if not isinstance(param, Param)}
@@ -47,21 +48,21 @@ CHOICES = {
     "compare.format": FORMATS["compare"],
     "lint.format": FORMATS["lint"],
 }
-COMPARE_KEYS: dict[str, type | tuple] = {
+COMPARE_KEYS: dict[str, type | str] = {
     "logits-key": str, "targets-key": str, "targets": str, "background-index": int, "ignore-index": int,
     "class-dim": int, "inputs": str, "label-base": int, "class-names": Path, "losses": "losses", "bins": int,
     **{param.key: "per-class" if param.default is None else int if param.integer else float for param in PARAMS.values()},
     "top": int, "top-by": str, "strict": bool, "format": str, "baseline": Path, "fail-if-share-moves": float,
     "loss-init": "loss-init", "timeout": float, "memory-limit": int,
 }
-LINT_KEYS: dict[str, type | tuple] = {
+LINT_KEYS: dict[str, type | str] = {
     "targets": "entries", "select": list, "ignore": list, "fail-on": str, "kind": str, "inputs": str,
     "num-classes": int, "ignore-index": int, "seed": int, "timeout": float, "format": str,
     "exclude": list, "jobs": int, "memory-limit": int, "require-checks": bool, "pass-env": list,
     "keep-cwd": bool,
 }
 MINIMUMS = {"jobs": 1, "memory-limit": 256}
-ENTRY_KEYS: dict[str, type | tuple] = {
+ENTRY_KEYS: dict[str, type | str] = {
     "target": str, "init": dict, "kind": str, "inputs": str, "targets": str, "num-classes": int,
     "ignore-index": int, "ignore": list,
 }
@@ -164,7 +165,7 @@ def _per_class(value: object, key: str, where: str, folder: Path) -> object:
     if not isinstance(value, (str, list)):
         raise InputError(f"{where}: expected a list of numbers or a file; got {value!r}")
     try:
-        return PARAMS[PER_CLASS_BY_KEY[key]].parse(value)
+        return cast(PerClassParam, PARAMS[PER_CLASS_BY_KEY[key]]).parse(value)
     except InputError as error:
         raise InputError(f"{where}: {error}") from None
 
@@ -187,15 +188,15 @@ def _checked(value: object, key: str, where: str) -> None:
             raise InputError(f"{where}: expected {param.expected}; got {value!r}") from None
 
 
-def _string_list(value: object) -> tuple[bool, object]:
+def _string_list(value: object) -> tuple[bool, Any]:
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
     return isinstance(value, list) and all(isinstance(item, str) for item in value), value
 
 
-def _number(value: object) -> tuple[bool, object]:
+def _number(value: object) -> tuple[bool, Any]:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return ok, float(value) if ok else value
+    return ok, float(cast(float, value)) if ok else value
 
 
 TYPES = {
@@ -210,7 +211,7 @@ TYPES = {
 """Each value type of a key: its name in messages, and ``value -> (ok, value as read)``."""
 
 
-def _typed(value: object, expected: type | str, key: str, where: str, folder: Path, section: str) -> object:
+def _typed(value: Any, expected: type | str, key: str, where: str, folder: Path, section: str) -> object:
     """A configuration value read as ``expected`` and checked: its choices, its minimum, a loss
     hyper-parameter's declared constraint, rule codes; paths made relative to ``folder``."""
     if expected == "per-class":
@@ -223,7 +224,7 @@ def _typed(value: object, expected: type | str, key: str, where: str, folder: Pa
         if not isinstance(value, list):
             raise InputError(f"{where}: expected a list of targets")
         return [_entry(item, f"{where}[{index}]", folder) for index, item in enumerate(value)]
-    name, read = TYPES[expected]
+    name, read = TYPES[cast(type, expected)]
     ok, value = read(value)
     if not ok:
         raise InputError(f"{where}: expected {name}; got {value!r}")
@@ -233,7 +234,7 @@ def _typed(value: object, expected: type | str, key: str, where: str, folder: Pa
     return value
 
 
-def _check_value(value: object, key: str, where: str, section: str) -> None:
+def _check_value(value: Any, key: str, where: str, section: str) -> None:
     choices = ENTRY_ENCODINGS if (section == "lint" and key == "targets") else CHOICES.get(f"{section}.{key}", CHOICES.get(key))
     if key == "label-base" and value not in (0, 1):
         raise InputError(f"{where}: expected 0 (labels 0..C-1) or 1 (labels 1..C); got {value!r}")
@@ -258,7 +259,7 @@ def _file_target(text: str, folder: Path) -> str:
     return text
 
 
-def _losses(value: object, where: str, folder: Path) -> list:
+def _losses(value: Any, where: str, folder: Path) -> list:
     """``losses``: loss ids and user losses (``path.py:fn`` relative to the file's folder)."""
     ok, value = _string_list(value)
     if not ok:
@@ -287,7 +288,7 @@ def _entry(item: object, where: str, folder: Path) -> dict:
         item = {"target": item}
     if not isinstance(item, dict) or "target" not in item:
         raise InputError(f"{where}: expected a target string or a table with 'target'")
-    entry = {}
+    entry: dict[str, Any] = {}
     for key, value in item.items():
         if key not in ENTRY_KEYS:
             raise InputError(f"{where}: unknown key '{key}'; known keys: {', '.join(sorted(ENTRY_KEYS))}")

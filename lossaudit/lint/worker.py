@@ -18,6 +18,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any, cast
 
 from lossaudit.errors import InputError
 from lossaudit.io.symbols import TargetSpec, import_symbol, set_user_folder, user_folder
@@ -102,7 +103,7 @@ def _file_locator(file: str | None):
     return locator
 
 
-def audit_object(obj: object, text: str, init: dict, options: dict | object, allow_cuda_patch: bool = False) -> TargetResult:
+def audit_object(obj: object, text: str, init: dict, options: Any, allow_cuda_patch: bool = False) -> TargetResult:
     """Run the battery on ``obj`` (a class, a function, or a callable instance) in this process.
 
     ``options`` is the request's options dict or an :class:`~lossaudit.lint.runner.AuditOptions`.
@@ -127,7 +128,7 @@ def audit_object(obj: object, text: str, init: dict, options: dict | object, all
     from lossaudit.lint.subject import BACKGROUND_LABELS, CallTimeout, Subject
 
     if dataclasses.is_dataclass(options):
-        options = dataclasses.asdict(options)
+        options = dataclasses.asdict(cast(Any, options))
     started = time.monotonic()
     result = TargetResult(target=text)
     torch.manual_seed(options["seed"])
@@ -169,6 +170,7 @@ def audit_object(obj: object, text: str, init: dict, options: dict | object, all
         for finding in ctx.findings:
             finding.evidence.setdefault("workaround", workaround.text)
     convention = calibration.convention
+    assert convention is not None  # calibrated, or a workaround found one
     result.detected = {
         "kind": convention.kind,
         "kind_reason": calibration.kind_reason if options["kind"] == "auto" else "given",

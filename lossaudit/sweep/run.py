@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any, cast
 
 import numpy as np
 
@@ -44,6 +45,7 @@ from lossaudit.io.dataset import Chunk, DataPlan
 from lossaudit.io.dataset.rows import SCAN_ROWS
 from lossaudit.losses.focusing import FOCAL, SOFTMAX_FOCAL
 from lossaudit.losses.registry import LOSSES, PARAMS
+from lossaudit.losses.spec import PerClassParam
 from lossaudit.render.formatting import rare_rule
 from lossaudit.sweep.summary import summarise
 
@@ -186,7 +188,7 @@ class LossHistogram:
         each fraction of their elements, with its error bound (see the class docstring)."""
         counts, sums = self.counts[i, int(positive)], self.sums[i, int(positive)]
         elements_, total = float(counts.sum()), float(sums.sum())
-        result = {"elements": int(elements_), "share": None, "error_bound": None}
+        result: dict[str, Any] = {"elements": int(elements_), "share": None, "error_bound": None}
         if not total:
             return result
         cumulative_counts, cumulative_sums = np.cumsum(counts), np.cumsum(sums)
@@ -319,7 +321,7 @@ def _tally(data: DataPlan, loss: str, gammas: tuple[float, ...], vectors: tuple[
     gamma (its alphas are weightings of the sums at the end). softmax-focal: one per gamma (no
     alpha) and one per gamma and ``--alpha-per-class`` vector (key ``(gamma, v)``)."""
     info = data.info
-    settings = {gamma: LossSettings(losses=(loss,), gamma=gamma, bins=bins) for gamma in gammas}
+    settings: dict[float | tuple[float, int], LossSettings] = {gamma: LossSettings(losses=(loss,), gamma=gamma, bins=bins) for gamma in gammas}
     if loss == SOFTMAX_FOCAL:
         settings.update({(gamma, v): LossSettings(losses=(loss,), gamma=gamma, bins=bins, alpha_per_class=vectors[v])
                          for gamma in gammas for v in range(len(vectors))})
@@ -387,7 +389,7 @@ def sweep(data: DataPlan, gammas: tuple[float, ...], alphas: tuple[float, ...], 
     if loss not in LOSS_CHOICES:
         raise InputError(f"--loss {loss}: expected one of {', '.join(LOSS_CHOICES)}")
     for vector in alpha_per_class:
-        PARAMS["alpha_per_class"].check_classes(vector, info.num_classes)
+        cast(PerClassParam, PARAMS["alpha_per_class"]).check_classes(vector, info.num_classes)
     vectors = tuple(alpha_per_class)
     chosen = _candidates(data, loss)
     settings, tallies, histogram = _tally(data, chosen, gammas, vectors, bins, chunk_rows, workers, progress)
@@ -399,10 +401,10 @@ def sweep(data: DataPlan, gammas: tuple[float, ...], alphas: tuple[float, ...], 
     rows, first = [], None
     for gamma in gammas:
         if chosen == FOCAL:
-            grid = [(alpha, None, replace(settings[gamma], alpha=alpha), elements.SigmoidParams(alpha=alpha, gamma=gamma)) for alpha in alphas]
+            grid: list[tuple[float | None, int | None, LossSettings, elements.SigmoidParams]] = [(alpha, None, replace(settings[gamma], alpha=alpha), elements.SigmoidParams(alpha=alpha, gamma=gamma)) for alpha in alphas]
             grid += [(None, v, replace(settings[gamma], alpha_per_class=vectors[v]),
                       elements.SigmoidParams(alpha=np.array(vectors[v], dtype=np.float64), gamma=gamma)) for v in range(len(vectors))]
-            tallied = [(alpha, v, setting, tallies[gamma].result(data, params)) for alpha, v, setting, params in grid]
+            tallied: list[tuple[float | None, int | None, LossSettings, Any]] = [(alpha, v, setting, tallies[gamma].result(data, params)) for alpha, v, setting, params in grid]
         else:
             tallied = [(None, v, settings[key], tallies[key].result(data)) for v, key in [(None, gamma), *((v, (gamma, v)) for v in range(len(vectors)))]]
         for alpha, v, setting, tally in tallied:
@@ -414,6 +416,7 @@ def sweep(data: DataPlan, gammas: tuple[float, ...], alphas: tuple[float, ...], 
                        "negatives": histogram.cumulative(i, False)} for i, gamma in enumerate(gammas)]
     else:
         cumulative = [{"gamma": gamma, "fractions": list(FRACTIONS), "rows": histogram.cumulative(i, True)} for i, gamma in enumerate(gammas)]
+    assert first is not None  # one report per gamma at least
     document = {
         "schema_version": SCHEMA_VERSION,
         "lossaudit_version": __version__,
@@ -463,7 +466,7 @@ def run(paths: list, load_options, gamma_text: str, alpha_text: str | None = Non
     if loss == SOFTMAX_FOCAL and alpha_text is not None:
         raise InputError(f"--alpha {alpha_text}: a scalar alpha only rescales softmax-focal (every row alike); "
                          "weight its classes with --alpha-per-class")
-    vectors = tuple(dict.fromkeys(PARAMS["alpha_per_class"].parse(text) for text in alpha_per_class))
+    vectors = tuple(dict.fromkeys(cast(PerClassParam, PARAMS["alpha_per_class"]).parse(text) for text in alpha_per_class))
     if bins < 1:
         raise InputError(f"--bins {bins}: expected at least 1")
     if bool(paths) == bool(arrays):
