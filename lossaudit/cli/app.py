@@ -50,7 +50,7 @@ class _PlainHelp(_HelpBase):
         option = super().get_help_option(ctx)
         if option is not None:
             option.metavar = ""
-            option.get_runtime_param = lambda: _FLAG  # a flag needs no validator: building one imports pydantic (~60 ms a process)
+            option.get_runtime_param = lambda: _FLAG  # type: ignore[method-assign,assignment,return-value]  # a flag needs no validator: building one imports pydantic (~60 ms a process)
         return option
 
     def get_params(self, ctx):

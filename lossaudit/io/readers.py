@@ -11,6 +11,7 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class ArrayFile:
         """
         value = self.arrays[key]
         if not isinstance(value, _OnDisk):
-            return value
+            return cast(np.ndarray, value)
         try:
             if value.member is None:
                 return np.load(value.path, allow_pickle=False, mmap_mode="r")
@@ -82,7 +83,7 @@ def release_pages(view: np.ndarray) -> None:
     again maps them again. Pages are read only, so nothing is lost; any other array: nothing done.
     A pass over a dump calls it for each chunk it has read, so its resident memory stays a chunk's
     and not the whole mapped file's."""
-    mapped = view
+    mapped: Any = view
     while mapped is not None and not isinstance(getattr(mapped, "_mmap", None), mmap.mmap):
         mapped = mapped.base if isinstance(mapped, np.ndarray) else None
     advice = getattr(mmap, "MADV_DONTNEED", None)

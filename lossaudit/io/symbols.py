@@ -17,7 +17,8 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from types import ModuleType
+from typing import Callable, cast
 
 from lossaudit.errors import InputError
 from lossaudit.io.textfiles import MAX_TEXT_BYTES, require_regular_file
@@ -212,9 +213,9 @@ def import_symbol(spec: TargetSpec, run: Callable[[Callable], object] = lambda l
                 raise InputError(f"{spec.text!r}: {path} cannot be imported")
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[name] = module
-            run(lambda: module_spec.loader.exec_module(module))
+            run(lambda: module_spec.loader.exec_module(module))  # type: ignore[union-attr]  # checked above
         else:
-            module = run(lambda: importlib.import_module(spec.module))
+            module = cast(ModuleType, run(lambda: importlib.import_module(cast(str, spec.module))))  # a spec names a file or a module
     except (ImportError, SyntaxError) as error:
         site = _failing_import(error)
         where = f" (at {relative_to_cwd(site[0])}:{site[1]})" if site else ""
@@ -266,7 +267,7 @@ def _failing_import(error: ImportError | SyntaxError) -> tuple[str, int] | None:
     last_own = max((i for i, frame in enumerate(frames) if frame.filename == __file__), default=-1)
     machinery = os.path.dirname(importlib.__file__)
     user = [f for f in frames[last_own + 1 :] if not f.filename.startswith("<") and not f.filename.startswith(machinery)]
-    return (user[-1].filename, user[-1].lineno) if user else None
+    return (user[-1].filename, cast(int, user[-1].lineno)) if user else None
 
 
 def parse_import_failure(message: str) -> tuple[str, str | None, int | None]:

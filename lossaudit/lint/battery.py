@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -55,6 +56,7 @@ class Context:
 
     @property
     def convention(self) -> Convention:
+        assert self.calibration.convention is not None  # a context is made for a calibrated target
         return self.calibration.convention
 
     @property
@@ -105,15 +107,15 @@ class Context:
         """A moderate batch of this kind that the calling convention can express."""
         return make_batch(self.kind, self.subject.num_classes, self.generator(), rows=rows, background=self.convention.has_background)
 
-    def total(self, batch: Batch, **overrides: object) -> float:
+    def total(self, batch: Batch, **overrides: Any) -> float:
         """The target's output on ``batch`` as one number (summed when it is not a scalar)."""
         out, _ = self.subject.call(self.convention, batch, **overrides)
         return float(out.detach().double().sum())
 
-    def gradient(self, batch: Batch, **overrides: object) -> torch.Tensor:
+    def gradient(self, batch: Batch, **overrides: Any) -> torch.Tensor:
         return self.output_and_gradient(batch, **overrides)[1]
 
-    def output_and_gradient(self, batch: Batch, **overrides: object) -> tuple[torch.Tensor, torch.Tensor]:
+    def output_and_gradient(self, batch: Batch, **overrides: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """One call's output and the gradient it gives the inputs."""
         out, inputs = self.subject.call(self.convention, batch, **overrides)
         if not out.requires_grad:
@@ -131,7 +133,7 @@ class Context:
 
 
 def _rounded(evidence: dict) -> dict:
-    def clean(value: object) -> object:
+    def clean(value: object) -> Any:
         if isinstance(value, float):
             return None if not math.isfinite(value) else float(f"{value:.6g}")
         if isinstance(value, dict):
@@ -154,7 +156,7 @@ def run_probes(ctx: Context) -> None:
     ctx.current_probe = "calibration"
     for check in FINAL_CHECKS:
         check.run(ctx)
-    first_of_each = {}
+    first_of_each: dict[str, Finding] = {}
     for finding in ctx.findings:
         first_of_each.setdefault(finding.code, finding)
     ctx.findings = list(first_of_each.values())

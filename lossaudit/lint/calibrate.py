@@ -7,6 +7,7 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any, cast
 
 import torch
 
@@ -108,11 +109,11 @@ def family_values(subject: Subject, kind: str) -> dict | None:
         value = subject.value(name, default) if name is not None else default
         if not isinstance(value, (bool, int, float, type(None))):
             return None
-        values[argument] = type(default)(value) if value is not None else NONE_MEANS.get(argument, default)
+        values[argument] = cast(Any, type(default))(value) if value is not None else NONE_MEANS.get(argument, default)
     return values
 
 
-def _as_list(value: object) -> object:
+def _as_list(value: object) -> Any:
     return value.tolist() if isinstance(value, torch.Tensor) else value
 
 
@@ -196,10 +197,11 @@ def _numeric_arguments(subject: Subject) -> dict[str, float]:
 def _output_ratio(subject: Subject, calibration: Calibration, name: str, value: float) -> float | None:
     """The target's scalar output with ``name`` doubled over its output at ``value``, on one batch."""
     convention = calibration.convention
+    assert convention is not None  # asked of a calibrated target
     batch = make_batch(convention.kind, subject.num_classes, torch.Generator().manual_seed(0), background=convention.has_background)
     outputs = []
     for setting in (value, value * 2):
-        out, _ = subject.call(convention, batch, **{name: setting})
+        out, _ = subject.call(convention, batch, **cast("dict[str, Any]", {name: setting}))
         if out.numel() != 1:
             return None
         outputs.append(float(out.detach().double().reshape(())))
@@ -286,6 +288,7 @@ class _Search:
     def _stand_in(self, found: Calibration, batch: Batch) -> None:
         """Keep ``found`` as the fallback if it is the likelier intent (:func:`_prefer`)."""
         convention = found.convention
+        assert convention is not None  # a stand-in is a convention that ran
         if convention.inputs == "logits" and convention.encoding not in self.coupling:
             self.coupling[convention.encoding] = _couples_classes(self.subject, convention, batch)
         found.couples_classes = self.coupling.get(convention.encoding)
@@ -295,9 +298,9 @@ class _Search:
 
     def why_fallback(self, chosen: Calibration) -> str:
         """Why ``chosen`` (the fallback) won over the likeliest reading of another kind or input."""
-        others = sorted(self.stand_ins, key=lambda other: other.convention.kind == chosen.convention.kind)  # another kind first
+        others = sorted(self.stand_ins, key=lambda other: other.convention.kind == chosen.convention.kind)  # type: ignore[union-attr]  # another kind first
         for other in others:
-            if (other.convention.kind, other.convention.inputs) != (chosen.convention.kind, chosen.convention.inputs):
+            if (other.convention.kind, other.convention.inputs) != (chosen.convention.kind, chosen.convention.inputs):  # type: ignore[union-attr]  # stand-ins, fallbacks and matches have a convention
                 reason = _prefer_reason(chosen, other, self.hint, self.implausible)
                 if reason is not None and reason[0]:
                     return reason[1]
@@ -307,8 +310,8 @@ class _Search:
         """The first match, or the fallback when there is none or a decisive hint names it; with
         no match, a reading that matches its reference row by row (:func:`_row_by_row`) comes first."""
         hint, best, fallback = self.hint, self.best, self.fallback
-        hinted = fallback is not None and fallback.convention.kind == hint
-        chosen = fallback if decisive and hinted and (best is None or best.convention.kind != hint) else best or fallback
+        hinted = fallback is not None and fallback.convention.kind == hint  # type: ignore[union-attr]  # stand-ins, fallbacks and matches have a convention
+        chosen = fallback if decisive and hinted and (best is None or best.convention.kind != hint) else best or fallback  # type: ignore[union-attr]  # stand-ins, fallbacks and matches have a convention
         if chosen is None:
             return Calibration(None, Params(), Match("unknown", math.inf), attempts=self.attempts)
         chosen.attempts = self.attempts
@@ -316,9 +319,9 @@ class _Search:
             chosen.kind_reason = "closest reference; no convention matched" if self.kind == "auto" else "as given"
             why = self.why_fallback(chosen) if self.kind == "auto" and chosen is fallback else ""
             if why:
-                chosen.kind_reason += f"; read as {chosen.convention.kind} with {chosen.convention.inputs}: {why}"
+                chosen.kind_reason += f"; read as {chosen.convention.kind} with {chosen.convention.inputs}: {why}"  # type: ignore[union-attr]  # stand-ins, fallbacks and matches have a convention
             if hinted and chosen is fallback:
-                chosen.kind_reason = f"no convention matched; read as {hint}, the family its {FAMILY_HINTS[hint][2]} names"
+                chosen.kind_reason = f"no convention matched; read as {hint}, the family its {FAMILY_HINTS[cast(str, hint)][2]} names"
             elif self.kind == "auto":
                 chosen = self._row_by_row(chosen)
         return chosen
@@ -329,9 +332,11 @@ class _Search:
         one factor): batch coupling (a p_t taken from the batch-mean loss) cannot fool that, since
         a batch of one row couples nothing, and no kind's loss is another's times a constant over
         rows of different classes. ``chosen`` if none."""
-        readings = []
+        assert chosen.convention is not None  # the fallback
+        readings: list[tuple[Calibration, Any]] = []
         for found in self.stand_ins:
             convention = found.convention
+            assert convention is not None  # a stand-in is a convention that ran
             if convention.layout != "rows" or convention.kind == CENTERNET or convention in self.implausible:
                 continue
             if any(convention == other.convention and repr(found.params) == repr(other.params) for other, _ in readings):
@@ -341,6 +346,7 @@ class _Search:
         proportional = [(found, rows) for found, rows in readings if rows is not None and rows[1] is not None]
         for found, (count, factor) in exact + proportional:
             convention = found.convention
+            assert convention is not None  # a stand-in is a convention that ran
             found.attempts = self.attempts
             named = REFERENCE_NAMES.get(convention.kind, f"{convention.kind} reference")
             if factor is None:
@@ -463,14 +469,15 @@ def _prefer_reason(candidate: Calibration, current: Calibration, hint: str | Non
     None when none does (then the smaller error wins)."""
 
     def per_class(calibration: Calibration) -> bool:
-        return calibration.convention.kind == SIGMOID and calibration.convention.targets == "onehot"
+        return calibration.convention.kind == SIGMOID and calibration.convention.targets == "onehot"  # type: ignore[union-attr]  # stand-ins, fallbacks and matches have a convention
 
     def consistent(calibration: Calibration) -> bool | None:
         coupled = calibration.couples_classes
-        return None if coupled is None else coupled == (calibration.convention.kind == SOFTMAX)
+        return None if coupled is None else coupled == (calibration.convention.kind == SOFTMAX)  # type: ignore[union-attr]  # stand-ins, fallbacks and matches have a convention
 
     def bare_index_sigmoid(calibration: Calibration) -> bool:
         convention = calibration.convention
+        assert convention is not None  # compared readings ran
         return convention.kind == SIGMOID and convention.targets == "index" and convention.background == "none"
 
     def coupling_text(calibration: Calibration) -> str:
@@ -478,14 +485,14 @@ def _prefer_reason(candidate: Calibration, current: Calibration, hint: str | Non
 
     tests: list[tuple[Callable[[Calibration], bool], Callable[[Calibration], str]]] = [
         (lambda c: c.convention not in implausible, lambda c: "fed logits it gives a non-finite loss or no gradient outside [0, 1], as a loss taking probabilities does"),
-        (lambda c: c.convention.kind == hint, lambda c: f"the family its {FAMILY_HINTS[hint][2]} names" if hint in FAMILY_HINTS else "the kind its name points to"),
+        (lambda c: c.convention.kind == hint, lambda c: f"the family its {FAMILY_HINTS[hint][2]} names" if hint in FAMILY_HINTS else "the kind its name points to"),  # type: ignore[union-attr]
         (per_class, lambda c: "it takes one-hot float targets, which a per-class sigmoid loss is given"),
     ]
     for test, why in tests:
         if test(candidate) != test(current):
             winner = candidate if test(candidate) else current
             return test(candidate), why(winner)
-    if candidate.convention.kind != current.convention.kind and None not in (consistent(candidate), consistent(current)) and consistent(candidate) != consistent(current):
+    if candidate.convention.kind != current.convention.kind and None not in (consistent(candidate), consistent(current)) and consistent(candidate) != consistent(current):  # type: ignore[union-attr]  # compared readings ran
         winner = candidate if consistent(candidate) else current
         return bool(consistent(candidate)), coupling_text(winner)
     for test, why in ((lambda c: not bare_index_sigmoid(c), lambda c: "bare class indices suggest a softmax classifier"), (lambda c: c.convention.inputs == "logits", lambda c: "a loss takes logits unless it shows otherwise")):

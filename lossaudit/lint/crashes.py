@@ -25,7 +25,7 @@ import tokenize
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -74,7 +74,7 @@ def user_frame(error: BaseException, locator: Locator) -> tuple[int | None, str,
     if not frames:
         return None, "", 0
     last = frames[-1]
-    source = _without_comment((last.line or linecache.getline(last.filename, last.lineno)).strip())
+    source = _without_comment((last.line or linecache.getline(last.filename, cast(int, last.lineno))).strip())
     return last.lineno, source, len(frames)
 
 
@@ -131,7 +131,7 @@ def diagnose(error: BaseException, locator: Locator, subject: Subject | None = N
     if "is invalid for input of size" in lowered:
         return Cause("fixed-shape", f"a hard-coded shape{quoted}: the loss assumes one batch size or element count", line, source)
     if isinstance(error, NameError) and getattr(error, "name", None) in PYTHON2_NAMES:
-        return Cause("python2", f"`{error.name}` is a Python 2 name{quoted}; Python 3 has {PYTHON2_NAMES[error.name]}", line, source)
+        return Cause("python2", f"`{error.name}` is a Python 2 name{quoted}; Python 3 has {PYTHON2_NAMES[cast(str, error.name)]}", line, source)
     if "dimension out of range" in lowered or "not enough values to unpack" in lowered or "too many indices for tensor" in lowered:
         return Cause("shape", f"the target reads a dimension its input does not have{quoted}: it expects inputs of another shape (more or fewer dimensions)", line, source)
     if any(mark in lowered for mark in INTEGER_INDEX_TEXTS):
@@ -139,7 +139,7 @@ def diagnose(error: BaseException, locator: Locator, subject: Subject | None = N
         return Cause("integer-index", f"{needs}{quoted}, and these targets were not", line, source)
     argument = _named_argument(source, subject)
     if argument is not None:
-        value = subject.value(argument, None)
+        value = cast("Subject", subject).value(argument, None)  # an argument is named for a subject only
         return Cause("argument", f"{argument}={_short(value)} cannot be used here{quoted}", line, source, argument=argument)
     return Cause("other", "", line, source)
 
@@ -256,7 +256,7 @@ def cuda_on_cpu() -> Iterator[CudaRecord]:
     """Run ``.cuda()``, ``.to('cuda')``, ``device='cuda'`` factories and ``torch.cuda.*Tensor`` on
     the CPU while active; restores torch on exit. Used in lint's child process only."""
     record = CudaRecord()
-    replacements = [(torch, name, record.factory(getattr(torch, name))) for name in FACTORIES if hasattr(torch, name)]
+    replacements: list[tuple[Any, str, Any]] = [(torch, name, record.factory(getattr(torch, name))) for name in FACTORIES if hasattr(torch, name)]
     replacements += [(torch.Tensor, name, record.factory(getattr(torch.Tensor, name))) for name in TENSOR_FACTORIES]
     replacements += [(torch.Tensor, "to", record.to(torch.Tensor.to)), (torch.nn.Module, "to", record.to(torch.nn.Module.to)),
                      (torch.Tensor, "cuda", record.cuda()), (torch.nn.Module, "cuda", record.cuda()), (torch.Tensor, "type", record.type_(torch.Tensor.type))]
@@ -319,6 +319,7 @@ def work_around(subject: Subject, calibration: Calibration, locator: Locator, op
     CUDA calls run on the CPU (only where ``allow_cuda_patch``: in lint's child process), nn.Module's
     state set before ``__init__``, and another value for an argument the failing line uses (or,
     failing that, for alpha/weight when the target declares them)."""
+    described: list[str]
     current, cuda, described = subject, False, []
     attempts = calibration.attempts
     tried: set[str] = set()
@@ -341,10 +342,10 @@ def work_around(subject: Subject, calibration: Calibration, locator: Locator, op
             fixed.module_init = True
         current, described = fixed, [*described, STEP_WORDS[step]]
         current.workarounds = list(described)
-        found = _calibrated(current, options, cuda)
-        if found.convention is not None:
-            return Workaround(current, found, cuda, described)
-        attempts = found.attempts
+        calibrated = _calibrated(current, options, cuda)
+        if calibrated.convention is not None:
+            return Workaround(current, calibrated, cuda, described)
+        attempts = calibrated.attempts
     return None
 
 

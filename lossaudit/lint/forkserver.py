@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 import traceback
+from typing import cast
 
 SERVER_START_S = 60.0
 """How long the first target waits for the server to import torch and take its connection."""
@@ -150,7 +151,7 @@ class ForkServer:
     def close(self) -> None:
         """End the server (it kills any child still running) and remove its folder."""
         try:
-            self.process.stdin.close()
+            self.process.stdin.close()  # type: ignore[union-attr]  # started with stdin=PIPE
             self.process.wait(timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             kill_group(self.process.pid)
@@ -227,7 +228,7 @@ class Server:
                 elif key.data == "accept":
                     self.accept()
                 else:
-                    self.on_message(key.fileobj, key.data)
+                    self.on_message(cast(socket.socket, key.fileobj), key.data)
             self.reap()
 
     def accept(self) -> None:

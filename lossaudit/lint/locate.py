@@ -10,6 +10,7 @@ import inspect
 import os
 import traceback
 from pathlib import Path
+from typing import Any
 
 from lossaudit.io.symbols import read_source, user_folder
 from lossaudit.lint.anchors import name_of
@@ -20,7 +21,7 @@ from lossaudit.lint.rules import ANCHORS
 class Locator:
     """Finds source lines for findings on one target object."""
 
-    def __init__(self, obj: object):
+    def __init__(self, obj: Any):
         self.path: str | None = None
         self.def_line: int | None = None
         self.init_line: int | None = None
@@ -31,6 +32,7 @@ class Locator:
             lines, start = inspect.getsourcelines(obj)
         except (TypeError, OSError):
             return
+        assert source_file is not None  # getsourcelines found the source
         self.absolute = os.path.realpath(source_file)
         self.path = _relative(source_file)
         self.def_line = start
@@ -94,7 +96,7 @@ LAYOUT_CALLS = ("view", "reshape", "flatten", "permute", "movedim", "moveaxis", 
 
 def _rearranges(node: ast.AST, name: str) -> bool:
     """``name.view(...)``, ``torch.flatten(name, ...)``, ``rearrange(name, ...)``, ``name.dim()`` or ``name.ndim``."""
-    def is_input(expression: ast.AST) -> bool:
+    def is_input(expression: ast.AST | None) -> bool:
         return isinstance(expression, ast.Name) and expression.id == name
 
     if isinstance(node, ast.Attribute) and node.attr == "ndim":

@@ -11,7 +11,7 @@ the rule texts that read it) import no torch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -72,7 +72,7 @@ def sigmoid_elements(x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.
     return loss
 
 
-def _alpha(params: Params, x: torch.Tensor) -> object:
+def _alpha(params: Params, x: torch.Tensor) -> Any:
     """The reference alpha of ``params`` (None, a float, or a tensor in ``x``'s dtype)."""
     import torch
 

@@ -40,7 +40,7 @@ class Rule:
         """The fix that fits a loss of ``kind``: its own, else its base kind's
         (:data:`~lossaudit.lint.kinds.FAMILY_BASES`), else the general one."""
         fixes = dict(self.fixes)
-        return fixes.get(kind) or fixes.get(FAMILY_BASES.get(kind)) or self.fix
+        return fixes.get(kind) or fixes.get(FAMILY_BASES.get(kind)) or self.fix  # type: ignore[arg-type]  # None: no base kind
 
 
 Predicate = Callable[["ast.AST"], bool]

@@ -15,6 +15,7 @@ errors and failures where the format has them.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from lossaudit._version import __version__
 from lossaudit.lint.discover import Candidate
@@ -204,7 +205,7 @@ def render_junit(results: list[TargetResult], discovered: list[Candidate], fail_
         suppressed = {f.code for f in result.suppressed}
         unchecked = {code: item["reason"] for item in result.unchecked for code in item["codes"]}
         for rule in RULES:
-            case = {"classname": result.target, "name": f"{rule.code} {rule.name}"}
+            case: dict[str, Any] = {"classname": result.target, "name": f"{rule.code} {rule.name}"}
             finding = fired.get(rule.code)
             if finding is not None and SEVERITIES.index(finding.severity) <= threshold:
                 path, line = place_of(finding, result)

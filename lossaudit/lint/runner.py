@@ -145,7 +145,7 @@ def _start(order: dict, options: AuditOptions, root: Path | None, servers: ForkS
     with the thread that keeps the tail of its stderr."""
     reading, writing = os.pipe()
     try:
-        child = servers.fork(child_environment(dict(os.environ), options.pass_env), order, writing) if servers is not None else None
+        child: ForkedChild | _Spawned | None = servers.fork(child_environment(dict(os.environ), options.pass_env), order, writing) if servers is not None else None
         child = child or _Spawned(order, child_environment(dict(os.environ), options.pass_env, root), writing)
     except BaseException:
         os.close(reading)

@@ -31,6 +31,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 from lossaudit.errors import InputError, require_torch
 from lossaudit.io.symbols import (
@@ -157,11 +158,11 @@ def _definition(item: Planned) -> tuple[Path, int] | None:
     if item.candidate is not None:
         return item.candidate.path, item.candidate.line
     try:
-        path = item.spec.file or module_source(item.spec.module, item.spec.root)
+        path = item.spec.file or module_source(cast(str, item.spec.module), item.spec.root)  # a spec names a file or a module
         line = definition_line(path, item.spec.symbol.split(".")[0]) if path else None
     except InputError:  # left to the import, which says why
         return None
-    return (path, line) if line else None
+    return (cast(Path, path), line) if line else None
 
 
 def _signature_mismatch(finding: Finding, symbol: str) -> bool:

@@ -18,6 +18,7 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -191,7 +192,7 @@ class Params:
             alpha = alpha.tolist()
         if isinstance(alpha, (list, tuple)):
             return torch.tensor(alpha, dtype=torch.float64)
-        return float(alpha)
+        return float(cast(float, alpha))
 
 
 def reference_elements(kind: str, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
@@ -290,7 +291,7 @@ def match_output(kind: str, out: torch.Tensor, ref: torch.Tensor, y: torch.Tenso
 class Subject:
     """The user's loss: a class (instantiated with ``init``) or a function (called with ``init``)."""
 
-    def __init__(self, obj: object, init: dict, timeout: float, num_classes: int, ignore_index: int | None):
+    def __init__(self, obj: Any, init: dict, timeout: float, num_classes: int, ignore_index: int | None):
         self.obj = obj
         self.init = dict(init)
         self.timeout = timeout
@@ -350,7 +351,7 @@ class Subject:
         default = self.signature.parameters[name].default
         return None if default is inspect.Parameter.empty else default
 
-    def value(self, name: str, fallback: object) -> object:
+    def value(self, name: str, fallback: object) -> Any:
         """The value the target uses for ``name``: from ``--init``, else its default (an
         instance's attribute), else ``fallback``."""
         if name in self.init:

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from lossaudit.io.symbols import read_source
-from lossaudit.lint.findings import TargetResult, filter_unchecked
+from lossaudit.lint.findings import Finding, TargetResult, filter_unchecked
 
 COMMENT = re.compile(r"#\s*lossaudit:\s*ignore\b(?:\[([^\]]*)\])?", re.IGNORECASE)
 ALL = frozenset({"*"})
@@ -46,7 +46,7 @@ def apply_suppressions(result: TargetResult) -> None:
     codes = suppressed_codes(_line_text(path, line))
     if not codes:
         return
-    keep = []
+    keep: list[Finding] = []
     for finding in result.findings:
         (result.suppressed if codes is ALL or finding.code in codes else keep).append(finding)
     result.findings = keep

@@ -92,7 +92,7 @@ def detected_line(result: TargetResult) -> str:
     reason = f" ({d['kind_reason']})" if d.get("kind_reason") and d["kind_reason"] != "given" else ""
     closest = "" if d.get("matched") else " (closest, no match)"
     background = f" ({d['background']})" if d.get("background") else ""
-    layout = {"spatial": " in (B, C, H, W) layout", "sequence": " in (B, C, L) layout"}.get(d.get("layout"), "")
+    layout = {"spatial": " in (B, C, H, W) layout", "sequence": " in (B, C, L) layout"}.get(d.get("layout"), "")  # type: ignore[arg-type]  # None: rows
     follows = f"; follows {'; '.join(d['follows'])}" if d.get("follows") else ""
     return (
         f"{result.target}: {d['kind']} kind{reason}; called with {d['inputs']} and {d['targets']} targets{background}{layout}; "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from typing import Any
 
 from rich.console import Console
 
@@ -346,7 +347,7 @@ def render_junit(report: dict) -> str:
     classname = "lossaudit compare " + " ".join(report["input"]["files"])
     cases = [{"classname": classname, "name": "estimate", "output": estimate_line(report["estimate"])}] if "estimate" in report else []
     for code in FINDING_NAMES:
-        case = {"classname": classname, "name": code}
+        case: dict[str, Any] = {"classname": classname, "name": code}
         if code in found and found[code]["gates_strict"]:
             case["failure"] = (found[code]["message"], json.dumps(found[code], default=str))
         elif code in found:

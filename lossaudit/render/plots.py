@@ -429,7 +429,7 @@ def _sweep_panels(report: dict) -> tuple[Panel, ...]:
     sets = ("rows",) if _softmax_sweep(report) else ("positives", "negatives")
     return (
         Panel("The loss of one element (row) versus its probability for each gamma (alpha apart).", lambda report: 3.4, _draw_sweep_loss_curves),
-        *(Panel(SWEEP_CUMULATIVE[which], lambda report: 3.4, lambda ax, report, which=which: draw_cumulative(ax, report, which)) for which in sets),
+        *(Panel(SWEEP_CUMULATIVE[which], lambda report: 3.4, lambda ax, report, which=which: draw_cumulative(ax, report, which)) for which in sets),  # type: ignore[misc]  # a lambda with a default
         Panel("Shares of the loss and of the gradient per setting.", lambda report: 1.6 + 0.3 * len(report["settings"]), draw_sweep_shares),
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lossaudit.lint.anchors import mentions, product_mentioning
 from lossaudit.lint.kinds import (
@@ -290,7 +290,7 @@ def _two_level_alpha(ctx: Context) -> None:
                  "it balances background against foreground, not class against class", {"loss(alpha=0.25)/loss(alpha=0.75)": ratios, "alpha_reading": "class-0", "tolerance": RATIO_TOLERANCE}, severity="info")
 
 
-def _per_class_alpha(ctx: Context, declared: object) -> None:
+def _per_class_alpha(ctx: Context, declared: Any) -> None:
     """FL001 / FL010 for a per-class alpha vector: two active rows of different target classes."""
     import torch
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ast
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from lossaudit.lint.anchors import calls, mentions
 from lossaudit.lint.kinds import POS_WEIGHT_KINDS, SIGMOID, SOFTMAX, WEIGHTED_KINDS, base_kind
@@ -238,8 +238,8 @@ class _Reductions:
             elif outcome.out is not None:
                 valid[role] = outcome
         for role in ("mean", "sum"):
-            if role in valid and valid[role].out.numel() != 1:
-                problems.append(f"{valid[role].label} returns shape {tuple(valid[role].out.shape)}, not a scalar")
+            if role in valid and cast("torch.Tensor", valid[role].out).numel() != 1:
+                problems.append(f"{valid[role].label} returns shape {tuple(cast('torch.Tensor', valid[role].out).shape)}, not a scalar")
                 del valid[role]
         if "none" in valid:
             problems += self._check_none(valid["none"], valid)
@@ -251,6 +251,8 @@ class _Reductions:
 
     def _check_none(self, none: Outcome, valid: dict[str, Outcome]) -> list[str]:
         from lossaudit.lint.subject import match_output
+
+        assert none.out is not None  # a valid outcome has an output
 
         if none.out.numel() == 1:
             return [f"{none.label} returns a scalar ({none.value:.6g}) instead of one loss per {self.unit}"]
@@ -271,14 +273,14 @@ class _Reductions:
     def _check_sum(self, total: Outcome, mean: Outcome | None) -> list[str]:
         same = mean is not None and _close(total.value, mean.value)
         if self.reference is not None:
-            expected = self.reference_sum
+            expected = cast(float, self.reference_sum)  # there is a reference
             if _close(total.value, expected):
                 return []
             relation = ""
             if mean is not None and mean.value:
                 count = self.count_of(expected / mean.value)
                 relation = f" = {mean.label} {mean.value:.6g} × {count}" if count else ""
-            what = f", the same as {mean.label}" if same else ""
+            what = f", the same as {cast(Outcome, mean).label}" if same else ""
             return [f"{total.label} returns {total.value:.6g}{what}; the summed loss is {expected:.6g}{relation}"]
         if mean is None:
             return []
@@ -290,7 +292,7 @@ class _Reductions:
         return []
 
     def _check_mean(self, mean: Outcome) -> list[str]:
-        expected = self.reference_sum
+        expected = cast(float, self.reference_sum)  # called with a reference
         if mean.value and self.count_of(expected / mean.value) is not None:
             return []
         return [f"{mean.label} returns {mean.value:.6g}, which is the summed loss {expected:.6g} over no count ({self.counts_text()})"]
@@ -395,7 +397,7 @@ def probe_class_weight_effect(ctx: Context) -> None:
     )
 
 
-def _background_change(name: str, value: object, classes: int) -> object | None:
+def _background_change(name: str, value: Any, classes: int) -> object | None:
     """The other value a background parameter is probed with, None when lint cannot pick one."""
     if isinstance(value, bool):
         return not value

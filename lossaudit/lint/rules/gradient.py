@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ast
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from lossaudit.lint.anchors import calls
 from lossaudit.lint.kinds import BINARY, CENTERNET, SOFTMAX
@@ -28,7 +28,7 @@ group = RuleGroup("gradient")
 
 
 def log_of_squash(node: ast.AST) -> bool:
-    return calls("log")(node) and any(calls("sigmoid", "softmax")(arg) or any(calls("sigmoid", "softmax")(n) for n in ast.walk(arg)) for arg in node.args)
+    return calls("log")(node) and any(calls("sigmoid", "softmax")(arg) or any(calls("sigmoid", "softmax")(n) for n in ast.walk(arg)) for arg in cast(ast.Call, node).args)
 
 
 def detached(node: ast.AST) -> bool:

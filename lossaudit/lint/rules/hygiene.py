@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 import copy
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lossaudit.lint.anchors import calls, name_of
 from lossaudit.lint.kinds import CENTERNET, GHM
@@ -157,7 +157,7 @@ def _state(obj: object) -> dict:
     return state
 
 
-def _same(a: object, b: object, depth: int = 0) -> bool:
+def _same(a: Any, b: Any, depth: int = 0) -> bool:
     """Whether an attribute is unchanged. Values that compare by identity (a ``functools.partial``,
     a plain object) are compared by their contents, since ``_state`` holds deep copies."""
     import functools
@@ -219,9 +219,9 @@ def probe_stateful(ctx: Context) -> None:
     batch = ctx.batch()
     if expects_state(ctx.kind, ctx.params):
         loss = ctx.subject.build()
-        first, inputs = ctx.subject.call(ctx.convention, batch, loss=loss)
+        first_out, inputs = ctx.subject.call(ctx.convention, batch, loss=loss)
         second, _ = ctx.subject.call(ctx.convention, batch, loss=loss)
-        _state_by_design(ctx, batch, inputs, [first, second])
+        _state_by_design(ctx, batch, inputs, [first_out, second])
         return
     other = make_batch(ctx.kind, ctx.subject.num_classes, torch_generator(ctx.generator_seed + 1), rows=12, background=ctx.convention.has_background)
     fresh_other = None if ctx.subject.is_instance else _value(ctx.subject.call(ctx.convention, other)[0])

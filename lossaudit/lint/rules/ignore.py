@@ -31,7 +31,7 @@ MASK_WORDS = ("keep", "mask", "valid", "ignore")
 def mask_product(node: ast.AST) -> bool:
     """A multiplication by a mask: ``loss * keep``, ``loss * mask.float()`` (``*=`` too)."""
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
-        operands = (node.left, node.right)
+        operands: tuple[ast.expr, ...] = (node.left, node.right)
     elif isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Mult):
         operands = (node.value,)
     else:

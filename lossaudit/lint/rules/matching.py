@@ -5,7 +5,7 @@ Both are checked after the battery, from what calibration found and what the fin
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from lossaudit.lint.anchors import calls
 from lossaudit.lint.kinds import ALTERNATIVE_READINGS, BINARY, CENTERNET, FAMILY_BASES
@@ -13,7 +13,7 @@ from lossaudit.lint.registry import Rule, RuleGroup
 
 if TYPE_CHECKING:
     from lossaudit.lint.battery import Context
-    from lossaudit.lint.subject import Params
+    from lossaudit.lint.subject import Match, Params
 
 group = RuleGroup("matching")
 
@@ -74,7 +74,7 @@ def report_unexplained(ctx: Context) -> None:
     if len(readings) != 1 or None in readings.values():
         return  # a defect without a model of its own (the factor, a clamp, coupling) explains it
     (code, scheme), = readings.items()
-    residual = _residual(ctx, replace(ctx.params, alpha_scheme=scheme))
+    residual = _residual(ctx, replace(ctx.params, alpha_scheme=cast(str, scheme)))
     if residual.error > MATCH_TOLERANCE:
         ctx.fire("FL014", f"beyond {code}, the output matches no reference: with alpha read as the loss applies it ({scheme}), closest is {residual.normalisation} "
                  f"(relative error {residual.error:.3g}, tolerance {MATCH_TOLERANCE:g})",
@@ -97,7 +97,7 @@ def _unexplained(ctx: Context) -> None:
              {"closest_normalisation": match.normalisation, "rel_error": match.error, "tolerance": MATCH_TOLERANCE})
 
 
-def _residual(ctx: Context, params: Params) -> object:
+def _residual(ctx: Context, params: Params) -> Match:
     """How well a fresh call's output matches the reference read with ``params``."""
     from lossaudit.lint.subject import (
         canonical_to_reference_input,
@@ -111,7 +111,7 @@ def _residual(ctx: Context, params: Params) -> object:
     return match_output(ctx.kind, out, reference, batch.y, params)
 
 
-def _alternative_reading(ctx: Context) -> tuple[str, Params, object] | None:
+def _alternative_reading(ctx: Context) -> tuple[str, Params, Match] | None:
     """(description, parameters, match) of the kind's alternative reading
     (:data:`~lossaudit.lint.kinds.ALTERNATIVE_READINGS`) when the output matches it."""
     from lossaudit.lint.subject import MATCH_TOLERANCE

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import product
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from lossaudit.lint.anchors import calls
 from lossaudit.lint.kinds import CENTERNET, SIGMOID, SOFTMAX
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
     from lossaudit.lint.battery import Context
+    from lossaudit.lint.subject import Batch
 
 group = RuleGroup("shapes")
 
@@ -186,7 +187,7 @@ def probe_layouts(ctx: Context) -> None:
             reading, value = ran[0]
             wrong.append({"layout": reading.name, "shape": list(reading.shape(classes)), "loss": value, "other_reading": readings[-1].name if len(ran) > 1 else None})
         else:
-            refused.append(f"{layout.name} {error_text(values[0])[:120]}")
+            refused.append(f"{layout.name} {error_text(cast(BaseException, values[0]))[:120]}")
     if refused:
         ctx.notes.append(f"{ctx.prefix}FL031: layouts the loss refuses (not a defect): " + "; ".join(refused))
     if wrong:
@@ -238,7 +239,7 @@ def _same_up_to_a_count(value: float, expected: float, layout: Layout, classes: 
     return any(abs(value - expected * a / b) <= LAYOUT_TOLERANCE * max(abs(expected * a / b), 1e-12) for a in counts for b in counts)
 
 
-def _reference_total(ctx: Context, batch: object) -> float | None:
+def _reference_total(ctx: Context, batch: Batch) -> float | None:
     """The reference's total on ``batch`` under the calibrated normalisation, when calibration
     matched (else None)."""
     from lossaudit.lint.subject import canonical_to_reference_input, normalisers, reference_elements
