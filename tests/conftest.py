@@ -12,6 +12,13 @@ from typer.testing import CliRunner
 from lossaudit.cli import app
 
 
+@pytest.fixture(autouse=True)
+def _no_terminal_width(monkeypatch):
+    """Text outputs follow ``$COLUMNS`` when piped; pytest-xdist's workers have it set (80), a
+    plain run does not: every test starts without it, and those about widths set it themselves."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 @pytest.fixture
 def run_cli():
     """Run ``lossaudit ARGS...`` in-process; returns the click Result (exit_code, stdout, stderr)."""

@@ -108,7 +108,7 @@ def test_fit_speaks_with_both_families_in_detection_wording():
     """bce, ghm (sigmoid) and ce (softmax) on data with 10 background rows of 50: detection."""
     assert _rules(_with_ce(_base()))["fit"]["text"] == (
         "Detection-style data: 10 of 50 rows have no positive class, so the sigmoid losses (bce, ghm) are listed first; "
-        "ce see only the 40 rows with a target."
+        "ce sees only the 40 rows with a target."
     )
 
 

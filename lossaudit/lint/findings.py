@@ -189,11 +189,12 @@ class LintReport:
                 f"{plural(counts['warnings'], 'warning')}, {plural(counts['infos'], 'info')}>")
 
     def _repr_html_(self) -> str:
-        """The markdown report as HTML (what a notebook shows)."""
-        from lossaudit.lint.report import render_markdown
-        from lossaudit.render.html import markdown_fragment
+        """The text report, preformatted (what a notebook shows)."""
+        from html import escape
 
-        return markdown_fragment(render_markdown(list(self.targets), []))
+        from lossaudit.render.html import html_fragment
+
+        return html_fragment(f"<h1>lossaudit lint</h1>\n<pre>{escape(self.text())}</pre>")
 
     def text(self, verbose: bool = False, require_checks: bool = False, width: int | None = None) -> str:
         """The report as ``lossaudit lint`` prints it (:func:`lossaudit.lint.text.render_text`),
