@@ -296,7 +296,9 @@ def main_run(folder: Path, elements: int, repeat: int, skip_baseline: bool) -> d
     result["engine_over_floor"] = result["engine_s"] / result["floor_s"]
     if not skip_baseline:
         baseline_s, baseline_peak = process([sys.executable, __file__, "--baseline-child", str(folder)])
-        result.update(baseline_process_s=baseline_s, baseline_process_peak_mib=baseline_peak, baseline_over_lossaudit_process=baseline_s / result["lossaudit_process_s"])
+        result.update(
+            baseline_process_s=baseline_s, baseline_process_peak_mib=baseline_peak, baseline_over_lossaudit_process=baseline_s / result["lossaudit_process_s"]
+        )
     result["runs"] = runs
     return result
 
@@ -304,8 +306,13 @@ def main_run(folder: Path, elements: int, repeat: int, skip_baseline: bool) -> d
 def scaling_run(folder: Path, elements: int, repeat: int) -> dict:
     walls, peaks = zip(*(process(lossaudit_command(folder)) for _ in range(repeat)))
     trees = [tree_memory(lossaudit_command(folder)) for _ in range(repeat)]
-    result = {"elements": elements, "input_mib": input_mib(folder), "lossaudit_process_s": statistics.median(walls), "lossaudit_process_peak_mib": statistics.median(peaks),
-              "lossaudit_tree_peak_mib": statistics.median(trees)}
+    result = {
+        "elements": elements,
+        "input_mib": input_mib(folder),
+        "lossaudit_process_s": statistics.median(walls),
+        "lossaudit_process_peak_mib": statistics.median(peaks),
+        "lossaudit_tree_peak_mib": statistics.median(trees),
+    }
     add_memory_over_input(result)
     return result
 
@@ -318,9 +325,14 @@ def add_memory_over_input(result: dict) -> None:
 def environment() -> dict:
     from lossaudit.compare.engine.stream import default_workers
 
-    return {"python": sys.version.split()[0], "numpy": np.__version__, "cpus": os.cpu_count(), "workers": default_workers(),
-            **{name: os.environ.get(name) for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "PYTHONDONTWRITEBYTECODE")},
-            "peak_rss_from": "GNU time" if GNU_TIME else "ru_maxrss (includes this script's peak: an upper bound)"}
+    return {
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "cpus": os.cpu_count(),
+        "workers": default_workers(),
+        **{name: os.environ.get(name) for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "PYTHONDONTWRITEBYTECODE")},
+        "peak_rss_from": "GNU time" if GNU_TIME else "ru_maxrss (includes this script's peak: an upper bound)",
+    }
 
 
 def main() -> None:

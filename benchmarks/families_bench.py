@@ -26,7 +26,15 @@ ROWS, CLASSES = 100_000, 80
 CORE = ("ce", "bce", "focal", "softmax-focal", "ghm")
 SETTINGS = {
     "index": [("default", None), ("core", CORE)],
-    "soft": [("default", None), ("core", CORE), ("qfl", ("qfl",)), ("vfl", ("vfl",)), ("asl", ("asl",)), ("cb-ce", ("cb-ce",)), ("logit-adjusted-ce", ("logit-adjusted-ce",))],
+    "soft": [
+        ("default", None),
+        ("core", CORE),
+        ("qfl", ("qfl",)),
+        ("vfl", ("vfl",)),
+        ("asl", ("asl",)),
+        ("cb-ce", ("cb-ce",)),
+        ("logit-adjusted-ce", ("logit-adjusted-ce",)),
+    ],
 }
 
 

@@ -66,7 +66,10 @@ def run_lint(fixture: dict, timeout: float) -> dict:
 
 def score_fixture(fixture: dict, outcome: dict) -> dict:
     counted = sorted({finding["code"] for finding in outcome["findings"] if finding["severity"] in COUNTED})
-    defects = [{"id": defect["id"], "kind": defect["kind"], "rules": defect["rules"], "reported": bool(set(defect["rules"]) & set(counted))} for defect in fixture["defects"]]
+    defects = [
+        {"id": defect["id"], "kind": defect["kind"], "rules": defect["rules"], "reported": bool(set(defect["rules"]) & set(counted))}
+        for defect in fixture["defects"]
+    ]
     return {
         "module": fixture["module"],
         "target": fixture["target"],
@@ -102,7 +105,9 @@ def detail_line(result: dict) -> str:
         expected = "correct (expects no error/warning)"
         verdict = "clean" if result["clean"] else "FALSE ALARM"
     else:
-        expected = "; ".join(f"{defect['id']} {defect['kind']} [{','.join(defect['rules'])}] {'hit' if defect['reported'] else 'MISS'}" for defect in result["defects"])
+        expected = "; ".join(
+            f"{defect['id']} {defect['kind']} [{','.join(defect['rules'])}] {'hit' if defect['reported'] else 'MISS'}" for defect in result["defects"]
+        )
         verdict = "flagged" if not result["clean"] else "NOT FLAGGED"
     got = ", ".join(result["all_findings"]) or "no findings"
     return f"{name:48s} {verdict:11s} expected: {expected} | got ({result['status']}): {got}"

@@ -97,7 +97,13 @@ def alpha_ratio(make, x, y):
 
 def correct_checks():
     m = load("pytorch_vision_sigmoid_focal_loss")
-    check("pytorch_vision", "match", torch.allclose(m.sigmoid_focal_loss(X, YB), ref_sig(X, YB)) and rel(grad(lambda x: m.sigmoid_focal_loss(x, YB).sum(), X), grad(lambda x: ref_sig(x, YB).sum(), X)) < 1e-5, "value+grad = reference")
+    check(
+        "pytorch_vision",
+        "match",
+        torch.allclose(m.sigmoid_focal_loss(X, YB), ref_sig(X, YB))
+        and rel(grad(lambda x: m.sigmoid_focal_loss(x, YB).sum(), X), grad(lambda x: ref_sig(x, YB).sum(), X)) < 1e-5,
+        "value+grad = reference",
+    )
     m = load("adeelh_multi_class_focal_loss")
     loss = m.FocalLoss(gamma=2)
     x4 = torch.randn(2, 5, 3, 3)
@@ -105,31 +111,74 @@ def correct_checks():
     t4[0, 0, 0] = -100
     keep = t4.reshape(-1) != -100
     ref4 = ref_soft(x4.movedim(1, -1).reshape(-1, 5)[keep], t4.reshape(-1)[keep]).mean()
-    check("adeelh", "match", torch.allclose(loss(X, T), ref_soft(X, T).mean()) and torch.allclose(loss(x4, t4), ref4) and rel(grad(lambda x: loss(x, T), X), grad(lambda x: ref_soft(x, T).mean(), X)) < 1e-5, "rows, maps with an ignored pixel, grad = reference")
+    check(
+        "adeelh",
+        "match",
+        torch.allclose(loss(X, T), ref_soft(X, T).mean())
+        and torch.allclose(loss(x4, t4), ref4)
+        and rel(grad(lambda x: loss(x, T), X), grad(lambda x: ref_soft(x, T).mean(), X)) < 1e-5,
+        "rows, maps with an ignored pixel, grad = reference",
+    )
     m = load("coincheung_focal_loss_v2")
     loss = m.FocalLossV2()
-    check("coincheung", "match", torch.allclose(loss(X, YB), ref_sig(X, YB).mean()) and rel(grad(lambda x: loss(x, YB), X), grad(lambda x: ref_sig(x, YB).mean(), X)) < 1e-4, "value + hand-written grad = reference")
+    check(
+        "coincheung",
+        "match",
+        torch.allclose(loss(X, YB), ref_sig(X, YB).mean()) and rel(grad(lambda x: loss(x, YB), X), grad(lambda x: ref_sig(x, YB).mean(), X)) < 1e-4,
+        "value + hand-written grad = reference",
+    )
     m = load("jamesmccullochdickens_csi5340_focal_loss")
     loss = m.FocalLoss()
-    check("jamesmcc", "match", torch.allclose(loss(X, T), ref_soft(X, T).mean()) and rel(grad(lambda x: loss(x, T), X), grad(lambda x: ref_soft(x, T).mean(), X)) < 1e-5, "value+grad = softmax reference")
+    check(
+        "jamesmcc",
+        "match",
+        torch.allclose(loss(X, T), ref_soft(X, T).mean()) and rel(grad(lambda x: loss(x, T), X), grad(lambda x: ref_soft(x, T).mean(), X)) < 1e-5,
+        "value+grad = softmax reference",
+    )
     m = load("vshmyhlo_research_sigmoid_focal_loss")
     check("vshmyhlo", "match", torch.allclose(m.sigmoid_focal_loss(X, YB), ref_sig(X, YB, alpha=None)), "elementwise = reference (no alpha)")
     m = load("openmmlab_mmdetection_py_sigmoid_focal_loss")
     f = m.py_sigmoid_focal_loss
-    check("mmdetection", "match", torch.allclose(f(X, Y), ref_sig(X, Y).mean()) and torch.allclose(f(X, Y, avg_factor=3.0), ref_sig(X, Y).sum() / 3) and rel(grad(lambda x: f(x, Y), X), grad(lambda x: ref_sig(x, Y).mean(), X)) < 1e-5, "value (mean, avg_factor) + grad = reference")
+    check(
+        "mmdetection",
+        "match",
+        torch.allclose(f(X, Y), ref_sig(X, Y).mean())
+        and torch.allclose(f(X, Y, avg_factor=3.0), ref_sig(X, Y).sum() / 3)
+        and rel(grad(lambda x: f(x, Y), X), grad(lambda x: ref_sig(x, Y).mean(), X)) < 1e-5,
+        "value (mean, avg_factor) + grad = reference",
+    )
     m = load("nathanjpaek_kb_pilot_focal_loss")
     check("kb_pilot", "match", torch.allclose(m.FocalLoss()(X, YB), ref_sig(X, YB, None), atol=1e-6), "elementwise = reference")
     m = load("yuhebaii_project2_focal_loss")
-    check("yuhebaii", "match", torch.allclose(m.FocalLoss()(X, T), ref_soft(X, T).mean()) and torch.allclose(m.FocalLoss(reduction="sum")(X, T), ref_soft(X, T).sum()) and m.FocalLoss(reduction="none")(X, T).shape == T.shape, "mean/sum/none = reference")
+    check(
+        "yuhebaii",
+        "match",
+        torch.allclose(m.FocalLoss()(X, T), ref_soft(X, T).mean())
+        and torch.allclose(m.FocalLoss(reduction="sum")(X, T), ref_soft(X, T).sum())
+        and m.FocalLoss(reduction="none")(X, T).shape == T.shape,
+        "mean/sum/none = reference",
+    )
     m = load("detectionblwx_ssdetection_focal_loss")
-    check("ssdetection", "match", torch.allclose(m.pySigmoidFocalLoss(X, YB), ref_sig(X, YB).mean()) and rel(grad(lambda x: m.pySigmoidFocalLoss(x, YB), X), grad(lambda x: ref_sig(x, YB).mean(), X)) < 1e-5, "value+grad = reference")
+    check(
+        "ssdetection",
+        "match",
+        torch.allclose(m.pySigmoidFocalLoss(X, YB), ref_sig(X, YB).mean())
+        and rel(grad(lambda x: m.pySigmoidFocalLoss(x, YB), X), grad(lambda x: ref_sig(x, YB).mean(), X)) < 1e-5,
+        "value+grad = reference",
+    )
     m = load("pablomessina_medvqa_focal_loss")
     check("medvqa", "match", torch.allclose(m.FocalLoss()(X, YB), ref_sig(X, YB).mean()), "= reference mean")
     m = load("facebookresearch_detr_sigmoid_focal_loss")
     check("detr", "match", torch.allclose(m.sigmoid_focal_loss(X, YB, 4), ref_sig(X, YB).mean(1).sum() / 4), "= reference, mean(1).sum()/num_boxes")
     m = load("kungfuai_d3m_binary_focal_loss")
     loss = m.BinaryFocalLoss()
-    check("kungfuai", "match", torch.allclose(loss(torch.sigmoid(X), YB), ref_sig(X, YB), atol=1e-5) and rel(grad(lambda x: loss(torch.sigmoid(x), YB).sum(), X), grad(lambda x: ref_sig(x, YB).sum(), X)) < 1e-3, "on probabilities = reference (value+grad through the sigmoid)")
+    check(
+        "kungfuai",
+        "match",
+        torch.allclose(loss(torch.sigmoid(X), YB), ref_sig(X, YB), atol=1e-5)
+        and rel(grad(lambda x: loss(torch.sigmoid(x), YB).sum(), X), grad(lambda x: ref_sig(x, YB).sum(), X)) < 1e-3,
+        "on probabilities = reference (value+grad through the sigmoid)",
+    )
 
 
 def detached_pt(name, make, target_kind="index"):
@@ -143,13 +192,23 @@ def detached_pt(name, make, target_kind="index"):
 def batch_coupled(name, fn):
     full = float(fn(X, T))
     reference = float(ref_soft(X, T).mean())
-    single = all(torch.allclose(fn(X[i:i + 1], T[i:i + 1]), ref_soft(X[i:i + 1], T[i:i + 1]).mean()) for i in range(3))
-    check(name, "batch-pt", abs(full - reference) > 1e-3 * reference and single, f"batch of 8: {full:.4f} vs reference {reference:.4f}; each single row = reference (p_t is a batch quantity)")
+    single = all(torch.allclose(fn(X[i : i + 1], T[i : i + 1]), ref_soft(X[i : i + 1], T[i : i + 1]).mean()) for i in range(3))
+    check(
+        name,
+        "batch-pt",
+        abs(full - reference) > 1e-3 * reference and single,
+        f"batch of 8: {full:.4f} vs reference {reference:.4f}; each single row = reference (p_t is a batch quantity)",
+    )
 
 
 def constant_alpha_softmax(name, make, x=X, t=T):
     ratios = (make(0.25)(x, t) / make(0.75)(x, t)).reshape(-1)
-    check(name, "scalar-alpha", torch.allclose(ratios, torch.full_like(ratios, 1 / 3)), f"loss(alpha=.25)/loss(alpha=.75) = {float(ratios[0]):.4f} for every class (a rescaling)")
+    check(
+        name,
+        "scalar-alpha",
+        torch.allclose(ratios, torch.full_like(ratios, 1 / 3)),
+        f"loss(alpha=.25)/loss(alpha=.75) = {float(ratios[0]):.4f} for every class (a rescaling)",
+    )
 
 
 def constant_alpha_sigmoid(name, make):
@@ -169,7 +228,12 @@ def ignore_denominator(name, fn, ignore, ref_rows):
     keep = t != ignore
     value = float(fn(X, t))
     ref_valid = float(ref_rows(X[keep], t[keep]).mean())
-    check(name, "ignore-denominator", abs(value - ref_valid * keep.float().mean()) < 1e-5 and abs(value - ref_valid) > 1e-3, f"half the rows ignored: {value:.4f} = {keep.float().mean():.2f} x mean over kept rows {ref_valid:.4f}")
+    check(
+        name,
+        "ignore-denominator",
+        abs(value - ref_valid * keep.float().mean()) < 1e-5 and abs(value - ref_valid) > 1e-3,
+        f"half the rows ignored: {value:.4f} = {keep.float().mean():.2f} x mean over kept rows {ref_valid:.4f}",
+    )
 
 
 def buggy_checks_a():
@@ -181,7 +245,12 @@ def buggy_checks_a():
     check("thangvubk", "weight-grad-crash", value_ok and err is not None, f"value = reference under no_grad; logits requiring grad: {err}")
     m = load("clcarwin_focal_loss")
     detached_pt("clcarwin", lambda: m.FocalLoss(gamma=2))
-    check("clcarwin", "alpha-table", raises(lambda: m.FocalLoss(gamma=2, alpha=0.25)(X, T)) is not None, f"alpha=0.25, labels up to 4: {raises(lambda: m.FocalLoss(gamma=2, alpha=0.25)(X, T))}")
+    check(
+        "clcarwin",
+        "alpha-table",
+        raises(lambda: m.FocalLoss(gamma=2, alpha=0.25)(X, T)) is not None,
+        f"alpha=0.25, labels up to 4: {raises(lambda: m.FocalLoss(gamma=2, alpha=0.25)(X, T))}",
+    )
     m = load("apie0419_aic20_mtmc_focal_loss")
     err = raises(lambda: m.FocalLoss()(X, T))
     check("apie0419", "alpha-table-crash", err is not None, f"defaults, 5 classes: {err}")
@@ -196,7 +265,12 @@ def buggy_checks_a():
     batch_coupled("seeooo", m.FocalLoss())
     none_out = m.FocalLoss(reduction="none")(X, T)
     sum_out = float(m.FocalLoss(reduction="sum")(X, T))
-    check("seeooo", "reduction-ignored", none_out.dim() == 0 and abs(sum_out - float(ref_soft(X, T).sum())) > 0.1, f"reduction='none' gives shape {tuple(none_out.shape)}; 'sum' gives {sum_out:.4f} vs reference sum {float(ref_soft(X, T).sum()):.4f}")
+    check(
+        "seeooo",
+        "reduction-ignored",
+        none_out.dim() == 0 and abs(sum_out - float(ref_soft(X, T).sum())) > 0.1,
+        f"reduction='none' gives shape {tuple(none_out.shape)}; 'sum' gives {sum_out:.4f} vs reference sum {float(ref_soft(X, T).sum()):.4f}",
+    )
     m = load("nyoki_mtl_pytorch_segmentation_focal_loss")
     batch_coupled("nyoki", m.FocalLoss(alpha=None))
     constant_alpha_softmax("nyoki", lambda a: m.FocalLoss(alpha=a))
@@ -211,7 +285,7 @@ def buggy_checks_a():
     x2[torch.arange(8), off] += 8.0
     same = torch.allclose(m.focal_loss(X, T), m.focal_loss(x2, T))
     check("rs1004", "negatives-dropped", same, "raising a wrong class's logit by 8 leaves every row's loss unchanged")
-    r = (m.focal_loss(X, T, alpha=0.25) / m.focal_loss(X, T, alpha=0.75))
+    r = m.focal_loss(X, T, alpha=0.25) / m.focal_loss(X, T, alpha=0.75)
     check("rs1004", "constant-alpha", torch.allclose(r, torch.full_like(r, 1 / 3)), "loss(.25)/loss(.75) = 1/3 on every row")
     m = load("andrypur_hub_tgnn_focal_loss")
     constant_alpha_sigmoid("andrypur", lambda a: m.FocalLoss(alpha=a))
@@ -219,7 +293,12 @@ def buggy_checks_a():
     x = torch.tensor([[-12.0]])
     g = grad(lambda z: m.focal_binary_cross_entropy(z, torch.ones(1, 1)), x)
     gr = grad(lambda z: ref_sig(z, torch.ones(1, 1), None).mean(), x) * 7
-    check("madihasamo", "probability-clamp", float(g.abs()) < 1e-3 * float(gr.abs()), f"positive at logit -12: gradient {float(g):.2e} vs reference {float(gr):.2e} (x7 scale)")
+    check(
+        "madihasamo",
+        "probability-clamp",
+        float(g.abs()) < 1e-3 * float(gr.abs()),
+        f"positive at logit -12: gradient {float(g):.2e} vs reference {float(gr):.2e} (x7 scale)",
+    )
     m = load("nathanxavier_cvlandguided_focal_loss")
     err = raises(lambda: m.FocalLoss())
     check("nathanxavier", "hardcoded-cuda", err is not None, f"constructing on CPU: {err}")
@@ -240,7 +319,7 @@ def buggy_checks_a():
 
 
 def _rowwise(loss):
-    return lambda x, t: torch.stack([loss(x[i:i + 1], t[i:i + 1]) for i in range(len(t))])
+    return lambda x, t: torch.stack([loss(x[i : i + 1], t[i : i + 1]) for i in range(len(t))])
 
 
 def buggy_checks_b():
@@ -249,29 +328,58 @@ def buggy_checks_b():
     constant_alpha_softmax("tuongtranngoc", lambda a: _rowwise(m.DeepLav3FocalLoss(alpha=a, gamma=2)))
     m = load("heliochromic_uavid_focal_loss")
     same = torch.allclose(m.PixelwiseFocalLoss(alpha=torch.tensor([0.1, 0.2, 0.3, 0.4, 5.0]))(X, T), m.PixelwiseFocalLoss()(X, T))
-    check("heliochromic", "alpha-ignored", same and torch.allclose(m.PixelwiseFocalLoss(alpha=0.25)(X, T), m.PixelwiseFocalLoss()(X, T)), "per-class or scalar alpha: identical loss")
+    check(
+        "heliochromic",
+        "alpha-ignored",
+        same and torch.allclose(m.PixelwiseFocalLoss(alpha=0.25)(X, T), m.PixelwiseFocalLoss()(X, T)),
+        "per-class or scalar alpha: identical loss",
+    )
     ignore_denominator("heliochromic", m.PixelwiseFocalLoss(), -100, ref_soft)
     m = load("sodalone_fcos_focal_loss")
     pred = torch.tensor([[20.0, 0.0, 0.0]])
     out = m.focal_loss(pred, torch.tensor([0]))
-    check("sodalone", "log-of-sigmoid", not torch.isfinite(out).all(), f"background anchor, class logit +20: loss {out[0].tolist()} (reference {ref_sig(pred, torch.zeros(1, 3))[0, 0]:.2f})")
+    check(
+        "sodalone",
+        "log-of-sigmoid",
+        not torch.isfinite(out).all(),
+        f"background anchor, class logit +20: loss {out[0].tolist()} (reference {ref_sig(pred, torch.zeros(1, 3))[0, 0]:.2f})",
+    )
     m = load("xiaodongww_focal_loss")
     err = raises(lambda: m.FocalLoss()(X, T))
     check("xiaodongww", "hardcoded-cuda", err is not None, f"forward on CPU: {err}")
     with cuda_as_cpu():
         out = m.FocalLoss(gamma=2)(SAT, torch.tensor([0]))
-    check("xiaodongww", "log-of-softmax", torch.isnan(out), f"logits [100, -100, 0, 0, 0], label 0: {float(out)} (reference {float(ref_soft(SAT, torch.tensor([0]))):.4f})")
+    check(
+        "xiaodongww",
+        "log-of-softmax",
+        torch.isnan(out),
+        f"logits [100, -100, 0, 0, 0], label 0: {float(out)} (reference {float(ref_soft(SAT, torch.tensor([0]))):.4f})",
+    )
     m = load("bigcat26_cry_detection_focal_loss")
-    r = float(m.FocalLoss(2, alpha=0.25)(torch.tensor([[-0.2, 0.7]]), torch.tensor([0])) / m.FocalLoss(2, alpha=0.75)(torch.tensor([[-0.2, 0.7]]), torch.tensor([0])))
-    check("bigcat26", "constant-alpha", abs(r - 1 / 3) < 1e-5, f"a positive and a negative: loss(.25)/loss(.75) = {r:.4f} (alpha_t would weight them 1/3 and 3)")
+    r = float(
+        m.FocalLoss(2, alpha=0.25)(torch.tensor([[-0.2, 0.7]]), torch.tensor([0])) / m.FocalLoss(2, alpha=0.75)(torch.tensor([[-0.2, 0.7]]), torch.tensor([0]))
+    )
+    check(
+        "bigcat26", "constant-alpha", abs(r - 1 / 3) < 1e-5, f"a positive and a negative: loss(.25)/loss(.75) = {r:.4f} (alpha_t would weight them 1/3 and 3)"
+    )
     m = load("like413_macn_focal_loss")
     out = m.FocalLoss(class_num=5)(SAT, torch.tensor([1]))
-    check("like413", "log-of-softmax", not torch.isfinite(out), f"label 1 at logit -100 (gap 200): {float(out)} (reference {float(ref_soft(SAT, torch.tensor([1]))):.2f})")
+    check(
+        "like413",
+        "log-of-softmax",
+        not torch.isfinite(out),
+        f"label 1 at logit -100 (gap 200): {float(out)} (reference {float(ref_soft(SAT, torch.tensor([1]))):.2f})",
+    )
     constant_alpha_softmax("like413", lambda a: _rowwise(m.FocalLoss(class_num=5, alpha=a)))
     m = load("ineedsleep_mmcoref_focal_loss")
     two = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0]])
     best = float(m.FocalLoss()(torch.tensor([[20.0, 20.0, -20.0, -20.0, -20.0]]), two))
-    check("mmcoref", "softmax-as-binary", best > 0.1, f"two positive labels, logits +-20: loss {best:.4f} (per-class sigmoid reference {float(ref_sig(torch.tensor([[20.0, 20, -20, -20, -20]]), two, None).sum()):.1e})")
+    check(
+        "mmcoref",
+        "softmax-as-binary",
+        best > 0.1,
+        f"two positive labels, logits +-20: loss {best:.4f} (per-class sigmoid reference {float(ref_sig(torch.tensor([[20.0, 20, -20, -20, -20]]), two, None).sum()):.1e})",
+    )
     row = lambda v: torch.tensor([[v, 0.0, 0.0, 0.0, 0.0]])  # noqa: E731
     one = torch.tensor([[1.0, 0, 0, 0, 0]])
     flat = abs(float(m.FocalLoss()(row(-30.0), one)) - float(m.FocalLoss()(row(-40.0), one)))
@@ -284,15 +392,35 @@ def buggy_checks_b():
     check("simsara", "alpha-inverted", abs(w - 0.75) < 1e-5, f"a positive weighted {w:.2f} at alpha=0.25")
     m = load("anniegilmore_focal_loss")
     err = raises(lambda: m.FocalLoss()(X, T))
-    check("anniegilmore", "alpha-none-crash", err is not None and raises(lambda: m.FocalLoss(alpha=[1.0] * 5)(X, T)) is not None, f"defaults: {err}; list alpha raises too")
+    check(
+        "anniegilmore",
+        "alpha-none-crash",
+        err is not None and raises(lambda: m.FocalLoss(alpha=[1.0] * 5)(X, T)) is not None,
+        f"defaults: {err}; list alpha raises too",
+    )
     m = load("nakashimn_kaggle_template_focal_loss")
     out = m.FocalLoss()(SAT, F.one_hot(torch.tensor([0]), 5).float())
     check("nakashimn", "log-of-softmax", torch.isnan(out), f"logits [100, -100, 0, 0, 0], label 0: {float(out)}")
     m = load("rruisong_cohff_focal_loss")
-    check("rruisong", "reduction-ignored", torch.allclose(m.FocalLoss(reduction="sum")(X, T), m.FocalLoss()(X, T)) and m.FocalLoss(reduction="none")(X, T).dim() == 0, "'sum' and 'none' return the mean")
-    check("rruisong", "weight-ignored", torch.allclose(m.FocalLoss(weight=torch.tensor([5.0, 1, 1, 1, 1]))(X, T), m.FocalLoss()(X, T)), "weight [5,1,1,1,1] changes nothing")
+    check(
+        "rruisong",
+        "reduction-ignored",
+        torch.allclose(m.FocalLoss(reduction="sum")(X, T), m.FocalLoss()(X, T)) and m.FocalLoss(reduction="none")(X, T).dim() == 0,
+        "'sum' and 'none' return the mean",
+    )
+    check(
+        "rruisong",
+        "weight-ignored",
+        torch.allclose(m.FocalLoss(weight=torch.tensor([5.0, 1, 1, 1, 1]))(X, T), m.FocalLoss()(X, T)),
+        "weight [5,1,1,1,1] changes nothing",
+    )
     m = load("knjcode_kaggle_seti_focal_loss")
-    check("knjcode", "reduction-none", m.FocalLoss(reduction="none")(X, YB) is None and torch.allclose(m.FocalLoss()(X, YB), ref_sig(X, YB, None).mean(), atol=1e-6), "reduction='none' returns None; 'mean' = reference")
+    check(
+        "knjcode",
+        "reduction-none",
+        m.FocalLoss(reduction="none")(X, YB) is None and torch.allclose(m.FocalLoss()(X, YB), ref_sig(X, YB, None).mean(), atol=1e-6),
+        "reduction='none' returns None; 'mean' = reference",
+    )
 
 
 def buggy_checks_c():
@@ -303,7 +431,12 @@ def buggy_checks_c():
     g0 = float(m.FocalLoss(gamma=0)(x3, t3))
     g2 = float(m.FocalLoss(gamma=2)(x3, t3))
     ref2 = float(ref_soft(x3.movedim(1, -1).reshape(-1, 5), t3.reshape(-1)).mean())
-    check("heylynne", "pt-from-logp", abs(g2 - ref2) > 0.1 * ref2 and abs(g2 - g0) > 0.1 * g0, f"gamma=2: {g2:.4f} vs reference {ref2:.4f}; factor (1 - log p_t)^2 >= 1")
+    check(
+        "heylynne",
+        "pt-from-logp",
+        abs(g2 - ref2) > 0.1 * ref2 and abs(g2 - g0) > 0.1 * g0,
+        f"gamma=2: {g2:.4f} vs reference {ref2:.4f}; factor (1 - log p_t)^2 >= 1",
+    )
     check("heylynne", "sums-every-class", abs(g0 - ce) > 0.1 * ce, f"gamma=0: {g0:.4f} vs cross entropy {ce:.4f} (every class's -log p is added)")
     err = raises(lambda: m.FocalLoss()(X, T))
     check("heylynne", "requires-3d", err is not None, f"(N, C) input: {err}")
@@ -314,21 +447,36 @@ def buggy_checks_c():
     check("itakurah", "scalar-alpha-crash", err is not None, f"alpha=0.25: {err}")
     m = load("lewfish_homely_hobby_focal_loss")
     out = m.focal_loss(torch.tensor([[20.0]]), torch.zeros(1, 1))
-    check("lewfish", "log-of-sigmoid", not torch.isfinite(out), f"negative at logit +20: {float(out)} (reference {float(ref_sig(torch.tensor([[20.0]]), torch.zeros(1, 1))):.2f})")
+    check(
+        "lewfish",
+        "log-of-sigmoid",
+        not torch.isfinite(out),
+        f"negative at logit +20: {float(out)} (reference {float(ref_sig(torch.tensor([[20.0]]), torch.zeros(1, 1))):.2f})",
+    )
     m = load("catalyst_focal_loss_multiclass")
     loss = m.FocalLossMultiClass()
     rows_ok = torch.allclose(loss(X, T), ref_sig(X, Y).mean(0).sum())
     x4 = torch.randn(2, 5, 3, 3)
     t4 = torch.randint(0, 5, (2, 3, 3))
     ref4 = ref_sig(x4.movedim(1, -1).reshape(-1, 5), F.one_hot(t4.reshape(-1), 5).float()).mean(0).sum()
-    check("catalyst", "wrong-flatten", rows_ok and abs(float(loss(x4, t4)) - float(ref4)) > 1e-3, f"(N, C) = reference; (2, 5, 3, 3): {float(loss(x4, t4)):.4f} vs per-pixel reference {float(ref4):.4f}")
+    check(
+        "catalyst",
+        "wrong-flatten",
+        rows_ok and abs(float(loss(x4, t4)) - float(ref4)) > 1e-3,
+        f"(N, C) = reference; (2, 5, 3, 3): {float(loss(x4, t4)):.4f} vs per-pixel reference {float(ref4):.4f}",
+    )
     m = load("bloodaxe_pytorch_toolbelt_focal_loss")
     y = YB.clone()
     y[:4] = -1
     keep = y != -1
     value = float(m.focal_loss_with_logits(X, y, ignore_index=-1))
     kept = float(ref_sig(X[keep], y[keep]).mean())
-    check("toolbelt", "ignore-denominator", abs(value - kept * float(keep.float().mean())) < 1e-5, f"half ignored: {value:.4f} = {float(keep.float().mean()):.2f} x kept mean {kept:.4f}")
+    check(
+        "toolbelt",
+        "ignore-denominator",
+        abs(value - kept * float(keep.float().mean())) < 1e-5,
+        f"half ignored: {value:.4f} = {float(keep.float().mean()):.2f} x kept mean {kept:.4f}",
+    )
     m = load("nurzhanovchingiz_sigmoid_focal_loss")
     pred = torch.randn(2, 1, 3, 3) * 3
     tgt = (torch.rand(2, 3, 3) < 0.5).float()
@@ -338,7 +486,12 @@ def buggy_checks_c():
     tgt2 = tgt.clone()
     tgt2[0] = 255
     full = m.SigmoidFocalLoss(255, reduction="none")(pred, tgt2)
-    check("nurzhanov", "ignore-denominator", abs(float(m.SigmoidFocalLoss(255)(pred, tgt2)) - float(full.sum() / full.numel())) < 1e-6 and float(full[0].abs().sum()) == 0.0, "ignored image contributes 0 but counts in the mean")
+    check(
+        "nurzhanov",
+        "ignore-denominator",
+        abs(float(m.SigmoidFocalLoss(255)(pred, tgt2)) - float(full.sum() / full.numel())) < 1e-6 and float(full[0].abs().sum()) == 0.0,
+        "ignored image contributes 0 but counts in the mean",
+    )
     err = raises(lambda: m.SigmoidFocalLoss(255)(X, Y))
     check("nurzhanov", "requires-bhw", err is not None, f"(N, C) rows: {err}")
     m = load("amphibian_dev_toad_focal_loss")

@@ -83,9 +83,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         with Recorder(Path(folder) / "run", rate=arguments.rate, seed=2) as recorder:
             written = recorder.add(logits, labels)
-            steps = {"torch.sigmoid pass": lambda: torch.sigmoid(logits),
-                     "sample_batch": lambda: sample_batch(logits, labels, rate=arguments.rate, generator=generator),
-                     "Recorder.add (sample_batch and writing the file)": lambda: recorder.add(logits, labels)}
+            steps = {
+                "torch.sigmoid pass": lambda: torch.sigmoid(logits),
+                "sample_batch": lambda: sample_batch(logits, labels, rate=arguments.rate, generator=generator),
+                "Recorder.add (sample_batch and writing the file)": lambda: recorder.add(logits, labels),
+            }
             if arguments.device != "cpu":
                 steps[COPY] = lambda: logits.cpu()
             seconds = medians(steps, arguments.repeats, arguments.device)
@@ -95,8 +97,10 @@ def main() -> None:
             kept = data["logits"].size - padded + negatives
             dtypes = {key: str(data[key].dtype) for key in ("logits", "targets", "weights", "negatives_logits", "negatives_weights", "negatives_per_class")}
         size = written.stat().st_size
-    print(f"batch {SHAPE} float32 on {arguments.device}{' (skewed)' if arguments.skewed else ''}, rate {arguments.rate:g}, "
-          f"medians of {arguments.repeats}, {torch.get_num_threads()} threads")
+    print(
+        f"batch {SHAPE} float32 on {arguments.device}{' (skewed)' if arguments.skewed else ''}, rate {arguments.rate:g}, "
+        f"medians of {arguments.repeats}, {torch.get_num_threads()} threads"
+    )
     print("| step | seconds | ÷ sigmoid |")
     print("|---|---:|---:|")
     for name, value in seconds.items():
@@ -105,8 +109,10 @@ def main() -> None:
         print(f"sample_batch ÷ .cpu(): {seconds['sample_batch'] / seconds[COPY]:.3f} (goal <= 0.2)")
     elements = math.prod(SHAPE)
     print(f"kept {kept} of {elements} elements ({100 * kept / elements:.2f}%): {rows} rows with a target and {negatives} negatives; {dtypes}")
-    print(f"file {size} bytes: {size / kept:.2f} bytes per kept element ({size / kept / 4:.2f}x the float32 logit; goal <= 3x); "
-          f"the full batch would take {4 * elements} bytes of logits ({4 * elements / size:.1f}x the file)")
+    print(
+        f"file {size} bytes: {size / kept:.2f} bytes per kept element ({size / kept / 4:.2f}x the float32 logit; goal <= 3x); "
+        f"the full batch would take {4 * elements} bytes of logits ({4 * elements / size:.1f}x the file)"
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,7 @@ def render(rule: Rule) -> str:
     """The Markdown page of one rule: what ``lossaudit rules CODE`` prints, laid out for the site."""
     parts = [
         f"# {rule.code} {rule.name}",
-        f"**Code** `{rule.code}` · **name** `{rule.name}` · **severity** {rule.severity} · "
-        f"`lossaudit rules {rule.code}` prints this page in the terminal.",
+        f"**Code** `{rule.code}` · **name** `{rule.name}` · **severity** {rule.severity} · `lossaudit rules {rule.code}` prints this page in the terminal.",
         _sentence(rule.summary),
         "## Why it matters",
         _prose(rule.explanation),
@@ -48,10 +47,14 @@ def render(rule: Rule) -> str:
         _sentence(rule.fix),
     ]
     if rule.fixes:
-        parts.append("For a loss of another kind (`--kind`):\n\n"
-                     + "\n".join(f"- `{kind}`: {_prose(fix)}" for kind, fix in rule.fixes))
-    parts += ["## Wrong", _code(rule.wrong), "## Right", _code(rule.right),
-              "[All rules](index.md) · [lint options](../options.md) · [suppressing a rule](../suppressions.md)"]
+        parts.append("For a loss of another kind (`--kind`):\n\n" + "\n".join(f"- `{kind}`: {_prose(fix)}" for kind, fix in rule.fixes))
+    parts += [
+        "## Wrong",
+        _code(rule.wrong),
+        "## Right",
+        _code(rule.right),
+        "[All rules](index.md) · [lint options](../options.md) · [suppressing a rule](../suppressions.md)",
+    ]
     return "\n\n".join(parts) + "\n"
 
 
@@ -63,7 +66,7 @@ def pages() -> dict[str, str]:
 def _with_rules(nav: list) -> bool:
     """Replace the nav entry of :data:`INDEX` by a section of the index and every rule page."""
     for i, entry in enumerate(nav):
-        title, value = (next(iter(entry.items())) if isinstance(entry, dict) else (None, entry))
+        title, value = next(iter(entry.items())) if isinstance(entry, dict) else (None, entry)
         if value == INDEX:
             section = [INDEX, *({f"{rule.code} {rule.name}": page_path(rule)} for rule in RULES)]
             nav[i] = {title or "Rules": section}

@@ -99,10 +99,20 @@ def compare(
     from lossaudit.losses.user import split_losses
 
     arrays = _arrays(logits, targets, mask, weights)
-    names = read_class_names(Path(class_names)) if isinstance(class_names, (str, os.PathLike)) else None if class_names is None else [str(n) for n in class_names]
-    load_options = LoadOptions(logits_key=logits_key, targets_key=targets_key, targets=targets_encoding, background_index=background_index,
-                               ignore_index=ignore_index, class_dim=class_dim, inputs=inputs, class_names=names,
-                               label_base=label_base)
+    names = (
+        read_class_names(Path(class_names)) if isinstance(class_names, (str, os.PathLike)) else None if class_names is None else [str(n) for n in class_names]
+    )
+    load_options = LoadOptions(
+        logits_key=logits_key,
+        targets_key=targets_key,
+        targets=targets_encoding,
+        background_index=background_index,
+        ignore_index=ignore_index,
+        class_dim=class_dim,
+        inputs=inputs,
+        class_names=names,
+        label_base=label_base,
+    )
     settings = _settings(bins, hyper_parameters)
     source = None
     if model is not None:
@@ -111,8 +121,9 @@ def compare(
         if data is None:
             raise InputError("--model needs --data: a .npz/.pt file with the model input and the targets")
         run_options = RunOptions(data=Path(data), inputs_key=inputs_key, targets_key=targets_key, output_key=output_key, batch_size=batch_size, device=device)
-        source = comparison.ModelSource(Path(model), run_options, arch=arch, init=dict(init or {}), trust=trust_model,
-                                        save_logits=Path(save_logits) if save_logits is not None else None)
+        source = comparison.ModelSource(
+            Path(model), run_options, arch=arch, init=dict(init or {}), trust=trust_model, save_logits=Path(save_logits) if save_logits is not None else None
+        )
     elif any(value is not None for value in (data, arch, init, save_logits)):
         raise InputError("--data, --arch, --init and --save-logits go with --model")
     path_list = [] if paths is None else [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(path) for path in paths]
@@ -160,7 +171,9 @@ def _settings(bins: int, hyper_parameters: dict[str, Any]) -> LossSettings:
     unknown = sorted(set(hyper_parameters) - set(PARAMS))
     if unknown:
         raise InputError(f"compare() got an unknown keyword {unknown[0]!r}; the losses' hyper-parameters are {', '.join(PARAMS)}")
-    per_class = {name: param.parse(hyper_parameters[name]) for name, param in PARAMS.items() if not isinstance(param, Param) and hyper_parameters.get(name) is not None}
+    per_class = {
+        name: param.parse(hyper_parameters[name]) for name, param in PARAMS.items() if not isinstance(param, Param) and hyper_parameters.get(name) is not None
+    }
     return LossSettings(bins=bins, **{**hyper_parameters, **per_class})
 
 
@@ -228,11 +241,26 @@ def sweep(
     from lossaudit.sweep.run import run
 
     def listed(values: Sequence[object] | str | None) -> str | None:
-        return values if values is None or isinstance(values, str) else ",".join(f"{value:g}" if isinstance(value, (int, float)) else str(value) for value in values)
+        return (
+            values
+            if values is None or isinstance(values, str)
+            else ",".join(f"{value:g}" if isinstance(value, (int, float)) else str(value) for value in values)
+        )
 
-    names = read_class_names(Path(class_names)) if isinstance(class_names, (str, os.PathLike)) else None if class_names is None else [str(n) for n in class_names]
-    load_options = LoadOptions(logits_key=logits_key, targets_key=targets_key, targets=targets_encoding, background_index=background_index,
-                               ignore_index=ignore_index, class_dim=class_dim, inputs=inputs, class_names=names, label_base=label_base)
+    names = (
+        read_class_names(Path(class_names)) if isinstance(class_names, (str, os.PathLike)) else None if class_names is None else [str(n) for n in class_names]
+    )
+    load_options = LoadOptions(
+        logits_key=logits_key,
+        targets_key=targets_key,
+        targets=targets_encoding,
+        background_index=background_index,
+        ignore_index=ignore_index,
+        class_dim=class_dim,
+        inputs=inputs,
+        class_names=names,
+        label_base=label_base,
+    )
     path_list = [] if paths is None else [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(path) for path in paths]
     vectors = [listed(vector) for vector in alpha_per_class]
     document = run(path_list, load_options, cast(str, listed(gamma)), listed(alpha), bins, loss, vectors, arrays=_arrays(logits, targets, mask, weights))
@@ -277,8 +305,16 @@ def lint(
     from lossaudit.lint.rules import parse_codes
     from lossaudit.lint.runner import AuditOptions
 
-    options = AuditOptions(kind=kind, inputs=inputs, targets=targets, num_classes=num_classes, ignore_index=ignore_index,
-                           seed=seed, timeout=timeout, memory_limit_mb=memory_limit_mb)
+    options = AuditOptions(
+        kind=kind,
+        inputs=inputs,
+        targets=targets,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        seed=seed,
+        timeout=timeout,
+        memory_limit_mb=memory_limit_mb,
+    )
 
     def codes(value: Sequence[str] | str | None, option: str) -> frozenset[str]:
         return parse_codes(value if value is None or isinstance(value, str) else ",".join(value), option)

@@ -5,8 +5,9 @@ class InputError(Exception):
     """Bad input or usage: the message names the file, the key and what was expected."""
 
 
-NEEDS_TORCH = ("this needs PyTorch, which is not installed here: pip install torch (compare and sweep on saved .npz/.npy dumps, "
-               "explain, rules and losses run without it)")
+NEEDS_TORCH = (
+    "this needs PyTorch, which is not installed here: pip install torch (compare and sweep on saved .npz/.npy dumps, explain, rules and losses run without it)"
+)
 """The error of a path that needs torch where it is not installed."""
 
 

@@ -70,7 +70,9 @@ def sigmoid_steps(logit: float, target: int, alpha: float = 0.25, gamma: float =
     }
 
 
-def softmax_steps(logits: Sequence[float], target: int, gamma: float = 2.0, alpha: float | None = None, alpha_per_class: Sequence[float] | None = None) -> dict:  # lossaudit: ignore -- a worked example of floats, not a loss
+def softmax_steps(
+    logits: Sequence[float], target: int, gamma: float = 2.0, alpha: float | None = None, alpha_per_class: Sequence[float] | None = None
+) -> dict:  # lossaudit: ignore -- a worked example of floats, not a loss
     """Every quantity of softmax focal loss for one row, and what alpha does to it.
 
     Args:
@@ -106,7 +108,9 @@ def softmax_steps(logits: Sequence[float], target: int, gamma: float = 2.0, alph
     if alpha is not None:
         steps["scalar_alpha"] = _step("alpha FL", f"alpha = {alpha:g} for every target class: the same factor on every row, a rescaling", alpha * focal)
     if alpha_per_class is not None:
-        steps["per_class_alpha"] = _step("alpha_k FL", f"alpha[{target}] = {alpha_per_class[target]:g}: rows of other classes get their own alpha", alpha_per_class[target] * focal)
+        steps["per_class_alpha"] = _step(
+            "alpha_k FL", f"alpha[{target}] = {alpha_per_class[target]:g}: rows of other classes get their own alpha", alpha_per_class[target] * focal
+        )
     return steps
 
 

@@ -1,9 +1,9 @@
 """A pytest helper: assert that a focal-loss implementation lints clean.
 
-    from lossaudit.testing import assert_focal_loss
+from lossaudit.testing import assert_focal_loss
 
-    def test_our_focal_loss_matches_the_reference():
-        assert_focal_loss("mypkg/losses.py:FocalLoss", init={"alpha": 0.25, "gamma": 2.0})
+def test_our_focal_loss_matches_the_reference():
+    assert_focal_loss("mypkg/losses.py:FocalLoss", init={"alpha": 0.25, "gamma": 2.0})
 """
 
 from __future__ import annotations

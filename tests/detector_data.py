@@ -113,11 +113,11 @@ def compose(n: int, scans: np.ndarray, labels: np.ndarray, rng: np.random.Genera
             y = _offset(rng, row, on_border and axis == 0)
             x = _offset(rng, col, on_border and axis == 1)
             assert (y + 4) // CELL == row and (x + 4) // CELL == col  # the centre rule
-            near = taken[max(row - SPACING, 0):row + SPACING + 1, max(col - SPACING, 0):col + SPACING + 1]
+            near = taken[max(row - SPACING, 0) : row + SPACING + 1, max(col - SPACING, 0) : col + SPACING + 1]
             if near.any() or any(abs(y - y0) < CELL and abs(x - x0) < CELL for y0, x0 in boxes):
                 continue
             c = int(rng.choice(CLASSES, p=weights))
-            images[b, 0, y:y + 8, x:x + 8] = scans[rng.choice(by_class[c])]
+            images[b, 0, y : y + 8, x : x + 8] = scans[rng.choice(by_class[c])]
             targets[b, c, row, col] = 1.0
             border[b, c, row, col] = on_border
             taken[row, col] = True
@@ -173,7 +173,7 @@ def train(images: np.ndarray, targets: np.ndarray, loss: str, seed: int = SEED, 
             total = 0.0
             shuffled = torch.from_numpy(order.permutation(len(x)))
             for start in range(0, len(x), BATCH):
-                batch = shuffled[start:start + BATCH]
+                batch = shuffled[start : start + BATCH]
                 logits, target = net(x[batch]), t[batch]
                 if loss == "bce":
                     value = F.binary_cross_entropy_with_logits(logits, target)

@@ -30,8 +30,9 @@ def _run_step(name: str, tmp_path: Path, **env: str) -> tuple[subprocess.Complet
     summary = tmp_path / "summary.md"
     summary.touch()
     environment = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}", "RUNNER_TEMP": str(tmp_path), "GITHUB_STEP_SUMMARY": str(summary), **env}
-    result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", STEPS[name]["run"]], cwd=ROOT, env=environment,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", STEPS[name]["run"]], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600
+    )
     calls = (tmp_path / "calls.log").read_text().splitlines() if (tmp_path / "calls.log").exists() else []
     return result, calls, summary.read_text()
 
@@ -55,8 +56,13 @@ def test_the_lint_step_without_sarif_writes_no_sarif(tmp_path):
 def test_the_compare_step_gates_and_writes_the_summary_from_one_run(tmp_path):
     dump = str(EXAMPLES / "detection.npz")
     result, calls, summary = _run_step("lossaudit compare", tmp_path, COMPARE=dump, COMPARE_ARGS="--isolated")
-    alone = subprocess.run([Path(sys.executable).parent / "lossaudit", "compare", dump, "--isolated", "--strict", "--format", "github"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    alone = subprocess.run(
+        [Path(sys.executable).parent / "lossaudit", "compare", dump, "--isolated", "--strict", "--format", "github"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert (result.returncode, result.stdout) == (alone.returncode, alone.stdout)
     assert len(calls) == 1 and calls[0].startswith("compare "), calls
     assert "lossaudit compare" in summary and "Summary" in summary

@@ -25,7 +25,9 @@ LOSSES = REPO / "examples" / "losses"
 
 
 def _cli_json(*arguments: object) -> dict:
-    result = subprocess.run([sys.executable, "-m", "lossaudit", "compare", *map(str, arguments), "--format", "json"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "lossaudit", "compare", *map(str, arguments), "--format", "json"], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -131,14 +133,19 @@ def test_assert_focal_loss_passes_the_fixed_losses(symbol):
 
 def _readme_block(title: str) -> str:
     text = (REPO / "docs" / "api.md").read_text()  # the Python API page of the docs
-    section = text[text.index(title):]
+    section = text[text.index(title) :]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
 def test_the_readme_pytest_example_runs(tmp_path):
     (tmp_path / "test_losses.py").write_text(_readme_block("## In your test suite"))
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_losses.py")],
-                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_losses.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "2 passed" in result.stdout
 

@@ -70,11 +70,14 @@ def test_findings_that_appear_are_listed(tmp_path, run_cli):
     assert report.extra["baseline"]["findings"] == {"appeared": ["non-finite"], "disappeared": []}
 
 
-@pytest.mark.parametrize("content, says", [
-    ('{"schema_version": 1, "per_class": []}', "schema_version 1"),
-    ('{"targets": []}', "not a `lossaudit compare --format json` report"),
-    ("not json", "not a JSON report"),
-])
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ('{"schema_version": 1, "per_class": []}', "schema_version 1"),
+        ('{"targets": []}', "not a `lossaudit compare --format json` report"),
+        ("not json", "not a JSON report"),
+    ],
+)
 def test_an_unreadable_baseline_is_a_one_line_error(tmp_path, run_cli, content, says):
     (tmp_path / "old.json").write_text(content)
     result = run_cli("compare", RUNS / "late.npz", "--baseline", tmp_path / "old.json")
@@ -88,7 +91,7 @@ def test_the_gate_needs_a_baseline(run_cli):
 
 def test_the_readme_excerpt_is_real_output(tmp_path, run_cli, monkeypatch):
     page = (Path(__file__).resolve().parents[1] / "docs" / "compare" / "baseline.md").read_text()  # the docs' "Tracking runs"
-    excerpt = page[page.index("# Tracking runs"):].split("```\n", 2)[1]
+    excerpt = page[page.index("# Tracking runs") :].split("```\n", 2)[1]
     monkeypatch.chdir(tmp_path)
     assert run_cli("compare", RUNS / "early.npz", "--format", "json", "--output", "early.json").exit_code == 0
     result = run_cli("compare", RUNS / "late.npz", "--baseline", "early.json", "--fail-if-share-moves", "20")

@@ -16,7 +16,9 @@ def test_the_lookup_is_the_search(bins, ghm_bins):
     intervals = Intervals(bins, ghm_bins)
     rng = np.random.default_rng(bins * ghm_bins)
     edges = intervals.edges
-    g32 = np.concatenate([rng.random(20_000), edges, np.nextafter(edges, np.float32(0)), np.nextafter(edges, np.float32(2)), [0, 1e-45, np.nextafter(np.float32(1), 0), 1]]).astype(np.float32)
+    g32 = np.concatenate(
+        [rng.random(20_000), edges, np.nextafter(edges, np.float32(0)), np.nextafter(edges, np.float32(2)), [0, 1e-45, np.nextafter(np.float32(1), 0), 1]]
+    ).astype(np.float32)
     for g in (g32, g32.astype(np.float64), rng.random(20_000)):  # float64 norms compare as they are
         np.testing.assert_array_equal(intervals.index(g), np.searchsorted(edges, g, side="right"))
 

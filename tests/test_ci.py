@@ -124,10 +124,10 @@ def test_file_fail_on_is_overridden_by_the_command_line(run_cli, repo):
     "section,expected",
     [
         ('[tool.lossaudit.lint]\nfail-on = "sometimes"\n', "[tool.lossaudit.lint] key 'fail-on': expected one of error, warning, info"),
-        ("[tool.lossaudit.lint]\nselect = [\"FL999\"]\n", "unknown rule code FL999"),
+        ('[tool.lossaudit.lint]\nselect = ["FL999"]\n', "unknown rule code FL999"),
         ("[tool.lossaudit.lint]\ntimeuot = 3\n", "[tool.lossaudit.lint] key 'timeuot': unknown key"),
-        ("[tool.lossaudit.compare]\nalpha = \"a quarter\"\n", "[tool.lossaudit.compare] key 'alpha': expected a number"),
-        ("[tool.lossaudit.lint]\ntargets = [{ target = \"x.py:F\", gama = 2 }]\n", "unknown key 'gama'"),
+        ('[tool.lossaudit.compare]\nalpha = "a quarter"\n', "[tool.lossaudit.compare] key 'alpha': expected a number"),
+        ('[tool.lossaudit.lint]\ntargets = [{ target = "x.py:F", gama = 2 }]\n', "unknown key 'gama'"),
         ("[tool.lossaudit]\nlnit = {}\n", "[tool.lossaudit] key 'lnit': unknown"),
         ("[tool.lossaudit.lint]\njobs = 0\n", "[tool.lossaudit.lint] key 'jobs': expected at least 1"),
         ("[tool.lossaudit.lint]\nexclude = [1]\n", "[tool.lossaudit.lint] key 'exclude': expected a list of strings"),

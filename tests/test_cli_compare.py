@@ -94,7 +94,7 @@ def test_ohem_and_centernet_agree_with_hand_computations(compare_json, tmp_path)
     y = np.moveaxis(heatmap, 1, -1).reshape(-1, 3).astype(np.float64)
     row = (np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))).sum(axis=1)
     positive = (y == 1).any(axis=1)  # heatmap positives are the peaks
-    kept = row[positive].sum() + np.sort(row[~positive])[-2 * positive.sum():].sum()
+    kept = row[positive].sum() + np.sort(row[~positive])[-2 * positive.sum() :].sum()
     assert report["losses"]["ohem"]["mean"] == pytest.approx(kept / positive.sum(), rel=1e-5)
 
 
@@ -273,20 +273,41 @@ BAD_INPUTS = {
     "wrong shape": (lambda d: [write_npz(d / "s.npz", logits=np.zeros((4, 3), np.float32), targets=np.zeros((4, 2)))], "expected (4,) class indices"),
     "integer logits": (lambda d: [write_npz(d / "i.npz", logits=np.zeros((2, 2), np.int64), targets=np.array([0, 1]))], "expected floating-point logits"),
     "string targets": (lambda d: [write_npz(d / "t.npz", logits=np.zeros((2, 2), np.float32), targets=np.array(["a", "b"]))], "expected a numeric array"),
-    "non-integer class ids": (lambda d: [write_npz(d / "r.npz", logits=np.zeros((3, 2), np.float32), targets=np.array([0.0, 1.5, 1.0]))], "index targets must be whole numbers"),
-    "soft targets above 1": (lambda d: [write_npz(d / "o.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([[0.5, 2.0], [0, 1]]))], "values outside [0, 1]"),
+    "non-integer class ids": (
+        lambda d: [write_npz(d / "r.npz", logits=np.zeros((3, 2), np.float32), targets=np.array([0.0, 1.5, 1.0]))],
+        "index targets must be whole numbers",
+    ),
+    "soft targets above 1": (
+        lambda d: [write_npz(d / "o.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([[0.5, 2.0], [0, 1]]))],
+        "values outside [0, 1]",
+    ),
     "pickled object array": (lambda d: [_pickled_object_dump(d / "obj.npz")], "pickled Python objects"),
     "corrupt archive": (lambda d: [_write_bytes(d / "c.npz", b"PK\x03\x04 not really a zip")], "not a readable .npz"),
     "truncated torch file": (lambda d: [_write_bytes(d / "c.pt", b"\x80\x02garbage")], "d.pt" if False else "c.pt"),
     "class count mismatch": (
-        lambda d: [write_npz(d / "a.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([0, 1])),
-                   write_npz(d / "b.npz", logits=np.zeros((2, 3), np.float32), targets=np.array([0, 1]))],
+        lambda d: [
+            write_npz(d / "a.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([0, 1])),
+            write_npz(d / "b.npz", logits=np.zeros((2, 3), np.float32), targets=np.array([0, 1])),
+        ],
         "the dumps mix class counts: 2 classes in",
     ),
-    "probabilities requested on logits": (lambda d: [write_npz(d / "l.npz", logits=np.array([[3.0, -1.0]], np.float32), targets=np.array([0])), "--inputs", "probs"], "needs probabilities"),
+    "probabilities requested on logits": (
+        lambda d: [write_npz(d / "l.npz", logits=np.array([[3.0, -1.0]], np.float32), targets=np.array([0])), "--inputs", "probs"],
+        "needs probabilities",
+    ),
     "bad alpha": (lambda d: [write_npz(d / "a.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([0, 1])), "--alpha", "1.5"], "--alpha 1.5"),
-    "unknown loss": (lambda d: [write_npz(d / "a.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([0, 1])), "--losses", "ce,dice"], "unknown loss dice"),
-    "class names mismatch": (lambda d: [write_npz(d / "a.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([0, 1])), "--class-names", _write_bytes(d / "n.txt", b"a\nb\nc\n")], "3 names; the data has 2 classes"),
+    "unknown loss": (
+        lambda d: [write_npz(d / "a.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([0, 1])), "--losses", "ce,dice"],
+        "unknown loss dice",
+    ),
+    "class names mismatch": (
+        lambda d: [
+            write_npz(d / "a.npz", logits=np.zeros((2, 2), np.float32), targets=np.array([0, 1])),
+            "--class-names",
+            _write_bytes(d / "n.txt", b"a\nb\nc\n"),
+        ],
+        "3 names; the data has 2 classes",
+    ),
 }
 
 

@@ -390,9 +390,12 @@ def _all_background_soft(path):
     return write_npz(path, logits=logits, targets=np.zeros((30, 3), np.float32))
 
 
-BOUNDARY = {"soft": (_boundary_soft, LoadOptions()), "index": (_boundary_index, LoadOptions()),
-            "all-background-index": (_all_background_index, LoadOptions(targets="index")),
-            "all-background-soft": (_all_background_soft, LoadOptions(targets="soft"))}
+BOUNDARY = {
+    "soft": (_boundary_soft, LoadOptions()),
+    "index": (_boundary_index, LoadOptions()),
+    "all-background-index": (_all_background_index, LoadOptions(targets="index")),
+    "all-background-soft": (_all_background_soft, LoadOptions(targets="soft")),
+}
 
 
 def _assert_finite(result, loss: str) -> None:
@@ -401,14 +404,21 @@ def _assert_finite(result, loss: str) -> None:
     assert math.isfinite(result.normalisers[loss])
 
 
-CENTERNET_NEAR_ONE = ("the stream takes CenterNet's negative term -log(1 - p) from p rounded to float32: just below the "
-                      "clamp (a logit of 9.1, p = 0.99989) 1 - p keeps few bits, 1.4e-5 relative off the oracle (1e-6 at 7.5)")
+CENTERNET_NEAR_ONE = (
+    "the stream takes CenterNet's negative term -log(1 - p) from p rounded to float32: just below the "
+    "clamp (a logit of 9.1, p = 0.99989) 1 - p keeps few bits, 1.4e-5 relative off the oracle (1e-6 at 7.5)"
+)
 KNOWN_LIMITS = {("centernet", "all-background-index"): CENTERNET_NEAR_ONE}
 """Boundary cases the engine does not meet yet (strict: each fails the suite once fixed, to be removed
 here). Found here and fixed: the streamed softmax of a row holding -FLT_MAX and +FLT_MAX was inf;
 CenterNet's clamp differed between the float64 oracle and float32 CenterNet by 1.8e-5."""
-BOUNDARY_CASES = [pytest.param(loss, dump, id=f"{loss}-{dump}", marks=[pytest.mark.xfail(strict=True, reason=KNOWN_LIMITS[loss, dump])] if (loss, dump) in KNOWN_LIMITS else [])
-                  for loss in LOSS_IDS for dump in BOUNDARY]
+BOUNDARY_CASES = [
+    pytest.param(
+        loss, dump, id=f"{loss}-{dump}", marks=[pytest.mark.xfail(strict=True, reason=KNOWN_LIMITS[loss, dump])] if (loss, dump) in KNOWN_LIMITS else []
+    )
+    for loss in LOSS_IDS
+    for dump in BOUNDARY
+]
 
 
 @pytest.mark.parametrize("loss, dump", BOUNDARY_CASES)

@@ -143,12 +143,30 @@ def test_options_reach_the_losses(compare_json, tmp_path):
     clip 0 is BCE = log 2 at each element; beta 0 (cb-ce) and tau 0 (logit-adjusted-ce) give CE =
     log 2 per row; VFL with --gamma 1 weights each negative 0.75·½ and each positive 1."""
     path = write_npz(tmp_path / "idx.npz", logits=np.zeros((3, 2), np.float32), targets=np.array([0, 0, 1]))
-    report = compare_json(path, "--losses", ",".join(FAMILIES), "--qfl-beta", "1", "--asl-gamma-pos", "0", "--asl-gamma-neg", "0",
-                          "--asl-clip", "0", "--cb-beta", "0", "--la-tau", "0", "--gamma", "1")
+    report = compare_json(
+        path,
+        "--losses",
+        ",".join(FAMILIES),
+        "--qfl-beta",
+        "1",
+        "--asl-gamma-pos",
+        "0",
+        "--asl-gamma-neg",
+        "0",
+        "--asl-clip",
+        "0",
+        "--cb-beta",
+        "0",
+        "--la-tau",
+        "0",
+        "--gamma",
+        "1",
+    )
     log2 = math.log(2)
     sums = {loss: report["losses"][loss]["sum"] for loss in FAMILIES}
-    assert sums == pytest.approx({"qfl": 6 * 0.5 * log2, "asl": 6 * log2, "cb-ce": 3 * log2, "logit-adjusted-ce": 3 * log2,
-                                  "vfl": 3 * log2 + 3 * 0.75 * 0.5 * log2}, rel=1e-6)
+    assert sums == pytest.approx(
+        {"qfl": 6 * 0.5 * log2, "asl": 6 * log2, "cb-ce": 3 * log2, "logit-adjusted-ce": 3 * log2, "vfl": 3 * log2 + 3 * 0.75 * 0.5 * log2}, rel=1e-6
+    )
     assert report["losses"]["asl"]["params"] == {"gamma_pos": 0.0, "gamma_neg": 0.0, "clip": 0.0, "eps": 1e-8}
 
 

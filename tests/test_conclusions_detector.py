@@ -45,8 +45,7 @@ def detector() -> detector_data.Detector:
 @pytest.fixture(scope="module")
 def dumps(detector, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("detector")
-    return {name: write_npz(folder / f"detector_{name}.npz", logits=logits, targets=detector.targets)
-            for name, logits in detector.logits.items()}
+    return {name: write_npz(folder / f"detector_{name}.npz", logits=logits, targets=detector.targets) for name, logits in detector.logits.items()}
 
 
 @pytest.fixture(scope="module")

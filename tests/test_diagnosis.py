@@ -186,8 +186,10 @@ def test_imbalance_advice_equals_the_losses_in_torch(make):
     def listed(items):
         return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
-    assert (f"the rare {'class' if len(names) == 1 else 'classes'} {listed(names)} {'has' if len(names) == 1 else 'have'} {listed(sizes)} "
-            f"positives against the median class's {round(median)}") in sentence["text"]
+    assert (
+        f"the rare {'class' if len(names) == 1 else 'classes'} {listed(names)} {'has' if len(names) == 1 else 'have'} {listed(sizes)} "
+        f"positives against the median class's {round(median)}"
+    ) in sentence["text"]
 
 
 def test_no_imbalance_section_on_balanced_wine():

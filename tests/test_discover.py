@@ -54,7 +54,9 @@ def by_target(document: dict) -> dict[str, dict]:
 
 
 def test_candidates_and_their_reasons(tmp_path):
-    source = write(tmp_path / "losses.py", '''
+    source = write(
+        tmp_path / "losses.py",
+        """
         import kornia
         import torch.nn.functional as F
         from torch import nn
@@ -120,7 +122,8 @@ def test_candidates_and_their_reasons(tmp_path):
 
         def _private_focal(logits, targets):
             pass
-    ''')
+    """,
+    )
     found = {c.symbol: c.reason for c in discover(source).found}
     assert found == {
         "NamedFocalLoss": "name contains 'focal'",
@@ -141,8 +144,17 @@ def test_candidates_and_their_reasons(tmp_path):
 
 
 def test_pytest_code_hidden_and_excluded_folders_are_skipped(tmp_path):
-    for path in ("pkg/a.py", "pkg/tests/b.py", "pkg/test/c.py", "conftest.py", ".venv/lib/d.py", "build/e.py",
-                 "experiments/f.py", "pkg/g_old.py", "pkg/legacy/h.py"):
+    for path in (
+        "pkg/a.py",
+        "pkg/tests/b.py",
+        "pkg/test/c.py",
+        "conftest.py",
+        ".venv/lib/d.py",
+        "build/e.py",
+        "experiments/f.py",
+        "pkg/g_old.py",
+        "pkg/legacy/h.py",
+    ):
         write(tmp_path / path, correct_focal(f"focal_{Path(path).stem}"))
     names = lambda exclude=(): [c.symbol for c in discover(tmp_path, exclude).candidates]  # noqa: E731
     assert sorted(names()) == ["focal_a", "focal_f", "focal_g_old", "focal_h"]
@@ -177,7 +189,7 @@ def test_an_unparseable_file_is_skipped_with_a_notice(run_cli, tree):
     assert result.stderr.startswith("lossaudit: broken.py:1: cannot be parsed") and result.stderr.strip().endswith("; skipped")
 
 
-CRASHES = '''
+CRASHES = """
     def crashing_focal(logits, targets):
         raise RuntimeError("boom")
 
@@ -204,7 +216,7 @@ CRASHES = '''
 
         def forward(self, logits, targets):
             return (logits * targets).sum()
-'''
+"""
 
 
 def test_discovered_crashes_are_fl015_as_when_named(run_cli, tree):
@@ -212,8 +224,12 @@ def test_discovered_crashes_are_fl015_as_when_named(run_cli, tree):
     result, document = lint_json(run_cli, "crashes.py", "--timeout", "1")
     assert result.exit_code == 1
     targets = by_target(document)
-    expected = {"crashing_focal": "RuntimeError: boom", "exiting_focal": "called sys.exit(3)",
-                "killing_focal": "exited with code 7 without a result", "hanging_focal": "hung: ran past 1 s"}
+    expected = {
+        "crashing_focal": "RuntimeError: boom",
+        "exiting_focal": "called sys.exit(3)",
+        "killing_focal": "exited with code 7 without a result",
+        "hanging_focal": "hung: ran past 1 s",
+    }
     for symbol, text in expected.items():
         (finding,) = targets[symbol]["findings"]
         assert targets[symbol]["status"] == "audited" and finding["code"] == "FL015" and text in finding["message"], symbol
@@ -251,7 +267,10 @@ def test_a_candidate_that_cannot_be_imported_is_a_result_and_the_run_goes_on(run
     # named, it stops the run (exit 2) with the message on stderr, and the report still holds its result
     named = run_cli("lint", "pkg/broken.py:BrokenFocalLoss")
     assert named.exit_code == 2
-    assert named.stdout.splitlines()[0] == "pkg/broken.py:BrokenFocalLoss: error: cannot be imported (pkg/broken.py:2): ModuleNotFoundError: No module named 'not_installed_anywhere'"
+    assert (
+        named.stdout.splitlines()[0]
+        == "pkg/broken.py:BrokenFocalLoss: error: cannot be imported (pkg/broken.py:2): ModuleNotFoundError: No module named 'not_installed_anywhere'"
+    )
     assert named.stderr.strip() == (
         "lossaudit: error: target 'pkg/broken.py:BrokenFocalLoss' cannot be imported: "
         "ModuleNotFoundError: No module named 'not_installed_anywhere' (at pkg/broken.py:2)"
@@ -341,7 +360,9 @@ def test_the_package_offers_discovery_only_its_references():
 def test_the_families_are_discovered_by_name(tmp_path):
     """Names of the losses lint has kinds for beyond focal: timm's ASL, mmdet's QFL/VFL,
     label-smoothing CE; a name that only looks alike (a padding, a head) is not one."""
-    source = write(tmp_path / "families.py", '''
+    source = write(
+        tmp_path / "families.py",
+        """
         from torch import nn
 
 
@@ -371,7 +392,8 @@ def test_the_families_are_discovered_by_name(tmp_path):
 
         def classify(pred, target):
             pass
-    ''')
+    """,
+    )
     found = {c.symbol: c.reason for c in discover(source).found}
     assert found == {
         "AsymmetricLossMultiLabel": "name contains 'asymmetric' and 'loss'",

@@ -47,7 +47,7 @@ def test_every_page_is_in_the_nav():
     import yaml
 
     config = (ROOT / "mkdocs.yml").read_text()
-    nav = yaml.safe_load(config[config.index("\nnav:"):])["nav"]
+    nav = yaml.safe_load(config[config.index("\nnav:") :])["nav"]
 
     def listed(entries) -> set[str]:
         found = set()
@@ -123,8 +123,10 @@ def test_readme_model_example_runs(run_cli, monkeypatch):
     rules = {s["rule"]: s for s in report["summary"]}
     assert rules["missed-classes"]["numbers"]["classes"] == ["animal"]
     advice = rules["imbalance"]["numbers"]["advice"]
-    said = (f"`cb-ce` would give the rare class {100 * advice['cb-ce (beta 0.9999)']['rare_share']:.1f}% of the loss where `ce` gives it "
-            f"{100 * advice['ce']['rare_share']:.1f}%")  # the page states the report's numbers (test_diagnosis checks them against torch)
+    said = (
+        f"`cb-ce` would give the rare class {100 * advice['cb-ce (beta 0.9999)']['rare_share']:.1f}% of the loss where `ce` gives it "
+        f"{100 * advice['ce']['rare_share']:.1f}%"
+    )  # the page states the report's numbers (test_diagnosis checks them against torch)
     assert said in " ".join(text.split())
 
 
@@ -133,13 +135,11 @@ def test_readme_model_example_runs(run_cli, monkeypatch):
 SOURCES = {"README.md": README, **{f"docs/{name}": text for name, text in pages().items()}}
 
 NOT_RUN = {
-    'pip install torch==2.13.0 -e . && lossaudit compare examples/detection.npz': ".ci/run runs it (test_ci_runs_the_readme_commands)",
+    "pip install torch==2.13.0 -e . && lossaudit compare examples/detection.npz": ".ci/run runs it (test_ci_runs_the_readme_commands)",
     'pip install torch==2.13.0 -e ".[test]" && python -m pytest': ".ci/run runs it (test_ci_runs_the_readme_commands)",
-    'python benchmarks/compare_bench.py --anchors 1000000 4000000 --repeat 5   # 80M and 320M elements':
-        "a benchmark of minutes on 1.2 GiB of dumps; test_benchmark_commands_parse checks its options",
-    'python benchmarks/startup_bench.py --repeat 7': "a benchmark of a minute of process starts; test_benchmark_commands_parse checks its options",
-    'python benchmarks/record_bench.py --repeats 7 --threads 1   # and --threads 2, and --skewed':
-        "a benchmark of a minute on a 256 MB batch; test_benchmark_commands_parse checks its options",
+    "python benchmarks/compare_bench.py --anchors 1000000 4000000 --repeat 5   # 80M and 320M elements": "a benchmark of minutes on 1.2 GiB of dumps; test_benchmark_commands_parse checks its options",
+    "python benchmarks/startup_bench.py --repeat 7": "a benchmark of a minute of process starts; test_benchmark_commands_parse checks its options",
+    "python benchmarks/record_bench.py --repeats 7 --threads 1   # and --threads 2, and --skewed": "a benchmark of a minute on a 256 MB batch; test_benchmark_commands_parse checks its options",
 }
 """Commands shown but not run here, each with the reason."""
 
@@ -206,7 +206,9 @@ def test_every_command_is_run_or_says_why_not():
     assert set(NOT_EXECUTED) <= {where for where, _ in _python_blocks()}
 
 
-@pytest.mark.parametrize("where, command, shown", [c for c in _commands() if c[1] not in NOT_RUN], ids=lambda v: v if isinstance(v, str) and " " not in v else None)
+@pytest.mark.parametrize(
+    "where, command, shown", [c for c in _commands() if c[1] not in NOT_RUN], ids=lambda v: v if isinstance(v, str) and " " not in v else None
+)
 def test_documented_command_runs(where, command, shown, run_cli, user_folder, monkeypatch):
     """Each `lossaudit` command of the docs runs from a user's folder and exits 0, or 1 where the
     page says it fails (a finding, a gate); the output shown after a `$ lossaudit` line is its
@@ -255,7 +257,7 @@ def test_benchmark_commands_parse():
                 assert option in help_text, (script, option)
 
 
-PRELUDE = '''
+PRELUDE = """
 import torch
 
 torch.manual_seed(0)
@@ -263,7 +265,7 @@ images, labels = torch.randn(64, 20), torch.randint(0, 20, (64,))
 model = torch.nn.Identity()
 val_loader = [(images, labels), (images, labels)]
 CLASSES = [f"class {i}" for i in range(20)]
-'''
+"""
 """What the docs' Python examples take from the reader's own code: a model, a batch, a loader and
 the class names (20 classes, as the detection example's)."""
 

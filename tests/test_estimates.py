@@ -16,7 +16,7 @@ def tables(cells: np.ndarray, weights: np.ndarray, values: np.ndarray) -> tuple[
     sums, moments = np.zeros(SHAPE), np.zeros(SHAPE)
     index = tuple(cells.T)
     np.add.at(sums, index, weights * values)
-    np.add.at(moments, index, weights * (weights - 1) * values ** 2)
+    np.add.at(moments, index, weights * (weights - 1) * values**2)
     return sums, moments
 
 
@@ -25,7 +25,7 @@ def linearised_se(weights: np.ndarray, values: np.ndarray, inside: np.ndarray) -
     total = (weights * values).sum()
     share = (weights * values * inside).sum() / total
     z = (inside - share) * values / total
-    return float(np.sqrt((weights * (weights - 1) * z ** 2).sum()))
+    return float(np.sqrt((weights * (weights - 1) * z**2).sum()))
 
 
 def test_tiny_sample_by_hand():
@@ -43,11 +43,11 @@ def test_tiny_sample_by_hand():
     assert share_se(sums, moments, lambda t: t[:, 1]) == pytest.approx(expected, rel=1e-12)
     # the same by the closed form of the module docstring, with the numbers above
     r, s2_in, s2_all = 8 / 14, 2 * 1 * 9.0, 4 * 3 * 0.25 + 2 * 1 * 9.0 + 10 * 9 * 0.04 + 10 * 9 * 0.01
-    assert expected == pytest.approx(np.sqrt(((1 - r) ** 2 * s2_in + r ** 2 * (s2_all - s2_in)) / 14 ** 2), rel=1e-12)
+    assert expected == pytest.approx(np.sqrt(((1 - r) ** 2 * s2_in + r**2 * (s2_all - s2_in)) / 14**2), rel=1e-12)
     # class 2 (cells [2]): only sampled elements, the easy level (cells [..., 0]) of every class
     for group, inside in ((lambda t: t[2], cells[:, 0] == 2), (lambda t: t[..., 0], cells[:, 3] == 0)):
         assert share_se(sums, moments, group) == pytest.approx(linearised_se(weights, values, inside.astype(float)), rel=1e-12)
-    assert sum_se(moments) == pytest.approx(np.sqrt((weights * (weights - 1) * values ** 2).sum()), rel=1e-12)
+    assert sum_se(moments) == pytest.approx(np.sqrt((weights * (weights - 1) * values**2).sum()), rel=1e-12)
 
 
 def test_certain_elements_have_no_error():

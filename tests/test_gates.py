@@ -66,8 +66,7 @@ def test_share_moves_gate_both_directions(run_cli, dump, tmp_path, section, wher
     base = tmp_path / "base.json"
     base.write_text(json.dumps(_moved(new, section, row, "focal", sign * points / 100)))
     key = "name" if section == "per_class" else "bin"
-    result = run_cli("compare", dump, "--isolated", "--losses", "bce,focal,ghm", "--baseline", base, "--fail-if-share-moves", f"{LIMIT:g}",
-                     "--format", "json")
+    result = run_cli("compare", dump, "--isolated", "--losses", "bce,focal,ghm", "--baseline", base, "--fail-if-share-moves", f"{LIMIT:g}", "--format", "json")
     assert result.exit_code == code, result.stderr
     largest = json.loads(result.stdout)["baseline"]["largest_move"]
     assert largest["points"] == pytest.approx(sign * points, abs=1e-9)
@@ -127,8 +126,11 @@ def _strict(run_cli, path: Path, *extra: object):
     return run_cli("compare", path, "--isolated", "--strict", *extra)
 
 
-@pytest.mark.parametrize("edge, code", [(None, 1), (np.nextafter(np.float32(1), np.float32(2)), 0), (np.nextafter(np.float32(0), np.float32(-1)), 0)],
-                         ids=["all-in-unit-interval", "one-just-above-1", "one-just-below-0"])
+@pytest.mark.parametrize(
+    "edge, code",
+    [(None, 1), (np.nextafter(np.float32(1), np.float32(2)), 0), (np.nextafter(np.float32(0), np.float32(-1)), 0)],
+    ids=["all-in-unit-interval", "one-just-above-1", "one-just-below-0"],
+)
 def test_strict_probabilities_as_logits_at_the_unit_interval(run_cli, tmp_path, edge, code):
     """Every logit in [0, 1] (0 and 1 included) looks like probabilities: exit 1 with --strict; one
     logit a float32 step outside [0, 1] and the finding is gone: exit 0."""

@@ -61,7 +61,9 @@ def test_sigmoid_gradient_shares_equal_autograd(seed, alpha, gamma):
         grad = _sigmoid_grad(loss, x, y, alpha, gamma).reshape(-1)
         got = report["losses"][loss]
         np.testing.assert_allclose([c["gradient_share"][loss] for c in report["per_class"]], _shares(grad, classes, CLASSES), rtol=1e-5, err_msg=loss)
-        np.testing.assert_allclose([d["gradient_share"][loss] for d in report["per_difficulty"]], _shares(grad, bins, BINS), rtol=1e-5, atol=1e-12, err_msg=loss)
+        np.testing.assert_allclose(
+            [d["gradient_share"][loss] for d in report["per_difficulty"]], _shares(grad, bins, BINS), rtol=1e-5, atol=1e-12, err_msg=loss
+        )
         total = float(grad.sum())
         for key, chosen in (("gradient_positive_share", positive), ("gradient_easy_negative_share", easy_negative), ("gradient_very_hard_share", very_hard)):
             assert got[key] == pytest.approx(float(grad[torch.from_numpy(chosen)].sum()) / total, rel=1e-5, abs=1e-12), (loss, key)
@@ -83,7 +85,9 @@ def test_softmax_gradient_shares_equal_autograd(gamma):
         (grad,) = torch.autograd.grad(total, x)
         per_row = grad.abs().sum(dim=1)
         np.testing.assert_allclose([c["gradient_share"][loss] for c in report["per_class"]], _shares(per_row, labels, CLASSES), rtol=1e-5, err_msg=loss)
-        np.testing.assert_allclose([d["gradient_share"][loss] for d in report["per_difficulty"]], _shares(per_row, bins, BINS), rtol=1e-5, atol=1e-12, err_msg=loss)
+        np.testing.assert_allclose(
+            [d["gradient_share"][loss] for d in report["per_difficulty"]], _shares(per_row, bins, BINS), rtol=1e-5, atol=1e-12, err_msg=loss
+        )
         assert report["losses"][loss]["gradient_mean"] == pytest.approx(float(per_row.sum()), rel=1e-5)
 
 

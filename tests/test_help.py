@@ -75,7 +75,10 @@ def test_wide_terminals_keep_the_option_tables():
 
 def test_bracketed_text_survives():
     assert "pyproject.toml ([tool.lossaudit])" in _flat(_help("compare"))
-    assert "[default: ce,bce,focal,softmax-focal,ghm (ce,softmax-focal not on heatmaps); +centernet for heatmaps, +qfl,vfl for soft targets, +asl for multi-label targets]" in _flat(_help("compare"))
+    assert (
+        "[default: ce,bce,focal,softmax-focal,ghm (ce,softmax-focal not on heatmaps); +centernet for heatmaps, +qfl,vfl for soft targets, +asl for multi-label targets]"
+        in _flat(_help("compare"))
+    )
     assert "[default: the configured lint.targets]" in _flat(_help("lint"))
 
 
@@ -151,10 +154,14 @@ def test_a_path_that_needs_torch_says_so_where_it_is_missing(tmp_path):
     (tmp_path / "block" / "sitecustomize.py").write_text(BLOCK_TORCH)
     (tmp_path / "loss.py").write_text("def focal(logits, targets):\n    return logits.sum()\n")
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "block"), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run([sys.executable, "-m", "lossaudit", "lint", "loss.py:focal"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "lossaudit", "lint", "loss.py:focal"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip() == ("lossaudit: error: this needs PyTorch, which is not installed here: pip install torch (compare and sweep on "
-                                     "saved .npz/.npy dumps, explain, rules and losses run without it)")
+    assert result.stderr.strip() == (
+        "lossaudit: error: this needs PyTorch, which is not installed here: pip install torch (compare and sweep on "
+        "saved .npz/.npy dumps, explain, rules and losses run without it)"
+    )
 
 
 def test_help_builds_no_validator():

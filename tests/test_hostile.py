@@ -65,7 +65,7 @@ def _alias_bomb() -> str:
     return "\n".join(lines) + "\n"
 
 
-FOCAL_FUNCTION = '''import torch.nn.functional as F
+FOCAL_FUNCTION = """import torch.nn.functional as F
 
 
 def focal(inputs, targets, alpha=0.25, gamma=2.0):
@@ -73,7 +73,7 @@ def focal(inputs, targets, alpha=0.25, gamma=2.0):
     ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
     p_t = p * targets + (1 - p) * (1 - targets)
     return (alpha * targets + (1 - alpha) * (1 - targets)) * (1 - p_t) ** gamma * ce
-'''
+"""
 
 
 def _copy(folder: Path, name: str, example: str = "detection.npz") -> str:
@@ -134,12 +134,20 @@ def _sparse(path: Path, size: int) -> Path:
 
 ARCH = {
     "--arch calls sys.exit(0) at import": Case(_arch("import sys\nsys.exit(0)\nclass Net: pass\n"), says=("net.py:Net", "sys.exit(0)")),
-    "--arch parses sys.argv at import": Case(_arch("import argparse\nparser = argparse.ArgumentParser(prog='train.py')\nparser.add_argument('--epochs', required=True)\nparser.parse_args()\nclass Net: pass\n"),
-                                             says=("net.py:Net", "sys.exit(2)", "--epochs")),
-    "--arch hangs at import": Case(lambda folder: [*_arch("import time\ntime.sleep(600)\nclass Net: pass\n")(folder), "--timeout", "2"],
-                                   says=("net.py:Net", "importing it hung", "2 s", "--timeout")),
-    "--arch hangs in its constructor": Case(lambda folder: [*_arch("import time\nclass Net:\n    def __init__(self):\n        time.sleep(600)\n")(folder), "--timeout", "2"],
-                                            says=("net.py:Net", "building it hung", "--timeout")),
+    "--arch parses sys.argv at import": Case(
+        _arch(
+            "import argparse\nparser = argparse.ArgumentParser(prog='train.py')\nparser.add_argument('--epochs', required=True)\nparser.parse_args()\nclass Net: pass\n"
+        ),
+        says=("net.py:Net", "sys.exit(2)", "--epochs"),
+    ),
+    "--arch hangs at import": Case(
+        lambda folder: [*_arch("import time\ntime.sleep(600)\nclass Net: pass\n")(folder), "--timeout", "2"],
+        says=("net.py:Net", "importing it hung", "2 s", "--timeout"),
+    ),
+    "--arch hangs in its constructor": Case(
+        lambda folder: [*_arch("import time\nclass Net:\n    def __init__(self):\n        time.sleep(600)\n")(folder), "--timeout", "2"],
+        says=("net.py:Net", "building it hung", "--timeout"),
+    ),
     "--arch raises at import": Case(_arch("raise RuntimeError('needs a GPU')\nclass Net: pass\n"), says=("net.py:Net", "RuntimeError", "needs a GPU")),
     "--arch raises KeyboardInterrupt at import": Case(_arch("raise KeyboardInterrupt\nclass Net: pass\n"), says=("net.py:Net", "KeyboardInterrupt")),
     "--arch has a syntax error": Case(_arch("class Net(:\n    pass\n"), says=("net.py", "parsed")),
@@ -148,22 +156,40 @@ ARCH = {
 
 LINT_TARGETS = {
     "target with a PEP 263 latin-1 coding line": Case(
-        lambda folder: ["lint", _write(folder, "latin.py", ("# -*- coding: latin-1 -*-\n# Jos\xe9's loss\n" + FOCAL_FUNCTION).encode("latin-1")).name + ":focal"],
-        exit_code=0, stdout_says=("Found 0 errors, 0 warnings",)),
+        lambda folder: [
+            "lint",
+            _write(folder, "latin.py", ("# -*- coding: latin-1 -*-\n# Jos\xe9's loss\n" + FOCAL_FUNCTION).encode("latin-1")).name + ":focal",
+        ],
+        exit_code=0,
+        stdout_says=("Found 0 errors, 0 warnings",),
+    ),
     "discovery folder holding a FIFO and /dev/zero": Case(lambda folder: ["lint", _discovery_folder(folder)], exit_code=0, stdout_says=("Found 0 errors",)),
     "target file is a FIFO": Case(lambda folder: ["lint", f"{_fifo(folder, 'pipe.py').name}:focal"], says=("pipe.py", "FIFO")),
-    "target file is not utf-8 and declares nothing": Case(lambda folder: ["lint", _write(folder, "bad.py", b"# caf\xe9\n" + FOCAL_FUNCTION.encode()).name + ":focal"], says=("bad.py",)),
+    "target file is not utf-8 and declares nothing": Case(
+        lambda folder: ["lint", _write(folder, "bad.py", b"# caf\xe9\n" + FOCAL_FUNCTION.encode()).name + ":focal"], says=("bad.py",)
+    ),
 }
 
 OUTPUT = {
-    "compare --output is the dump": Case(lambda folder: ["compare", _copy(folder, "detection.npz"), "--output", "detection.npz"], says=("--output detection.npz", "overwrite")),
-    "compare --output is a dump in the dump folder": Case(lambda folder: ["compare", _copy(folder, "runs/detection.npz").rpartition("/")[0], "--output", "runs/detection.npz"],
-                                                          says=("runs/detection.npz", "overwrite")),
-    "compare --output is the configuration": Case(lambda folder: ["compare", _copy(folder, "detection.npz"), "--output", _write(folder, "lossaudit.yaml", "compare:\n  bins: 10\n").name],
-                                                  says=("lossaudit.yaml", "overwrite")),
-    "lint --output is the target": Case(lambda folder: ["lint", f"{_write(folder, 'losses.py', FOCAL_FUNCTION).name}:focal", "--output", "losses.py"], says=("losses.py", "overwrite")),
-    "lint --output is a discovered source": Case(lambda folder: ["lint", _discovery_folder(folder), "--output", "src/losses.py"], says=("src/losses.py", "overwrite")),
+    "compare --output is the dump": Case(
+        lambda folder: ["compare", _copy(folder, "detection.npz"), "--output", "detection.npz"], says=("--output detection.npz", "overwrite")
+    ),
+    "compare --output is a dump in the dump folder": Case(
+        lambda folder: ["compare", _copy(folder, "runs/detection.npz").rpartition("/")[0], "--output", "runs/detection.npz"],
+        says=("runs/detection.npz", "overwrite"),
+    ),
+    "compare --output is the configuration": Case(
+        lambda folder: ["compare", _copy(folder, "detection.npz"), "--output", _write(folder, "lossaudit.yaml", "compare:\n  bins: 10\n").name],
+        says=("lossaudit.yaml", "overwrite"),
+    ),
+    "lint --output is the target": Case(
+        lambda folder: ["lint", f"{_write(folder, 'losses.py', FOCAL_FUNCTION).name}:focal", "--output", "losses.py"], says=("losses.py", "overwrite")
+    ),
+    "lint --output is a discovered source": Case(
+        lambda folder: ["lint", _discovery_folder(folder), "--output", "src/losses.py"], says=("src/losses.py", "overwrite")
+    ),
 }
+
 
 def _npz(folder: Path, name: str, **arrays: np.ndarray) -> str:
     np.savez(folder / name, **arrays)
@@ -228,31 +254,65 @@ def _meta_tensor(folder: Path) -> str:
 DATA = {
     "dump is a FIFO": Case(lambda folder: ["compare", _fifo(folder, "preds.npz").name], says=("preds.npz", "FIFO")),
     "dump with no rows": Case(lambda folder: ["compare", _dump(folder, rows=0)], says=("d.npz", "no rows")),
-    "dump with zero classes": Case(lambda folder: ["compare", _dump(folder, classes=0, targets=np.zeros(6, np.int64))], says=("d.npz", "'logits'", "0 classes")),
-    "uint64 label 2**64 - 1": Case(lambda folder: ["compare", _dump(folder, targets=np.array([0, 1, 2, 0, 1, 2**64 - 1], np.uint64))], says=("d.npz", "'targets'", "int64")),
-    "two members of one name": Case(lambda folder: ["compare", _raw_npz(folder, "dup.npz", [("logits.npy", _npy_bytes(np.zeros((4, 3), np.float32))),
-                                                                                     ("logits.npy", _npy_bytes(np.ones((4, 3), np.float32))),
-                                                                                     ("targets.npy", _npy_bytes(np.zeros(4, np.int64)))])],
-                                    says=("dup.npz", "logits.npy", "more than one member")),
-    "member declaring 16 TB": Case(lambda folder: ["compare", _raw_npz(folder, "bomb.npz", [("logits.npy", _declared_only((10**12, 4))), ("targets.npy", _npy_bytes(np.zeros(4, np.int64)))],
-                                                                     zipfile.ZIP_DEFLATED)], says=("bomb.npz", "'logits'", "declares shape")),
+    "dump with zero classes": Case(
+        lambda folder: ["compare", _dump(folder, classes=0, targets=np.zeros(6, np.int64))], says=("d.npz", "'logits'", "0 classes")
+    ),
+    "uint64 label 2**64 - 1": Case(
+        lambda folder: ["compare", _dump(folder, targets=np.array([0, 1, 2, 0, 1, 2**64 - 1], np.uint64))], says=("d.npz", "'targets'", "int64")
+    ),
+    "two members of one name": Case(
+        lambda folder: [
+            "compare",
+            _raw_npz(
+                folder,
+                "dup.npz",
+                [
+                    ("logits.npy", _npy_bytes(np.zeros((4, 3), np.float32))),
+                    ("logits.npy", _npy_bytes(np.ones((4, 3), np.float32))),
+                    ("targets.npy", _npy_bytes(np.zeros(4, np.int64))),
+                ],
+            ),
+        ],
+        says=("dup.npz", "logits.npy", "more than one member"),
+    ),
+    "member declaring 16 TB": Case(
+        lambda folder: [
+            "compare",
+            _raw_npz(
+                folder, "bomb.npz", [("logits.npy", _declared_only((10**12, 4))), ("targets.npy", _npy_bytes(np.zeros(4, np.int64)))], zipfile.ZIP_DEFLATED
+            ),
+        ],
+        says=("bomb.npz", "'logits'", "declares shape"),
+    ),
     "not a zip archive": Case(lambda folder: ["compare", _write(folder, "text.npz", "logits,targets\n1,0\n").name], says=("text.npz", "not a readable .npz")),
     "truncated archive": Case(lambda folder: ["compare", _write(folder, "cut.npz", (EXAMPLES / "detection.npz").read_bytes()[:5000]).name], says=("cut.npz",)),
     "sparse tensor in .pt": Case(lambda folder: ["compare", _sparse_tensor(folder)], says=("sparse.pt", "'logits'", "sparse")),
     "meta tensor in .pt": Case(lambda folder: ["compare", _meta_tensor(folder)], says=("meta.pt", "'logits'", "meta tensor")),
-    "missing logits key": Case(lambda folder: ["compare", _npz(folder, "k.npz", scores_x=np.zeros((4, 3), np.float32), targets=np.zeros(4, np.int64))], says=("k.npz", "logits")),
+    "missing logits key": Case(
+        lambda folder: ["compare", _npz(folder, "k.npz", scores_x=np.zeros((4, 3), np.float32), targets=np.zeros(4, np.int64))], says=("k.npz", "logits")
+    ),
     "targets of the wrong shape": Case(lambda folder: ["compare", _dump(folder, targets=np.zeros((6, 2), np.int64))], says=("d.npz", "'targets'", "shape")),
     "integer logits": Case(lambda folder: ["compare", _dump(folder, logits=np.zeros((6, 3), np.int64))], says=("d.npz", "'logits'", "dtype")),
     "non-integer class ids": Case(lambda folder: ["compare", _dump(folder, targets=np.array([0, 1.5, 2, 0, 1, 2]))], says=("d.npz", "whole numbers")),
-    "pickled object array": Case(lambda folder: ["compare", _dump(folder, targets=np.array([0, 1, 2, 0, 1, {"a": 1}], dtype=object))], says=("d.npz", "'targets'", "pickled")),
+    "pickled object array": Case(
+        lambda folder: ["compare", _dump(folder, targets=np.array([0, 1, 2, 0, 1, {"a": 1}], dtype=object))], says=("d.npz", "'targets'", "pickled")
+    ),
     "unsupported suffix": Case(lambda folder: ["compare", _write(folder, "preds.csv", "0,1\n").name], says=("preds.csv", "unsupported")),
     "folder without dumps": Case(lambda folder: ["compare", str((folder / "empty").mkdir() or "empty")], says=("empty", "no .npz")),
     "class names are a FIFO": Case(lambda folder: ["compare", _dump(folder), "--class-names", _fifo(folder, "names.txt").name], says=("names.txt", "FIFO")),
     "class names are /dev/zero": Case(lambda folder: ["compare", _dump(folder), "--class-names", "/dev/zero"], says=("/dev/zero", "regular file")),
-    "class names do not match": Case(lambda folder: ["compare", _dump(folder), "--class-names", _write(folder, "n.txt", "a\nb\n").name], says=("--class-names", "2 names")),
-    "NaN in --alpha-per-class": Case(lambda folder: ["compare", _dump(folder), "--alpha-per-class", _write(folder, "a.txt", "0.25\nnan\n0.5\n").name], says=("a.txt", "nan")),
-    "float64 logits beyond float32": Case(lambda folder: ["compare", _dump(folder, logits=np.full((6, 3), 1.5e308)), "--format", "json"], exit_code=0, stdout_says=('"non-finite"',)),
-    "2000 batch files under a 256 open-file limit": Case(lambda folder: ["compare", _many_batches(folder), "--format", "json"], exit_code=0, open_files=256, stdout_says=('"rows": 8000',)),
+    "class names do not match": Case(
+        lambda folder: ["compare", _dump(folder), "--class-names", _write(folder, "n.txt", "a\nb\n").name], says=("--class-names", "2 names")
+    ),
+    "NaN in --alpha-per-class": Case(
+        lambda folder: ["compare", _dump(folder), "--alpha-per-class", _write(folder, "a.txt", "0.25\nnan\n0.5\n").name], says=("a.txt", "nan")
+    ),
+    "float64 logits beyond float32": Case(
+        lambda folder: ["compare", _dump(folder, logits=np.full((6, 3), 1.5e308)), "--format", "json"], exit_code=0, stdout_says=('"non-finite"',)
+    ),
+    "2000 batch files under a 256 open-file limit": Case(
+        lambda folder: ["compare", _many_batches(folder), "--format", "json"], exit_code=0, open_files=256, stdout_says=('"rows": 8000',)
+    ),
 }
 
 OPTIONS = {
@@ -267,7 +327,7 @@ OPTIONS = {
     "unknown rule code": Case(lambda folder: ["lint", f"{_write(folder, 'l.py', FOCAL_FUNCTION).name}:focal", "--select", "FL999"], says=("FL999",)),
 }
 
-USER_LOSSES_SOURCE = '''import os
+USER_LOSSES_SOURCE = """import os
 import sys
 import time
 
@@ -311,7 +371,7 @@ def greedy(logits, targets):
     hoard = []
     while True:
         hoard.append(torch.empty(1 << 28))  # 1 GiB of address space at a time, never freed
-'''
+"""
 """The user's own losses of ``compare --losses path.py:fn``, each failing in one way."""
 
 
@@ -348,12 +408,15 @@ USER_LOSSES = {
     "user loss returns the wrong shape": Case(_user_loss("wrong_shape"), says=("losses.py:wrong_shape", "shape")),
     "user loss allocates without limit": Case(_greedy, says=("losses.py:greedy", "memory")),
     "user loss file missing": Case(lambda folder: ["compare", _copy(folder, "d.npz"), "--losses", "focal,nope.py:fn"], says=("nope.py",)),
-    "user loss named in the configuration raises": Case(_user_loss_config("compare:\n  losses: [focal, 'losses.py:raises@sigmoid']\n"),
-                                                        says=("losses.py:raises", "ValueError")),
-    "user loss family unknown in the configuration": Case(_user_loss_config("compare:\n  losses: [focal, 'losses.py:bce@cosine']\n"),
-                                                          says=("lossaudit.yaml", "cosine")),
-    "user loss-init not a mapping in the configuration": Case(_user_loss_config("compare:\n  losses: [focal, 'losses.py:bce@sigmoid']\n  loss-init: 3\n"),
-                                                              says=("lossaudit.yaml", "loss-init")),
+    "user loss named in the configuration raises": Case(
+        _user_loss_config("compare:\n  losses: [focal, 'losses.py:raises@sigmoid']\n"), says=("losses.py:raises", "ValueError")
+    ),
+    "user loss family unknown in the configuration": Case(
+        _user_loss_config("compare:\n  losses: [focal, 'losses.py:bce@cosine']\n"), says=("lossaudit.yaml", "cosine")
+    ),
+    "user loss-init not a mapping in the configuration": Case(
+        _user_loss_config("compare:\n  losses: [focal, 'losses.py:bce@sigmoid']\n  loss-init: 3\n"), says=("lossaudit.yaml", "loss-init")
+    ),
 }
 
 CORPUS = {**CONFIGURATION, **ARCH, **LINT_TARGETS, **OUTPUT, **DATA, **OPTIONS, **USER_LOSSES}
@@ -366,7 +429,9 @@ def focal(inputs, targets, alpha=0.25, gamma=2.0):
     torch.empty(4 * 2**30, dtype=torch.uint8).fill_(1)  # 4 GiB
     return F.binary_cross_entropy_with_logits(inputs, targets)
 """
-FORKER = FOCAL_FUNCTION.replace("def focal(inputs, targets, alpha=0.25, gamma=2.0):\n", """def focal(inputs, targets, alpha=0.25, gamma=2.0):
+FORKER = FOCAL_FUNCTION.replace(
+    "def focal(inputs, targets, alpha=0.25, gamma=2.0):\n",
+    """def focal(inputs, targets, alpha=0.25, gamma=2.0):
     import os, time
     child = os.fork()
     if child == 0:
@@ -374,7 +439,8 @@ FORKER = FOCAL_FUNCTION.replace("def focal(inputs, targets, alpha=0.25, gamma=2.
         os._exit(0)
     with open(os.path.join(os.path.dirname(__file__), "children.txt"), "a") as handle:  # lint's child runs in a folder of its own
         handle.write(f"{child}\\n")
-""")
+""",
+)
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -395,11 +461,20 @@ def run_case(case: Case, folder: Path) -> subprocess.CompletedProcess:
     before = _snapshot(folder)
     env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")} | case.env
     started = time.monotonic()
+
     def limit_files() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (case.open_files, case.open_files))
 
-    result = subprocess.run([sys.executable, "-m", "lossaudit", *arguments], cwd=folder, env=env, stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=LIMIT_S, preexec_fn=limit_files if case.open_files else None)
+    result = subprocess.run(
+        [sys.executable, "-m", "lossaudit", *arguments],
+        cwd=folder,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=LIMIT_S,
+        preexec_fn=limit_files if case.open_files else None,
+    )
     elapsed = time.monotonic() - started
     assert result.returncode == case.exit_code, (result.returncode, result.stderr[-2000:], result.stdout[-2000:])
     assert "Traceback" not in result.stderr + result.stdout
@@ -437,7 +512,9 @@ def _alive(pid: int) -> bool:
 def test_lint_leaves_no_process_behind(tmp_path):
     """The target forks a sleeping child on every call; none may outlive lossaudit."""
     target = _write(tmp_path, "forker.py", FORKER)
-    subprocess.run([sys.executable, "-m", "lossaudit", "lint", f"{target.name}:focal"], cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, timeout=LIMIT_S)
+    subprocess.run(
+        [sys.executable, "-m", "lossaudit", "lint", f"{target.name}:focal"], cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, timeout=LIMIT_S
+    )
     children = [int(line) for line in (tmp_path / "children.txt").read_text().split()]
     assert children
     deadline = time.monotonic() + 5
@@ -492,7 +569,9 @@ def _python_tag_yaml(folder: Path, marker: Path) -> list[str]:
 def test_a_pickle_payload_never_runs(make, tmp_path):
     marker = tmp_path / "pwned"
     arguments = make(tmp_path, marker)
-    result = subprocess.run([sys.executable, "-m", "lossaudit", *arguments], cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=LIMIT_S)
+    result = subprocess.run(
+        [sys.executable, "-m", "lossaudit", *arguments], cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=LIMIT_S
+    )
     assert not marker.exists(), result.stderr
     assert "Traceback" not in result.stderr
 
@@ -529,7 +608,7 @@ def test_huge_finite_logits_give_a_strict_json_report(tmp_path):
         assert json.loads(swept.stdout, parse_constant=refuse)["settings"]
 
 
-SECRET_READER = '''import os
+SECRET_READER = """import os
 
 import torch.nn.functional as F
 
@@ -543,7 +622,7 @@ def focal(inputs, targets, alpha=0.25, gamma=2.0):
     ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
     p_t = p * targets + (1 - p) * (1 - targets)
     return (alpha * targets + (1 - alpha) * (1 - targets)) * (1 - p_t) ** gamma * ce
-'''
+"""
 
 
 def test_lint_child_does_not_see_the_users_secrets(tmp_path):
@@ -596,18 +675,28 @@ def _forward(body: str, *options: str) -> Callable[[Path], list[str]]:
 
 
 MODEL_CALL = {
-    "--arch forward hangs": Case(_forward("        while True:\n            time.sleep(1)\n", "--timeout", "2"),
-                                 says=("classifier.pt (--arch net.py:Net)", "ran past 2 s", "(256, 16)", "--timeout")),
-    "--arch forward allocates without limit": Case(_forward(_hoarding(" " * 8), "--memory-limit", "512"),
-                                                   says=("classifier.pt (--arch net.py:Net)", "more than 512 MiB", "(256, 16)", "--memory-limit")),
+    "--arch forward hangs": Case(
+        _forward("        while True:\n            time.sleep(1)\n", "--timeout", "2"),
+        says=("classifier.pt (--arch net.py:Net)", "ran past 2 s", "(256, 16)", "--timeout"),
+    ),
+    "--arch forward allocates without limit": Case(
+        _forward(_hoarding(" " * 8), "--memory-limit", "512"), says=("classifier.pt (--arch net.py:Net)", "more than 512 MiB", "(256, 16)", "--memory-limit")
+    ),
     "--arch forward calls sys.exit(0)": Case(_forward("        sys.exit(0)\n"), says=("classifier.pt (--arch net.py:Net)", "sys.exit(0)", "(256, 16)")),
-    "--arch forward raises KeyboardInterrupt": Case(_forward("        raise KeyboardInterrupt\n"), says=("classifier.pt (--arch net.py:Net)", "KeyboardInterrupt", "(256, 16)")),
-    "--arch forward raises": Case(_forward("        raise ValueError('expects images')\n"), says=("classifier.pt (--arch net.py:Net)", "(256, 16)", "ValueError: expects images")),
-    "--arch allocates without limit at import": Case(lambda folder: [*_arch(f"import torch\nHOARD = []\n{_hoarding('')}class Net: pass\n")(folder), "--memory-limit", "512"],
-                                                     says=("--arch net.py:Net", "importing it used more than 512 MiB", "--memory-limit")),
+    "--arch forward raises KeyboardInterrupt": Case(
+        _forward("        raise KeyboardInterrupt\n"), says=("classifier.pt (--arch net.py:Net)", "KeyboardInterrupt", "(256, 16)")
+    ),
+    "--arch forward raises": Case(
+        _forward("        raise ValueError('expects images')\n"), says=("classifier.pt (--arch net.py:Net)", "(256, 16)", "ValueError: expects images")
+    ),
+    "--arch allocates without limit at import": Case(
+        lambda folder: [*_arch(f"import torch\nHOARD = []\n{_hoarding('')}class Net: pass\n")(folder), "--memory-limit", "512"],
+        says=("--arch net.py:Net", "importing it used more than 512 MiB", "--memory-limit"),
+    ),
     "--arch allocates without limit in its constructor": Case(
         lambda folder: [*_arch(f"import torch\nHOARD = []\nclass Net:\n    def __init__(self):\n{_hoarding(' ' * 8)}")(folder), "--memory-limit", "512"],
-        says=("--arch net.py:Net", "building it used more than 512 MiB", "--memory-limit")),
+        says=("--arch net.py:Net", "building it used more than 512 MiB", "--memory-limit"),
+    ),
 }
 """The model's code run by ``compare --model`` (issue 23 point 1): its forward passes under
 ``--timeout`` (per batch) and ``--memory-limit`` (MiB beyond what lossaudit maps), like its import
@@ -704,31 +793,61 @@ WEIGHTS = {
 # Compact negatives (the Recorder's negatives_* keys, read as padded pseudo-rows): one line, exit 2.
 def _negatives(**overrides: np.ndarray) -> Callable[[Path], list[str]]:
     """The 6-row, 3-class dump as a weighted sample (one-hot targets, weights) with 4 negatives (2, 0, 2)."""
-    keys = {"targets": np.eye(3, dtype=np.uint8)[np.arange(6) % 3], "weights": np.ones((6, 3), dtype=np.float16),
-            "negatives_logits": np.array([-3.0, -1, -4, -2], dtype=np.float32), "negatives_weights": np.array([1.0, 50, 1, 50], dtype=np.float16),
-            "negatives_per_class": np.array([2, 0, 2])}
+    keys = {
+        "targets": np.eye(3, dtype=np.uint8)[np.arange(6) % 3],
+        "weights": np.ones((6, 3), dtype=np.float16),
+        "negatives_logits": np.array([-3.0, -1, -4, -2], dtype=np.float32),
+        "negatives_weights": np.array([1.0, 50, 1, 50], dtype=np.float16),
+        "negatives_per_class": np.array([2, 0, 2]),
+    }
     keys.update(overrides)
     return _weighted(**{key: value for key, value in keys.items() if value is not None})
 
 
-WEIGHTS.update({
-    "negatives counts negative": Case(_negatives(negatives_per_class=np.array([3, -1, 2])), says=("w.npz", "'negatives_per_class'", "-1 at class 1", ">= 0")),
-    "negatives counts wrapping around": Case(_negatives(negatives_per_class=np.array([2**63 - 1, 2**63 - 1, 6])), says=("w.npz", "'negatives_logits'", "expected (18446744073709551620,)")),
-    "negatives counts not summing to K": Case(_negatives(negatives_per_class=np.array([1, 1, 1])), says=("w.npz", "'negatives_logits'", "(4,)", "expected (3,)", "sums to 3")),
-    "negatives counts of floats": Case(_negatives(negatives_per_class=np.array([2.0, 0, 2])), says=("w.npz", "'negatives_per_class'", "float64", "(3,) integer counts")),
-    "negatives counts of the wrong shape": Case(_negatives(negatives_per_class=np.array([2, 2])), says=("w.npz", "'negatives_per_class'", "(2,)", "expected (3,)")),
-    "negatives logits of integers": Case(_negatives(negatives_logits=np.array([-3, -1, -4, -2])), says=("w.npz", "'negatives_logits'", "int64", "floating-point")),
-    "negatives weights of bools": Case(_negatives(negatives_weights=np.ones(4, dtype=bool)), says=("w.npz", "'negatives_weights'", "bool", "real numbers")),
-    "negatives weights of the wrong shape": Case(_negatives(negatives_weights=np.ones((4, 1))), says=("w.npz", "'negatives_weights'", "(4, 1)", "expected (4,)")),
-    "negatives weights NaN": Case(_negatives(negatives_weights=np.array([1.0, np.nan, 1, 2])), says=("w.npz", "'negatives_weights'", "1 NaN value", "element 1", ">= 1")),
-    "negatives weights zero": Case(_negatives(negatives_weights=np.array([1, 1, 0, 2])), says=("w.npz", "'negatives_weights'", "1 value below 1", "the first 0 at element 2")),
-    "negatives weights below 1": Case(_negatives(negatives_weights=np.array([0.5, 1, 1, 0.25])), says=("w.npz", "'negatives_weights'", "2 values below 1", "0.5", "1/probability")),
-    "negatives weights infinite": Case(_negatives(negatives_weights=np.array([1, np.inf, 1, 1])), says=("w.npz", "'negatives_weights'", "1 infinite value")),
-    "negatives logits without the others": Case(_negatives(negatives_weights=None, negatives_per_class=None), says=("w.npz", "'negatives_logits' without 'negatives_weights'")),
-    "negatives counts without the others": Case(_negatives(negatives_logits=None), says=("w.npz", "'negatives_weights' without 'negatives_logits'")),
-    "negatives without weights": Case(_negatives(weights=None), says=("w.npz", "'negatives_logits' without 'weights'")),
-    "negatives beside class ids": Case(_negatives(targets=np.arange(6) % 4), says=("w.npz", "'negatives_logits'", "per-class targets")),
-})
+WEIGHTS.update(
+    {
+        "negatives counts negative": Case(
+            _negatives(negatives_per_class=np.array([3, -1, 2])), says=("w.npz", "'negatives_per_class'", "-1 at class 1", ">= 0")
+        ),
+        "negatives counts wrapping around": Case(
+            _negatives(negatives_per_class=np.array([2**63 - 1, 2**63 - 1, 6])), says=("w.npz", "'negatives_logits'", "expected (18446744073709551620,)")
+        ),
+        "negatives counts not summing to K": Case(
+            _negatives(negatives_per_class=np.array([1, 1, 1])), says=("w.npz", "'negatives_logits'", "(4,)", "expected (3,)", "sums to 3")
+        ),
+        "negatives counts of floats": Case(
+            _negatives(negatives_per_class=np.array([2.0, 0, 2])), says=("w.npz", "'negatives_per_class'", "float64", "(3,) integer counts")
+        ),
+        "negatives counts of the wrong shape": Case(
+            _negatives(negatives_per_class=np.array([2, 2])), says=("w.npz", "'negatives_per_class'", "(2,)", "expected (3,)")
+        ),
+        "negatives logits of integers": Case(
+            _negatives(negatives_logits=np.array([-3, -1, -4, -2])), says=("w.npz", "'negatives_logits'", "int64", "floating-point")
+        ),
+        "negatives weights of bools": Case(_negatives(negatives_weights=np.ones(4, dtype=bool)), says=("w.npz", "'negatives_weights'", "bool", "real numbers")),
+        "negatives weights of the wrong shape": Case(
+            _negatives(negatives_weights=np.ones((4, 1))), says=("w.npz", "'negatives_weights'", "(4, 1)", "expected (4,)")
+        ),
+        "negatives weights NaN": Case(
+            _negatives(negatives_weights=np.array([1.0, np.nan, 1, 2])), says=("w.npz", "'negatives_weights'", "1 NaN value", "element 1", ">= 1")
+        ),
+        "negatives weights zero": Case(
+            _negatives(negatives_weights=np.array([1, 1, 0, 2])), says=("w.npz", "'negatives_weights'", "1 value below 1", "the first 0 at element 2")
+        ),
+        "negatives weights below 1": Case(
+            _negatives(negatives_weights=np.array([0.5, 1, 1, 0.25])), says=("w.npz", "'negatives_weights'", "2 values below 1", "0.5", "1/probability")
+        ),
+        "negatives weights infinite": Case(
+            _negatives(negatives_weights=np.array([1, np.inf, 1, 1])), says=("w.npz", "'negatives_weights'", "1 infinite value")
+        ),
+        "negatives logits without the others": Case(
+            _negatives(negatives_weights=None, negatives_per_class=None), says=("w.npz", "'negatives_logits' without 'negatives_weights'")
+        ),
+        "negatives counts without the others": Case(_negatives(negatives_logits=None), says=("w.npz", "'negatives_weights' without 'negatives_logits'")),
+        "negatives without weights": Case(_negatives(weights=None), says=("w.npz", "'negatives_logits' without 'weights'")),
+        "negatives beside class ids": Case(_negatives(targets=np.arange(6) % 4), says=("w.npz", "'negatives_logits'", "per-class targets")),
+    }
+)
 
 
 @pytest.mark.parametrize("name", sorted(WEIGHTS))

@@ -30,8 +30,17 @@ from tests.conftest import write_npz
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ["detection", "classification", "centernet"]
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--remote-debugging-pipe"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--remote-debugging-pipe",
+]
 PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
 
 
@@ -46,8 +55,11 @@ def pages(tmp_path_factory) -> dict[str, Path]:
     """The HTML report of each example dump, written by the CLI (``--output``)."""
     folder = tmp_path_factory.mktemp("html")
     for name in EXAMPLES:
-        result = CliRunner().invoke(app, ["compare", str(ROOT / "examples" / f"{name}.npz"), "--isolated", "--format", "html",
-                                          "--output", str(folder / f"{name}.html")], catch_exceptions=False)
+        result = CliRunner().invoke(
+            app,
+            ["compare", str(ROOT / "examples" / f"{name}.npz"), "--isolated", "--format", "html", "--output", str(folder / f"{name}.html")],
+            catch_exceptions=False,
+        )
         assert result.exit_code == 0, result.stderr
     return {name: folder / f"{name}.html" for name in EXAMPLES}
 
@@ -122,7 +134,7 @@ def test_the_page_holds_every_table_the_summary_and_the_findings(name, pages):
         assert table["tbody"] == section.rows, section.title
         assert table["tfoot"] == ([section.total] if section.total else []), section.title
         assert section.title in page.headings
-    assert [sentence["text"] for sentence in report["summary"]] == page.items[:len(report["summary"])]
+    assert [sentence["text"] for sentence in report["summary"]] == page.items[: len(report["summary"])]
     for finding in report["findings"]:
         assert f"[{finding['code']}] {finding['message']}" in " ".join(page.items)
     assert {"Summary", "Loaded", "Plots"} <= set(page.headings)
@@ -165,11 +177,19 @@ class Browser:
     def __init__(self, profile: Path):
         commands_read, self._commands = map(self._high, os.pipe())
         self._replies, replies_write = map(self._high, os.pipe())
-        self.pid = os.posix_spawn(str(CHROMIUM), [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", "about:blank"], dict(os.environ), setpgroup=0,
-                                  file_actions=[(os.POSIX_SPAWN_DUP2, commands_read, 3), (os.POSIX_SPAWN_DUP2, replies_write, 4),
-                                                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                                                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-                                                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)])
+        self.pid = os.posix_spawn(
+            str(CHROMIUM),
+            [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            dict(os.environ),
+            setpgroup=0,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, commands_read, 3),
+                (os.POSIX_SPAWN_DUP2, replies_write, 4),
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+            ],
+        )
         os.close(commands_read)
         os.close(replies_write)
         self._buffer, self._id, self.events = b"", 0, []
@@ -200,7 +220,9 @@ class Browser:
     def send(self, method: str, session: str | None = None, timeout: float = 30, **params) -> dict:
         """Run one command; the events that arrive meanwhile are kept in :attr:`events`."""
         self._id += 1
-        os.write(self._commands, json.dumps({"id": self._id, "method": method, "params": params, **({"sessionId": session} if session else {})}).encode() + b"\0")
+        os.write(
+            self._commands, json.dumps({"id": self._id, "method": method, "params": params, **({"sessionId": session} if session else {})}).encode() + b"\0"
+        )
         deadline = time.monotonic() + timeout
         while True:
             message = self._message(deadline)
@@ -262,8 +284,9 @@ def png_size(data: bytes) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium: the HTML reports are opened in Debian's chromium package "
-                    "(apt-get install --no-install-recommends chromium, as .ci/run does)")
+        pytest.skip(
+            "no /usr/bin/chromium: the HTML reports are opened in Debian's chromium package (apt-get install --no-install-recommends chromium, as .ci/run does)"
+        )
     instance = Browser(tmp_path_factory.mktemp("chromium-profile"))
     instance.send("Emulation.setDeviceMetricsOverride", instance.session, **PHONE)
     yield instance
@@ -274,8 +297,7 @@ def test_the_harness_sees_console_errors_and_requests(browser, tmp_path):
     """The checks below can fail: a page with a console error, an uncaught exception, a missing
     image and a request to a server trips each of them."""
     bad = tmp_path / "bad.html"
-    bad.write_text('<!DOCTYPE html><img src="missing.png"><img src="http://127.0.0.1:9/x.png">'
-                   '<script>console.error("boom"); undefined_function();</script>')
+    bad.write_text('<!DOCTYPE html><img src="missing.png"><img src="http://127.0.0.1:9/x.png"><script>console.error("boom"); undefined_function();</script>')
     found = problems(browser.open(bad.as_uri()), bad.as_uri())
     assert any(p.startswith("console.error") for p in found) and any(p.startswith("exception") for p in found), found
     assert any("missing.png" in p for p in found if p.startswith("log")) and f"request: {(tmp_path / 'missing.png').as_uri()}" in found

@@ -212,7 +212,9 @@ def test_channels_last_map_names_the_class_dim(digits, compare_json, run_cli, tm
     read = _report(compare_json, path, "--class-dim", "3")
     for section in COMPARED + ("findings",):
         _same(flat[section], read[section], section)
-    first = _report(compare_json, write_npz(tmp_path / "first.npz", logits=np.ascontiguousarray(maps.transpose(0, 3, 1, 2)), targets=labels[:rows].reshape(36, 4, 4)))
+    first = _report(
+        compare_json, write_npz(tmp_path / "first.npz", logits=np.ascontiguousarray(maps.transpose(0, 3, 1, 2)), targets=labels[:rows].reshape(36, 4, 4))
+    )
     _same(first["summary"], read["summary"], "summary")
     assert read["input"]["row_noun"] == "cells" and flat["input"]["row_noun"] == "rows"
     # a (C, H, W) map with (H, W) labels

@@ -37,7 +37,12 @@ DEFECTS = {
     ("include_background_ignored.py", "IncludeBackgroundIgnoredFocal"): ("FL027", "error", set()),
     ("mask_multiply_nan.py", "MaskProductFocal"): ("FL022", "warning", set()),
 }
-CLEAN = [("rejects_nan.py", "RejectsNonFiniteFocal"), ("rejects_nan.py", "AssertsFiniteFocal"), ("honoured.py", "HonouredSoftmaxFocal"), ("honoured.py", "HonouredSigmoidFocal")]
+CLEAN = [
+    ("rejects_nan.py", "RejectsNonFiniteFocal"),
+    ("rejects_nan.py", "AssertsFiniteFocal"),
+    ("honoured.py", "HonouredSoftmaxFocal"),
+    ("honoured.py", "HonouredSigmoidFocal"),
+]
 
 
 def _audit(file: str, symbol: str, init: dict | None = None, **options):

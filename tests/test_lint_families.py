@@ -68,20 +68,45 @@ def test_double_weighting_evidence_is_k_squared():
 
 # kind -> correct targets: (symbol, init, lint options, module or None for the fixture file)
 CORRECT_FAMILIES = {
-    "asl": [("AsymmetricLossMultiLabel", {}, {}, None), ("AsymmetricLossMultiLabel", {"disable_torch_grad_focal_loss": True, "clip": 0.0}, {"kind": "asl"}, None),
-            ("AsymmetricLossMultiLabel", {"clip": None}, {}, None), ("asymmetric_loss", {}, {}, None)],
-    "ls-ce": [("LabelSmoothingLoss", {}, {}, None), ("LabelSmoothingCrossEntropy", {"smoothing": 0.2}, {"kind": "ls-ce"}, None),
-              ("CrossEntropyLoss", {"label_smoothing": 0.1}, {}, "torch.nn"), ("CrossEntropyLoss", {"label_smoothing": 0.2, "reduction": "sum"}, {"kind": "ls-ce"}, "torch.nn")],
-    "qfl": [("quality_focal_loss_tensor_target", {}, {}, None), ("quality_focal_loss_tensor_target", {"beta": 1.5}, {"kind": "qfl"}, None), ("QualityFocalLoss", {}, {}, None),
-            ("qfl", {}, {}, "lossaudit.losses")],
-    "vfl": [("varifocal_loss", {}, {}, None), ("varifocal_loss", {"alpha": 0.5, "gamma": 1.0, "reduction": "sum"}, {"kind": "vfl"}, None), ("VarifocalLoss", {}, {}, None)],
+    "asl": [
+        ("AsymmetricLossMultiLabel", {}, {}, None),
+        ("AsymmetricLossMultiLabel", {"disable_torch_grad_focal_loss": True, "clip": 0.0}, {"kind": "asl"}, None),
+        ("AsymmetricLossMultiLabel", {"clip": None}, {}, None),
+        ("asymmetric_loss", {}, {}, None),
+    ],
+    "ls-ce": [
+        ("LabelSmoothingLoss", {}, {}, None),
+        ("LabelSmoothingCrossEntropy", {"smoothing": 0.2}, {"kind": "ls-ce"}, None),
+        ("CrossEntropyLoss", {"label_smoothing": 0.1}, {}, "torch.nn"),
+        ("CrossEntropyLoss", {"label_smoothing": 0.2, "reduction": "sum"}, {"kind": "ls-ce"}, "torch.nn"),
+    ],
+    "qfl": [
+        ("quality_focal_loss_tensor_target", {}, {}, None),
+        ("quality_focal_loss_tensor_target", {"beta": 1.5}, {"kind": "qfl"}, None),
+        ("QualityFocalLoss", {}, {}, None),
+        ("qfl", {}, {}, "lossaudit.losses"),
+    ],
+    "vfl": [
+        ("varifocal_loss", {}, {}, None),
+        ("varifocal_loss", {"alpha": 0.5, "gamma": 1.0, "reduction": "sum"}, {"kind": "vfl"}, None),
+        ("VarifocalLoss", {}, {}, None),
+    ],
 }
-FOLLOWED = {"asl": "timm AsymmetricLossMultiLabel", "ls-ce": "nn.CrossEntropyLoss(label_smoothing=)", "qfl": "mmdet QualityFocalLoss", "vfl": "mmdet VarifocalLoss"}
+FOLLOWED = {
+    "asl": "timm AsymmetricLossMultiLabel",
+    "ls-ce": "nn.CrossEntropyLoss(label_smoothing=)",
+    "qfl": "mmdet QualityFocalLoss",
+    "vfl": "mmdet VarifocalLoss",
+}
 """The library each correct fixture's convention is named after (``detected.follows``)."""
 CORRECT_CASES = [(kind, *case) for kind, cases in CORRECT_FAMILIES.items() for case in cases]
 
 
-@pytest.mark.parametrize(("kind", "symbol", "init", "options", "module"), CORRECT_CASES, ids=[f"{c[0]}-{c[1]}-{sorted(c[2].items())}-{c[3].get('kind', 'auto')}" for c in CORRECT_CASES])
+@pytest.mark.parametrize(
+    ("kind", "symbol", "init", "options", "module"),
+    CORRECT_CASES,
+    ids=[f"{c[0]}-{c[1]}-{sorted(c[2].items())}-{c[3].get('kind', 'auto')}" for c in CORRECT_CASES],
+)
 def test_correct_family_losses_lint_clean_and_are_detected(kind, symbol, init, options, module):
     result = run_audit(None if module else FAMILY, symbol, init, module=module, **options)
     assert result.findings == [], _loud(result)
@@ -105,8 +130,12 @@ BUGGY_FAMILIES = {
     "VflAlphaTwice": ({}, {"FL002"}, "FL002", "self.alpha * p**self.gamma"),
     "VflLogSigmoid": ({"kind": "vfl"}, {"FL007"}, "FL007", "torch.log(p)"),
 }
-BUGGY_KINDS = {"asl": ("AslShiftSignBug", "AslClipOnPositives", "AslGradModeLeak", "AslWithoutEps"), "ls-ce": ("SmoothingOverOthers", "LogSoftmaxSmoothing", "OneHotSmoothing"),
-               "qfl": ("QflWithoutPower", "QflHardLabelCE", "QflLogSigmoid"), "vfl": ("VflSoftNegativeWeight", "VflAlphaTwice", "VflLogSigmoid")}
+BUGGY_KINDS = {
+    "asl": ("AslShiftSignBug", "AslClipOnPositives", "AslGradModeLeak", "AslWithoutEps"),
+    "ls-ce": ("SmoothingOverOthers", "LogSoftmaxSmoothing", "OneHotSmoothing"),
+    "qfl": ("QflWithoutPower", "QflHardLabelCE", "QflLogSigmoid"),
+    "vfl": ("VflSoftNegativeWeight", "VflAlphaTwice", "VflLogSigmoid"),
+}
 
 
 @pytest.mark.parametrize("symbol", sorted(BUGGY_FAMILIES))

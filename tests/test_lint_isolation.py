@@ -22,18 +22,24 @@ from tests.test_hostile import FOCAL_FUNCTION, LIMIT_S, SECRET_READER, Case, _al
 
 HOSTILE = Path(__file__).parent / "fixtures" / "hostile_losses.py"
 
-WRITER = SECRET_READER + '''
+WRITER = (
+    SECRET_READER
+    + """
 
 with open("x", "w") as _handle:  # relative: into the child's current folder
     _handle.write("written by the target")
-'''
+"""
+)
 """The secrets test's target (reads $SOME_TOKEN from os.environ and /proc/self/environ, and
 raises if it sees it), writing ``./x`` when it is imported."""
+
 
 def _parent(name: str, sleep: float = 0) -> str:
     """A correct focal loss whose module, when imported, writes its parent's pid to ``NAME.ppid``
     beside itself (lossaudit, for a process per target; else a fork server) and sleeps ``sleep`` s."""
-    return FOCAL_FUNCTION + f"""
+    return (
+        FOCAL_FUNCTION
+        + f"""
 import os
 import time
 
@@ -41,6 +47,7 @@ with open(os.path.join(os.path.dirname(__file__), "{name}.ppid"), "w") as _handl
     _handle.write(str(os.getppid()))
 time.sleep({sleep})
 """
+    )
 
 
 STUBBORN = '''import os
@@ -117,7 +124,9 @@ def test_keep_cwd_runs_the_target_in_the_current_folder(tmp_path, configured):
     if configured:
         _write(tmp_path, "pyproject.toml", "[tool.lossaudit.lint]\nkeep-cwd = true\n")
     arguments = ["lint", "losses.py:focal"] + ([] if configured else ["--keep-cwd", "--isolated"])
-    result = subprocess.run([sys.executable, "-m", "lossaudit", *arguments], cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=LIMIT_S)
+    result = subprocess.run(
+        [sys.executable, "-m", "lossaudit", *arguments], cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=LIMIT_S
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "x").read_text() == "written by the target"
 
@@ -127,8 +136,14 @@ def test_findings_show_paths_relative_to_the_users_folder(tmp_path):
     target named relative to it: ``sub/hostile_losses.py``, not an absolute path."""
     (tmp_path / "sub").mkdir()
     _write(tmp_path / "sub", "hostile_losses.py", HOSTILE.read_text())
-    result = subprocess.run([sys.executable, "-m", "lossaudit", "lint", "sub/hostile_losses.py:exits", "--format", "json", "--isolated"],
-                            cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=LIMIT_S)
+    result = subprocess.run(
+        [sys.executable, "-m", "lossaudit", "lint", "sub/hostile_losses.py:exits", "--format", "json", "--isolated"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=LIMIT_S,
+    )
     (target,) = json.loads(result.stdout)["targets"]
     assert target["location"]["path"] == "sub/hostile_losses.py"
     assert {finding["path"] for finding in target["findings"]} == {"sub/hostile_losses.py"}
@@ -221,8 +236,15 @@ def test_module_targets_import_from_their_root_and_a_relative_pythonpath(tmp_pat
     _write(tmp_path / "src", "srcmod.py", FOCAL_FUNCTION)
     environment = {**os.environ, "PYTHONPATH": "src"}
     for arguments in (["--config", "conf/pyproject.toml"], ["srcmod:focal", "--isolated"]):
-        result = subprocess.run([sys.executable, "-m", "lossaudit", "lint", *arguments, "--format", "json"], cwd=tmp_path, env=environment,
-                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=LIMIT_S)
+        result = subprocess.run(
+            [sys.executable, "-m", "lossaudit", "lint", *arguments, "--format", "json"],
+            cwd=tmp_path,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=LIMIT_S,
+        )
         assert result.returncode == 0, (arguments, result.stderr, result.stdout[-2000:])
         assert [target["status"] for target in json.loads(result.stdout)["targets"]] == ["audited"]
 
@@ -244,7 +266,14 @@ def test_a_source_tree_used_without_installing_it_still_lints(tmp_path):
     environment = {**os.environ, "PYTHONPATH": str(tmp_path / "strip")}
     check = subprocess.run([sys.executable, "-c", "import lossaudit"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=60)
     assert check.returncode != 0, "lossaudit must not be importable outside the source tree for this test"
-    result = subprocess.run([sys.executable, "-m", "lossaudit", "lint", "examples/losses/fixed.py:SoftmaxFocalLoss", "--isolated", "--format", "json"],
-                            cwd=root, env=environment, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=LIMIT_S)
+    result = subprocess.run(
+        [sys.executable, "-m", "lossaudit", "lint", "examples/losses/fixed.py:SoftmaxFocalLoss", "--isolated", "--format", "json"],
+        cwd=root,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=LIMIT_S,
+    )
     assert result.returncode == 0, result.stderr
     assert [target["status"] for target in json.loads(result.stdout)["targets"]] == ["audited"]

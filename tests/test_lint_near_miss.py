@@ -31,7 +31,9 @@ NEAR_MISS = Path(__file__).parent / "fixtures" / "near_miss"
 RATIO_TOLERANCE = 0.03  # lossaudit/lint/probes.py RATIO_TOLERANCE: FL001, FL002, FL004 (also FL010, FL023, FL024)
 COUPLING_TOLERANCE = 1e-5  # lossaudit/lint/probes.py COUPLING_TOLERANCE: FL008 (and FL003 within a row)
 GRADIENT_TOLERANCE = 1e-3  # lossaudit/lint/probes.py GRADIENT_TOLERANCE: FL009
-PROBABILITY_FLOOR = 0.01  # rules/gradient.py PROBABILITY_FLOOR: FL009's batch keeps probabilities in [0.01, 0.99], so eps <= 1e-6 in a log moves a gradient <= 1e-4
+PROBABILITY_FLOOR = (
+    0.01  # rules/gradient.py PROBABILITY_FLOOR: FL009's batch keeps probabilities in [0.01, 0.99], so eps <= 1e-6 in a log moves a gradient <= 1e-4
+)
 MATCH_TOLERANCE = 1e-4  # lossaudit/lint/subject.py MATCH_TOLERANCE: calibration's match, FL014
 HALF_TOLERANCE = 50 * 2.0**-10  # probes.py _precision_tolerance: max(50 eps, 5 x own deviation), float16 (README: FL017)
 SATURATION_THRESHOLD = 1e-3  # probes.py probe_saturated_gradient: FL006 when observed < 1e-3 x the reference's ratio
@@ -222,7 +224,9 @@ def test_suppression_comments_ignore_case():
     FL009, lower-case codes of other rules suppress nothing else, and a bare ``Ignore`` skips the
     target. Every target's one finding is FL009 (tests/fixtures/near_miss/suppressed.py)."""
     names = ["focal_ignore_lower", "focal_ignore_other_lower", "focal_ignore_shouting", "focal_skip_shouting"]
-    result = CliRunner().invoke(app, ["lint", *(f"{NEAR_MISS / 'suppressed.py'}:{name}" for name in names), "--format", "json", "--isolated"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        app, ["lint", *(f"{NEAR_MISS / 'suppressed.py'}:{name}" for name in names), "--format", "json", "--isolated"], catch_exceptions=False
+    )
     document = json.loads(result.stdout)
     by_name = {target["target"].rsplit(":", 1)[1]: target for target in document["targets"]}
     codes = {name: ([f["code"] for f in t["findings"]], [f["code"] for f in t["suppressed"]], t["status"]) for name, t in by_name.items()}

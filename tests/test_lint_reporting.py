@@ -80,10 +80,19 @@ def test_helpers_named_focal_are_listed_as_skipped_and_never_run(run_cli, tmp_pa
     assert [t["target"] for t in document["targets"]] == list(discovered)
     assert {t for t, skip in discovered.items() if skip} == set(skipped)
     assert document["summary"]["skipped"] == 3 and document["summary"]["errors"] == 0
-    text = render("text", [TargetResult.from_dict(t) for t in document["targets"]],
-                  [Candidate(Path(d["target"].partition(":")[0]), d["target"].partition(":")[2], d["line"], d["reason"], d.get("skipped", "")) for d in document["discovered"]])
+    text = render(
+        "text",
+        [TargetResult.from_dict(t) for t in document["targets"]],
+        [
+            Candidate(Path(d["target"].partition(":")[0]), d["target"].partition(":")[2], d["line"], d["reason"], d.get("skipped", ""))
+            for d in document["discovered"]
+        ],
+    )
     assert text.startswith("Discovered 6 candidates (3 skipped: not a loss signature): focal_helpers.py:log_focal_stats (name contains 'focal'; skipped)")
-    assert f"focal_helpers.py:log_focal_stats: skipped: not a loss signature: {skipped['focal_helpers.py:log_focal_stats']}; not imported or run" in text.splitlines()
+    assert (
+        f"focal_helpers.py:log_focal_stats: skipped: not a loss signature: {skipped['focal_helpers.py:log_focal_stats']}; not imported or run"
+        in text.splitlines()
+    )
 
 
 def _signature(source: str) -> str | None:
@@ -116,13 +125,24 @@ def _signature(source: str) -> str | None:
         ("def focal(stats, where):\n    open(where, 'w')", "focal(stats, where): its second input 'where' is used as a path (passed to open)"),
         ("def focal(options, x):\n    return options['gamma']", "focal(options, x): its first input 'options' is a configuration by its name"),
         ("def focal(table, x):\n    return table['gamma']", "focal(table, x): its first input 'table' is used as a mapping (indexed by 'gamma')"),
-        ("def focal(board, x):\n    board.add_scalar('focal', x)", "focal(board, x): its first input 'board' is used as a logger or writer (its .add_scalar() is called)"),
+        (
+            "def focal(board, x):\n    board.add_scalar('focal', x)",
+            "focal(board, x): its first input 'board' is used as a logger or writer (its .add_scalar() is called)",
+        ),
         ("def focal(logits): pass", "focal(logits) takes one positional input ('logits'); a loss takes two (predictions and targets)"),
-        ("def plot_focal(rows, exp, out: Path, scale: float, est=None): pass", "plot_focal(rows, exp, out, scale, est): its required parameter 'out' is annotated Path"),
+        (
+            "def plot_focal(rows, exp, out: Path, scale: float, est=None): pass",
+            "plot_focal(rows, exp, out, scale, est): its required parameter 'out' is annotated Path",
+        ),
         ("def focal(pred, target, *, writer): pass", "focal(pred, target): its required parameter 'writer' is a logger or writer by its name"),
-        ("def focal(gamma=2.0, alpha=0.25):\n    def fixed(y_true, y_pred):\n        pass\n    return fixed",
-         "focal(gamma, alpha): its first input 'gamma' has the default 2.0 (a setting, not an input); it is a loss factory (it returns fixed(y_true, y_pred))"),
-        ("class F(nn.Module):\n    def forward(self, batch): pass", "F.forward(batch) takes one positional input ('batch'); a loss takes two (predictions and targets)"),
+        (
+            "def focal(gamma=2.0, alpha=0.25):\n    def fixed(y_true, y_pred):\n        pass\n    return fixed",
+            "focal(gamma, alpha): its first input 'gamma' has the default 2.0 (a setting, not an input); it is a loss factory (it returns fixed(y_true, y_pred))",
+        ),
+        (
+            "class F(nn.Module):\n    def forward(self, batch): pass",
+            "F.forward(batch) takes one positional input ('batch'); a loss takes two (predictions and targets)",
+        ),
         ("class F(nn.Module):\n    def __init__(self, gamma=2.0): pass", "F defines no forward or __call__ (nn.Module's forward raises NotImplementedError)"),
         ("class FocalConfig:\n    gamma: float = 2.0", "FocalConfig defines no forward or __call__"),
     ],
@@ -155,7 +175,9 @@ def test_checks_that_could_not_run_are_counted_listed_and_can_fail_the_run(run_c
     lines = text.stdout.splitlines()
     summary = f"Found 0 errors, 0 warnings, 2 infos in {UNCHECKED}; {len(codes)} checks could not run on BackgroundDroppingFocalLoss: {', '.join(codes)}"
     assert summary in lines
-    assert [line for line in lines if line.startswith("  not checked: ")] == [f"  not checked: {', '.join(item['codes'])}: {item['reason']}" for item in unchecked]
+    assert [line for line in lines if line.startswith("  not checked: ")] == [
+        f"  not checked: {', '.join(item['codes'])}: {item['reason']}" for item in unchecked
+    ]
     assert not any(line.startswith("  note: ") for line in lines)  # the notes stay under -v
 
     required = run_cli("lint", UNCHECKED, "--init", "include_background=False", "--require-checks")
@@ -232,7 +254,9 @@ def test_verbose_shows_the_other_notes_once():
         "FL011 not checked: no ignore index (pass --ignore-index, or give the target an ignore_index parameter)",
     ]
     lines = render("text", [result], [], verbose=True).splitlines()
-    assert [line for line in lines if "FL001" in line and "not checked" in line] == ["  not checked: FL001, FL002: quiet elements are not quiet for this target"]
+    assert [line for line in lines if "FL001" in line and "not checked" in line] == [
+        "  not checked: FL001, FL002: quiet elements are not quiet for this target"
+    ]
     assert "  note: FL011 not checked: no ignore index (pass --ignore-index, or give the target an ignore_index parameter)" in lines
     assert not any(line.startswith("  note:") for line in render("text", [result], []).splitlines())
 
@@ -270,7 +294,9 @@ def test_unchecked_falls_back_to_the_notes_and_leaves_out_what_does_not_apply():
         {"codes": ["FL009"], "reason": "no gradient", "probe": "probe_gradient", "applies": False},
     ]
     from_battery = fill_unchecked(TargetResult(target="t", notes=notes, unchecked=given))
-    assert from_battery.unchecked == [{"codes": ["FL023", "FL024"], "reason": "class 0 is not counted", "probe": "probe_weight_modulation, probe_weight_balance"}]
+    assert from_battery.unchecked == [
+        {"codes": ["FL023", "FL024"], "reason": "class 0 is not counted", "probe": "probe_weight_modulation, probe_weight_balance"}
+    ]
     assert fill_unchecked(TargetResult(target="t", status="skipped", notes=notes)).unchecked == []
 
 

@@ -59,9 +59,17 @@ def test_correct_kinds_and_normalisations_are_detected():
         assert (detected["kind"], detected["inputs"], detected["targets"], detected["normalisation"]) == (kind, inputs, targets, normalisation)
     segmentation = {symbol: run_audit(CORRECT, symbol).detected for symbol in ("SegmentationSoftmaxFocalLoss", "SegmentationSigmoidFocalLoss")}
     assert {symbol: (d["kind"], d["layout"], d["normalisation"]) for symbol, d in segmentation.items()} == {
-        "SegmentationSoftmaxFocalLoss": ("softmax", "spatial", "none"), "SegmentationSigmoidFocalLoss": ("sigmoid", "spatial", "none")}
-    backgrounds = {symbol: run_audit(CORRECT, symbol).detected["background"] for symbol in ("RetinaNetFocalLoss", "BackgroundZeroFocalLoss", "EveryRowHasAClassFocalLoss")}
-    assert backgrounds == {"RetinaNetFocalLoss": "background = C", "BackgroundZeroFocalLoss": "background = 0", "EveryRowHasAClassFocalLoss": "no background label"}
+        "SegmentationSoftmaxFocalLoss": ("softmax", "spatial", "none"),
+        "SegmentationSigmoidFocalLoss": ("sigmoid", "spatial", "none"),
+    }
+    backgrounds = {
+        symbol: run_audit(CORRECT, symbol).detected["background"] for symbol in ("RetinaNetFocalLoss", "BackgroundZeroFocalLoss", "EveryRowHasAClassFocalLoss")
+    }
+    assert backgrounds == {
+        "RetinaNetFocalLoss": "background = C",
+        "BackgroundZeroFocalLoss": "background = 0",
+        "EveryRowHasAClassFocalLoss": "no background label",
+    }
     softmax = run_audit(CORRECT, "SoftmaxFocalLoss", {"alpha": PER_CLASS_ALPHA}).detected
     assert (softmax["kind"], softmax["targets"], softmax["num_classes"]) == ("softmax", "index", 5)
     assert softmax["reference"] == f"softmax focal loss(alpha={PER_CLASS_ALPHA}, gamma=2)"

@@ -154,7 +154,11 @@ CRASH_CASES = {
     "CudaTargetsFocal": (("hard-coded CUDA device", "`targets = targets.cuda()`"), "CUDA calls", set()),
     "CudaDeviceDefaultAndDetachedFocal": (("hard-coded CUDA device", "device=device)`"), "CUDA calls", {"FL009"}),
     "NoSuperInitConstantAlphaFocal": (("does not call super().__init__()",), "nn.Module.__init__ run on the instance", {"FL001"}),
-    "WeightNoneCrashFocal": (("weight=None cannot be used here", "`return (self.weight[target] * loss).mean()`"), "weight=tensor([1.0, 1.0, 1.0, 1.0, 1.0])", set()),
+    "WeightNoneCrashFocal": (
+        ("weight=None cannot be used here", "`return (self.weight[target] * loss).mean()`"),
+        "weight=tensor([1.0, 1.0, 1.0, 1.0, 1.0])",
+        set(),
+    ),
     "SequenceAssertFocal": (("assertion `logits.dim() == 3 and labels.dim() == 2` is false",), "(B, C, L) inputs", {"FL004", "FL014"}),
     "Int32OneHotFocal": (("F.one_hot needs int64 class indices",), None, set()),
 }
@@ -202,7 +206,9 @@ def test_cli_json_and_sarif_carry_the_setting():
     assert finding["evidence"]["setting"] == {"gamma": 2.0}
     run = subprocess.run([sys.executable, "-m", "lossaudit", "lint", target, "--isolated", "--format", "sarif"], capture_output=True, text=True, check=False)
     results = json.loads(run.stdout)["runs"][0]["results"]
-    assert any(r["ruleId"] == "FL009" and r["properties"]["evidence"]["setting"] == {"gamma": 2.0} and ": at gamma=2: " in r["message"]["text"] for r in results)
+    assert any(
+        r["ruleId"] == "FL009" and r["properties"]["evidence"]["setting"] == {"gamma": 2.0} and ": at gamma=2: " in r["message"]["text"] for r in results
+    )
 
 
 def test_canonical_settings_stop_at_the_time_budget(monkeypatch):
@@ -226,10 +232,13 @@ def test_cuda_at_import_is_named_and_the_rest_audited():
     assert loud == {} and result.detected["matched"]
 
 
-@pytest.mark.parametrize(("symbol", "words"), [
-    ("FixedBatchFocal", "cause: a hard-coded shape (`logits, targets = logits.view(16, -1), targets.view(16, -1)`)"),  # before: the RuntimeError alone
-    ("Python2Focal", "cause: `xrange` is a Python 2 name (`for i in xrange(logits.shape[0]):`); Python 3 has range"),  # before: the NameError alone
-])
+@pytest.mark.parametrize(
+    ("symbol", "words"),
+    [
+        ("FixedBatchFocal", "cause: a hard-coded shape (`logits, targets = logits.view(16, -1), targets.view(16, -1)`)"),  # before: the RuntimeError alone
+        ("Python2Focal", "cause: `xrange` is a Python 2 name (`for i in xrange(logits.shape[0]):`); Python 3 has range"),  # before: the NameError alone
+    ],
+)
 def test_probe_and_calibration_crashes_name_their_cause(symbol, words):
     result = run_audit(Path("tests/fixtures/buggy_losses.py"), symbol)
     crash = _loud(result)["FL015"]

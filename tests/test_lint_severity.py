@@ -56,7 +56,10 @@ def test_default_alpha_removing_a_side_is_a_warning():
     """before: FL019 info only; after: FL001 warning. An isolated element at logit 0 (p = 0.5):
     at alpha = 0.25 a negative's loss is 0.75 * 0.5^2 * ln 2 = 0.12997, a positive's
     0.25 * 0.5^2 * ln 2 = 0.043322; at the default (1, resp. 0) it is 0."""
-    for symbol, removed, reference in (("AlphaOneDefaultFocal", "negative", 0.75 * 0.25 * math.log(2)), ("alpha_zero_default_focal", "positive", 0.25 * 0.25 * math.log(2))):
+    for symbol, removed, reference in (
+        ("AlphaOneDefaultFocal", "negative", 0.75 * 0.25 * math.log(2)),
+        ("alpha_zero_default_focal", "positive", 0.25 * 0.25 * math.log(2)),
+    ):
         result = run_audit(ALPHA, symbol)
         (finding,) = _loud(result).values()
         assert (finding.code, finding.severity) == ("FL001", "warning"), symbol
@@ -130,7 +133,11 @@ def test_fl009_text_states_its_tolerances():
     text = RULES_BY_CODE["FL009"].explanation
     for words in ("1e-3", "eps <= 1e-6", "[0.01, 0.99]", "1e-4", "along the simplex", "FL006"):
         assert words in text, words
-    assert "p_t near 6e-6" in RULES_BY_CODE["FL006"].explanation and "then 12" in RULES_BY_CODE["FL006"].explanation and "1e-5 or wider" in RULES_BY_CODE["FL006"].explanation
+    assert (
+        "p_t near 6e-6" in RULES_BY_CODE["FL006"].explanation
+        and "then 12" in RULES_BY_CODE["FL006"].explanation
+        and "1e-5 or wider" in RULES_BY_CODE["FL006"].explanation
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -236,8 +236,11 @@ def test_asl_matches_timm(seed, shape, gamma_pos, gamma_neg, clip, eps, hard, dt
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     arrays(np.float32, st.tuples(st.integers(1, 16), st.integers(1, 6)), elements=st.floats(-40, 40, width=32)),
-    st.sampled_from([0.0, 0.5, 1.0, 2.0]), st.sampled_from([0.0, 1.0, 4.0]), st.sampled_from([0.0, 0.05, 0.3]),
-    st.sampled_from([0.0, 1e-8, 1e-4]), st.data(),
+    st.sampled_from([0.0, 0.5, 1.0, 2.0]),
+    st.sampled_from([0.0, 1.0, 4.0]),
+    st.sampled_from([0.0, 0.05, 0.3]),
+    st.sampled_from([0.0, 1e-8, 1e-4]),
+    st.data(),
 )
 def test_asl_is_timm_for_any_batch(logits, gamma_pos, gamma_neg, clip, eps, data):
     """float32 logits up to ±40 against timm's float64 forward. Without the eps floor timm's
@@ -380,7 +383,9 @@ def test_cb_with_beta_zero_is_unweighted(seed):
     one_hot = F.one_hot(labels, 5).double()
     torch.testing.assert_close(
         losses.cb(logits, labels, counts, beta=0.0, base="focal", reduction="sum"),
-        losses.focal(logits, one_hot, alpha=-1, reduction="sum"), rtol=1e-12, atol=0,
+        losses.focal(logits, one_hot, alpha=-1, reduction="sum"),
+        rtol=1e-12,
+        atol=0,
     )
 
 
@@ -466,9 +471,7 @@ def test_poly1_focal_matches_the_paper(seed, shape, epsilon, gamma, alpha, reduc
 def test_poly1_with_epsilon_zero_is_its_base(seed):
     logits, soft, labels = _batch(seed)
     torch.testing.assert_close(losses.poly1(logits, labels, epsilon=0), losses.ce(logits, labels), rtol=1e-12, atol=0)
-    torch.testing.assert_close(
-        losses.poly1(logits, soft, epsilon=0, base="focal", reduction="none"), losses.focal(logits, soft), rtol=1e-12, atol=0
-    )
+    torch.testing.assert_close(losses.poly1(logits, soft, epsilon=0, base="focal", reduction="none"), losses.focal(logits, soft), rtol=1e-12, atol=0)
 
 
 def test_poly1_skips_ignored_rows():

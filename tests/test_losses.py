@@ -154,9 +154,7 @@ def test_softmax_focal_matches_formula(seed, gamma, alpha):
 def test_softmax_focal_scalar_alpha_only_rescales():
     rng = np.random.default_rng(7)
     logits, labels = torch.from_numpy(rng.normal(size=(30, 4))), torch.from_numpy(rng.integers(0, 4, 30))
-    assert losses.softmax_focal(logits, labels, alpha=0.25).item() == pytest.approx(
-        0.25 * losses.softmax_focal(logits, labels).item(), rel=1e-12
-    )
+    assert losses.softmax_focal(logits, labels, alpha=0.25).item() == pytest.approx(0.25 * losses.softmax_focal(logits, labels).item(), rel=1e-12)
 
 
 def test_softmax_focal_skips_ignored_rows_in_the_mean():

@@ -170,7 +170,10 @@ def test_state_dict_key_mismatch_lists_keys(run_cli, trained, tmp_path):
         (["--arch", "tests.fixtures.no_such_module:MLP"], "--arch 'tests.fixtures.no_such_module:MLP' cannot be imported"),
         ([], "a state dict holds weights only; name the model class with --arch"),
         (["--arch", ARCH, "--inputs-key", "pixels"], "no key 'pixels' (--inputs-key); keys present: inputs, targets, class_names"),
-        (["--arch", ARCH, "--init", "hidden=32"], "3 tensors have another shape than in the --arch model (checkpoint vs model): body.0.bias (16,) vs (32,), body.0.weight (16, 8) vs (32, 8), head.weight (4, 16) vs (4, 32)"),
+        (
+            ["--arch", ARCH, "--init", "hidden=32"],
+            "3 tensors have another shape than in the --arch model (checkpoint vs model): body.0.bias (16,) vs (32,), body.0.weight (16, 8) vs (32, 8), head.weight (4, 16) vs (4, 32)",
+        ),
     ],
 )
 def test_bad_model_inputs_exit_2(run_cli, trained, args, expected):

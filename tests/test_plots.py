@@ -134,7 +134,8 @@ def test_histogram_and_density_hold_the_counts(reports):
     figure = plots.compare_figure(report)
     histogram = axes(figure, "elements per p_t bin")  # the twin of the loss curves
     assert sorted((round(bar.get_x(), 9), bar.get_height()) for bar in histogram.patches) == sorted(
-        (round(1 - (b + 1) / 10, 9), c) for b, c in enumerate(counts))
+        (round(1 - (b + 1) / 10, 9), c) for b, c in enumerate(counts)
+    )
     n, filled = sum(counts), sum(1 for c in counts if c)
     density, weights = axes(figure, "Gradient-norm density"), axes(figure, "GHM-C weight")
     np.testing.assert_allclose([bar.get_height() for bar in density.patches], [c / (n * 0.1) for c in counts], rtol=1e-12)
@@ -203,8 +204,9 @@ def sweep_report(tmp_path_factory) -> dict:
     from lossaudit.cli import app
 
     folder = tmp_path_factory.mktemp("sweep")
-    result = CliRunner().invoke(app, ["sweep", str(ROOT / "examples" / "detection.npz"), "--gamma", "0,2,5", "--alpha", "0.25,-1",
-                                      "--format", "json", "--plot", str(folder / "s.svg")])
+    result = CliRunner().invoke(
+        app, ["sweep", str(ROOT / "examples" / "detection.npz"), "--gamma", "0,2,5", "--alpha", "0.25,-1", "--format", "json", "--plot", str(folder / "s.svg")]
+    )
     assert result.exit_code == 0, result.stderr
     return {"report": json.loads(result.stdout), "svg": (folder / "s.svg").read_bytes()}
 
@@ -266,8 +268,13 @@ def test_plots_need_neither_torch_nor_matplotlib_at_import(tmp_path):
     (tmp_path / "sitecustomize.py").write_text(BLOCK_TORCH)
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     dump = ROOT / "examples" / "centernet.npz"
-    run = subprocess.run([sys.executable, "-m", "lossaudit", "compare", str(dump), "--isolated", "--format", "json", "--plot", str(tmp_path / "c.png")],
-                         env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "lossaudit", "compare", str(dump), "--isolated", "--format", "json", "--plot", str(tmp_path / "c.png")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     assert png_size((tmp_path / "c.png").read_bytes())[0] == 800
     probe = subprocess.run([sys.executable, "-c", "import sys, lossaudit.cli; print('matplotlib' in sys.modules)"], capture_output=True, text=True)

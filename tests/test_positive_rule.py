@@ -46,9 +46,7 @@ TARGETS = np.array(
     ],
     dtype=np.float32,
 )
-POSITIVE = np.array(
-    [[True, False, False], [False, False, False], [False, True, True], [False, False, False], [False, False, False]]
-)
+POSITIVE = np.array([[True, False, False], [False, False, False], [False, True, True], [False, False, False], [False, False, False]])
 """By hand from the comments above: (0, 0), (2, 1), (2, 2)."""
 POSITIVES_PER_CLASS = [1, 1, 1]
 NEGATIVES_PER_CLASS = [4, 4, 4]  # 5 rows, every element valid

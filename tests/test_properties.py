@@ -114,8 +114,10 @@ def test_ghm_mean_is_the_average_of_bin_means(batch, bins):
 
 
 @SETTINGS
-@given(arrays(np.float32, (2, 3, 4, 5), elements=st.floats(float(np.float32(1e-4)), float(np.float32(1 - 1e-4)), width=32)),
-       arrays(np.float32, (2, 3, 4, 5), elements=st.sampled_from([0.0, 0.2, 0.7, 1.0])))
+@given(
+    arrays(np.float32, (2, 3, 4, 5), elements=st.floats(float(np.float32(1e-4)), float(np.float32(1 - 1e-4)), width=32)),
+    arrays(np.float32, (2, 3, 4, 5), elements=st.sampled_from([0.0, 0.2, 0.7, 1.0])),
+)
 def test_centernet_is_its_closed_form(probs, heatmap):
     p, gt = probs.astype(np.float64), heatmap.astype(np.float64)
     terms = np.where(gt == 1, -np.log(p) * (1 - p) ** 2, -np.log(1 - p) * p**2 * (1 - gt) ** 4)

@@ -190,7 +190,7 @@ def test_half_precision_logits(dtype, stored):
     positive = labels < 3
     np.testing.assert_array_equal(batch["logits"][: positive.sum()].astype(np.float32), exact[positive])
     classes, values, weights, _ = _pseudo(batch)
-    hard = (1 / (1 + np.exp(-exact[~positive].astype(np.float64))) >= 0.1)
+    hard = 1 / (1 + np.exp(-exact[~positive].astype(np.float64))) >= 0.1
     assert np.count_nonzero(weights == 1) == hard.sum()
 
 
@@ -286,7 +286,9 @@ def test_bad_batches_are_refused():
     with pytest.raises(ValueError, match=r"targets has shape \(5,\) but logits has shape \(4, 3\)"):
         sample_batch(np.zeros((4, 3), np.float32), np.zeros(5, dtype=np.int64))
     for labels in (np.zeros(4), np.zeros(4, dtype=bool)):
-        with pytest.raises(ValueError, match=r"targets has shape \(4,\) and dtype torch\.(float64|bool); expected integer class ids \(or \(4, 3\) one-hot/soft targets\)"):
+        with pytest.raises(
+            ValueError, match=r"targets has shape \(4,\) and dtype torch\.(float64|bool); expected integer class ids \(or \(4, 3\) one-hot/soft targets\)"
+        ):
             sample_batch(np.zeros((4, 3), np.float32), labels)
     with pytest.raises(TypeError, match="expected floating-point logits"):
         sample_batch(np.zeros((4, 3), np.int32), np.zeros(4, dtype=np.int64))
@@ -328,8 +330,17 @@ def test_recorder_writes_numbered_files_of_one_run(tmp_path):
     for path in written:
         with np.load(path, allow_pickle=False) as data:
             ids.add(str(data["run_id"]))
-            assert {"logits", "targets", "weights", "negatives_logits", "negatives_weights", "negatives_per_class", "population_rows", "population_elements",
-                    "sample_rate"} <= set(data.files)
+            assert {
+                "logits",
+                "targets",
+                "weights",
+                "negatives_logits",
+                "negatives_weights",
+                "negatives_per_class",
+                "population_rows",
+                "population_elements",
+                "sample_rate",
+            } <= set(data.files)
             assert data["logits_shape"].tolist() == list(data["logits"].shape)
     assert len(ids) == 1
 
@@ -338,7 +349,10 @@ def test_recorder_never_writes_into_another_run(tmp_path):
     run = tmp_path / "run"
     _record(run)
     before = {path.name: path.read_bytes() for path in run.iterdir()}
-    with pytest.raises(FileExistsError, match=r"run: exists and holds 2 items; a run is never written over another: choose a new folder, or add to this run with Recorder\(\.\.\., resume=True\)"):
+    with pytest.raises(
+        FileExistsError,
+        match=r"run: exists and holds 2 items; a run is never written over another: choose a new folder, or add to this run with Recorder\(\.\.\., resume=True\)",
+    ):
         lossaudit.Recorder(run)
     assert {path.name: path.read_bytes() for path in run.iterdir()} == before
     (tmp_path / "file").write_text("x")
@@ -390,8 +404,19 @@ def test_recorder_counts_and_memory_stay_per_batch(tmp_path):
             recorder.add(logits, labels)
         assert recorder.batches == 3 and recorder.population_elements == 3 * 2000
         assert 0 < recorder.sampled_elements < 3 * 2000
-        assert set(vars(recorder)) == {"rate", "target_size", "easy_edge", "seed", "writer", "path", "batches",
-                                        "population_elements", "sampled_elements", "_generators", "_closed"}
+        assert set(vars(recorder)) == {
+            "rate",
+            "target_size",
+            "easy_edge",
+            "seed",
+            "writer",
+            "path",
+            "batches",
+            "population_elements",
+            "sampled_elements",
+            "_generators",
+            "_closed",
+        }
 
 
 def test_importing_the_recorder_does_not_import_torch():
@@ -400,8 +425,9 @@ def test_importing_the_recorder_does_not_import_torch():
     assert result.stdout.strip() == "False"
 
 
-@pytest.mark.skipif("weighted" not in lossaudit.io.dataset.DataInfo.__dataclass_fields__,
-                    reason="compare's reader of weighted dumps (issue 24, ENGINE) is not there yet")
+@pytest.mark.skipif(
+    "weighted" not in lossaudit.io.dataset.DataInfo.__dataclass_fields__, reason="compare's reader of weighted dumps (issue 24, ENGINE) is not there yet"
+)
 def test_compare_reads_a_recorded_run(tmp_path, compare_json):
     logits, labels = _detection_batch(3000, 4, seed=9)
     labels[:10] = -1
@@ -429,8 +455,21 @@ def test_a_weighted_batch_sampled_again_multiplies_the_weights_and_skips_the_pad
 
     logits, labels = _detection_batch(3000, 4, seed=12)
     first = dense(sample_batch(logits, labels, rate=0.25, generator=_seeded(0)))
-    second = dense(pack([select(first["logits"], first["targets"], 0.5, mask=np.ones(first["logits"].shape, bool), generator=_seeded(1),
-                                weights=first["weights"], padding=first["padding"])]))
+    second = dense(
+        pack(
+            [
+                select(
+                    first["logits"],
+                    first["targets"],
+                    0.5,
+                    mask=np.ones(first["logits"].shape, bool),
+                    generator=_seeded(1),
+                    weights=first["weights"],
+                    padding=first["padding"],
+                )
+            ]
+        )
+    )
     before, after = first["weights"][~first["padding"]], second["weights"][~second["padding"]]
     assert set(np.unique(after)) == {1.0, 8.0} and np.count_nonzero(after == 1) == np.count_nonzero(before == 1)
     assert second["ignored"].tolist() == [0, 0, 0, 0]  # padding is no ignored element

@@ -61,7 +61,11 @@ def test_two_ranks_write_one_run(tmp_path, compare_json):
     run = tmp_path / "run"
     results = _record(tmp_path, run)
     assert [Path(path).name for result in results for path in result["written"]] == [
-        "rank000-000000.npz", "rank000-000001.npz", "rank001-000000.npz", "rank001-000001.npz"]
+        "rank000-000000.npz",
+        "rank000-000001.npz",
+        "rank001-000000.npz",
+        "rank001-000001.npz",
+    ]
     ids, population = set(), 0
     for path in sorted(run.iterdir()):
         with np.load(path, allow_pickle=False) as data:

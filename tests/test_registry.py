@@ -104,7 +104,9 @@ def test_per_class_alpha_is_checked_on_every_path(values, bad, dump, run_cli, tm
     listed.write_text("\n".join(str(value) for value in values) + "\n")
     assert _cli_error(run_cli("compare", dump, "--isolated", "--alpha-per-class", listed)) == f"{listed}: {expected}"
     config = tmp_path / "pyproject.toml"
-    config.write_text(f"[tool.lossaudit.compare]\nalpha-per-class = [{', '.join('nan' if math.isnan(v) else 'inf' if math.isinf(v) else repr(v) for v in values)}]\n")
+    config.write_text(
+        f"[tool.lossaudit.compare]\nalpha-per-class = [{', '.join('nan' if math.isnan(v) else 'inf' if math.isinf(v) else repr(v) for v in values)}]\n"
+    )
     assert _cli_error(run_cli("compare", dump, "--config", config)) == f"{config}: [tool.lossaudit.compare] key 'alpha-per-class': {expected}"
     assert _cli_error(run_cli("explain", "--logits", "1,2,3", "--target", "0", "--alpha-per-class", shown)) == expected
 

@@ -45,8 +45,15 @@ def _shown(report: dict) -> list[str]:
     inp = report["input"]
     values = [f"{inp[key]:,}" for key in ("rows", "elements", "positives", "negatives", "ignored_elements", "nonfinite_elements")]
     for d in report["losses"].values():
-        values += [_num(d["sum"]), _num(d["mean"]), _num(d["per_positive"]), _pct(d["positive_share"]),
-                   _pct(d["easy_negative_share"]), _pct(d["very_hard_share"]), f"{d['covers']['count']:,}"]
+        values += [
+            _num(d["sum"]),
+            _num(d["mean"]),
+            _num(d["per_positive"]),
+            _pct(d["positive_share"]),
+            _pct(d["easy_negative_share"]),
+            _pct(d["very_hard_share"]),
+            f"{d['covers']['count']:,}",
+        ]
     for c in report["per_class"]:
         values += [c["name"], f"{c['positives']:,}", f"{c['negatives']:,}", _num(c["mean_p"]), _num(c["focal_ce_ratio"])]
         values += [_pct(share) for share in c["share"].values()]
@@ -69,8 +76,7 @@ def _whole(value: str, text: str) -> bool:
 def _long_names(tmp_path) -> Path:
     rng = np.random.default_rng(1)
     names = np.array(["a-class-name-of-forty-characters-exactly", "person", "okapi"])
-    return write_npz(tmp_path / "long.npz", logits=rng.normal(-1, 2, size=(50, 3)).astype(np.float32),
-                     targets=rng.integers(0, 4, 50), class_names=names)
+    return write_npz(tmp_path / "long.npz", logits=rng.normal(-1, 2, size=(50, 3)).astype(np.float32), targets=rng.integers(0, 4, 50), class_names=names)
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -129,7 +135,6 @@ def test_readme_excerpt_is_the_80_column_rendering(run_cli, document, shown):
         assert line in text.splitlines(), line
 
 
-
 def test_natural_width_is_what_rich_lays_out(compare_json, tmp_path):
     """The layout's width arithmetic equals Rich's own measurement of the drawn table, for every
     section of every example and of the long-names dump, whole and for each single column."""
@@ -150,8 +155,7 @@ def test_natural_width_is_what_rich_lays_out(compare_json, tmp_path):
 def test_class_names_that_look_like_markup_stay_visible(compare_json, tmp_path):
     names = np.array(["[bold]cat[/bold]", "dog [x]", "[/]"])
     rng = np.random.default_rng(2)
-    dump = write_npz(tmp_path / "markup.npz", logits=rng.normal(size=(30, 3)).astype(np.float32),
-                     targets=rng.integers(0, 3, 30), class_names=names)
+    dump = write_npz(tmp_path / "markup.npz", logits=rng.normal(size=(30, 3)).astype(np.float32), targets=rng.integers(0, 3, 30), class_names=names)
     text = render_text(compare_json(dump, "--isolated"), 80)
     for name in names:
         assert name in text

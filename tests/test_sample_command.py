@@ -37,8 +37,8 @@ def test_sample_writes_a_weighted_run_of_the_dump(tmp_path, run_cli):
     labelled, ignored = (labels >= 0) & (labels < 20), labels == -1
     np.testing.assert_array_equal(batch["logits"][: labelled.sum()], logits[labelled])
     np.testing.assert_array_equal(batch["targets"][: labelled.sum()].argmax(axis=1), labels[labelled])
-    pseudo = ~batch["padding"][labelled.sum():]
-    weights = batch["weights"][labelled.sum():][pseudo].astype(np.float64)
+    pseudo = ~batch["padding"][labelled.sum() :]
+    weights = batch["weights"][labelled.sum() :][pseudo].astype(np.float64)
     np.testing.assert_array_equal(batch["ignored"], np.full(20, ignored.sum()))
     not_easy = 1 / (1 + np.exp(-logits[~labelled & ~ignored].astype(np.float64))) >= 0.1
     assert np.count_nonzero(weights == 1) == not_easy.sum()
@@ -74,7 +74,9 @@ def test_sample_never_writes_into_a_folder_that_is_not_empty(tmp_path, run_cli):
     (folder / "mine.txt").write_text("keep")
     result = run_cli("sample", DETECTION, "--output", folder)
     assert result.exit_code == 2
-    assert result.stderr.strip().splitlines() == [f"lossaudit: error: --output {folder}: exists and holds 1 item; a run is never written over another: choose a new folder"]
+    assert result.stderr.strip().splitlines() == [
+        f"lossaudit: error: --output {folder}: exists and holds 1 item; a run is never written over another: choose a new folder"
+    ]
     assert [path.name for path in folder.iterdir()] == ["mine.txt"] and (folder / "mine.txt").read_text() == "keep"
 
 

@@ -85,8 +85,9 @@ def test_run_id_and_shape_are_recorded(tmp_path):
 
 @settings(max_examples=40, deadline=None, derandomize=True, database=None)
 @given(
-    logits=arrays(st.sampled_from([np.float16, np.float32, np.float64]), st.tuples(st.integers(1, 9), st.integers(1, 6)),
-                  elements=st.floats(-1e4, 1e4, width=16)),
+    logits=arrays(
+        st.sampled_from([np.float16, np.float32, np.float64]), st.tuples(st.integers(1, 9), st.integers(1, 6)), elements=st.floats(-1e4, 1e4, width=16)
+    ),
     seed=st.integers(0, 2**16),
     with_mask=st.booleans(),
 )
@@ -257,7 +258,9 @@ def test_save_logits_refuses_what_save_refuses_in_one_line(tmp_path, run_cli):
     assert not (tmp_path / "out.npz").exists()
 
 
-@pytest.mark.parametrize("given, written", [("run.v2/", "run.v2/batch-000000.npz"), ("dumps", "dumps/batch-000000.npz"), ("old.npz/", "old.npz/batch-000000.npz")])
+@pytest.mark.parametrize(
+    "given, written", [("run.v2/", "run.v2/batch-000000.npz"), ("dumps", "dumps/batch-000000.npz"), ("old.npz/", "old.npz/batch-000000.npz")]
+)
 def test_folders_are_named_by_a_slash_or_no_suffix(tmp_path, monkeypatch, given, written):
     monkeypatch.chdir(tmp_path)
     assert lossaudit.save(given, np.zeros((2, 3)), np.zeros(2, dtype=np.int64)) == Path(written)

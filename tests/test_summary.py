@@ -56,8 +56,13 @@ def test_fit_agrees_its_verb_with_one_loss(compare_json, tmp_path):
 def test_plural_nouns():
     from lossaudit.render.formatting import plural
 
-    assert [plural(1, "class"), plural(3, "class"), plural(2, "peak"), plural(1, "row"), plural(1234, "box")] == \
-        ["1 class", "3 classes", "2 peaks", "1 row", "1,234 boxes"]
+    assert [plural(1, "class"), plural(3, "class"), plural(2, "peak"), plural(1, "row"), plural(1234, "box")] == [
+        "1 class",
+        "3 classes",
+        "2 peaks",
+        "1 row",
+        "1,234 boxes",
+    ]
 
 
 def test_fit_is_silent_with_one_family(compare_json, tmp_path):
@@ -95,7 +100,7 @@ def test_rare_hard_names_the_loss_that_weights_it_most(compare_json, tmp_path):
     y = np.eye(2)[labels]
     bce = _bce(x, y)
     focal = np.where(y == 1, 0.25, 0.75) * np.abs(y - p) ** 2 * bce
-    rare_hard = (y[:, 1] == 1)
+    rare_hard = y[:, 1] == 1
     shares = {"bce": bce[rare_hard, 1].sum() / bce.sum(), "focal": focal[rare_hard, 1].sum() / focal.sum()}
     report = compare_json(write_npz(tmp_path / "r.npz", logits=x.astype(np.float32), targets=labels), "--losses", "bce,focal")
     sentence = _rules(report)["rare-hard"]

@@ -84,8 +84,9 @@ def test_the_hand_made_report_has_the_real_reports_shape():
     """Guard: every key :func:`_base` sets exists in a real ``compare`` report, and the rules read a
     real report the way ``compare`` does (its summary is ``summarise`` of itself)."""
     rng = np.random.default_rng(0)
-    report = lossaudit.compare(logits=rng.normal(size=(40, 2)).astype(np.float32), targets=np.arange(40) % 3, background_index=2,
-                               losses=["bce", "ghm", "ce"]).to_dict()
+    report = lossaudit.compare(
+        logits=rng.normal(size=(40, 2)).astype(np.float32), targets=np.arange(40) % 3, background_index=2, losses=["bce", "ghm", "ce"]
+    ).to_dict()
     _keys_within(_base(), report)
     for loss in ("bce", "ghm"):
         assert set(_base()["losses"]["bce"]) <= set(report["losses"][loss])
@@ -107,8 +108,7 @@ def _with_ce(report: dict) -> dict:
 def test_fit_speaks_with_both_families_in_detection_wording():
     """bce, ghm (sigmoid) and ce (softmax) on data with 10 background rows of 50: detection."""
     assert _rules(_with_ce(_base()))["fit"]["text"] == (
-        "Detection-style data: 10 of 50 rows have no positive class, so the sigmoid losses (bce, ghm) are listed first; "
-        "ce sees only the 40 rows with a target."
+        "Detection-style data: 10 of 50 rows have no positive class, so the sigmoid losses (bce, ghm) are listed first; ce sees only the 40 rows with a target."
     )
 
 
@@ -172,7 +172,10 @@ def _rare_hard(top: float, low: float) -> dict:
 def test_rare_hard_fires_above_five_points():
     """0.36 − 0.30 = 0.06 ≥ 0.05 fires (a threshold 10x higher, 0.5, is silent)."""
     sentence = _rules(_rare_hard(0.36, 0.30))["rare-hard"]
-    assert sentence["text"] == "On these predictions, bce gives the rare-hard quadrant (rare classes b; g ≥ 0.5) the most weight: 36.0% of its loss, against 30.0% for ghm."
+    assert (
+        sentence["text"]
+        == "On these predictions, bce gives the rare-hard quadrant (rare classes b; g ≥ 0.5) the most weight: 36.0% of its loss, against 30.0% for ghm."
+    )
     assert (sentence["numbers"]["loss"], sentence["numbers"]["least"]) == ("bce", "ghm")
 
 
@@ -216,8 +219,7 @@ def test_confidently_wrong_fires_at_one_percent_of_units_and_a_quarter_of_the_lo
     Both exact: a threshold 10x tighter (0.001 or 2.5) is silent here."""
     sentence = _rules(_noise(1, 100, 0.25))["confidently-wrong"]
     assert sentence["text"] == (
-        "1 of 100 elements (1.0%) is confidently wrong (g ≥ 0.9: 1 positive at p ≤ 0.1, 0 negatives at p ≥ 0.9) yet carries "
-        "25.0% of bce's loss: " + TAIL
+        "1 of 100 elements (1.0%) is confidently wrong (g ≥ 0.9: 1 positive at p ≤ 0.1, 0 negatives at p ≥ 0.9) yet carries 25.0% of bce's loss: " + TAIL
     )
     assert sentence["numbers"] == {"loss": "bce", "unit": "elements", "very_hard": 1, "units": 100, "share": 0.25}
 
@@ -235,8 +237,7 @@ def test_confidently_wrong_silent_just_under_a_quarter_of_the_loss():
 def test_confidently_wrong_plural_wording():
     """3 of 400 elements (0.75%), 2 of them positives, carry 60% of bce's loss."""
     assert _rules(_noise(3, 400, 0.6, positives=2))["confidently-wrong"]["text"] == (
-        "3 of 400 elements (0.8%) are confidently wrong (g ≥ 0.9: 2 positives at p ≤ 0.1, 1 negative at p ≥ 0.9) yet carry "
-        "60.0% of bce's loss: " + TAIL
+        "3 of 400 elements (0.8%) are confidently wrong (g ≥ 0.9: 2 positives at p ≤ 0.1, 1 negative at p ≥ 0.9) yet carry 60.0% of bce's loss: " + TAIL
     )
 
 

@@ -64,8 +64,17 @@ def test_each_setting_equals_compare_run_for_it(swept, gamma, alpha):
     row = next(r for r in swept["settings"] if r["gamma"] == gamma and r["alpha"] == alpha)
     report = api.compare(DETECTION, losses=["focal"], alpha=alpha, gamma=gamma).to_dict()
     focal, cells = report["losses"]["focal"], report["quadrants"]["cells"]
-    for key in ("sum", "mean", "positive_share", "easy_negative_share", "very_hard_share", "gradient_mean", "gradient_positive_share",
-                "gradient_easy_negative_share", "gradient_very_hard_share"):
+    for key in (
+        "sum",
+        "mean",
+        "positive_share",
+        "easy_negative_share",
+        "very_hard_share",
+        "gradient_mean",
+        "gradient_positive_share",
+        "gradient_easy_negative_share",
+        "gradient_very_hard_share",
+    ):
         assert row[key] == pytest.approx(focal[key], rel=1e-6, abs=1e-9), key
     for key in ("share", "gradient_share"):
         rare = cells["rare_easy"][key]["focal"] + cells["rare_hard"][key]["focal"]
@@ -169,8 +178,13 @@ def test_loss_bins_from_the_bits_are_frexps():
 
     rng = np.random.default_rng(3)
     tiny = np.finfo(np.float32).tiny
-    edges = np.array([0, 1e-45, 1e-40, tiny, np.nextafter(tiny, np.float32(0)), np.nextafter(tiny, np.float32(1)), 0.5, 1, 2 - 2**-23, np.finfo(np.float32).max], dtype=np.float32)
-    h = np.concatenate([edges, rng.random(10_000).astype(np.float32), np.exp(rng.uniform(-87, 88, 10_000)).astype(np.float32), (rng.random(1_000) * tiny).astype(np.float32)])
+    edges = np.array(
+        [0, 1e-45, 1e-40, tiny, np.nextafter(tiny, np.float32(0)), np.nextafter(tiny, np.float32(1)), 0.5, 1, 2 - 2**-23, np.finfo(np.float32).max],
+        dtype=np.float32,
+    )
+    h = np.concatenate(
+        [edges, rng.random(10_000).astype(np.float32), np.exp(rng.uniform(-87, 88, 10_000)).astype(np.float32), (rng.random(1_000) * tiny).astype(np.float32)]
+    )
     keys = LossHistogram((2.0,))._keys(h)
     np.testing.assert_array_equal(keys, _frexp_keys(h))
     assert keys[0] == 0 and keys.min() >= 0 and keys.max() < LossHistogram((2.0,)).size

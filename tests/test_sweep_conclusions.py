@@ -160,8 +160,17 @@ def test_softmax_focal_sweep_equals_compare(long_tailed, run_cli, tmp_path):
         assert row["alpha"] is None and (row["alpha_per_class"] == vector if weighted else True)
         report = api.compare(path, losses=["softmax-focal"], gamma=row["gamma"], alpha_per_class=vector if weighted else None).to_dict()
         loss, cells = report["losses"]["softmax-focal"], report["quadrants"]["cells"]
-        for key in ("sum", "mean", "positive_share", "easy_negative_share", "very_hard_share", "gradient_mean",
-                    "gradient_positive_share", "gradient_easy_negative_share", "gradient_very_hard_share"):
+        for key in (
+            "sum",
+            "mean",
+            "positive_share",
+            "easy_negative_share",
+            "very_hard_share",
+            "gradient_mean",
+            "gradient_positive_share",
+            "gradient_easy_negative_share",
+            "gradient_very_hard_share",
+        ):
             assert row[key] == pytest.approx(loss[key], rel=1e-9, abs=1e-12), (row["label"], key)
         for key in ("share", "gradient_share"):
             rare = cells["rare_easy"][key]["softmax-focal"] + cells["rare_hard"][key]["softmax-focal"]
@@ -206,8 +215,12 @@ def test_auto_follows_the_valid_rows_not_the_stored_labels(long_tailed, run_cli,
     logits, labels = long_tailed
     plain = _sweep(run_cli, write_npz(tmp_path / "plain.npz", logits=logits, targets=labels), "--gamma", "0,2")
     extra = np.full(5, 10)
-    masked = write_npz(tmp_path / "masked.npz", logits=np.concatenate([logits, logits[:5]]), targets=np.concatenate([labels, extra]),
-                       mask=np.concatenate([np.ones(len(labels), np.uint8), np.zeros(5, np.uint8)]))
+    masked = write_npz(
+        tmp_path / "masked.npz",
+        logits=np.concatenate([logits, logits[:5]]),
+        targets=np.concatenate([labels, extra]),
+        mask=np.concatenate([np.ones(len(labels), np.uint8), np.zeros(5, np.uint8)]),
+    )
     document = _sweep(run_cli, masked, "--gamma", "0,2")
     assert document["loss"] == "softmax-focal" and document["input"]["data_kind"] == "single-label"
     _same_settings(plain, document, rel=1e-12)
@@ -303,8 +316,9 @@ def test_inputs_probabilities(long_tailed, detection, run_cli, tmp_path):
     logits, labels = detection
     from_logits = _sweep(run_cli, write_npz(tmp_path / "det.npz", logits=logits, targets=labels), "--gamma", "0,2", "--alpha", "0.25")
     sigmoid = (1 / (1 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
-    read = _sweep(run_cli, write_npz(tmp_path / "det_probs.npz", logits=sigmoid, targets=labels), "--gamma", "0,2", "--alpha", "0.25",
-                  "--inputs", "sigmoid-probs")
+    read = _sweep(
+        run_cli, write_npz(tmp_path / "det_probs.npz", logits=sigmoid, targets=labels), "--gamma", "0,2", "--alpha", "0.25", "--inputs", "sigmoid-probs"
+    )
     assert read["loss"] == "focal" and read["input"]["inputs"] == "sigmoid-probs"
     _same_settings(from_logits, read, rel=1e-4)
 

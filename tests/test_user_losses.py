@@ -171,7 +171,9 @@ def test_the_configuration_names_user_losses_relative_to_its_folder(run_cli, tmp
     folder.mkdir()
     (folder / "losses.py").write_text(MY_FOCAL.read_text())
     config = folder / "pyproject.toml"
-    config.write_text('[tool.lossaudit.compare]\nlosses = ["focal", "losses.py:SoftmaxFocal@softmax"]\ntimeout = 5\n[tool.lossaudit.compare.loss-init]\nSoftmaxFocal = { gamma = 2.0 }\n')
+    config.write_text(
+        '[tool.lossaudit.compare]\nlosses = ["focal", "losses.py:SoftmaxFocal@softmax"]\ntimeout = 5\n[tool.lossaudit.compare.loss-init]\nSoftmaxFocal = { gamma = 2.0 }\n'
+    )
     monkeypatch.chdir(tmp_path)
     result = run_cli("compare", DETECTION, "--config", config, "--format", "json")
     assert result.exit_code == 0, result.stderr

@@ -38,8 +38,18 @@ def _assert_same_tally(got, expected) -> None:
         for loss, values in getattr(expected, name).items():
             np.testing.assert_allclose(getattr(got, name)[loss], values, **TOLERANCE, err_msg=f"{name}[{loss}]")
     assert got.normaliser_names == expected.normaliser_names
-    for name in ("element_counts", "sum_p_positive", "sum_q_positive", "softmax_positives", "ignored", "nonfinite", "rows", "background_rows",
-                 "softmax_counts", "multi_hot_rows"):
+    for name in (
+        "element_counts",
+        "sum_p_positive",
+        "sum_q_positive",
+        "softmax_positives",
+        "ignored",
+        "nonfinite",
+        "rows",
+        "background_rows",
+        "softmax_counts",
+        "multi_hot_rows",
+    ):
         np.testing.assert_allclose(getattr(got, name), getattr(expected, name), **TOLERANCE, err_msg=name)
     for name, values in expected.file_counts.items():
         np.testing.assert_allclose(got.file_counts[name], values, **TOLERANCE, err_msg=f"file_counts[{name}]")
@@ -95,7 +105,10 @@ def _heatmaps(seed: int, images: int = 4, classes: int = 3, size: int = 16) -> d
 
 SOFTMAX_FAMILY = ("ce", "softmax-focal", "cb-ce", "logit-adjusted-ce")
 CASES = {
-    "index targets, default losses, ohem, cb-ce, logit-adjusted-ce": (_detection, ("ce", "bce", "focal", "softmax-focal", "ghm", "ohem", "cb-ce", "logit-adjusted-ce")),
+    "index targets, default losses, ohem, cb-ce, logit-adjusted-ce": (
+        _detection,
+        ("ce", "bce", "focal", "softmax-focal", "ghm", "ohem", "cb-ce", "logit-adjusted-ce"),
+    ),
     "multi-hot targets: asl, ghm, ohem": (_multi_label, ("bce", "focal", "ghm", "asl", "ohem")),
     "soft targets: qfl, vfl": (_soft, ("bce", "focal", "qfl", "vfl", "ghm")),
 }
@@ -159,12 +172,12 @@ def _replicated_sink():
     return SimpleNamespace(loss_sums={}, gradient_sums={}, normalisers={}, normaliser_names={}, second_moments={})
 
 
-USER_LOSS = '''import torch.nn.functional as F
+USER_LOSS = """import torch.nn.functional as F
 
 
 def my_bce(inputs, targets):
     return F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
-'''
+"""
 
 
 def test_report_numbers_replicate_rows_with_a_user_loss(tmp_path):
@@ -198,8 +211,11 @@ def _assert_numbers_equal(got, expected, where: str) -> None:
         assert got == pytest.approx(expected, rel=1e-6, abs=1e-9), where
 
 
-@pytest.mark.parametrize("make, losses", [(_soft, ("bce", "focal", "ghm", "qfl", "vfl")), (_multi_label, ("bce", "focal", "asl", "ghm")),
-                                           (_heatmaps, ("bce", "focal", "centernet"))], ids=["soft", "multi-label", "heatmaps"])
+@pytest.mark.parametrize(
+    "make, losses",
+    [(_soft, ("bce", "focal", "ghm", "qfl", "vfl")), (_multi_label, ("bce", "focal", "asl", "ghm")), (_heatmaps, ("bce", "focal", "centernet"))],
+    ids=["soft", "multi-label", "heatmaps"],
+)
 def test_integer_element_weights_replicate_elements(make, losses):
     """Per-element integer weights w <= K, for the losses that sum over elements: the same sums as
     K copies of the unweighted dump, copy k masking the elements of weight below k (each element
@@ -317,8 +333,12 @@ def test_padding_counts_nowhere():
     garbage_w[padding] = 0.5
     _assert_same_tally(_tally({"logits": garbage_x, "targets": y, "weights": garbage_w, "padding": padding}, losses, alpha=0.25, gamma=2.0), tally)
     full = np.zeros((2, 3), dtype=bool) | True  # two rows of padding only, at the end
-    padded_rows = {"logits": np.vstack([x, np.zeros((2, 3), np.float32)]), "targets": np.vstack([y, np.zeros((2, 3), np.uint8)]),
-                   "weights": np.vstack([w, np.ones((2, 3))]), "padding": np.vstack([padding, full])}
+    padded_rows = {
+        "logits": np.vstack([x, np.zeros((2, 3), np.float32)]),
+        "targets": np.vstack([y, np.zeros((2, 3), np.uint8)]),
+        "weights": np.vstack([w, np.ones((2, 3))]),
+        "padding": np.vstack([padding, full]),
+    }
     _assert_same_tally(_tally(padded_rows, losses, alpha=0.25, gamma=2.0), tally)
 
 
@@ -342,8 +362,15 @@ def test_row_weights_population_rows_and_recorded_ignored():
     assert tally.rows == 2000 and tally.background_rows == 2000 - 4
     np.testing.assert_array_equal(tally.file_counts["background_rows"], [998, 998])
     np.testing.assert_allclose(tally.ignored, [6, 0, 2])
-    assert tally.sample == {"sampled_elements": 2 * int(present.sum()), "population_rows": 2000.0, "population_elements": 6000.0, "sample_rate": 0.01,
-                            "recorded_ignored": [6, 0, 2], "estimated_elements": pytest.approx(2 * (w * present).sum()), "population_source": "recorded"}
+    assert tally.sample == {
+        "sampled_elements": 2 * int(present.sum()),
+        "population_rows": 2000.0,
+        "population_elements": 6000.0,
+        "sample_rate": 0.01,
+        "recorded_ignored": [6, 0, 2],
+        "estimated_elements": pytest.approx(2 * (w * present).sum()),
+        "population_source": "recorded",
+    }
 
 
 def test_a_batch_without_weights_weighs_one():
@@ -352,10 +379,14 @@ def test_a_batch_without_weights_weighs_one():
     first, second = _multi_label(20, rows=100), _multi_label(21, rows=80)
     weights = np.random.default_rng(22).integers(1, 4, size=100)
     losses = ("bce", "focal", "asl")
-    mixed = stream_tally(plan([ArrayFile(source="a.npz", arrays={**first, "weights": weights}), ArrayFile(source="b.npz", arrays=second)]),
-                         LossSettings(losses=losses), workers=1)
-    expected = stream_tally(plan([ArrayFile(source="a.npz", arrays=_replicated(first, weights)), ArrayFile(source="b.npz", arrays=second)]),
-                            LossSettings(losses=losses), workers=1)
+    mixed = stream_tally(
+        plan([ArrayFile(source="a.npz", arrays={**first, "weights": weights}), ArrayFile(source="b.npz", arrays=second)]),
+        LossSettings(losses=losses),
+        workers=1,
+    )
+    expected = stream_tally(
+        plan([ArrayFile(source="a.npz", arrays=_replicated(first, weights)), ArrayFile(source="b.npz", arrays=second)]), LossSettings(losses=losses), workers=1
+    )
     _assert_same_tally(mixed, expected)
     assert mixed.sample["sampled_elements"] == 180 * 5 and mixed.sample["population_source"] == "sum of weights"
 

@@ -36,7 +36,7 @@ def ht_share_and_se(values: np.ndarray, weights: np.ndarray, inside: np.ndarray)
     total = (weights * values).sum()
     share = (weights * values * inside).sum() / total
     z = (inside - share) * values / total
-    return float(share), float(np.sqrt((weights * (weights - 1) * z ** 2).sum()))
+    return float(share), float(np.sqrt((weights * (weights - 1) * z**2).sum()))
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_shares_and_errors_from_the_elements(dump, compare_json):
     for loss, values in (("bce", bce(x, y)), ("focal", focal)):
         numbers = report["losses"][loss]
         assert numbers["sum"] == pytest.approx((w * values).sum(), rel=1e-6)
-        assert numbers["sum_se"] == pytest.approx(np.sqrt((w * (w - 1) * values ** 2).sum()), rel=1e-6)
+        assert numbers["sum_se"] == pytest.approx(np.sqrt((w * (w - 1) * values**2).sum()), rel=1e-6)
         for key, inside in groups.items():
             share, se = ht_share_and_se(values, w, inside.astype(float))
             assert numbers[key] == pytest.approx(share, rel=1e-6, abs=1e-12), (loss, key)
@@ -99,8 +99,11 @@ def test_unit_weights_change_nothing_but_add_zero_errors(tmp_path, compare_json)
     """Every weight 1: the sums and shares are the unweighted dump's, every standard error is 0."""
     arrays = weighted_dump()
     plain = compare_json(write_npz(tmp_path / "plain.npz", logits=arrays["logits"], targets=arrays["targets"]), "--losses", "bce,focal")
-    ones = compare_json(write_npz(tmp_path / "ones.npz", logits=arrays["logits"], targets=arrays["targets"],
-                                  weights=np.ones((ROWS, CLASSES), np.float32)), "--losses", "bce,focal")
+    ones = compare_json(
+        write_npz(tmp_path / "ones.npz", logits=arrays["logits"], targets=arrays["targets"], weights=np.ones((ROWS, CLASSES), np.float32)),
+        "--losses",
+        "bce,focal",
+    )
     for loss in ("bce", "focal"):
         for key in ("sum", "positive_share", "easy_negative_share", "very_hard_share"):
             assert ones["losses"][loss][key] == pytest.approx(plain["losses"][loss][key], rel=1e-7)  # float32 losses, summed in another order
@@ -134,8 +137,7 @@ def test_integer_weights_read_as_repeated_rows(tmp_path, run_cli):
     arrays = weighted_dump(1)
     repeat = np.random.default_rng(2).integers(1, 5, ROWS)
     weighted = write_npz(tmp_path / "weighted.npz", logits=arrays["logits"], targets=arrays["targets"], weights=repeat.astype(np.float32))
-    repeated = write_npz(tmp_path / "repeated.npz", logits=np.repeat(arrays["logits"], repeat, axis=0),
-                         targets=np.repeat(arrays["targets"], repeat, axis=0))
+    repeated = write_npz(tmp_path / "repeated.npz", logits=np.repeat(arrays["logits"], repeat, axis=0), targets=np.repeat(arrays["targets"], repeat, axis=0))
     a = json.loads(run_cli("compare", weighted, "--losses", "bce,focal", "--format", "json").stdout)
     b = json.loads(run_cli("compare", repeated, "--losses", "bce,focal", "--format", "json").stdout)
     for loss in ("bce", "focal"):

@@ -123,11 +123,14 @@ class DumpInputs(str, Enum):
     sigmoid_probs = "sigmoid-probs"
 
 
-
-
 ConfigOption = Annotated[
     Optional[Path],
-    typer.Option("--config", metavar="FILE", rich_help_panel="CI", help=plain("Read options from this pyproject.toml ([tool.lossaudit]) or lossaudit.yaml instead of the nearest one.")),
+    typer.Option(
+        "--config",
+        metavar="FILE",
+        rich_help_panel="CI",
+        help=plain("Read options from this pyproject.toml ([tool.lossaudit]) or lossaudit.yaml instead of the nearest one."),
+    ),
 ]
 
 
@@ -136,8 +139,13 @@ IsolatedOption = Annotated[bool, typer.Option("--isolated", metavar="", rich_hel
 
 AlsoOption = Annotated[
     Optional[list[str]],
-    typer.Option("--also", metavar="FORMAT=FILE", rich_help_panel="Report", show_default=False,
-                 help=plain("Also write the report in FORMAT to FILE, from the same run (repeatable): e.g. --also sarif=lint.sarif --also markdown=summary.md.")),
+    typer.Option(
+        "--also",
+        metavar="FORMAT=FILE",
+        rich_help_panel="Report",
+        show_default=False,
+        help=plain("Also write the report in FORMAT to FILE, from the same run (repeatable): e.g. --also sarif=lint.sarif --also markdown=summary.md."),
+    ),
 ]
 
 
@@ -166,49 +174,99 @@ def parse_also(values: list[str] | None, formats: type[_E], output: Path | None)
     return pairs
 
 
-OutputOption = Annotated[Optional[Path], typer.Option(metavar="FILE", rich_help_panel="Report", help=plain("Write the report to this file instead of stdout (whole: a temporary file, then a rename)."))]
+OutputOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        metavar="FILE", rich_help_panel="Report", help=plain("Write the report to this file instead of stdout (whole: a temporary file, then a rename).")
+    ),
+]
 
 
-PlotOption = Annotated[Optional[Path], typer.Option("--plot", metavar="FILE", rich_help_panel="Report", help=plain("Also draw the plots to this new .png or .svg file (needs the plot extra: pip install 'lossaudit[plot]'); never overwrites a file."))]
+PlotOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--plot",
+        metavar="FILE",
+        rich_help_panel="Report",
+        help=plain("Also draw the plots to this new .png or .svg file (needs the plot extra: pip install 'lossaudit[plot]'); never overwrites a file."),
+    ),
+]
 
 
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", metavar="", rich_help_panel="Report", help=plain("Show tracebacks of errors (lint: also the probes that could not run)."))]
+VerboseOption = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", metavar="", rich_help_panel="Report", help=plain("Show tracebacks of errors (lint: also the probes that could not run).")),
+]
 
 
 INIT_HELP = "KEY=VALUE keyword for the constructor (lint: a class target, or the call of a function; compare: the --arch class); values are Python literals. Repeatable."
 
 
-LogitsKeyOption = Annotated[Optional[str], typer.Option(help=plain("Key of the logits (default: logits, pred, preds, outputs, scores)."), metavar='KEY', rich_help_panel='Input')]
+LogitsKeyOption = Annotated[
+    Optional[str], typer.Option(help=plain("Key of the logits (default: logits, pred, preds, outputs, scores)."), metavar="KEY", rich_help_panel="Input")
+]
 
 
-TargetsKeyOption = Annotated[Optional[str], typer.Option(help=plain("Key of the targets (default: targets, labels, target, label, gt, y)."), metavar='KEY', rich_help_panel='Input')]
+TargetsKeyOption = Annotated[
+    Optional[str], typer.Option(help=plain("Key of the targets (default: targets, labels, target, label, gt, y)."), metavar="KEY", rich_help_panel="Input")
+]
 
 
-TargetsOption = Annotated[TargetEncoding, typer.Option(help=plain("Target encoding; auto detects it."), rich_help_panel='Input')]
+TargetsOption = Annotated[TargetEncoding, typer.Option(help=plain("Target encoding; auto detects it."), rich_help_panel="Input")]
 
 
-BackgroundIndexOption = Annotated[Optional[int], typer.Option(help=plain("Index label meaning background (default: C, the number of classes)."), metavar='N', rich_help_panel='Input')]
+BackgroundIndexOption = Annotated[
+    Optional[int], typer.Option(help=plain("Index label meaning background (default: C, the number of classes)."), metavar="N", rich_help_panel="Input")
+]
 
 
-IgnoreIndexOption = Annotated[int, typer.Option(help=plain("Index label meaning ignore."), metavar='N', rich_help_panel='Input')]
+IgnoreIndexOption = Annotated[int, typer.Option(help=plain("Index label meaning ignore."), metavar="N", rich_help_panel="Input")]
 
 
-ClassDimOption = Annotated[Optional[int], typer.Option(help=plain("Class axis of the logits (default: last for 2-D/3-D, 1 for 4-D)."), metavar='AXIS', rich_help_panel='Input')]
+ClassDimOption = Annotated[
+    Optional[int], typer.Option(help=plain("Class axis of the logits (default: last for 2-D/3-D, 1 for 4-D)."), metavar="AXIS", rich_help_panel="Input")
+]
 
 
-InputsOption = Annotated[Inputs, typer.Option(help=plain("Whether the dump holds logits or probabilities; auto reads logits and warns if they look like probabilities."), rich_help_panel='Input')]
+InputsOption = Annotated[
+    Inputs,
+    typer.Option(
+        help=plain("Whether the dump holds logits or probabilities; auto reads logits and warns if they look like probabilities."), rich_help_panel="Input"
+    ),
+]
 
 
-DumpInputsOption = Annotated[DumpInputs, typer.Option(help=plain("What the dump holds: logits; softmax-probs (softmax losses from log p; the sigmoid losses cannot be computed); sigmoid-probs (every loss from logit p); probs picks softmax-probs when every row sums to 1, else sigmoid-probs; auto reads logits and warns if they look like probabilities."), rich_help_panel='Input')]
+DumpInputsOption = Annotated[
+    DumpInputs,
+    typer.Option(
+        help=plain(
+            "What the dump holds: logits; softmax-probs (softmax losses from log p; the sigmoid losses cannot be computed); sigmoid-probs (every loss from logit p); probs picks softmax-probs when every row sums to 1, else sigmoid-probs; auto reads logits and warns if they look like probabilities."
+        ),
+        rich_help_panel="Input",
+    ),
+]
 
 
-LabelBaseOption = Annotated[int, typer.Option("--label-base", help=plain("Index label of the first class: 0 (labels 0..C-1), or 1 (labels 1..C; the background label then defaults to 0)."), min=0, max=1, metavar='0|1', rich_help_panel='Input')]
+LabelBaseOption = Annotated[
+    int,
+    typer.Option(
+        "--label-base",
+        help=plain("Index label of the first class: 0 (labels 0..C-1), or 1 (labels 1..C; the background label then defaults to 0)."),
+        min=0,
+        max=1,
+        metavar="0|1",
+        rich_help_panel="Input",
+    ),
+]
 
 
-ClassNamesOption = Annotated[Optional[Path], typer.Option(help=plain("File of class names: one per line, a YAML list or a YAML mapping {index: name}."), metavar='FILE', rich_help_panel='Input')]
+ClassNamesOption = Annotated[
+    Optional[Path],
+    typer.Option(help=plain("File of class names: one per line, a YAML list or a YAML mapping {index: name}."), metavar="FILE", rich_help_panel="Input"),
+]
 
 
-BinsOption = Annotated[int, typer.Option(help=plain("Difficulty bins of g for the per-difficulty table."), metavar='N', rich_help_panel='Losses')]
+BinsOption = Annotated[int, typer.Option(help=plain("Difficulty bins of g for the per-difficulty table."), metavar="N", rich_help_panel="Losses")]
 
 
 def init_option(panel: str):
@@ -253,7 +311,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     version: Annotated[
-        bool, typer.Option("--version", metavar="", callback=_version, is_eager=True, help=plain("Print the versions of lossaudit, Python, numpy and torch, and exit."))
+        bool,
+        typer.Option(
+            "--version", metavar="", callback=_version, is_eager=True, help=plain("Print the versions of lossaudit, Python, numpy and torch, and exit.")
+        ),
     ] = False,
 ) -> None:
     """Audit focal, GHM and cross-entropy losses on your predictions and your loss code."""
@@ -271,8 +332,12 @@ def gate_share_moves(section: dict, threshold: float | None) -> None:
     if moved_too_far(section, threshold):
         move = section["largest_move"]
         compared = f" (compared {section['compared']})" if "compared" in section else ""
-        stderr.print(f"--fail-if-share-moves {threshold:g}: {describe_move(move)} moved {move['points']:+.1f} points{compared}",
-                     highlight=False, markup=False, soft_wrap=True)
+        stderr.print(
+            f"--fail-if-share-moves {threshold:g}: {describe_move(move)} moved {move['points']:+.1f} points{compared}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(EXIT_FINDINGS)
 
 
@@ -313,10 +378,17 @@ def fail(message: str, verbose: bool) -> None:
 
 
 VALIDATION_WORDS = {
-    "int_parsing": "expected an integer", "int_type": "expected an integer", "int_from_float": "expected an integer",
-    "float_parsing": "expected a number", "float_type": "expected a number", "finite_number": "expected a finite number",
-    "bool_parsing": "expected true or false", "greater_than_equal": "expected at least {ge}", "greater_than": "expected more than {gt}",
-    "less_than_equal": "expected at most {le}", "less_than": "expected less than {lt}",
+    "int_parsing": "expected an integer",
+    "int_type": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_parsing": "expected a number",
+    "float_type": "expected a number",
+    "finite_number": "expected a finite number",
+    "bool_parsing": "expected true or false",
+    "greater_than_equal": "expected at least {ge}",
+    "greater_than": "expected more than {gt}",
+    "less_than_equal": "expected at most {le}",
+    "less_than": "expected less than {lt}",
 }
 """lossaudit's words for the validation errors of the library Typer converts option values with
 (pydantic), by error type; ``{ge}`` and the like come from the error's context."""

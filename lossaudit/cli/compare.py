@@ -56,8 +56,10 @@ def _losses_help() -> str:
             extras.setdefault(spec.default_on, []).append(loss)
     added = ", ".join(f"+{','.join(losses)} for {data}" for data, losses in extras.items())
     not_on_heatmaps = ",".join(loss for loss in BASE_LOSSES if LOSSES[loss].default_when is except_heatmaps)
-    return (f"Comma list of {', '.join(LOSS_IDS)} [default: {','.join(BASE_LOSSES)} ({not_on_heatmaps} not on heatmaps); {added}]; also your own: "
-            "path/to/file.py:fn, package.module:Class or an installed lossaudit.losses entry point, optionally ending @sigmoid or @softmax.")
+    return (
+        f"Comma list of {', '.join(LOSS_IDS)} [default: {','.join(BASE_LOSSES)} ({not_on_heatmaps} not on heatmaps); {added}]; also your own: "
+        "path/to/file.py:fn, package.module:Class or an installed lossaudit.losses entry point, optionally ending @sigmoid or @softmax."
+    )
 
 
 def _check_configured_losses(ctx, settings_file, losses: str | None, loss_init: list[str] | dict | None) -> None:
@@ -100,13 +102,16 @@ def with_loss_options(after: str):
     return add
 
 
-
-
 @app.command(cls=Command)
 @with_loss_options(after="losses")
 def compare(
     ctx: typer.Context,
-    paths: Annotated[Optional[list[Path]], typer.Argument(help=plain("Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file). Optional with --model."), show_default=False, metavar='DUMP')] = None,
+    paths: Annotated[
+        Optional[list[Path]],
+        typer.Argument(
+            help=plain("Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file). Optional with --model."), show_default=False, metavar="DUMP"
+        ),
+    ] = None,
     logits_key: LogitsKeyOption = None,
     targets_key: TargetsKeyOption = None,
     targets: TargetsOption = TargetEncoding.auto,
@@ -116,30 +121,149 @@ def compare(
     inputs: DumpInputsOption = DumpInputs.auto,
     label_base: LabelBaseOption = 0,
     class_names: ClassNamesOption = None,
-    losses: Annotated[Optional[str], typer.Option(help=plain(_losses_help()), show_default=False, metavar='LOSS,...', rich_help_panel='Losses')] = None,
-    loss_init: Annotated[Optional[list[str]], typer.Option("--loss-init", help=plain("Keyword argument of a user loss of --losses: its constructor's (a class) or every call's (a function); NAME is its target, symbol or entry point; VALUE a Python literal. Repeatable."), metavar="NAME.KEY=VALUE", rich_help_panel="Losses")] = None,
-    timeout: Annotated[float, typer.Option(help=plain("Seconds allowed for each call of a user loss (and its import), in its child process, and for the --arch module's import, its constructor and each batch of --model."), min=0.1, metavar="SECONDS", rich_help_panel="Losses")] = 10.0,
-    memory_limit: Annotated[Optional[int], typer.Option("--memory-limit", help=plain("Address-space limit, in MiB, of the child process that runs the user losses; and how much more address space the --arch module's import, its constructor and each batch of --model may map (not with --device cuda) [default: half the machine's memory, at least 2048]."), min=256, show_default=False, metavar="MIB", rich_help_panel="Losses")] = None,
+    losses: Annotated[Optional[str], typer.Option(help=plain(_losses_help()), show_default=False, metavar="LOSS,...", rich_help_panel="Losses")] = None,
+    loss_init: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--loss-init",
+            help=plain(
+                "Keyword argument of a user loss of --losses: its constructor's (a class) or every call's (a function); NAME is its target, symbol or entry point; VALUE a Python literal. Repeatable."
+            ),
+            metavar="NAME.KEY=VALUE",
+            rich_help_panel="Losses",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            help=plain(
+                "Seconds allowed for each call of a user loss (and its import), in its child process, and for the --arch module's import, its constructor and each batch of --model."
+            ),
+            min=0.1,
+            metavar="SECONDS",
+            rich_help_panel="Losses",
+        ),
+    ] = 10.0,
+    memory_limit: Annotated[
+        Optional[int],
+        typer.Option(
+            "--memory-limit",
+            help=plain(
+                "Address-space limit, in MiB, of the child process that runs the user losses; and how much more address space the --arch module's import, its constructor and each batch of --model may map (not with --device cuda) [default: half the machine's memory, at least 2048]."
+            ),
+            min=256,
+            show_default=False,
+            metavar="MIB",
+            rich_help_panel="Losses",
+        ),
+    ] = None,
     bins: BinsOption = 10,
-    top: Annotated[Optional[int], typer.Option(help=plain("Show only the K classes with the largest loss (of the first listed loss that fits the data, or --top-by)."), min=1, metavar='K', rich_help_panel='Report')] = None,
-    top_by: Annotated[Optional[str], typer.Option(help=plain("The loss --top ranks classes by (one of those shown)."), metavar='LOSS', rich_help_panel='Report')] = None,
-    baseline: Annotated[Optional[Path], typer.Option("--baseline", help=plain("A previous report (compare --format json) to show the changes since: loss shares per class and per difficulty bin, findings that appeared or disappeared."), metavar='REPORT', rich_help_panel='CI')] = None,
-    fail_if_share_moves: Annotated[Optional[float], typer.Option("--fail-if-share-moves", help=plain("With --baseline: exit 1 when a loss's share of a class or difficulty bin moves by at least PCT percentage points."), metavar='PCT', min=0.0, rich_help_panel='CI')] = None,
-    strict: Annotated[bool, typer.Option("--strict", help=plain("Exit 1 on a data finding that gates: non-finite logits, labels out of range, probabilities saved as logits, dumps of mixed runs, and background or multi-hot rows when a softmax loss was asked for."), metavar='', rich_help_panel='CI')] = False,
-    format: Annotated[CompareFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel='Report')] = CompareFormat.text,
+    top: Annotated[
+        Optional[int],
+        typer.Option(
+            help=plain("Show only the K classes with the largest loss (of the first listed loss that fits the data, or --top-by)."),
+            min=1,
+            metavar="K",
+            rich_help_panel="Report",
+        ),
+    ] = None,
+    top_by: Annotated[
+        Optional[str], typer.Option(help=plain("The loss --top ranks classes by (one of those shown)."), metavar="LOSS", rich_help_panel="Report")
+    ] = None,
+    baseline: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--baseline",
+            help=plain(
+                "A previous report (compare --format json) to show the changes since: loss shares per class and per difficulty bin, findings that appeared or disappeared."
+            ),
+            metavar="REPORT",
+            rich_help_panel="CI",
+        ),
+    ] = None,
+    fail_if_share_moves: Annotated[
+        Optional[float],
+        typer.Option(
+            "--fail-if-share-moves",
+            help=plain("With --baseline: exit 1 when a loss's share of a class or difficulty bin moves by at least PCT percentage points."),
+            metavar="PCT",
+            min=0.0,
+            rich_help_panel="CI",
+        ),
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help=plain(
+                "Exit 1 on a data finding that gates: non-finite logits, labels out of range, probabilities saved as logits, dumps of mixed runs, and background or multi-hot rows when a softmax loss was asked for."
+            ),
+            metavar="",
+            rich_help_panel="CI",
+        ),
+    ] = False,
+    format: Annotated[CompareFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel="Report")] = CompareFormat.text,
     output: OutputOption = None,
     also: AlsoOption = None,
     plot: PlotOption = None,
-    model: Annotated[Optional[Path], typer.Option("--model", help=plain("Checkpoint to run instead of reading dumps: a state dict (with --arch), .safetensors, TorchScript or .pt2 (with --trust-model)."), metavar='FILE', rich_help_panel='Model')] = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help=plain("With --model: .npz/.pt holding the model input (inputs, x or images) and the targets."), metavar='FILE', rich_help_panel='Model')] = None,
-    arch: Annotated[Optional[str], typer.Option("--arch", help=plain("With a state dict: the model class, package.module:Class or path/to/file.py:Class."), metavar='TARGET', rich_help_panel='Model')] = None,
+    model: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--model",
+            help=plain("Checkpoint to run instead of reading dumps: a state dict (with --arch), .safetensors, TorchScript or .pt2 (with --trust-model)."),
+            metavar="FILE",
+            rich_help_panel="Model",
+        ),
+    ] = None,
+    data: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--data",
+            help=plain("With --model: .npz/.pt holding the model input (inputs, x or images) and the targets."),
+            metavar="FILE",
+            rich_help_panel="Model",
+        ),
+    ] = None,
+    arch: Annotated[
+        Optional[str],
+        typer.Option(
+            "--arch",
+            help=plain("With a state dict: the model class, package.module:Class or path/to/file.py:Class."),
+            metavar="TARGET",
+            rich_help_panel="Model",
+        ),
+    ] = None,
     init: init_option("Model") = None,  # type: ignore[valid-type]
-    trust_model: Annotated[bool, typer.Option("--trust-model", help=plain("Allow TorchScript and torch.export checkpoints, which run code from the file when loaded."), metavar='', rich_help_panel='Model')] = False,
-    inputs_key: Annotated[Optional[str], typer.Option(help=plain("Key of the model input in --data (default: inputs, x, images)."), metavar='KEY', rich_help_panel='Model')] = None,
-    output_key: Annotated[Optional[str], typer.Option(help=plain("Which output holds the logits when the model returns a tuple (an index) or a dict (a key; default: logits)."), metavar='KEY', rich_help_panel='Model')] = None,
-    batch_size: Annotated[int, typer.Option(help=plain("Samples per model call."), min=1, metavar='N', rich_help_panel='Model')] = 256,
-    device: Annotated[str, typer.Option(help=plain("cpu or cuda (cuda only when available)."), metavar='DEVICE', rich_help_panel='Model')] = "cpu",
-    save_logits: Annotated[Optional[Path], typer.Option(help=plain("Write the model's logits and targets to this .npz (or folder), in lossaudit's dump format; never overwrites."), metavar='FILE', rich_help_panel='Model')] = None,
+    trust_model: Annotated[
+        bool,
+        typer.Option(
+            "--trust-model",
+            help=plain("Allow TorchScript and torch.export checkpoints, which run code from the file when loaded."),
+            metavar="",
+            rich_help_panel="Model",
+        ),
+    ] = False,
+    inputs_key: Annotated[
+        Optional[str], typer.Option(help=plain("Key of the model input in --data (default: inputs, x, images)."), metavar="KEY", rich_help_panel="Model")
+    ] = None,
+    output_key: Annotated[
+        Optional[str],
+        typer.Option(
+            help=plain("Which output holds the logits when the model returns a tuple (an index) or a dict (a key; default: logits)."),
+            metavar="KEY",
+            rich_help_panel="Model",
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help=plain("Samples per model call."), min=1, metavar="N", rich_help_panel="Model")] = 256,
+    device: Annotated[str, typer.Option(help=plain("cpu or cuda (cuda only when available)."), metavar="DEVICE", rich_help_panel="Model")] = "cpu",
+    save_logits: Annotated[
+        Optional[Path],
+        typer.Option(
+            help=plain("Write the model's logits and targets to this .npz (or folder), in lossaudit's dump format; never overwrites."),
+            metavar="FILE",
+            rich_help_panel="Model",
+        ),
+    ] = None,
     config: ConfigOption = None,
     isolated: IsolatedOption = False,
     verbose: VerboseOption = False,
@@ -158,7 +282,13 @@ def compare(
         o = {**ctx.params, **config_values(ctx, settings_file.compare, skip=("loss-init",))}
         loss_init = loss_init or settings_file.compare.get("loss-init")
         _check_configured_losses(ctx, settings_file, o["losses"], loss_init)
-        read = [*(paths or []), settings_file.source, *(Path(o[key]) for key in ("class_names", "alpha_per_class", "baseline") if isinstance(o[key], (str, Path))), model, data]
+        read = [
+            *(paths or []),
+            settings_file.source,
+            *(Path(o[key]) for key in ("class_names", "alpha_per_class", "baseline") if isinstance(o[key], (str, Path))),
+            model,
+            data,
+        ]
         also_files = parse_also(also, CompareFormat, output)
         for file in [output, *(file for _, file in also_files)]:
             refuse_overwriting_inputs(file, read, DUMP_SUFFIXES)

@@ -25,7 +25,16 @@ def diff(
     old: Annotated[Path, typer.Argument(help=plain("The baseline report (compare --format json)."), metavar="OLD", show_default=False)],
     new: Annotated[Path, typer.Argument(help=plain("The new report."), metavar="NEW", show_default=False)],
     format: Annotated[DiffFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel="Report")] = DiffFormat.text,
-    fail_if_share_moves: Annotated[Optional[float], typer.Option("--fail-if-share-moves", help=plain("Exit 1 when a loss's share of a class or difficulty bin moves by at least PCT percentage points."), metavar="PCT", min=0.0, rich_help_panel="CI")] = None,
+    fail_if_share_moves: Annotated[
+        Optional[float],
+        typer.Option(
+            "--fail-if-share-moves",
+            help=plain("Exit 1 when a loss's share of a class or difficulty bin moves by at least PCT percentage points."),
+            metavar="PCT",
+            min=0.0,
+            rich_help_panel="CI",
+        ),
+    ] = None,
     output: OutputOption = None,
     verbose: VerboseOption = False,
 ) -> None:

@@ -50,28 +50,115 @@ class Severity(str, Enum):
 @app.command(cls=Command)
 def lint(
     ctx: typer.Context,
-    targets: Annotated[Optional[list[str]], typer.Argument(help=plain("path/to/file.py:Symbol, package.module:Symbol, or a file or folder to discover losses in [default: the configured lint.targets]."), show_default=False, metavar='TARGET')] = None,
+    targets: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help=plain("path/to/file.py:Symbol, package.module:Symbol, or a file or folder to discover losses in [default: the configured lint.targets]."),
+            show_default=False,
+            metavar="TARGET",
+        ),
+    ] = None,
     init: init_option("Target") = None,  # type: ignore[valid-type]
-    kind: Annotated[Kind, typer.Option(help=plain("The intended semantics; auto infers it."), rich_help_panel='Target')] = Kind.auto,  # type: ignore[attr-defined]
-    inputs: Annotated[Inputs, typer.Option(help=plain("Whether the loss takes logits or probabilities; auto tries both."), rich_help_panel='Target')] = Inputs.auto,
-    targets_encoding: Annotated[LintTargets, typer.Option("--targets", help=plain("Whether the loss takes class indices or one-hot targets; auto tries both."), rich_help_panel='Target')] = LintTargets.auto,
-    num_classes: Annotated[Optional[int], typer.Option(help=plain("Classes in the probe batches [default: 5, or the length of a per-class alpha]."), min=1, show_default=False, metavar='N', rich_help_panel='Probes')] = None,
-    ignore_index: Annotated[Optional[int], typer.Option(help=plain("Ignore label to probe (default: the loss's own ignore_index parameter)."), metavar='N', rich_help_panel='Probes')] = None,
-    select: Annotated[Optional[str], typer.Option(help=plain("Only these rule codes (comma list; a prefix like FL01 selects a range)."), metavar='CODES', rich_help_panel='Report')] = None,
-    ignore: Annotated[Optional[str], typer.Option(help=plain("Skip these rule codes (comma list)."), metavar='CODES', rich_help_panel='Report')] = None,
-    fail_on: Annotated[Severity, typer.Option(help=plain("Lowest severity that makes the exit code 1."), rich_help_panel='CI')] = Severity.error,
-    seed: Annotated[int, typer.Option(help=plain("Seed of the probe batches."), metavar='N', rich_help_panel='Probes')] = 0,
-    timeout: Annotated[float, typer.Option(help=plain("Seconds allowed for importing the target and for each call of it."), min=0.1, metavar='SECONDS', rich_help_panel='Probes')] = 10.0,
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help=plain("Glob of files or folders discovery skips, matched against paths below the folder given and against names (replaces the configured exclude). Repeatable."), show_default=False, metavar='GLOB', rich_help_panel='Target')] = None,
-    jobs: Annotated[Optional[int], typer.Option(help=plain("Targets audited at once, each in its own child process [default: one per core]."), min=1, show_default=False, metavar='N', rich_help_panel='Probes')] = None,
-    memory_limit: Annotated[Optional[int], typer.Option("--memory-limit", help=plain("Address-space limit of each audit's child process, in MiB [default: half the machine's memory, at least 2048]."), min=256, show_default=False, metavar='MIB', rich_help_panel='Probes')] = None,
-    pass_env: Annotated[Optional[list[str]], typer.Option("--pass-env", help=plain("An environment variable the audit's child gets besides those Python and torch need (it gets no others: no CI tokens). Repeatable."), show_default=False, metavar='NAME', rich_help_panel='Probes')] = None,
-    keep_cwd: Annotated[bool, typer.Option("--keep-cwd", help=plain("Run the audit's child in the current folder, for targets that read files relative to it [default: an empty temporary folder, so that files the target writes do not land here]."), metavar='', rich_help_panel='Probes')] = False,
-    format: Annotated[LintFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel='Report')] = LintFormat.text,
+    kind: Annotated[Kind, typer.Option(help=plain("The intended semantics; auto infers it."), rich_help_panel="Target")] = Kind.auto,  # type: ignore[attr-defined]
+    inputs: Annotated[
+        Inputs, typer.Option(help=plain("Whether the loss takes logits or probabilities; auto tries both."), rich_help_panel="Target")
+    ] = Inputs.auto,
+    targets_encoding: Annotated[
+        LintTargets,
+        typer.Option("--targets", help=plain("Whether the loss takes class indices or one-hot targets; auto tries both."), rich_help_panel="Target"),
+    ] = LintTargets.auto,
+    num_classes: Annotated[
+        Optional[int],
+        typer.Option(
+            help=plain("Classes in the probe batches [default: 5, or the length of a per-class alpha]."),
+            min=1,
+            show_default=False,
+            metavar="N",
+            rich_help_panel="Probes",
+        ),
+    ] = None,
+    ignore_index: Annotated[
+        Optional[int],
+        typer.Option(help=plain("Ignore label to probe (default: the loss's own ignore_index parameter)."), metavar="N", rich_help_panel="Probes"),
+    ] = None,
+    select: Annotated[
+        Optional[str],
+        typer.Option(help=plain("Only these rule codes (comma list; a prefix like FL01 selects a range)."), metavar="CODES", rich_help_panel="Report"),
+    ] = None,
+    ignore: Annotated[Optional[str], typer.Option(help=plain("Skip these rule codes (comma list)."), metavar="CODES", rich_help_panel="Report")] = None,
+    fail_on: Annotated[Severity, typer.Option(help=plain("Lowest severity that makes the exit code 1."), rich_help_panel="CI")] = Severity.error,
+    seed: Annotated[int, typer.Option(help=plain("Seed of the probe batches."), metavar="N", rich_help_panel="Probes")] = 0,
+    timeout: Annotated[
+        float,
+        typer.Option(help=plain("Seconds allowed for importing the target and for each call of it."), min=0.1, metavar="SECONDS", rich_help_panel="Probes"),
+    ] = 10.0,
+    exclude: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--exclude",
+            help=plain(
+                "Glob of files or folders discovery skips, matched against paths below the folder given and against names (replaces the configured exclude). Repeatable."
+            ),
+            show_default=False,
+            metavar="GLOB",
+            rich_help_panel="Target",
+        ),
+    ] = None,
+    jobs: Annotated[
+        Optional[int],
+        typer.Option(
+            help=plain("Targets audited at once, each in its own child process [default: one per core]."),
+            min=1,
+            show_default=False,
+            metavar="N",
+            rich_help_panel="Probes",
+        ),
+    ] = None,
+    memory_limit: Annotated[
+        Optional[int],
+        typer.Option(
+            "--memory-limit",
+            help=plain("Address-space limit of each audit's child process, in MiB [default: half the machine's memory, at least 2048]."),
+            min=256,
+            show_default=False,
+            metavar="MIB",
+            rich_help_panel="Probes",
+        ),
+    ] = None,
+    pass_env: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--pass-env",
+            help=plain("An environment variable the audit's child gets besides those Python and torch need (it gets no others: no CI tokens). Repeatable."),
+            show_default=False,
+            metavar="NAME",
+            rich_help_panel="Probes",
+        ),
+    ] = None,
+    keep_cwd: Annotated[
+        bool,
+        typer.Option(
+            "--keep-cwd",
+            help=plain(
+                "Run the audit's child in the current folder, for targets that read files relative to it [default: an empty temporary folder, so that files the target writes do not land here]."
+            ),
+            metavar="",
+            rich_help_panel="Probes",
+        ),
+    ] = False,
+    format: Annotated[LintFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel="Report")] = LintFormat.text,
     output: OutputOption = None,
     also: AlsoOption = None,
-    exit_zero: Annotated[bool, typer.Option("--exit-zero", help=plain("Exit 0 even when findings fail the run."), metavar='', rich_help_panel='CI')] = False,
-    require_checks: Annotated[bool, typer.Option("--require-checks", help=plain("Fail a target (exit 1) when a check could not run on it; every format lists those checks either way."), metavar='', rich_help_panel='CI')] = False,
+    exit_zero: Annotated[bool, typer.Option("--exit-zero", help=plain("Exit 0 even when findings fail the run."), metavar="", rich_help_panel="CI")] = False,
+    require_checks: Annotated[
+        bool,
+        typer.Option(
+            "--require-checks",
+            help=plain("Fail a target (exit 1) when a check could not run on it; every format lists those checks either way."),
+            metavar="",
+            rich_help_panel="CI",
+        ),
+    ] = False,
     config: ConfigOption = None,
     isolated: IsolatedOption = False,
     verbose: VerboseOption = False,
@@ -117,7 +204,18 @@ def lint(
         for notice in plan.notices:
             stderr.print(f"lossaudit: {notice}", highlight=False, markup=False, soft_wrap=True)
         results = session.run(plan.targets, settings)
-        write_report(render(LintFormat(o["format"]).value, results, plan.discovered, settings.fail_on, verbose, settings.require_checks, text_width() if output is None else None), output)
+        write_report(
+            render(
+                LintFormat(o["format"]).value,
+                results,
+                plan.discovered,
+                settings.fail_on,
+                verbose,
+                settings.require_checks,
+                text_width() if output is None else None,
+            ),
+            output,
+        )
         for chosen, file in also_files:
             write_report(render(chosen.value, results, plan.discovered, settings.fail_on, verbose, settings.require_checks), file)
         stopping = session.stopping_errors(plan.targets, results)

@@ -46,11 +46,47 @@ SweepLoss = Enum("SweepLoss", [("auto", "auto")] + [(loss.replace("-", "_"), los
 
 @app.command(cls=Command)
 def sweep(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help=plain("Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file)."), show_default=False, metavar="DUMP")] = None,
-    loss: Annotated[SweepLoss, typer.Option("--loss", help=plain("The loss swept: focal (sigmoid: --gamma × --alpha), softmax-focal (--gamma × --alpha-per-class), or auto: the one that fits the data (softmax-focal on single-label data, focal on detection-style data and heatmaps)."), rich_help_panel="Settings")] = SweepLoss.auto,  # type: ignore[attr-defined]
-    gamma: Annotated[str, typer.Option("--gamma", help=plain("Comma list of focal gammas (each ≥ 0)."), metavar="X,...", rich_help_panel="Settings")] = "0,0.5,1,2,5",
-    alpha: Annotated[Optional[str], typer.Option("--alpha", help=plain("Comma list of focal alphas (each in [0, 1], or -1: no weighting) [default: 0.25,0.5,0.75,-1]; focal only (a scalar alpha only rescales softmax-focal)."), show_default=False, metavar="X,...", rich_help_panel="Settings")] = None,
-    alpha_per_class: Annotated[Optional[list[str]], typer.Option("--alpha-per-class", help=plain(PARAMS["alpha_per_class"].help + " Repeatable: each one more setting per gamma (softmax-focal: beside no alpha; focal: after the --alpha values)."), metavar=PARAMS["alpha_per_class"].metavar, rich_help_panel="Settings")] = None,
+    paths: Annotated[
+        Optional[list[Path]],
+        typer.Argument(help=plain("Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file)."), show_default=False, metavar="DUMP"),
+    ] = None,
+    loss: Annotated[
+        SweepLoss,
+        typer.Option(
+            "--loss",
+            help=plain(
+                "The loss swept: focal (sigmoid: --gamma × --alpha), softmax-focal (--gamma × --alpha-per-class), or auto: the one that fits the data (softmax-focal on single-label data, focal on detection-style data and heatmaps)."
+            ),
+            rich_help_panel="Settings",
+        ),
+    ] = SweepLoss.auto,  # type: ignore[attr-defined]
+    gamma: Annotated[
+        str, typer.Option("--gamma", help=plain("Comma list of focal gammas (each ≥ 0)."), metavar="X,...", rich_help_panel="Settings")
+    ] = "0,0.5,1,2,5",
+    alpha: Annotated[
+        Optional[str],
+        typer.Option(
+            "--alpha",
+            help=plain(
+                "Comma list of focal alphas (each in [0, 1], or -1: no weighting) [default: 0.25,0.5,0.75,-1]; focal only (a scalar alpha only rescales softmax-focal)."
+            ),
+            show_default=False,
+            metavar="X,...",
+            rich_help_panel="Settings",
+        ),
+    ] = None,
+    alpha_per_class: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--alpha-per-class",
+            help=plain(
+                PARAMS["alpha_per_class"].help
+                + " Repeatable: each one more setting per gamma (softmax-focal: beside no alpha; focal: after the --alpha values)."
+            ),
+            metavar=PARAMS["alpha_per_class"].metavar,
+            rich_help_panel="Settings",
+        ),
+    ] = None,
     bins: BinsOption = 10,
     logits_key: LogitsKeyOption = None,
     targets_key: TargetsKeyOption = None,
@@ -84,15 +120,27 @@ def sweep(
             from lossaudit.render.plots import check_plot_path
 
             check_plot_path(plot, output)
-        options = LoadOptions(logits_key=logits_key, targets_key=targets_key, targets=TargetEncoding(targets).value, background_index=background_index,
-                              ignore_index=ignore_index, class_dim=class_dim, inputs=DumpInputs(inputs).value,
-                              label_base=label_base, class_names=read_class_names(class_names) if class_names else None)
+        options = LoadOptions(
+            logits_key=logits_key,
+            targets_key=targets_key,
+            targets=TargetEncoding(targets).value,
+            background_index=background_index,
+            ignore_index=ignore_index,
+            class_dim=class_dim,
+            inputs=DumpInputs(inputs).value,
+            label_base=label_base,
+            class_names=read_class_names(class_names) if class_names else None,
+        )
         document = run_sweep(paths or [], options, gamma, alpha, bins, SweepLoss(loss).value, alpha_per_class or [])
         for chosen, file in [(SweepFormat(format), output), *also_files]:
             if chosen is SweepFormat.text and file is None and sys.stdout.isatty():
                 print_text(document, Console())
                 continue
-            renderers = {SweepFormat.json: render_json, SweepFormat.markdown: render_markdown, SweepFormat.text: lambda document: render_text(document, piped_width(file))}
+            renderers = {
+                SweepFormat.json: render_json,
+                SweepFormat.markdown: render_markdown,
+                SweepFormat.text: lambda document: render_text(document, piped_width(file)),
+            }
             write_report(renderers[chosen](document), file)
         if plot is not None:
             from lossaudit.render.plots import plot_sweep

@@ -59,8 +59,12 @@ def _model_batch(source: ModelSource, timeout: float | None = None, memory_limit
     info = {
         "checkpoint": str(source.checkpoint),
         "kind": loaded.kind,
-        "detail": loaded.detail + (f"; exported with a static batch of {fixed}: run at that size, the last batch padded and the padding's outputs dropped"
-                                   if fixed and fixed != source.run.batch_size else ""),
+        "detail": loaded.detail
+        + (
+            f"; exported with a static batch of {fixed}: run at that size, the last batch padded and the padding's outputs dropped"
+            if fixed and fixed != source.run.batch_size
+            else ""
+        ),
         "arch": source.arch,
         "data": str(source.run.data),
         "device": device,
@@ -70,7 +74,13 @@ def _model_batch(source: ModelSource, timeout: float | None = None, memory_limit
     if source.save_logits is not None:
         arrays = batch.arrays
         try:
-            written = save(source.save_logits, logits=arrays["logits"], targets=arrays["targets"], class_names=cast("list[str] | None", arrays.get("class_names")), mask=arrays.get("mask"))
+            written = save(
+                source.save_logits,
+                logits=arrays["logits"],
+                targets=arrays["targets"],
+                class_names=cast("list[str] | None", arrays.get("class_names")),
+                mask=arrays.get("mask"),
+            )
         except FileExistsError:
             raise InputError(f"--save-logits {source.save_logits}: the file exists; lossaudit never overwrites it") from None
         except (ValueError, TypeError) as error:
@@ -91,14 +101,18 @@ def _recoverable(losses: tuple[str, ...], settings, info, explicit: bool) -> tup
         return losses, ()
     undeclared = [loss for loss in losses if settings.family(loss) is None]
     if undeclared:
-        raise InputError(f"--inputs softmax-probs: declare the family of {', '.join(undeclared)} (name it ending @softmax): a sigmoid loss cannot "
-                         "be computed from softmax probabilities, so lossaudit does not infer it from them")
+        raise InputError(
+            f"--inputs softmax-probs: declare the family of {', '.join(undeclared)} (name it ending @softmax): a sigmoid loss cannot "
+            "be computed from softmax probabilities, so lossaudit does not infer it from them"
+        )
     kept = tuple(loss for loss in losses if settings.family(loss) == "softmax")
     skipped = tuple(loss for loss in losses if loss not in kept)
     if not kept:
         asked = "--losses " + ",".join(losses) if explicit else "the default losses"
-        raise InputError(f"--inputs softmax-probs: {asked} are sigmoid losses, which softmax probabilities cannot give (the logits are known "
-                         "only up to a per-row constant); ask for a softmax loss (ce, softmax-focal, cb-ce, logit-adjusted-ce) or dump the logits")
+        raise InputError(
+            f"--inputs softmax-probs: {asked} are sigmoid losses, which softmax probabilities cannot give (the logits are known "
+            "only up to a per-row constant); ask for a softmax loss (ce, softmax-focal, cb-ce, logit-adjusted-ce) or dump the logits"
+        )
     return kept, skipped
 
 
@@ -124,8 +138,16 @@ def _imbalance_advice(plan, settings) -> tuple[np.ndarray | None, tuple[str, ...
     return counts, tuple(loss for loss in usable if loss not in settings.losses)
 
 
-def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | None, model: ModelSource | None = None, arrays: dict | None = None,
-        timeout: float = 10.0, memory_limit_mb: int | None = None) -> dict:
+def run(
+    paths: list[Path],
+    load_options,
+    settings,
+    losses: tuple[str, ...] | None,
+    model: ModelSource | None = None,
+    arrays: dict | None = None,
+    timeout: float = 10.0,
+    memory_limit_mb: int | None = None,
+) -> dict:
     """Read the dumps (or run the model, or take ``arrays``: ``{"logits", "targets"[, "mask",
     "class_names"]}`` numpy arrays) in one streaming pass, and return the report (see
     :mod:`lossaudit.compare.report.build`). ``losses`` None means the defaults of :func:`default_losses`
@@ -173,4 +195,3 @@ def run(paths: list[Path], load_options, settings, losses: tuple[str, ...] | Non
     if model_info is not None:
         report["input"]["model"] = model_info
     return report
-

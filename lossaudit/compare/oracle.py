@@ -101,7 +101,11 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
             normalisers[loss], names[loss] = float(softmax_rows.sum()), "rows with a target"
             continue
         if loss == GHM:  # its weights from g at the stream's precision (float32 logits), its BCE in this tally's (float64)
-            element_loss = F.binary_cross_entropy_with_logits(x, y.to(x.dtype), reduction="none") * ghm_weights((rounded - y.float()).abs(), mask=valid, **arguments) * weight
+            element_loss = (
+                F.binary_cross_entropy_with_logits(x, y.to(x.dtype), reduction="none")
+                * ghm_weights((rounded - y.float()).abs(), mask=valid, **arguments)
+                * weight
+            )
         else:
             element_loss = spec.terms(x, y, valid, positive, **arguments) * weight
         assert spec.normaliser is not None  # every sigmoid registry loss has one
@@ -129,7 +133,9 @@ def tally(data: Dataset, settings: LossSettings) -> Tally:
         background_rows=int(background.sum()),
         softmax_counts=softmax_counts,
         multi_hot_rows=int(multi_hot.sum()),
-        file_counts=_per_file(data, {"nonfinite": nonfinite.sum(dim=1), "background_rows": background, "multi_hot_rows": multi_hot, "out_of_range_rows": out_of_range}),
+        file_counts=_per_file(
+            data, {"nonfinite": nonfinite.sum(dim=1), "background_rows": background, "multi_hot_rows": multi_hot, "out_of_range_rows": out_of_range}
+        ),
     )
 
 

@@ -61,14 +61,18 @@ def _check_shapes(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | No
     axis = _class_axis(logits)
     rows = logits.shape[:axis] + logits.shape[axis + 1 :]
     if targets.shape not in (rows, logits.shape):
-        raise ValueError(f"targets has shape {targets.shape} but logits has shape {logits.shape}; expected {rows} class indices or {logits.shape} one-hot/soft targets")
+        raise ValueError(
+            f"targets has shape {targets.shape} but logits has shape {logits.shape}; expected {rows} class indices or {logits.shape} one-hot/soft targets"
+        )
     if mask is not None and mask.shape not in (rows, logits.shape):
         raise ValueError(f"mask has shape {mask.shape}; expected {rows} (rows) or {logits.shape} (elements)")
     if class_names is not None and len(class_names) != logits.shape[axis]:
         raise ValueError(f"class_names has {len(class_names)} names; logits has {logits.shape[axis]} classes")
 
 
-def save(path: str | os.PathLike, logits: object, targets: object, class_names: list[str] | None = None, mask: object = None, run_id: str | None = None) -> Path:
+def save(
+    path: str | os.PathLike, logits: object, targets: object, class_names: list[str] | None = None, mask: object = None, run_id: str | None = None
+) -> Path:
     """Write one batch of predictions to an uncompressed ``.npz`` that ``lossaudit compare`` reads.
 
     Args:
@@ -122,8 +126,17 @@ def save(path: str | os.PathLike, logits: object, targets: object, class_names: 
     return write_new(folder, (folder / f"batch-{index:06d}.npz" for index in itertools.count(first)), arrays, "lossaudit.save")
 
 
-SAMPLE_KEYS = ("logits", "targets", "weights", "negatives_logits", "negatives_weights", "negatives_per_class", "population_rows", "population_elements",
-               "sample_rate")
+SAMPLE_KEYS = (
+    "logits",
+    "targets",
+    "weights",
+    "negatives_logits",
+    "negatives_weights",
+    "negatives_per_class",
+    "population_rows",
+    "population_elements",
+    "sample_rate",
+)
 """The keys of a weighted batch (issue 24; docs/compare/weighted.md): the rows with a target as
 ``logits``, ``targets`` and ``weights`` (``>= 1``, inverse inclusion probabilities), ``(P, C)``; the
 kept elements of the other rows grouped by class, ``negatives_logits`` and ``negatives_weights``
@@ -144,7 +157,9 @@ def save_sample(path: str | os.PathLike, batch: dict[str, np.ndarray], run_id: s
     missing = [key for key in SAMPLE_KEYS if key not in batch]
     unknown = sorted(set(batch) - set(SAMPLE_KEYS) - {"padding", "ignored", "class_names"})
     if missing or unknown:
-        raise ValueError(f"a weighted batch needs the keys {', '.join(SAMPLE_KEYS)} (and may have padding, ignored, class_names); missing {missing}, unknown {unknown}")
+        raise ValueError(
+            f"a weighted batch needs the keys {', '.join(SAMPLE_KEYS)} (and may have padding, ignored, class_names); missing {missing}, unknown {unknown}"
+        )
     arrays = {key: np.asarray(value) for key, value in batch.items()}
     arrays[RUN_ID_KEY] = np.asarray(run_id)
     arrays[SHAPE_KEY] = np.asarray(arrays["logits"].shape, dtype=np.int64)

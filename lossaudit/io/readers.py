@@ -132,9 +132,7 @@ def expand_paths(paths: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(
-                p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file() and not p.name.startswith(".")
-            )
+            found = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file() and not p.name.startswith("."))
             if not found:
                 raise InputError(f"{path}: folder holds no {', '.join(SUFFIXES)} files")
             files.extend(found)
@@ -190,8 +188,11 @@ def _check_npz_members(path: Path) -> list[str]:
                 key = info.filename[:-4]
                 with archive.open(info) as member:
                     version = np.lib.format.read_magic(member)
-                    reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0,
-                              (3, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    reader = {
+                        (1, 0): np.lib.format.read_array_header_1_0,
+                        (2, 0): np.lib.format.read_array_header_2_0,
+                        (3, 0): np.lib.format.read_array_header_2_0,
+                    }.get(version)
                     if reader is None:
                         continue
                     shape, _, dtype = reader(member)
@@ -199,7 +200,9 @@ def _check_npz_members(path: Path) -> list[str]:
                 if declared > info.file_size:
                     raise InputError(f"{path}: key '{key}' declares shape {shape} ({declared:,} bytes) but its member holds {info.file_size:,} bytes")
                 if info.compress_type != zipfile.ZIP_STORED and declared > MAX_INFLATED_BYTES:
-                    raise InputError(f"{path}: key '{key}' is compressed and would need {declared / 2**30:,.1f} GiB in memory; save it uncompressed (np.savez) so lossaudit can map it")
+                    raise InputError(
+                        f"{path}: key '{key}' is compressed and would need {declared / 2**30:,.1f} GiB in memory; save it uncompressed (np.savez) so lossaudit can map it"
+                    )
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise InputError(f"{path}: not a readable .npz archive ({error})") from None
     return [name[:-4] for name in names if name.endswith(".npy")]
@@ -233,8 +236,7 @@ def _read_torch(path: Path) -> ArrayFile:
     except pickle.UnpicklingError as error:
         first = str(error).strip().splitlines()[-1] if str(error).strip() else "unsupported object"
         raise InputError(
-            f"{path}: refused to unpickle: the file holds objects other than tensors and arrays "
-            f"(weights_only=True: {first.strip()[:200]})"
+            f"{path}: refused to unpickle: the file holds objects other than tensors and arrays (weights_only=True: {first.strip()[:200]})"
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
         raise InputError(f"{path}: not a readable torch file ({str(error).splitlines()[0][:200]})") from None

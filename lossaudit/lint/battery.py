@@ -177,8 +177,15 @@ def _run(ctx: Context, probes: tuple[Probe, ...]) -> None:
                 continue
             path, line = ctx.locator.from_traceback(error.__traceback__)
             cause = diagnose(error, ctx.locator, ctx.subject)
-            ctx.findings.append(Finding("FL015", f"{ctx.prefix}raises on valid input during the {name.removeprefix('probe_').replace('_', ' ')} probe: {describe(error, ctx.locator, ctx.subject)}",
-                                        path=path, line=line, evidence={"probe": name, "cause": cause.kind, **({"source_line": cause.source} if cause.source else {})}))
+            ctx.findings.append(
+                Finding(
+                    "FL015",
+                    f"{ctx.prefix}raises on valid input during the {name.removeprefix('probe_').replace('_', ' ')} probe: {describe(error, ctx.locator, ctx.subject)}",
+                    path=path,
+                    line=line,
+                    evidence={"probe": name, "cause": cause.kind, **({"source_line": cause.source} if cause.source else {})},
+                )
+            )
         else:
             ctx.checked.add(name)
 

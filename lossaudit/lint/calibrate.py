@@ -92,7 +92,9 @@ def _param_grid(subject: Subject, kind: str) -> list[Params]:
                 readings.append((None, "alpha_t"))
             if not per_class and alpha is not None and not (0 <= alpha <= 1 or alpha == -1):
                 readings = [(None, "alpha_t")]  # not a focal alpha (CenterNet's exponent is named alpha)
-    weight = next((tuple(_as_list(w)) for w in (subject.value("weight", None), subject.value("class_weight", None)) if _is_vector(w, subject.num_classes)), None)
+    weight = next(
+        (tuple(_as_list(w)) for w in (subject.value("weight", None), subject.value("class_weight", None)) if _is_vector(w, subject.num_classes)), None
+    )
     skip_class_0 = subject.value("include_background", True) is False and kind in WEIGHTED_KINDS
     return [Params(alpha=alpha, gamma=gamma, alpha_scheme=scheme, class_weight=weight, skip_class_0=skip_class_0) for alpha, scheme in readings]
 
@@ -146,7 +148,24 @@ def calibrate(subject: Subject, kind: str, inputs: str, targets: str, seed: int)
     return calibration
 
 
-NOT_NORMALISERS = frozenset({"alpha", "gamma", "beta", "eps", "epsilon", "ignore_index", "num_classes", "weight", "pos_weight", "class_weight", "smooth", "smoothing", "label_smoothing", "reduction"})
+NOT_NORMALISERS = frozenset(
+    {
+        "alpha",
+        "gamma",
+        "beta",
+        "eps",
+        "epsilon",
+        "ignore_index",
+        "num_classes",
+        "weight",
+        "pos_weight",
+        "class_weight",
+        "smooth",
+        "smoothing",
+        "label_smoothing",
+        "reduction",
+    }
+)
 """Parameters never read as a normaliser the caller passes (:func:`_with_given_normaliser`)."""
 
 
@@ -190,8 +209,11 @@ def _numeric_arguments(subject: Subject) -> dict[str, float]:
         for name, parameter in subject.signature.parameters.items():
             if name not in values and parameter.default is not inspect.Parameter.empty:
                 values[name] = parameter.default
-    return {name: value for name, value in values.items()
-            if name not in NOT_NORMALISERS and isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and value != 1}
+    return {
+        name: value
+        for name, value in values.items()
+        if name not in NOT_NORMALISERS and isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and value != 1
+    }
 
 
 def _output_ratio(subject: Subject, calibration: Calibration, name: str, value: float) -> float | None:
@@ -282,7 +304,9 @@ class _Search:
             self.attempts.append({"convention": convention.describe(), "error": None, "match": match.normalisation, "rel_error": match.error})
             if found.matched or found.confusion:
                 self.best = self.best or found
-            elif candidate_kind in (*FOCAL_KINDS, self.hint) or self.kind == candidate_kind:  # focal kinds (or the hinted family) stand in for what matched nothing
+            elif (
+                candidate_kind in (*FOCAL_KINDS, self.hint) or self.kind == candidate_kind
+            ):  # focal kinds (or the hinted family) stand in for what matched nothing
                 self._stand_in(found, batch)
 
     def _stand_in(self, found: Calibration, batch: Batch) -> None:
@@ -350,11 +374,15 @@ class _Search:
             found.attempts = self.attempts
             named = REFERENCE_NAMES.get(convention.kind, f"{convention.kind} reference")
             if factor is None:
-                found.kind_reason = (f"matches the {named} on each of {count} single rows, but no reference on a batch of {_BATCH_ROWS}: "
-                                     f"the rest of the batch changes each row's loss; read as {convention.kind} by its per-row behaviour")
+                found.kind_reason = (
+                    f"matches the {named} on each of {count} single rows, but no reference on a batch of {_BATCH_ROWS}: "
+                    f"the rest of the batch changes each row's loss; read as {convention.kind} by its per-row behaviour"
+                )
             else:
-                found.kind_reason = (f"no reference matches, but on each of {count} single rows the loss is the {named} times {factor:.4g}; "
-                                     f"read as {convention.kind} by its per-row behaviour")
+                found.kind_reason = (
+                    f"no reference matches, but on each of {count} single rows the loss is the {named} times {factor:.4g}; "
+                    f"read as {convention.kind} by its per-row behaviour"
+                )
             if chosen.convention.kind != convention.kind:
                 found.kind_reason += f" (the whole-batch reading was {chosen.convention.kind})"
             return found
@@ -458,7 +486,9 @@ def _prefer(candidate: Calibration, current: Calibration, hint: str | None = Non
     return reason[0] if reason is not None else candidate.match.error < current.match.error
 
 
-def _prefer_reason(candidate: Calibration, current: Calibration, hint: str | None = None, implausible: set[Convention] | frozenset = frozenset()) -> tuple[bool, str] | None:
+def _prefer_reason(
+    candidate: Calibration, current: Calibration, hint: str | None = None, implausible: set[Convention] | frozenset = frozenset()
+) -> tuple[bool, str] | None:
     """Whether ``candidate`` is likelier than ``current`` and why (the winner's reason), by the
     first of these that tells them apart: a logits reading whose call behaves like a loss taking
     probabilities (``implausible``: :func:`_takes_probabilities`) loses; the family kind the
@@ -481,21 +511,38 @@ def _prefer_reason(candidate: Calibration, current: Calibration, hint: str | Non
         return convention.kind == SIGMOID and convention.targets == "index" and convention.background == "none"
 
     def coupling_text(calibration: Calibration) -> str:
-        return "its classes compete within a row (changing one logit moves the others' gradients)" if calibration.couples_classes else "its classes do not compete within a row"
+        return (
+            "its classes compete within a row (changing one logit moves the others' gradients)"
+            if calibration.couples_classes
+            else "its classes do not compete within a row"
+        )
 
     tests: list[tuple[Callable[[Calibration], bool], Callable[[Calibration], str]]] = [
-        (lambda c: c.convention not in implausible, lambda c: "fed logits it gives a non-finite loss or no gradient outside [0, 1], as a loss taking probabilities does"),
-        (lambda c: c.convention.kind == hint, lambda c: f"the family its {FAMILY_HINTS[hint][2]} names" if hint in FAMILY_HINTS else "the kind its name points to"),  # type: ignore[union-attr]
+        (
+            lambda c: c.convention not in implausible,
+            lambda c: "fed logits it gives a non-finite loss or no gradient outside [0, 1], as a loss taking probabilities does",
+        ),
+        (
+            lambda c: c.convention.kind == hint,
+            lambda c: f"the family its {FAMILY_HINTS[hint][2]} names" if hint in FAMILY_HINTS else "the kind its name points to",
+        ),  # type: ignore[union-attr]
         (per_class, lambda c: "it takes one-hot float targets, which a per-class sigmoid loss is given"),
     ]
     for test, why in tests:
         if test(candidate) != test(current):
             winner = candidate if test(candidate) else current
             return test(candidate), why(winner)
-    if candidate.convention.kind != current.convention.kind and None not in (consistent(candidate), consistent(current)) and consistent(candidate) != consistent(current):  # type: ignore[union-attr]  # compared readings ran
+    if (
+        candidate.convention.kind != current.convention.kind
+        and None not in (consistent(candidate), consistent(current))
+        and consistent(candidate) != consistent(current)
+    ):  # type: ignore[union-attr]  # compared readings ran
         winner = candidate if consistent(candidate) else current
         return bool(consistent(candidate)), coupling_text(winner)
-    for test, why in ((lambda c: not bare_index_sigmoid(c), lambda c: "bare class indices suggest a softmax classifier"), (lambda c: c.convention.inputs == "logits", lambda c: "a loss takes logits unless it shows otherwise")):
+    for test, why in (
+        (lambda c: not bare_index_sigmoid(c), lambda c: "bare class indices suggest a softmax classifier"),
+        (lambda c: c.convention.inputs == "logits", lambda c: "a loss takes logits unless it shows otherwise"),
+    ):
         if test(candidate) != test(current):
             return test(candidate), why(candidate if test(candidate) else current)
     return None
@@ -524,7 +571,9 @@ def _couples_classes(subject: Subject, convention: Convention, batch: Batch) -> 
     return None if scale == 0 else float(change.max()) > 1e-5 * scale
 
 
-def _confused_match(convention: Convention, call_inputs: torch.Tensor, out: torch.Tensor, batch: Batch, params: Params, declared_inputs: str) -> tuple[str, Match] | None:
+def _confused_match(
+    convention: Convention, call_inputs: torch.Tensor, out: torch.Tensor, batch: Batch, params: Params, declared_inputs: str
+) -> tuple[str, Match] | None:
     """A squash applied twice (called with logits), or, when the user declared that the loss takes
     probabilities, a logit formula applied to them (in auto mode that is just a logits loss)."""
     if convention.kind == CENTERNET:

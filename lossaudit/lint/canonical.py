@@ -60,7 +60,11 @@ def settings_for(subject: Subject, kind: str) -> list[dict]:
     declared = subject.signature.parameters
     settings: list[dict] = []
     gamma = subject.value("gamma", None)
-    gamma_off = "gamma" in declared and "gamma" not in subject.supplied and (gamma is None or isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and gamma == 0)
+    gamma_off = (
+        "gamma" in declared
+        and "gamma" not in subject.supplied
+        and (gamma is None or isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and gamma == 0)
+    )
     if gamma_off:
         settings += [{"gamma": gamma} for gamma in CANONICAL_GAMMAS]
     if "alpha" in declared and "alpha" not in subject.supplied and subject.value("alpha", None) is None:
@@ -71,6 +75,7 @@ def settings_for(subject: Subject, kind: str) -> list[dict]:
 
 def label(setting: dict) -> str:
     """'gamma=2', 'alpha=0.25', 'gamma=2, alpha=[0.25, ..., 0.75] (per class)'."""
+
     def text(value: object) -> str:
         if isinstance(value, torch.Tensor):
             value = value.tolist()
@@ -128,8 +133,11 @@ def _audit_setting(ctx: Context, setting: dict) -> None:
     base = list(ctx.findings)
     at = Context(subject, calibration, ctx.locator, ctx.generator_seed, findings=list(base))
     gamma = float(setting.get("gamma", ctx.params.gamma))
-    probes = tuple(probe for probe in PROBES if set(probe.codes) & SETTING_CODES and not all(ctx.fired(code) for code in probe.codes)
-                   and not (probe.codes == ("FL007",) and gamma < 1))
+    probes = tuple(
+        probe
+        for probe in PROBES
+        if set(probe.codes) & SETTING_CODES and not all(ctx.fired(code) for code in probe.codes) and not (probe.codes == ("FL007",) and gamma < 1)
+    )
     _run(at, probes)
     at.current_probe = "calibration"
     for check in FINAL_CHECKS:
@@ -138,7 +146,7 @@ def _audit_setting(ctx: Context, setting: dict) -> None:
         except Exception as error:  # noqa: BLE001 - a final check that cannot run at a setting reports nothing there
             ctx.notes.append(f"at {name}: the {check.run.__name__} check could not run: {type(error).__name__}: {error}")
     shown = []
-    for finding in at.findings[len(base):]:
+    for finding in at.findings[len(base) :]:
         if finding.severity not in ("error", "warning") or ctx.fired(finding.code):
             continue
         if ctx.kind == SOFTMAX and isinstance(setting.get("alpha"), float) and finding.code in NOT_AT_SCALAR_SOFTMAX_ALPHA:
@@ -173,6 +181,18 @@ def _not_accepted(ctx: Context, subject: Subject, calibration: Calibration, sett
         return
     path, line = ctx.locator.from_traceback(error.__traceback__)
     cause = diagnose(error, ctx.locator, subject)
-    ctx.findings.append(Finding("FL015", f"at {name}: fails on valid input{two}: {text}", path=path, line=line,
-                                evidence={"probe": "calibration", "setting": as_data(setting), "convention": attempt["convention"], "cause": cause.kind,
-                                          **({"source_line": cause.source} if cause.source else {})}))
+    ctx.findings.append(
+        Finding(
+            "FL015",
+            f"at {name}: fails on valid input{two}: {text}",
+            path=path,
+            line=line,
+            evidence={
+                "probe": "calibration",
+                "setting": as_data(setting),
+                "convention": attempt["convention"],
+                "cause": cause.kind,
+                **({"source_line": cause.source} if cause.source else {}),
+            },
+        )
+    )

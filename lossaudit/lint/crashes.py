@@ -36,13 +36,40 @@ if TYPE_CHECKING:
     from lossaudit.lint.locate import Locator
     from lossaudit.lint.subject import Calibration, Subject
 
-CUDA_TEXTS = ("not compiled with cuda", "no nvidia driver", "no cuda gpus", "cuda driver", "cuda error", "cuda runtime", "cudaerror",
-              "expected all tensors to be on the same device", "cuda-capable device", "torch.cuda")
-MODULE_STATE = ("_backward_hooks", "_backward_pre_hooks", "_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs", "_parameters", "_buffers",
-                "_modules", "_non_persistent_buffers_set", "_state_dict_hooks", "_is_full_backward_hook", "before Module.__init__() call")
+CUDA_TEXTS = (
+    "not compiled with cuda",
+    "no nvidia driver",
+    "no cuda gpus",
+    "cuda driver",
+    "cuda error",
+    "cuda runtime",
+    "cudaerror",
+    "expected all tensors to be on the same device",
+    "cuda-capable device",
+    "torch.cuda",
+)
+MODULE_STATE = (
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_forward_hooks_with_kwargs",
+    "_parameters",
+    "_buffers",
+    "_modules",
+    "_non_persistent_buffers_set",
+    "_state_dict_hooks",
+    "_is_full_backward_hook",
+    "before Module.__init__() call",
+)
 """What an error names when nn.Module's ``__init__`` never ran on the instance."""
-INTEGER_INDEX_TEXTS = ("one_hot is only applicable to index tensor", "tensors used as indices must be long", "expected dtype int32/int64 for index",
-                       "expected scalar type long", "expected object of scalar type long")
+INTEGER_INDEX_TEXTS = (
+    "one_hot is only applicable to index tensor",
+    "tensors used as indices must be long",
+    "expected dtype int32/int64 for index",
+    "expected scalar type long",
+    "expected object of scalar type long",
+)
 PYTHON2_NAMES = {"xrange": "range", "unicode": "str", "long": "int", "basestring": "str", "unichr": "chr", "raw_input": "input"}
 SHAPE_WORDS = re.compile(r"\b(dim|ndim|ndimension|shape|size)\b")
 """What an assertion about the input's shape mentions (then (B, C, L) inputs are tried)."""
@@ -121,7 +148,9 @@ def diagnose(error: BaseException, locator: Locator, subject: Subject | None = N
         return Cause("device", f"a hard-coded CUDA device{quoted}: {where}; take the device from the inputs (logits.device)", line, source)
     if isinstance(error, AttributeError) and any(mark in str(error) for mark in MODULE_STATE):
         name = getattr(subject.obj, "__name__", "the class") if subject is not None and subject.is_class else "the class"
-        return Cause("module-init", f"nn.Module's state is missing: {name}.__init__ does not call super().__init__(), so calling the instance fails", line, source)
+        return Cause(
+            "module-init", f"nn.Module's state is missing: {name}.__init__ does not call super().__init__(), so calling the instance fails", line, source
+        )
     if isinstance(error, AssertionError):
         condition = _assert_condition(source) if source.startswith("assert") else ""
         if condition:
@@ -133,7 +162,12 @@ def diagnose(error: BaseException, locator: Locator, subject: Subject | None = N
     if isinstance(error, NameError) and getattr(error, "name", None) in PYTHON2_NAMES:
         return Cause("python2", f"`{error.name}` is a Python 2 name{quoted}; Python 3 has {PYTHON2_NAMES[cast(str, error.name)]}", line, source)
     if "dimension out of range" in lowered or "not enough values to unpack" in lowered or "too many indices for tensor" in lowered:
-        return Cause("shape", f"the target reads a dimension its input does not have{quoted}: it expects inputs of another shape (more or fewer dimensions)", line, source)
+        return Cause(
+            "shape",
+            f"the target reads a dimension its input does not have{quoted}: it expects inputs of another shape (more or fewer dimensions)",
+            line,
+            source,
+        )
     if any(mark in lowered for mark in INTEGER_INDEX_TEXTS):
         needs = "F.one_hot needs int64 class indices" if "one_hot" in lowered else "indexing by the targets needs integer (int64) class labels"
         return Cause("integer-index", f"{needs}{quoted}, and these targets were not", line, source)
@@ -196,10 +230,43 @@ def _is_cuda(device: object) -> bool:
     return False
 
 
-FACTORIES = ("tensor", "as_tensor", "zeros", "ones", "empty", "full", "arange", "linspace", "logspace", "rand", "randn", "randint", "randperm", "eye",
-             "zeros_like", "ones_like", "full_like", "empty_like", "rand_like", "randn_like", "randint_like", "scalar_tensor")
+FACTORIES = (
+    "tensor",
+    "as_tensor",
+    "zeros",
+    "ones",
+    "empty",
+    "full",
+    "arange",
+    "linspace",
+    "logspace",
+    "rand",
+    "randn",
+    "randint",
+    "randperm",
+    "eye",
+    "zeros_like",
+    "ones_like",
+    "full_like",
+    "empty_like",
+    "rand_like",
+    "randn_like",
+    "randint_like",
+    "scalar_tensor",
+)
 TENSOR_FACTORIES = ("new_tensor", "new_zeros", "new_ones", "new_full", "new_empty")
-LEGACY_TYPES = ("FloatTensor", "DoubleTensor", "HalfTensor", "BFloat16Tensor", "LongTensor", "IntTensor", "ShortTensor", "CharTensor", "ByteTensor", "BoolTensor")
+LEGACY_TYPES = (
+    "FloatTensor",
+    "DoubleTensor",
+    "HalfTensor",
+    "BFloat16Tensor",
+    "LongTensor",
+    "IntTensor",
+    "ShortTensor",
+    "CharTensor",
+    "ByteTensor",
+    "BoolTensor",
+)
 
 
 @dataclass
@@ -258,8 +325,13 @@ def cuda_on_cpu() -> Iterator[CudaRecord]:
     record = CudaRecord()
     replacements: list[tuple[Any, str, Any]] = [(torch, name, record.factory(getattr(torch, name))) for name in FACTORIES if hasattr(torch, name)]
     replacements += [(torch.Tensor, name, record.factory(getattr(torch.Tensor, name))) for name in TENSOR_FACTORIES]
-    replacements += [(torch.Tensor, "to", record.to(torch.Tensor.to)), (torch.nn.Module, "to", record.to(torch.nn.Module.to)),
-                     (torch.Tensor, "cuda", record.cuda()), (torch.nn.Module, "cuda", record.cuda()), (torch.Tensor, "type", record.type_(torch.Tensor.type))]
+    replacements += [
+        (torch.Tensor, "to", record.to(torch.Tensor.to)),
+        (torch.nn.Module, "to", record.to(torch.nn.Module.to)),
+        (torch.Tensor, "cuda", record.cuda()),
+        (torch.nn.Module, "cuda", record.cuda()),
+        (torch.Tensor, "type", record.type_(torch.Tensor.type)),
+    ]
     replacements += [(torch.cuda, name, getattr(torch, name)) for name in LEGACY_TYPES if hasattr(torch, name)]
     missing = object()
     saved = [(owner, name, vars(owner).get(name, missing)) for owner, name, _ in replacements]

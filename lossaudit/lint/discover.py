@@ -45,7 +45,23 @@ from lossaudit.errors import InputError
 from lossaudit.io.symbols import parse_python
 from lossaudit.lint.kinds import FAMILY_WORDS, FOCAL_CALL, NAME_SIGNS
 
-SKIPPED_FOLDERS = {".git", ".hg", ".venv", "venv", "env", "__pycache__", "build", "dist", "node_modules", "site-packages", ".tox", ".nox", ".eggs", "tests", "test"}
+SKIPPED_FOLDERS = {
+    ".git",
+    ".hg",
+    ".venv",
+    "venv",
+    "env",
+    "__pycache__",
+    "build",
+    "dist",
+    "node_modules",
+    "site-packages",
+    ".tox",
+    ".nox",
+    ".eggs",
+    "tests",
+    "test",
+}
 SKIPPED_FILES = {"conftest.py"}
 LOSS_BASES = ("Module", "_Loss", "_WeightedLoss")
 CALL_METHODS = ("forward", "__call__")
@@ -61,25 +77,92 @@ NOT_A_LOSS = "not a loss signature"
 """How a candidate whose signature does not fit a loss is listed (``skipped: not a loss signature: ...``)."""
 NOT_TENSOR_NAMES: dict[str, frozenset[str]] = {
     "a step or epoch count": frozenset({"step", "steps", "epoch", "epochs", "iter", "iters", "iteration", "iterations", "niter", "batch_idx", "batch_index"}),
-    "a hyper-parameter": frozenset({"gamma", "alpha", "beta", "eps", "epsilon", "reduction", "reduce", "size_average", "smooth", "smoothing", "temperature", "lr", "momentum", "num_classes", "n_classes", "ignore_index", "ignore_label"}),
-    "a configuration": frozenset({"cfg", "config", "conf", "configs", "args", "opt", "opts", "option", "options", "hparams", "hyperparams", "settings", "kwargs"}),
-    "a path or file": frozenset({"path", "paths", "file", "files", "filename", "filenames", "fname", "filepath", "dir", "dirname", "folder", "directory", "fp", "fh", "stream"}),
+    "a hyper-parameter": frozenset(
+        {
+            "gamma",
+            "alpha",
+            "beta",
+            "eps",
+            "epsilon",
+            "reduction",
+            "reduce",
+            "size_average",
+            "smooth",
+            "smoothing",
+            "temperature",
+            "lr",
+            "momentum",
+            "num_classes",
+            "n_classes",
+            "ignore_index",
+            "ignore_label",
+        }
+    ),
+    "a configuration": frozenset(
+        {"cfg", "config", "conf", "configs", "args", "opt", "opts", "option", "options", "hparams", "hyperparams", "settings", "kwargs"}
+    ),
+    "a path or file": frozenset(
+        {"path", "paths", "file", "files", "filename", "filenames", "fname", "filepath", "dir", "dirname", "folder", "directory", "fp", "fh", "stream"}
+    ),
     "a name or text": frozenset({"name", "names", "tag", "tags", "prefix", "suffix", "title", "msg", "message", "text", "fmt"}),
     "a logger or writer": frozenset({"logger", "writer", "tb", "summary_writer", "tb_writer", "wandb", "run"}),
     "a device, dtype or flag": frozenset({"device", "dtype", "verbose", "debug", "seed"}),
 }
 """Parameter names that are not a loss's tensor inputs, by what they are; a name matches as a whole
 or by its last ``_`` part (``global_step``, ``log_path``, ``class_names``)."""
-NOT_TENSOR_ANNOTATIONS = frozenset({"int", "float", "str", "bool", "bytes", "Path", "PathLike", "dict", "Dict", "Mapping", "MutableMapping", "Logger", "SummaryWriter", "Namespace", "DictConfig", "TextIO", "IO"})
+NOT_TENSOR_ANNOTATIONS = frozenset(
+    {
+        "int",
+        "float",
+        "str",
+        "bool",
+        "bytes",
+        "Path",
+        "PathLike",
+        "dict",
+        "Dict",
+        "Mapping",
+        "MutableMapping",
+        "Logger",
+        "SummaryWriter",
+        "Namespace",
+        "DictConfig",
+        "TextIO",
+        "IO",
+    }
+)
 TENSOR_ANNOTATIONS = ("Tensor", "ndarray", "Array", "ArrayLike", "Variable")
 NUMBER_ANNOTATIONS = frozenset({"float", "int", "bool", "Optional", "Union", "None", "Sequence", "list", "List", "tuple", "Tuple"})
-PATH_CALLS = frozenset({"open", "Path", "PurePath", "exists", "isfile", "isdir", "join", "makedirs", "mkdir", "dirname", "basename", "listdir", "remove", "unlink"})
+PATH_CALLS = frozenset(
+    {"open", "Path", "PurePath", "exists", "isfile", "isdir", "join", "makedirs", "mkdir", "dirname", "basename", "listdir", "remove", "unlink"}
+)
 METHOD_SIGNS = {
-    "items": "a mapping", "keys": "a mapping", "get": "a mapping", "update": "a mapping",
-    "write": "a file or writer", "writelines": "a file or writer", "flush": "a file or writer",
-    "info": "a logger", "warning": "a logger", "debug": "a logger", "add_scalar": "a logger or writer", "add_scalars": "a logger or writer", "add_histogram": "a logger or writer",
-    "read_text": "a path", "write_text": "a path", "open": "a path", "mkdir": "a path", "exists": "a path", "joinpath": "a path",
-    "format": "a string", "startswith": "a string", "endswith": "a string", "split": "a string", "lower": "a string", "upper": "a string", "strip": "a string",
+    "items": "a mapping",
+    "keys": "a mapping",
+    "get": "a mapping",
+    "update": "a mapping",
+    "write": "a file or writer",
+    "writelines": "a file or writer",
+    "flush": "a file or writer",
+    "info": "a logger",
+    "warning": "a logger",
+    "debug": "a logger",
+    "add_scalar": "a logger or writer",
+    "add_scalars": "a logger or writer",
+    "add_histogram": "a logger or writer",
+    "read_text": "a path",
+    "write_text": "a path",
+    "open": "a path",
+    "mkdir": "a path",
+    "exists": "a path",
+    "joinpath": "a path",
+    "format": "a string",
+    "startswith": "a string",
+    "endswith": "a string",
+    "split": "a string",
+    "lower": "a string",
+    "upper": "a string",
+    "strip": "a string",
 }
 """Methods called on a parameter that tensors do not have, by what they show the parameter is."""
 ORDINALS = ("first", "second")
@@ -150,7 +233,11 @@ def _gamma_exponent(function: ast.FunctionDef) -> bool:
     """Whether ``function`` raises something to a power built from ``gamma`` (``** gamma``,
     ``.pow(gamma)``, ``torch.pow(x, gamma)``)."""
     for node in ast.walk(function):
-        if isinstance(node, (ast.BinOp, ast.AugAssign)) and isinstance(node.op, ast.Pow) and _mentions_gamma(node.right if isinstance(node, ast.BinOp) else node.value):
+        if (
+            isinstance(node, (ast.BinOp, ast.AugAssign))
+            and isinstance(node.op, ast.Pow)
+            and _mentions_gamma(node.right if isinstance(node, ast.BinOp) else node.value)
+        ):
             return True
         if isinstance(node, ast.Call) and _callee(node) in ("pow", "pow_", "float_power") and any(map(_mentions_gamma, node.args)):
             return True
@@ -236,7 +323,12 @@ def _by_annotation(annotation: ast.expr | None) -> str | None:
     if any(word in text for word in TENSOR_ANNOTATIONS):
         return None
     words = set(re.findall(r"\w+", text))
-    return text if words & NOT_TENSOR_ANNOTATIONS and words <= NOT_TENSOR_ANNOTATIONS | {"Optional", "Union", "None", "os", "pathlib", "typing", "logging", "argparse", "omegaconf"} else None
+    return (
+        text
+        if words & NOT_TENSOR_ANNOTATIONS
+        and words <= NOT_TENSOR_ANNOTATIONS | {"Optional", "Union", "None", "os", "pathlib", "typing", "logging", "argparse", "omegaconf"}
+        else None
+    )
 
 
 def _by_use(name: str, function: ast.FunctionDef) -> str | None:
@@ -412,14 +504,8 @@ def python_files(folder: Path, exclude: tuple[str, ...] = ()) -> list[Path]:
     for current, folders, names in os.walk(folder):
         base = Path(current).relative_to(folder).as_posix()
         prefix = "" if base == "." else f"{base}/"
-        folders[:] = [
-            name for name in folders
-            if name not in SKIPPED_FOLDERS and not name.startswith(".") and not excluded(prefix + name, exclude)
-        ]
-        files += [
-            Path(current, name) for name in names
-            if name.endswith(".py") and name not in SKIPPED_FILES and not excluded(prefix + name, exclude)
-        ]
+        folders[:] = [name for name in folders if name not in SKIPPED_FOLDERS and not name.startswith(".") and not excluded(prefix + name, exclude)]
+        files += [Path(current, name) for name in names if name.endswith(".py") and name not in SKIPPED_FILES and not excluded(prefix + name, exclude)]
     return sorted(files)
 
 

@@ -173,8 +173,11 @@ class LintReport:
         audited (a target that could not be imported is not ok); with ``require_checks``, no
         check that could not run either."""
         threshold = SEVERITIES.index(fail_on)
-        return all(result.status in ("audited", "skipped") for result in self.targets) and not any(
-            SEVERITIES.index(finding.severity) <= threshold for finding in self.findings) and not (require_checks and self.unchecked)
+        return (
+            all(result.status in ("audited", "skipped") for result in self.targets)
+            and not any(SEVERITIES.index(finding.severity) <= threshold for finding in self.findings)
+            and not (require_checks and self.unchecked)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The ``targets`` of ``lint --format json``."""
@@ -185,8 +188,10 @@ class LintReport:
 
     def __repr__(self) -> str:
         counts = summary(list(self.targets))
-        return (f"<lossaudit LintReport: {plural(len(self.targets), 'target')}; {plural(counts['errors'], 'error')}, "
-                f"{plural(counts['warnings'], 'warning')}, {plural(counts['infos'], 'info')}>")
+        return (
+            f"<lossaudit LintReport: {plural(len(self.targets), 'target')}; {plural(counts['errors'], 'error')}, "
+            f"{plural(counts['warnings'], 'warning')}, {plural(counts['infos'], 'info')}>"
+        )
 
     def _repr_html_(self) -> str:
         """The text report, preformatted (what a notebook shows)."""

@@ -47,8 +47,17 @@ SERVER_START_S = 60.0
 """How long the first target waits for the server to import torch and take its connection."""
 REAP_INTERVAL_S = 0.02
 """How often the server looks for children that exited."""
-PRELOADED = ("torch", "lossaudit.lint.worker", "lossaudit.lint.battery", "lossaudit.lint.calibrate", "lossaudit.lint.canonical",
-             "lossaudit.lint.crashes", "lossaudit.lint.locate", "lossaudit.lint.rules", "lossaudit.lint.subject")
+PRELOADED = (
+    "torch",
+    "lossaudit.lint.worker",
+    "lossaudit.lint.battery",
+    "lossaudit.lint.calibrate",
+    "lossaudit.lint.canonical",
+    "lossaudit.lint.crashes",
+    "lossaudit.lint.locate",
+    "lossaudit.lint.rules",
+    "lossaudit.lint.subject",
+)
 """What the server imports before it forks: what every audit imports."""
 MESSAGE_BYTES = 65536
 
@@ -128,8 +137,13 @@ class ForkServer:
             listener.listen(64)
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "lossaudit.lint.forkserver", str(listener.fileno())],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                cwd=self.folder.name, env=environment, pass_fds=[listener.fileno()], start_new_session=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=self.folder.name,
+                env=environment,
+                pass_fds=[listener.fileno()],
+                start_new_session=True,
             )
         except OSError as error:
             self.folder.cleanup()

@@ -71,7 +71,9 @@ REFERENCE_ELEMENTS = {
 }
 """The reference element losses of each kind (:func:`lossaudit.lint.subject.reference_elements`)."""
 REFERENCE_NAMES = {
-    SIGMOID: "torchvision sigmoid_focal_loss", BINARY: "binary sigmoid focal loss", SOFTMAX: "softmax focal loss",
+    SIGMOID: "torchvision sigmoid_focal_loss",
+    BINARY: "binary sigmoid focal loss",
+    SOFTMAX: "softmax focal loss",
     CENTERNET: "CenterNet penalty-reduced focal loss (alpha=2, beta=4)",
 }
 """How the ``detected`` section names the reference of a focal kind (the families name their
@@ -82,7 +84,8 @@ momentum > 0), and its element losses over successive calls of one instance."""
 
 FAMILY_PARAMETERS: dict[str, dict[str, tuple[object, tuple[str, ...]]]] = {
     name: {keyword: (inspect.signature(kind.reference).parameters[keyword].default, names) for keyword, names in kind.parameters.items()}
-    for name, kind in LINT_KINDS.items() if kind.reference is not None
+    for name, kind in LINT_KINDS.items()
+    if kind.reference is not None
 }
 """Per family kind, the keyword arguments of its reference: the reference's default and the
 parameter names a target may give it (timm's ``disable_torch_grad_focal_loss`` detaches ASL's
@@ -185,7 +188,10 @@ def _smoothing_over_the_others(params: Params, classes: int) -> Params:
 
 
 ALTERNATIVE_READINGS: dict[str, tuple[str, Callable[[Params, int], Params]]] = {
-    LS_CE: ("epsilon spread over the C - 1 other classes (fairseq's convention), where PyTorch's label_smoothing spreads it over all C classes", _smoothing_over_the_others),
+    LS_CE: (
+        "epsilon spread over the C - 1 other classes (fairseq's convention), where PyTorch's label_smoothing spreads it over all C classes",
+        _smoothing_over_the_others,
+    ),
 }
 """Per kind, a documented convention a target may follow while its parameter names promise the
 reference's: what the FL014 finding says when the output matches it."""

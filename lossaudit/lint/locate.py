@@ -40,7 +40,16 @@ class Locator:
             module_tree = ast.parse(read_source(source_file))
         except (OSError, SyntaxError, UnicodeDecodeError):
             return
-        node = next((n for n in ast.walk(module_tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.lineno <= start <= getattr(n, "end_lineno", n.lineno) and n.name == getattr(obj, "__name__", None)), None)
+        node = next(
+            (
+                n
+                for n in ast.walk(module_tree)
+                if isinstance(n, (ast.FunctionDef, ast.ClassDef))
+                and n.lineno <= start <= getattr(n, "end_lineno", n.lineno)
+                and n.name == getattr(obj, "__name__", None)
+            ),
+            None,
+        )
         if node is None:
             return
         self.def_line = node.lineno
@@ -96,6 +105,7 @@ LAYOUT_CALLS = ("view", "reshape", "flatten", "permute", "movedim", "moveaxis", 
 
 def _rearranges(node: ast.AST, name: str) -> bool:
     """``name.view(...)``, ``torch.flatten(name, ...)``, ``rearrange(name, ...)``, ``name.dim()`` or ``name.ndim``."""
+
     def is_input(expression: ast.AST | None) -> bool:
         return isinstance(expression, ast.Name) and expression.id == name
 

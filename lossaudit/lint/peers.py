@@ -44,22 +44,62 @@ def _set(*items: str) -> frozenset[str]:
 
 
 PEER_CONVENTIONS: tuple[PeerConvention, ...] = (
-    PeerConvention("torchvision ops.sigmoid_focal_loss / fvcore sigmoid_focal_loss", _set(SIGMOID, BINARY), _set("alpha_t", "off"), _set("onehot"), _set("none", "sum", "mean over elements")),
-    PeerConvention("mmdet FocalLoss / py_sigmoid_focal_loss", _set(SIGMOID), _set("alpha_t"), _set("onehot", "index/C"), _set("none", "sum", "mean over elements", "sum per positive")),
-    PeerConvention("kornia binary_focal_loss_with_logits", _set(SIGMOID, BINARY), _set("alpha_t", "off"), _set("onehot"), _set("none", "sum", "mean over elements")),
+    PeerConvention(
+        "torchvision ops.sigmoid_focal_loss / fvcore sigmoid_focal_loss",
+        _set(SIGMOID, BINARY),
+        _set("alpha_t", "off"),
+        _set("onehot"),
+        _set("none", "sum", "mean over elements"),
+    ),
+    PeerConvention(
+        "mmdet FocalLoss / py_sigmoid_focal_loss",
+        _set(SIGMOID),
+        _set("alpha_t"),
+        _set("onehot", "index/C"),
+        _set("none", "sum", "mean over elements", "sum per positive"),
+    ),
+    PeerConvention(
+        "kornia binary_focal_loss_with_logits", _set(SIGMOID, BINARY), _set("alpha_t", "off"), _set("onehot"), _set("none", "sum", "mean over elements")
+    ),
     PeerConvention("kornia focal_loss / FocalLoss", _set(SOFTMAX), _set("class-0", "off"), _set("index/none"), _set("none", "sum", "mean over elements")),
     PeerConvention("MONAI FocalLoss", _set(SIGMOID), _set("alpha_t", "positives", "off"), _set("onehot"), _set("none", "mean over elements")),
     PeerConvention("MONAI FocalLoss(use_softmax=True)", _set(SOFTMAX), _set("class-0", "target", "off"), _set("onehot"), _set("none", "mean over elements")),
     # smp's multiclass mode has no background label, but a label C matches no class column, so a
     # loss that reads label C as background computes the same values.
-    PeerConvention("segmentation_models_pytorch FocalLoss(mode='multiclass')", _set(SIGMOID), _set("alpha_t", "off"), _set("index/none", "index/C"), _set("mean over elements", "sum")),
-    PeerConvention("segmentation_models_pytorch FocalLoss(mode='multilabel' or 'binary')", _set(SIGMOID, BINARY), _set("alpha_t", "off"), _set("onehot"), _set("mean over elements", "sum")),
+    PeerConvention(
+        "segmentation_models_pytorch FocalLoss(mode='multiclass')",
+        _set(SIGMOID),
+        _set("alpha_t", "off"),
+        _set("index/none", "index/C"),
+        _set("mean over elements", "sum"),
+    ),
+    PeerConvention(
+        "segmentation_models_pytorch FocalLoss(mode='multilabel' or 'binary')",
+        _set(SIGMOID, BINARY),
+        _set("alpha_t", "off"),
+        _set("onehot"),
+        _set("mean over elements", "sum"),
+    ),
     PeerConvention("ultralytics FocalLoss", _set(SIGMOID), _set("alpha_t", "off"), _set("onehot"), _set("mean over classes")),
     PeerConvention("mmcv softmax_focal_loss", _set(SOFTMAX), _set("target", "off"), _set("index/none"), _set("mean over rows", "sum", "none")),
-    PeerConvention("mmdet QualityFocalLoss / quality_focal_loss_tensor_target", _set(QFL), _set("off"), _set("onehot"), _set("none", "sum", "mean over rows", "sum per positive")),
-    PeerConvention("mmdet VarifocalLoss / varifocal_loss", _set(VFL), _set("off"), _set("onehot"), _set("none", "sum", "mean over elements", "sum per positive")),
+    PeerConvention(
+        "mmdet QualityFocalLoss / quality_focal_loss_tensor_target",
+        _set(QFL),
+        _set("off"),
+        _set("onehot"),
+        _set("none", "sum", "mean over rows", "sum per positive"),
+    ),
+    PeerConvention(
+        "mmdet VarifocalLoss / varifocal_loss", _set(VFL), _set("off"), _set("onehot"), _set("none", "sum", "mean over elements", "sum per positive")
+    ),
     PeerConvention("timm AsymmetricLossMultiLabel", _set(ASL), _set("off"), _set("onehot"), _set("sum")),
-    PeerConvention("torch nn.CrossEntropyLoss(label_smoothing=) / timm LabelSmoothingCrossEntropy", _set(LS_CE), _set("off"), _set("index/none", "onehot"), _set("none", "sum", "mean over rows")),
+    PeerConvention(
+        "torch nn.CrossEntropyLoss(label_smoothing=) / timm LabelSmoothingCrossEntropy",
+        _set(LS_CE),
+        _set("off"),
+        _set("index/none", "onehot"),
+        _set("none", "sum", "mean over rows"),
+    ),
     PeerConvention("mmdet GHMC", _set(GHM), _set("off"), _set("onehot"), _set("mean over elements")),
 )
 

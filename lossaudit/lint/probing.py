@@ -158,7 +158,9 @@ def factor_ratios(ctx: Context, **overrides: object) -> dict[str, tuple[float, t
         sides = {"target class": [softmax_isolation(ctx, 0, p) for p in (0.8, 0.3)]}
         quiet = softmax_isolation(ctx, None)
     else:
-        sides = {side: [isolation(ctx, side, math.log(p / (1 - p))) for p in (p_a, p_b)] for side, (p_a, p_b) in (("positive", (0.8, 0.3)), ("negative", (0.2, 0.6)))}
+        sides = {
+            side: [isolation(ctx, side, math.log(p / (1 - p))) for p in (p_a, p_b)] for side, (p_a, p_b) in (("positive", (0.8, 0.3)), ("negative", (0.2, 0.6)))
+        }
         quiet = isolation(ctx, "none", 0.0)
         if ctx.kind in SOFT_TARGET_KINDS:
             for batch in sides["positive"]:

@@ -107,7 +107,7 @@ def _column_weight(params: Params, loss: torch.Tensor) -> torch.Tensor | float:
     if params.class_weight is None:
         return 1.0
     weight = torch.tensor(params.class_weight, dtype=loss.dtype)
-    return weight[weight.numel() - loss.shape[1]:]
+    return weight[weight.numel() - loss.shape[1] :]
 
 
 def ghm_calls(x: torch.Tensor, y: torch.Tensor, params: Params, calls: int) -> list[torch.Tensor]:

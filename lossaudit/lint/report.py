@@ -71,14 +71,20 @@ def _sarif_rule(rule) -> dict:
 
 
 def _sarif_location(result: TargetResult, root) -> dict:
-    return {"locations": [
+    return (
         {
-            "physicalLocation": {
-                "artifactLocation": {"uri": repository_relative(result.location["path"], root), "uriBaseId": "%SRCROOT%"},
-                "region": {"startLine": result.location.get("line") or 1},
-            }
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": repository_relative(result.location["path"], root), "uriBaseId": "%SRCROOT%"},
+                        "region": {"startLine": result.location.get("line") or 1},
+                    }
+                }
+            ]
         }
-    ]} if result.location.get("path") else {}
+        if result.location.get("path")
+        else {}
+    )
 
 
 def _sarif_notification(result: TargetResult, root) -> dict:
@@ -142,7 +148,15 @@ def render_sarif(results: list[TargetResult], discovered: list[Candidate], requi
         "version": "2.1.0",
         "runs": [
             {
-                "tool": {"driver": {"name": "lossaudit", "version": __version__, "semanticVersion": __version__, "informationUri": INFORMATION_URI, "rules": [_sarif_rule(rule) for rule in RULES]}},
+                "tool": {
+                    "driver": {
+                        "name": "lossaudit",
+                        "version": __version__,
+                        "semanticVersion": __version__,
+                        "informationUri": INFORMATION_URI,
+                        "rules": [_sarif_rule(rule) for rule in RULES],
+                    }
+                },
                 "originalUriBaseIds": {"%SRCROOT%": {"uri": root.as_uri() + "/"}},
                 "invocations": [
                     {
@@ -174,8 +188,15 @@ def render_github(results: list[TargetResult], discovered: list[Candidate], requ
         elif result.status == "skipped":
             lines.append(annotation("info", result.hint, file=file, line=result.location.get("line"), title=f"lossaudit: {result.target} skipped"))
         if result.unchecked:
-            lines.append(annotation("error" if require_checks else "warning", "\n".join(unchecked_reasons(result)), file=file,
-                                    line=result.location.get("line"), title=f"lossaudit: {unchecked_line(result, require_checks)}"))
+            lines.append(
+                annotation(
+                    "error" if require_checks else "warning",
+                    "\n".join(unchecked_reasons(result)),
+                    file=file,
+                    line=result.location.get("line"),
+                    title=f"lossaudit: {unchecked_line(result, require_checks)}",
+                )
+            )
         for finding in result.findings:
             path, line = place_of(finding, result)
             lines.append(
@@ -261,8 +282,15 @@ def render_markdown(results: list[TargetResult], discovered: list[Candidate], re
     return "\n".join(out) + "\n"
 
 
-def render(format: str, results: list[TargetResult], discovered: list[Candidate], fail_on: str = "error", verbose: bool = False, require_checks: bool = False,
-           width: int | None = None) -> str:
+def render(
+    format: str,
+    results: list[TargetResult],
+    discovered: list[Candidate],
+    fail_on: str = "error",
+    verbose: bool = False,
+    require_checks: bool = False,
+    width: int | None = None,
+) -> str:
     """The report in ``format`` (text, json, sarif, github, junit, markdown); the text wrapped to ``width`` when given."""
     if format == "text":
         return render_text(results, discovered, verbose, require_checks, width)

@@ -65,9 +65,34 @@ class AuditOptions:
     """Run the child in the current folder instead of a temporary one."""
 
 
-CHILD_ENVIRONMENT = ("PATH", "HOME", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR", "PYTHON*", "VIRTUAL_ENV", "CONDA_PREFIX",
-                     "SSL_CERT_FILE", "SSL_CERT_DIR", "LD_LIBRARY_PATH", "CUDA_*", "CUBLAS_*", "CUDNN_*", "NVIDIA_*", "PYTORCH_*", "TORCH_*",
-                     "OMP_*", "MKL_*", "OPENBLAS_*", "KMP_*", "HIP_*", "ROCM_*", "XDG_CACHE_HOME")
+CHILD_ENVIRONMENT = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TMPDIR",
+    "PYTHON*",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "LD_LIBRARY_PATH",
+    "CUDA_*",
+    "CUBLAS_*",
+    "CUDNN_*",
+    "NVIDIA_*",
+    "PYTORCH_*",
+    "TORCH_*",
+    "OMP_*",
+    "MKL_*",
+    "OPENBLAS_*",
+    "KMP_*",
+    "HIP_*",
+    "ROCM_*",
+    "XDG_CACHE_HOME",
+)
 """The variables (``*``: a prefix) an audit's child gets from this process: what Python and torch
 need to start and find their libraries, caches and devices. Anything else (a CI token, a cloud
 credential) stays out unless named with ``--pass-env``."""
@@ -124,8 +149,12 @@ class _Spawned:
     def __init__(self, order: dict, environment: dict[str, str], stderr_fd: int):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "lossaudit.lint.worker", order["request"], order["result"]],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr_fd,
-            cwd=order["cwd"], env=environment, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_fd,
+            cwd=order["cwd"],
+            env=environment,
+            start_new_session=True,
         )
 
     def wait(self, timeout: float) -> bool:
@@ -145,7 +174,9 @@ def _start(order: dict, options: AuditOptions, root: Path | None, servers: ForkS
     with the thread that keeps the tail of its stderr."""
     reading, writing = os.pipe()
     try:
-        child: ForkedChild | _Spawned | None = servers.fork(child_environment(dict(os.environ), options.pass_env), order, writing) if servers is not None else None
+        child: ForkedChild | _Spawned | None = (
+            servers.fork(child_environment(dict(os.environ), options.pass_env), order, writing) if servers is not None else None
+        )
         child = child or _Spawned(order, child_environment(dict(os.environ), options.pass_env, root), writing)
     except BaseException:
         os.close(reading)
@@ -175,8 +206,13 @@ def audit(spec: TargetSpec, options: AuditOptions, servers: ForkServers | None =
         request_path, result_path, work = Path(folder, "request.json"), Path(folder, "result.json"), Path(folder, "work")
         request_path.write_text(json.dumps(request))
         work.mkdir()
-        order = {"request": str(request_path), "result": str(result_path), "cwd": os.getcwd() if options.keep_cwd else str(work),
-                 "root": os.path.abspath(spec.root) if spec.root is not None else None, "pythonpath": child_environment(dict(os.environ), (), spec.root).get("PYTHONPATH")}
+        order = {
+            "request": str(request_path),
+            "result": str(result_path),
+            "cwd": os.getcwd() if options.keep_cwd else str(work),
+            "root": os.path.abspath(spec.root) if spec.root is not None else None,
+            "pythonpath": child_environment(dict(os.environ), (), spec.root).get("PYTHONPATH"),
+        }
         child, reader, tail = _start(order, options, spec.root, servers)
         limit = STARTUP_ALLOWANCE_S + CALL_BUDGET * options.timeout
         try:

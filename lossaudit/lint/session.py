@@ -253,6 +253,8 @@ def failed(results: list[TargetResult], fail_on: str, require_checks: bool = Fal
     """Whether a target could not be imported, any finding is at or above the failing severity,
     or, with ``require_checks``, a check could not run on a target."""
     threshold = SEVERITIES.index(fail_on)
-    return any(result.status == "error" for result in results) or any(
-        SEVERITIES.index(f.severity) <= threshold for result in results for f in result.findings
-    ) or (require_checks and any(result.unchecked for result in results))
+    return (
+        any(result.status == "error" for result in results)
+        or any(SEVERITIES.index(f.severity) <= threshold for result in results for f in result.findings)
+        or (require_checks and any(result.unchecked for result in results))
+    )

@@ -410,7 +410,9 @@ class Subject:
             targets = targets.to(dtype)
         return inputs, targets
 
-    def call(self, convention: Convention, batch: Batch, loss: Callable | None = None, dtype: torch.dtype = torch.float32, **overrides: object) -> tuple[torch.Tensor, torch.Tensor]:
+    def call(
+        self, convention: Convention, batch: Batch, loss: Callable | None = None, dtype: torch.dtype = torch.float32, **overrides: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Call the target on ``batch``; returns (output, the input leaf). Raises what the target raises.
 
         The target receives a clone of the leaf (a non-leaf, like a network's output, so in-place

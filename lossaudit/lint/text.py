@@ -105,11 +105,11 @@ def discovered_line(discovered: list[Candidate]) -> str:
     skipped = sum(bool(c.skip) for c in discovered)
     counted = f" ({skipped} skipped: not a loss signature)" if skipped else ""
     return f"Discovered {plural(len(discovered), 'candidate')}{counted}: " + ", ".join(
-        f"{c.target} ({c.reason}{'; skipped' if c.skip else ''})" for c in discovered)
+        f"{c.target} ({c.reason}{'; skipped' if c.skip else ''})" for c in discovered
+    )
 
 
-def render_text(results: list[TargetResult], discovered: list[Candidate], verbose: bool = False, require_checks: bool = False,
-                width: int | None = None) -> str:
+def render_text(results: list[TargetResult], discovered: list[Candidate], verbose: bool = False, require_checks: bool = False, width: int | None = None) -> str:
     """The ruff-like report: per target the detected line, its findings, the checks that could not
     run (with their reasons) and a summary line that counts them; with ``width``, each line wrapped
     to it (words never cut; a finding's first line keeps its ``path:line: CODE``)."""

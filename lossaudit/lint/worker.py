@@ -39,7 +39,9 @@ CONFIGURE_FIX = "pass the arguments it needs with --init KEY=VALUE, or init = { 
 def _signature_error(error: BaseException | None) -> bool:
     """Whether ``error`` says the call's arguments do not fit the signature (a required argument
     lint cannot supply), rather than a failure inside the loss."""
-    return isinstance(error, TypeError) and any(text in str(error) for text in ("required positional argument", "required keyword-only argument", "unexpected keyword argument"))
+    return isinstance(error, TypeError) and any(
+        text in str(error) for text in ("required positional argument", "required keyword-only argument", "unexpected keyword argument")
+    )
 
 
 def _num_classes(options: dict, init: dict) -> int:
@@ -139,8 +141,16 @@ def audit_object(obj: object, text: str, init: dict, options: Any, allow_cuda_pa
         calibration = calibrate(subject, options["kind"], options["inputs"], options["targets"], options["seed"])
     except (Exception, SystemExit, CallTimeout) as error:  # the constructor itself failed
         path, line = locator.from_traceback(error.__traceback__)
-        result.findings.append(Finding("FL015", f"cannot be instantiated with --init {init}: {error_text(error)}", path=path, line=line, evidence={"phase": "instantiate", "exception": type(error).__name__},
-                                       fix=CONFIGURE_FIX))
+        result.findings.append(
+            Finding(
+                "FL015",
+                f"cannot be instantiated with --init {init}: {error_text(error)}",
+                path=path,
+                line=line,
+                evidence={"phase": "instantiate", "exception": type(error).__name__},
+                fix=CONFIGURE_FIX,
+            )
+        )
         result.unchecked = [_nothing_ran("the target cannot be instantiated")]
         return result
     workaround = None
@@ -154,7 +164,9 @@ def audit_object(obj: object, text: str, init: dict, options: Any, allow_cuda_pa
             workaround = None
         if workaround is None:
             result.detected = {"kind": options["kind"], "inputs": None, "targets": None, "reference": None, "normalisation": None, "max_rel_error": None}
-            result.unchecked = [_nothing_ran(f"the target fails under every calling convention ({crash.evidence['conventions_tried']} tried) and no workaround runs it")]
+            result.unchecked = [
+                _nothing_ran(f"the target fails under every calling convention ({crash.evidence['conventions_tried']} tried) and no workaround runs it")
+            ]
             return result
         crash.message += f"; the rest of the audit ran with {workaround.text}"
         crash.evidence["workaround"] = workaround.text
@@ -209,7 +221,9 @@ def _calibration_crash(calibration, locator, subject) -> Finding:
     from lossaudit.lint.crashes import all_alike, describe, diagnose, furthest
 
     attempts = calibration.attempts
-    first = furthest(attempts, locator) or (attempts[0] if attempts else {"error": "no calling convention fits the options", "exception": None, "convention": None})
+    first = furthest(attempts, locator) or (
+        attempts[0] if attempts else {"error": "no calling convention fits the options", "exception": None, "convention": None}
+    )
     error = first["exception"]
     path, line = locator.from_traceback(error.__traceback__) if error is not None else (locator.path, locator.def_line)
     errors = list(dict.fromkeys(attempt["error"] for attempt in attempts if attempt.get("error")))
@@ -218,10 +232,23 @@ def _calibration_crash(calibration, locator, subject) -> Finding:
     text = describe(error, locator, subject) if error is not None else first["error"]
     alike = all_alike(attempts, locator)
     furthest_text = f"; furthest: {first['convention']}" if tried > 1 and first.get("convention") and not alike else ""
-    evidence = {"phase": "call", "conventions_tried": tried, "errors": errors[:3], "exception": type(error).__name__ if error is not None else None,
-                "furthest_convention": None if alike else first.get("convention"), "cause": cause.kind if cause else None, **({"source_line": cause.source} if cause and cause.source else {})}
-    return Finding("FL015", f"fails on valid input under {'every calling convention' if tried > 1 else 'the first call'} ({tried} tried){furthest_text}: {text}",
-                   path=path, line=line, evidence=evidence, fix=CONFIGURE_FIX if _signature_error(error) else "")
+    evidence = {
+        "phase": "call",
+        "conventions_tried": tried,
+        "errors": errors[:3],
+        "exception": type(error).__name__ if error is not None else None,
+        "furthest_convention": None if alike else first.get("convention"),
+        "cause": cause.kind if cause else None,
+        **({"source_line": cause.source} if cause and cause.source else {}),
+    }
+    return Finding(
+        "FL015",
+        f"fails on valid input under {'every calling convention' if tried > 1 else 'the first call'} ({tried} tried){furthest_text}: {text}",
+        path=path,
+        line=line,
+        evidence=evidence,
+        fix=CONFIGURE_FIX if _signature_error(error) else "",
+    )
 
 
 def _reference_name(kind: str, params) -> str:
@@ -261,9 +288,20 @@ def run(request_path: str, result_path: str) -> None:
     except InputError as error:
         outcome = {"status": "import-error", "message": f"target {error}"}
     except BaseException as error:  # noqa: BLE001 - a crash of the audit itself must still report
-        outcome = {"status": "ok", "result": TargetResult(target=request["target"]["text"], findings=[
-            Finding("FL015", f"the audit stopped: {type(error).__name__}: {error}", path=request["target"]["file"], evidence={"traceback": traceback.format_exc().splitlines()[-4:]})
-        ]).to_dict()}
+        outcome = {
+            "status": "ok",
+            "result": TargetResult(
+                target=request["target"]["text"],
+                findings=[
+                    Finding(
+                        "FL015",
+                        f"the audit stopped: {type(error).__name__}: {error}",
+                        path=request["target"]["file"],
+                        evidence={"traceback": traceback.format_exc().splitlines()[-4:]},
+                    )
+                ],
+            ).to_dict(),
+        }
     temporary = Path(result_path + ".tmp")
     temporary.write_text(json.dumps(outcome, default=str))
     temporary.replace(result_path)

@@ -36,7 +36,16 @@ FAMILY_IDS = tuple(function.__name__.replace("_", "-") for function in (qfl, dfl
 with ``-`` for ``_``)."""
 
 __all__ = [
-    "CENTERNET_PROB_CLAMP", "FAMILY_IDS", "GHMState", "LOSS_IDS", "REDUCTIONS", "class_balanced_weights", "ghm_bin_edges", "ghm_bin_weights", "gradient_norm_bins",
-    "ohem_row_selection", "softmax_focal_terms",
+    "CENTERNET_PROB_CLAMP",
+    "FAMILY_IDS",
+    "GHMState",
+    "LOSS_IDS",
+    "REDUCTIONS",
+    "class_balanced_weights",
+    "ghm_bin_edges",
+    "ghm_bin_weights",
+    "gradient_norm_bins",
+    "ohem_row_selection",
+    "softmax_focal_terms",
     *(function.__name__ for function in (asl, bce, cb, ce, centernet, dfl, focal, ghm, logit_adjusted_ce, ls_ce, ohem, poly1, qfl, softmax_focal, vfl)),
 ]

@@ -96,17 +96,37 @@ def _multi_label(info) -> bool:
 
 
 LOSSES = (
-    LossSpec(ASL, SIGMOID, "Asymmetric Loss: separate focusing of positives and negatives, shifted negatives (timm)",
-             params=("asl_gamma_pos", "asl_gamma_neg", "asl_clip"),
-             arguments=lambda s: {"gamma_pos": s.asl_gamma_pos, "gamma_neg": s.asl_gamma_neg, "clip": s.asl_clip, "eps": ASL_EPS},
-             terms=_asl_terms, normaliser=valid_elements, default_when=_multi_label, default_on="multi-label targets", lint_kind=ASL),
+    LossSpec(
+        ASL,
+        SIGMOID,
+        "Asymmetric Loss: separate focusing of positives and negatives, shifted negatives (timm)",
+        params=("asl_gamma_pos", "asl_gamma_neg", "asl_clip"),
+        arguments=lambda s: {"gamma_pos": s.asl_gamma_pos, "gamma_neg": s.asl_gamma_neg, "clip": s.asl_clip, "eps": ASL_EPS},
+        terms=_asl_terms,
+        normaliser=valid_elements,
+        default_when=_multi_label,
+        default_on="multi-label targets",
+        lint_kind=ASL,
+    ),
 )
 LINT_KINDS = (
-    LintKind(ASL, "Asymmetric Loss for multi-label classification (timm AsymmetricLossMultiLabel)", SIGMOID, reference=asl,
-             parameters={"gamma_pos": ("gamma_pos",), "gamma_neg": ("gamma_neg",), "clip": ("clip",), "eps": ("eps",),
-                         "detach_weight": ("disable_torch_grad_focal_loss", "detach_weight")},
-             focusing="gamma_neg", normalisations=("none", "sum"), usual_normalisation="the sum (timm)",
-             factor="ASL's ((1 - p)^gamma_pos on positives, p_m^gamma_neg on negatives with p_m = max(p - clip, 0))",
-             no_alpha="ASL takes no balancing weight: remove it (gamma_pos, gamma_neg and clip balance the two sides)",
-             hint=("parameters", ("gamma_neg", "gamma_pos", "disable_torch_grad_focal_loss"), "parameters (gamma_neg, gamma_pos)", True)),
+    LintKind(
+        ASL,
+        "Asymmetric Loss for multi-label classification (timm AsymmetricLossMultiLabel)",
+        SIGMOID,
+        reference=asl,
+        parameters={
+            "gamma_pos": ("gamma_pos",),
+            "gamma_neg": ("gamma_neg",),
+            "clip": ("clip",),
+            "eps": ("eps",),
+            "detach_weight": ("disable_torch_grad_focal_loss", "detach_weight"),
+        },
+        focusing="gamma_neg",
+        normalisations=("none", "sum"),
+        usual_normalisation="the sum (timm)",
+        factor="ASL's ((1 - p)^gamma_pos on positives, p_m^gamma_neg on negatives with p_m = max(p - clip, 0))",
+        no_alpha="ASL takes no balancing weight: remove it (gamma_pos, gamma_neg and clip balance the two sides)",
+        hint=("parameters", ("gamma_neg", "gamma_pos", "disable_torch_grad_focal_loss"), "parameters (gamma_neg, gamma_pos)", True),
+    ),
 )

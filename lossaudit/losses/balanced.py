@@ -172,8 +172,22 @@ def _logit_adjusted_terms(x: torch.Tensor, y: torch.Tensor, class_counts: torch.
 
 
 LOSSES = (
-    LossSpec(CB_CE, SOFTMAX, "class-balanced CE: CE weighted by the effective number of each class's samples", params=("cb_beta",),
-             arguments=lambda s: {"beta": s.cb_beta}, terms=_cb_terms, needs_class_counts=True),
-    LossSpec(LOGIT_ADJUSTED_CE, SOFTMAX, "logit-adjusted CE: CE of x + tau log(class prior) (balanced softmax at tau 1)", params=("la_tau",),
-             arguments=lambda s: {"tau": s.la_tau}, terms=_logit_adjusted_terms, needs_class_counts=True),
+    LossSpec(
+        CB_CE,
+        SOFTMAX,
+        "class-balanced CE: CE weighted by the effective number of each class's samples",
+        params=("cb_beta",),
+        arguments=lambda s: {"beta": s.cb_beta},
+        terms=_cb_terms,
+        needs_class_counts=True,
+    ),
+    LossSpec(
+        LOGIT_ADJUSTED_CE,
+        SOFTMAX,
+        "logit-adjusted CE: CE of x + tau log(class prior) (balanced softmax at tau 1)",
+        params=("la_tau",),
+        arguments=lambda s: {"tau": s.la_tau},
+        terms=_logit_adjusted_terms,
+        needs_class_counts=True,
+    ),
 )

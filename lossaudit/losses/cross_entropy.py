@@ -28,9 +28,7 @@ def bce(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") ->
     return reduce(F.binary_cross_entropy_with_logits(logits, targets, reduction="none"), reduction)
 
 
-def ce(
-    logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean", ignore_index: int = -100
-) -> torch.Tensor:
+def ce(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean", ignore_index: int = -100) -> torch.Tensor:
     """Softmax cross-entropy over classes: ``-log q_y`` per row (``-Σ_c y_c log q_c`` for soft targets).
 
     Equal to ``torch.nn.functional.cross_entropy`` (its 'mean' divides by the rows not ignored).

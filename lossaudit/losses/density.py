@@ -133,13 +133,30 @@ def _ghm_terms(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, positive: 
 
 
 LOSSES = (
-    LossSpec(GHM, SIGMOID, "GHM-C: BCE weighted by the inverse density of g = |p - y| (mmdet)", params=("ghm_bins", "ghm_momentum"),
-             arguments=lambda s: {"bins": s.ghm_bins, "momentum": s.ghm_momentum}, terms=_ghm_terms, normaliser=valid_elements, empty_name="valid elements",
-             default_when=always, lint_kind=GHM),
+    LossSpec(
+        GHM,
+        SIGMOID,
+        "GHM-C: BCE weighted by the inverse density of g = |p - y| (mmdet)",
+        params=("ghm_bins", "ghm_momentum"),
+        arguments=lambda s: {"bins": s.ghm_bins, "momentum": s.ghm_momentum},
+        terms=_ghm_terms,
+        normaliser=valid_elements,
+        empty_name="valid elements",
+        default_when=always,
+        lint_kind=GHM,
+    ),
 )
 LINT_KINDS = (
-    LintKind(GHM, "GHM-C, BCE weighted by gradient density (mmdet GHMC)", SIGMOID, reference=ghm,
-             parameters={"bins": ("bins",), "momentum": ("momentum",)}, focusing=None,
-             normalisations=("none", "sum", "mean over elements"), usual_normalisation="the mean over valid elements (mmdet)",
-             no_alpha="GHM-C takes no balancing weight: its gradient-density weights do the balancing", hint=("name", ("ghm",), "name (GHM)", True)),
+    LintKind(
+        GHM,
+        "GHM-C, BCE weighted by gradient density (mmdet GHMC)",
+        SIGMOID,
+        reference=ghm,
+        parameters={"bins": ("bins",), "momentum": ("momentum",)},
+        focusing=None,
+        normalisations=("none", "sum", "mean over elements"),
+        usual_normalisation="the mean over valid elements (mmdet)",
+        no_alpha="GHM-C takes no balancing weight: its gradient-density weights do the balancing",
+        hint=("name", ("ghm",), "name (GHM)", True),
+    ),
 )

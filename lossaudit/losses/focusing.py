@@ -32,8 +32,11 @@ BINARY = "binary"
 PARAMS = (
     Param("alpha", 0.25, "Focal alpha for positives (negatives get 1 - alpha); -1 disables it.", bounds=Bounds(0, 1, off=-1)),
     Param("gamma", 2.0, "Focal gamma (focal and softmax-focal; vfl's focusing of the negatives).", bounds=Bounds(0)),
-    PerClassParam("alpha_per_class", "One alpha per class: a comma list, or a file (one per line, a YAML list or mapping): softmax-focal takes it at the target class, focal by class column.",
-                  bounds=Bounds(0, 1)),
+    PerClassParam(
+        "alpha_per_class",
+        "One alpha per class: a comma list, or a file (one per line, a YAML list or mapping): softmax-focal takes it at the target class, focal by class column.",
+        bounds=Bounds(0, 1),
+    ),
 )
 
 
@@ -154,17 +157,48 @@ def _softmax_focal_terms(x: torch.Tensor, y: torch.Tensor, class_counts: torch.T
 
 
 LOSSES = (
-    LossSpec(FOCAL, SIGMOID, "sigmoid focal loss, alpha_t (1 - p_t)^gamma BCE (torchvision)", params=("alpha", "gamma", "alpha_per_class"),
-             arguments=lambda s: {"alpha": _per_class(s) if s.alpha_per_class is not None else s.alpha, "gamma": s.gamma},
-             terms=_focal_terms, normaliser=valid_elements, default_when=always, lint_kind=SIGMOID),
-    LossSpec(SOFTMAX_FOCAL, SOFTMAX, "softmax focal loss, -alpha_y (1 - q_y)^gamma log q_y per row", params=("gamma", "alpha_per_class"),
-             arguments=lambda s: {"alpha": _per_class(s), "gamma": s.gamma}, terms=_softmax_focal_terms, default_when=except_heatmaps, lint_kind=SOFTMAX),
+    LossSpec(
+        FOCAL,
+        SIGMOID,
+        "sigmoid focal loss, alpha_t (1 - p_t)^gamma BCE (torchvision)",
+        params=("alpha", "gamma", "alpha_per_class"),
+        arguments=lambda s: {"alpha": _per_class(s) if s.alpha_per_class is not None else s.alpha, "gamma": s.gamma},
+        terms=_focal_terms,
+        normaliser=valid_elements,
+        default_when=always,
+        lint_kind=SIGMOID,
+    ),
+    LossSpec(
+        SOFTMAX_FOCAL,
+        SOFTMAX,
+        "softmax focal loss, -alpha_y (1 - q_y)^gamma log q_y per row",
+        params=("gamma", "alpha_per_class"),
+        arguments=lambda s: {"alpha": _per_class(s), "gamma": s.gamma},
+        terms=_softmax_focal_terms,
+        default_when=except_heatmaps,
+        lint_kind=SOFTMAX,
+    ),
 )
 LINT_KINDS = (
-    LintKind(SIGMOID, "sigmoid focal loss, one binary problem per class (torchvision)", SIGMOID,
-             normalisations=("none", "sum", "sum per positive"), usual_normalisation="the sum per positive anchor (detectors) or no reduction"),
-    LintKind(SOFTMAX, "softmax focal loss over the classes", SOFTMAX,
-             normalisations=("none", "sum", "mean over rows", "mean over target weights"), usual_normalisation="the mean over rows"),
-    LintKind(BINARY, "binary focal loss on one logit per element", BINARY,
-             normalisations=("none", "sum", "sum per positive", "mean over elements"), usual_normalisation="the mean or the sum"),
+    LintKind(
+        SIGMOID,
+        "sigmoid focal loss, one binary problem per class (torchvision)",
+        SIGMOID,
+        normalisations=("none", "sum", "sum per positive"),
+        usual_normalisation="the sum per positive anchor (detectors) or no reduction",
+    ),
+    LintKind(
+        SOFTMAX,
+        "softmax focal loss over the classes",
+        SOFTMAX,
+        normalisations=("none", "sum", "mean over rows", "mean over target weights"),
+        usual_normalisation="the mean over rows",
+    ),
+    LintKind(
+        BINARY,
+        "binary focal loss on one logit per element",
+        BINARY,
+        normalisations=("none", "sum", "sum per positive", "mean over elements"),
+        usual_normalisation="the mean or the sum",
+    ),
 )

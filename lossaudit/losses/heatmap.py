@@ -14,9 +14,7 @@ CENTERNET_PROB_CLAMP = 1e-4
 """CenterNet's ``_sigmoid`` clamps heatmap probabilities to [1e-4, 1 - 1e-4]."""
 
 
-def centernet(
-    probs: torch.Tensor, heatmap: torch.Tensor, alpha: float = 2.0, beta: float = 4.0, reduction: str = "mean"
-) -> torch.Tensor:
+def centernet(probs: torch.Tensor, heatmap: torch.Tensor, alpha: float = 2.0, beta: float = 4.0, reduction: str = "mean") -> torch.Tensor:
     """CenterNet / CornerNet penalty-reduced focal loss on probability heatmaps.
 
     ``loss = -[Σ_pos log p (1 - p)**alpha + Σ_neg log(1 - p) p**alpha (1 - gt)**beta] / #pos``
@@ -53,10 +51,26 @@ def _peaks(valid: torch.Tensor, y: torch.Tensor, positive: torch.Tensor) -> tupl
 
 
 LOSSES = (
-    LossSpec(CENTERNET, SIGMOID, "CenterNet penalty-reduced focal loss on heatmaps (alpha 2, beta 4)", arguments=lambda s: {"alpha": 2.0, "beta": 4.0},
-             terms=_centernet_terms, normaliser=_peaks, empty_name="1 (no peaks)", default_when=lambda info: info.encoding == HEATMAP_ENCODING, default_on="heatmaps", lint_kind=CENTERNET),
+    LossSpec(
+        CENTERNET,
+        SIGMOID,
+        "CenterNet penalty-reduced focal loss on heatmaps (alpha 2, beta 4)",
+        arguments=lambda s: {"alpha": 2.0, "beta": 4.0},
+        terms=_centernet_terms,
+        normaliser=_peaks,
+        empty_name="1 (no peaks)",
+        default_when=lambda info: info.encoding == HEATMAP_ENCODING,
+        default_on="heatmaps",
+        lint_kind=CENTERNET,
+    ),
 )
 LINT_KINDS = (
-    LintKind(CENTERNET, "CenterNet penalty-reduced focal loss on probability heatmaps", CENTERNET, focusing=None,
-             normalisations=("none", "sum", "sum per positive"), usual_normalisation="the sum per peak"),
+    LintKind(
+        CENTERNET,
+        "CenterNet penalty-reduced focal loss on probability heatmaps",
+        CENTERNET,
+        focusing=None,
+        normalisations=("none", "sum", "sum per positive"),
+        usual_normalisation="the sum per peak",
+    ),
 )

@@ -66,6 +66,14 @@ def _positive_rows(valid: torch.Tensor, y: torch.Tensor, positive: torch.Tensor)
 
 
 LOSSES = (
-    LossSpec(OHEM, SIGMOID, "BCE over the positive rows and the hardest negative rows (SSD hard-negative mining)", params=("ohem_ratio",),
-             arguments=lambda s: {"neg_pos_ratio": s.ohem_ratio}, terms=_ohem_terms, normaliser=_positive_rows, empty_name="positive rows"),
+    LossSpec(
+        OHEM,
+        SIGMOID,
+        "BCE over the positive rows and the hardest negative rows (SSD hard-negative mining)",
+        params=("ohem_ratio",),
+        arguments=lambda s: {"neg_pos_ratio": s.ohem_ratio},
+        terms=_ohem_terms,
+        normaliser=_positive_rows,
+        empty_name="positive rows",
+    ),
 )

@@ -82,10 +82,7 @@ def dfl(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") ->
     """
     check_reduction(reduction)
     if logits.dim() != 2 or logits.shape[1] < 2 or targets.shape != logits.shape[:1]:
-        raise ValueError(
-            f"dfl needs (N, B) logits over B >= 2 bins and (N,) targets; got logits {tuple(logits.shape)}, "
-            f"targets {tuple(targets.shape)}"
-        )
+        raise ValueError(f"dfl needs (N, B) logits over B >= 2 bins and (N,) targets; got logits {tuple(logits.shape)}, targets {tuple(targets.shape)}")
     top = logits.shape[1] - 1
     if targets.numel() and (targets.min() < 0 or targets.max() > top):
         raise ValueError(f"targets must lie in [0, {top}] (bins 0 .. B-1); got values from {float(targets.min())} to {float(targets.max())}")
@@ -153,19 +150,54 @@ def _soft(info) -> bool:
 
 
 LOSSES = (
-    LossSpec(QFL, SIGMOID, "Quality Focal Loss, |y - p|^beta BCE on soft IoU targets (GFL, mmdet)", params=("qfl_beta",),
-             arguments=lambda s: {"beta": s.qfl_beta}, terms=_qfl_terms, normaliser=valid_elements, default_when=_soft, default_on="soft targets", lint_kind=QFL),
-    LossSpec(VFL, SIGMOID, "Varifocal Loss: q BCE on positives, alpha p^gamma BCE on negatives (mmdet)", params=("gamma",),
-             arguments=lambda s: {"alpha": VFL_ALPHA, "gamma": s.gamma}, terms=_vfl_terms, normaliser=valid_elements, default_when=_soft, default_on="soft targets", lint_kind=VFL),
+    LossSpec(
+        QFL,
+        SIGMOID,
+        "Quality Focal Loss, |y - p|^beta BCE on soft IoU targets (GFL, mmdet)",
+        params=("qfl_beta",),
+        arguments=lambda s: {"beta": s.qfl_beta},
+        terms=_qfl_terms,
+        normaliser=valid_elements,
+        default_when=_soft,
+        default_on="soft targets",
+        lint_kind=QFL,
+    ),
+    LossSpec(
+        VFL,
+        SIGMOID,
+        "Varifocal Loss: q BCE on positives, alpha p^gamma BCE on negatives (mmdet)",
+        params=("gamma",),
+        arguments=lambda s: {"alpha": VFL_ALPHA, "gamma": s.gamma},
+        terms=_vfl_terms,
+        normaliser=valid_elements,
+        default_when=_soft,
+        default_on="soft targets",
+        lint_kind=VFL,
+    ),
 )
 LINT_KINDS = (
-    LintKind(QFL, "Quality Focal Loss on soft IoU targets (mmdet quality_focal_loss)", SIGMOID, reference=qfl,
-             parameters={"beta": ("beta",)}, focusing="beta",
-             normalisations=("none", "sum", "sum per positive", "mean over rows"), usual_normalisation="the sum per positive anchor (GFL's head) or the mean over anchors",
-             factor="QFL's |y - p|^beta (y the IoU quality)", no_alpha="QFL takes no balancing weight: remove it (|y - p|**beta already weights each element)",
-             hint=("name", ("qualityfocal", "quality_focal", "qfl"), "name (quality focal)", True)),
-    LintKind(VFL, "Varifocal Loss on IoU-aware targets (mmdet varifocal_loss)", SIGMOID, reference=vfl,
-             parameters={"alpha": ("alpha",), "gamma": ("gamma",), "detach_weight": ("detach_weight",)},
-             normalisations=("none", "sum", "sum per positive", "mean over elements"), usual_normalisation="the sum per positive anchor (VFNet's head) or the mean over elements",
-             factor="Varifocal's (q on positives, alpha p^gamma on negatives)", hint=("name", ("varifocal", "vfl"), "name (Varifocal)", True)),
+    LintKind(
+        QFL,
+        "Quality Focal Loss on soft IoU targets (mmdet quality_focal_loss)",
+        SIGMOID,
+        reference=qfl,
+        parameters={"beta": ("beta",)},
+        focusing="beta",
+        normalisations=("none", "sum", "sum per positive", "mean over rows"),
+        usual_normalisation="the sum per positive anchor (GFL's head) or the mean over anchors",
+        factor="QFL's |y - p|^beta (y the IoU quality)",
+        no_alpha="QFL takes no balancing weight: remove it (|y - p|**beta already weights each element)",
+        hint=("name", ("qualityfocal", "quality_focal", "qfl"), "name (quality focal)", True),
+    ),
+    LintKind(
+        VFL,
+        "Varifocal Loss on IoU-aware targets (mmdet varifocal_loss)",
+        SIGMOID,
+        reference=vfl,
+        parameters={"alpha": ("alpha",), "gamma": ("gamma",), "detach_weight": ("detach_weight",)},
+        normalisations=("none", "sum", "sum per positive", "mean over elements"),
+        usual_normalisation="the sum per positive anchor (VFNet's head) or the mean over elements",
+        factor="Varifocal's (q on positives, alpha p^gamma on negatives)",
+        hint=("name", ("varifocal", "vfl"), "name (Varifocal)", True),
+    ),
 )

@@ -109,9 +109,16 @@ def ls_ce(
 
 
 LINT_KINDS = (
-    LintKind(LS_CE, "label-smoothing cross-entropy (nn.CrossEntropyLoss(label_smoothing=...))", SOFTMAX, reference=ls_ce,
-             parameters={"epsilon": ("label_smoothing", "smoothing", "epsilon")}, focusing=None,
-             normalisations=("none", "sum", "mean over rows"), usual_normalisation="the mean over rows",
-             no_alpha="label-smoothing cross-entropy takes no balancing weight: pass class weights as weight= to F.cross_entropy",
-             hint=("parameters", ("label_smoothing", "smoothing"), "parameter (label_smoothing / smoothing)", False)),
+    LintKind(
+        LS_CE,
+        "label-smoothing cross-entropy (nn.CrossEntropyLoss(label_smoothing=...))",
+        SOFTMAX,
+        reference=ls_ce,
+        parameters={"epsilon": ("label_smoothing", "smoothing", "epsilon")},
+        focusing=None,
+        normalisations=("none", "sum", "mean over rows"),
+        usual_normalisation="the mean over rows",
+        no_alpha="label-smoothing cross-entropy takes no balancing weight: pass class weights as weight= to F.cross_entropy",
+        hint=("parameters", ("label_smoothing", "smoothing"), "parameter (label_smoothing / smoothing)", False),
+    ),
 )

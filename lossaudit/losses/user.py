@@ -177,8 +177,10 @@ def split_losses(losses: str | Sequence[object] | None, init: list[str] | dict |
             user = parse_user_loss(name, points)
             if user is None:
                 offered = f"; installed ({ENTRY_POINT_GROUP}): {', '.join(points)}" if points else ""
-                raise InputError(f"--losses: unknown loss {name}; expected a comma list of {', '.join(LOSS_IDS)}, "
-                                 f"path/to/file.py:function, package.module:Class or an installed loss{offered}")
+                raise InputError(
+                    f"--losses: unknown loss {name}; expected a comma list of {', '.join(LOSS_IDS)}, "
+                    f"path/to/file.py:function, package.module:Class or an installed loss{offered}"
+                )
         else:
             user = from_callable(item)
         if user.id in LOSSES or user.id in ids:

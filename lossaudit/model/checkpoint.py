@@ -88,7 +88,9 @@ def _read_state_dict(path: Path) -> tuple[dict, str]:
             return nested, f"nested under '{key}'"
     tensors = {k: v for k, v in content.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise InputError(f"{path}: no tensors found; keys present: {', '.join(map(str, list(content)[:10]))} (expected a state dict, possibly under {', '.join(NESTING_KEYS)})")
+        raise InputError(
+            f"{path}: no tensors found; keys present: {', '.join(map(str, list(content)[:10]))} (expected a state dict, possibly under {', '.join(NESTING_KEYS)})"
+        )
     return content, "raw"
 
 
@@ -122,7 +124,9 @@ def match_keys(state: dict, expected: dict, path: Path) -> tuple[dict, str]:
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:LISTED])}{', …' if len(unexpected) > LISTED else ''})")
         raise InputError(f"{path}: state-dict keys do not match the --arch model: {'; '.join(parts)}")
-    resized = [f"{key} {tuple(best[key].shape)} vs {tuple(expected[key].shape)}" for key in sorted(expected) if tuple(best[key].shape) != tuple(expected[key].shape)]
+    resized = [
+        f"{key} {tuple(best[key].shape)} vs {tuple(expected[key].shape)}" for key in sorted(expected) if tuple(best[key].shape) != tuple(expected[key].shape)
+    ]
     if resized:
         raise InputError(f"{path}: {len(resized)} tensors have another shape than in the --arch model (checkpoint vs model): {', '.join(resized[:LISTED])}")
     return best, note
@@ -160,8 +164,12 @@ def _load_program(path: Path, kind: str, device: str) -> LoadedModel:
                 scripted = torch.jit.load(str(path), map_location=device)
             return LoadedModel(scripted, "TorchScript", "loaded with --trust-model")
         program = torch.export.load(str(path))
-        return LoadedModel(program.module().to(device), "torch.export program", "loaded with --trust-model; runs in the mode it was exported in",
-                           input_shape=_exported_input_shape(program))
+        return LoadedModel(
+            program.module().to(device),
+            "torch.export program",
+            "loaded with --trust-model; runs in the mode it was exported in",
+            input_shape=_exported_input_shape(program),
+        )
     except (RuntimeError, OSError, ValueError) as error:
         raise InputError(f"{path}: cannot be loaded as {kind} ({str(error).splitlines()[0][:200]})") from None
 

@@ -85,8 +85,10 @@ def static_batch(input_shape: tuple[int | None, ...] | None, inputs: np.ndarray,
         return None
     if len(input_shape) != inputs.ndim or any(want is not None and want != have for want, have in zip(input_shape[1:], inputs.shape[1:])):
         shown = "(" + ", ".join("·" if dim is None else str(dim) for dim in input_shape) + ")"
-        raise InputError(f"{source}: the program was exported for inputs of shape {shown}; the data's are {tuple(inputs.shape)}: "
-                         "re-export it with these shapes (or dynamic_shapes for them)")
+        raise InputError(
+            f"{source}: the program was exported for inputs of shape {shown}; the data's are {tuple(inputs.shape)}: "
+            "re-export it with these shapes (or dynamic_shapes for them)"
+        )
     return input_shape[0]
 
 
@@ -99,11 +101,14 @@ def _forward(model, batch, limits: Limits, source: str):
         with limits.applied(), contextlib.redirect_stdout(sys.stderr):
             return model(batch)
     except CallTimeout:
-        raise InputError(f"{source}: the model ran past {limits.timeout:g} s on inputs of shape {shape} "
-                         "(--timeout; raise it for a slow model, or lower --batch-size)") from None
+        raise InputError(
+            f"{source}: the model ran past {limits.timeout:g} s on inputs of shape {shape} (--timeout; raise it for a slow model, or lower --batch-size)"
+        ) from None
     except MemoryLimitExceeded as error:
-        raise InputError(f"{source}: the model used more than {error.megabytes} MiB of memory on inputs of shape {shape} "
-                         "(--memory-limit; raise it for a large model, or lower --batch-size)") from None
+        raise InputError(
+            f"{source}: the model used more than {error.megabytes} MiB of memory on inputs of shape {shape} "
+            "(--memory-limit; raise it for a large model, or lower --batch-size)"
+        ) from None
     except SystemExit as error:
         raise InputError(f"{source}: the model called sys.exit({error.code!r}) on inputs of shape {shape}") from None
     except (Exception, KeyboardInterrupt) as error:  # the user's model
@@ -120,8 +125,9 @@ def _start_threads() -> None:
     torch.zeros(torch.get_num_threads() * 2**16).add_(1)  # two grains (32768 elements) per thread: every thread gets work
 
 
-def run_model(model, options: RunOptions, label: str, input_shape: tuple[int | None, ...] | None = None,
-              limits: Limits = Limits(), arch: str | None = None) -> tuple[ArrayFile, int | None]:
+def run_model(
+    model, options: RunOptions, label: str, input_shape: tuple[int | None, ...] | None = None, limits: Limits = Limits(), arch: str | None = None
+) -> tuple[ArrayFile, int | None]:
     """The model's logits on the inputs of ``options.data``, with the data's targets (and mask and
     class names), as one batch named ``label``; and the batch size it ran at when a
     ``torch.export`` program (``input_shape``) has a static batch axis: it then runs at that size,
@@ -164,7 +170,15 @@ def run_model(model, options: RunOptions, label: str, input_shape: tuple[int | N
     outputs = []
     steps = range(0, len(inputs), batch_size)
     stderr = Console(stderr=True)
-    with Progress(TextColumn("running the model"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=stderr, transient=True, disable=not sys.stderr.isatty()) as progress:
+    with Progress(
+        TextColumn("running the model"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    ) as progress:
         task = progress.add_task("batches", total=len(steps))
         with torch.inference_mode():
             for start in steps:

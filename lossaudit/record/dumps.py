@@ -22,6 +22,7 @@ from lossaudit.render.formatting import plural
 CHUNK_ROWS = 1 << 16
 """Rows decoded and sampled at a time."""
 
+
 @dataclass
 class Written:
     """What :func:`sample_dumps` wrote."""
@@ -33,8 +34,15 @@ class Written:
     sampled_elements: int
 
 
-def sample_dumps(paths: list[Path], output: Path, rate: float = 0.01, target_size: int | None = None, easy_edge: float = EASY_EDGE,
-                 seed: int | None = None, options: LoadOptions = LoadOptions()) -> Written:
+def sample_dumps(
+    paths: list[Path],
+    output: Path,
+    rate: float = 0.01,
+    target_size: int | None = None,
+    easy_edge: float = EASY_EDGE,
+    seed: int | None = None,
+    options: LoadOptions = LoadOptions(),
+) -> Written:
     """Write a weighted sample of the dumps ``paths`` into the new run folder ``output``.
 
     Each batch of the dump is read in chunks of :data:`CHUNK_ROWS` rows; with ``target_size`` (per
@@ -50,8 +58,10 @@ def sample_dumps(paths: list[Path], output: Path, rate: float = 0.01, target_siz
     data = plan(read_batches(paths), options)
     info = data.info
     if info.encoding == "heatmap":
-        raise InputError(f"{info.files[0]}: heatmap targets (positives == 1): a sample's rows are no longer maps and would be read as soft "
-                         "targets (positives >= 0.5); pass --targets soft to sample them as soft targets")
+        raise InputError(
+            f"{info.files[0]}: heatmap targets (positives == 1): a sample's rows are no longer maps and would be read as soft "
+            "targets (positives >= 0.5); pass --targets soft to sample them as soft targets"
+        )
     created = not output.exists()
     try:
         writer = RunWriter(output)
@@ -86,8 +96,9 @@ def _carry_population(batch: dict[str, np.ndarray], weighting, estimated_rows: f
         batch["ignored"] = batch.get("ignored", 0) + np.asarray(weighting.ignored, dtype=np.int64)
 
 
-def _sample(data, writer: RunWriter, written: list[Path], rate: float, target_size: int | None, easy_edge: float, seed: int | None,
-            with_names: bool) -> tuple[int, int]:
+def _sample(
+    data, writer: RunWriter, written: list[Path], rate: float, target_size: int | None, easy_edge: float, seed: int | None, with_names: bool
+) -> tuple[int, int]:
     """Sample every batch of ``data`` (a :class:`~lossaudit.io.dataset.DataPlan`) into ``writer``'s
     run, appending each file to ``written``; returns (population elements, sampled elements)."""
     info = data.info
@@ -102,8 +113,10 @@ def _sample(data, writer: RunWriter, written: list[Path], rate: float, target_si
                 chunk = reader.decode(span, out=buffer)
                 if chunk.out_of_range.any():
                     labels = ", ".join(map(str, sorted(info.out_of_range_labels)))
-                    raise InputError(f"{info.files[index]}: {plural(int(chunk.out_of_range.sum()), 'row')} with a class id that is no class, background or ignore label "
-                                     f"({labels}); fix --background-index, --ignore-index or --label-base")
+                    raise InputError(
+                        f"{info.files[index]}: {plural(int(chunk.out_of_range.sum()), 'row')} with a class id that is no class, background or ignore label "
+                        f"({labels}); fix --background-index, --ignore-index or --label-base"
+                    )
                 part = None if target_size is None else max(1, round(target_size * len(chunk.logits) / data.sources[index].rows))
                 try:
                     selections.append(select(chunk.logits, chunk.targets, rate, part, easy_edge, ~chunk.ignored, generator, chunk.weights, chunk.padding))

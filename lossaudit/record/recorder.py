@@ -80,8 +80,10 @@ def _open_run(folder: Path, resume: bool, hint: str) -> tuple[str | None, tuple[
             return None, (NotADirectoryError, f"{folder}: is a file; a run is written into a folder")
         present = sorted(folder.iterdir()) if folder.exists() else []
         if present and not resume:
-            return None, (FileExistsError, f"{folder}: exists and holds {plural(len(present), 'item')}; a run is never written over another: "
-                                           f"choose a new folder{hint}")
+            return None, (
+                FileExistsError,
+                f"{folder}: exists and holds {plural(len(present), 'item')}; a run is never written over another: choose a new folder{hint}",
+            )
         run_id = _existing_run_id(present) or uuid.uuid4().hex[:12]
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -138,8 +140,15 @@ class Recorder:
         ...         recorder.add(model(images), targets)
     """
 
-    def __init__(self, path: str | os.PathLike, rate: float = 0.01, target_size: int | None = None, easy_edge: float = EASY_EDGE,
-                 resume: bool = False, seed: int | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        rate: float = 0.01,
+        target_size: int | None = None,
+        easy_edge: float = EASY_EDGE,
+        resume: bool = False,
+        seed: int | None = None,
+    ):
         _check_settings(rate, target_size, easy_edge)
         self.rate, self.target_size, self.easy_edge, self.seed = rate, target_size, easy_edge, seed
         self.writer = RunWriter(path, resume, hint=", or add to this run with Recorder(..., resume=True)")

@@ -71,8 +71,15 @@ class Selection:
     sample_rate: float
 
 
-def sample_batch(logits: object, targets: object, rate: float = 0.01, target_size: int | None = None, easy_edge: float = EASY_EDGE,
-                 mask: object = None, generator: object = None) -> dict[str, np.ndarray]:
+def sample_batch(
+    logits: object,
+    targets: object,
+    rate: float = 0.01,
+    target_size: int | None = None,
+    easy_edge: float = EASY_EDGE,
+    mask: object = None,
+    generator: object = None,
+) -> dict[str, np.ndarray]:
     """A weighted sample of one batch (see the module's docstring), as the arrays of one weighted
     batch file (``lossaudit.io.dump.save_sample`` writes them; ``compare`` reads them).
 
@@ -114,8 +121,17 @@ def sample_batch(logits: object, targets: object, rate: float = 0.01, target_siz
     return pack([select(logits, targets, rate, target_size, easy_edge, mask, generator)])
 
 
-def select(logits: object, targets: object, rate: float = 0.01, target_size: int | None = None, easy_edge: float = EASY_EDGE,
-           mask: object = None, generator: object = None, weights: object = None, padding: object = None) -> Selection:
+def select(
+    logits: object,
+    targets: object,
+    rate: float = 0.01,
+    target_size: int | None = None,
+    easy_edge: float = EASY_EDGE,
+    mask: object = None,
+    generator: object = None,
+    weights: object = None,
+    padding: object = None,
+) -> Selection:
     """What :func:`sample_batch` keeps of one batch, copied to the CPU (same arguments).
 
     A batch that is a weighted sample already (``weights`` and ``padding`` shaped like the logits,
@@ -135,7 +151,9 @@ def select(logits: object, targets: object, rate: float = 0.01, target_size: int
     if row_mask is not None:
         dropped |= ~row_mask
         has_target &= row_mask
-    if prior is not None and (bool(dropped.any()) or (element_mask is not None and not bool((element_mask if present is None else element_mask | ~present).all()))):
+    if prior is not None and (
+        bool(dropped.any()) or (element_mask is not None and not bool((element_mask if present is None else element_mask | ~present).all()))
+    ):
         raise ValueError("a weighted batch with ignored or masked elements: sampling it again is not supported (their weighted count is not a whole number)")
     free = ~(has_target | dropped)
     kept_rows = has_target.nonzero().squeeze(1)
@@ -196,7 +214,9 @@ def pack(selections: list[Selection]) -> dict[str, np.ndarray]:
     classes = selections[0].row_logits.shape[1]
     row_logits = np.concatenate([item.row_logits for item in selections])
     row_targets = np.concatenate([item.row_targets for item in selections])
-    row_weights = np.concatenate([item.row_weights if item.row_weights is not None else np.ones(item.row_logits.shape, dtype=np.float16) for item in selections])
+    row_weights = np.concatenate(
+        [item.row_weights if item.row_weights is not None else np.ones(item.row_logits.shape, dtype=np.float16) for item in selections]
+    )
     row_padding = np.concatenate([item.row_padding if item.row_padding is not None else np.zeros(item.row_logits.shape, dtype=bool) for item in selections])
     element_classes = np.concatenate([item.classes for item in selections])
     sort = np.argsort(element_classes.astype(np.int16) if classes < 2**15 else element_classes, kind="stable")  # a radix sort for int16
@@ -274,7 +294,9 @@ def _flatten(logits: object, targets: object, mask: object):
     target_rows = as_rows(targets)
     labels, per_class = (None, target_rows) if target_rows.ndim == 2 else (target_rows, None)
     if labels is not None and (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool):
-        raise ValueError(f"targets has shape {tuple(targets.shape)} and dtype {targets.dtype}; expected integer class ids (or {tuple(logits.shape)} one-hot/soft targets)")
+        raise ValueError(
+            f"targets has shape {tuple(targets.shape)} and dtype {targets.dtype}; expected integer class ids (or {tuple(logits.shape)} one-hot/soft targets)"
+        )
     element_mask = row_mask = None
     if mask is not None:
         mask_rows = as_rows(mask) != 0
@@ -308,8 +330,10 @@ def _row_targets(labels, per_class, classes: int):
     low, high = (int(value) for value in torch.aminmax(labels))
     if low < -1 or high > classes:
         bad = (labels < -1) | (labels > classes)
-        raise ValueError(f"targets holds {plural(int(bad.sum()), 'class id')} outside -1..{classes} (the first {int(labels[bad][0])}); "
-                         f"expected 0..{classes - 1}, {classes} for background or -1 to ignore")
+        raise ValueError(
+            f"targets holds {plural(int(bad.sum()), 'class id')} outside -1..{classes} (the first {int(labels[bad][0])}); "
+            f"expected 0..{classes - 1}, {classes} for background or -1 to ignore"
+        )
     dropped = labels == -1
     return (labels != classes) & ~dropped, dropped
 

@@ -49,14 +49,19 @@ def _loaded(report: dict) -> list[tuple[str, str]]:
     return lines + [
         ("files", shapes),
         ("keys", f"logits '{inp['logits_key']}', targets '{inp['targets_key']}'; dtype {inp['dtype']}; class axis {inp['class_dim']}"),
-        ("samples", f"{count(inp['rows'])} {_noun(report)} × {plural(inp['classes'], 'class')} = {count(inp['elements'])} elements"
-                    + (f" stored (an estimated {count(inp['estimated_rows'])} {_noun(report)})" if "estimated_rows" in inp else "")
-                    + f"; inputs read as {inp['inputs']}"),
+        (
+            "samples",
+            f"{count(inp['rows'])} {_noun(report)} × {plural(inp['classes'], 'class')} = {count(inp['elements'])} elements"
+            + (f" stored (an estimated {count(inp['estimated_rows'])} {_noun(report)})" if "estimated_rows" in inp else "")
+            + f"; inputs read as {inp['inputs']}",
+        ),
         *([("estimate", estimate_line(report["estimate"]))] if "estimate" in report else []),
         ("targets", f"{encoding}; {', '.join(conventions)}; {inp['data_kind']} data"),
-        ("counts", f"{count(inp['positives'])} positives, {count(inp['negatives'])} negatives{ratio_text}, "
-                   f"{count(inp['ignored_elements'])} ignored, {count(inp['nonfinite_elements'])} non-finite"
-                   + (" (estimated)" if "estimate" in report else "")),
+        (
+            "counts",
+            f"{count(inp['positives'])} positives, {count(inp['negatives'])} negatives{ratio_text}, "
+            f"{count(inp['ignored_elements'])} ignored, {count(inp['nonfinite_elements'])} non-finite" + (" (estimated)" if "estimate" in report else ""),
+        ),
     ]
 
 
@@ -69,8 +74,10 @@ def estimate_line(estimate: dict) -> str:
 
     source = "as recorded" if estimate["population_source"] == "recorded" else "the sum of the weights"
     plug_in = ", ".join(PLUG_IN.get(name, name) for name in estimate["plug_in"])
-    return (f"a weighted sample: estimated from {count(estimate['sampled_elements'])} sampled elements of {count(estimate['population_elements'])} "
-            f"({source}); counts and sums are Horvitz–Thompson estimates, shares {SE_NOTE}; plug-in, without a standard error: {plug_in}")
+    return (
+        f"a weighted sample: estimated from {count(estimate['sampled_elements'])} sampled elements of {count(estimate['population_elements'])} "
+        f"({source}); counts and sums are Horvitz–Thompson estimates, shares {SE_NOTE}; plug-in, without a standard error: {plug_in}"
+    )
 
 
 def _with_se(values: dict, key: str, loss: str) -> str:
@@ -89,8 +96,10 @@ def _params(params: dict) -> str:
 
 GRADIENT_MARK = "∇"
 """Marks a column of gradient shares: ``∇focal`` is the share of focal's gradient magnitude."""
-GRADIENT_NOTE = (f"{GRADIENT_MARK}: the same share of the loss's gradient magnitude Σ |∂L/∂x| over every logit (what trains "
-                 "the model; a softmax row's, over its logits, goes to its target class)")
+GRADIENT_NOTE = (
+    f"{GRADIENT_MARK}: the same share of the loss's gradient magnitude Σ |∂L/∂x| over every logit (what trains "
+    "the model; a softmax row's, over its logits, goes to its target class)"
+)
 
 
 def _losses(report: dict) -> Section:
@@ -98,23 +107,56 @@ def _losses(report: dict) -> Section:
         return pct_se(d[key], d.get(key + "_se"))
 
     rows = [
-        [loss, f"{count(d['covers']['count'])} {_shown(report, d['covers']['unit'])}", _params(d["params"]), num(d["sum"]), num(d["mean"]),
-         d["mean_divides_by"], num(d["per_positive"]), share(d, "positive_share"), share(d, "easy_negative_share"), share(d, "very_hard_share"),
-         num(d["gradient_mean"]), share(d, "gradient_positive_share"), share(d, "gradient_easy_negative_share"), share(d, "gradient_very_hard_share")]
+        [
+            loss,
+            f"{count(d['covers']['count'])} {_shown(report, d['covers']['unit'])}",
+            _params(d["params"]),
+            num(d["sum"]),
+            num(d["mean"]),
+            d["mean_divides_by"],
+            num(d["per_positive"]),
+            share(d, "positive_share"),
+            share(d, "easy_negative_share"),
+            share(d, "very_hard_share"),
+            num(d["gradient_mean"]),
+            share(d, "gradient_positive_share"),
+            share(d, "gradient_easy_negative_share"),
+            share(d, "gradient_very_hard_share"),
+        ]
         for loss, d in report["losses"].items()
     ]
     mark = GRADIENT_MARK
     weighted = f"; {SE_NOTE}" if "estimate" in report else ""
     return Section(
         "Losses",
-        ["loss", "sees", "params", "sum", "mean", "mean ÷", "per pos", "pos", "easy neg", "v.hard", f"{mark} mean", f"{mark}pos", f"{mark}easy neg", f"{mark}v.hard"],
+        [
+            "loss",
+            "sees",
+            "params",
+            "sum",
+            "mean",
+            "mean ÷",
+            "per pos",
+            "pos",
+            "easy neg",
+            "v.hard",
+            f"{mark} mean",
+            f"{mark}pos",
+            f"{mark}easy neg",
+            f"{mark}v.hard",
+        ],
         rows,
         note="sees: the elements (row × class) a sigmoid loss sums over, or the rows with a target a softmax loss "
         "sums over; pos, easy neg, v.hard: share of the loss from positives, from easy negatives (g < 0.1) and "
         f"from very hard elements (g ≥ 0.9); g = |p − y| (softmax losses: g = 1 − q_target); {mark} mean: Σ |∂L/∂x| "
         f"of the mean loss L; {GRADIENT_NOTE}{weighted}",
-        groups=[("coverage", [1]), ("parameters", [2]), ("values", [3, 4, 5, 6]), ("where the weight goes", [7, 8, 9]),
-                ("where the gradient goes", [10, 11, 12, 13])],
+        groups=[
+            ("coverage", [1]),
+            ("parameters", [2]),
+            ("values", [3, 4, 5, 6]),
+            ("where the weight goes", [7, 8, 9]),
+            ("where the gradient goes", [10, 11, 12, 13]),
+        ],
     )
 
 
@@ -154,15 +196,30 @@ def _per_class(report: dict, top: int | None, top_by: str | None) -> Section:
 
     def row(c: dict) -> list[str]:
         values = [num(c["mean_p"])] + ([num(c["mean_p_softmax"])] if has_softmax else [])
-        return [c["name"], count(c["positives"]), count(c["negatives"]), *values, *(_with_se(c, "share", loss) for loss in loss_ids),
-                num(c["focal_ce_ratio"]), *(_with_se(c, "gradient_share", loss) for loss in loss_ids)]
+        return [
+            c["name"],
+            count(c["positives"]),
+            count(c["negatives"]),
+            *values,
+            *(_with_se(c, "share", loss) for loss in loss_ids),
+            num(c["focal_ce_ratio"]),
+            *(_with_se(c, "gradient_share", loss) for loss in loss_ids),
+        ]
 
     totals = [report["losses"][loss] for loss in loss_ids]
-    total = ["total", count(sum(c["positives"] for c in classes)), count(sum(c["negatives"] for c in classes)), *([""] * len(probs)),
-             *("100.0%" if t["sum"] else MISSING for t in totals), num(report["focal_ce_ratio"]),
-             *("100.0%" if t["gradient_positive_share"] is not None else MISSING for t in totals)]
-    notes.append("positives and negatives are elements; p̄ pos: mean sigmoid p over positives"
-                 + ("; q̄ pos: mean softmax q of the target over rows with a target" if has_softmax else ""))
+    total = [
+        "total",
+        count(sum(c["positives"] for c in classes)),
+        count(sum(c["negatives"] for c in classes)),
+        *([""] * len(probs)),
+        *("100.0%" if t["sum"] else MISSING for t in totals),
+        num(report["focal_ce_ratio"]),
+        *("100.0%" if t["gradient_positive_share"] is not None else MISSING for t in totals),
+    ]
+    notes.append(
+        "positives and negatives are elements; p̄ pos: mean sigmoid p over positives"
+        + ("; q̄ pos: mean softmax q of the target over rows with a target" if has_softmax else "")
+    )
     notes.append(f"{ratio}: the class's {ratio.replace('÷', ' loss ÷ its ')} loss")
     notes.append(GRADIENT_NOTE)
     if "estimate" in report:
@@ -170,10 +227,17 @@ def _per_class(report: dict, top: int | None, top_by: str | None) -> Section:
     counts_end = 3 + len(probs)
     gradients_start = counts_end + len(loss_ids) + 1
     return Section(
-        "Per class", headers, [row(c) for c in shown], total, "; ".join(notes),
-        groups=[("counts", list(range(1, counts_end))), ("share of each loss's total", list(range(counts_end, counts_end + len(loss_ids)))),
-                (f"loss ratio {ratio}", [counts_end + len(loss_ids)]),
-                ("share of each loss's gradient", list(range(gradients_start, gradients_start + len(loss_ids))))],
+        "Per class",
+        headers,
+        [row(c) for c in shown],
+        total,
+        "; ".join(notes),
+        groups=[
+            ("counts", list(range(1, counts_end))),
+            ("share of each loss's total", list(range(counts_end, counts_end + len(loss_ids)))),
+            (f"loss ratio {ratio}", [counts_end + len(loss_ids)]),
+            ("share of each loss's gradient", list(range(gradients_start, gradients_start + len(loss_ids)))),
+        ],
     )
 
 
@@ -208,20 +272,37 @@ def _per_difficulty(report: dict) -> list[Section]:
         for d in report["per_difficulty"]:
             counts = [count(d["elements"]), pct(d["element_share"]), count(d["positives"])] if unit == "elements" else [count(d["rows"]), pct(d["row_share"])]
             ghm = [num(d["ghm_weight"])] if unit == "elements" else []
-            rows.append([f"{d['g_low']:.2f}–{d['g_high']:.2f}", *counts, *(_with_se(d, "share", loss) for loss in loss_ids), *ghm,
-                         *(_with_se(d, "gradient_share", loss) for loss in loss_ids)])
+            rows.append(
+                [
+                    f"{d['g_low']:.2f}–{d['g_high']:.2f}",
+                    *counts,
+                    *(_with_se(d, "share", loss) for loss in loss_ids),
+                    *ghm,
+                    *(_with_se(d, "gradient_share", loss) for loss in loss_ids),
+                ]
+            )
         shown = _shown(report, unit)
         count_headers = [shown, "of all", "positives"] if unit == "elements" else [shown, "of all"]
         ghm_header = ["GHM weight"] if unit == "elements" else []
-        note = (f"{unit} binned by {g}; GHM weight = N / (count · non-empty bins)" if unit == "elements"
-                else f"{shown} with a target binned by {g} of each target class (a multi-hot {shown[:-1]} once per positive class)")
+        note = (
+            f"{unit} binned by {g}; GHM weight = N / (count · non-empty bins)"
+            if unit == "elements"
+            else f"{shown} with a target binned by {g} of each target class (a multi-hot {shown[:-1]} once per positive class)"
+        )
         n, shares_end = len(count_headers), len(count_headers) + 1 + len(loss_ids) + len(ghm_header)
-        sections.append(Section(
-            f"Per difficulty{which} ({shown} by {g})", ["g", *count_headers, *loss_ids, *ghm_header, *(GRADIENT_MARK + loss for loss in loss_ids)], rows,
-            note=f"{note}; {GRADIENT_NOTE}" + (f"; {SE_NOTE}; GHM weight: plug-in" if "estimate" in report else ""),
-            groups=[("counts", list(range(1, n + 1))), ("share of each loss", list(range(n + 1, shares_end))),
-                    ("share of each loss's gradient", list(range(shares_end, shares_end + len(loss_ids))))],
-        ))
+        sections.append(
+            Section(
+                f"Per difficulty{which} ({shown} by {g})",
+                ["g", *count_headers, *loss_ids, *ghm_header, *(GRADIENT_MARK + loss for loss in loss_ids)],
+                rows,
+                note=f"{note}; {GRADIENT_NOTE}" + (f"; {SE_NOTE}; GHM weight: plug-in" if "estimate" in report else ""),
+                groups=[
+                    ("counts", list(range(1, n + 1))),
+                    ("share of each loss", list(range(n + 1, shares_end))),
+                    ("share of each loss's gradient", list(range(shares_end, shares_end + len(loss_ids)))),
+                ],
+            )
+        )
     return sections
 
 
@@ -296,8 +377,13 @@ def render_markdown(report: dict, top: int | None = None, top_by: str | None = N
         out += ["### Summary", ""] + [f"- {sentence['text']}" for sentence in report["summary"]] + [""]
     out += ["### Loaded", ""] + [f"- {label}: {text}" for label, text in _loaded(report)]
     for section in sections(report, top, top_by):
-        out += ["", f"### {section.title}", "", "| " + " | ".join(section.headers) + " |",
-                "|" + "|".join([" --- "] + [" ---: "] * (len(section.headers) - 1)) + "|"]
+        out += [
+            "",
+            f"### {section.title}",
+            "",
+            "| " + " | ".join(section.headers) + " |",
+            "|" + "|".join([" --- "] + [" ---: "] * (len(section.headers) - 1)) + "|",
+        ]
         out += ["| " + " | ".join(row) + " |" for row in section.rows + ([section.total] if section.total else [])]
         if section.note:
             out += ["", f"_{section.note}_"]

@@ -75,5 +75,7 @@ def rare_rule(quadrants: dict) -> str:
     rule = quadrants.get("rare_rule")
     if rule is None:
         return f"fewer positives than the median class ({quadrants['median_positives']:g})"
-    return (f"positives below {rule['fraction_of_median']:g} × the median class's ({quadrants['median_positives']:g}), when the "
-            f"largest class has ≥ {rule['min_spread']:g}× the smallest's (here {quadrants['class_spread']:.3g}×)")
+    return (
+        f"positives below {rule['fraction_of_median']:g} × the median class's ({quadrants['median_positives']:g}), when the "
+        f"largest class has ≥ {rule['min_spread']:g}× the smallest's (here {quadrants['class_spread']:.3g}×)"
+    )

@@ -56,8 +56,10 @@ def _table(section: Section) -> str:
     body = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>\n" for row in section.rows)
     foot = f"<tfoot><tr>{''.join(f'<td>{escape(cell)}</td>' for cell in section.total)}</tr></tfoot>" if section.total else ""
     note = f'<p class="note">{escape(section.note)}</p>' if section.note else ""
-    return (f"<section><h2>{escape(section.title)}</h2>\n<div class=\"table\"><table><thead><tr>{head}</tr></thead>"
-            f"<tbody>\n{body}</tbody>{foot}</table></div>{note}</section>\n")
+    return (
+        f'<section><h2>{escape(section.title)}</h2>\n<div class="table"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>\n{body}</tbody>{foot}</table></div>{note}</section>\n"
+    )
 
 
 def _plots(report: dict) -> str:
@@ -66,8 +68,9 @@ def _plots(report: dict) -> str:
 
     if not plots.available():
         return f'<section><h2>Plots</h2><p class="note">{escape(PLOTS_NEED_THE_EXTRA)}</p></section>\n'
-    figures = "".join(f"<figure>{plots.inline_svg(figure)}<figcaption>{escape(caption)}</figcaption></figure>\n"
-                      for caption, figure in plots.compare_panels(report))
+    figures = "".join(
+        f"<figure>{plots.inline_svg(figure)}<figcaption>{escape(caption)}</figcaption></figure>\n" for caption, figure in plots.compare_panels(report)
+    )
     return f"<section><h2>Plots</h2>\n{figures}</section>\n"
 
 
@@ -75,9 +78,13 @@ def render_html(report: dict, top: int | None = None, top_by: str | None = None,
     """The report as an HTML document; ``top``/``top_by`` as for the text report, ``changes`` the
     text of :func:`lossaudit.compare.report.baseline.render_changes` (shown preformatted) or ""."""
     files = ", ".join(report["input"]["files"])
-    head = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>lossaudit compare {escape(files)}</title>", f"<style>{STYLE}</style></head><body>"]
+    head = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>lossaudit compare {escape(files)}</title>",
+        f"<style>{STYLE}</style></head><body>",
+    ]
     return "\n".join([*head, html_body(report, top, top_by, changes), "</body></html>"]) + "\n"
 
 
@@ -115,7 +122,7 @@ def scoped_style(style: str, scope: str) -> str:
 def html_body(report: dict, top: int | None = None, top_by: str | None = None, changes: str = "") -> str:
     """The inside of the report page's ``<body>`` (see :func:`render_html`)."""
     files = ", ".join(report["input"]["files"])
-    out = [f"<h1>lossaudit compare</h1><p class=\"muted\">{escape(files)} · lossaudit {escape(report['lossaudit_version'])}</p>"]
+    out = [f'<h1>lossaudit compare</h1><p class="muted">{escape(files)} · lossaudit {escape(report["lossaudit_version"])}</p>']
     if report["summary"]:
         items = "".join(f"<li>{escape(sentence['text'])}</li>\n" for sentence in report["summary"])
         out.append(f"<section><h2>Summary</h2><ul>\n{items}</ul></section>")

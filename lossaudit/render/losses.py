@@ -36,17 +36,32 @@ def installed() -> list[dict]:
     from their metadata (none is imported): name, target, distribution."""
     from lossaudit.losses.user import entry_points
 
-    return [{"name": name, "target": point.value, "package": getattr(getattr(point, "dist", None), "name", None)} for name, point in sorted(entry_points().items())]
+    return [
+        {"name": name, "target": point.value, "package": getattr(getattr(point, "dist", None), "name", None)} for name, point in sorted(entry_points().items())
+    ]
 
 
 def document() -> dict:
     """The listing as plain data (``--format json``)."""
     return {
         "installed": installed(),
-        "losses": [{"id": loss, "family": spec.family, "default": _when(spec), "parameters": list(spec.params), "lint_kind": spec.lint_kind, "summary": spec.summary}
-                   for loss, spec in LOSSES.items()],
-        "parameters": [{"option": param.option, "key": param.key, "keyword": name, "default": param.default, "allowed": param.bounds.expected(param.integer),
-                        "per_class": isinstance(param, PerClassParam), "losses": _used_by(name), "help": param.help} for name, param in PARAMS.items()],
+        "losses": [
+            {"id": loss, "family": spec.family, "default": _when(spec), "parameters": list(spec.params), "lint_kind": spec.lint_kind, "summary": spec.summary}
+            for loss, spec in LOSSES.items()
+        ],
+        "parameters": [
+            {
+                "option": param.option,
+                "key": param.key,
+                "keyword": name,
+                "default": param.default,
+                "allowed": param.bounds.expected(param.integer),
+                "per_class": isinstance(param, PerClassParam),
+                "losses": _used_by(name),
+                "help": param.help,
+            }
+            for name, param in PARAMS.items()
+        ],
         "lint_kinds": [{"kind": kind.name, "base": kind.base, "summary": kind.summary} for kind in LINT_KINDS.values()],
     }
 

@@ -118,7 +118,7 @@ def inline_svg(figure: Figure) -> str:
 
     with rc_context({"svg.fonttype": "none"}):
         text = render(figure, "svg").decode("utf-8")
-    text = text[text.index("<svg"):]
+    text = text[text.index("<svg") :]
     for declaration in (' xmlns:xlink="http://www.w3.org/1999/xlink"', ' xmlns="http://www.w3.org/2000/svg"'):
         text = text.replace(declaration, "", 1)
     return text
@@ -221,8 +221,17 @@ def draw_gradient_density(ax: Axes, report: dict) -> None:
     bins = report["per_difficulty"]
     total = sum(d[unit] or 0 for d in bins)
     density = [(d[unit] or 0) / (max(total, 1) * (d["g_high"] - d["g_low"])) for d in bins]
-    ax.bar([d["g_low"] for d in bins], density, width=[d["g_high"] - d["g_low"] for d in bins], align="edge",
-           color="tab:blue", alpha=0.6, edgecolor="tab:blue", linewidth=0.5, label=f"density of {unit}")
+    ax.bar(
+        [d["g_low"] for d in bins],
+        density,
+        width=[d["g_high"] - d["g_low"] for d in bins],
+        align="edge",
+        color="tab:blue",
+        alpha=0.6,
+        edgecolor="tab:blue",
+        linewidth=0.5,
+        label=f"density of {unit}",
+    )
     _log_scale(ax, density)
     ax.set_xlim(0, 1)
     ax.set_xlabel("g = |p − y|, the gradient norm" if unit == "elements" else "g = 1 − q_target")
@@ -293,14 +302,17 @@ class Panel:
 
 
 COMPARE_PANELS = (
-    Panel("The loss of one element as a function of p_t for these settings; grey: how the data spreads over p_t.",
-          lambda report: 3.6, draw_loss_curves),
-    Panel("How crowded each gradient-norm bin is; GHM-C weights a bin by the inverse of its count.",
-          lambda report: 3.2, draw_gradient_density),
-    Panel("Where each loss puts its weight, class by class (each column sums to 100%).",
-          lambda report: 1.4 + 0.28 * len(report["per_class"]), draw_class_shares),
-    Panel("Where each loss's gradient goes, class by class: what actually trains the model (each column sums to 100%).",
-          lambda report: 1.4 + 0.28 * len(report["per_class"]), draw_class_gradient_shares, _has_gradient_shares),
+    Panel("The loss of one element as a function of p_t for these settings; grey: how the data spreads over p_t.", lambda report: 3.6, draw_loss_curves),
+    Panel("How crowded each gradient-norm bin is; GHM-C weights a bin by the inverse of its count.", lambda report: 3.2, draw_gradient_density),
+    Panel(
+        "Where each loss puts its weight, class by class (each column sums to 100%).", lambda report: 1.4 + 0.28 * len(report["per_class"]), draw_class_shares
+    ),
+    Panel(
+        "Where each loss's gradient goes, class by class: what actually trains the model (each column sums to 100%).",
+        lambda report: 1.4 + 0.28 * len(report["per_class"]),
+        draw_class_gradient_shares,
+        _has_gradient_shares,
+    ),
 )
 
 
@@ -321,8 +333,11 @@ def _stack(panels: tuple[Panel, ...], report: dict) -> Figure:
         panel.draw(ax, report)
     estimate = report.get("estimate")
     if estimate:
-        figure.suptitle(f"Estimates from a weighted sample: {estimate['sampled_elements']:,} sampled elements of "
-                        f"{estimate['population_elements']:,} (shares, sums; GHM-C weights and cumulative shares plug-in)", fontsize="small")
+        figure.suptitle(
+            f"Estimates from a weighted sample: {estimate['sampled_elements']:,} sampled elements of "
+            f"{estimate['population_elements']:,} (shares, sums; GHM-C weights and cumulative shares plug-in)",
+            fontsize="small",
+        )
     return figure
 
 
@@ -405,8 +420,14 @@ def draw_sweep_shares(ax: Axes, report: dict) -> None:
     keys = ("very_hard_share", "rare_share") if _softmax_sweep(report) else tuple(SWEEP_SHARE_LABELS)
     columns = [*keys, *("gradient_" + key for key in keys)]
     settings = report["settings"]
-    _share_heatmap(ax, [[s[key] for key in columns] for s in settings], [setting_label(s) for s in settings],
-                   [*(SWEEP_SHARE_LABELS[key] for key in keys), *(f"∇ {SWEEP_SHARE_LABELS[key]}" for key in keys)], "Purples", "share")
+    _share_heatmap(
+        ax,
+        [[s[key] for key in columns] for s in settings],
+        [setting_label(s) for s in settings],
+        [*(SWEEP_SHARE_LABELS[key] for key in keys), *(f"∇ {SWEEP_SHARE_LABELS[key]}" for key in keys)],
+        "Purples",
+        "share",
+    )
     ax.set_title("Where the loss and its gradient (∇) go, per setting")
 
 
@@ -418,9 +439,11 @@ def _draw_sweep_loss_curves(ax: Axes, report: dict) -> None:
         ax.set_title("Softmax focal loss versus q for each gamma swept")
 
 
-SWEEP_CUMULATIVE = {"positives": "Positives sorted by loss: how much of their loss the easiest ones hold.",
-                    "negatives": "Negatives sorted by loss: at a high gamma the hardest few hold nearly all of it.",
-                    "rows": "Rows sorted by loss: how much of their loss the easiest ones hold."}
+SWEEP_CUMULATIVE = {
+    "positives": "Positives sorted by loss: how much of their loss the easiest ones hold.",
+    "negatives": "Negatives sorted by loss: at a high gamma the hardest few hold nearly all of it.",
+    "rows": "Rows sorted by loss: how much of their loss the easiest ones hold.",
+}
 
 
 def _sweep_panels(report: dict) -> tuple[Panel, ...]:
@@ -472,8 +495,13 @@ def explain_figure(steps: dict, target: int, gamma: float) -> Figure:
     ax.plot([p_t], [steps[CE]["value"]], "o", color="tab:blue")
     ax.plot([p_t], [steps[FOCAL]["value"]], "o", color="tab:orange")
     ax.axvline(p_t, color="0.5", linestyle=":", linewidth=1)
-    ax.annotate(f"CE = {steps[CE]['value']:.4g}\nFL = {steps[FOCAL]['value']:.4g}\nFL / CE = {steps['ratio']['value']:.4g}",
-                (p_t, steps[CE]["value"]), xytext=(8, 8), textcoords="offset points", fontsize="small")
+    ax.annotate(
+        f"CE = {steps[CE]['value']:.4g}\nFL = {steps[FOCAL]['value']:.4g}\nFL / CE = {steps['ratio']['value']:.4g}",
+        (p_t, steps[CE]["value"]),
+        xytext=(8, 8),
+        textcoords="offset points",
+        fontsize="small",
+    )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, max(5.0, 1.2 * steps[CE]["value"]))
     ax.set_xlabel(name)

@@ -34,17 +34,22 @@ def _settings(document: dict) -> Section:
     def share(row: dict, key: str) -> str:  # no rare class: no rare share to show
         return MISSING if key.endswith("rare_share") and not rare else pct_se(row[key], row.get(key + "_se"))
 
-    rows = [[setting_label(row), num(row["mean"]), *(share(row, key) for key in keys), num(row["gradient_mean"]), *(share(row, "gradient_" + key) for key in keys)]
-            for row in document["settings"]]
+    rows = [
+        [setting_label(row), num(row["mean"]), *(share(row, key) for key in keys), num(row["gradient_mean"]), *(share(row, "gradient_" + key) for key in keys)]
+        for row in document["settings"]
+    ]
     n = len(keys)
     rare_text = f"rare classes ({names(rare, 8) if rare else 'none'}: {document['rare_rule']}; — without one)"
     if softmax:
-        what = (f"mean: the loss over the rows with a target; v.hard, rare: share of the loss from very hard rows (q_target ≤ 0.1) "
-                f"and the rows of the {rare_text}")
+        what = (
+            f"mean: the loss over the rows with a target; v.hard, rare: share of the loss from very hard rows (q_target ≤ 0.1) and the rows of the {rare_text}"
+        )
         alpha = "no α: unweighted (a scalar alpha only rescales softmax-focal); α #k: the k-th --alpha-per-class, taken at the target class"
     else:
-        what = (f"mean: the loss over the valid elements; pos, easy neg, v.hard, rare: share of the loss from positives, easy "
-                f"negatives (g < 0.1), very hard elements (g ≥ 0.9) and {rare_text}")
+        what = (
+            f"mean: the loss over the valid elements; pos, easy neg, v.hard, rare: share of the loss from positives, easy "
+            f"negatives (g < 0.1), very hard elements (g ≥ 0.9) and {rare_text}"
+        )
         alpha = "α off: no weighting (-1)" + ("; α #k: the k-th --alpha-per-class, by class column" if document.get("alpha_per_class") else "")
     return Section(
         "Softmax focal loss per setting" if softmax else "Focal loss per setting",
@@ -60,8 +65,11 @@ def _top_lines(document: dict) -> list[str]:
     lines = []
     for row in document["settings"]:
         by_name = {c["name"]: c for c in row["per_class"]}
-        top = [f"{name} {pct_se(by_name[name]['share'], by_name[name].get('share_se'))} "
-               f"({GRADIENT_MARK}{pct_se(by_name[name]['gradient_share'], by_name[name].get('gradient_share_se'))})" for name in row["top_classes"]]
+        top = [
+            f"{name} {pct_se(by_name[name]['share'], by_name[name].get('share_se'))} "
+            f"({GRADIENT_MARK}{pct_se(by_name[name]['gradient_share'], by_name[name].get('gradient_share_se'))})"
+            for name in row["top_classes"]
+        ]
         lines.append(f"{setting_label(row)}: {', '.join(top) or MISSING}")
     return lines
 
@@ -75,12 +83,16 @@ def _cumulative(document: dict) -> Section:
                 shares = item[which]["share"]
                 rows.append([f"γ {item['gamma']:g} {which}", *(pct(shares[i]) if shares else MISSING for i in columns)])
     if _softmax(document):
-        note = ("the share of the rows' total loss held by that fraction of them with the smallest loss (their target terms); "
-                "softmax-focal before its per-class alpha; each within 1/256 of exact, the JSON gives every percent and each bound")
+        note = (
+            "the share of the rows' total loss held by that fraction of them with the smallest loss (their target terms); "
+            "softmax-focal before its per-class alpha; each within 1/256 of exact, the JSON gives every percent and each bound"
+        )
     else:
-        note = ("the share of the positives' (negatives') total loss held by that fraction of them with the smallest loss; "
-                "focal before alpha (constant within each set for 0/1 targets); each within 1/256 of exact, the JSON gives every "
-                "percent and each bound")
+        note = (
+            "the share of the positives' (negatives') total loss held by that fraction of them with the smallest loss; "
+            "focal before alpha (constant within each set for 0/1 targets); each within 1/256 of exact, the JSON gives every "
+            "percent and each bound"
+        )
     if "estimate" in document:
         note += "; from a weighted sample, each element counted by its weight: plug-in estimates, without a standard error"
     return Section(
@@ -144,11 +156,19 @@ def render_markdown(document: dict) -> str:
         out += ["### Summary", ""] + [f"- {sentence['text']}" for sentence in document["summary"]] + [""]
     out += ["### Loaded", ""] + [f"- {label}: {text}" for label, text in _loaded_lines(document)]
     tables = sections(document)
-    top = Section(f"Top classes (share of the loss; {GRADIENT_MARK}: of its gradient)", ["setting", "classes"],
-                  [[line.split(": ", 1)[0], line.split(": ", 1)[1]] for line in _top_lines(document)])
+    top = Section(
+        f"Top classes (share of the loss; {GRADIENT_MARK}: of its gradient)",
+        ["setting", "classes"],
+        [[line.split(": ", 1)[0], line.split(": ", 1)[1]] for line in _top_lines(document)],
+    )
     for section in [tables[0], top, *tables[1:]]:
-        out += ["", f"### {section.title}", "", "| " + " | ".join(section.headers) + " |",
-                "|" + "|".join([" --- "] + [" ---: "] * (len(section.headers) - 1)) + "|"]
+        out += [
+            "",
+            f"### {section.title}",
+            "",
+            "| " + " | ".join(section.headers) + " |",
+            "|" + "|".join([" --- "] + [" ---: "] * (len(section.headers) - 1)) + "|",
+        ]
         out += ["| " + " | ".join(row) + " |" for row in section.rows]
         if section.note:
             out += ["", f"_{section.note}_"]

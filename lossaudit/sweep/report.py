@@ -44,8 +44,10 @@ class SweepReport:
 
     def __repr__(self) -> str:
         gammas = sorted({setting["gamma"] for setting in self.document["settings"]})
-        return (f"<lossaudit SweepReport: {self.document['loss']}, {len(self.document['settings'])} settings "
-                f"(gamma {', '.join(f'{gamma:g}' for gamma in gammas)}); {plural(len(self.document['summary']), 'summary sentence')}>")
+        return (
+            f"<lossaudit SweepReport: {self.document['loss']}, {len(self.document['settings'])} settings "
+            f"(gamma {', '.join(f'{gamma:g}' for gamma in gammas)}); {plural(len(self.document['summary']), 'summary sentence')}>"
+        )
 
     def _repr_html_(self) -> str:
         """The markdown report as HTML (what a notebook shows)."""

@@ -248,8 +248,9 @@ def _setting(report: dict, loss: str, gamma: float, alpha: float | None, vectors
     per_class = [{"name": c["name"], "share": c["share"][loss], "gradient_share": c["gradient_share"][loss], **errors(c)} for c in report["per_class"]]
     ranked = sorted(per_class, key=lambda c: c["share"] or 0.0, reverse=True)
     quadrants = report["quadrants"]
-    weighted = {f"{key}_se": numbers[f"{key}_se"] for key in ("sum", *(prefix + share for prefix in ("", "gradient_") for share in HEADLINE))
-                if f"{key}_se" in numbers}
+    weighted = {
+        f"{key}_se": numbers[f"{key}_se"] for key in ("sum", *(prefix + share for prefix in ("", "gradient_") for share in HEADLINE)) if f"{key}_se" in numbers
+    }
     if "rare_share_se" in quadrants:
         weighted.update(rare_share_se=quadrants["rare_share_se"][loss], gradient_rare_share_se=quadrants["rare_gradient_share_se"][loss])
     return {
@@ -270,8 +271,10 @@ def _setting(report: dict, loss: str, gamma: float, alpha: float | None, vectors
         "gradient_rare_share": rare("gradient_share"),
         "top_classes": [c["name"] for c in ranked[:TOP_CLASSES] if c["share"]],
         "per_class": per_class,
-        "per_difficulty": [{"g_low": d["g_low"], "g_high": d["g_high"], "share": d["share"][loss], "gradient_share": d["gradient_share"][loss], **errors(d)}
-                           for d in report["per_difficulty"]],
+        "per_difficulty": [
+            {"g_low": d["g_low"], "g_high": d["g_high"], "share": d["share"][loss], "gradient_share": d["gradient_share"][loss], **errors(d)}
+            for d in report["per_difficulty"]
+        ],
         **weighted,
     }
 
@@ -306,8 +309,10 @@ def _candidates(data: DataPlan, loss: str) -> str:
     probabilities (the only one they give), else the one the targets say fits (:func:`_fits_by_targets`)."""
     info = data.info
     if loss == FOCAL and info.inputs == "softmax-probs":
-        raise InputError("--inputs softmax-probs: --loss focal is a sigmoid loss, which softmax probabilities cannot give "
-                         "(the logits are known only up to a per-row constant); sweep softmax-focal (--loss softmax-focal) or dump the logits")
+        raise InputError(
+            "--inputs softmax-probs: --loss focal is a sigmoid loss, which softmax probabilities cannot give "
+            "(the logits are known only up to a per-row constant); sweep softmax-focal (--loss softmax-focal) or dump the logits"
+        )
     if loss != "auto":
         return loss
     if info.inputs == "softmax-probs":
@@ -315,16 +320,25 @@ def _candidates(data: DataPlan, loss: str) -> str:
     return _fits_by_targets(data)
 
 
-def _tally(data: DataPlan, loss: str, gammas: tuple[float, ...], vectors: tuple[tuple[float, ...], ...], bins: int, chunk_rows: int | None,
-           workers: int | None, progress: Callable[[int], None] | None) -> tuple[dict, dict, LossHistogram]:
+def _tally(
+    data: DataPlan,
+    loss: str,
+    gammas: tuple[float, ...],
+    vectors: tuple[tuple[float, ...], ...],
+    bins: int,
+    chunk_rows: int | None,
+    workers: int | None,
+    progress: Callable[[int], None] | None,
+) -> tuple[dict, dict, LossHistogram]:
     """One pass: ``(settings by key, finished tallies by key, histogram)``. Focal: one tally per
     gamma (its alphas are weightings of the sums at the end). softmax-focal: one per gamma (no
     alpha) and one per gamma and ``--alpha-per-class`` vector (key ``(gamma, v)``)."""
     info = data.info
     settings: dict[float | tuple[float, int], LossSettings] = {gamma: LossSettings(losses=(loss,), gamma=gamma, bins=bins) for gamma in gammas}
     if loss == SOFTMAX_FOCAL:
-        settings.update({(gamma, v): LossSettings(losses=(loss,), gamma=gamma, bins=bins, alpha_per_class=vectors[v])
-                         for gamma in gammas for v in range(len(vectors))})
+        settings.update(
+            {(gamma, v): LossSettings(losses=(loss,), gamma=gamma, bins=bins, alpha_per_class=vectors[v]) for gamma in gammas for v in range(len(vectors))}
+        )
     histogram = LossHistogram if loss == FOCAL else RowHistogram
 
     def make(rows: int) -> list:
@@ -336,7 +350,10 @@ def _tally(data: DataPlan, loss: str, gammas: tuple[float, ...], vectors: tuple[
     return settings, dict(zip(settings, tallies)), kept
 
 
-DATA_WORDS = {"detection": "detection-style data (some row is background or multi-hot)", "single-label": "single-label data (no row is background or multi-hot)"}
+DATA_WORDS = {
+    "detection": "detection-style data (some row is background or multi-hot)",
+    "single-label": "single-label data (no row is background or multi-hot)",
+}
 
 
 def _choice(asked: str, chosen: str, kind: str, inputs: str, alpha_asked: bool) -> dict:
@@ -374,9 +391,18 @@ def _counts(report: dict, loss: str) -> dict:
     }
 
 
-def sweep(data: DataPlan, gammas: tuple[float, ...], alphas: tuple[float, ...], bins: int = 10, chunk_rows: int | None = None,
-          workers: int | None = None, progress: Callable[[int], None] | None = None, loss: str = "auto",
-          alpha_per_class: tuple[tuple[float, ...], ...] = (), alpha_asked: bool = False) -> dict:
+def sweep(
+    data: DataPlan,
+    gammas: tuple[float, ...],
+    alphas: tuple[float, ...],
+    bins: int = 10,
+    chunk_rows: int | None = None,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    loss: str = "auto",
+    alpha_per_class: tuple[tuple[float, ...], ...] = (),
+    alpha_asked: bool = False,
+) -> dict:
     """The loss's report under every setting of the planned data, from one pass over it: the
     ``sweep --format json`` document (see the module docstring). ``loss``: focal, softmax-focal
     or auto (the one that fits the data, :data:`LOSS_CHOICES`): the targets are read first to tell
@@ -401,10 +427,21 @@ def sweep(data: DataPlan, gammas: tuple[float, ...], alphas: tuple[float, ...], 
     rows, first = [], None
     for gamma in gammas:
         if chosen == FOCAL:
-            grid: list[tuple[float | None, int | None, LossSettings, elements.SigmoidParams]] = [(alpha, None, replace(settings[gamma], alpha=alpha), elements.SigmoidParams(alpha=alpha, gamma=gamma)) for alpha in alphas]
-            grid += [(None, v, replace(settings[gamma], alpha_per_class=vectors[v]),
-                      elements.SigmoidParams(alpha=np.array(vectors[v], dtype=np.float64), gamma=gamma)) for v in range(len(vectors))]
-            tallied: list[tuple[float | None, int | None, LossSettings, Any]] = [(alpha, v, setting, tallies[gamma].result(data, params)) for alpha, v, setting, params in grid]
+            grid: list[tuple[float | None, int | None, LossSettings, elements.SigmoidParams]] = [
+                (alpha, None, replace(settings[gamma], alpha=alpha), elements.SigmoidParams(alpha=alpha, gamma=gamma)) for alpha in alphas
+            ]
+            grid += [
+                (
+                    None,
+                    v,
+                    replace(settings[gamma], alpha_per_class=vectors[v]),
+                    elements.SigmoidParams(alpha=np.array(vectors[v], dtype=np.float64), gamma=gamma),
+                )
+                for v in range(len(vectors))
+            ]
+            tallied: list[tuple[float | None, int | None, LossSettings, Any]] = [
+                (alpha, v, setting, tallies[gamma].result(data, params)) for alpha, v, setting, params in grid
+            ]
         else:
             tallied = [(None, v, settings[key], tallies[key].result(data)) for v, key in [(None, gamma), *((v, (gamma, v)) for v in range(len(vectors)))]]
         for alpha, v, setting, tally in tallied:
@@ -412,8 +449,10 @@ def sweep(data: DataPlan, gammas: tuple[float, ...], alphas: tuple[float, ...], 
             first = first or report
             rows.append(_setting(report, chosen, gamma, alpha, vectors, v))
     if chosen == FOCAL:
-        cumulative = [{"gamma": gamma, "fractions": list(FRACTIONS), "positives": histogram.cumulative(i, True),
-                       "negatives": histogram.cumulative(i, False)} for i, gamma in enumerate(gammas)]
+        cumulative = [
+            {"gamma": gamma, "fractions": list(FRACTIONS), "positives": histogram.cumulative(i, True), "negatives": histogram.cumulative(i, False)}
+            for i, gamma in enumerate(gammas)
+        ]
     else:
         cumulative = [{"gamma": gamma, "fractions": list(FRACTIONS), "rows": histogram.cumulative(i, True)} for i, gamma in enumerate(gammas)]
     assert first is not None  # one report per gamma at least
@@ -449,8 +488,16 @@ DEFAULT_ALPHAS = "0.25,0.5,0.75,-1"
 """``--alpha``'s default (focal; softmax-focal takes no scalar alpha)."""
 
 
-def run(paths: list, load_options, gamma_text: str, alpha_text: str | None = None, bins: int = 10, loss: str = "auto",
-        alpha_per_class: list | tuple = (), arrays: dict | None = None) -> dict:
+def run(
+    paths: list,
+    load_options,
+    gamma_text: str,
+    alpha_text: str | None = None,
+    bins: int = 10,
+    loss: str = "auto",
+    alpha_per_class: list | tuple = (),
+    arrays: dict | None = None,
+) -> dict:
     """Parse the lists, read the dumps (or take ``arrays``: ``{"logits", "targets"[, "mask",
     "weights"]}`` numpy arrays) and sweep them (the ``lossaudit sweep`` command). ``alpha_text``
     None: the default alphas (:data:`DEFAULT_ALPHAS`); ``alpha_per_class``: each
@@ -464,8 +511,7 @@ def run(paths: list, load_options, gamma_text: str, alpha_text: str | None = Non
     if loss not in LOSS_CHOICES:
         raise InputError(f"--loss {loss}: expected one of {', '.join(LOSS_CHOICES)}")
     if loss == SOFTMAX_FOCAL and alpha_text is not None:
-        raise InputError(f"--alpha {alpha_text}: a scalar alpha only rescales softmax-focal (every row alike); "
-                         "weight its classes with --alpha-per-class")
+        raise InputError(f"--alpha {alpha_text}: a scalar alpha only rescales softmax-focal (every row alike); weight its classes with --alpha-per-class")
     vectors = tuple(dict.fromkeys(cast(PerClassParam, PARAMS["alpha_per_class"]).parse(text) for text in alpha_per_class))
     if bins < 1:
         raise InputError(f"--bins {bins}: expected at least 1")

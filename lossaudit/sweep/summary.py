@@ -75,16 +75,21 @@ def _moves(loss: str, what: str, key: str, settings: list[dict]) -> tuple[str, d
     if axis == "gamma":
         lead = f"as gamma goes {start['gamma']:g} → {end['gamma']:g} ({_alpha_text(start)}), {loss}'s share of its loss on {what} {moved}"
     elif axis == "alpha":
-        lead = (f"as the setting goes from {_alpha_text(start)} to {_alpha_text(end)} (gamma {start['gamma']:g}), {loss}'s share of its "
-                f"loss on {what} {moved}")
+        lead = f"as the setting goes from {_alpha_text(start)} to {_alpha_text(end)} (gamma {start['gamma']:g}), {loss}'s share of its loss on {what} {moved}"
     else:
-        lead = f"at {start['label']}, {loss} puts {_at(start, key)} of its loss" + (f" ({_at(start, gradient_key)} of its gradient)" if ga is not None else "") + f" on {what}"
-    numbers = {"axis": axis, "from": {"label": start["label"], "gamma": start["gamma"], "share": a, "gradient_share": ga},
-               "to": {"label": end["label"], "gamma": end["gamma"], "share": b, "gradient_share": gb}}
+        lead = (
+            f"at {start['label']}, {loss} puts {_at(start, key)} of its loss"
+            + (f" ({_at(start, gradient_key)} of its gradient)" if ga is not None else "")
+            + f" on {what}"
+        )
+    numbers = {
+        "axis": axis,
+        "from": {"label": start["label"], "gamma": start["gamma"], "share": a, "gradient_share": ga},
+        "to": {"label": end["label"], "gamma": end["gamma"], "share": b, "gradient_share": gb},
+    }
     if len(settings) > len(line):
         low, high = min(settings, key=lambda row: row[key]), max(settings, key=lambda row: row[key])
-        lead += (f"{gradient}; over the {len(settings)} settings it lies between {_at(low, key)} ({low['label']}) "
-                 f"and {_at(high, key)} ({high['label']})")
+        lead += f"{gradient}; over the {len(settings)} settings it lies between {_at(low, key)} ({low['label']}) and {_at(high, key)} ({high['label']})"
         numbers.update(lowest={"label": low["label"], "share": low[key]}, highest={"label": high["label"], "share": high[key]})
     elif axis != "none":
         lead += gradient

@@ -131,7 +131,16 @@ class DensePass:
         count: ``(C,)`` easy negatives counted so far, per class.
     """
 
-    def __init__(self, max_rows: int, classes: int, easy_edge: np.float32, values: tuple[str, ...], block_rows: int, powers: tuple[float, ...] = (), row_sums: bool = False):
+    def __init__(
+        self,
+        max_rows: int,
+        classes: int,
+        easy_edge: np.float32,
+        values: tuple[str, ...],
+        block_rows: int,
+        powers: tuple[float, ...] = (),
+        row_sums: bool = False,
+    ):
         needs = {"softplus": bool(values) or bool(powers) or row_sums, "heatmap_loss": "heatmap_gradient" in values}
         values = tuple(name for name in DENSE_VALUES if name in values or needs.get(name, False))
         powers = tuple(dict.fromkeys(float(k) for k in powers))
@@ -179,8 +188,13 @@ class DensePass:
         ignored = chunk.element_ignored
         with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf logits are taken out
             blocks = [
-                self._add_block(x[start:stop], start, targets[target_bounds[i] : target_bounds[i + 1]],
-                                dropped[dropped_bounds[i] : dropped_bounds[i + 1]], None if ignored is None else ignored[start:stop])
+                self._add_block(
+                    x[start:stop],
+                    start,
+                    targets[target_bounds[i] : target_bounds[i + 1]],
+                    dropped[dropped_bounds[i] : dropped_bounds[i + 1]],
+                    None if ignored is None else ignored[start:stop],
+                )
                 for i, (start, stop) in enumerate(zip(starts, starts[1:]))
             ]
         index, taken_x = [np.concatenate(part) for part in zip(*blocks)] if len(blocks) > 1 else blocks[0]

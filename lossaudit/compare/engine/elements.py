@@ -190,7 +190,9 @@ class NegativeTerms:
     centernet_gradient: np.ndarray | None = None
 
 
-def negative_terms(x: np.ndarray, log1p: np.ndarray, q: np.ndarray, gamma: float | None, centernet: bool) -> NegativeTerms:  # lossaudit: ignore -- numpy terms of compare's engine, not a loss
+def negative_terms(
+    x: np.ndarray, log1p: np.ndarray, q: np.ndarray, gamma: float | None, centernet: bool
+) -> NegativeTerms:  # lossaudit: ignore -- numpy terms of compare's engine, not a loss
     """The quantities of negatives with float32 logits ``x`` and their :func:`sigmoid_parts`;
     ``gamma`` None: no focal term."""
     p = sigmoid32(x)

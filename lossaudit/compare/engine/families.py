@@ -69,6 +69,8 @@ SOFTMAX_FAMILIES = (CB_CE, LOGIT_ADJUSTED_CE)
 FAMILY_LOSSES = SIGMOID_FAMILIES + SOFTMAX_FAMILIES
 """The losses this module's accumulators compute (the others are the streaming pass's own, or
 :mod:`~lossaudit.compare.engine.generic`'s)."""
+
+
 @dataclass(frozen=True)
 class FamilySetup:
     """What the accumulators of a pass share: the families asked for with their hyper-parameters,
@@ -101,8 +103,10 @@ def setup(settings: LossSettings, plan: DataPlan, counts: np.ndarray | None = No
         name = info.class_names[empty[0]]
         one_based = empty[0] == 0 and info.encoding == "index" and not info.label_base
         hint = " (label 0 is never used: are the labels counted from 1? pass --label-base 1)" if one_based else ""
-        raise InputError(f"--losses {softmax[0]}: class {name!r} has no targets in the dump ({len(empty)} of {len(counts)} classes have none); "
-                         f"its class count must be positive{hint}")
+        raise InputError(
+            f"--losses {softmax[0]}: class {name!r} has no targets in the dump ({len(empty)} of {len(counts)} classes have none); "
+            f"its class count must be positive{hint}"
+        )
     cb = class_balanced_weights_numpy(counts, params[CB_CE]["beta"]) if CB_CE in params else None
     prior = np.log(counts / counts.sum()) if LOGIT_ADJUSTED_CE in params else None
     return FamilySetup(params, cb, prior)
@@ -154,7 +158,9 @@ def qfl(parts: SigmoidParts, y: np.ndarray, beta: float) -> tuple[np.ndarray, np
     return d**beta * bce, focusing + d ** (beta + 1)
 
 
-def vfl(parts: SigmoidParts, y: np.ndarray, alpha: float, gamma: float) -> tuple[np.ndarray, np.ndarray]:  # lossaudit: ignore -- numpy sums for compare, not a torch loss
+def vfl(
+    parts: SigmoidParts, y: np.ndarray, alpha: float, gamma: float
+) -> tuple[np.ndarray, np.ndarray]:  # lossaudit: ignore -- numpy sums for compare, not a torch loss
     """float64 (loss, gradient magnitude) of Varifocal Loss at each element."""
     p, bce = parts.p, parts.bce
     focused = alpha * p**gamma
@@ -164,7 +170,9 @@ def vfl(parts: SigmoidParts, y: np.ndarray, alpha: float, gamma: float) -> tuple
     return loss, gradient
 
 
-def asl(parts: SigmoidParts, y: np.ndarray, gamma_pos: float, gamma_neg: float, clip: float, eps: float) -> tuple[np.ndarray, np.ndarray]:  # lossaudit: ignore -- numpy sums for compare, not a torch loss
+def asl(
+    parts: SigmoidParts, y: np.ndarray, gamma_pos: float, gamma_neg: float, clip: float, eps: float
+) -> tuple[np.ndarray, np.ndarray]:  # lossaudit: ignore -- numpy sums for compare, not a torch loss
     """float64 (loss, gradient magnitude) of the Asymmetric Loss at each element."""
     p, one_minus_p = parts.p, parts.one_minus_p
     slope = p * one_minus_p  # dp/dx
@@ -270,7 +278,9 @@ class SigmoidFamilies:
         _put(tally, self.tables, self.intervals, self.num_classes, float(tally.element_counts.sum()), "valid elements", self.second)
 
 
-def _add_sums(tables: np.ndarray, keys: np.ndarray, values: tuple[np.ndarray, np.ndarray], w: np.ndarray | None = None, second: np.ndarray | None = None) -> None:
+def _add_sums(
+    tables: np.ndarray, keys: np.ndarray, values: tuple[np.ndarray, np.ndarray], w: np.ndarray | None = None, second: np.ndarray | None = None
+) -> None:
     """Add ``(k,)`` losses and gradient magnitudes at the flat ``keys`` to a loss's ``(2, size)``
     tables; weighted (``w``), their ``w v`` there and ``w (w - 1) v²`` to ``second``."""
     for index, (table, value) in enumerate(zip(tables, values)):
@@ -280,8 +290,9 @@ def _add_sums(tables: np.ndarray, keys: np.ndarray, values: tuple[np.ndarray, np
             second[index] += np.bincount(keys, weights=w * (w - 1) * np.square(value, dtype=np.float64), minlength=table.shape[-1])
 
 
-def _put(tally: Tally, tables: dict[str, np.ndarray], intervals: Intervals, classes: int, normaliser: float, name: str,
-         second: dict[str, np.ndarray] | None = None) -> None:
+def _put(
+    tally: Tally, tables: dict[str, np.ndarray], intervals: Intervals, classes: int, normaliser: float, name: str, second: dict[str, np.ndarray] | None = None
+) -> None:
     """Each loss's ``(2, C × 2 × intervals)`` sums (loss, gradient magnitude) into ``tally``'s
     cells, with its normaliser, and its second moments (weighted mode) into ``tally.second_moments``."""
 
@@ -358,7 +369,9 @@ class FamilyTally:
             self._add(LOGIT_ADJUSTED_CE, keys, (adjusted.loss(y, 0.0), elements.softmax_gradient(adjusted, adjusted.pull(y, 0.0), y, local_row)), w)
         if self.softmax_counts is not None:
             self.softmax_counts += np.bincount(keys, weights=w, minlength=self.size)
-            self.sum_q_positive += np.bincount(col[positive], weights=terms.q[positive] if w is None else w[positive] * terms.q[positive], minlength=self.num_classes)
+            self.sum_q_positive += np.bincount(
+                col[positive], weights=terms.q[positive] if w is None else w[positive] * terms.q[positive], minlength=self.num_classes
+            )
             self.softmax_positives += np.bincount(col[positive], weights=None if w is None else w[positive], minlength=self.num_classes)
             self.mistakes.add_softmax(col, terms.top, terms.q, positive, w)
 

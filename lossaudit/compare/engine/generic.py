@@ -48,8 +48,15 @@ class GenericTally:
             first chunk that carries them).
     """
 
-    def __init__(self, settings: LossSettings, losses: tuple[str, ...], num_classes: int, class_counts: np.ndarray | None, specs: dict | None = None,
-                 weighted: bool = False):
+    def __init__(
+        self,
+        settings: LossSettings,
+        losses: tuple[str, ...],
+        num_classes: int,
+        class_counts: np.ndarray | None,
+        specs: dict | None = None,
+        weighted: bool = False,
+    ):
         self.losses = losses  # ids, not entries: accumulators are pickled back from forked workers
         self.specs = specs or {}
         self.arguments = {loss: {} if loss in self.specs else settings.params(loss) for loss in losses}
@@ -147,6 +154,7 @@ class GenericTally:
 
     def finish(self, tally: Tally) -> None:
         """Put the sums and normalisers into ``tally``'s cells."""
+
         def cells(values: np.ndarray) -> np.ndarray:
             return self.intervals.to_cells(values.reshape(self.num_classes, 2, self.intervals.count)).sum(axis=-1)
 
@@ -158,4 +166,6 @@ class GenericTally:
             count, unit = self.normalisers[loss]
             spec = self.specs.get(loss) or LOSSES[loss]
             sigmoid = spec.family == SIGMOID
-            tally.normalisers[loss], tally.normaliser_names[loss] = normalise(spec, count, unit or "valid elements") if sigmoid else (float(count), "rows with a target")
+            tally.normalisers[loss], tally.normaliser_names[loss] = (
+                normalise(spec, count, unit or "valid elements") if sigmoid else (float(count), "rows with a target")
+            )

@@ -86,8 +86,17 @@ class Mistakes:
             convert = int if weights is None else float
             self.pairs[kind].update({(int(k) // self.num_classes, int(k) % self.num_classes): convert(n) for k, n in zip(keys, counts)})
 
-    def add_sigmoid(self, start: int, rows: int, index: np.ndarray, p: np.ndarray, targets: np.ndarray, target_positive: np.ndarray, target_g: np.ndarray,
-                    weights: np.ndarray | None = None) -> None:
+    def add_sigmoid(
+        self,
+        start: int,
+        rows: int,
+        index: np.ndarray,
+        p: np.ndarray,
+        targets: np.ndarray,
+        target_positive: np.ndarray,
+        target_g: np.ndarray,
+        weights: np.ndarray | None = None,
+    ) -> None:
         """One chunk's elements (global first row ``start``, ``rows`` rows): ``(k,)`` the sorted
         flat indices ``row × C + class`` of those the dense pass took out — every valid element but
         the easy negatives, so every one at p ≥ 0.1 and every non-zero target — with their float32
@@ -101,7 +110,7 @@ class Mistakes:
             return
         row, col = np.divmod(units, classes)
         is_positive = np.zeros(len(units), dtype=bool)
-        is_positive[len(high):] = target_positive[target_g >= VERY_HARD_G]
+        is_positive[len(high) :] = target_positive[target_g >= VERY_HARD_G]
         # confused: another class detected in a positive's cell; a non-positive in a cell with a positive of another class
         at, unit = _row_elements(index, row, classes)  # the taken elements of each unit's row
         in_targets = _find(targets, index[at], True)

@@ -45,8 +45,13 @@ Report = Callable[[int], None]
 """A worker's progress: called with the rows of each chunk it has tallied."""
 
 
-def run(work: Callable[[int, Report], Any], workers: int, progress: Report | None = None,
-        export: Callable[[], Any] = lambda: None, absorb: Callable[[Any], None] = lambda state: None) -> list:
+def run(
+    work: Callable[[int, Report], Any],
+    workers: int,
+    progress: Report | None = None,
+    export: Callable[[], Any] = lambda: None,
+    absorb: Callable[[Any], None] = lambda state: None,
+) -> list:
     """``[work(0, report), ..., work(workers - 1, report)]``, run in parallel (see the module
     docstring). ``progress`` gets every worker's reports, in this process."""
     progress = progress or (lambda rows: None)

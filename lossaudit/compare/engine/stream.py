@@ -105,8 +105,16 @@ class StreamTally:
             weighted dump right.
     """
 
-    def __init__(self, settings: LossSettings, num_classes: int, num_files: int, max_rows: int, family_params: dict[str, dict[str, float]] | None = None,
-                 grid: tuple[int, int] | None = None, weighted: bool = False):
+    def __init__(
+        self,
+        settings: LossSettings,
+        num_classes: int,
+        num_files: int,
+        max_rows: int,
+        family_params: dict[str, dict[str, float]] | None = None,
+        grid: tuple[int, int] | None = None,
+        weighted: bool = False,
+    ):
         self.settings, self.num_classes = settings, num_classes
         requested = settings.losses
         self.intervals = Intervals(settings.bins, settings.ghm_bins)
@@ -129,7 +137,9 @@ class StreamTally:
             tabled += ["focal_off", "focal_on"]
         self.tables = {name: np.zeros(self.size) for loss in tabled for name in (loss, GRADIENT + loss)}
         # second moments Σ w (w - 1) v²; focal's squared alpha_t = a_off (1 - y) + a_on y needs three parts
-        self._second_names = [name for name in self.tables if "focal_o" not in name] + [prefix + FOCAL + part for prefix in ("", GRADIENT) for part in FOCAL_PARTS if focal]
+        self._second_names = [name for name in self.tables if "focal_o" not in name] + [
+            prefix + FOCAL + part for prefix in ("", GRADIENT) for part in FOCAL_PARTS if focal
+        ]
         self.second: dict[str, np.ndarray] | None = None
         self.file_rows = {name: np.zeros(num_files) for name in ("rows", "target_rows")}  # weighted: for population_rows
         self.counts = np.zeros(self.size)
@@ -231,7 +241,9 @@ class StreamTally:
             has_positive[positive_row] = True
             self.row_losses.append((chunk.start, row_loss, has_positive, row_weight))
 
-    def _add_negatives(self, taken: Taken, log1p: np.ndarray, q: np.ndarray, targets: np.ndarray, rows: int, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def _add_negatives(
+        self, taken: Taken, log1p: np.ndarray, q: np.ndarray, targets: np.ndarray, rows: int, w: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Tally the taken-out elements (their :func:`~lossaudit.compare.engine.elements.sigmoid_parts`
         ``log1p`` and ``q``; their weights ``w`` in weighted mode) as negatives (target 0), those at
         the positions ``targets`` excepted (:func:`~lossaudit.compare.engine.elements.negative_terms`;
@@ -247,8 +259,11 @@ class StreamTally:
             return np.bincount(keys, weights=values, minlength=self.size + 1)[: self.size]
 
         self.counts += sums(w)
-        for table, values, gradient in ((BCE, terms.bce, terms.p), ("focal_off", terms.focal, terms.focal_gradient),
-                                        (CENTERNET, terms.centernet, terms.centernet_gradient)):
+        for table, values, gradient in (
+            (BCE, terms.bce, terms.p),
+            ("focal_off", terms.focal, terms.focal_gradient),
+            (CENTERNET, terms.centernet, terms.centernet_gradient),
+        ):
             if table in self.tables:
                 second = (FOCAL + FOCAL_PARTS[0], GRADIENT + FOCAL + FOCAL_PARTS[0]) if table == "focal_off" else (None, None)
                 self._tally(table, sums, cast(np.ndarray, values), w, second[0])
@@ -259,8 +274,18 @@ class StreamTally:
         dense = np.zeros(rows) if self.weighted else self.dense.row_softplus(rows)
         return terms.p, dense + np.bincount(taken.index // self.num_classes, weights=terms.bce, minlength=rows)
 
-    def _add_targets(self, x: np.ndarray, log1p: np.ndarray, q: np.ndarray, y: np.ndarray, row: np.ndarray, col: np.ndarray, heatmap: bool, row_loss: np.ndarray | None,
-                     w: np.ndarray | None = None) -> np.ndarray:
+    def _add_targets(
+        self,
+        x: np.ndarray,
+        log1p: np.ndarray,
+        q: np.ndarray,
+        y: np.ndarray,
+        row: np.ndarray,
+        col: np.ndarray,
+        heatmap: bool,
+        row_loss: np.ndarray | None,
+        w: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Tally the valid non-zero targets: float32 logits ``x`` and their intermediates, targets
         ``y`` at (``row``, ``col``) of the chunk (:func:`~lossaudit.compare.engine.elements.sigmoid_terms`),
         their weights ``w`` in weighted mode. Adds their BCE to ``row_loss`` when given; returns the
@@ -466,11 +491,19 @@ class StreamTally:
             multi_hot_rows=self.totals["multi_hot_rows"],
             file_counts=file_counts,
             mistakes=self.mistakes,
-            focal_parts=np.stack([self.tables[name].reshape(classes, -1).sum(axis=1) for name in
-                                  ("focal_off", "focal_on", GRADIENT + "focal_off", GRADIENT + "focal_on")]) if "focal_off" in self.tables else None,
+            focal_parts=np.stack(
+                [self.tables[name].reshape(classes, -1).sum(axis=1) for name in ("focal_off", "focal_on", GRADIENT + "focal_off", GRADIENT + "focal_on")]
+            )
+            if "focal_off" in self.tables
+            else None,
             second_moments=second_moments if self.weighted else None,
-            sample=None if sample is None else {**sample, "estimated_elements": valid_elements,
-                                                "population_source": "recorded" if all(_recorded(source, "population_elements") for source in plan.sources) else "sum of weights"},
+            sample=None
+            if sample is None
+            else {
+                **sample,
+                "estimated_elements": valid_elements,
+                "population_source": "recorded" if all(_recorded(source, "population_elements") for source in plan.sources) else "sum of weights",
+            },
         )
         self.families.finish(tally)
         return tally
@@ -489,12 +522,19 @@ class StreamTally:
             normaliser, name = max(valid_elements, 1.0) if loss == GHM else valid_elements, "valid elements"
         elif loss == FOCAL:
             off, on = (params or self.params).weights(classes)
-            table, gradient = (self.tables[part + "_off"].reshape(classes, -1) * off[:, None] + self.tables[part + "_on"].reshape(classes, -1) * on[:, None]
-                               for part in (FOCAL, GRADIENT + FOCAL))
+            table, gradient = (
+                self.tables[part + "_off"].reshape(classes, -1) * off[:, None] + self.tables[part + "_on"].reshape(classes, -1) * on[:, None]
+                for part in (FOCAL, GRADIENT + FOCAL)
+            )
             if self.weighted:
                 assert self.second is not None  # weighted mode (_weigh)
-                second = tuple(sum(self.second[prefix + part].reshape(classes, -1) * factor[:, None] for part, factor in zip(FOCAL_PARTS, (off * off, 2 * off * on, on * on)))
-                               for prefix in (FOCAL, GRADIENT + FOCAL))
+                second = tuple(
+                    sum(
+                        self.second[prefix + part].reshape(classes, -1) * factor[:, None]
+                        for part, factor in zip(FOCAL_PARTS, (off * off, 2 * off * on, on * on))
+                    )
+                    for prefix in (FOCAL, GRADIENT + FOCAL)
+                )
             normaliser, name = valid_elements, "valid elements"
         elif loss == CENTERNET:
             table, gradient = self.tables[loss], self.tables[GRADIENT + loss]
@@ -616,8 +656,9 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def stream_pass(plan: DataPlan, make: Callable[[int], list], chunk_rows: int | None = None, workers: int | None = None,
-                progress: Callable[[int], None] | None = None) -> list:
+def stream_pass(
+    plan: DataPlan, make: Callable[[int], list], chunk_rows: int | None = None, workers: int | None = None, progress: Callable[[int], None] | None = None
+) -> list:
     """One pass over ``plan`` in chunks of ``chunk_rows`` rows (default: about
     :data:`CHUNK_ELEMENTS` elements per chunk), each chunk read once and given to every accumulator.
 
@@ -656,8 +697,14 @@ def stream_pass(plan: DataPlan, make: Callable[[int], list], chunk_rows: int | N
     return totals
 
 
-def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None = None, workers: int | None = None, progress: Callable[[int], None] | None = None,
-                 class_counts: np.ndarray | None = None) -> Tally:
+def stream_tally(
+    plan: DataPlan,
+    settings: LossSettings,
+    chunk_rows: int | None = None,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    class_counts: np.ndarray | None = None,
+) -> Tally:
     """The :class:`Tally` of ``plan`` under ``settings``, from one :func:`stream_pass` (hard-negative
     mining reads the rows it keeps again); the sigmoid families are kept by the
     :class:`StreamTally`, the softmax families by their own accumulator
@@ -674,7 +721,9 @@ def stream_tally(plan: DataPlan, settings: LossSettings, chunk_rows: int | None 
         class_counts = plan.class_target_sums() if class_counts is None else class_counts
 
     def make(rows: int) -> list:
-        extra: list[Any] = [families.FamilyTally(settings, cast(families.FamilySetup, family), info.num_classes, softmax_counts, info.weighted)] if softmax_families else []
+        extra: list[Any] = (
+            [families.FamilyTally(settings, cast(families.FamilySetup, family), info.num_classes, softmax_counts, info.weighted)] if softmax_families else []
+        )
         if counts_elsewhere:  # only a slow softmax loss: the softmax counts are kept by a FamilyTally of no family
             extra.append(families.FamilyTally(settings, families.FamilySetup({}, None, None), info.num_classes, True, info.weighted))
         if slow:

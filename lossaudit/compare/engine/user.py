@@ -87,8 +87,10 @@ def user_tally(plan: DataPlan, settings: LossSettings, timeout: float, memory_li
         if not paths.result.exists():
             said = [line for line in paths.stderr.read_text(errors="replace").splitlines() if line.strip()] if paths.stderr.exists() else []
             last = f"; it printed: {said[-1].strip()[:200]}" if said else ""
-            raise InputError(f"{current}: the process running it exited with code {os.waitstatus_to_exitcode(status)} without a result "
-                             f"(os._exit, a signal, or memory past --memory-limit {memory} MiB){last}")
+            raise InputError(
+                f"{current}: the process running it exited with code {os.waitstatus_to_exitcode(status)} without a result "
+                f"(os._exit, a signal, or memory past --memory-limit {memory} MiB){last}"
+            )
         outcome = pickle.loads(paths.result.read_bytes())
     if not outcome["ok"]:
         raise InputError(outcome["message"])
@@ -188,8 +190,17 @@ def _compute(plan: DataPlan, settings: LossSettings, rows: int, timeout: float, 
             tally.add(chunk)
             if counts is not None:
                 counts.add(chunk)
-    sink: Any = SimpleNamespace(loss_sums={}, gradient_sums={}, normalisers={}, normaliser_names={}, softmax_counts=None, sum_q_positive=None, softmax_positives=None,
-                           mistakes=Mistakes(classes), second_moments={} if weighted else None)
+    sink: Any = SimpleNamespace(
+        loss_sums={},
+        gradient_sums={},
+        normalisers={},
+        normaliser_names={},
+        softmax_counts=None,
+        sum_q_positive=None,
+        softmax_positives=None,
+        mistakes=Mistakes(classes),
+        second_moments={} if weighted else None,
+    )
     tally.finish(sink)
     if counts is not None:
         counts.finish(sink)
@@ -230,7 +241,9 @@ class _Caller:
         if self.family is not None and self.family not in FAMILIES:
             raise UserLossError(f"{user.id}: lossaudit_family = {self.family!r}; expected 'sigmoid' or 'softmax'")
         try:
-            self.fn: Any = run_with_timeout(lambda: obj(**user.init), timeout) if inspect.isclass(obj) else functools.partial(obj, **user.init) if user.init else obj
+            self.fn: Any = (
+                run_with_timeout(lambda: obj(**user.init), timeout) if inspect.isclass(obj) else functools.partial(obj, **user.init) if user.init else obj
+            )
         except failures as error:
             raise UserLossError(f"{user.id}: cannot be constructed with --loss-init {user.init}: {_failure(error)}") from None
         if self.family is None:
@@ -253,8 +266,10 @@ class _Caller:
         convention = calibration.convention
         if convention is None:
             first = next((attempt["error"] for attempt in calibration.attempts if attempt.get("error")), "no calling convention fits")
-            raise UserLossError(f"{self.user.id}: {first}, under every calling convention lint tries to infer its family "
-                                f"(declare it, {self.user.id}@sigmoid or @softmax, to call it only as compare does)")
+            raise UserLossError(
+                f"{self.user.id}: {first}, under every calling convention lint tries to infer its family "
+                f"(declare it, {self.user.id}@sigmoid or @softmax, to call it only as compare does)"
+            )
         self.family = SOFTMAX if base_kind(convention.kind) == SOFTMAX else SIGMOID
         self.targets = self.targets or ("index" if convention.targets == "index" else "onehot")
 
@@ -304,7 +319,9 @@ class _Caller:
         if out.dim() == 2:
             return out.sum(dim=1) if per_row else out
         if not per_row:
-            raise UserLossError(f"{self.user.id}: returned the loss per row, shape ({n},); a sigmoid loss must return it per element, shape ({n}, {classes}) (declare {self.user.id}@softmax if it is a softmax loss)")
+            raise UserLossError(
+                f"{self.user.id}: returned the loss per row, shape ({n},); a sigmoid loss must return it per element, shape ({n}, {classes}) (declare {self.user.id}@softmax if it is a softmax loss)"
+            )
         return out
 
     def _checked(self, out, n: int, classes: int, torch):
@@ -324,7 +341,9 @@ class _Caller:
         if bad:
             raise UserLossError(f"{name}: returned NaN or infinite values for {bad} of {out.numel()} outputs on finite logits; expected finite losses")
         if not out.requires_grad:
-            raise UserLossError(f"{name}: returned a tensor without a gradient (computed outside autograd: .detach(), numpy, .item()?); compare needs autograd for the gradient shares")
+            raise UserLossError(
+                f"{name}: returned a tensor without a gradient (computed outside autograd: .detach(), numpy, .item()?); compare needs autograd for the gradient shares"
+            )
         return out.double()
 
     def check_separable(self, chunk: Chunk) -> None:
@@ -348,7 +367,8 @@ class _Caller:
             raise UserLossError(
                 f"{self.user.id}: is not separable over rows: row {int(rows[worst])}'s loss is {float(whole[worst]):.6g} in a chunk of {len(rows)} rows "
                 f"and {float(parts[worst]):.6g} in a chunk of {size}; compare calls it on chunks of rows, so a row's loss must depend on that row alone "
-                f"(no batch mean, batch statistic or normaliser inside the loss)")
+                f"(no batch mean, batch statistic or normaliser inside the loss)"
+            )
 
     def _rows(self, x, y):
         """The loss per row of ``x`` (summed over its classes)."""

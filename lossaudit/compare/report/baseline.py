@@ -41,8 +41,10 @@ def read_report(path: Path) -> dict:
         raise InputError(f"{path}: not a `lossaudit compare --format json` report (no schema_version/per_class)")
     version = document["schema_version"]
     if version not in READABLE_SCHEMAS:
-        raise InputError(f"{path}: report schema_version {version}; this lossaudit reads {' and '.join(map(str, READABLE_SCHEMAS))} "
-                         "(re-run `lossaudit compare --format json` on the baseline's data)")
+        raise InputError(
+            f"{path}: report schema_version {version}; this lossaudit reads {' and '.join(map(str, READABLE_SCHEMAS))} "
+            "(re-run `lossaudit compare --format json` on the baseline's data)"
+        )
     return document
 
 
@@ -54,8 +56,11 @@ def _moves(old_rows: list[dict], new_rows: list[dict], key: str) -> list[dict]:
         old = old_by_key.get(row[key])
         if old is None:
             continue
-        share = {loss: row["share"][loss] - old["share"][loss] for loss in row["share"]
-                 if loss in old["share"] and row["share"][loss] is not None and old["share"][loss] is not None}
+        share = {
+            loss: row["share"][loss] - old["share"][loss]
+            for loss in row["share"]
+            if loss in old["share"] and row["share"][loss] is not None and old["share"][loss] is not None
+        }
         moves.append({key: row[key], "share": share})
     return moves
 
@@ -89,12 +94,21 @@ def _coverage(new: dict, old: dict, section: dict) -> dict:
     bins = len(section["per_difficulty"])
     warnings = []
     if new_names and old_names and not common:
-        warnings.append(f"the baseline shares no class with this report ({len(old_names)} classes there, {len(new_names)} here): "
-                        "it is probably from other data; per-class shares not compared")
-    compared = (f"{common} of {len(new_names)} classes (the baseline has {len(old_names)}) and "
-                f"{bins} difficulty bin{'' if bins == 1 else 's'}" + ("" if section["bins_match"] else " (the bins differ)"))
-    return {"classes_in_common": common, "classes_new": len(new_names), "classes_old": len(old_names), "bins_compared": bins,
-            "compared": compared, "warnings": warnings}
+        warnings.append(
+            f"the baseline shares no class with this report ({len(old_names)} classes there, {len(new_names)} here): "
+            "it is probably from other data; per-class shares not compared"
+        )
+    compared = f"{common} of {len(new_names)} classes (the baseline has {len(old_names)}) and {bins} difficulty bin{'' if bins == 1 else 's'}" + (
+        "" if section["bins_match"] else " (the bins differ)"
+    )
+    return {
+        "classes_in_common": common,
+        "classes_new": len(new_names),
+        "classes_old": len(old_names),
+        "bins_compared": bins,
+        "compared": compared,
+        "warnings": warnings,
+    }
 
 
 def largest_move(section: dict) -> dict | None:

@@ -83,8 +83,9 @@ FINDING_NAMES = {
     "class-without-positives": "classes with no positive element",
     "mixed-runs": "files saved by different runs (lossaudit.save's run_id), tallied together",
 }
-STRICT_FINDINGS = frozenset({"non-finite", "labels-out-of-range", "softmax-background", "softmax-multi-hot", "probabilities-as-logits", "labels-one-based",
-                             "mixed-runs"})
+STRICT_FINDINGS = frozenset(
+    {"non-finite", "labels-out-of-range", "softmax-background", "softmax-multi-hot", "probabilities-as-logits", "labels-one-based", "mixed-runs"}
+)
 """Findings that can make ``compare --strict`` exit 1 (``gates_strict``); a class without positives
 is reported only."""
 MISREAD_FINDINGS = ("probabilities-as-logits", "labels-one-based")
@@ -215,8 +216,10 @@ def _share_errors(tally: Tally, order: list[str], group) -> dict[str, dict[str, 
     moments = _moments(tally)
     if moments is None:
         return {}
-    return {"share_se": {loss: share_se(tally.loss_sums[loss], moments[loss], group) for loss in order},
-            "gradient_share_se": {loss: share_se(tally.gradient_sums[loss], moments["gradient:" + loss], group) for loss in order}}
+    return {
+        "share_se": {loss: share_se(tally.loss_sums[loss], moments[loss], group) for loss in order},
+        "gradient_share_se": {loss: share_se(tally.gradient_sums[loss], moments["gradient:" + loss], group) for loss in order},
+    }
 
 
 def _headline(sums: np.ndarray, moments: np.ndarray | None, prefix: str = "") -> dict:
@@ -420,8 +423,13 @@ class _Findings:
     def add(self, code: str, count: int, detail: str, files: dict[str, int] | None = None, **extra: object) -> None:
         gates = code in STRICT_FINDINGS and (self.explicit or code not in SOFTMAX_FIT_FINDINGS)
         warning = gates or (code not in STRICT_FINDINGS and code not in INFO_FINDINGS)
-        finding: dict[str, object] = {"code": code, "level": "warning" if warning else "info", "gates_strict": gates,
-                   "count": count, "message": f"{FINDING_NAMES[code]}: {detail}"}
+        finding: dict[str, object] = {
+            "code": code,
+            "level": "warning" if warning else "info",
+            "gates_strict": gates,
+            "count": count,
+            "message": f"{FINDING_NAMES[code]}: {detail}",
+        }
         if files is not None:
             finding["files"] = files
         if code in MISREAD_FINDINGS:
@@ -429,14 +437,18 @@ class _Findings:
         self.items.append({**finding, **extra})
 
 
-def _findings(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray, explicit: bool, families: dict[str, str] | None = None,
-              skipped: tuple[str, ...] = ()) -> list[dict]:
+def _findings(
+    data: DataInfo, order: list[str], tally: Tally, counts: np.ndarray, explicit: bool, families: dict[str, str] | None = None, skipped: tuple[str, ...] = ()
+) -> list[dict]:
     findings = _Findings(explicit)
     _misread_findings(findings, data, tally, counts)
     if data.inputs == "softmax-probs":
-        findings.add("sigmoid-losses-skipped", len(skipped),
-                     f"{', '.join(skipped) or 'none asked for'}; the softmax losses, from log p, equal those of the logits; "
-                     "dump the logits for the sigmoid losses", skipped=list(skipped))
+        findings.add(
+            "sigmoid-losses-skipped",
+            len(skipped),
+            f"{', '.join(skipped) or 'none asked for'}; the softmax losses, from log p, equal those of the logits; dump the logits for the sigmoid losses",
+            skipped=list(skipped),
+        )
     _input_findings(findings, data, tally)
     _softmax_findings(findings, data, order, tally, families)
     empty = [data.class_names[c] for c in range(data.num_classes) if counts[c, 1].sum() == 0]
@@ -451,17 +463,28 @@ def _misread_findings(findings: _Findings, data: DataInfo, tally: Tally, counts:
     if data.inputs_look_like_probabilities:
         softmax = data.probabilities_kind == "softmax-probs"
         kind = "every row sums to 1: softmax probabilities" if softmax else "rows do not all sum to 1: sigmoid probabilities"
-        findings.add("probabilities-as-logits", data.num_rows * data.num_classes,
-                     f"{kind}; pass --inputs {data.probabilities_kind} if they are probabilities; nothing below is concluded from these values",
-                     files={file: int(np.prod(shape)) for file, shape in zip(data.files, data.logits_shapes)}, inputs=data.probabilities_kind)
+        findings.add(
+            "probabilities-as-logits",
+            data.num_rows * data.num_classes,
+            f"{kind}; pass --inputs {data.probabilities_kind} if they are probabilities; nothing below is concluded from these values",
+            files={file: int(np.prod(shape)) for file, shape in zip(data.files, data.logits_shapes)},
+            inputs=data.probabilities_kind,
+        )
     one_based = _one_based(data, tally, counts)
     if one_based is not None:
         low, high = one_based
         c = data.num_classes
-        findings.add("labels-one-based", _count(tally.background_rows),
-                     f"label 0 labels no row and label {c}, read as background, labels {_count(tally.background_rows):,} rows, as a class would "
-                     f"(labels 1..{c - 1}: {low:,} to {high:,} rows each); pass --label-base 1 (labels 1..{c}) or shift the labels in the dump "
-                     f"(labels - 1)", label_0_rows=0, background_label=c, background_rows=_count(tally.background_rows), class_rows=[low, high])
+        findings.add(
+            "labels-one-based",
+            _count(tally.background_rows),
+            f"label 0 labels no row and label {c}, read as background, labels {_count(tally.background_rows):,} rows, as a class would "
+            f"(labels 1..{c - 1}: {low:,} to {high:,} rows each); pass --label-base 1 (labels 1..{c}) or shift the labels in the dump "
+            f"(labels - 1)",
+            label_0_rows=0,
+            background_label=c,
+            background_rows=_count(tally.background_rows),
+            class_rows=[low, high],
+        )
 
 
 def _one_based(data: DataInfo, tally: Tally, counts: np.ndarray) -> tuple[int, int] | None:
@@ -486,8 +509,13 @@ def _input_findings(findings: _Findings, data: DataInfo, tally: Tally) -> None:
     by_file = tally.file_counts
     if len(data.runs) > 1:
         listed = "; ".join(f"run {run}: {name_files(files)}" for run, files in data.runs.items())
-        findings.add("mixed-runs", sum(map(len, data.runs.values())), f"{listed}; compare one run's folder at a time",
-                     files={file: 1 for files in data.runs.values() for file in files}, runs=data.runs)
+        findings.add(
+            "mixed-runs",
+            sum(map(len, data.runs.values())),
+            f"{listed}; compare one run's folder at a time",
+            files={file: 1 for files in data.runs.values() for file in files},
+            runs=data.runs,
+        )
     nonfinite = _count(tally.nonfinite.sum())
     if nonfinite:
         per_class = {data.class_names[c]: _count(n) for c, n in enumerate(tally.nonfinite) if n}
@@ -514,12 +542,19 @@ def _softmax_findings(findings: _Findings, data: DataInfo, order: list[str], tal
         seen = f"{', '.join(softmax)} see the {_count(tally.normalisers[softmax[0]]):,} {row_noun(data)} with a target"
         if sigmoid:
             seen += f"; {', '.join(sigmoid)} see every valid element"
-        findings.add("softmax-background", _count(tally.background_rows), f"{_count(tally.background_rows):,} of {_count(tally.rows):,} {row_noun(data)}; {seen}",
-                     _files(data, tally.file_counts["background_rows"]))
+        findings.add(
+            "softmax-background",
+            _count(tally.background_rows),
+            f"{_count(tally.background_rows):,} of {_count(tally.rows):,} {row_noun(data)}; {seen}",
+            _files(data, tally.file_counts["background_rows"]),
+        )
     if softmax and tally.multi_hot_rows:
-        findings.add("softmax-multi-hot", _count(tally.multi_hot_rows),
-                     f"{_count(tally.multi_hot_rows):,} rows; {', '.join(softmax)} add a full -log q term for each positive class of such a row",
-                     _files(data, tally.file_counts["multi_hot_rows"]))
+        findings.add(
+            "softmax-multi-hot",
+            _count(tally.multi_hot_rows),
+            f"{_count(tally.multi_hot_rows):,} rows; {', '.join(softmax)} add a full -log q term for each positive class of such a row",
+            _files(data, tally.file_counts["multi_hot_rows"]),
+        )
 
 
 def gating(report: dict) -> list[str]:
@@ -585,7 +620,9 @@ def _estimate(tally: Tally, order: list[str]) -> dict:
     }
 
 
-def _imbalance(data: DataInfo, settings: LossSettings, tally: Tally, counts: np.ndarray, kind: str, rule: str, rare: np.ndarray, quadrants: dict) -> dict | None:
+def _imbalance(
+    data: DataInfo, settings: LossSettings, tally: Tally, counts: np.ndarray, kind: str, rule: str, rare: np.ndarray, quadrants: dict
+) -> dict | None:
     """The ``imbalance`` section, on data with rare classes (else None): the rare classes with
     their positives, how the model does on them and on the others (``recall_rule``), and the rare
     classes' share of each loss of the fitting family under the losses made for imbalance

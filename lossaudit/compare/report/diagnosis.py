@@ -30,8 +30,10 @@ ARGMAX, THRESHOLD = "argmax", "p > 0.5"
 ADVICE_LOSSES = {"softmax": (CE, SOFTMAX_FOCAL, LOGIT_ADJUSTED_CE), "sigmoid": (BCE, FOCAL)}
 """The losses computed for the imbalance advice (beside cb-ce and the per-class alphas, which
 reweight ce's, softmax-focal's and focal's class sums), by the family that fits the data."""
-ALPHA_RULES = {"softmax": "alpha_c ∝ 1 / positives_c, mean 1 over the classes",
-               "sigmoid": "alpha_c = m / (m + positives_c), m the median class's positives (0.5 at the median, → 1 for rare classes)"}
+ALPHA_RULES = {
+    "softmax": "alpha_c ∝ 1 / positives_c, mean 1 over the classes",
+    "sigmoid": "alpha_c = m / (m + positives_c), m the median class's positives (0.5 at the median, → 1 for rare classes)",
+}
 
 
 def recall_rule(kind: str, tally: Tally) -> str:
@@ -125,17 +127,24 @@ def _class_totals(tally: Tally, loss: str) -> ClassTotals | None:
     if loss not in tally.loss_sums:
         return None
     moments = tally.second_moments
-    return (tally.loss_sums[loss].sum(axis=(1, 2, 3)), tally.gradient_sums[loss].sum(axis=(1, 2, 3)),
-            None if moments is None else moments[loss].sum(axis=(1, 2, 3)),
-            None if moments is None else moments["gradient:" + loss].sum(axis=(1, 2, 3)))
+    return (
+        tally.loss_sums[loss].sum(axis=(1, 2, 3)),
+        tally.gradient_sums[loss].sum(axis=(1, 2, 3)),
+        None if moments is None else moments[loss].sum(axis=(1, 2, 3)),
+        None if moments is None else moments["gradient:" + loss].sum(axis=(1, 2, 3)),
+    )
 
 
 def _scaled(totals: ClassTotals, factor: np.ndarray, divisor: np.ndarray | float = 1.0) -> ClassTotals:
     """Class totals with each class's values times ``factor / divisor`` (second moments times its square)."""
     sums, gradients, moments, gradient_moments = totals
     square = (factor / divisor) ** 2
-    return (sums * factor / divisor, gradients * factor / divisor, None if moments is None else moments * square,
-            None if gradient_moments is None else gradient_moments * square)
+    return (
+        sums * factor / divisor,
+        gradients * factor / divisor,
+        None if moments is None else moments * square,
+        None if gradient_moments is None else gradient_moments * square,
+    )
 
 
 def _shares(totals: ClassTotals, rare: np.ndarray, weighted: bool) -> dict:
@@ -143,11 +152,15 @@ def _shares(totals: ClassTotals, rare: np.ndarray, weighted: bool) -> dict:
     with their standard errors, None where the totals carry no second moments."""
     sums, gradients, moments, gradient_moments = totals
     total, gradient = float(sums.sum()), float(gradients.sum())
-    out = {"rare_share": float(sums[rare].sum() / total) if total else None,
-           "rare_gradient_share": float(gradients[rare].sum() / gradient) if gradient else None}
+    out = {
+        "rare_share": float(sums[rare].sum() / total) if total else None,
+        "rare_gradient_share": float(gradients[rare].sum() / gradient) if gradient else None,
+    }
     if weighted:
-        out.update(rare_share_se=None if moments is None else share_se(sums, moments, lambda table: table[rare]),
-                   rare_gradient_share_se=None if gradient_moments is None else share_se(gradients, gradient_moments, lambda table: table[rare]))
+        out.update(
+            rare_share_se=None if moments is None else share_se(sums, moments, lambda table: table[rare]),
+            rare_gradient_share_se=None if gradient_moments is None else share_se(gradients, gradient_moments, lambda table: table[rare]),
+        )
     return out
 
 
@@ -188,6 +201,10 @@ def advice(kind: str, settings: LossSettings, tally: Tally, rare: np.ndarray, po
     if tally.focal_parts is not None:
         off, on, gradient_off, gradient_on = tally.focal_parts
         alpha = median / (median + n)
-        add(FOCAL, f"{FOCAL} with alpha per class", "focal's class sums, alpha_c at the positives and 1 - alpha_c elsewhere",
-            ((1 - alpha) * off + alpha * on, (1 - alpha) * gradient_off + alpha * gradient_on, None, None))
+        add(
+            FOCAL,
+            f"{FOCAL} with alpha per class",
+            "focal's class sums, alpha_c at the positives and 1 - alpha_c elsewhere",
+            ((1 - alpha) * off + alpha * on, (1 - alpha) * gradient_off + alpha * gradient_on, None, None),
+        )
     return out

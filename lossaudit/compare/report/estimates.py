@@ -50,7 +50,7 @@ def share_se(sums: np.ndarray, moments: np.ndarray, group: Group) -> float | Non
     share = float(group(sums).sum()) / total
     inside = float(group(moments).sum())
     outside = float(moments.sum()) - inside
-    variance = ((1 - share) ** 2 * inside + share ** 2 * outside) / total ** 2
+    variance = ((1 - share) ** 2 * inside + share**2 * outside) / total**2
     return math.sqrt(max(variance, 0.0))
 
 

@@ -55,11 +55,19 @@ def estimate(report: dict) -> dict | None:
     from lossaudit.compare.report.estimates import PLUG_IN
 
     source = "as recorded" if section["population_source"] == "recorded" else "by the sum of the weights"
-    text = (f"These numbers are estimates from a weighted sample: {count(section['sampled_elements'])} sampled elements of "
-            f"{count(section['population_elements'])} ({source}); each share is given ± one standard error in percentage points; "
-            f"{_listed([PLUG_IN.get(name, name) for name in section['plug_in']])} are plug-in estimates, without one.")
-    return _sentence("estimate", text, sampled_elements=section["sampled_elements"], population_elements=section["population_elements"],
-                     population_source=section["population_source"], plug_in=section["plug_in"])
+    text = (
+        f"These numbers are estimates from a weighted sample: {count(section['sampled_elements'])} sampled elements of "
+        f"{count(section['population_elements'])} ({source}); each share is given ± one standard error in percentage points; "
+        f"{_listed([PLUG_IN.get(name, name) for name in section['plug_in']])} are plug-in estimates, without one."
+    )
+    return _sentence(
+        "estimate",
+        text,
+        sampled_elements=section["sampled_elements"],
+        population_elements=section["population_elements"],
+        population_source=section["population_source"],
+        plug_in=section["plug_in"],
+    )
 
 
 def _share(report: dict, loss: str, key: str) -> str:
@@ -101,14 +109,26 @@ def fit(report: dict) -> dict | None:
     inp = report["input"]
     if inp["data_kind"] == "heatmap" and sigmoid and not softmax:
         noun = inp.get("row_noun", "rows")
-        return _sentence("fit", f"Heatmap data: {plural(inp['positives'], 'peak')} (target = 1) among {count(_rows(inp))} {noun}, the rest "
-                                f"Gaussian or zero targets: every positive counted below is a peak.",
-                         data_kind="heatmap", rows=_rows(inp), peaks=inp["positives"], elements=inp["valid_elements"])
+        return _sentence(
+            "fit",
+            f"Heatmap data: {plural(inp['positives'], 'peak')} (target = 1) among {count(_rows(inp))} {noun}, the rest "
+            f"Gaussian or zero targets: every positive counted below is a peak.",
+            data_kind="heatmap",
+            rows=_rows(inp),
+            peaks=inp["positives"],
+            elements=inp["valid_elements"],
+        )
     if not sigmoid or not softmax:
         return None
     kind, rows, seen = inp["data_kind"], _rows(inp), report["losses"][softmax[0]]["covers"]["count"]
-    numbers = {"data_kind": kind, "rows": rows, "rows_with_target": seen, "background_rows": inp["background_rows"],
-               "multi_hot_rows": inp["multi_hot_rows"], "elements": inp["valid_elements"]}
+    numbers = {
+        "data_kind": kind,
+        "rows": rows,
+        "rows_with_target": seen,
+        "background_rows": inp["background_rows"],
+        "multi_hot_rows": inp["multi_hot_rows"],
+        "elements": inp["valid_elements"],
+    }
     noun = inp.get("row_noun", "rows")
     if kind == "single-label":
         return _sentence(
@@ -156,7 +176,10 @@ def easy_negatives(report: dict) -> dict | None:
         "easy-negatives",
         f"On these predictions, {top} spends {_share(report, top, 'easy_negative_share')} of its loss on easy negatives (g < 0.1: {count(negatives)} elements, "
         f"{pct(element_share)} of all){others}{_misfit_note(report, sigmoid)}.",
-        loss=top, shares=shares, easy_negatives=negatives, element_share=element_share,
+        loss=top,
+        shares=shares,
+        easy_negatives=negatives,
+        element_share=element_share,
     )
 
 
@@ -195,8 +218,7 @@ def rare_hard(report: dict) -> dict | None:
     quadrants = report["quadrants"]
     cell = quadrants["cells"]["rare_hard"]
     group, caveat = _compared(report)
-    shares = {loss: share for loss, share in cell["share"].items()
-              if loss in group and share is not None and cell[_unit(report, loss)]}
+    shares = {loss: share for loss, share in cell["share"].items() if loss in group and share is not None and cell[_unit(report, loss)]}
     if not quadrants["rare_classes"] or len(shares) < 2:
         return None
     top, low = max(shares, key=shares.__getitem__), min(shares, key=shares.__getitem__)
@@ -207,7 +229,10 @@ def rare_hard(report: dict) -> dict | None:
         f"On these predictions, {top} gives the rare-hard quadrant (rare classes {names(quadrants['rare_classes'])}; g ≥ "
         f"{quadrants['hard_from_g']:g}) the most weight: {_cell(cell, top)} of its loss, against {_cell(cell, low)} "
         f"for {low}{caveat}.",
-        loss=top, least=low, shares=shares, rare_classes=quadrants["rare_classes"],
+        loss=top,
+        least=low,
+        shares=shares,
+        rare_classes=quadrants["rare_classes"],
     )
 
 
@@ -239,22 +264,41 @@ def imbalance(report: dict) -> dict | None:
     rule, on_rare, others = section["recall_rule"], section["rare"], section["others"]
     shown = list(rare.items())[:MISSED_LISTED]
     more = f" and {len(rare) - len(shown)} more" if len(rare) > len(shown) else ""
-    text = (f"Imbalanced classes: the rare {'class' if len(rare) == 1 else 'classes'} {_listed([name for name, _ in shown])}{more} "
-            f"{'has' if len(rare) == 1 else 'have'} {_listed([count(n) for _, n in shown])} positives against the median class's "
-            f"{count(round(section['median_positives']))} (largest ÷ smallest {section['class_spread']:.3g}×).")
+    text = (
+        f"Imbalanced classes: the rare {'class' if len(rare) == 1 else 'classes'} {_listed([name for name, _ in shown])}{more} "
+        f"{'has' if len(rare) == 1 else 'have'} {_listed([count(n) for _, n in shown])} positives against the median class's "
+        f"{count(round(section['median_positives']))} (largest ÷ smallest {section['class_spread']:.3g}×)."
+    )
     if on_rare["positives"] and others["positives"]:
-        text += (f" On these predictions the model's mean target probability on them is {_probability(on_rare['mean_p'])} and its recall "
-                 f"{pct(on_rare['recall'])} ({_recall_words(rule)}), against {_probability(others['mean_p'])} and {pct(others['recall'])} on the other classes.")
+        text += (
+            f" On these predictions the model's mean target probability on them is {_probability(on_rare['mean_p'])} and its recall "
+            f"{pct(on_rare['recall'])} ({_recall_words(rule)}), against {_probability(others['mean_p'])} and {pct(others['recall'])} on the other classes."
+        )
     losses = [entry for entry in section["losses"] if entry["rare_share"] is not None]
     if losses:
-        shares = "; ".join(f"{entry['label']} {pct_se(entry['rare_share'], entry.get('rare_share_se'))} "
-                           f"({pct_se(entry['rare_gradient_share'], entry.get('rare_gradient_share_se'))})" for entry in losses)
-        text += (f" The rare {'class' if len(rare) == 1 else 'classes'}' share of each loss (of its gradient) on this dump: {shares}; "
-                 f"per-class alpha: {section['alpha_rule']}.").replace("class' share", "class's share")
-    return _sentence("imbalance", text, rare_classes=rare, median_positives=section["median_positives"], class_spread=section["class_spread"],
-                     recall_rule=rule, rare=on_rare, others=others,
-                     advice={entry["label"]: {"loss": entry["loss"], "rare_share": entry["rare_share"], "rare_gradient_share": entry["rare_gradient_share"]}
-                             for entry in section["losses"]})
+        shares = "; ".join(
+            f"{entry['label']} {pct_se(entry['rare_share'], entry.get('rare_share_se'))} "
+            f"({pct_se(entry['rare_gradient_share'], entry.get('rare_gradient_share_se'))})"
+            for entry in losses
+        )
+        text += (
+            f" The rare {'class' if len(rare) == 1 else 'classes'}' share of each loss (of its gradient) on this dump: {shares}; "
+            f"per-class alpha: {section['alpha_rule']}."
+        ).replace("class' share", "class's share")
+    return _sentence(
+        "imbalance",
+        text,
+        rare_classes=rare,
+        median_positives=section["median_positives"],
+        class_spread=section["class_spread"],
+        recall_rule=rule,
+        rare=on_rare,
+        others=others,
+        advice={
+            entry["label"]: {"loss": entry["loss"], "rare_share": entry["rare_share"], "rare_gradient_share": entry["rare_gradient_share"]}
+            for entry in section["losses"]
+        },
+    )
 
 
 def missed_classes(report: dict) -> dict | None:
@@ -281,11 +325,19 @@ def missed_classes(report: dict) -> dict | None:
     others = [row["recall"] for row in rows if row not in missed]
     tail = f"; the other classes' recall is at least {pct(min(others))}" if others else ""
     more = f" and {len(missed) - MISSED_LISTED} more" if len(missed) > MISSED_LISTED else ""
-    text = (f"On these predictions the model misses {len(missed)} of {plural(len(rows), 'class')} (recall below {MISSED_RECALL:.0%}, "
-            f"{_recall_words(rule)}, and mean target probability below {MISSED_PROBABILITY:g}): {'; '.join(parts)}{more}{tail}.")
-    return _sentence("missed-classes", text, classes=[row["name"] for row in missed], recall_rule=rule,
-                     per_class={row["name"]: {"positives": row["positives"], "mean_p": row[mean_key], "recall": row["recall"], "rare": row["name"] in rare}
-                                for row in missed})
+    text = (
+        f"On these predictions the model misses {len(missed)} of {plural(len(rows), 'class')} (recall below {MISSED_RECALL:.0%}, "
+        f"{_recall_words(rule)}, and mean target probability below {MISSED_PROBABILITY:g}): {'; '.join(parts)}{more}{tail}."
+    )
+    return _sentence(
+        "missed-classes",
+        text,
+        classes=[row["name"] for row in missed],
+        recall_rule=rule,
+        per_class={
+            row["name"]: {"positives": row["positives"], "mean_p": row[mean_key], "recall": row["recall"], "rare": row["name"] in rare} for row in missed
+        },
+    )
 
 
 CAUSE_WORDS = {
@@ -329,8 +381,10 @@ def confidently_wrong(report: dict) -> dict | None:
     else:
         positives = very_hard["positives"]
         which = f"g ≥ 0.9: {plural(positives, 'positive')} at p ≤ 0.1, {plural(held - positives, 'negative')} at p ≥ 0.9"
-    text = (f"{count(held)} of {count(units)} {noun} ({pct(held / units)}) {'is' if held == 1 else 'are'} confidently wrong ({which}) yet "
-            f"{'carries' if held == 1 else 'carry'} {_cell(very_hard, top)} of {top}'s loss{caveat}")
+    text = (
+        f"{count(held)} of {count(units)} {noun} ({pct(held / units)}) {'is' if held == 1 else 'are'} confidently wrong ({which}) yet "
+        f"{'carries' if held == 1 else 'carry'} {_cell(very_hard, top)} of {top}'s loss{caveat}"
+    )
     numbers = {"loss": top, "unit": unit, "very_hard": held, "units": units, "share": shares[top]}
     mistakes = report.get("mistakes")
     if mistakes and mistakes["unit"] == unit and mistakes["very_hard"]:
@@ -339,8 +393,10 @@ def confidently_wrong(report: dict) -> dict | None:
         top_pair = f" (most: {pairs[0]['true']} as {pairs[0]['predicted']}, {count(pairs[0]['count'])})" if pairs else ""
         parts = [f"{count(causes[cause])} {words[causes[cause] != 1].format(top=top_pair)}" for cause, (words, _) in CAUSE_WORDS.items() if causes[cause]]
         if mistakes["label_noise"]:
-            verdict = ("most are isolated misses or false positives, which no rare or missed class, cell or confusion explains; that looks "
-                       "like label noise or missed objects: inspect them before tuning the loss")
+            verdict = (
+                "most are isolated misses or false positives, which no rare or missed class, cell or confusion explains; that looks "
+                "like label noise or missed objects: inspect them before tuning the loss"
+            )
         else:
             ranked = sorted((cause for cause, (_, why) in CAUSE_WORDS.items() if why and causes[cause]), key=lambda cause: -causes[cause])
             named = [CAUSE_WORDS[cause][1] for i, cause in enumerate(ranked) if i == 0 or causes[cause] >= NAMED_CAUSE_SHARE * mistakes["very_hard"]]
@@ -374,8 +430,10 @@ def ghm_very_hard(report: dict) -> dict | None:
     if losses[GHM].get("params", {}).get("bins") == len(table) and loss_in_hard:
         weight = sum(row["ghm_weight"] * (row["share"][BCE] or 0) for row in hard_bins) / loss_in_hard
         average = sum(row["ghm_weight"] * (row["share"][BCE] or 0) for row in table)
-        why = (f"GHM-C weights their bin (g ≥ 0.9, {pct(element_share)} of the elements) by {num(weight)} per unit of BCE loss, "
-               f"{'above' if ghm > bce else 'below'} the {num(average)} that BCE's loss gets on average (the per-difficulty table's ghm weights)")
+        why = (
+            f"GHM-C weights their bin (g ≥ 0.9, {pct(element_share)} of the elements) by {num(weight)} per unit of BCE loss, "
+            f"{'above' if ghm > bce else 'below'} the {num(average)} that BCE's loss gets on average (the per-difficulty table's ghm weights)"
+        )
         numbers.update(bin_weight=weight, average_weight=average)
     else:
         why = f"GHM-C weights their bins {'more' if ghm > bce else 'less'} per unit of BCE loss than BCE's loss gets on average"
@@ -392,8 +450,12 @@ def _finding_phrase(finding: dict, report: dict) -> str:
     return {
         "probabilities-as-logits": "every value lies in [0, 1] (probabilities saved as logits?)",
         "labels-one-based": f"label 0 is unused and label {finding.get('background_label')} ({n} rows) is read as background (labels counted from 1?)",
-        "sigmoid-losses-skipped": (f"the sigmoid losses ({', '.join(finding.get('skipped', []))}) are not computed: softmax probabilities "
-                                   "give the logits only up to a per-row constant" if finding["count"] else "no sigmoid loss can be computed from softmax probabilities"),
+        "sigmoid-losses-skipped": (
+            f"the sigmoid losses ({', '.join(finding.get('skipped', []))}) are not computed: softmax probabilities "
+            "give the logits only up to a per-row constant"
+            if finding["count"]
+            else "no sigmoid loss can be computed from softmax probabilities"
+        ),
         "non-finite": f"{n} non-finite logits are excluded from every loss",
         "labels-out-of-range": f"{n} rows with labels out of range are excluded from every loss",
         "softmax-background": f"{n} of {count(_rows(report['input']))} rows are background, which no softmax loss can use",
@@ -421,8 +483,10 @@ def misread(report: dict) -> dict | None:
     if not listed:
         return None
     kinds = {"softmax-probs": "softmax probabilities (every row sums to 1)", "sigmoid-probs": "sigmoid probabilities"}
-    fixes = {"probabilities-as-logits": lambda f: f"the values look like {kinds.get(f.get('inputs'), 'probabilities')} (pass --inputs {f.get('inputs', 'probs')})",
-             "labels-one-based": lambda f: f"the labels look counted from 1 (pass --label-base 1; {plural(f['count'], 'row')} now read as background)"}
+    fixes = {
+        "probabilities-as-logits": lambda f: f"the values look like {kinds.get(f.get('inputs'), 'probabilities')} (pass --inputs {f.get('inputs', 'probs')})",
+        "labels-one-based": lambda f: f"the labels look counted from 1 (pass --label-base 1; {plural(f['count'], 'row')} now read as background)",
+    }
     text = "The input looks misread: " + "; ".join(fixes[f["code"]](f) for f in listed) + ". No conclusion is drawn from it as read."
     return _sentence("misread", text, codes=[f["code"] for f in listed])
 
@@ -437,6 +501,13 @@ def summarise(report: dict) -> list[dict]:
     fitting = fit(report)
     sentences = [estimate(report), fitting]
     stated = frozenset({"softmax-background", "softmax-multi-hot"}) if fitting else frozenset()
-    sentences += [imbalance(report), missed_classes(report), easy_negatives(report), rare_hard(report), confidently_wrong(report),
-                  ghm_very_hard(report), findings(report, stated)]
+    sentences += [
+        imbalance(report),
+        missed_classes(report),
+        easy_negatives(report),
+        rare_hard(report),
+        confidently_wrong(report),
+        ghm_very_hard(report),
+        findings(report, stated),
+    ]
     return [sentence for sentence in sentences if sentence is not None]

@@ -230,8 +230,10 @@ class Report:
     def __repr__(self) -> str:
         losses = ", ".join(self.losses)
         estimate = ", an estimate" if self.extra.get("estimate") else ""
-        return (f"<lossaudit Report: {self.input.get('rows', 0):,} rows × {self.input.get('classes')} classes of "
-                f"{', '.join(self.input.get('files', []))}{estimate}; losses {losses}; {plural(len(self.summary), 'summary sentence')}>")
+        return (
+            f"<lossaudit Report: {self.input.get('rows', 0):,} rows × {self.input.get('classes')} classes of "
+            f"{', '.join(self.input.get('files', []))}{estimate}; losses {losses}; {plural(len(self.summary), 'summary sentence')}>"
+        )
 
     def _repr_html_(self) -> str:
         """The HTML report's body, its style scoped to it (what a notebook shows)."""

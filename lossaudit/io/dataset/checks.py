@@ -25,8 +25,7 @@ def find_key(batch: ArrayFile, wanted: str | None, candidates: tuple[str, ...], 
         if key in keys:
             return key
     raise InputError(
-        f"{batch.source}: no {role} key; expected one of {', '.join(candidates)} (or name it with {option}); "
-        f"keys present: {', '.join(keys) or 'none'}"
+        f"{batch.source}: no {role} key; expected one of {', '.join(candidates)} (or name it with {option}); keys present: {', '.join(keys) or 'none'}"
     )
 
 

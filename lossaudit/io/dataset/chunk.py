@@ -143,7 +143,6 @@ class Chunk:
         return positive & self.valid
 
 
-
 def concatenate(chunks: list[Chunk], start: int) -> Chunk:
     """One chunk from several (row coordinates of the non-zero targets shifted accordingly)."""
     offsets = np.cumsum([0] + [len(chunk.logits) for chunk in chunks[:-1]])
@@ -165,6 +164,8 @@ def concatenate(chunks: list[Chunk], start: int) -> Chunk:
         element_ignored=joined("element_ignored"),
         nonfinite=joined("nonfinite"),
         heatmap=chunks[0].heatmap,
-        weights=None if all(chunk.weights is None for chunk in chunks) else np.concatenate([chunk.weights if chunk.weights is not None else np.ones(chunk.logits.shape) for chunk in chunks]),
+        weights=None
+        if all(chunk.weights is None for chunk in chunks)
+        else np.concatenate([chunk.weights if chunk.weights is not None else np.ones(chunk.logits.shape) for chunk in chunks]),
         padding=joined("padding"),
     )

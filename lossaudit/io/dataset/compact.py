@@ -76,8 +76,17 @@ class PseudoRows:
 
     ``view()`` returns the pair (stored view, 1-D array) that the other methods take back."""
 
-    def __init__(self, stored: Rows | None, stored_rows: int, negatives: Negatives, key: str | None, fill: object, dtype: np.dtype, padding: bool = False,
-                 per_row: bool = False):
+    def __init__(
+        self,
+        stored: Rows | None,
+        stored_rows: int,
+        negatives: Negatives,
+        key: str | None,
+        fill: object,
+        dtype: np.dtype,
+        padding: bool = False,
+        per_row: bool = False,
+    ):
         self.stored, self.stored_rows, self.negatives = stored, stored_rows, negatives
         self.key, self.fill, self.dtype, self.padding, self.per_row = key, fill, np.dtype(dtype), padding, per_row
         self.axis = None if per_row else 1
@@ -85,8 +94,7 @@ class PseudoRows:
 
     def view(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(the stored rows' view or None, the 1-D array or None), fetched from the file."""
-        return (self.stored.view() if self.stored is not None else None,
-                self.negatives.batch.get(self.key) if self.key is not None else None)
+        return (self.stored.view() if self.stored is not None else None, self.negatives.batch.get(self.key) if self.key is not None else None)
 
     def span(self, start: int, stop: int, view: tuple | None = None) -> np.ndarray:
         """Rows ``start .. stop`` as ``(n, C)`` of the key's dtype (stored rows and pseudo-rows together)."""
@@ -130,7 +138,10 @@ class PseudoRows:
         """The rows at the sorted indices ``rows``."""
         stored_view, values = self.view()
         split = int(np.searchsorted(rows, self.stored_rows))
-        parts = [self._stored(self.stored.pick(rows[:split]) if self.stored is not None else None, split), self._pseudo(values, rows[split:] - self.stored_rows)]
+        parts = [
+            self._stored(self.stored.pick(rows[:split]) if self.stored is not None else None, split),
+            self._pseudo(values, rows[split:] - self.stored_rows),
+        ]
         return np.concatenate(parts)
 
     def _pseudo(self, values: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
@@ -174,11 +185,15 @@ def check_negatives(batch: ArrayFile, logits_shape: tuple[int, ...], axis: int, 
     source = batch.source
     missing = [key for key in (*NEGATIVES_KEYS, WEIGHTS_KEY) if key not in keys]
     if missing:
-        raise InputError(f"{source}: key '{present[0]}' without '{missing[0]}'; expected a weighted sample's negatives as the keys "
-                         f"{', '.join(NEGATIVES_KEYS)}, beside the stored rows' '{WEIGHTS_KEY}'")
+        raise InputError(
+            f"{source}: key '{present[0]}' without '{missing[0]}'; expected a weighted sample's negatives as the keys "
+            f"{', '.join(NEGATIVES_KEYS)}, beside the stored rows' '{WEIGHTS_KEY}'"
+        )
     if len(logits_shape) != 2 or axis != 1 or targets.axis is None:
-        raise InputError(f"{source}: key '{LOGITS}' beside logits of shape {logits_shape} (class axis {axis}) and per-row targets; "
-                         "expected (N, C) stored rows with per-class targets")
+        raise InputError(
+            f"{source}: key '{LOGITS}' beside logits of shape {logits_shape} (class axis {axis}) and per-row targets; "
+            "expected (N, C) stored rows with per-class targets"
+        )
     classes = logits_shape[1]
     counts = batch.get(PER_CLASS)
     if not isinstance(counts, np.ndarray) or counts.dtype.kind not in "iu" or counts.shape != (classes,):
@@ -211,8 +226,16 @@ def _scan_weights(source: str, weights: np.ndarray) -> None:
             raise InputError(bad_weights(source, values, bad, start, WEIGHTS, "element"))
 
 
-def with_negatives(negatives: Negatives, logits: Rows, targets: Rows, mask: Rows | None, stored_rows: int, weighting: Weighting,
-                   logits_dtype: np.dtype, targets_dtype: np.dtype) -> tuple[PseudoRows, PseudoRows, PseudoRows | None, Weighting]:
+def with_negatives(
+    negatives: Negatives,
+    logits: Rows,
+    targets: Rows,
+    mask: Rows | None,
+    stored_rows: int,
+    weighting: Weighting,
+    logits_dtype: np.dtype,
+    targets_dtype: np.dtype,
+) -> tuple[PseudoRows, PseudoRows, PseudoRows | None, Weighting]:
     """The batch's logits, targets, mask (of the stored rows; the pseudo-rows are kept) and
     :class:`~lossaudit.io.dataset.weights.Weighting` (weights, padding, elements stored) with the
     pseudo-rows after the ``stored_rows`` stored rows."""
@@ -224,5 +247,9 @@ def with_negatives(negatives: Negatives, logits: Rows, targets: Rows, mask: Rows
     weighting.weights = PseudoRows(weighting.weights, stored_rows, negatives, WEIGHTS, 1, weights_dtype)
     weighting.padding = PseudoRows(weighting.padding, stored_rows, negatives, None, False, bool, padding=True)
     weighting.sampled += negatives.elements
-    return (PseudoRows(logits, stored_rows, negatives, LOGITS, 0, logits_dtype),
-            PseudoRows(targets, stored_rows, negatives, None, 0, targets_dtype), mask, weighting)
+    return (
+        PseudoRows(logits, stored_rows, negatives, LOGITS, 0, logits_dtype),
+        PseudoRows(targets, stored_rows, negatives, None, 0, targets_dtype),
+        mask,
+        weighting,
+    )

@@ -56,8 +56,7 @@ class DataInfo:
         """``(H, W)`` when the rows are the cells of maps — logits of 4 or more dimensions, ``(B, C,
         H, W)`` or ``(B, C, D, H, W)`` (class axis anywhere), every file the same map size — else
         None. The rows then run over the last two axes fastest, in row-major order."""
-        grids = {tuple(dim for axis, dim in enumerate(shape) if axis != self.class_dim % len(shape))[-2:]
-                 for shape in self.logits_shapes if len(shape) >= 4}
+        grids = {tuple(dim for axis, dim in enumerate(shape) if axis != self.class_dim % len(shape))[-2:] for shape in self.logits_shapes if len(shape) >= 4}
         if len(grids) != 1 or len(self.logits_shapes) != sum(len(shape) >= 4 for shape in self.logits_shapes):
             return None
         return grids.pop()

@@ -140,7 +140,9 @@ def _check_batch(batch: ArrayFile, options: LoadOptions, start: int) -> _Batch:
     logits_shape, targets_shape = logits.shape, targets.shape
     negatives = check_negatives(batch, logits.shape, axis, target_rows)
     if negatives is not None:  # the stored rows, then the pseudo-rows of the compact negatives
-        logits_rows, target_rows, mask_rows, weighting = with_negatives(negatives, logits_rows, target_rows, mask_rows, rows, weighting, logits.dtype, targets.dtype)
+        logits_rows, target_rows, mask_rows, weighting = with_negatives(
+            negatives, logits_rows, target_rows, mask_rows, rows, weighting, logits.dtype, targets.dtype
+        )
         rows += negatives.height
         logits_shape = targets_shape = (rows, logits.shape[1])
     source = Source(batch, logits_rows, target_rows, mask_rows, rows, start, weighting)
@@ -155,8 +157,7 @@ def _class_dim_hint(shape: tuple[int, ...], logits_shape: tuple[int, ...], axis:
     ``shape`` (a channels-last map, a ``(C, H, W)`` map), else ''."""
     for other in range(len(logits_shape)):
         if other != axis and shape in (without_axis(logits_shape, other), without_axis(logits_shape, other) + (1,)):
-            return (f"; they fit the class axis {other} ({logits_shape[other]} classes): "
-                    f"pass --class-dim {other}")
+            return f"; they fit the class axis {other} ({logits_shape[other]} classes): pass --class-dim {other}"
     return ""
 
 

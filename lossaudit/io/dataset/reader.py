@@ -93,9 +93,15 @@ class _Reader:
         x = source.logits.float32_span(start, stop, logits_view, out)
         extra_rows = source.extra_rows()
         mask, weights, padding = (rows.span(start, stop, view) if rows is not None else None for rows, view in zip(extra_rows, extra_views))
-        self.read = [part for rows, view in zip((source.logits, source.targets, *extra_rows), self.views) if rows is not None for part in rows.span_views(start, stop, view)]
-        return self.plan._decode(source, x, source.targets.span(start, stop, targets_view), mask, source.start + start, check_finite=check_finite,
-                                 weights=weights, padding=padding)
+        self.read = [
+            part
+            for rows, view in zip((source.logits, source.targets, *extra_rows), self.views)
+            if rows is not None
+            for part in rows.span_views(start, stop, view)
+        ]
+        return self.plan._decode(
+            source, x, source.targets.span(start, stop, targets_view), mask, source.start + start, check_finite=check_finite, weights=weights, padding=padding
+        )
 
 
 class DataPlan:
@@ -223,8 +229,18 @@ class DataPlan:
                 parts.append(self._decode(source, logits, source.targets.pick(local), mask, -1, count=False, weights=weights, padding=padding))
         return concatenate(parts, start=-1)
 
-    def _decode(self, source: Source, x: np.ndarray, targets: np.ndarray, mask: np.ndarray | None, start: int, count: bool = True, check_finite: bool = True,
-                weights: np.ndarray | None = None, padding: np.ndarray | None = None) -> Chunk:
+    def _decode(
+        self,
+        source: Source,
+        x: np.ndarray,
+        targets: np.ndarray,
+        mask: np.ndarray | None,
+        start: int,
+        count: bool = True,
+        check_finite: bool = True,
+        weights: np.ndarray | None = None,
+        padding: np.ndarray | None = None,
+    ) -> Chunk:
         """A chunk from its ``(n, C)`` float32 logits ``x`` (converted to a new array from
         probabilities with ``--inputs softmax-probs|sigmoid-probs``), its raw targets, mask, weights
         and padding. ``count``: add to the statistics of ``info`` (not when rows are read a second
@@ -234,7 +250,18 @@ class DataPlan:
             self._count_labels(parts.labels[parts.out_of_range])
         ignored_rows, element_ignored = apply_mask(mask, parts.ignored_rows)
         nonfinite, x = self._logits(source, x, count, check_finite)
-        chunk = Chunk(start, x, parts.rows, parts.cols, parts.values, ignored_rows, parts.out_of_range, element_ignored, nonfinite, heatmap=self.info.encoding == "heatmap")
+        chunk = Chunk(
+            start,
+            x,
+            parts.rows,
+            parts.cols,
+            parts.values,
+            ignored_rows,
+            parts.out_of_range,
+            element_ignored,
+            nonfinite,
+            heatmap=self.info.encoding == "heatmap",
+        )
         if self.info.weighted:
             chunk.weights, chunk.padding = chunk_weights(weights, padding, x.shape)
         return chunk
@@ -261,5 +288,7 @@ class DataPlan:
                     self._unit_interval &= unit
                     self._sum_to_one &= sum_to_one
             if probs and (low < 0 or high > 1):
-                raise InputError(f"{source.batch.source}: key '{self.info.logits_key}' has values outside [0, 1] ({float(low):.3g} to {float(high):.3g}); --inputs {self.info.inputs} needs probabilities")
+                raise InputError(
+                    f"{source.batch.source}: key '{self.info.logits_key}' has values outside [0, 1] ({float(low):.3g} to {float(high):.3g}); --inputs {self.info.inputs} needs probabilities"
+                )
         return nonfinite, probabilities_to_logits(x, self.info.inputs) if probs else x

@@ -70,15 +70,19 @@ def check_weighting(batch: ArrayFile, logits_shape: tuple[int, ...], axis: int) 
     keys = batch.keys()
     if WEIGHTS_KEY not in keys:
         if PADDING_KEY in keys:
-            raise InputError(f"{batch.source}: key '{PADDING_KEY}' without '{WEIGHTS_KEY}'; expected padding only in a weighted sample, beside its sampling weights")
+            raise InputError(
+                f"{batch.source}: key '{PADDING_KEY}' without '{WEIGHTS_KEY}'; expected padding only in a weighted sample, beside its sampling weights"
+            )
         return None
     classes = logits_shape[axis]
     rows = int(np.prod(without_axis(logits_shape, axis), dtype=np.int64))
     weights = _array(batch, WEIGHTS_KEY, "iuf", "real numbers (floats or integers)")
     weight_rows = rows_for(batch, WEIGHTS_KEY, weights.shape, logits_shape, axis)
     if weight_rows is None:
-        raise InputError(f"{batch.source}: key '{WEIGHTS_KEY}' has shape {weights.shape}; expected {without_axis(logits_shape, axis)} (one sampling weight per row) "
-                         f"or {logits_shape} (one per element)")
+        raise InputError(
+            f"{batch.source}: key '{WEIGHTS_KEY}' has shape {weights.shape}; expected {without_axis(logits_shape, axis)} (one sampling weight per row) "
+            f"or {logits_shape} (one per element)"
+        )
     padding_rows = None
     if PADDING_KEY in keys:
         padding = _array(batch, PADDING_KEY, "biu", "bool (or 0/1 integers)")
@@ -195,5 +199,7 @@ def _ignored(batch: ArrayFile, classes: int) -> np.ndarray:
     array = batch.get(RECORDED_IGNORED_KEY)
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "iu" or array.shape != (classes,) or (array < 0).any():
         kind = f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
-        raise InputError(f"{batch.source}: key '{RECORDED_IGNORED_KEY}' is {kind}; expected ({classes},) non-negative integer counts of the masked elements per class")
+        raise InputError(
+            f"{batch.source}: key '{RECORDED_IGNORED_KEY}' is {kind}; expected ({classes},) non-negative integer counts of the masked elements per class"
+        )
     return array.astype(np.int64)

@@ -28,12 +28,34 @@ from lossaudit.lint.rules import (
 )
 
 __all__ = [
-    "ANCHORS", "FAMILY_BASES", "FINAL_CHECKS", "GROUPS", "KINDS", "NO_ALPHA", "PROBES", "RULES", "RULES_BY_CODE", "SECONDARY_PROBES", "SEVERITIES",
-    "VFL_ALPHA", "Rule", "parse_codes",
+    "ANCHORS",
+    "FAMILY_BASES",
+    "FINAL_CHECKS",
+    "GROUPS",
+    "KINDS",
+    "NO_ALPHA",
+    "PROBES",
+    "RULES",
+    "RULES_BY_CODE",
+    "SECONDARY_PROBES",
+    "SEVERITIES",
+    "VFL_ALPHA",
+    "Rule",
+    "parse_codes",
 ]
 
 GROUPS = (
-    alpha.group, arguments.group, focusing.group, structure.group, weights.group, gradient.group, ignore.group, hygiene.group, conventions.group, matching.group, shapes.group,
+    alpha.group,
+    arguments.group,
+    focusing.group,
+    structure.group,
+    weights.group,
+    gradient.group,
+    ignore.group,
+    hygiene.group,
+    conventions.group,
+    matching.group,
+    shapes.group,
 )
 """Every rule group; the order does not matter (rules sort by code, probes by step)."""
 

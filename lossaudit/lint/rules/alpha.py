@@ -50,7 +50,9 @@ def alpha_assignment(node: ast.AST) -> bool:
 
 group.rule(
     Rule(
-        "FL001", "constant-alpha", "error",
+        "FL001",
+        "constant-alpha",
+        "error",
         "alpha does not balance: it multiplies positives and negatives (or every class) alike, or its default removes one side entirely",
         "Focal loss balances positives against negatives with alpha_t = alpha*y + (1 - alpha)*(1 - y). "
         "A scalar alpha that multiplies every element changes the loss scale (and the effective learning "
@@ -65,13 +67,20 @@ group.rule(
         "weight positives by alpha and negatives by 1 - alpha: alpha_t = alpha * y + (1 - alpha) * (1 - y), with a default alpha strictly between 0 and 1 (torchvision: 0.25)",
         "loss = alpha * (1 - p_t) ** gamma * ce",
         "alpha_t = alpha * targets + (1 - alpha) * (1 - targets)\nloss = alpha_t * (1 - p_t) ** gamma * ce",
-        fixes=((SOFTMAX, "pass a per-class alpha vector and weight each row by alpha[target], or drop alpha"), (CENTERNET, "CenterNet's heatmap loss takes no balancing weight: remove it (peaks are weighted by (1 - p)^2, the rest by p^2 (1 - gt)^4)"), *NO_ALPHA, VFL_ALPHA),
+        fixes=(
+            (SOFTMAX, "pass a per-class alpha vector and weight each row by alpha[target], or drop alpha"),
+            (CENTERNET, "CenterNet's heatmap loss takes no balancing weight: remove it (peaks are weighted by (1 - p)^2, the rest by p^2 (1 - gt)^4)"),
+            *NO_ALPHA,
+            VFL_ALPHA,
+        ),
     ),
     anchor=(alpha_product,),
 )
 group.rule(
     Rule(
-        "FL002", "alpha-inverted", "error",
+        "FL002",
+        "alpha-inverted",
+        "error",
         "negatives weighted by alpha or positives by 1 - alpha, alpha applied twice, or one side left unweighted",
         "With alpha = 0.25 the reference weights positives 0.25 and negatives 0.75 (the paper's setting). "
         "Swapping the sides, applying alpha twice (alpha**2) or weighting only one side changes the "
@@ -79,13 +88,20 @@ group.rule(
         "use alpha_t = alpha * y + (1 - alpha) * (1 - y), applied once",
         "alpha_t = alpha * (1 - targets) + (1 - alpha) * targets",
         "alpha_t = alpha * targets + (1 - alpha) * (1 - targets)",
-        fixes=((SOFTMAX, "weight each row once by alpha[target] of a per-class alpha vector"), (CENTERNET, "CenterNet's heatmap loss takes no balancing weight: remove it (peaks are weighted by (1 - p)^2, the rest by p^2 (1 - gt)^4)"), *NO_ALPHA, VFL_ALPHA),
+        fixes=(
+            (SOFTMAX, "weight each row once by alpha[target] of a per-class alpha vector"),
+            (CENTERNET, "CenterNet's heatmap loss takes no balancing weight: remove it (peaks are weighted by (1 - p)^2, the rest by p^2 (1 - gt)^4)"),
+            *NO_ALPHA,
+            VFL_ALPHA,
+        ),
     ),
     anchor=(alpha_product,),
 )
 group.rule(
     Rule(
-        "FL010", "alpha-misindexed", "error",
+        "FL010",
+        "alpha-misindexed",
+        "error",
         "per-class alpha taken by the wrong index (prediction instead of target), cast to an integer type, or broadcast wrongly",
         "A per-class alpha balances classes only when each example is weighted by the alpha of its true "
         "class. Indexing by the predicted class, casting alpha to long (all zeros), or broadcasting a (C,) "
@@ -93,14 +109,21 @@ group.rule(
         "weight each row by alpha[target]: alpha = alpha.to(logits.dtype)[targets]",
         "at = self.alpha[logits.argmax(dim=1)]",
         "at = self.alpha.to(logits.dtype)[targets]",
-        fixes=((SIGMOID, "index a per-class alpha by class column: alpha_t = alpha[c] * y + (1 - alpha[c]) * (1 - y), with alpha cast to the logits' dtype"), (BINARY, "use one scalar alpha for the positive term and 1 - alpha for the negative term"), (CENTERNET, "CenterNet's heatmap loss takes no per-class weights: remove them"),
-               *NO_ALPHA, (VFL, "Varifocal's alpha is one scalar for the negatives: alpha * p ** gamma")),
+        fixes=(
+            (SIGMOID, "index a per-class alpha by class column: alpha_t = alpha[c] * y + (1 - alpha[c]) * (1 - y), with alpha cast to the logits' dtype"),
+            (BINARY, "use one scalar alpha for the positive term and 1 - alpha for the negative term"),
+            (CENTERNET, "CenterNet's heatmap loss takes no per-class weights: remove them"),
+            *NO_ALPHA,
+            (VFL, "Varifocal's alpha is one scalar for the negatives: alpha * p ** gamma"),
+        ),
     ),
     anchor=(alpha_index,),
 )
 group.rule(
     Rule(
-        "FL020", "peer-convention", "info",
+        "FL020",
+        "peer-convention",
+        "info",
         "follows a library's documented convention that departs from the focal-loss paper (kornia/MONAI class-0 alpha, MONAI positives-only alpha)",
         "Some libraries document a convention that differs from the paper: kornia and MONAI weight softmax "
         "class 0 by 1 - alpha and every other class by alpha (class 0 is the background), and MONAI's "
@@ -109,8 +132,12 @@ group.rule(
         "keep the convention knowingly, or pass a per-class alpha vector to balance classes as the paper does",
         "FL = -alpha_t (1 - q_y)^gamma log q_y, alpha_t = 1 - alpha if y == 0 else alpha   # class 0 is background",
         "FL = -alpha[y] (1 - q_y)^gamma log q_y   # a per-class alpha vector",
-        fixes=((SOFTMAX, "keep it if class 0 is your background; to balance classes as the paper does, pass a per-class alpha vector taken at the target class"), (SIGMOID, "keep it knowingly, or pass a scalar alpha for torchvision's alpha_t = alpha * y + (1 - alpha) * (1 - y)"),
-               *NO_ALPHA, (VFL, "keep it knowingly, or weight positives by q and negatives by alpha * p ** gamma as VarifocalNet does")),
+        fixes=(
+            (SOFTMAX, "keep it if class 0 is your background; to balance classes as the paper does, pass a per-class alpha vector taken at the target class"),
+            (SIGMOID, "keep it knowingly, or pass a scalar alpha for torchvision's alpha_t = alpha * y + (1 - alpha) * (1 - y)"),
+            *NO_ALPHA,
+            (VFL, "keep it knowingly, or weight positives by q and negatives by alpha * p ** gamma as VarifocalNet does"),
+        ),
     ),
     anchor=(alpha_assignment, alpha_index),
 )
@@ -142,11 +169,19 @@ def probe_alpha_balance(ctx: Context) -> None:
     evidence = {"loss(alpha=0.25)/loss(alpha=0.75)": ratios, "expected": expected, "tolerance": RATIO_TOLERANCE}
     if ctx.kind in NEGATIVE_ALPHA_KINDS:
         shape = " (alpha applied twice: alpha**2)" if close(ratios["negative"], 1 / 9) else ""
-        ctx.fire("FL002", f"Varifocal's alpha must weight negatives only{shape}: loss(alpha=0.25)/loss(alpha=0.75) = {ratios['positive']:.4f} on a positive (expected 1.0000), "
-                 f"{ratios['negative']:.4f} on a negative (expected 0.3333)", {**evidence, "alpha_reading": None})
+        ctx.fire(
+            "FL002",
+            f"Varifocal's alpha must weight negatives only{shape}: loss(alpha=0.25)/loss(alpha=0.75) = {ratios['positive']:.4f} on a positive (expected 1.0000), "
+            f"{ratios['negative']:.4f} on a negative (expected 0.3333)",
+            {**evidence, "alpha_reading": None},
+        )
         return
     if close(ratios["positive"], 1 / 3) and close(ratios["negative"], 1 / 3):
-        ctx.fire("FL001", f"alpha rescales positives and negatives alike: loss(alpha=0.25)/loss(alpha=0.75) = {ratios['negative']:.4f} on a negative (expected 3.0000)", {**evidence, "alpha_reading": "constant"})
+        ctx.fire(
+            "FL001",
+            f"alpha rescales positives and negatives alike: loss(alpha=0.25)/loss(alpha=0.75) = {ratios['negative']:.4f} on a negative (expected 3.0000)",
+            {**evidence, "alpha_reading": "constant"},
+        )
         return
     _fire_alpha_shape(ctx, ratios, evidence)
 
@@ -169,19 +204,27 @@ def _side_ratios(ctx: Context) -> dict[str, float]:
     return ratios
 
 
-ALPHA_SHAPES = {(3.0, 1 / 3): ("positives are weighted by 1 - alpha and negatives by alpha (inverted)", "inverted"), (1 / 9, 9.0): ("alpha is applied twice (alpha**2)", None),
-                (1.0, 1.0): ("alpha has no effect on either side", None)}
+ALPHA_SHAPES = {
+    (3.0, 1 / 3): ("positives are weighted by 1 - alpha and negatives by alpha (inverted)", "inverted"),
+    (1 / 9, 9.0): ("alpha is applied twice (alpha**2)", None),
+    (1.0, 1.0): ("alpha has no effect on either side", None),
+}
 """FL002's description and alpha reading of the (positive, negative) ratios it recognises."""
 
 
 def _fire_alpha_shape(ctx: Context, ratios: dict[str, float], evidence: dict) -> None:
     """FL002, describing the ratios by the shape of :data:`ALPHA_SHAPES` they fit, if any."""
-    description, reading = next((shape for (pos, neg), shape in ALPHA_SHAPES.items() if close(ratios["positive"], pos) and close(ratios["negative"], neg)), (None, None))
+    description, reading = next(
+        (shape for (pos, neg), shape in ALPHA_SHAPES.items() if close(ratios["positive"], pos) and close(ratios["negative"], neg)), (None, None)
+    )
     if description is None:
         sides = [side for side in ratios if close(ratios[side], 1.0)]
         description = f"the {sides[0]}s are left unweighted" if sides else "alpha weights the sides wrongly"
-    ctx.fire("FL002", f"{description}: loss(alpha=0.25)/loss(alpha=0.75) = {ratios['positive']:.4f} on a positive (expected 0.3333), {ratios['negative']:.4f} on a negative (expected 3.0000)",
-             {**evidence, "alpha_reading": reading})
+    ctx.fire(
+        "FL002",
+        f"{description}: loss(alpha=0.25)/loss(alpha=0.75) = {ratios['positive']:.4f} on a positive (expected 0.3333), {ratios['negative']:.4f} on a negative (expected 3.0000)",
+        {**evidence, "alpha_reading": reading},
+    )
 
 
 def _constant_alpha_on_a_batch(ctx: Context) -> None:
@@ -191,9 +234,12 @@ def _constant_alpha_on_a_batch(ctx: Context) -> None:
     batch = ctx.batch()
     low, high = ctx.total(batch, alpha=0.25), ctx.total(batch, alpha=0.75)
     if high and close(low / high, 1 / 3, 1e-4):
-        ctx.fire("FL001", f"alpha rescales every element alike: loss(alpha=0.25)/loss(alpha=0.75) = {low / high:.4f} on a batch of positives and negatives "
-                 "(alpha_t would give a ratio between 1/3 and 3 that depends on the mix)",
-                 {"loss(alpha=0.25)/loss(alpha=0.75)": low / high, "alpha_reading": "constant", "isolation": "impossible: quiet elements are not quiet"})
+        ctx.fire(
+            "FL001",
+            f"alpha rescales every element alike: loss(alpha=0.25)/loss(alpha=0.75) = {low / high:.4f} on a batch of positives and negatives "
+            "(alpha_t would give a ratio between 1/3 and 3 that depends on the mix)",
+            {"loss(alpha=0.25)/loss(alpha=0.75)": low / high, "alpha_reading": "constant", "isolation": "impossible: quiet elements are not quiet"},
+        )
 
 
 REMOVED = 1e-6
@@ -265,7 +311,12 @@ def probe_softmax_alpha(ctx: Context) -> None:
         )
         return
     if close(ratio, 1.0, 1e-4):
-        ctx.fire("FL002", f"alpha has no effect: loss(alpha=0.25)/loss(alpha=0.75) = {ratio:.4f} on a batch with rows of every class", {**evidence, "alpha_reading": None}, severity="warning")
+        ctx.fire(
+            "FL002",
+            f"alpha has no effect: loss(alpha=0.25)/loss(alpha=0.75) = {ratio:.4f} on a batch with rows of every class",
+            {**evidence, "alpha_reading": None},
+            severity="warning",
+        )
         return
     _two_level_alpha(ctx)
 
@@ -286,8 +337,13 @@ def _two_level_alpha(ctx: Context) -> None:
     if _default_removing_a_side(ctx, batches, "class-0", f" ({TWO_LEVEL})"):
         return
     if not (ctx.calibration.matched and ctx.params.scheme in DEPARTURES):
-        ctx.fire("FL001", f"alpha is {TWO_LEVEL}: loss(alpha=0.25)/loss(alpha=0.75) = {ratios['class 0']:.4f} on a row of class 0 and {ratios['the other classes']:.4f} on a row of class 1; "
-                 "it balances background against foreground, not class against class", {"loss(alpha=0.25)/loss(alpha=0.75)": ratios, "alpha_reading": "class-0", "tolerance": RATIO_TOLERANCE}, severity="info")
+        ctx.fire(
+            "FL001",
+            f"alpha is {TWO_LEVEL}: loss(alpha=0.25)/loss(alpha=0.75) = {ratios['class 0']:.4f} on a row of class 0 and {ratios['the other classes']:.4f} on a row of class 1; "
+            "it balances background against foreground, not class against class",
+            {"loss(alpha=0.25)/loss(alpha=0.75)": ratios, "alpha_reading": "class-0", "tolerance": RATIO_TOLERANCE},
+            severity="info",
+        )
 
 
 def _per_class_alpha(ctx: Context, declared: Any) -> None:
@@ -314,7 +370,11 @@ def _per_class_alpha(ctx: Context, declared: Any) -> None:
     if close(observed, expected):
         return
     if close(observed, 1.0):
-        ctx.fire("FL001", f"the per-class alpha weights every class alike: rows of classes {targets[0]} and {targets[1]} have loss ratio {observed:.4f} (expected alpha ratio {expected:.4f})", evidence)
+        ctx.fire(
+            "FL001",
+            f"the per-class alpha weights every class alike: rows of classes {targets[0]} and {targets[1]} have loss ratio {observed:.4f} (expected alpha ratio {expected:.4f})",
+            evidence,
+        )
         return
     predicted = [(t + 1) % classes for t in targets]
     if close(observed, at(predicted[0]) / at(predicted[1])):
@@ -323,7 +383,11 @@ def _per_class_alpha(ctx: Context, declared: Any) -> None:
         cause = "alpha is broadcast by row position, not by target class"
     else:
         cause = "alpha is not taken at the target class"
-    ctx.fire("FL010", f"{cause}: loss ratio of rows with targets {targets[0]} and {targets[1]} is {observed:.4f}, expected alpha[{targets[0]}]/alpha[{targets[1]}] = {expected:.4f}", evidence)
+    ctx.fire(
+        "FL010",
+        f"{cause}: loss ratio of rows with targets {targets[0]} and {targets[1]} is {observed:.4f}, expected alpha[{targets[0]}]/alpha[{targets[1]}] = {expected:.4f}",
+        evidence,
+    )
 
 
 @group.probe(210, "FL020")

@@ -53,7 +53,9 @@ def weight_use(node: ast.AST) -> bool:
 
 group.rule(
     Rule(
-        "FL025", "reduction-ignored", "error",
+        "FL025",
+        "reduction-ignored",
+        "error",
         "a reduction the loss accepts does not do what it says: 'sum' is not the summed loss (mean × count), 'none' is not one loss per element, or the legacy size_average/reduce flags change nothing",
         "A loss that takes reduction='mean' | 'sum' | 'none' promises three views of one set of per-element "
         "losses: 'none' returns them (one per element, or one per row for a softmax loss), 'sum' their sum, "
@@ -71,7 +73,9 @@ group.rule(
 )
 group.rule(
     Rule(
-        "FL026", "class-weight-ignored", "error",
+        "FL026",
+        "class-weight-ignored",
+        "error",
         "a per-class weight the loss accepts (weight, class_weight, pos_weight) changes nothing: weighting one class by 3 leaves the loss as it was",
         "A weight=, class_weight= or pos_weight= argument says that the loss of some classes counts more. "
         "When it is stored and never used, or used on a term that does not reach the result (a CE whose output "
@@ -81,14 +85,18 @@ group.rule(
         "apply the weight, once, to the loss that is returned",
         "def __init__(self, gamma=2, weight=None):\n    self.weight = weight           # stored ...\ndef forward(self, logits, target):\n    ce = F.cross_entropy(logits, target, reduction='none')   # ... never used",
         "ce = F.cross_entropy(logits, target, reduction='none')\nloss = (1 - torch.exp(-ce)) ** self.gamma * ce\nif self.weight is not None:\n    loss = loss * self.weight[target]",
-        fixes=((SOFTMAX, "multiply each row's loss by weight[target] once, in the loss that is returned"),
-               (SIGMOID, "multiply column c by weight[c], or the positive term by pos_weight[c], once, in the loss that is returned")),
+        fixes=(
+            (SOFTMAX, "multiply each row's loss by weight[target] once, in the loss that is returned"),
+            (SIGMOID, "multiply column c by weight[c], or the positive term by pos_weight[c], once, in the loss that is returned"),
+        ),
     ),
     anchor=(weight_use,),
 )
 group.rule(
     Rule(
-        "FL027", "background-parameter-ignored", "error",
+        "FL027",
+        "background-parameter-ignored",
+        "error",
         "a background or class-0 parameter the loss accepts (include_background, a background weight or label) changes nothing",
         "include_background=False is meant to drop the background channel from the loss, a background weight "
         "to scale the background's share, a background label to say which class is background. A parameter "
@@ -108,10 +116,17 @@ REDUCTION_TOLERANCE = 1e-4
 """Relative error within which two reductions agree (sum = mean × count, sum = none summed), or one
 agrees with the reference (as calibration's match)."""
 REDUCTION_DEPARTURES: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "MONAI FocalLoss": ("monai", ("sum",), "MONAI's FocalLoss sums the per-channel means over the spatial dimensions, and on (N, C) input without a "
-                        "spatial dimension torch's mean over an empty list of dimensions averages everything, so its 'sum' is the mean there"),
-    "segmentation_models_pytorch FocalLoss": ("segmentation_models_pytorch", ("sum", "none"), "smp's FocalLoss reduces each class column on its own and then "
-                                              "combines the classes, so its 'sum' and 'none' are per-class reductions"),
+    "MONAI FocalLoss": (
+        "monai",
+        ("sum",),
+        "MONAI's FocalLoss sums the per-channel means over the spatial dimensions, and on (N, C) input without a "
+        "spatial dimension torch's mean over an empty list of dimensions averages everything, so its 'sum' is the mean there",
+    ),
+    "segmentation_models_pytorch FocalLoss": (
+        "segmentation_models_pytorch",
+        ("sum", "none"),
+        "smp's FocalLoss reduces each class column on its own and then combines the classes, so its 'sum' and 'none' are per-class reductions",
+    ),
 }
 """Libraries whose own reductions depart from sum = mean × count and none = per element, by the
 start of the convention's name (:mod:`~lossaudit.lint.peers`), with the library's package: the
@@ -207,7 +222,11 @@ class _Reductions:
 
         self.ctx = ctx
         self.batch = batch
-        self.counts = {name.removeprefix("mean over ").removeprefix("sum per "): count for name, count in normalisers(ctx.kind, batch.y, ctx.params).items() if name != "sum"}
+        self.counts = {
+            name.removeprefix("mean over ").removeprefix("sum per "): count
+            for name, count in normalisers(ctx.kind, batch.y, ctx.params).items()
+            if name != "sum"
+        }
         self.reference = None
         if ctx.calibration.matched and not ctx.calibration.confusion:
             inputs, _ = ctx.subject.to_call(ctx.convention, batch, dtype=torch.float64, grad=False)
@@ -288,7 +307,9 @@ class _Reductions:
             return [f"{total.label} returns {total.value:.6g}, the same as {mean.label}, not the mean times a count ({self.counts_text()})"]
         ratio = total.value / mean.value if mean.value else math.inf
         if self.count_of(ratio) is None:
-            return [f"{total.label} returns {total.value:.6g} = {mean.label} {mean.value:.6g} × {ratio:.4g}, and {ratio:.4g} is no count of this batch ({self.counts_text()})"]
+            return [
+                f"{total.label} returns {total.value:.6g} = {mean.label} {mean.value:.6g} × {ratio:.4g}, and {ratio:.4g} is no count of this batch ({self.counts_text()})"
+            ]
         return []
 
     def _check_mean(self, mean: Outcome) -> list[str]:
@@ -318,7 +339,9 @@ def probe_reductions(ctx: Context) -> None:
                 rejected.append(f"{outcome.label} is rejected ({outcome.rejected})")
         found = judge.check({role: outcome for role, outcome in roles.items() if not outcome.rejected})
         problems += found
-        concerned |= {role for role, outcome in roles.items() for problem in found if problem.startswith(outcome.label)} | ({"legacy"} if found and name != "reduction" else set())
+        concerned |= {role for role, outcome in roles.items() for problem in found if problem.startswith(outcome.label)} | (
+            {"legacy"} if found and name != "reduction" else set()
+        )
     if rejected:
         ctx.notes.append(f"FL025: {'; '.join(rejected)}: not an accepted value, so not checked")
     if not problems:
@@ -326,8 +349,15 @@ def probe_reductions(ctx: Context) -> None:
     evidence = {"values": values, "counts": judge.counts}
     if judge.reference is not None:
         evidence["reference_sum"] = judge.reference_sum
-    departure = next((text for library in ctx.follows() for start, (package, reductions, text) in REDUCTION_DEPARTURES.items()
-                      if library.startswith(start) and is_library(ctx, package) and concerned <= set(reductions)), None)
+    departure = next(
+        (
+            text
+            for library in ctx.follows()
+            for start, (package, reductions, text) in REDUCTION_DEPARTURES.items()
+            if library.startswith(start) and is_library(ctx, package) and concerned <= set(reductions)
+        ),
+        None,
+    )
     message = "the reduction is not honoured: " + "; ".join(problems)
     ctx.fire("FL025", message + (f" ({departure})" if departure else ""), evidence, severity="info" if departure else "")
 
@@ -393,7 +423,14 @@ def probe_class_weight_effect(ctx: Context) -> None:
         "FL026",
         f"{name} has no effect: weighting {what} by {WEIGHT_FACTOR:g} (every other class 1) leaves the loss at {heavy:.6g}, {uniform:.6g} with uniform weights"
         + (f"; {', '.join(n for n, _, _ in unused[1:])} neither" if len(unused) > 1 else ""),
-        {"parameters": [n for n, _, _ in unused], "weighted_class": 0, "class_weight": WEIGHT_FACTOR, "loss_uniform_weights": uniform, "loss_weighted": heavy, "tolerance": EFFECT_TOLERANCE},
+        {
+            "parameters": [n for n, _, _ in unused],
+            "weighted_class": 0,
+            "class_weight": WEIGHT_FACTOR,
+            "loss_uniform_weights": uniform,
+            "loss_weighted": heavy,
+            "tolerance": EFFECT_TOLERANCE,
+        },
     )
 
 

@@ -36,31 +36,45 @@ def returns(node: ast.AST) -> bool:
 
 group.rule(
     Rule(
-        "FL018", "normalisation", "info",
+        "FL018",
+        "normalisation",
+        "info",
         "states the normalisation found (e.g. mean over N·C elements rather than per positive anchor)",
         "Detectors normalise the summed focal loss by the number of positive anchors; a mean over all "
         "N·C elements makes the loss (and the gradient) shrink with the number of anchors and classes.",
         "divide the summed loss by max(number of positives, 1) for detection",
         "return loss.mean()",
         "return loss.sum() / max(num_positives, 1)",
-        fixes=((SOFTMAX, "divide the summed row losses by the number of rows, as F.cross_entropy's mean does"), (BINARY, "take the mean or the sum of the element losses"), (CENTERNET, "divide the summed loss by the number of peaks (gt == 1), at least 1"),
-               (ASL, "sum the element losses, as timm's AsymmetricLossMultiLabel does"), (GHM, "divide the weighted sum by the number of valid elements, as mmdet's GHMC does")),
+        fixes=(
+            (SOFTMAX, "divide the summed row losses by the number of rows, as F.cross_entropy's mean does"),
+            (BINARY, "take the mean or the sum of the element losses"),
+            (CENTERNET, "divide the summed loss by the number of peaks (gt == 1), at least 1"),
+            (ASL, "sum the element losses, as timm's AsymmetricLossMultiLabel does"),
+            (GHM, "divide the weighted sum by the number of valid elements, as mmdet's GHMC does"),
+        ),
     ),
     anchor=(returns,),
 )
 group.rule(
     Rule(
-        "FL019", "default-mismatch", "info",
+        "FL019",
+        "default-mismatch",
+        "info",
         "constructor defaults differ from the chosen reference (alpha, gamma, reduction)",
         "Defaults differ between libraries (alpha 0.25 in torchvision, -1 in fvcore; gamma 2 in most, 1.5 "
         "in YOLOv5). A user who relies on the defaults gets a different loss than the paper's.",
         "state alpha and gamma explicitly, or align the defaults with torchvision's (alpha=0.25, gamma=2)",
         "def __init__(self, alpha=1.0, gamma=1.5): ...",
         "def __init__(self, alpha=0.25, gamma=2.0): ...",
-        fixes=((SOFTMAX, "state gamma explicitly (reference gamma=2) and pass alpha as a per-class vector or None"), (CENTERNET, "CenterNet's heatmap loss takes no alpha or gamma: its exponents are 2 and 4"),
-               (QFL, "state beta explicitly (GFL: beta=2)"), (VFL, "state alpha and gamma explicitly (VarifocalNet: alpha=0.75, gamma=2)"),
-               (ASL, "state gamma_pos, gamma_neg and clip explicitly (timm: 1, 4 and 0.05)"), (LS_CE, "state the smoothing explicitly (PyTorch's default is 0, timm's 0.1)"),
-               (GHM, "state bins and momentum explicitly (mmdet: bins=10, momentum=0; the authors' detectors: 30 and 0.75)")),
+        fixes=(
+            (SOFTMAX, "state gamma explicitly (reference gamma=2) and pass alpha as a per-class vector or None"),
+            (CENTERNET, "CenterNet's heatmap loss takes no alpha or gamma: its exponents are 2 and 4"),
+            (QFL, "state beta explicitly (GFL: beta=2)"),
+            (VFL, "state alpha and gamma explicitly (VarifocalNet: alpha=0.75, gamma=2)"),
+            (ASL, "state gamma_pos, gamma_neg and clip explicitly (timm: 1, 4 and 0.05)"),
+            (LS_CE, "state the smoothing explicitly (PyTorch's default is 0, timm's 0.1)"),
+            (GHM, "state bins and momentum explicitly (mmdet: bins=10, momentum=0; the authors' detectors: 30 and 0.75)"),
+        ),
     ),
     anchor=AT_INIT,
 )
@@ -77,7 +91,9 @@ def report_normalisation(ctx: Context) -> None:
         libraries = ctx.follows()
         as_in = f" (as in {'; '.join(libraries)})" if libraries else ""
         named = f"{ctx.kind} focal loss" if ctx.kind not in FAMILY_BASES else f"{ctx.kind} loss"
-        ctx.fire("FL018", f"the loss is normalised by the {found}{as_in}; the usual choice for a {named} is {usual}", {"normalisation": found, "follows": libraries})
+        ctx.fire(
+            "FL018", f"the loss is normalised by the {found}{as_in}; the usual choice for a {named} is {usual}", {"normalisation": found, "follows": libraries}
+        )
 
 
 @group.probe(200, "FL019")
@@ -104,6 +120,7 @@ def report_defaults(ctx: Context) -> None:
             if isinstance(default, (list, tuple, torch.Tensor)) or default != value and not (value is None and default in (None, -1)):
                 differing[name] = {"default": default if not isinstance(default, torch.Tensor) else default.tolist(), "reference": value}
     if differing:
+
         def reference(value: object) -> str:
             return "no alpha" if value is None else repr(value)
 

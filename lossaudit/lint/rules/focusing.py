@@ -50,7 +50,9 @@ def clip_assignment(node: ast.AST) -> bool:
 
 group.rule(
     Rule(
-        "FL004", "modulating-factor", "error",
+        "FL004",
+        "modulating-factor",
+        "error",
         "the factor is not (1 - p_t)^gamma: p instead of p_t, p_t^gamma, log-probabilities inside p_t, the wrong term on negatives",
         "The modulating factor must shrink the loss of well-classified examples: (1 - p_t)**gamma with "
         "p_t = p*y + (1 - p)*(1 - y) the probability of the true label. Using p for negatives, p_t**gamma, "
@@ -58,27 +60,38 @@ group.rule(
         "compute p_t = p * y + (1 - p) * (1 - y) from probabilities and use (1 - p_t) ** gamma",
         "loss = (1 - p) ** gamma * ce            # p, not p_t: negatives are not down-weighted",
         "p_t = p * targets + (1 - p) * (1 - targets)\nloss = (1 - p_t) ** gamma * ce",
-        fixes=((SOFTMAX, "take q_y = softmax(logits)[target] (a probability, not a log-probability) and use (1 - q_y) ** gamma"), (CENTERNET, "use -log(p) (1 - p)^2 at peaks (gt == 1) and -log(1 - p) p^2 (1 - gt)^4 elsewhere"),
-               (QFL, "weight BCE(logits, y) by |y - p| ** beta, y the IoU quality at the positive's class column and 0 elsewhere, p = sigmoid(logits)"),
-               (VFL, "take BCE(logits, q) against the quality q and weight positives by q, negatives by alpha * p ** gamma"),
-               (ASL, "weight positives by (1 - p) ** gamma_pos and negatives by p_m ** gamma_neg with p_m = max(p - clip, 0): the shift lowers the negatives' probability and leaves the positives alone"),
-               (LS_CE, "label-smoothing cross-entropy has no modulating factor: use F.cross_entropy(logits, target, label_smoothing=epsilon)"),
-               (GHM, "weight each element by N_valid / (the count of its bin of g = |sigmoid(logits).detach() - y|), divided by the number of non-empty bins")),
+        fixes=(
+            (SOFTMAX, "take q_y = softmax(logits)[target] (a probability, not a log-probability) and use (1 - q_y) ** gamma"),
+            (CENTERNET, "use -log(p) (1 - p)^2 at peaks (gt == 1) and -log(1 - p) p^2 (1 - gt)^4 elsewhere"),
+            (QFL, "weight BCE(logits, y) by |y - p| ** beta, y the IoU quality at the positive's class column and 0 elsewhere, p = sigmoid(logits)"),
+            (VFL, "take BCE(logits, q) against the quality q and weight positives by q, negatives by alpha * p ** gamma"),
+            (
+                ASL,
+                "weight positives by (1 - p) ** gamma_pos and negatives by p_m ** gamma_neg with p_m = max(p - clip, 0): the shift lowers the negatives' probability and leaves the positives alone",
+            ),
+            (LS_CE, "label-smoothing cross-entropy has no modulating factor: use F.cross_entropy(logits, target, label_smoothing=epsilon)"),
+            (GHM, "weight each element by N_valid / (the count of its bin of g = |sigmoid(logits).detach() - y|), divided by the number of non-empty bins"),
+        ),
     ),
     anchor=(power,),
 )
 group.anchor(f"FL004:{ASL}", (clip_assignment, power))  # ASL's factor goes wrong where the shift is taken
 group.rule(
     Rule(
-        "FL005", "gamma-ignored", "error",
+        "FL005",
+        "gamma-ignored",
+        "error",
         "changing gamma does not change the loss",
-        "The gamma argument does not reach the computation (a hard-coded exponent, a misspelt attribute, "
-        "a shadowed name), so tuning it does nothing.",
+        "The gamma argument does not reach the computation (a hard-coded exponent, a misspelt attribute, a shadowed name), so tuning it does nothing.",
         "use the gamma argument in the exponent",
         "self.gamma = gamma\n...\nloss = (1 - p_t) ** 2 * ce",
         "loss = (1 - p_t) ** self.gamma * ce",
-        fixes=((CENTERNET, "CenterNet's exponents are fixed at 2 and 4; a gamma argument must reach the exponent it names"), (QFL, "use the beta argument in the exponent: |y - p| ** beta"),
-               (ASL, "use gamma_pos and gamma_neg in the exponents of the positives' and the negatives' weights"), (LS_CE, "use the smoothing argument where the smoothed targets are built")),
+        fixes=(
+            (CENTERNET, "CenterNet's exponents are fixed at 2 and 4; a gamma argument must reach the exponent it names"),
+            (QFL, "use the beta argument in the exponent: |y - p| ** beta"),
+            (ASL, "use gamma_pos and gamma_neg in the exponents of the positives' and the negatives' weights"),
+            (LS_CE, "use the smoothing argument where the smoothed targets are built"),
+        ),
     ),
     anchor=(literal_power, power),
 )
@@ -119,6 +132,11 @@ def probe_modulating_factor(ctx: Context) -> None:
         ctx.fire(
             "FL004",
             f"the modulating factor is not {factor} on {side_text(side)}: loss ratio at {FACTOR_POINTS[side]} is {observed:.4f}, expected {expected:.4f}",
-            {"observed_ratio": {k: v[0] for k, v in checks.items()}, "expected_ratio": {k: v[1] for k, v in checks.items()}, "gamma": gamma, "tolerance": RATIO_TOLERANCE},
+            {
+                "observed_ratio": {k: v[0] for k, v in checks.items()},
+                "expected_ratio": {k: v[1] for k, v in checks.items()},
+                "gamma": gamma,
+                "tolerance": RATIO_TOLERANCE,
+            },
             anchor=f"FL004:{ctx.kind}" if ctx.kind in SHIFTED_FACTOR_KINDS else None,
         )

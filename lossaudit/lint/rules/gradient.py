@@ -28,7 +28,9 @@ group = RuleGroup("gradient")
 
 
 def log_of_squash(node: ast.AST) -> bool:
-    return calls("log")(node) and any(calls("sigmoid", "softmax")(arg) or any(calls("sigmoid", "softmax")(n) for n in ast.walk(arg)) for arg in cast(ast.Call, node).args)
+    return calls("log")(node) and any(
+        calls("sigmoid", "softmax")(arg) or any(calls("sigmoid", "softmax")(n) for n in ast.walk(arg)) for arg in cast(ast.Call, node).args
+    )
 
 
 def detached(node: ast.AST) -> bool:
@@ -41,7 +43,9 @@ def tiny_or_huge_constant(node: ast.AST) -> bool:
 
 group.rule(
     Rule(
-        "FL006", "saturated-gradient", "error",
+        "FL006",
+        "saturated-gradient",
+        "error",
         "a clamp zeroes the gradient of confidently wrong examples (logits clamped like probabilities, hard probability clamps)",
         "Clamping logits to [eps, 1 - eps] as if they were probabilities, or clamping probabilities to a "
         "wide range like [0.05, 0.95], makes the gradient exactly zero for the examples the model gets "
@@ -52,26 +56,35 @@ group.rule(
         "compute from logits with binary_cross_entropy_with_logits / logsigmoid; clamp probabilities only by a tiny eps (torch.finfo(dtype).eps)",
         "logits = logits.clamp(1e-4, 1 - 1e-4)",
         "ce = F.binary_cross_entropy_with_logits(logits, targets, reduction='none')",
-        fixes=((SOFTMAX, "compute from logits with log_softmax / cross_entropy; never clamp logits, and clamp probabilities only by torch.finfo(dtype).eps"), (CENTERNET, "clamp heatmap probabilities only to CenterNet's [1e-4, 1 - 1e-4]")),
+        fixes=(
+            (SOFTMAX, "compute from logits with log_softmax / cross_entropy; never clamp logits, and clamp probabilities only by torch.finfo(dtype).eps"),
+            (CENTERNET, "clamp heatmap probabilities only to CenterNet's [1e-4, 1 - 1e-4]"),
+        ),
     ),
     anchor=(calls("clamp", "clip", "clamp_", "clamp_min", "clamp_max", "clip_"),),
 )
 group.rule(
     Rule(
-        "FL007", "non-finite", "error",
+        "FL007",
+        "non-finite",
+        "error",
         "inf or NaN in loss or gradient for finite inputs, logits up to ±100 in float32",
-        "log(sigmoid(x)) underflows to log(0) = -inf for large |x|; 0 * inf in the backward pass gives NaN. "
-        "One such element poisons the whole batch.",
+        "log(sigmoid(x)) underflows to log(0) = -inf for large |x|; 0 * inf in the backward pass gives NaN. One such element poisons the whole batch.",
         "use the stable forms: F.logsigmoid, F.binary_cross_entropy_with_logits",
         "loss = -targets * torch.log(torch.sigmoid(x)) - (1 - targets) * torch.log(1 - torch.sigmoid(x))",
         "loss = F.binary_cross_entropy_with_logits(x, targets, reduction='none')",
-        fixes=((SOFTMAX, "use F.log_softmax / F.cross_entropy instead of log(softmax(x))"), (CENTERNET, "clamp the probabilities to [1e-4, 1 - 1e-4] before taking logs, as CenterNet does")),
+        fixes=(
+            (SOFTMAX, "use F.log_softmax / F.cross_entropy instead of log(softmax(x))"),
+            (CENTERNET, "clamp the probabilities to [1e-4, 1 - 1e-4] before taking logs, as CenterNet does"),
+        ),
     ),
     anchor=(log_of_squash, calls("log")),
 )
 group.rule(
     Rule(
-        "FL009", "gradient-mismatch", "warning",
+        "FL009",
+        "gradient-mismatch",
+        "warning",
         "values match the reference but gradients do not (e.g. a detached modulating factor)",
         "The forward value is right but the backward pass differs from the reference: typically "
         "(1 - p_t).detach() or a factor computed under no_grad, which removes part of focal loss's gradient. "
@@ -91,7 +104,9 @@ group.rule(
 )
 group.rule(
     Rule(
-        "FL017", "low-precision", "warning",
+        "FL017",
+        "low-precision",
+        "warning",
         "float16 / bfloat16 inputs fail or deviate beyond a dtype-scaled tolerance",
         "Under mixed precision the loss receives float16 or bfloat16 logits. Fixed epsilons below the "
         "dtype's resolution (1e-8 underflows in float16) and probability-space logs fail there.",
@@ -227,9 +242,13 @@ def probe_gradient_match(ctx: Context) -> None:
         ctx.fire("FL009", f"the values match the reference but no gradient reaches the inputs ({reason})", {})
         return
     inputs, _ = ctx.subject.to_call(ctx.convention, batch, dtype=torch.float64, grad=False)
-    value = match_output(ctx.kind, out, reference_elements(ctx.kind, canonical_to_reference_input(ctx.convention, inputs), batch.y.double(), ctx.params), batch.y, ctx.params)
+    value = match_output(
+        ctx.kind, out, reference_elements(ctx.kind, canonical_to_reference_input(ctx.convention, inputs), batch.y.double(), ctx.params), batch.y, ctx.params
+    )
     if value.error > MATCH_TOLERANCE:
-        raise Inconclusive(f"this call's values differ from the reference (relative error {value.error:.3g}) though calibration's matched: state carries over between calls")
+        raise Inconclusive(
+            f"this call's values differ from the reference (relative error {value.error:.3g}) though calibration's matched: state carries over between calls"
+        )
     reference = ctx.reference_gradient(batch)
     divisor = _divisor(ctx, batch)
     reference = reference / divisor
@@ -239,8 +258,16 @@ def probe_gradient_match(ctx: Context) -> None:
     error = float((grad - reference).abs().max() / reference.abs().max())
     if error > GRADIENT_TOLERANCE:
         where = " along the simplex" if along else ""
-        ctx.fire("FL009", f"the values match the reference but the gradient differs{where} by {error:.3g} (relative, max over elements; tolerance {GRADIENT_TOLERANCE:g})",
-                 {"max_rel_gradient_error": error, "tolerance": GRADIENT_TOLERANCE, "probability_range": _probability_range(ctx, batch), **({"compared": "along the simplex"} if along else {})})
+        ctx.fire(
+            "FL009",
+            f"the values match the reference but the gradient differs{where} by {error:.3g} (relative, max over elements; tolerance {GRADIENT_TOLERANCE:g})",
+            {
+                "max_rel_gradient_error": error,
+                "tolerance": GRADIENT_TOLERANCE,
+                "probability_range": _probability_range(ctx, batch),
+                **({"compared": "along the simplex"} if along else {}),
+            },
+        )
 
 
 PROBABILITY_FLOOR = 0.01
@@ -315,8 +342,11 @@ def probe_low_precision(ctx: Context) -> None:
         deviation = abs(low_value - full_value) / max(abs(full_value), 1e-12) if math.isfinite(low_value) else math.inf
         if deviation > tolerance:
             name = str(dtype).removeprefix("torch.")
-            ctx.fire("FL017", f"{name} inputs give {low_value:.6g} against {full_value:.6g} in float32 (relative deviation {deviation:.3g}, tolerance {tolerance:.3g})",
-                     {"dtype": name, "deviation": deviation, "tolerance": tolerance})
+            ctx.fire(
+                "FL017",
+                f"{name} inputs give {low_value:.6g} against {full_value:.6g} in float32 (relative deviation {deviation:.3g}, tolerance {tolerance:.3g})",
+                {"dtype": name, "deviation": deviation, "tolerance": tolerance},
+            )
             return
 
 

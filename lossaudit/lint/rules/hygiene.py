@@ -53,10 +53,11 @@ def bare_grad_switch(node: ast.AST) -> bool:
 
 group.rule(
     Rule(
-        "FL012", "input-mutation", "error",
+        "FL012",
+        "input-mutation",
+        "error",
         "the caller's logits or targets are modified in place",
-        "An in-place op on the inputs (sigmoid_, clamp_, targets[...] = ...) silently changes tensors the "
-        "training loop still uses, and can break autograd.",
+        "An in-place op on the inputs (sigmoid_, clamp_, targets[...] = ...) silently changes tensors the training loop still uses, and can break autograd.",
         "use out-of-place ops (torch.sigmoid(x), x.clamp(...), targets.clone())",
         "logits.sigmoid_()",
         "p = torch.sigmoid(logits)",
@@ -65,7 +66,9 @@ group.rule(
 )
 group.rule(
     Rule(
-        "FL013", "stateful", "error",
+        "FL013",
+        "stateful",
+        "error",
         "repeated calls on the same input differ, or forward changes the module's own attributes",
         "A loss that keeps state across calls (a counter, a running normaliser) gives different values for "
         "the same batch and makes runs depend on call order. Where the reference keeps state by design "
@@ -74,16 +77,22 @@ group.rule(
         "keep forward pure; hold real state (GHM's moving average) in an explicit object",
         "self.num_calls += 1\nreturn loss / self.num_calls",
         "return loss / num_positives",
-        fixes=((GHM, "keep the moving average per instance, as mmdet's GHMC does: acc = momentum * acc + (1 - momentum) * count for the non-empty bins, starting at 0"),),
+        fixes=(
+            (
+                GHM,
+                "keep the moving average per instance, as mmdet's GHMC does: acc = momentum * acc + (1 - momentum) * count for the non-empty bins, starting at 0",
+            ),
+        ),
     ),
     anchor=(self_assignment,),
 )
 group.rule(
     Rule(
-        "FL015", "crash", "error",
+        "FL015",
+        "crash",
+        "error",
         "raises, hangs or exits on valid input (hard-coded .cuda(), shape assumptions, Python 2 names)",
-        "The loss could not be computed on a valid batch: it raised, ran past the time limit, called "
-        "sys.exit, or killed its process.",
+        "The loss could not be computed on a valid batch: it raised, ran past the time limit, called sys.exit, or killed its process.",
         "make the loss device- and shape-agnostic: use logits.device, avoid fixed batch sizes and squeeze()",
         "targets = targets.cuda()",
         "targets = targets.to(logits.device)",
@@ -91,7 +100,9 @@ group.rule(
 )
 group.rule(
     Rule(
-        "FL021", "grad-mode-leak", "error",
+        "FL021",
+        "grad-mode-leak",
+        "error",
         "calling the loss changes torch.is_grad_enabled() for the caller (e.g. a bare torch.set_grad_enabled(True) inside the loss)",
         "Grad mode is global to the thread. A loss that switches it with a bare torch.set_grad_enabled(...) "
         "call (timm's AsymmetricLoss did) leaves it switched for the caller: a validation loop run under "
@@ -235,18 +246,29 @@ def probe_stateful(ctx: Context) -> None:
             raise
         if ctx.fired(BATCH_SIZE_STATE):
             return  # the shapes group reported this crash after an earlier call already
-        ctx.fire("FL013", f"after a call on a batch of {batch.x.shape[0]} rows, a call on {other.x.shape[0]} rows raises, though a fresh instance computes it ({fresh_other:.6g}): "
-                 f"state kept from the first call breaks the next: {error_text(error)}", {"values": [first, None], "fresh": fresh_other}, anchor="FL013")
+        ctx.fire(
+            "FL013",
+            f"after a call on a batch of {batch.x.shape[0]} rows, a call on {other.x.shape[0]} rows raises, though a fresh instance computes it ({fresh_other:.6g}): "
+            f"state kept from the first call breaks the next: {error_text(error)}",
+            {"values": [first, None], "fresh": fresh_other},
+            anchor="FL013",
+        )
         return
     again = _value(ctx.subject.call(ctx.convention, batch, loss=loss)[0])
     changed = sorted(key for key in set(before) | set(_state(loss)) if not _same(before.get(key), _state(loss).get(key)))
     named = f"; forward changes {', '.join(changed)}" if changed else ""
     evidence = {"values": [first, again], "changed_attributes": changed, "tolerance": STATE_TOLERANCE}
     if _differ(first, again):
-        ctx.fire("FL013", f"two calls on the same batch give {first:.6g} and {again:.6g} (a call on another batch between them){named}", evidence, anchor="FL013")
+        ctx.fire(
+            "FL013", f"two calls on the same batch give {first:.6g} and {again:.6g} (a call on another batch between them){named}", evidence, anchor="FL013"
+        )
     elif fresh_other is not None and _differ(after_first, fresh_other):
-        ctx.fire("FL013", f"a batch gives {after_first:.6g} after a call on another batch and {fresh_other:.6g} on a fresh instance: the result depends on earlier calls{named}",
-                 {**evidence, "after_another_call": after_first, "fresh": fresh_other}, anchor="FL013")
+        ctx.fire(
+            "FL013",
+            f"a batch gives {after_first:.6g} after a call on another batch and {fresh_other:.6g} on a fresh instance: the result depends on earlier calls{named}",
+            {**evidence, "after_another_call": after_first, "fresh": fresh_other},
+            anchor="FL013",
+        )
 
 
 def torch_generator(seed: int) -> torch.Generator:
@@ -273,11 +295,20 @@ def _state_by_design(ctx: Context, batch: Batch, inputs: torch.Tensor, outputs: 
     if errors[0] <= MATCH_TOLERANCE and errors[1] > MATCH_TOLERANCE:
         expected = float(references[1].sum() / references[0].sum()) if float(references[0].sum()) else math.nan
         observed = float(outputs[1].detach().double().sum() / outputs[0].detach().double().sum()) if float(outputs[0].detach().sum()) else math.nan
-        ctx.fire("FL013", f"the state does not evolve as the reference's moving average (momentum {ctx.params.family['momentum']:g}): the second call on the same batch gives "
-                 f"{observed:.4f} times the first, expected {expected:.4f}", {"second_to_first": observed, "expected_second_to_first": expected, "rel_errors": errors}, anchor="FL013")
+        ctx.fire(
+            "FL013",
+            f"the state does not evolve as the reference's moving average (momentum {ctx.params.family['momentum']:g}): the second call on the same batch gives "
+            f"{observed:.4f} times the first, expected {expected:.4f}",
+            {"second_to_first": observed, "expected_second_to_first": expected, "rel_errors": errors},
+            anchor="FL013",
+        )
     elif errors[0] > MATCH_TOLERANCE:
-        ctx.fire("FL013", f"the first call of a new instance differs from the reference (relative error {errors[0]:.3g}) though calibration's instances matched it: state carries over between instances",
-                 {"rel_errors": errors}, anchor="FL013")
+        ctx.fire(
+            "FL013",
+            f"the first call of a new instance differs from the reference (relative error {errors[0]:.3g}) though calibration's instances matched it: state carries over between instances",
+            {"rel_errors": errors},
+            anchor="FL013",
+        )
     else:
         ctx.notes.append(f"FL013: the state evolves as the reference's moving average over two calls (momentum {ctx.params.family['momentum']:g})")
 

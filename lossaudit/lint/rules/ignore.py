@@ -41,7 +41,9 @@ def mask_product(node: ast.AST) -> bool:
 
 group.rule(
     Rule(
-        "FL011", "ignore-index", "error",
+        "FL011",
+        "ignore-index",
+        "error",
         "ignored targets change the loss, stay in its denominator or crash it",
         "Elements labelled with the ignore index must not contribute to the loss, must not crash one_hot or "
         "gather, and must leave the normaliser too: a mean that zeroes the ignored rows' terms but still divides "
@@ -58,7 +60,9 @@ group.rule(
 group.anchor("FL011:denominator", (calls("mean"), calls("div", "true_divide")))
 group.rule(
     Rule(
-        "FL022", "ignored-non-finite", "warning",
+        "FL022",
+        "ignored-non-finite",
+        "warning",
         "inf or NaN logits at ignored positions leak into the loss or into the gradient of the other positions",
         "Positions labelled with the ignore index carry whatever the network produced there (padding, "
         "void pixels), sometimes inf or NaN. Multiplying the loss by a 0/1 mask (loss * keep) does not drop "
@@ -177,7 +181,11 @@ def probe_ignore_index(ctx: Context) -> None:
             ctx.fire("FL011", f"{setting.describe()} crash the loss: {error_text(error)}", setting.evidence(), anchor="FL011")
             return
     if not math.isfinite(results[0]) or abs(results[0] - results[1]) > 1e-6 * max(abs(results[0]), 1e-12):
-        ctx.fire("FL011", f"{setting.describe()} change the loss: {results[0]:.6g} versus {results[1]:.6g} when only their logits differ", {**setting.evidence(), "losses": results})
+        ctx.fire(
+            "FL011",
+            f"{setting.describe()} change the loss: {results[0]:.6g} versus {results[1]:.6g} when only their logits differ",
+            {**setting.evidence(), "losses": results},
+        )
         return
     _ignored_denominator(ctx, setting)
 
@@ -192,8 +200,11 @@ def _ignored_denominator(ctx: Context, setting: IgnoreSetting) -> None:
     kept = DENOMINATOR_ROWS - DENOMINATOR_IGNORED
     ratio = with_ignored / kept_only if kept_only else math.inf
     counted = abs(ratio - kept / DENOMINATOR_ROWS) <= 1e-4 * kept / DENOMINATOR_ROWS
-    how = (f"ratio {ratio:.4f} = {kept}/{DENOMINATOR_ROWS}: the mean divides by every row, ignored ones included" if counted
-           else f"ratio {ratio:.4f}: the ignored rows still reach the normaliser")
+    how = (
+        f"ratio {ratio:.4f} = {kept}/{DENOMINATOR_ROWS}: the mean divides by every row, ignored ones included"
+        if counted
+        else f"ratio {ratio:.4f}: the ignored rows still reach the normaliser"
+    )
     from lossaudit.lint.rules.arguments import is_library
 
     follows_kornia = next((library for library in KORNIA if library in ctx.follows()), None) if is_library(ctx, "kornia") else None
@@ -202,9 +213,18 @@ def _ignored_denominator(ctx: Context, setting: IgnoreSetting) -> None:
         "FL011",
         f"{setting.describe()} stay in the loss's denominator: with {DENOMINATOR_IGNORED} of {DENOMINATOR_ROWS} rows ignored the loss is {with_ignored:.6g}, "
         f"the {kept} kept rows alone give {kept_only:.6g} ({how}){documented}",
-        {**setting.evidence(), "rows": DENOMINATOR_ROWS, "ignored_rows": DENOMINATOR_IGNORED, "loss_with_ignored_rows": with_ignored, "loss_of_kept_rows": kept_only,
-         "ratio": ratio, "ratio_if_ignored_rows_are_counted": kept / DENOMINATOR_ROWS, "tolerance": DENOMINATOR_TOLERANCE},
-        severity="info" if follows_kornia else "", anchor="FL011:denominator",
+        {
+            **setting.evidence(),
+            "rows": DENOMINATOR_ROWS,
+            "ignored_rows": DENOMINATOR_IGNORED,
+            "loss_with_ignored_rows": with_ignored,
+            "loss_of_kept_rows": kept_only,
+            "ratio": ratio,
+            "ratio_if_ignored_rows_are_counted": kept / DENOMINATOR_ROWS,
+            "tolerance": DENOMINATOR_TOLERANCE,
+        },
+        severity="info" if follows_kornia else "",
+        anchor="FL011:denominator",
     )
 
 
@@ -228,7 +248,9 @@ def probe_ignored_non_finite(ctx: Context) -> None:
     skip_after(ctx, "FL011", "FL013")
     setting = ignore_setting(ctx)
     if setting.probed:
-        raise Inconclusive(f"the target has no ignore index set ({next(iter(setting.overrides))} defaults to None): non-finite logits at ignored rows matter only once it is set")
+        raise Inconclusive(
+            f"the target has no ignore index set ({next(iter(setting.overrides))} defaults to None): non-finite logits at ignored rows matter only once it is set"
+        )
     if ctx.convention.targets != "index":
         raise Inconclusive("the target takes one-hot targets, which have no ignore label for this probe (it runs on class-index targets)")
     inputs, targets = _ignored_batch(ctx, setting)
@@ -236,7 +258,9 @@ def probe_ignored_non_finite(ctx: Context) -> None:
     if not math.isfinite(finite):
         raise Inconclusive(f"the loss is not finite even with finite logits at the ignored rows ({finite})")
     poisoned = inputs.detach().clone()
-    poisoned[:IGNORED_ROWS] = torch.tensor([math.nan, math.inf, -math.inf]).reshape(-1, *([1] * (poisoned.dim() - 1))) if ctx.convention.inputs == "logits" else math.nan
+    poisoned[:IGNORED_ROWS] = (
+        torch.tensor([math.nan, math.inf, -math.inf]).reshape(-1, *([1] * (poisoned.dim() - 1))) if ctx.convention.inputs == "logits" else math.nan
+    )
     try:
         value, grad = _ignored_call(ctx, setting, poisoned, targets)
     except (Exception, SystemExit) as error:
@@ -249,7 +273,11 @@ def probe_ignored_non_finite(ctx: Context) -> None:
         return
     shown = "NaN probabilities" if ctx.convention.inputs != "logits" else "NaN and ±inf logits"
     what = f"the loss becomes {value:.6g} (with finite logits there: {finite:.6g})" if not equal else "the gradient of the other rows is not finite"
-    ctx.fire("FL022", f"{shown} at ignored rows leak: {what}", {**setting.evidence(), "loss_finite_ignored": finite, "loss_non_finite_ignored": value, "gradient_of_kept_rows_finite": grad_finite})
+    ctx.fire(
+        "FL022",
+        f"{shown} at ignored rows leak: {what}",
+        {**setting.evidence(), "loss_finite_ignored": finite, "loss_non_finite_ignored": value, "gradient_of_kept_rows_finite": grad_finite},
+    )
 
 
 def _ignored_call(ctx: Context, setting: IgnoreSetting, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, torch.Tensor | None]:

@@ -19,7 +19,9 @@ group = RuleGroup("matching")
 
 group.rule(
     Rule(
-        "FL014", "no-reference-match", "error",
+        "FL014",
+        "no-reference-match",
+        "error",
         "the output matches no reference under any normalisation tested",
         "lossaudit computed the reference losses (torchvision sigmoid focal, softmax focal, CenterNet) under "
         "every normalisation it knows (none, sum, mean over elements, mean over rows, sum per positive) and "
@@ -31,7 +33,9 @@ group.rule(
 )
 group.rule(
     Rule(
-        "FL016", "probability-logit-confusion", "error",
+        "FL016",
+        "probability-logit-confusion",
+        "error",
         "a sigmoid or softmax applied to probabilities, or a logit formula fed probabilities",
         "The function applies sigmoid/softmax to values that already are probabilities (or a logits formula "
         "like binary_cross_entropy_with_logits to probabilities), so the loss sees squashed inputs in "
@@ -39,8 +43,10 @@ group.rule(
         "decide whether the function takes logits or probabilities, and apply sigmoid/softmax exactly once",
         "p = torch.sigmoid(probs)",
         "p = probs.clamp(eps, 1 - eps)",
-        fixes=((BINARY, "decide whether the function takes logits or probabilities, and apply sigmoid exactly once"),
-               (CENTERNET, "CenterNet's loss takes probabilities: apply sigmoid once, in the model, and clamp to [1e-4, 1 - 1e-4]")),
+        fixes=(
+            (BINARY, "decide whether the function takes logits or probabilities, and apply sigmoid exactly once"),
+            (CENTERNET, "CenterNet's loss takes probabilities: apply sigmoid once, in the model, and clamp to [1e-4, 1 - 1e-4]"),
+        ),
     ),
     anchor=(calls("sigmoid", "softmax", "binary_cross_entropy_with_logits"),),
 )
@@ -54,7 +60,11 @@ def report_confusion(ctx: Context) -> None:
     """FL016: the output matches the reference only once inputs are read as calibration found
     (a sigmoid applied to probabilities, a logit formula fed probabilities)."""
     if ctx.calibration.confusion:
-        ctx.fire("FL016", f"the output matches the reference only once {ctx.calibration.confusion}", {"confusion": ctx.calibration.confusion, "rel_error": ctx.calibration.match.error})
+        ctx.fire(
+            "FL016",
+            f"the output matches the reference only once {ctx.calibration.confusion}",
+            {"confusion": ctx.calibration.confusion, "rel_error": ctx.calibration.match.error},
+        )
 
 
 @group.probe(230, "FL014", final=True)
@@ -73,12 +83,21 @@ def report_unexplained(ctx: Context) -> None:
     readings = {f.code: f.evidence.get("alpha_reading") for f in explaining}
     if len(readings) != 1 or None in readings.values():
         return  # a defect without a model of its own (the factor, a clamp, coupling) explains it
-    (code, scheme), = readings.items()
+    ((code, scheme),) = readings.items()
     residual = _residual(ctx, replace(ctx.params, alpha_scheme=cast(str, scheme)))
     if residual.error > MATCH_TOLERANCE:
-        ctx.fire("FL014", f"beyond {code}, the output matches no reference: with alpha read as the loss applies it ({scheme}), closest is {residual.normalisation} "
-                 f"(relative error {residual.error:.3g}, tolerance {MATCH_TOLERANCE:g})",
-                 {"after": code, "alpha_reading": scheme, "closest_normalisation": residual.normalisation, "rel_error": residual.error, "tolerance": MATCH_TOLERANCE})
+        ctx.fire(
+            "FL014",
+            f"beyond {code}, the output matches no reference: with alpha read as the loss applies it ({scheme}), closest is {residual.normalisation} "
+            f"(relative error {residual.error:.3g}, tolerance {MATCH_TOLERANCE:g})",
+            {
+                "after": code,
+                "alpha_reading": scheme,
+                "closest_normalisation": residual.normalisation,
+                "rel_error": residual.error,
+                "tolerance": MATCH_TOLERANCE,
+            },
+        )
 
 
 def _unexplained(ctx: Context) -> None:
@@ -89,12 +108,18 @@ def _unexplained(ctx: Context) -> None:
     reading = _alternative_reading(ctx)
     if reading is not None:
         description, params, residual = reading
-        ctx.fire("FL014", f"the output matches no {ctx.kind} reference; it matches one with {description} ({residual.normalisation}, relative error {residual.error:.3g})",
-                 {"closest_normalisation": match.normalisation, "rel_error": match.error, "tolerance": MATCH_TOLERANCE, "matches_with": params.family})
+        ctx.fire(
+            "FL014",
+            f"the output matches no {ctx.kind} reference; it matches one with {description} ({residual.normalisation}, relative error {residual.error:.3g})",
+            {"closest_normalisation": match.normalisation, "rel_error": match.error, "tolerance": MATCH_TOLERANCE, "matches_with": params.family},
+        )
         return
     named = f"{ctx.kind} focal loss" if ctx.kind not in FAMILY_BASES else f"the {ctx.kind} reference"
-    ctx.fire("FL014", f"the output matches no reference: closest is {named} with {match.normalisation} (relative error {match.error:.3g}, tolerance {MATCH_TOLERANCE:g})",
-             {"closest_normalisation": match.normalisation, "rel_error": match.error, "tolerance": MATCH_TOLERANCE})
+    ctx.fire(
+        "FL014",
+        f"the output matches no reference: closest is {named} with {match.normalisation} (relative error {match.error:.3g}, tolerance {MATCH_TOLERANCE:g})",
+        {"closest_normalisation": match.normalisation, "rel_error": match.error, "tolerance": MATCH_TOLERANCE},
+    )
 
 
 def _residual(ctx: Context, params: Params) -> Match:

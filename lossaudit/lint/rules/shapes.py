@@ -25,7 +25,9 @@ group = RuleGroup("shapes")
 
 group.rule(
     Rule(
-        "FL030", "batch-size-state", "error",
+        "FL030",
+        "batch-size-state",
+        "error",
         "a call on a batch of one size breaks the next call of the same loss on another size",
         "Training feeds one loss object batches of different sizes (the last batch of an epoch, a "
         "validation loader). A loss that builds a tensor sized by the first batch it sees (an alpha or "
@@ -39,7 +41,9 @@ group.rule(
 )
 group.rule(
     Rule(
-        "FL031", "layout-mismatch", "error",
+        "FL031",
+        "layout-mismatch",
+        "error",
         "the loss accepts a layout such as (B, C, H, W) but computes a different loss there than on the same elements as (N, C) rows",
         "A segmentation map (B, C, H, W), a volume (B, C, D, H, W) or a detector's anchors (B, A, C) hold "
         "one row of C values per pixel or anchor. Flattening a channels-first map with view(-1, C) or "
@@ -83,9 +87,13 @@ def probe_batch_size_sequence(ctx: Context) -> None:
                 ctx.subject.call(ctx.convention, batch)
             except (Exception, SystemExit, CallTimeout):
                 raise Inconclusive(f"a fresh instance fails on {rows} rows too (FL015)") from error
-            ctx.fire_at_failure("FL030", f"after a call on a batch of {previous} rows, the same loss raises on a batch of {rows} rows "
-                                         f"(a fresh instance runs on {rows}): {error_text(error)}", error,
-                                {"first_rows": previous, "second_rows": rows, "sizes": list(SIZES)})
+            ctx.fire_at_failure(
+                "FL030",
+                f"after a call on a batch of {previous} rows, the same loss raises on a batch of {rows} rows "
+                f"(a fresh instance runs on {rows}): {error_text(error)}",
+                error,
+                {"first_rows": previous, "second_rows": rows, "sizes": list(SIZES)},
+            )
             return
         previous = rows
 
@@ -185,7 +193,9 @@ def probe_layouts(ctx: Context) -> None:
         ran = [(reading, v) for reading, v in zip(readings, values, strict=True) if isinstance(v, float)]
         if ran:
             reading, value = ran[0]
-            wrong.append({"layout": reading.name, "shape": list(reading.shape(classes)), "loss": value, "other_reading": readings[-1].name if len(ran) > 1 else None})
+            wrong.append(
+                {"layout": reading.name, "shape": list(reading.shape(classes)), "loss": value, "other_reading": readings[-1].name if len(ran) > 1 else None}
+            )
         else:
             refused.append(f"{layout.name} {error_text(cast(BaseException, values[0]))[:120]}")
     if refused:
@@ -206,6 +216,7 @@ def _report_layouts(ctx: Context, wrong: list[dict], calibrated: str, expected: 
     an error where the loss's code rearranges its input (it means to take those layouts and
     does it wrong), an info where it never does (written for one layout, which broadcasting
     lets other shapes through; harmless until someone passes one)."""
+
     def described(entry: dict) -> str:
         also = f" (read as {entry['other_reading']} it differs too)" if entry["other_reading"] else ""
         return f"{entry['loss']:.6g} on {entry['layout']} inputs of shape {tuple(entry['shape'])}{also}"
@@ -215,15 +226,26 @@ def _report_layouts(ctx: Context, wrong: list[dict], calibrated: str, expected: 
     difference = abs(first["loss"] - expected) / max(abs(expected), 1e-12) if math.isfinite(first["loss"]) else math.inf
     names = ", ".join(entry["layout"] for entry in wrong)
     same = f"the same elements give {expected:.6g} in the {calibrated} layout{against} but {'; '.join(described(e) for e in wrong)}"
-    evidence = {"layouts": wrong, "calibrated_layout": calibrated, "calibrated_loss": expected, "reference_loss": reference,
-                "relative_difference": difference, "tolerance": LAYOUT_TOLERANCE}
+    evidence = {
+        "layouts": wrong,
+        "calibrated_layout": calibrated,
+        "calibrated_loss": expected,
+        "reference_loss": reference,
+        "relative_difference": difference,
+        "tolerance": LAYOUT_TOLERANCE,
+    }
     if ctx.locator.rearranges_inputs() is False:
-        ctx.fire("FL031", f"{same}: the loss is written for {calibrated} inputs only (it never reshapes its input or reads its "
-                          f"number of dimensions), and takes {names} without an error although it computes over the wrong axes there; "
-                          f"harmless while it only sees {calibrated} inputs, but reject other shapes (or move the class axis) before "
-                          "someone passes maps", {**evidence, "handles_layouts": False}, severity="info",
-                 fix="refuse other shapes (if logits.dim() != 2: raise ValueError(...)), or move the class axis last and flatten: "
-                     "logits.movedim(1, -1).reshape(-1, C)")
+        ctx.fire(
+            "FL031",
+            f"{same}: the loss is written for {calibrated} inputs only (it never reshapes its input or reads its "
+            f"number of dimensions), and takes {names} without an error although it computes over the wrong axes there; "
+            f"harmless while it only sees {calibrated} inputs, but reject other shapes (or move the class axis) before "
+            "someone passes maps",
+            {**evidence, "handles_layouts": False},
+            severity="info",
+            fix="refuse other shapes (if logits.dim() != 2: raise ValueError(...)), or move the class axis last and flatten: "
+            "logits.movedim(1, -1).reshape(-1, C)",
+        )
         return
     ctx.fire("FL031", f"{same}: the loss flattens or reduces {names} over the wrong axes", evidence)
 

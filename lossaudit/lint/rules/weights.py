@@ -31,7 +31,9 @@ group = RuleGroup("weights")
 
 group.rule(
     Rule(
-        "FL023", "weighted-p_t", "error",
+        "FL023",
+        "weighted-p_t",
+        "error",
         "with class weights the modulating factor becomes (1 - p_t**w)**gamma: p_t recovered as exp(-CE) after the weights were folded into CE",
         "exp(-CE) recovers p_t only from an unweighted CE. Once a class weight w is inside the CE "
         "(F.cross_entropy(..., weight=w), BCE's weight= or pos_weight=), exp(-CE) is p_t**w, so the "
@@ -41,13 +43,17 @@ group.rule(
         "take p_t from the unweighted loss (or from the probabilities), then multiply by the class weight once",
         "ce = F.cross_entropy(logits, target, weight=self.weight, reduction='none')\np_t = torch.exp(-ce)   # p_t ** weight[target]\nloss = (1 - p_t) ** gamma * ce",
         "ce = F.cross_entropy(logits, target, reduction='none')\np_t = torch.exp(-ce)\nloss = self.weight[target] * (1 - p_t) ** gamma * ce",
-        fixes=((SIGMOID, "take p_t from the probabilities (p_t = p * y + (1 - p) * (1 - y)) or from the unweighted BCE, then multiply by the class weight once"),),
+        fixes=(
+            (SIGMOID, "take p_t from the probabilities (p_t = p * y + (1 - p) * (1 - y)) or from the unweighted BCE, then multiply by the class weight once"),
+        ),
     ),
     anchor=(calls("exp"),),
 )
 group.rule(
     Rule(
-        "FL024", "double-weighting", "error",
+        "FL024",
+        "double-weighting",
+        "error",
         "a class weight reaches the loss twice: scaling one class's weight by k scales its loss by k**2",
         "A class weight passed to the loss (weight=, class_weight=, pos_weight=) is meant to multiply that "
         "class's loss once. Passing it into the CE/BCE and multiplying the result by it again, or adding a "
@@ -124,7 +130,13 @@ def probe_weighted_p_t(ctx: Context) -> None:
         "FL023",
         f"the class weight changes the modulating factor: with {name}[{_active_class(ctx)}] = {WEIGHT_FACTOR:g} the loss ratio at {FACTOR_POINTS[side]} on {side_text(side)} is {observed:.4f}, "
         f"{expected:.4f} with uniform weights (p_t taken from a weighted loss is p_t**w)",
-        {"weight_parameter": name, "class_weight": WEIGHT_FACTOR, "observed_ratio": {k: v[0] for k, v in checks.items()}, "uniform_weight_ratio": {k: v[1] for k, v in checks.items()}, "tolerance": RATIO_TOLERANCE},
+        {
+            "weight_parameter": name,
+            "class_weight": WEIGHT_FACTOR,
+            "observed_ratio": {k: v[0] for k, v in checks.items()},
+            "uniform_weight_ratio": {k: v[1] for k, v in checks.items()},
+            "tolerance": RATIO_TOLERANCE,
+        },
     )
 
 
