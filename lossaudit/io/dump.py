@@ -8,13 +8,17 @@ import os
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from lossaudit.io.filemode import create_temporary
 
+if TYPE_CHECKING:
+    import torch
 
-def from_tensor(value: object) -> object:
+
+def from_tensor(value: Any) -> Any:
     """A torch tensor as a numpy array (bfloat16 as float32); anything else unchanged. torch is
     not imported here."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):
@@ -45,7 +49,7 @@ mixes the batches of two runs (a re-run writing into the same dump folder)."""
 RUN_ID_KEY, SHAPE_KEY = "run_id", "logits_shape"
 
 
-def _class_axis(logits: np.ndarray) -> int:
+def _class_axis(logits: np.ndarray | torch.Tensor) -> int:
     """Where the classes are: 1 for ``(B, C, H, W)``, else the last axis (``(N, C)``, ``(B, A, C)``)."""
     return 1 if logits.ndim == 4 else logits.ndim - 1
 
@@ -182,7 +186,7 @@ def write_new(folder: Path, names: Iterable[Path], arrays: dict[str, np.ndarray]
     descriptor, temporary = create_temporary(folder, ".lossaudit-", ".npz")
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, **cast("dict[str, Any]", arrays))  # numpy's stub types **kwds as its allow_pickle
         for name in names:
             try:
                 os.link(temporary, name)  # fails rather than overwrite

@@ -523,9 +523,9 @@ def _prefer_reason(
             lambda c: "fed logits it gives a non-finite loss or no gradient outside [0, 1], as a loss taking probabilities does",
         ),
         (
-            lambda c: c.convention.kind == hint,
+            lambda c: c.convention.kind == hint,  # type: ignore[union-attr]
             lambda c: f"the family its {FAMILY_HINTS[hint][2]} names" if hint in FAMILY_HINTS else "the kind its name points to",
-        ),  # type: ignore[union-attr]
+        ),
         (per_class, lambda c: "it takes one-hot float targets, which a per-class sigmoid loss is given"),
     ]
     for test, why in tests:
@@ -533,10 +533,10 @@ def _prefer_reason(
             winner = candidate if test(candidate) else current
             return test(candidate), why(winner)
     if (
-        candidate.convention.kind != current.convention.kind
+        candidate.convention.kind != current.convention.kind  # type: ignore[union-attr]  # compared readings ran
         and None not in (consistent(candidate), consistent(current))
         and consistent(candidate) != consistent(current)
-    ):  # type: ignore[union-attr]  # compared readings ran
+    ):
         winner = candidate if consistent(candidate) else current
         return bool(consistent(candidate)), coupling_text(winner)
     for test, why in (

@@ -25,6 +25,10 @@ from lossaudit.render.formatting import plural
 FILE_PATTERN = re.compile(r"rank(\d{3,})-(\d{6,})\.npz")
 
 
+_Decision = tuple[str | None, tuple[type[BaseException], str] | None]
+"""What rank 0 decided about the run folder: ``(run_id, None)``, or ``(None, (error type, message))``."""
+
+
 def _distributed() -> tuple[int, bool]:
     """(this process's rank, whether ``torch.distributed`` is initialised)."""
     import torch.distributed as dist
@@ -51,17 +55,19 @@ class RunWriter:
     def __init__(self, folder: str | os.PathLike, resume: bool = False, hint: str = ""):
         self.folder = Path(folder)
         self.rank, distributed = _distributed()
-        decision = _open_run(self.folder, resume, hint) if self.rank == 0 else None
+        decision: _Decision | None = _open_run(self.folder, resume, hint) if self.rank == 0 else None
         if distributed:
             import torch.distributed as dist
 
             message = [decision]
             dist.broadcast_object_list(message, src=0)
             decision = message[0]
+        assert decision is not None  # rank 0's, broadcast to the others
         run_id, error = decision
         if error is not None:
             raise error[0](error[1])
-        self.run_id = run_id
+        assert run_id is not None  # _open_run gives a run id or an error
+        self.run_id: str = run_id
         self.next = _next_index(self.folder, self.rank) if resume else 0
 
     def write(self, batch: dict[str, np.ndarray]) -> Path:
@@ -71,7 +77,7 @@ class RunWriter:
         return written
 
 
-def _open_run(folder: Path, resume: bool, hint: str) -> tuple[str | None, tuple[type, str] | None]:
+def _open_run(folder: Path, resume: bool, hint: str) -> _Decision:
     """Rank 0's checks: ``(run id, None)`` with the folder created, or ``(None, (error type, message))``
     (``hint`` ends the message of a folder that is not empty). Never raises: under DDP the other
     ranks wait for its answer."""

@@ -240,7 +240,7 @@ def pack(selections: list[Selection]) -> dict[str, np.ndarray]:
         batch["padding"] = row_padding
     ignored = [item.ignored for item in selections if item.ignored is not None]
     if ignored:
-        batch["ignored"] = np.sum(ignored, axis=0, dtype=np.int64)
+        batch["ignored"] = np.asarray(np.sum(ignored, axis=0, dtype=np.int64))
     return batch
 
 
@@ -304,7 +304,7 @@ def _flatten(logits: object, targets: object, mask: object):
     return x, labels, per_class, element_mask, row_mask
 
 
-def _tensor(value: object):
+def _tensor(value: object) -> torch.Tensor:
     """A torch tensor without autograd history (numpy arrays are wrapped, not copied: a read-only
     one too, which torch warns about, since nothing here writes to its input)."""
     if isinstance(value, torch.Tensor):
@@ -357,7 +357,7 @@ def _class_weights(rate: float, target_size: int | None, free, element_mask, har
 
 def _round_down(values: np.ndarray, dtype: type) -> np.ndarray:
     """``values`` (float64) rounded down to values of ``dtype``, as float64."""
-    rounded = values.astype(dtype)
+    rounded: np.ndarray = values.astype(dtype)
     above = rounded.astype(np.float64) > values
     rounded[above] = np.nextafter(rounded[above], dtype(0))
     return rounded.astype(np.float64)

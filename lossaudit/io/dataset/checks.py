@@ -9,7 +9,7 @@ import numpy as np
 from lossaudit.errors import InputError
 from lossaudit.io.dataset.chunk import is_positive
 from lossaudit.io.dataset.options import ENCODINGS
-from lossaudit.io.dataset.rows import Rows
+from lossaudit.io.dataset.rows import RowArray
 from lossaudit.io.dump import RUN_ID_KEY
 from lossaudit.io.readers import ArrayFile
 
@@ -54,7 +54,7 @@ def class_axis(logits: np.ndarray, class_dim: int | None, source: str, key: str)
     return axis
 
 
-def scan_targets(rows: Rows, count: int, chunk: int) -> tuple[bool, bool, bool, bool]:
+def scan_targets(rows: RowArray, count: int, chunk: int) -> tuple[bool, bool, bool, bool]:
     """(all values in {0, 1}, some value exactly 1, all values finite and in [0, 1], some row with
     two positives: :func:`~lossaudit.io.dataset.chunk.is_positive`), read in chunks."""
     binary, has_one, in_range, multi_label = True, False, True, False
@@ -69,7 +69,7 @@ def scan_targets(rows: Rows, count: int, chunk: int) -> tuple[bool, bool, bool, 
     return binary, has_one, in_range, multi_label
 
 
-def check_labels(rows: Rows, count: int, source: str, chunk: int) -> None:
+def check_labels(rows: RowArray, count: int, source: str, chunk: int) -> None:
     """Class ids must be whole numbers that fit int64 (checked before any cast: an unsigned
     2**64 - 1 would wrap to -1, the ignore label)."""
     for labels in rows.scan(count, chunk):

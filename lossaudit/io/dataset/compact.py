@@ -24,7 +24,7 @@ import numpy as np
 
 from lossaudit.errors import InputError
 from lossaudit.io.dataset.options import MASK_KEY, NEGATIVES_KEYS, WEIGHTS_KEY
-from lossaudit.io.dataset.rows import SCAN_ROWS, Rows
+from lossaudit.io.dataset.rows import SCAN_ROWS, RowArray
 from lossaudit.io.dataset.weights import Weighting, bad_weights
 from lossaudit.io.readers import ArrayFile, release_pages
 
@@ -78,7 +78,7 @@ class PseudoRows:
 
     def __init__(
         self,
-        stored: Rows | None,
+        stored: RowArray | None,
         stored_rows: int,
         negatives: Negatives,
         key: str | None,
@@ -168,7 +168,7 @@ def _float32(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def check_negatives(batch: ArrayFile, logits_shape: tuple[int, ...], axis: int, targets: Rows) -> Negatives | None:
+def check_negatives(batch: ArrayFile, logits_shape: tuple[int, ...], axis: int, targets: RowArray) -> Negatives | None:
     """The batch's :class:`Negatives`, or None when it has none of :data:`NEGATIVES_KEYS`.
 
     Raises:
@@ -207,8 +207,8 @@ def check_negatives(batch: ArrayFile, logits_shape: tuple[int, ...], axis: int, 
     for key, kinds, expected in ((LOGITS, "f", "floating-point logits"), (WEIGHTS, "iuf", "real numbers (floats or integers)")):
         array = batch.get(key)
         if not isinstance(array, np.ndarray) or array.dtype.kind not in kinds:
-            kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
-            raise InputError(f"{source}: key '{key}' has dtype {kind}; expected {expected}")
+            found = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+            raise InputError(f"{source}: key '{key}' has dtype {found}; expected {expected}")
         if array.shape != (total,):
             raise InputError(f"{source}: key '{key}' has shape {array.shape}; expected ({total},), one value per negative ('{PER_CLASS}' sums to {total})")
     _scan_weights(source, batch.get(WEIGHTS))
@@ -228,9 +228,9 @@ def _scan_weights(source: str, weights: np.ndarray) -> None:
 
 def with_negatives(
     negatives: Negatives,
-    logits: Rows,
-    targets: Rows,
-    mask: Rows | None,
+    logits: RowArray,
+    targets: RowArray,
+    mask: RowArray | None,
     stored_rows: int,
     weighting: Weighting,
     logits_dtype: np.dtype,
@@ -240,16 +240,15 @@ def with_negatives(
     :class:`~lossaudit.io.dataset.weights.Weighting` (weights, padding, elements stored) with the
     pseudo-rows after the ``stored_rows`` stored rows."""
     batch = negatives.batch
-    if mask is not None:
-        mask = PseudoRows(mask, stored_rows, negatives, None, 1, batch.get(MASK_KEY).dtype, per_row=mask.axis is None)
+    pseudo_mask = None if mask is None else PseudoRows(mask, stored_rows, negatives, None, 1, batch.get(MASK_KEY).dtype, per_row=mask.axis is None)
     logits_dtype = np.result_type(logits_dtype, batch.get(LOGITS).dtype)
     weights_dtype = np.result_type(batch.get(WEIGHTS_KEY).dtype, batch.get(WEIGHTS).dtype)
     weighting.weights = PseudoRows(weighting.weights, stored_rows, negatives, WEIGHTS, 1, weights_dtype)
-    weighting.padding = PseudoRows(weighting.padding, stored_rows, negatives, None, False, bool, padding=True)
+    weighting.padding = PseudoRows(weighting.padding, stored_rows, negatives, None, False, np.dtype(bool), padding=True)
     weighting.sampled += negatives.elements
     return (
         PseudoRows(logits, stored_rows, negatives, LOGITS, 0, logits_dtype),
         PseudoRows(targets, stored_rows, negatives, None, 0, targets_dtype),
-        mask,
+        pseudo_mask,
         weighting,
     )

@@ -59,4 +59,5 @@ class DataInfo:
         grids = {tuple(dim for axis, dim in enumerate(shape) if axis != self.class_dim % len(shape))[-2:] for shape in self.logits_shapes if len(shape) >= 4}
         if len(grids) != 1 or len(self.logits_shapes) != sum(len(shape) >= 4 for shape in self.logits_shapes):
             return None
-        return grids.pop()
+        height, width = grids.pop()
+        return height, width

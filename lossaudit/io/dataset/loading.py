@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,5 +49,7 @@ def load_batches(batches: list[ArrayFile], options: LoadOptions = LoadOptions())
 
     data_plan = plan(batches, options)
     whole = concatenate(list(data_plan.chunks()), start=0)
-    tables = {name: torch.from_numpy(np.ascontiguousarray(getattr(whole, name))) for name in ("logits", "targets", "valid", "positive", "ignored")}
+    tables: dict[str, Any] = {
+        name: torch.from_numpy(np.ascontiguousarray(getattr(whole, name))) for name in ("logits", "targets", "valid", "positive", "ignored")
+    }
     return Dataset(**vars(data_plan.info), **tables)

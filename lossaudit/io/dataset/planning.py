@@ -34,7 +34,7 @@ from lossaudit.io.dataset.options import (
     LoadOptions,
 )
 from lossaudit.io.dataset.reader import DataPlan, Source
-from lossaudit.io.dataset.rows import SCAN_ROWS, Rows, rows_for, without_axis
+from lossaudit.io.dataset.rows import SCAN_ROWS, RowArray, Rows, rows_for, without_axis
 from lossaudit.io.dataset.weights import check_weighting, sample_info
 from lossaudit.io.readers import ArrayFile
 
@@ -127,19 +127,21 @@ def _check_batch(batch: ArrayFile, options: LoadOptions, start: int) -> _Batch:
     targets = numeric(batch, targets_key)
     axis = class_axis(logits, options.class_dim, batch.source, logits_key)
     index_shape = logits.shape[:axis] + logits.shape[axis + 1 :]
-    target_rows = rows_for(batch, targets_key, targets.shape, logits.shape, axis)
+    target_rows: RowArray | None = rows_for(batch, targets_key, targets.shape, logits.shape, axis)
     if target_rows is None:
         raise InputError(
             f"{batch.source}: key '{targets_key}' has shape {targets.shape} but '{logits_key}' has shape "
             f"{logits.shape} (class axis {axis}); expected {index_shape} class indices or {logits.shape} "
             f"one-hot/soft targets{_class_dim_hint(targets.shape, logits.shape, axis)}"
         )
-    mask_rows = _mask_rows(batch, logits.shape, axis)
+    mask_rows: RowArray | None = _mask_rows(batch, logits.shape, axis)
     rows = int(np.prod(index_shape, dtype=np.int64))
-    logits_rows, weighting = Rows(batch, logits_key, logits.shape, axis), check_weighting(batch, logits.shape, axis)
+    logits_rows: RowArray = Rows(batch, logits_key, logits.shape, axis)
+    weighting = check_weighting(batch, logits.shape, axis)
     logits_shape, targets_shape = logits.shape, targets.shape
     negatives = check_negatives(batch, logits.shape, axis, target_rows)
     if negatives is not None:  # the stored rows, then the pseudo-rows of the compact negatives
+        assert weighting is not None  # check_negatives refuses them without the stored rows' weights
         logits_rows, target_rows, mask_rows, weighting = with_negatives(
             negatives, logits_rows, target_rows, mask_rows, rows, weighting, logits.dtype, targets.dtype
         )

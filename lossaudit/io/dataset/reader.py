@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from lossaudit.io.dataset.decode import (
 )
 from lossaudit.io.dataset.info import DataInfo
 from lossaudit.io.dataset.options import LoadOptions
-from lossaudit.io.dataset.rows import SCAN_ROWS, Rows
+from lossaudit.io.dataset.rows import SCAN_ROWS, RowArray
 from lossaudit.io.dataset.weights import Weighting, chunk_weights
 from lossaudit.io.readers import ArrayFile, release_pages
 
@@ -31,15 +32,15 @@ class Source:
     """One batch of the plan: its arrays as rows, and where its rows start globally."""
 
     batch: ArrayFile
-    logits: Rows
-    targets: Rows
-    mask: Rows | None
+    logits: RowArray
+    targets: RowArray
+    mask: RowArray | None
     rows: int
     start: int
     weighting: Weighting | None = None
     """Its sampling weights and padding (:mod:`~lossaudit.io.dataset.weights`), or None."""
 
-    def extra_rows(self) -> tuple[Rows | None, Rows | None, Rows | None]:
+    def extra_rows(self) -> tuple[RowArray | None, RowArray | None, RowArray | None]:
         """The mask, weights and padding as rows (None where absent)."""
         weighting = self.weighting
         return self.mask, weighting.weights if weighting else None, weighting.padding if weighting else None
@@ -57,7 +58,7 @@ class _Reader:
     def __init__(self, plan: DataPlan):
         self.plan = plan
         self.index: int | None = None
-        self.views: tuple[np.ndarray | None, ...] | None = None  # logits, targets, mask, weights, padding
+        self.views: tuple[Any, ...] | None = None  # logits, targets, mask, weights, padding (RowArray.view's)
         self.read: list[np.ndarray] = []  # the file views of the last chunk, released at the next
 
     def __enter__(self) -> _Reader:
@@ -89,6 +90,7 @@ class _Reader:
         if index != self.index:
             self._move_to(index)
         self._release_read()
+        assert self.views is not None  # _move_to fetched them
         logits_view, targets_view, *extra_views = self.views
         x = source.logits.float32_span(start, stop, logits_view, out)
         extra_rows = source.extra_rows()
@@ -119,7 +121,7 @@ class DataPlan:
         self._mapped: dict[int, list] = {}  # batch index -> [its views, readers holding them]
         self._start_pass()
 
-    def _views(self, index: int) -> tuple[np.ndarray | None, ...]:
+    def _views(self, index: int) -> tuple[Any, ...]:
         """The (logits, targets, mask, weights, padding) views of batch ``index`` (None where
         absent), mapped once for all the readers that hold it; each call is matched by one
         :meth:`_release`."""
@@ -165,7 +167,7 @@ class DataPlan:
         """``(source, start, stop)`` row ranges of at most ``rows`` rows (None: one per batch), in
         order, and starts a pass: the statistics of ``info`` are reset."""
         self._start_pass()
-        spans = []
+        spans: list[tuple[int, int, int]] = []
         for index, source in enumerate(self.sources):
             step = rows or max(source.rows, 1)
             spans.extend((index, start, min(start + step, source.rows)) for start in range(0, source.rows, step))
@@ -247,6 +249,7 @@ class DataPlan:
         time); ``check_finite``: see :meth:`_Reader.decode`."""
         parts = decode_targets(targets, self.info)
         if count and parts.out_of_range.any():
+            assert parts.labels is not None  # out of range: class ids
             self._count_labels(parts.labels[parts.out_of_range])
         ignored_rows, element_ignored = apply_mask(mask, parts.ignored_rows)
         nonfinite, x = self._logits(source, x, count, check_finite)
@@ -280,6 +283,7 @@ class DataPlan:
         needed = probs or (count and self._unit_interval)
         nonfinite, low, high = finite_range(x, needed) if needed or check_finite else (None, None, None)
         if low is not None:
+            assert high is not None  # finite_range gives both or neither
             if count:
                 unit = bool(low >= 0) and bool(high <= 1)
                 sum_to_one = unit and not probs and self._sum_to_one and rows_sum_to_one(x, nonfinite)

@@ -4,6 +4,7 @@ layout read as ``(n, C)`` rows (the class axis last), index targets or a row mas
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -11,6 +12,21 @@ from lossaudit.io.readers import ArrayFile, release_pages
 
 SCAN_ROWS = 1 << 16
 """Rows per read when targets are scanned (for their encoding, or their sums)."""
+
+
+class RowArray(Protocol):
+    """What the reader asks of a batch's array read as rows: a :class:`Rows`, or the stored rows and
+    the compact negatives' pseudo-rows together (:class:`~lossaudit.io.dataset.compact.PseudoRows`).
+    ``view`` is whatever :meth:`view` fetched (an array, or a pair of them)."""
+
+    axis: int | None
+
+    def view(self) -> Any: ...
+    def span(self, start: int, stop: int, view: Any = None) -> np.ndarray: ...
+    def span_views(self, start: int, stop: int, view: Any) -> list[np.ndarray]: ...
+    def scan(self, count: int, rows: int) -> Iterator[np.ndarray]: ...
+    def float32_span(self, start: int, stop: int, view: Any, out: np.ndarray | None = None) -> np.ndarray: ...
+    def pick(self, rows: np.ndarray) -> np.ndarray: ...
 
 
 class Rows:

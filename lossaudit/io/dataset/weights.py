@@ -34,7 +34,7 @@ from lossaudit.io.dataset.options import (
     SAMPLE_RATE_KEY,
     WEIGHTS_KEY,
 )
-from lossaudit.io.dataset.rows import SCAN_ROWS, Rows, rows_for, without_axis
+from lossaudit.io.dataset.rows import SCAN_ROWS, RowArray, Rows, rows_for, without_axis
 from lossaudit.io.readers import ArrayFile
 
 EXPECTED = "expected sampling weights 1/probability >= 1"
@@ -52,8 +52,8 @@ class Weighting:
         ignored: ``(C,)`` int64 masked elements the sampler dropped, or None.
     """
 
-    weights: Rows | None
-    padding: Rows | None
+    weights: RowArray | None
+    padding: RowArray | None
     sampled: int
     scalars: dict[str, float] = field(default_factory=dict)
     ignored: np.ndarray | None = None
