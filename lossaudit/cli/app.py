@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator, MutableMapping
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar, cast
 
 import typer
-from rich.console import Console
-from rich.markup import escape as plain  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
 
 from lossaudit._version import __version__
 
@@ -25,6 +24,8 @@ EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
 if TYPE_CHECKING:  # a mixin of Typer's command and group classes
+    from rich.console import Console
+    from typer._click.core import Command as ClickCommand
     from typer._click.core import ParameterSource
 
     _HelpBase = typer.core.TyperCommand
@@ -35,42 +36,32 @@ _E = TypeVar("_E", bound=Enum)
 
 
 class _PlainHelp(_HelpBase):
-    """Help without Python type placeholders: ``-h/--help`` is a flag (Typer shows ``<bool>``;
-    lossaudit's own flags say so with ``metavar=""``), and an argument is named by its metavar
-    alone (Typer adds ``<list[Path]>``)."""
+    """lossaudit's help and option values: the help laid out by :mod:`lossaudit.cli.help` (not
+    Typer's rich tables), without Python type placeholders (``-h/--help`` is a flag, an argument is
+    named by its metavar alone, not ``<list[Path]>``); values converted by
+    :mod:`lossaudit.cli.convert` (not Typer's pydantic validators)."""
 
     def format_help(self, ctx, formatter):
-        """Typer's rich help; on a terminal too narrow for its tables, with the options stacked
-        (:mod:`lossaudit.cli.narrow_help`)."""
-        from lossaudit.cli.narrow_help import print_help
+        from lossaudit.cli.help import write_help
 
-        print_help(lambda: super(_PlainHelp, self).format_help(ctx, formatter))
+        write_help(self, ctx, formatter)
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
         if option is not None:
             option.metavar = ""
-            option.get_runtime_param = lambda: _FLAG  # type: ignore[method-assign,assignment,return-value]  # a flag needs no validator: building one imports pydantic (~60 ms a process)
         return option
 
     def get_params(self, ctx):
+        from lossaudit.cli.convert import converter
+
         params = super().get_params(ctx)
         for param in params:
             if isinstance(param, typer.core.TyperArgument):
                 param.display_type_rich = _no_type  # type: ignore[method-assign]
+            if getattr(param, "_runtime_param", None) is None:
+                param._runtime_param = converter(param)  # type: ignore[attr-defined]  # Typer's get_runtime_param returns it
         return params
-
-
-class _Flag:
-    """How ``-h/--help`` coerces its value: it is a bool, or None when the flag is not given
-    (Typer would build a validator for it, importing pydantic, on every command line)."""
-
-    @staticmethod
-    def coerce(value: object, param: object, ctx: object) -> object:
-        return value
-
-
-_FLAG = _Flag()
 
 
 def _no_type(ctx) -> None:
@@ -82,13 +73,78 @@ class Command(_PlainHelp, typer.core.TyperCommand):
 
 
 class Group(_PlainHelp, typer.core.TyperGroup):
-    pass
+    def list_commands(self, ctx):
+        """The commands' names, in the order registered (without building them, unlike Typer's)."""
+        return list(self.commands)
+
+
+class Commands(MutableMapping[str, "ClickCommand"]):
+    """The program's commands by name, in the order registered, each built from its registration
+    (its parameters read from the function's signature, 0.2-4 ms a command) when first looked up:
+    a process builds the command it runs, not all eight."""
+
+    def __init__(self, registered: typer.Typer) -> None:
+        from typer.main import get_command_name
+
+        self.infos = {info.name or get_command_name(info.callback.__name__): info for info in registered.registered_commands if info.callback}
+        self.built: dict[str, ClickCommand] = {}
+        self.registered = registered
+
+    def __getitem__(self, name: str) -> ClickCommand:
+        if name not in self.built:
+            from typer.main import get_command_from_info
+
+            self.built[name] = get_command_from_info(
+                self.infos[name], pretty_exceptions_short=self.registered.pretty_exceptions_short, rich_markup_mode=self.registered.rich_markup_mode
+            )
+        return self.built[name]
+
+    def __setitem__(self, name: str, command: ClickCommand) -> None:
+        self.built[name] = command
+        self.infos.setdefault(name, cast(Any, None))
+
+    def __delitem__(self, name: str) -> None:
+        del self.infos[name]
+        self.built.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.infos)
+
+    def __len__(self) -> int:
+        return len(self.infos)
+
+
+def command_summary(group: Any, name: str) -> str:
+    """The first paragraph of command ``name``'s help, for the program's help: from its docstring
+    when it is not built (:class:`Commands`)."""
+    import inspect
+
+    commands = group.commands
+    if isinstance(commands, Commands) and name not in commands.built:
+        info = commands.infos[name]
+        text = info.help if info.help is not None else inspect.getdoc(info.callback) or ""
+    else:
+        text = commands[name].short_help or commands[name].help or ""
+    return " ".join(inspect.cleandoc(text).split("\n\n")[0].split())
+
+
+def _program() -> Any:
+    """The program's click group, its commands built when looked up (:class:`Commands`)."""
+    import copy
+
+    from typer.main import get_group
+
+    bare = copy.copy(app)
+    bare.registered_commands = []
+    group = get_group(bare)
+    group.commands = Commands(app)
+    return group
 
 
 app = typer.Typer(
     cls=Group,
     name="lossaudit",
-    help=plain("Audit focal, GHM and cross-entropy losses on your predictions and your loss code."),
+    help="Audit focal, GHM and cross-entropy losses on your predictions and your loss code.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -96,7 +152,26 @@ app = typer.Typer(
 )
 
 
-stderr = Console(stderr=True)
+class _Stderr:
+    """The console for diagnostics (stderr), made when first printed to: importing rich's console
+    costs ~14 ms, which a process that prints no diagnostic (``--help``, a clean run) need not pay."""
+
+    @property
+    def console(self) -> Console:
+        if "console" not in self.__dict__:
+            from rich.console import Console
+
+            self.__dict__["console"] = Console(stderr=True)
+        return cast("Console", self.__dict__["console"])
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        self.console.print(*objects, **options)
+
+    def print_exception(self) -> None:
+        self.console.print_exception()
+
+
+stderr = _Stderr()
 
 
 class TargetEncoding(str, Enum):
@@ -129,12 +204,12 @@ ConfigOption = Annotated[
         "--config",
         metavar="FILE",
         rich_help_panel="CI",
-        help=plain("Read options from this pyproject.toml ([tool.lossaudit]) or lossaudit.yaml instead of the nearest one."),
+        help="Read options from this pyproject.toml ([tool.lossaudit]) or lossaudit.yaml instead of the nearest one.",
     ),
 ]
 
 
-IsolatedOption = Annotated[bool, typer.Option("--isolated", metavar="", rich_help_panel="CI", help=plain("Ignore configuration files."))]
+IsolatedOption = Annotated[bool, typer.Option("--isolated", metavar="", rich_help_panel="CI", help="Ignore configuration files.")]
 
 
 AlsoOption = Annotated[
@@ -144,7 +219,7 @@ AlsoOption = Annotated[
         metavar="FORMAT=FILE",
         rich_help_panel="Report",
         show_default=False,
-        help=plain("Also write the report in FORMAT to FILE, from the same run (repeatable): e.g. --also sarif=lint.sarif --also markdown=summary.md."),
+        help="Also write the report in FORMAT to FILE, from the same run (repeatable): e.g. --also sarif=lint.sarif --also markdown=summary.md.",
     ),
 ]
 
@@ -176,9 +251,7 @@ def parse_also(values: list[str] | None, formats: type[_E], output: Path | None)
 
 OutputOption = Annotated[
     Optional[Path],
-    typer.Option(
-        metavar="FILE", rich_help_panel="Report", help=plain("Write the report to this file instead of stdout (whole: a temporary file, then a rename).")
-    ),
+    typer.Option(metavar="FILE", rich_help_panel="Report", help="Write the report to this file instead of stdout (whole: a temporary file, then a rename)."),
 ]
 
 
@@ -188,14 +261,14 @@ PlotOption = Annotated[
         "--plot",
         metavar="FILE",
         rich_help_panel="Report",
-        help=plain("Also draw the plots to this new .png or .svg file (needs the plot extra: pip install 'lossaudit[plot]'); never overwrites a file."),
+        help="Also draw the plots to this new .png or .svg file (needs the plot extra: pip install 'lossaudit[plot]'); never overwrites a file.",
     ),
 ]
 
 
 VerboseOption = Annotated[
     bool,
-    typer.Option("--verbose", "-v", metavar="", rich_help_panel="Report", help=plain("Show tracebacks of errors (lint: also the probes that could not run).")),
+    typer.Option("--verbose", "-v", metavar="", rich_help_panel="Report", help="Show tracebacks of errors (lint: also the probes that could not run)."),
 ]
 
 
@@ -203,45 +276,41 @@ INIT_HELP = "KEY=VALUE keyword for the constructor (lint: a class target, or the
 
 
 LogitsKeyOption = Annotated[
-    Optional[str], typer.Option(help=plain("Key of the logits (default: logits, pred, preds, outputs, scores)."), metavar="KEY", rich_help_panel="Input")
+    Optional[str], typer.Option(help="Key of the logits (default: logits, pred, preds, outputs, scores).", metavar="KEY", rich_help_panel="Input")
 ]
 
 
 TargetsKeyOption = Annotated[
-    Optional[str], typer.Option(help=plain("Key of the targets (default: targets, labels, target, label, gt, y)."), metavar="KEY", rich_help_panel="Input")
+    Optional[str], typer.Option(help="Key of the targets (default: targets, labels, target, label, gt, y).", metavar="KEY", rich_help_panel="Input")
 ]
 
 
-TargetsOption = Annotated[TargetEncoding, typer.Option(help=plain("Target encoding; auto detects it."), rich_help_panel="Input")]
+TargetsOption = Annotated[TargetEncoding, typer.Option(help="Target encoding; auto detects it.", rich_help_panel="Input")]
 
 
 BackgroundIndexOption = Annotated[
-    Optional[int], typer.Option(help=plain("Index label meaning background (default: C, the number of classes)."), metavar="N", rich_help_panel="Input")
+    Optional[int], typer.Option(help="Index label meaning background (default: C, the number of classes).", metavar="N", rich_help_panel="Input")
 ]
 
 
-IgnoreIndexOption = Annotated[int, typer.Option(help=plain("Index label meaning ignore."), metavar="N", rich_help_panel="Input")]
+IgnoreIndexOption = Annotated[int, typer.Option(help="Index label meaning ignore.", metavar="N", rich_help_panel="Input")]
 
 
 ClassDimOption = Annotated[
-    Optional[int], typer.Option(help=plain("Class axis of the logits (default: last for 2-D/3-D, 1 for 4-D)."), metavar="AXIS", rich_help_panel="Input")
+    Optional[int], typer.Option(help="Class axis of the logits (default: last for 2-D/3-D, 1 for 4-D).", metavar="AXIS", rich_help_panel="Input")
 ]
 
 
 InputsOption = Annotated[
     Inputs,
-    typer.Option(
-        help=plain("Whether the dump holds logits or probabilities; auto reads logits and warns if they look like probabilities."), rich_help_panel="Input"
-    ),
+    typer.Option(help="Whether the dump holds logits or probabilities; auto reads logits and warns if they look like probabilities.", rich_help_panel="Input"),
 ]
 
 
 DumpInputsOption = Annotated[
     DumpInputs,
     typer.Option(
-        help=plain(
-            "What the dump holds: logits; softmax-probs (softmax losses from log p; the sigmoid losses cannot be computed); sigmoid-probs (every loss from logit p); probs picks softmax-probs when every row sums to 1, else sigmoid-probs; auto reads logits and warns if they look like probabilities."
-        ),
+        help="What the dump holds: logits; softmax-probs (softmax losses from log p; the sigmoid losses cannot be computed); sigmoid-probs (every loss from logit p); probs picks softmax-probs when every row sums to 1, else sigmoid-probs; auto reads logits and warns if they look like probabilities.",
         rich_help_panel="Input",
     ),
 ]
@@ -251,7 +320,7 @@ LabelBaseOption = Annotated[
     int,
     typer.Option(
         "--label-base",
-        help=plain("Index label of the first class: 0 (labels 0..C-1), or 1 (labels 1..C; the background label then defaults to 0)."),
+        help="Index label of the first class: 0 (labels 0..C-1), or 1 (labels 1..C; the background label then defaults to 0).",
         min=0,
         max=1,
         metavar="0|1",
@@ -262,16 +331,16 @@ LabelBaseOption = Annotated[
 
 ClassNamesOption = Annotated[
     Optional[Path],
-    typer.Option(help=plain("File of class names: one per line, a YAML list or a YAML mapping {index: name}."), metavar="FILE", rich_help_panel="Input"),
+    typer.Option(help="File of class names: one per line, a YAML list or a YAML mapping {index: name}.", metavar="FILE", rich_help_panel="Input"),
 ]
 
 
-BinsOption = Annotated[int, typer.Option(help=plain("Difficulty bins of g for the per-difficulty table."), metavar="N", rich_help_panel="Losses")]
+BinsOption = Annotated[int, typer.Option(help="Difficulty bins of g for the per-difficulty table.", metavar="N", rich_help_panel="Losses")]
 
 
 def init_option(panel: str):
     """``--init``, shown in ``panel`` (compare: Model; lint: Target)."""
-    return Annotated[Optional[list[str]], typer.Option("--init", metavar="KEY=VALUE", rich_help_panel=panel, help=plain(INIT_HELP))]
+    return Annotated[Optional[list[str]], typer.Option("--init", metavar="KEY=VALUE", rich_help_panel=panel, help=INIT_HELP)]
 
 
 def config_values(ctx: typer.Context, section: dict, skip: tuple[str, ...] = ()) -> dict[str, object]:
@@ -312,9 +381,7 @@ def _version(value: bool) -> None:
 def main_options(
     version: Annotated[
         bool,
-        typer.Option(
-            "--version", metavar="", callback=_version, is_eager=True, help=plain("Print the versions of lossaudit, Python, numpy and torch, and exit.")
-        ),
+        typer.Option("--version", metavar="", callback=_version, is_eager=True, help="Print the versions of lossaudit, Python, numpy and torch, and exit."),
     ] = False,
 ) -> None:
     """Audit focal, GHM and cross-entropy losses on your predictions and your loss code."""
@@ -377,56 +444,29 @@ def fail(message: str, verbose: bool) -> None:
     raise typer.Exit(EXIT_ERROR)
 
 
-VALIDATION_WORDS = {
-    "int_parsing": "expected an integer",
-    "int_type": "expected an integer",
-    "int_from_float": "expected an integer",
-    "float_parsing": "expected a number",
-    "float_type": "expected a number",
-    "finite_number": "expected a finite number",
-    "bool_parsing": "expected true or false",
-    "greater_than_equal": "expected at least {ge}",
-    "greater_than": "expected more than {gt}",
-    "less_than_equal": "expected at most {le}",
-    "less_than": "expected less than {lt}",
-}
-"""lossaudit's words for the validation errors of the library Typer converts option values with
-(pydantic), by error type; ``{ge}`` and the like come from the error's context."""
-
-
 def usage_message(error: typer.TyperException) -> str:
-    """A usage error in lossaudit's form, ``--OPTION VALUE: expected ...`` (as its own checks say
-    it), where Typer's message is the validation library's ("Input should be a valid integer,
-    unable to parse string as an integer"); other usage errors as Typer words them."""
-    import re
+    """A usage error in lossaudit's form: a value its parameter refuses as ``--OPTION VALUE:
+    expected ...`` (:class:`lossaudit.cli.convert.ValueRefused`, as lossaudit's own checks say
+    it); other usage errors (an unknown option, a missing value) as Typer words them."""
+    from lossaudit.cli.convert import ValueRefused
 
-    cause: Any = error.__cause__
-    param = getattr(error, "param", None)
-    if not (hasattr(cause, "errors") and param is not None and cause.errors()):
+    if not isinstance(error, ValueRefused) or error.param is None:
         return error.format_message()
-    detail = cause.errors()[0]
-    value = detail.get("input")
+    param: Any = error.param
     option = max(getattr(param, "opts", None) or [param.human_readable_name], key=len)
-    choices = re.search(r"is not one of (.*?)\.?$", str((detail.get("ctx") or {}).get("error", "")))
-    if choices:
-        said = "expected one of " + ", ".join(choice.strip(" '") for choice in choices.group(1).split(","))
-    elif detail.get("type") in VALIDATION_WORDS:
-        said = VALIDATION_WORDS[detail["type"]].format(**(detail.get("ctx") or {}))
-    else:
-        said = re.sub(r"^Input should be", "expected", str(detail.get("msg", "")).split(",")[0])
-    return f"{option} {value}: {said}" if value is not None else f"{option}: {said}"
+    return f"{option} {error.value}: {error.said}"
 
 
 def main() -> None:
     """The ``lossaudit`` program: Typer's usage errors (an unknown option, a bad choice, a missing
-    value) are printed in lossaudit's one-line form and exit 2, like its own errors."""
+    value) are printed in lossaudit's one-line form and exit 2, like its own errors. Only the
+    command run is built (:class:`Commands`)."""
     from typer._click.exceptions import NoArgsIsHelpError
 
     try:
-        code = app(prog_name="lossaudit", standalone_mode=False)
-    except NoArgsIsHelpError as error:  # the help, once: rich help prints itself as the error is built
-        if error.format_message():
-            sys.stdout.write(error.format_message() + "\n")
+        code = _program()(prog_name="lossaudit", standalone_mode=False)
+    except NoArgsIsHelpError as error:  # the help, once (on a terminal, rich printed it as the error was built, but for the last newline)
+        sys.stdout.write(error.format_message() + "\n")
         code = EXIT_ERROR
     except typer.TyperException as error:  # click's ClickException and UsageError, as Typer vendors them
         stderr.print(f"lossaudit: error: {' '.join(usage_message(error).split())}", highlight=False, markup=False, soft_wrap=True)

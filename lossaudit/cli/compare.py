@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape as plain  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
 
 from lossaudit.cli.app import (
     EXIT_FINDINGS,
@@ -91,7 +89,7 @@ def with_loss_options(after: str):
         options = []
         for name, param in PARAMS.items():
             kind = Optional[str] if param.default is None else int if param.integer else float
-            option = typer.Option(param.option, help=plain(param.help), metavar=param.metavar, rich_help_panel="Losses", show_default=param.default is not None)
+            option = typer.Option(param.option, help=param.help, metavar=param.metavar, rich_help_panel="Losses", show_default=param.default is not None)
             options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=param.default, annotation=Annotated[kind, option]))
         params = params[:at] + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params[at:]]
         params[at:at] = options
@@ -109,7 +107,7 @@ def compare(
     paths: Annotated[
         Optional[list[Path]],
         typer.Argument(
-            help=plain("Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file). Optional with --model."), show_default=False, metavar="DUMP"
+            help="Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file). Optional with --model.", show_default=False, metavar="DUMP"
         ),
     ] = None,
     logits_key: LogitsKeyOption = None,
@@ -121,14 +119,12 @@ def compare(
     inputs: DumpInputsOption = DumpInputs.auto,
     label_base: LabelBaseOption = 0,
     class_names: ClassNamesOption = None,
-    losses: Annotated[Optional[str], typer.Option(help=plain(_losses_help()), show_default=False, metavar="LOSS,...", rich_help_panel="Losses")] = None,
+    losses: Annotated[Optional[str], typer.Option(help=_losses_help(), show_default=False, metavar="LOSS,...", rich_help_panel="Losses")] = None,
     loss_init: Annotated[
         Optional[list[str]],
         typer.Option(
             "--loss-init",
-            help=plain(
-                "Keyword argument of a user loss of --losses: its constructor's (a class) or every call's (a function); NAME is its target, symbol or entry point; VALUE a Python literal. Repeatable."
-            ),
+            help="Keyword argument of a user loss of --losses: its constructor's (a class) or every call's (a function); NAME is its target, symbol or entry point; VALUE a Python literal. Repeatable.",
             metavar="NAME.KEY=VALUE",
             rich_help_panel="Losses",
         ),
@@ -136,9 +132,7 @@ def compare(
     timeout: Annotated[
         float,
         typer.Option(
-            help=plain(
-                "Seconds allowed for each call of a user loss (and its import), in its child process, and for the --arch module's import, its constructor and each batch of --model."
-            ),
+            help="Seconds allowed for each call of a user loss (and its import), in its child process, and for the --arch module's import, its constructor and each batch of --model.",
             min=0.1,
             metavar="SECONDS",
             rich_help_panel="Losses",
@@ -148,9 +142,7 @@ def compare(
         Optional[int],
         typer.Option(
             "--memory-limit",
-            help=plain(
-                "Address-space limit, in MiB, of the child process that runs the user losses; and how much more address space the --arch module's import, its constructor and each batch of --model may map (not with --device cuda) [default: half the machine's memory, at least 2048]."
-            ),
+            help="Address-space limit, in MiB, of the child process that runs the user losses; and how much more address space the --arch module's import, its constructor and each batch of --model may map (not with --device cuda) [default: half the machine's memory, at least 2048].",
             min=256,
             show_default=False,
             metavar="MIB",
@@ -161,22 +153,20 @@ def compare(
     top: Annotated[
         Optional[int],
         typer.Option(
-            help=plain("Show only the K classes with the largest loss (of the first listed loss that fits the data, or --top-by)."),
+            help="Show only the K classes with the largest loss (of the first listed loss that fits the data, or --top-by).",
             min=1,
             metavar="K",
             rich_help_panel="Report",
         ),
     ] = None,
     top_by: Annotated[
-        Optional[str], typer.Option(help=plain("The loss --top ranks classes by (one of those shown)."), metavar="LOSS", rich_help_panel="Report")
+        Optional[str], typer.Option(help="The loss --top ranks classes by (one of those shown).", metavar="LOSS", rich_help_panel="Report")
     ] = None,
     baseline: Annotated[
         Optional[Path],
         typer.Option(
             "--baseline",
-            help=plain(
-                "A previous report (compare --format json) to show the changes since: loss shares per class and per difficulty bin, findings that appeared or disappeared."
-            ),
+            help="A previous report (compare --format json) to show the changes since: loss shares per class and per difficulty bin, findings that appeared or disappeared.",
             metavar="REPORT",
             rich_help_panel="CI",
         ),
@@ -185,7 +175,7 @@ def compare(
         Optional[float],
         typer.Option(
             "--fail-if-share-moves",
-            help=plain("With --baseline: exit 1 when a loss's share of a class or difficulty bin moves by at least PCT percentage points."),
+            help="With --baseline: exit 1 when a loss's share of a class or difficulty bin moves by at least PCT percentage points.",
             metavar="PCT",
             min=0.0,
             rich_help_panel="CI",
@@ -195,14 +185,12 @@ def compare(
         bool,
         typer.Option(
             "--strict",
-            help=plain(
-                "Exit 1 on a data finding that gates: non-finite logits, labels out of range, probabilities saved as logits, dumps of mixed runs, and background or multi-hot rows when a softmax loss was asked for."
-            ),
+            help="Exit 1 on a data finding that gates: non-finite logits, labels out of range, probabilities saved as logits, dumps of mixed runs, and background or multi-hot rows when a softmax loss was asked for.",
             metavar="",
             rich_help_panel="CI",
         ),
     ] = False,
-    format: Annotated[CompareFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel="Report")] = CompareFormat.text,
+    format: Annotated[CompareFormat, typer.Option("--format", help="Report format.", rich_help_panel="Report")] = CompareFormat.text,
     output: OutputOption = None,
     also: AlsoOption = None,
     plot: PlotOption = None,
@@ -210,7 +198,7 @@ def compare(
         Optional[Path],
         typer.Option(
             "--model",
-            help=plain("Checkpoint to run instead of reading dumps: a state dict (with --arch), .safetensors, TorchScript or .pt2 (with --trust-model)."),
+            help="Checkpoint to run instead of reading dumps: a state dict (with --arch), .safetensors, TorchScript or .pt2 (with --trust-model).",
             metavar="FILE",
             rich_help_panel="Model",
         ),
@@ -219,7 +207,7 @@ def compare(
         Optional[Path],
         typer.Option(
             "--data",
-            help=plain("With --model: .npz/.pt holding the model input (inputs, x or images) and the targets."),
+            help="With --model: .npz/.pt holding the model input (inputs, x or images) and the targets.",
             metavar="FILE",
             rich_help_panel="Model",
         ),
@@ -228,7 +216,7 @@ def compare(
         Optional[str],
         typer.Option(
             "--arch",
-            help=plain("With a state dict: the model class, package.module:Class or path/to/file.py:Class."),
+            help="With a state dict: the model class, package.module:Class or path/to/file.py:Class.",
             metavar="TARGET",
             rich_help_panel="Model",
         ),
@@ -238,28 +226,28 @@ def compare(
         bool,
         typer.Option(
             "--trust-model",
-            help=plain("Allow TorchScript and torch.export checkpoints, which run code from the file when loaded."),
+            help="Allow TorchScript and torch.export checkpoints, which run code from the file when loaded.",
             metavar="",
             rich_help_panel="Model",
         ),
     ] = False,
     inputs_key: Annotated[
-        Optional[str], typer.Option(help=plain("Key of the model input in --data (default: inputs, x, images)."), metavar="KEY", rich_help_panel="Model")
+        Optional[str], typer.Option(help="Key of the model input in --data (default: inputs, x, images).", metavar="KEY", rich_help_panel="Model")
     ] = None,
     output_key: Annotated[
         Optional[str],
         typer.Option(
-            help=plain("Which output holds the logits when the model returns a tuple (an index) or a dict (a key; default: logits)."),
+            help="Which output holds the logits when the model returns a tuple (an index) or a dict (a key; default: logits).",
             metavar="KEY",
             rich_help_panel="Model",
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help=plain("Samples per model call."), min=1, metavar="N", rich_help_panel="Model")] = 256,
-    device: Annotated[str, typer.Option(help=plain("cpu or cuda (cuda only when available)."), metavar="DEVICE", rich_help_panel="Model")] = "cpu",
+    batch_size: Annotated[int, typer.Option(help="Samples per model call.", min=1, metavar="N", rich_help_panel="Model")] = 256,
+    device: Annotated[str, typer.Option(help="cpu or cuda (cuda only when available).", metavar="DEVICE", rich_help_panel="Model")] = "cpu",
     save_logits: Annotated[
         Optional[Path],
         typer.Option(
-            help=plain("Write the model's logits and targets to this .npz (or folder), in lossaudit's dump format; never overwrites."),
+            help="Write the model's logits and targets to this .npz (or folder), in lossaudit's dump format; never overwrites.",
             metavar="FILE",
             rich_help_panel="Model",
         ),
@@ -359,6 +347,8 @@ def _write(report: dict, chosen: CompareFormat, output: Path | None, top: int | 
         ranking_loss(report, top_by)  # an unknown loss is an error whatever the format
     since = render_changes(report["baseline"]) if "baseline" in report else ""
     if chosen is CompareFormat.text and output is None and sys.stdout.isatty():
+        from rich.console import Console
+
         print_text(report, Console(), top, top_by)
         sys.stdout.write(("\n" + since) if since else "")
         return

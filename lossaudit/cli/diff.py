@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape as plain  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
 
 from lossaudit.cli.app import (
     Command,
@@ -22,14 +21,14 @@ from lossaudit.formats import DiffFormat
 
 @app.command(cls=Command)
 def diff(
-    old: Annotated[Path, typer.Argument(help=plain("The baseline report (compare --format json)."), metavar="OLD", show_default=False)],
-    new: Annotated[Path, typer.Argument(help=plain("The new report."), metavar="NEW", show_default=False)],
-    format: Annotated[DiffFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel="Report")] = DiffFormat.text,
+    old: Annotated[Path, typer.Argument(help="The baseline report (compare --format json).", metavar="OLD", show_default=False)],
+    new: Annotated[Path, typer.Argument(help="The new report.", metavar="NEW", show_default=False)],
+    format: Annotated[DiffFormat, typer.Option("--format", help="Report format.", rich_help_panel="Report")] = DiffFormat.text,
     fail_if_share_moves: Annotated[
         Optional[float],
         typer.Option(
             "--fail-if-share-moves",
-            help=plain("Exit 1 when a loss's share of a class or difficulty bin moves by at least PCT percentage points."),
+            help="Exit 1 when a loss's share of a class or difficulty bin moves by at least PCT percentage points.",
             metavar="PCT",
             min=0.0,
             rich_help_panel="CI",

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional, cast
 
 import typer
-from rich.markup import escape as plain  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
 
 from lossaudit.cli.app import (
     Command,
@@ -27,26 +26,24 @@ if TYPE_CHECKING:
 
 @app.command(cls=Command)
 def explain(
-    logit: Annotated[Optional[float], typer.Option("--logit", help=plain("Sigmoid: the element's logit."), metavar="X", rich_help_panel="Sigmoid")] = None,
+    logit: Annotated[Optional[float], typer.Option("--logit", help="Sigmoid: the element's logit.", metavar="X", rich_help_panel="Sigmoid")] = None,
     prob: Annotated[
         Optional[float],
-        typer.Option("--prob", help=plain("Sigmoid: the element's probability instead of its logit (0 < P < 1)."), metavar="P", rich_help_panel="Sigmoid"),
+        typer.Option("--prob", help="Sigmoid: the element's probability instead of its logit (0 < P < 1).", metavar="P", rich_help_panel="Sigmoid"),
     ] = None,
     target: Annotated[
         int,
-        typer.Option(
-            "--target", help=plain("Sigmoid: 1 for a positive, 0 for a negative; softmax: the target class index."), metavar="K", rich_help_panel="Example"
-        ),
+        typer.Option("--target", help="Sigmoid: 1 for a positive, 0 for a negative; softmax: the target class index.", metavar="K", rich_help_panel="Example"),
     ] = 1,
     logits: Annotated[
         Optional[str],
-        typer.Option("--logits", help=plain("Softmax: the row's logits, comma-separated (2,0.5,-1)."), metavar="X,...", rich_help_panel="Softmax"),
+        typer.Option("--logits", help="Softmax: the row's logits, comma-separated (2,0.5,-1).", metavar="X,...", rich_help_panel="Softmax"),
     ] = None,
     alpha: Annotated[
         Optional[float],
         typer.Option(
             "--alpha",
-            help=plain("Focal alpha: positives' weight for sigmoid (default 0.25; -1 off); for softmax, a scalar shown as the rescaling it is."),
+            help="Focal alpha: positives' weight for sigmoid (default 0.25; -1 off); for softmax, a scalar shown as the rescaling it is.",
             metavar="A",
             rich_help_panel="Example",
         ),
@@ -54,16 +51,16 @@ def explain(
     alpha_per_class: Annotated[
         Optional[str],
         typer.Option(
-            "--alpha-per-class", help=plain("Softmax: " + PARAMS["alpha_per_class"].help), metavar=PARAMS["alpha_per_class"].metavar, rich_help_panel="Softmax"
+            "--alpha-per-class", help="Softmax: " + PARAMS["alpha_per_class"].help, metavar=PARAMS["alpha_per_class"].metavar, rich_help_panel="Softmax"
         ),
     ] = None,
-    gamma: Annotated[float, typer.Option("--gamma", help=plain("Focal gamma."), metavar="G", min=0.0, rich_help_panel="Example")] = 2.0,
+    gamma: Annotated[float, typer.Option("--gamma", help="Focal gamma.", metavar="G", min=0.0, rich_help_panel="Example")] = 2.0,
     dump: Annotated[
         Optional[Path],
-        typer.Option("--dump", help=plain("Sigmoid: a dump whose data sets GHM-C's weight for this example's g."), metavar="DUMP", rich_help_panel="Sigmoid"),
+        typer.Option("--dump", help="Sigmoid: a dump whose data sets GHM-C's weight for this example's g.", metavar="DUMP", rich_help_panel="Sigmoid"),
     ] = None,
-    ghm_bins: Annotated[int, typer.Option("--ghm-bins", help=plain("GHM-C bins for --dump."), metavar="N", min=1, rich_help_panel="Sigmoid")] = 10,
-    format: Annotated[DiffFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel="Report")] = DiffFormat.text,
+    ghm_bins: Annotated[int, typer.Option("--ghm-bins", help="GHM-C bins for --dump.", metavar="N", min=1, rich_help_panel="Sigmoid")] = 10,
+    format: Annotated[DiffFormat, typer.Option("--format", help="Report format.", rich_help_panel="Report")] = DiffFormat.text,
     plot: PlotOption = None,
     verbose: VerboseOption = False,
 ) -> None:

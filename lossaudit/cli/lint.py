@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape as plain  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
 
 from lossaudit.cli.app import (
     EXIT_FINDINGS,
@@ -53,24 +52,22 @@ def lint(
     targets: Annotated[
         Optional[list[str]],
         typer.Argument(
-            help=plain("path/to/file.py:Symbol, package.module:Symbol, or a file or folder to discover losses in [default: the configured lint.targets]."),
+            help="path/to/file.py:Symbol, package.module:Symbol, or a file or folder to discover losses in [default: the configured lint.targets].",
             show_default=False,
             metavar="TARGET",
         ),
     ] = None,
     init: init_option("Target") = None,  # type: ignore[valid-type]
-    kind: Annotated[Kind, typer.Option(help=plain("The intended semantics; auto infers it."), rich_help_panel="Target")] = Kind.auto,  # type: ignore[attr-defined]
-    inputs: Annotated[
-        Inputs, typer.Option(help=plain("Whether the loss takes logits or probabilities; auto tries both."), rich_help_panel="Target")
-    ] = Inputs.auto,
+    kind: Annotated[Kind, typer.Option(help="The intended semantics; auto infers it.", rich_help_panel="Target")] = Kind.auto,  # type: ignore[attr-defined]
+    inputs: Annotated[Inputs, typer.Option(help="Whether the loss takes logits or probabilities; auto tries both.", rich_help_panel="Target")] = Inputs.auto,
     targets_encoding: Annotated[
         LintTargets,
-        typer.Option("--targets", help=plain("Whether the loss takes class indices or one-hot targets; auto tries both."), rich_help_panel="Target"),
+        typer.Option("--targets", help="Whether the loss takes class indices or one-hot targets; auto tries both.", rich_help_panel="Target"),
     ] = LintTargets.auto,
     num_classes: Annotated[
         Optional[int],
         typer.Option(
-            help=plain("Classes in the probe batches [default: 5, or the length of a per-class alpha]."),
+            help="Classes in the probe batches [default: 5, or the length of a per-class alpha].",
             min=1,
             show_default=False,
             metavar="N",
@@ -79,26 +76,24 @@ def lint(
     ] = None,
     ignore_index: Annotated[
         Optional[int],
-        typer.Option(help=plain("Ignore label to probe (default: the loss's own ignore_index parameter)."), metavar="N", rich_help_panel="Probes"),
+        typer.Option(help="Ignore label to probe (default: the loss's own ignore_index parameter).", metavar="N", rich_help_panel="Probes"),
     ] = None,
     select: Annotated[
         Optional[str],
-        typer.Option(help=plain("Only these rule codes (comma list; a prefix like FL01 selects a range)."), metavar="CODES", rich_help_panel="Report"),
+        typer.Option(help="Only these rule codes (comma list; a prefix like FL01 selects a range).", metavar="CODES", rich_help_panel="Report"),
     ] = None,
-    ignore: Annotated[Optional[str], typer.Option(help=plain("Skip these rule codes (comma list)."), metavar="CODES", rich_help_panel="Report")] = None,
-    fail_on: Annotated[Severity, typer.Option(help=plain("Lowest severity that makes the exit code 1."), rich_help_panel="CI")] = Severity.error,
-    seed: Annotated[int, typer.Option(help=plain("Seed of the probe batches."), metavar="N", rich_help_panel="Probes")] = 0,
+    ignore: Annotated[Optional[str], typer.Option(help="Skip these rule codes (comma list).", metavar="CODES", rich_help_panel="Report")] = None,
+    fail_on: Annotated[Severity, typer.Option(help="Lowest severity that makes the exit code 1.", rich_help_panel="CI")] = Severity.error,
+    seed: Annotated[int, typer.Option(help="Seed of the probe batches.", metavar="N", rich_help_panel="Probes")] = 0,
     timeout: Annotated[
         float,
-        typer.Option(help=plain("Seconds allowed for importing the target and for each call of it."), min=0.1, metavar="SECONDS", rich_help_panel="Probes"),
+        typer.Option(help="Seconds allowed for importing the target and for each call of it.", min=0.1, metavar="SECONDS", rich_help_panel="Probes"),
     ] = 10.0,
     exclude: Annotated[
         Optional[list[str]],
         typer.Option(
             "--exclude",
-            help=plain(
-                "Glob of files or folders discovery skips, matched against paths below the folder given and against names (replaces the configured exclude). Repeatable."
-            ),
+            help="Glob of files or folders discovery skips, matched against paths below the folder given and against names (replaces the configured exclude). Repeatable.",
             show_default=False,
             metavar="GLOB",
             rich_help_panel="Target",
@@ -107,7 +102,7 @@ def lint(
     jobs: Annotated[
         Optional[int],
         typer.Option(
-            help=plain("Targets audited at once, each in its own child process [default: one per core]."),
+            help="Targets audited at once, each in its own child process [default: one per core].",
             min=1,
             show_default=False,
             metavar="N",
@@ -118,7 +113,7 @@ def lint(
         Optional[int],
         typer.Option(
             "--memory-limit",
-            help=plain("Address-space limit of each audit's child process, in MiB [default: half the machine's memory, at least 2048]."),
+            help="Address-space limit of each audit's child process, in MiB [default: half the machine's memory, at least 2048].",
             min=256,
             show_default=False,
             metavar="MIB",
@@ -129,7 +124,7 @@ def lint(
         Optional[list[str]],
         typer.Option(
             "--pass-env",
-            help=plain("An environment variable the audit's child gets besides those Python and torch need (it gets no others: no CI tokens). Repeatable."),
+            help="An environment variable the audit's child gets besides those Python and torch need (it gets no others: no CI tokens). Repeatable.",
             show_default=False,
             metavar="NAME",
             rich_help_panel="Probes",
@@ -139,22 +134,20 @@ def lint(
         bool,
         typer.Option(
             "--keep-cwd",
-            help=plain(
-                "Run the audit's child in the current folder, for targets that read files relative to it [default: an empty temporary folder, so that files the target writes do not land here]."
-            ),
+            help="Run the audit's child in the current folder, for targets that read files relative to it [default: an empty temporary folder, so that files the target writes do not land here].",
             metavar="",
             rich_help_panel="Probes",
         ),
     ] = False,
-    format: Annotated[LintFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel="Report")] = LintFormat.text,
+    format: Annotated[LintFormat, typer.Option("--format", help="Report format.", rich_help_panel="Report")] = LintFormat.text,
     output: OutputOption = None,
     also: AlsoOption = None,
-    exit_zero: Annotated[bool, typer.Option("--exit-zero", help=plain("Exit 0 even when findings fail the run."), metavar="", rich_help_panel="CI")] = False,
+    exit_zero: Annotated[bool, typer.Option("--exit-zero", help="Exit 0 even when findings fail the run.", metavar="", rich_help_panel="CI")] = False,
     require_checks: Annotated[
         bool,
         typer.Option(
             "--require-checks",
-            help=plain("Fail a target (exit 1) when a check could not run on it; every format lists those checks either way."),
+            help="Fail a target (exit 1) when a check could not run on it; every format lists those checks either way.",
             metavar="",
             rich_help_panel="CI",
         ),

@@ -6,7 +6,6 @@ import sys
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape as plain  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
 
 from lossaudit.cli.app import (
     Command,
@@ -19,9 +18,7 @@ from lossaudit.formats import LossesFormat
 
 @app.command(cls=Command)
 def rules(
-    code: Annotated[
-        Optional[str], typer.Argument(help=plain("A rule code (FL001) to explain; none lists every rule."), show_default=False, metavar="CODE")
-    ] = None,
+    code: Annotated[Optional[str], typer.Argument(help="A rule code (FL001) to explain; none lists every rule.", show_default=False, metavar="CODE")] = None,
 ) -> None:
     """List the lint rules, or explain one with a wrong and a right example."""
     from lossaudit.lint.report import render_rule, render_rules
@@ -38,7 +35,7 @@ def rules(
 @app.command(cls=Command)
 def losses(
     format: Annotated[
-        LossesFormat, typer.Option("--format", help=plain("Listing format (markdown: the README's tables)."), rich_help_panel="Report")
+        LossesFormat, typer.Option("--format", help="Listing format (markdown: the README's tables).", rich_help_panel="Report")
     ] = LossesFormat.text,
 ) -> None:
     """List every loss compare computes, with its family, when it is a default and its parameters (defaults, allowed values), and the lint kinds."""

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape as plain  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
 
 from lossaudit.cli.app import (
     BackgroundIndexOption,
@@ -32,9 +31,7 @@ def sample(
     paths: Annotated[
         list[Path],
         typer.Argument(
-            help=plain(
-                "Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file); a weighted sample is sampled again (its weights multiply)."
-            ),
+            help="Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file); a weighted sample is sampled again (its weights multiply).",
             show_default=False,
             metavar="DUMP",
         ),
@@ -43,7 +40,7 @@ def sample(
         Path,
         typer.Option(
             "--output",
-            help=plain("The run folder to write (rank000-000000.npz, ...: one file per batch of the dump); new or empty, never overwritten."),
+            help="The run folder to write (rank000-000000.npz, ...: one file per batch of the dump); new or empty, never overwritten.",
             metavar="DIR",
             show_default=False,
             rich_help_panel="Sample",
@@ -53,9 +50,7 @@ def sample(
         float,
         typer.Option(
             "--rate",
-            help=plain(
-                "Inclusion probability of the easy negatives, in (0, 1]: each is kept independently with it and weighs its inverse; every row with a target and every element that is not easy is kept with weight 1."
-            ),
+            help="Inclusion probability of the easy negatives, in (0, 1]: each is kept independently with it and weighs its inverse; every row with a target and every element that is not easy is kept with weight 1.",
             metavar="R",
             rich_help_panel="Sample",
         ),
@@ -64,7 +59,7 @@ def sample(
         Optional[int],
         typer.Option(
             "--target-size",
-            help=plain("Instead of --rate: about N easy negatives per batch, N/C per class (a class with fewer keeps them all)."),
+            help="Instead of --rate: about N easy negatives per batch, N/C per class (a class with fewer keeps them all).",
             metavar="N",
             show_default=False,
             rich_help_panel="Sample",
@@ -72,13 +67,13 @@ def sample(
     ] = None,
     easy_edge: Annotated[
         float,
-        typer.Option("--easy-edge", help=plain("A negative with p below E is easy (compare's first difficulty edge)."), metavar="E", rich_help_panel="Sample"),
+        typer.Option("--easy-edge", help="A negative with p below E is easy (compare's first difficulty edge).", metavar="E", rich_help_panel="Sample"),
     ] = 0.1,
     seed: Annotated[
         Optional[int],
         typer.Option(
             "--seed",
-            help=plain("Seed of the sampling, for a reproducible sample [default: a fresh one]."),
+            help="Seed of the sampling, for a reproducible sample [default: a fresh one].",
             metavar="S",
             show_default=False,
             rich_help_panel="Sample",

@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape as plain  # help is rendered as Rich markup: "[tool.lossaudit]" must stay text
 
 from lossaudit.cli.app import (
     AlsoOption,
@@ -48,28 +46,22 @@ SweepLoss = Enum("SweepLoss", [("auto", "auto")] + [(loss.replace("-", "_"), los
 def sweep(
     paths: Annotated[
         Optional[list[Path]],
-        typer.Argument(help=plain("Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file)."), show_default=False, metavar="DUMP"),
+        typer.Argument(help="Dumps: .npz, .npy, .pt/.pth files, or folders of them (one batch per file).", show_default=False, metavar="DUMP"),
     ] = None,
     loss: Annotated[
         SweepLoss,
         typer.Option(
             "--loss",
-            help=plain(
-                "The loss swept: focal (sigmoid: --gamma × --alpha), softmax-focal (--gamma × --alpha-per-class), or auto: the one that fits the data (softmax-focal on single-label data, focal on detection-style data and heatmaps)."
-            ),
+            help="The loss swept: focal (sigmoid: --gamma × --alpha), softmax-focal (--gamma × --alpha-per-class), or auto: the one that fits the data (softmax-focal on single-label data, focal on detection-style data and heatmaps).",
             rich_help_panel="Settings",
         ),
     ] = SweepLoss.auto,  # type: ignore[attr-defined]
-    gamma: Annotated[
-        str, typer.Option("--gamma", help=plain("Comma list of focal gammas (each ≥ 0)."), metavar="X,...", rich_help_panel="Settings")
-    ] = "0,0.5,1,2,5",
+    gamma: Annotated[str, typer.Option("--gamma", help="Comma list of focal gammas (each ≥ 0).", metavar="X,...", rich_help_panel="Settings")] = "0,0.5,1,2,5",
     alpha: Annotated[
         Optional[str],
         typer.Option(
             "--alpha",
-            help=plain(
-                "Comma list of focal alphas (each in [0, 1], or -1: no weighting) [default: 0.25,0.5,0.75,-1]; focal only (a scalar alpha only rescales softmax-focal)."
-            ),
+            help="Comma list of focal alphas (each in [0, 1], or -1: no weighting) [default: 0.25,0.5,0.75,-1]; focal only (a scalar alpha only rescales softmax-focal).",
             show_default=False,
             metavar="X,...",
             rich_help_panel="Settings",
@@ -79,10 +71,8 @@ def sweep(
         Optional[list[str]],
         typer.Option(
             "--alpha-per-class",
-            help=plain(
-                PARAMS["alpha_per_class"].help
-                + " Repeatable: each one more setting per gamma (softmax-focal: beside no alpha; focal: after the --alpha values)."
-            ),
+            help=PARAMS["alpha_per_class"].help
+            + " Repeatable: each one more setting per gamma (softmax-focal: beside no alpha; focal: after the --alpha values).",
             metavar=PARAMS["alpha_per_class"].metavar,
             rich_help_panel="Settings",
         ),
@@ -97,7 +87,7 @@ def sweep(
     inputs: DumpInputsOption = DumpInputs.auto,
     label_base: LabelBaseOption = 0,
     class_names: ClassNamesOption = None,
-    format: Annotated[SweepFormat, typer.Option("--format", help=plain("Report format."), rich_help_panel="Report")] = SweepFormat.text,
+    format: Annotated[SweepFormat, typer.Option("--format", help="Report format.", rich_help_panel="Report")] = SweepFormat.text,
     output: OutputOption = None,
     also: AlsoOption = None,
     plot: PlotOption = None,
@@ -134,6 +124,8 @@ def sweep(
         document = run_sweep(paths or [], options, gamma, alpha, bins, SweepLoss(loss).value, alpha_per_class or [])
         for chosen, file in [(SweepFormat(format), output), *also_files]:
             if chosen is SweepFormat.text and file is None and sys.stdout.isatty():
+                from rich.console import Console
+
                 print_text(document, Console())
                 continue
             renderers = {

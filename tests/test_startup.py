@@ -1,0 +1,139 @@
+"""Start-up (issue 26 point 8): what a ``lossaudit`` process loads before its work, and the option
+values it converts itself (:mod:`lossaudit.cli.convert`) instead of through Typer's pydantic
+validators. The timings are benchmarks/startup_bench.py's; here, the imports that made them slow
+must stay off, and the conversions must give the command what Typer's did."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from lossaudit.cli import app
+from lossaudit.cli.convert import ValueRefused, converter
+from lossaudit.formats import CompareFormat
+
+pytestmark = pytest.mark.torch_free
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = list(typer.main.get_command(app).commands)
+HEAVY = ("pydantic", "numpy", "torch", "typer.rich_utils", "rich.markdown", "markdown_it", "rich.console", "rich.table")
+"""Modules a help or version process must not import when its output is not a terminal:
+Typer's validators, the numeric stack, Typer's rich help and rich's rendering."""
+
+
+def _loaded_after(argv: list[str]) -> tuple[int, list[str]]:
+    """The exit code of ``lossaudit ARGV`` run in a child (output piped), and which of HEAVY it imported."""
+    code = (
+        "import sys\n"
+        "from lossaudit.cli import main\n"
+        f"sys.argv = ['lossaudit', *{argv!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exit:\n"
+        "    code = exit.code\n"
+        f"print(code, sorted(name for name in {HEAVY!r} if name in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    last = result.stderr.strip().splitlines()[-1]
+    exit_code, loaded = last.split(" ", 1)
+    return int(exit_code), eval(loaded)  # a list literal of module names, printed above
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], [], ["--version"], *([name, "--help"] for name in COMMANDS)])
+def test_help_and_version_import_nothing_heavy(argv):
+    """Before: every process imported pydantic (~60 ms), ``--help`` typer.rich_utils with rich's
+    markdown parser (~40 ms) and rich's console and tables (the ~80 ms option tables)."""
+    exit_code, loaded = _loaded_after(argv)
+    assert exit_code == (2 if not argv else 0)
+    assert loaded == [], (argv, loaded)
+
+
+def test_a_compare_run_builds_no_validator():
+    """The fixed cost of a run: its options are converted without pydantic (Typer built a
+    validator for each of compare's ~50 parameters, given or not)."""
+    exit_code, loaded = _loaded_after(["compare", str(ROOT / "examples" / "detection.npz"), "--format", "json", "--isolated", "--top", "3"])
+    assert exit_code == 0
+    assert "pydantic" not in loaded and "torch" not in loaded
+
+
+def test_every_parameter_has_a_conversion():
+    """A new option of a type lossaudit does not convert fails here, not on a user's command line."""
+    group = typer.main.get_command(app)
+    for command in [group, *group.commands.values()]:
+        for param in command.params:
+            converter(param)
+
+
+def _param(command: str, name: str):
+    return next(param for param in typer.main.get_command(app).commands[command].params if param.name == name)
+
+
+@pytest.mark.parametrize(
+    "command, name, given, expected",
+    [
+        ("compare", "top", "3", 3),
+        ("compare", "timeout", "1e1", 10.0),
+        ("compare", "timeout", "0.1", 0.1),
+        ("compare", "gamma", " 2.5 ", 2.5),
+        ("compare", "format", "json", CompareFormat.json),
+        ("compare", "format", CompareFormat.text, CompareFormat.text),
+        ("compare", "class_names", "names.txt", Path("names.txt")),
+        ("compare", "logits_key", "scores", "scores"),
+        ("compare", "paths", ("a.npz", "b"), (Path("a.npz"), Path("b"))),
+        ("compare", "paths", None, ()),
+        ("compare", "loss_init", ("focal.gamma=2", "focal.alpha=0.5"), ("focal.gamma=2", "focal.alpha=0.5")),
+        ("compare", "top", None, None),
+        ("compare", "strict", "true", True),
+    ],
+)
+def test_values_arrive_as_typer_gave_them(command, name, given, expected):
+    param = _param(command, name)
+    converted = converter(param).coerce(given, param, None)
+    assert converted == expected and type(converted) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "name, given, said",
+    [
+        ("top", "0", "expected at least 1"),
+        ("top", "2.5", "expected an integer"),
+        ("label_base", "2", "expected at most 1"),
+        ("timeout", "0.05", "expected at least 0.1"),
+        ("gamma", "two", "expected a number"),
+        ("format", "xml", "expected one of text, json, markdown, github, junit, html"),
+        ("strict", "maybe", "expected true or false"),
+    ],
+)
+def test_refusals_are_in_lossaudit_words(name, given, said):
+    param = _param("compare", name)
+    with pytest.raises(ValueRefused) as refused:
+        converter(param).coerce(given, param, None)
+    assert refused.value.said == said and refused.value.value == given
+
+
+def _help(environment: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "lossaudit", "compare", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={key: value for key, value in {**os.environ, "COLUMNS": "100", **environment}.items() if value},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_terminal_gets_the_same_help_styled():
+    """Where rich styles the help (a terminal; here FORCE_COLOR says so), the text is the plain
+    help's, with colours around the option names."""
+    plain = _help({"FORCE_COLOR": "", "NO_COLOR": "", "PY_COLORS": "", "GITHUB_ACTIONS": "", "TTY_COMPATIBLE": ""})
+    styled = _help({"FORCE_COLOR": "1", "NO_COLOR": ""})
+    assert "\x1b[" in styled and "\x1b[" not in plain
+    unstyled = re.sub(r"\x1b\[[0-9;]*m", "", styled)
+    assert [line.rstrip() for line in unstyled.splitlines()] == [line.rstrip() for line in plain.splitlines()]
