@@ -137,3 +137,17 @@ def test_a_terminal_gets_the_same_help_styled():
     assert "\x1b[" in styled and "\x1b[" not in plain
     unstyled = re.sub(r"\x1b\[[0-9;]*m", "", styled)
     assert [line.rstrip() for line in unstyled.splitlines()] == [line.rstrip() for line in plain.splitlines()]
+
+
+def test_windows_help_goes_through_rich(monkeypatch):
+    """On Windows the styled help is printed by rich (which drives the legacy console): the same text."""
+    from typer.testing import CliRunner
+
+    def invoke() -> str:
+        result = CliRunner().invoke(app, ["compare", "--help"], env={"COLUMNS": "100", "FORCE_COLOR": "1", "NO_COLOR": None})
+        assert result.exit_code == 0, result.output
+        return re.sub(r"\x1b\[[0-9;]*m", "", result.output)
+
+    ansi = invoke()
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert [line.rstrip() for line in invoke().splitlines()] == [line.rstrip() for line in ansi.splitlines()]

@@ -12,10 +12,9 @@ The layout is Typer's rich help: the usage line, the description, then panels (`
   cut and no line passes the width (``ctx.terminal_width``, ``$TERMINAL_WIDTH``, ``$COLUMNS``,
   the terminal's, else 80).
 - Help strings are plain text, shown as written (no markup: ``[tool.lossaudit]`` stays).
-- Styles (option names bold cyan, types yellow, borders dim) are rich's: where stdout is a terminal
-  (or ``FORCE_COLOR``, ``PY_COLORS``, ``GITHUB_ACTIONS``, ``TTY_COMPATIBLE=1`` say it is one), the
-  lines are printed through a rich console, which chooses the colours (``NO_COLOR``, ``TERM=dumb``);
-  elsewhere the text is plain and rich is not imported.
+- Styles (option names bold cyan, types yellow, borders dim, as Typer's) only where stdout is a
+  terminal, by rich's rules (:func:`styles`: ``FORCE_COLOR``, ``NO_COLOR``, ``TERM=dumb``), as ANSI
+  codes; rich itself is imported only on Windows, whose legacy console it drives.
 """
 
 from __future__ import annotations
@@ -44,11 +43,13 @@ _MENTION = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
 
 
 def write_help(command: Any, ctx: Any, formatter: Any) -> None:
-    """``command``'s help at the terminal's width: through rich on a terminal, else as plain text
-    into click's ``formatter`` (what ``ctx.get_help()`` returns)."""
+    """``command``'s help at the terminal's width: styled where stdout is a terminal (see
+    :func:`styles`), written to stdout but for its last newline (click's echo adds it); else as
+    plain text into click's ``formatter`` (what ``ctx.get_help()`` returns)."""
     width = terminal_width(ctx)
     lines = help_lines(command, ctx, width)
-    if _styled():
+    mode = styles()
+    if mode == "rich":
         from rich.console import Console
         from rich.text import Text
 
@@ -57,9 +58,11 @@ def write_help(command: Any, ctx: Any, formatter: Any) -> None:
             text = Text(no_wrap=True, overflow="ignore")
             for run, style in line:
                 text.append(run, style or None)
-            console.print(text, soft_wrap=True, crop=False, end="" if number == len(lines) else "\n")  # click ends the help's last line
-        return
-    formatter.write("\n".join("".join(run for run, _ in line).rstrip() for line in lines) + "\n")
+            console.print(text, soft_wrap=True, crop=False, end="" if number == len(lines) else "\n")
+    elif mode:
+        sys.stdout.write("\n".join(_ansi(line, colour=mode == "colour") for line in lines))
+    else:
+        formatter.write("\n".join("".join(run for run, _ in line).rstrip() for line in lines) + "\n")
 
 
 def terminal_width(ctx: Any) -> int:
@@ -70,23 +73,46 @@ def terminal_width(ctx: Any) -> int:
             return int(given)
     for stream in (sys.__stdin__, sys.__stdout__, sys.__stderr__):
         try:
-            return os.get_terminal_size(stream.fileno()).columns if stream is not None else 80
+            return os.get_terminal_size(stream.fileno()).columns
         except (AttributeError, OSError, ValueError):
             continue
     return 80
 
 
 def _forced() -> bool:
-    """Whether the environment says stdout is a terminal whatever it is (Typer's and rich's variables)."""
+    """Whether the environment says stdout is a terminal whatever it is (rich's ``FORCE_COLOR`` and
+    ``TTY_COMPATIBLE=1``, Typer's ``PY_COLORS`` and ``GITHUB_ACTIONS``)."""
     return any(os.environ.get(name) for name in ("FORCE_COLOR", "PY_COLORS", "GITHUB_ACTIONS")) or os.environ.get("TTY_COMPATIBLE") == "1"
 
 
-def _styled() -> bool:
-    """Whether rich could style the help: stdout is a terminal, or the environment says so."""
+def styles() -> str:
+    """How the help is styled, by rich's rules for its console: ``""`` (plain) where stdout is not
+    a terminal (and nothing says it is one) or ``$TERM`` is dumb, ``"mono"`` (bold and dim, no
+    colours) under ``NO_COLOR``, else ``"colour"``; on Windows, ``"rich"``: printed through rich,
+    which drives the legacy console. ANSI codes written here cost ~1 ms where rich's console costs
+    ~30 ms a process (its import, its renderer)."""
     try:
-        return _forced() or sys.stdout.isatty()
+        terminal = _forced() or (os.environ.get("TTY_COMPATIBLE") != "0" and sys.stdout.isatty())
     except (AttributeError, ValueError):
-        return False
+        terminal = False
+    if not terminal or os.environ.get("TERM", "").lower() in ("dumb", "unknown"):
+        return ""
+    if sys.platform == "win32":
+        return "rich"
+    return "mono" if os.environ.get("NO_COLOR") else "colour"
+
+
+_SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
+"""The ANSI select-graphic-rendition code of each style word the help uses."""
+
+
+def _ansi(line: Line, colour: bool) -> str:
+    """A line with its styles as ANSI codes (without colours unless ``colour``)."""
+    out = []
+    for run, style in line:
+        codes = [_SGR[word] for word in style.split() if colour or word in ("bold", "dim")]
+        out.append(f"\x1b[{';'.join(codes)}m{run}\x1b[0m" if codes and run.strip() else run)
+    return "".join(out).rstrip()
 
 
 def help_lines(command: Any, ctx: Any, width: int) -> list[Line]:
