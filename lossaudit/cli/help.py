@@ -72,6 +72,8 @@ def terminal_width(ctx: Any) -> int:
         if given is not None and str(given).isdigit() and int(given) > 0:
             return int(given)
     for stream in (sys.__stdin__, sys.__stdout__, sys.__stderr__):
+        if stream is None:
+            continue
         try:
             return os.get_terminal_size(stream.fileno()).columns
         except (AttributeError, OSError, ValueError):
