@@ -32,10 +32,12 @@ Line = list[Segment]
 
 MIN_HELP = 30
 """Fewest characters of help per line the column layout may leave; below, parameters are stacked."""
-MAX_TYPE = 20
+MAX_TYPE = 14
 """Widest the type column grows; a longer type folds onto the row's next lines."""
 INDENT = 4
 """Columns a stacked parameter's help is indented by under its names."""
+NBSP = "\u00a0"
+"""Joins ``[default:`` to a short default while the help is wrapped (written as a space)."""
 
 OPTION, SWITCH, TYPE, BORDER, DIM, REQUIRED, USAGE = "bold cyan", "bold green", "bold yellow", "dim", "dim", "dim red", "yellow"
 _MENTION = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
@@ -189,7 +191,7 @@ def _parameter_help(param: Any, ctx: Any) -> list[Segment]:
     if given or (default is not None and (param.show_default or ctx.show_default)):
         shown = param._get_default_string(ctx=ctx, show_default_is_str=given, default_value=default)
         if shown:
-            runs.append((f" [default: {shown}]", DIM))
+            runs.append((f" [default:{NBSP if len(shown) <= 20 else ' '}{shown}]", DIM))
     if param.required:
         runs.append((" [required]", REQUIRED))
     return runs
@@ -269,7 +271,7 @@ def _wrap_runs(runs: list[Segment], width: int) -> list[Line]:
     for piece in textwrap.wrap(text, max(1, width), break_on_hyphens=False):
         begin = text.index(piece, at)
         end = at = begin + len(piece)
-        lines.append([(text[max(begin, low) : min(end, high)], style) for low, high, style in spans if low < end and high > begin])
+        lines.append([(text[max(begin, low) : min(end, high)].replace(NBSP, " "), style) for low, high, style in spans if low < end and high > begin])
     return lines
 
 
