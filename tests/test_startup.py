@@ -151,3 +151,25 @@ def test_windows_help_goes_through_rich(monkeypatch):
     ansi = invoke()
     monkeypatch.setattr(sys, "platform", "win32")
     assert [line.rstrip() for line in invoke().splitlines()] == [line.rstrip() for line in ansi.splitlines()]
+
+
+@pytest.mark.parametrize("width", range(40, 201, 16))
+def test_help_fits_every_width(width):
+    """At any width from 40 columns, every command's help keeps each line within the width, each
+    option name whole and every word of each help text (the layouts switch at MIN_HELP)."""
+    from rich.cells import cell_len
+    from typer.testing import CliRunner
+
+    group = typer.main.get_command(app)
+    for name in ["", *COMMANDS]:
+        result = CliRunner().invoke(app, [name, "--help"] if name else ["--help"], env={"COLUMNS": str(width), "NO_COLOR": "1"}, terminal_width=width)
+        assert result.exit_code == 0, result.output
+        assert max(cell_len(line) for line in result.output.splitlines()) <= width, (name, width)
+        words = set(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
+        command = group.commands[name] if name else group
+        for param in command.params:
+            assert all(option in result.output.split() or f"{option}," in result.output.split() for option in param.opts if option.startswith("--")), (
+                name,
+                param.name,
+            )
+            assert set((param.help or "").split()) <= words, (name, width, param.name)  # in order: test_help's wide test
