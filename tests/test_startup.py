@@ -173,3 +173,17 @@ def test_help_fits_every_width(width):
                 param.name,
             )
             assert set((param.help or "").split()) <= words, (name, width, param.name)  # in order: test_help's wide test
+
+
+@pytest.mark.parametrize("package", ["numpy", "torch", "typer", "no-such-package-here"])
+def test_versions_are_the_metadata_s(package):
+    """``--version`` reads versions from the dist-info folders' names; importlib.metadata agrees."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from lossaudit.cli.app import installed_version
+
+    try:
+        expected = version(package)
+    except PackageNotFoundError:
+        expected = None
+    assert installed_version(package) == expected

@@ -359,16 +359,30 @@ def version_lines() -> list[str]:
     """lossaudit's version, then Python's and those of numpy and torch (what a bug report needs),
     read from the installed packages' metadata: neither numpy nor torch is imported."""
     import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(package: str) -> str:
-        try:
-            return f"{package} {version(package)}"
-        except PackageNotFoundError:
-            return f"{package} not installed"
 
     python = f"Python {platform.python_version()} ({platform.python_implementation()}, {platform.system()} {platform.machine()})"
-    return [f"lossaudit {__version__}", python, installed("numpy"), installed("torch")]
+    return [f"lossaudit {__version__}", python, *(f"{package} {installed_version(package) or 'not installed'}" for package in ("numpy", "torch"))]
+
+
+def installed_version(package: str) -> str | None:
+    """The version of an installed distribution: from the name of its ``NAME-VERSION.dist-info``
+    folder in the first ``sys.path`` entry that has one (what pip writes; ~1 ms), else from
+    :mod:`importlib.metadata` (other layouts: ~25 ms, its import included); None if not installed."""
+    prefix = package.replace("-", "_") + "-"
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        found = sorted(name for name in names if name.startswith(prefix) and name.endswith(".dist-info"))
+        if found:
+            return found[0][len(prefix) : -len(".dist-info")]
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def _version(value: bool) -> None:
