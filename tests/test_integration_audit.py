@@ -108,3 +108,20 @@ def test_the_figure_is_written_beside_the_report(tmp_path):
     (audit,) = audits.collect()
     assert audit.error is None
     assert (audit.folder / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_epoch_is_compared_with_a_baseline_report(tmp_path):
+    import json
+
+    logits, targets = (torch.cat(parts) for parts in zip(*epoch_batches(0)))
+    baseline = tmp_path / "early.json"
+    baseline.write_text(json.dumps(lossaudit.compare(logits=logits, targets=targets).to_dict()))
+    audits = EpochAudits(tmp_path / "audits", rate=1.0, baseline=baseline, fail_if_share_moves=100.1)
+    for epoch in (1, 2):
+        audits.start(epoch, epoch)
+        for batch in epoch_batches(epoch):
+            audits.add(*batch)
+        audits.finish()
+    done = audits.join()
+    assert [audit.report.extra["baseline"]["source"] for audit in done] == [str(baseline)] * 2
+    assert [audit.moved for audit in done] == [None, None]  # a share moves 100 points at most

@@ -4,6 +4,7 @@ callback; the numbers TensorBoard received are read back from its event files an
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 
@@ -52,14 +53,16 @@ def data() -> tuple[torch.Tensor, torch.Tensor, torch.utils.data.DataLoader]:
 
 
 def fit(
-    tmp_path: Path, callback: LossAuditCallback, epochs: int, module: pl.LightningModule | None = None, **trainer_options
+    tmp_path: Path, callback: LossAuditCallback, epochs: int, module: pl.LightningModule | None = None, with_csv: bool = False, **trainer_options
 ) -> tuple[pl.Trainer, pl.LightningModule]:
+    """Fit ``module`` (a :class:`Classifier`) on the 256 rows, validated on the same rows, logging to
+    TensorBoard (``tmp_path/tb``; and to a CSV file, ``tmp_path/csv``, with ``with_csv``)."""
     torch.manual_seed(0)
     module = module or Classifier()
     _, _, loader = data()
     trainer = pl.Trainer(
         max_epochs=epochs,
-        logger=pl.loggers.TensorBoardLogger(tmp_path, name="tb"),
+        logger=[pl.loggers.TensorBoardLogger(tmp_path, name="tb"), *([pl.loggers.CSVLogger(tmp_path, name="csv")] if with_csv else [])],
         callbacks=[callback],
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -79,6 +82,15 @@ def scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     events = EventAccumulator(str(log_dir))
     events.Reload()
     return {tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def texts(log_dir: Path) -> dict[str, list[tuple[int, str]]]:
+    """Every text TensorBoard's event files in ``log_dir`` hold: tag -> [(step, text)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    return {tag: [(event.step, event.tensor_proto.string_val[0].decode()) for event in events.Tensors(tag)] for tag in events.Tags()["tensors"]}
 
 
 def expected(run: Path, prefix: str) -> dict[str, float]:
@@ -106,7 +118,7 @@ def test_two_epochs_log_what_compare_finds_in_the_recordings(tmp_path):
     logged at the step of each validation (4 steps of 64 per epoch); epoch 1 is compared with
     epoch 0; the last epoch's ce mean is the model's own cross-entropy on the validation data."""
     callback = WhenLogged(train=True, rate=1.0)
-    trainer, module = fit(tmp_path, callback, epochs=2)
+    trainer, module = fit(tmp_path, callback, epochs=2, with_csv=True)
     first_validation = next(when for when in callback.when if when[:2] == ("val", STEPS_PER_EPOCH))
     assert STEPS_PER_EPOCH < first_validation[2] <= 2 * STEPS_PER_EPOCH  # logged while epoch 1 trained: in the background
     log_dir = Path(trainer.log_dir)
@@ -129,6 +141,11 @@ def test_two_epochs_log_what_compare_finds_in_the_recordings(tmp_path):
         cross_entropy = torch.nn.functional.cross_entropy(module.net(x), y).item()
     assert logged["lossaudit/ce/mean"][-1] == (2 * STEPS_PER_EPOCH, pytest.approx(cross_entropy, rel=1e-5))
     assert [audit.epoch for audit in callback.logged if audit.folder.parent.name == "val"] == [0, 1]
+    with open(tmp_path / "csv" / "version_0" / "metrics.csv", newline="") as file:  # the CSV logger got the same numbers
+        rows = [row for row in csv.DictReader(file) if row["lossaudit/ce/mean"]]
+    assert [(int(row["step"]), float(row["lossaudit/ce/mean"])) for row in rows] == [
+        (step, pytest.approx(value, rel=1e-6)) for step, value in logged["lossaudit/ce/mean"]
+    ]
     assert all(audit.error is None for audit in callback.logged)
 
 
@@ -152,6 +169,7 @@ def test_a_share_that_moves_stops_or_warns(tmp_path, caplog, threshold, on_move,
         assert reasons[0].endswith("; stopping training") == (on_move == "stop")
         move = callback.logged[1].report.extra["baseline"]["largest_move"]
         assert f"moved {move['points']:+.1f} points" in reasons[0]
+        assert texts(Path(trainer.log_dir))["lossaudit/moved/text_summary"][0] == (STEPS_PER_EPOCH * 2, callback.logged[1].moved)
 
 
 class HookedBf16(Classifier):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.loggers import Logger, MLFlowLogger, WandbLogger
+from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
 from lossaudit.integrations.audit import Audit, EpochAudits, OnMove
 
@@ -58,7 +58,7 @@ class LossAuditCallback(pl.Callback):
             report's path, or None.
         fail_if_share_moves: percentage points, as ``compare --fail-if-share-moves``.
         on_move: ``"warn"`` or ``"stop"`` training when the shares move that far (the reason is logged
-            to the ``lossaudit`` logger either way).
+            to the ``lossaudit`` logger either way, and as the text ``{prefix}moved`` to TensorBoard).
         background: audit in a thread (False: at the validation's end, before training goes on).
         plot: also write the report's figure, ``report.png`` (the ``plot`` extra).
         prefix: the scalars' name prefix.
@@ -195,6 +195,8 @@ class LossAuditCallback(pl.Callback):
                 continue
             for logger in trainer.loggers:
                 logger.log_metrics(audit.scalars, step=audit.step)
+                if audit.moved is not None and isinstance(logger, TensorBoardLogger):
+                    logger.experiment.add_text(f"{self.audits[audit.folder.parent.name].prefix}moved", audit.moved, audit.step)
                 _artifact(logger, audit)
                 logger.save()
 
