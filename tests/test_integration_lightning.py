@@ -241,3 +241,14 @@ def test_ddp_ranks_record_one_run_and_rank_zero_audits_and_stops_them_all(tmp_pa
         assert report.input["rows"] == SAMPLES
         step = int(run.parent.name.rsplit("step", 1)[1])
         assert [value for at, value in logged["lossaudit/ce/mean"] if at == step] == [pytest.approx(report.losses["ce"].mean, rel=1e-6)]
+
+
+def test_validate_alone_is_audited_before_it_returns(tmp_path):
+    callback, module = LossAuditCallback(rate=1.0), Classifier()
+    x, y, loader = data()
+    trainer = pl.Trainer(logger=pl.loggers.TensorBoardLogger(tmp_path, name="tb"), callbacks=[callback], enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(module, loader)
+    (audit,) = callback.logged
+    with torch.no_grad():
+        cross_entropy = torch.nn.functional.cross_entropy(module.net(x), y).item()
+    assert audit.folder.name == "epoch000-step0000000" and audit.scalars["lossaudit/ce/mean"] == pytest.approx(cross_entropy, rel=1e-5)

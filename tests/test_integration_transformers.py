@@ -95,3 +95,13 @@ def test_ignored_labels_and_token_logits(tmp_path):
     callback.audits.finish()
     (audit,) = callback.audits.join()
     assert audit.report.input["rows"] == 5 and audit.report.input["ignored_elements"] == 5 * CLASSES
+
+
+def test_evaluate_alone_is_audited_before_it_returns(tmp_path):
+    trainer = trainer_for(tmp_path, epochs=1)
+    callback = LossAuditCallback(rate=1.0).attach(trainer)
+    metrics = trainer.evaluate()
+    (audit,) = callback.logged
+    assert audit.step == 0 and audit.scalars["eval_lossaudit/ce/mean"] == pytest.approx(metrics["eval_loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="attached to a trainer already"):
+        callback.attach(trainer)

@@ -91,6 +91,8 @@ class LossAuditCallback(TrainerCallback):
         """Hook into ``trainer``: its ``preprocess_logits_for_metrics`` records (then calls the one it
         had, if any), its ``compute_metrics``, if it had none, becomes one that returns no metric (the
         Trainer computes the logits only for one), and this callback runs before its loggers'."""
+        if self.trainer is not None:
+            raise ValueError("LossAuditCallback.attach: this callback is attached to a trainer already; make one per trainer")
         self.trainer = trainer
         self.audits.folder = self.folder if self.folder is not None else Path(trainer.args.output_dir or ".") / "lossaudit"
         self._user_preprocess = trainer.preprocess_logits_for_metrics
