@@ -97,7 +97,8 @@ def test_ignored_labels_and_token_logits(tmp_path):
     assert audit.report.input["rows"] == 5 and audit.report.input["ignored_elements"] == 5 * CLASSES
 
 
-def test_evaluate_alone_is_audited_before_it_returns(tmp_path):
+def test_evaluate_alone_is_audited_before_it_returns(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside train(), the TensorBoard callback writes to ./runs/
     trainer = trainer_for(tmp_path, epochs=1)
     callback = LossAuditCallback(rate=1.0).attach(trainer)
     metrics = trainer.evaluate()
