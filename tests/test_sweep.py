@@ -16,6 +16,7 @@ from lossaudit import api, losses
 from lossaudit.io.dataset import DataPlan, LoadOptions, _Reader, plan
 from lossaudit.io.readers import read_batches
 from lossaudit.sweep import run as sweeping
+from lossaudit.sweep.histogram import SUB_BINS
 from lossaudit.sweep.render import render_text
 from tests.conftest import write_npz
 
@@ -106,7 +107,7 @@ def _check_cumulative(document, logits, targets, positive):
             got, bound = np.array(item[which]["share"]), np.array(item[which]["error_bound"])
             exact = _exact_cumulative(h[chosen], item["fractions"])
             assert item[which]["elements"] == int(chosen.sum())
-            assert (bound <= 1 / sweeping.SUB_BINS).all()
+            assert (bound <= 1 / SUB_BINS).all()
             # 1e-6: the histogram keeps float32 losses (exp, log1p and the power in float32)
             assert (got >= exact - 1e-6).all() and (got <= exact + bound + 1e-6).all(), (item["gamma"], which, np.max(got - exact))
 
@@ -174,7 +175,7 @@ def test_no_dump_and_a_missing_file_are_one_line_errors(run_cli, tmp_path):
 def test_loss_bins_from_the_bits_are_frexps():
     """A normal float32 loss is binned from its bits; subnormal ones and 0 from ``frexp``: the
     same bins as ``frexp`` gives every one (the octave and the first 8 bits of the fraction)."""
-    from lossaudit.sweep.run import LossHistogram, _frexp_keys
+    from lossaudit.sweep.histogram import LossHistogram, _frexp_keys
 
     rng = np.random.default_rng(3)
     tiny = np.finfo(np.float32).tiny

@@ -37,16 +37,17 @@ import numpy as np
 
 from lossaudit._version import __version__
 from lossaudit.compare.engine import elements
-from lossaudit.compare.engine.stream import StreamTally, stream_pass
+from lossaudit.compare.engine.stream import SharedPass, StreamTally, stream_pass
 from lossaudit.compare.report.build import HEADLINE, build_report, data_kind, fitting_family
 from lossaudit.compare.settings import LossSettings
 from lossaudit.errors import InputError
-from lossaudit.io.dataset import Chunk, DataPlan
+from lossaudit.io.dataset import DataPlan
 from lossaudit.io.dataset.rows import SCAN_ROWS
 from lossaudit.losses.focusing import FOCAL, SOFTMAX_FOCAL
 from lossaudit.losses.registry import LOSSES, PARAMS
 from lossaudit.losses.spec import PerClassParam
 from lossaudit.render.formatting import rare_rule
+from lossaudit.sweep.histogram import FRACTIONS, LossHistogram, RowHistogram
 from lossaudit.sweep.summary import summarise
 
 SCHEMA_VERSION = 4
@@ -62,14 +63,6 @@ among its ``plug_in``); per setting ``sum_se`` and ``<share>_se`` beside each sh
 ``gradient_rare_share_se`` included; per class ``share_se``, ``gradient_share_se``); the cumulative
 histograms count each element (term) by its weight. An unweighted dump's document has none of these."""
 
-SUB_BITS = 8
-SUB_BINS = 1 << SUB_BITS
-"""Loss bins per octave (:class:`LossHistogram`): the cumulative shares are within 1/256 of exact.
-A bin is a float32 loss's exponent and the first ``SUB_BITS`` bits of its fraction."""
-LOWEST_EXPONENT, HIGHEST_EXPONENT = -148, 129
-"""The float32 losses, 0 excepted (its own bin), lie in [2^-149, 2^128): ``frexp`` exponents -148 to 128."""
-FRACTIONS = tuple(round(k / 100, 2) for k in range(101)) + (0.995, 0.999)
-"""Fractions of the elements (sorted by loss) at which the JSON gives the cumulative loss share."""
 TOP_CLASSES = 3
 
 
@@ -91,136 +84,6 @@ def parse_values(text: str, option: str, check: Callable[[float], bool], expecte
     if not values:
         raise InputError(f"{option}: empty; expected a comma list of {expected}")
     return tuple(dict.fromkeys(values))
-
-
-NORMAL_KEY_OFFSET = 1 + (-126 - LOWEST_EXPONENT) * SUB_BINS
-"""The key of a normal float32 loss less its bits shifted right by ``23 - SUB_BITS``: the exponent
-field E gives ``frexp``'s exponent ``E - 126``."""
-
-
-def _frexp_keys(h: np.ndarray) -> np.ndarray:
-    """The bins of float32 losses ``h >= 0`` from ``frexp``: octave ``e`` of ``h = m 2^e``
-    (``m`` in [0.5, 1)), sub-bin ``floor((m - 0.5) 2 SUB_BINS)``; 0 has key 0."""
-    mantissa, exponent = np.frexp(h)
-    mantissa -= np.float32(0.5)
-    mantissa *= np.float32(2 * SUB_BINS)
-    keys = (exponent - LOWEST_EXPONENT) * SUB_BINS + 1
-    keys += mantissa.astype(np.int32)
-    keys[h == 0] = 0
-    return keys
-
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-"""Losses are binned as float32: larger ones go in the top bin (their sums stay float64)."""
-
-
-def _modulated(m: np.ndarray, gamma: float) -> np.ndarray:
-    """float32 ``m^gamma``, by products for gamma 1 and 2 (``power`` is several times slower)."""
-    return m if gamma == 1 else m * m if gamma == 2 else m ** np.float32(gamma)
-
-
-class LossHistogram:
-    """Per gamma, over the positives and over the negatives: counts and sums of the element losses
-    ``h = (1 - p_t)^gamma bce`` (focal before ``alpha_t``, which is constant within the positives
-    and within the negatives for 0/1 targets, so the shares do not depend on alpha) by bin of
-    ``h``, computed in float32 (the histogram is the costly part of a sweep): ``h = m 2^e`` (``m``
-    in [0.5, 1)) falls in sub-bin ``floor((m - 0.5) 2 K)`` of octave ``e``, ``K`` =
-    :data:`SUB_BINS`, so a bin's upper edge is at most ``1 + 1/K`` times its lower.
-
-    :meth:`cumulative` sorts by bin and interpolates inside the bin where the fraction falls,
-    taking its elements at their mean loss. The lowest ``k`` of a bin's ``n`` elements, losses in
-    ``[a, b)`` with sum ``s``, hold between ``k a`` and ``k s / n``, so the estimate is at most
-    ``k (s / n - a) <= s / K`` too high: the error of a cumulative share is below the share of the
-    bin holding the cut divided by ``K`` (1/256), and the document states each bound.
-    """
-
-    def __init__(self, gammas: tuple[float, ...]):
-        self.gammas = gammas
-        self.size = 1 + (HIGHEST_EXPONENT - LOWEST_EXPONENT + 1) * SUB_BINS
-        self.counts = np.zeros((len(gammas), 2, self.size))
-        self.sums = np.zeros((len(gammas), 2, self.size))
-
-    def _keys(self, h: np.ndarray) -> np.ndarray:
-        """The bin of each float32 loss ``h >= 0`` (0: its own bin, key 0): for a normal float,
-        ``frexp``'s exponent and the first 8 bits of its fraction are the float's bits shifted
-        right by 15 (exponent field, then fraction), so the key is those bits plus a constant;
-        subnormal losses (below 2^-126) and 0 are keyed from ``frexp``."""
-        keys = np.right_shift(h.view(np.int32), 23 - SUB_BITS)
-        keys += NORMAL_KEY_OFFSET
-        small = h < np.float32(np.finfo(np.float32).tiny)
-        if small.any():
-            keys[small] = _frexp_keys(h[small])
-        return keys
-
-    def lower_edges(self) -> np.ndarray:
-        """``(size,)`` the smallest loss of each bin."""
-        k = np.arange(self.size - 1)
-        exponent, fine = LOWEST_EXPONENT + k // SUB_BINS, k % SUB_BINS
-        return np.concatenate([[0.0], np.ldexp(0.5 + fine / (2 * SUB_BINS), exponent)])
-
-    def add(self, chunk: Chunk, file: int = 0) -> None:
-        """Add the valid elements of a chunk (``file`` is unused: the histogram is of all files),
-        each counted by its sampling weight in a weighted dump."""
-        valid = chunk.valid
-        x, y, positive = chunk.logits[valid], chunk.targets[valid], chunk.positive[valid]
-        weights = None if chunk.weights is None else chunk.weights[valid]
-        terms = elements.sigmoid_terms(x, *elements.sigmoid_parts(x), y, chunk.heatmap)
-        bce = terms.bce.astype(np.float32)
-        m = np.maximum(terms.p + y - 2 * terms.p * y, 0)  # 1 - p_t
-        offset = positive * self.size
-        for i, gamma in enumerate(self.gammas):
-            h = _modulated(m, gamma) * bce if gamma else bce  # focal before alpha_t
-            self._count(i, self._keys(h) + offset, h, weights)
-
-    def _count(self, i: int, keys: np.ndarray, h: np.ndarray, weights: np.ndarray | None) -> None:
-        """Add losses ``h`` at bins ``keys`` (positives offset by ``size``) to gamma ``i``'s
-        counts and sums, each by its weight (None: 1)."""
-        counted = np.bincount(keys, weights=weights, minlength=2 * self.size)
-        self.counts[i] += counted.reshape(2, self.size)
-        self.sums[i] += np.bincount(keys, weights=h if weights is None else h * weights, minlength=2 * self.size).reshape(2, self.size)
-
-    def merge(self, other: LossHistogram) -> None:
-        self.counts += other.counts
-        self.sums += other.sums
-
-    def cumulative(self, i: int, positive: bool, fractions: tuple[float, ...] = FRACTIONS) -> dict:
-        """The cumulative loss share of gamma ``self.gammas[i]`` over the positives (or negatives) at
-        each fraction of their elements, with its error bound (see the class docstring)."""
-        counts, sums = self.counts[i, int(positive)], self.sums[i, int(positive)]
-        elements_, total = float(counts.sum()), float(sums.sum())
-        result: dict[str, Any] = {"elements": int(elements_), "share": None, "error_bound": None}
-        if not total:
-            return result
-        cumulative_counts, cumulative_sums = np.cumsum(counts), np.cumsum(sums)
-        wanted = np.array(fractions) * elements_
-        at = np.minimum(np.searchsorted(cumulative_counts, wanted, side="left"), self.size - 1)
-        before_counts = cumulative_counts[at] - counts[at]
-        before_sums = cumulative_sums[at] - sums[at]
-        taken = np.clip(wanted - before_counts, 0, None)
-        mean = np.divide(sums[at], counts[at], out=np.zeros(len(at)), where=counts[at] > 0)
-        share = np.minimum((before_sums + taken * mean) / total, 1.0)
-        bound = taken * np.maximum(mean - self.lower_edges()[at], 0) / total
-        result.update(share=[float(v) for v in share], error_bound=[float(v) for v in bound])
-        return result
-
-
-class RowHistogram(LossHistogram):
-    """:class:`LossHistogram` of the softmax focal loss: per gamma, the terms ``(1 - q)^gamma (-y
-    log q)`` of the rows with a target (softmax-focal before its per-class alpha; one term a row on
-    single-label data), kept as "positives" (a softmax loss has no negative term)."""
-
-    def add(self, chunk: Chunk, file: int = 0) -> None:
-        row_valid = chunk.valid_rows
-        rows = np.flatnonzero(row_valid & chunk.has_target)
-        if not len(rows):
-            return
-        in_rows = row_valid[chunk.target_rows]
-        row, col, y = chunk.target_rows[in_rows], chunk.target_cols[in_rows], chunk.target_values[in_rows]
-        weights = None if chunk.weights is None else chunk.weights[row, col]  # a term weighs what its target element weighs
-        terms = elements.softmax_terms(np.take(chunk.logits, rows, axis=0), np.searchsorted(rows, row), col)
-        for i, gamma in enumerate(self.gammas):
-            h = terms.loss(y, gamma)  # float64: a row spanning float32's range (logits ±3e38) has -log q past float32's largest
-            self._count(i, self._keys(np.minimum(h, FLOAT32_MAX).astype(np.float32)) + self.size, h, weights)
 
 
 def setting_label(loss: str, gamma: float, alpha: float | None, vector: int | None) -> str:
@@ -339,10 +202,16 @@ def _tally(
         settings.update(
             {(gamma, v): LossSettings(losses=(loss,), gamma=gamma, bins=bins, alpha_per_class=vectors[v]) for gamma in gammas for v in range(len(vectors))}
         )
-    histogram = LossHistogram if loss == FOCAL else RowHistogram
 
     def make(rows: int) -> list:
-        return [*(StreamTally(chosen, info.num_classes, len(info.files), rows) for chosen in settings.values()), histogram(gammas)]
+        """One worker's tallies, which share a dense pass and the work on each chunk, and its histogram."""
+        histogram = LossHistogram(gammas) if loss == FOCAL else RowHistogram(gammas)
+        shared = SharedPass(rows, info.num_classes, histogram.by_logit)
+        tallies = [StreamTally(chosen, info.num_classes, len(info.files), rows, shared=shared) for chosen in settings.values()]
+        histogram.tally = tallies[0]
+        if isinstance(histogram, RowHistogram):
+            histogram.shared = shared
+        return [*tallies, histogram]
 
     *tallies, kept = stream_pass(data, make, chunk_rows, workers, progress)
     for accumulator in tallies:

@@ -51,6 +51,7 @@ from lossaudit.compare.engine.elements import (
     CENTERNET_PROB_CLAMP,
     negative_abs,
     parts_from_negative_abs,
+    power,
 )
 from lossaudit.io.dataset import Chunk
 
@@ -72,16 +73,19 @@ def easy_threshold(first_edge: np.float32) -> np.float32:
 
 
 class Screen:
-    """Which float32 logits the dense pass leaves out: ``x >= x0``, NaN and ±inf, in two passes on
-    the bits (as int32, a negative float orders backwards: ``x < x0`` is ``bits(x) > bits(x0)``).
-    A logit is easy when ``bits(x0) < bits(x) <= bits(-FLT_MAX)``: one unsigned comparison of
-    ``bits(x) - bits(x0) - 1`` (wrapping) against the width of that range."""
+    """Which float32 logits the dense pass leaves out: ``x >= x0``, NaN and ±inf (and, given
+    ``lowest``, ``x < lowest``), in two passes on the bits (as int32, a negative float orders
+    backwards: ``x < x0`` is ``bits(x) > bits(x0)``). A logit is easy when ``bits(x0) < bits(x) <=
+    bits(lowest)`` (``lowest`` by default ``-FLT_MAX``): one unsigned comparison of ``bits(x) -
+    bits(x0) - 1`` (wrapping) against the width of that range."""
 
-    def __init__(self, x0: np.float32):
+    def __init__(self, x0: np.float32, lowest: float | None = None):
         if not x0 < 0:
             raise ValueError(f"easy threshold {x0} must be negative")
+        if lowest is not None and not lowest < x0:
+            raise ValueError(f"lowest easy logit {lowest} must be below the easy threshold {x0}")
         low = int(np.float32(x0).view(np.int32))
-        high = int(np.float32(-np.finfo(np.float32).max).view(np.int32))
+        high = int(np.float32(-np.finfo(np.float32).max if lowest is None else lowest).view(np.int32))
         self.offset = np.int32(low + 1)
         self.width = np.uint32(high - low)
 
@@ -110,6 +114,81 @@ class Taken:
         return Taken(self.index[keep], self.x[keep], self.column[keep])
 
 
+LOWEST_COUNTED = -64
+"""The lowest logit :class:`LogitCounts` counts: a dense pass that counts takes out the easy
+negatives below it (tallied one by one; p < 2e-28 there, so a real dump has few or none)."""
+
+COUNT_ELEMENTS = 1 << 18
+"""Elements whose atoms :class:`LogitCounts` keeps before counting them (one ``bincount`` each time)."""
+
+
+class LogitCounts:
+    """The easy negatives of a dense pass counted by logit (``sweep``'s loss histograms): atom ``j``
+    of width ``1 / scale`` holds the logits ``x`` with ``floor(x scale) = j - 1 + LOWEST_COUNTED
+    scale``, ``x`` in [:data:`LOWEST_COUNTED`, 0) (atom 0 is unused). Per atom: :attr:`counts`
+    and :attr:`offsets`, the sum of the logits' places in their atom, ``x scale - floor(x scale)``
+    in [0, 1) (exact in float32: ``scale`` is a power of two). A loss that is a smooth function of
+    the logit is summed over an atom from these two to second order (:mod:`lossaudit.sweep.histogram`).
+
+    The blocks' ``floor(x scale)`` (negative: ``x < 0``; 0 for the elements taken out and the
+    dropped rows) are kept in a buffer and counted every :data:`COUNT_ELEMENTS` elements and at the
+    end of each chunk (:meth:`flush`), over the range they span (one ``bincount`` each for the
+    counts and the places).
+    """
+
+    def __init__(self, scale: int, block_elements: int):
+        if scale & (scale - 1) or scale < 1:
+            raise ValueError(f"scale {scale}: expected a power of two")
+        self.scale = scale
+        self.size = 1 + -LOWEST_COUNTED * scale
+        self.counts = np.zeros(self.size)
+        self.offsets = np.zeros(self.size)
+        capacity = max(COUNT_ELEMENTS, block_elements)
+        self._floors = np.empty(capacity, dtype=np.int64)
+        self._places = np.empty(capacity, dtype=np.float32)
+        self._scaled = np.empty(block_elements, dtype=np.float32)
+        self._filled = 0
+
+    def add(self, x: np.ndarray, taken: np.ndarray, dropped: np.ndarray) -> None:
+        """Keep the atoms of a block's ``(rows, C)`` float32 logits ``x`` but at the flat indices
+        ``taken`` and in the rows ``dropped`` (any values there: non-finite ones too)."""
+        n = x.size
+        if self._filled + n > len(self._floors):
+            self.flush()
+        end = self._filled + n
+        scaled, floors, places = self._scaled[:n], self._floors[self._filled : end], self._places[self._filled : end]
+        np.multiply(x.reshape(-1), np.float32(self.scale), out=scaled)
+        np.floor(scaled, out=places)
+        np.copyto(floors, places, casting="unsafe")
+        np.subtract(scaled, places, out=places)
+        floors[taken] = 0
+        if len(dropped):
+            floors.reshape(x.shape)[dropped] = 0
+        self._filled = end
+
+    def flush(self) -> None:
+        """Count the atoms kept so far."""
+        floors = self._floors[: self._filled]
+        self._filled = 0
+        if not len(floors):
+            return
+        low = int(floors.min())
+        if low == 0:  # nothing but elements left out
+            return
+        floors -= low  # 0 .. -low; -low: left out
+        first = low - LOWEST_COUNTED * self.scale + 1
+        self.counts[first:] += np.bincount(floors, minlength=1 - low)[:-1]
+        self.offsets[first:] += np.bincount(floors, weights=self._places[: len(floors)], minlength=1 - low)[:-1]
+
+    def merge(self, other: LogitCounts) -> None:
+        self.counts += other.counts
+        self.offsets += other.offsets
+
+    def __getstate__(self) -> dict:
+        """Pickled with its counts only (the buffers stay behind): call :meth:`flush` first."""
+        return {name: value for name, value in vars(self).items() if name in ("scale", "size", "counts", "offsets")}
+
+
 class DensePass:
     """Per-class sums of the values of the easy negatives of the chunks given to :meth:`add`.
 
@@ -124,6 +203,8 @@ class DensePass:
         powers: the exponents k whose ``Σ q^k l`` and its gradient magnitude are kept
             (:meth:`power_sums`).
         row_sums: also keep each row's softplus sum (hard-negative mining's row losses).
+        by_logit: count the easy negatives by logit into this (:class:`LogitCounts`); the pass then
+            takes out the logits below :data:`LOWEST_COUNTED`.
 
     Attributes:
         x: a ``(max_rows, C)`` float32 buffer to decode chunks into (``out=``) when their logits
@@ -140,6 +221,7 @@ class DensePass:
         block_rows: int,
         powers: tuple[float, ...] = (),
         row_sums: bool = False,
+        by_logit: LogitCounts | None = None,
     ):
         needs = {"softplus": bool(values) or bool(powers) or row_sums, "heatmap_loss": "heatmap_gradient" in values}
         values = tuple(name for name in DENSE_VALUES if name in values or needs.get(name, False))
@@ -149,7 +231,8 @@ class DensePass:
             block_rows -= block_rows % GROUP_ROWS  # whole groups: no padding but the last block's
         padded_rows = -(-block_rows // GROUP_ROWS) * GROUP_ROWS
         self.classes, self.powers, self.block_rows = classes, powers, block_rows
-        self.screen = Screen(easy_threshold(easy_edge))
+        self.screen = Screen(easy_threshold(easy_edge), None if by_logit is None else LOWEST_COUNTED)
+        self.by_logit = by_logit
         self.x = np.empty((max_rows, classes), dtype=np.float32)
         summed = [*values, *(("power", k) for k in powers)]
         self._products = {(part, k): (("power", k) if part == "power_q" else ("modulating", k), "q") for k in powers for part in ("power_q", "power_qq")}
@@ -201,6 +284,8 @@ class DensePass:
         taken = Taken(index, taken_x, index - index // classes * classes)  # (floor division by a constant is fast, % is not)
         if self._buffers:
             self._sums += self._chunk_sums()
+        if self.by_logit is not None:
+            self.by_logit.flush()
         self.count += n - len(dropped) - np.bincount(taken.column, minlength=classes)
         return taken
 
@@ -228,6 +313,8 @@ class DensePass:
             taken[dropped] = False
         index = np.flatnonzero(taken)
         taken_out = index + offset, x.reshape(-1)[index]
+        if self.by_logit is not None:
+            self.by_logit.add(x, index, dropped)
         if not self._buffers:
             return taken_out
         log1p = views.log1p
@@ -285,11 +372,7 @@ class DensePass:
                 np.add(gradient, scratch, out=gradient)
                 np.copyto(gradient, 0, where=q < CENTERNET_PROB_CLAMP)
         for k in self.powers:
-            modulating = views.modulating[k]
-            if k == 2:
-                np.multiply(q, q, out=modulating)
-            else:
-                np.power(q, np.float32(k), out=modulating)
+            modulating = power(q, k, out=views.modulating[k])
             np.multiply(modulating, softplus, out=buffers["power", k])
 
     def __getstate__(self) -> dict:

@@ -112,18 +112,13 @@ class Mistakes:
         is_positive = np.zeros(len(units), dtype=bool)
         is_positive[len(high) :] = target_positive[target_g >= VERY_HARD_G]
         # confused: another class detected in a positive's cell; a non-positive in a cell with a positive of another class
-        at, unit = _row_elements(index, row, classes)  # the taken elements of each unit's row
-        in_targets = _find(targets, index[at], True)
-        is_target = in_targets >= 0
-        detected = (p[at] >= DETECTED) & ~is_target
-        positive_there = np.zeros(len(at), dtype=bool)
-        positive_there[is_target] = target_positive[in_targets[is_target]]
-        candidate = np.where(is_positive[unit], detected, positive_there) & (index[at] % classes != col[unit])
-        score = np.where(is_positive[unit], -p[at], 0)  # a positive's most probable detection; a non-positive's first positive
-        order = np.lexsort((score[candidate], unit[candidate]))
-        owners, first = np.unique(unit[candidate][order], return_index=True)
         other = np.full(len(row), -1)
-        other[owners] = index[at[candidate][order][first]] % classes
+        positives = np.flatnonzero(is_positive)
+        if len(positives):
+            other[positives] = _most_probable_other(index, p, targets, row[positives], col[positives], classes)
+        negatives = np.flatnonzero(~is_positive)
+        if len(negatives):
+            other[negatives] = _first_other_positive(targets, target_positive, row[negatives], col[negatives], classes)
         cause = np.where(other >= 0, CONFUSED, OTHER)
         if self.grid is not None:  # shifted (before confused): the class one cell off
             positives = targets[target_positive]
@@ -179,6 +174,36 @@ class Mistakes:
         self.argmax_correct += other.argmax_correct
         for kind, pairs in other.pairs.items():
             self.pairs[kind].update(pairs)
+
+
+def _most_probable_other(index: np.ndarray, p: np.ndarray, targets: np.ndarray, row: np.ndarray, col: np.ndarray, classes: int) -> np.ndarray:
+    """For each (``row``, ``col``): the class of the most probable element of the row taken out
+    (``index``, sorted flat, with float32 ``p``) at ``p >= DETECTED`` that is no target (sorted flat
+    ``targets``) and not of class ``col`` (the first such at equal ``p``), else -1."""
+    at, unit = _row_elements(index, row, classes)  # the taken elements of each unit's row
+    candidate = (p[at] >= DETECTED) & (_find(targets, index[at], True) < 0) & (index[at] % classes != col[unit])
+    order = np.lexsort((-p[at][candidate], unit[candidate]))
+    owners, first = np.unique(unit[candidate][order], return_index=True)
+    other = np.full(len(row), -1)
+    other[owners] = index[at[candidate][order][first]] % classes
+    return other
+
+
+def _first_other_positive(targets: np.ndarray, target_positive: np.ndarray, row: np.ndarray, col: np.ndarray, classes: int) -> np.ndarray:
+    """For each (``row``, ``col``): the first class of the row's positive targets (sorted flat
+    ``targets``, their ``target_positive`` flags) other than ``col``, else -1. Looks at the k-th
+    target of every row at once, k = 0, 1, … (a row holds few)."""
+    starts, ends = np.searchsorted(targets, row * classes), np.searchsorted(targets, (row + 1) * classes)
+    other = np.full(len(row), -1)
+    for k in range(int((ends - starts).max(initial=0))):
+        pending = np.flatnonzero((starts + k < ends) & (other < 0))
+        if not len(pending):
+            break
+        at = starts[pending] + k
+        found = targets[at] % classes
+        hit = target_positive[at] & (found != col[pending])
+        other[pending[hit]] = found[hit]
+    return other
 
 
 def _row_elements(index: np.ndarray, row: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:

@@ -41,14 +41,14 @@ import ctypes
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
 
 from lossaudit.compare.engine import elements, families, parallel
 from lossaudit.compare.engine.binning import Intervals, ghm_bin_weights
-from lossaudit.compare.engine.dense import DensePass, Taken
+from lossaudit.compare.engine.dense import DensePass, LogitCounts, Taken
 from lossaudit.compare.engine.generic import GenericTally
 from lossaudit.compare.engine.mistakes import Mistakes, grid_chunk_rows
 from lossaudit.compare.settings import FILE_COUNTS, LossSettings, Tally
@@ -88,6 +88,78 @@ workers 2^14 0.27, 2^15 0.265, 2^16 0.28, 2^17 0.29, 2^18 0.32; two threads 2^15
 2^17 0.39, 2^18 0.37."""
 
 
+@dataclass(frozen=True)
+class DenseNeeds:
+    """What a :class:`StreamTally` needs of its dense pass: the sums of :data:`~lossaudit.compare.engine.dense.DENSE_VALUES`
+    ``values``, the ``powers``, the probability ``easy_edge`` below which an element may be left to
+    it, and the row sums of hard-negative mining."""
+
+    values: tuple[str, ...]
+    powers: tuple[float, ...]
+    easy_edge: np.float32
+    row_sums: bool
+
+
+def dense_block_rows(num_classes: int) -> int:
+    """Rows per block of a dense pass over ``num_classes`` classes (:data:`BLOCK_ELEMENTS`)."""
+    return max(BLOCK_ELEMENTS // num_classes, 1)
+
+
+class SharedPass:
+    """One dense pass, and the work on a chunk that does not depend on the loss settings, shared by
+    the :class:`StreamTally` objects of one worker (``sweep``'s settings: one per gamma): each
+    chunk's dense pass runs once, and its elements taken out (with their sigmoid parts) and its
+    softmax terms are computed once (:meth:`once`), whichever tally asks first.
+
+    The pass is made when it is first asked for (:attr:`dense`), with every value and power the
+    tallies made with this object need, and the lowest of their easy edges.
+
+    Args:
+        max_rows: the most rows a chunk has.
+        num_classes: C.
+        by_logit: the easy negatives' counts by logit to keep (:class:`~lossaudit.compare.engine.dense.LogitCounts`), or None.
+    """
+
+    def __init__(self, max_rows: int, num_classes: int, by_logit: LogitCounts | None = None):
+        self.max_rows, self.num_classes, self.by_logit = max_rows, num_classes, by_logit
+        self._needs: list[DenseNeeds] = []
+        self._dense: DensePass | None = None
+        self._chunk: Chunk | None = None
+        self._values: dict[str, Any] = {}
+
+    def require(self, needs: DenseNeeds) -> None:
+        """Add a tally's needs (before the pass is made)."""
+        if self._dense is not None:
+            raise ValueError("a tally joined a shared pass after it was made")
+        self._needs.append(needs)
+
+    @property
+    def dense(self) -> DensePass:
+        if self._dense is None:
+            needs = self._needs
+            values = tuple(dict.fromkeys(value for need in needs for value in need.values))
+            powers = tuple(dict.fromkeys(power for need in needs for power in need.powers))
+            edge = min((need.easy_edge for need in needs), default=np.float32(0.1))
+            row_sums = any(need.row_sums for need in needs)
+            self._dense = DensePass(
+                self.max_rows, self.num_classes, edge, values, dense_block_rows(self.num_classes), powers, row_sums=row_sums, by_logit=self.by_logit
+            )
+        return self._dense
+
+    def once(self, chunk: Chunk, name: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` the first time ``name`` is asked of ``chunk`` (the chunk given last: what
+        was kept of the chunk before is dropped), its value again after."""
+        if chunk is not self._chunk:
+            self._chunk, self._values = chunk, {}
+        if name not in self._values:
+            self._values[name] = compute()
+        return self._values[name]
+
+    def __getstate__(self) -> dict:
+        """Pickled without the chunk's work (a forked worker's result)."""
+        return {**vars(self), "by_logit": None, "_chunk": None, "_values": {}}
+
+
 class StreamTally:
     """Accumulates a :class:`Tally` chunk by chunk (see the module docstring).
 
@@ -103,6 +175,8 @@ class StreamTally:
         weighted: the chunks carry sampling weights (see the module docstring); also set by the
             first chunk that carries them (:meth:`add`), so an accumulator made without it counts a
             weighted dump right.
+        shared: a dense pass (and per-chunk work) shared with other tallies of these chunks
+            (:func:`shared_tallies`), or None for one of its own.
     """
 
     def __init__(
@@ -114,6 +188,7 @@ class StreamTally:
         family_params: dict[str, dict[str, float]] | None = None,
         grid: tuple[int, int] | None = None,
         weighted: bool = False,
+        shared: SharedPass | None = None,
     ):
         self.settings, self.num_classes = settings, num_classes
         requested = settings.losses
@@ -129,9 +204,15 @@ class StreamTally:
         dense_values = {"softplus": bce_table, "q": bce_table, "heatmap_loss": centernet, "heatmap_gradient": centernet}
         values = tuple(name for name, wanted in dense_values.items() if wanted)
         powers = ((settings.gamma,) if focal else ()) + self.families.powers()
-        block_rows = max(BLOCK_ELEMENTS // num_classes, 1)
-        easy_edge = self.families.easy_edge(float(self.intervals.first))
-        self.dense = DensePass(max_rows, num_classes, np.float32(easy_edge), values, block_rows, powers, row_sums=OHEM in requested)
+        easy_edge = np.float32(self.families.easy_edge(float(self.intervals.first)))
+        self.shared = shared
+        if shared is None:
+            self._dense: DensePass | None = DensePass(
+                max_rows, num_classes, easy_edge, values, dense_block_rows(num_classes), powers, row_sums=OHEM in requested
+            )
+        else:
+            self._dense = None
+            shared.require(DenseNeeds(values, powers, easy_edge, OHEM in requested))
         tabled = [loss for loss in (BCE, CENTERNET) + SOFTMAX_LOSSES if loss in requested or (loss == BCE and bce_table)]
         if focal:  # Σ (1 - y) h and Σ y h of focal's unweighted h: alpha comes at the end
             tabled += ["focal_off", "focal_on"]
@@ -184,37 +265,30 @@ class StreamTally:
 
     def add(self, chunk: Chunk, file: int = 0) -> None:
         """Tally one chunk of rows, all from the dump file of index ``file``."""
-        requested, classes = self.settings.losses, self.num_classes
+        requested = self.settings.losses
         rows = len(chunk.logits)
         weighted = chunk.weights is not None
         if weighted:
             self._weigh()
         row_weight = chunk.row_weights if weighted else None
         self.totals["rows"] += rows if row_weight is None else float(row_weight.sum())
-        taken = self._take_all(chunk) if self.weighted else self.dense.add(chunk)
-        if chunk.nonfinite is None:
-            _settle_nonfinite(chunk, taken)
-        self._count_exclusions(chunk, file, row_weight)
-
         # The valid elements taken out of the dense pass (dropped rows are not), one by one: the
         # negatives (target 0, a harder logit), then the targets.
-        invalid = chunk.element_invalid
-        kept = ~chunk.dropped_rows[chunk.target_rows]
-        if invalid is not None:
-            taken = taken.select(~invalid.reshape(-1)[taken.index])
-            kept &= ~invalid[chunk.target_rows, chunk.target_cols]
+        taken, kept, at, w, log1p, q = self.taken_elements(chunk)
+        self._count_exclusions(chunk, file, row_weight)
         row, col, y = chunk.target_rows[kept], chunk.target_cols[kept], chunk.target_values[kept]
-        at = np.searchsorted(taken.index, row * classes + col)
-        w = cast(np.ndarray, chunk.weights)[taken.index // classes, taken.column] if weighted else None
-        log1p, q = elements.sigmoid_parts(taken.x)
-        p, row_loss = self._add_negatives(taken, log1p, q, at, rows, w)
-        positive_row = self._add_targets(taken.x[at], log1p[at], q[at], y, row, col, chunk.heatmap, row_loss, None if w is None else w[at])
+        p, row_loss = self._add_negatives(chunk, taken, log1p, q, at, rows, w)
+        positive_row = self._add_targets(chunk, taken.x[at], log1p[at], q[at], y, row, col, row_loss, None if w is None else w[at])
         if self.families.params:
             taken_y, taken_positive = np.zeros(len(taken.x), dtype=np.float32), np.zeros(len(taken.x), dtype=bool)
             taken_y[at] = y
             taken_positive[at] = chunk.target_positive[kept]
             self.families.add_elements(taken.x, taken_y, taken.column, taken_positive, w)
-        self.mistakes.add_sigmoid(chunk.start, rows, taken.index, p, taken.index[at], chunk.target_positive[kept], np.abs(p[at] - y), w)
+        self._add_mistakes(
+            chunk,
+            "sigmoid",
+            lambda found: found.add_sigmoid(chunk.start, rows, taken.index, p, taken.index[at], chunk.target_positive[kept], np.abs(p[at] - y), w),
+        )
 
         # Rows: background rows, multi-hot rows, softmax losses, hard-negative mining.
         row_valid, has_target = chunk.valid_rows, chunk.has_target
@@ -241,8 +315,41 @@ class StreamTally:
             has_positive[positive_row] = True
             self.row_losses.append((chunk.start, row_loss, has_positive, row_weight))
 
+    @property
+    def dense(self) -> DensePass:
+        """The dense pass of the chunks (shared or its own)."""
+        return self._dense if self.shared is None else self.shared.dense  # type: ignore[return-value]
+
+    def _once(self, chunk: Chunk, name: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, or its value for ``chunk`` computed by a tally this one shares its pass with."""
+        return compute() if self.shared is None else self.shared.once(chunk, name, compute)
+
+    def taken_elements(self, chunk: Chunk) -> tuple[Taken, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+        """The valid elements of ``chunk`` taken out of the dense pass (weighted: every element of
+        the rows not dropped), to be tallied one by one: ``(taken, kept, at, w, log1p, q)``, ``kept``
+        the chunk's valid non-zero targets (a mask of ``chunk.target_rows``), ``at`` their places
+        in ``taken``, ``w`` the elements' weights (None unweighted), ``log1p`` and ``q`` their
+        :func:`~lossaudit.compare.engine.elements.sigmoid_parts`. The chunk's dense pass runs on the
+        first call (``chunk.nonfinite`` is set from it); a tally sharing the pass computes it once."""
+        return cast(tuple, self._once(chunk, "taken", lambda: self._taken_elements(chunk)))
+
+    def _taken_elements(self, chunk: Chunk) -> tuple[Taken, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+        classes = self.num_classes
+        taken = self._take_all(chunk) if self.weighted else self.dense.add(chunk)
+        if chunk.nonfinite is None:
+            _settle_nonfinite(chunk, taken)
+        invalid = chunk.element_invalid
+        kept = ~chunk.dropped_rows[chunk.target_rows]
+        if invalid is not None:
+            taken = taken.select(~invalid.reshape(-1)[taken.index])
+            kept &= ~invalid[chunk.target_rows, chunk.target_cols]
+        at = np.searchsorted(taken.index, chunk.target_rows[kept] * classes + chunk.target_cols[kept])
+        w = chunk.weights[taken.index // classes, taken.column] if chunk.weights is not None else None
+        log1p, q = elements.sigmoid_parts(taken.x)
+        return taken, kept, at, w, log1p, q
+
     def _add_negatives(
-        self, taken: Taken, log1p: np.ndarray, q: np.ndarray, targets: np.ndarray, rows: int, w: np.ndarray | None = None
+        self, chunk: Chunk, taken: Taken, log1p: np.ndarray, q: np.ndarray, targets: np.ndarray, rows: int, w: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Tally the taken-out elements (their :func:`~lossaudit.compare.engine.elements.sigmoid_parts`
         ``log1p`` and ``q``; their weights ``w`` in weighted mode) as negatives (target 0), those at
@@ -251,52 +358,64 @@ class StreamTally:
         and the chunk's ``(rows,)`` BCE row sums so far (unweighted: a row's own loss) when
         hard-negative mining is asked for (else None)."""
         requested = self.settings.losses
-        terms = elements.negative_terms(taken.x, log1p, q, self.settings.gamma if FOCAL in requested else None, CENTERNET in requested)
-        keys = taken.column * (2 * self.intervals.count) + self.intervals.index(terms.p)
-        keys[targets] = self.size  # left to _add_targets
+
+        def shared_terms() -> tuple[elements.NegativeTerms, np.ndarray, np.ndarray]:
+            terms = elements.negative_terms(taken.x, log1p, q, None, False)
+            keys = taken.column * (2 * self.intervals.count) + self.intervals.index(terms.p)
+            keys[targets] = self.size  # left to _add_targets
+            return terms, keys, np.bincount(keys, weights=w, minlength=self.size + 1)[: self.size]
+
+        terms, keys, counts = self._once(chunk, f"negatives {self.intervals.bins} {self.intervals.ghm_bins}", shared_terms)
 
         def sums(values: np.ndarray | None = None) -> np.ndarray:
             return np.bincount(keys, weights=values, minlength=self.size + 1)[: self.size]
 
-        self.counts += sums(w)
-        for table, values, gradient in (
-            (BCE, terms.bce, terms.p),
-            ("focal_off", terms.focal, terms.focal_gradient),
-            (CENTERNET, terms.centernet, terms.centernet_gradient),
-        ):
+        self.counts += counts
+        tabled = [(BCE, terms.bce, terms.p)]
+        if "focal_off" in self.tables:
+            tabled.append(("focal_off", *elements.negative_focal(terms.p, terms.bce, self.settings.gamma)))
+        if CENTERNET in self.tables:
+            tabled.append((CENTERNET, *elements.negative_centernet(terms.p)))
+        for table, values, gradient in tabled:
             if table in self.tables:
                 second = (FOCAL + FOCAL_PARTS[0], GRADIENT + FOCAL + FOCAL_PARTS[0]) if table == "focal_off" else (None, None)
-                self._tally(table, sums, cast(np.ndarray, values), w, second[0])
-                self._tally(GRADIENT + table, sums, cast(np.ndarray, gradient), w, second[1])
+                self._tally(table, sums, values, w, second[0])
+                self._tally(GRADIENT + table, sums, gradient, w, second[1])
         if OHEM not in requested:
             return terms.p, None
-        terms.bce[targets] = 0
+        bce = terms.bce.copy()
+        bce[targets] = 0
         dense = np.zeros(rows) if self.weighted else self.dense.row_softplus(rows)
-        return terms.p, dense + np.bincount(taken.index // self.num_classes, weights=terms.bce, minlength=rows)
+        return terms.p, dense + np.bincount(taken.index // self.num_classes, weights=bce, minlength=rows)
 
     def _add_targets(
         self,
+        chunk: Chunk,
         x: np.ndarray,
         log1p: np.ndarray,
         q: np.ndarray,
         y: np.ndarray,
         row: np.ndarray,
         col: np.ndarray,
-        heatmap: bool,
         row_loss: np.ndarray | None,
         w: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Tally the valid non-zero targets: float32 logits ``x`` and their intermediates, targets
-        ``y`` at (``row``, ``col``) of the chunk (:func:`~lossaudit.compare.engine.elements.sigmoid_terms`),
-        their weights ``w`` in weighted mode. Adds their BCE to ``row_loss`` when given; returns the
-        rows of the positives."""
-        terms = elements.sigmoid_terms(x, log1p, q, y, heatmap)
-        keys = self.intervals.keys(col, terms.positive, terms.g)
+        """Tally the valid non-zero targets of ``chunk``: float32 logits ``x`` and their
+        intermediates, targets ``y`` at (``row``, ``col``) of the chunk
+        (:func:`~lossaudit.compare.engine.elements.sigmoid_terms`), their weights ``w`` in weighted
+        mode. Adds their BCE to ``row_loss`` when given; returns the rows of the positives."""
+
+        def shared_terms() -> tuple[elements.SigmoidTerms, np.ndarray, np.ndarray]:
+            terms = elements.sigmoid_terms(x, log1p, q, y, chunk.heatmap)
+            keys = self.intervals.keys(col, terms.positive, terms.g)
+            return terms, keys, self._bincount(keys, w)
+
+        terms, keys, counts = self._once(chunk, f"targets {self.intervals.bins} {self.intervals.ghm_bins}", shared_terms)
 
         def sums(values: np.ndarray | None = None) -> np.ndarray:
             return self._bincount(keys, values)
 
-        self.counts += sums(w)
+        self.counts += counts
         if BCE in self.tables:
             self._tally(BCE, sums, terms.bce, w)
             self._tally(GRADIENT + BCE, sums, elements.bce_gradient(terms, y), w)
@@ -347,13 +466,8 @@ class StreamTally:
 
     def _add_softmax(self, chunk: Chunk, softmax_rows: np.ndarray, row_valid: np.ndarray) -> None:
         """The softmax losses of the rows ``softmax_rows`` (valid, with a target), at their targets."""
-        in_rows = row_valid[chunk.target_rows]
-        row, col, y = chunk.target_rows[in_rows], chunk.target_cols[in_rows], chunk.target_values[in_rows]
-        positive = chunk.target_positive[in_rows]
-        local_row = np.searchsorted(softmax_rows, row)
-        terms = elements.softmax_terms(np.take(chunk.logits, softmax_rows, axis=0), local_row, col)  # (take: faster than [rows])
+        row, col, y, positive, local_row, terms, w = softmax_targets(chunk, softmax_rows, row_valid, self.shared)
         keys = self.intervals.keys(col, positive, np.float32(1) - terms.q)
-        w = chunk.weights[row, col] if chunk.weights is not None else None  # a term weighs as its target element
 
         def sums(values: np.ndarray | None = None) -> np.ndarray:
             return self._bincount(keys, values)
@@ -368,7 +482,21 @@ class StreamTally:
         q_positive = terms.q[positive] if w is None else w[positive] * terms.q[positive]
         self.per_class["sum_q_positive"] += np.bincount(col[positive], weights=q_positive, minlength=self.num_classes)
         self.per_class["softmax_positives"] += np.bincount(col[positive], weights=None if w is None else w[positive], minlength=self.num_classes)
-        self.mistakes.add_softmax(col, terms.top, terms.q, positive, w)
+        self._add_mistakes(chunk, "softmax", lambda found: found.add_softmax(col, terms.top, terms.q, positive, w))
+
+    def _add_mistakes(self, chunk: Chunk, kind: str, add: Callable[[Mistakes], None]) -> None:
+        """``add`` the chunk's mistakes of ``kind`` to :attr:`mistakes` (they do not depend on the
+        settings: with a shared pass, they are found once and added to each tally)."""
+        if self.shared is None:
+            add(self.mistakes)
+            return
+
+        def find() -> Mistakes:
+            found = Mistakes(self.num_classes, self.mistakes.grid)
+            add(found)
+            return found
+
+        self.mistakes.merge(self.shared.once(chunk, "mistakes " + kind, find))
 
     def merge(self, other: StreamTally) -> None:
         """Add another accumulator's sums (of other chunks) to this one."""
@@ -566,6 +694,26 @@ class StreamTally:
                 background += estimate - file_counts["background_rows"][file]
                 file_counts["background_rows"][file] = estimate
         return rows, background, file_counts
+
+
+def softmax_targets(
+    chunk: Chunk, softmax_rows: np.ndarray, row_valid: np.ndarray, shared: SharedPass | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, elements.SoftmaxTerms, np.ndarray | None]:
+    """The target terms of the rows ``softmax_rows`` (valid, with a target; ``row_valid`` the
+    chunk's valid rows): ``(row, col, y, positive, local_row, terms, w)``, ``local_row`` the row's
+    place in ``softmax_rows``, ``terms`` their :func:`~lossaudit.compare.engine.elements.softmax_terms`,
+    ``w`` their weights (a term weighs what its target element weighs; None unweighted). Computed
+    once per chunk among the tallies of a ``shared`` pass."""
+
+    def compute() -> tuple:
+        in_rows = row_valid[chunk.target_rows]
+        row, col, y = chunk.target_rows[in_rows], chunk.target_cols[in_rows], chunk.target_values[in_rows]
+        local_row = np.searchsorted(softmax_rows, row)
+        terms = elements.softmax_terms(np.take(chunk.logits, softmax_rows, axis=0), local_row, col)  # (take: faster than [rows])
+        w = chunk.weights[row, col] if chunk.weights is not None else None
+        return row, col, y, chunk.target_positive[in_rows], local_row, terms, w
+
+    return cast(tuple, compute() if shared is None else shared.once(chunk, "softmax", compute))
 
 
 def _recorded(source, key: str) -> bool:
