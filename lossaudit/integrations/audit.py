@@ -113,7 +113,9 @@ class EpochAudits:
 
     Args:
         folder: where each epoch's folder is written (created; a run folder is never overwritten).
-        rate, target_size, seed: the :class:`lossaudit.Recorder`'s sampling of the easy negatives.
+        rate: the :class:`lossaudit.Recorder`'s sampling rate of the easy negatives.
+        target_size: instead of ``rate``: about this many easy negatives kept per batch (the Recorder's).
+        seed: the Recorder's random seed.
         baseline: ``"previous"`` (each audit compared with the last one that succeeded), a
             ``compare --format json`` report's path (every audit compared with it), or None.
         fail_if_share_moves: percentage points; a loss's share of a class or difficulty bin that moves

@@ -52,8 +52,12 @@ class LossAuditCallback(pl.Callback):
             (the trainer's ``default_root_dir`` without a logger).
         train: also record and audit the training batches (``training_step``'s outputs), each
             training epoch, logged with the prefix ``{prefix}train/``.
-        logits_key, targets_key, mask_key: the keys of the step's output dict.
-        rate, target_size, seed: the Recorder's sampling of the easy negatives (``rate=1`` keeps all).
+        logits_key: the logits' key in the step's output dict.
+        targets_key: the targets' key in it.
+        mask_key: the (optional) mask's key in it.
+        rate: the Recorder's sampling rate of the easy negatives (``rate=1`` keeps all).
+        target_size: instead of ``rate``: about this many easy negatives kept per batch (the Recorder's).
+        seed: the Recorder's random seed.
         baseline: ``"previous"`` (each epoch compared with the last), a ``compare --format json``
             report's path, or None.
         fail_if_share_moves: percentage points, as ``compare --fail-if-share-moves``.

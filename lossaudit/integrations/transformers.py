@@ -46,8 +46,15 @@ class LossAuditCallback(TrainerCallback):
         ignore_index: the label of ignored positions.
         prefix: the scalars' name prefix; ``eval_`` as the Trainer's evaluation metrics, which its
             TensorBoard and W&B loggers show under ``eval/``.
-        rate, target_size, seed, baseline, fail_if_share_moves, on_move, background, plot,
-            compare_options: as :class:`lossaudit.integrations.audit.EpochAudits`.
+        rate: the Recorder's sampling rate of the easy negatives (as in :class:`lossaudit.integrations.audit.EpochAudits`).
+        target_size: instead of ``rate``: about this many easy negatives kept per batch (the Recorder's).
+        seed: the Recorder's random seed.
+        baseline: ``"previous"``, a ``compare --format json`` report's path, or None.
+        fail_if_share_moves: percentage points, as ``compare --fail-if-share-moves``.
+        on_move: ``"warn"`` or ``"stop"`` training when the shares move that far.
+        background: audit in a thread.
+        plot: also write the report's figure (the ``plot`` extra).
+        compare_options: keyword arguments of :func:`lossaudit.compare`.
     """
 
     def __init__(
