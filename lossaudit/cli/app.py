@@ -1,5 +1,7 @@
-"""The ``lossaudit`` program's frame: the Typer app, the help's look, the options several commands
-share (declared once), configuration defaults, error output and exit codes.
+"""The ``lossaudit`` program's frame: the Typer app (a process builds only the command it runs:
+:class:`Commands`), its command classes (help laid out by :mod:`lossaudit.cli.help`, option values
+converted by :mod:`lossaudit.cli.convert`), the options several commands share (declared once),
+configuration defaults, error output and exit codes.
 
 Exit codes: 0 done, 1 findings that fail the run (``--strict``, lint findings), 2 could not run.
 Each command lives in its own module of :mod:`lossaudit.cli` and only parses its options, calls the
@@ -13,6 +15,7 @@ import os
 import sys
 from collections.abc import Iterator, MutableMapping
 from enum import Enum
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar, cast
 
@@ -156,13 +159,11 @@ class _Stderr:
     """The console for diagnostics (stderr), made when first printed to: importing rich's console
     costs ~14 ms, which a process that prints no diagnostic (``--help``, a clean run) need not pay."""
 
-    @property
+    @cached_property
     def console(self) -> Console:
-        if "console" not in self.__dict__:
-            from rich.console import Console
+        from rich.console import Console
 
-            self.__dict__["console"] = Console(stderr=True)
-        return cast("Console", self.__dict__["console"])
+        return Console(stderr=True)
 
     def print(self, *objects: Any, **options: Any) -> None:
         self.console.print(*objects, **options)
