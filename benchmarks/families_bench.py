@@ -2,14 +2,23 @@
 
     python benchmarks/families_bench.py
 
-Two seeded dumps of 100,000 × 80 float32 logits (8M elements, the benchmark of
+Three seeded dumps of 100,000 × 80 float32 logits (8M elements, the benchmark of
 ``compare_bench.py`` at a tenth of its size): index targets with about 8% of rows holding a class,
-and soft targets with 5% of rows holding one value in (0, 1). Each setting runs
-``lossaudit.compare.run`` in this process (read, tally, report) with the default workers; the
-figures are medians of ``--repeat`` runs, and each is also given as a ratio to the core losses
-(``ce, bce, focal, softmax-focal, ghm``) on the same dump. The sigmoid families are computed
-element by element in float64, without the dense pass's shortcut for easy negatives; ``cb-ce``
-and ``logit-adjusted-ce`` only touch the rows with a target.
+soft targets with 5% of rows holding one value in (0, 1), and issue 27's sparse soft dump (one
+element in 1,000 holding an IoU-like quality in (0.3, 1], at a raised logit as the detection
+dump's positives). Each setting runs ``lossaudit.compare.run`` in this process (read, tally,
+report) with the default workers; the figures are medians of ``--repeat`` runs, and each is also
+given as a ratio to the core losses (``ce, bce, focal, softmax-focal, ghm``) on the same dump, or
+on the sparse soft dump to ``bce, focal`` (the issue's comparison: ``--losses qfl,vfl,asl``
+against ``--losses bce,focal``). On an easy negative the sigmoid families are powers of p times
+the BCE, or ASL's clipped power, which the dense pass sums; the other elements are computed one
+by one in float64; ``cb-ce`` and ``logit-adjusted-ce`` only touch the rows with a target.
+
+Why this benchmark reported about 1.1× where the issue measured 2.4×: it divides by the core set
+(whose softmax losses and GHM cost more than ``bce, focal``) and times each family alone; the
+three together cost more, above all ASL, whose clip (0.05) lowered the dense pass's easy edge
+from p = 0.1 to 0.05 and sent every negative in between (6% of a detection dump's elements) to
+the float64 path.
 """
 
 from __future__ import annotations
@@ -35,7 +44,9 @@ SETTINGS = {
         ("cb-ce", ("cb-ce",)),
         ("logit-adjusted-ce", ("logit-adjusted-ce",)),
     ],
+    "sparse-soft": [("bce,focal", ("bce", "focal")), ("qfl,vfl,asl", ("qfl", "vfl", "asl"))],
 }
+BASELINE = {"index": "core", "soft": "core", "sparse-soft": "bce,focal"}
 
 
 def make_dumps(folder: Path, seed: int = 0) -> dict[str, Path]:
@@ -54,6 +65,12 @@ def make_dumps(folder: Path, seed: int = 0) -> dict[str, Path]:
     rows = np.flatnonzero(rng.random(ROWS) < 0.05)
     soft[rows, rng.integers(0, CLASSES, len(rows))] = rng.random(len(rows)).astype(np.float32)
     np.savez(paths["soft"], logits=logits, targets=soft)
+    sparse = np.zeros((ROWS, CLASSES), dtype=np.float32)
+    quality = rng.random((ROWS, CLASSES)) < 0.001
+    sparse[quality] = rng.uniform(0.3, 1.0, int(quality.sum())).astype(np.float32)
+    raised = logits.copy()
+    raised[quality] = rng.normal(1.0, 1.5, int(quality.sum())).astype(np.float32)
+    np.savez(paths["sparse-soft"], logits=raised, targets=sparse)
     return paths
 
 
@@ -80,7 +97,8 @@ def main() -> None:
     report = {}
     for dump, path in make_dumps(args.workdir).items():
         seconds = {name: timed(path, losses, args.repeat) for name, losses in SETTINGS[dump]}
-        report[dump] = {name: {"seconds": value, "over_core": value / seconds["core"]} for name, value in seconds.items()}
+        base = BASELINE[dump]
+        report[dump] = {name: {"seconds": value, f"over_{base}": value / seconds[base]} for name, value in seconds.items()}
     print(json.dumps(report, indent=2))
 
 

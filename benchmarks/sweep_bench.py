@@ -70,18 +70,12 @@ def commands(detection: Path, single: Path) -> dict[str, list[str]]:
 
 
 def run_in(tree: Path | None, command: list[str]) -> tuple[float, float]:
-    """``process(command)`` with ``tree`` (a folder holding a ``lossaudit`` package) first on the path."""
-    if tree is None:
-        return process(command)
-    previous = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(tree) + (os.pathsep + previous if previous else "")
-    try:
-        return process(command)
-    finally:
-        if previous is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = previous
+    """``process(command)``, its ``python -m lossaudit`` taken from the ``lossaudit`` package under
+    ``tree`` when given (``-m`` would put the working directory, this checkout, first on the path)."""
+    if tree is not None:
+        start = f"import runpy, sys; sys.path[0] = {str(tree)!r}; sys.argv[0] = 'lossaudit'; runpy.run_module('lossaudit', run_name='__main__')"
+        command = [command[0], "-c", start, *command[3:]]
+    return process(command)
 
 
 def main() -> None:

@@ -203,6 +203,10 @@ class DensePass:
         powers: the exponents k whose ``Σ q^k l`` and its gradient magnitude are kept
             (:meth:`power_sums`).
         row_sums: also keep each row's softplus sum (hard-negative mining's row losses).
+        clipped: ``(k, m)`` pairs whose sums of ``a = p_m^k (-log(1 - p_m))``, ``p_m = max(p - m,
+            0)`` (ASL's negative term with ``gamma_neg`` k and clip m), and of its gradient
+            magnitude ``p (1 - p) (k a / p_m + p_m^k / (1 - p_m))`` (0 where ``p_m = 0``) are kept
+            (:meth:`clipped_sums`).
         by_logit: count the easy negatives by logit into this (:class:`LogitCounts`); the pass then
             takes out the logits below :data:`LOWEST_COUNTED`.
 
@@ -222,6 +226,7 @@ class DensePass:
         powers: tuple[float, ...] = (),
         row_sums: bool = False,
         by_logit: LogitCounts | None = None,
+        clipped: tuple[tuple[float, float], ...] = (),
     ):
         needs = {"softplus": bool(values) or bool(powers) or row_sums, "heatmap_loss": "heatmap_gradient" in values}
         values = tuple(name for name in DENSE_VALUES if name in values or needs.get(name, False))
@@ -230,11 +235,12 @@ class DensePass:
         if block_rows > GROUP_ROWS:
             block_rows -= block_rows % GROUP_ROWS  # whole groups: no padding but the last block's
         padded_rows = -(-block_rows // GROUP_ROWS) * GROUP_ROWS
-        self.classes, self.powers, self.block_rows = classes, powers, block_rows
+        clipped = tuple(dict.fromkeys((float(k), float(m)) for k, m in clipped))
+        self.classes, self.powers, self.clipped, self.block_rows = classes, powers, clipped, block_rows
         self.screen = Screen(easy_threshold(easy_edge), None if by_logit is None else LOWEST_COUNTED)
         self.by_logit = by_logit
         self.x = np.empty((max_rows, classes), dtype=np.float32)
-        summed = [*values, *(("power", k) for k in powers)]
+        summed = [*values, *(("power", k) for k in powers), *((part, k, m) for k, m in clipped for part in ("clipped", "clipped_gradient"))]
         self._products = {(part, k): (("power", k) if part == "power_q" else ("modulating", k), "q") for k in powers for part in ("power_q", "power_qq")}
         kept = summed + list(self._products)
         self._stack = np.zeros((len(summed), padded_rows, classes), dtype=np.float32)  # the value buffers, summed in one call
@@ -243,6 +249,7 @@ class DensePass:
         self._q = self._buffers.get("q", np.empty((padded_rows, classes), dtype=np.float32))
         self._modulating = {k: np.empty((padded_rows, classes), dtype=np.float32) for k in powers}
         self._scratch = np.empty((padded_rows, classes), dtype=np.float32) if "heatmap_loss" in values else None
+        self._clip_scratch = np.empty((2, padded_rows, classes), dtype=np.float32) if clipped else None
         self._taken = np.empty((block_rows, classes), dtype=bool)
         self._ones = np.ones(GROUP_ROWS, dtype=np.float32)
         blocks = -(-max_rows // block_rows)
@@ -374,6 +381,36 @@ class DensePass:
         for k in self.powers:
             modulating = power(q, k, out=views.modulating[k])
             np.multiply(modulating, softplus, out=buffers["power", k])
+        for k, m in self.clipped:
+            self._clipped_values(views, k, m)
+
+    def _clipped_values(self, views: _BlockViews, k: float, m: float) -> None:
+        """Fill the block's buffers of the clipped power ``(k, m)`` (see ``clipped`` in the class
+        docstring) from ``q`` (0 at the elements taken out, the dropped rows and the padding, so
+        ``p_m`` and every value is 0 there)."""
+        assert views.clip_scratch is not None  # allocated with clipped powers
+        q, (shifted, part) = views.q, views.clip_scratch
+        loss, gradient = views.buffers["clipped", k, m], views.buffers["clipped_gradient", k, m]
+        np.subtract(q, np.float32(m), out=shifted)
+        np.maximum(shifted, 0, out=shifted)  # p_m
+        np.negative(shifted, out=gradient)
+        np.log1p(gradient, out=gradient)
+        np.negative(gradient, out=gradient)  # -log(1 - p_m), 0 where p_m = 0
+        power(shifted, k, out=loss)  # p_m^k
+        np.subtract(1, shifted, out=part)
+        np.divide(loss, part, out=part)  # p_m^k / (1 - p_m)
+        np.multiply(loss, gradient, out=loss)  # a
+        above = shifted > 0
+        if k:
+            np.divide(loss, shifted, out=gradient, where=above)  # a / p_m; 0 (the log) where p_m = 0
+            np.multiply(gradient, np.float32(k), out=gradient)
+        else:
+            gradient[...] = 0
+            np.copyto(part, 0, where=~above)  # p_m^0 = 1: no gradient below the clip all the same
+        np.add(gradient, part, out=gradient)
+        np.subtract(1, q, out=shifted)
+        np.multiply(shifted, q, out=shifted)  # dp/dx
+        np.multiply(gradient, shifted, out=gradient)
 
     def __getstate__(self) -> dict:
         """Pickled (a forked worker's result) for its counts and sums: the buffers stay behind, and
@@ -389,6 +426,12 @@ class DensePass:
         """``(C,)`` float64 sums of each kept value of :data:`DENSE_VALUES` over the easy negatives
         added so far."""
         return {name: sums for name, sums in zip(self._names, self._sums) if isinstance(name, str)}
+
+    def clipped_sums(self, k: float, m: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(C,)`` float64 sums over the easy negatives added so far of the clipped power ``(k,
+        m)`` and of its gradient magnitude (see ``clipped`` in the class docstring)."""
+        sums = dict(zip(self._names, self._sums))
+        return sums["clipped", float(k), float(m)], sums["clipped_gradient", float(k), float(m)]
 
     def power_sums(self, k: float) -> tuple[np.ndarray, np.ndarray]:
         """``(C,)`` float64 sums over the easy negatives added so far of ``q^k l`` and of its
@@ -415,6 +458,7 @@ class _BlockViews:
         self.q = dense._q[:padded]
         self.modulating = {k: buffer[:padded] for k, buffer in dense._modulating.items()}
         self.scratch_values = None if dense._scratch is None else dense._scratch[:padded]
+        self.clip_scratch = None if dense._clip_scratch is None else dense._clip_scratch[:, :padded]
         self.buffers = {name: buffer[:padded] for name, buffer in dense._buffers.items()}
         self.grouped = dense._stack[:, :padded].reshape(len(dense._stack), self.groups, GROUP_ROWS, dense.classes)
         arrays: dict[Any, np.ndarray] = {**self.buffers, "q": self.q, **{("modulating", k): buffer for k, buffer in self.modulating.items()}}

@@ -46,6 +46,7 @@ then weighted too (:meth:`~lossaudit.io.dataset.DataPlan.class_target_sums`).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -63,6 +64,9 @@ from lossaudit.losses.balanced import (
     class_balanced_weights_numpy,
 )
 from lossaudit.losses.quality import QFL, VFL
+
+if TYPE_CHECKING:
+    from lossaudit.compare.engine.stream import SharedPass
 
 SIGMOID_FAMILIES = (QFL, VFL, ASL)
 SOFTMAX_FAMILIES = (CB_CE, LOGIT_ADJUSTED_CE)
@@ -228,11 +232,21 @@ class SigmoidFamilies:
         powers = (self._easy_power(loss) for loss in self.params)
         return tuple(power[0] for power in powers if power is not None)
 
+    def clipped(self, first_edge: float) -> tuple[tuple[float, float], ...]:
+        """The clipped powers ``(gamma_neg, clip)`` the dense pass must keep sums of: ASL's, when
+        its clip is set and its log floor ``eps`` stays below ``-log(1 - p_m)`` for every easy
+        negative (``p < first_edge``, so ``1 - p_m > 1 - first_edge``)."""
+        params = self.params.get(ASL)
+        if params is None or params["clip"] <= 0 or params["eps"] >= 1 - first_edge:
+            return ()
+        return ((params["gamma_neg"], params["clip"]),)
+
     def easy_edge(self, first_edge: float) -> float:
-        """The probability below which a negative is easy for every family: ASL's clip, where it is
-        set below the first difficulty edge (a negative from the clip up to the edge is not 0)."""
+        """The probability below which a negative is easy for every family: the first difficulty
+        edge, or ASL's clip where it is set below it and the dense pass cannot keep ASL's sums
+        (:meth:`clipped`: a negative from the clip up to the edge is not 0)."""
         clip = self.params[ASL]["clip"] if ASL in self.params else 0.0
-        return min(first_edge, clip) if clip > 0 else first_edge
+        return min(first_edge, clip) if clip > 0 and not self.clipped(first_edge) else first_edge
 
     def add_elements(self, x32: np.ndarray, y: np.ndarray, col: np.ndarray, positive: np.ndarray, w: np.ndarray | None = None) -> None:
         """Tally ``(k,)`` valid elements one by one: float32 logits and targets, their classes,
@@ -263,6 +277,9 @@ class SigmoidFamilies:
                 k, factor = power
                 for table, sums in zip(self.tables[loss], dense.power_sums(k)):
                     table[at] += factor * sums
+        for k, clip in self.clipped(float(self.intervals.first)):
+            for table, sums in zip(self.tables[ASL], dense.clipped_sums(k, clip)):
+                table[at] += sums
 
     def merge(self, other: SigmoidFamilies) -> None:
         for loss, tables in other.tables.items():
@@ -307,6 +324,11 @@ def _put(
             tally.second_moments[loss], tally.second_moments["gradient:" + loss] = (cells(values) for values in second[loss])
 
 
+def _rows(chunk: Chunk, rows: np.ndarray) -> np.ndarray:
+    """``(m, C)`` the chunk's logits at the sorted ``rows``: a view when they are all of its rows."""
+    return chunk.logits if len(rows) == len(chunk.logits) else np.take(chunk.logits, rows, axis=0)
+
+
 class FamilyTally:
     """Sums of the softmax families of ``family`` over the chunks given to :meth:`add` (the same
     keys as :class:`~lossaudit.compare.engine.stream.StreamTally`'s tables).
@@ -317,10 +339,15 @@ class FamilyTally:
         num_classes: C.
         softmax_counts: also count the softmax terms, Σ q and the positives of the softmax rows (when
             no core softmax loss does).
+        weighted: the chunks carry sampling weights.
+        shared: the pass of the :class:`~lossaudit.compare.engine.stream.StreamTally` given the
+            same chunks, whose softmax terms it takes (computed once per chunk), or None.
     """
 
-    def __init__(self, settings: LossSettings, family: FamilySetup, num_classes: int, softmax_counts: bool, weighted: bool = False):
-        self.family, self.num_classes = family, num_classes
+    def __init__(
+        self, settings: LossSettings, family: FamilySetup, num_classes: int, softmax_counts: bool, weighted: bool = False, shared: SharedPass | None = None
+    ):
+        self.family, self.num_classes, self.shared = family, num_classes, shared
         self.intervals = Intervals(settings.bins, settings.ghm_bins)
         self.size = num_classes * 2 * self.intervals.count
         self.tables = {loss: np.zeros((2, self.size)) for loss in family.params if loss in SOFTMAX_FAMILIES}  # loss, gradient magnitude
@@ -352,20 +379,17 @@ class FamilyTally:
         self.softmax_rows += len(rows) if chunk.weights is None else float(chunk.row_weights[rows].sum())
         if not len(rows):
             return
-        in_rows = row_valid[chunk.target_rows]
-        row, col, y = chunk.target_rows[in_rows], chunk.target_cols[in_rows], chunk.target_values[in_rows].astype(np.float64)
-        positive = chunk.target_positive[in_rows]
-        local_row = np.searchsorted(rows, row)
-        x = chunk.logits[rows]
-        terms = elements.softmax_terms(x, local_row, col)
+        from lossaudit.compare.engine.stream import softmax_targets  # (stream imports this module)
+
+        row, col, y32, positive, local_row, terms, w = softmax_targets(chunk, rows, row_valid, self.shared)
+        y = y32.astype(np.float64)
         keys = self.intervals.keys(col, positive, np.float32(1) - terms.q)
-        w = chunk.weights[row, col] if chunk.weights is not None else None  # a term weighs as its target element
         family = self.family
         if family.cb_weights is not None:
             weight = family.cb_weights[col]
             self._add(CB_CE, keys, (terms.loss(y, 0.0, weight), elements.softmax_gradient(terms, terms.pull(y, 0.0, weight), y, local_row)), w)
         if family.log_prior is not None:
-            adjusted = elements.softmax_terms(x + family.params[LOGIT_ADJUSTED_CE]["tau"] * family.log_prior, local_row, col)
+            adjusted = elements.softmax_terms(_rows(chunk, rows) + family.params[LOGIT_ADJUSTED_CE]["tau"] * family.log_prior, local_row, col)
             self._add(LOGIT_ADJUSTED_CE, keys, (adjusted.loss(y, 0.0), elements.softmax_gradient(adjusted, adjusted.pull(y, 0.0), y, local_row)), w)
         if self.softmax_counts is not None:
             self.softmax_counts += np.bincount(keys, weights=w, minlength=self.size)

@@ -98,6 +98,7 @@ class DenseNeeds:
     powers: tuple[float, ...]
     easy_edge: np.float32
     row_sums: bool
+    clipped: tuple[tuple[float, float], ...] = ()
 
 
 def dense_block_rows(num_classes: int) -> int:
@@ -141,8 +142,17 @@ class SharedPass:
             powers = tuple(dict.fromkeys(power for need in needs for power in need.powers))
             edge = min((need.easy_edge for need in needs), default=np.float32(0.1))
             row_sums = any(need.row_sums for need in needs)
+            clipped = tuple(dict.fromkeys(pair for need in needs for pair in need.clipped))
             self._dense = DensePass(
-                self.max_rows, self.num_classes, edge, values, dense_block_rows(self.num_classes), powers, row_sums=row_sums, by_logit=self.by_logit
+                self.max_rows,
+                self.num_classes,
+                edge,
+                values,
+                dense_block_rows(self.num_classes),
+                powers,
+                row_sums=row_sums,
+                by_logit=self.by_logit,
+                clipped=clipped,
             )
         return self._dense
 
@@ -205,14 +215,15 @@ class StreamTally:
         values = tuple(name for name, wanted in dense_values.items() if wanted)
         powers = ((settings.gamma,) if focal else ()) + self.families.powers()
         easy_edge = np.float32(self.families.easy_edge(float(self.intervals.first)))
+        clipped = self.families.clipped(float(self.intervals.first))
         self.shared = shared
         if shared is None:
             self._dense: DensePass | None = DensePass(
-                max_rows, num_classes, easy_edge, values, dense_block_rows(num_classes), powers, row_sums=OHEM in requested
+                max_rows, num_classes, easy_edge, values, dense_block_rows(num_classes), powers, row_sums=OHEM in requested, clipped=clipped
             )
         else:
             self._dense = None
-            shared.require(DenseNeeds(values, powers, easy_edge, OHEM in requested))
+            shared.require(DenseNeeds(values, powers, easy_edge, OHEM in requested, clipped))
         tabled = [loss for loss in (BCE, CENTERNET) + SOFTMAX_LOSSES if loss in requested or (loss == BCE and bce_table)]
         if focal:  # Σ (1 - y) h and Σ y h of focal's unweighted h: alpha comes at the end
             tabled += ["focal_off", "focal_on"]
@@ -709,7 +720,8 @@ def softmax_targets(
         in_rows = row_valid[chunk.target_rows]
         row, col, y = chunk.target_rows[in_rows], chunk.target_cols[in_rows], chunk.target_values[in_rows]
         local_row = np.searchsorted(softmax_rows, row)
-        terms = elements.softmax_terms(np.take(chunk.logits, softmax_rows, axis=0), local_row, col)  # (take: faster than [rows])
+        every = len(softmax_rows) == len(chunk.logits)
+        terms = elements.softmax_terms(chunk.logits if every else np.take(chunk.logits, softmax_rows, axis=0), local_row, col)  # (take: faster than [rows])
         w = chunk.weights[row, col] if chunk.weights is not None else None
         return row, col, y, chunk.target_positive[in_rows], local_row, terms, w
 
@@ -869,14 +881,17 @@ def stream_tally(
         class_counts = plan.class_target_sums() if class_counts is None else class_counts
 
     def make(rows: int) -> list:
+        shared = SharedPass(rows, info.num_classes) if softmax_families else None  # the softmax terms computed once per chunk
         extra: list[Any] = (
-            [families.FamilyTally(settings, cast(families.FamilySetup, family), info.num_classes, softmax_counts, info.weighted)] if softmax_families else []
+            [families.FamilyTally(settings, cast(families.FamilySetup, family), info.num_classes, softmax_counts, info.weighted, shared)]
+            if softmax_families
+            else []
         )
         if counts_elsewhere:  # only a slow softmax loss: the softmax counts are kept by a FamilyTally of no family
             extra.append(families.FamilyTally(settings, families.FamilySetup({}, None, None), info.num_classes, True, info.weighted))
         if slow:
             extra.append(GenericTally(settings, slow, info.num_classes, class_counts, weighted=info.weighted))
-        return [StreamTally(core, info.num_classes, len(info.files), rows, family.params if family else None, info.grid, info.weighted), *extra]
+        return [StreamTally(core, info.num_classes, len(info.files), rows, family.params if family else None, info.grid, info.weighted, shared), *extra]
 
     if slow and "torch" in sys.modules:
         workers = 1  # torch's thread pools do not survive fork: a forked worker's autograd can hang

@@ -1,0 +1,87 @@
+"""Issue 27's faster family paths give the full-tensor engine's numbers (torch, float64; 1e-5
+relative, :func:`tests.test_stream._assert_same`):
+
+- ASL with a clip below the first difficulty edge: the dense pass keeps its easy negatives' sums
+  (``p_m = max(p - clip, 0)``), where they were tallied one by one before; a log floor ``eps`` that
+  could bind there (the registry's ``eps``, not a ``compare`` option) would send them back to the
+  one-by-one path;
+- the softmax families (cb-ce, logit-adjusted-ce) take the core softmax terms of the same chunk
+  (computed once), and single-label chunks read their rows in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lossaudit.compare.engine.binning import Intervals
+from lossaudit.compare.engine.families import SigmoidFamilies
+from lossaudit.compare.engine.stream import stream_tally
+from lossaudit.compare.settings import LossSettings
+from lossaudit.io.dataset import plan
+from lossaudit.io.readers import read_batches
+from tests.conftest import write_npz
+from tests.test_stream import _assert_same, _oracle
+
+
+def _near_the_clip(path, seed: int, soft: bool):
+    """Logits around p = 0.03-0.12 (many easy negatives between the clip and the first edge), a
+    few positives, NaN, a masked element; index or soft targets."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(-2.7, 0.5, (300, 6)).astype(np.float32)
+    logits[rng.random((300, 6)) < 0.05] = rng.normal(1, 2, 1).astype(np.float32)[0]
+    logits[4, 2] = np.nan
+    if soft:
+        targets = np.where(rng.random((300, 6)) < 0.05, rng.uniform(0.3, 1, (300, 6)), 0).astype(np.float32)
+        mask = (rng.random((300, 6)) > 0.03).astype(np.uint8)
+        return write_npz(path, logits=logits, targets=targets, mask=mask)
+    labels = np.where(rng.random(300) < 0.3, rng.integers(0, 6, 300), 6)
+    labels[::37] = -1
+    return write_npz(path, logits=logits, targets=labels)
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["index", "soft"])
+@pytest.mark.parametrize(
+    "asl",
+    [
+        {"asl_clip": 0.05},
+        {"asl_clip": 0.02, "asl_gamma_neg": 0.0},
+        {"asl_clip": 0.08, "asl_gamma_neg": 1.5},
+        {"asl_clip": 0.05, "asl_gamma_neg": 1.0, "asl_gamma_pos": 1.0},
+    ],
+    ids=["default", "gamma-0", "gamma-1.5", "gamma-1"],
+)
+@pytest.mark.parametrize("chunk_rows", [7, 1000])
+def test_clipped_asl_in_the_dense_pass_equals_full_tensor(tmp_path, soft, asl, chunk_rows):
+    paths = [_near_the_clip(tmp_path / f"b{seed}.npz", seed, soft) for seed in (1, 2)]
+    settings = LossSettings(losses=("bce", "qfl", "vfl", "asl"), **asl)
+    _assert_same(stream_tally(plan(read_batches(paths)), settings, chunk_rows=chunk_rows), _oracle(paths, settings))
+
+
+def test_the_dense_pass_keeps_asl_only_where_its_floor_cannot_bind():
+    intervals = Intervals(10, 10)
+    params = {"gamma_pos": 0.0, "gamma_neg": 4.0, "clip": 0.05, "eps": 1e-8}
+    assert SigmoidFamilies({"asl": params}, intervals, 3).clipped(0.1) == ((4.0, 0.05),)
+    assert SigmoidFamilies({"asl": params}, intervals, 3).easy_edge(0.1) == 0.1
+    assert SigmoidFamilies({"asl": {**params, "eps": 0.95}}, intervals, 3).clipped(0.1) == ()
+    assert SigmoidFamilies({"asl": {**params, "eps": 0.95}}, intervals, 3).easy_edge(0.1) == 0.05
+    assert SigmoidFamilies({"asl": {**params, "clip": 0.0}}, intervals, 3).clipped(0.1) == ()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("chunk_rows", [5, 64])
+def test_softmax_families_share_the_core_softmax_terms(tmp_path, workers, chunk_rows):
+    """Single-label rows (every row a target: read in place) and a dump with background rows and
+    ignored ones (the rows with a target taken)."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 5, 200)
+    logits = rng.normal(0, 2, (200, 5)).astype(np.float32)
+    logits[np.arange(200), labels] += 2
+    single = write_npz(tmp_path / "single.npz", logits=logits, targets=labels)
+    mixed_labels = np.where(rng.random(200) < 0.4, labels, 5)
+    mixed_labels[::11] = -1
+    mixed_labels[:5] = np.arange(5)
+    mixed = write_npz(tmp_path / "mixed.npz", logits=logits, targets=mixed_labels)
+    for path in (single, mixed):
+        settings = LossSettings(losses=("ce", "softmax-focal", "cb-ce", "logit-adjusted-ce"), la_tau=1.5)
+        _assert_same(stream_tally(plan(read_batches([path])), settings, chunk_rows=chunk_rows, workers=workers), _oracle([path], settings))
