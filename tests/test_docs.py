@@ -138,7 +138,7 @@ NOT_RUN = {
     "pip install torch==2.13.0 -e . && lossaudit compare examples/detection.npz": ".ci/run runs it (test_ci_runs_the_readme_commands)",
     'pip install torch==2.13.0 -e ".[test]" && python -m pytest': ".ci/run runs it (test_ci_runs_the_readme_commands)",
     "python benchmarks/compare_bench.py --anchors 1000000 4000000 --repeat 5   # 80M and 320M elements": "a benchmark of minutes on 1.2 GiB of dumps; test_benchmark_commands_parse checks its options",
-    "python benchmarks/startup_bench.py --repeat 7": "a benchmark of a minute of process starts; test_benchmark_commands_parse checks its options",
+    "python benchmarks/startup_bench.py --repeat 11": "a benchmark of a minute of process starts; test_benchmark_commands_parse checks its options",
     "python benchmarks/record_bench.py --repeats 7 --threads 1   # and --threads 2, and --skewed": "a benchmark of a minute on a 256 MB batch; test_benchmark_commands_parse checks its options",
 }
 """Commands shown but not run here, each with the reason."""

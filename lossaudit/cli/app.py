@@ -116,19 +116,15 @@ class Commands(MutableMapping[str, "ClickCommand"]):
     def __len__(self) -> int:
         return len(self.infos)
 
+    def help_text(self, name: str) -> str:
+        """Command ``name``'s help, for the program's help: from its registration (the docstring)
+        when it is not built, so that listing the commands builds none."""
+        import inspect
 
-def command_summary(group: Any, name: str) -> str:
-    """The first paragraph of command ``name``'s help, for the program's help: from its docstring
-    when it is not built (:class:`Commands`)."""
-    import inspect
-
-    commands = group.commands
-    if isinstance(commands, Commands) and name not in commands.built:
-        info = commands.infos[name]
-        text = info.help if info.help is not None else inspect.getdoc(info.callback) or ""
-    else:
-        text = commands[name].short_help or commands[name].help or ""
-    return " ".join(inspect.cleandoc(text).split("\n\n")[0].split())
+        if name in self.built:
+            return self.built[name].short_help or self.built[name].help or ""
+        info = self.infos[name]
+        return info.help if info.help is not None else inspect.getdoc(info.callback) or ""
 
 
 def _program() -> Any:

@@ -140,9 +140,7 @@ def help_lines(command: Any, ctx: Any, width: int) -> list[Line]:
         lines += _panel(title, body, width)
     commands = getattr(command, "commands", None)
     if commands is not None:
-        from lossaudit.cli.app import command_summary
-
-        listed = [(name, command_summary(command, name)) for name in command.list_commands(ctx)]
+        listed = [(name, _summary(commands, name)) for name in command.list_commands(ctx)]
         column = max((len(name) for name, _ in listed), default=0)
         body = []
         for name, summary in listed:
@@ -288,3 +286,13 @@ def _fold(text: str, width: int) -> list[str]:
     for piece in (piece.rstrip() for piece in pieces if piece):
         folded += [piece[i : i + width] for i in range(0, len(piece), width)] or [""]
     return folded
+
+
+def _summary(commands: Any, name: str) -> str:
+    """The first paragraph of command ``name``'s help (without building it where ``commands`` can
+    tell it unbuilt: :meth:`lossaudit.cli.app.Commands.help_text`)."""
+    if hasattr(commands, "help_text"):
+        text = commands.help_text(name)
+    else:
+        text = commands[name].short_help or commands[name].help or ""
+    return " ".join(inspect.cleandoc(text).split("\n\n")[0].split())
