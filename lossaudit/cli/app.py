@@ -401,21 +401,15 @@ def main_options(
 def gate_share_moves(section: dict, threshold: float | None) -> None:
     """Exit 1 when the largest share move reaches ``--fail-if-share-moves``; with a threshold, say
     what was compared; warn on stderr when the baseline shares no class with the new report."""
-    from lossaudit.compare.report.baseline import describe_move, moved_too_far
+    from lossaudit.compare.report.baseline import move_sentence
 
     if threshold is None:
         return
     for warning in section.get("warnings", []):
         stderr.print(f"--fail-if-share-moves {threshold:g}: warning: {warning}", highlight=False, markup=False, soft_wrap=True)
-    if moved_too_far(section, threshold):
-        move = section["largest_move"]
-        compared = f" (compared {section['compared']})" if "compared" in section else ""
-        stderr.print(
-            f"--fail-if-share-moves {threshold:g}: {describe_move(move)} moved {move['points']:+.1f} points{compared}",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
+    moved = move_sentence(section, threshold)
+    if moved is not None:
+        stderr.print(f"--fail-if-share-moves {threshold:g}: {moved}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_FINDINGS)
 
 

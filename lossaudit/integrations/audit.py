@@ -99,13 +99,10 @@ def headline(report: Report, prefix: str = "lossaudit/") -> dict[str, float]:
 def moved_reason(section: Mapping[str, Any], threshold: float | None) -> str | None:
     """Why the shares moved too far (``--fail-if-share-moves``'s test on a report's ``baseline``
     section), in the gate's words, or None."""
-    from lossaudit.compare.report.baseline import describe_move, moved_too_far
+    from lossaudit.compare.report.baseline import move_sentence
 
-    if not moved_too_far(dict(section), threshold):
-        return None
-    move = section["largest_move"]
-    compared = f" (compared {section['compared']})" if "compared" in section else ""
-    return f"fail_if_share_moves {threshold:g}: {describe_move(move)} moved {move['points']:+.1f} points since {section['source']}{compared}"
+    moved = move_sentence(dict(section), threshold, since=True)
+    return None if moved is None else f"fail_if_share_moves {threshold:g}: {moved}"
 
 
 class EpochAudits:

@@ -134,6 +134,18 @@ def moved_too_far(section: dict, threshold_points: float | None) -> bool:
     return threshold_points is not None and move is not None and abs(move["points"]) >= threshold_points
 
 
+def move_sentence(section: dict, threshold_points: float | None, since: bool = False) -> str | None:
+    """The largest move when it reaches ``threshold_points`` (:func:`moved_too_far`), else None:
+    ``"focal's share of class cat moved -12.3 points (compared 2 of 2 classes)"``; with ``since``,
+    the baseline's source before the parenthesis (``"... points since early.json (compared ...)"``)."""
+    if not moved_too_far(section, threshold_points):
+        return None
+    move = section["largest_move"]
+    source = f" since {section['source']}" if since else ""
+    compared = f" (compared {section['compared']})" if "compared" in section else ""
+    return f"{describe_move(move)} moved {move['points']:+.1f} points{source}{compared}"
+
+
 def render_changes(section: dict) -> str:
     """The changes as text tables in signed percentage points (the default five losses fit 80 columns)."""
     lines = [f"Since the baseline {section['source']} (loss shares, percentage points)"]
