@@ -20,9 +20,12 @@ Weighted dumps (sampling weights: :mod:`lossaudit.io.dataset.weights`): every su
 Horvitz–Thompson sum — each element, softmax term and row adds its weight times its value — and
 beside each loss and gradient table a second-moment table ``Σ w (w - 1) v²`` is kept
 (:attr:`~lossaudit.compare.settings.Tally.second_moments`, the variance of the sums under Poisson
-sampling). The dense pass is bypassed there: every element of the rows that are not dropped is
-taken out and tallied one by one (:mod:`lossaudit.compare.engine.elements`), which is simpler and
-exact for any weight; a sample is small, and the speed of weighted reads is issue 27's. Row
+sampling). The dense pass runs there on the rows whose elements all weigh 1 (a Recorder's sample
+keeps the rows with a target whole, with weight 1: most of its elements), where the weighted sums
+are the plain ones and the second moments 0; every element of the other rows (the sampled
+negatives' pseudo-rows) is taken out and tallied one by one (:mod:`lossaudit.compare.engine.elements`),
+exact for any weight, the second moments over the elements whose weight is not 1
+(:class:`SecondMoments`). Row
 quantities (rows, background and multi-hot rows, softmax rows, OHEM's rows) add up
 :attr:`~lossaudit.io.dataset.Chunk.row_weights`; a batch that recorded ``population_rows`` counts
 that many rows, its background rows being those less its rows with a target.
@@ -170,6 +173,27 @@ class SharedPass:
         return {**vars(self), "by_logit": None, "_chunk": None, "_values": {}}
 
 
+class SecondMoments:
+    """The second-moment sums ``Σ w (w - 1) v²`` of some elements by key, over those whose weight is
+    not 1 only (the others add 0: in a Recorder's sample, every element of a row with a target).
+
+    Args:
+        keys: ``(k,)`` the elements' flat keys (``size``: left out).
+        w: ``(k,)`` float64 their weights.
+        size: the tables' length.
+    """
+
+    def __init__(self, keys: np.ndarray, w: np.ndarray, size: int):
+        factor = w * (w - 1)
+        self.moved = np.flatnonzero(factor)
+        self.keys, self.factor, self.size = keys[self.moved], factor[self.moved], size
+
+    def sums(self, values: np.ndarray) -> np.ndarray:
+        """``(size,)`` the sums of ``w (w - 1) values²`` by key, for ``(k,)`` values of the elements."""
+        moved = values[self.moved].astype(np.float64)
+        return np.bincount(self.keys, weights=self.factor * moved * moved, minlength=self.size + 1)[: self.size]
+
+
 class StreamTally:
     """Accumulates a :class:`Tally` chunk by chunk (see the module docstring).
 
@@ -247,14 +271,26 @@ class StreamTally:
     def _bincount(self, keys: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(keys, weights=values, minlength=self.size)
 
-    def _tally(self, name: str, sums: Callable[[np.ndarray | None], np.ndarray], values: np.ndarray, w: np.ndarray | None, second: str | None = None) -> None:
+    def _tally(
+        self,
+        name: str,
+        sums: Callable[[np.ndarray | None], np.ndarray],
+        values: np.ndarray,
+        w: np.ndarray | None,
+        second: str | None = None,
+        moments: SecondMoments | None = None,
+    ) -> None:
         """Add ``values`` (weighted by ``w``, when given) to the table ``name`` through ``sums`` (a
         bincount over the keys), and ``w (w - 1) values²`` to the second-moment table ``second``
-        (default ``name``) in weighted mode."""
+        (default ``name``) in weighted mode, through ``moments`` when given (the elements of weight
+        other than 1 only)."""
         self.tables[name] += sums(values if w is None else w * values)
         if w is not None:
             assert self.second is not None  # weighted mode (_weigh)
-            self.second[second or name] += sums(w * (w - 1) * np.square(values, dtype=np.float64))
+            if moments is None:
+                self.second[second or name] += sums(w * (w - 1) * np.square(values, dtype=np.float64))
+            else:
+                self.second[second or name] += moments.sums(values)
 
     def _weigh(self) -> None:
         """Switch to weighted mode (second-moment tables), before any chunk is added."""
@@ -266,13 +302,25 @@ class StreamTally:
         self.second = {name: np.zeros(self.size) for name in self._second_names}
         self.families.weigh()
 
-    def _take_all(self, chunk: Chunk) -> Taken:
-        """Weighted mode's stand-in for the dense pass: every element of the rows not dropped,
-        taken out (to be tallied one by one)."""
+    def _take_weighted(self, chunk: Chunk) -> Taken:
+        """Weighted mode's dense pass: on the rows whose elements all weigh 1 and hold no padding
+        (in a Recorder's sample, the rows with a target), where a weighted sum is the plain one and
+        the second moments are 0; every element of the other rows not dropped is taken out (to be
+        tallied one by one, weighted)."""
+        assert chunk.weights is not None  # weighted mode
         classes = self.num_classes
-        rows = np.flatnonzero(~chunk.dropped_rows)
-        index = (rows[:, None] * classes + np.arange(classes)).reshape(-1)
-        return Taken(index, chunk.logits[rows].reshape(-1), np.tile(np.arange(classes), len(rows)))
+        unit = (chunk.weights == 1).all(axis=1)
+        if chunk.padding is not None:
+            unit &= ~chunk.padding.any(axis=1)
+        dense = self.dense.add(replace(chunk, ignored_rows=chunk.ignored_rows | ~unit))
+        rows = np.flatnonzero(~unit & ~chunk.dropped_rows)
+        if not len(rows):
+            return dense
+        index = np.concatenate([dense.index, (rows[:, None] * classes + np.arange(classes)).reshape(-1)])
+        order = np.argsort(index, kind="stable")
+        index = index[order]
+        x = np.concatenate([dense.x, chunk.logits[rows].reshape(-1)])[order]
+        return Taken(index, x, index - index // classes * classes)
 
     def add(self, chunk: Chunk, file: int = 0) -> None:
         """Tally one chunk of rows, all from the dump file of index ``file``."""
@@ -346,7 +394,7 @@ class StreamTally:
 
     def _taken_elements(self, chunk: Chunk) -> tuple[Taken, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
         classes = self.num_classes
-        taken = self._take_all(chunk) if self.weighted else self.dense.add(chunk)
+        taken = self._take_weighted(chunk) if self.weighted else self.dense.add(chunk)
         if chunk.nonfinite is None:
             _settle_nonfinite(chunk, taken)
         invalid = chunk.element_invalid
@@ -370,13 +418,14 @@ class StreamTally:
         hard-negative mining is asked for (else None)."""
         requested = self.settings.losses
 
-        def shared_terms() -> tuple[elements.NegativeTerms, np.ndarray, np.ndarray]:
+        def shared_terms() -> tuple[elements.NegativeTerms, np.ndarray, np.ndarray, SecondMoments | None]:
             terms = elements.negative_terms(taken.x, log1p, q, None, False)
             keys = taken.column * (2 * self.intervals.count) + self.intervals.index(terms.p)
             keys[targets] = self.size  # left to _add_targets
-            return terms, keys, np.bincount(keys, weights=w, minlength=self.size + 1)[: self.size]
+            moments = None if w is None else SecondMoments(keys, w, self.size)
+            return terms, keys, np.bincount(keys, weights=w, minlength=self.size + 1)[: self.size], moments
 
-        terms, keys, counts = self._once(chunk, f"negatives {self.intervals.bins} {self.intervals.ghm_bins}", shared_terms)
+        terms, keys, counts, moments = self._once(chunk, f"negatives {self.intervals.bins} {self.intervals.ghm_bins}", shared_terms)
 
         def sums(values: np.ndarray | None = None) -> np.ndarray:
             return np.bincount(keys, weights=values, minlength=self.size + 1)[: self.size]
@@ -390,13 +439,13 @@ class StreamTally:
         for table, values, gradient in tabled:
             if table in self.tables:
                 second = (FOCAL + FOCAL_PARTS[0], GRADIENT + FOCAL + FOCAL_PARTS[0]) if table == "focal_off" else (None, None)
-                self._tally(table, sums, values, w, second[0])
-                self._tally(GRADIENT + table, sums, gradient, w, second[1])
+                self._tally(table, sums, values, w, second[0], moments)
+                self._tally(GRADIENT + table, sums, gradient, w, second[1], moments)
         if OHEM not in requested:
             return terms.p, None
         bce = terms.bce.copy()
         bce[targets] = 0
-        dense = np.zeros(rows) if self.weighted else self.dense.row_softplus(rows)
+        dense = self.dense.row_softplus(rows)
         return terms.p, dense + np.bincount(taken.index // self.num_classes, weights=bce, minlength=rows)
 
     def _add_targets(
