@@ -35,7 +35,8 @@ import numpy as np
 
 from lossaudit.compare.engine import elements
 from lossaudit.compare.engine.dense import LOWEST_COUNTED, LogitCounts
-from lossaudit.compare.engine.stream import BLOCK_ELEMENTS, SharedPass, StreamTally, softmax_targets
+from lossaudit.compare.engine.shared import SharedPass, softmax_targets
+from lossaudit.compare.engine.stream import BLOCK_ELEMENTS, StreamTally
 from lossaudit.io.dataset import Chunk
 
 SUB_BITS = 8
@@ -250,7 +251,8 @@ class RowHistogram(LossHistogram):
     """:class:`LossHistogram` of the softmax focal loss: per gamma, the terms ``(1 - q)^gamma (-y
     log q)`` of the rows with a target (softmax-focal before its per-class alpha; one term a row on
     single-label data), kept as "positives" (a softmax loss has no negative term), in loss bins.
-    ``shared``: the tallies' pass, whose softmax terms it reads."""
+    ``shared``: the tallies' pass (:class:`~lossaudit.compare.engine.shared.SharedPass`), whose
+    softmax terms it reads."""
 
     def __init__(self, gammas: tuple[float, ...], shared: SharedPass | None = None):
         super().__init__(gammas, count_logits=False)

@@ -37,7 +37,8 @@ import numpy as np
 
 from lossaudit._version import __version__
 from lossaudit.compare.engine import elements
-from lossaudit.compare.engine.stream import SharedPass, StreamTally, stream_pass
+from lossaudit.compare.engine.shared import SharedPass
+from lossaudit.compare.engine.stream import StreamTally, dense_block_rows, stream_pass
 from lossaudit.compare.report.build import HEADLINE, build_report, data_kind, fitting_family
 from lossaudit.compare.settings import LossSettings
 from lossaudit.errors import InputError
@@ -206,7 +207,7 @@ def _tally(
     def make(rows: int) -> list:
         """One worker's tallies, which share a dense pass and the work on each chunk, and its histogram."""
         histogram = LossHistogram(gammas) if loss == FOCAL else RowHistogram(gammas)
-        shared = SharedPass(rows, info.num_classes, histogram.by_logit)
+        shared = SharedPass(rows, info.num_classes, dense_block_rows(info.num_classes), histogram.by_logit)
         tallies = [StreamTally(chosen, info.num_classes, len(info.files), rows, shared=shared) for chosen in settings.values()]
         histogram.tally = tallies[0]
         if isinstance(histogram, RowHistogram):

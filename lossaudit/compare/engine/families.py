@@ -46,7 +46,6 @@ then weighted too (:meth:`~lossaudit.io.dataset.DataPlan.class_target_sums`).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -54,6 +53,7 @@ from lossaudit.compare.engine import elements
 from lossaudit.compare.engine.binning import Intervals
 from lossaudit.compare.engine.dense import DensePass
 from lossaudit.compare.engine.mistakes import Mistakes
+from lossaudit.compare.engine.shared import SharedPass, softmax_targets
 from lossaudit.compare.settings import LossSettings, Tally
 from lossaudit.errors import InputError
 from lossaudit.io.dataset import Chunk, DataPlan
@@ -64,9 +64,6 @@ from lossaudit.losses.balanced import (
     class_balanced_weights_numpy,
 )
 from lossaudit.losses.quality import QFL, VFL
-
-if TYPE_CHECKING:
-    from lossaudit.compare.engine.stream import SharedPass
 
 SIGMOID_FAMILIES = (QFL, VFL, ASL)
 SOFTMAX_FAMILIES = (CB_CE, LOGIT_ADJUSTED_CE)
@@ -341,7 +338,8 @@ class FamilyTally:
             no core softmax loss does).
         weighted: the chunks carry sampling weights.
         shared: the pass of the :class:`~lossaudit.compare.engine.stream.StreamTally` given the
-            same chunks, whose softmax terms it takes (computed once per chunk), or None.
+            same chunks (:class:`~lossaudit.compare.engine.shared.SharedPass`), whose softmax terms
+            it takes (computed once per chunk), or None.
     """
 
     def __init__(
@@ -379,8 +377,6 @@ class FamilyTally:
         self.softmax_rows += len(rows) if chunk.weights is None else float(chunk.row_weights[rows].sum())
         if not len(rows):
             return
-        from lossaudit.compare.engine.stream import softmax_targets  # (stream imports this module)
-
         row, col, y32, positive, local_row, terms, w = softmax_targets(chunk, rows, row_valid, self.shared)
         y = y32.astype(np.float64)
         keys = self.intervals.keys(col, positive, np.float32(1) - terms.q)

@@ -44,16 +44,17 @@ import ctypes
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
 
 from lossaudit.compare.engine import elements, families, parallel
 from lossaudit.compare.engine.binning import Intervals, ghm_bin_weights
-from lossaudit.compare.engine.dense import DensePass, LogitCounts, Taken
+from lossaudit.compare.engine.dense import DensePass, Taken
 from lossaudit.compare.engine.generic import GenericTally
 from lossaudit.compare.engine.mistakes import Mistakes, grid_chunk_rows
+from lossaudit.compare.engine.shared import DenseNeeds, SharedPass, softmax_targets
 from lossaudit.compare.settings import FILE_COUNTS, LossSettings, Tally
 from lossaudit.io.dataset import Chunk, DataPlan
 from lossaudit.losses.cross_entropy import BCE, CE
@@ -91,86 +92,9 @@ workers 2^14 0.27, 2^15 0.265, 2^16 0.28, 2^17 0.29, 2^18 0.32; two threads 2^15
 2^17 0.39, 2^18 0.37."""
 
 
-@dataclass(frozen=True)
-class DenseNeeds:
-    """What a :class:`StreamTally` needs of its dense pass: the sums of :data:`~lossaudit.compare.engine.dense.DENSE_VALUES`
-    ``values``, the ``powers``, the probability ``easy_edge`` below which an element may be left to
-    it, and the row sums of hard-negative mining."""
-
-    values: tuple[str, ...]
-    powers: tuple[float, ...]
-    easy_edge: np.float32
-    row_sums: bool
-    clipped: tuple[tuple[float, float], ...] = ()
-
-
 def dense_block_rows(num_classes: int) -> int:
     """Rows per block of a dense pass over ``num_classes`` classes (:data:`BLOCK_ELEMENTS`)."""
     return max(BLOCK_ELEMENTS // num_classes, 1)
-
-
-class SharedPass:
-    """One dense pass, and the work on a chunk that does not depend on the loss settings, shared by
-    the :class:`StreamTally` objects of one worker (``sweep``'s settings: one per gamma): each
-    chunk's dense pass runs once, and its elements taken out (with their sigmoid parts) and its
-    softmax terms are computed once (:meth:`once`), whichever tally asks first.
-
-    The pass is made when it is first asked for (:attr:`dense`), with every value and power the
-    tallies made with this object need, and the lowest of their easy edges.
-
-    Args:
-        max_rows: the most rows a chunk has.
-        num_classes: C.
-        by_logit: the easy negatives' counts by logit to keep (:class:`~lossaudit.compare.engine.dense.LogitCounts`), or None.
-    """
-
-    def __init__(self, max_rows: int, num_classes: int, by_logit: LogitCounts | None = None):
-        self.max_rows, self.num_classes, self.by_logit = max_rows, num_classes, by_logit
-        self._needs: list[DenseNeeds] = []
-        self._dense: DensePass | None = None
-        self._chunk: Chunk | None = None
-        self._values: dict[str, Any] = {}
-
-    def require(self, needs: DenseNeeds) -> None:
-        """Add a tally's needs (before the pass is made)."""
-        if self._dense is not None:
-            raise ValueError("a tally joined a shared pass after it was made")
-        self._needs.append(needs)
-
-    @property
-    def dense(self) -> DensePass:
-        if self._dense is None:
-            needs = self._needs
-            values = tuple(dict.fromkeys(value for need in needs for value in need.values))
-            powers = tuple(dict.fromkeys(power for need in needs for power in need.powers))
-            edge = min((need.easy_edge for need in needs), default=np.float32(0.1))
-            row_sums = any(need.row_sums for need in needs)
-            clipped = tuple(dict.fromkeys(pair for need in needs for pair in need.clipped))
-            self._dense = DensePass(
-                self.max_rows,
-                self.num_classes,
-                edge,
-                values,
-                dense_block_rows(self.num_classes),
-                powers,
-                row_sums=row_sums,
-                by_logit=self.by_logit,
-                clipped=clipped,
-            )
-        return self._dense
-
-    def once(self, chunk: Chunk, name: str, compute: Callable[[], Any]) -> Any:
-        """``compute()`` the first time ``name`` is asked of ``chunk`` (the chunk given last: what
-        was kept of the chunk before is dropped), its value again after."""
-        if chunk is not self._chunk:
-            self._chunk, self._values = chunk, {}
-        if name not in self._values:
-            self._values[name] = compute()
-        return self._values[name]
-
-    def __getstate__(self) -> dict:
-        """Pickled without the chunk's work (a forked worker's result)."""
-        return {**vars(self), "by_logit": None, "_chunk": None, "_values": {}}
 
 
 class SecondMoments:
@@ -756,27 +680,6 @@ class StreamTally:
         return rows, background, file_counts
 
 
-def softmax_targets(
-    chunk: Chunk, softmax_rows: np.ndarray, row_valid: np.ndarray, shared: SharedPass | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, elements.SoftmaxTerms, np.ndarray | None]:
-    """The target terms of the rows ``softmax_rows`` (valid, with a target; ``row_valid`` the
-    chunk's valid rows): ``(row, col, y, positive, local_row, terms, w)``, ``local_row`` the row's
-    place in ``softmax_rows``, ``terms`` their :func:`~lossaudit.compare.engine.elements.softmax_terms`,
-    ``w`` their weights (a term weighs what its target element weighs; None unweighted). Computed
-    once per chunk among the tallies of a ``shared`` pass."""
-
-    def compute() -> tuple:
-        in_rows = row_valid[chunk.target_rows]
-        row, col, y = chunk.target_rows[in_rows], chunk.target_cols[in_rows], chunk.target_values[in_rows]
-        local_row = np.searchsorted(softmax_rows, row)
-        every = len(softmax_rows) == len(chunk.logits)
-        terms = elements.softmax_terms(chunk.logits if every else np.take(chunk.logits, softmax_rows, axis=0), local_row, col)  # (take: faster than [rows])
-        w = chunk.weights[row, col] if chunk.weights is not None else None
-        return row, col, y, chunk.target_positive[in_rows], local_row, terms, w
-
-    return cast(tuple, compute() if shared is None else shared.once(chunk, "softmax", compute))
-
-
 def _recorded(source, key: str) -> bool:
     """The batch ``source`` (a :class:`~lossaudit.io.dataset.reader.Source`) recorded the scalar ``key``."""
     return source.weighting is not None and key in source.weighting.scalars
@@ -930,7 +833,7 @@ def stream_tally(
         class_counts = plan.class_target_sums() if class_counts is None else class_counts
 
     def make(rows: int) -> list:
-        shared = SharedPass(rows, info.num_classes) if softmax_families else None  # the softmax terms computed once per chunk
+        shared = SharedPass(rows, info.num_classes, dense_block_rows(info.num_classes)) if softmax_families else None  # the softmax terms once per chunk
         extra: list[Any] = (
             [families.FamilyTally(settings, cast(families.FamilySetup, family), info.num_classes, softmax_counts, info.weighted, shared)]
             if softmax_families
