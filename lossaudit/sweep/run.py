@@ -4,7 +4,9 @@ gamma (and ``--alpha-per-class`` vector); by default the one that fits the data
 (:func:`~lossaudit.compare.report.build.fitting_family`: softmax-focal on single-label data).
 
 Every chunk of the data is read once (:func:`~lossaudit.compare.engine.stream.stream_pass`) and given to
-one :class:`~lossaudit.compare.engine.stream.StreamTally` per gamma, which keeps focal's sums split into
+one :class:`~lossaudit.compare.engine.stream.StreamTally` per gamma (the tallies share one dense pass,
+with every gamma's powers, and the work on each chunk that does not depend on gamma:
+:class:`~lossaudit.compare.engine.shared.SharedPass`), which keeps focal's sums split into
 ``Σ (1 - y) h`` and ``Σ y h`` (``h`` the loss before ``alpha_t``). ``alpha_t = alpha y + (1 -
 alpha)(1 - y)`` is linear in the target, so each alpha (a scalar, or a per-class vector) is a
 weighting of those sums at the end: a setting's tally is exactly the one ``compare --alpha A --gamma G
@@ -18,7 +20,8 @@ the ``rare_*`` quadrants), per class, and the same for the gradient magnitude ``
 Per gamma, the same pass also keeps the cumulative distribution of the element losses over the
 positives and over the negatives (the focal loss paper's Figure 4; softmax-focal: over the rows'
 target terms): sorted from the smallest, the share of the total loss the lowest fraction ``f`` of
-them holds (:class:`LossHistogram`). The summary (:mod:`lossaudit.sweep.summary`) says how the
+them holds (:mod:`lossaudit.sweep.histogram`: the elements tallied one by one in loss bins, the
+easy negatives counted once by logit in the dense pass, within a stated bound). The summary (:mod:`lossaudit.sweep.summary`) says how the
 shares move across the grid.
 
 A weighted dump (a Poisson sample, issue 24) gives estimates: the tallies are Horvitz–Thompson sums,
