@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lossaudit.compare.engine import elements
 from lossaudit.compare.engine.binning import Intervals
 from lossaudit.compare.engine.families import SigmoidFamilies
 from lossaudit.compare.engine.stream import stream_tally
@@ -85,3 +86,25 @@ def test_softmax_families_share_the_core_softmax_terms(tmp_path, workers, chunk_
     for path in (single, mixed):
         settings = LossSettings(losses=("ce", "softmax-focal", "cb-ce", "logit-adjusted-ce"), la_tau=1.5)
         _assert_same(stream_tally(plan(read_batches([path])), settings, chunk_rows=chunk_rows, workers=workers), _oracle([path], settings))
+
+
+def test_shifted_softmax_terms_equal_torchs_float64_log_softmax():
+    """logit-adjusted-ce's softmax of ``x + tau log prior``, formed in float32 from the largest
+    shifted logit: its ``-log q`` within 1e-5 relative of torch's float64 ``log_softmax`` of the
+    float64 sum, confident rows (``-log q`` down to 1e-7), wide logits and rare classes included."""
+    import torch
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(0, 4, (400, 7)).astype(np.float32)
+    x[:50] *= 15  # logits of ±100
+    labels = rng.integers(0, 7, 400)
+    x[50:100, :] = -8
+    x[np.arange(50, 100), labels[50:100]] = rng.uniform(8, 14, 50).astype(np.float32)  # q of the target near 1
+    prior = np.array([0.5, 0.3, 0.1, 0.05, 0.03, 0.015, 0.005])
+    for tau in (1.0, 2.5):
+        shift = tau * np.log(prior)
+        row, col = np.arange(400), labels
+        terms = elements.shifted_softmax_terms(x, shift, row, col)
+        reference = torch.log_softmax(torch.from_numpy(x).double() + torch.from_numpy(shift), dim=1)[row, col].numpy()
+        np.testing.assert_allclose(-terms.log_q, -reference, rtol=1e-5, atol=1e-12)
+        assert (-reference[50:100] < 1e-5).any()

@@ -311,7 +311,35 @@ def softmax_terms(rows_x: np.ndarray, row: np.ndarray, cols: np.ndarray) -> Soft
     with np.errstate(over="ignore"):  # a row spanning more than float32's range: exp(-inf) = 0 below
         z = rows_x - maximum[:, None]
     at = rows_x[row, cols].astype(np.float64) - maximum[row]  # in float64: -FLT_MAX - FLT_MAX is finite there
+    return _from_exponents(z, top, at, row)
+
+
+def _from_exponents(z: np.ndarray, top: np.ndarray, at: np.ndarray, row: np.ndarray) -> SoftmaxTerms:
+    """:class:`SoftmaxTerms` from the float32 ``(m, C)`` exponents ``z`` of each row less its
+    term ``top`` (``z[top] = 0``; overwritten), and the float64 exponents ``at`` of the terms."""
     others = np.exp(z, out=z)
-    others[np.arange(len(rows_x)), top] = 0
+    others[np.arange(len(z)), top] = 0
     log_q = at - np.log1p(others.sum(axis=1).astype(np.float64))[row]
     return SoftmaxTerms(q=np.exp(log_q).astype(np.float32), log_q=log_q, top=top[row])
+
+
+def shifted_softmax_terms(rows_x: np.ndarray, shift: np.ndarray, row: np.ndarray, cols: np.ndarray) -> SoftmaxTerms:
+    """:func:`softmax_terms` of the logits ``rows_x + shift`` (``(C,)`` float64, a shift per class:
+    logit-adjusted cross-entropy's ``tau log prior``), without their float64 ``(m, C)`` array: the
+    row's largest shifted logit (``top``, found in float32) is taken as the reference, the other
+    exponents ``(x - x_top) + (s - s_top)`` are formed and exponentiated in float32 as
+    :func:`softmax_terms` forms ``x - max``, and the terms' own exponents in float64. ``top`` of
+    the result is the shifted argmax."""
+    shift32 = shift.astype(np.float32)
+    rows = np.arange(len(rows_x))
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = rows_x + shift32
+        top = z.argmax(axis=1)
+        x_top = rows_x[rows, top]
+        np.subtract(rows_x, x_top[:, None], out=z)
+        z += shift32
+        z -= shift32[top][:, None]
+        z[rows, top] = 0
+    reference = x_top.astype(np.float64) + shift[top]
+    at = rows_x[row, cols].astype(np.float64) + shift[cols] - reference[row]
+    return _from_exponents(z, top, at, row)

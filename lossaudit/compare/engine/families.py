@@ -10,8 +10,9 @@ by (class, positive, difficulty interval), and follow the reference functions of
   ``d = |p - y|`` (binned by the GHM gradient norm, as every sigmoid loss); the easy negatives
   (y = 0, p below the first difficulty edge) from the dense pass's power sums ``Σ p^k b``, since
   there QFL is ``p^beta b``, VFL ``alpha p^gamma b`` and ASL without a clip ``p^gamma_neg b``, and
-  ASL with a clip is 0 below it (the dense pass then leaves the negatives from the clip up to the
-  first edge to the per-element path):
+  ASL with a clip ``p_m^gamma_neg (-log(1 - p_m))``, 0 below the clip, which the dense pass sums
+  too (``clipped``; where ASL's ``eps`` could bind there, it leaves the negatives from the clip up
+  to the first edge to the per-element path instead):
 
   - ``qfl``: ``d^beta b``; gradient magnitude ``beta d^(beta - 1) p (1 - p) b + d^(beta + 1)``
     (both parts have the sign of ``p - y``);
@@ -29,7 +30,12 @@ by (class, positive, difficulty interval), and follow the reference functions of
 
   - ``cb-ce``: CE with each term weighted by the class-balanced weight of its class (effective
     number; :func:`lossaudit.losses.balanced.class_balanced_weights_numpy`);
-  - ``logit-adjusted-ce``: CE of ``x + tau log pi``, ``pi`` the class frequencies.
+  - ``logit-adjusted-ce``: CE of ``x + tau log pi``, ``pi`` the class frequencies (its softmax
+    formed in float32 from each row's largest shifted logit:
+    :func:`~lossaudit.compare.engine.elements.shifted_softmax_terms`).
+
+  The model's own softmax terms are those the core softmax losses computed for the chunk, when
+  they share its pass (:class:`~lossaudit.compare.engine.shared.SharedPass`).
 
   Both take their class counts from the dump itself, read before the pass (only when one of them
   is asked for): :meth:`~lossaudit.io.dataset.DataPlan.class_target_sums` (each class's targets as
@@ -38,8 +44,8 @@ by (class, positive, difficulty interval), and follow the reference functions of
 
 Weighted dumps (sampling weights): each element or term adds its weight times its loss, and
 ``w (w - 1)`` times its square to a second-moment table (see
-:mod:`~lossaudit.compare.engine.stream`, whose dense pass is then bypassed: every element comes
-through :meth:`SigmoidFamilies.add_elements`); the class counts of the softmax families are
+:mod:`~lossaudit.compare.engine.stream`, whose dense pass then runs only on the rows whose
+elements all weigh 1: the other rows' elements come through :meth:`SigmoidFamilies.add_elements`); the class counts of the softmax families are
 then weighted too (:meth:`~lossaudit.io.dataset.DataPlan.class_target_sums`).
 """
 
@@ -385,7 +391,7 @@ class FamilyTally:
             weight = family.cb_weights[col]
             self._add(CB_CE, keys, (terms.loss(y, 0.0, weight), elements.softmax_gradient(terms, terms.pull(y, 0.0, weight), y, local_row)), w)
         if family.log_prior is not None:
-            adjusted = elements.softmax_terms(_rows(chunk, rows) + family.params[LOGIT_ADJUSTED_CE]["tau"] * family.log_prior, local_row, col)
+            adjusted = elements.shifted_softmax_terms(_rows(chunk, rows), family.params[LOGIT_ADJUSTED_CE]["tau"] * family.log_prior, local_row, col)
             self._add(LOGIT_ADJUSTED_CE, keys, (adjusted.loss(y, 0.0), elements.softmax_gradient(adjusted, adjusted.pull(y, 0.0), y, local_row)), w)
         if self.softmax_counts is not None:
             self.softmax_counts += np.bincount(keys, weights=w, minlength=self.size)
