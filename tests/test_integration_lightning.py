@@ -224,6 +224,18 @@ def test_bad_settings_fail_at_construction(options, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.fixture
+def resource_tracker_stopped():
+    """ddp_spawn starts multiprocessing's resource tracker, a child of this process that lives as
+    long as it does; stop it after the test, since other tests (test_parallel) check that their
+    code leaves no child behind."""
+    yield
+    from multiprocessing import resource_tracker
+
+    resource_tracker._resource_tracker._stop()
+
+
+@pytest.mark.usefixtures("resource_tracker_stopped")
 def test_ddp_ranks_record_one_run_and_rank_zero_audits_and_stops_them_all(tmp_path):
     """Two CPU processes (gloo): each validates half of the 256 rows into the epoch's one run, rank
     zero audits all 256 and logs alone; epoch 1's move (any, at 0 points) is found in the background
