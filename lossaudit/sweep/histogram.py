@@ -29,6 +29,7 @@ before could exceed the bin's lowest loss.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -153,6 +154,15 @@ def _overlaps(n: np.ndarray, lower: np.ndarray, upper: np.ndarray, at: np.ndarra
     return result
 
 
+@functools.cache
+def _lower_edges(size: int) -> np.ndarray:
+    k = np.arange(size)
+    exponent, fine = LOWEST_EXPONENT + k // SUB_BINS, k % SUB_BINS
+    edges = np.concatenate([[0.0], np.ldexp(0.5 + fine / (2 * SUB_BINS), exponent)])
+    edges.flags.writeable = False
+    return edges
+
+
 class LossHistogram:
     """Per gamma, over the positives and over the negatives: the focal loss before alpha_t,
     ``h = (1 - p_t)^gamma bce`` (``alpha_t`` is constant within the positives and within the
@@ -191,9 +201,7 @@ class LossHistogram:
 
     def lower_edges(self) -> np.ndarray:
         """``(size + 1,)`` the smallest loss of each bin, then the top bin's upper edge (bin 0 holds 0 only)."""
-        k = np.arange(self.size)
-        exponent, fine = LOWEST_EXPONENT + k // SUB_BINS, k % SUB_BINS
-        return np.concatenate([[0.0], np.ldexp(0.5 + fine / (2 * SUB_BINS), exponent)])
+        return _lower_edges(self.size)
 
     def add(self, chunk: Chunk, file: int = 0) -> None:
         """Add the valid elements of a chunk that the dense pass took out (the easy negatives are
