@@ -83,6 +83,9 @@ def power(base: np.ndarray, k: float, out: np.ndarray | None = None) -> np.ndarr
     whole = int(k)
     if twice % 2:
         np.sqrt(base, out=out)
+    elif whole >= 2:
+        np.multiply(base, base, out=out)
+        whole -= 2
     elif whole:
         np.copyto(out, base)
         whole -= 1
