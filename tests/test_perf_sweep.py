@@ -208,3 +208,32 @@ def test_weighted_sweep_shares_the_pass_too(tmp_path):
         alone = stream_tally(plan(read_batches([path])), settings, chunk_rows=64, workers=1)
         np.testing.assert_allclose(row["sum"], alone.loss_sums["focal"].sum(), rtol=2e-6)
         assert row["sum_se"] is not None
+
+
+def test_logit_counts_equal_a_direct_count():
+    """Counts of the easy negatives by atom, and their places' sums, against ``floor(x scale)``
+    counted by hand; taken-out elements and dropped rows left out; several flushes."""
+    from lossaudit.compare.engine.dense import LogitCounts
+
+    rng = np.random.default_rng(9)
+    scale = 1024
+    counts = LogitCounts(scale, 600)
+    expected_counts, expected_places = np.zeros(counts.size), np.zeros(counts.size)
+    for _ in range(700):  # more elements than one buffer holds
+        x = rng.uniform(LOWEST_COUNTED, -1e-6, (100, 6)).astype(np.float32)
+        x[0, 0] = LOWEST_COUNTED
+        x[1, :] = x[1, 0]  # many in one atom
+        taken = rng.choice(x.size, 20, replace=False)
+        dropped = np.array([3, 7])
+        counts.add(x, taken, dropped)
+        keep = np.ones(x.shape, dtype=bool)
+        keep.reshape(-1)[taken] = False
+        keep[dropped] = False
+        scaled = x[keep].astype(np.float64) * scale
+        atoms = np.floor(scaled).astype(np.int64) - LOWEST_COUNTED * scale + 1
+        np.add.at(expected_counts, atoms, 1)
+        np.add.at(expected_places, atoms, scaled - np.floor(scaled))
+    counts.flush()
+    np.testing.assert_array_equal(counts.counts, expected_counts)
+    assert (np.abs(counts.offsets - expected_places) <= expected_counts * counts.place_error + 1e-9).all()
+    assert counts.counts[0] == 0 and counts.counts[1] >= 1

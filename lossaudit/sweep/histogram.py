@@ -16,7 +16,8 @@ Two kinds of bins, each with its count, its sum and the range of its losses:
   scale)`` apart: the scale is chosen for that to be below ``1 + 1/256`` at the largest gamma
   (:func:`atom_scale`). An atom's sum is ``n h(c) + h'(c) Σ u`` (``c`` its centre, ``u`` the
   logits' offsets from it, whose sum the pass keeps), within ``n h(hi) ((gamma + 1)^2 + gamma + 2)
-  / (8 scale^2)`` (second order; about 1e-7 of the sum) of exact.
+  / (8 scale^2)`` (second order; about 1e-7 of the sum) of exact, and ``n h(hi) (gamma + 1) e /
+  scale`` for the places' float64 rounding ``e`` (:attr:`~lossaudit.compare.engine.dense.LogitCounts.place_error`, 2^-16).
 
 :func:`cumulative_shares` sorts the bins by their lowest loss and interpolates inside the bin where
 the fraction falls at its mean. The lowest ``k`` of a bin's ``n`` elements, losses ``>= a`` with
@@ -107,7 +108,7 @@ def atom_bins(counts: LogitCounts, gamma: float) -> Bins:
     centre, slope = negative_loss(low + 0.5 / scale, gamma)
     offsets = (counts.offsets[atoms] - 0.5 * n) / scale  # Σ (x - c)
     sums = np.clip(centre * (n + slope * offsets), n * lower, n * upper)
-    errors = n * upper * ((gamma + 1) ** 2 + gamma + 2) / (8 * scale**2)
+    errors = n * upper * (((gamma + 1) ** 2 + gamma + 2) / (8 * scale**2) + (gamma + 1) * counts.place_error / scale)  # 2nd order; the places' rounding
     return Bins(n, sums, errors, lower, upper)
 
 

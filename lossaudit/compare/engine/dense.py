@@ -132,8 +132,10 @@ class LogitCounts:
 
     The blocks' ``floor(x scale)`` (negative: ``x < 0``; 0 for the elements taken out and the
     dropped rows) are kept in a buffer and counted every :data:`COUNT_ELEMENTS` elements and at the
-    end of each chunk (:meth:`flush`), over the range they span (one ``bincount`` each for the
-    counts and the places).
+    end of each chunk (:meth:`flush`), over the range they span, by one float64 ``bincount`` of
+    ``place + B``, ``B`` a power of two above twice the buffer: an atom's sum is ``n B`` plus its
+    places (below ``n <= B / 2``), so ``n`` is the integer part of the sum over ``B`` and the places
+    the rest, each added to within :attr:`place_error` of exact (float64 rounding).
     """
 
     def __init__(self, scale: int, block_elements: int):
@@ -144,6 +146,9 @@ class LogitCounts:
         self.counts = np.zeros(self.size)
         self.offsets = np.zeros(self.size)
         capacity = max(COUNT_ELEMENTS, block_elements)
+        self._big = float(2 ** int(np.ceil(np.log2(2 * capacity))))
+        self.place_error = 2.0 ** (np.log2(capacity * self._big) - 53)
+        """The most an element's place may be off in :attr:`offsets` (half a float64 step of the largest sum)."""
         self._floors = np.empty(capacity, dtype=np.int64)
         self._places = np.empty(capacity, dtype=np.float32)
         self._scaled = np.empty(block_elements, dtype=np.float32)
@@ -177,8 +182,10 @@ class LogitCounts:
             return
         floors -= low  # 0 .. -low; -low: left out
         first = low - LOWEST_COUNTED * self.scale + 1
-        self.counts[first:] += np.bincount(floors, minlength=1 - low)[:-1]
-        self.offsets[first:] += np.bincount(floors, weights=self._places[: len(floors)], minlength=1 - low)[:-1]
+        sums = np.bincount(floors, weights=np.add(self._places[: len(floors)], self._big, dtype=np.float64), minlength=1 - low)[:-1]
+        counts = np.floor(sums / self._big)
+        self.counts[first:] += counts
+        self.offsets[first:] += sums - counts * self._big
 
     def merge(self, other: LogitCounts) -> None:
         self.counts += other.counts
@@ -186,7 +193,7 @@ class LogitCounts:
 
     def __getstate__(self) -> dict:
         """Pickled with its counts only (the buffers stay behind): call :meth:`flush` first."""
-        return {name: value for name, value in vars(self).items() if name in ("scale", "size", "counts", "offsets")}
+        return {name: value for name, value in vars(self).items() if name in ("scale", "size", "counts", "offsets", "place_error")}
 
 
 class DensePass:
