@@ -30,7 +30,8 @@ check (``check_finite=False``) learns them from :attr:`Taken.x`.
 
 Sums: each value is added up in float32 over groups of :data:`GROUP_ROWS` rows by a matrix-vector
 product with ones (BLAS), the two gradient parts ``q f_k`` and ``q^k q`` of each power by
-``einsum`` from their factors (the products are never stored), and those partial sums over groups of
+``einsum`` from their factors (the products are never stored; ``q f_k`` is ``f_(k + 1)`` where
+``k + 1`` is a power too, as in ``sweep``'s default gammas), and those partial sums over groups of
 :data:`GROUP_ROWS` partials again at the end of the chunk; the result is added in float64. Values
 are non-negative, so each class's float32 sums of 256 rows are within ``30 × 2^-24 ≈ 2e-6``
 relative of exact.
@@ -248,7 +249,12 @@ class DensePass:
         self.by_logit = by_logit
         self.x = np.empty((max_rows, classes), dtype=np.float32)
         summed = [*values, *(("power", k) for k in powers), *((part, k, m) for k, m in clipped for part in ("clipped", "clipped_gradient"))]
-        self._products = {(part, k): (("power", k) if part == "power_q" else ("modulating", k), "q") for k in powers for part in ("power_q", "power_qq")}
+        self._products = {
+            (part, k): (("power", k) if part == "power_q" else ("modulating", k), "q")
+            for k in powers
+            for part in ("power_q", "power_qq")
+            if not (part == "power_q" and k + 1 in powers)  # q f_k is f_(k + 1), summed already
+        }
         kept = summed + list(self._products)
         self._stack = np.zeros((len(summed), padded_rows, classes), dtype=np.float32)  # the value buffers, summed in one call
         self._buffers = dict(zip(summed, self._stack))
@@ -449,7 +455,8 @@ class DensePass:
         gradient magnitude ``k (Σ f_k - Σ q f_k) + Σ q^(k + 1)``, for a power ``k`` of the pass."""
         sums = dict(zip(self._names, self._sums))
         loss = sums["power", float(k)]
-        return loss, float(k) * (loss - sums["power_q", float(k)]) + sums["power_qq", float(k)]
+        power_q = sums["power_q", float(k)] if ("power_q", float(k)) in sums else sums["power", float(k) + 1]
+        return loss, float(k) * (loss - power_q) + sums["power_qq", float(k)]
 
 
 class _BlockViews:
