@@ -140,6 +140,10 @@ NOT_RUN = {
     "python benchmarks/compare_bench.py --anchors 1000000 4000000 --repeat 5   # 80M and 320M elements": "a benchmark of minutes on 1.2 GiB of dumps; test_benchmark_commands_parse checks its options",
     "python benchmarks/startup_bench.py --repeat 11": "a benchmark of a minute of process starts; test_benchmark_commands_parse checks its options",
     "python benchmarks/record_bench.py --repeats 7 --threads 1   # and --threads 2, and --skewed": "a benchmark of a minute on a 256 MB batch; test_benchmark_commands_parse checks its options",
+    "python benchmarks/sweep_bench.py --repeat 5 --before /tmp/before": "a benchmark of minutes on two 313 MiB dumps, against an older tree; test_benchmark_commands_parse checks its options",
+    "python benchmarks/families_bench.py --repeat 5": "a benchmark of a minute on 8M-element dumps; test_benchmark_commands_parse checks its options",
+    "python benchmarks/weighted_bench.py --repeat 5                       # and PYTHONPATH=/tmp/before …": "a benchmark of a minute on the 313 MiB dump and its sample; test_benchmark_commands_parse checks its options",
+    "python benchmarks/advice_bench.py --repeat 5     # 1,000,000 rows × 100 classes, long-tailed": "a benchmark of a minute on a 1M × 100 dump; test_benchmark_commands_parse checks its options",
 }
 """Commands shown but not run here, each with the reason."""
 
