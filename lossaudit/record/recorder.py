@@ -52,7 +52,7 @@ class RunWriter:
         NotADirectoryError: ``folder`` is a file.
     """
 
-    def __init__(self, folder: str | os.PathLike, resume: bool = False, hint: str = ""):
+    def __init__(self, folder: str | os.PathLike[str], resume: bool = False, hint: str = ""):
         self.folder = Path(folder)
         self.rank, distributed = _distributed()
         decision: _Decision | None = _open_run(self.folder, resume, hint) if self.rank == 0 else None
@@ -148,7 +148,7 @@ class Recorder:
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         rate: float = 0.01,
         target_size: int | None = None,
         easy_edge: float = EASY_EDGE,
@@ -160,7 +160,7 @@ class Recorder:
         self.writer = RunWriter(path, resume, hint=", or add to this run with Recorder(..., resume=True)")
         self.path = self.writer.folder
         self.batches = self.population_elements = self.sampled_elements = 0
-        self._generators: dict[str, object] = {}
+        self._generators: dict[str, torch.Generator] = {}
         self._closed = False
 
     def add(self, logits: object, targets: object, mask: object = None) -> Path:
@@ -184,7 +184,7 @@ class Recorder:
         self.sampled_elements += kept_elements(batch)
         return written
 
-    def _generator(self, logits: object):
+    def _generator(self, logits: object) -> torch.Generator | None:
         """The seeded generator of the logits' device, or None without a seed."""
         if self.seed is None:
             return None
@@ -201,7 +201,7 @@ class Recorder:
     def __enter__(self) -> Recorder:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
