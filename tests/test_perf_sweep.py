@@ -30,6 +30,7 @@ from lossaudit.io.readers import read_batches
 from lossaudit.sweep import run as sweeping
 from lossaudit.sweep.histogram import SUB_BINS, atom_scale
 from tests.conftest import write_npz
+from tests.test_sweep import _exact_cumulative
 
 GAMMAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 2.7)
 """Powers by a fill (0), a square root (0.5, 1.5), products (1, 2, 3) and np.power (2.7)."""
@@ -70,15 +71,6 @@ def test_each_sweep_setting_equals_compare_alone(tmp_path, chunk_rows, workers):
         np.testing.assert_allclose(row["gradient_mean"] * alone.normalisers["focal"], alone.gradient_sums["focal"].sum(), rtol=2e-6)
         per_class = alone.loss_sums["focal"].sum(axis=(1, 2, 3))
         np.testing.assert_allclose([c["share"] for c in row["per_class"]], per_class / per_class.sum(), rtol=2e-6, atol=1e-12)
-
-
-def _exact_cumulative(h: np.ndarray, fractions) -> np.ndarray:
-    ordered = np.sort(h)
-    cumulative = np.concatenate([[0.0], np.cumsum(ordered)])
-    wanted = np.asarray(fractions) * len(h)
-    whole = np.floor(wanted).astype(int)
-    part = np.where(whole < len(h), ordered[np.minimum(whole, len(h) - 1)] * (wanted - whole), 0.0)
-    return (cumulative[whole] + part) / cumulative[-1]
 
 
 def _check_cumulative(document, logits, targets, positive):

@@ -16,7 +16,7 @@ A target's ``status`` says whether it was audited:
   the failing import. It fails the run: exit 1 for a discovered candidate, exit 2 for a named
   target (:func:`stopping_errors`), in either case after every other target was audited and the
   report, with this result in it, was written.
-- ``skipped``: suppressed entirely by a bare ``# lossaudit: ignore`` on its definition line, or a
+- ``skipped``: suppressed entirely by a bare ``# lossaudit: ignore`` in its definition's header, or a
   discovered candidate whose signature does not fit a loss (``skipped: not a loss signature: ...``,
   read from its AST by :func:`lossaudit.lint.discover.not_a_loss`), and so neither imported nor run.
 
@@ -56,7 +56,7 @@ SIGNATURE_ERROR = re.compile(
 )
 """The TypeError Python raises when a call's arguments do not fit the callee's signature."""
 ENTRY_POINTS = ("__init__", "__new__", "forward", "__call__")
-SILENCED_HINT = "suppressed by '# lossaudit: ignore' on its definition line; not imported or run"
+SILENCED_HINT = "suppressed by '# lossaudit: ignore' in its definition's header; not imported or run"
 
 
 @dataclass(frozen=True)
