@@ -22,16 +22,17 @@ itself; that of ``f_k``, ``q^k (q + k (1 - q) l) = k (f_k - q f_k) + q^(k + 1)``
 It takes out the elements these values do not describe (:class:`Screen`): logits at or above a
 threshold ``x0 < 0`` (every x below it has p below the easy edge: the first difficulty edge, or a
 lower one such as ASL's clip), non-finite logits, non-zero
-targets and masked elements; dropped rows are left out whole. Their ``-|x|`` is set to ``-inf``
-before the ``exp``, which makes every value 0 (CenterNet's clamped term is zeroed after). The
+targets and masked elements; dropped rows are left out whole. The ``exp`` is taken of the logits
+as they are (``exp(x)`` is ``e`` wherever x < 0, so at every easy negative), and ``e`` is set to 0
+at the elements taken out, which makes every value 0 (CenterNet's clamped term is zeroed after). The
 caller tallies the valid taken-out elements one by one (:mod:`lossaudit.compare.engine.elements`), from
 their logits (:class:`Taken`). Non-finite logits are found here, so a chunk decoded without its own
 check (``check_finite=False``) learns them from :attr:`Taken.x`.
 
 Sums: each value is added up in float32 over groups of :data:`GROUP_ROWS` rows by a matrix-vector
-product with ones (BLAS), the two gradient parts ``q f_k`` and ``q^k q`` of each power by
-``einsum`` from their factors (the products are never stored; ``q f_k`` is ``f_(k + 1)`` where
-``k + 1`` is a power too, as in ``sweep``'s default gammas), and those partial sums over groups of
+product with ones (BLAS), the two gradient parts ``q f_k`` and ``q^(k + 1)`` of each power among
+them (``q^(k + 1)`` in the buffer that held ``q^k``; ``q f_k`` is ``f_(k + 1)`` where ``k + 1`` is a
+power too, as in ``sweep``'s default gammas, and is not kept twice), and those partial sums over groups of
 :data:`GROUP_ROWS` partials again at the end of the chunk; the result is added in float64. Values
 are non-negative, so each class's float32 sums of 256 rows are within ``30 × 2^-24 ≈ 2e-6``
 relative of exact.
@@ -44,16 +45,10 @@ size of a chunk or a block.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from lossaudit.compare.engine.elements import (
-    CENTERNET_PROB_CLAMP,
-    negative_abs,
-    parts_from_negative_abs,
-    power,
-)
+from lossaudit.compare.engine.elements import CENTERNET_PROB_CLAMP, parts_from_exp, power
 from lossaudit.io.dataset import Chunk
 
 DENSE_VALUES = ("softplus", "q", "heatmap_loss", "heatmap_gradient")
@@ -248,19 +243,15 @@ class DensePass:
         self.screen = Screen(easy_threshold(easy_edge), None if by_logit is None else LOWEST_COUNTED)
         self.by_logit = by_logit
         self.x = np.empty((max_rows, classes), dtype=np.float32)
-        summed = [*values, *(("power", k) for k in powers), *((part, k, m) for k, m in clipped for part in ("clipped", "clipped_gradient"))]
-        self._products = {
-            (part, k): (("power", k) if part == "power_q" else ("modulating", k), "q")
-            for k in powers
-            for part in ("power_q", "power_qq")
-            if not (part == "power_q" and k + 1 in powers)  # q f_k is f_(k + 1), summed already
-        }
-        kept = summed + list(self._products)
-        self._stack = np.zeros((len(summed), padded_rows, classes), dtype=np.float32)  # the value buffers, summed in one call
-        self._buffers = dict(zip(summed, self._stack))
+        kept = [
+            *values,
+            *((part, k) for k in powers for part in ("power", "power_q", "power_qq") if not (part == "power_q" and k + 1 in powers)),
+            *((part, k, m) for k, m in clipped for part in ("clipped", "clipped_gradient")),
+        ]  # q f_k is f_(k + 1) where k + 1 is a power too: summed already
+        self._stack = np.zeros((len(kept), padded_rows, classes), dtype=np.float32)  # the value buffers, summed in one call
+        self._buffers = dict(zip(kept, self._stack))
         self._log1p = self._buffers.get("softplus", np.zeros((padded_rows, classes), dtype=np.float32))
         self._q = self._buffers.get("q", np.empty((padded_rows, classes), dtype=np.float32))
-        self._modulating = {k: np.empty((padded_rows, classes), dtype=np.float32) for k in powers}
         self._scratch = np.empty((padded_rows, classes), dtype=np.float32) if "heatmap_loss" in values else None
         self._clip_scratch = np.empty((2, padded_rows, classes), dtype=np.float32) if clipped else None
         self._taken = np.empty((block_rows, classes), dtype=bool)
@@ -338,21 +329,18 @@ class DensePass:
         if not self._buffers:
             return taken_out
         log1p = views.log1p
-        negative_abs(x, out=views.log1p_rows)
-        log1p.reshape(-1)[index] = -np.inf  # every value 0
-        log1p[dropped] = -np.inf
+        np.exp(x, out=views.log1p_rows)  # exp(-|x|) wherever x < 0, so at every easy negative
+        log1p.reshape(-1)[index] = 0  # e = 0: every value 0
+        log1p[dropped] = 0
         if views.padding is not None:
-            views.padding[...] = -np.inf
-        parts_from_negative_abs(log1p, views.q)
+            views.padding[...] = 0
+        parts_from_exp(log1p, views.q)
         self._values(views, index, dropped)
         if self._row_sums is not None:
             np.add.reduce(views.log1p_rows, axis=1, dtype=np.float64, out=self._row_sums[start : start + len(x)])
         first = start // self.block_rows * self._block_groups
         self._groups = first + views.groups  # the chunk's partials so far (blocks come in order)
-        partials = self._partials[:, first : self._groups]
-        np.matmul(self._ones, views.grouped, out=partials[: len(self._stack)])
-        for partial, operands in zip(partials[len(self._stack) :], views.products):
-            np.einsum("bic,bic->bc", *operands, out=partial)
+        np.matmul(self._ones, views.grouped, out=self._partials[:, first : self._groups])
         return taken_out
 
     def _chunk_sums(self) -> np.ndarray:
@@ -392,12 +380,15 @@ class DensePass:
                 np.add(gradient, scratch, out=gradient)
                 np.copyto(gradient, 0, where=q < CENTERNET_PROB_CLAMP)
         for k in self.powers:
-            modulating = views.modulating[k]
+            modulating, loss, loss_q = buffers["power_qq", k], buffers["power", k], buffers.get(("power_q", k))
             if k == 2:  # focal's default, without power's checks (some 2,500 blocks in 80M elements)
                 np.multiply(q, q, out=modulating)
             else:
                 power(q, k, out=modulating)
-            np.multiply(modulating, softplus, out=buffers["power", k])
+            np.multiply(modulating, softplus, out=loss)  # f_k = q^k l
+            np.multiply(modulating, q, out=modulating)  # q^(k + 1)
+            if loss_q is not None:
+                np.multiply(loss, q, out=loss_q)  # q f_k
         for k, m in self.clipped:
             self._clipped_values(views, k, m)
 
@@ -474,10 +465,7 @@ class _BlockViews:
         self.log1p = dense._log1p[:padded]
         self.padding = dense._log1p[rows:padded] if padded > rows else None
         self.q = dense._q[:padded]
-        self.modulating = {k: buffer[:padded] for k, buffer in dense._modulating.items()}
         self.scratch_values = None if dense._scratch is None else dense._scratch[:padded]
         self.clip_scratch = None if dense._clip_scratch is None else dense._clip_scratch[:, :padded]
         self.buffers = {name: buffer[:padded] for name, buffer in dense._buffers.items()}
         self.grouped = dense._stack[:, :padded].reshape(len(dense._stack), self.groups, GROUP_ROWS, dense.classes)
-        arrays: dict[Any, np.ndarray] = {**self.buffers, "q": self.q, **{("modulating", k): buffer for k, buffer in self.modulating.items()}}
-        self.products = [tuple(arrays[name].reshape(self.groups, GROUP_ROWS, dense.classes) for name in pair) for pair in dense._products.values()]

@@ -53,7 +53,8 @@ def sigmoid_parts(x: np.ndarray, log1p_out: np.ndarray | None = None, q_out: np.
     x < 0 and ``1 - p`` elsewhere; ``log1p(e)`` is softplus(x) less ``max(x, 0)``."""
     log1p = np.empty(x.shape, dtype=np.float32) if log1p_out is None else log1p_out
     negative_abs(x, out=log1p)
-    return parts_from_negative_abs(log1p, q_out)
+    np.exp(log1p, out=log1p)
+    return parts_from_exp(log1p, q_out)
 
 
 def negative_abs(x: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -62,10 +63,9 @@ def negative_abs(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def parts_from_negative_abs(buffer: np.ndarray, q_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`sigmoid_parts` from float32 ``-|x|`` in ``buffer``, which becomes ``log1p(e)``
-    (in place); ``q`` goes into ``q_out`` (or a new array). A ``-inf`` gives ``e = 0``: 0 and 0."""
-    np.exp(buffer, out=buffer)
+def parts_from_exp(buffer: np.ndarray, q_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`sigmoid_parts` from float32 ``e = exp(-|x|)`` in ``buffer``, which becomes ``log1p(e)``
+    (in place); ``q`` goes into ``q_out`` (or a new array). ``e = 0`` gives 0 and 0."""
     q = np.add(buffer, 1, out=q_out)
     np.divide(buffer, q, out=q)
     np.log1p(buffer, out=buffer)
