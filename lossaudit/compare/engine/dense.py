@@ -45,6 +45,7 @@ size of a chunk or a block.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -212,11 +213,15 @@ class DensePass:
             (:meth:`clipped_sums`).
         by_logit: count the easy negatives by logit into this (:class:`LogitCounts`); the pass then
             takes out the logits below :data:`LOWEST_COUNTED`.
+        weighted: the chunks carry sampling weights (``chunk.weights``): every sum is of ``w v``,
+            and the second moments ``Σ w (w - 1) v²`` of the losses and gradient magnitudes are
+            kept too (:meth:`second_sums`, :meth:`second_power_sums`, :meth:`second_clipped_sums`).
+            Not with ``by_logit`` (its atoms are counted unweighted).
 
     Attributes:
         x: a ``(max_rows, C)`` float32 buffer to decode chunks into (``out=``) when their logits
             must be converted.
-        count: ``(C,)`` easy negatives counted so far, per class.
+        count: ``(C,)`` easy negatives counted so far, per class (weighted: the sums of their weights).
     """
 
     def __init__(
@@ -230,7 +235,10 @@ class DensePass:
         row_sums: bool = False,
         by_logit: LogitCounts | None = None,
         clipped: tuple[tuple[float, float], ...] = (),
+        weighted: bool = False,
     ):
+        if weighted and by_logit is not None:
+            raise ValueError("a weighted dense pass does not count by logit")
         needs = {"softplus": bool(values) or bool(powers) or row_sums, "heatmap_loss": "heatmap_gradient" in values}
         values = tuple(name for name in DENSE_VALUES if name in values or needs.get(name, False))
         powers = tuple(dict.fromkeys(float(k) for k in powers))
@@ -243,17 +251,27 @@ class DensePass:
         self.screen = Screen(easy_threshold(easy_edge), None if by_logit is None else LOWEST_COUNTED)
         self.by_logit = by_logit
         self.x = np.empty((max_rows, classes), dtype=np.float32)
-        kept = [
+        kept: list[Any] = [
             *values,
             *((part, k) for k in powers for part in ("power", "power_q", "power_qq") if not (part == "power_q" and k + 1 in powers)),
             *((part, k, m) for k, m in clipped for part in ("clipped", "clipped_gradient")),
         ]  # q f_k is f_(k + 1) where k + 1 is a power too: summed already
+        self.weighted = weighted
+        self._weighed = list(kept)  # multiplied by the weights before they are summed
+        self._second_names: list = [
+            *values,
+            *((part, k) for k in powers for part in ("power", "power_gradient")),
+            *((part, k, m) for k, m in clipped for part in ("clipped", "clipped_gradient")),
+        ]
+        if weighted:
+            kept += ["weight", *(("second", name) for name in self._second_names)]
         self._stack = np.zeros((len(kept), padded_rows, classes), dtype=np.float32)  # the value buffers, summed in one call
         self._buffers = dict(zip(kept, self._stack))
         self._log1p = self._buffers.get("softplus", np.zeros((padded_rows, classes), dtype=np.float32))
         self._q = self._buffers.get("q", np.empty((padded_rows, classes), dtype=np.float32))
         self._scratch = np.empty((padded_rows, classes), dtype=np.float32) if "heatmap_loss" in values else None
         self._clip_scratch = np.empty((2, padded_rows, classes), dtype=np.float32) if clipped else None
+        self._u = np.empty((padded_rows, classes), dtype=np.float32) if weighted else None
         self._taken = np.empty((block_rows, classes), dtype=bool)
         self._ones = np.ones(GROUP_ROWS, dtype=np.float32)
         blocks = -(-max_rows // block_rows)
@@ -266,7 +284,7 @@ class DensePass:
         self._block_groups = padded_rows // GROUP_ROWS
         self._groups = 0
         self._views: dict[int, _BlockViews] = {}
-        self.count = np.zeros(classes, dtype=np.int64)
+        self.count: np.ndarray = np.zeros(classes, dtype=np.float64 if weighted else np.int64)
 
     def add(self, chunk: Chunk) -> Taken:
         """Add the easy negatives of ``chunk`` (its logits are only read) to the sums and return
@@ -280,6 +298,9 @@ class DensePass:
         dropped = np.flatnonzero(chunk.dropped_rows)
         dropped_bounds = np.searchsorted(dropped, starts)
         ignored = chunk.element_ignored
+        weights = chunk.weights if self.weighted else None
+        if self.weighted and weights is None:
+            raise ValueError("a weighted dense pass needs the chunks' weights")
         with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf logits are taken out
             blocks = [
                 self._add_block(
@@ -288,16 +309,21 @@ class DensePass:
                     targets[target_bounds[i] : target_bounds[i + 1]],
                     dropped[dropped_bounds[i] : dropped_bounds[i + 1]],
                     None if ignored is None else ignored[start:stop],
+                    None if weights is None else weights[start:stop],
                 )
                 for i, (start, stop) in enumerate(zip(starts, starts[1:]))
             ]
         index, taken_x = [np.concatenate(part) for part in zip(*blocks)] if len(blocks) > 1 else blocks[0]
         taken = Taken(index, taken_x, index - index // classes * classes)  # (floor division by a constant is fast, % is not)
         if self._buffers:
-            self._sums += self._chunk_sums()
+            sums = self._chunk_sums()
+            self._sums += sums
         if self.by_logit is not None:
             self.by_logit.flush()
-        self.count += n - len(dropped) - np.bincount(taken.column, minlength=classes)
+        if self.weighted:
+            self.count += sums[self._names.index("weight")]
+        else:
+            self.count += n - len(dropped) - np.bincount(taken.column, minlength=classes)
         return taken
 
     def _block_views(self, rows: int) -> _BlockViews:
@@ -308,11 +334,13 @@ class DensePass:
             views = self._views[rows] = _BlockViews(self, rows)
         return views
 
-    def _add_block(self, x: np.ndarray, start: int, targets: np.ndarray, dropped: np.ndarray, ignored: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _add_block(
+        self, x: np.ndarray, start: int, targets: np.ndarray, dropped: np.ndarray, ignored: np.ndarray | None, weights: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The logits ``x``, rows ``start ..`` of the chunk, holding its targets at the flat
-        indices ``targets``, its dropped rows ``dropped`` and its masked elements ``ignored`` (or
-        None): put their easy negatives' group sums into the chunk's partials; return the fields of
-        :class:`Taken` for their taken-out elements."""
+        indices ``targets``, its dropped rows ``dropped``, its masked elements ``ignored`` (or
+        None) and, weighted, its elements' ``weights``: put their easy negatives' group sums into
+        the chunk's partials; return the fields of :class:`Taken` for their taken-out elements."""
         views = self._block_views(len(x))
         offset = start * self.classes
         taken = self.screen.taken(x, views.scratch, out=views.taken)
@@ -338,6 +366,8 @@ class DensePass:
         self._values(views, index, dropped)
         if self._row_sums is not None:
             np.add.reduce(views.log1p_rows, axis=1, dtype=np.float64, out=self._row_sums[start : start + len(x)])
+        if weights is not None:
+            self._weigh(views, weights, index, dropped)
         first = start // self.block_rows * self._block_groups
         self._groups = first + views.groups  # the chunk's partials so far (blocks come in order)
         np.matmul(self._ones, views.grouped, out=self._partials[:, first : self._groups])
@@ -392,6 +422,35 @@ class DensePass:
         for k, m in self.clipped:
             self._clipped_values(views, k, m)
 
+    def _weigh(self, views: _BlockViews, weights: np.ndarray, index: np.ndarray, dropped: np.ndarray) -> None:
+        """Weighted mode: from the block's ``(rows, C)`` element ``weights`` (0 put at the elements
+        taken out, the dropped rows and the padding), fill the second-moment buffers with ``w (w -
+        1) v²`` of each loss and gradient magnitude ``v`` (a power's gradient magnitude formed from
+        its parts), then multiply the value buffers by ``w``."""
+        buffers, u = views.buffers, views.u
+        assert u is not None  # allocated when weighted
+        weight = buffers["weight"]
+        np.copyto(weight[: views.rows], weights, casting="same_kind")
+        weight.reshape(-1)[index] = 0
+        weight[dropped] = 0
+        weight[views.rows :] = 0
+        np.subtract(weight, 1, out=u)
+        np.multiply(u, weight, out=u)  # w (w - 1)
+        for name in self._second_names:
+            moment = buffers["second", name]
+            if name[0] == "power_gradient":  # k (f_k - q f_k) + q^(k + 1)
+                k = name[1]
+                loss_q = buffers[("power_q", k) if ("power_q", k) in buffers else ("power", k + 1)]
+                np.subtract(buffers["power", k], loss_q, out=moment)
+                np.multiply(moment, np.float32(k), out=moment)
+                np.add(moment, buffers["power_qq", k], out=moment)
+                np.multiply(moment, moment, out=moment)
+            else:
+                np.multiply(buffers[name], buffers[name], out=moment)
+            np.multiply(moment, u, out=moment)
+        for name in self._weighed:
+            np.multiply(buffers[name], weight, out=buffers[name])
+
     def _clipped_values(self, views: _BlockViews, k: float, m: float) -> None:
         """Fill the block's buffers of the clipped power ``(k, m)`` (see ``clipped`` in the class
         docstring) from ``q`` (0 at the elements taken out, the dropped rows and the padding, so
@@ -423,7 +482,7 @@ class DensePass:
     def __getstate__(self) -> dict:
         """Pickled (a forked worker's result) for its counts and sums: the buffers stay behind, and
         the copy can be merged but not given chunks."""
-        return {name: value for name, value in vars(self).items() if name in ("classes", "powers", "count", "_sums", "_names")}
+        return {name: value for name, value in vars(self).items() if name in ("classes", "powers", "weighted", "count", "_sums", "_names")}
 
     def row_softplus(self, rows: int) -> np.ndarray:
         """``(rows,)`` float64: each row's softplus summed over its easy negatives, last chunk."""
@@ -449,6 +508,21 @@ class DensePass:
         power_q = sums["power_q", float(k)] if ("power_q", float(k)) in sums else sums["power", float(k) + 1]
         return loss, float(k) * (loss - power_q) + sums["power_qq", float(k)]
 
+    def second_sums(self) -> dict[str, np.ndarray]:
+        """Weighted: ``(C,)`` float64 second moments ``Σ w (w - 1) v²`` of each kept value of
+        :data:`DENSE_VALUES` over the easy negatives added so far."""
+        return {name[1]: sums for name, sums in zip(self._names, self._sums) if name[0] == "second" and isinstance(name[1], str)}
+
+    def second_power_sums(self, k: float) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted: the second moments of :meth:`power_sums`' two values."""
+        sums = dict(zip(self._names, self._sums))
+        return sums["second", ("power", float(k))], sums["second", ("power_gradient", float(k))]
+
+    def second_clipped_sums(self, k: float, m: float) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted: the second moments of :meth:`clipped_sums`' two values."""
+        sums = dict(zip(self._names, self._sums))
+        return sums["second", ("clipped", float(k), float(m))], sums["second", ("clipped_gradient", float(k), float(m))]
+
 
 class _BlockViews:
     """The buffers of a :class:`DensePass` cut to a block of ``rows`` rows, made once per block size.
@@ -465,6 +539,7 @@ class _BlockViews:
         self.log1p = dense._log1p[:padded]
         self.padding = dense._log1p[rows:padded] if padded > rows else None
         self.q = dense._q[:padded]
+        self.u = None if dense._u is None else dense._u[:padded]
         self.scratch_values = None if dense._scratch is None else dense._scratch[:padded]
         self.clip_scratch = None if dense._clip_scratch is None else dense._clip_scratch[:, :padded]
         self.buffers = {name: buffer[:padded] for name, buffer in dense._buffers.items()}

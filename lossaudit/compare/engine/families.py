@@ -280,9 +280,17 @@ class SigmoidFamilies:
                 k, factor = power
                 for table, sums in zip(self.tables[loss], dense.power_sums(k)):
                     table[at] += factor * sums
+                if dense.weighted:
+                    assert self.second is not None  # weighted mode (weigh)
+                    for table, sums in zip(self.second[loss], dense.second_power_sums(k)):
+                        table[at] += factor**2 * sums
         for k, clip in self.clipped(float(self.intervals.first)):
             for table, sums in zip(self.tables[ASL], dense.clipped_sums(k, clip)):
                 table[at] += sums
+            if dense.weighted:
+                assert self.second is not None  # weighted mode (weigh)
+                for table, sums in zip(self.second[ASL], dense.second_clipped_sums(k, clip)):
+                    table[at] += sums
 
     def merge(self, other: SigmoidFamilies) -> None:
         for loss, tables in other.tables.items():

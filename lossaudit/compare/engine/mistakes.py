@@ -65,8 +65,7 @@ class Mistakes:
         sigmoid: ``(C, 2, 3)`` confidently wrong elements by class, positive or not, cause (:data:`CAUSES`).
         softmax: ``(C, 3)`` confidently wrong softmax terms (positive targets) by class and cause.
         argmax_correct: ``(C,)`` positive softmax terms whose row's argmax is their class.
-        pairs: ``"sigmoid"``, ``"softmax"`` (the confidently wrong units' confusions) and
-            ``"argmax"`` (every softmax row whose argmax is another class): Counters of
+        pairs: ``"sigmoid"`` and ``"softmax"``, the confidently wrong units' confusions: Counters of
             ``(true class, predicted class)``.
         grid: ``(H, W)`` of the maps, or None.
     """
@@ -76,7 +75,7 @@ class Mistakes:
         self.sigmoid = np.zeros((num_classes, 2, len(CAUSES)))
         self.softmax = np.zeros((num_classes, len(CAUSES)))
         self.argmax_correct = np.zeros(num_classes)
-        self.pairs: dict[str, Counter] = {"sigmoid": Counter(), "softmax": Counter(), "argmax": Counter()}
+        self.pairs: dict[str, Counter] = {"sigmoid": Counter(), "softmax": Counter()}
 
     def _count_pairs(self, kind: str, true: np.ndarray, predicted: np.ndarray, weights: np.ndarray | None = None) -> None:
         if len(true):
@@ -160,7 +159,6 @@ class Mistakes:
 
         right = top == col
         self.argmax_correct += np.bincount(col[right], weights=part(right), minlength=self.num_classes)
-        self._count_pairs("argmax", col[~right], top[~right], part(~right))
         very_hard = np.float32(1) - q >= VERY_HARD_G
         cause = np.where(right[very_hard], OTHER, CONFUSED)
         np.add.at(self.softmax, (col[very_hard], cause), 1 if w is None else w[very_hard])

@@ -165,10 +165,10 @@ class StreamTally:
         easy_edge = np.float32(self.families.easy_edge(float(self.intervals.first)))
         clipped = self.families.clipped(float(self.intervals.first))
         self.shared = shared
+        self._weighted_dense: DensePass | None = None  # weighted mode, own pass: the rows whose elements do not all weigh 1
         if shared is None:
-            self._dense: DensePass | None = DensePass(
-                max_rows, num_classes, easy_edge, values, dense_block_rows(num_classes), powers, row_sums=OHEM in requested, clipped=clipped
-            )
+            self._dense_needs = DenseNeeds(values, powers, easy_edge, OHEM in requested, clipped)
+            self._dense: DensePass | None = self._make_dense(max_rows)
         else:
             self._dense = None
             shared.require(DenseNeeds(values, powers, easy_edge, OHEM in requested, clipped))
@@ -191,6 +191,13 @@ class StreamTally:
         self.mistakes = Mistakes(num_classes, grid)
         if weighted:
             self._weigh()
+
+    def _make_dense(self, max_rows: int, weighted: bool = False) -> DensePass:
+        needs = self._dense_needs
+        block_rows = dense_block_rows(self.num_classes)
+        return DensePass(
+            max_rows, self.num_classes, needs.easy_edge, needs.values, block_rows, needs.powers, needs.row_sums, clipped=needs.clipped, weighted=weighted
+        )
 
     def _bincount(self, keys: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(keys, weights=values, minlength=self.size)
@@ -225,12 +232,16 @@ class StreamTally:
         self.weighted = True
         self.second = {name: np.zeros(self.size) for name in self._second_names}
         self.families.weigh()
+        if self.shared is None:
+            self._weighted_dense = self._make_dense(len(self.dense.x), weighted=True)
 
     def _take_weighted(self, chunk: Chunk) -> Taken:
-        """Weighted mode's dense pass: on the rows whose elements all weigh 1 and hold no padding
-        (in a Recorder's sample, the rows with a target), where a weighted sum is the plain one and
-        the second moments are 0; every element of the other rows not dropped is taken out (to be
-        tallied one by one, weighted)."""
+        """Weighted mode's dense passes: the plain one on the rows whose elements all weigh 1 and
+        hold no padding (in a Recorder's sample, the rows with a target), where a weighted sum is
+        the plain one and the second moments are 0; the weighted one (:class:`DensePass` with
+        ``weighted``) on the other rows (a Recorder's pseudo-rows of sampled negatives), their
+        padding taken out. Without a weighted pass of its own (a pass shared with other tallies),
+        every element of the other rows is taken out (to be tallied one by one, weighted)."""
         assert chunk.weights is not None  # weighted mode
         classes = self.num_classes
         unit = (chunk.weights == 1).all(axis=1)
@@ -240,10 +251,18 @@ class StreamTally:
         rows = np.flatnonzero(~unit & ~chunk.dropped_rows)
         if not len(rows):
             return dense
-        index = np.concatenate([dense.index, (rows[:, None] * classes + np.arange(classes)).reshape(-1)])
-        order = np.argsort(index, kind="stable")
-        index = index[order]
-        x = np.concatenate([dense.x, chunk.logits[rows].reshape(-1)])[order]
+        if self._weighted_dense is not None:
+            masks = [mask for mask in (chunk.element_ignored, chunk.padding) if mask is not None]
+            ignored = None if not masks else masks[0] if len(masks) == 1 else masks[0] | masks[1]
+            other = self._weighted_dense.add(replace(chunk, ignored_rows=chunk.ignored_rows | unit, element_ignored=ignored))
+        else:
+            index = (rows[:, None] * classes + np.arange(classes)).reshape(-1)
+            other = Taken(index, chunk.logits[rows].reshape(-1), index - index // classes * classes)
+        if not len(dense.index) or not len(other.index) or dense.index[-1] < other.index[0]:  # a Recorder's sample: the pseudo-rows last
+            index, x = np.concatenate([dense.index, other.index]), np.concatenate([dense.x, other.x])
+        else:
+            order = np.argsort(np.concatenate([dense.index, other.index]), kind="stable")
+            index, x = np.concatenate([dense.index, other.index])[order], np.concatenate([dense.x, other.x])[order]
         return Taken(index, x, index - index // classes * classes)
 
     def add(self, chunk: Chunk, file: int = 0) -> None:
@@ -370,6 +389,8 @@ class StreamTally:
         bce = terms.bce.copy()
         bce[targets] = 0
         dense = self.dense.row_softplus(rows)
+        if self._weighted_dense is not None:  # its rows are the other pass's dropped ones (0 there), and the other way round
+            dense = dense + self._weighted_dense.row_softplus(rows)
         return terms.p, dense + np.bincount(taken.index // self.num_classes, weights=bce, minlength=rows)
 
     def _add_targets(
@@ -505,9 +526,12 @@ class StreamTally:
         self.mistakes.merge(other.mistakes)
         self.families.merge(other.families)
         self._add_dense(other.dense)
+        if other._weighted_dense is not None:
+            self._add_dense(other._weighted_dense)
 
     def _add_dense(self, dense: DensePass) -> None:
-        """Add the per-class sums of a dense pass to the tables, at (class, negative, interval 0)."""
+        """Add the per-class sums of a dense pass to the tables, at (class, negative, interval 0)
+        (weighted, its second moments too)."""
         at = np.arange(self.num_classes) * 2 * self.intervals.count
         self.counts[at] += dense.count
         sums = dense.class_sums()
@@ -519,6 +543,17 @@ class StreamTally:
             loss, gradient = dense.power_sums(self.settings.gamma)
             self.tables["focal_off"][at] += loss
             self.tables[GRADIENT + "focal_off"][at] += gradient
+        if dense.weighted:
+            assert self.second is not None  # weighted mode (_weigh)
+            second = dense.second_sums()
+            for table, values_key, gradient_key in ((BCE, "softplus", "q"), (CENTERNET, "heatmap_loss", "heatmap_gradient")):
+                if table in self.tables:
+                    self.second[table][at] += second[values_key]
+                    self.second[GRADIENT + table][at] += second[gradient_key]
+            if "focal_off" in self.tables:  # a negative's alpha_t² is a_off²: the first of the three parts
+                loss, gradient = dense.second_power_sums(self.settings.gamma)
+                self.second[FOCAL + FOCAL_PARTS[0]][at] += loss
+                self.second[GRADIENT + FOCAL + FOCAL_PARTS[0]][at] += gradient
         self.families.add_easy(dense, at)
 
     def _ohem(self, plan: DataPlan) -> tuple[np.ndarray, np.ndarray, float, tuple[np.ndarray, ...] | None]:
@@ -559,6 +594,8 @@ class StreamTally:
         """The tally of everything added; ``plan`` is read again for hard-negative mining. Call it
         once; :meth:`result` gives the tally again, under another alpha."""
         self._add_dense(self.dense)
+        if self._weighted_dense is not None:
+            self._add_dense(self._weighted_dense)
         return self.result(plan)
 
     def result(self, plan: DataPlan, params: elements.SigmoidParams | None = None) -> Tally:
