@@ -27,8 +27,15 @@ HEAVY = ("pydantic", "numpy", "torch", "typer.rich_utils", "rich.markdown", "mar
 Typer's validators, the numeric stack, Typer's rich help and rich's rendering."""
 
 
-def _loaded_after(argv: list[str]) -> tuple[int, list[str]]:
-    """The exit code of ``lossaudit ARGV`` run in a child (output piped), and which of HEAVY it imported."""
+DRAWING = ("rich.console", "rich.progress", "rich.table", "rich.cells", "secrets", "xml.etree.ElementTree", "html")
+"""Modules a ``compare`` that draws nothing (a JSON report, output piped; the Python API) must not
+import: rich's console, progress and tables (~20 ms: the progress display is for terminals and
+the tables for text), ``secrets`` (hmac, ~4 ms: the temporary names take ``os.urandom``), the
+JUnit report's XML and the HTML report's :mod:`html`."""
+
+
+def _loaded_after(argv: list[str], names: tuple[str, ...] = HEAVY) -> tuple[int, list[str]]:
+    """The exit code of ``lossaudit ARGV`` run in a child (output piped), and which of ``names`` it imported."""
     code = (
         "import sys\n"
         "from lossaudit.cli import main\n"
@@ -37,7 +44,7 @@ def _loaded_after(argv: list[str]) -> tuple[int, list[str]]:
         "    main()\n"
         "except SystemExit as exit:\n"
         "    code = exit.code\n"
-        f"print(code, sorted(name for name in {HEAVY!r} if name in sys.modules), file=sys.stderr)\n"
+        f"print(code, sorted(name for name in {names!r} if name in sys.modules), file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     last = result.stderr.strip().splitlines()[-1]
@@ -60,6 +67,47 @@ def test_a_compare_run_builds_no_validator():
     exit_code, loaded = _loaded_after(["compare", str(ROOT / "examples" / "detection.npz"), "--format", "json", "--isolated", "--top", "3"])
     assert exit_code == 0
     assert "pydantic" not in loaded and "torch" not in loaded
+
+
+@pytest.mark.parametrize("dump", ["detection.npz", "classification.npz"])
+def test_a_json_compare_run_loads_nothing_that_draws(dump):
+    """``compare --format json`` piped: its report is ``json.dumps``'s, and no progress is shown
+    off a terminal; before, every run imported rich's console and progress, ``secrets`` and the
+    JUnit report's XML parser (~30 ms of a ~0.15 s process on the example dumps)."""
+    exit_code, loaded = _loaded_after(["compare", str(ROOT / "examples" / dump), "--format", "json", "--isolated"], DRAWING)
+    assert exit_code == 0
+    assert loaded == []
+
+
+def test_the_api_on_arrays_loads_nothing_that_draws():
+    """``lossaudit.compare(logits=..., targets=...)`` returns the report; it draws nothing."""
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "import lossaudit\n"
+        "logits = np.linspace(-4, 4, 64 * 5, dtype=np.float32).reshape(64, 5)[::-1]\n"  # not numpy.random: it imports secrets
+        "report = lossaudit.compare(logits=logits, targets=np.arange(64) % 6)\n"
+        "assert report.input['rows'] == 64\n"
+        f"print(sorted(name for name in {DRAWING!r} if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_progress_display_imports_rich_only_for_a_terminal():
+    """A dump over the display's threshold with stderr piped shows nothing and imports nothing
+    to show it with (the display on a terminal: tests/test_save.py and test_cli_compare.py)."""
+    code = (
+        "import sys\n"
+        "from lossaudit.render.progress import SHOW_FROM_BYTES, reading_status, tally_progress\n"
+        "with reading_status(2 * SHOW_FROM_BYTES), tally_progress(SHOW_FROM_BYTES, 1) as advance:\n"
+        "    assert advance is None\n"
+        "print(sorted(name for name in ('rich.console', 'rich.progress') if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_every_parameter_has_a_conversion():

@@ -465,7 +465,14 @@ def usage_message(error: typer.TyperException) -> str:
 def main() -> None:
     """The ``lossaudit`` program: Typer's usage errors (an unknown option, a bad choice, a missing
     value) are printed in lossaudit's one-line form and exit 2, like its own errors. Only the
-    command run is built (:class:`Commands`)."""
+    command run is built (:class:`Commands`).
+
+    It ends the process. Its objects are frozen first (:func:`gc.freeze`): the interpreter's
+    shutdown would otherwise run the cycle collector over all of them (numpy's, Typer's and
+    lossaudit's ~30,000) to free memory the process gives back as it ends, 20-40 ms of a
+    ``compare`` run (the shutdown still frees what reference counts free, and runs ``atexit``)."""
+    import gc
+
     from typer._click.exceptions import NoArgsIsHelpError
 
     try:
@@ -479,4 +486,5 @@ def main() -> None:
     except typer.Abort:
         stderr.print("lossaudit: error: aborted", highlight=False, markup=False)
         code = EXIT_ERROR
+    gc.freeze()
     sys.exit(code if isinstance(code, int) else EXIT_OK)

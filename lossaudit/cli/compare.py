@@ -337,27 +337,34 @@ def compare(
 
 def _write(report: dict, chosen: CompareFormat, output: Path | None, top: int | None, top_by: str | None, strict: bool) -> None:
     """Render ``report`` in the format chosen (with the changes since a baseline, when there is
-    one) to ``output`` or stdout; text on a terminal is Rich's."""
-    from lossaudit.compare.report.baseline import render_changes
-    from lossaudit.render.compare import print_text, ranking_loss, render_github, render_json, render_junit, render_markdown, render_text
+    one) to ``output`` or stdout; text on a terminal is Rich's. Each format imports what it draws
+    with (Rich for text, :mod:`html` for HTML), so a JSON report loads neither."""
+    from lossaudit.render import compare as render
     from lossaudit.render.formats import write_report
-    from lossaudit.render.html import render_html
 
     if top_by is not None:
-        ranking_loss(report, top_by)  # an unknown loss is an error whatever the format
-    since = render_changes(report["baseline"]) if "baseline" in report else ""
+        render.ranking_loss(report, top_by)  # an unknown loss is an error whatever the format
+    since = ""
+    if "baseline" in report:
+        from lossaudit.compare.report.baseline import render_changes
+
+        since = render_changes(report["baseline"])
     if chosen is CompareFormat.text and output is None and sys.stdout.isatty():
         from rich.console import Console
 
-        print_text(report, Console(), top, top_by)
+        render.print_text(report, Console(), top, top_by)
         sys.stdout.write(("\n" + since) if since else "")
         return
+    if chosen is CompareFormat.html:
+        from lossaudit.render.html import render_html
+
+        write_report(render_html(report, top, top_by, since), output)
+        return
     renderers = {
-        CompareFormat.text: lambda: render_text(report, piped_width(output), top, top_by) + (("\n" + since) if since else ""),
-        CompareFormat.json: lambda: render_json(report),
-        CompareFormat.markdown: lambda: render_markdown(report, top, top_by) + (f"\n```\n{since}```\n" if since else ""),
-        CompareFormat.github: lambda: render_github(report, strict),
-        CompareFormat.junit: lambda: render_junit(report),
-        CompareFormat.html: lambda: render_html(report, top, top_by, since),
+        CompareFormat.text: lambda: render.render_text(report, piped_width(output), top, top_by) + (("\n" + since) if since else ""),
+        CompareFormat.json: lambda: render.render_json(report),
+        CompareFormat.markdown: lambda: render.render_markdown(report, top, top_by) + (f"\n```\n{since}```\n" if since else ""),
+        CompareFormat.github: lambda: render.render_github(report, strict),
+        CompareFormat.junit: lambda: render.render_junit(report),
     }
     write_report(renderers[chosen](), output)

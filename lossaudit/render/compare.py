@@ -7,9 +7,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from lossaudit.errors import InputError
 from lossaudit.losses.cross_entropy import BCE, CE
@@ -22,6 +20,9 @@ from lossaudit.render.layout import (
     print_section,
     wrap,
 )
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 MIN_WIDTH = 80
 """Text written to a file or a pipe is as wide as its widest table, and at least this."""
@@ -362,6 +363,8 @@ def render_text(report: dict, width: int | None = None, top: int | None = None, 
 def plain_text(draw: Callable[[Console, int], None], tables: list[Section], width: int | None = None) -> str:
     """What ``draw(console, width)`` prints, as plain text ``width`` cells wide (None: as wide as
     the widest of ``tables``, at least :data:`MIN_WIDTH`), without trailing spaces."""
+    from rich.console import Console
+
     if width is None:
         width = max([MIN_WIDTH] + [natural_width(section) for section in tables])
     with io.StringIO() as buffer:

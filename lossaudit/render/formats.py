@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from xml.etree import ElementTree
 
 from lossaudit.errors import InputError
 from lossaudit.io.filemode import create_temporary
@@ -69,6 +68,8 @@ def annotation(severity: str, message: str, file: str | None = None, line: int |
 def junit_xml(suite_name: str, cases: list[dict]) -> str:
     """JUnit XML with one suite. Each case: ``classname``, ``name``, and optionally ``failure``
     (message, details), ``skipped`` (message) or ``output`` (system-out text)."""
+    from xml.etree import ElementTree  # only the JUnit reports need it
+
     failures = sum(1 for case in cases if case.get("failure"))
     skipped = sum(1 for case in cases if case.get("skipped"))
     suites = ElementTree.Element("testsuites", name="lossaudit", tests=str(len(cases)), failures=str(failures))

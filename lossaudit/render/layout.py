@@ -5,17 +5,20 @@ A table is a label column (class, loss, bin) and groups of value columns (counts
 the whole table is wider than the width, each part keeps the label column and takes as many whole
 groups as fit; a group wider than the width on its own is split column by column. Value columns
 never wrap; only a label longer than the whole width folds onto several lines.
+
+Rich is imported by the functions that measure or draw (its tables and console cost ~20 ms to
+import): the reports that draw no text (JSON, markdown, GitHub, JUnit) build their
+:class:`Section` rows without it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from rich import box
-from rich.cells import cell_len
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 OPERATORS = frozenset({"<", ">", "≤", "≥", "=", "−", "+", "×", "÷", "·", "/", "→"})
 """A line never breaks next to these, so ``g ≥ 0.9`` or ``g = |p − y|`` stays on one line."""
@@ -54,6 +57,8 @@ def wrap(text: str, width: int, first: str = "", rest: str = "") -> list[str]:
     """Lines of at most ``width`` cells: ``first`` prefixes the first line, ``rest`` the others.
     Breaks only between :func:`atoms`; an atom longer than a line is split into its words, and a
     single word longer than a line stands alone on its own (it is never cut)."""
+    from rich.cells import cell_len
+
     lines, line = [], first
     empty = True
 
@@ -77,6 +82,10 @@ COLUMN_GAP = 3
 
 def _table(section: Section, columns: list[int], label_width: int | None = None) -> Table:
     """Cells are :class:`~rich.text.Text`, never markup: a class named ``[person]`` stays visible."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
     for i in columns:
         if i == 0:
@@ -93,6 +102,8 @@ def _table(section: Section, columns: list[int], label_width: int | None = None)
 
 def column_widths(section: Section) -> list[int]:
     """Cells each column takes unwrapped: its widest header, row or total cell."""
+    from rich.cells import cell_len
+
     lines = [section.headers, *section.rows, *([section.total] if section.total else [])]
     return [max(cell_len(line[i]) for line in lines) for i in range(len(section.headers))]
 
