@@ -346,7 +346,7 @@ class StreamTally:
             taken = taken.select(~invalid.reshape(-1)[taken.index])
             kept &= ~invalid[chunk.target_rows, chunk.target_cols]
         at = np.searchsorted(taken.index, chunk.target_rows[kept] * classes + chunk.target_cols[kept])
-        w = chunk.weights[taken.index // classes, taken.column] if chunk.weights is not None else None
+        w = None if chunk.weights is None else _element_weights(chunk.weights, taken)
         log1p, q = elements.sigmoid_parts(taken.x)
         return taken, kept, at, w, log1p, q
 
@@ -449,8 +449,9 @@ class StreamTally:
         """Ignored and non-finite elements per class, rows with a label out of range per file
         (weighted: sums of the elements' weights and of ``row_weight``; padding counts nowhere)."""
         if chunk.weights is not None:
-            present = ~chunk.padding if chunk.padding is not None else True
-            self.per_class["ignored"] += np.where(chunk.ignored & present, chunk.weights, 0.0).sum(axis=0)
+            if chunk.element_ignored is not None or chunk.ignored_rows.any():
+                present = ~chunk.padding if chunk.padding is not None else True
+                self.per_class["ignored"] += np.where(chunk.ignored & present, chunk.weights, 0.0).sum(axis=0)
         elif chunk.element_ignored is not None:
             ignored = chunk.ignored
             self.per_class["ignored"] += ignored.sum(axis=0)
@@ -720,6 +721,14 @@ class StreamTally:
 def _recorded(source, key: str) -> bool:
     """The batch ``source`` (a :class:`~lossaudit.io.dataset.reader.Source`) recorded the scalar ``key``."""
     return source.weighting is not None and key in source.weighting.scalars
+
+
+def _element_weights(weights: np.ndarray, taken: Taken) -> np.ndarray:
+    """The ``(k,)`` weights of the elements ``taken`` from a chunk's ``(n, C)`` ``weights`` (per-row
+    weights come broadcast: read by row and column, not copied whole by a flat view)."""
+    if weights.flags.c_contiguous:
+        return weights.reshape(-1)[taken.index]
+    return weights[taken.index // weights.shape[1], taken.column]
 
 
 def _valid_but_padding(chunk: Chunk) -> np.ndarray:

@@ -86,10 +86,15 @@ class Chunk:
         only: a plug-in figure for the Recorder's pseudo-rows). Ones without weights."""
         if self.weights is None:
             return np.ones(len(self.logits))
-        present = ~self.padding if self.padding is not None else np.ones(self.weights.shape, dtype=bool)
-        counts = present.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            weights = np.where(counts > 0, np.where(present, self.weights, 0.0).sum(axis=1) / counts, 0.0)
+        classes = self.weights.shape[1]
+        sums = np.add.reduce(self.weights, axis=1)  # padding weighs 1 (see weights.chunk_weights): taken off below
+        if self.padding is None:
+            weights = sums / classes
+        else:
+            padded = np.count_nonzero(self.padding, axis=1)
+            counts = classes - padded
+            with np.errstate(invalid="ignore", divide="ignore"):
+                weights = np.where(counts > 0, (sums - padded) / counts, 0.0)
         rows = len(self.logits)
         if len(self.target_rows):
             on_target = np.bincount(self.target_rows, weights=self.weights[self.target_rows, self.target_cols], minlength=rows)

@@ -56,11 +56,15 @@ def index_targets(targets: np.ndarray, info: DataInfo) -> Targets:
 
 
 def dense_targets(targets: np.ndarray) -> Targets:
-    """``(n, C)`` target probabilities (one-hot, soft or heatmap): no row is dropped by its targets."""
-    y = np.asarray(targets, dtype=np.float32)
+    """``(n, C)`` target probabilities (one-hot, soft or heatmap): no row is dropped by its targets.
+    The non-zero ones are found in the stored array where float32 holds its values exactly (bool,
+    small integers, float16, float32), not in a float32 copy of it."""
+    y = np.asarray(targets)
+    if y.dtype.kind not in "bui" and y.dtype not in (np.float16, np.float32) or y.dtype.itemsize > 2 and y.dtype.kind in "ui":
+        y = y.astype(np.float32)  # (a float64 target below float32's range becomes 0 and is no target)
     rows, cols = np.nonzero(y)
     none = np.zeros(len(y), dtype=bool)
-    return Targets(rows, cols, y[rows, cols], none, none)
+    return Targets(rows, cols, y[rows, cols].astype(np.float32, copy=False), none, none)
 
 
 def decode_targets(targets: np.ndarray, info: DataInfo) -> Targets:
