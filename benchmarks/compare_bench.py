@@ -2,6 +2,7 @@
 
     python benchmarks/compare_bench.py                                   # 80M elements: everything below
     python benchmarks/compare_bench.py --anchors 1000000 4000000 --skip-baseline    # 80M and 320M
+    python benchmarks/compare_bench.py --before /tmp/before              # also an older tree's process, in turns
 
 The dump is a seeded RetinaNet-like one: ``anchors × 80`` float32 logits (background around the
 prior bias -log(99), hard negatives, positives), index targets with background 80, about one
@@ -14,7 +15,10 @@ One run measures, on the first ``--anchors`` size:
   default loss as commonly written (``F.cross_entropy``, ``F.binary_cross_entropy_with_logits``,
   torchvision's sigmoid focal formula, a softmax focal loss, mmdet's ``GHMC`` loop) on the full
   tensors, each with its per-class and per-difficulty-bin sums;
-- lossaudit's process: ``python -m lossaudit compare DUMP --format json``, start to exit;
+- lossaudit's process: ``python -m lossaudit compare DUMP --format json``, start to exit; with
+  ``--before DIR``, also the same command on the ``lossaudit`` package under ``DIR`` (an older tree:
+  ``git archive COMMIT lossaudit | tar -x -C DIR``; see :func:`run_in`), each run right after this
+  tree's, and the ratio of the medians after / before;
 - the in-process engine: ``lossaudit.compare.run`` (read, tally, report) in this process;
 - the one-log floor: ``np.log1p(np.exp(-np.abs(x)))`` over the same memory-mapped logits with a
   worker per CPU, in blocks of 2^15, 2^16 and 2^18 elements, as written and with reused ``out=``
@@ -27,7 +31,7 @@ and the example detection dump end to end, and, for every ``--anchors`` size, lo
 interleaved. Memory: the peak RSS of the largest process as GNU time reports it (see
 :func:`process`) and, in runs of their own, the peak of the summed RSS of lossaudit's process and
 its forked workers (see :func:`tree_memory`). lossaudit's
-modules are byte-compiled first, as ``pip install`` leaves an installed package: an editable
+modules (and ``--before``'s) are byte-compiled first, as ``pip install`` leaves an installed package: an editable
 install run under ``PYTHONDONTWRITEBYTECODE=1`` would otherwise compile them from source in every
 process (about 45 ms here), which no user's installed copy pays.
 """
@@ -164,6 +168,15 @@ def process(command: list[str]) -> tuple[float, float]:
     return wall, peak_kib / 1024
 
 
+def run_in(tree: Path | None, command: list[str]) -> tuple[float, float]:
+    """``process(command)``, its ``python -m lossaudit`` taken from the ``lossaudit`` package under
+    ``tree`` when given (``-m`` would put the working directory, this checkout, first on the path)."""
+    if tree is not None:
+        start = f"import runpy, sys; sys.path[0] = {str(tree)!r}; sys.argv[0] = 'lossaudit'; runpy.run_module('lossaudit', run_name='__main__')"
+        command = [command[0], "-c", start, *command[3:]]
+    return process(command)
+
+
 def tree_memory(command: list[str], interval: float = 0.0005) -> float:
     """Peak of the summed resident memory (MiB) of a child process and its descendants (lossaudit's
     forked workers), read from ``/proc/PID/statm`` every ``interval`` seconds. A page the fork left
@@ -273,9 +286,19 @@ def input_mib(folder: Path) -> float:
     return sum(path.stat().st_size for path in folder.glob("*.npy")) / 2**20
 
 
-def main_run(folder: Path, elements: int, repeat: int, skip_baseline: bool) -> dict:
-    """Everything measured on one dump (see the module docstring), runs interleaved."""
-    names = ("lossaudit_process_s", "lossaudit_process_peak_mib", "lossaudit_tree_peak_mib", "engine_s", "floor_s", "help_s", "example_detection_s")
+def main_run(folder: Path, elements: int, repeat: int, skip_baseline: bool, before: Path | None = None) -> dict:
+    """Everything measured on one dump (see the module docstring), runs interleaved; ``before``:
+    an older tree whose process runs right after this one's in each round."""
+    names: tuple[str, ...] = (
+        "lossaudit_process_s",
+        "lossaudit_process_peak_mib",
+        "lossaudit_tree_peak_mib",
+        "engine_s",
+        "floor_s",
+        "help_s",
+        "example_detection_s",
+    )
+    names += ("before_process_s", "before_process_peak_mib") if before is not None else ()
     runs: dict[str, list[float]] = {name: [] for name in names}
     floors: dict[str, list[float]] = {floor_name(*variant): [] for variant in FLOOR_VARIANTS}
     engine(folder)  # warm the page cache and lossaudit's imports
@@ -283,6 +306,10 @@ def main_run(folder: Path, elements: int, repeat: int, skip_baseline: bool) -> d
         wall, peak = process(lossaudit_command(folder))
         runs["lossaudit_process_s"].append(wall)
         runs["lossaudit_process_peak_mib"].append(peak)
+        if before is not None:
+            wall, peak = run_in(before, lossaudit_command(folder))
+            runs["before_process_s"].append(wall)
+            runs["before_process_peak_mib"].append(peak)
         runs["engine_s"].append(timed(engine, folder))
         for variant in FLOOR_VARIANTS:
             floors[floor_name(*variant)].append(timed(one_log_floor, folder, *variant))
@@ -294,6 +321,8 @@ def main_run(folder: Path, elements: int, repeat: int, skip_baseline: bool) -> d
     result["floors_s"] = {name: statistics.median(values) for name, values in floors.items()}
     add_memory_over_input(result)
     result["engine_over_floor"] = result["engine_s"] / result["floor_s"]
+    if before is not None:
+        result["process_after_over_before"] = result["lossaudit_process_s"] / result["before_process_s"]
     if not skip_baseline:
         baseline_s, baseline_peak = process([sys.executable, __file__, "--baseline-child", str(folder)])
         result.update(
@@ -341,14 +370,16 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/lossaudit-bench"))
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (the median is reported)")
     parser.add_argument("--skip-baseline", action="store_true", help="leave out the baseline process (minutes and GBs at 320M)")
+    parser.add_argument("--before", type=Path, help="a folder holding an older lossaudit package, whose process is timed in the same rounds")
     parser.add_argument("--baseline-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_child is not None:
         baseline(args.baseline_child)
         return
-    compileall.compile_dir(ROOT / "lossaudit", quiet=1)
+    for tree in (ROOT, *([args.before] if args.before else [])):
+        compileall.compile_dir(tree / "lossaudit", quiet=1)
     folders = [(make_dump(args.workdir / f"retinanet-{anchors}", anchors), anchors * CLASSES) for anchors in args.anchors]
-    report = {"environment": environment(), "main": main_run(*folders[0], args.repeat, args.skip_baseline)}
+    report = {"environment": environment(), "main": main_run(*folders[0], args.repeat, args.skip_baseline, args.before)}
     report["scaling"] = [scaling_run(folder, elements, args.repeat) for folder, elements in folders]
     if len(folders) > 1:
         first = report["scaling"][0]

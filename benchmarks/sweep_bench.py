@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_bench import CLASSES, GENERATION_ROWS, ROOT, make_dump, process  # noqa: E402
+from compare_bench import CLASSES, GENERATION_ROWS, ROOT, make_dump, run_in  # noqa: E402
 
 GRID = ["--gamma", "0,0.5,1,2", "--alpha", "0.25,0.5,0.75,0.9,-1"]
 ANCHORS = 1_000_000
@@ -67,15 +67,6 @@ def commands(detection: Path, single: Path) -> dict[str, list[str]]:
         "single-label compare": [*lossaudit, "compare", str(single), "--format", "json"],
         "single-label sweep": [*lossaudit, "sweep", str(single), "--gamma", "0,0.5,1,2", "--format", "json"],
     }
-
-
-def run_in(tree: Path | None, command: list[str]) -> tuple[float, float]:
-    """``process(command)``, its ``python -m lossaudit`` taken from the ``lossaudit`` package under
-    ``tree`` when given (``-m`` would put the working directory, this checkout, first on the path)."""
-    if tree is not None:
-        start = f"import runpy, sys; sys.path[0] = {str(tree)!r}; sys.argv[0] = 'lossaudit'; runpy.run_module('lossaudit', run_name='__main__')"
-        command = [command[0], "-c", start, *command[3:]]
-    return process(command)
 
 
 def main() -> None:
