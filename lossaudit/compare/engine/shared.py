@@ -29,6 +29,25 @@ class DenseNeeds:
     clipped: tuple[tuple[float, float], ...] = ()
 
 
+def dense_pass(
+    needs: list[DenseNeeds], max_rows: int, num_classes: int, block_rows: int, by_logit: LogitCounts | None = None, weighted: bool = False
+) -> DensePass:
+    """A dense pass with every value, power and clipped power of ``needs``, their row sums if any
+    asks for them, and the lowest of their easy edges (see :class:`~lossaudit.compare.engine.dense.DensePass`)."""
+    return DensePass(
+        max_rows,
+        num_classes,
+        min((need.easy_edge for need in needs), default=np.float32(0.1)),
+        tuple(dict.fromkeys(value for need in needs for value in need.values)),
+        block_rows,
+        tuple(dict.fromkeys(power for need in needs for power in need.powers)),
+        row_sums=any(need.row_sums for need in needs),
+        by_logit=by_logit,
+        clipped=tuple(dict.fromkeys(pair for need in needs for pair in need.clipped)),
+        weighted=weighted,
+    )
+
+
 class SharedPass:
     """One dense pass, and the work on a chunk that does not depend on the loss settings, shared by
     the :class:`~lossaudit.compare.engine.stream.StreamTally` objects of one worker (``sweep``'s settings: one per gamma): each
@@ -36,7 +55,8 @@ class SharedPass:
     softmax terms are computed once (:meth:`once`), whichever tally asks first.
 
     The pass is made when it is first asked for (:attr:`dense`), with every value and power the
-    tallies made with this object need, and the lowest of their easy edges.
+    tallies made with this object need, and the lowest of their easy edges; so is the weighted
+    pass of a weighted dump (:attr:`weighted_dense`).
 
     Args:
         max_rows: the most rows a chunk has.
@@ -49,6 +69,8 @@ class SharedPass:
         self.max_rows, self.num_classes, self.block_rows, self.by_logit = max_rows, num_classes, block_rows, by_logit
         self._needs: list[DenseNeeds] = []
         self._dense: DensePass | None = None
+        self.made_weighted: DensePass | None = None
+        """The weighted pass, once :attr:`weighted_dense` has made it."""
         self._chunk: Chunk | None = None
         self._values: dict[str, Any] = {}
 
@@ -61,24 +83,19 @@ class SharedPass:
     @property
     def dense(self) -> DensePass:
         if self._dense is None:
-            needs = self._needs
-            values = tuple(dict.fromkeys(value for need in needs for value in need.values))
-            powers = tuple(dict.fromkeys(power for need in needs for power in need.powers))
-            edge = min((need.easy_edge for need in needs), default=np.float32(0.1))
-            row_sums = any(need.row_sums for need in needs)
-            clipped = tuple(dict.fromkeys(pair for need in needs for pair in need.clipped))
-            self._dense = DensePass(
-                self.max_rows,
-                self.num_classes,
-                edge,
-                values,
-                self.block_rows,
-                powers,
-                row_sums=row_sums,
-                by_logit=self.by_logit,
-                clipped=clipped,
-            )
+            self._dense = dense_pass(self._needs, self.max_rows, self.num_classes, self.block_rows, self.by_logit)
         return self._dense
+
+    @property
+    def weighted_dense(self) -> DensePass | None:
+        """The weighted pass for a weighted dump's rows whose elements do not all weigh 1, or None
+        where the easy negatives are counted by logit (``sweep``'s atoms are counted unweighted:
+        those rows' elements are then tallied one by one)."""
+        if self.by_logit is not None:
+            return None
+        if self.made_weighted is None:
+            self.made_weighted = dense_pass(self._needs, self.max_rows, self.num_classes, self.block_rows, weighted=True)
+        return self.made_weighted
 
     def once(self, chunk: Chunk, name: str, compute: Callable[[], Any]) -> Any:
         """``compute()`` the first time ``name`` is asked of ``chunk`` (the chunk given last: what

@@ -54,7 +54,7 @@ from lossaudit.compare.engine.binning import Intervals, ghm_bin_weights
 from lossaudit.compare.engine.dense import DensePass, Taken
 from lossaudit.compare.engine.generic import GenericTally
 from lossaudit.compare.engine.mistakes import Mistakes, grid_chunk_rows
-from lossaudit.compare.engine.shared import DenseNeeds, SharedPass, softmax_targets
+from lossaudit.compare.engine.shared import DenseNeeds, SharedPass, dense_pass, softmax_targets
 from lossaudit.compare.settings import FILE_COUNTS, LossSettings, Tally
 from lossaudit.io.dataset import Chunk, DataPlan
 from lossaudit.losses.cross_entropy import BCE, CE
@@ -165,13 +165,14 @@ class StreamTally:
         easy_edge = np.float32(self.families.easy_edge(float(self.intervals.first)))
         clipped = self.families.clipped(float(self.intervals.first))
         self.shared = shared
-        self._weighted_dense: DensePass | None = None  # weighted mode, own pass: the rows whose elements do not all weigh 1
+        self._made_weighted: DensePass | None = None  # weighted mode, own pass: see weighted_dense
+        needs = DenseNeeds(values, powers, easy_edge, OHEM in requested, clipped)
         if shared is None:
-            self._dense_needs = DenseNeeds(values, powers, easy_edge, OHEM in requested, clipped)
-            self._dense: DensePass | None = self._make_dense(max_rows)
+            self._dense_needs = needs
+            self._dense: DensePass | None = dense_pass([needs], max_rows, num_classes, dense_block_rows(num_classes))
         else:
             self._dense = None
-            shared.require(DenseNeeds(values, powers, easy_edge, OHEM in requested, clipped))
+            shared.require(needs)
         tabled = [loss for loss in (BCE, CENTERNET) + SOFTMAX_LOSSES if loss in requested or (loss == BCE and bce_table)]
         if focal:  # Σ (1 - y) h and Σ y h of focal's unweighted h: alpha comes at the end
             tabled += ["focal_off", "focal_on"]
@@ -191,13 +192,6 @@ class StreamTally:
         self.mistakes = Mistakes(num_classes, grid)
         if weighted:
             self._weigh()
-
-    def _make_dense(self, max_rows: int, weighted: bool = False) -> DensePass:
-        needs = self._dense_needs
-        block_rows = dense_block_rows(self.num_classes)
-        return DensePass(
-            max_rows, self.num_classes, needs.easy_edge, needs.values, block_rows, needs.powers, needs.row_sums, clipped=needs.clipped, weighted=weighted
-        )
 
     def _bincount(self, keys: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(keys, weights=values, minlength=self.size)
@@ -232,16 +226,15 @@ class StreamTally:
         self.weighted = True
         self.second = {name: np.zeros(self.size) for name in self._second_names}
         self.families.weigh()
-        if self.shared is None:
-            self._weighted_dense = self._make_dense(len(self.dense.x), weighted=True)
 
     def _take_weighted(self, chunk: Chunk) -> Taken:
         """Weighted mode's dense passes: the plain one on the rows whose elements all weigh 1 and
         hold no padding (in a Recorder's sample, the rows with a target), where a weighted sum is
         the plain one and the second moments are 0; the weighted one (:class:`DensePass` with
         ``weighted``) on the other rows (a Recorder's pseudo-rows of sampled negatives), their
-        padding taken out. Without a weighted pass of its own (a pass shared with other tallies),
-        every element of the other rows is taken out (to be tallied one by one, weighted)."""
+        padding taken out. Without a weighted pass (``sweep``'s shared pass, which counts the easy
+        negatives by logit), every element of the other rows is taken out (to be tallied one by
+        one, weighted)."""
         assert chunk.weights is not None  # weighted mode
         classes = self.num_classes
         unit = (chunk.weights == 1).all(axis=1)
@@ -251,10 +244,11 @@ class StreamTally:
         rows = np.flatnonzero(~unit & ~chunk.dropped_rows)
         if not len(rows):
             return dense
-        if self._weighted_dense is not None:
+        weighted_dense = self.weighted_dense
+        if weighted_dense is not None:
             masks = [mask for mask in (chunk.element_ignored, chunk.padding) if mask is not None]
             ignored = None if not masks else masks[0] if len(masks) == 1 else masks[0] | masks[1]
-            other = self._weighted_dense.add(replace(chunk, ignored_rows=chunk.ignored_rows | unit, element_ignored=ignored))
+            other = weighted_dense.add(replace(chunk, ignored_rows=chunk.ignored_rows | unit, element_ignored=ignored))
         else:
             index = (rows[:, None] * classes + np.arange(classes)).reshape(-1)
             other = Taken(index, chunk.logits[rows].reshape(-1), index - index // classes * classes)
@@ -321,6 +315,22 @@ class StreamTally:
     def dense(self) -> DensePass:
         """The dense pass of the chunks (shared or its own)."""
         return self._dense if self.shared is None else self.shared.dense  # type: ignore[return-value]
+
+    @property
+    def weighted_dense(self) -> DensePass | None:
+        """Weighted mode: the weighted pass of the rows whose elements do not all weigh 1 (shared or
+        its own, made on first use), or None where a shared pass counts by logit (see
+        :attr:`SharedPass.weighted_dense`)."""
+        if self.shared is not None:
+            return self.shared.weighted_dense
+        if self._made_weighted is None:
+            self._made_weighted = dense_pass([self._dense_needs], len(self.dense.x), self.num_classes, dense_block_rows(self.num_classes), weighted=True)
+        return self._made_weighted
+
+    def _weighted_made(self) -> DensePass | None:
+        """The weighted pass if it has been made (a tally's sums are added once per pass: a
+        shared one's by every tally sharing it, each taking its own values)."""
+        return self._made_weighted if self.shared is None else self.shared.made_weighted
 
     def _once(self, chunk: Chunk, name: str, compute: Callable[[], Any]) -> Any:
         """``compute()``, or its value for ``chunk`` computed by a tally this one shares its pass with."""
@@ -389,8 +399,9 @@ class StreamTally:
         bce = terms.bce.copy()
         bce[targets] = 0
         dense = self.dense.row_softplus(rows)
-        if self._weighted_dense is not None:  # its rows are the other pass's dropped ones (0 there), and the other way round
-            dense = dense + self._weighted_dense.row_softplus(rows)
+        weighted_dense = self._weighted_made()
+        if weighted_dense is not None:  # its rows are the other pass's dropped ones (0 there), and the other way round
+            dense = dense + weighted_dense.row_softplus(rows)
         return terms.p, dense + np.bincount(taken.index // self.num_classes, weights=bce, minlength=rows)
 
     def _add_targets(
@@ -527,8 +538,9 @@ class StreamTally:
         self.mistakes.merge(other.mistakes)
         self.families.merge(other.families)
         self._add_dense(other.dense)
-        if other._weighted_dense is not None:
-            self._add_dense(other._weighted_dense)
+        other_weighted = other._weighted_made()
+        if other_weighted is not None:
+            self._add_dense(other_weighted)
 
     def _add_dense(self, dense: DensePass) -> None:
         """Add the per-class sums of a dense pass to the tables, at (class, negative, interval 0)
@@ -595,8 +607,9 @@ class StreamTally:
         """The tally of everything added; ``plan`` is read again for hard-negative mining. Call it
         once; :meth:`result` gives the tally again, under another alpha."""
         self._add_dense(self.dense)
-        if self._weighted_dense is not None:
-            self._add_dense(self._weighted_dense)
+        weighted_dense = self._weighted_made()
+        if weighted_dense is not None:
+            self._add_dense(weighted_dense)
         return self.result(plan)
 
     def result(self, plan: DataPlan, params: elements.SigmoidParams | None = None) -> Tally:
