@@ -148,3 +148,12 @@ def test_weighted_dense_centernet_on_heatmaps(weighted_passes):
     arrays = _heatmaps(43)
     _check(arrays, LossSettings(losses=("bce", "focal", "centernet")), 3, 1, 1, None)
     assert weighted_passes
+
+
+def test_weights_beyond_float32s_reach_are_tallied_one_by_one(weighted_passes):
+    """A weight of 1e30 (w (w - 1) beyond float32's range) sends its chunk's weighted rows to the
+    float64 path: finite second moments, as written out here."""
+    arrays = _sampled(47)
+    arrays["weights"][250, 1] = 1e30
+    _check(arrays, LossSettings(losses=("bce", "focal")), 4, 1, 1, None)
+    assert not weighted_passes

@@ -92,6 +92,12 @@ workers 2^14 0.27, 2^15 0.265, 2^16 0.28, 2^17 0.29, 2^18 0.32; two threads 2^15
 2^17 0.39, 2^18 0.37."""
 
 
+DENSE_WEIGHT_LIMIT = 2.0**40
+"""The largest weight the weighted dense pass takes (its float32 sums of ``w (w - 1) v²`` stay far
+from float32's range: ``v < 0.11`` for an easy negative); a chunk with a larger one among its rows
+of weights other than 1 has those rows' elements tallied one by one, in float64."""
+
+
 def dense_block_rows(num_classes: int) -> int:
     """Rows per block of a dense pass over ``num_classes`` classes (:data:`BLOCK_ELEMENTS`)."""
     return max(BLOCK_ELEMENTS // num_classes, 1)
@@ -245,7 +251,7 @@ class StreamTally:
         if not len(rows):
             return dense
         weighted_dense = self.weighted_dense
-        if weighted_dense is not None:
+        if weighted_dense is not None and chunk.weights[rows].max() <= DENSE_WEIGHT_LIMIT:
             masks = [mask for mask in (chunk.element_ignored, chunk.padding) if mask is not None]
             ignored = None if not masks else masks[0] if len(masks) == 1 else masks[0] | masks[1]
             other = weighted_dense.add(replace(chunk, ignored_rows=chunk.ignored_rows | unit, element_ignored=ignored))
