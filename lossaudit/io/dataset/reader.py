@@ -204,8 +204,9 @@ class DataPlan:
             for values in source.targets.scan(source.rows, SCAN_ROWS):
                 w = np.asarray(next(scans), dtype=np.float64) if scans is not None else None
                 if self.info.encoding == "index":
-                    labels = np.asarray(values, dtype=np.int64) - self.info.label_base
-                    kept = (labels >= 0) & (labels < len(sums))
+                    labels = np.asarray(values, dtype=np.int64)
+                    labels = labels - self.info.label_base if self.info.label_base else labels
+                    kept = labels.view(np.uint64) < len(sums)  # one test: a negative label wraps above every class
                     if w is not None:
                         w = w[kept] if w.ndim == 1 else w[np.flatnonzero(kept), labels[kept]]
                     sums += np.bincount(labels[kept], weights=w, minlength=len(sums))
