@@ -28,9 +28,11 @@ SIGMOID = ("bce", "focal", "qfl", "vfl", "asl", "centernet")
 """The losses whose easy negatives the dense passes sum (checked here)."""
 
 
-def _sampled(seed: int, rows: int = 300, classes: int = 4, soft: bool = False) -> dict:
+def _sampled(seed: int, rows: int = 300, classes: int = 4, soft: bool = False, ones_first: bool = False) -> dict:
     """Rows 0-39 carry targets at weight 1; the others are pseudo-rows of negatives, mostly easy
-    (logits around -4), at weights 1, 10 and 100, their columns padded at the end."""
+    (logits around -4), at weights 1, 10 and 100, their columns padded at the end. Some of those
+    rows weigh 1 throughout (each pass then sees every row, the other's dropped), none with
+    ``ones_first`` (each pass sees only its own rows)."""
     rng = np.random.default_rng(seed)
     x = rng.normal(-4, 1.5, size=(rows, classes)).astype(np.float32)
     y = np.zeros((rows, classes), dtype=np.float32)
@@ -39,6 +41,10 @@ def _sampled(seed: int, rows: int = 300, classes: int = 4, soft: bool = False) -
     x[:40][hit] += 5
     w = rng.choice([1.0, 10.0, 100.0], size=(rows, classes), p=[0.3, 0.4, 0.3])
     w[:40] = 1
+    if ones_first:
+        w[40:, 0] = 10  # no later row weighs 1 throughout
+    else:
+        w[40::50] = 1  # rows 40, 90, 140 and 190 do (no padding there)
     padding = np.zeros((rows, classes), dtype=bool)
     for c, length in enumerate(rng.integers(200, rows, size=classes)):
         padding[length:, c] = True
@@ -112,21 +118,23 @@ def _check(arrays: dict, settings: LossSettings, classes: int, axis: int, worker
 
 
 @pytest.fixture
-def weighted_passes(monkeypatch) -> list[float]:
-    """The weights the weighted dense passes summed (so a test knows the pass ran)."""
-    seen: list[float] = []
+def weighted_passes(monkeypatch) -> list[tuple[float, tuple[int, int] | None]]:
+    """The weights the weighted dense passes summed so far at each call, and the rows each call
+    looked at (None: all), so a test knows the pass ran and how."""
+    seen: list[tuple[float, tuple[int, int] | None]] = []
     add = dense.DensePass.add
 
-    def counting(self, chunk):
-        taken = add(self, chunk)
+    def counting(self, chunk, rows=None):
+        taken = add(self, chunk, rows)
         if self.weighted:
-            seen.append(float(self.count.sum()))
+            seen.append((float(self.count.sum()), rows))
         return taken
 
     monkeypatch.setattr(dense.DensePass, "add", counting)
     return seen
 
 
+@pytest.mark.parametrize("ones_first", [False, True], ids=["interleaved", "ones-first"])
 @pytest.mark.parametrize("workers, chunk_rows", [(1, None), (1, 37), (2, 64)])
 @pytest.mark.parametrize(
     "soft, settings",
@@ -138,10 +146,13 @@ def weighted_passes(monkeypatch) -> list[float]:
     ],
     ids=["asl-clipped", "gamma-0.5-asl-unclipped", "soft-qfl-vfl", "shared-pass-cb-ce"],
 )
-def test_weighted_dense_sums_and_second_moments_are_the_references(soft, settings, workers, chunk_rows, weighted_passes):
-    arrays = _sampled(41, soft=soft)
+def test_weighted_dense_sums_and_second_moments_are_the_references(soft, settings, workers, chunk_rows, ones_first, weighted_passes):
+    arrays = _sampled(41, soft=soft, ones_first=ones_first)
     _check(arrays, settings, 4, 1, workers, chunk_rows)
-    assert weighted_passes and max(weighted_passes) > 1000  # the easy negatives of weight 10 and 100 went through it
+    if workers == 1:  # (a forked worker's calls are not seen here)
+        assert max(weight for weight, _ in weighted_passes) > 1000  # the easy negatives of weight 10 and 100 went through it
+        looked = [rows for _, rows in weighted_passes]
+        assert all(rows is not None for rows in looked) if ones_first else any(rows is None for rows in looked)
 
 
 def test_weighted_dense_centernet_on_heatmaps(weighted_passes):

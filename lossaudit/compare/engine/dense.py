@@ -286,17 +286,21 @@ class DensePass:
         self._views: dict[int, _BlockViews] = {}
         self.count: np.ndarray = np.zeros(classes, dtype=np.float64 if weighted else np.int64)
 
-    def add(self, chunk: Chunk) -> Taken:
-        """Add the easy negatives of ``chunk`` (its logits are only read) to the sums and return
-        the elements taken out. After the call, :meth:`row_softplus` holds the chunk's row sums of
-        softplus over its easy negatives (when kept)."""
+    def add(self, chunk: Chunk, rows: tuple[int, int] | None = None) -> Taken:
+        """Add the easy negatives of ``chunk`` (its logits are only read), or of its rows ``rows =
+        (first, stop)`` only (the others are not looked at), to the sums and return the elements
+        taken out. After the call, :meth:`row_softplus` holds the chunk's row sums of softplus
+        over its easy negatives (when kept; 0 outside ``rows``)."""
         x, classes = chunk.logits, self.classes
-        n = len(x)
-        starts = [*range(0, n, self.block_rows), n]
+        first, n = (0, len(x)) if rows is None else rows
+        starts = [*range(first, n, self.block_rows), n]
         targets = chunk.target_rows * classes + chunk.target_cols  # flat, sorted
         target_bounds = np.searchsorted(targets, np.multiply(starts, classes))
-        dropped = np.flatnonzero(chunk.dropped_rows)
+        dropped = np.flatnonzero(chunk.dropped_rows[:n]) if first == 0 else first + np.flatnonzero(chunk.dropped_rows[first:n])
         dropped_bounds = np.searchsorted(dropped, starts)
+        if self._row_sums is not None:
+            self._row_sums[:first] = 0
+            self._row_sums[n : len(x)] = 0
         ignored = chunk.element_ignored
         weights = chunk.weights if self.weighted else None
         if self.weighted and weights is None:
@@ -310,9 +314,12 @@ class DensePass:
                     dropped[dropped_bounds[i] : dropped_bounds[i + 1]],
                     None if ignored is None else ignored[start:stop],
                     None if weights is None else weights[start:stop],
+                    i,
                 )
                 for i, (start, stop) in enumerate(zip(starts, starts[1:]))
             ]
+        if not blocks:
+            return Taken(np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.intp))
         index, taken_x = [np.concatenate(part) for part in zip(*blocks)] if len(blocks) > 1 else blocks[0]
         taken = Taken(index, taken_x, index - index // classes * classes)  # (floor division by a constant is fast, % is not)
         if self._buffers:
@@ -323,7 +330,7 @@ class DensePass:
         if self.weighted:
             self.count += sums[self._names.index("weight")]
         else:
-            self.count += n - len(dropped) - np.bincount(taken.column, minlength=classes)
+            self.count += n - first - len(dropped) - np.bincount(taken.column, minlength=classes)
         return taken
 
     def _block_views(self, rows: int) -> _BlockViews:
@@ -335,12 +342,13 @@ class DensePass:
         return views
 
     def _add_block(
-        self, x: np.ndarray, start: int, targets: np.ndarray, dropped: np.ndarray, ignored: np.ndarray | None, weights: np.ndarray | None = None
+        self, x: np.ndarray, start: int, targets: np.ndarray, dropped: np.ndarray, ignored: np.ndarray | None, weights: np.ndarray | None, block: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The logits ``x``, rows ``start ..`` of the chunk, holding its targets at the flat
-        indices ``targets``, its dropped rows ``dropped``, its masked elements ``ignored`` (or
-        None) and, weighted, its elements' ``weights``: put their easy negatives' group sums into
-        the chunk's partials; return the fields of :class:`Taken` for their taken-out elements."""
+        """The logits ``x``, rows ``start ..`` of the chunk (its ``block``-th block in this call),
+        holding its targets at the flat indices ``targets``, its dropped rows ``dropped``, its
+        masked elements ``ignored`` (or None) and, weighted, its elements' ``weights``: put their
+        easy negatives' group sums into the chunk's partials; return the fields of :class:`Taken`
+        for their taken-out elements."""
         views = self._block_views(len(x))
         offset = start * self.classes
         taken = self.screen.taken(x, views.scratch, out=views.taken)
@@ -368,7 +376,7 @@ class DensePass:
             np.add.reduce(views.log1p_rows, axis=1, dtype=np.float64, out=self._row_sums[start : start + len(x)])
         if weights is not None:
             self._weigh(views, weights, index, dropped)
-        first = start // self.block_rows * self._block_groups
+        first = block * self._block_groups
         self._groups = first + views.groups  # the chunk's partials so far (blocks come in order)
         np.matmul(self._ones, views.grouped, out=self._partials[:, first : self._groups])
         return taken_out

@@ -33,7 +33,6 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -58,6 +57,8 @@ def run(
     if workers == 1:
         return [work(0, progress)]
     if not FORK:
+        from concurrent.futures import ThreadPoolExecutor  # here: it imports logging, which Linux's runs never need
+
         with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(lambda index: work(index, progress), range(workers)))
     return _forked(work, workers, progress, export, absorb)

@@ -238,7 +238,8 @@ class StreamTally:
         hold no padding (in a Recorder's sample, the rows with a target), where a weighted sum is
         the plain one and the second moments are 0; the weighted one (:class:`DensePass` with
         ``weighted``) on the other rows (a Recorder's pseudo-rows of sampled negatives), their
-        padding taken out. Without a weighted pass (``sweep``'s shared pass, which counts the easy
+        padding taken out. Each pass looks only at its own rows where those of weight 1 come
+        first (a Recorder's sample), else at every row, the other pass's dropped. Without a weighted pass (``sweep``'s shared pass, which counts the easy
         negatives by logit), every element of the other rows is taken out (to be tallied one by
         one, weighted)."""
         assert chunk.weights is not None  # weighted mode
@@ -246,7 +247,9 @@ class StreamTally:
         unit = (chunk.weights == 1).all(axis=1)
         if chunk.padding is not None:
             unit &= ~chunk.padding.any(axis=1)
-        dense = self.dense.add(replace(chunk, ignored_rows=chunk.ignored_rows | ~unit))
+        ones = int(np.count_nonzero(unit))
+        split = (0, ones) if not unit[ones:].any() else None  # a Recorder's sample: the rows of weight 1 first
+        dense = self.dense.add(replace(chunk, ignored_rows=chunk.ignored_rows | ~unit) if split is None else chunk, split)
         rows = np.flatnonzero(~unit & ~chunk.dropped_rows)
         if not len(rows):
             return dense
@@ -254,7 +257,8 @@ class StreamTally:
         if weighted_dense is not None and chunk.weights[rows].max() <= DENSE_WEIGHT_LIMIT:
             masks = [mask for mask in (chunk.element_ignored, chunk.padding) if mask is not None]
             ignored = None if not masks else masks[0] if len(masks) == 1 else masks[0] | masks[1]
-            other = weighted_dense.add(replace(chunk, ignored_rows=chunk.ignored_rows | unit, element_ignored=ignored))
+            other_rows = None if split is None else (ones, len(unit))
+            other = weighted_dense.add(replace(chunk, ignored_rows=chunk.ignored_rows | unit, element_ignored=ignored), other_rows)
         else:
             index = (rows[:, None] * classes + np.arange(classes)).reshape(-1)
             other = Taken(index, chunk.logits[rows].reshape(-1), index - index // classes * classes)
