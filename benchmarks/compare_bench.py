@@ -18,7 +18,8 @@ One run measures, on the first ``--anchors`` size:
 - lossaudit's process: ``python -m lossaudit compare DUMP --format json``, start to exit; with
   ``--before DIR``, also the same command on the ``lossaudit`` package under ``DIR`` (an older tree:
   ``git archive COMMIT lossaudit | tar -x -C DIR``; see :func:`run_in`), each run right after this
-  tree's, and the ratio of the medians after / before;
+  tree's, and the ratio of the medians after / before (also for the example detection dump below,
+  whose run is almost all fixed cost: start-up, the plan's checks, the report);
 - the in-process engine: ``lossaudit.compare.run`` (read, tally, report) in this process;
 - the one-log floor: ``np.log1p(np.exp(-np.abs(x)))`` over the same memory-mapped logits with a
   worker per CPU, in blocks of 2^15, 2^16 and 2^18 elements, as written and with reused ``out=``
@@ -298,7 +299,7 @@ def main_run(folder: Path, elements: int, repeat: int, skip_baseline: bool, befo
         "help_s",
         "example_detection_s",
     )
-    names += ("before_process_s", "before_process_peak_mib") if before is not None else ()
+    names += ("before_process_s", "before_process_peak_mib", "before_example_detection_s") if before is not None else ()
     runs: dict[str, list[float]] = {name: [] for name in names}
     floors: dict[str, list[float]] = {floor_name(*variant): [] for variant in FLOOR_VARIANTS}
     engine(folder)  # warm the page cache and lossaudit's imports
@@ -315,7 +316,10 @@ def main_run(folder: Path, elements: int, repeat: int, skip_baseline: bool, befo
             floors[floor_name(*variant)].append(timed(one_log_floor, folder, *variant))
         runs["floor_s"].append(min(values[-1] for values in floors.values()))
         runs["help_s"].append(process([sys.executable, "-m", "lossaudit", "compare", "--help"])[0])
-        runs["example_detection_s"].append(process([sys.executable, "-m", "lossaudit", "compare", "examples/detection.npz", "--isolated"])[0])
+        example = [sys.executable, "-m", "lossaudit", "compare", "examples/detection.npz", "--isolated"]
+        runs["example_detection_s"].append(process(example)[0])
+        if before is not None:
+            runs["before_example_detection_s"].append(run_in(before, example)[0])
         runs["lossaudit_tree_peak_mib"].append(tree_memory(lossaudit_command(folder)))
     result = {"elements": elements, "input_mib": input_mib(folder), **{name: statistics.median(values) for name, values in runs.items()}}
     result["floors_s"] = {name: statistics.median(values) for name, values in floors.items()}
@@ -323,6 +327,7 @@ def main_run(folder: Path, elements: int, repeat: int, skip_baseline: bool, befo
     result["engine_over_floor"] = result["engine_s"] / result["floor_s"]
     if before is not None:
         result["process_after_over_before"] = result["lossaudit_process_s"] / result["before_process_s"]
+        result["example_after_over_before"] = result["example_detection_s"] / result["before_example_detection_s"]
     if not skip_baseline:
         baseline_s, baseline_peak = process([sys.executable, __file__, "--baseline-child", str(folder)])
         result.update(
