@@ -235,3 +235,26 @@ def test_versions_are_the_metadata_s(package):
     except PackageNotFoundError:
         expected = None
     assert installed_version(package) == expected
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "1"), ("3", "3")])
+def test_the_program_gives_openblas_one_thread_unless_told(preset, expected):
+    """``lossaudit``'s BLAS calls are small sums: its process sets ``OPENBLAS_NUM_THREADS=1``
+    before numpy is imported (a pool of BLAS threads spins beside the forked workers; about 50 ms
+    of CPU at numpy's import alone), and keeps a value the environment gives."""
+    code = (
+        "import os, sys\n"
+        "from lossaudit.cli import main\n"
+        "imported_before = 'numpy' in sys.modules\n"
+        f"sys.argv = ['lossaudit', 'compare', {str(ROOT / 'examples' / 'detection.npz')!r}, '--format', 'json', '--isolated']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(imported_before, 'numpy' in sys.modules, os.environ.get('OPENBLAS_NUM_THREADS'), file=sys.stderr)\n"
+    )
+    env = {name: value for name, value in os.environ.items() if name != "OPENBLAS_NUM_THREADS"}
+    if preset is not None:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert result.stderr.strip().splitlines()[-1] == f"False True {expected}"
