@@ -453,3 +453,15 @@ def test_every_dump_format_carries_weights(layout, tmp_path):
     got = stream_tally(plan(read_batches([path])), LossSettings(losses=losses), workers=1)
     _assert_same_tally(got, _tally(arrays, losses))
     assert got.rows == 40 and got.ignored.sum() == 3
+
+
+def test_float16_weights_are_checked_by_their_bits_as_by_their_values():
+    """Every one of the 65,536 float16 values is refused as a weight exactly when, as a float64,
+    it is below 1, infinite or NaN (the check reads float16 weights by their bits)."""
+    from lossaudit.io.dataset.weights import not_weights
+
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    as_float64 = every.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        expected = ~((as_float64 >= 1) & (as_float64 < np.inf))
+    np.testing.assert_array_equal(not_weights(every), expected)

@@ -87,7 +87,7 @@ class Chunk:
         if self.weights is None:
             return np.ones(len(self.logits))
         classes = self.weights.shape[1]
-        sums = self.weights @ np.ones(classes)  # padding weighs 1 (see weights.chunk_weights): taken off below
+        sums = np.add.reduce(self.weights, axis=1)  # padding weighs 1 (see weights.chunk_weights): taken off below
         if self.padding is None:
             weights = sums / classes
         else:

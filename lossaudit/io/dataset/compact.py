@@ -25,7 +25,7 @@ import numpy as np
 from lossaudit.errors import InputError
 from lossaudit.io.dataset.options import MASK_KEY, NEGATIVES_KEYS, WEIGHTS_KEY
 from lossaudit.io.dataset.rows import SCAN_ROWS, RowArray
-from lossaudit.io.dataset.weights import Weighting, bad_weights
+from lossaudit.io.dataset.weights import Weighting, bad_weights, not_weights
 from lossaudit.io.readers import ArrayFile, release_pages
 
 LOGITS, WEIGHTS, PER_CLASS = NEGATIVES_KEYS
@@ -219,8 +219,7 @@ def _scan_weights(source: str, weights: np.ndarray) -> None:
     """Every value of ``negatives_weights`` finite and >= 1, read in chunks."""
     for start in range(0, len(weights), SCAN_ELEMENTS):
         values = np.asarray(weights[start : start + SCAN_ELEMENTS])
-        with np.errstate(invalid="ignore"):
-            bad = ~((values >= 1) & (values < np.inf)) if values.dtype.kind == "f" else values < 1
+        bad = not_weights(values)
         release_pages(weights[start : start + SCAN_ELEMENTS])
         if bad.any():
             raise InputError(bad_weights(source, values, bad, start, WEIGHTS, "element"))

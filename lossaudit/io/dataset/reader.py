@@ -202,7 +202,7 @@ class DataPlan:
             weights = source.weighting.weights if source.weighting is not None else None
             scans = weights.scan(source.rows, SCAN_ROWS) if weights is not None else None
             for values in source.targets.scan(source.rows, SCAN_ROWS):
-                w = np.asarray(next(scans), dtype=np.float64) if scans is not None else None
+                w = _weights_for_sums(next(scans)) if scans is not None else None
                 if self.info.encoding == "index":
                     labels = np.asarray(values, dtype=np.int64)
                     labels = labels - self.info.label_base if self.info.label_base else labels
@@ -297,3 +297,10 @@ class DataPlan:
                     f"{source.batch.source}: key '{self.info.logits_key}' has values outside [0, 1] ({float(low):.3g} to {float(high):.3g}); --inputs {self.info.inputs} needs probabilities"
                 )
         return nonfinite, probabilities_to_logits(x, self.info.inputs) if probs else x
+
+
+def _weights_for_sums(weights: np.ndarray) -> np.ndarray:
+    """Raw weights as float32 where that holds them exactly (float16, as the Recorder stores them,
+    and small integers), else float64: the products summed in float64 by the caller."""
+    exact = weights.dtype == np.float16 or (weights.dtype.kind in "iub" and weights.dtype.itemsize <= 2)
+    return np.asarray(weights, dtype=np.float32 if exact else np.float64)

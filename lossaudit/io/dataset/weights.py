@@ -154,13 +154,28 @@ def _scan(source: str, weights: Rows, padding: Rows | None, rows: int) -> int:
                 raise InputError(f"{source}: key '{PADDING_KEY}' holds values other than 0 and 1; expected True/1 where a position holds no element")
             pad = pad.astype(bool, copy=False)
             padded += int(np.count_nonzero(pad))
-        with np.errstate(invalid="ignore"):
-            bad = ~((values >= 1) & (values < np.inf)) if values.dtype.kind == "f" else values < 1  # NaN fails both
+        bad = not_weights(values)
         if pad is not None:
             bad &= ~pad if values.ndim == 2 else ~pad.all(axis=1)  # a row's weight is read unless the row is all padding
         if bad.any():
             raise InputError(bad_weights(source, values, bad, start))
     return padded
+
+
+FLOAT16_ONE, FLOAT16_INF = np.uint16(0x3C00), np.uint16(0x7C00)
+"""The bits of float16's 1 and infinity: the finite float16 values >= 1 are the bits in between."""
+
+
+def not_weights(values: np.ndarray) -> np.ndarray:
+    """``values``' bool mask of those that are no sampling weight: below 1, infinite or NaN (for
+    integers, below 1). float16 weights (as the Recorder stores them) are read by their bits, in
+    one unsigned comparison (20 times faster than float16 comparisons, which numpy emulates)."""
+    if values.dtype == np.float16:
+        return np.subtract(values.view(np.uint16), FLOAT16_ONE) >= FLOAT16_INF - FLOAT16_ONE  # below 1 or negative: wraps above
+    if values.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            return ~((values >= 1) & (values < np.inf))  # NaN fails both
+    return values < 1
 
 
 def bad_weights(source: str, values: np.ndarray, bad: np.ndarray, start: int, key: str = WEIGHTS_KEY, unit: str = "row") -> str:
