@@ -143,8 +143,9 @@ def weighted_passes(monkeypatch) -> list[tuple[float, tuple[int, int] | None]]:
         (False, LossSettings(losses=("focal", "asl"), gamma=0.5, asl_clip=0.0, asl_gamma_neg=3.0)),
         (True, LossSettings(losses=("bce", "focal", "qfl", "vfl"), gamma=2.0)),
         (False, LossSettings(losses=("bce", "focal", "cb-ce"))),
+        (False, LossSettings(losses=("focal", "asl"), gamma=0.0, asl_clip=0.0, asl_gamma_neg=0.0)),
     ],
-    ids=["asl-clipped", "gamma-0.5-asl-unclipped", "soft-qfl-vfl", "shared-pass-cb-ce"],
+    ids=["asl-clipped", "gamma-0.5-asl-unclipped", "soft-qfl-vfl", "shared-pass-cb-ce", "powers-0-without-bce"],
 )
 def test_weighted_dense_sums_and_second_moments_are_the_references(soft, settings, workers, chunk_rows, ones_first, weighted_passes):
     arrays = _sampled(41, soft=soft, ones_first=ones_first)

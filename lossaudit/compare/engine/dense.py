@@ -56,6 +56,10 @@ DENSE_VALUES = ("softplus", "q", "heatmap_loss", "heatmap_gradient")
 """The per-class sums the pass can keep beside its powers: ``q`` is BCE's gradient magnitude,
 ``centernet_gradient`` CenterNet's."""
 
+POWER_ALIASES = {("power", 0.0): "softplus", ("power_qq", 0.0): "q"}
+"""The sums of a power 0 that are those of :data:`DENSE_VALUES`: ``f_0 = q^0 l = l`` and ``q^(0 + 1) = q``
+(``sweep``'s default gammas start at 0): kept once."""
+
 GROUP_ROWS = 16
 """Rows summed in float32 at once, twice over (see the module docstring)."""
 
@@ -239,9 +243,9 @@ class DensePass:
     ):
         if weighted and by_logit is not None:
             raise ValueError("a weighted dense pass does not count by logit")
-        needs = {"softplus": bool(values) or bool(powers) or row_sums, "heatmap_loss": "heatmap_gradient" in values}
-        values = tuple(name for name in DENSE_VALUES if name in values or needs.get(name, False))
         powers = tuple(dict.fromkeys(float(k) for k in powers))
+        needs = {"softplus": bool(values) or bool(powers) or row_sums, "q": 0.0 in powers, "heatmap_loss": "heatmap_gradient" in values}
+        values = tuple(name for name in DENSE_VALUES if name in values or needs.get(name, False))
         block_rows = max(1, min(block_rows, max_rows))
         if block_rows > GROUP_ROWS:
             block_rows -= block_rows % GROUP_ROWS  # whole groups: no padding but the last block's
@@ -253,14 +257,19 @@ class DensePass:
         self.x = np.empty((max_rows, classes), dtype=np.float32)
         kept: list[Any] = [
             *values,
-            *((part, k) for k in powers for part in ("power", "power_q", "power_qq") if not (part == "power_q" and k + 1 in powers)),
+            *(
+                (part, k)
+                for k in powers
+                for part in ("power", "power_q", "power_qq")
+                if (part, k) not in POWER_ALIASES and not (part == "power_q" and k + 1 in powers)
+            ),
             *((part, k, m) for k, m in clipped for part in ("clipped", "clipped_gradient")),
-        ]  # q f_k is f_(k + 1) where k + 1 is a power too: summed already
+        ]  # q f_k is f_(k + 1) where k + 1 is a power too, f_0 is l and q^(0 + 1) is q: summed already
         self.weighted = weighted
         self._weighed = list(kept)  # multiplied by the weights before they are summed
         self._second_names: list = [
             *values,
-            *((part, k) for k in powers for part in ("power", "power_gradient")),
+            *((part, k) for k in powers for part in ("power", "power_gradient") if k),  # k = 0: l's and q's
             *((part, k, m) for k, m in clipped for part in ("clipped", "clipped_gradient")),
         ]
         if weighted:
@@ -418,7 +427,12 @@ class DensePass:
                 np.add(gradient, scratch, out=gradient)
                 np.copyto(gradient, 0, where=q < CENTERNET_PROB_CLAMP)
         for k in self.powers:
-            modulating, loss, loss_q = buffers["power_qq", k], buffers["power", k], buffers.get(("power_q", k))
+            loss_q = buffers.get(("power_q", k))
+            if not k:  # f_0 is l and q^1 is q, summed already
+                if loss_q is not None:
+                    np.multiply(softplus, q, out=loss_q)
+                continue
+            modulating, loss = buffers["power_qq", k], buffers["power", k]
             if k == 2:  # focal's default, without power's checks (some 2,500 blocks in 80M elements)
                 np.multiply(q, q, out=modulating)
             else:
@@ -512,6 +526,8 @@ class DensePass:
         """``(C,)`` float64 sums over the easy negatives added so far of ``q^k l`` and of its
         gradient magnitude ``k (Σ f_k - Σ q f_k) + Σ q^(k + 1)``, for a power ``k`` of the pass."""
         sums = dict(zip(self._names, self._sums))
+        for alias, name in POWER_ALIASES.items():
+            sums.setdefault(alias, sums.get(name))
         loss = sums["power", float(k)]
         power_q = sums["power_q", float(k)] if ("power_q", float(k)) in sums else sums["power", float(k) + 1]
         return loss, float(k) * (loss - power_q) + sums["power_qq", float(k)]
@@ -524,6 +540,8 @@ class DensePass:
     def second_power_sums(self, k: float) -> tuple[np.ndarray, np.ndarray]:
         """Weighted: the second moments of :meth:`power_sums`' two values."""
         sums = dict(zip(self._names, self._sums))
+        if not k:  # f_0 is l, and its gradient magnitude q
+            return sums["second", "softplus"], sums["second", "q"]
         return sums["second", ("power", float(k))], sums["second", ("power_gradient", float(k))]
 
     def second_clipped_sums(self, k: float, m: float) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,8 @@ positives at p > 0.5. The mean target probability goes with it (softmax q or sig
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 
 from lossaudit.compare.engine.mistakes import CONFUSED, OTHER, SHIFTED
@@ -79,7 +81,7 @@ def missed(recall: list[float | None], mean_p: list[float | None]) -> np.ndarray
 
 
 def _pairs(counter, names: list[str], top: int = 5) -> list[dict]:
-    ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0]))[:top]
+    ranked = heapq.nsmallest(top, counter.items(), key=lambda item: (-item[1], item[0]))  # (sweep asks once per setting: no whole sort)
     return [{"true": names[t], "predicted": names[p], "count": int(n)} for (t, p), n in ranked]
 
 
