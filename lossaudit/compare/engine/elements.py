@@ -339,9 +339,7 @@ def shifted_softmax_terms(rows_x: np.ndarray, shift: np.ndarray, row: np.ndarray
         z = rows_x + shift32
         top = z.argmax(axis=1)
         x_top = rows_x[rows, top]
-        np.subtract(rows_x, x_top[:, None], out=z)
-        z += shift32
-        z -= shift32[top][:, None]
+        np.subtract(z, z[rows, top][:, None], out=z)
         z[rows, top] = 0
     reference = x_top.astype(np.float64) + shift[top]
     at = rows_x[row, cols].astype(np.float64) + shift[cols] - reference[row]
