@@ -330,9 +330,9 @@ def shifted_softmax_terms(rows_x: np.ndarray, shift: np.ndarray, row: np.ndarray
     """:func:`softmax_terms` of the logits ``rows_x + shift`` (``(C,)`` float64, a shift per class:
     logit-adjusted cross-entropy's ``tau log prior``), without their float64 ``(m, C)`` array: the
     row's largest shifted logit (``top``, found in float32) is taken as the reference, the other
-    exponents ``(x - x_top) + (s - s_top)`` are formed and exponentiated in float32 as
-    :func:`softmax_terms` forms ``x - max``, and the terms' own exponents in float64. ``top`` of
-    the result is the shifted argmax."""
+    exponents ``(x + s) - (x_top + s_top)`` are formed (the shifted logits in float32, in place)
+    and exponentiated in float32 as :func:`softmax_terms` forms ``x - max``, and the terms' own
+    exponents in float64. ``top`` of the result is the shifted argmax."""
     shift32 = shift.astype(np.float32)
     rows = np.arange(len(rows_x))
     with np.errstate(over="ignore", invalid="ignore"):
