@@ -88,23 +88,32 @@ def test_softmax_families_share_the_core_softmax_terms(tmp_path, workers, chunk_
         _assert_same(stream_tally(plan(read_batches([path])), settings, chunk_rows=chunk_rows, workers=workers), _oracle([path], settings))
 
 
-def test_shifted_softmax_terms_equal_torchs_float64_log_softmax():
-    """logit-adjusted-ce's softmax of ``x + tau log prior``, formed in float32 from the largest
-    shifted logit: its ``-log q`` within 1e-5 relative of torch's float64 ``log_softmax`` of the
-    float64 sum, confident rows (``-log q`` down to 1e-7), wide logits and rare classes included."""
+def test_adjusted_softmax_terms_equal_torchs_float64_log_softmax():
+    """logit-adjusted-ce's softmax of ``x + tau log prior``, from the plain softmax's exponents:
+    its ``-log q`` within 1e-5 relative of torch's float64 ``log_softmax`` of the float64 sum,
+    confident rows (``-log q`` down to 1e-7), wide logits, rare classes, and rows whose shifted
+    argmax is not their plain argmax with the target confident there included."""
     import torch
 
     rng = np.random.default_rng(11)
-    x = rng.normal(0, 4, (400, 7)).astype(np.float32)
+    x = rng.normal(0, 4, (500, 7)).astype(np.float32)
     x[:50] *= 15  # logits of ±100
-    labels = rng.integers(0, 7, 400)
+    labels = rng.integers(0, 7, 500)
     x[50:100, :] = -8
     x[np.arange(50, 100), labels[50:100]] = rng.uniform(8, 14, 50).astype(np.float32)  # q of the target near 1
+    labels[400:] = 0  # the most frequent class, a little below a rare one: the shift makes it the target's argmax
+    x[400:, :] = -10
+    x[400:, 0] = rng.uniform(5, 6, 100).astype(np.float32)
+    x[400:, 6] = x[400:, 0] + 0.5
     prior = np.array([0.5, 0.3, 0.1, 0.05, 0.03, 0.015, 0.005])
     for tau in (1.0, 2.5):
         shift = tau * np.log(prior)
-        row, col = np.arange(400), labels
-        terms = elements.shifted_softmax_terms(x, shift, row, col)
-        reference = torch.log_softmax(torch.from_numpy(x).double() + torch.from_numpy(shift), dim=1)[row, col].numpy()
+        row, col = np.arange(500), labels
+        plain = elements.softmax_terms(x, row, col)
+        terms = elements.adjusted_softmax_terms(x, shift, row, col, plain)
+        shifted = torch.from_numpy(x).double() + torch.from_numpy(shift)
+        reference = torch.log_softmax(shifted, dim=1)[row, col].numpy()
         np.testing.assert_allclose(-terms.log_q, -reference, rtol=1e-5, atol=1e-12)
+        np.testing.assert_array_equal(terms.top, shifted.argmax(dim=1).numpy()[row])
         assert (-reference[50:100] < 1e-5).any()
+        assert (plain.top[400:] == 6).all() and (terms.top[400:] == 0).all() and (-reference[400:] < (0.02 if tau == 1.0 else 1e-4)).all()

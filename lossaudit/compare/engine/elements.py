@@ -259,11 +259,16 @@ class SoftmaxTerms:
         q: float32 ``softmax(x)`` of the row, at the element's class.
         log_q: float64 ``log softmax(x)`` there.
         top: int ``(k,)`` the argmax of the element's row (its first maximum).
+        exponents: :func:`softmax_terms`' float32 ``(m, C)`` ``exp(x - max)`` of the rows, 0 at
+            each row's maximum (whose term is 1), for :func:`adjusted_softmax_terms`; else None.
+        row_top: ``(m,)`` each row's argmax, with ``exponents``.
     """
 
     q: np.ndarray
     log_q: np.ndarray
     top: np.ndarray
+    exponents: np.ndarray | None = None
+    row_top: np.ndarray | None = None
 
     def loss(self, y: np.ndarray, gamma: float, weight: np.ndarray | float = 1.0) -> np.ndarray:
         """float64 ``-w y (1 - q)^gamma log q`` (gamma 0, weight 1: cross-entropy)."""
@@ -323,24 +328,31 @@ def _from_exponents(z: np.ndarray, top: np.ndarray, at: np.ndarray, row: np.ndar
     others = np.exp(z, out=z)
     others[np.arange(len(z)), top] = 0
     log_q = at - np.log1p(others.sum(axis=1).astype(np.float64))[row]
-    return SoftmaxTerms(q=np.exp(log_q).astype(np.float32), log_q=log_q, top=top[row])
+    return SoftmaxTerms(q=np.exp(log_q).astype(np.float32), log_q=log_q, top=top[row], exponents=others, row_top=top)
 
 
-def shifted_softmax_terms(rows_x: np.ndarray, shift: np.ndarray, row: np.ndarray, cols: np.ndarray) -> SoftmaxTerms:
+def adjusted_softmax_terms(rows_x: np.ndarray, shift: np.ndarray, row: np.ndarray, cols: np.ndarray, plain: SoftmaxTerms) -> SoftmaxTerms:
     """:func:`softmax_terms` of the logits ``rows_x + shift`` (``(C,)`` float64, a shift per class:
-    logit-adjusted cross-entropy's ``tau log prior``), without their float64 ``(m, C)`` array: the
-    row's largest shifted logit (``top``, found in float32) is taken as the reference, the other
-    exponents ``(x + s) - (x_top + s_top)`` are formed (the shifted logits in float32, in place)
-    and exponentiated in float32 as :func:`softmax_terms` forms ``x - max``, and the terms' own
-    exponents in float64. ``top`` of the result is the shifted argmax."""
-    shift32 = shift.astype(np.float32)
+    logit-adjusted cross-entropy's ``tau log prior``) at ``(row, cols)``, from the exponents
+    ``e_j = exp(x_j - max)`` that :func:`softmax_terms` computed for the same rows (``plain``)
+    rather than another ``exp`` of every element: the shifted row's terms are ``m_j = e_j w_j``,
+    ``w_j = exp(s_j - max s) <= 1`` in float32. As :func:`softmax_terms` leaves out its maximum,
+    the shifted row's largest term ``m_d`` (``d``, the shifted argmax) is left out of the float32
+    sum ``r`` of the others, and ``log q = (log m_t - log m_d) - log1p(r / m_d)``, the logarithms
+    ``log m_j = (x_j - max) + (s_j - max s)`` and the division in float64: a confident row's small
+    ``-log q`` keeps float32's relative precision. ``top`` of the result is ``d``."""
+    assert plain.exponents is not None and plain.row_top is not None  # made by softmax_terms
     rows = np.arange(len(rows_x))
-    with np.errstate(over="ignore", invalid="ignore"):
-        z = rows_x + shift32
-        top = z.argmax(axis=1)
-        x_top = rows_x[rows, top]
-        np.subtract(z, z[rows, top][:, None], out=z)
-        z[rows, top] = 0
-    reference = x_top.astype(np.float64) + shift[top]
-    at = rows_x[row, cols].astype(np.float64) + shift[cols] - reference[row]
-    return _from_exponents(z, top, at, row)
+    excess = shift - shift.max()
+    terms = np.multiply(plain.exponents, np.exp(excess).astype(np.float32))
+    terms[rows, plain.row_top] = np.exp(excess[plain.row_top])  # the plain maximum's own term, e = 1
+    top = terms.argmax(axis=1)
+    terms[rows, top] = 0
+    maximum = rows_x[rows, plain.row_top].astype(np.float64)
+
+    def log_term(at_rows: np.ndarray, at_cols: np.ndarray) -> np.ndarray:
+        return rows_x[at_rows, at_cols].astype(np.float64) - maximum[at_rows] + excess[at_cols]
+
+    log_top = log_term(rows, top)
+    log_q = log_term(row, cols) - log_top[row] - np.log1p(terms.sum(axis=1).astype(np.float64) / np.exp(log_top))[row]
+    return SoftmaxTerms(q=np.exp(log_q).astype(np.float32), log_q=log_q, top=top[row])

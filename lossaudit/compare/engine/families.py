@@ -31,8 +31,8 @@ by (class, positive, difficulty interval), and follow the reference functions of
   - ``cb-ce``: CE with each term weighted by the class-balanced weight of its class (effective
     number; :func:`lossaudit.losses.balanced.class_balanced_weights_numpy`);
   - ``logit-adjusted-ce``: CE of ``x + tau log pi``, ``pi`` the class frequencies (its softmax
-    formed in float32 from each row's largest shifted logit:
-    :func:`~lossaudit.compare.engine.elements.shifted_softmax_terms`).
+    from the model's own softmax exponents, each class's weighted by its ``pi^tau``, the shifted
+    row's largest term left out of the sum: :func:`~lossaudit.compare.engine.elements.adjusted_softmax_terms`).
 
   The model's own softmax terms are those the core softmax losses computed for the chunk, when
   they share its pass (:class:`~lossaudit.compare.engine.shared.SharedPass`).
@@ -399,7 +399,7 @@ class FamilyTally:
             weight = family.cb_weights[col]
             self._add(CB_CE, keys, (terms.loss(y, 0.0, weight), elements.softmax_gradient(terms, terms.pull(y, 0.0, weight), y, local_row)), w)
         if family.log_prior is not None:
-            adjusted = elements.shifted_softmax_terms(_rows(chunk, rows), family.params[LOGIT_ADJUSTED_CE]["tau"] * family.log_prior, local_row, col)
+            adjusted = elements.adjusted_softmax_terms(_rows(chunk, rows), family.params[LOGIT_ADJUSTED_CE]["tau"] * family.log_prior, local_row, col, terms)
             self._add(LOGIT_ADJUSTED_CE, keys, (adjusted.loss(y, 0.0), elements.softmax_gradient(adjusted, adjusted.pull(y, 0.0), y, local_row)), w)
         if self.softmax_counts is not None:
             self.softmax_counts += np.bincount(keys, weights=w, minlength=self.size)
