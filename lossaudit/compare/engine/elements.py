@@ -331,6 +331,12 @@ def _from_exponents(z: np.ndarray, top: np.ndarray, at: np.ndarray, row: np.ndar
     return SoftmaxTerms(q=np.exp(log_q).astype(np.float32), log_q=log_q, top=top[row], exponents=others, row_top=top)
 
 
+WIDE_LOGIT = 2.0**30
+"""A row whose largest logit is beyond this (no model's; the boundary tests' ``FLT_MAX``) gets
+:func:`adjusted_softmax_terms` from float64 shifted logits, as the torch reference computes them:
+there a shift below the logits' precision is lost, which the exact exponents would keep."""
+
+
 def adjusted_softmax_terms(rows_x: np.ndarray, shift: np.ndarray, row: np.ndarray, cols: np.ndarray, plain: SoftmaxTerms) -> SoftmaxTerms:
     """:func:`softmax_terms` of the logits ``rows_x + shift`` (``(C,)`` float64, a shift per class:
     logit-adjusted cross-entropy's ``tau log prior``) at ``(row, cols)``, from the exponents
@@ -355,4 +361,12 @@ def adjusted_softmax_terms(rows_x: np.ndarray, shift: np.ndarray, row: np.ndarra
 
     log_top = log_term(rows, top)
     log_q = log_term(row, cols) - log_top[row] - np.log1p(terms.sum(axis=1).astype(np.float64) / np.exp(log_top))[row]
+    wide = np.abs(maximum) > WIDE_LOGIT
+    if wide.any():  # the reference's own arithmetic there: float64 shifted logits, a shift below a logit's precision lost
+        at = np.flatnonzero(wide[row])
+        shifted = rows_x[row[at]].astype(np.float64) + shift
+        with np.errstate(invalid="ignore", over="ignore"):
+            shifted -= shifted.max(axis=1)[:, None]
+            log_q[at] = shifted[np.arange(len(at)), cols[at]] - np.log(np.exp(shifted).sum(axis=1))
+        top[row[at]] = shifted.argmax(axis=1)
     return SoftmaxTerms(q=np.exp(log_q).astype(np.float32), log_q=log_q, top=top[row])
