@@ -22,6 +22,7 @@ from lossaudit.compare.engine.stream import stream_tally
 from lossaudit.compare.settings import LossSettings
 from lossaudit.io.dataset import plan
 from lossaudit.io.readers import ArrayFile
+from tests.test_weighted_engine import _heatmaps
 
 RTOL = 1e-5
 SIGMOID = ("bce", "focal", "qfl", "vfl", "asl", "centernet")
@@ -51,19 +52,11 @@ def _sampled(seed: int, rows: int = 300, classes: int = 4, soft: bool = False, o
     return {"logits": x, "targets": y, "weights": w, "padding": padding}
 
 
-def _heatmaps(seed: int, images: int = 4, classes: int = 3, size: int = 12) -> dict:
-    """(B, C, H, W) heatmaps with peaks of 1, weights per image (1 for the first)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    y = np.zeros((images, classes, size, size), dtype=np.float32)
-    for b in range(images):
-        for c in range(classes):
-            cy, cx = rng.integers(2, size - 2, size=2)
-            y[b, c] = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 4.0)
-            y[b, c, cy, cx] = 1.0
-    x = (rng.normal(-5, 1.5, size=y.shape) + 6 * y).astype(np.float32)
-    w = np.broadcast_to(np.array([1.0, 7.0, 30.0, 3.0])[:, None, None], (images, size, size)).copy()
-    return {"logits": x, "targets": y, "weights": w}
+def _weighted_heatmaps(seed: int) -> dict:
+    """:func:`test_weighted_engine._heatmaps`' (4, 3, 16, 16) heatmaps with a weight per image (1 for the first)."""
+    arrays = _heatmaps(seed)
+    arrays["weights"] = np.broadcast_to(np.array([1.0, 7.0, 30.0, 3.0])[:, None, None], (4, 16, 16)).copy()
+    return arrays
 
 
 def _reference(loss: str, x: np.ndarray, y: np.ndarray, settings: LossSettings) -> tuple[np.ndarray, np.ndarray]:
@@ -157,7 +150,7 @@ def test_weighted_dense_sums_and_second_moments_are_the_references(soft, setting
 
 
 def test_weighted_dense_centernet_on_heatmaps(weighted_passes):
-    arrays = _heatmaps(43)
+    arrays = _weighted_heatmaps(43)
     _check(arrays, LossSettings(losses=("bce", "focal", "centernet")), 3, 1, 1, None)
     assert weighted_passes
 
