@@ -845,7 +845,7 @@ def default_chunk_rows(rows: int, classes: int, workers: int) -> int:
     """Rows per chunk for a dump of ``rows × classes`` elements: :data:`CHUNK_ELEMENTS` elements, or
     fewer where that leaves the ``workers`` fewer than :data:`CHUNKS_PER_WORKER` chunks each (the
     split is static: with a few large chunks, the worker with one more sets the pass's time; a
-    1% sample of 8.8M elements in 5 chunks took 1.5x the time of the same in 8), but not below
+    1% sample of 8.8M elements in 5 chunks took 1.4x the time of the same in 8), but not below
     :data:`MIN_CHUNK_ELEMENTS` elements."""
     classes = max(classes, 1)
     balanced = -(-rows // (CHUNKS_PER_WORKER * workers))
