@@ -56,9 +56,9 @@ DENSE_VALUES = ("softplus", "q", "heatmap_loss", "heatmap_gradient")
 """The per-class sums the pass can keep beside its powers: ``q`` is BCE's gradient magnitude,
 ``centernet_gradient`` CenterNet's."""
 
-POWER_ALIASES = {("power", 0.0): "softplus", ("power_qq", 0.0): "q"}
-"""The sums of a power 0 that are those of :data:`DENSE_VALUES`: ``f_0 = q^0 l = l`` and ``q^(0 + 1) = q``
-(``sweep``'s default gammas start at 0): kept once."""
+POWER_ALIASES = {("power", 0.0): "softplus", ("power_qq", 0.0): "q", ("power_gradient", 0.0): "q"}
+"""The sums of a power 0 that are those of :data:`DENSE_VALUES`: ``f_0 = q^0 l = l``, ``q^(0 + 1) = q``
+and ``f_0``'s gradient magnitude ``q`` (``sweep``'s default gammas start at 0): kept once."""
 
 GROUP_ROWS = 16
 """Rows summed in float32 at once, twice over (see the module docstring)."""
@@ -269,7 +269,7 @@ class DensePass:
         self._weighed = list(kept)  # multiplied by the weights before they are summed
         self._second_names: list = [
             *values,
-            *((part, k) for k in powers for part in ("power", "power_gradient") if k),  # k = 0: l's and q's
+            *((part, k) for k in powers for part in ("power", "power_gradient") if (part, k) not in POWER_ALIASES),
             *((part, k, m) for k, m in clipped for part in ("clipped", "clipped_gradient")),
         ]
         if weighted:
@@ -462,8 +462,7 @@ class DensePass:
             moment = buffers["second", name]
             if name[0] == "power_gradient":  # k (f_k - q f_k) + q^(k + 1)
                 k = name[1]
-                loss_q = buffers[("power_q", k) if ("power_q", k) in buffers else ("power", k + 1)]
-                np.subtract(buffers["power", k], loss_q, out=moment)
+                np.subtract(buffers["power", k], buffers[self._loss_q(k)], out=moment)
                 np.multiply(moment, np.float32(k), out=moment)
                 np.add(moment, buffers["power_qq", k], out=moment)
                 np.multiply(moment, moment, out=moment)
@@ -516,21 +515,31 @@ class DensePass:
         added so far."""
         return {name: sums for name, sums in zip(self._names, self._sums) if isinstance(name, str)}
 
+    def _loss_q(self, k: float) -> tuple[str, float]:
+        """The name of ``q f_k``'s buffer and sums: ``f_(k + 1)``'s where ``k + 1`` is a power too."""
+        return ("power_q", k) if ("power_q", k) in self._names else ("power", k + 1)
+
+    def _named_sums(self) -> dict:
+        """The sums added so far by name, a power 0's (:data:`POWER_ALIASES`) and their second moments included."""
+        sums = dict(zip(self._names, self._sums))
+        for alias, name in POWER_ALIASES.items():
+            for key, kept in ((alias, name), (("second", alias), ("second", name))):
+                if kept in sums:
+                    sums[key] = sums[kept]
+        return sums
+
     def clipped_sums(self, k: float, m: float) -> tuple[np.ndarray, np.ndarray]:
         """``(C,)`` float64 sums over the easy negatives added so far of the clipped power ``(k,
         m)`` and of its gradient magnitude (see ``clipped`` in the class docstring)."""
-        sums = dict(zip(self._names, self._sums))
+        sums = self._named_sums()
         return sums["clipped", float(k), float(m)], sums["clipped_gradient", float(k), float(m)]
 
     def power_sums(self, k: float) -> tuple[np.ndarray, np.ndarray]:
         """``(C,)`` float64 sums over the easy negatives added so far of ``q^k l`` and of its
         gradient magnitude ``k (Σ f_k - Σ q f_k) + Σ q^(k + 1)``, for a power ``k`` of the pass."""
-        sums = dict(zip(self._names, self._sums))
-        for alias, name in POWER_ALIASES.items():
-            sums.setdefault(alias, sums.get(name))
-        loss = sums["power", float(k)]
-        power_q = sums["power_q", float(k)] if ("power_q", float(k)) in sums else sums["power", float(k) + 1]
-        return loss, float(k) * (loss - power_q) + sums["power_qq", float(k)]
+        sums, k = self._named_sums(), float(k)
+        loss = sums["power", k]
+        return loss, k * (loss - sums[self._loss_q(k)]) + sums["power_qq", k]
 
     def second_sums(self) -> dict[str, np.ndarray]:
         """Weighted: ``(C,)`` float64 second moments ``Σ w (w - 1) v²`` of each kept value of
@@ -539,14 +548,12 @@ class DensePass:
 
     def second_power_sums(self, k: float) -> tuple[np.ndarray, np.ndarray]:
         """Weighted: the second moments of :meth:`power_sums`' two values."""
-        sums = dict(zip(self._names, self._sums))
-        if not k:  # f_0 is l, and its gradient magnitude q
-            return sums["second", "softplus"], sums["second", "q"]
+        sums = self._named_sums()
         return sums["second", ("power", float(k))], sums["second", ("power_gradient", float(k))]
 
     def second_clipped_sums(self, k: float, m: float) -> tuple[np.ndarray, np.ndarray]:
         """Weighted: the second moments of :meth:`clipped_sums`' two values."""
-        sums = dict(zip(self._names, self._sums))
+        sums = self._named_sums()
         return sums["second", ("clipped", float(k), float(m))], sums["second", ("clipped_gradient", float(k), float(m))]
 
 

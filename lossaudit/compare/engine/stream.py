@@ -240,9 +240,9 @@ class StreamTally:
         the plain one and the second moments are 0; the weighted one (:class:`DensePass` with
         ``weighted``) on the other rows (a Recorder's pseudo-rows of sampled negatives), their
         padding taken out. Each pass looks only at its own rows where those of weight 1 come
-        first (a Recorder's sample), else at every row, the other pass's dropped. Without a weighted pass (``sweep``'s shared pass, which counts the easy
-        negatives by logit), every element of the other rows is taken out (to be tallied one by
-        one, weighted)."""
+        first (a Recorder's sample), else at every row, the other pass's dropped. Without a
+        weighted pass (``sweep``'s shared pass, which counts the easy negatives by logit), every
+        element of the other rows is taken out (to be tallied one by one, weighted)."""
         assert chunk.weights is not None  # weighted mode
         classes = self.num_classes
         row_sums = np.add.reduce(chunk.weights, axis=1)  # (not a BLAS product with ones: OpenBLAS would run it on threads that spin)
@@ -257,18 +257,15 @@ class StreamTally:
             return dense
         weighted_dense = self.weighted_dense
         if weighted_dense is not None and row_sums[rows].max() <= DENSE_WEIGHT_LIMIT:  # (each weight is below its row's sum)
-            masks = [mask for mask in (chunk.element_ignored, chunk.padding) if mask is not None]
-            ignored = None if not masks else masks[0] if len(masks) == 1 else masks[0] | masks[1]
-            other_rows = None if split is None else (ones, len(unit))
-            other = weighted_dense.add(replace(chunk, ignored_rows=chunk.ignored_rows | unit, element_ignored=ignored), other_rows)
+            other_rows = None if split is None else (ones, len(unit))  # (padding taken out as invalid elements)
+            other = weighted_dense.add(replace(chunk, ignored_rows=chunk.ignored_rows | unit, element_ignored=chunk.element_invalid), other_rows)
         else:
             index = (rows[:, None] * classes + np.arange(classes)).reshape(-1)
             other = Taken(index, chunk.logits[rows].reshape(-1), index - index // classes * classes)
-        if not len(dense.index) or not len(other.index) or dense.index[-1] < other.index[0]:  # a Recorder's sample: the pseudo-rows last
-            index, x = np.concatenate([dense.index, other.index]), np.concatenate([dense.x, other.x])
-        else:
-            order = np.argsort(np.concatenate([dense.index, other.index]), kind="stable")
-            index, x = np.concatenate([dense.index, other.index])[order], np.concatenate([dense.x, other.x])[order]
+        index, x = np.concatenate([dense.index, other.index]), np.concatenate([dense.x, other.x])
+        if len(dense.index) and len(other.index) and dense.index[-1] > other.index[0]:  # interleaved rows (a Recorder's sample has its pseudo-rows last)
+            order = np.argsort(index, kind="stable")
+            index, x = index[order], x[order]
         return Taken(index, x, index - index // classes * classes)
 
     def add(self, chunk: Chunk, file: int = 0) -> None:
