@@ -91,8 +91,10 @@ def test_softmax_families_share_the_core_softmax_terms(tmp_path, workers, chunk_
 def test_adjusted_softmax_terms_equal_torchs_float64_log_softmax():
     """logit-adjusted-ce's softmax of ``x + tau log prior``, from the plain softmax's exponents:
     its ``-log q`` within 1e-5 relative of torch's float64 ``log_softmax`` of the float64 sum,
-    confident rows (``-log q`` down to 1e-7), wide logits, rare classes, and rows whose shifted
-    argmax is not their plain argmax with the target confident there included."""
+    confident rows (``-log q`` down to 1e-7), wide logits, rare classes, rows whose shifted
+    argmax is not their plain argmax with the target confident there included, and rows of
+    several targets (soft labels) in any order, the confident one among them. The plain terms'
+    exponents are left as they were."""
     import torch
 
     rng = np.random.default_rng(11)
@@ -106,14 +108,21 @@ def test_adjusted_softmax_terms_equal_torchs_float64_log_softmax():
     x[400:, 0] = rng.uniform(5, 6, 100).astype(np.float32)
     x[400:, 6] = x[400:, 0] + 0.5
     prior = np.array([0.5, 0.3, 0.1, 0.05, 0.03, 0.015, 0.005])
+    one_each = (np.arange(500), labels)
+    soft_row = np.repeat(np.arange(500), 3)  # the label and two other classes, the terms shuffled
+    soft_col = np.stack([labels, (labels + 1) % 7, (labels + 3) % 7], axis=1).ravel()
+    order = rng.permutation(len(soft_row))
     for tau in (1.0, 2.5):
         shift = tau * np.log(prior)
-        row, col = np.arange(500), labels
-        plain = elements.softmax_terms(x, row, col)
-        terms = elements.adjusted_softmax_terms(x, shift, row, col, plain)
         shifted = torch.from_numpy(x).double() + torch.from_numpy(shift)
-        reference = torch.log_softmax(shifted, dim=1)[row, col].numpy()
-        np.testing.assert_allclose(-terms.log_q, -reference, rtol=1e-5, atol=1e-12)
-        np.testing.assert_array_equal(terms.top, shifted.argmax(dim=1).numpy()[row])
-        assert (-reference[50:100] < 1e-5).any()
-        assert (plain.top[400:] == 6).all() and (terms.top[400:] == 0).all() and (-reference[400:] < (0.02 if tau == 1.0 else 1e-4)).all()
+        for row, col in (one_each, (soft_row[order], soft_col[order])):
+            plain = elements.softmax_terms(x, row, col)
+            exponents = plain.exponents.copy()
+            terms = elements.adjusted_softmax_terms(x, shift, row, col, plain)
+            reference = torch.log_softmax(shifted, dim=1)[row, col].numpy()
+            np.testing.assert_allclose(-terms.log_q, -reference, rtol=1e-5, atol=1e-12)
+            np.testing.assert_array_equal(plain.exponents, exponents)
+            assert (-reference < 1e-5).any()
+        plain_top, shifted_top = plain.row_top[400:], shifted.argmax(dim=1).numpy()[400:]
+        confident = -torch.log_softmax(shifted, dim=1)[np.arange(400, 500), 0].numpy()
+        assert (plain_top == 6).all() and (shifted_top == 0).all() and (confident < (0.02 if tau == 1.0 else 1e-4)).all()

@@ -258,17 +258,22 @@ class SoftmaxTerms:
     Attributes:
         q: float32 ``softmax(x)`` of the row, at the element's class.
         log_q: float64 ``log softmax(x)`` there.
-        top: int ``(k,)`` the argmax of the element's row (its first maximum).
+        top: int ``(k,)`` the argmax of the element's row (its first maximum); None for
+            :func:`adjusted_softmax_terms`, which does not look for it.
         exponents: :func:`softmax_terms`' float32 ``(m, C)`` ``exp(x - max)`` of the rows, 0 at
             each row's maximum (whose term is 1), for :func:`adjusted_softmax_terms`; else None.
         row_top: ``(m,)`` each row's argmax, with ``exponents``.
+        row_max: float32 ``(m,)`` each row's largest logit, with ``exponents``.
+        log_e: float64 ``(k,)`` ``x - max`` at the elements, with ``exponents``.
     """
 
     q: np.ndarray
     log_q: np.ndarray
-    top: np.ndarray
+    top: np.ndarray | None = None
     exponents: np.ndarray | None = None
     row_top: np.ndarray | None = None
+    row_max: np.ndarray | None = None
+    log_e: np.ndarray | None = None
 
     def loss(self, y: np.ndarray, gamma: float, weight: np.ndarray | float = 1.0) -> np.ndarray:
         """float64 ``-w y (1 - q)^gamma log q`` (gamma 0, weight 1: cross-entropy)."""
@@ -317,18 +322,12 @@ def softmax_terms(rows_x: np.ndarray, row: np.ndarray, cols: np.ndarray) -> Soft
     top = rows_x.argmax(axis=1)
     maximum = rows_x[np.arange(len(rows_x)), top]
     with np.errstate(over="ignore"):  # a row spanning more than float32's range: exp(-inf) = 0 below
-        z = rows_x - maximum[:, None]
-    at = rows_x[row, cols].astype(np.float64) - maximum[row]  # in float64: -FLT_MAX - FLT_MAX is finite there
-    return _from_exponents(z, top, at, row)
-
-
-def _from_exponents(z: np.ndarray, top: np.ndarray, at: np.ndarray, row: np.ndarray) -> SoftmaxTerms:
-    """:class:`SoftmaxTerms` from the float32 ``(m, C)`` exponents ``z`` of each row less its
-    term ``top`` (``z[top] = 0``; overwritten), and the float64 exponents ``at`` of the terms."""
-    others = np.exp(z, out=z)
-    others[np.arange(len(z)), top] = 0
-    log_q = at - np.log1p(others.sum(axis=1).astype(np.float64))[row]
-    return SoftmaxTerms(q=np.exp(log_q).astype(np.float32), log_q=log_q, top=top[row], exponents=others, row_top=top)
+        others = rows_x - maximum[:, None]
+    np.exp(others, out=others)
+    others[np.arange(len(rows_x)), top] = 0
+    log_e = rows_x[row, cols].astype(np.float64) - maximum[row]  # in float64: -FLT_MAX - FLT_MAX is finite there
+    log_q = log_e - np.log1p(others.sum(axis=1).astype(np.float64))[row]
+    return SoftmaxTerms(q=np.exp(log_q).astype(np.float32), log_q=log_q, top=top[row], exponents=others, row_top=top, row_max=maximum, log_e=log_e)
 
 
 WIDE_LOGIT = 2.0**30
@@ -338,29 +337,39 @@ there a shift below the logits' precision is lost, which the exact exponents wou
 
 
 def adjusted_softmax_terms(rows_x: np.ndarray, shift: np.ndarray, row: np.ndarray, cols: np.ndarray, plain: SoftmaxTerms) -> SoftmaxTerms:
-    """:func:`softmax_terms` of the logits ``rows_x + shift`` (``(C,)`` float64, a shift per class:
-    logit-adjusted cross-entropy's ``tau log prior``) at ``(row, cols)``, from the exponents
-    ``e_j = exp(x_j - max)`` that :func:`softmax_terms` computed for the same rows (``plain``)
-    rather than another ``exp`` of every element: the shifted row's terms are ``m_j = e_j w_j``,
-    ``w_j = exp(s_j - max s) <= 1`` in float32. As :func:`softmax_terms` leaves out its maximum,
-    the shifted row's largest term ``m_d`` (``d``, the shifted argmax) is left out of the float32
-    sum ``r`` of the others, and ``log q = (log m_t - log m_d) - log1p(r / m_d)``, the logarithms
-    ``log m_j = (x_j - max) + (s_j - max s)`` and the division in float64: a confident row's small
-    ``-log q`` keeps float32's relative precision. ``top`` of the result is ``d``."""
-    assert plain.exponents is not None and plain.row_top is not None  # made by softmax_terms
-    rows = np.arange(len(rows_x))
+    """:func:`softmax_terms` (without ``top``) of the logits ``rows_x + shift``
+    (``(C,)`` float64, a shift per class: logit-adjusted cross-entropy's ``tau log prior``) at
+    ``(row, cols)``, from the exponents ``e_j = exp(x_j - max)`` that :func:`softmax_terms`
+    computed for the same rows (``plain``) rather than another ``exp`` of every element: the
+    shifted row's terms are ``m_j = e_j w_j``, ``w_j = exp(s_j - max s) <= 1``. Each row leaves
+    one term ``m_d`` out of its float32 sum ``r = Σ_{j != d} m_j`` (one product of the exponents
+    with ``w``, no ``(m, C)`` temporary): ``d`` is the row's target with the largest ``log m``
+    (its only target, for single-label rows). With ``log m_j = (x_j - max) + (s_j - max s)`` in
+    float64, ``log q_t = log m_t - logaddexp(log m_d, log r)``: a target that dominates its row
+    is ``d``, and its small ``-log q = log1p(r / m_d)`` keeps float32's relative precision; any
+    other target has ``q <= 1/2``. ``plain.exponents`` are left as they were."""
+    exponents, row_top, maximum, log_e = plain.exponents, plain.row_top, plain.row_max, plain.log_e
+    assert exponents is not None and row_top is not None and maximum is not None and log_e is not None  # made by softmax_terms
     excess = shift - shift.max()
-    terms = np.multiply(plain.exponents, np.exp(excess).astype(np.float32))
-    terms[rows, plain.row_top] = np.exp(excess[plain.row_top])  # the plain maximum's own term, e = 1
-    top = terms.argmax(axis=1)
-    terms[rows, top] = 0
-    maximum = rows_x[rows, plain.row_top].astype(np.float64)
-
-    def log_term(at_rows: np.ndarray, at_cols: np.ndarray) -> np.ndarray:
-        return rows_x[at_rows, at_cols].astype(np.float64) - maximum[at_rows] + excess[at_cols]
-
-    log_top = log_term(rows, top)
-    log_q = log_term(row, cols) - log_top[row] - np.log1p(terms.sum(axis=1).astype(np.float64) / np.exp(log_top))[row]
+    factors = np.exp(excess).astype(np.float32)
+    log_m = log_e + excess[cols]
+    if len(row) == len(rows_x):  # a target per row (every row has one)
+        left_out, log_m_left_out = np.empty_like(cols), np.empty_like(log_m)
+        left_out[row], log_m_left_out[row] = cols, log_m
+    else:
+        log_m_left_out = np.full(len(rows_x), -np.inf)
+        np.maximum.at(log_m_left_out, row, log_m)
+        largest = log_m == log_m_left_out[row]
+        left_out = np.empty_like(row_top)
+        left_out[row[largest]] = cols[largest]
+    moved = np.flatnonzero(left_out != row_top)  # where d is not the plain maximum, whose exponent is 0 already
+    kept = exponents[moved, left_out[moved]]
+    exponents[moved, left_out[moved]] = 0
+    rest = np.einsum("ij,j->i", exponents, factors)  # numpy's own SIMD sum: no BLAS threads on a chunk's rows
+    exponents[moved, left_out[moved]] = kept
+    rest[moved] += factors[row_top[moved]]  # the plain maximum's own term there, e = 1
+    with np.errstate(divide="ignore"):  # r = 0: log q = 0 at d
+        log_q = log_m - np.logaddexp(log_m_left_out, np.log(rest.astype(np.float64)))[row]
     wide = np.abs(maximum) > WIDE_LOGIT
     if wide.any():  # the reference's own arithmetic there: float64 shifted logits, a shift below a logit's precision lost
         at = np.flatnonzero(wide[row])
@@ -368,5 +377,4 @@ def adjusted_softmax_terms(rows_x: np.ndarray, shift: np.ndarray, row: np.ndarra
         with np.errstate(invalid="ignore", over="ignore"):
             shifted -= shifted.max(axis=1)[:, None]
             log_q[at] = shifted[np.arange(len(at)), cols[at]] - np.log(np.exp(shifted).sum(axis=1))
-        top[row[at]] = shifted.argmax(axis=1)
-    return SoftmaxTerms(q=np.exp(log_q).astype(np.float32), log_q=log_q, top=top[row])
+    return SoftmaxTerms(q=np.exp(log_q).astype(np.float32), log_q=log_q)

@@ -31,8 +31,8 @@ by (class, positive, difficulty interval), and follow the reference functions of
   - ``cb-ce``: CE with each term weighted by the class-balanced weight of its class (effective
     number; :func:`lossaudit.losses.balanced.class_balanced_weights_numpy`);
   - ``logit-adjusted-ce``: CE of ``x + tau log pi``, ``pi`` the class frequencies (its softmax
-    from the model's own softmax exponents, each class's weighted by its ``pi^tau``, the shifted
-    row's largest term left out of the sum: :func:`~lossaudit.compare.engine.elements.adjusted_softmax_terms`).
+    from the model's own softmax exponents, each class's weighted by its ``pi^tau``, the row's
+    largest target term left out of the sum: :func:`~lossaudit.compare.engine.elements.adjusted_softmax_terms`).
 
   The model's own softmax terms are those the core softmax losses computed for the chunk, when
   they share its pass (:class:`~lossaudit.compare.engine.shared.SharedPass`).
@@ -407,7 +407,7 @@ class FamilyTally:
                 col[positive], weights=terms.q[positive] if w is None else w[positive] * terms.q[positive], minlength=self.num_classes
             )
             self.softmax_positives += np.bincount(col[positive], weights=None if w is None else w[positive], minlength=self.num_classes)
-            self.mistakes.add_softmax(col, terms.top, terms.q, positive, w)
+            self.mistakes.add_softmax(col, terms, positive, w)
 
     def merge(self, other: FamilyTally) -> None:
         """Add another accumulator's sums (of other chunks) to this one."""

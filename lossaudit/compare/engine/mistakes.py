@@ -34,6 +34,7 @@ from collections import Counter
 
 import numpy as np
 
+from lossaudit.compare.engine.elements import SoftmaxTerms
 from lossaudit.compare.settings import LEVEL_EDGES
 
 CAUSES = ("shifted", "confused", "other")
@@ -147,11 +148,13 @@ class Mistakes:
             out.append(np.where(inside & (neighbour >= 0) & (neighbour < rows), neighbour, -1))
         return out
 
-    def add_softmax(self, col: np.ndarray, top: np.ndarray, q: np.ndarray, positive: np.ndarray, weights: np.ndarray | None = None) -> None:
-        """The target terms of some softmax rows: ``(k,)`` class ``col``, the argmax ``top`` of the
-        term's row, float32 ``q`` (softmax at the class), ``positive`` flags (and the terms'
-        sampling ``weights``, weighted)."""
-        col, top, q = col[positive], top[positive], q[positive]
+    def add_softmax(self, col: np.ndarray, terms: SoftmaxTerms, positive: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """The target terms of some softmax rows: ``(k,)`` class ``col``, their
+        :func:`~lossaudit.compare.engine.elements.softmax_terms` (the argmax ``top`` of the term's
+        row, float32 ``q``, the softmax at the class), ``positive`` flags (and the terms' sampling
+        ``weights``, weighted)."""
+        assert terms.top is not None  # softmax_terms finds it
+        col, top, q = col[positive], terms.top[positive], terms.q[positive]
         w = weights[positive] if weights is not None else None
 
         def part(where: np.ndarray) -> np.ndarray | None:

@@ -508,7 +508,7 @@ class StreamTally:
         q_positive = terms.q[positive] if w is None else w[positive] * terms.q[positive]
         self.per_class["sum_q_positive"] += np.bincount(col[positive], weights=q_positive, minlength=self.num_classes)
         self.per_class["softmax_positives"] += np.bincount(col[positive], weights=None if w is None else w[positive], minlength=self.num_classes)
-        self._add_mistakes(chunk, "softmax", lambda found: found.add_softmax(col, terms.top, terms.q, positive, w))
+        self._add_mistakes(chunk, "softmax", lambda found: found.add_softmax(col, terms, positive, w))
 
     def _add_mistakes(self, chunk: Chunk, kind: str, add: Callable[[Mistakes], None]) -> None:
         """``add`` the chunk's mistakes of ``kind`` to :attr:`mistakes` (they do not depend on the
