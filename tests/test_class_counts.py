@@ -50,3 +50,35 @@ def test_weighted_index_counts_weigh_each_label(tmp_path):
     weights = rng.choice([1.0, 2.0, 8.0], 300)
     path = write_npz(tmp_path / "dump.npz", logits=np.zeros((300, CLASSES), np.float32), targets=labels, weights=weights)
     assert plan(read_batches([path])).class_target_sums().tolist() == pytest.approx(_by_hand(labels, 0, weights), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.uint8, np.bool_])
+def test_one_hot_counts_are_each_columns_ones_over_every_file(tmp_path, dtype):
+    """0/1 targets, summed by the plan's scan as it checks them (no second read): each column's
+    ones, over two files and more rows than one scan reads."""
+    rng = np.random.default_rng(5)
+    paths, expected = [], [0.0] * CLASSES
+    for name, rows in (("a", SCAN_ROWS + 1000), ("b", 300)):
+        targets = (rng.random((rows, CLASSES)) < 0.2).astype(dtype)
+        for row in targets.tolist():
+            for c, value in enumerate(row):
+                expected[c] += float(value)
+        paths.append(write_npz(tmp_path / f"{name}.npz", logits=np.zeros((rows, CLASSES), np.float32), targets=targets))
+    data = plan(read_batches(paths))
+    assert data.info.encoding == "onehot"
+    assert data.class_target_sums().tolist() == expected
+
+
+def test_soft_and_weighted_one_hot_counts_are_read_again(tmp_path):
+    """Soft targets: each column's values summed; 0/1 targets with weights: each one times its
+    weight (the scan's unweighted sums are not used)."""
+    rng = np.random.default_rng(6)
+    soft = np.where(rng.random((400, CLASSES)) < 0.3, rng.random((400, CLASSES)), 0).astype(np.float32)
+    path = write_npz(tmp_path / "soft.npz", logits=np.zeros((400, CLASSES), np.float32), targets=soft)
+    expected = [sum(float(v) for v in column) for column in soft.T.tolist()]
+    assert plan(read_batches([path])).class_target_sums().tolist() == pytest.approx(expected, rel=1e-12)
+    hard = (rng.random((400, CLASSES)) < 0.3).astype(np.float32)
+    weights = rng.choice([1.0, 4.0], 400)
+    path = write_npz(tmp_path / "weighted.npz", logits=np.zeros((400, CLASSES), np.float32), targets=hard, weights=weights)
+    expected = [sum(float(v) * float(w) for v, w in zip(column, weights)) for column in hard.T.tolist()]
+    assert plan(read_batches([path])).class_target_sums().tolist() == pytest.approx(expected, rel=1e-12)

@@ -143,6 +143,7 @@ NOT_RUN = {
     "python benchmarks/sweep_bench.py --repeat 5 --before /tmp/before": "a benchmark of minutes on two 313 MiB dumps, against an older tree; test_benchmark_commands_parse checks its options",
     "python benchmarks/families_bench.py --repeat 5": "a benchmark of a minute on 8M-element dumps; test_benchmark_commands_parse checks its options",
     "python benchmarks/weighted_bench.py --repeat 5                       # and PYTHONPATH=/tmp/before …": "a benchmark of a minute on the 313 MiB dump and its sample; test_benchmark_commands_parse checks its options",
+    "python benchmarks/targets_bench.py --repeat 5 --before /tmp/before": "a benchmark of a minute on three 80M-element dumps (1 GB), against an older tree; test_benchmark_commands_parse checks its options",
     "python benchmarks/advice_bench.py --repeat 5     # 1,000,000 rows × 100 classes, long-tailed": "a benchmark of a minute on a 1M × 100 dump; test_benchmark_commands_parse checks its options",
     "python benchmarks/compare_bench.py --repeat 5 --before /tmp/before    # /tmp/before: git archive af30b2a lossaudit | tar -x -C /tmp/before": "a benchmark of minutes on the 313 MiB dump (the baseline process alone: ~17 s and 4 GiB), against an older tree; test_benchmark_commands_parse checks its options",
 }

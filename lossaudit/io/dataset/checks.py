@@ -54,19 +54,32 @@ def class_axis(logits: np.ndarray, class_dim: int | None, source: str, key: str)
     return axis
 
 
-def scan_targets(rows: RowArray, count: int, chunk: int) -> tuple[bool, bool, bool, bool]:
+def scan_targets(rows: RowArray, count: int, chunk: int) -> tuple[bool, bool, bool, bool, np.ndarray | None]:
     """(all values in {0, 1}, some value exactly 1, all values finite and in [0, 1], some row with
-    two positives: :func:`~lossaudit.io.dataset.chunk.is_positive`), read in chunks."""
+    two positives: :func:`~lossaudit.io.dataset.chunk.is_positive`, the ``(C,)`` float64 sums of
+    the columns when all values are 0 or 1, else None), read in chunks of ``chunk`` rows. Some
+    five passes over each chunk: its least and greatest values (NaN propagates through both), its
+    ones and zeros counted, its rows with a positive (a row holds two when the positives
+    outnumber those rows) and, while every value is 0 or 1, its column sums (in float32, exact
+    for fewer than 2^24 rows)."""
     binary, has_one, in_range, multi_label = True, False, True, False
+    sums = None
     for values in rows.scan(count, chunk):
-        if values.dtype.kind == "f" and not np.isfinite(values).all():
-            in_range = False
-        else:
-            in_range &= bool((values >= 0).all() and (values <= 1).all())
-        binary &= bool(np.isin(values, (0, 1)).all())
-        has_one |= bool((values == 1).any())
-        multi_label |= bool((np.count_nonzero(is_positive(values), axis=1) > 1).any())
-    return binary, has_one, in_range, multi_label
+        if not values.size:
+            continue
+        in_range &= bool(values.min() >= 0 and values.max() <= 1)
+        ones = values == 1
+        some_ones = int(np.count_nonzero(ones))
+        has_one |= some_ones > 0
+        binary &= some_ones + int(np.count_nonzero(values == 0)) == values.size
+        if binary:
+            column_sums = np.add.reduce(values, axis=0, dtype=np.float32 if len(values) < 2**24 else np.float64)
+            sums = column_sums.astype(np.float64) if sums is None else sums + column_sums
+        if not multi_label:
+            positive = ones if binary else is_positive(values)
+            positives = some_ones if binary else int(np.count_nonzero(positive))
+            multi_label = positives > int(np.count_nonzero(np.logical_or.reduce(positive, axis=1)))
+    return binary, has_one, in_range, multi_label, sums if binary else None
 
 
 def check_labels(rows: RowArray, count: int, source: str, chunk: int) -> None:

@@ -194,12 +194,13 @@ def _mask_rows(batch: ArrayFile, logits_shape: tuple[int, ...], axis: int) -> Ro
 
 def _scan(checked: _Batch, heatmap_shaped: bool) -> None:
     """Read the batch's targets in chunks: class ids must be whole numbers; per-class targets fix
-    ``encoding``, ``binary``, ``in_range`` and ``multi_label``."""
+    ``encoding``, ``binary``, ``in_range`` and ``multi_label`` (and, when all are 0 or 1, the
+    source's ``target_sums``)."""
     source = checked.source
     if source.targets.axis is None:
         check_labels(source.targets, source.rows, f"{source.batch.source}: key '{checked.targets_key}'", SCAN_ROWS)
         return
-    checked.binary, has_one, checked.in_range, checked.multi_label = scan_targets(source.targets, source.rows, SCAN_ROWS)
+    checked.binary, has_one, checked.in_range, checked.multi_label, source.target_sums = scan_targets(source.targets, source.rows, SCAN_ROWS)
     checked.encoding = "onehot" if checked.binary else "heatmap" if heatmap_shaped and has_one else "soft"
 
 

@@ -39,6 +39,9 @@ class Source:
     start: int
     weighting: Weighting | None = None
     """Its sampling weights and padding (:mod:`~lossaudit.io.dataset.weights`), or None."""
+    target_sums: np.ndarray | None = None
+    """``(C,)`` float64 sums of its per-class targets' columns, when the plan's scan found them
+    all 0 or 1 (:func:`~lossaudit.io.dataset.checks.scan_targets`), or None."""
 
     def extra_rows(self) -> tuple[RowArray | None, RowArray | None, RowArray | None]:
         """The mask, weights and padding as rows (None where absent)."""
@@ -195,11 +198,15 @@ class DataPlan:
         """``(C,)`` float64: each class's targets summed over every row as stored, before the ignore
         label (no class), a mask or a non-finite logit excludes anything — the rows labelled c for
         index targets, the sum of column c's values otherwise (hard targets: the positives). Reads
-        the targets once more (not the logits). Weighted dumps: each target times its element's
-        weight (a Horvitz–Thompson estimate; the weights are read too)."""
+        the targets once more (not the logits), but for unweighted 0/1 targets, which the plan's
+        scan summed. Weighted dumps: each target times its element's weight (a Horvitz–Thompson
+        estimate; the weights are read too)."""
         sums = np.zeros(self.info.num_classes)
         for source in self.sources:
             weights = source.weighting.weights if source.weighting is not None else None
+            if weights is None and source.target_sums is not None:
+                sums += source.target_sums
+                continue
             scans = weights.scan(source.rows, SCAN_ROWS) if weights is not None else None
             for values in source.targets.scan(source.rows, SCAN_ROWS):
                 w = _weights_for_sums(next(scans)) if scans is not None else None
