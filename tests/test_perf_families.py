@@ -25,18 +25,18 @@ from tests.conftest import write_npz
 from tests.test_stream import _assert_same, _oracle
 
 
-def _near_the_clip(path, seed: int, soft: bool):
+def _near_the_clip(path, seed: int, soft: bool, rows: int = 300):
     """Logits around p = 0.03-0.12 (many easy negatives between the clip and the first edge), a
     few positives, NaN, a masked element; index or soft targets."""
     rng = np.random.default_rng(seed)
-    logits = rng.normal(-2.7, 0.5, (300, 6)).astype(np.float32)
-    logits[rng.random((300, 6)) < 0.05] = rng.normal(1, 2, 1).astype(np.float32)[0]
+    logits = rng.normal(-2.7, 0.5, (rows, 6)).astype(np.float32)
+    logits[rng.random((rows, 6)) < 0.05] = rng.normal(1, 2, 1).astype(np.float32)[0]
     logits[4, 2] = np.nan
     if soft:
-        targets = np.where(rng.random((300, 6)) < 0.05, rng.uniform(0.3, 1, (300, 6)), 0).astype(np.float32)
-        mask = (rng.random((300, 6)) > 0.03).astype(np.uint8)
+        targets = np.where(rng.random((rows, 6)) < 0.05, rng.uniform(0.3, 1, (rows, 6)), 0).astype(np.float32)
+        mask = (rng.random((rows, 6)) > 0.03).astype(np.uint8)
         return write_npz(path, logits=logits, targets=targets, mask=mask)
-    labels = np.where(rng.random(300) < 0.3, rng.integers(0, 6, 300), 6)
+    labels = np.where(rng.random(rows) < 0.3, rng.integers(0, 6, rows), 6)
     labels[::37] = -1
     return write_npz(path, logits=logits, targets=labels)
 
@@ -57,6 +57,16 @@ def test_clipped_asl_in_the_dense_pass_equals_full_tensor(tmp_path, soft, asl, c
     paths = [_near_the_clip(tmp_path / f"b{seed}.npz", seed, soft) for seed in (1, 2)]
     settings = LossSettings(losses=("bce", "qfl", "vfl", "asl"), **asl)
     _assert_same(stream_tally(plan(read_batches(paths)), settings, chunk_rows=chunk_rows), _oracle(paths, settings))
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["index", "soft"])
+def test_clipped_asl_over_blocks_of_different_sizes_equals_full_tensor(tmp_path, soft):
+    """The clipped power's values are put into buffers kept at 0 elsewhere: a block of 300 rows,
+    then one of 100, then one of 300 again (a chunk per file, one worker) must not sum the first
+    block's values past the second's rows."""
+    paths = [_near_the_clip(tmp_path / f"b{seed}.npz", seed, soft, rows) for seed, rows in ((1, 300), (2, 100), (3, 300))]
+    settings = LossSettings(losses=("bce", "asl"), asl_clip=0.05)
+    _assert_same(stream_tally(plan(read_batches(paths)), settings, chunk_rows=1000, workers=1), _oracle(paths, settings))
 
 
 def test_the_dense_pass_keeps_asl_only_where_its_floor_cannot_bind():

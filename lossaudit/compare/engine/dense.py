@@ -279,7 +279,7 @@ class DensePass:
         self._log1p = self._buffers.get("softplus", np.zeros((padded_rows, classes), dtype=np.float32))
         self._q = self._buffers.get("q", np.empty((padded_rows, classes), dtype=np.float32))
         self._scratch = np.empty((padded_rows, classes), dtype=np.float32) if "heatmap_loss" in values else None
-        self._clip_scratch = np.empty((2, padded_rows, classes), dtype=np.float32) if clipped else None
+        self._clip_filled: dict[tuple[float, float], np.ndarray] = {}  # the buffer places each clipped power filled last
         self._u = np.empty((padded_rows, classes), dtype=np.float32) if weighted else None
         self._taken = np.empty((block_rows, classes), dtype=bool)
         self._ones = np.ones(GROUP_ROWS, dtype=np.float32)
@@ -474,31 +474,35 @@ class DensePass:
 
     def _clipped_values(self, views: _BlockViews, k: float, m: float) -> None:
         """Fill the block's buffers of the clipped power ``(k, m)`` (see ``clipped`` in the class
-        docstring) from ``q`` (0 at the elements taken out, the dropped rows and the padding, so
-        ``p_m`` and every value is 0 there)."""
-        assert views.clip_scratch is not None  # allocated with clipped powers
-        q, (shifted, part) = views.q, views.clip_scratch
-        loss, gradient = views.buffers["clipped", k, m], views.buffers["clipped_gradient", k, m]
-        np.subtract(q, np.float32(m), out=shifted)
-        np.maximum(shifted, 0, out=shifted)  # p_m
-        np.negative(shifted, out=gradient)
-        np.log1p(gradient, out=gradient)
-        np.negative(gradient, out=gradient)  # -log(1 - p_m), 0 where p_m = 0
-        power(shifted, k, out=loss)  # p_m^k
-        np.subtract(1, shifted, out=part)
-        np.divide(loss, part, out=part)  # p_m^k / (1 - p_m)
-        np.multiply(loss, gradient, out=loss)  # a
-        above = shifted > 0
+        docstring) from ``q`` (0 at the elements taken out, the dropped rows and the padding). Every
+        value is 0 where ``q <= m`` (``p_m = 0``), most easy negatives: the values are computed for
+        the elements above the clip only and put into buffers kept at 0 elsewhere (the places the
+        previous block filled are zeroed first), with the float32 operations of the whole-buffer
+        form, element for element."""
+        names = ("clipped", k, m), ("clipped_gradient", k, m)
+        filled = self._clip_filled.get((k, m))
+        if filled is not None:  # (through the whole buffers: a block of more rows may have filled them)
+            for name in names:
+                self._buffers[name].reshape(-1)[filled] = 0
+        loss_buffer, gradient_buffer = (views.buffers[name].reshape(-1) for name in names)
+        q_flat = views.q.reshape(-1)
+        above = np.flatnonzero(q_flat > np.float32(m))  # p_m > 0 exactly there (float32 q - m is 0 only where q = m)
+        self._clip_filled[k, m] = above
+        q = q_flat[above]
+        shifted = np.subtract(q, np.float32(m))  # p_m
+        log_term = np.negative(np.log1p(np.negative(shifted)))  # -log(1 - p_m)
+        loss = power(shifted, k)  # p_m^k
+        part = np.divide(loss, np.subtract(np.float32(1), shifted))  # p_m^k / (1 - p_m)
+        np.multiply(loss, log_term, out=loss)  # a
         if k:
-            np.divide(loss, shifted, out=gradient, where=above)  # a / p_m; 0 (the log) where p_m = 0
+            gradient = np.divide(loss, shifted)  # a / p_m
             np.multiply(gradient, np.float32(k), out=gradient)
+            np.add(gradient, part, out=gradient)
         else:
-            gradient[...] = 0
-            np.copyto(part, 0, where=~above)  # p_m^0 = 1: no gradient below the clip all the same
-        np.add(gradient, part, out=gradient)
-        np.subtract(1, q, out=shifted)
-        np.multiply(shifted, q, out=shifted)  # dp/dx
-        np.multiply(gradient, shifted, out=gradient)
+            gradient = part  # p_m^0 = 1
+        np.multiply(gradient, np.multiply(np.subtract(np.float32(1), q), q), out=gradient)  # times dp/dx
+        loss_buffer[above] = loss
+        gradient_buffer[above] = gradient
 
     def __getstate__(self) -> dict:
         """Pickled (a forked worker's result) for its counts and sums: the buffers stay behind, and
@@ -574,6 +578,5 @@ class _BlockViews:
         self.q = dense._q[:padded]
         self.u = None if dense._u is None else dense._u[:padded]
         self.scratch_values = None if dense._scratch is None else dense._scratch[:padded]
-        self.clip_scratch = None if dense._clip_scratch is None else dense._clip_scratch[:, :padded]
         self.buffers = {name: buffer[:padded] for name, buffer in dense._buffers.items()}
         self.grouped = dense._stack[:, :padded].reshape(len(dense._stack), self.groups, GROUP_ROWS, dense.classes)
