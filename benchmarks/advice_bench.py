@@ -81,7 +81,9 @@ def main() -> None:
     print(f"{args.rows:,} rows x {args.classes} classes, long-tailed; medians of {args.repeat}")
     for name, value in medians.items():
         print(f"  {name:<13} {value:.3f} s")
-    print(f"  with / without: {medians['with advice'] / medians['without']:.3f} (of the medians); {statistics.median(ratios):.3f} (median of each round's ratio)")
+    print(
+        f"  with / without: {medians['with advice'] / medians['without']:.3f} (of the medians); {statistics.median(ratios):.3f} (median of each round's ratio)"
+    )
 
 
 if __name__ == "__main__":
