@@ -360,7 +360,7 @@ def adjusted_softmax_terms(rows_x: np.ndarray, shift: np.ndarray, row: np.ndarra
         log_m_left_out = np.full(len(rows_x), -np.inf)
         np.maximum.at(log_m_left_out, row, log_m)
         largest = log_m == log_m_left_out[row]
-        left_out = np.empty_like(row_top)
+        left_out = row_top.copy()  # (every row has a target, so each gets one here)
         left_out[row[largest]] = cols[largest]
     moved = np.flatnonzero(left_out != row_top)  # where d is not the plain maximum, whose exponent is 0 already
     kept = exponents[moved, left_out[moved]]
