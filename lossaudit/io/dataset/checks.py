@@ -58,23 +58,24 @@ def scan_targets(rows: RowArray, count: int, chunk: int) -> tuple[bool, bool, bo
     """(all values in {0, 1}, some value exactly 1, all values finite and in [0, 1], some row with
     two positives: :func:`~lossaudit.io.dataset.chunk.is_positive`, the ``(C,)`` float64 sums of
     the columns when all values are 0 or 1, else None), read in chunks of ``chunk`` rows. Some
-    five passes over each chunk: its least and greatest values (NaN propagates through both), its
-    ones and zeros counted, its rows with a positive (a row holds two when the positives
-    outnumber those rows) and, while every value is 0 or 1, its column sums (in float32, exact
-    for fewer than 2^24 rows)."""
+    four passes over each chunk: its ones counted; while every value so far is 0 or 1, its zeros
+    counted and its column sums (in float32, exact for fewer than 2^24 rows), else its least and
+    greatest values (0s and 1s are in range; NaN propagates through both); its rows with a
+    positive, until one holds two (a row holds two when the positives outnumber those rows)."""
     binary, has_one, in_range, multi_label = True, False, True, False
     sums = None
     for values in rows.scan(count, chunk):
         if not values.size:
             continue
-        in_range &= bool(values.min() >= 0 and values.max() <= 1)
         ones = values == 1
         some_ones = int(np.count_nonzero(ones))
         has_one |= some_ones > 0
-        binary &= some_ones + int(np.count_nonzero(values == 0)) == values.size
+        binary = binary and some_ones + int(np.count_nonzero(values == 0)) == values.size
         if binary:
             column_sums = np.add.reduce(values, axis=0, dtype=np.float32 if len(values) < 2**24 else np.float64)
             sums = column_sums.astype(np.float64) if sums is None else sums + column_sums
+        else:
+            in_range &= bool(values.min() >= 0 and values.max() <= 1)
         if not multi_label:
             positive = ones if binary else is_positive(values)
             positives = some_ones if binary else int(np.count_nonzero(positive))
