@@ -5,7 +5,7 @@ and the spread of the estimates over many Poisson samples of one population."""
 import numpy as np
 import pytest
 
-from lossaudit.compare.report.estimates import share_se, sum_se
+from lossaudit.compare.report.estimates import class_share_ses, share_se, sum_se
 
 SHAPE = (3, 2, 2, 4)
 """Tables as the tally keeps them: class × positive × difficulty bin × difficulty level."""
@@ -48,6 +48,21 @@ def test_tiny_sample_by_hand():
     for group, inside in ((lambda t: t[2], cells[:, 0] == 2), (lambda t: t[..., 0], cells[:, 3] == 0)):
         assert share_se(sums, moments, group) == pytest.approx(linearised_se(weights, values, inside.astype(float)), rel=1e-12)
     assert sum_se(moments) == pytest.approx(np.sqrt((weights * (weights - 1) * values**2).sum()), rel=1e-12)
+
+
+def test_every_class_share_at_once_is_each_class_share():
+    """``class_share_ses``: each class's share (cells ``[c]``) at once, as the linearised SE of the
+    sampled elements in that class; None for every class where the total is 0."""
+    rng = np.random.default_rng(8)
+    cells = np.stack([rng.integers(0, size, 200) for size in SHAPE], axis=1)
+    weights = rng.choice([1.0, 2.0, 5.0, 50.0], 200)
+    values = rng.random(200)
+    sums, moments = tables(cells, weights, values)
+    found = class_share_ses(sums, moments)
+    assert len(found) == SHAPE[0]
+    for c in range(SHAPE[0]):
+        assert found[c] == pytest.approx(linearised_se(weights, values, (cells[:, 0] == c).astype(float)), rel=1e-12)
+    assert class_share_ses(np.zeros(SHAPE), np.zeros(SHAPE)) == [None] * SHAPE[0]
 
 
 def test_certain_elements_have_no_error():

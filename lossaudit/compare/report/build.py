@@ -24,7 +24,7 @@ import numpy as np
 from lossaudit._version import __version__
 from lossaudit.compare.engine.binning import ghm_bin_weights
 from lossaudit.compare.report import diagnosis
-from lossaudit.compare.report.estimates import share_se, sum_se
+from lossaudit.compare.report.estimates import class_share_ses, share_se, sum_se
 from lossaudit.compare.settings import (
     LEVEL_EDGES,
     LEVELS,
@@ -222,6 +222,18 @@ def _share_errors(tally: Tally, order: list[str], group) -> dict[str, dict[str, 
     }
 
 
+def _class_share_errors(tally: Tally, order: list[str]) -> dict[str, dict[str, list[float | None]]]:
+    """:func:`_share_errors` of every class's cells at once: ``{"share_se": {loss: (C,) list}, …}``
+    (:func:`~lossaudit.compare.report.estimates.class_share_ses`); empty for an unweighted tally."""
+    moments = _moments(tally)
+    if moments is None:
+        return {}
+    return {
+        "share_se": {loss: class_share_ses(tally.loss_sums[loss], moments[loss]) for loss in order},
+        "gradient_share_se": {loss: class_share_ses(tally.gradient_sums[loss], moments["gradient:" + loss]) for loss in order},
+    }
+
+
 def _headline(sums: np.ndarray, moments: np.ndarray | None, prefix: str = "") -> dict:
     """The :data:`HEADLINE` shares of a loss (or of its gradient, ``prefix`` ``gradient_``), each
     followed by its standard error ``…_se`` when there are second moments."""
@@ -276,11 +288,12 @@ def _per_class(data: DataInfo, order: list[str], tally: Tally, counts: np.ndarra
     totals = {loss: float(tally.loss_sums[loss].sum()) for loss in order}
     gradients = {loss: float(tally.gradient_sums[loss].sum()) for loss in order}
     moments = _moments(tally)
+    class_errors = _class_share_errors(tally, order)
     rows = []
     for c, name in enumerate(data.class_names):
         class_sums = {loss: float(tally.loss_sums[loss][c].sum()) for loss in order}
         positives = _count(counts[c, 1].sum())
-        errors = _share_errors(tally, order, lambda table, c=c: table[c])
+        errors = {kind: {loss: ses[c] for loss, ses in by_loss.items()} for kind, by_loss in class_errors.items()}
         rows.append(
             {
                 "index": c,

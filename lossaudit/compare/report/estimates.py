@@ -47,11 +47,25 @@ def share_se(sums: np.ndarray, moments: np.ndarray, group: Group) -> float | Non
     total = float(sums.sum())
     if not total:
         return None
-    share = float(group(sums).sum()) / total
-    inside = float(group(moments).sum())
-    outside = float(moments.sum()) - inside
-    variance = ((1 - share) ** 2 * inside + share**2 * outside) / total**2
-    return math.sqrt(max(variance, 0.0))
+    return float(_share_se(float(group(sums).sum()) / total, float(group(moments).sum()), float(moments.sum()), total))
+
+
+def class_share_ses(sums: np.ndarray, moments: np.ndarray) -> list[float | None]:
+    """:func:`share_se` of each class's share (the cells ``table[c]``) at once: the classes' sums
+    and second moments in one reduction each, instead of a pass over the whole table per class
+    (a weighted report of C classes and L losses made ``4 C L`` of them)."""
+    total = float(sums.sum())
+    if not total:
+        return [None] * len(sums)
+    share = sums.reshape(len(sums), -1).sum(axis=1) / total
+    return [float(se) for se in _share_se(share, moments.reshape(len(moments), -1).sum(axis=1), float(moments.sum()), total)]
+
+
+def _share_se(share: float | np.ndarray, inside: float | np.ndarray, moments: float, total: float) -> np.ndarray:
+    """``sqrt(((1 - R)² S2_G + R² (S2 - S2_G)) / Y²)`` (the module docstring), 0 where rounding
+    makes the variance negative: ``share`` R and ``inside`` S2_G floats or arrays alike."""
+    variance = ((1 - share) ** 2 * inside + share**2 * (moments - inside)) / total**2
+    return np.sqrt(np.maximum(np.asarray(variance), 0.0))
 
 
 PLUG_IN = {
