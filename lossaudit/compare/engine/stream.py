@@ -245,7 +245,7 @@ class StreamTally:
         element of the other rows is taken out (to be tallied one by one, weighted)."""
         assert chunk.weights is not None  # weighted mode
         classes = self.num_classes
-        row_sums = np.add.reduce(chunk.weights, axis=1)  # (not a BLAS product with ones: OpenBLAS would run it on threads that spin)
+        row_sums = chunk.weight_sums
         unit = row_sums == classes  # weights are >= 1: only ones add up to C (a weight within 1e-14 of 1 counts as 1)
         if chunk.padding is not None:
             unit &= ~chunk.padding.any(axis=1)

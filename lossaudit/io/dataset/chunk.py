@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -78,16 +79,26 @@ class Chunk:
             return masks[0] if masks else None
         return np.logical_or.reduce(masks)
 
-    @property
+    @cached_property
+    def weight_sums(self) -> np.ndarray:
+        """``(n,)`` float64 sums of each row's element weights in a weighted dump (padding weighs 1:
+        see :func:`~lossaudit.io.dataset.weights.chunk_weights`), computed once per chunk (its
+        weights are set as it is read); a reduction, not a BLAS product with ones, which OpenBLAS
+        would run on threads that spin beside the workers."""
+        assert self.weights is not None  # a weighted dump's chunk
+        return np.add.reduce(self.weights, axis=1)
+
+    @cached_property
     def row_weights(self) -> np.ndarray:
         """``(n,)`` float64 weight of each row in a weighted dump (what row counts add up): the mean
         weight of the row's non-zero targets where it has any (a row with per-row weights: its
         weight), else the mean weight of its elements that are not padding (0 for a row of padding
-        only: a plug-in figure for the Recorder's pseudo-rows). Ones without weights."""
+        only: a plug-in figure for the Recorder's pseudo-rows). Ones without weights. Computed once
+        per chunk (the tallies of a pass each ask)."""
         if self.weights is None:
             return np.ones(len(self.logits))
         classes = self.weights.shape[1]
-        sums = np.add.reduce(self.weights, axis=1)  # padding weighs 1 (see weights.chunk_weights): taken off below
+        sums = self.weight_sums  # padding weighs 1: taken off below
         if self.padding is None:
             weights = sums / classes
         else:
