@@ -1,6 +1,7 @@
 """``compare``'s conclusions on a real classifier (issue 22, points 1, 3, 9 and 11): scikit-learn's
 bundled digits scans, a multinomial logistic regression trained in the test (seeded, about a
-second), on the balanced data and on a long-tailed variant (three digits cut to 3-6 rows each).
+second), on the balanced data and on a long-tailed variant (three digits cut to 3-6 rows each),
+also with its labels stored as one-hot and as smoothed soft targets.
 Rare means rare (the data's own counts), sentences compare like with like, ``--top`` ranks by the
 first loss that fits the data, a baseline from other data is warned about, and small percentages
 print as ``<0.01%``. Every expected value is derived here from the labels and logits."""
@@ -169,3 +170,41 @@ def test_the_per_class_ratio_column_names_what_it_divides(digits, run_cli, tmp_p
     assert "### Per class (share of each loss's total)" not in text
     text = run_cli("compare", path, "--losses", "ce,softmax-focal", "--format", "markdown").stdout
     assert "softmax-focal÷ce" in text.split("### Per class")[1].split("###")[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.uint8, np.bool_], ids=lambda d: np.dtype(d).name)
+def test_long_tailed_digits_as_one_hot_targets_read_as_their_labels(long_tailed, compare_json, tmp_path, dtype):
+    """The long-tailed digits' labels stored as one-hot targets (torchvision's focal loss takes
+    them so), in the dtypes dumps hold: found one-hot, the same rare digits, and every section of
+    the report, the imbalance advice's numbers included, as the class ids give it (the per-class
+    counts come from the check that reads the targets before the pass, not from the labels)."""
+    logits, labels = long_tailed
+    by_labels = compare_json(write_npz(tmp_path / "ids.npz", logits=logits, targets=labels))
+    one_hot = compare_json(write_npz(tmp_path / "onehot.npz", logits=logits, targets=np.eye(10, dtype=dtype)[labels]))
+    assert one_hot["input"]["target_encoding"] == "onehot" and one_hot["input"]["multi_hot_rows"] == 0
+    assert list(one_hot["imbalance"]["rare_classes"]) == _expected_rare(labels) == ["3", "5", "8"]
+    assert {key: value for key, value in one_hot.items() if key != "input"} == {key: value for key, value in by_labels.items() if key != "input"}
+
+
+def test_long_tailed_digits_with_smoothed_labels_advise_from_their_soft_counts(long_tailed, compare_json, tmp_path):
+    """Label smoothing (0.9 on the label, 0.01 on every class): soft targets, every element a
+    target of its row. The advice's prior is each class's summed targets, and its
+    ``logit-adjusted-ce`` rare share is that of ``-Σ y_j log softmax(x + log prior)_j`` over the
+    rare digits' columns, computed here in float64 (as is ``ce``'s)."""
+    logits, labels = long_tailed
+    targets = 0.9 * np.eye(10)[labels] + 0.01
+    report = compare_json(write_npz(tmp_path / "smoothed.npz", logits=logits, targets=targets.astype(np.float32)))
+    assert report["input"]["target_encoding"] == "soft" and list(report["imbalance"]["rare_classes"]) == ["3", "5", "8"]
+    y = targets.astype(np.float32).astype(np.float64)
+    rare = [3, 5, 8]
+
+    def rare_share(z: np.ndarray) -> float:
+        log_q = z - z.max(axis=1, keepdims=True)
+        log_q -= np.log(np.exp(log_q).sum(axis=1, keepdims=True))
+        terms = -y * log_q
+        return float(terms[:, rare].sum() / terms.sum())
+
+    prior = y.sum(axis=0) / y.sum()
+    advice = {entry["label"]: entry for entry in report["imbalance"]["losses"]}
+    assert advice["ce"]["rare_share"] == pytest.approx(rare_share(logits.astype(np.float64)), rel=1e-6)
+    assert advice["logit-adjusted-ce (tau 1)"]["rare_share"] == pytest.approx(rare_share(logits + np.log(prior)), rel=1e-6)
